@@ -1,0 +1,563 @@
+"""The jobboard contract.
+
+A jobboard holds jobs that conductors claim, run and then consume, abandon or trash. The public
+methods of ``JobBoard`` are concrete: they check arguments, wrap storage records in ``Job`` objects
+and emit notifications. Each backend implements only the ``_``-prefixed atomic primitives.
+
+Semantics every backend keeps (the conformance suite in ``legato.testing`` checks them):
+
+* Order: ``iterjobs`` and ``claim_next`` give higher priority first and, within one priority,
+  the oldest post first.
+* ``claim`` is atomic: of any number of concurrent claimers exactly one wins; the others get
+  ``UnclaimableJob`` (claimed, delayed or finished) or ``NotFound`` (gone).
+* Claims are leases. Each claim has a TTL (the board's ``ttl`` unless the call gives one). A claim
+  not renewed within its TTL ends by itself and the job is claimable again, without any code
+  running on the old owner's side.
+* Every claim of a job gets a fencing number larger than any before it. The ``Job`` object that
+  ``claim`` returned carries it; ``renew``, ``consume``, ``abandon`` and ``trash`` made with an
+  older number, or by anyone but the owner, raise ``NotOwner`` (a ``JobFailure``) naming the real
+  owner. A job that is gone raises ``NotFound``.
+* ``attempts`` counts the claims a job has had.
+* Finding the next claimable job never reads every job on the board.
+* An unreachable server raises ``BoardUnavailable`` (a ``JobFailure``) within the configured
+  timeout; the same board object carries on once the server is back.
+* Entries that cannot be decoded are skipped by iteration with a warning, never deleted.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from legato import errors
+from legato.notifier import Notifier
+from legato.states import JobPriority, JobState
+
+if TYPE_CHECKING:
+    from legato.persistence.base import Persistence
+    from legato.persistence.models import LogBook
+
+__all__ = ["POSTED", "REMOVAL", "Entity", "Job", "JobBoard", "JobRecord"]
+
+logger = logging.getLogger(__name__)
+
+#: Notifier event: a job was posted (details: ``job``).
+POSTED = "POSTED"
+#: Notifier event: a job left the board, consumed or trashed (details: ``job``).
+REMOVAL = "REMOVAL"
+
+Clock = Callable[[], float]
+
+
+@dataclasses.dataclass(frozen=True)
+class Entity:
+    """Something that works on a board, such as a conductor.
+
+    Attributes:
+        kind: e.g. ``"conductor"``.
+        name: unique name, e.g. ``"worker-1@host:1234"``.
+        metadata: JSON-serialisable facts about it (host, pid, started_at...).
+    """
+
+    kind: str
+    name: str
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class JobRecord:
+    """A job as a backend stores it. Times are float seconds since the epoch.
+
+    ``state`` is the stored state; a CLAIMED record whose ``lease_expires`` has passed counts as
+    UNCLAIMED (``effective_state``).
+    """
+
+    uuid: str
+    name: str
+    details: dict[str, Any]
+    book_uuid: str | None
+    book_name: str | None
+    priority: int
+    created_on: float
+    sequence: int = 0
+    state: JobState = JobState.UNCLAIMED
+    last_modified: float | None = None
+    attempts: int = 0
+    owner: str | None = None
+    fence: int = 0
+    lease_expires: float | None = None
+    available_at: float | None = None
+    reason: str | None = None
+
+    def effective_state(self, now: float) -> JobState:
+        if self.state is JobState.CLAIMED and (
+                self.lease_expires is None or self.lease_expires > now):
+            return JobState.CLAIMED
+        if self.state is JobState.COMPLETE:
+            return JobState.COMPLETE
+        return JobState.UNCLAIMED
+
+    def effective_owner(self, now: float) -> str | None:
+        return self.owner if self.effective_state(now) is JobState.CLAIMED else None
+
+    def claimable(self, now: float) -> bool:
+        return self.effective_state(now) is JobState.UNCLAIMED and (
+            self.available_at is None or self.available_at <= now)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["state"] = str(self.state)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobRecord:
+        """Build a record from ``to_dict`` output; ``KeyError``/``ValueError``/``TypeError`` when
+        the data is malformed."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        record = cls(**{k: v for k, v in data.items() if k in fields})
+        record.state = JobState(record.state)
+        if not isinstance(record.details, dict):
+            raise TypeError("details must be a JSON object")
+        return record
+
+
+def _utc(ts: float | None) -> dt.datetime | None:
+    return dt.datetime.fromtimestamp(ts, dt.UTC) if ts is not None else None
+
+
+class Job:
+    """A job on a board, as seen by one caller.
+
+    The ``Job`` that ``claim`` returns carries the claim's fencing number in ``fence``; pass that
+    object to ``renew``/``consume``/``abandon``/``trash``.
+    """
+
+    def __init__(self, board: JobBoard, record: JobRecord, *, fence: int | None = None) -> None:
+        self.board = board
+        self._record = record
+        self.fence = fence
+        self._book: LogBook | None = None
+
+    def __repr__(self) -> str:
+        return f"<Job {self.name!r} {self.uuid} priority={self.priority.name}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Job) and other.uuid == self.uuid
+
+    def __hash__(self) -> int:
+        return hash(self.uuid)
+
+    uuid = property(lambda self: self._record.uuid)
+    name = property(lambda self: self._record.name)
+    details = property(lambda self: self._record.details)
+    book_uuid = property(lambda self: self._record.book_uuid)
+    book_name = property(lambda self: self._record.book_name)
+    attempts = property(lambda self: self._record.attempts, doc="Claims so far (when read).")
+    reason = property(lambda self: self._record.reason, doc="Last abandon or trash reason.")
+    record = property(lambda self: self._record)
+
+    @property
+    def priority(self) -> JobPriority:
+        return JobPriority(self._record.priority)
+
+    @property
+    def created_on(self) -> dt.datetime:
+        created = _utc(self._record.created_on)
+        assert created is not None
+        return created
+
+    @property
+    def last_modified(self) -> dt.datetime | None:
+        return _utc(self._record.last_modified)
+
+    @property
+    def state(self) -> JobState:
+        """The job's state now (read from the board): COMPLETE once consumed or trashed."""
+        return self.board.state_of(self)
+
+    @property
+    def book(self) -> LogBook | None:
+        """The job's logbook, loaded from the board's persistence on first access."""
+        if self._book is None and self.book_uuid is not None:
+            if self.board.persistence is None:
+                raise errors.JobFailure("the board has no persistence to load the book from",
+                                        job_uuid=self.uuid)
+            self._book = self.board.persistence.get_logbook(self.book_uuid)
+        return self._book
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the job is consumed or trashed; return False if ``timeout`` passed first."""
+        return self.board.wait_for_completion(self, timeout)
+
+
+class JobBoard(abc.ABC):
+    """Where producers post jobs and conductors claim them. Use ``legato.jobboard.connect(url)``.
+
+    Args:
+        name: a name for this board object (used in logs).
+        persistence: where jobs' logbooks live, for ``Job.book``.
+        ttl: default claim lease in seconds.
+        poll_interval: longest sleep between checks when waiting without notifications.
+        clock: returns the current time in seconds since the epoch (tests inject a fake one).
+    """
+
+    #: URL schemes this backend serves.
+    schemes: ClassVar[tuple[str, ...]] = ()
+    #: True when ``wait`` wakes at once on a post from any process, instead of polling.
+    supports_notifications: ClassVar[bool] = False
+
+    def __init__(self, *, name: str = "legato", persistence: Persistence | None = None,
+                 ttl: float = 30.0, poll_interval: float = 0.5,
+                 clock: Clock | None = None) -> None:
+        if ttl <= 0:
+            raise ValueError("ttl must be > 0")
+        if poll_interval <= 0:
+            raise ValueError("poll_interval must be > 0")
+        self.name = name
+        self.persistence = persistence
+        self.ttl = ttl
+        self.poll_interval = poll_interval
+        self.clock: Clock = clock or time.time
+        self.notifier = Notifier()
+        self._connected = False
+        self._connect_lock = threading.Lock()
+
+    @classmethod
+    @abc.abstractmethod
+    def from_url(cls, url: str, *, persistence: Persistence | None = None,
+                 **options: Any) -> JobBoard:
+        """Build an unconnected board from its URL and keyword options."""
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def connect(self) -> None:
+        """Connect to the backend (no-op when already connected)."""
+        with self._connect_lock:
+            if not self._connected:
+                self._connect()
+                self._connected = True
+
+    def close(self) -> None:
+        """Disconnect. Claims made through this board stay until they expire or are released."""
+        with self._connect_lock:
+            if self._connected:
+                self._connected = False
+                self._close()
+
+    def __enter__(self) -> JobBoard:
+        self.connect()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def _require_connected(self) -> None:
+        if not self._connected:
+            raise errors.JobFailure(f"board {self.name!r} is not connected; call connect()")
+
+    # -- posting and reading ---------------------------------------------------------------
+
+    def post(self, name: str, book: LogBook | None = None, details: dict[str, Any] | None = None,
+             priority: JobPriority | str | int = JobPriority.NORMAL, *,
+             delay: float | None = None) -> Job:
+        """Post a new job; with ``delay`` it cannot be claimed for that many seconds."""
+        self._require_connected()
+        if not name:
+            raise ValueError("a job needs a non-empty name")
+        if details is not None and not isinstance(details, dict):
+            raise TypeError("details must be a dict")
+        if delay is not None and delay < 0:
+            raise ValueError("delay must be >= 0")
+        from legato.persistence.models import new_uuid  # models import nothing of ours
+
+        now = self.clock()
+        record = JobRecord(
+            uuid=new_uuid(), name=name, details=dict(details or {}),
+            book_uuid=book.uuid if book is not None else None,
+            book_name=book.name if book is not None else None,
+            priority=int(JobPriority.parse(priority)), created_on=now, last_modified=now,
+            available_at=now + delay if delay else None,
+        )
+        self._post(record)
+        job = Job(self, record)
+        if book is not None:
+            job._book = book
+        self.notifier.notify(POSTED, {"job": job})
+        return job
+
+    def iterjobs(self, only_unclaimed: bool = False, ensure_fresh: bool = False) -> Iterator[Job]:
+        """Jobs on the board in claim order (priority, then oldest). Lazy: stop when you like.
+
+        With ``only_unclaimed``, only jobs that can be claimed now.
+        """
+        self._require_connected()
+        for record in self._iter_records(only_unclaimed, ensure_fresh):
+            if only_unclaimed and not record.claimable(self.clock()):
+                continue
+            yield Job(self, record)
+
+    def get(self, job_uuid: str) -> Job:
+        """The job with that uuid.
+
+        Raises:
+            NotFound: no such job on the board (never posted, consumed or trashed).
+        """
+        self._require_connected()
+        return Job(self, self._get(job_uuid))
+
+    def state_of(self, job: Job) -> JobState:
+        self._require_connected()
+        try:
+            record = self._get(job.uuid)
+        except errors.NotFound:
+            return JobState.COMPLETE
+        return record.effective_state(self.clock())
+
+    @property
+    def job_count(self) -> int:
+        """How many jobs are on the board (claimed or not; trashed ones excluded)."""
+        self._require_connected()
+        return self._job_count()
+
+    def find_owner(self, job: Job) -> str | None:
+        """The owner of the job's live claim, or None.
+
+        Raises:
+            NotFound: the job is gone.
+        """
+        self._require_connected()
+        return self._get(job.uuid).effective_owner(self.clock())
+
+    # -- claims ----------------------------------------------------------------------------
+
+    def claim(self, job: Job, who: str, *, ttl: float | None = None) -> Job:
+        """Claim ``job`` for ``who``; return a ``Job`` carrying the new fencing number.
+
+        Raises:
+            UnclaimableJob: someone else holds it, or it is delayed.
+            NotFound: it is gone.
+        """
+        self._require_connected()
+        _check_owner(who)
+        record = self._claim(job.uuid, who, self._ttl(ttl))
+        return self._claimed(job, record)
+
+    def claim_next(self, who: str, *, ttl: float | None = None) -> Job | None:
+        """Claim the first claimable job in order, or return None when there is none."""
+        self._require_connected()
+        _check_owner(who)
+        record = self._claim_next(who, self._ttl(ttl))
+        return Job(self, record, fence=record.fence) if record is not None else None
+
+    def renew(self, job: Job, who: str, ttl: float | None = None) -> None:
+        """Extend the claim's lease to ``ttl`` seconds from now.
+
+        Raises:
+            NotOwner: ``who`` does not hold the job's current claim.
+            NotFound: the job is gone.
+        """
+        self._require_connected()
+        _check_owner(who)
+        self._renew(job.uuid, who, job.fence, self._ttl(ttl))
+
+    def consume(self, job: Job, who: str) -> None:
+        """Mark the claimed job done; it leaves the board.
+
+        Raises:
+            NotOwner / NotFound: as for ``renew``.
+        """
+        self._require_connected()
+        _check_owner(who)
+        self._consume(job.uuid, who, job.fence)
+        self.notifier.notify(REMOVAL, {"job": job})
+
+    def abandon(self, job: Job, who: str, *, delay: float | None = None,
+                reason: str | None = None) -> None:
+        """Give up the claim; the job may be claimed again once ``delay`` seconds have passed.
+
+        Raises:
+            NotOwner / NotFound: as for ``renew``.
+        """
+        self._require_connected()
+        _check_owner(who)
+        if delay is not None and delay < 0:
+            raise ValueError("delay must be >= 0")
+        self._abandon(job.uuid, who, job.fence, delay or 0.0, reason)
+
+    def trash(self, job: Job, who: str, *, reason: str | None = None) -> None:
+        """Move the claimed job to the trash (it leaves the board, listed by ``iter_trash``).
+
+        Raises:
+            NotOwner / NotFound: as for ``renew``.
+        """
+        self._require_connected()
+        _check_owner(who)
+        self._trash(job.uuid, who, job.fence, reason)
+        self.notifier.notify(REMOVAL, {"job": job})
+
+    def iter_trash(self) -> Iterator[Job]:
+        """Trashed jobs, most recently trashed first; ``job.reason`` says why."""
+        self._require_connected()
+        for record in self._iter_trash():
+            yield Job(self, record)
+
+    # -- waiting ---------------------------------------------------------------------------
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until a claimable job may exist; False if ``timeout`` passed first.
+
+        Boards that ``supports_notifications`` wake at once on a post from any process; the
+        others check every ``poll_interval``.
+        """
+        self._require_connected()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if next(self.iterjobs(only_unclaimed=True), None) is not None:
+                return True
+            remaining = self.poll_interval if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._wait_for_change(min(remaining, self.poll_interval))
+
+    def wait_for_completion(self, job: Job, timeout: float | None = None) -> bool:
+        """Block until ``job`` is consumed or trashed; False if ``timeout`` passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.state_of(job) is not JobState.COMPLETE:
+            remaining = self.poll_interval if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._wait_for_change(min(remaining, self.poll_interval))
+        return True
+
+    # -- entities --------------------------------------------------------------------------
+
+    def register_entity(self, entity: Entity, *, ttl: float | None = None) -> None:
+        """Record ``entity`` as live for ``ttl`` seconds (the board's ``ttl`` by default).
+
+        Register again before it lapses to stay listed.
+        """
+        self._require_connected()
+        self._register_entity(entity, self._ttl(ttl))
+
+    def unregister_entity(self, entity: Entity) -> None:
+        """Remove ``entity`` from the live listing (no error if it is not there)."""
+        self._require_connected()
+        self._unregister_entity(entity)
+
+    def iter_entities(self, kind: str | None = None) -> Iterator[Entity]:
+        """Live entities, of one ``kind`` or all."""
+        self._require_connected()
+        return (e for e in self._iter_entities() if kind is None or e.kind == kind)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _ttl(self, ttl: float | None) -> float:
+        if ttl is None:
+            return self.ttl
+        if ttl <= 0:
+            raise ValueError("ttl must be > 0")
+        return float(ttl)
+
+    def _claimed(self, job: Job, record: JobRecord) -> Job:
+        claimed = Job(self, record, fence=record.fence)
+        claimed._book = job._book
+        return claimed
+
+    # -- primitives each backend implements ------------------------------------------------
+
+    @abc.abstractmethod
+    def _connect(self) -> None: ...
+
+    @abc.abstractmethod
+    def _close(self) -> None: ...
+
+    @abc.abstractmethod
+    def _post(self, record: JobRecord) -> None:
+        """Store a new job; assign ``record.sequence`` (grows with every post)."""
+
+    @abc.abstractmethod
+    def _get(self, job_uuid: str) -> JobRecord:
+        """The stored record; ``NotFound`` when consumed, trashed or never posted."""
+
+    @abc.abstractmethod
+    def _iter_records(self, only_unclaimed: bool, ensure_fresh: bool) -> Iterator[JobRecord]:
+        """Records in claim order, read lazily (in pages); undecodable ones skipped with a
+        warning. With ``only_unclaimed`` a backend may skip records that are not claimable."""
+
+    @abc.abstractmethod
+    def _job_count(self) -> int: ...
+
+    @abc.abstractmethod
+    def _claim(self, job_uuid: str, who: str, ttl: float) -> JobRecord:
+        """Atomically: if claimable, set owner, a fence larger than any before, lease, and
+        attempts + 1; return the new record. ``UnclaimableJob`` / ``NotFound`` otherwise."""
+
+    def _claim_next(self, who: str, ttl: float) -> JobRecord | None:
+        """Claim the first claimable record in order. Backends override this with a single
+        atomic step that does not read the whole board."""
+        for record in self._iter_records(True, False):
+            if not record.claimable(self.clock()):
+                continue
+            try:
+                return self._claim(record.uuid, who, ttl)
+            except (errors.UnclaimableJob, errors.NotFound):
+                continue
+        return None
+
+    @abc.abstractmethod
+    def _renew(self, job_uuid: str, who: str, fence: int | None, ttl: float) -> None:
+        """Atomically check owner (and fence, unless None) and extend the lease."""
+
+    @abc.abstractmethod
+    def _consume(self, job_uuid: str, who: str, fence: int | None) -> None:
+        """Atomically check owner (and fence, unless None) and remove the job."""
+
+    @abc.abstractmethod
+    def _abandon(self, job_uuid: str, who: str, fence: int | None, delay: float,
+                 reason: str | None) -> None:
+        """Atomically check owner (and fence, unless None), clear the claim, set
+        ``available_at`` to now + ``delay`` and keep ``reason``."""
+
+    @abc.abstractmethod
+    def _trash(self, job_uuid: str, who: str, fence: int | None, reason: str | None) -> None:
+        """Atomically check owner (and fence, unless None) and move the job to the trash."""
+
+    @abc.abstractmethod
+    def _iter_trash(self) -> Iterator[JobRecord]: ...
+
+    def _wait_for_change(self, timeout: float) -> None:
+        """Sleep up to ``timeout`` seconds, returning early when the backend reports a change."""
+        time.sleep(timeout)
+
+    @abc.abstractmethod
+    def _register_entity(self, entity: Entity, ttl: float) -> None: ...
+
+    @abc.abstractmethod
+    def _unregister_entity(self, entity: Entity) -> None: ...
+
+    @abc.abstractmethod
+    def _iter_entities(self) -> Iterator[Entity]: ...
+
+
+def _check_owner(who: str) -> None:
+    if not isinstance(who, str) or not who.strip():
+        raise ValueError("an owner must be a non-empty string")
+
+
+def not_owner(job_uuid: str, who: str, actual: str | None) -> errors.NotOwner:
+    """The error a backend raises when ``who`` does not hold the job's current claim."""
+    held = f"held by {actual!r}" if actual else "not claimed"
+    return errors.NotOwner(f"job {job_uuid} is {held}, not by {who!r} (or by a newer claim)",
+                           job_uuid=job_uuid, owner=who, actual_owner=actual)

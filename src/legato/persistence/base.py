@@ -1,0 +1,241 @@
+"""The persistence contract.
+
+A ``Persistence`` stores logbooks, flow details and atom details. The public methods here are
+concrete: they check arguments, make sure values are JSON, copy models in and out (callers never
+share objects with the backend) and retry idempotent operations a bounded number of times. Each
+backend implements only the small ``_``-prefixed primitives.
+
+Errors: unknown ids raise ``NotFound``; an unreachable or failing backend raises
+``StorageFailure`` chained to the driver's error; values that are not JSON raise
+``SerializationError`` naming the atom.
+
+Concurrency: any number of processes may use one database at once. An atom update writes that
+atom's row only, never the whole book.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import Any, ClassVar, TypeVar
+
+from legato import errors
+from legato.persistence.models import AtomDetail, FlowDetail, LogBook, utcnow
+
+__all__ = ["Persistence"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def _check_json(value: Any, what: str) -> None:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise errors.SerializationError(f"{what} is not JSON-serialisable: {exc}") from exc
+
+
+def check_atom_json(atom_detail: AtomDetail) -> None:
+    """Raise ``SerializationError`` naming the atom if any of its values is not JSON."""
+    for field in ("results", "revert_results", "meta", "failure", "revert_failure"):
+        _check_json(getattr(atom_detail, field), f"{field} of atom {atom_detail.name!r}")
+
+
+class Persistence(abc.ABC):
+    """Where engines record flow progress. Use ``legato.persistence.connect(url)``.
+
+    Args:
+        url: the backend URL (``memory://``, ``sqlite:///path.db``, ``postgresql://...``).
+        retries: how many times an idempotent operation is retried after a ``StorageFailure``.
+        retry_delay: seconds before the first retry; doubled for each further one.
+    """
+
+    #: URL schemes this backend serves.
+    schemes: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, url: str, *, retries: int = 3, retry_delay: float = 0.05,
+                 **options: Any) -> None:
+        if retries < 0:
+            raise ValueError("retries must be >= 0")
+        self.url = url
+        self.retries = retries
+        self.retry_delay = retry_delay
+        self.options = options
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def __enter__(self) -> Persistence:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def upgrade(self) -> None:
+        """Create or migrate the schema. Idempotent; safe from many processes at once."""
+
+    def validate(self) -> None:
+        """Check the backend is reachable and its schema current.
+
+        Raises:
+            StorageFailure: it is not.
+        """
+
+    def close(self) -> None:
+        """Release connections. The object must not be used afterwards."""
+
+    # -- logbooks --------------------------------------------------------------------------
+
+    def save_logbook(self, book: LogBook) -> LogBook:
+        """Insert or update a logbook with all its flow and atom details; return a copy."""
+        for fd in book.flows.values():
+            self._check_flow(fd)
+        book = book.copy()
+        book.updated_at = utcnow()
+        self._retry(lambda: self._save_logbook(book))
+        return book.copy()
+
+    def get_logbook(self, book_uuid: str, *, lazy: bool = False) -> LogBook:
+        """Return the logbook; with ``lazy`` its flows are not loaded.
+
+        Raises:
+            NotFound: no such logbook.
+        """
+        return self._retry(lambda: self._get_logbook(book_uuid, lazy))
+
+    def get_logbooks(self, *, lazy: bool = False) -> Iterator[LogBook]:
+        """Every logbook, oldest first."""
+        return iter(self._retry(lambda: list(self._get_logbooks(lazy))))
+
+    def destroy_logbook(self, book_uuid: str) -> None:
+        """Delete a logbook and, with it, all its flow and atom details.
+
+        Raises:
+            NotFound: no such logbook.
+        """
+        self._retry(lambda: self._destroy_logbook(book_uuid))
+
+    # -- flow details ----------------------------------------------------------------------
+
+    def update_flow_details(self, flow_detail: FlowDetail) -> FlowDetail:
+        """Write the flow's own row and insert or update each of its atom details.
+
+        Raises:
+            NotFound: the flow detail was never saved through its logbook.
+        """
+        self._check_flow(flow_detail)
+        flow_detail = flow_detail.copy()
+        self._retry(lambda: self._update_flow_details(flow_detail))
+        return flow_detail.copy()
+
+    def get_flow_details(self, flow_uuid: str, *, lazy: bool = False) -> FlowDetail:
+        """Return the flow detail; with ``lazy`` its atoms are not loaded.
+
+        Raises:
+            NotFound: no such flow detail.
+        """
+        return self._retry(lambda: self._get_flow_details(flow_uuid, lazy))
+
+    def get_flows_for_book(self, book_uuid: str, *, lazy: bool = False) -> Iterator[FlowDetail]:
+        """The flow details of one logbook.
+
+        Raises:
+            NotFound: no such logbook.
+        """
+        return iter(self._retry(lambda: list(self._get_flows_for_book(book_uuid, lazy))))
+
+    # -- atom details ----------------------------------------------------------------------
+
+    def update_atom_details(self, atom_detail: AtomDetail) -> AtomDetail:
+        """Write one atom detail's row (and nothing else).
+
+        Raises:
+            NotFound: the atom detail was never saved through its flow detail.
+            SerializationError: a value is not JSON; the message names the atom.
+        """
+        check_atom_json(atom_detail)
+        atom_detail = atom_detail.copy()
+        self._retry(lambda: self._update_atom_details(atom_detail))
+        return atom_detail.copy()
+
+    def get_atom_details(self, atom_uuid: str) -> AtomDetail:
+        """Return one atom detail.
+
+        Raises:
+            NotFound: no such atom detail.
+        """
+        return self._retry(lambda: self._get_atom_details(atom_uuid))
+
+    def get_atoms_for_flow(self, flow_uuid: str) -> Iterator[AtomDetail]:
+        """The atom details of one flow, in the order they were added.
+
+        Raises:
+            NotFound: no such flow detail.
+        """
+        return iter(self._retry(lambda: list(self._get_atoms_for_flow(flow_uuid))))
+
+    def clear_all(self) -> None:
+        """Delete every logbook, flow and atom detail."""
+        self._retry(self._clear_all)
+
+    # -- shared machinery ------------------------------------------------------------------
+
+    def _check_flow(self, flow_detail: FlowDetail) -> None:
+        _check_json(flow_detail.meta, f"meta of flow {flow_detail.name!r}")
+        for atom_detail in flow_detail.atoms.values():
+            check_atom_json(atom_detail)
+
+    def _retry(self, operation: Callable[[], T]) -> T:
+        """Run an idempotent operation, retrying ``StorageFailure`` with doubling delays."""
+        delay = self.retry_delay
+        for attempt in range(self.retries + 1):
+            try:
+                return operation()
+            except errors.StorageFailure as exc:
+                if attempt == self.retries:
+                    raise
+                logger.warning("storage operation failed (%s); retry %d/%d in %.2fs",
+                               exc, attempt + 1, self.retries, delay)
+                time.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- primitives each backend implements ------------------------------------------------
+
+    @abc.abstractmethod
+    def _save_logbook(self, book: LogBook) -> None: ...
+
+    @abc.abstractmethod
+    def _get_logbook(self, book_uuid: str, lazy: bool) -> LogBook: ...
+
+    @abc.abstractmethod
+    def _get_logbooks(self, lazy: bool) -> Iterator[LogBook]: ...
+
+    @abc.abstractmethod
+    def _destroy_logbook(self, book_uuid: str) -> None: ...
+
+    @abc.abstractmethod
+    def _update_flow_details(self, flow_detail: FlowDetail) -> None: ...
+
+    @abc.abstractmethod
+    def _get_flow_details(self, flow_uuid: str, lazy: bool) -> FlowDetail: ...
+
+    @abc.abstractmethod
+    def _get_flows_for_book(self, book_uuid: str, lazy: bool) -> Iterator[FlowDetail]: ...
+
+    @abc.abstractmethod
+    def _update_atom_details(self, atom_detail: AtomDetail) -> None: ...
+
+    @abc.abstractmethod
+    def _get_atom_details(self, atom_uuid: str) -> AtomDetail: ...
+
+    @abc.abstractmethod
+    def _get_atoms_for_flow(self, flow_uuid: str) -> Iterator[AtomDetail]: ...
+
+    @abc.abstractmethod
+    def _clear_all(self) -> None: ...

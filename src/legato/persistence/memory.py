@@ -1,0 +1,130 @@
+"""In-process persistence: for tests and for engines that need no durability."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+from legato import errors
+from legato.persistence.base import Persistence
+from legato.persistence.models import AtomDetail, FlowDetail, LogBook
+
+__all__ = ["MemoryPersistence"]
+
+
+class MemoryPersistence(Persistence):
+    """Keeps every model in dictionaries of this process (``memory://``). Thread-safe."""
+
+    schemes: ClassVar[tuple[str, ...]] = ("memory",)
+
+    def __init__(self, url: str = "memory://", **options: Any) -> None:
+        super().__init__(url, **options)
+        self._lock = threading.RLock()
+        self._books: dict[str, LogBook] = {}  # stored lazily: flows live in _flows
+        self._book_flows: dict[str, list[str]] = {}
+        self._flows: dict[str, FlowDetail] = {}  # stored without atoms
+        self._flow_book: dict[str, str] = {}
+        self._flow_atoms: dict[str, list[str]] = {}
+        self._atoms: dict[str, AtomDetail] = {}
+
+    def _save_logbook(self, book: LogBook) -> None:
+        with self._lock:
+            stored = self._books.get(book.uuid)
+            lazy = book.copy()
+            lazy.flows = {}
+            if stored is not None:
+                lazy.created_at = stored.created_at
+            self._books[book.uuid] = lazy
+            self._book_flows.setdefault(book.uuid, [])
+            for fd in book.flows.values():
+                if fd.uuid not in self._flow_book:
+                    self._flow_book[fd.uuid] = book.uuid
+                    self._book_flows[book.uuid].append(fd.uuid)
+                self._write_flow(fd)
+
+    def _write_flow(self, fd: FlowDetail) -> None:
+        lazy = fd.copy()
+        lazy.atoms = {}
+        self._flows[fd.uuid] = lazy
+        order = self._flow_atoms.setdefault(fd.uuid, [])
+        for ad in fd.atoms.values():
+            if ad.uuid not in self._atoms:
+                order.append(ad.uuid)
+            self._atoms[ad.uuid] = ad.copy()
+
+    def _get_logbook(self, book_uuid: str, lazy: bool) -> LogBook:
+        with self._lock:
+            stored = self._books.get(book_uuid)
+            if stored is None:
+                raise errors.NotFound(f"no logbook {book_uuid}")
+            book = stored.copy()
+            if not lazy:
+                for flow_uuid in self._book_flows[book_uuid]:
+                    book.add(self._get_flow_details(flow_uuid, False))
+            return book
+
+    def _get_logbooks(self, lazy: bool) -> Iterator[LogBook]:
+        with self._lock:
+            books = [self._get_logbook(u, lazy) for u in self._books]
+        return iter(books)
+
+    def _destroy_logbook(self, book_uuid: str) -> None:
+        with self._lock:
+            if self._books.pop(book_uuid, None) is None:
+                raise errors.NotFound(f"no logbook {book_uuid}")
+            for flow_uuid in self._book_flows.pop(book_uuid, []):
+                self._flows.pop(flow_uuid, None)
+                self._flow_book.pop(flow_uuid, None)
+                for atom_uuid in self._flow_atoms.pop(flow_uuid, []):
+                    self._atoms.pop(atom_uuid, None)
+
+    def _update_flow_details(self, flow_detail: FlowDetail) -> None:
+        with self._lock:
+            if flow_detail.uuid not in self._flows:
+                raise errors.NotFound(f"no flow detail {flow_detail.uuid}")
+            self._write_flow(flow_detail)
+
+    def _get_flow_details(self, flow_uuid: str, lazy: bool) -> FlowDetail:
+        with self._lock:
+            stored = self._flows.get(flow_uuid)
+            if stored is None:
+                raise errors.NotFound(f"no flow detail {flow_uuid}")
+            fd = stored.copy()
+            if not lazy:
+                for atom_uuid in self._flow_atoms[flow_uuid]:
+                    fd.add(self._atoms[atom_uuid].copy())
+            return fd
+
+    def _get_flows_for_book(self, book_uuid: str, lazy: bool) -> Iterator[FlowDetail]:
+        with self._lock:
+            if book_uuid not in self._books:
+                raise errors.NotFound(f"no logbook {book_uuid}")
+            flows = [self._get_flow_details(u, lazy) for u in self._book_flows[book_uuid]]
+        return iter(flows)
+
+    def _update_atom_details(self, atom_detail: AtomDetail) -> None:
+        with self._lock:
+            if atom_detail.uuid not in self._atoms:
+                raise errors.NotFound(f"no atom detail {atom_detail.uuid}")
+            self._atoms[atom_detail.uuid] = atom_detail.copy()
+
+    def _get_atom_details(self, atom_uuid: str) -> AtomDetail:
+        with self._lock:
+            stored = self._atoms.get(atom_uuid)
+            if stored is None:
+                raise errors.NotFound(f"no atom detail {atom_uuid}")
+            return stored.copy()
+
+    def _get_atoms_for_flow(self, flow_uuid: str) -> Iterator[AtomDetail]:
+        with self._lock:
+            if flow_uuid not in self._flows:
+                raise errors.NotFound(f"no flow detail {flow_uuid}")
+            atoms = [self._atoms[u].copy() for u in self._flow_atoms[flow_uuid]]
+        return iter(atoms)
+
+    def _clear_all(self) -> None:
+        with self._lock:
+            for store in (self._books, self._book_flows, self._flows, self._flow_book,
+                          self._flow_atoms, self._atoms):
+                store.clear()

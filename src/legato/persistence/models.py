@@ -1,0 +1,234 @@
+"""Persistence models: a ``LogBook`` holds ``FlowDetail``s, which hold ``AtomDetail``s.
+
+Models are plain data, JSON-serialisable through ``to_dict()``/``from_dict()``; datetimes are
+timezone-aware UTC. Failures are kept as the JSON dicts that ``legato.engine.failure.Failure``
+produces, so persistence never depends on the engine.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime as dt
+import uuid as uuidlib
+from typing import Any, ClassVar
+
+from legato.states import AtomState, FlowState, Intention
+
+__all__ = ["AtomDetail", "FlowDetail", "LogBook", "RetryDetail", "TaskDetail", "new_uuid", "utcnow"]
+
+
+def new_uuid() -> str:
+    return str(uuidlib.uuid4())
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _ts(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _parse_ts(value: str | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    parsed = dt.datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+@dataclasses.dataclass(eq=True)
+class AtomDetail:
+    """What persistence knows of one atom: its state, what it returned or how it failed.
+
+    Attributes:
+        name: the atom's name, unique within its flow.
+        uuid: the detail's id.
+        state: the atom's last recorded state.
+        intention: what the engine means to do with the atom next.
+        results: what ``execute`` returned (for a retry: its history, see ``RetryDetail``).
+        failure: the ``Failure`` dict of a failed ``execute``, or None.
+        revert_results: what ``revert`` returned.
+        revert_failure: the ``Failure`` dict of a failed ``revert``, or None.
+        meta: free-form JSON dict (progress, timings).
+        version: the atom's own version string, if it has one.
+    """
+
+    KIND: ClassVar[str] = "task"
+
+    name: str
+    uuid: str = dataclasses.field(default_factory=new_uuid)
+    state: AtomState = AtomState.PENDING
+    intention: Intention = Intention.EXECUTE
+    results: Any = None
+    failure: dict[str, Any] | None = None
+    revert_results: Any = None
+    revert_failure: dict[str, Any] | None = None
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+    version: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.KIND,
+            "name": self.name,
+            "uuid": self.uuid,
+            "state": str(self.state),
+            "intention": str(self.intention),
+            "results": self.results,
+            "failure": self.failure,
+            "revert_results": self.revert_results,
+            "revert_failure": self.revert_failure,
+            "meta": self.meta,
+            "version": self.version,
+        }
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> AtomDetail:
+        cls = RetryDetail if data.get("kind") == RetryDetail.KIND else TaskDetail
+        return cls(
+            name=data["name"],
+            uuid=data["uuid"],
+            state=AtomState(data.get("state") or AtomState.PENDING),
+            intention=Intention(data.get("intention") or Intention.EXECUTE),
+            results=data.get("results"),
+            failure=data.get("failure"),
+            revert_results=data.get("revert_results"),
+            revert_failure=data.get("revert_failure"),
+            meta=dict(data.get("meta") or {}),
+            version=data.get("version"),
+        )
+
+    def copy(self) -> AtomDetail:
+        return copy.deepcopy(self)
+
+
+@dataclasses.dataclass(eq=True)
+class TaskDetail(AtomDetail):
+    """Detail of a task."""
+
+    KIND: ClassVar[str] = "task"
+
+
+@dataclasses.dataclass(eq=True)
+class RetryDetail(AtomDetail):
+    """Detail of a retry controller.
+
+    ``results`` is the history: a list of ``[result, {atom_name: failure_dict}]`` pairs, one per
+    attempt of the retry's scope, oldest first.
+    """
+
+    KIND: ClassVar[str] = "retry"
+
+    def __post_init__(self) -> None:
+        if self.results is None:
+            self.results = []
+
+
+@dataclasses.dataclass(eq=True)
+class FlowDetail:
+    """What persistence knows of one flow run: its state, meta, and its atoms by uuid.
+
+    ``meta["factory"]`` records how to rebuild the flow; ``meta["store"]`` holds stored inputs.
+    """
+
+    name: str
+    uuid: str = dataclasses.field(default_factory=new_uuid)
+    state: FlowState | None = None
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+    atoms: dict[str, AtomDetail] = dataclasses.field(default_factory=dict)
+
+    def add(self, atom_detail: AtomDetail) -> None:
+        self.atoms[atom_detail.uuid] = atom_detail
+
+    def find(self, atom_uuid: str) -> AtomDetail | None:
+        return self.atoms.get(atom_uuid)
+
+    def find_by_name(self, name: str) -> AtomDetail | None:
+        for atom_detail in self.atoms.values():
+            if atom_detail.name == name:
+                return atom_detail
+        return None
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.atoms.values())
+
+    def __len__(self) -> int:
+        return len(self.atoms)
+
+    def to_dict(self, *, with_atoms: bool = True) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "name": self.name,
+            "uuid": self.uuid,
+            "state": str(self.state) if self.state is not None else None,
+            "meta": self.meta,
+        }
+        if with_atoms:
+            data["atoms"] = [ad.to_dict() for ad in self.atoms.values()]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FlowDetail:
+        fd = cls(
+            name=data["name"],
+            uuid=data["uuid"],
+            state=FlowState(data["state"]) if data.get("state") else None,
+            meta=dict(data.get("meta") or {}),
+        )
+        for atom in data.get("atoms") or ():
+            fd.add(AtomDetail.from_dict(atom))
+        return fd
+
+    def copy(self) -> FlowDetail:
+        return copy.deepcopy(self)
+
+
+@dataclasses.dataclass(eq=True)
+class LogBook:
+    """A named collection of flow details, usually one per job."""
+
+    name: str
+    uuid: str = dataclasses.field(default_factory=new_uuid)
+    created_at: dt.datetime = dataclasses.field(default_factory=utcnow)
+    updated_at: dt.datetime | None = None
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+    flows: dict[str, FlowDetail] = dataclasses.field(default_factory=dict)
+
+    def add(self, flow_detail: FlowDetail) -> None:
+        self.flows[flow_detail.uuid] = flow_detail
+
+    def find(self, flow_uuid: str) -> FlowDetail | None:
+        return self.flows.get(flow_uuid)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.flows.values())
+
+    def __len__(self) -> int:
+        return len(self.flows)
+
+    def to_dict(self, *, with_flows: bool = True) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "name": self.name,
+            "uuid": self.uuid,
+            "created_at": _ts(self.created_at),
+            "updated_at": _ts(self.updated_at),
+            "meta": self.meta,
+        }
+        if with_flows:
+            data["flows"] = [fd.to_dict() for fd in self.flows.values()]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LogBook:
+        book = cls(
+            name=data["name"],
+            uuid=data["uuid"],
+            created_at=_parse_ts(data.get("created_at")) or utcnow(),
+            updated_at=_parse_ts(data.get("updated_at")),
+            meta=dict(data.get("meta") or {}),
+        )
+        for flow in data.get("flows") or ():
+            book.add(FlowDetail.from_dict(flow))
+        return book
+
+    def copy(self) -> LogBook:
+        return copy.deepcopy(self)

@@ -1,0 +1,135 @@
+"""Real services for tests: each helper yields a URL isolated for one test and cleans up after.
+
+Each reads an environment variable for the server (``LEGATO_TEST_POSTGRES_URL``,
+``LEGATO_TEST_MYSQL_URL``, ``LEGATO_TEST_REDIS_URL``, ``LEGATO_TEST_ZOOKEEPER_HOSTS``) and
+defaults to this machine's loopback. When a server cannot be reached the helper raises
+``ServiceUnavailable``; the test fixtures turn that into a skip with the reason, or a failure
+when ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+__all__ = [
+    "ServiceUnavailable",
+    "mysql_url",
+    "postgres_url",
+    "redis_url",
+    "zookeeper_url",
+]
+
+POSTGRES = os.environ.get("LEGATO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+MYSQL = os.environ.get("LEGATO_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
+REDIS = os.environ.get("LEGATO_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+ZOOKEEPER = os.environ.get("LEGATO_TEST_ZOOKEEPER_HOSTS", "127.0.0.1:2181")
+
+
+class ServiceUnavailable(Exception):
+    """A service a test needs cannot be reached."""
+
+
+def _tag() -> str:
+    return "legato_t_" + uuid.uuid4().hex[:12]
+
+
+def _ping(host: str, port: int, name: str) -> None:
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+    except OSError as exc:
+        raise ServiceUnavailable(f"{name} is not reachable at {host}:{port}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def postgres_url() -> Iterator[str]:
+    """A URL whose connections use a fresh schema (``search_path``), dropped afterwards."""
+    parts = urlsplit(POSTGRES)
+    _ping(parts.hostname or "127.0.0.1", parts.port or 5432, "PostgreSQL")
+    import psycopg
+
+    schema = _tag()
+    base = POSTGRES.split("?", 1)[0]
+    with psycopg.connect(base.replace("postgresql://", "postgresql://", 1),
+                         autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield f"{base}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@contextlib.contextmanager
+def mysql_url() -> Iterator[str]:
+    """A URL naming a fresh MariaDB/MySQL database, dropped afterwards."""
+    parts = urlsplit(MYSQL)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 3306
+    _ping(host, port, "MariaDB")
+    import pymysql
+
+    database = _tag()
+    user = parts.username or "root"
+    password = parts.password or ""
+
+    def run(sql: str) -> None:
+        conn = pymysql.connect(host=host, port=port, user=user, password=password)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql)
+        finally:
+            conn.close()
+
+    run(f"CREATE DATABASE `{database}`")
+    try:
+        auth = user + (f":{password}" if password else "")
+        yield f"mysql://{auth}@{host}:{port}/{database}"
+    finally:
+        run(f"DROP DATABASE IF EXISTS `{database}`")
+
+
+@contextlib.contextmanager
+def redis_url() -> Iterator[str]:
+    """A URL with a fresh key ``namespace``; every key under it is deleted afterwards."""
+    parts = urlsplit(REDIS)
+    _ping(parts.hostname or "127.0.0.1", parts.port or 6379, "Redis")
+    import redis
+
+    namespace = _tag()
+    sep = "&" if "?" in REDIS else "?"
+    try:
+        yield f"{REDIS}{sep}namespace={namespace}"
+    finally:
+        client = redis.Redis.from_url(REDIS)
+        try:
+            keys = list(client.scan_iter(match=f"{namespace}*", count=1000))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
+
+
+@contextlib.contextmanager
+def zookeeper_url() -> Iterator[str]:
+    """A URL whose path is a fresh node, deleted recursively afterwards."""
+    host, _, port = ZOOKEEPER.split(",")[0].partition(":")
+    _ping(host, int(port or 2181), "ZooKeeper")
+    from kazoo.client import KazooClient
+
+    path = f"/legato-tests/{_tag()}"
+    try:
+        yield f"zookeeper://{ZOOKEEPER}{path}"
+    finally:
+        client = KazooClient(hosts=ZOOKEEPER)
+        client.start(timeout=10)
+        try:
+            client.delete(path, recursive=True)
+        except Exception:  # nothing was created, or it is already gone
+            pass
+        finally:
+            client.stop()
+            client.close()
