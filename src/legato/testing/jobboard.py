@@ -1,0 +1,541 @@
+"""The jobboard conformance suite, shipped so every backend (yours too) is held to one contract.
+
+Use it from a test module::
+
+    import pytest
+    from legato.testing.jobboard import JobBoardConformance, board_factory
+
+    class TestMyBoard(JobBoardConformance):
+        @pytest.fixture
+        def make_board(self, my_url):
+            with board_factory(my_url) as make:
+                yield make
+
+``make_board(**options)`` returns a connected board; every board one call site makes shares the
+same storage. Options the suite passes: ``persistence``, ``ttl`` and, when ``fake_clock`` is True,
+``clock``. Class attributes tune the suite to a backend:
+
+* ``fake_clock``: the backend reads time only from an injected ``clock`` (leases, delays and
+  entity expiry then move with ``FakeClock.advance`` and no real time passes).
+* ``short_ttl``: the lease (seconds) used where real time must pass on other backends.
+* ``time_slack``: how long past a lease the suite polls before it calls a backend wrong.
+
+The acceptance helpers below (``run_claim_race``, ``run_dead_owner``, ``run_renewal``,
+``run_outage``) take a board URL, run real processes, and raise ``AssertionError`` when the board
+breaks its contract.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
+
+import pytest
+
+from legato import errors
+from legato import jobboard as jb
+from legato.jobboard.base import POSTED, REMOVAL, Entity, JobBoard
+from legato.states import JobPriority, JobState
+from legato.testing.clock import FakeClock
+from legato.testing.jobboard_acceptance import (
+    DeadOwnerResult,
+    finishing_calls,
+    run_claim_race,
+    run_dead_owner,
+    run_outage,
+    run_renewal,
+    until,
+)
+
+__all__ = [
+    "DeadOwnerResult",
+    "JobBoardConformance",
+    "MakeBoard",
+    "board_factory",
+    "run_claim_race",
+    "run_dead_owner",
+    "run_outage",
+    "run_renewal",
+]
+
+MakeBoard = Callable[..., JobBoard]
+
+
+@contextlib.contextmanager
+def board_factory(url: str, **defaults: Any) -> Iterator[MakeBoard]:
+    """A ``make_board(**options)`` for the suite: connected boards on ``url`` (``defaults``
+    overridden by ``options``), every one closed on exit."""
+    boards: list[JobBoard] = []
+
+    def make(**options: Any) -> JobBoard:
+        board = jb.connect(url, **{**defaults, **options})
+        board.connect()
+        boards.append(board)
+        return board
+
+    try:
+        yield make
+    finally:
+        for board in boards:
+            with contextlib.suppress(errors.LegatoError):
+                board.close()
+
+
+class JobBoardConformance:
+    """Contract tests every jobboard passes. Subclass it and provide a ``make_board`` fixture."""
+
+    fake_clock: ClassVar[bool] = False
+    short_ttl: ClassVar[float] = 0.5
+    time_slack: ClassVar[float] = 5.0
+
+    # -- fixtures and helpers -------------------------------------------------------------
+
+    @pytest.fixture
+    def clock(self) -> FakeClock | None:
+        return FakeClock(time.time()) if self.fake_clock else None
+
+    @pytest.fixture
+    def board_options(self, clock: FakeClock | None) -> dict[str, Any]:
+        return {"clock": clock} if clock is not None else {}
+
+    @pytest.fixture
+    def board(self, make_board: MakeBoard, board_options: dict[str, Any]) -> JobBoard:
+        return make_board(**board_options)
+
+    @pytest.fixture
+    def other(self, make_board: MakeBoard, board_options: dict[str, Any]) -> JobBoard:
+        """A second board object on the same storage (another conductor, say)."""
+        return make_board(**board_options)
+
+    def pass_time(self, clock: FakeClock | None, seconds: float,
+                  check: Callable[[], bool]) -> None:
+        """Let ``seconds`` pass (fake or real), then assert ``check`` comes true."""
+        if clock is not None:
+            clock.advance(seconds + 0.001)
+            assert check(), f"still not true after advancing the clock {seconds}s"
+        else:
+            assert until(check, seconds + self.time_slack), (
+                f"still not true {seconds + self.time_slack}s later")
+
+    def elapse(self, clock: FakeClock | None, seconds: float) -> None:
+        """Let ``seconds`` pass: advance the fake clock, or let real time go by."""
+        if clock is not None:
+            clock.advance(seconds)
+        else:
+            end = time.monotonic() + seconds
+            until(lambda: time.monotonic() >= end, seconds + 1.0)
+
+    def ttl(self, clock: FakeClock | None) -> float:
+        return 10.0 if clock is not None else self.short_ttl
+
+    # -- posting and reading --------------------------------------------------------------
+
+    def test_post_and_get_round_trip(self, board: JobBoard, other: JobBoard) -> None:
+        details = {"store": {"x": [1, 2.5, "three", None, True]}, "nested": {"a": {"b": 1}}}
+        job = board.post("resize", details=details, priority="high")
+        got = other.get(job.uuid)
+        assert got == job
+        assert (got.name, got.details, got.priority) == ("resize", details, JobPriority.HIGH)
+        assert got.book_uuid is None and got.book_name is None
+        assert got.attempts == 0
+        assert abs(got.created_on.timestamp() - job.created_on.timestamp()) < 1.0
+        assert got.state is JobState.UNCLAIMED
+        assert other.find_owner(got) is None
+
+    def test_get_unknown_raises_not_found(self, board: JobBoard) -> None:
+        with pytest.raises(errors.NotFound):
+            board.get("00000000-0000-0000-0000-000000000000")
+
+    def test_job_count_and_iterjobs(self, board: JobBoard, other: JobBoard) -> None:
+        assert board.job_count == 0
+        assert list(board.iterjobs()) == []
+        jobs = [board.post(f"job-{i}") for i in range(3)]
+        assert other.job_count == 3
+        assert list(other.iterjobs(ensure_fresh=True)) == jobs
+        claimed = other.claim(jobs[0], "owner-a")
+        other.consume(claimed, "owner-a")
+        assert board.job_count == 2
+        claimed = board.claim(jobs[1], "owner-a")
+        board.trash(claimed, "owner-a", reason="broken")
+        assert other.job_count == 1
+        assert [j.uuid for j in other.iterjobs(ensure_fresh=True)] == [jobs[2].uuid]
+
+    def test_iterjobs_only_unclaimed(self, board: JobBoard, other: JobBoard) -> None:
+        a, b, c = (board.post(n) for n in "abc")
+        board.claim(b, "owner-a")
+        board.post("later", delay=3600)
+        assert list(other.iterjobs(only_unclaimed=True, ensure_fresh=True)) == [a, c]
+        assert len(list(other.iterjobs(ensure_fresh=True))) == 4
+
+    def test_priority_order_higher_first_then_oldest(self, board: JobBoard,
+                                                     other: JobBoard) -> None:
+        rng = random.Random(7)
+        plan = [p for p in JobPriority for _ in range(4)]
+        rng.shuffle(plan)
+        posted = [(int(p), i, board.post(f"{p.name}-{i}", priority=p).uuid)
+                  for i, p in enumerate(plan)]
+        expected = [uuid for _, _, uuid in sorted(posted, key=lambda t: (-t[0], t[1]))]
+        assert [j.uuid for j in other.iterjobs(ensure_fresh=True)] == expected
+        claimed = []
+        while (job := other.claim_next("owner-a")) is not None:
+            claimed.append(job.uuid)
+        assert claimed == expected
+
+    def test_post_rejects_bad_arguments(self, board: JobBoard) -> None:
+        with pytest.raises(ValueError):
+            board.post("")
+        with pytest.raises(ValueError):
+            board.post("x", delay=-1)
+        with pytest.raises(TypeError):
+            board.post("x", details=["not", "a", "dict"])  # type: ignore[arg-type]
+        with pytest.raises(ValueError):
+            board.post("x", priority="urgent")
+        assert board.job_count == 0
+
+    # -- claims ----------------------------------------------------------------------------
+
+    def test_claim_consume(self, board: JobBoard, other: JobBoard) -> None:
+        job = board.post("work")
+        claimed = other.claim(job, "owner-a")
+        assert claimed == job and claimed.fence is not None
+        assert claimed.attempts == 1
+        assert job.state is JobState.CLAIMED
+        assert board.find_owner(job) == "owner-a"
+        other.consume(claimed, "owner-a")
+        assert board.state_of(job) is JobState.COMPLETE
+        with pytest.raises(errors.NotFound):
+            board.get(job.uuid)
+
+    def test_claim_claimed_job_is_unclaimable(self, board: JobBoard, other: JobBoard) -> None:
+        job = board.post("work")
+        board.claim(job, "owner-a")
+        with pytest.raises(errors.UnclaimableJob):
+            other.claim(job, "owner-b")
+        with pytest.raises(errors.UnclaimableJob):
+            board.claim(job, "owner-a")  # a second claim by the same owner is no different
+        assert other.claim_next("owner-b") is None
+
+    def test_claim_gone_job_is_not_found(self, board: JobBoard, other: JobBoard) -> None:
+        job = board.post("work")
+        board.consume(board.claim(job, "owner-a"), "owner-a")
+        with pytest.raises(errors.NotFound):
+            other.claim(job, "owner-b")
+        with pytest.raises(errors.NotFound):
+            other.find_owner(job)
+
+    def test_claim_next_empty_and_skips_claimed(self, board: JobBoard, other: JobBoard) -> None:
+        assert board.claim_next("owner-a") is None
+        first, second = board.post("first"), board.post("second")
+        got = other.claim_next("owner-a")
+        assert got == first and got is not None and got.fence is not None
+        assert board.claim_next("owner-b") == second
+        assert other.claim_next("owner-c") is None
+
+    def test_exactly_one_concurrent_claimer_wins(self, board: JobBoard, other: JobBoard) -> None:
+        job = board.post("contested")
+        threads_n = 8
+        barrier = threading.Barrier(threads_n)
+        outcomes: list[str] = []
+        lock = threading.Lock()
+
+        def contend(i: int) -> None:
+            target = board if i % 2 else other
+            barrier.wait()
+            try:
+                target.claim(job, f"owner-{i}")
+                result = "won"
+            except errors.UnclaimableJob:
+                result = "lost"
+            with lock:
+                outcomes.append(result)
+
+        threads = [threading.Thread(target=contend, args=(i,)) for i in range(threads_n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert sorted(outcomes) == ["lost"] * (threads_n - 1) + ["won"]
+
+    def test_owner_checks(self, board: JobBoard, other: JobBoard) -> None:
+        job = board.post("work")
+        mine = board.claim(job, "owner-a")
+        theirs = other.get(job.uuid)
+        for call in finishing_calls(other, theirs, "owner-b"):
+            with pytest.raises(errors.NotOwner) as info:
+                call()
+            assert info.value.actual_owner == "owner-a"
+            assert info.value.job_uuid == job.uuid
+            assert isinstance(info.value, errors.JobFailure)
+        assert board.find_owner(job) == "owner-a"
+        board.consume(mine, "owner-a")
+
+    def test_unclaimed_job_cannot_be_consumed(self, board: JobBoard) -> None:
+        job = board.post("work")
+        with pytest.raises(errors.NotOwner) as info:
+            board.consume(job, "owner-a")
+        assert info.value.actual_owner is None
+        assert board.job_count == 1
+
+    def test_operations_on_gone_job_raise_not_found(self, board: JobBoard,
+                                                    other: JobBoard) -> None:
+        job = board.post("work")
+        claimed = board.claim(job, "owner-a")
+        board.trash(claimed, "owner-a", reason="x")
+        for call in finishing_calls(other, claimed, "owner-a"):
+            with pytest.raises(errors.NotFound):
+                call()
+
+    def test_owner_without_fence_may_finish(self, board: JobBoard, other: JobBoard) -> None:
+        """A ``Job`` read from the board (no fence) is checked by owner only (operators' tools)."""
+        job = board.post("work")
+        board.claim(job, "owner-a")
+        unfenced = other.get(job.uuid)
+        assert unfenced.fence is None
+        other.consume(unfenced, "owner-a")
+        assert board.job_count == 0
+
+    def test_abandon_makes_job_claimable_and_counts_attempts(self, board: JobBoard,
+                                                            other: JobBoard) -> None:
+        job = board.post("work")
+        first = board.claim(job, "owner-a")
+        board.abandon(first, "owner-a", reason="storage down")
+        assert job.state is JobState.UNCLAIMED
+        assert other.get(job.uuid).reason == "storage down"
+        second = other.claim(job, "owner-b")
+        assert second.attempts == 2
+        assert other.get(job.uuid).attempts == 2
+        assert second.fence is not None and first.fence is not None
+        assert second.fence > first.fence
+        other.consume(second, "owner-b")
+
+    def test_fencing_rejects_older_claim_of_same_owner(self, board: JobBoard) -> None:
+        job = board.post("work")
+        old = board.claim(job, "owner-a")
+        board.abandon(old, "owner-a")
+        new = board.claim(job, "owner-a")
+        assert new.fence is not None and old.fence is not None and new.fence > old.fence
+        for call in finishing_calls(board, old, "owner-a"):
+            with pytest.raises(errors.NotOwner) as info:
+                call()
+            assert info.value.actual_owner == "owner-a"
+        board.renew(new, "owner-a")
+        board.consume(new, "owner-a")
+
+    def test_lease_expires_and_fence_grows(self, board: JobBoard, other: JobBoard,
+                                          clock: FakeClock | None) -> None:
+        ttl = self.ttl(clock)
+        job = board.post("work")
+        old = board.claim(job, "owner-a", ttl=ttl)
+        with pytest.raises(errors.UnclaimableJob):
+            other.claim(job, "owner-b")
+        self.pass_time(clock, ttl, lambda: other.find_owner(job) is None)
+        assert other.get(job.uuid).state is JobState.UNCLAIMED
+        assert job in list(other.iterjobs(only_unclaimed=True, ensure_fresh=True))
+        new = other.claim(job, "owner-b", ttl=60)
+        assert new.attempts == 2
+        assert new.fence is not None and old.fence is not None and new.fence > old.fence
+        for call in finishing_calls(board, old, "owner-a"):
+            with pytest.raises(errors.NotOwner) as info:
+                call()
+            assert info.value.actual_owner == "owner-b"
+        other.consume(new, "owner-b")
+
+    def test_expired_claim_is_found_by_claim_next(self, board: JobBoard, other: JobBoard,
+                                                 clock: FakeClock | None) -> None:
+        ttl = self.ttl(clock)
+        job = board.post("work")
+        assert board.claim_next("owner-a", ttl=ttl) == job
+        assert other.claim_next("owner-b") is None
+        self.pass_time(clock, ttl, lambda: other.find_owner(job) is None)
+        again = other.claim_next("owner-b")
+        assert again == job and again is not None and again.attempts == 2
+
+    def test_renew_keeps_claim(self, board: JobBoard, other: JobBoard,
+                               clock: FakeClock | None) -> None:
+        ttl = self.ttl(clock)
+        job = board.post("work")
+        claimed = board.claim(job, "owner-a", ttl=ttl)
+        board.renew(claimed, "owner-a", ttl=60)
+        self.elapse(clock, ttl * 1.5)
+        assert other.find_owner(job) == "owner-a"
+        with pytest.raises(errors.UnclaimableJob):
+            other.claim(job, "owner-b")
+        board.consume(claimed, "owner-a")
+
+    def test_delay_on_post(self, board: JobBoard, other: JobBoard,
+                           clock: FakeClock | None) -> None:
+        delay = self.ttl(clock)
+        job = board.post("later", delay=delay)
+        assert board.job_count == 1
+        assert list(other.iterjobs(only_unclaimed=True, ensure_fresh=True)) == []
+        assert other.claim_next("owner-a") is None
+        with pytest.raises(errors.UnclaimableJob):
+            other.claim(job, "owner-a")
+        self.pass_time(clock, delay,
+                       lambda: job in list(other.iterjobs(only_unclaimed=True, ensure_fresh=True)))
+        assert other.claim_next("owner-a") == job
+
+    def test_delay_on_abandon(self, board: JobBoard, other: JobBoard,
+                              clock: FakeClock | None) -> None:
+        delay = self.ttl(clock)
+        job = board.post("work")
+        claimed = board.claim(job, "owner-a")
+        board.abandon(claimed, "owner-a", delay=delay, reason="back off")
+        assert other.claim_next("owner-b") is None
+        with pytest.raises(errors.UnclaimableJob):
+            other.claim(job, "owner-b")
+        self.pass_time(clock, delay,
+                       lambda: job in list(other.iterjobs(only_unclaimed=True, ensure_fresh=True)))
+        again = other.claim_next("owner-b")
+        assert again == job and again is not None and again.attempts == 2
+
+    def test_claim_rejects_bad_arguments(self, board: JobBoard) -> None:
+        job = board.post("work")
+        for bad in ("", "   "):
+            with pytest.raises(ValueError):
+                board.claim(job, bad)
+            with pytest.raises(ValueError):
+                board.claim_next(bad)
+        for ttl in (0, -1):
+            with pytest.raises(ValueError):
+                board.claim(job, "owner-a", ttl=ttl)
+        claimed = board.claim(job, "owner-a")
+        with pytest.raises(ValueError):
+            board.abandon(claimed, "owner-a", delay=-1)
+        with pytest.raises(ValueError):
+            board.renew(claimed, "owner-a", ttl=-1)
+        with pytest.raises(ValueError):
+            board.consume(claimed, "")
+        assert board.find_owner(job) == "owner-a"
+
+    # -- trash, waiting, notifications, books --------------------------------------------------
+
+    def test_iter_trash_newest_first_with_reason(self, board: JobBoard, other: JobBoard,
+                                                 clock: FakeClock | None) -> None:
+        assert list(board.iter_trash()) == []
+        first, second, kept = board.post("first"), board.post("second"), board.post("kept")
+        board.trash(board.claim(first, "owner-a"), "owner-a", reason="bad factory")
+        self.elapse(clock, 0.05)  # trash times must differ for the order to mean anything
+        board.trash(board.claim(second, "owner-a"), "owner-a", reason="too many attempts")
+        trashed = list(other.iter_trash())
+        assert trashed == [second, first]
+        assert [j.reason for j in trashed] == ["too many attempts", "bad factory"]
+        assert first.state is JobState.COMPLETE
+        assert list(other.iterjobs(ensure_fresh=True)) == [kept]
+
+    def test_wait_wakes_on_post_from_another_board(self, board: JobBoard,
+                                                   other: JobBoard) -> None:
+        assert board.wait(timeout=0.1) is False
+        result: list[bool] = []
+        started = threading.Event()
+
+        def waiter() -> None:
+            started.set()
+            result.append(board.wait(timeout=30))
+
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        started.wait(5)
+        other.post("wake up")
+        thread.join(35)
+        assert result == [True]
+        assert board.wait(timeout=0) is True
+
+    def test_wait_false_when_only_claimed_jobs(self, board: JobBoard) -> None:
+        job = board.post("work")
+        board.claim(job, "owner-a")
+        assert board.wait(timeout=0.2) is False
+
+    def test_job_wait(self, board: JobBoard, other: JobBoard) -> None:
+        job = board.post("work")
+        assert job.wait(timeout=0.1) is False
+        claimed = other.claim(job, "owner-a")
+        done = threading.Event()
+
+        def finish() -> None:
+            done.wait(5)
+            other.consume(claimed, "owner-a")
+
+        thread = threading.Thread(target=finish)
+        thread.start()
+        done.set()
+        assert job.wait(timeout=30) is True
+        thread.join(10)
+        assert job.state is JobState.COMPLETE
+
+    def test_notifications(self, board: JobBoard) -> None:
+        seen: list[tuple[str, str]] = []
+        board.notifier.register(POSTED, lambda e, d: seen.append((e, d["job"].uuid)))
+        board.notifier.register(REMOVAL, lambda e, d: seen.append((e, d["job"].uuid)))
+        a, b = board.post("a"), board.post("b")
+        board.consume(board.claim(a, "owner-a"), "owner-a")
+        board.trash(board.claim(b, "owner-a"), "owner-a")
+        assert seen == [(POSTED, a.uuid), (POSTED, b.uuid), (REMOVAL, a.uuid), (REMOVAL, b.uuid)]
+
+    def test_book_loads_lazily_from_persistence(self, make_board: MakeBoard,
+                                                board_options: dict[str, Any]) -> None:
+        from legato.persistence.memory import MemoryPersistence
+        from legato.persistence.models import LogBook
+
+        persistence = MemoryPersistence()
+        book = LogBook(name="book-1", meta={"k": "v"})
+        persistence.save_logbook(book)
+        poster = make_board(persistence=persistence, **board_options)
+        reader = make_board(persistence=persistence, **board_options)
+        bare = make_board(**board_options)
+        job = poster.post("work", book)
+        assert job.book_uuid == book.uuid and job.book_name == "book-1"
+        got = reader.get(job.uuid)
+        assert (got.book_uuid, got.book_name) == (book.uuid, "book-1")
+        loaded = got.book
+        assert loaded is not None and loaded.uuid == book.uuid and loaded.meta == {"k": "v"}
+        assert got.book is loaded  # loaded once
+        with pytest.raises(errors.JobFailure):
+            _ = bare.get(job.uuid).book
+        assert poster.post("no book").book is None
+
+    # -- entities ----------------------------------------------------------------------------
+
+    def test_entities(self, board: JobBoard, other: JobBoard) -> None:
+        worker = Entity("conductor", "worker-1@host:1", {"host": "host", "pid": 1})
+        board.register_entity(worker)
+        board.register_entity(Entity("watcher", "w@host:2"))
+        assert list(other.iter_entities("conductor")) == [worker]
+        assert {e.name for e in other.iter_entities()} == {"worker-1@host:1", "w@host:2"}
+        board.register_entity(worker)  # registering again refreshes, never duplicates
+        assert list(other.iter_entities("conductor")) == [worker]
+        board.unregister_entity(worker)
+        board.unregister_entity(worker)  # no error when absent
+        assert list(other.iter_entities("conductor")) == []
+
+    def test_entity_lapses_after_ttl(self, board: JobBoard, other: JobBoard,
+                                     clock: FakeClock | None) -> None:
+        ttl = self.ttl(clock)
+        lapsing = Entity("conductor", "lapsing@host:1")
+        lasting = Entity("conductor", "lasting@host:2")
+        board.register_entity(lapsing, ttl=ttl)
+        board.register_entity(lasting, ttl=3600)
+        assert lapsing in list(other.iter_entities("conductor"))
+        self.pass_time(clock, ttl, lambda: lapsing not in list(other.iter_entities()))
+        assert list(other.iter_entities("conductor")) == [lasting]
+        with pytest.raises(ValueError):
+            board.register_entity(lasting, ttl=0)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def test_closed_board_refuses_calls(self, other: JobBoard, make_board: MakeBoard,
+                                        board_options: dict[str, Any]) -> None:
+        board = make_board(**board_options)
+        job = other.post("work")
+        assert board.connected
+        board.close()
+        assert not board.connected
+        with pytest.raises(errors.JobFailure):
+            board.post("x")
+        board.close()  # closing twice is harmless
+        board.connect()
+        assert board.get(job.uuid) == job
