@@ -1,0 +1,505 @@
+"""A jobboard on Redis: many machines, leases that expire on the server, wake-ups by pub/sub.
+
+URL: ``redis://[user:password@]host:port/db?namespace=legato&ttl=30&socket_timeout=5``
+(``rediss://`` for TLS). Keys live under ``<namespace>:``:
+
+* ``job:<uuid>``: a hash per job; every value is JSON (``null`` for None). It holds the job's
+  owner, fencing number, lease expiry and attempts next to its name and details.
+* ``jobs``: every job on the board, scored ``-priority * 2**40 + sequence`` so that score order
+  is claim order (higher priority first, then oldest post). ``ready`` holds the claimable subset
+  with the same scores, ``delayed`` the jobs waiting for ``available_at`` and ``claimed`` the
+  claimed ones, both scored by time. ``bad`` holds entries that could not be decoded, set aside.
+* ``seq``: the post counter. ``trash`` (scored by trash time) + ``trashed:<uuid>`` hashes.
+* ``entities`` (hash of JSON) + ``entities:expiry`` (scored by expiry).
+
+Every step that touches more than one key is one Lua script (``legato/jobboard/lua``), so it is
+atomic; scripts read the server's clock (``TIME``), so every machine agrees on lease expiry. A
+claim nobody renews simply expires: ``claim``/``claim_next`` treat it as claimable, with no code
+on the dead owner's side. ``claim_next`` first moves a bounded number of due delayed jobs and
+expired claims back to ``ready``, then takes the first ready job: its cost does not grow with
+the backlog.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.resources
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
+from urllib.parse import parse_qsl, unquote, urlsplit
+from uuid import uuid4
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from legato import errors
+from legato.jobboard import base
+from legato.jobboard.base import Entity, JobBoard, JobRecord
+from legato.states import JobPriority
+
+if TYPE_CHECKING:
+    from legato.persistence.base import Persistence
+
+__all__ = ["RedisJobBoard", "RedisSettings"]
+
+logger = logging.getLogger(__name__)
+
+_SCRIPTS = ("post", "claim", "claim_next", "renew", "consume", "abandon", "trash", "promote",
+            "set_aside", "entity_register", "entity_list")
+#: Most delayed jobs, expired claims or bad entries one script call handles (bounded work).
+_HOUSEKEEPING_LIMIT = 100
+_BOARD_OPTIONS = ("name", "ttl", "poll_interval", "clock")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RedisSettings:
+    """How to reach Redis and where the board's keys live.
+
+    Attributes:
+        host, port, db, username, password: the server and database.
+        ssl: use TLS (``rediss://``).
+        namespace: prefix of every key (``<namespace>:...``) and of the events channel.
+        socket_timeout: longest wait for a reply before ``BoardUnavailable``.
+        socket_connect_timeout: longest wait to connect.
+        health_check_interval: idle seconds after which a pooled connection is pinged first.
+        page_size: jobs read per round trip by ``iterjobs``.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 6379
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    ssl: bool = False
+    namespace: str = "legato"
+    socket_timeout: float = 5.0
+    socket_connect_timeout: float = 2.0
+    health_check_interval: float = 10.0
+    page_size: int = 200
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> RedisSettings:
+        """Parse ``redis://`` / ``rediss://`` URLs; keyword ``overrides`` win over the query."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss"):
+            raise errors.UnknownBackend(f"not a Redis URL: {url!r}")
+        values: dict[str, Any] = {"ssl": parts.scheme == "rediss"}
+        if parts.hostname:
+            values["host"] = parts.hostname
+        if parts.port:
+            values["port"] = parts.port
+        if parts.username:
+            values["username"] = unquote(parts.username)
+        if parts.password:
+            values["password"] = unquote(parts.password)
+        if parts.path.strip("/"):
+            values["db"] = int(parts.path.strip("/"))
+        values.update(dict(parse_qsl(parts.query)))
+        values.update(overrides)
+        return cls(**_coerce(values))
+
+    def redis_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``redis.Redis``."""
+        return {
+            "host": self.host, "port": self.port, "db": self.db, "username": self.username,
+            "password": self.password, "ssl": self.ssl, "decode_responses": True,
+            "socket_timeout": self.socket_timeout,
+            "socket_connect_timeout": self.socket_connect_timeout,
+            "health_check_interval": self.health_check_interval,
+            # No silent re-sends: a script whose reply was lost may have run (a retried post
+            # would post twice). Dead pooled connections are replaced when checked out.
+            "retry": Retry(NoBackoff(), 0),
+        }
+
+
+def _coerce(values: dict[str, Any]) -> dict[str, Any]:
+    """Turn query-string text into the settings' types; unknown names are an error."""
+    fields = {f.name: f for f in dataclasses.fields(RedisSettings)}
+    unknown = set(values) - set(fields)
+    if unknown:
+        raise ValueError(f"unknown Redis jobboard options: {', '.join(sorted(unknown))}")
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        kind = fields[name].type
+        if isinstance(value, str) and kind in ("int", "float"):
+            value = int(value) if kind == "int" else float(value)
+        elif isinstance(value, str) and kind == "bool":
+            value = value.lower() in ("1", "true", "yes", "on")
+        out[name] = value
+    return out
+
+
+def _load_script(name: str) -> str:
+    folder = importlib.resources.files("legato.jobboard") / "lua"
+    return (folder / "common.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
+
+
+@contextlib.contextmanager
+def _translated(what: str, job_uuid: str | None = None) -> Iterator[None]:
+    """Turn redis-py errors into Legato's, chained to the driver error."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise errors.BoardUnavailable(f"Redis unreachable during {what}: {exc}",
+                                      job_uuid=job_uuid) from exc
+    except redis.RedisError as exc:
+        raise errors.JobFailure(f"Redis refused {what}: {exc}", job_uuid=job_uuid) from exc
+
+
+def _decode(uuid: str, raw: dict[str, str]) -> JobRecord:
+    """A record from a job hash; ``ValueError``/``TypeError``/``KeyError`` when malformed."""
+    data = {key: json.loads(value) for key, value in raw.items()}
+    data["uuid"] = uuid
+    record = JobRecord.from_dict(data)
+    if not isinstance(record.name, str) or not isinstance(record.fence, int):
+        raise TypeError("name must be a string and fence an integer")
+    JobPriority(record.priority)
+    return record
+
+
+def _pairs(flat: list[Any]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+class RedisJobBoard(JobBoard):
+    """A jobboard on Redis (``legato[redis]``). See the module docstring for the key layout.
+
+    Args:
+        settings: where the server is and which namespace to use.
+        **kwargs: ``JobBoard`` arguments (``name``, ``persistence``, ``ttl``, ``poll_interval``,
+            ``clock``). With an injected ``clock`` the scripts use it instead of the server's
+            time (for tests with a fake clock).
+    """
+
+    schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss")
+    supports_notifications: ClassVar[bool] = True
+
+    def __init__(self, settings: RedisSettings, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self._server_time = kwargs.get("clock") is None
+        ns = settings.namespace
+        self._prefix = f"{ns}:"
+        self._keys = [f"{ns}:{k}" for k in ("jobs", "ready", "delayed", "claimed", "bad", "seq",
+                                           "trash", "entities", "entities:expiry")]
+        self._channel = f"{ns}:events"
+        self._client: redis.Redis | None = None
+        self._scripts: dict[str, Any] = {}
+        self._events: _EventListener | None = None
+
+    @classmethod
+    def from_url(cls, url: str, *, persistence: Persistence | None = None,
+                 **options: Any) -> RedisJobBoard:
+        board_options = {k: options.pop(k) for k in _BOARD_OPTIONS if k in options}
+        query = dict(parse_qsl(urlsplit(url).query))
+        for name in ("ttl", "poll_interval"):
+            if name in query and name not in board_options:
+                board_options[name] = float(query[name])
+        cleaned = _without_query(url, ("ttl", "poll_interval"))
+        return cls(RedisSettings.from_url(cleaned, **options), persistence=persistence,
+                   **board_options)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        client = redis.Redis(**self.settings.redis_kwargs())
+        try:
+            with _translated("connect"):
+                client.ping()
+                self._scripts = {name: client.register_script(_load_script(name))
+                                 for name in _SCRIPTS}
+                events = _EventListener(client, self._channel)
+        except BaseException:
+            client.close()
+            raise
+        self._client, self._events = client, events
+        events.start()
+
+    def _close(self) -> None:
+        if self._events is not None:
+            self._events.stop()
+            self._events = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    @property
+    def _redis(self) -> redis.Redis:
+        assert self._client is not None, "connected boards have a client"
+        return self._client
+
+    def _run(self, script: str, args: list[Any], job_uuid: str | None = None) -> list[Any]:
+        """Run one Lua script; its reply is a list whose first item is a status."""
+        now = "" if self._server_time else repr(self.clock())
+        with _translated(script, job_uuid):
+            reply: list[Any] = self._scripts[script](
+                keys=self._keys, args=[self._prefix, now, self._channel, *args],
+                client=self._redis)
+        return reply
+
+    # -- posting and reading ---------------------------------------------------------------
+
+    def _post(self, record: JobRecord) -> None:
+        fields = record.to_dict()
+        delay = 0.0
+        if record.available_at is not None:
+            delay = max(record.available_at - record.created_on, 0.0)
+        for name in ("uuid", "sequence", "available_at"):
+            fields.pop(name)
+        flat = [part for name, value in fields.items() for part in (name, json.dumps(value))]
+        reply = self._run("post", [record.uuid, record.priority, repr(delay), *flat],
+                          record.uuid)
+        if reply[0] != "OK":
+            raise errors.JobFailure(f"job {record.uuid} already exists", job_uuid=record.uuid)
+        record.sequence = int(reply[1])
+        record.available_at = json.loads(reply[2])
+
+    def _get(self, job_uuid: str) -> JobRecord:
+        with _translated("get", job_uuid):
+            raw: dict[str, str] = self._redis.hgetall(  # type: ignore[assignment]
+                self._prefix + "job:" + job_uuid)
+        if not raw:
+            raise errors.NotFound(f"no job {job_uuid} on board {self.name!r}")
+        return self._decoded(job_uuid, raw, strict=True)
+
+    def _decoded(self, job_uuid: str, raw: dict[str, str], *, strict: bool) -> JobRecord:
+        try:
+            return _decode(job_uuid, raw)
+        except (ValueError, TypeError, KeyError) as exc:
+            if strict:
+                raise errors.JobFailure(f"job {job_uuid} cannot be decoded: {exc}",
+                                        job_uuid=job_uuid) from exc
+            raise
+
+    def _iter_records(self, only_unclaimed: bool, ensure_fresh: bool) -> Iterator[JobRecord]:
+        if only_unclaimed:
+            # Due delayed jobs and expired claims join "ready" first, so listing the ready
+            # set alone is enough (and costs only what it returns).
+            self._run("promote", [_HOUSEKEEPING_LIMIT])
+            return self._iter_index(self._keys[1])
+        return self._iter_index(self._keys[0])
+
+    def _iter_index(self, index: str) -> Iterator[JobRecord]:
+        """Records of a job index in score order, one page per round trip.
+
+        Pages continue after the last score seen (scores are unique per job), so jobs leaving
+        the board meanwhile never make a page skip one.
+        """
+        bound = "-inf"
+        while True:
+            with _translated("iterate"):
+                page: list[Any] = self._redis.zrangebyscore(
+                    index, bound, "+inf", start=0, num=self.settings.page_size,
+                    withscores=True)
+            if not page:
+                return
+            yield from self._read_page([str(member[0]) for member in page], "job:")
+            bound = f"({float(page[-1][1])!r}"
+
+    def _read_page(self, uuids: list[str], kind: str) -> Iterator[JobRecord]:
+        with _translated("iterate"):
+            pipe = self._redis.pipeline(transaction=False)
+            for uuid in uuids:
+                pipe.hgetall(self._prefix + kind + uuid)
+            raws = pipe.execute(raise_on_error=False)
+        for uuid, raw in zip(uuids, raws, strict=True):
+            record = self._page_record(uuid, raw)
+            if record is not None:
+                yield record
+
+    def _page_record(self, uuid: str, raw: Any) -> JobRecord | None:
+        if isinstance(raw, dict) and not raw:
+            return None  # left the board since the page was read
+        try:
+            if isinstance(raw, Exception):
+                raise TypeError(str(raw))  # e.g. WRONGTYPE: not a hash
+            return self._decoded(uuid, raw, strict=False)
+        except (ValueError, TypeError, KeyError) as exc:
+            logger.warning("board %r: skipping undecodable job %s: %s", self.name, uuid, exc)
+            return None
+
+    def _job_count(self) -> int:
+        with _translated("job_count"):
+            return int(self._redis.zcard(self._keys[0]))
+
+    # -- claims ----------------------------------------------------------------------------
+
+    def _claim(self, job_uuid: str, who: str, ttl: float) -> JobRecord:
+        reply = self._run("claim", [job_uuid, json.dumps(who), repr(ttl)], job_uuid)
+        if reply[0] == "UNCLAIMABLE":
+            owner = json.loads(reply[1])
+            why = f"claimed by {owner!r}" if owner else "delayed"
+            raise errors.UnclaimableJob(f"job {job_uuid} cannot be claimed now: {why}",
+                                        job_uuid=job_uuid, owner=owner)
+        return self._claimed_record(job_uuid, reply)
+
+    def _claim_next(self, who: str, ttl: float) -> JobRecord | None:
+        while True:
+            reply = self._run("claim_next", [json.dumps(who), repr(ttl), _HOUSEKEEPING_LIMIT])
+            if reply[0] == "EMPTY":
+                return None
+            if reply[0] == "AGAIN":  # a run of bad entries was set aside; carry on
+                continue
+            uuid = str(reply[1])
+            try:
+                return _decode(uuid, _pairs(reply[2:]))
+            except (ValueError, TypeError, KeyError) as exc:
+                logger.warning("board %r: setting aside undecodable job %s: %s",
+                               self.name, uuid, exc)
+                self._run("set_aside", [uuid], uuid)
+
+    def _claimed_record(self, job_uuid: str, reply: list[Any]) -> JobRecord:
+        if reply[0] != "OK":
+            self._refused(job_uuid, "", reply)
+        return self._decoded(job_uuid, _pairs(reply[2:]), strict=True)
+
+    def _refused(self, job_uuid: str, who: str, reply: list[Any]) -> NoReturn:
+        status = reply[0]
+        if status == "NOTFOUND":
+            raise errors.NotFound(f"no job {job_uuid} on board {self.name!r}")
+        if status == "NOTOWNER":
+            raise base.not_owner(job_uuid, who, json.loads(reply[1]))
+        if status == "BAD":
+            raise errors.JobFailure(f"job {job_uuid} cannot be decoded", job_uuid=job_uuid)
+        raise errors.JobFailure(f"unexpected reply {status!r} for job {job_uuid}",
+                                job_uuid=job_uuid)
+
+    def _owned(self, script: str, job_uuid: str, who: str, fence: int | None,
+               *extra: Any) -> list[Any]:
+        args = [job_uuid, json.dumps(who), "" if fence is None else str(fence), *extra]
+        reply = self._run(script, args, job_uuid)
+        if reply[0] != "OK":
+            self._refused(job_uuid, who, reply)
+        return reply
+
+    def _renew(self, job_uuid: str, who: str, fence: int | None, ttl: float) -> None:
+        self._owned("renew", job_uuid, who, fence, repr(ttl))
+
+    def _consume(self, job_uuid: str, who: str, fence: int | None) -> None:
+        self._owned("consume", job_uuid, who, fence)
+
+    def _abandon(self, job_uuid: str, who: str, fence: int | None, delay: float,
+                 reason: str | None) -> None:
+        self._owned("abandon", job_uuid, who, fence, repr(delay), json.dumps(reason))
+
+    def _trash(self, job_uuid: str, who: str, fence: int | None, reason: str | None) -> None:
+        self._owned("trash", job_uuid, who, fence, json.dumps(reason))
+
+    def _iter_trash(self) -> Iterator[JobRecord]:
+        size = self.settings.page_size
+        start = 0
+        while True:
+            with _translated("iter_trash"):
+                uuids = self._redis.zrevrange(self._keys[6], start, start + size - 1)
+            if not uuids:
+                return
+            yield from self._read_page([str(u) for u in uuids], "trashed:")
+            start += size
+
+    # -- waiting ---------------------------------------------------------------------------
+
+    def _wait_for_change(self, timeout: float) -> None:
+        events = self._events
+        if events is None:
+            super()._wait_for_change(timeout)
+        else:
+            events.wait(timeout)
+
+    # -- entities --------------------------------------------------------------------------
+
+    def _register_entity(self, entity: Entity, ttl: float) -> None:
+        data = json.dumps(dataclasses.asdict(entity))
+        self._run("entity_register", [entity.name, data, repr(ttl)])
+
+    def _unregister_entity(self, entity: Entity) -> None:
+        with _translated("unregister_entity"):
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hdel(self._keys[7], entity.name)
+            pipe.zrem(self._keys[8], entity.name)
+            pipe.execute()
+
+    def _iter_entities(self) -> Iterator[Entity]:
+        for raw in self._run("entity_list", []):
+            if raw is None:
+                continue  # unregistered between the two reads of the script? never; be safe
+            try:
+                yield Entity(**json.loads(raw))
+            except (ValueError, TypeError) as exc:
+                logger.warning("board %r: skipping undecodable entity: %s", self.name, exc)
+
+
+def _without_query(url: str, names: tuple[str, ...]) -> str:
+    parts = urlsplit(url)
+    kept = [(k, v) for k, v in parse_qsl(parts.query) if k not in names]
+    query = "&".join(f"{k}={v}" for k, v in kept)
+    return parts._replace(query=query).geturl()
+
+
+class _EventListener:
+    """Listens on the board's pub/sub channel in a thread and wakes waiters.
+
+    A lost connection is retried with back-off; on reconnecting, waiters are woken once, since
+    events may have been missed meanwhile.
+    """
+
+    def __init__(self, client: redis.Redis, channel: str) -> None:
+        self._client = client
+        self._channel = channel
+        # A private channel, so that stop() can wake the thread at once without waking others.
+        self._private = f"{channel}:{uuid4().hex}"
+        self._changed = threading.Event()
+        self._stopping = threading.Event()
+        self._pubsub: Any = self._subscribe()
+        self._thread = threading.Thread(target=self._loop, daemon=True,
+                                        name=f"legato-redis-events-{channel}")
+
+    def _subscribe(self) -> Any:
+        pubsub = self._client.pubsub(  # type: ignore[no-untyped-call]
+            ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe(self._channel, self._private)
+        except BaseException:
+            pubsub.close()
+            raise
+        return pubsub
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with contextlib.suppress(redis.RedisError):
+            self._client.publish(self._private, "stop")
+        self._thread.join(timeout=5)
+        with contextlib.suppress(Exception):
+            if self._pubsub is not None:
+                self._pubsub.close()
+
+    def wait(self, timeout: float) -> None:
+        if self._changed.wait(timeout):
+            self._changed.clear()
+
+    def _loop(self) -> None:
+        backoff = 0.05
+        while not self._stopping.is_set():
+            try:
+                if self._pubsub is None:
+                    self._pubsub = self._subscribe()
+                    self._changed.set()  # events may have been missed while disconnected
+                    backoff = 0.05
+                message = self._pubsub.get_message(timeout=1.0)
+                if message is not None and message["channel"] == self._channel:
+                    self._changed.set()
+            except (redis.RedisError, OSError, ValueError) as exc:
+                logger.debug("events channel %s lost: %s", self._channel, exc)
+                with contextlib.suppress(Exception):
+                    if self._pubsub is not None:
+                        self._pubsub.close()
+                self._pubsub = None
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, 2.0)
