@@ -7,6 +7,8 @@ the job. See the README for a tour.
 
 from __future__ import annotations
 
+from legato.engine.factories import FactoryPolicy
+from legato.engine.failure import Failure
 from legato.errors import (
     AmbiguousDependency,
     BoardUnavailable,
@@ -23,28 +25,58 @@ from legato.errors import (
     UnclaimableJob,
     WrappedFailure,
 )
+from legato.flow import (
+    AlwaysRevert,
+    AlwaysRevertAll,
+    Decision,
+    ForEach,
+    GraphFlow,
+    LinearFlow,
+    ParameterizedForEach,
+    Retry,
+    Task,
+    Times,
+    UnorderedFlow,
+    flow_factory,
+    task,
+)
 from legato.states import AtomState, FlowState, JobPriority, JobState
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlwaysRevert",
+    "AlwaysRevertAll",
     "AmbiguousDependency",
     "AtomState",
     "BoardUnavailable",
     "CompilationError",
+    "Decision",
     "DisallowedFactory",
     "ExecutionFailure",
+    "FactoryPolicy",
+    "Failure",
     "FlowState",
+    "ForEach",
+    "GraphFlow",
     "JobFailure",
     "JobPriority",
     "JobState",
     "LegatoError",
+    "LinearFlow",
     "MissingDependencies",
     "NotFound",
     "NotOwner",
+    "ParameterizedForEach",
+    "Retry",
     "SerializationError",
     "StorageFailure",
+    "Task",
+    "Times",
     "UnclaimableJob",
+    "UnorderedFlow",
     "WrappedFailure",
     "__version__",
+    "flow_factory",
+    "task",
 ]

@@ -1,0 +1,242 @@
+"""Engines: compile a flow, record every step in persistence, run it to an outcome.
+
+Three kinds ship (plugins of the ``legato.engines`` entry point group): ``SerialEngine`` runs
+tasks in the calling thread, ``ParallelEngine`` in a thread pool, ``ProcessEngine`` in a process
+pool. They differ only in their executor.
+
+Events. ``engine.notifier`` emits the flow's new state (a ``FlowState`` value) with
+``{"flow_name", "flow_uuid", "old_state", "engine"}``. ``engine.atom_notifier`` emits an atom's
+new state (an ``AtomState`` value) with ``{"atom_name", "atom_uuid", "flow_name", "flow_uuid",
+"old_state", "engine"}`` plus ``"result"`` on SUCCESS and REVERTED and ``"failure"`` (a
+``Failure``) on FAILURE and REVERT_FAILURE; and ``"PROGRESS"`` with ``{"atom_name", "atom_uuid",
+"flow_uuid", "progress", "engine"}``. Listeners run in the engine's thread.
+
+Durability: each change is written before the engine moves on. A task left RUNNING by a crash
+runs again when the flow resumes, so tasks must be idempotent (at-least-once execution).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
+
+from legato import errors, notifier
+from legato.engine import executors
+from legato.engine.compiler import CompiledFlow, compile_flow
+from legato.engine.runtime import Runtime
+from legato.engine.storage import Storage
+from legato.flow.patterns import Flow
+from legato.persistence.base import Persistence
+from legato.persistence.models import AtomDetail, FlowDetail
+from legato.states import AtomState, EngineState, FlowState
+
+__all__ = ["Engine", "ParallelEngine", "ProcessEngine", "SerialEngine"]
+
+logger = logging.getLogger(__name__)
+
+PROGRESS = "PROGRESS"
+
+
+class Engine:
+    """Runs one flow, recording its progress in one flow detail. Use ``legato.engine.load``.
+
+    Args:
+        flow: the flow to run.
+        flow_detail: where its progress is recorded (saved in ``persistence`` already).
+        persistence: the backend to write to.
+        store: inputs for the flow, merged over ``flow_detail.meta["store"]``.
+    """
+
+    kind: ClassVar[str] = "serial"
+
+    def __init__(self, flow: Flow, *, flow_detail: FlowDetail, persistence: Persistence,
+                 store: dict[str, Any] | None = None, **options: Any) -> None:
+        if options:
+            raise TypeError(f"{self.kind} engine: unknown options {sorted(options)}")
+        self.flow = flow
+        self.flow_detail = flow_detail
+        self.persistence = persistence
+        self.storage = Storage(persistence, flow_detail, store)
+        self.notifier = notifier.Notifier()
+        self.atom_notifier = notifier.Notifier()
+        self.suspend_event = threading.Event()
+        self.executor = self._make_executor()
+        self._compiled: CompiledFlow | None = None
+        self._details: list[AtomDetail] | None = None
+        self._validated = False
+        self._stats: dict[str, Any] = {"runs": 0}
+
+    def _make_executor(self) -> executors.Executor:
+        return executors.SerialExecutor()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def compiled(self) -> CompiledFlow:
+        """The compiled flow (compiling on first use)."""
+        if self._compiled is None:
+            self.compile()
+        assert self._compiled is not None
+        return self._compiled
+
+    def compile(self) -> None:
+        """Compile the flow. Idempotent.
+
+        Raises:
+            CompilationError: a cycle or duplicate names.
+            AmbiguousDependency: several providers for one consumer's argument.
+        """
+        if self._compiled is None:
+            started = time.perf_counter()
+            self._compiled = compile_flow(self.flow)
+            self._stats["compile_s"] = time.perf_counter() - started
+
+    def prepare(self) -> None:
+        """Create (or load) every atom's detail; new ones are saved in one write. Idempotent."""
+        if self._details is None:
+            self._details = self.storage.ensure_atoms(self.compiled)
+
+    def validate(self) -> None:
+        """Check every argument of every atom still to run can be found.
+
+        Raises:
+            MissingDependencies: naming every missing argument of every atom.
+        """
+        self.prepare()
+        missing: dict[str, list[str]] = {}
+        store = self.storage.store
+        for ca in self.compiled.atoms:
+            if self.storage.get_atom_state(ca.name) == AtomState.SUCCESS:
+                continue
+            names = sorted(key for provider, key in ca.sources.values()
+                           if provider is None and key not in store)
+            if names:
+                missing[ca.name] = names
+        if missing:
+            raise errors.MissingDependencies(missing)
+        self._validated = True
+
+    def run(self) -> None:
+        """Run the flow to an outcome (see ``run_iter``)."""
+        for _ in self.run_iter():
+            pass
+
+    def run_iter(self) -> Iterator[EngineState]:
+        """Run the flow, yielding ``EngineState`` values between steps.
+
+        The caller may call ``suspend()`` between yields and must keep iterating until the
+        generator ends. The last state is SUCCESS, REVERTED, FAILURE or SUSPENDED; after
+        REVERTED or FAILURE the generator raises the failed task's exception (one failure) or a
+        ``WrappedFailure`` (several).
+
+        Raises:
+            StorageFailure: persistence failed (the flow is left to resume later).
+            MissingDependencies: see ``validate``.
+        """
+        self.validate()
+        assert self._details is not None
+        runtime = Runtime(self, self._details)
+        started = time.perf_counter()
+        self._stats["runs"] += 1
+        self.executor.start()
+        try:
+            yield from runtime.run()
+        finally:
+            self.executor.shutdown()
+            self._stats["run_s"] = time.perf_counter() - started
+            self.suspend_event.clear()
+
+    def suspend(self) -> None:
+        """Ask a running engine to stop at the next atom boundary (thread-safe).
+
+        Atoms already running finish and are recorded; then the flow is SUSPENDED.
+        """
+        self.suspend_event.set()
+
+    def reset(self) -> None:
+        """Forget every atom's outcome (all PENDING) so the flow can run from the start."""
+        self.prepare()
+        assert self._details is not None
+        for ad in self._details:
+            ad.state = AtomState.PENDING
+            ad.results = [] if ad.KIND == "retry" else None
+            ad.failure = ad.revert_results = ad.revert_failure = None
+            self.storage.save(ad)
+        self.storage.save_flow_state(FlowState.PENDING)
+
+    @property
+    def statistics(self) -> dict[str, Any]:
+        """Counters and timings of this engine (``runs``, ``compile_s``, ``run_s``)."""
+        return dict(self._stats)
+
+    # -- events ----------------------------------------------------------------------------
+
+    def emit_flow(self, state: FlowState, old: FlowState | None) -> None:
+        if len(self.notifier):
+            self.notifier.notify(str(state), {
+                "flow_name": self.flow_detail.name, "flow_uuid": self.flow_detail.uuid,
+                "old_state": old, "engine": self})
+
+    def emit_atom(self, ad: AtomDetail, old: AtomState, **extra: Any) -> None:
+        if len(self.atom_notifier):
+            details = {"atom_name": ad.name, "atom_uuid": ad.uuid,
+                       "flow_name": self.flow_detail.name, "flow_uuid": self.flow_detail.uuid,
+                       "old_state": old, "engine": self}
+            details.update(extra)
+            self.atom_notifier.notify(str(ad.state), details)
+
+    def progress_callback(self, ad: AtomDetail) -> Callable[[float], None]:
+        """A callback persisting ``ad``'s progress (``meta["progress"]``) and emitting it."""
+        def report(progress: float) -> None:
+            ad.meta["progress"] = progress
+            self.storage.save(ad)
+            if len(self.atom_notifier):
+                self.atom_notifier.notify(PROGRESS, {
+                    "atom_name": ad.name, "atom_uuid": ad.uuid,
+                    "flow_uuid": self.flow_detail.uuid, "progress": progress, "engine": self})
+        return report
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} flow={self.flow.name!r} detail={self.flow_detail.uuid}>"
+
+
+class SerialEngine(Engine):
+    """Runs every task in the calling thread, one at a time."""
+
+    kind = "serial"
+
+
+class ParallelEngine(Engine):
+    """Runs independent tasks at once in a thread pool.
+
+    Args:
+        max_workers: threads in the pool (default 8).
+    """
+
+    kind = "parallel"
+
+    def __init__(self, flow: Flow, *, max_workers: int | None = None, **kwargs: Any) -> None:
+        self.max_workers = int(max_workers) if max_workers else None
+        super().__init__(flow, **kwargs)
+
+    def _make_executor(self) -> executors.Executor:
+        return executors.ThreadExecutor(self.max_workers)
+
+
+class ProcessEngine(ParallelEngine):
+    """Runs tasks' ``execute``/``revert`` in a process pool (for CPU-bound tasks).
+
+    Tasks, their arguments and their results must pickle; a ``SerializationError`` naming the
+    task says when they do not. Progress reported in the child process is not forwarded.
+
+    Args:
+        max_workers: processes in the pool (default 8).
+    """
+
+    kind = "process"
+
+    def _make_executor(self) -> executors.Executor:
+        return executors.ProcessExecutor(self.max_workers)

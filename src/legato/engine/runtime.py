@@ -1,0 +1,359 @@
+"""One run of a compiled flow: scheduling, completion, retries and reverts.
+
+The scheduler runs in the engine's calling thread. Each atom's state change is written to
+persistence (``Storage.save``) before the scheduler moves on; task methods run in the executor.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from legato import errors
+from legato.engine.failure import Failure
+from legato.flow.atom import accepted_kwargs, extract_result
+from legato.flow.retry import Decision, History, Retry
+from legato.persistence.models import AtomDetail
+from legato.states import AtomState, EngineState, FlowState, Intention
+
+if TYPE_CHECKING:
+    from legato.engine.compiler import CompiledAtom, Scope
+    from legato.engine.engine import Engine
+
+__all__ = ["Runtime"]
+
+logger = logging.getLogger(__name__)
+
+_DONE = (AtomState.SUCCESS, AtomState.IGNORE)
+_TO_REVERT = frozenset({AtomState.SUCCESS, AtomState.FAILURE, AtomState.REVERTING,
+                        AtomState.REVERT_FAILURE, AtomState.RUNNING, AtomState.RETRYING})
+_EXECUTE, _REVERT = "execute", "revert"
+
+
+class Runtime:
+    """Runs one flow to an outcome; ``run()`` is a generator of ``EngineState`` values."""
+
+    def __init__(self, engine: Engine, details: list[AtomDetail]) -> None:
+        self.engine = engine
+        self.storage = engine.storage
+        self.compiled = engine.compiled
+        self.atoms = self.compiled.atoms
+        self.details = details
+        self.values: list[Any] = [self.storage.atom_result(ad) for ad in details]
+        self.executor = engine.executor
+        self.suspend_event: threading.Event = engine.suspend_event
+        self.failures: dict[int, Failure] = {}
+        self.inflight: dict[int, str] = {}
+        self.waiting: list[int] = []
+        self.ready: list[int] = []
+        self.revert_failures: dict[int, Failure] = {}
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def run(self) -> Iterator[EngineState]:
+        """Run to an outcome, yielding engine states; raise the tasks' failure if reverted."""
+        if self.storage.flow_detail.state == FlowState.REVERTING:
+            # A previous run died while reverting: finish the revert.
+            self.failures = self._stored_failures()
+            yield from self._finish_revert(None)
+            return
+        self._set_flow_state(FlowState.RUNNING)
+        self._compute_ready()
+        while True:
+            if self.failures and not self.inflight:
+                yield EngineState.ANALYZING
+                if not self._handle_failures():
+                    yield from self._finish_revert(None)
+                    return
+                continue
+            stopping = self.suspend_event.is_set()
+            if not self.failures and not stopping and self.ready:
+                self._schedule()
+                yield EngineState.SCHEDULING
+            if not self.inflight:
+                if stopping and self.ready:
+                    self._set_flow_state(FlowState.SUSPENDED)
+                    yield EngineState.SUSPENDED
+                    return
+                if not self.ready and not self.failures:
+                    self._set_flow_state(FlowState.SUCCESS)
+                    yield EngineState.SUCCESS
+                    return
+                continue
+            yield EngineState.WAITING
+            for index, ok, value in self.executor.wait():
+                self._complete(index, ok, value)
+
+    def _set_flow_state(self, state: FlowState) -> None:
+        fd = self.storage.flow_detail
+        old = fd.state
+        self.storage.save_flow_state(state)
+        self.engine.emit_flow(state, old)
+
+    # -- scheduling ------------------------------------------------------------------------
+
+    def _compute_ready(self) -> None:
+        details = self.details
+        self.waiting = [0] * len(self.atoms)
+        ready = []
+        for ca in self.atoms:
+            if details[ca.index].state in _DONE:
+                continue
+            count = sum(1 for p in ca.preds if details[p].state not in _DONE)
+            self.waiting[ca.index] = count
+            if count == 0:
+                ready.append(ca.index)
+        ready.reverse()  # popped from the end: run order first
+        self.ready = ready
+
+    def _schedule(self) -> None:
+        capacity = self.executor.capacity
+        while self.ready and len(self.inflight) < capacity:
+            if self.inflight and self.suspend_event.is_set():
+                return
+            self._start(self.ready.pop())
+
+    def _kwargs(self, ca: CompiledAtom) -> dict[str, Any]:
+        kwargs = dict(ca.atom.inject)
+        values = self.values
+        store = self.storage.store
+        for arg, (provider, key) in ca.sources.items():
+            kwargs[arg] = store[key] if provider is None else extract_result(values[provider], key)
+        for arg, (provider, key) in ca.optional.items():
+            if provider is None:
+                if key in store:
+                    kwargs[arg] = store[key]
+            elif self.details[provider].state == AtomState.SUCCESS:
+                kwargs[arg] = extract_result(values[provider], key)
+        return kwargs
+
+    def _start(self, index: int) -> None:
+        ca = self.atoms[index]
+        ad = self.details[index]
+        old = ad.state
+        ad.state = AtomState.RUNNING
+        ad.intention = Intention.EXECUTE
+        ad.failure = None
+        self.storage.save(ad)
+        self.engine.emit_atom(ad, old)
+        kwargs = self._kwargs(ca)
+        args: tuple[Any, ...] = ()
+        if ca.is_retry:
+            args = (self._history(ad),)
+        self.inflight[index] = _EXECUTE
+        self.executor.submit(index, ca.atom.execute, args, kwargs,  # type: ignore[attr-defined]
+                             progress=self.engine.progress_callback(ad),
+                             label=f"atom {ca.name!r}")
+
+    def _complete(self, index: int, ok: bool, value: Any) -> None:
+        self.inflight.pop(index, None)
+        ca = self.atoms[index]
+        ad = self.details[index]
+        if ok:
+            try:
+                self._record_success(ca, ad, value)
+                return
+            except errors.SerializationError as exc:
+                # The result cannot be stored: the atom failed, and says why.
+                value = exc
+        self._record_failure(ca, ad, value)
+
+    def _record_success(self, ca: CompiledAtom, ad: AtomDetail, value: Any) -> None:
+        old = ad.state
+        ad.state = AtomState.SUCCESS
+        if ca.is_retry:
+            ad.results = [*(ad.results or []), [value, {}]]
+        else:
+            ad.results = value
+        self.storage.save(ad)
+        self.values[ca.index] = value
+        self.engine.emit_atom(ad, old, result=value)
+        waiting = self.waiting
+        for succ in ca.succs:
+            waiting[succ] -= 1
+            if waiting[succ] == 0:
+                self.ready.append(succ)
+        if len(ca.succs) > 1:
+            self.ready.sort(reverse=True)
+
+    def _record_failure(self, ca: CompiledAtom, ad: AtomDetail, exc: BaseException) -> None:
+        failure = Failure.from_exception(exc)
+        old = ad.state
+        ad.state = AtomState.FAILURE
+        ad.results = ad.results if ca.is_retry else None
+        ad.failure = failure.to_dict()
+        self.storage.save(ad)
+        self.failures[ca.index] = failure
+        self.engine.emit_atom(ad, old, failure=failure)
+
+    # -- failures --------------------------------------------------------------------------
+
+    def _stored_failures(self) -> dict[int, Failure]:
+        found = {}
+        for ad, ca in zip(self.details, self.atoms, strict=True):
+            if ad.failure is not None:
+                found[ca.index] = Failure.from_dict(ad.failure)
+        return found
+
+    def _failed_scope(self) -> Scope | None:
+        chains = []
+        for index in self.failures:
+            chain = []
+            scope = self.atoms[index].scope
+            while scope is not None:
+                chain.append(scope)
+                scope = scope.parent
+            chains.append(chain[::-1])
+        common: Scope | None = None
+        for level in zip(*chains, strict=False):
+            if any(s is not level[0] for s in level):
+                break
+            common = level[0]
+        return common
+
+    def _handle_failures(self) -> bool:
+        """Follow the retries' decisions; True if the run goes on (a retry), False if the whole
+        flow must be reverted."""
+        scope = self._failed_scope()
+        while scope is not None:
+            decision = self._decide(scope)
+            if decision == Decision.REVERT_ALL:
+                return False
+            if decision == Decision.RETRY:
+                self._revert_many(scope.members)
+                if self.revert_failures:
+                    return False
+                self._retry(scope)
+                return True
+            self._revert_many([*scope.members, scope.retry])
+            if self.revert_failures:
+                return False
+            scope = scope.parent
+        return False
+
+    def _history(self, ad: AtomDetail) -> History:
+        return History([(result, {n: Failure.from_dict(f) for n, f in failures.items()})
+                        for result, failures in (ad.results or [])])
+
+    def _decide(self, scope: Scope) -> Decision:
+        ca = self.atoms[scope.retry]
+        ad = self.details[scope.retry]
+        if not ad.results:
+            ad.results = [[None, {}]]
+        for index, failure in self.failures.items():
+            if index in scope.members or index == scope.retry:
+                ad.results[-1][1][self.atoms[index].name] = failure.to_dict()
+        self.storage.save(ad)
+        retry: Retry = ca.atom  # type: ignore[assignment]
+        try:
+            kwargs = self._kwargs(ca)
+            decision = Decision(retry.on_failure(self._history(ad), **_accepted(
+                type(retry).on_failure, kwargs)))
+        except Exception:
+            logger.exception("retry %r failed to decide; reverting its scope", ca.name)
+            decision = Decision.REVERT
+        logger.debug("retry %r decided %s", ca.name, decision)
+        return decision
+
+    def _retry(self, scope: Scope) -> None:
+        ca = self.atoms[scope.retry]
+        ad = self.details[scope.retry]
+        old = ad.state
+        ad.state = AtomState.RETRYING
+        ad.intention = Intention.RETRY
+        self.storage.save(ad)
+        self.engine.emit_atom(ad, old)
+        for index in list(self.failures):
+            if index in scope.members:
+                del self.failures[index]
+        delay = ca.atom.delay(self._history(ad))  # type: ignore[attr-defined]
+        if delay > 0:
+            self.suspend_event.wait(delay)
+        self._compute_ready()
+
+    def _revert_many(self, indexes: list[int]) -> None:
+        """Revert the given atoms that ran, newest first, one at a time."""
+        flow_failures = {self.atoms[i].name: f for i, f in self.failures.items()}
+        for index in sorted(indexes, reverse=True):
+            if self.details[index].state not in _TO_REVERT:
+                continue
+            self._revert_one(index, flow_failures)
+            if self.revert_failures:
+                return
+
+    def _revert_one(self, index: int, flow_failures: dict[str, Failure]) -> None:
+        ca = self.atoms[index]
+        ad = self.details[index]
+        was_success = ad.state in (AtomState.SUCCESS, AtomState.REVERTING,
+                                   AtomState.REVERT_FAILURE) and ad.failure is None
+        old = ad.state
+        ad.state = AtomState.REVERTING
+        ad.intention = Intention.REVERT
+        self.storage.save(ad)
+        self.engine.emit_atom(ad, old)
+        kwargs = self._kwargs_for_revert(ca)
+        args: tuple[Any, ...] = ()
+        if ca.is_retry:
+            args = (self._history(ad),)
+        else:
+            kwargs["result"] = self.values[index] if was_success else (
+                self.failures.get(index) or Failure.from_dict(ad.failure or {}))
+            kwargs["flow_failures"] = flow_failures
+        method = ca.atom.revert  # type: ignore[attr-defined]
+        self.executor.submit(index, method, args, _accepted(method.__func__, kwargs),
+                             progress=self.engine.progress_callback(ad),
+                             label=f"atom {ca.name!r}")
+        for _, ok, value in self.executor.wait():
+            self._record_revert(ad, ok, value)
+
+    def _kwargs_for_revert(self, ca: CompiledAtom) -> dict[str, Any]:
+        try:
+            return self._kwargs(ca)
+        except (KeyError, LookupError, TypeError):
+            return dict(ca.atom.inject)
+
+    def _record_revert(self, ad: AtomDetail, ok: bool, value: Any) -> None:
+        old = ad.state
+        if ok:
+            ad.state = AtomState.REVERTED
+            ad.revert_results = value
+            ad.revert_failure = None
+            try:
+                self.storage.save(ad)
+                self.engine.emit_atom(ad, old, result=value)
+                return
+            except errors.SerializationError as exc:
+                value = exc
+        failure = Failure.from_exception(value)
+        ad.state = AtomState.REVERT_FAILURE
+        ad.revert_results = None
+        ad.revert_failure = failure.to_dict()
+        self.storage.save(ad)
+        self.revert_failures[self.engine.compiled.by_name[ad.name].index] = failure
+        self.engine.emit_atom(ad, old, failure=failure)
+
+    def _finish_revert(self, _: None) -> Iterator[EngineState]:
+        """Revert everything still to revert, record the outcome and raise the failures."""
+        if not self.revert_failures:
+            self._set_flow_state(FlowState.REVERTING)
+            yield EngineState.ANALYZING
+            self._revert_many([ca.index for ca in self.atoms])
+        if self.revert_failures:
+            self._set_flow_state(FlowState.FAILURE)
+            yield EngineState.FAILURE
+        else:
+            self._set_flow_state(FlowState.REVERTED)
+            yield EngineState.REVERTED
+        failures = [*self.failures.values(), *self.revert_failures.values()]
+        if len(failures) == 1:
+            failures[0].reraise()
+        raise errors.WrappedFailure(failures)
+
+
+def _accepted(fn: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    names = accepted_kwargs(fn)
+    if names is None:
+        return kwargs
+    return {k: v for k, v in kwargs.items() if k in names}
