@@ -1,0 +1,141 @@
+"""Turning a claimed job into an engine, and deciding what becomes of the job.
+
+Everything here is per job and board-free except for reading the job's book: the conductor loop
+(``executor.py``) does the claiming, the events and the board calls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import TYPE_CHECKING, Any
+
+from legato import errors
+
+if TYPE_CHECKING:
+    from legato.jobboard.base import Job
+    from legato.persistence.base import Persistence
+    from legato.persistence.models import FlowDetail, LogBook
+
+__all__ = [
+    "TOO_MANY_ATTEMPTS",
+    "Action",
+    "CannotRun",
+    "Outcome",
+    "load_flow_detail",
+    "merged_store",
+]
+
+#: Trash reason of a job that failed on ``max_attempts`` claims.
+TOO_MANY_ATTEMPTS = "too many attempts"
+#: Prefix of the abandon reason when persistence failed before the flow could start. Such jobs
+#: are never trashed for their attempt count (a storage outage must not destroy jobs).
+STORAGE_REASON = "storage unavailable"
+
+
+class Action(enum.Enum):
+    """What the conductor does with a job once its engine is done with it."""
+
+    CONSUME = "consume"
+    ABANDON = "abandon"
+    TRASH = "trash"
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """The decision for one job.
+
+    Attributes:
+        action: consume, abandon or trash.
+        reason: why (for abandon and trash).
+        delay: seconds before the job may be claimed again (abandon only); None means the
+            conductor's back-off for the job's attempt count.
+        retryable: a failure that another claim may get past; counted towards ``max_attempts``.
+    """
+
+    action: Action
+    reason: str | None = None
+    delay: float | None = None
+    retryable: bool = False
+
+
+class CannotRun(Exception):
+    """The job can never run as posted; it is trashed with ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def load_book(job: Job, persistence: Persistence) -> LogBook:
+    """Load the job's logbook.
+
+    Raises:
+        CannotRun: the job names no book, or the book does not exist.
+        StorageFailure: persistence cannot be reached (the job must be abandoned, not trashed).
+    """
+    if job.book_uuid is None:
+        raise CannotRun("job has no logbook")
+    try:
+        return persistence.get_logbook(job.book_uuid)
+    except errors.NotFound:
+        raise CannotRun(f"logbook {job.book_uuid} not found") from None
+
+
+def load_flow_detail(job: Job, persistence: Persistence) -> FlowDetail:
+    """The flow detail the job runs: ``details["flow_uuid"]``, else the book's only one.
+
+    Raises:
+        CannotRun: malformed details, no book, unknown flow uuid, no or several flow details.
+        StorageFailure: persistence cannot be reached.
+    """
+    details = job.details
+    if not isinstance(details, dict):
+        raise CannotRun("malformed details: not a JSON object")
+    flow_uuid = details.get("flow_uuid")
+    if flow_uuid is not None and not isinstance(flow_uuid, str):
+        raise CannotRun("malformed details: flow_uuid must be a string")
+    store = details.get("store")
+    if store is not None and not isinstance(store, dict):
+        raise CannotRun("malformed details: store must be a JSON object")
+    book = load_book(job, persistence)
+    if flow_uuid is not None:
+        found = book.find(flow_uuid)
+        if found is None:
+            raise CannotRun(f"flow detail {flow_uuid} not in logbook {book.uuid}")
+        return found
+    flows = list(book.flows.values())
+    if not flows:
+        raise CannotRun(f"logbook {book.uuid} has no flow detail")
+    if len(flows) > 1:
+        raise CannotRun(f"logbook {book.uuid} has {len(flows)} flow details and the job "
+                        "names no flow_uuid")
+    return flows[0]
+
+
+def merged_store(job: Job, flow_detail: FlowDetail) -> dict[str, Any]:
+    """``flow_detail.meta["store"]`` updated with ``job.details["store"]`` (the job wins)."""
+    store: dict[str, Any] = {}
+    meta_store = flow_detail.meta.get("store")
+    if isinstance(meta_store, dict):
+        store.update(meta_store)
+    job_store = job.details.get("store")
+    if isinstance(job_store, dict):
+        store.update(job_store)
+    return store
+
+
+def check_factory(flow_detail: FlowDetail) -> None:
+    """Raise ``CannotRun`` when the flow detail records no usable factory."""
+    factory = flow_detail.meta.get("factory")
+    if not isinstance(factory, dict) or not isinstance(factory.get("name"), str):
+        raise CannotRun(f"flow detail {flow_detail.uuid} records no flow factory")
+
+
+def is_no_consume(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> bool:
+    """Whether ``exc`` (or every failure a ``WrappedFailure`` holds) is one of ``kinds``."""
+    if isinstance(exc, kinds):
+        return True
+    if isinstance(exc, errors.WrappedFailure):
+        return len(exc) > 0 and all(f.check(*kinds) is not None for f in exc)
+    return False

@@ -1,0 +1,502 @@
+"""The executor conductor: a claim loop that hands each claimed job to an executor.
+
+Per job: rebuild the flow through the factory policy, build the engine, compile, prepare,
+validate and run it (suspending at the next atom boundary on ``stop()`` or a lost claim), then
+consume, abandon (with back-off) or trash the job. See ``ExecutorConductor`` for the outcome table.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent import futures
+from typing import TYPE_CHECKING, Any
+
+from legato import engine as engine_mod
+from legato import errors
+from legato.conductor import _job
+from legato.conductor._backoff import Backoff
+from legato.conductor._job import Action, Outcome
+from legato.conductor._renewal import Lease, Renewer
+from legato.conductor.base import Conductor
+from legato.jobboard.base import Job, JobBoard
+from legato.notifier import ANY
+from legato.states import FlowState
+
+if TYPE_CHECKING:
+    from legato.conductor._metrics import ConductorMetrics
+    from legato.persistence.base import Persistence
+
+__all__ = ["ExecutorConductor"]
+
+logger = logging.getLogger(__name__)
+
+#: Statistics keys (``ExecutorConductor.statistics``).
+STATISTICS = ("dispatched", "consumed", "abandoned", "trashed", "board_errors", "claims_lost")
+
+
+class ExecutorConductor(Conductor):
+    """Dispatches jobs from the blocking ``run()`` method to some executor.
+
+    This conductor claims jobs from the board one at a time (``claim_next``, whose cost does not
+    grow with the backlog), idles in ``jobboard.wait(wait_timeout)`` when there are none, works
+    on each job using an executor and then consumes, abandons or trashes it:
+
+    ====================================================================  =====================
+    outcome                                                               board action
+    ====================================================================  =====================
+    flow SUCCESS; flow REVERTED (or FAILURE) after a task failure;        consume
+    validation error (missing arguments: the flow never ran)
+    ``ExecutionFailure``/``StorageFailure`` (every failure of that kind),  abandon, back-off delay
+    engine suspended, transient error building the engine or loading
+    the book
+    claim lost; ``stop()`` while running                                  abandon, no delay
+    no book, unknown flow uuid, several flow details and no flow_uuid,    trash, with the reason
+    factory missing or refused by the policy, malformed details
+    a retryable failure on the ``max_attempts``-th claim, or a job        trash, "too many
+    claimed more than ``max_attempts`` times                              attempts"
+    ====================================================================  =====================
+
+    A storage outage before the flow starts never trashes a job (it is abandoned with back-off
+    however often it happens). Claims are renewed in the background about every TTL/3; when
+    renewal fails the job's engine suspends at its next atom boundary and the job is not
+    consumed. Jobboard errors never end ``run()``: they are logged, counted in ``statistics``
+    and retried with back-off.
+
+    Args:
+        name, jobboard, persistence, engine, engine_options: see ``Conductor``.
+        wait_timeout: seconds to idle in ``jobboard.wait`` when no job is claimable
+            (``WAIT_TIMEOUT`` when None); must be a positive number.
+        log: logger that receives every conductor event at DEBUG (module logger when None).
+        max_simultaneous_jobs: jobs in progress at once; <= 0 means no limit.
+        allowed_factories: module prefixes whose flow factories may be imported besides the
+            registered ones (the factory policy).
+        max_attempts: claims after which a job that keeps failing is trashed (>= 1).
+        claim_ttl: claim lease in seconds (the board's ``ttl`` when None).
+        backoff_base: abandon delay in seconds after a job's first failed claim; doubles with
+            every further claim.
+        backoff_max: the largest abandon delay.
+        board_backoff_base, board_backoff_max: the same for retrying a failing jobboard.
+        metrics: Prometheus metrics to update (``ConductorMetrics``), or None.
+    """
+
+    #: Logger that will be used for listening to events (if none then the module level logger
+    #: will be used instead).
+    LOG: logging.Logger | None = None
+
+    #: Upper bound, in seconds, between two refreshes of the conductor's entity registration.
+    #: (Claiming uses ``claim_next``, which always sees the board's current state, so no other
+    #: resync is needed.)
+    REFRESH_PERIODICITY = 30
+
+    #: Default timeout used to idle/wait when no jobs have been found.
+    WAIT_TIMEOUT = 0.5
+
+    #: Default maximum number of jobs that can be in progress at the same time (<= 0: no limit).
+    MAX_SIMULTANEOUS_JOBS = -1
+
+    #: Exceptions that will not cause consumption to occur.
+    NO_CONSUME_EXCEPTIONS: tuple[type[Exception], ...] = (errors.ExecutionFailure,
+                                                          errors.StorageFailure)
+
+    #: Events emitted to listeners registered with the conductor's ``notifier``. The stage
+    #: events carry ``job``, ``engine`` and ``conductor``; ``job_consumed``, ``job_abandoned``
+    #: and ``job_trashed`` carry ``job``, ``conductor``, ``persistence`` and ``reason``.
+    EVENTS_EMITTED = (
+        "compilation_start", "compilation_end",
+        "preparation_start", "preparation_end",
+        "validation_start", "validation_end",
+        "running_start", "running_end",
+        "job_consumed", "job_abandoned", "job_trashed",
+    )
+
+    def __init__(self, name: str, jobboard: JobBoard, persistence: Persistence | None = None,
+                 engine: str | None = None, engine_options: dict[str, Any] | None = None,
+                 wait_timeout: float | None = None, log: logging.Logger | None = None,
+                 max_simultaneous_jobs: int = MAX_SIMULTANEOUS_JOBS, *,
+                 allowed_factories: Iterable[str] = (), max_attempts: int = 5,
+                 claim_ttl: float | None = None, backoff_base: float = 1.0,
+                 backoff_max: float = 60.0, board_backoff_base: float = 0.1,
+                 board_backoff_max: float = 5.0,
+                 metrics: ConductorMetrics | None = None) -> None:
+        super().__init__(name, jobboard, persistence=persistence, engine=engine,
+                         engine_options=engine_options)
+        self._wait_timeout = _positive("wait_timeout", wait_timeout, self.WAIT_TIMEOUT)
+        if isinstance(max_simultaneous_jobs, bool) or not isinstance(max_simultaneous_jobs, int):
+            raise ValueError("max_simultaneous_jobs must be an integer")
+        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+            raise ValueError("max_attempts must be an integer >= 1")
+        self._claim_ttl = None if claim_ttl is None else _positive("claim_ttl", claim_ttl, 0)
+        self._max_simultaneous_jobs = max_simultaneous_jobs
+        self._max_attempts = max_attempts
+        self._backoff = Backoff(base=backoff_base, maximum=backoff_max)
+        self._board_backoff = Backoff(base=board_backoff_base, maximum=board_backoff_max)
+        self._policy = engine_mod.FactoryPolicy(allowed_prefixes=tuple(allowed_factories))
+        self._metrics = metrics
+        self._log = log or self.LOG or logger
+        self._notifier.register(ANY, self._log_event)
+        self._stopping = threading.Event()
+        self._dead = threading.Event()
+        self._dead.set()
+        self._run_lock = threading.Lock()
+        self._slots = threading.Condition()
+        self._inflight = 0
+        self._stats_lock = threading.Lock()
+        self._stats = dict.fromkeys(STATISTICS, 0)
+        self._next_entity_refresh = 0.0
+
+    # -- public API ------------------------------------------------------------------------
+
+    @property
+    def dispatching(self) -> bool:
+        """Whether or not the dispatching loop is still dispatching."""
+        return not self._dead.is_set()
+
+    @property
+    def statistics(self) -> dict[str, int]:
+        """Counters since construction: dispatched, consumed, abandoned, trashed,
+        board_errors (jobboard calls that failed and were retried), claims_lost."""
+        with self._stats_lock:
+            return dict(self._stats)
+
+    @property
+    def max_simultaneous_jobs(self) -> int:
+        return self._max_simultaneous_jobs
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Requests the conductor to stop dispatching.
+
+        Claiming stops at once; running engines suspend at their next atom boundary and their
+        jobs are abandoned with no delay, so another conductor resumes them. Returns
+        immediately; use ``wait()`` to block until ``run()`` has returned. ``timeout`` is kept
+        for the seed contract and ignored.
+        """
+        del timeout
+        self._stopping.set()
+        with self._slots:
+            self._slots.notify_all()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Waits for the conductor to gracefully exit.
+
+        Returns:
+            True once ``run()`` is not running, False if ``timeout`` seconds passed first.
+        """
+        return self._dead.wait(timeout)
+
+    def run(self, max_dispatches: int | None = None) -> None:
+        """Continuously claims, runs, and consumes jobs (and repeat).
+
+        Args:
+            max_dispatches: with a positive value, claim exactly that many jobs, wait for them
+                to finish and return; None or <= 0 means run until ``stop()``.
+
+        Raises:
+            RuntimeError: ``run()`` is already running on this conductor.
+            ValueError: neither the conductor nor its board has a persistence.
+        """
+        if not self._run_lock.acquire(blocking=False):
+            raise RuntimeError(f"{self!r} is already running")
+        try:
+            persistence = self.persistence
+            if persistence is None:
+                raise ValueError("a conductor needs a persistence (its own or its board's)")
+            limit = max_dispatches if max_dispatches is not None and max_dispatches > 0 else None
+            self._stopping.clear()
+            self._dead.clear()
+            self._run(limit, persistence)
+        finally:
+            self._dead.set()
+            self._run_lock.release()
+
+    # -- the claim loop --------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _executor_factory(self) -> futures.Executor:
+        """The executor jobs are submitted to, created at every ``run()``."""
+
+    def _run(self, limit: int | None, persistence: Persistence) -> None:
+        ttl = self._lease_ttl()
+        renewer = Renewer(self._jobboard, self._conductor.name, period=ttl / 6,
+                          on_tick=lambda: self._refresh_entity(ttl),
+                          on_error=lambda exc: self._count("board_errors"))
+        executor = self._executor_factory()
+        self._next_entity_refresh = 0.0
+        self._refresh_entity(ttl)
+        renewer.start()
+        try:
+            dispatched = 0
+            failures = 0
+            while not self._stopping.is_set() and (limit is None or dispatched < limit):
+                if not self._wait_for_slot():
+                    break
+                lease, failures = self._claim_next(ttl, renewer, failures)
+                if lease is not None:
+                    dispatched += 1
+                    self._submit(executor, lease, persistence, renewer)
+            self._wait_for_all()
+        finally:
+            executor.shutdown(wait=True)
+            renewer.stop()
+            self._unregister_entity()
+
+    def _lease_ttl(self) -> float:
+        return self._claim_ttl if self._claim_ttl is not None else float(self._jobboard.ttl)
+
+    def _wait_for_slot(self) -> bool:
+        """Block until fewer than ``max_simultaneous_jobs`` jobs run; False once stopping."""
+        limit = self._max_simultaneous_jobs
+        with self._slots:
+            while limit > 0 and self._inflight >= limit and not self._stopping.is_set():
+                self._slots.wait(self._wait_timeout)
+        return not self._stopping.is_set()
+
+    def _wait_for_all(self) -> None:
+        with self._slots:
+            while self._inflight > 0:
+                self._slots.wait(self._wait_timeout)
+
+    def _claim_next(self, ttl: float, renewer: Renewer,
+                    failures: int) -> tuple[Lease | None, int]:
+        """Claim one job (or idle until one may exist); return its lease and the board failure
+        streak."""
+        claimed_at = time.monotonic()
+        try:
+            job = self._jobboard.claim_next(self._conductor.name, ttl=self._claim_ttl)
+            if job is None:
+                self._jobboard.wait(self._wait_timeout)
+                return None, 0
+        except Exception as exc:  # any board error: log, count, back off, carry on (Lesson 6)
+            failures += 1
+            self._board_failed("claiming a job", exc, failures)
+            return None, failures
+        self._count("dispatched")
+        return renewer.add(job, ttl, claimed_at=claimed_at), 0
+
+    def _board_failed(self, what: str, exc: Exception, failures: int) -> None:
+        self._count("board_errors")
+        if self._metrics is not None:
+            self._metrics.board_errors.inc()
+        delay = self._board_backoff.delay(failures)
+        logger.warning("%s: jobboard error while %s (retrying in %.2fs): %s",
+                       self._conductor.name, what, delay, exc, exc_info=failures == 1)
+        self._stopping.wait(delay)
+
+    def _submit(self, executor: futures.Executor, lease: Lease, persistence: Persistence,
+                renewer: Renewer) -> None:
+        with self._slots:
+            self._inflight += 1
+
+        def done(_: futures.Future[None]) -> None:
+            renewer.remove(lease)
+            with self._slots:
+                self._inflight -= 1
+                self._slots.notify_all()
+
+        try:
+            future = executor.submit(self._process, lease, persistence)
+        except Exception as exc:  # e.g. a custom executor already shut down
+            logger.exception("%s: cannot submit job %s", self._conductor.name, lease.job.uuid)
+            self._finish(lease, persistence, Outcome(Action.ABANDON, f"cannot submit: {exc}",
+                                                     delay=0.0))
+            future = futures.Future()
+            future.set_result(None)
+        future.add_done_callback(done)
+
+    # -- one job ---------------------------------------------------------------------------
+
+    def _process(self, lease: Lease, persistence: Persistence) -> None:
+        started = time.monotonic()
+        try:
+            outcome = self._outcome_of(lease, persistence)
+        except Exception as exc:  # a bug must not kill the worker; the job is retried later
+            logger.exception("%s: unexpected error on job %s", self._conductor.name,
+                             lease.job.uuid)
+            outcome = Outcome(Action.ABANDON, f"conductor error: {exc}", retryable=True)
+        outcome = self._limit_attempts(lease.job, outcome)
+        self._finish(lease, persistence, outcome)
+        if self._metrics is not None:
+            self._metrics.duration.observe(time.monotonic() - started)
+
+    def _outcome_of(self, lease: Lease, persistence: Persistence) -> Outcome:
+        job = lease.job
+        if job.attempts > self._max_attempts and not _storage_reason(job.reason):
+            return Outcome(Action.TRASH, _job.TOO_MANY_ATTEMPTS)
+        try:
+            engine = self._build_engine(job, persistence)
+        except _job.CannotRun as exc:
+            return Outcome(Action.TRASH, exc.reason)
+        except errors.DisallowedFactory as exc:
+            return Outcome(Action.TRASH, f"factory refused: {exc}")
+        except (errors.NotFound, ImportError, AttributeError) as exc:
+            return Outcome(Action.TRASH, f"factory not found: {exc}")
+        except errors.StorageFailure as exc:
+            return Outcome(Action.ABANDON, f"{_job.STORAGE_REASON}: {exc}", retryable=True)
+        except Exception as exc:  # e.g. the factory raised: maybe transient, so retry it
+            return Outcome(Action.ABANDON, f"cannot build the engine: {exc!r}", retryable=True)
+        return self._drive(lease, engine)
+
+    def _build_engine(self, job: Job, persistence: Persistence) -> Any:
+        flow_detail = _job.load_flow_detail(job, persistence)
+        _job.check_factory(flow_detail)
+        return engine_mod.load_from_detail(
+            flow_detail, store=_job.merged_store(job, flow_detail),
+            engine=self._engine or "serial", persistence=persistence, policy=self._policy,
+            **self._engine_options)
+
+    def _drive(self, lease: Lease, engine: Any) -> Outcome:
+        payload = {"job": lease.job, "engine": engine, "conductor": self}
+        stages: tuple[tuple[str, Callable[[], Any]], ...] = (
+            ("compilation", engine.compile), ("preparation", engine.prepare),
+            ("validation", engine.validate))
+        try:
+            for stage, call in stages:
+                self._notifier.notify(f"{stage}_start", payload)
+                call()
+                self._notifier.notify(f"{stage}_end", payload)
+        except errors.MissingDependencies as exc:
+            return Outcome(Action.CONSUME, f"validation failed: {exc}")
+        except errors.StorageFailure as exc:
+            return Outcome(Action.ABANDON, f"{_job.STORAGE_REASON}: {exc}", retryable=True)
+        except Exception as exc:  # compilation or preparation failed: retried, then trashed
+            return Outcome(Action.ABANDON, f"cannot prepare the flow: {exc!r}", retryable=True)
+        self._notifier.notify("running_start", payload)
+        failure: Exception | None = None
+        try:
+            self._run_engine(engine, lease)
+        except Exception as exc:
+            failure = exc
+        self._notifier.notify("running_end", payload)
+        return self._judge(engine, lease, failure)
+
+    def _run_engine(self, engine: Any, lease: Lease) -> None:
+        suspended = False
+        for _state in engine.run_iter():
+            if not suspended and (self._stopping.is_set() or lease.lost.is_set()):
+                engine.suspend()
+                suspended = True
+
+    def _judge(self, engine: Any, lease: Lease, failure: Exception | None) -> Outcome:
+        if failure is not None:
+            if _job.is_no_consume(failure, self.NO_CONSUME_EXCEPTIONS):
+                return Outcome(Action.ABANDON, f"{type(failure).__name__}: {failure}",
+                               retryable=True)
+            return Outcome(Action.CONSUME, f"flow failed: {type(failure).__name__}: {failure}")
+        if engine.flow_detail.state is not FlowState.SUSPENDED:
+            return Outcome(Action.CONSUME)
+        if lease.lost.is_set():
+            return Outcome(Action.ABANDON, "claim lost", delay=0.0)
+        if self._stopping.is_set():
+            return Outcome(Action.ABANDON, "conductor stopping", delay=0.0)
+        return Outcome(Action.ABANDON, "engine suspended", retryable=True)
+
+    def _limit_attempts(self, job: Job, outcome: Outcome) -> Outcome:
+        """Trash a job whose retryable failure happened on its ``max_attempts``-th claim."""
+        if (outcome.action is Action.ABANDON and outcome.retryable
+                and not _storage_reason(outcome.reason)
+                and job.attempts >= self._max_attempts):
+            logger.warning("%s: trashing job %s after %d claims; last error: %s",
+                           self._conductor.name, job.uuid, job.attempts, outcome.reason)
+            return Outcome(Action.TRASH, _job.TOO_MANY_ATTEMPTS)
+        return outcome
+
+    # -- finishing a job -------------------------------------------------------------------
+
+    def _finish(self, lease: Lease, persistence: Persistence, outcome: Outcome) -> None:
+        job, owner = lease.job, self._conductor.name
+        event, reason = f"job_{_PAST[outcome.action]}", outcome.reason
+        lost = outcome.reason == "claim lost"
+        call: Callable[[], None]
+        if outcome.action is Action.CONSUME:
+            call = lambda: self._jobboard.consume(job, owner)  # noqa: E731
+        elif outcome.action is Action.TRASH:
+            call = lambda: self._jobboard.trash(job, owner, reason=reason)  # noqa: E731
+        else:
+            delay = (outcome.delay if outcome.delay is not None
+                     else self._backoff.delay(job.attempts))
+            call = lambda: self._jobboard.abandon(job, owner, delay=delay,  # noqa: E731
+                                                  reason=reason)
+        try:
+            self._call_board(call, lease)
+        except (errors.NotOwner, errors.NotFound) as exc:
+            # Someone else holds the job now (our lease lapsed); they will finish it.
+            logger.warning("%s: lost job %s before it could be %s: %s", owner, job.uuid,
+                           _PAST[outcome.action], exc)
+            lost = True
+            event, reason = "job_abandoned", f"claim lost: {exc}"
+        except Exception as exc:  # board unreachable past the lease: the claim lapses by itself
+            logger.warning("%s: could not finish job %s (%s); its claim will lapse", owner,
+                           job.uuid, exc)
+            event, reason = "job_abandoned", f"board unavailable: {exc}"
+        if lost:
+            self._count("claims_lost")
+        name = event.removeprefix("job_")
+        self._count(name)
+        if self._metrics is not None:
+            self._metrics.jobs.labels(outcome=name).inc()
+        self._notifier.notify(event, {"job": job, "conductor": self, "persistence": persistence,
+                                      "reason": reason})
+
+    def _call_board(self, call: Callable[[], None], lease: Lease) -> None:
+        """Make a finishing board call, retrying transient errors while the lease lasts."""
+        failures = 0
+        while True:
+            try:
+                call()
+                return
+            except (errors.NotOwner, errors.NotFound):
+                raise
+            except Exception as exc:
+                failures += 1
+                delay = self._board_backoff.delay(failures)
+                if time.monotonic() + delay >= lease.deadline:
+                    raise
+                self._board_failed("finishing a job", exc, failures)
+
+    # -- entity, statistics, logging -------------------------------------------------------
+
+    def _refresh_entity(self, ttl: float) -> None:
+        now = time.monotonic()
+        if now < self._next_entity_refresh:
+            return
+        try:
+            self._jobboard.register_entity(self._conductor, ttl=max(ttl, 3 * self._wait_timeout))
+        except Exception as exc:  # listing live conductors is informative only
+            self._count("board_errors")
+            logger.warning("%s: cannot register with the board: %s", self._conductor.name, exc)
+            return
+        self._next_entity_refresh = now + min(float(self.REFRESH_PERIODICITY), ttl / 3)
+
+    def _unregister_entity(self) -> None:
+        try:
+            self._jobboard.unregister_entity(self._conductor)
+        except Exception as exc:
+            logger.warning("%s: cannot unregister from the board: %s", self._conductor.name, exc)
+
+    def _count(self, key: str) -> None:
+        with self._stats_lock:
+            self._stats[key] += 1
+
+    def _log_event(self, event_type: str, details: dict[str, Any]) -> None:
+        job = details.get("job")
+        self._log.debug("%s: %s %s%s", self._conductor.name, event_type,
+                        getattr(job, "uuid", ""),
+                        f" ({details['reason']})" if details.get("reason") else "")
+
+
+_PAST = {Action.CONSUME: "consumed", Action.ABANDON: "abandoned", Action.TRASH: "trashed"}
+
+
+def _storage_reason(reason: str | None) -> bool:
+    return bool(reason) and str(reason).startswith(_job.STORAGE_REASON)
+
+
+def _positive(what: str, value: float | None, default: float) -> float:
+    if value is None:
+        return float(default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"{what} must be a number > 0, not {value!r}")
+    return float(value)

@@ -1,0 +1,202 @@
+"""Helpers for testing conductors: flow factories, posting a job, recording events.
+
+The factories are registered (``@flow_factory``) and importable by name, so conductor processes
+started by tests can rebuild them. ``gate`` lets a test hold a running flow at a known step.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+from legato import engine as engine_mod
+from legato import errors
+from legato.flow import Flow, LinearFlow, Task, flow_factory
+from legato.jobboard.base import Job, JobBoard
+from legato.persistence.base import Persistence
+from legato.persistence.models import FlowDetail, LogBook
+from legato.states import JobPriority
+
+__all__ = [
+    "EventRecorder",
+    "add_flow",
+    "failing_flow",
+    "gate",
+    "gated_flow",
+    "poison_flow",
+    "post_job",
+    "side_effect_flow",
+    "steps_flow",
+]
+
+_gates: dict[str, threading.Event] = {}
+_gates_lock = threading.Lock()
+
+
+def gate(name: str) -> threading.Event:
+    """The process-wide event called ``name`` (created on first use); ``gated_flow`` waits on
+    it."""
+    with _gates_lock:
+        return _gates.setdefault(name, threading.Event())
+
+
+class _Step(Task):
+    def __init__(self, index: int) -> None:
+        super().__init__(f"step-{index}", provides=f"step-{index}")
+        self.index = index
+
+    def execute(self) -> int:
+        return self.index
+
+
+class _Add(Task):
+    def execute(self, x: int, y: int) -> int:
+        return x + y
+
+
+class _Fail(Task):
+    def execute(self) -> None:
+        raise ValueError("this task always fails")
+
+
+class _Poison(Task):
+    def execute(self) -> None:
+        raise errors.ExecutionFailure("this flow can never run here")
+
+
+class _Gated(Task):
+    def __init__(self, index: int, gate_name: str, at: int) -> None:
+        super().__init__(f"gated-{index}", provides=f"gated-{index}")
+        self.index, self.gate_name, self.at = index, gate_name, at
+
+    def execute(self) -> int:
+        if self.index == self.at:
+            gate(f"{self.gate_name}:reached").set()
+            if not gate(self.gate_name).wait(60):
+                raise TimeoutError(f"gate {self.gate_name!r} never opened")
+        return self.index
+
+
+class _SideEffect(Task):
+    def __init__(self, index: int, label: str, log_path: str, pause: float) -> None:
+        super().__init__(f"step-{index}", provides=f"step-{index}")
+        self.index, self.label, self.log_path, self.pause = index, label, log_path, pause
+
+    def _log(self, what: str) -> None:
+        line = f"{what} {self.label} {self.index} {os.getpid()}\n".encode()
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)  # one write with O_APPEND: lines never interleave
+        finally:
+            os.close(fd)
+
+    def execute(self) -> int:
+        self._log("start")
+        if self.pause:
+            time.sleep(self.pause)  # stands for real work, so kills land mid-step
+        self._log("end")
+        return self.index
+
+
+@flow_factory
+def steps_flow(steps: int = 1) -> Flow:
+    """``steps`` tasks in a row, ``step-<i>`` providing ``i``."""
+    return LinearFlow("steps").add(*(_Step(i) for i in range(steps)))
+
+
+@flow_factory
+def add_flow() -> Flow:
+    """One task adding the stored ``x`` and ``y`` into ``total``."""
+    return LinearFlow("add").add(_Add("add", provides="total"))
+
+
+@flow_factory
+def failing_flow() -> Flow:
+    """A good step then a failing one: the flow ends REVERTED."""
+    return LinearFlow("failing").add(_Step(0), _Fail("fail"))
+
+
+@flow_factory
+def poison_flow() -> Flow:
+    """A flow whose task raises ``ExecutionFailure`` every time."""
+    return LinearFlow("poison").add(_Poison("poison"))
+
+
+@flow_factory
+def gated_flow(steps: int, gate_name: str, at: int = 0) -> Flow:
+    """``steps`` tasks; task ``at`` sets gate ``<gate_name>:reached`` and waits for
+    ``gate(gate_name)``."""
+    return LinearFlow("gated").add(*(_Gated(i, gate_name, at) for i in range(steps)))
+
+
+@flow_factory
+def side_effect_flow(steps: int, label: str, log_path: str, pause: float = 0.0) -> Flow:
+    """``steps`` tasks each appending ``start``/``end`` lines (``<what> <label> <step> <pid>``)
+    to ``log_path``, sleeping ``pause`` seconds between them."""
+    return LinearFlow("side-effects").add(
+        *(_SideEffect(i, label, log_path, pause) for i in range(steps)))
+
+
+def post_job(board: JobBoard, persistence: Persistence, factory: Any, *,
+             args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
+             store: dict[str, Any] | None = None, meta_store: dict[str, Any] | None = None,
+             name: str = "job", priority: JobPriority = JobPriority.NORMAL,
+             details: dict[str, Any] | None = None) -> Job:
+    """Save a logbook with one flow detail rebuilt by ``factory`` and post a job for it.
+
+    ``store`` goes in the job's details, ``meta_store`` in the flow detail's meta; ``details``
+    adds other job details.
+    """
+    book = LogBook(name)
+    flow_detail = FlowDetail(name)
+    if meta_store is not None:
+        flow_detail.meta["store"] = dict(meta_store)
+    book.add(flow_detail)
+    persistence.save_logbook(book)
+    engine_mod.save_factory_details(flow_detail, factory, args, kwargs, persistence=persistence)
+    job_details = dict(details or {})
+    if store is not None:
+        job_details["store"] = dict(store)
+    return board.post(name, book=persistence.get_logbook(book.uuid), details=job_details,
+                      priority=priority)
+
+
+class EventRecorder:
+    """A notifier listener keeping ``(event, details)`` pairs; register it for ``ANY``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.changed = threading.Condition(self._lock)
+
+    def __call__(self, event: str, details: dict[str, Any]) -> None:
+        with self._lock:
+            self.events.append((event, dict(details, at=time.monotonic())))
+            self.changed.notify_all()
+
+    def names(self, job: Job | None = None) -> list[str]:
+        """Event names in order, for one job or all."""
+        with self._lock:
+            return [e for e, d in self.events if job is None or _job_of(d) == job.uuid]
+
+    def of(self, event: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [d for e, d in self.events if e == event]
+
+    def wait_for(self, event: str, count: int = 1, timeout: float = 30.0) -> bool:
+        """Block until ``event`` was recorded ``count`` times; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while sum(1 for e, _ in self.events if e == event) < count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self.changed.wait(remaining)
+            return True
+
+
+def _job_of(details: dict[str, Any]) -> str | None:
+    job = details.get("job")
+    return getattr(job, "uuid", None)
