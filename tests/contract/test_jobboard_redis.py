@@ -6,29 +6,17 @@ injected fake clock (the scripts take their time from it), so both time sources 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 
-from legato import jobboard
-from legato.jobboard.base import JobBoard
-from legato.testing.jobboard import JobBoardConformance
+from legato.testing.jobboard import JobBoardConformance, MakeBoard, board_factory
 
 
 @pytest.fixture
-def make_board(redis_url: str) -> Iterator[Callable[..., JobBoard]]:
-    boards: list[JobBoard] = []
-
-    def make(**options: Any) -> JobBoard:
-        board = jobboard.connect(redis_url, **options)
-        board.connect()
-        boards.append(board)
-        return board
-
-    yield make
-    for board in boards:
-        board.close()
+def make_board(redis_url: str) -> Iterator[MakeBoard]:
+    with board_factory(redis_url) as make:
+        yield make
 
 
 class TestRedisServerClock(JobBoardConformance):

@@ -1,0 +1,254 @@
+"""Redis jobboard beyond the shared suite: real processes, garbage, outages, Lua atomicity."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+import redis
+
+from legato import errors, jobboard
+from legato.jobboard.base import JobBoard
+from legato.jobboard.redis import RedisJobBoard, RedisSettings
+from legato.testing import jobboard as suite
+from legato.testing.clock import FakeClock
+from legato.testing.jobboard_acceptance import until
+from legato.testing.proxy import TCPProxy
+
+
+def _namespace(url: str) -> str:
+    return dict(parse_qsl(urlsplit(url).query))["namespace"]
+
+
+@pytest.fixture
+def raw(redis_url: str) -> Iterator[redis.Redis]:
+    """A plain client on the same server, to look at and tamper with the board's keys."""
+    client = redis.Redis.from_url(redis_url.split("?", 1)[0], decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def board(redis_url: str) -> Iterator[JobBoard]:
+    with jobboard.connect(redis_url, ttl=30) as connected:
+        yield connected
+
+
+# -- settings ----------------------------------------------------------------------------------
+
+def test_settings_from_url() -> None:
+    settings = RedisSettings.from_url(
+        "rediss://user:p%40ss@redis.example:6380/3?namespace=jobs&socket_timeout=1.5"
+        "&page_size=50")
+    assert (settings.host, settings.port, settings.db) == ("redis.example", 6380, 3)
+    assert (settings.username, settings.password, settings.ssl) == ("user", "p@ss", True)
+    assert (settings.namespace, settings.socket_timeout, settings.page_size) == (
+        "jobs", 1.5, 50)
+    with pytest.raises(ValueError, match="bogus"):
+        RedisSettings.from_url("redis://localhost/0?bogus=1")
+
+
+def test_connect_picks_board_options_from_url(redis_url: str) -> None:
+    board = jobboard.connect(redis_url + "&ttl=7&poll_interval=0.25", socket_timeout=2.0)
+    assert isinstance(board, RedisJobBoard)
+    assert (board.ttl, board.poll_interval) == (7.0, 0.25)
+    assert board.settings.socket_timeout == 2.0
+    assert board.settings.namespace == _namespace(redis_url)
+
+
+def test_unreachable_server_raises_board_unavailable() -> None:
+    with TCPProxy("127.0.0.1", 6379) as proxy:
+        proxy.cut()
+        board = jobboard.connect(f"redis://127.0.0.1:{proxy.port}/0?namespace=never")
+        with pytest.raises(errors.BoardUnavailable) as info:
+            board.connect()
+        assert isinstance(info.value.__cause__, redis.ConnectionError)
+        assert not board.connected
+
+
+# -- acceptance helpers: real processes --------------------------------------------------------
+
+@pytest.mark.slow
+def test_claim_race_two_processes_exactly_once(redis_url: str) -> None:
+    counts = suite.run_claim_race(redis_url, jobs=1000, processes=2, threads=8)
+    assert len(counts) == 1000 and set(counts.values()) == {1}
+
+
+@pytest.mark.slow
+def test_dead_owner_claim_expires_with_higher_fence(redis_url: str) -> None:
+    result = suite.run_dead_owner(redis_url, ttl=1.0)
+    assert result.new_fence > result.old_fence
+
+
+@pytest.mark.slow
+def test_renewed_claim_survives_ten_ttls(redis_url: str) -> None:
+    assert suite.run_renewal(redis_url, ttl=0.5) > 0
+
+
+@pytest.mark.slow
+def test_outage_through_proxy(redis_url: str) -> None:
+    with TCPProxy("127.0.0.1", 6379) as proxy:
+        figures = suite.run_outage(redis_url, proxy, timeout=5.0, recover_within=10.0,
+                                   socket_timeout=2.0)
+    assert figures["slowest_failure"] <= 5.0
+
+
+def test_wake_ups_resume_after_outage(redis_url: str, raw: redis.Redis) -> None:
+    """After a cut and restore, the board's pub/sub listener resubscribes by itself and a post
+    from another board wakes it again."""
+    channel = f"{_namespace(redis_url)}:events"
+
+    def subscribers() -> int:
+        return int(dict(raw.pubsub_numsub(channel))[channel])
+
+    with TCPProxy("127.0.0.1", 6379) as proxy, \
+            jobboard.connect(proxy.url_for(redis_url)) as waiter, \
+            jobboard.connect(redis_url) as poster:
+        assert isinstance(waiter, RedisJobBoard)
+        assert until(lambda: subscribers() == 2, 5)
+        proxy.cut()
+        with pytest.raises(errors.BoardUnavailable):
+            waiter.post("during the outage")
+        assert until(lambda: subscribers() == 1, 5)
+        proxy.restore()
+        assert until(lambda: subscribers() == 2, 10), "listener never resubscribed"
+        events = waiter._events
+        assert events is not None
+        events._changed.clear()
+        poster.post("wake up")
+        assert events._changed.wait(10)
+        assert [j.name for j in waiter.iterjobs()] == ["wake up"]
+
+
+# -- Lua atomicity ----------------------------------------------------------------------------
+
+def test_many_boards_claim_one_job_exactly_one_wins(redis_url: str) -> None:
+    boards = [jobboard.connect(redis_url) for _ in range(12)]
+    for b in boards:
+        b.connect()
+    try:
+        job = boards[0].post("contested")
+        barrier = threading.Barrier(len(boards))
+        won: list[str] = []
+        lost: list[str] = []
+
+        def contend(i: int) -> None:
+            barrier.wait()
+            try:
+                boards[i].claim(job, f"owner-{i}")
+                won.append(f"owner-{i}")
+            except errors.UnclaimableJob:
+                lost.append(f"owner-{i}")
+
+        threads = [threading.Thread(target=contend, args=(i,)) for i in range(len(boards))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert len(won) == 1 and len(lost) == len(boards) - 1
+        assert boards[0].find_owner(job) == won[0]
+        assert boards[0].get(job.uuid).attempts == 1
+    finally:
+        for b in boards:
+            b.close()
+
+
+def test_expired_claims_beyond_one_housekeeping_batch_all_come_back(redis_url: str) -> None:
+    clock = FakeClock()
+    with jobboard.connect(redis_url, clock=clock) as board:
+        posted = {board.post(f"job-{i}").uuid for i in range(250)}
+        while board.claim_next("doomed", ttl=5) is not None:
+            pass
+        clock.advance(6)
+        again = set()
+        while (job := board.claim_next("survivor", ttl=60)) is not None:
+            assert job.attempts == 2
+            again.add(job.uuid)
+        assert again == posted
+
+
+# -- garbage ------------------------------------------------------------------------------------
+
+def _corrupt(raw: redis.Redis, ns: str, board: JobBoard) -> dict[str, str]:
+    """Post three jobs and spoil them in three ways; return label -> uuid."""
+    spoilt = {label: board.post(label).uuid for label in ("json", "wrongtype", "missing")}
+    raw.hset(f"{ns}:job:{spoilt['json']}", "details", "{not json")
+    raw.delete(f"{ns}:job:{spoilt['wrongtype']}")
+    raw.set(f"{ns}:job:{spoilt['wrongtype']}", "a string where a hash belongs")
+    raw.hdel(f"{ns}:job:{spoilt['missing']}", "name", "priority")
+    return spoilt
+
+
+def test_garbage_is_skipped_by_iteration_and_claim_next_never_deleted(
+        redis_url: str, raw: redis.Redis, board: JobBoard,
+        caplog: pytest.LogCaptureFixture) -> None:
+    ns = _namespace(redis_url)
+    first = board.post("good-1")
+    spoilt = _corrupt(raw, ns, board)
+    last = board.post("good-2")
+    with caplog.at_level(logging.WARNING, logger="legato.jobboard.redis"):
+        assert list(board.iterjobs()) == [first, last]
+    assert sum("undecodable" in r.getMessage() for r in caplog.records) == 3
+    claimed = [board.claim_next("worker"), board.claim_next("worker"), board.claim_next("worker")]
+    assert claimed[:2] == [first, last] and claimed[2] is None
+    for uuid in spoilt.values():
+        assert raw.exists(f"{ns}:job:{uuid}") == 1
+        assert raw.zscore(f"{ns}:bad", uuid) is not None
+    assert raw.type(f"{ns}:job:{spoilt['wrongtype']}") == "string"
+    with pytest.raises(errors.JobFailure):
+        board.get(spoilt["json"])
+    with pytest.raises(errors.JobFailure):
+        board.claim(board.get(first.uuid), "other")
+
+
+def test_claim_next_gets_past_a_long_run_of_garbage(redis_url: str, raw: redis.Redis,
+                                                    board: JobBoard) -> None:
+    ns = _namespace(redis_url)
+    uuids = [board.post(f"bad-{i}").uuid for i in range(150)]
+    for uuid in uuids:
+        raw.hset(f"{ns}:job:{uuid}", "state", '"EXPLODED"')
+    good = board.post("good")
+    assert board.claim_next("worker") == good
+    assert board.claim_next("worker") is None
+    assert raw.zcard(f"{ns}:bad") == 150
+
+
+def test_garbage_entity_is_skipped(redis_url: str, raw: redis.Redis, board: JobBoard) -> None:
+    ns = _namespace(redis_url)
+    board.register_entity(jobboard.Entity("conductor", "ok@host:1"))
+    board.register_entity(jobboard.Entity("conductor", "spoilt@host:2"))
+    raw.hset(f"{ns}:entities", "spoilt@host:2", "][")
+    assert [e.name for e in board.iter_entities()] == ["ok@host:1"]
+
+
+# -- layout promises ------------------------------------------------------------------------
+
+def test_claim_next_leaves_other_jobs_untouched(redis_url: str, raw: redis.Redis,
+                                                board: JobBoard) -> None:
+    """The index keeps claimed jobs out of "ready": the next claim reads only its first entry."""
+    ns = _namespace(redis_url)
+    jobs = [board.post(f"job-{i}") for i in range(5)]
+    claimed = board.claim_next("worker")
+    assert claimed == jobs[0]
+    assert raw.zrange(f"{ns}:ready", 0, -1) == [j.uuid for j in jobs[1:]]
+    assert raw.zrange(f"{ns}:claimed", 0, -1) == [jobs[0].uuid]
+    assert raw.zcard(f"{ns}:jobs") == 5
+
+
+def test_post_publishes_an_event(redis_url: str, raw: redis.Redis, board: JobBoard) -> None:
+    pubsub: Any = raw.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+    pubsub.subscribe(f"{_namespace(redis_url)}:events")
+    try:
+        job = board.post("announce")
+        message = None
+        for _ in range(50):
+            message = pubsub.get_message(timeout=0.1)
+            if message is not None:
+                break
+        assert message is not None and message["data"] == f"posted {job.uuid}"
+    finally:
+        pubsub.close()
