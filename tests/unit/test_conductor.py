@@ -1,0 +1,475 @@
+"""Conductors on the in-memory board and persistence: events, outcomes, stop and restart."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from legato import errors
+from legato import jobboard as jb
+from legato import persistence as lp
+from legato.conductor import (
+    BlockingConductor,
+    ConductorMetrics,
+    ExecutorConductor,
+    NonBlockingConductor,
+    fetch,
+)
+from legato.jobboard.base import Job, JobBoard, JobRecord
+from legato.jobboard.memory import MemoryJobBoard
+from legato.notifier import ANY
+from legato.persistence.base import Persistence
+from legato.persistence.models import FlowDetail, LogBook
+from legato.states import FlowState
+from legato.testing import conductor as tc
+from legato.testing.clock import FakeClock
+
+STAGES = ["compilation_start", "compilation_end", "preparation_start", "preparation_end",
+          "validation_start", "validation_end", "running_start", "running_end"]
+
+KINDS: dict[str, Callable[..., ExecutorConductor]] = {
+    "blocking": BlockingConductor,
+    "nonblocking-9": lambda *a, **k: NonBlockingConductor(*a, **k),
+    "nonblocking-1": lambda *a, **k: NonBlockingConductor(*a, max_simultaneous_jobs=1, **k),
+}
+
+Make = Callable[..., ExecutorConductor]
+
+
+@pytest.fixture
+def persistence() -> Persistence:
+    return lp.connect("memory://")
+
+
+@pytest.fixture
+def board_url() -> str:
+    return f"memory://conductor-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def board(board_url: str, persistence: Persistence) -> Iterator[JobBoard]:
+    with jb.connect(board_url, persistence=persistence) as board:
+        yield board
+
+
+@pytest.fixture(params=sorted(KINDS))
+def make(request: pytest.FixtureRequest, board: JobBoard,
+         persistence: Persistence) -> Iterator[Make]:
+    made: list[ExecutorConductor] = []
+
+    def make(*, on: JobBoard | None = None, **kwargs: Any) -> ExecutorConductor:
+        kwargs.setdefault("wait_timeout", 0.05)
+        conductor = KINDS[request.param](f"c{len(made)}", on or board, persistence, **kwargs)
+        made.append(conductor)
+        return conductor
+
+    yield make
+    for conductor in made:
+        conductor.stop()
+        assert conductor.wait(30)
+
+
+def started(conductor: ExecutorConductor, **kwargs: Any) -> threading.Thread:
+    thread = threading.Thread(target=conductor.run, kwargs=kwargs, daemon=True)
+    thread.start()
+    return thread
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    done = threading.Event()
+    deadline = threading.Timer(timeout, done.set)
+    deadline.start()
+    try:
+        while not predicate():
+            if done.wait(0.01):
+                raise AssertionError("condition not met in time")
+    finally:
+        deadline.cancel()
+
+
+def recorded(conductor: ExecutorConductor) -> tc.EventRecorder:
+    recorder = tc.EventRecorder()
+    conductor.notifier.register(ANY, recorder)
+    return recorder
+
+
+def flow_of(persistence: Persistence, job: Job) -> FlowDetail:
+    book = persistence.get_logbook(job.book_uuid)
+    (flow_detail,) = book.flows.values()
+    return flow_detail
+
+
+def test_run_empty_then_stop(make: Make) -> None:
+    conductor = make()
+    assert not conductor.dispatching
+    thread = started(conductor)
+    wait_until(lambda: conductor.dispatching)
+    conductor.stop()
+    assert conductor.wait(10) is True
+    thread.join(10)
+    assert not conductor.dispatching
+
+
+def test_job_consumed_with_every_event_in_order(make: Make, board: JobBoard,
+                                                persistence: Persistence) -> None:
+    conductor = make()
+    events = recorded(conductor)
+    job = tc.post_job(board, persistence, tc.steps_flow, kwargs={"steps": 3})
+    conductor.run(max_dispatches=1)
+    assert events.names(job) == [*STAGES, "job_consumed"]
+    assert flow_of(persistence, job).state is FlowState.SUCCESS
+    assert board.job_count == 0
+    consumed = events.of("job_consumed")[0]
+    assert consumed["conductor"] is conductor and consumed["persistence"] is persistence
+    running = events.of("running_start")[0]
+    assert running["job"].uuid == job.uuid and running["engine"] is not None
+
+
+def test_max_dispatches_runs_exactly_that_many(make: Make, board: JobBoard,
+                                               persistence: Persistence) -> None:
+    jobs = [tc.post_job(board, persistence, tc.steps_flow) for _ in range(7)]
+    conductor = make()
+    events = recorded(conductor)
+    conductor.run(max_dispatches=5)
+    assert len(events.of("job_consumed")) == 5
+    assert board.job_count == 2
+    assert conductor.statistics["dispatched"] == 5
+    left = {job.uuid for job in board.iterjobs()}
+    assert left == {job.uuid for job in jobs[5:]}
+
+
+def test_failing_task_reverts_and_consumes(make: Make, board: JobBoard,
+                                           persistence: Persistence) -> None:
+    conductor = make()
+    events = recorded(conductor)
+    job = tc.post_job(board, persistence, tc.failing_flow)
+    conductor.run(max_dispatches=1)
+    assert events.names(job)[-1] == "job_consumed"
+    assert flow_of(persistence, job).state is FlowState.REVERTED
+    assert board.job_count == 0
+
+
+def test_missing_arguments_consumed_without_running(make: Make, board: JobBoard,
+                                                    persistence: Persistence) -> None:
+    conductor = make()
+    events = recorded(conductor)
+    job = tc.post_job(board, persistence, tc.add_flow, store={"x": 1})
+    conductor.run(max_dispatches=1)
+    names = events.names(job)
+    assert names[-1] == "job_consumed" and "running_start" not in names
+    assert "validation_start" in names and "validation_end" not in names
+    assert "missing" in events.of("job_consumed")[0]["reason"]
+    atom = flow_of(persistence, job).find_by_name("add")
+    assert atom is None or atom.results is None
+    assert board.job_count == 0
+
+
+@pytest.mark.parametrize(("job_store", "meta_store", "total"), [
+    ({"x": 1, "y": 2}, None, 3),
+    (None, {"x": 5, "y": 6}, 11),
+    ({"y": 10}, {"x": 1, "y": 2}, 11),
+])
+def test_store_from_job_and_flow_meta(make: Make, board: JobBoard, persistence: Persistence,
+                                      job_store: dict[str, int] | None,
+                                      meta_store: dict[str, int] | None, total: int) -> None:
+    conductor = make()
+    job = tc.post_job(board, persistence, tc.add_flow, store=job_store, meta_store=meta_store)
+    conductor.run(max_dispatches=1)
+    flow_detail = flow_of(persistence, job)
+    assert flow_detail.state is FlowState.SUCCESS
+    atom = flow_detail.find_by_name("add")
+    assert atom is not None and atom.results == total
+
+
+def test_stop_suspends_and_another_conductor_finishes(make: Make, board: JobBoard,
+                                                      persistence: Persistence) -> None:
+    gate = f"stop-{uuid.uuid4().hex}"
+    job = tc.post_job(board, persistence, tc.gated_flow,
+                      kwargs={"steps": 3, "gate_name": gate, "at": 1})
+    first = make()
+    events = recorded(first)
+    started(first)
+    assert tc.gate(f"{gate}:reached").wait(20)
+    first.stop()
+    tc.gate(gate).set()
+    assert first.wait(20)
+    assert events.names(job)[-1] == "job_abandoned"
+    assert events.of("job_abandoned")[0]["reason"] == "conductor stopping"
+    flow_detail = flow_of(persistence, job)
+    assert flow_detail.state is FlowState.SUSPENDED
+    last = flow_detail.find_by_name("gated-2")
+    assert last is None or last.results is None
+    second = make()
+    second_events = recorded(second)
+    second.run(max_dispatches=1)
+    assert second_events.names(job)[-1] == "job_consumed"
+    assert flow_of(persistence, job).state is FlowState.SUCCESS
+
+
+def test_stopped_conductor_runs_again(make: Make, board: JobBoard,
+                                      persistence: Persistence) -> None:
+    conductor = make()
+    started(conductor)
+    wait_until(lambda: conductor.dispatching)
+    conductor.stop()
+    assert conductor.wait(10)
+    job = tc.post_job(board, persistence, tc.steps_flow)
+    conductor.run(max_dispatches=1)
+    assert board.job_count == 0 and flow_of(persistence, job).state is FlowState.SUCCESS
+
+
+def test_entity_registered_while_running(make: Make, board: JobBoard) -> None:
+    conductor = make()
+    started(conductor)
+    name = conductor.conductor.name
+    wait_until(lambda: name in {e.name for e in board.iter_entities("conductor")})
+    conductor.stop()
+    assert conductor.wait(10)
+    assert name not in {e.name for e in board.iter_entities("conductor")}
+
+
+def test_listener_errors_are_not_fatal(make: Make, board: JobBoard,
+                                       persistence: Persistence) -> None:
+    conductor = make()
+
+    def broken(event: str, details: dict[str, Any]) -> None:
+        raise RuntimeError("listener bug")
+
+    conductor.notifier.register(ANY, broken)
+    tc.post_job(board, persistence, tc.steps_flow)
+    conductor.run(max_dispatches=1)
+    assert board.job_count == 0 and conductor.statistics["consumed"] == 1
+
+
+# -- trash --------------------------------------------------------------------------------
+
+
+def post_raw(board: JobBoard, persistence: Persistence, *, flows: int = 1,
+             details: dict[str, Any] | None = None, factory: str | None = None) -> Job:
+    book = LogBook("raw")
+    for i in range(flows):
+        flow_detail = FlowDetail(f"flow-{i}")
+        flow_detail.meta["factory"] = {"name": factory or "legato.testing.conductor:steps_flow",
+                                       "args": [], "kwargs": {}}
+        book.add(flow_detail)
+    persistence.save_logbook(book)
+    return board.post("raw", book=book, details=details)
+
+
+@pytest.mark.parametrize(("setup", "reason"), [
+    (lambda b, p: b.post("bookless"), "no logbook"),
+    (lambda b, p: b.post("lost", book=LogBook("never-saved")), "not found"),
+    (lambda b, p: post_raw(b, p, details={"flow_uuid": "nope"}), "not in logbook"),
+    (lambda b, p: post_raw(b, p, flows=2), "2 flow details"),
+    (lambda b, p: post_raw(b, p, details={"store": [1, 2]}), "malformed details"),
+    (lambda b, p: post_raw(b, p, factory="legato.testing.nosuchmodule:flow"), "factory"),
+])
+def test_jobs_that_can_never_run_are_trashed(
+        make: Make, board: JobBoard, persistence: Persistence,
+        setup: Callable[[JobBoard, Persistence], Job], reason: str) -> None:
+    conductor = make()
+    events = recorded(conductor)
+    job = setup(board, persistence)
+    conductor.run(max_dispatches=1)
+    assert events.names(job) == ["job_trashed"]
+    assert reason in events.of("job_trashed")[0]["reason"]
+    (trashed,) = board.iter_trash()
+    assert trashed.uuid == job.uuid and reason in (trashed.reason or "")
+
+
+def test_several_flow_details_with_flow_uuid_runs_that_one(
+        make: Make, board: JobBoard, persistence: Persistence) -> None:
+    job = post_raw(board, persistence, flows=2)
+    book = persistence.get_logbook(job.book_uuid)
+    chosen = next(iter(book.flows.values()))
+    board.trash(board.claim(job, "test"), "test")
+    job = board.post("pick", book=book, details={"flow_uuid": chosen.uuid})
+    conductor = make(allowed_factories=["legato.testing"])
+    conductor.run(max_dispatches=1)
+    states = {fd.uuid: fd.state for fd in persistence.get_logbook(book.uuid).flows.values()}
+    assert states.pop(chosen.uuid) is FlowState.SUCCESS
+    assert list(states.values()) == [None]
+
+
+def test_disallowed_factory_trashed_without_import(make: Make, board: JobBoard,
+                                                   persistence: Persistence) -> None:
+    module = f"legato_not_allowed_{uuid.uuid4().hex}"
+    job = post_raw(board, persistence, factory=f"{module}:flow")
+    conductor = make()
+    events = recorded(conductor)
+    conductor.run(max_dispatches=1)
+    assert events.names(job) == ["job_trashed"]
+    assert "refused" in events.of("job_trashed")[0]["reason"]
+    assert module not in sys.modules
+
+
+# -- attempts, back-off, lost claims --------------------------------------------------------
+
+
+def test_poison_job_trashed_after_max_attempts(make: Make, board: JobBoard,
+                                               persistence: Persistence) -> None:
+    conductor = make(max_attempts=3, backoff_base=0.05, backoff_max=0.2)
+    events = recorded(conductor)
+    job = tc.post_job(board, persistence, tc.poison_flow)
+    conductor.run(max_dispatches=3)
+    assert [e for e in events.names(job) if e.startswith("job_")] == [
+        "job_abandoned", "job_abandoned", "job_trashed"]
+    (trashed,) = board.iter_trash()
+    assert trashed.uuid == job.uuid and trashed.reason == "too many attempts"
+    assert trashed.attempts == 3
+
+
+def test_job_claimed_too_often_is_trashed_at_once(make: Make, board: JobBoard,
+                                                  persistence: Persistence) -> None:
+    job = tc.post_job(board, persistence, tc.steps_flow)
+    for _ in range(3):  # conductors that died holding it
+        board.abandon(board.claim(job, "dead-conductor"), "dead-conductor")
+    conductor = make(max_attempts=2)
+    events = recorded(conductor)
+    conductor.run(max_dispatches=1)
+    assert events.names(job) == ["job_trashed"]
+    assert events.of("job_trashed")[0]["reason"] == "too many attempts"
+
+
+def test_two_conductors_with_one_name_have_distinct_owners(board: JobBoard,
+                                                           persistence: Persistence) -> None:
+    first = BlockingConductor("same", board, persistence)
+    second = BlockingConductor("same", board, persistence)
+    assert first.conductor.name != second.conductor.name
+    assert first.conductor.name.startswith("same@")
+
+
+# -- construction and fetch -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [0, -1, "soon", True])
+def test_invalid_wait_timeout(board: JobBoard, value: Any) -> None:
+    with pytest.raises(ValueError, match="wait_timeout"):
+        BlockingConductor("c", board, wait_timeout=value)
+    with pytest.raises(ValueError, match="wait_timeout"):
+        NonBlockingConductor("c", board, wait_timeout=value)
+
+
+def test_invalid_max_simultaneous_jobs_and_executor_factory(board: JobBoard) -> None:
+    with pytest.raises(ValueError, match="max_simultaneous_jobs"):
+        NonBlockingConductor("c", board, max_simultaneous_jobs="many")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="executor_factory"):
+        NonBlockingConductor("c", board, executor_factory=42)  # type: ignore[arg-type]
+
+
+def test_executor_factory_called_with_the_conductor(board: JobBoard,
+                                                    persistence: Persistence) -> None:
+    seen: list[Any] = []
+
+    def factory(conductor: Any) -> futures.Executor:
+        seen.append(conductor)
+        return futures.ThreadPoolExecutor(2)
+
+    conductor = NonBlockingConductor("c", board, persistence, executor_factory=factory,
+                                     wait_timeout=0.05)
+    tc.post_job(board, persistence, tc.steps_flow)
+    conductor.run(max_dispatches=1)
+    assert seen == [conductor] and board.job_count == 0
+
+
+def test_defaults() -> None:
+    assert BlockingConductor.MAX_SIMULTANEOUS_JOBS == 1
+    assert NonBlockingConductor.MAX_SIMULTANEOUS_JOBS == 9
+    assert ExecutorConductor.WAIT_TIMEOUT == 0.5
+    assert ExecutorConductor.REFRESH_PERIODICITY == 30
+    no_consume = (errors.ExecutionFailure, errors.StorageFailure)
+    assert no_consume == ExecutorConductor.NO_CONSUME_EXCEPTIONS
+    assert "job_trashed" in ExecutorConductor.EVENTS_EMITTED
+    assert len(ExecutorConductor.EVENTS_EMITTED) == 11
+
+
+def test_fetch(board: JobBoard) -> None:
+    blocking = fetch("blocking", "b", board)
+    assert type(blocking) is BlockingConductor
+    nonblocking = fetch("nonblocking", "n", board, max_simultaneous_jobs=3, wait_timeout=1)
+    assert isinstance(nonblocking, NonBlockingConductor)
+    assert nonblocking.max_simultaneous_jobs == 3
+    with pytest.raises(errors.NotFound):
+        fetch("teleporting", "t", board)
+
+
+def test_lost_claim_suspends_and_does_not_consume(persistence: Persistence,
+                                                  board_url: str) -> None:
+    clock = FakeClock(time.time())
+    gate = f"lost-{uuid.uuid4().hex}"
+    with jb.connect(board_url, persistence=persistence, clock=clock) as board, \
+            jb.connect(board_url, persistence=persistence, clock=clock) as other:
+        job = tc.post_job(board, persistence, tc.gated_flow,
+                          kwargs={"steps": 3, "gate_name": gate, "at": 1})
+        conductor = BlockingConductor("c", board, persistence, claim_ttl=0.3,
+                                      wait_timeout=0.05)
+        events = recorded(conductor)
+        started(conductor, max_dispatches=1)
+        assert tc.gate(f"{gate}:reached").wait(20)
+        stolen: list[Job] = []
+
+        def steal() -> bool:  # the lease lapses (board time jumps) and another owner claims
+            clock.advance(10)
+            with contextlib.suppress(errors.UnclaimableJob):
+                stolen.append(other.claim(job, "thief", ttl=3600))
+            return bool(stolen)
+
+        wait_until(steal)
+        wait_until(lambda: conductor.statistics["board_errors"] >= 1)  # renewal refused
+        tc.gate(gate).set()
+        assert conductor.wait(20)
+        assert events.names(job)[-1] == "job_abandoned"
+        assert events.of("job_abandoned")[0]["reason"].startswith("claim lost")
+        assert "job_consumed" not in events.names(job)
+        assert other.find_owner(job) == "thief"
+        flow_detail = flow_of(persistence, job)
+        assert flow_detail.state is FlowState.SUSPENDED
+        last = flow_detail.find_by_name("gated-2")
+        assert last is None or last.results is None
+        assert conductor.statistics["claims_lost"] == 1
+        other.consume(stolen[0], "thief")
+
+
+class FlakyBoard(MemoryJobBoard):
+    """A memory board whose first ``failures`` claims fail as if the server were down."""
+
+    failures = 3
+
+    def _claim_next(self, who: str, ttl: float) -> JobRecord | None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise errors.BoardUnavailable("the board is down (injected)")
+        return super()._claim_next(who, ttl)
+
+
+def test_board_errors_never_end_run(persistence: Persistence) -> None:
+    with FlakyBoard(persistence=persistence) as board:
+        tc.post_job(board, persistence, tc.steps_flow)
+        conductor = NonBlockingConductor("c", board, persistence, wait_timeout=0.05,
+                                         board_backoff_base=0.01)
+        conductor.run(max_dispatches=1)
+        assert board.job_count == 0
+        assert conductor.statistics["board_errors"] == 3
+        assert conductor.statistics["consumed"] == 1
+
+
+def test_metrics_on_a_given_registry(board: JobBoard, persistence: Persistence) -> None:
+    registry = CollectorRegistry()
+    metrics = ConductorMetrics(registry)
+    conductor = BlockingConductor("c", board, persistence, wait_timeout=0.05, metrics=metrics)
+    tc.post_job(board, persistence, tc.steps_flow)
+    tc.post_job(board, persistence, tc.poison_flow)
+    conductor.run(max_dispatches=2)
+    sample = registry.get_sample_value
+    assert sample("legato_conductor_jobs_total", {"outcome": "consumed"}) == 1
+    assert sample("legato_conductor_jobs_total", {"outcome": "abandoned"}) == 1
+    assert sample("legato_conductor_job_duration_seconds_count") == 2
