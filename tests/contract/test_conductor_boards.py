@@ -1,0 +1,132 @@
+"""Conductors on every jobboard backend (memory persistence): the outcome table end to end,
+stop and takeover, max_dispatches, and a poison job with its back-off."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from legato import jobboard as jb
+from legato import persistence as lp
+from legato.conductor import BlockingConductor, ExecutorConductor, NonBlockingConductor
+from legato.jobboard.base import Job, JobBoard
+from legato.notifier import ANY
+from legato.persistence.base import Persistence
+from legato.states import FlowState
+from legato.testing import conductor as tc
+
+BOARDS = ["memory", "sqlite", "postgres", "redis", "zookeeper"]
+
+
+@pytest.fixture(params=BOARDS)
+def board_url(request: pytest.FixtureRequest) -> str:
+    if request.param == "memory":
+        return f"memory://conductors-{uuid.uuid4().hex}"
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    return url
+
+
+@pytest.fixture
+def persistence() -> Persistence:
+    return lp.connect("memory://")
+
+
+@pytest.fixture
+def make_board(board_url: str, persistence: Persistence) -> Iterator[Callable[[], JobBoard]]:
+    boards: list[JobBoard] = []
+
+    def make() -> JobBoard:
+        board = jb.connect(board_url, persistence=persistence)
+        board.connect()
+        boards.append(board)
+        return board
+
+    yield make
+    for board in boards:
+        board.close()
+
+
+@pytest.fixture
+def board(make_board: Callable[[], JobBoard]) -> JobBoard:
+    return make_board()
+
+
+def recorded(conductor: ExecutorConductor) -> tc.EventRecorder:
+    recorder = tc.EventRecorder()
+    conductor.notifier.register(ANY, recorder)
+    return recorder
+
+
+def state_of(persistence: Persistence, job: Job) -> FlowState | None:
+    (flow_detail,) = persistence.get_logbook(job.book_uuid).flows.values()
+    return flow_detail.state
+
+
+def test_jobs_consumed_and_max_dispatches(board: JobBoard, persistence: Persistence) -> None:
+    jobs = [tc.post_job(board, persistence, tc.steps_flow, kwargs={"steps": 2})
+            for _ in range(7)]
+    failing = tc.post_job(board, persistence, tc.failing_flow)
+    conductor = NonBlockingConductor("n", board, persistence, wait_timeout=0.05,
+                                     max_simultaneous_jobs=3)
+    events = recorded(conductor)
+    conductor.run(max_dispatches=5)
+    assert len(events.of("job_consumed")) == 5 and board.job_count == 3
+    blocking = BlockingConductor("b", board, persistence, wait_timeout=0.05)
+    blocking.run(max_dispatches=3)
+    assert board.job_count == 0
+    assert all(state_of(persistence, job) is FlowState.SUCCESS for job in jobs)
+    assert state_of(persistence, failing) is FlowState.REVERTED
+    assert list(board.iter_trash()) == []
+
+
+def test_stop_then_another_conductor_takes_over(make_board: Callable[[], JobBoard],
+                                                persistence: Persistence) -> None:
+    board, other = make_board(), make_board()
+    gate = f"takeover-{uuid.uuid4().hex}"
+    job = tc.post_job(board, persistence, tc.gated_flow,
+                      kwargs={"steps": 3, "gate_name": gate, "at": 1})
+    first = BlockingConductor("first", board, persistence, wait_timeout=0.05)
+    first_events = recorded(first)
+    threading.Thread(target=first.run, daemon=True).start()
+    assert tc.gate(f"{gate}:reached").wait(30)
+    first.stop()
+    tc.gate(gate).set()
+    assert first.wait(30)
+    assert first_events.names(job)[-1] == "job_abandoned"
+    assert state_of(persistence, job) is FlowState.SUSPENDED
+    second = NonBlockingConductor("second", other, persistence, wait_timeout=0.05)
+    second_events = recorded(second)
+    second.run(max_dispatches=1)  # abandoned with no delay: claimable at once
+    assert second_events.names(job)[-1] == "job_consumed"
+    assert state_of(persistence, job) is FlowState.SUCCESS
+    assert board.job_count == 0
+
+
+def test_poison_job_backs_off_then_is_trashed(board: JobBoard, persistence: Persistence) -> None:
+    base = 0.2
+    poison = tc.post_job(board, persistence, tc.poison_flow)
+    good = [tc.post_job(board, persistence, tc.steps_flow) for _ in range(3)]
+    conductor = NonBlockingConductor("n", board, persistence, wait_timeout=0.05,
+                                     max_simultaneous_jobs=2, max_attempts=3,
+                                     backoff_base=base, backoff_max=10.0)
+    events = recorded(conductor)
+    conductor.run(max_dispatches=6)  # 3 claims of the poison job + the 3 good jobs
+    assert board.job_count == 0
+    assert len(events.of("job_consumed")) == 3
+    assert all(state_of(persistence, job) is FlowState.SUCCESS for job in good)
+    (trashed,) = board.iter_trash()
+    assert trashed.uuid == poison.uuid
+    assert trashed.reason == "too many attempts" and trashed.attempts == 3
+    (event,) = events.of("job_trashed")
+    assert event["reason"] == "too many attempts"
+    claims = [d["at"] for d in events.of("compilation_start") if d["job"].uuid == poison.uuid]
+    abandons = [d for d in events.of("job_abandoned") if d["job"].uuid == poison.uuid]
+    assert len(claims) == 3 and len(abandons) == 2
+    for n, abandoned in enumerate(abandons, start=1):
+        delay = base * 2 ** (n - 1)
+        # The next claim waits for the back-off (a correctness check of the delay; the
+        # tolerance covers clock granularity between this process and the board's server).
+        assert claims[n] - abandoned["at"] >= delay - 0.05
