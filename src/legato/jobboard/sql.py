@@ -1,0 +1,529 @@
+"""The SQL jobboard: SQLite (``sqlite:///path.db``) and PostgreSQL (``postgresql://...``).
+
+One table row per job (see ``sql_tables``). Every primitive is one short transaction:
+
+* ``claim_next`` is a single ``UPDATE ... WHERE sequence = (SELECT ... ORDER BY priority DESC,
+  sequence LIMIT 1) RETURNING *``. On PostgreSQL the subselect takes ``FOR UPDATE SKIP LOCKED``,
+  so concurrent claimers never queue behind one row; on SQLite the transaction starts with
+  ``BEGIN IMMEDIATE``, which serialises writers across processes. The subselect walks the
+  ``(priority DESC, sequence)`` index and stops at the first claimable row, so its cost does not
+  grow with the backlog.
+* Owner-checked calls (renew, consume, abandon, trash) are one ``UPDATE``/``DELETE`` whose
+  ``WHERE`` names owner, live lease and fence; only when it touches no row does a second read
+  find out why (``NotFound`` or ``NotOwner`` naming the real owner).
+* Time: PostgreSQL compares leases with the server's clock (``now()``) unless a ``clock`` is
+  injected, so many machines agree; SQLite (one machine) uses the board's clock.
+* Wake-ups: PostgreSQL boards ``LISTEN`` on a dedicated connection (started by the first
+  ``wait``) and posts, abandons, consumes and trashes ``NOTIFY``. SQLite boards poll every
+  ``poll_interval`` (0.05 s by default) with a query that reads one index page.
+* Driver errors become ``BoardUnavailable``; the pool pings connections before use, so the same
+  board works again once the server is back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from legato import errors
+from legato.jobboard import sql_tables
+from legato.jobboard.base import Entity, JobBoard, JobRecord, not_owner
+from legato.jobboard.sql_tables import entities, jobs, trash
+from legato.states import JobState
+
+if TYPE_CHECKING:
+    from legato.persistence.base import Persistence
+
+__all__ = ["PostgresJobBoard", "SQLJobBoard"]
+
+logger = logging.getLogger(__name__)
+
+#: PostgreSQL notification channel for board changes.
+CHANNEL = "legato_jobboard"
+
+_J = jobs.c
+_ORDER = (_J.priority.desc(), _J.sequence)
+_FIRST_PAGE, _PAGE = 20, 500  # a small first page keeps "is anything claimable?" cheap
+
+
+class _Garbage(Exception):
+    """claim_next picked a row it cannot decode; roll back and try the next one."""
+
+    def __init__(self, sequence: int) -> None:
+        super().__init__(sequence)
+        self.sequence = sequence
+
+
+class SQLJobBoard(JobBoard):
+    """A jobboard in a SQL database, through SQLAlchemy Core. See the module docstring.
+
+    Args:
+        url: a SQLAlchemy URL (``sqlite:///jobs.db``, ``postgresql://user@host/db``).
+        connect_timeout: seconds to wait for the server before ``BoardUnavailable``.
+        pool_size: connections kept open (PostgreSQL).
+        **options: the ``JobBoard`` arguments (``name``, ``persistence``, ``ttl``,
+            ``poll_interval``, ``clock``).
+    """
+
+    schemes: ClassVar[tuple[str, ...]] = ("sqlite",)
+
+    def __init__(self, url: str, *, connect_timeout: float = 5.0, pool_size: int = 10,
+                 **options: Any) -> None:
+        options.setdefault("poll_interval", 0.05)
+        self._server_clock = options.get("clock") is None
+        super().__init__(**options)
+        self.url = sa.make_url(url)
+        self.connect_timeout = connect_timeout
+        self.pool_size = pool_size
+        self._engine: sa.Engine | None = None
+        self._changed = threading.Condition()
+        self._version = 0
+        self._seen = threading.local()
+        self._garbage: set[int] = set()  # sequences of undecodable rows, warned about once
+
+    @classmethod
+    def from_url(cls, url: str, *, persistence: Persistence | None = None,
+                 **options: Any) -> SQLJobBoard:
+        scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
+        if scheme in ("postgresql", "postgres"):
+            return PostgresJobBoard(url, persistence=persistence, **options)
+        if scheme != "sqlite":
+            raise errors.UnknownBackend(f"the SQL jobboard does not serve {scheme!r} URLs")
+        return cls(url, persistence=persistence, **options)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        engine = self._make_engine()
+        try:
+            sql_tables.ensure_schema(engine)
+        except sa.exc.DBAPIError as exc:
+            engine.dispose()
+            raise errors.BoardUnavailable(f"cannot reach the board's database: {exc}") from exc
+        self._engine = engine
+
+    def _make_engine(self) -> sa.Engine:
+        url = self.url.set(drivername="sqlite+pysqlite")
+        engine = sa.create_engine(url, pool_size=self.pool_size, pool_timeout=30,
+                                  connect_args={"timeout": 30.0, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # autocommit at the driver: we send BEGIN
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+            cursor.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: sa.Connection) -> None:
+            mode = conn.get_execution_options().get("legato_begin", "DEFERRED")
+            conn.exec_driver_sql(f"BEGIN {mode}")
+
+        return engine
+
+    def _close(self) -> None:
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.dispose()
+
+    @contextlib.contextmanager
+    def _tx(self, *, write: bool = False) -> Iterator[sa.Connection]:
+        """One transaction; driver errors become ``BoardUnavailable``."""
+        engine = self._engine
+        if engine is None:
+            raise errors.JobFailure(f"board {self.name!r} is not connected; call connect()")
+        try:
+            with engine.connect() as conn:
+                if write and engine.dialect.name == "sqlite":
+                    # Take the write lock up front: a deferred transaction that reads and
+                    # then writes can fail with SQLITE_BUSY instead of waiting.
+                    conn = conn.execution_options(legato_begin="IMMEDIATE")
+                with conn.begin():
+                    yield conn
+        except (sa.exc.DBAPIError, sa.exc.TimeoutError) as exc:
+            raise errors.BoardUnavailable(
+                f"board {self.name!r}: database unavailable: {exc}") from exc
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _now(self) -> sa.ColumnElement[float]:
+        return sa.literal(self.clock(), sa.Double())
+
+    def _claimable(self, now: sa.ColumnElement[float]) -> sa.ColumnElement[bool]:
+        return sa.and_(
+            sa.or_(_J.state == str(JobState.UNCLAIMED), _J.lease_expires <= now),
+            sa.or_(_J.available_at.is_(None), _J.available_at <= now))
+
+    def _owned(self, job_uuid: str, who: str, fence: int | None,
+               now: sa.ColumnElement[float]) -> sa.ColumnElement[bool]:
+        clauses = [_J.uuid == job_uuid, _J.owner == who, _J.state == str(JobState.CLAIMED),
+                   _J.lease_expires > now]
+        if fence is not None:
+            clauses.append(_J.fence == fence)
+        return sa.and_(*clauses)
+
+    def _why_not(self, conn: sa.Connection, job_uuid: str, who: str,
+                 now: sa.ColumnElement[float]) -> errors.LegatoError:
+        """The error for an owner-checked call that matched no row."""
+        row = conn.execute(sa.select(_J.owner, _J.state, _J.lease_expires, now.label("now"))
+                           .where(_J.uuid == job_uuid)).first()
+        if row is None:
+            return errors.NotFound(f"no job {job_uuid} on board {self.name!r}")
+        live = row.state == str(JobState.CLAIMED) and (row.lease_expires or 0) > row.now
+        return not_owner(job_uuid, who, row.owner if live else None)
+
+    def _notify(self, conn: sa.Connection) -> None:
+        """Tell waiters something may have become claimable or finished."""
+        self._bump()
+
+    def _bump(self) -> None:
+        with self._changed:
+            self._version += 1
+            self._changed.notify_all()
+
+    def _mark_seen(self) -> None:
+        with self._changed:
+            self._seen.version = self._version
+
+    @staticmethod
+    def _decode(row: Any) -> JobRecord:
+        details = json.loads(row.details)
+        if not isinstance(details, dict):
+            raise TypeError("details is not a JSON object")
+        return JobRecord(
+            uuid=row.uuid, name=row.name, details=details, book_uuid=row.book_uuid,
+            book_name=row.book_name, priority=row.priority, created_on=row.created_on,
+            sequence=row.sequence, state=JobState(row.state), last_modified=row.last_modified,
+            attempts=row.attempts, owner=row.owner, fence=row.fence,
+            lease_expires=row.lease_expires, available_at=row.available_at, reason=row.reason)
+
+    def _decode_or_warn(self, row: Any) -> JobRecord | None:
+        try:
+            return self._decode(row)
+        except (ValueError, TypeError) as exc:
+            if row.sequence not in self._garbage:
+                self._garbage.add(row.sequence)
+                logger.warning("board %r: skipping job row %s (uuid %r) that cannot be "
+                               "decoded: %s", self.name, row.sequence, row.uuid, exc)
+            return None
+
+    # -- posting and reading -----------------------------------------------------------------
+
+    def _post(self, record: JobRecord) -> None:
+        with self._tx(write=True) as conn:
+            now = self._now()
+            delay = (record.available_at - record.created_on
+                     if record.available_at is not None else None)
+            values = _row_values(record)
+            values["available_at"] = now + delay if delay is not None else None
+            record.sequence = conn.execute(
+                jobs.insert().values(**values).returning(_J.sequence)).scalar_one()
+            self._notify(conn)
+
+    def _post_many(self, records: list[JobRecord]) -> None:
+        """Insert many unclaimed jobs in one transaction (benchmarks fill boards with it)."""
+        with self._tx(write=True) as conn:
+            conn.execute(jobs.insert(), [_row_values(r) for r in records])
+            self._notify(conn)
+
+    def _get(self, job_uuid: str) -> JobRecord:
+        self._mark_seen()
+        with self._tx() as conn:
+            row = conn.execute(sa.select(jobs).where(_J.uuid == job_uuid)).first()
+        if row is None:
+            raise errors.NotFound(f"no job {job_uuid} on board {self.name!r}")
+        try:
+            return self._decode(row)
+        except (ValueError, TypeError) as exc:
+            raise errors.JobFailure(f"job {job_uuid} cannot be decoded: {exc}",
+                                    job_uuid=job_uuid) from exc
+
+    def _iter_records(self, only_unclaimed: bool, ensure_fresh: bool) -> Iterator[JobRecord]:
+        self._mark_seen()
+        after: tuple[int, int] | None = None
+        size = _FIRST_PAGE
+        while True:
+            query = sa.select(jobs).order_by(*_ORDER).limit(size)
+            if after is not None:
+                query = query.where(sa.or_(
+                    _J.priority < after[0], sa.and_(_J.priority == after[0],
+                                                    _J.sequence > after[1])))
+            with self._tx() as conn:
+                if only_unclaimed:
+                    query = query.where(self._claimable(self._now()))
+                rows = conn.execute(query).all()
+            for row in rows:
+                record = self._decode_or_warn(row)
+                if record is not None:
+                    yield record
+            if len(rows) < size:
+                return
+            after, size = (rows[-1].priority, rows[-1].sequence), _PAGE
+
+    def _job_count(self) -> int:
+        with self._tx() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(jobs)).scalar_one())
+
+    # -- claims ----------------------------------------------------------------------------
+
+    def _claim_values(self, who: str, ttl: float,
+                      now: sa.ColumnElement[float]) -> dict[str, Any]:
+        return {"state": str(JobState.CLAIMED), "owner": who, "fence": _J.fence + 1,
+                "attempts": _J.attempts + 1, "lease_expires": now + ttl,
+                "available_at": None, "last_modified": now}
+
+    def _claim(self, job_uuid: str, who: str, ttl: float) -> JobRecord:
+        with self._tx(write=True) as conn:
+            now = self._now()
+            row = conn.execute(
+                jobs.update().where(_J.uuid == job_uuid, self._claimable(now))
+                .values(**self._claim_values(who, ttl, now)).returning(*jobs.c)).first()
+            if row is None:
+                raise self._why_unclaimable(conn, job_uuid, now)
+        try:
+            return self._decode(row)
+        except (ValueError, TypeError) as exc:
+            raise errors.JobFailure(f"job {job_uuid} cannot be decoded: {exc}",
+                                    job_uuid=job_uuid) from exc
+
+    def _why_unclaimable(self, conn: sa.Connection, job_uuid: str,
+                         now: sa.ColumnElement[float]) -> errors.LegatoError:
+        row = conn.execute(sa.select(_J.owner, _J.state, _J.lease_expires, now.label("now"))
+                           .where(_J.uuid == job_uuid)).first()
+        if row is None:
+            return errors.NotFound(f"no job {job_uuid} on board {self.name!r}")
+        live = row.state == str(JobState.CLAIMED) and (row.lease_expires or 0) > row.now
+        owner = row.owner if live else None
+        why = f"claimed by {owner!r}" if owner else "delayed"
+        return errors.UnclaimableJob(f"job {job_uuid} is {why}", job_uuid=job_uuid, owner=owner)
+
+    def _next_query(self, now: sa.ColumnElement[float], skip: set[int]) -> sa.Select[Any]:
+        query = (sa.select(_J.sequence).where(self._claimable(now))
+                 .order_by(*_ORDER).limit(1))
+        if skip:
+            query = query.where(_J.sequence.not_in(sorted(skip)))
+        return query
+
+    def _claim_next(self, who: str, ttl: float) -> JobRecord | None:
+        while True:
+            try:
+                return self._claim_next_once(who, ttl, set(self._garbage))
+            except _Garbage as bad:
+                self._garbage.add(bad.sequence)
+
+    def _claim_next_once(self, who: str, ttl: float, skip: set[int]) -> JobRecord | None:
+        with self._tx(write=True) as conn:
+            now = self._now()
+            target = self._next_query(now, skip).scalar_subquery()
+            row = conn.execute(
+                jobs.update().where(_J.sequence == target)
+                .values(**self._claim_values(who, ttl, now)).returning(*jobs.c)).first()
+            if row is None:
+                return None
+            try:
+                return self._decode(row)
+            except (ValueError, TypeError) as exc:
+                logger.warning("board %r: not claiming job row %s (uuid %r) that cannot be "
+                               "decoded: %s", self.name, row.sequence, row.uuid, exc)
+                raise _Garbage(row.sequence) from exc  # rolls the claim back
+
+    def _renew(self, job_uuid: str, who: str, fence: int | None, ttl: float) -> None:
+        with self._tx(write=True) as conn:
+            now = self._now()
+            done = conn.execute(jobs.update().where(self._owned(job_uuid, who, fence, now))
+                                .values(lease_expires=now + ttl, last_modified=now))
+            if done.rowcount == 0:
+                raise self._why_not(conn, job_uuid, who, now)
+
+    def _consume(self, job_uuid: str, who: str, fence: int | None) -> None:
+        with self._tx(write=True) as conn:
+            now = self._now()
+            done = conn.execute(jobs.delete().where(self._owned(job_uuid, who, fence, now)))
+            if done.rowcount == 0:
+                raise self._why_not(conn, job_uuid, who, now)
+            self._notify(conn)
+
+    def _abandon(self, job_uuid: str, who: str, fence: int | None, delay: float,
+                 reason: str | None) -> None:
+        with self._tx(write=True) as conn:
+            now = self._now()
+            done = conn.execute(
+                jobs.update().where(self._owned(job_uuid, who, fence, now)).values(
+                    state=str(JobState.UNCLAIMED), owner=None, lease_expires=None,
+                    available_at=now + delay if delay > 0 else None, reason=reason,
+                    last_modified=now))
+            if done.rowcount == 0:
+                raise self._why_not(conn, job_uuid, who, now)
+            self._notify(conn)
+
+    def _trash(self, job_uuid: str, who: str, fence: int | None, reason: str | None) -> None:
+        with self._tx(write=True) as conn:
+            now = self._now()
+            row = conn.execute(jobs.delete().where(self._owned(job_uuid, who, fence, now))
+                               .returning(*jobs.c)).first()
+            if row is None:
+                raise self._why_not(conn, job_uuid, who, now)
+            values = dict(row._mapping)
+            values.update(reason=reason, last_modified=now, trashed_at=now)
+            conn.execute(trash.insert().values(**values))
+            self._notify(conn)
+
+    def _iter_trash(self) -> Iterator[JobRecord]:
+        after: tuple[float, int] | None = None
+        while True:
+            query = (sa.select(trash).order_by(trash.c.trashed_at.desc(),
+                                               trash.c.trash_id.desc()).limit(_PAGE))
+            if after is not None:
+                query = query.where(sa.or_(
+                    trash.c.trashed_at < after[0],
+                    sa.and_(trash.c.trashed_at == after[0], trash.c.trash_id < after[1])))
+            with self._tx() as conn:
+                rows = conn.execute(query).all()
+            for row in rows:
+                record = self._decode_or_warn(row)
+                if record is not None:
+                    yield record
+            if len(rows) < _PAGE:
+                return
+            after = (rows[-1].trashed_at, rows[-1].trash_id)
+
+    def _wait_for_change(self, timeout: float) -> None:
+        with self._changed:
+            # Sleep only if nothing changed since this thread last read the board, so a
+            # change between that read and this wait is never missed.
+            if getattr(self._seen, "version", -1) == self._version:
+                self._changed.wait(timeout)
+
+    # -- entities --------------------------------------------------------------------------
+
+    def _upsert(self) -> Any:
+        if self._engine is not None and self._engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects import postgresql
+
+            return postgresql.insert(entities)
+        from sqlalchemy.dialects import sqlite
+
+        return sqlite.insert(entities)
+
+    def _register_entity(self, entity: Entity, ttl: float) -> None:
+        with self._tx(write=True) as conn:
+            now = self._now()
+            metadata = json.dumps(entity.metadata, sort_keys=True)
+            stmt = self._upsert().values(kind=entity.kind, name=entity.name,
+                                         metadata=metadata, expires=now + ttl)
+            conn.execute(stmt.on_conflict_do_update(
+                index_elements=["kind", "name"],
+                set_={"metadata": stmt.excluded.metadata, "expires": stmt.excluded.expires}))
+
+    def _unregister_entity(self, entity: Entity) -> None:
+        with self._tx(write=True) as conn:
+            conn.execute(entities.delete().where(entities.c.kind == entity.kind,
+                                                 entities.c.name == entity.name))
+
+    def _iter_entities(self) -> Iterator[Entity]:
+        with self._tx() as conn:
+            rows = conn.execute(sa.select(entities).where(entities.c.expires > self._now())
+                                .order_by(entities.c.kind, entities.c.name)).all()
+        found = []
+        for row in rows:
+            try:
+                found.append(Entity(row.kind, row.name, json.loads(row.metadata)))
+            except ValueError:
+                logger.warning("board %r: skipping entity %r with undecodable metadata",
+                               self.name, row.name)
+        return iter(found)
+
+
+def _row_values(record: JobRecord) -> dict[str, Any]:
+    return {
+        "uuid": record.uuid, "name": record.name, "details": json.dumps(record.details),
+        "book_uuid": record.book_uuid, "book_name": record.book_name,
+        "priority": record.priority, "created_on": record.created_on,
+        "state": str(JobState.UNCLAIMED), "last_modified": record.last_modified,
+        "attempts": 0, "fence": 0, "available_at": record.available_at,
+    }
+
+
+class PostgresJobBoard(SQLJobBoard):
+    """The SQL jobboard on PostgreSQL: server-clock leases, ``SKIP LOCKED`` claims and
+    ``LISTEN``/``NOTIFY`` wake-ups (see ``SQLJobBoard``)."""
+
+    schemes: ClassVar[tuple[str, ...]] = ("postgresql", "postgres")
+    supports_notifications: ClassVar[bool] = True
+
+    def __init__(self, url: str, **options: Any) -> None:
+        options.setdefault("poll_interval", 0.5)
+        super().__init__(url, **options)
+        self._listener: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def _make_engine(self) -> sa.Engine:
+        timeout = max(1, round(self.connect_timeout))
+        url = self.url.set(drivername="postgresql+psycopg")
+        return sa.create_engine(
+            url, pool_pre_ping=True, pool_size=self.pool_size, max_overflow=self.pool_size,
+            pool_timeout=self.connect_timeout,
+            connect_args={"connect_timeout": timeout, "keepalives": 1, "keepalives_idle": 5,
+                          "keepalives_interval": 2, "keepalives_count": 2,
+                          "tcp_user_timeout": timeout * 1000})
+
+    def _close(self) -> None:
+        self._stop.set()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.join(5)
+        super()._close()
+        self._stop = threading.Event()
+
+    def _now(self) -> sa.ColumnElement[float]:
+        if not self._server_clock:
+            return super()._now()
+        # The transaction's start time on the server: one clock for every machine.
+        return sa.cast(sa.func.extract("epoch", sa.func.now()), sa.Double())
+
+    def _next_query(self, now: sa.ColumnElement[float], skip: set[int]) -> sa.Select[Any]:
+        return super()._next_query(now, skip).with_for_update(skip_locked=True)
+
+    def _notify(self, conn: sa.Connection) -> None:
+        conn.execute(sa.select(sa.func.pg_notify(CHANNEL, "")))
+        super()._notify(conn)
+
+    def _wait_for_change(self, timeout: float) -> None:
+        if self._listener is None:
+            with self._connect_lock:
+                if self._listener is None and self._connected:
+                    self._listener = threading.Thread(
+                        target=self._listen, args=(self._stop,), daemon=True,
+                        name=f"legato-listen-{self.name}")
+                    self._listener.start()
+        super()._wait_for_change(timeout)
+
+    def _listen(self, stop: threading.Event) -> None:
+        """Turn notifications into wake-ups; reconnect with back-off after errors."""
+        import psycopg
+
+        conninfo = self.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        backoff = 0.1
+        while not stop.is_set():
+            try:
+                with psycopg.connect(conninfo, autocommit=True,
+                                     connect_timeout=max(1, round(self.connect_timeout))) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self._bump()  # anything posted before LISTEN took effect: look again
+                    backoff = 0.1
+                    while not stop.is_set():
+                        for _ in conn.notifies(timeout=0.2):
+                            self._bump()
+            except psycopg.Error as exc:
+                logger.warning("board %r: notification listener lost its connection (%s); "
+                               "polling until it is back", self.name, exc)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)

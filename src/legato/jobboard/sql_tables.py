@@ -1,0 +1,88 @@
+"""The SQL jobboard's own tables, and their idempotent creation.
+
+The board keeps its schema apart from persistence's Alembic migrations: a board and a persistence
+store may live in different databases, and the board's four tables are created with
+``CREATE TABLE IF NOT EXISTS`` semantics under a lock, then stamped in ``legato_jb_schema``. A
+later format change bumps ``SCHEMA_VERSION`` and adds a step to ``ensure_schema``.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+__all__ = ["SCHEMA_VERSION", "ensure_schema", "entities", "jobs", "metadata", "schema", "trash"]
+
+SCHEMA_VERSION = 1
+
+metadata = sa.MetaData()
+
+# SQLite gives a rowid alias only to a column typed exactly INTEGER.
+_Seq = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def _job_columns() -> list[sa.Column[object]]:
+    return [
+        sa.Column("uuid", sa.String(36), nullable=False, unique=True),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("details", sa.Text, nullable=False),  # JSON object as text
+        sa.Column("book_uuid", sa.String(36)),
+        sa.Column("book_name", sa.Text),
+        sa.Column("priority", sa.Integer, nullable=False),
+        sa.Column("created_on", sa.Double, nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("last_modified", sa.Double),
+        sa.Column("attempts", sa.Integer, nullable=False, default=0),
+        sa.Column("owner", sa.Text),
+        sa.Column("fence", sa.BigInteger, nullable=False, default=0),
+        sa.Column("lease_expires", sa.Double),
+        sa.Column("available_at", sa.Double),
+        sa.Column("reason", sa.Text),
+    ]
+
+
+jobs = sa.Table(
+    "legato_jb_jobs", metadata,
+    # The post sequence is the primary key: it orders jobs of one priority, oldest first.
+    sa.Column("sequence", _Seq, primary_key=True, autoincrement=True),
+    *_job_columns(),
+)
+# claim_next walks this index from the top and stops at the first claimable row.
+sa.Index("legato_jb_jobs_claim_order", jobs.c.priority.desc(), jobs.c.sequence)
+
+trash = sa.Table(
+    "legato_jb_trash", metadata,
+    sa.Column("trash_id", _Seq, primary_key=True, autoincrement=True),
+    sa.Column("sequence", sa.BigInteger, nullable=False),
+    *_job_columns(),
+    sa.Column("trashed_at", sa.Double, nullable=False),
+)
+sa.Index("legato_jb_trash_order", trash.c.trashed_at.desc(), trash.c.trash_id.desc())
+
+entities = sa.Table(
+    "legato_jb_entities", metadata,
+    sa.Column("kind", sa.String(255), primary_key=True),
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("metadata", sa.Text, nullable=False),
+    sa.Column("expires", sa.Double, nullable=False),
+)
+
+schema = sa.Table(
+    "legato_jb_schema", metadata,
+    sa.Column("version", sa.Integer, nullable=False),
+)
+
+# Any constant works; it only has to be the same in every process creating the tables.
+_PG_LOCK_KEY = 0x1E6A70
+
+
+def ensure_schema(engine: sa.Engine) -> None:
+    """Create the tables if missing, safely from many processes at once."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            conn = conn.execution_options(legato_begin="IMMEDIATE")
+        with conn.begin():
+            if engine.dialect.name == "postgresql":
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
+            metadata.create_all(conn, checkfirst=True)
+            if conn.execute(sa.select(schema.c.version)).first() is None:
+                conn.execute(schema.insert().values(version=SCHEMA_VERSION))
