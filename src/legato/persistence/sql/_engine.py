@@ -1,0 +1,190 @@
+"""Build one SQLAlchemy engine per backend object, tuned for each database.
+
+* URLs: ``postgresql://`` and ``postgres://`` use psycopg 3, ``mysql://`` and ``mariadb://`` use
+  PyMySQL, unless the URL names a driver (``postgresql+psycopg2://``). The query string is passed
+  to the driver unchanged (``?options=-csearch_path%3Dmyschema``).
+* SQLite: every connection turns foreign keys on (cascading deletes), uses the WAL journal with
+  ``synchronous=NORMAL`` (a commit survives a crash of the process; only a power loss can lose the
+  last commits) and waits ``busy_timeout`` seconds for a lock instead of failing. Write transactions
+  start with ``BEGIN IMMEDIATE`` so two writers never deadlock upgrading a read lock.
+* Network databases: a connect timeout, TCP keepalives and a stale-connection check on checkout,
+  so a lost server fails promptly and the pool recovers once it is back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.pool import StaticPool
+
+from legato import errors
+
+__all__ = ["EngineSettings", "create_engine", "normalise_url", "translate_errors"]
+
+logger = logging.getLogger(__name__)
+
+#: scheme -> SQLAlchemy dialect+driver used when the URL names no driver.
+_DEFAULT_DRIVERS = {
+    "sqlite": "sqlite+pysqlite",
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mariadb+pymysql",
+}
+
+#: SQLAlchemy driver name -> (module to import, legato extra that installs it).
+_DRIVER_MODULES = {
+    "psycopg": ("psycopg", "postgres"),
+    "psycopg2": ("psycopg2", "postgres"),
+    "pymysql": ("pymysql", "mysql"),
+    "mysqldb": ("MySQLdb", "mysql"),
+}
+
+#: Execution option read by the SQLite ``begin`` hook: the ``BEGIN`` flavour to emit.
+SQLITE_BEGIN = "legato_sqlite_begin"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EngineSettings:
+    """Connection tuning shared by every dialect.
+
+    Attributes:
+        connect_timeout: seconds to wait for a network database to accept a connection.
+        busy_timeout: seconds a SQLite connection waits for another process's lock.
+        read_timeout: seconds a MySQL/MariaDB query may wait for the server's answer.
+        pool_size: connections kept open per backend object (network databases).
+        echo: log every SQL statement (SQLAlchemy's ``echo``).
+    """
+
+    connect_timeout: float = 10.0
+    busy_timeout: float = 60.0
+    read_timeout: float = 60.0
+    pool_size: int = 5
+    echo: bool = False
+
+
+def normalise_url(url: str) -> URL:
+    """Parse ``url`` and pick the default driver for its scheme.
+
+    Raises:
+        UnknownBackend: not a URL this backend serves.
+        MissingDriver: the driver is not installed (the message names the extra).
+    """
+    try:
+        parsed = sa.make_url(url)
+    except exc.ArgumentError as error:
+        raise errors.UnknownBackend(f"not a database URL: {error}") from error
+    scheme, _, driver = parsed.drivername.partition("+")
+    default = _DEFAULT_DRIVERS.get(scheme.lower())
+    if default is None:
+        raise errors.UnknownBackend(f"SQL persistence does not serve {scheme!r} URLs")
+    if driver:
+        dialect = "postgresql" if scheme.lower() == "postgres" else scheme.lower()
+        parsed = parsed.set(drivername=f"{dialect}+{driver}")
+    else:
+        parsed = parsed.set(drivername=default)
+    _require_driver(parsed.get_driver_name(), scheme)
+    return parsed
+
+
+def _require_driver(driver: str, scheme: str) -> None:
+    module, extra = _DRIVER_MODULES.get(driver, (None, None))
+    if module is None or extra is None:
+        return
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        raise errors.MissingDriver(
+            f"{scheme!r} persistence needs the {module!r} driver: pip install 'legato[{extra}]'",
+            extra=extra,
+        ) from error
+
+
+def create_engine(url: URL, settings: EngineSettings) -> Engine:
+    """Return an engine for ``url`` with Legato's per-dialect settings and hooks."""
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        return _sqlite_engine(url, settings)
+    connect_args: dict[str, Any] = {}
+    query = set(url.query)
+    if backend == "postgresql" and url.get_driver_name() == "psycopg":
+        defaults: dict[str, Any] = {
+            "connect_timeout": max(1, round(settings.connect_timeout)),
+            "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+            "keepalives_count": 3,
+        }
+        connect_args = {k: v for k, v in defaults.items() if k not in query}
+    elif url.get_driver_name() == "pymysql":
+        defaults = {"connect_timeout": settings.connect_timeout,
+                    "read_timeout": settings.read_timeout,
+                    "write_timeout": settings.read_timeout, "charset": "utf8mb4"}
+        connect_args = {k: v for k, v in defaults.items() if k not in query}
+    return sa.create_engine(
+        url, connect_args=connect_args, pool_pre_ping=True, pool_size=settings.pool_size,
+        max_overflow=settings.pool_size * 2, pool_timeout=settings.connect_timeout,
+        echo=settings.echo,
+    )
+
+
+def _sqlite_engine(url: URL, settings: EngineSettings) -> Engine:
+    memory = url.database in (None, "", ":memory:")
+    options: dict[str, Any] = {"echo": settings.echo}
+    connect_args: dict[str, Any] = {"timeout": settings.busy_timeout}
+    if memory:
+        # One shared connection, or each checkout would see its own empty database. The backend
+        # serialises every operation on it (see SQLPersistence._guard).
+        connect_args["check_same_thread"] = False
+        options["poolclass"] = StaticPool
+    engine = sa.create_engine(url, connect_args=connect_args, **options)
+    busy_ms = int(settings.busy_timeout * 1000)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from the sqlite3 module (it would BEGIN DEFERRED
+        # behind our back); the "begin" hook below emits the BEGIN we want.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
+            cursor.execute("PRAGMA foreign_keys = ON")
+            if not memory:
+                cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        mode = conn.get_execution_options().get(SQLITE_BEGIN, "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+@contextlib.contextmanager
+def translate_errors(what: str) -> Iterator[None]:
+    """Turn database and driver errors into ``StorageFailure`` (Legato's own errors pass)."""
+    try:
+        yield
+    except errors.LegatoError:
+        raise
+    except exc.SQLAlchemyError as error:
+        raise errors.StorageFailure(f"{what} failed: {_describe(error)}") from error
+    except OSError as error:
+        raise errors.StorageFailure(f"{what} failed: {error}") from error
+
+
+def _describe(error: exc.SQLAlchemyError) -> str:
+    # DBAPIError's own str() repeats the SQL and its parameters (which may be large results).
+    original = getattr(error, "orig", None)
+    text = str(original if original is not None else error).strip()
+    first = text.splitlines()[0] if text else type(error).__name__
+    return f"{type(original or error).__name__}: {first}"

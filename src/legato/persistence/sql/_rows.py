@@ -1,0 +1,114 @@
+"""Convert persistence models to table rows and back."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from legato import errors
+from legato.persistence.models import AtomDetail, FlowDetail, LogBook, RetryDetail, TaskDetail
+from legato.states import AtomState, FlowState, Intention
+
+__all__ = ["atom_from_row", "atom_row", "book_from_row", "book_row", "flow_from_row", "flow_row"]
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MICROSECOND = dt.timedelta(microseconds=1)
+
+
+def to_micros(value: dt.datetime | None) -> int | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return (value - _EPOCH) // _MICROSECOND
+
+
+def from_micros(value: int | None) -> dt.datetime | None:
+    return None if value is None else _EPOCH + dt.timedelta(microseconds=value)
+
+
+def dumps(value: Any, what: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        return json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise errors.SerializationError(f"{what} is not JSON-serialisable: {exc}") from exc
+
+
+def loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def book_row(book: LogBook) -> dict[str, Any]:
+    return {
+        "uuid": book.uuid,
+        "name": book.name,
+        "created_at": to_micros(book.created_at),
+        "updated_at": to_micros(book.updated_at),
+        "meta": dumps(book.meta, f"meta of logbook {book.name!r}"),
+    }
+
+
+def book_from_row(row: Mapping[Any, Any]) -> LogBook:
+    return LogBook(
+        name=row["name"],
+        uuid=row["uuid"],
+        created_at=from_micros(row["created_at"]) or _EPOCH,
+        updated_at=from_micros(row["updated_at"]),
+        meta=loads(row["meta"]) or {},
+    )
+
+
+def flow_row(flow: FlowDetail) -> dict[str, Any]:
+    return {
+        "uuid": flow.uuid,
+        "name": flow.name,
+        "state": str(flow.state) if flow.state is not None else None,
+        "meta": dumps(flow.meta, f"meta of flow {flow.name!r}"),
+    }
+
+
+def flow_from_row(row: Mapping[Any, Any]) -> FlowDetail:
+    state = row["state"]
+    return FlowDetail(
+        name=row["name"],
+        uuid=row["uuid"],
+        state=FlowState(state) if state else None,
+        meta=loads(row["meta"]) or {},
+    )
+
+
+def atom_row(atom: AtomDetail) -> dict[str, Any]:
+    name = atom.name
+    return {
+        "uuid": atom.uuid,
+        "kind": atom.KIND,
+        "name": name,
+        "state": str(atom.state),
+        "intention": str(atom.intention),
+        "results": dumps(atom.results, f"results of atom {name!r}"),
+        "failure": dumps(atom.failure, f"failure of atom {name!r}"),
+        "revert_results": dumps(atom.revert_results, f"revert_results of atom {name!r}"),
+        "revert_failure": dumps(atom.revert_failure, f"revert_failure of atom {name!r}"),
+        "meta": dumps(atom.meta, f"meta of atom {name!r}"),
+        "version": atom.version,
+    }
+
+
+def atom_from_row(row: Mapping[Any, Any]) -> AtomDetail:
+    cls = RetryDetail if row["kind"] == RetryDetail.KIND else TaskDetail
+    return cls(
+        name=row["name"],
+        uuid=row["uuid"],
+        state=AtomState(row["state"]),
+        intention=Intention(row["intention"]),
+        results=loads(row["results"]),
+        failure=loads(row["failure"]),
+        revert_results=loads(row["revert_results"]),
+        revert_failure=loads(row["revert_failure"]),
+        meta=loads(row["meta"]) or {},
+        version=row["version"],
+    )

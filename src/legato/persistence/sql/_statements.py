@@ -1,0 +1,88 @@
+"""Every SQL statement the backend runs, built once per dialect and reused.
+
+Statements are built from bound parameters only, so SQLAlchemy compiles each one once and then
+serves it from its compiled cache; drivers that prepare statements (psycopg) do the rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.sql.dml import Insert
+
+from legato.persistence.sql.tables import atomdetails, flowdetails, logbooks
+
+__all__ = ["Statements"]
+
+
+def _upsert(dialect: str, table: sa.Table, *, keep: tuple[str, ...]) -> Insert:
+    """``INSERT`` that updates every column but ``keep`` when the row's uuid already exists.
+
+    One statement, so two writers racing on the same new row cannot both insert it.
+    """
+    updated = [c.name for c in table.columns if c.name not in keep]
+    if dialect in ("mysql", "mariadb"):
+        my_stmt = mysql.insert(table)
+        return my_stmt.on_duplicate_key_update({c: my_stmt.inserted[c] for c in updated})
+    if dialect == "postgresql":
+        pg_stmt = postgresql.insert(table)
+        return pg_stmt.on_conflict_do_update(
+            index_elements=[table.c.uuid], set_={c: pg_stmt.excluded[c] for c in updated})
+    if dialect == "sqlite":
+        lite_stmt = sqlite.insert(table)
+        return lite_stmt.on_conflict_do_update(
+            index_elements=[table.c.uuid], set_={c: lite_stmt.excluded[c] for c in updated})
+    raise NotImplementedError(f"no upsert for the {dialect!r} dialect")
+
+
+@dataclasses.dataclass(frozen=True)
+class Statements:
+    """The backend's statements for one dialect."""
+
+    upsert_book: sa.Executable
+    upsert_flow: sa.Executable
+    upsert_atom: sa.Executable
+    update_flow: sa.Executable
+    update_atom: sa.Executable
+    select_book: sa.Select[tuple[object, ...]]
+    select_books: sa.Select[tuple[object, ...]]
+    select_flow: sa.Select[tuple[object, ...]]
+    select_flows_of_book: sa.Select[tuple[object, ...]]
+    select_all_flows: sa.Select[tuple[object, ...]]
+    select_atom: sa.Select[tuple[object, ...]]
+    select_atoms_of_flow: sa.Select[tuple[object, ...]]
+    select_atoms_of_book: sa.Select[tuple[object, ...]]
+    select_all_atoms: sa.Select[tuple[object, ...]]
+    delete_book: sa.Executable
+    delete_all: tuple[sa.Executable, ...]
+
+    @classmethod
+    def for_dialect(cls, dialect: str) -> Statements:
+        book_cols = [c for c in logbooks.c if c.name != "id"]
+        flow_cols = [c for c in flowdetails.c if c.name != "id"]
+        atom_cols = [c for c in atomdetails.c if c.name != "id"]
+        by_uuid: sa.BindParameter[str] = sa.bindparam("b_uuid")
+        return cls(
+            upsert_book=_upsert(dialect, logbooks, keep=("id", "uuid", "created_at")),
+            upsert_flow=_upsert(dialect, flowdetails, keep=("id", "uuid", "book_uuid")),
+            upsert_atom=_upsert(dialect, atomdetails, keep=("id", "uuid", "flow_uuid")),
+            update_flow=flowdetails.update().where(flowdetails.c.uuid == by_uuid),
+            update_atom=atomdetails.update().where(atomdetails.c.uuid == by_uuid),
+            select_book=sa.select(*book_cols).where(logbooks.c.uuid == by_uuid),
+            select_books=sa.select(*book_cols).order_by(logbooks.c.id),
+            select_flow=sa.select(*flow_cols).where(flowdetails.c.uuid == by_uuid),
+            select_flows_of_book=sa.select(*flow_cols)
+            .where(flowdetails.c.book_uuid == by_uuid).order_by(flowdetails.c.id),
+            select_all_flows=sa.select(*flow_cols).order_by(flowdetails.c.id),
+            select_atom=sa.select(*atom_cols).where(atomdetails.c.uuid == by_uuid),
+            select_atoms_of_flow=sa.select(*atom_cols)
+            .where(atomdetails.c.flow_uuid == by_uuid).order_by(atomdetails.c.id),
+            select_atoms_of_book=sa.select(*atom_cols)
+            .join(flowdetails, flowdetails.c.uuid == atomdetails.c.flow_uuid)
+            .where(flowdetails.c.book_uuid == by_uuid).order_by(atomdetails.c.id),
+            select_all_atoms=sa.select(*atom_cols).order_by(atomdetails.c.id),
+            delete_book=logbooks.delete().where(logbooks.c.uuid == by_uuid),
+            delete_all=(atomdetails.delete(), flowdetails.delete(), logbooks.delete()),
+        )

@@ -1,0 +1,240 @@
+"""``SQLPersistence``: logbooks, flows and atoms in SQLite, PostgreSQL or MySQL/MariaDB."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+
+from legato import errors
+from legato.persistence.base import Persistence
+from legato.persistence.models import AtomDetail, FlowDetail, LogBook
+from legato.persistence.sql import _engine, _migrate, _rows
+from legato.persistence.sql._statements import Statements
+
+__all__ = ["SQLPersistence"]
+
+
+class SQLPersistence(Persistence):
+    """Persistence in a SQL database through SQLAlchemy Core (``sqlite://``, ``postgresql://``,
+    ``mysql://``, ``mariadb://``; a ``+driver`` suffix picks another driver).
+
+    One object holds one connection pool; share it between threads, create one per process.
+    Call ``upgrade()`` once before first use (it is cheap when the schema is current).
+
+    Args:
+        url: the database URL. Its query string goes to the driver unchanged, e.g.
+            ``postgresql://host/db?options=-csearch_path%3Dmyschema``.
+        retries: see ``Persistence``.
+        retry_delay: see ``Persistence``.
+        connect_timeout: seconds to wait for a network database to accept a connection.
+        busy_timeout: seconds a SQLite write waits for another process's lock.
+        read_timeout: seconds a MySQL/MariaDB query may wait for an answer.
+        pool_size: connections kept open (network databases).
+        echo: log every SQL statement.
+
+    Raises:
+        UnknownBackend: the URL is not a database URL this backend serves.
+        MissingDriver: the database driver is not installed (the message names the extra).
+    """
+
+    schemes: ClassVar[tuple[str, ...]] = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
+
+    def __init__(self, url: str, *, retries: int = 3, retry_delay: float = 0.05,
+                 connect_timeout: float = 10.0, busy_timeout: float = 60.0,
+                 read_timeout: float = 60.0, pool_size: int = 5, echo: bool = False,
+                 **options: Any) -> None:
+        super().__init__(url, retries=retries, retry_delay=retry_delay, **options)
+        settings = _engine.EngineSettings(
+            connect_timeout=connect_timeout, busy_timeout=busy_timeout,
+            read_timeout=read_timeout, pool_size=pool_size, echo=echo)
+        sa_url = _engine.normalise_url(url)
+        self._display_url = sa_url.render_as_string(hide_password=True)
+        with _engine.translate_errors("creating the database engine"):
+            self._engine = _engine.create_engine(sa_url, settings)
+        self._dialect = self._engine.dialect.name
+        # SQLite writers take the write lock up front; elsewhere both engines are the same.
+        self._write_engine = (
+            self._engine.execution_options(**{_engine.SQLITE_BEGIN: "IMMEDIATE"})
+            if self._dialect == "sqlite" else self._engine)
+        self._sql = Statements.for_dialect(self._dialect)
+        # An in-memory SQLite database is one shared connection: one operation at a time.
+        self._lock: contextlib.AbstractContextManager[Any] = (
+            threading.RLock() if sa_url.get_backend_name() == "sqlite"
+            and sa_url.database in (None, "", ":memory:") else contextlib.nullcontext())
+
+    def __repr__(self) -> str:
+        return f"SQLPersistence({self._display_url!r})"
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def upgrade(self) -> None:
+        """Create or migrate the schema with Alembic. Idempotent; safe from many processes."""
+        with self._lock, _engine.translate_errors("upgrading the schema"):
+            _migrate.upgrade(self._engine, self._write_engine)
+
+    def validate(self) -> None:
+        """Check the database answers and its schema is at the newest migration.
+
+        Raises:
+            StorageFailure: unreachable, or the schema needs ``upgrade()``.
+        """
+        with self._lock, _engine.translate_errors("validating"), self._engine.connect() as conn:
+            current = _migrate.current_revision(conn)
+        head = _migrate.head_revision()
+        if current != head:
+            raise errors.StorageFailure(
+                f"persistence schema is at {current or 'nothing'}, expected {head}: "
+                "run upgrade()")
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self._engine.dispose()
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _read(self, what: str) -> Iterator[sa.Connection]:
+        with self._lock, _engine.translate_errors(what), self._engine.connect() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def _write(self, what: str) -> Iterator[sa.Connection]:
+        with self._lock, _engine.translate_errors(what), self._write_engine.begin() as conn:
+            yield conn
+
+    # -- logbooks --------------------------------------------------------------------------
+
+    def _save_logbook(self, book: LogBook) -> None:
+        book_row = _rows.book_row(book)
+        flow_rows = [{**_rows.flow_row(fd), "book_uuid": book.uuid} for fd in book.flows.values()]
+        atom_rows = [{**_rows.atom_row(ad), "flow_uuid": fd.uuid}
+                     for fd in book.flows.values() for ad in fd.atoms.values()]
+        with self._write("saving a logbook") as conn:
+            conn.execute(self._sql.upsert_book, book_row)
+            if flow_rows:
+                conn.execute(self._sql.upsert_flow, flow_rows)
+            if atom_rows:
+                conn.execute(self._sql.upsert_atom, atom_rows)
+
+    def _get_logbook(self, book_uuid: str, lazy: bool) -> LogBook:
+        with self._read("reading a logbook") as conn:
+            row = conn.execute(self._sql.select_book, {"b_uuid": book_uuid}).mappings().first()
+            if row is None:
+                raise errors.NotFound(f"no logbook {book_uuid}")
+            book = _rows.book_from_row(row)
+            if not lazy:
+                for fd in self._flows_of_book(conn, book_uuid):
+                    book.add(fd)
+        return book
+
+    def _get_logbooks(self, lazy: bool) -> Iterator[LogBook]:
+        with self._read("listing logbooks") as conn:
+            books = [_rows.book_from_row(r)
+                     for r in conn.execute(self._sql.select_books).mappings()]
+            if lazy or not books:
+                return iter(books)
+            flow_rows = conn.execute(self._sql.select_all_flows).mappings().all()
+            atom_rows = conn.execute(self._sql.select_all_atoms).mappings().all()
+        by_book: dict[str, list[FlowDetail]] = defaultdict(list)
+        for fd_row, fd in zip(flow_rows, _assemble(flow_rows, atom_rows), strict=True):
+            by_book[fd_row["book_uuid"]].append(fd)
+        for book in books:
+            for fd in by_book.get(book.uuid, ()):
+                book.add(fd)
+        return iter(books)
+
+    def _destroy_logbook(self, book_uuid: str) -> None:
+        # The foreign keys cascade to the book's flows and their atoms.
+        with self._write("destroying a logbook") as conn:
+            result = conn.execute(self._sql.delete_book, {"b_uuid": book_uuid})
+            if result.rowcount == 0:
+                raise errors.NotFound(f"no logbook {book_uuid}")
+
+    # -- flow details ----------------------------------------------------------------------
+
+    def _update_flow_details(self, flow_detail: FlowDetail) -> None:
+        flow_row = _rows.flow_row(flow_detail)
+        del flow_row["uuid"]
+        flow_row["b_uuid"] = flow_detail.uuid
+        atom_rows = [{**_rows.atom_row(ad), "flow_uuid": flow_detail.uuid}
+                     for ad in flow_detail.atoms.values()]
+        with self._write("updating a flow detail") as conn:
+            if conn.execute(self._sql.update_flow, flow_row).rowcount == 0:
+                raise errors.NotFound(f"no flow detail {flow_detail.uuid}")
+            if atom_rows:
+                conn.execute(self._sql.upsert_atom, atom_rows)
+
+    def _get_flow_details(self, flow_uuid: str, lazy: bool) -> FlowDetail:
+        with self._read("reading a flow detail") as conn:
+            row = conn.execute(self._sql.select_flow, {"b_uuid": flow_uuid}).mappings().first()
+            if row is None:
+                raise errors.NotFound(f"no flow detail {flow_uuid}")
+            fd = _rows.flow_from_row(row)
+            if not lazy:
+                for atom_row in conn.execute(self._sql.select_atoms_of_flow,
+                                             {"b_uuid": flow_uuid}).mappings():
+                    fd.add(_rows.atom_from_row(atom_row))
+        return fd
+
+    def _get_flows_for_book(self, book_uuid: str, lazy: bool) -> Iterator[FlowDetail]:
+        with self._read("reading a logbook's flows") as conn:
+            if conn.execute(self._sql.select_book, {"b_uuid": book_uuid}).first() is None:
+                raise errors.NotFound(f"no logbook {book_uuid}")
+            if lazy:
+                rows = conn.execute(self._sql.select_flows_of_book, {"b_uuid": book_uuid})
+                return iter([_rows.flow_from_row(r) for r in rows.mappings()])
+            return iter(self._flows_of_book(conn, book_uuid))
+
+    def _flows_of_book(self, conn: sa.Connection, book_uuid: str) -> list[FlowDetail]:
+        params = {"b_uuid": book_uuid}
+        flow_rows = conn.execute(self._sql.select_flows_of_book, params).mappings().all()
+        if not flow_rows:
+            return []
+        atom_rows = conn.execute(self._sql.select_atoms_of_book, params).mappings().all()
+        return _assemble(flow_rows, atom_rows)
+
+    # -- atom details ----------------------------------------------------------------------
+
+    def _update_atom_details(self, atom_detail: AtomDetail) -> None:
+        row = _rows.atom_row(atom_detail)
+        del row["uuid"]
+        row["b_uuid"] = atom_detail.uuid
+        with self._write("updating an atom detail") as conn:
+            if conn.execute(self._sql.update_atom, row).rowcount == 0:
+                raise errors.NotFound(f"no atom detail {atom_detail.uuid}")
+
+    def _get_atom_details(self, atom_uuid: str) -> AtomDetail:
+        with self._read("reading an atom detail") as conn:
+            row = conn.execute(self._sql.select_atom, {"b_uuid": atom_uuid}).mappings().first()
+        if row is None:
+            raise errors.NotFound(f"no atom detail {atom_uuid}")
+        return _rows.atom_from_row(row)
+
+    def _get_atoms_for_flow(self, flow_uuid: str) -> Iterator[AtomDetail]:
+        with self._read("reading a flow's atoms") as conn:
+            if conn.execute(self._sql.select_flow, {"b_uuid": flow_uuid}).first() is None:
+                raise errors.NotFound(f"no flow detail {flow_uuid}")
+            rows = conn.execute(self._sql.select_atoms_of_flow, {"b_uuid": flow_uuid})
+            return iter([_rows.atom_from_row(r) for r in rows.mappings()])
+
+    def _clear_all(self) -> None:
+        with self._write("clearing all logbooks") as conn:
+            for statement in self._sql.delete_all:
+                conn.execute(statement)
+
+
+def _assemble(flow_rows: Iterable[Mapping[Any, Any]],
+              atom_rows: Iterable[Mapping[Any, Any]]) -> list[FlowDetail]:
+    """Flow details from their rows, each with its atoms (rows in insertion order)."""
+    flows = [_rows.flow_from_row(r) for r in flow_rows]
+    by_uuid = {fd.uuid: fd for fd in flows}
+    for row in atom_rows:
+        fd = by_uuid.get(row["flow_uuid"])
+        if fd is not None:
+            fd.add(_rows.atom_from_row(row))
+    return flows

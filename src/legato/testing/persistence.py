@@ -1,0 +1,411 @@
+"""The persistence conformance suite, shipped so every backend (yours too) is held to one contract.
+
+Use it from a test module::
+
+    import pytest
+    from legato import persistence
+    from legato.testing.persistence import PersistenceConformance
+
+    class TestMyPersistence(PersistenceConformance):
+        @pytest.fixture
+        def persistence(self, my_url):
+            backend = persistence.connect(my_url)
+            backend.upgrade()
+            yield backend
+            backend.close()
+
+The ``persistence`` fixture returns an upgraded, empty backend. Every test method below checks one
+promise of ``legato.persistence.base.Persistence``; a backend that fails one breaks the contract.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from typing import Any
+
+import pytest
+
+from legato import errors
+from legato.persistence.base import Persistence
+from legato.persistence.models import (
+    AtomDetail,
+    FlowDetail,
+    LogBook,
+    RetryDetail,
+    TaskDetail,
+    new_uuid,
+)
+from legato.states import AtomState, FlowState, Intention
+
+__all__ = ["PersistenceConformance", "make_book"]
+
+#: A value exercising what JSON can hold: unicode, nesting, None, numbers, booleans.
+RICH_VALUE: dict[str, Any] = {
+    "text": "déjà vu — 東京 ✓ 🎼",
+    "nested": {"list": [1, 2.5, None, True, False, {"deep": ["x", {"y": []}]}], "empty": {}},
+    "none": None,
+    "big": 2**53,
+    "negative": -17,
+}
+
+FAILURE: dict[str, Any] = {
+    "version": 1,
+    "exc_type_names": ["ValueError", "Exception", "BaseException"],
+    "exception_str": "bad value ñ",
+    "traceback_str": "Traceback (most recent call last):\n  ...\nValueError: bad value ñ\n",
+    "causes": [],
+}
+
+
+def make_book(*, flows: int = 1, atoms: int = 3, name: str = "book") -> LogBook:
+    """A logbook with ``flows`` flow details of ``atoms`` task details each."""
+    book = LogBook(name, meta={"owner": "conformance", "n": flows})
+    for f in range(flows):
+        flow = FlowDetail(f"flow-{f}", state=FlowState.PENDING, meta={"store": {"x": f}})
+        for a in range(atoms):
+            flow.add(TaskDetail(f"task-{f}-{a}", meta={"index": a}))
+        book.add(flow)
+    return book
+
+
+def _only_flow(book: LogBook) -> FlowDetail:
+    (flow,) = book.flows.values()
+    return flow
+
+
+class PersistenceConformance:
+    """Tests every persistence backend must pass. Subclass it and provide ``persistence``."""
+
+    # -- logbooks --------------------------------------------------------------------------
+
+    def test_save_and_get_logbook(self, persistence: Persistence) -> None:
+        book = make_book(flows=2, atoms=3)
+        saved = persistence.save_logbook(book)
+        assert saved.updated_at is not None
+        got = persistence.get_logbook(book.uuid)
+        assert got == saved
+        assert [f.name for f in got] == ["flow-0", "flow-1"]
+        assert got.created_at == book.created_at
+        assert got.created_at.tzinfo is not None and got.created_at.utcoffset() == dt.timedelta(0)
+
+    def test_get_logbook_lazy_skips_flows(self, persistence: Persistence) -> None:
+        book = make_book(flows=2)
+        persistence.save_logbook(book)
+        lazy = persistence.get_logbook(book.uuid, lazy=True)
+        assert len(lazy) == 0
+        assert (lazy.name, lazy.uuid, lazy.meta) == (book.name, book.uuid, book.meta)
+
+    def test_models_are_copied_in_and_out(self, persistence: Persistence) -> None:
+        book = make_book()
+        saved = persistence.save_logbook(book)
+        book.meta["changed"] = True
+        saved.meta["changed"] = True
+        got = persistence.get_logbook(book.uuid)
+        assert "changed" not in got.meta
+        got.meta["again"] = 1
+        assert "again" not in persistence.get_logbook(book.uuid).meta
+
+    def test_save_logbook_again_updates_and_adds(self, persistence: Persistence) -> None:
+        book = make_book(flows=1, atoms=2)
+        first = persistence.save_logbook(book)
+        book.meta = {"second": "save"}
+        flow = _only_flow(book)
+        flow.state = FlowState.RUNNING
+        flow.add(TaskDetail("late"))
+        book.add(FlowDetail("flow-new"))
+        persistence.save_logbook(book)
+        got = persistence.get_logbook(book.uuid)
+        assert got.meta == {"second": "save"}
+        assert got.created_at == first.created_at
+        assert [f.name for f in got] == ["flow-0", "flow-new"]
+        stored = got.flows[flow.uuid]
+        assert stored.state is FlowState.RUNNING
+        assert [a.name for a in stored] == ["task-0-0", "task-0-1", "late"]
+
+    def test_get_logbooks_oldest_first(self, persistence: Persistence) -> None:
+        books = [make_book(name=f"book-{i}", flows=i % 2 + 1) for i in range(4)]
+        for book in books:
+            persistence.save_logbook(book)
+        got = list(persistence.get_logbooks())
+        assert [b.uuid for b in got] == [b.uuid for b in books]
+        assert [len(b) for b in got] == [len(b) for b in books]
+        assert [len(f) for b in got for f in b] == [3] * sum(len(b) for b in books)
+        lazy = list(persistence.get_logbooks(lazy=True))
+        assert [b.name for b in lazy] == [b.name for b in books]
+        assert all(len(b) == 0 for b in lazy)
+
+    def test_get_logbooks_empty(self, persistence: Persistence) -> None:
+        assert list(persistence.get_logbooks()) == []
+
+    def test_book_without_flows(self, persistence: Persistence) -> None:
+        book = LogBook("empty")
+        persistence.save_logbook(book)
+        assert len(persistence.get_logbook(book.uuid)) == 0
+        assert list(persistence.get_flows_for_book(book.uuid)) == []
+
+    # -- round trips -----------------------------------------------------------------------
+
+    def test_atom_details_round_trip_every_field(self, persistence: Persistence) -> None:
+        book = LogBook("round trip ✓", meta={"rich": RICH_VALUE})
+        flow = FlowDetail("flöw", state=FlowState.FAILURE, meta={"rich": RICH_VALUE})
+        task = TaskDetail(
+            "täsk", state=AtomState.REVERT_FAILURE, intention=Intention.REVERT,
+            results=RICH_VALUE, failure=FAILURE, revert_results=[1, "two", None],
+            revert_failure=FAILURE, meta={"progress": 0.5, "rich": RICH_VALUE}, version="1.2")
+        retry = RetryDetail(
+            "retry", state=AtomState.RETRYING, intention=Intention.RETRY,
+            results=[[None, {"täsk": FAILURE}], [{"value": 2}, {}]], version="0.1")
+        plain = TaskDetail("plain")
+        for atom in (task, retry, plain):
+            flow.add(atom)
+        book.add(flow)
+        persistence.save_logbook(book)
+        for atom in (task, retry, plain):
+            got = persistence.get_atom_details(atom.uuid)
+            assert got == atom
+            assert type(got) is type(atom)
+        assert persistence.get_flow_details(flow.uuid) == flow
+        stored = persistence.get_logbook(book.uuid)
+        assert stored.meta == book.meta and stored.name == book.name
+
+    def test_none_results_and_empty_values(self, persistence: Persistence) -> None:
+        book = make_book(atoms=1)
+        flow = _only_flow(book)
+        atom = next(iter(flow))
+        atom.results, atom.meta, atom.version = None, {}, None
+        flow.state = None
+        persistence.save_logbook(book)
+        got = persistence.get_atom_details(atom.uuid)
+        assert got.results is None and got.meta == {} and got.version is None
+        assert got.failure is None and got.revert_failure is None
+        assert persistence.get_flow_details(flow.uuid).state is None
+
+    def test_falsy_results_are_kept(self, persistence: Persistence) -> None:
+        book = make_book(atoms=4)
+        atoms = list(_only_flow(book))
+        for atom, value in zip(atoms, (0, "", [], False), strict=True):
+            atom.results = value
+        persistence.save_logbook(book)
+        for atom in atoms:
+            got = persistence.get_atom_details(atom.uuid).results
+            assert got == atom.results and type(got) is type(atom.results)
+
+    def test_atoms_come_back_in_insertion_order(self, persistence: Persistence) -> None:
+        book = LogBook("order")
+        flow = FlowDetail("flow")
+        names = ["zeta", "alpha", "mu", "beta", "omega", "delta", "a", "z", "m", "b", "y", "c"]
+        for name in names:
+            flow.add(TaskDetail(name, uuid=new_uuid()))
+        book.add(flow)
+        persistence.save_logbook(book)
+        assert [a.name for a in persistence.get_atoms_for_flow(flow.uuid)] == names
+        assert [a.name for a in persistence.get_flow_details(flow.uuid)] == names
+        assert [a.name for a in _only_flow(persistence.get_logbook(book.uuid))] == names
+
+    def test_get_flows_for_book(self, persistence: Persistence) -> None:
+        book = make_book(flows=3, atoms=2)
+        other = make_book(flows=1)
+        persistence.save_logbook(book)
+        persistence.save_logbook(other)
+        flows = list(persistence.get_flows_for_book(book.uuid))
+        assert flows == list(book.flows.values())
+        lazy = list(persistence.get_flows_for_book(book.uuid, lazy=True))
+        assert [f.uuid for f in lazy] == list(book.flows)
+        assert all(len(f) == 0 for f in lazy)
+
+    def test_get_flow_details_lazy(self, persistence: Persistence) -> None:
+        book = make_book()
+        persistence.save_logbook(book)
+        flow = _only_flow(book)
+        lazy = persistence.get_flow_details(flow.uuid, lazy=True)
+        assert len(lazy) == 0 and lazy.meta == flow.meta and lazy.name == flow.name
+
+    # -- updates ---------------------------------------------------------------------------
+
+    def test_update_atom_details_writes_only_that_atom(self, persistence: Persistence) -> None:
+        book = make_book(atoms=3)
+        persistence.save_logbook(book)
+        flow = _only_flow(book)
+        first, second, _ = list(flow)
+        second.state = AtomState.FAILURE  # changed locally, never written
+        flow.state = FlowState.RUNNING
+        first.state, first.results = AtomState.SUCCESS, {"answer": 42}
+        returned = persistence.update_atom_details(first)
+        assert returned == first
+        assert persistence.get_atom_details(first.uuid) == first
+        assert persistence.get_atom_details(second.uuid).state is AtomState.PENDING
+        assert persistence.get_flow_details(flow.uuid, lazy=True).state is FlowState.PENDING
+
+    def test_update_atom_details_twice(self, persistence: Persistence) -> None:
+        book = make_book(atoms=1)
+        persistence.save_logbook(book)
+        atom = next(iter(_only_flow(book)))
+        for state, result in ((AtomState.RUNNING, None), (AtomState.SUCCESS, "done")):
+            atom.state, atom.results = state, result
+            persistence.update_atom_details(atom)
+        got = persistence.get_atom_details(atom.uuid)
+        assert (got.state, got.results) == (AtomState.SUCCESS, "done")
+
+    def test_update_flow_details_upserts_atoms(self, persistence: Persistence) -> None:
+        book = make_book(flows=2, atoms=2)
+        persistence.save_logbook(book)
+        flow, other = list(book)
+        existing = next(iter(flow))
+        existing.state = AtomState.SUCCESS
+        added = RetryDetail("added-retry", results=[[1, {}]])
+        flow.add(added)
+        flow.state, flow.meta = FlowState.SUCCESS, {"store": {"y": "ÿ"}}
+        assert persistence.update_flow_details(flow) == flow
+        got = persistence.get_flow_details(flow.uuid)
+        assert got == flow
+        assert [a.name for a in got] == ["task-0-0", "task-0-1", "added-retry"]
+        assert persistence.get_flow_details(other.uuid) == other
+        assert list(persistence.get_logbook(book.uuid)) == [flow, other]
+
+    def test_update_flow_details_keeps_atoms_it_does_not_list(
+            self, persistence: Persistence) -> None:
+        book = make_book(atoms=2)
+        persistence.save_logbook(book)
+        flow = _only_flow(book)
+        lazy = persistence.get_flow_details(flow.uuid, lazy=True)
+        lazy.state = FlowState.RUNNING
+        persistence.update_flow_details(lazy)
+        got = persistence.get_flow_details(flow.uuid)
+        assert got.state is FlowState.RUNNING
+        assert [a.uuid for a in got] == list(flow.atoms)
+
+    def test_concurrent_atom_updates_from_threads(self, persistence: Persistence) -> None:
+        book = make_book(atoms=8)
+        persistence.save_logbook(book)
+        atoms = list(_only_flow(book))
+        failures: list[BaseException] = []
+
+        def work(atom: AtomDetail) -> None:
+            try:
+                for step in range(5):
+                    atom.results = step
+                    persistence.update_atom_details(atom)
+            except BaseException as exc:  # reported by the assertion below
+                failures.append(exc)
+
+        threads = [threading.Thread(target=work, args=(a,)) for a in atoms]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert failures == []
+        assert [a.results for a in persistence.get_atoms_for_flow(_only_flow(book).uuid)] == [4] * 8
+
+    # -- not found -------------------------------------------------------------------------
+
+    @pytest.mark.parametrize("getter", [
+        "get_logbook", "get_flow_details", "get_atom_details", "get_flows_for_book",
+        "get_atoms_for_flow", "destroy_logbook",
+    ])
+    def test_unknown_ids_raise_not_found(self, persistence: Persistence, getter: str) -> None:
+        persistence.save_logbook(make_book())
+        with pytest.raises(errors.NotFound):
+            getattr(persistence, getter)(new_uuid())
+
+    def test_update_unsaved_atom_raises_not_found(self, persistence: Persistence) -> None:
+        persistence.save_logbook(make_book())
+        with pytest.raises(errors.NotFound):
+            persistence.update_atom_details(TaskDetail("never-saved"))
+
+    def test_update_unsaved_flow_raises_not_found(self, persistence: Persistence) -> None:
+        persistence.save_logbook(make_book())
+        flow = FlowDetail("never-saved")
+        flow.add(TaskDetail("orphan"))
+        with pytest.raises(errors.NotFound):
+            persistence.update_flow_details(flow)
+        with pytest.raises(errors.NotFound):
+            persistence.get_atom_details(next(iter(flow)).uuid)
+
+    # -- deletion --------------------------------------------------------------------------
+
+    def test_destroy_logbook_cascades(self, persistence: Persistence) -> None:
+        book = make_book(flows=2, atoms=2)
+        keep = make_book(flows=1, atoms=1)
+        persistence.save_logbook(book)
+        persistence.save_logbook(keep)
+        persistence.destroy_logbook(book.uuid)
+        with pytest.raises(errors.NotFound):
+            persistence.get_logbook(book.uuid)
+        for flow in book:
+            with pytest.raises(errors.NotFound):
+                persistence.get_flow_details(flow.uuid)
+            for atom in flow:
+                with pytest.raises(errors.NotFound):
+                    persistence.get_atom_details(atom.uuid)
+        assert persistence.get_logbook(keep.uuid).flows == keep.flows
+        assert [b.uuid for b in persistence.get_logbooks()] == [keep.uuid]
+        with pytest.raises(errors.NotFound):
+            persistence.destroy_logbook(book.uuid)
+
+    def test_destroyed_logbook_can_be_saved_again(self, persistence: Persistence) -> None:
+        book = make_book()
+        persistence.save_logbook(book)
+        persistence.destroy_logbook(book.uuid)
+        persistence.save_logbook(book)
+        assert persistence.get_logbook(book.uuid).flows == book.flows
+
+    def test_clear_all(self, persistence: Persistence) -> None:
+        books = [make_book(flows=2) for _ in range(3)]
+        for book in books:
+            persistence.save_logbook(book)
+        persistence.clear_all()
+        assert list(persistence.get_logbooks()) == []
+        flow = next(iter(books[0]))
+        with pytest.raises(errors.NotFound):
+            persistence.get_flow_details(flow.uuid)
+        with pytest.raises(errors.NotFound):
+            persistence.get_atom_details(next(iter(flow)).uuid)
+        persistence.save_logbook(books[0])  # still usable afterwards
+        assert len(list(persistence.get_logbooks())) == 1
+
+    # -- serialisation ---------------------------------------------------------------------
+
+    def test_non_json_result_names_the_atom(self, persistence: Persistence) -> None:
+        book = make_book(atoms=1)
+        persistence.save_logbook(book)
+        atom = next(iter(_only_flow(book)))
+        atom.results = {"when": object()}
+        with pytest.raises(errors.SerializationError, match="task-0-0"):
+            persistence.update_atom_details(atom)
+        assert persistence.get_atom_details(atom.uuid).results is None
+
+    def test_non_json_value_in_save_logbook_writes_nothing(
+            self, persistence: Persistence) -> None:
+        book = make_book(atoms=2)
+        list(_only_flow(book))[1].meta["bad"] = {1, 2}
+        with pytest.raises(errors.SerializationError, match="task-0-1"):
+            persistence.save_logbook(book)
+        with pytest.raises(errors.NotFound):
+            persistence.get_logbook(book.uuid)
+
+    def test_nan_is_refused(self, persistence: Persistence) -> None:
+        book = make_book(atoms=1)
+        persistence.save_logbook(book)
+        atom = next(iter(_only_flow(book)))
+        atom.results = float("nan")
+        with pytest.raises(errors.SerializationError, match="task-0-0"):
+            persistence.update_atom_details(atom)
+
+    def test_non_json_flow_meta_in_update_flow_details(self, persistence: Persistence) -> None:
+        book = make_book()
+        persistence.save_logbook(book)
+        flow = _only_flow(book)
+        flow.meta["bad"] = object()
+        with pytest.raises(errors.SerializationError, match="flow-0"):
+            persistence.update_flow_details(flow)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def test_upgrade_is_idempotent(self, persistence: Persistence) -> None:
+        book = make_book()
+        persistence.save_logbook(book)
+        persistence.upgrade()
+        persistence.upgrade()
+        persistence.validate()
+        assert persistence.get_logbook(book.uuid).flows == book.flows
