@@ -6,7 +6,6 @@ pool. The engine's scheduler always runs in the calling thread and talks to an e
 from __future__ import annotations
 
 import concurrent.futures as cf
-import contextlib
 import pickle
 from collections.abc import Callable
 from typing import Any
@@ -151,8 +150,8 @@ class ProcessExecutor(ThreadExecutor):
             error = errors.SerializationError(
                 f"{label}: the atom or its arguments cannot be pickled for the process "
                 f"engine: {exc}")
-            with contextlib.suppress(Exception):
-                error.__cause__ = exc
+            error.__cause__ = exc
+            error.not_started = True  # type: ignore[attr-defined]
             failed.set_exception(error)
             self._futures[failed] = key
             return

@@ -49,6 +49,8 @@ class Runtime:
         self.waiting: list[int] = []
         self.ready: list[int] = []
         self.revert_failures: dict[int, Failure] = {}
+        #: atoms whose call never started (e.g. could not be pickled): nothing to revert
+        self.not_started: set[int] = set()
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -180,6 +182,8 @@ class Runtime:
 
     def _record_failure(self, ca: CompiledAtom, ad: AtomDetail, exc: BaseException) -> None:
         failure = Failure.from_exception(exc)
+        if getattr(exc, "not_started", False):
+            self.not_started.add(ca.index)
         old = ad.state
         ad.state = AtomState.FAILURE
         ad.results = ad.results if ca.is_retry else None
@@ -293,6 +297,9 @@ class Runtime:
         ad.intention = Intention.REVERT
         self.storage.save(ad)
         self.engine.emit_atom(ad, old)
+        if index in self.not_started:
+            self._record_revert(ad, True, None)
+            return
         kwargs = self._kwargs_for_revert(ca)
         args: tuple[Any, ...] = ()
         if ca.is_retry:

@@ -6,7 +6,7 @@ A flow is a definition only: it does no I/O. An engine compiles it into a graph 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Union
+from typing import Any, Self, Union
 
 from legato import errors
 from legato.flow.atom import Atom
@@ -32,7 +32,7 @@ class Flow:
         self.retry = retry
         self.children: list[Node] = []
 
-    def add(self, *items: Node) -> Flow:
+    def add(self, *items: Node) -> Self:
         """Append atoms or subflows; return the flow (so calls chain)."""
         for item in items:
             if not isinstance(item, (Atom, Flow)):
@@ -101,7 +101,7 @@ class GraphFlow(Flow):
         super().__init__(name, retry=retry)
         self.links: list[tuple[Node, Node, dict[str, Any]]] = []
 
-    def link(self, before: Node, after: Node, **meta: Any) -> GraphFlow:
+    def link(self, before: Node, after: Node, **meta: Any) -> Self:
         """Make ``after`` run after ``before`` (both children of this flow)."""
         for node in (before, after):
             if not any(node is child for child in self.children):

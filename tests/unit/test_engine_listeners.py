@@ -1,0 +1,72 @@
+"""Stock listeners: logging, printing, timing (persisted) and capture."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import pytest
+
+import legato.engine as le
+from legato.engine.listeners import (
+    CaptureListener,
+    LoggingListener,
+    PrintingListener,
+    TimingListener,
+)
+from legato.flow import LinearFlow, task
+from legato.persistence.memory import MemoryPersistence
+
+
+@task(provides="a")
+def first() -> int:
+    return 1
+
+
+@task
+def broken(a: int) -> None:
+    raise RuntimeError("nope")
+
+
+def test_timing_listener_persists_durations() -> None:
+    persistence = MemoryPersistence()
+    engine = le.load(LinearFlow("f").add(first, broken), persistence=persistence)
+    with TimingListener(engine), pytest.raises(RuntimeError):
+        engine.run()
+    stored = persistence.get_flow_details(engine.flow_detail.uuid)
+    meta = stored.find_by_name(first.name).meta
+    assert meta["duration"] >= 0.0 and meta["revert_duration"] >= 0.0
+    assert stored.find_by_name(broken.name).meta["duration"] >= 0.0
+
+
+def test_logging_listener_logs_failures_as_warnings(caplog: pytest.LogCaptureFixture) -> None:
+    engine = le.load(LinearFlow("f").add(first, broken))
+    caplog.set_level(logging.DEBUG, logger="legato.engine")
+    with LoggingListener(engine), pytest.raises(RuntimeError):
+        engine.run()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("-> FAILURE" in m and "nope" in m for m in warnings)
+    assert any("flow 'f' -> REVERTED" in r.getMessage() for r in caplog.records)
+
+
+def test_printing_listener_and_deregistration() -> None:
+    stream = io.StringIO()
+    engine = le.load(LinearFlow("f").add(first))
+    with PrintingListener(engine, stream=stream):
+        engine.run()
+    assert f"atom '{first.name}' -> SUCCESS" in stream.getvalue()
+    assert len(engine.notifier) == 0 and len(engine.atom_notifier) == 0
+
+
+def test_capture_listener_payloads() -> None:
+    engine = le.load(LinearFlow("f").add(first, broken))
+    capture = CaptureListener(engine)
+    capture.register()
+    with pytest.raises(RuntimeError):
+        engine.run()
+    capture.deregister()
+    assert capture.flow_states == ["RUNNING", "REVERTING", "REVERTED"]
+    failure_event = next(d for e, d in capture.events if e == "FAILURE")
+    assert failure_event["atom_name"] == broken.name
+    assert failure_event["failure"].check(RuntimeError)
+    assert (broken.name, "REVERTED") in capture.atom_states

@@ -1,0 +1,225 @@
+"""Flow definitions: argument inference, provides, patterns and compilation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from legato import errors
+from legato.engine.compiler import compile_flow
+from legato.flow import (
+    AlwaysRevert,
+    AlwaysRevertAll,
+    Decision,
+    ForEach,
+    GraphFlow,
+    History,
+    LinearFlow,
+    ParameterizedForEach,
+    Task,
+    Times,
+    UnorderedFlow,
+    task,
+)
+
+
+class Add(Task):
+    def execute(self, a: int, b: int, scale: int = 1) -> int:
+        return (a + b) * scale
+
+
+def test_requires_inferred_from_execute_and_defaults_are_optional() -> None:
+    t = Add("add")
+    assert t.requires == {"a", "b"}
+    assert t.optional == {"scale"}
+    assert t.name == "add"
+
+
+def test_default_name_is_the_class_path() -> None:
+    assert Add().name == f"{__name__}.Add"
+
+
+def test_rebind_dict_and_list() -> None:
+    assert Add("x", rebind={"a": "left"}).requires == {"left", "b"}
+    assert Add("y", rebind=["p", "q"]).requires == {"p", "q"}
+    with pytest.raises(ValueError, match="unknown arguments"):
+        Add("z", rebind={"nope": "x"})
+
+
+def test_inject_removes_requirement() -> None:
+    t = Add("add", inject={"b": 2})
+    assert t.requires == {"a"}
+
+
+def test_extra_requires_need_var_kwargs() -> None:
+    class Kw(Task):
+        def execute(self, **kwargs: Any) -> Any:
+            return kwargs
+
+    assert Kw("k", requires=["x", "y"]).requires == {"x", "y"}
+    with pytest.raises(ValueError, match="kwargs"):
+        Add("a", requires=["other"])
+
+
+@pytest.mark.parametrize(("provides", "expected"), [
+    ("total", {"total": None}),
+    (("q", "r"), {"q": 0, "r": 1}),
+    (["q", "r"], {"q": 0, "r": 1}),
+    ({"k1", "k2"}, {"k1": "k1", "k2": "k2"}),
+    ({"mine": "theirs"}, {"mine": "theirs"}),
+])
+def test_provides_forms(provides: Any, expected: dict[str, Any]) -> None:
+    assert Add("a", provides=provides).provides_map == expected
+
+
+def test_bad_provides() -> None:
+    with pytest.raises(TypeError):
+        Add("a", provides=3)
+
+
+def test_task_decorator_bare_and_with_options() -> None:
+    @task
+    def plain(x: int) -> int:
+        return x * 2
+
+    @task(provides="y", name="double")
+    def double(x: int) -> int:
+        return x * 2
+
+    assert plain.requires == {"x"} and plain.provides == frozenset()
+    assert double.name == "double" and double.provides == {"y"}
+    assert double(4) == 8  # still callable as the function
+    other = double.copy(name="double2", rebind={"x": "z"})
+    assert other.name == "double2" and other.requires == {"z"} and other.provides == {"y"}
+
+
+def test_retry_is_not_a_child() -> None:
+    with pytest.raises(TypeError):
+        LinearFlow("f").add(Times(2))  # type: ignore[arg-type]
+
+
+def _names(flow: LinearFlow | GraphFlow | UnorderedFlow) -> list[str]:
+    return [ca.name for ca in compile_flow(flow).atoms]
+
+
+def test_linear_order_and_nesting() -> None:
+    inner = UnorderedFlow("u").add(Add("b1"), Add("b2"))
+    flow = LinearFlow("f").add(Add("a"), inner, Add("c"))
+    compiled = compile_flow(flow)
+    assert _names(flow) == ["a", "b1", "b2", "c"]
+    c = compiled.by_name["c"]
+    assert {compiled.atoms[p].name for p in c.preds} == {"b1", "b2"}
+    assert compiled.by_name["b1"].preds == compiled.by_name["b2"].preds == (0,)
+
+
+def test_graph_infers_order_from_provides() -> None:
+    @task(provides="x")
+    def make() -> int:
+        return 1
+
+    @task(provides="y")
+    def use(x: int) -> int:
+        return x
+
+    flow = GraphFlow("g").add(use, make)
+    assert _names(flow) == [make.name, use.name]
+
+
+def test_graph_explicit_link_and_cycle() -> None:
+    a, b = Add("a"), Add("b")
+    flow = GraphFlow("g").add(a, b).link(b, a)
+    assert _names(flow) == ["b", "a"]
+    flow.link(a, b)
+    with pytest.raises(errors.CompilationError, match="cycle"):
+        compile_flow(flow)
+
+
+def test_graph_cycle_through_inference() -> None:
+    class P(Task):
+        def execute(self, y: int) -> int:
+            return y
+
+    class Q(Task):
+        def execute(self, x: int) -> int:
+            return x
+
+    flow = GraphFlow("g").add(P("p", provides="x"), Q("q", provides="y"))
+    with pytest.raises(errors.CompilationError, match="cycle"):
+        compile_flow(flow)
+
+
+def test_graph_ambiguous_providers() -> None:
+    class Use(Task):
+        def execute(self, x: int) -> int:
+            return x
+
+    flow = GraphFlow("g").add(Add("p1", provides="x"), Add("p2", provides="x"), Use("use"))
+    with pytest.raises(errors.AmbiguousDependency, match="p1, p2"):
+        compile_flow(flow)
+
+
+def test_unordered_siblings_providing_one_name_are_ambiguous_to_a_later_consumer() -> None:
+    class Use(Task):
+        def execute(self, x: int) -> int:
+            return x
+
+    flow = LinearFlow("f").add(
+        UnorderedFlow("u").add(Add("p1", provides="x"), Add("p2", provides="x")), Use("use"))
+    with pytest.raises(errors.AmbiguousDependency):
+        compile_flow(flow)
+
+
+def test_linear_later_provider_wins() -> None:
+    class Use(Task):
+        def execute(self, x: int) -> int:
+            return x
+
+    flow = LinearFlow("f").add(Add("p1", provides="x"), Add("p2", provides="x"), Use("use"))
+    compiled = compile_flow(flow)
+    assert compiled.by_name["use"].sources["x"] == (compiled.by_name["p2"].index, None)
+
+
+def test_duplicate_names_refused() -> None:
+    with pytest.raises(errors.CompilationError, match="named 'a'"):
+        compile_flow(LinearFlow("f").add(Add("a"), Add("a")))
+
+
+def test_link_needs_children() -> None:
+    with pytest.raises(errors.CompilationError):
+        GraphFlow("g").add(Add("a")).link(Add("a"), Add("b"))
+
+
+def test_retry_scope_comes_first_and_holds_nested_atoms() -> None:
+    inner = LinearFlow("inner", retry=Times(2, name="r2")).add(Add("c"))
+    flow = LinearFlow("f", retry=Times(3, name="r1")).add(Add("a"), inner)
+    compiled = compile_flow(flow)
+    assert _names(flow) == ["r1", "a", "r2", "c"]
+    outer_scope = compiled.by_name["a"].scope
+    assert outer_scope is not None and compiled.atoms[outer_scope.retry].name == "r1"
+    assert [compiled.atoms[i].name for i in outer_scope.members] == ["a", "r2", "c"]
+    assert compiled.by_name["r2"].scope is outer_scope
+
+
+def test_flow_requires_and_provides() -> None:
+    flow = LinearFlow("f").add(Add("a", provides="x"), Add("b", rebind={"a": "x"}))
+    assert flow.provides == {"x"}
+    assert flow.requires == {"a", "b"}
+
+
+def test_builtin_retry_decisions() -> None:
+    one = History([(1, {})])
+    three = History([(1, {}), (2, {}), (3, {})])
+    assert Times(3).on_failure(one) == Decision.RETRY
+    assert Times(3).on_failure(three) == Decision.REVERT
+    assert Times(3, revert_all=True).on_failure(three) == Decision.REVERT_ALL
+    assert AlwaysRevert().on_failure(one) == Decision.REVERT
+    assert AlwaysRevertAll().on_failure(one) == Decision.REVERT_ALL
+    each = ForEach(["a", "b"])
+    assert each.execute(History()) == "a" and each.execute(one) == "b"
+    assert each.on_failure(one) == Decision.RETRY
+    assert each.on_failure(History([(1, {}), (2, {})])) == Decision.REVERT
+    param = ParameterizedForEach(rebind={"values": "choices"})
+    assert param.requires == {"choices"}
+    assert param.execute(one, values=[5, 6]) == 6
+    assert Times(3, delay=0.5, backoff=2.0).delay(History([(1, {}), (2, {})])) == 1.0
