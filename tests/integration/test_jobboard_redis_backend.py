@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import socket
+import subprocess
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +19,7 @@ from legato.jobboard.base import JobBoard
 from legato.jobboard.redis import RedisJobBoard, RedisSettings
 from legato.testing import jobboard as suite
 from legato.testing.clock import FakeClock
+from legato.testing.jobboard import JobBoardConformance, MakeBoard, board_factory
 from legato.testing.jobboard_acceptance import until
 from legato.testing.proxy import TCPProxy
 
@@ -252,3 +256,59 @@ def test_post_publishes_an_event(redis_url: str, raw: redis.Redis, board: JobBoa
         assert message is not None and message["data"] == f"posted {job.uuid}"
     finally:
         pubsub.close()
+
+
+# -- Sentinel ---------------------------------------------------------------------------------
+
+def test_sentinel_url_parsing() -> None:
+    settings = RedisSettings.from_url(
+        "redis+sentinel://:secret@s1:26379,s2:26380,s3/primary/2?namespace=jobs")
+    assert settings.sentinels == (("s1", 26379), ("s2", 26380), ("s3", 26379))
+    assert (settings.service, settings.db, settings.password) == ("primary", 2, "secret")
+    assert settings.namespace == "jobs"
+    with pytest.raises(ValueError):
+        RedisSettings.from_url("redis+sentinel://s1:26379/")
+
+
+@pytest.fixture(scope="module")
+def sentinel_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A real Redis Sentinel (``redis-server --sentinel``) watching the test Redis."""
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("redis-server is not installed, so no Sentinel can be started")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    folder = tmp_path_factory.mktemp("sentinel")
+    conf = folder / "sentinel.conf"
+    conf.write_text(f"port {port}\nbind 127.0.0.1\ndir {folder}\n"
+                    "sentinel monitor legato-test 127.0.0.1 6379 1\n"
+                    "sentinel down-after-milliseconds legato-test 600000\n")
+    proc = subprocess.Popen([server, str(conf), "--sentinel"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        probe_client = redis.Redis(port=port, socket_timeout=1, decode_responses=True)
+
+        def knows_master() -> bool:
+            try:
+                return bool(probe_client.sentinel_get_master_addr_by_name("legato-test"))
+            except redis.RedisError:
+                return False
+
+        assert until(knows_master, 10, 0.05), "Sentinel did not start"
+        probe_client.close()
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+class TestRedisThroughSentinel(JobBoardConformance):
+    fake_clock = True
+
+    @pytest.fixture
+    def make_board(self, redis_url: str, sentinel_port: int) -> Iterator[MakeBoard]:
+        query = redis_url.split("?", 1)[1]
+        url = f"redis+sentinel://127.0.0.1:{sentinel_port}/legato-test/0?{query}"
+        with board_factory(url) as make:
+            yield make

@@ -1,7 +1,9 @@
 """A jobboard on Redis: many machines, leases that expire on the server, wake-ups by pub/sub.
 
 URL: ``redis://[user:password@]host:port/db?namespace=legato&ttl=30&socket_timeout=5``
-(``rediss://`` for TLS). Keys live under ``<namespace>:``:
+(``rediss://`` for TLS), or through Sentinel:
+``redis+sentinel://[user:password@]sentinel1:26379,sentinel2:26379/<service>[/db]?...``.
+Keys live under ``<namespace>:``:
 
 * ``job:<uuid>``: a hash per job; every value is JSON (``null`` for None). It holds the job's
   owner, fencing number, lease expiry and attempts next to its name and details.
@@ -36,6 +38,7 @@ from uuid import uuid4
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from legato import errors
 from legato.jobboard import base
@@ -68,6 +71,9 @@ class RedisSettings:
         socket_connect_timeout: longest wait to connect.
         health_check_interval: idle seconds after which a pooled connection is pinged first.
         page_size: jobs read per round trip by ``iterjobs``.
+        sentinels: ``(host, port)`` of Sentinel servers; when given, the board talks to the
+            master Sentinel names for ``service`` and follows failovers.
+        service: the Sentinel service (master) name.
     """
 
     host: str = "127.0.0.1"
@@ -81,11 +87,16 @@ class RedisSettings:
     socket_connect_timeout: float = 2.0
     health_check_interval: float = 10.0
     page_size: int = 200
+    sentinels: tuple[tuple[str, int], ...] = ()
+    service: str | None = None
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> RedisSettings:
-        """Parse ``redis://`` / ``rediss://`` URLs; keyword ``overrides`` win over the query."""
+        """Parse ``redis://``, ``rediss://`` and ``redis+sentinel://`` URLs; keyword
+        ``overrides`` win over the query string."""
         parts = urlsplit(url)
+        if parts.scheme == "redis+sentinel":
+            return cls._from_sentinel_url(url, overrides)
         if parts.scheme not in ("redis", "rediss"):
             raise errors.UnknownBackend(f"not a Redis URL: {url!r}")
         values: dict[str, Any] = {"ssl": parts.scheme == "rediss"}
@@ -102,6 +113,44 @@ class RedisSettings:
         values.update(dict(parse_qsl(parts.query)))
         values.update(overrides)
         return cls(**_coerce(values))
+
+    @classmethod
+    def _from_sentinel_url(cls, url: str, overrides: dict[str, Any]) -> RedisSettings:
+        # urlsplit cannot read a comma-separated host list, so the netloc is parsed here.
+        rest, _, query = url.partition("://")[2].partition("?")
+        netloc, _, path = rest.partition("/")
+        values: dict[str, Any] = {}
+        if "@" in netloc:
+            auth, netloc = netloc.rsplit("@", 1)
+            user, _, password = auth.partition(":")
+            values.update(username=unquote(user) or None, password=unquote(password) or None)
+        sentinels = []
+        for item in filter(None, netloc.split(",")):
+            host, _, port = item.rpartition(":") if ":" in item else (item, "", "26379")
+            sentinels.append((host, int(port)))
+        service, _, db = path.strip("/").partition("/")
+        if not sentinels or not service:
+            raise ValueError(f"a Sentinel URL needs hosts and a service name: {url!r}")
+        values.update(sentinels=tuple(sentinels), service=unquote(service))
+        if db:
+            values["db"] = int(db)
+        values.update(dict(parse_qsl(query)))
+        values.update(overrides)
+        return cls(**_coerce(values))
+
+    def client(self) -> redis.Redis:
+        """A new client: direct, or the current master through Sentinel."""
+        kwargs = self.redis_kwargs()
+        if not self.sentinels:
+            return redis.Redis(**kwargs)
+        for name in ("host", "port"):
+            kwargs.pop(name)
+        sentinel = Sentinel(list(self.sentinels), sentinel_kwargs={  # type: ignore[no-untyped-call]
+            "socket_timeout": self.socket_timeout,
+            "socket_connect_timeout": self.socket_connect_timeout})
+        master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+            self.service, **kwargs)
+        return master
 
     def redis_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``redis.Redis``."""
@@ -207,7 +256,8 @@ class RedisJobBoard(JobBoard):
     # -- lifecycle -------------------------------------------------------------------------
 
     def _connect(self) -> None:
-        client = redis.Redis(**self.settings.redis_kwargs())
+        with _translated("connect"):
+            client = self.settings.client()
         try:
             with _translated("connect"):
                 client.ping()
