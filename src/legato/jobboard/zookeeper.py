@@ -1,0 +1,686 @@
+"""A jobboard on ZooKeeper (kazoo): claims are ephemeral nodes, so they end with their session.
+
+URL: ``zookeeper://host:port[,host:port...]/path?timeout=5&session_timeout=10&ttl=30``.
+Layout under the board's path::
+
+    jobs/job-<priority>-<uuid>-<seq>   persistent, sequential: the job as JSON (name, details,
+                                       book, created_on, attempts, fence, available_at, reason)
+    claims/<job node name>             ephemeral: {"owner", "fence", "ttl", "expires_at", ...}
+    trash/<job node name>              persistent: the job plus "reason" and "trashed_at"
+    entities/<kind>/<name>             ephemeral: {"kind", "name", "metadata", "expires_at"}
+
+**Leases.** A claim ends in whichever way comes first:
+
+* its owner's ZooKeeper session ends (the process died, or lost the server for longer than
+  ``session_timeout``): the server deletes the ephemeral claim node, with no code running on the
+  owner's side;
+* its TTL passes without a ``renew``: the claim node stays until someone claims the job, but
+  every reader treats it as ended (``expires_at`` is written from the owner's clock and compared
+  with the reader's, so machines' clocks must roughly agree for TTL expiry; session expiry needs
+  no clocks).
+
+**Atomicity.** ``claim`` is one transaction: (delete the expired claim node, checking its
+version,) create the claim node, and rewrite the job node with ``fence + 1`` and ``attempts + 1``
+checking the job node's version. ``consume``, ``abandon`` and ``trash`` first check owner and
+fence in the claim node, then commit one transaction that checks the versions they read.
+
+**Finding work.** The priority and the post sequence are in the job node's name, so the order
+comes from the children of ``jobs/`` alone; child watches on ``jobs/`` and ``claims/`` keep an
+in-memory index (``legato.jobboard._zkindex``) current, and ``claim_next`` reads only the nodes it
+tries to claim. The same watches wake ``wait()`` within milliseconds of a post anywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+from kazoo import exceptions as kz
+from kazoo.client import KazooClient, KazooState
+from kazoo.retry import KazooRetry
+
+from legato import errors
+from legato.jobboard._zkindex import Index, Key, job_key, job_name_prefix, uuid_of
+from legato.jobboard.base import Entity, JobBoard, JobRecord, not_owner
+from legato.states import JobState
+
+if TYPE_CHECKING:
+    from legato.persistence.base import Persistence
+
+__all__ = ["ZooKeeperJobBoard", "ZooKeeperSettings"]
+
+logger = logging.getLogger(__name__)
+
+_UNAVAILABLE = (kz.ConnectionLoss, kz.SessionExpiredError, kz.ConnectionClosedError,
+                kz.OperationTimeoutError)
+_BOARD_QUERY = ("ttl", "poll_interval")
+_PAGE = 64
+#: Attempts at an optimistic transaction before giving up (each failure means real contention).
+_RETRIES = 8
+#: Record fields that describe the live claim, kept in the claim node rather than the job node.
+_CLAIM_FIELDS = ("state", "owner", "lease_expires", "sequence")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ZooKeeperSettings:
+    """How to reach ZooKeeper and where the board lives.
+
+    Attributes:
+        hosts: ``host:port[,host:port...]``.
+        path: the board's root node; boards on different paths are independent.
+        timeout: seconds to wait for the server, on connect and on each call, before
+            ``BoardUnavailable``. Calls made while disconnected fail at once.
+        session_timeout: the ZooKeeper session timeout: a dead owner's claims end at most this
+            long after its last heartbeat, whatever their TTL. The server clamps it to its
+            ``minSessionTimeout``..``maxSessionTimeout``.
+    """
+
+    hosts: str = "127.0.0.1:2181"
+    path: str = "/legato"
+    timeout: float = 5.0
+    session_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not self.hosts:
+            raise ValueError("ZooKeeper hosts must not be empty")
+        if not self.path.startswith("/") or self.path == "/" or self.path.endswith("/"):
+            raise ValueError(f"the board path must look like /name, got {self.path!r}")
+        if self.timeout <= 0 or self.session_timeout <= 0:
+            raise ValueError("timeout and session_timeout must be > 0")
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> ZooKeeperSettings:
+        """Parse a ``zookeeper://`` URL; keyword ``overrides`` win over its query.
+
+        The board options ``ttl`` and ``poll_interval`` may also appear in the query; they are
+        ignored here (``ZooKeeperJobBoard.from_url`` reads them).
+        """
+        parts = urlsplit(url)
+        if parts.scheme != "zookeeper":
+            raise errors.UnknownBackend(f"not a zookeeper:// URL: {url!r}")
+        fields: dict[str, Any] = {}
+        if parts.netloc:
+            fields["hosts"] = parts.netloc
+        if parts.path.strip("/"):
+            fields["path"] = parts.path.rstrip("/")
+        for key, value in parse_qsl(parts.query):
+            if key in ("timeout", "session_timeout"):
+                fields[key] = float(value)
+            elif key not in _BOARD_QUERY:
+                raise ValueError(f"unknown zookeeper URL option {key!r}")
+        fields.update(overrides)
+        return cls(**fields)
+
+
+@dataclasses.dataclass
+class _Held:
+    """A claim checked to belong to the caller, with the versions to commit against."""
+
+    name: str
+    claim: dict[str, Any]
+    claim_version: int
+    record: JobRecord
+    job_version: int
+
+
+class ZooKeeperJobBoard(JobBoard):
+    """A jobboard on ZooKeeper; the module docstring describes the layout and the leases.
+
+    Args:
+        settings: where the board lives and its timeouts.
+        **kwargs: ``JobBoard`` arguments (``name``, ``persistence``, ``ttl``, ``clock``...).
+    """
+
+    schemes = ("zookeeper",)
+    supports_notifications = True
+
+    def __init__(self, settings: ZooKeeperSettings | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings or ZooKeeperSettings()
+        self._client: Any = None
+        self._session_id: int | None = None
+        self._index = Index()
+        self._local = threading.local()
+        self._entities: dict[tuple[str, str], bytes] = {}
+        self._entities_lock = threading.Lock()
+        # Claims whose reply a lost connection swallowed: (job node name, fence). Released on
+        # reconnection if they were made, since nobody holds their fenced Job.
+        self._orphans: list[tuple[str, int]] = []
+        root = self.settings.path
+        self._jobs, self._claims = f"{root}/jobs", f"{root}/claims"
+        self._trash_root, self._entities_root = f"{root}/trash", f"{root}/entities"
+
+    @classmethod
+    def from_url(cls, url: str, *, persistence: Persistence | None = None,
+                 **options: Any) -> ZooKeeperJobBoard:
+        """Build an unconnected board from a ``zookeeper://`` URL.
+
+        ``timeout`` and ``session_timeout`` may be given as keyword options too; other options
+        (``name``, ``ttl``, ``poll_interval``, ``clock``) go to ``JobBoard``.
+        """
+        fields = {f.name for f in dataclasses.fields(ZooKeeperSettings)}
+        overrides = {k: options.pop(k) for k in list(options) if k in fields}
+        board_query = {k: float(v) for k, v in parse_qsl(urlsplit(url).query)
+                       if k in _BOARD_QUERY}
+        settings = ZooKeeperSettings.from_url(url, **overrides)
+        return cls(settings, persistence=persistence, **{**board_query, **options})
+
+    # -- connection ------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        client = KazooClient(
+            hosts=self.settings.hosts, timeout=self.settings.session_timeout,
+            # Reconnect forever: the same board object carries on once the server is back.
+            connection_retry=KazooRetry(max_tries=-1, delay=0.05, max_delay=1.0),
+        )
+        try:
+            client.start(timeout=self.settings.timeout)
+            self._client, self._session_id = client, client.client_id[0]
+            for path in (self._jobs, self._claims, self._trash_root, self._entities_root):
+                client.ensure_path(path)
+            client.add_listener(self._on_state)
+            client.ChildrenWatch(self._jobs, self._index.set_jobs)
+            client.ChildrenWatch(self._claims, self._on_claims, send_event=True)
+        except Exception as exc:
+            self._client = None
+            _shutdown(client)
+            raise errors.BoardUnavailable(
+                f"cannot open board {self.name!r} on ZooKeeper at {self.settings.hosts}: "
+                f"{exc!r}") from exc
+
+    def _close(self) -> None:
+        client, self._client = self._client, None
+        with self._entities_lock:
+            self._entities.clear()  # they end with the session
+        if client is not None:
+            client.remove_listener(self._on_state)
+            _shutdown(client)
+        with self._index.cond:
+            self._index.cond.notify_all()
+
+    def _on_claims(self, children: list[str], event: Any) -> None:
+        unknown = self._index.set_claims(children, watch_fired=event is not None)
+        client = self._client
+        if client is None:
+            return
+        for name in unknown:  # learn their expiry without blocking the watch thread
+            pending = client.get_async(f"{self._claims}/{name}")
+            pending.rawlink(functools.partial(self._claim_read, name))
+
+    def _claim_read(self, name: str, pending: Any) -> None:
+        with contextlib.suppress(Exception):  # gone already, or disconnected: tried later
+            data, _ = pending.get(block=False)
+            self._index.claimed(name, _expiry(_decode_claim(data)))
+
+    def _on_state(self, state: str) -> None:
+        # Called on kazoo's connection thread: never block here.
+        client = self._client
+        if state == KazooState.CONNECTED and client is not None:
+            client.handler.spawn(self._after_reconnect)
+        with self._index.cond:
+            self._index.cond.notify_all()  # waiters see the outage (or recovery) at once
+
+    def _after_reconnect(self) -> None:
+        client = self._client
+        if client is None or not client.client_id:
+            return
+        try:
+            if client.client_id[0] != self._session_id:
+                logger.warning("board %r lost its ZooKeeper session: its claims have ended; "
+                               "carrying on with a new session", self.name)
+                self._session_id = client.client_id[0]
+                self._orphans.clear()
+                self._restore_entities()
+            else:
+                self._release_orphans()
+        except (errors.JobFailure, kz.KazooException) as exc:
+            logger.warning("board %r could not restore its state after reconnecting: %r",
+                           self.name, exc)
+
+    # -- calls -----------------------------------------------------------------------------
+
+    def _live(self) -> Any:
+        """The client if it is connected now; ``BoardUnavailable`` at once otherwise.
+
+        Checked before every call: kazoo queues requests made while it reconnects and sends
+        them later, long after the caller has given up on them.
+        """
+        client = self._client
+        if client is None or client.state != KazooState.CONNECTED:
+            raise errors.BoardUnavailable(
+                f"board {self.name!r} is not connected to ZooKeeper at {self.settings.hosts}")
+        return client
+
+    def _result(self, pending: Any, *, on_unknown: Callable[[], None] | None = None) -> Any:
+        """Wait for a kazoo async result, translating connection trouble."""
+        try:
+            return pending.get(timeout=self.settings.timeout)
+        except (*_UNAVAILABLE, self._client.handler.timeout_exception) as exc:
+            if on_unknown is not None:
+                on_unknown()
+            raise errors.BoardUnavailable(
+                f"ZooKeeper call failed on board {self.name!r}: {exc!r}") from exc
+
+    def _read(self, *paths: str) -> list[tuple[bytes, Any] | None]:
+        """Read nodes in one round trip (pipelined); None for each missing one."""
+        client = self._live()
+        pending = [client.get_async(path) for path in paths]
+        found: list[tuple[bytes, Any] | None] = []
+        for item in pending:
+            try:
+                found.append(self._result(item))
+            except kz.NoNodeError:
+                found.append(None)
+        return found
+
+    def _commit(self, ops: Callable[[Any], None], *,
+                on_unknown: Callable[[Any], None] | None = None) -> Exception | None:
+        """Commit a transaction; return the failing operation's error, or None."""
+        txn = self._live().transaction()
+        ops(txn)
+        pending = txn.commit_async()
+        unknown = None if on_unknown is None else functools.partial(on_unknown, pending)
+        results = self._result(pending, on_unknown=unknown)
+        for result in results:
+            if isinstance(result, Exception) and not isinstance(
+                    result, kz.RolledBackError | kz.RuntimeInconsistency):
+                return result
+        return None
+
+    # -- decoding --------------------------------------------------------------------------
+
+    def _decode_job(self, name: str, data: bytes) -> JobRecord | None:
+        """The record in a job node, or None (warned once) when it cannot be decoded."""
+        try:
+            stored = json.loads(data)
+            record = JobRecord.from_dict({**stored, "uuid": uuid_of(name)})
+        except (ValueError, TypeError, KeyError) as exc:
+            if self._index.garbage(name):
+                logger.warning("board %r skips job node %s: cannot decode it (%s)",
+                               self.name, name, exc)
+            return None
+        key = job_key(name)
+        record.sequence = key[1] if key is not None else 0
+        return record
+
+    def _job_with_claim(self, name: str, job: tuple[bytes, Any] | None,
+                        claim: tuple[bytes, Any] | None) -> JobRecord | None:
+        record = None if job is None else self._decode_job(name, job[0])
+        if record is not None and claim is not None:
+            data = _decode_claim(claim[0])
+            record.state = JobState.CLAIMED
+            record.owner = data.get("owner")
+            record.lease_expires = _expiry(data)
+        return record
+
+    # -- posting and reading ---------------------------------------------------------------
+
+    def _post(self, record: JobRecord) -> None:
+        prefix = f"{self._jobs}/{job_name_prefix(record.priority, record.uuid)}"
+        path = self._result(self._live().create_async(prefix, _encode_job(record),
+                                                      sequence=True))
+        name = path.rsplit("/", 1)[1]
+        self._index.add(name, record.available_at)
+        key = job_key(name)
+        record.sequence = key[1] if key is not None else 0
+
+    def _name_of(self, job_uuid: str) -> str:
+        name = self._index.lookup(job_uuid)
+        if name is None and not self._index.known_gone(job_uuid):
+            self._refresh()  # posted elsewhere moments ago, and our watch has not caught up
+            name = self._index.lookup(job_uuid)
+        if name is None:
+            raise errors.NotFound(f"no job {job_uuid} on board {self.name!r}")
+        return name
+
+    def _refresh(self) -> None:
+        client = self._live()
+        jobs = client.get_children_async(self._jobs)
+        claims = client.get_children_async(self._claims)
+        self._index.set_jobs(self._result(jobs))
+        names = self._index.set_claims(self._result(claims))
+        for name, found in zip(names, self._read(*(f"{self._claims}/{n}" for n in names)),
+                               strict=True):
+            if found is not None:
+                self._index.claimed(name, _expiry(_decode_claim(found[0])))
+
+    def _get(self, job_uuid: str) -> JobRecord:
+        self._note_generation()
+        name = self._name_of(job_uuid)
+        job, claim = self._read(f"{self._jobs}/{name}", f"{self._claims}/{name}")
+        record = self._job_with_claim(name, job, claim)
+        if record is None:
+            if job is None:
+                self._index.remove(name)
+            raise errors.NotFound(f"no job {job_uuid} on board {self.name!r}")
+        return record
+
+    def _iter_records(self, only_unclaimed: bool, ensure_fresh: bool) -> Iterator[JobRecord]:
+        self._note_generation()
+        if ensure_fresh:
+            self._refresh()
+        after: Key | None = None
+        while keys := self._index.page(after, self.clock(), only_unclaimed=only_unclaimed,
+                                       limit=_PAGE):
+            after = keys[-1]
+            names = [key[2] for key in keys]
+            found = self._read(*(f"{self._jobs}/{n}" for n in names),
+                               *(f"{self._claims}/{n}" for n in names))
+            for i, name in enumerate(names):
+                record = self._job_with_claim(name, found[i], found[len(names) + i])
+                if record is not None:
+                    yield record
+
+    def _job_count(self) -> int:
+        stat = self._result(self._live().exists_async(self._jobs))
+        return int(stat.numChildren) if stat is not None else 0
+
+    # -- claims ----------------------------------------------------------------------------
+
+    def _claim(self, job_uuid: str, who: str, ttl: float) -> JobRecord:
+        return self._claim_name(self._name_of(job_uuid), who, ttl)
+
+    def _claim_next(self, who: str, ttl: float) -> JobRecord | None:
+        if self._orphans:
+            self._release_orphans()
+        while (name := self._index.take(self.clock())) is not None:
+            try:
+                return self._claim_name(name, who, ttl)
+            except (errors.UnclaimableJob, errors.NotFound):
+                continue
+            finally:
+                self._index.release(name)
+        return None
+
+    def _claim_name(self, name: str, who: str, ttl: float) -> JobRecord:
+        job_uuid = uuid_of(name)
+        job_path, claim_path = f"{self._jobs}/{name}", f"{self._claims}/{name}"
+        for _ in range(_RETRIES):
+            job, claim = self._read(job_path, claim_path)
+            record = self._claimable(name, job, claim)
+            now = self.clock()
+            record.fence += 1
+            record.attempts += 1
+            record.last_modified = now
+            record.lease_expires = now + ttl
+            claim_data = json.dumps({"owner": who, "fence": record.fence, "ttl": ttl,
+                                     "claimed_at": now, "expires_at": now + ttl}).encode()
+            stale = claim[1].version if claim is not None else None
+            assert job is not None
+
+            def ops(txn: Any, data: bytes = _encode_job(record), version: int = job[1].version,
+                    stale: int | None = stale, claim_data: bytes = claim_data) -> None:
+                if stale is not None:  # an expired claim: replace it unless it just changed
+                    txn.delete(claim_path, version=stale)
+                txn.create(claim_path, claim_data, ephemeral=True)
+                txn.set_data(job_path, data, version=version)
+
+            failure = self._commit(ops, on_unknown=functools.partial(
+                self._unknown_claim, name=name, fence=record.fence))
+            if failure is None:
+                self._index.claimed(name, now + ttl)
+                record.state, record.owner = JobState.CLAIMED, who
+                return record
+            if isinstance(failure, kz.NoNodeError) and stale is None:
+                self._index.remove(name)
+                raise errors.NotFound(f"no job {job_uuid} on board {self.name!r}")
+            # Someone claimed, renewed or abandoned it meanwhile: look again.
+        raise errors.UnclaimableJob(f"job {job_uuid} kept changing while claiming it",
+                                    job_uuid=job_uuid)
+
+    def _claimable(self, name: str, job: tuple[bytes, Any] | None,
+                   claim: tuple[bytes, Any] | None) -> JobRecord:
+        """The job's record if it may be claimed now; otherwise the error saying why."""
+        job_uuid = uuid_of(name)
+        if job is None:
+            self._index.remove(name)
+            raise errors.NotFound(f"no job {job_uuid} on board {self.name!r}")
+        record = self._decode_job(name, job[0])
+        if record is None:
+            raise errors.UnclaimableJob(f"job {job_uuid} cannot be decoded", job_uuid=job_uuid)
+        now = self.clock()
+        if claim is not None:
+            data = _decode_claim(claim[0])
+            expires = _expiry(data)
+            if expires > now:
+                self._index.claimed(name, expires)
+                owner = data.get("owner")
+                raise errors.UnclaimableJob(f"job {job_uuid} is claimed by {owner!r}",
+                                            job_uuid=job_uuid, owner=owner)
+        if record.available_at is not None and record.available_at > now:
+            self._index.delayed(name, record.available_at)
+            raise errors.UnclaimableJob(f"job {job_uuid} is delayed", job_uuid=job_uuid)
+        return record
+
+    def _unknown_claim(self, pending: Any, *, name: str, fence: int) -> None:
+        """A claim's reply was lost (timeout or connection loss): if the claim was made, end it,
+        since nobody holds its fenced ``Job``."""
+        def settled(result: Any) -> None:
+            try:
+                failed = any(isinstance(r, Exception) for r in result.get(block=False))
+            except Exception:  # the connection dropped: the claim may exist; look on reconnect
+                self._orphans.append((name, fence))
+                return
+            client = self._client
+            if not failed and client is not None:
+                client.delete_async(f"{self._claims}/{name}", version=0)  # still untouched
+        pending.rawlink(settled)
+
+    def _release_orphans(self) -> None:
+        while self._orphans:
+            name, fence = self._orphans.pop()
+            (found,) = self._read(f"{self._claims}/{name}")
+            if found is None or _decode_claim(found[0]).get("fence") != fence:
+                continue
+            with contextlib.suppress(kz.NoNodeError, kz.BadVersionError):
+                self._result(self._live().delete_async(f"{self._claims}/{name}",
+                                                       version=found[1].version))
+                logger.info("board %r released claim %s whose reply was lost", self.name, name)
+
+    def _held(self, job_uuid: str, who: str, fence: int | None) -> _Held:
+        """``who``'s live claim on the job (with ``fence``, unless None).
+
+        Raises:
+            NotFound: the job is gone.
+            NotOwner: the claim is missing, expired, someone else's or has another fence.
+        """
+        name = self._name_of(job_uuid)
+        job, claim = self._read(f"{self._jobs}/{name}", f"{self._claims}/{name}")
+        record = None if job is None else self._decode_job(name, job[0])
+        if job is None or record is None:
+            if job is None:
+                self._index.remove(name)
+            raise errors.NotFound(f"no job {job_uuid} on board {self.name!r}")
+        if claim is None:
+            raise not_owner(job_uuid, who, None)
+        data = _decode_claim(claim[0])
+        actual = data.get("owner") if _expiry(data) > self.clock() else None
+        if actual != who or (fence is not None and data.get("fence") != fence):
+            raise not_owner(job_uuid, who, actual)
+        return _Held(name, data, claim[1].version, record, job[1].version)
+
+    def _end_claim(self, job_uuid: str, who: str, fence: int | None,
+                   ops: Callable[[Any, _Held], None]) -> _Held:
+        """Check the claim, then commit ``ops`` against the versions read; when something
+        changed in between, check again (which raises ``NotOwner``/``NotFound`` if need be)."""
+        for _ in range(_RETRIES):
+            held = self._held(job_uuid, who, fence)
+
+            def bound(txn: Any, held: _Held = held) -> None:
+                ops(txn, held)
+
+            if self._commit(bound) is None:
+                return held
+        raise errors.JobFailure(f"job {job_uuid} kept changing", job_uuid=job_uuid)
+
+    def _renew(self, job_uuid: str, who: str, fence: int | None, ttl: float) -> None:
+        expires = self.clock() + ttl
+
+        def ops(txn: Any, held: _Held) -> None:
+            # Writing the claim node also proves our session is alive.
+            data = {**held.claim, "ttl": ttl, "expires_at": expires, "renewed_at": self.clock()}
+            txn.set_data(f"{self._claims}/{held.name}", json.dumps(data).encode(),
+                         version=held.claim_version)
+
+        held = self._end_claim(job_uuid, who, fence, ops)
+        self._index.claimed(held.name, expires)
+
+    def _consume(self, job_uuid: str, who: str, fence: int | None) -> None:
+        def ops(txn: Any, held: _Held) -> None:
+            txn.delete(f"{self._claims}/{held.name}", version=held.claim_version)
+            txn.delete(f"{self._jobs}/{held.name}", version=held.job_version)
+
+        self._index.remove(self._end_claim(job_uuid, who, fence, ops).name)
+
+    def _abandon(self, job_uuid: str, who: str, fence: int | None, delay: float,
+                 reason: str | None) -> None:
+        now = self.clock()
+        available_at = now + delay if delay > 0 else None
+
+        def ops(txn: Any, held: _Held) -> None:
+            record = dataclasses.replace(held.record, available_at=available_at, reason=reason,
+                                         last_modified=now)
+            txn.delete(f"{self._claims}/{held.name}", version=held.claim_version)
+            txn.set_data(f"{self._jobs}/{held.name}", _encode_job(record),
+                         version=held.job_version)
+
+        held = self._end_claim(job_uuid, who, fence, ops)
+        self._index.unclaimed(held.name, available_at)
+
+    def _trash(self, job_uuid: str, who: str, fence: int | None, reason: str | None) -> None:
+        now = self.clock()
+
+        def ops(txn: Any, held: _Held) -> None:
+            record = dataclasses.replace(held.record, reason=reason, last_modified=now)
+            stored = {**json.loads(_encode_job(record)), "trashed_at": now}
+            txn.create(f"{self._trash_root}/{held.name}", json.dumps(stored).encode())
+            txn.delete(f"{self._claims}/{held.name}", version=held.claim_version)
+            txn.delete(f"{self._jobs}/{held.name}", version=held.job_version)
+
+        self._index.remove(self._end_claim(job_uuid, who, fence, ops).name)
+
+    def _iter_trash(self) -> Iterator[JobRecord]:
+        names = self._result(self._live().get_children_async(self._trash_root))
+        found = self._read(*(f"{self._trash_root}/{n}" for n in names))
+        trashed: list[tuple[float, int, JobRecord]] = []
+        for name, item in zip(names, found, strict=True):
+            record = None if item is None else self._decode_job(name, item[0])
+            if record is not None and item is not None:
+                when = json.loads(item[0]).get("trashed_at")
+                trashed.append((float(when or 0.0), int(item[1].czxid), record))
+        trashed.sort(key=lambda t: (t[0], t[1]), reverse=True)
+        yield from (record for _, _, record in trashed)
+
+    # -- waiting ---------------------------------------------------------------------------
+
+    def _note_generation(self) -> None:
+        """Remember, per thread, which state of the index the caller last looked at."""
+        with self._index.cond:
+            self._local.generation = self._index.generation
+
+    def _wait_for_change(self, timeout: float) -> None:
+        seen = getattr(self._local, "generation", None)
+
+        def changed() -> bool:
+            client = self._client
+            return (seen is None or self._index.generation != seen or client is None
+                    or client.state != KazooState.CONNECTED)
+
+        with self._index.cond:
+            self._index.cond.wait_for(changed, timeout)
+
+    # -- entities --------------------------------------------------------------------------
+
+    def _entity_path(self, kind: str, name: str) -> str:
+        return f"{self._entities_root}/{quote(kind, safe='')}/{quote(name, safe='')}"
+
+    def _register_entity(self, entity: Entity, ttl: float) -> None:
+        data = json.dumps({"kind": entity.kind, "name": entity.name,
+                           "metadata": entity.metadata,
+                           "expires_at": self.clock() + ttl}).encode()
+        self._put_entity(self._entity_path(entity.kind, entity.name), data)
+        with self._entities_lock:
+            self._entities[(entity.kind, entity.name)] = data
+
+    def _put_entity(self, path: str, data: bytes) -> None:
+        client = self._live()
+        try:
+            self._result(client.create_async(path, data, ephemeral=True, makepath=True))
+        except kz.NodeExistsError:
+            self._result(client.set_async(path, data))
+
+    def _restore_entities(self) -> None:
+        with self._entities_lock:
+            registered = list(self._entities.items())
+        for (kind, name), data in registered:
+            self._put_entity(self._entity_path(kind, name), data)
+
+    def _unregister_entity(self, entity: Entity) -> None:
+        with self._entities_lock:
+            self._entities.pop((entity.kind, entity.name), None)
+        with contextlib.suppress(kz.NoNodeError):
+            self._result(self._live().delete_async(
+                self._entity_path(entity.kind, entity.name)))
+
+    def _iter_entities(self) -> Iterator[Entity]:
+        client = self._live()
+        now = self.clock()
+        for kind in sorted(self._result(client.get_children_async(self._entities_root))):
+            try:
+                names = sorted(self._result(client.get_children_async(
+                    f"{self._entities_root}/{kind}")))
+            except kz.NoNodeError:
+                continue
+            found = self._read(*(f"{self._entities_root}/{kind}/{n}" for n in names))
+            for name, item in zip(names, found, strict=True):
+                entity = None if item is None else _decode_entity(kind, name, item[0], now)
+                if entity is not None:
+                    yield entity
+
+
+def _encode_job(record: JobRecord) -> bytes:
+    stored = record.to_dict()
+    for field in _CLAIM_FIELDS:
+        stored.pop(field, None)
+    return json.dumps(stored).encode()
+
+
+def _decode_claim(data: bytes) -> dict[str, Any]:
+    with contextlib.suppress(ValueError):
+        claim = json.loads(data)
+        if isinstance(claim, dict):
+            return claim
+    return {}
+
+
+def _expiry(claim: dict[str, Any]) -> float:
+    """When the claim's TTL ends; an unreadable claim node counts as already ended."""
+    expires = claim.get("expires_at")
+    return float(expires) if isinstance(expires, int | float) else 0.0
+
+
+def _decode_entity(kind: str, name: str, data: bytes, now: float) -> Entity | None:
+    try:
+        stored = json.loads(data)
+        expires = float(stored.get("expires_at", 0.0))
+        metadata = stored.get("metadata") or {}
+    except (ValueError, TypeError, AttributeError):
+        return None
+    if expires <= now or not isinstance(metadata, dict):
+        return None
+    return Entity(kind=unquote(kind), name=unquote(name), metadata=metadata)
+
+
+def _shutdown(client: Any) -> None:
+    """Stop a kazoo client (its ephemeral nodes end with its session) and free its threads."""
+    with contextlib.suppress(Exception):
+        client.stop()
+    with contextlib.suppress(Exception):
+        client.close()
