@@ -545,7 +545,7 @@ class _EventListener:
                 message = self._pubsub.get_message(timeout=1.0)
                 if message is not None and message["channel"] == self._channel:
                     self._changed.set()
-            except (redis.RedisError, OSError, ValueError) as exc:
+            except Exception as exc:  # the thread must outlive any error; waiters then poll
                 logger.debug("events channel %s lost: %s", self._channel, exc)
                 with contextlib.suppress(Exception):
                     if self._pubsub is not None:
