@@ -312,3 +312,14 @@ class TestRedisThroughSentinel(JobBoardConformance):
         url = f"redis+sentinel://127.0.0.1:{sentinel_port}/legato-test/0?{query}"
         with board_factory(url) as make:
             yield make
+
+
+def test_waiting_sets_aside_garbage_at_the_head_of_ready(
+        redis_url: str, raw: redis.Redis, board: JobBoard) -> None:
+    ns = _namespace(redis_url)
+    spoilt = board.post("spoilt")
+    raw.hset(f"{ns}:job:{spoilt.uuid}", "details", "][")
+    assert board.wait(timeout=0) is False  # only garbage: nothing claimable
+    assert raw.zscore(f"{ns}:bad", spoilt.uuid) is not None
+    assert raw.zcard(f"{ns}:ready") == 0
+    assert raw.exists(f"{ns}:job:{spoilt.uuid}") == 1
