@@ -6,9 +6,11 @@ started by tests can rebuild them. ``gate`` lets a test hold a running flow at a
 
 from __future__ import annotations
 
+import argparse
 import os
 import threading
 import time
+import uuid
 from typing import Any
 
 from legato import engine as engine_mod
@@ -84,20 +86,21 @@ class _SideEffect(Task):
         super().__init__(f"step-{index}", provides=f"step-{index}")
         self.index, self.label, self.log_path, self.pause = index, label, log_path, pause
 
-    def _log(self, what: str) -> None:
-        line = f"{what} {self.label} {self.index} {os.getpid()}\n".encode()
+    def _log(self, what: str, run: str) -> None:
+        line = f"{what} {self.label} {self.index} {os.getpid()} {run}\n".encode()
         fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, line)  # one write with O_APPEND: lines never interleave
         finally:
             os.close(fd)
 
-    def execute(self) -> int:
-        self._log("start")
+    def execute(self) -> str:
+        run = uuid.uuid4().hex[:12]  # tells this run of the step from any other
+        self._log("start", run)
         if self.pause:
             time.sleep(self.pause)  # stands for real work, so kills land mid-step
-        self._log("end")
-        return self.index
+        self._log("end", run)
+        return run
 
 
 @flow_factory
@@ -133,8 +136,9 @@ def gated_flow(steps: int, gate_name: str, at: int = 0) -> Flow:
 
 @flow_factory
 def side_effect_flow(steps: int, label: str, log_path: str, pause: float = 0.0) -> Flow:
-    """``steps`` tasks each appending ``start``/``end`` lines (``<what> <label> <step> <pid>``)
-    to ``log_path``, sleeping ``pause`` seconds between them."""
+    """``steps`` tasks each appending ``start``/``end`` lines
+    (``<what> <label> <step> <pid> <run>``) to ``log_path``, sleeping ``pause`` seconds between
+    them; each step's result is its ``run`` token."""
     return LinearFlow("side-effects").add(
         *(_SideEffect(i, label, log_path, pause) for i in range(steps)))
 
@@ -200,3 +204,38 @@ class EventRecorder:
 def _job_of(details: dict[str, Any]) -> str | None:
     job = details.get("job")
     return getattr(job, "uuid", None)
+
+
+def serve(argv: list[str] | None = None) -> None:
+    """Run one conductor until killed: ``python -m legato.testing.conductor BOARD PERSISTENCE``.
+
+    Used by end-to-end tests and benchmarks that start, kill and restart conductor processes.
+    """
+    from legato import jobboard as jb
+    from legato import persistence as lp
+    from legato.conductor import fetch
+
+    parser = argparse.ArgumentParser(prog="python -m legato.testing.conductor")
+    parser.add_argument("board")
+    parser.add_argument("persistence")
+    parser.add_argument("--name", default="worker")
+    parser.add_argument("--kind", default="blocking")
+    parser.add_argument("--ttl", type=float, default=2.0)
+    parser.add_argument("--jobs", type=int, default=1, help="max simultaneous jobs")
+    parser.add_argument("--max-attempts", type=int, default=20)
+    parser.add_argument("--max-dispatches", type=int, default=None)
+    args = parser.parse_args(argv)
+    persistence = lp.connect(args.persistence)
+    options: dict[str, Any] = {"claim_ttl": args.ttl, "max_attempts": args.max_attempts,
+                               "allowed_factories": ["legato.testing"], "wait_timeout": 0.5,
+                               "backoff_base": 0.1, "backoff_max": 1.0}
+    if args.kind == "nonblocking":
+        options["max_simultaneous_jobs"] = args.jobs
+    with jb.connect(args.board, persistence=persistence) as board:
+        conductor = fetch(args.kind, args.name, board, persistence=persistence, **options)
+        print(f"ready {conductor.conductor.name}", flush=True)
+        conductor.run(max_dispatches=args.max_dispatches)
+
+
+if __name__ == "__main__":
+    serve()
