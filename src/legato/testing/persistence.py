@@ -16,13 +16,20 @@ Use it from a test module::
 
 The ``persistence`` fixture returns an upgraded, empty backend. Every test method below checks one
 promise of ``legato.persistence.base.Persistence``; a backend that fails one breaks the contract.
+
+The acceptance helpers (``run_concurrent_upgrade``, ``run_concurrent_flows``) take a backend URL,
+run real processes against one database, and raise ``AssertionError`` when the backend breaks
+its promise that many processes can share it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import logging
+import multiprocessing
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -38,7 +45,17 @@ from legato.persistence.models import (
 )
 from legato.states import AtomState, FlowState, Intention
 
-__all__ = ["PersistenceConformance", "make_book"]
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+    from multiprocessing.synchronize import Event
+
+__all__ = [
+    "ConcurrentFlowsResult",
+    "PersistenceConformance",
+    "make_book",
+    "run_concurrent_flows",
+    "run_concurrent_upgrade",
+]
 
 #: A value exercising what JSON can hold: unicode, nesting, None, numbers, booleans.
 RICH_VALUE: dict[str, Any] = {
@@ -409,3 +426,173 @@ class PersistenceConformance:
         persistence.upgrade()
         persistence.validate()
         assert persistence.get_logbook(book.uuid).flows == book.flows
+
+
+# -- acceptance helpers: many processes, one database ----------------------------------------
+
+#: The module-level tasks of the flows ``run_concurrent_flows`` runs (spawned processes import
+#: them by name). With input ``x`` a flow stores a = x + 1, b = 2a, c = b - 3.
+def _step_a(x: int) -> int:
+    return x + 1
+
+
+def _step_b(a: int) -> int:
+    return a * 2
+
+
+def _step_c(b: int) -> int:
+    return b - 3
+
+
+def expected_results(x: int) -> dict[str, int]:
+    """The atom results a ``run_concurrent_flows`` flow with input ``x`` must store."""
+    a = x + 1
+    return {"step_a": a, "step_b": a * 2, "step_c": a * 2 - 3}
+
+
+class _RetryCounter(logging.Handler):
+    """Counts the base class's "storage operation failed ... retry" warnings."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _report(conn: Connection, body: Any) -> None:
+    try:
+        conn.send(("ok", body()))
+    except BaseException as exc:  # reported to the parent, which fails the test
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        conn.close()
+
+
+def upgrade_worker(url: str, start: Event, conn: Connection) -> None:
+    """Subprocess body of ``run_concurrent_upgrade``."""
+    from legato import persistence
+
+    def body() -> None:
+        backend = persistence.connect(url)
+        try:
+            if not start.wait(60):
+                raise TimeoutError("never told to start")
+            backend.upgrade()
+            backend.validate()
+        finally:
+            backend.close()
+
+    _report(conn, body)
+
+
+def flows_worker(url: str, worker: int, flows: int, start: Event, conn: Connection) -> None:
+    """Subprocess body of ``run_concurrent_flows``: run ``flows`` small linear flows."""
+    from legato import engine, persistence
+    from legato.flow import FunctionTask, LinearFlow
+
+    counter = _RetryCounter()
+    logging.getLogger("legato.persistence").addHandler(counter)
+
+    def body() -> tuple[list[tuple[str, int]], list[str]]:
+        backend = persistence.connect(url)
+        runs: list[tuple[str, int]] = []
+        try:
+            if not start.wait(60):
+                raise TimeoutError("never told to start")
+            for i in range(flows):
+                x = worker * 100_000 + i
+                flow = LinearFlow(f"w{worker}-f{i}").add(
+                    FunctionTask(_step_a, name="step_a", provides="a"),
+                    FunctionTask(_step_b, name="step_b", provides="b"),
+                    FunctionTask(_step_c, name="step_c", provides="c"))
+                loaded = engine.load(flow, store={"x": x}, persistence=backend)
+                loaded.run()
+                runs.append((loaded.flow_detail.uuid, x))
+        finally:
+            backend.close()
+        return runs, counter.messages
+
+    _report(conn, body)
+
+
+def _in_processes(target: Any, args: list[tuple[Any, ...]], timeout: float) -> list[Any]:
+    """Run ``target(*args[i], start, conn)`` in spawned processes released together."""
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Event()
+    pipes, procs = [], []
+    for arg in args:
+        parent, child = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=target, args=(*arg, start, child))
+        proc.start()
+        child.close()
+        pipes.append(parent)
+        procs.append(proc)
+    start.set()
+    results: list[Any] = []
+    failures: list[str] = []
+    try:
+        for parent, proc in zip(pipes, procs, strict=True):
+            if not parent.poll(timeout):
+                failures.append(f"process {proc.pid} did not answer within {timeout}s")
+                continue
+            try:
+                status, value = parent.recv()
+            except EOFError:
+                failures.append(f"process {proc.pid} died")
+                continue
+            (results if status == "ok" else failures).append(value)
+    finally:
+        for proc in procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+    assert not failures, f"{len(failures)} of {len(procs)} processes failed: {failures}"
+    return results
+
+
+def run_concurrent_upgrade(url: str, *, processes: int = 4, timeout: float = 60.0) -> None:
+    """``processes`` processes call ``upgrade()`` then ``validate()`` on ``url`` at once;
+    every one must succeed."""
+    _in_processes(upgrade_worker, [(url,)] * processes, timeout)
+
+
+@dataclasses.dataclass
+class ConcurrentFlowsResult:
+    """What ``run_concurrent_flows`` saw.
+
+    Attributes:
+        flows: how many flows ran and were checked.
+        retries: the storage retries the processes logged (each a ``StorageFailure`` that a
+            retry hid, such as SQLite's "database is locked").
+    """
+
+    flows: int
+    retries: list[str]
+
+
+def run_concurrent_flows(url: str, *, processes: int = 4, flows: int = 50,
+                         timeout: float = 90.0) -> ConcurrentFlowsResult:
+    """``processes`` processes each run ``flows`` three-task linear flows through the serial
+    engine, all recording into ``url`` at once (upgraded beforehand). Then every flow detail
+    must be SUCCESS with each atom SUCCESS and holding its right result."""
+    from legato import persistence
+
+    results = _in_processes(flows_worker, [(url, w, flows) for w in range(processes)], timeout)
+    runs = [run for worker_runs, _ in results for run in worker_runs]
+    retries = [message for _, messages in results for message in messages]
+    assert len(runs) == processes * flows, len(runs)
+    checker = persistence.connect(url)
+    try:
+        for flow_uuid, x in runs:
+            stored = checker.get_flow_details(flow_uuid)
+            assert stored.state is FlowState.SUCCESS, (stored.name, stored.state)
+            got = {ad.name: (ad.state, ad.results) for ad in stored}
+            want = {name: (AtomState.SUCCESS, value)
+                    for name, value in expected_results(x).items()}
+            assert got == want, (stored.name, got, want)
+    finally:
+        checker.close()
+    return ConcurrentFlowsResult(flows=len(runs), retries=retries)

@@ -109,7 +109,18 @@ def _require_driver(driver: str, scheme: str) -> None:
 
 
 def create_engine(url: URL, settings: EngineSettings) -> Engine:
-    """Return an engine for ``url`` with Legato's per-dialect settings and hooks."""
+    """Return an engine for ``url`` with Legato's per-dialect settings and hooks.
+
+    Raises:
+        UnknownBackend: SQLAlchemy has no such dialect or driver.
+    """
+    try:
+        return _create_engine(url, settings)
+    except exc.ArgumentError as error:  # includes NoSuchModuleError
+        raise errors.UnknownBackend(f"cannot use {url.drivername!r}: {error}") from error
+
+
+def _create_engine(url: URL, settings: EngineSettings) -> Engine:
     backend = url.get_backend_name()
     if backend == "sqlite":
         return _sqlite_engine(url, settings)

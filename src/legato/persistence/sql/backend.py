@@ -54,8 +54,7 @@ class SQLPersistence(Persistence):
             read_timeout=read_timeout, pool_size=pool_size, echo=echo)
         sa_url = _engine.normalise_url(url)
         self._display_url = sa_url.render_as_string(hide_password=True)
-        with _engine.translate_errors("creating the database engine"):
-            self._engine = _engine.create_engine(sa_url, settings)
+        self._engine = _engine.create_engine(sa_url, settings)
         self._dialect = self._engine.dialect.name
         # SQLite writers take the write lock up front; elsewhere both engines are the same.
         self._write_engine = (

@@ -1,0 +1,224 @@
+"""SQL persistence specifics: URLs and drivers, migrations from many processes, SQLite cascades
+checked with raw SQL, and outages through a TCP proxy."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import pytest
+
+from legato import errors, persistence
+from legato.persistence.base import Persistence
+from legato.persistence.models import TaskDetail
+from legato.persistence.sql import SQLPersistence
+from legato.states import AtomState
+from legato.testing.persistence import make_book, run_concurrent_upgrade
+from legato.testing.proxy import TCPProxy
+
+# -- URLs and drivers ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("url", "dialect", "driver"), [
+    ("sqlite:///x.db", "sqlite", "pysqlite"),
+    ("postgresql://u@h/db", "postgresql", "psycopg"),
+    ("postgres://u@h/db", "postgresql", "psycopg"),
+    ("mysql://u@h/db", "mysql", "pymysql"),
+    ("mariadb://u@h/db", "mariadb", "pymysql"),
+    ("postgres+psycopg://u@h/db", "postgresql", "psycopg"),
+])
+def test_url_schemes_pick_a_driver(url: str, dialect: str, driver: str) -> None:
+    backend = persistence.connect(url)
+    try:
+        assert isinstance(backend, SQLPersistence)
+        assert backend._engine.dialect.name == dialect
+        assert backend._engine.dialect.driver == driver
+    finally:
+        backend.close()
+
+
+def test_missing_driver_names_the_extra() -> None:
+    try:  # psycopg2 is not a dependency of any extra
+        import psycopg2  # noqa: F401
+    except ModuleNotFoundError:
+        pass
+    else:
+        pytest.skip("psycopg2 happens to be installed")
+    with pytest.raises(errors.MissingDriver, match=r"legato\[postgres\]") as info:
+        persistence.connect("postgresql+psycopg2://u@h/db")
+    assert info.value.extra == "postgres"
+
+
+def test_password_is_hidden_in_repr() -> None:
+    backend = persistence.connect("postgresql://user:s3cret@127.0.0.1/db")
+    try:
+        assert "s3cret" not in repr(backend)
+    finally:
+        backend.close()
+
+
+def test_unknown_driver_is_unknown_backend() -> None:
+    with pytest.raises(errors.UnknownBackend, match="nosuchdriver"):
+        persistence.connect("postgresql+nosuchdriver://u@h/db")
+
+
+# -- migrations ----------------------------------------------------------------------------
+
+
+def test_validate_before_upgrade_fails(sqlite_url: str) -> None:
+    with persistence.connect(sqlite_url) as backend:
+        with pytest.raises(errors.StorageFailure, match="upgrade"):
+            backend.validate()
+        backend.upgrade()
+        backend.validate()
+
+
+def test_concurrent_upgrade_sqlite(sqlite_url: str) -> None:
+    run_concurrent_upgrade(sqlite_url, processes=4)
+    _assert_usable(sqlite_url)
+
+
+def test_concurrent_upgrade_postgres(postgres_url: str) -> None:
+    run_concurrent_upgrade(postgres_url, processes=4)
+    _assert_usable(postgres_url)
+
+
+def test_concurrent_upgrade_mariadb(mysql_url: str) -> None:
+    run_concurrent_upgrade(mysql_url, processes=4)
+    _assert_usable(mysql_url)
+
+
+def _assert_usable(url: str) -> None:
+    with persistence.connect(url) as backend:
+        backend.validate()
+        book = make_book()
+        backend.save_logbook(book)
+        assert backend.get_logbook(book.uuid).flows == book.flows
+
+
+# -- SQLite specifics ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def sqlite_backend(sqlite_url: str) -> Iterator[Persistence]:
+    backend = persistence.connect(sqlite_url)
+    backend.upgrade()
+    yield backend
+    backend.close()
+
+
+def _raw(sqlite_url: str) -> sqlite3.Connection:
+    return sqlite3.connect(urlsplit(sqlite_url).path[1:] if sqlite_url.startswith("sqlite:////")
+                           else sqlite_url.removeprefix("sqlite:///"))
+
+
+def test_sqlite_destroy_leaves_no_orphan_rows(sqlite_url: str,
+                                              sqlite_backend: Persistence) -> None:
+    doomed, kept = make_book(flows=2, atoms=3), make_book(flows=1, atoms=2)
+    sqlite_backend.save_logbook(doomed)
+    sqlite_backend.save_logbook(kept)
+    sqlite_backend.destroy_logbook(doomed.uuid)
+    raw = _raw(sqlite_url)
+    try:
+        counts = [raw.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+                  for t in ("logbooks", "flowdetails", "atomdetails")]
+        orphans = raw.execute(
+            "SELECT COUNT(*) FROM atomdetails WHERE flow_uuid NOT IN "
+            "(SELECT uuid FROM flowdetails)").fetchone()[0]
+        orphan_flows = raw.execute(
+            "SELECT COUNT(*) FROM flowdetails WHERE book_uuid NOT IN "
+            "(SELECT uuid FROM logbooks)").fetchone()[0]
+    finally:
+        raw.close()
+    assert counts == [1, 1, 2]
+    assert (orphans, orphan_flows) == (0, 0)
+
+
+def test_sqlite_connections_enforce_foreign_keys_and_use_wal(
+        sqlite_url: str, sqlite_backend: Persistence) -> None:
+    assert isinstance(sqlite_backend, SQLPersistence)
+    with sqlite_backend._engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+    raw = _raw(sqlite_url)
+    try:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        raw.close()
+
+
+def test_sqlite_second_object_sees_writes(sqlite_url: str,
+                                          sqlite_backend: Persistence) -> None:
+    book = make_book(atoms=2)
+    sqlite_backend.save_logbook(book)
+    with persistence.connect(sqlite_url) as other:
+        atom = next(iter(next(iter(book))))
+        atom.state = AtomState.SUCCESS
+        other.update_atom_details(atom)
+    assert sqlite_backend.get_atom_details(atom.uuid).state is AtomState.SUCCESS
+
+
+# -- outages -------------------------------------------------------------------------------
+
+
+def _outage(url: str, target: tuple[str, int]) -> None:
+    with TCPProxy(*target) as proxy:
+        backend = persistence.connect(proxy.url_for(url), connect_timeout=2,
+                                      read_timeout=5, retries=2, retry_delay=0.05)
+        try:
+            backend.upgrade()
+            book = make_book(atoms=2)
+            backend.save_logbook(book)
+            first, second = list(next(iter(book)))
+            first.state, first.results = AtomState.SUCCESS, {"before": "cut"}
+            backend.update_atom_details(first)
+
+            proxy.cut()
+            second.state = AtomState.SUCCESS
+            with pytest.raises(errors.StorageFailure) as info:
+                backend.update_atom_details(second)
+            assert info.value.__cause__ is not None
+            with pytest.raises(errors.StorageFailure):
+                backend.get_logbook(book.uuid)
+            with pytest.raises(errors.StorageFailure):
+                backend.validate()
+
+            proxy.restore()
+            backend.update_atom_details(second)
+            stored = {a.name: a for a in backend.get_atoms_for_flow(next(iter(book)).uuid)}
+            assert stored[first.name] == first
+            assert stored[second.name].state is AtomState.SUCCESS
+            backend.validate()
+        finally:
+            backend.close()
+
+
+def test_postgres_outage_fails_then_recovers(postgres_url: str) -> None:
+    parts = urlsplit(postgres_url)
+    _outage(postgres_url, (parts.hostname or "127.0.0.1", parts.port or 5432))
+
+
+def test_mariadb_outage_fails_then_recovers(mysql_url: str) -> None:
+    parts = urlsplit(mysql_url)
+    _outage(mysql_url, (parts.hostname or "127.0.0.1", parts.port or 3306))
+
+
+def test_unreachable_server_is_storage_failure() -> None:
+    with TCPProxy("127.0.0.1", 1) as proxy:  # nothing listens on port 1
+        proxy.cut()
+        backend = persistence.connect(
+            f"postgresql://postgres@127.0.0.1:{proxy.port}/test", connect_timeout=1, retries=0)
+        try:
+            with pytest.raises(errors.StorageFailure):
+                backend.upgrade()
+            with pytest.raises(errors.StorageFailure):
+                backend.save_logbook(make_book())
+        finally:
+            backend.close()
+
+
+def test_update_of_unsaved_atom_is_not_retried_as_failure(sqlite_backend: Persistence) -> None:
+    with pytest.raises(errors.NotFound):
+        sqlite_backend.update_atom_details(TaskDetail("nobody"))
