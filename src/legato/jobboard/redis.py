@@ -225,7 +225,7 @@ class RedisJobBoard(JobBoard):
             time (for tests with a fake clock).
     """
 
-    schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss")
+    schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss", "redis+sentinel")
     supports_notifications: ClassVar[bool] = True
 
     def __init__(self, settings: RedisSettings, **kwargs: Any) -> None:
@@ -315,16 +315,15 @@ class RedisJobBoard(JobBoard):
                 self._prefix + "job:" + job_uuid)
         if not raw:
             raise errors.NotFound(f"no job {job_uuid} on board {self.name!r}")
-        return self._decoded(job_uuid, raw, strict=True)
+        return self._decoded(job_uuid, raw)
 
-    def _decoded(self, job_uuid: str, raw: dict[str, str], *, strict: bool) -> JobRecord:
+    def _decoded(self, job_uuid: str, raw: dict[str, str]) -> JobRecord:
+        """Decode a record the caller asked for by uuid: garbage is a ``JobFailure``."""
         try:
             return _decode(job_uuid, raw)
         except (ValueError, TypeError, KeyError) as exc:
-            if strict:
-                raise errors.JobFailure(f"job {job_uuid} cannot be decoded: {exc}",
-                                        job_uuid=job_uuid) from exc
-            raise
+            raise errors.JobFailure(f"job {job_uuid} cannot be decoded: {exc}",
+                                    job_uuid=job_uuid) from exc
 
     def _iter_records(self, only_unclaimed: bool, ensure_fresh: bool) -> Iterator[JobRecord]:
         if only_unclaimed:
@@ -368,7 +367,7 @@ class RedisJobBoard(JobBoard):
         try:
             if isinstance(raw, Exception):
                 raise TypeError(str(raw))  # e.g. WRONGTYPE: not a hash
-            return self._decoded(uuid, raw, strict=False)
+            return _decode(uuid, raw)
         except (ValueError, TypeError, KeyError) as exc:
             logger.warning("board %r: skipping undecodable job %s: %s", self.name, uuid, exc)
             return None
@@ -406,7 +405,7 @@ class RedisJobBoard(JobBoard):
     def _claimed_record(self, job_uuid: str, reply: list[Any]) -> JobRecord:
         if reply[0] != "OK":
             self._refused(job_uuid, "", reply)
-        return self._decoded(job_uuid, _pairs(reply[2:]), strict=True)
+        return self._decoded(job_uuid, _pairs(reply[2:]))
 
     def _refused(self, job_uuid: str, who: str, reply: list[Any]) -> NoReturn:
         status = reply[0]
