@@ -1,0 +1,207 @@
+"""ZooKeeper jobboard against a real server: races between processes, dead owners, renewal,
+undecodable nodes, and outages cut with a TCP proxy (short ones and ones that end the session)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from kazoo.client import KazooClient
+
+from legato import errors
+from legato import jobboard as jb
+from legato.jobboard.base import Entity, JobBoard
+from legato.jobboard.zookeeper import ZooKeeperJobBoard, ZooKeeperSettings
+from legato.states import JobPriority
+from legato.testing.jobboard import run_claim_race, run_dead_owner, run_outage, run_renewal
+from legato.testing.jobboard_acceptance import until
+from legato.testing.proxy import TCPProxy
+
+
+def _hosts_and_path(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.netloc, parts.path
+
+
+@pytest.fixture
+def kazoo(zookeeper_url: str) -> Iterator[Any]:
+    """A raw kazoo client on the test's server, for writing nodes behind the board's back."""
+    client = KazooClient(hosts=_hosts_and_path(zookeeper_url)[0])
+    client.start(timeout=10)
+    yield client
+    client.stop()
+    client.close()
+
+
+@pytest.fixture
+def proxy(zookeeper_url: str) -> Iterator[TCPProxy]:
+    host, _, port = _hosts_and_path(zookeeper_url)[0].split(",")[0].partition(":")
+    with TCPProxy(host, int(port)) as running:
+        yield running
+
+
+def _connected(url: str, **options: Any) -> JobBoard:
+    board = jb.connect(url, **options)
+    board.connect()
+    return board
+
+
+# -- settings --------------------------------------------------------------------------------------
+
+
+def test_settings_from_url() -> None:
+    url = "zookeeper://zk1:2181,zk2:2182/apps/board?timeout=2.5&session_timeout=4&ttl=12"
+    settings = ZooKeeperSettings.from_url(url)
+    assert settings == ZooKeeperSettings(hosts="zk1:2181,zk2:2182", path="/apps/board",
+                                         timeout=2.5, session_timeout=4.0)
+    board = ZooKeeperJobBoard.from_url(url, session_timeout=3.0, name="b1")
+    assert board.settings.session_timeout == 3.0 and board.ttl == 12.0 and board.name == "b1"
+    assert ZooKeeperSettings.from_url("zookeeper://h:1").path == "/legato"
+    with pytest.raises(ValueError):
+        ZooKeeperSettings.from_url("zookeeper://h:1/p?colour=red")
+    with pytest.raises(ValueError):
+        ZooKeeperSettings(session_timeout=0)
+    assert isinstance(jb.connect("zookeeper://h:1/p"), ZooKeeperJobBoard)
+
+
+def test_unreachable_server_raises_board_unavailable() -> None:
+    board = jb.connect("zookeeper://127.0.0.1:1/legato?timeout=0.5")
+    with pytest.raises(errors.BoardUnavailable):
+        board.connect()
+    assert not board.connected
+
+
+# -- acceptance: races, dead owners, renewal -------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_claim_race_two_processes_eight_threads(zookeeper_url: str) -> None:
+    counts = run_claim_race(zookeeper_url, jobs=1000, processes=2, threads=8)
+    assert len(counts) == 1000 and set(counts.values()) == {1}
+
+
+@pytest.mark.slow
+def test_dead_owner_claim_ends_with_its_session(zookeeper_url: str) -> None:
+    """The TTL (60 s) is far away: only the SIGKILLed owner's session ending frees the job."""
+    result = run_dead_owner(zookeeper_url, ttl=60.0, session_timeout=2.0)
+    assert result.new_fence > result.old_fence
+    assert result.reclaimed_after < 30.0, "freed by the TTL, not by the session"
+
+
+@pytest.mark.slow
+def test_dead_owner_claim_ends_with_its_ttl(zookeeper_url: str) -> None:
+    result = run_dead_owner(zookeeper_url, ttl=2.0, session_timeout=30.0)
+    assert result.new_fence > result.old_fence
+
+
+@pytest.mark.slow
+def test_renewal_keeps_claim_for_ten_ttls(zookeeper_url: str) -> None:
+    assert run_renewal(zookeeper_url, ttl=0.5) >= 5
+
+
+# -- undecodable nodes -----------------------------------------------------------------------------
+
+
+def test_undecodable_job_nodes_are_skipped_and_kept(zookeeper_url: str, kazoo: Any,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    board = _connected(zookeeper_url)
+    try:
+        first = board.post("first", priority=JobPriority.HIGH)
+        jobs = f"{_hosts_and_path(zookeeper_url)[1]}/jobs"
+        bad = kazoo.create(f"{jobs}/job-+2-bad-", b"{not json", sequence=True)
+        wrong = kazoo.create(f"{jobs}/job-+2-wrong-", json.dumps({"name": 5}).encode(),
+                             sequence=True)
+        foreign = kazoo.create(f"{jobs}/stray", b"{}")
+        last = board.post("last")
+        caplog.set_level(logging.WARNING, logger="legato.jobboard")
+        reader = _connected(zookeeper_url)
+        assert [j.name for j in reader.iterjobs(ensure_fresh=True)] == ["first", "last"]
+        assert list(reader.iterjobs(only_unclaimed=True)) == [first, last]
+        claimed = [reader.claim_next("owner-a") for _ in range(3)]
+        assert claimed == [first, last, None]
+        for job in claimed[:2]:
+            assert job is not None
+            reader.consume(job, "owner-a")
+        assert reader.wait(timeout=0.1) is False
+        for path in (bad, wrong, foreign):
+            assert kazoo.exists(path) is not None, f"{path} was deleted"
+        warned = " ".join(r.getMessage() for r in caplog.records)
+        assert "cannot decode" in warned and "stray" in warned
+        reader.close()
+    finally:
+        board.close()
+
+
+# -- outages ---------------------------------------------------------------------------------------
+
+
+def test_short_outage(zookeeper_url: str, proxy: TCPProxy) -> None:
+    figures = run_outage(zookeeper_url, proxy, timeout=5.0, recover_within=20.0)
+    assert figures["slowest_failure"] <= 5.0
+
+
+def test_calls_during_outage_raise_board_unavailable(zookeeper_url: str,
+                                                     proxy: TCPProxy) -> None:
+    board = _connected(proxy.url_for(zookeeper_url), timeout=2.0)
+    try:
+        job = board.post("kept")
+        proxy.cut()
+        assert until(lambda: not _works(board, job.uuid), 10)
+        for call in (lambda: board.post("x"), lambda: board.claim_next("owner-a"),
+                     lambda: board.job_count, lambda: list(board.iter_entities()),
+                     lambda: board.wait(timeout=1)):
+            with pytest.raises(errors.BoardUnavailable):
+                call()
+        proxy.restore()
+        assert until(lambda: _works(board, job.uuid), 20)
+        assert board.claim_next("owner-a") == job
+    finally:
+        board.close()
+
+
+@pytest.mark.slow
+def test_outage_longer_than_session(zookeeper_url: str, proxy: TCPProxy) -> None:
+    """The session expires during the cut: claims end, and on reconnection the same board starts
+    a new session, re-registers its entities and its watches work again. No job is lost."""
+    board = _connected(proxy.url_for(zookeeper_url), session_timeout=1.0, timeout=2.0)
+    observer = _connected(zookeeper_url)
+    try:
+        kept = board.post("kept")
+        claimed = board.claim(board.post("claimed"), "owner-a", ttl=300)
+        worker = Entity("conductor", "worker-1@host:1", {"pid": 1})
+        board.register_entity(worker, ttl=300)
+        proxy.cut()
+        assert until(lambda: observer.find_owner(claimed) is None, 15), "session never expired"
+        assert until(lambda: worker not in list(observer.iter_entities()), 15)
+        proxy.restore()
+        assert until(lambda: _works(board, kept.uuid), 20), "board never recovered"
+        with pytest.raises(errors.NotOwner) as info:
+            board.renew(claimed, "owner-a")
+        assert info.value.actual_owner is None
+        assert until(lambda: worker in list(observer.iter_entities()), 10)
+        woke = threading.Event()
+        waiter = threading.Thread(target=lambda: board.wait(timeout=20) and woke.set())
+        board.claim(kept, "owner-b")  # nothing claimable now except what ``observer`` posts
+        board.claim(claimed, "owner-b")
+        waiter.start()
+        fresh = observer.post("after the outage")
+        waiter.join(25)
+        assert woke.is_set()
+        assert observer.job_count == 3
+        assert board.claim_next("owner-b") == fresh
+    finally:
+        board.close()
+        observer.close()
+
+
+def _works(board: JobBoard, job_uuid: str) -> bool:
+    try:
+        board.get(job_uuid)
+    except errors.JobFailure:
+        return False
+    return True
