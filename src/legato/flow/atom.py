@@ -27,6 +27,26 @@ def _signature_args(fn: Callable[..., Any], skip: Iterable[str]) -> tuple[list[t
                                                                           bool]:
     """Return ``[(name, has_default)]`` for the named parameters of ``fn`` and whether it takes
     ``**kwargs``."""
+    # Bound methods are new objects on each access: cache by the underlying function.
+    target = getattr(fn, "__func__", fn)
+    bound = target is not fn
+    try:
+        params, var_kw = _cached_signature(target, tuple(skip))
+    except TypeError:  # unhashable callable
+        params, var_kw = _uncached_signature(target, tuple(skip))
+    if bound and params and params[0][0] in ("self", "cls"):
+        params = params[1:]
+    return list(params), var_kw
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_signature(fn: Callable[..., Any], skip: tuple[str, ...],
+                      ) -> tuple[tuple[tuple[str, bool], ...], bool]:
+    return _uncached_signature(fn, skip)
+
+
+def _uncached_signature(fn: Callable[..., Any], skip: tuple[str, ...],
+                        ) -> tuple[tuple[tuple[str, bool], ...], bool]:
     skipped = set(skip)
     args: list[tuple[str, bool]] = []
     var_kw = False
@@ -39,7 +59,7 @@ def _signature_args(fn: Callable[..., Any], skip: Iterable[str]) -> tuple[list[t
             raise ValueError(f"{fn!r}: positional-only parameter {param.name!r} is not supported")
         else:
             args.append((param.name, param.default is not param.empty))
-    return args, var_kw
+    return tuple(args), var_kw
 
 
 @functools.lru_cache(maxsize=512)
