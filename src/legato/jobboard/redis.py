@@ -160,6 +160,8 @@ class RedisSettings:
             "socket_timeout": self.socket_timeout,
             "socket_connect_timeout": self.socket_connect_timeout,
             "health_check_interval": self.health_check_interval,
+            # TCP keepalive lets the idle pub/sub connection notice a silently dead peer.
+            "socket_keepalive": True,
             # No silent re-sends: a script whose reply was lost may have run (a retried post
             # would post twice). Dead pooled connections are replaced when checked out.
             "retry": Retry(NoBackoff(), 0),
