@@ -6,6 +6,7 @@ import logging
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -323,3 +324,15 @@ def test_waiting_sets_aside_garbage_at_the_head_of_ready(
     assert raw.zscore(f"{ns}:bad", spoilt.uuid) is not None
     assert raw.zcard(f"{ns}:ready") == 0
     assert raw.exists(f"{ns}:job:{spoilt.uuid}") == 1
+
+
+def test_missing_driver_names_the_extra() -> None:
+    code = ("import sys; sys.modules['redis'] = None\n"
+            "from legato import errors, jobboard\n"
+            "try:\n"
+            "    jobboard.connect('redis://127.0.0.1:6379/0')\n"
+            "except errors.MissingDriver as exc:\n"
+            "    print(exc.extra, exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert out.startswith("redis ") and "legato[redis]" in out
