@@ -3,6 +3,7 @@ checked with raw SQL, and outages through a TCP proxy."""
 
 from __future__ import annotations
 
+import multiprocessing
 import sqlite3
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -222,3 +223,30 @@ def test_unreachable_server_is_storage_failure() -> None:
 def test_update_of_unsaved_atom_is_not_retried_as_failure(sqlite_backend: Persistence) -> None:
     with pytest.raises(errors.NotFound):
         sqlite_backend.update_atom_details(TaskDetail("nobody"))
+
+
+# -- fork ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url_fixture", ["sqlite_url", "postgres_url"])
+def test_forked_child_opens_its_own_connections(url_fixture: str,
+                                                request: pytest.FixtureRequest) -> None:
+    url = request.getfixturevalue(url_fixture)
+    with persistence.connect(url) as backend:
+        backend.upgrade()
+        book = make_book(atoms=2)
+        backend.save_logbook(book)  # the pool now holds a connection
+        first, second = list(next(iter(book)))
+
+        def child() -> None:
+            first.state = AtomState.SUCCESS
+            backend.update_atom_details(first)
+
+        proc = multiprocessing.get_context("fork").Process(target=child)
+        proc.start()
+        proc.join(30)
+        assert proc.exitcode == 0
+        second.state = AtomState.FAILURE
+        backend.update_atom_details(second)  # the parent's pooled connection still works
+        states = [a.state for a in backend.get_atoms_for_flow(next(iter(book)).uuid)]
+        assert states == [AtomState.SUCCESS, AtomState.FAILURE]

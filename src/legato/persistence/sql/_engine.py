@@ -17,6 +17,8 @@ import contextlib
 import dataclasses
 import importlib
 import logging
+import os
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -59,7 +61,8 @@ class EngineSettings:
     Attributes:
         connect_timeout: seconds to wait for a network database to accept a connection.
         busy_timeout: seconds a SQLite connection waits for another process's lock.
-        read_timeout: seconds a MySQL/MariaDB query may wait for the server's answer.
+        read_timeout: seconds a network database may leave a request unanswered before the
+            connection counts as lost (MySQL ``read_timeout``, PostgreSQL ``tcp_user_timeout``).
         pool_size: connections kept open per backend object (network databases).
         echo: log every SQL statement (SQLAlchemy's ``echo``).
     """
@@ -108,6 +111,18 @@ def _require_driver(driver: str, scheme: str) -> None:
         ) from error
 
 
+#: Engines whose pooled connections a forked child must not reuse (they belong to the parent).
+_POOLED: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _forget_parent_connections() -> None:
+    for engine in list(_POOLED):
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_forget_parent_connections)
+
+
 def create_engine(url: URL, settings: EngineSettings) -> Engine:
     """Return an engine for ``url`` with Legato's per-dialect settings and hooks.
 
@@ -115,9 +130,12 @@ def create_engine(url: URL, settings: EngineSettings) -> Engine:
         UnknownBackend: SQLAlchemy has no such dialect or driver.
     """
     try:
-        return _create_engine(url, settings)
+        engine = _create_engine(url, settings)
     except exc.ArgumentError as error:  # includes NoSuchModuleError
         raise errors.UnknownBackend(f"cannot use {url.drivername!r}: {error}") from error
+    if not isinstance(engine.pool, StaticPool):  # an in-memory database lives in its connection
+        _POOLED.add(engine)
+    return engine
 
 
 def _create_engine(url: URL, settings: EngineSettings) -> Engine:
@@ -129,8 +147,10 @@ def _create_engine(url: URL, settings: EngineSettings) -> Engine:
     if backend == "postgresql" and url.get_driver_name() == "psycopg":
         defaults: dict[str, Any] = {
             "connect_timeout": max(1, round(settings.connect_timeout)),
+            # Keepalives find a dead idle connection; tcp_user_timeout one whose writes go
+            # unanswered (a server or network that vanished without a reset).
             "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
-            "keepalives_count": 3,
+            "keepalives_count": 3, "tcp_user_timeout": int(settings.read_timeout * 1000),
         }
         connect_args = {k: v for k, v in defaults.items() if k not in query}
     elif url.get_driver_name() == "pymysql":
@@ -175,7 +195,11 @@ def _sqlite_engine(url: URL, settings: EngineSettings) -> Engine:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
         mode = conn.get_execution_options().get(SQLITE_BEGIN, "DEFERRED")
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        # Straight to the driver: this runs once per transaction, and SQLAlchemy's statement
+        # machinery would cost as much as the write itself.
+        dbapi_connection = conn.connection.dbapi_connection
+        assert dbapi_connection is not None
+        dbapi_connection.execute(f"BEGIN {mode}")
 
     return engine
 

@@ -33,7 +33,8 @@ class SQLPersistence(Persistence):
         retry_delay: see ``Persistence``.
         connect_timeout: seconds to wait for a network database to accept a connection.
         busy_timeout: seconds a SQLite write waits for another process's lock.
-        read_timeout: seconds a MySQL/MariaDB query may wait for an answer.
+        read_timeout: seconds a network database may leave a request unanswered before the
+            connection counts as lost.
         pool_size: connections kept open (network databases).
         echo: log every SQL statement.
 

@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""Persistence benchmark: what recording one flow costs, per backend (and TaskFlow's, if present).
+
+Per flow, the write pattern of an engine running a linear flow of N tasks, with nothing else
+(no tasks, no engine):
+
+1. ``save_logbook`` of a new book holding one empty flow detail (``engine.load``);
+2. ``update_flow_details`` adding the N atom details (the engine's ``ensure_atoms``);
+3. ``update_flow_details`` with state RUNNING (flow row only);
+4. per task two ``update_atom_details``: RUNNING, then SUCCESS with a small result;
+5. ``update_flow_details`` with state SUCCESS.
+
+That is 2N + 4 writes (24 for N = 10). Reported: median and p90 milliseconds per flow, the
+median microseconds of one ``update_atom_details``, and of reading the whole book back.
+
+PostgreSQL and MariaDB use a fresh schema/database on the loopback servers (as the tests do),
+dropped afterwards. With ``--taskflow`` (needs the benchmark venv, ``bench/venv.sh``) the same
+pattern runs on OpenStack TaskFlow's SQLAlchemy persistence backend for comparison::
+
+    .venv/bin/python bench/persistence.py
+    .venv-bench/bin/python bench/persistence.py --taskflow
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import sqlalchemy
+
+from legato.persistence import connect
+from legato.persistence.models import FlowDetail, LogBook, TaskDetail
+from legato.states import AtomState, FlowState
+from legato.testing import services
+
+
+def legato_flow(backend: Any, tasks: int) -> tuple[float, list[float]]:
+    """Record one flow; return its total seconds and each atom update's seconds."""
+    updates: list[float] = []
+    start = time.perf_counter()
+    book = LogBook("bench")
+    flow = FlowDetail("flow")
+    book.add(flow)
+    backend.save_logbook(book)
+    fresh = FlowDetail(flow.name, flow.uuid)
+    atoms = [TaskDetail(f"task-{i}") for i in range(tasks)]
+    for atom in atoms:
+        fresh.add(atom)
+    backend.update_flow_details(fresh)
+    backend.update_flow_details(FlowDetail(flow.name, flow.uuid, FlowState.RUNNING))
+    for i, atom in enumerate(atoms):
+        atom.state = AtomState.RUNNING
+        t0 = time.perf_counter()
+        backend.update_atom_details(atom)
+        updates.append(time.perf_counter() - t0)
+        atom.state, atom.results = AtomState.SUCCESS, {"value": i, "text": "done"}
+        t0 = time.perf_counter()
+        backend.update_atom_details(atom)
+        updates.append(time.perf_counter() - t0)
+    backend.update_flow_details(FlowDetail(flow.name, flow.uuid, FlowState.SUCCESS))
+    return time.perf_counter() - start, updates
+
+
+def taskflow_flow(conn: Any, tasks: int) -> tuple[float, list[float]]:
+    """The same write pattern on TaskFlow's persistence connection."""
+    from taskflow import states
+    from taskflow.persistence import models
+
+    updates: list[float] = []
+    start = time.perf_counter()
+    book = models.LogBook("bench")
+    flow = models.FlowDetail("flow", uuid=models.uuidutils.generate_uuid())
+    book.add(flow)
+    conn.save_logbook(book)
+    atoms = [models.TaskDetail(f"task-{i}", uuid=models.uuidutils.generate_uuid())
+             for i in range(tasks)]
+    for atom in atoms:
+        flow.add(atom)
+    conn.update_flow_details(flow)
+    flow.state = states.RUNNING
+    conn.update_flow_details(flow)
+    for i, atom in enumerate(atoms):
+        atom.state = states.RUNNING
+        t0 = time.perf_counter()
+        conn.update_atom_details(atom)
+        updates.append(time.perf_counter() - t0)
+        atom.state, atom.results = states.SUCCESS, {"value": i, "text": "done"}
+        t0 = time.perf_counter()
+        conn.update_atom_details(atom)
+        updates.append(time.perf_counter() - t0)
+    flow.state = states.SUCCESS
+    conn.update_flow_details(flow)
+    return time.perf_counter() - start, updates
+
+
+def measure(record: Callable[[], tuple[float, list[float]]], flows: int,
+            read: Callable[[], object] | None = None) -> dict[str, float]:
+    for _ in range(max(3, flows // 20)):  # warm the pool and statement caches
+        record()
+    totals, updates = [], []
+    for _ in range(flows):
+        total, ups = record()
+        totals.append(total)
+        updates += ups
+    reads = []
+    if read is not None:
+        for _ in range(50):
+            t0 = time.perf_counter()
+            read()
+            reads.append(time.perf_counter() - t0)
+    totals.sort()
+    return {
+        "flow_ms": statistics.median(totals) * 1e3,
+        "flow_p90_ms": totals[int(len(totals) * 0.9)] * 1e3,
+        "update_us": statistics.median(updates) * 1e6,
+        "read_us": statistics.median(reads) * 1e6 if reads else float("nan"),
+    }
+
+
+@contextlib.contextmanager
+def legato_backend(url: str) -> Iterator[Any]:
+    backend = connect(url)
+    backend.upgrade()
+    try:
+        yield backend
+    finally:
+        backend.close()
+
+
+def bench_legato(name: str, url: str, flows: int, tasks: int) -> dict[str, float]:
+    with legato_backend(url) as backend:
+        book = LogBook("read-me")
+        flow = FlowDetail("flow")
+        for i in range(tasks):
+            flow.add(TaskDetail(f"task-{i}", results={"value": i}))
+        book.add(flow)
+        backend.save_logbook(book)
+        result = measure(lambda: legato_flow(backend, tasks), flows,
+                         read=lambda: backend.get_logbook(book.uuid))
+    print_row(f"legato {name}", result)
+    return result
+
+
+def bench_taskflow_sqlite(workdir: str, flows: int, tasks: int) -> dict[str, float]:
+    from taskflow.persistence import backends
+
+    backend = backends.fetch({"connection": f"sqlite:///{workdir}/taskflow.db"})
+    with contextlib.closing(backend.get_connection()) as conn:
+        conn.upgrade()
+        result = measure(lambda: taskflow_flow(conn, tasks), flows)
+    backend.close()
+    print_row("taskflow sqlite", result)
+    return result
+
+
+def print_row(name: str, r: dict[str, float]) -> None:
+    print(f"| {name:<20} | {r['flow_ms']:8.2f} | {r['flow_p90_ms']:8.2f} | "
+          f"{r['update_us']:8.0f} | {r['read_us']:8.0f} |", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--flows", type=int, default=200, help="flows per backend")
+    parser.add_argument("--tasks", type=int, default=10, help="tasks per flow")
+    parser.add_argument("--backends", nargs="+",
+                        default=["sqlite", "postgresql", "mariadb", "memory"])
+    parser.add_argument("--taskflow", action="store_true",
+                        help="also run TaskFlow's SQLite persistence (benchmark venv)")
+    parser.add_argument("--taskflow-flows", type=int, default=10)
+    args = parser.parse_args()
+    print(f"Python {platform.python_version()}, SQLAlchemy {sqlalchemy.__version__}, "
+          f"{platform.machine()}, {args.tasks} tasks/flow ({2 * args.tasks + 4} writes), "
+          f"{args.flows} flows", file=sys.stderr)
+    print("| backend              | flow ms  | p90 ms   | update µs| read µs  |")
+    print("|----------------------|---------:|---------:|---------:|---------:|")
+    with tempfile.TemporaryDirectory() as workdir:
+        for name in args.backends:
+            if name == "sqlite":
+                bench_legato(name, f"sqlite:///{workdir}/legato.db", args.flows, args.tasks)
+            elif name == "memory":
+                bench_legato(name, "memory://", args.flows, args.tasks)
+            elif name == "postgresql":
+                with services.postgres_url() as url:
+                    bench_legato(name, url, args.flows, args.tasks)
+            elif name == "mariadb":
+                with services.mysql_url() as url:
+                    bench_legato(name, url, args.flows, args.tasks)
+            else:
+                parser.error(f"unknown backend {name!r}")
+        if args.taskflow:
+            bench_taskflow_sqlite(workdir, args.taskflow_flows, args.tasks)
+
+
+if __name__ == "__main__":
+    main()
