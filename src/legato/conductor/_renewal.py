@@ -51,16 +51,19 @@ class Renewer:
         period: how often the thread wakes, in seconds (about TTL/3).
         on_tick: called on every wake-up (the conductor refreshes its entity there).
         on_error: called with every jobboard error raised while renewing (for counters).
+        on_lost: called with each lease found lost.
     """
 
     def __init__(self, board: JobBoard, owner: str, *, period: float,
                  on_tick: Callable[[], None] | None = None,
-                 on_error: Callable[[Exception], None] | None = None) -> None:
+                 on_error: Callable[[Exception], None] | None = None,
+                 on_lost: Callable[[Lease], None] | None = None) -> None:
         self._board = board
         self._owner = owner
         self._period = period
         self._on_tick = on_tick
         self._on_error = on_error
+        self._on_lost = on_lost
         self._leases: dict[str, Lease] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -114,20 +117,25 @@ class Renewer:
             self._board.renew(lease.job, self._owner, lease.ttl)
         except (errors.NotOwner, errors.NotFound) as exc:
             logger.warning("claim on job %s lost: %s", lease.job.uuid, exc)
-            lease.lost.set()
             self._report(exc)
+            self._lose(lease)
         except Exception as exc:  # board unreachable or failing: lost only once the lease ends
             self._report(exc)
             if time.monotonic() + self._period / 2 >= lease.deadline:
                 logger.warning("claim on job %s lapsed while the board failed: %s",
                                lease.job.uuid, exc)
-                lease.lost.set()
+                self._lose(lease)
             else:
                 logger.warning("renewing the claim on job %s failed (will retry): %s",
                                lease.job.uuid, exc)
         else:
             lease.deadline = started + lease.ttl
             lease.next_renewal = started + lease.ttl / 3
+
+    def _lose(self, lease: Lease) -> None:
+        lease.lost.set()
+        if self._on_lost is not None:
+            self._on_lost(lease)
 
     def _report(self, exc: Exception) -> None:
         if self._on_error is not None:

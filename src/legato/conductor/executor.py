@@ -158,7 +158,8 @@ class ExecutorConductor(Conductor):
     @property
     def statistics(self) -> dict[str, int]:
         """Counters since construction: dispatched, consumed, abandoned, trashed,
-        board_errors (jobboard calls that failed and were retried), claims_lost."""
+        board_errors (jobboard calls that failed and were retried), claims_lost (claims whose
+        renewal failed or that another owner held when the job finished)."""
         with self._stats_lock:
             return dict(self._stats)
 
@@ -222,7 +223,8 @@ class ExecutorConductor(Conductor):
         ttl = self._lease_ttl()
         renewer = Renewer(self._jobboard, self._conductor.name, period=ttl / 6,
                           on_tick=lambda: self._refresh_entity(ttl),
-                          on_error=lambda exc: self._count("board_errors"))
+                          on_error=lambda exc: self._count("board_errors"),
+                          on_lost=lambda lease: self._count("claims_lost"))
         executor = self._executor_factory()
         self._next_entity_refresh = 0.0
         self._refresh_entity(ttl)
@@ -408,7 +410,6 @@ class ExecutorConductor(Conductor):
     def _finish(self, lease: Lease, persistence: Persistence, outcome: Outcome) -> None:
         job, owner = lease.job, self._conductor.name
         event, reason = f"job_{_PAST[outcome.action]}", outcome.reason
-        lost = outcome.reason == "claim lost"
         call: Callable[[], None]
         if outcome.action is Action.CONSUME:
             call = lambda: self._jobboard.consume(job, owner)  # noqa: E731
@@ -425,14 +426,13 @@ class ExecutorConductor(Conductor):
             # Someone else holds the job now (our lease lapsed); they will finish it.
             logger.warning("%s: lost job %s before it could be %s: %s", owner, job.uuid,
                            _PAST[outcome.action], exc)
-            lost = True
+            if not lease.lost.is_set():
+                self._count("claims_lost")
             event, reason = "job_abandoned", f"claim lost: {exc}"
         except Exception as exc:  # board unreachable past the lease: the claim lapses by itself
             logger.warning("%s: could not finish job %s (%s); its claim will lapse", owner,
                            job.uuid, exc)
             event, reason = "job_abandoned", f"board unavailable: {exc}"
-        if lost:
-            self._count("claims_lost")
         name = event.removeprefix("job_")
         self._count(name)
         if self._metrics is not None:
@@ -462,13 +462,12 @@ class ExecutorConductor(Conductor):
         now = time.monotonic()
         if now < self._next_entity_refresh:
             return
+        self._next_entity_refresh = now + min(float(self.REFRESH_PERIODICITY), ttl / 3)
         try:
             self._jobboard.register_entity(self._conductor, ttl=max(ttl, 3 * self._wait_timeout))
         except Exception as exc:  # listing live conductors is informative only
             self._count("board_errors")
             logger.warning("%s: cannot register with the board: %s", self._conductor.name, exc)
-            return
-        self._next_entity_refresh = now + min(float(self.REFRESH_PERIODICITY), ttl / 3)
 
     def _unregister_entity(self) -> None:
         try:

@@ -1,0 +1,120 @@
+"""Conductors through real outages (a TCP proxy cut between them and the server): a persistence
+outage abandons jobs and never trashes them; a board outage longer than the claim's lease
+suspends the job's engine and the job is not consumed by the old owner."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from urllib.parse import urlsplit
+
+import pytest
+
+from legato import jobboard as jb
+from legato import persistence as lp
+from legato.conductor import BlockingConductor, ExecutorConductor, NonBlockingConductor
+from legato.jobboard.base import Job
+from legato.notifier import ANY
+from legato.persistence.base import Persistence
+from legato.states import FlowState
+from legato.testing import conductor as tc
+from legato.testing.proxy import TCPProxy
+
+
+def proxied(url: str) -> TCPProxy:
+    parts = urlsplit(url)
+    return TCPProxy(parts.hostname or "127.0.0.1", parts.port or 0)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    event = threading.Event()
+    timer = threading.Timer(timeout, event.set)
+    timer.start()
+    try:
+        while not predicate():
+            if event.wait(0.02):
+                raise AssertionError("condition not met in time")
+    finally:
+        timer.cancel()
+
+
+def recorded(conductor: ExecutorConductor) -> tc.EventRecorder:
+    recorder = tc.EventRecorder()
+    conductor.notifier.register(ANY, recorder)
+    return recorder
+
+
+def flow_state(persistence: Persistence, job: Job) -> FlowState | None:
+    (flow_detail,) = persistence.get_logbook(job.book_uuid).flows.values()
+    return flow_detail.state
+
+
+@pytest.fixture
+def running() -> Iterator[list[ExecutorConductor]]:
+    conductors: list[ExecutorConductor] = []
+    yield conductors
+    for conductor in conductors:
+        conductor.stop()
+        assert conductor.wait(30)
+
+
+def test_persistence_outage_abandons_and_never_trashes(
+        postgres_url: str, running: list[ExecutorConductor]) -> None:
+    with proxied(postgres_url) as proxy:
+        persistence = lp.connect(proxy.url_for(postgres_url))
+        persistence.upgrade()
+        with jb.connect(f"memory://outage-{uuid.uuid4().hex}") as board:
+            job = tc.post_job(board, persistence, tc.steps_flow, kwargs={"steps": 2})
+            proxy.cut()
+            conductor = NonBlockingConductor("c", board, persistence, wait_timeout=0.05,
+                                             max_attempts=2, backoff_base=0.05,
+                                             backoff_max=0.2)
+            events = recorded(conductor)
+            running.append(conductor)
+            threading.Thread(target=conductor.run, daemon=True).start()
+            # More abandons than max_attempts: a storage outage never counts towards trashing.
+            assert events.wait_for("job_abandoned", count=4)
+            assert all(d["reason"].startswith("storage unavailable")
+                       for d in events.of("job_abandoned"))
+            assert events.of("job_trashed") == []
+            assert board.job_count == 1
+            proxy.restore()
+            assert events.wait_for("job_consumed")
+            assert events.of("job_trashed") == []
+            assert flow_state(persistence, job) is FlowState.SUCCESS
+            persistence.close()
+
+
+def test_board_outage_past_the_lease_suspends_without_consuming(
+        redis_url: str, running: list[ExecutorConductor]) -> None:
+    persistence = lp.connect("memory://")
+    gate = f"outage-{uuid.uuid4().hex}"
+    with proxied(redis_url) as proxy, \
+            jb.connect(proxy.url_for(redis_url), persistence=persistence) as board, \
+            jb.connect(redis_url, persistence=persistence) as direct:
+        job = tc.post_job(direct, persistence, tc.gated_flow,
+                          kwargs={"steps": 3, "gate_name": gate, "at": 1})
+        first = BlockingConductor("first", board, persistence, claim_ttl=1.0,
+                                  wait_timeout=0.05)
+        events = recorded(first)
+        running.append(first)
+        threading.Thread(target=first.run, kwargs={"max_dispatches": 1}, daemon=True).start()
+        assert tc.gate(f"{gate}:reached").wait(30)
+        proxy.cut()
+        wait_until(lambda: first.statistics["claims_lost"] == 1)  # the lease ran out
+        tc.gate(gate).set()
+        assert first.wait(30)  # suspended at the next atom boundary, with the board still cut
+        assert "job_consumed" not in events.names(job)
+        assert events.names(job)[-1] == "job_abandoned"
+        flow_detail = persistence.get_logbook(job.book_uuid).flows.popitem()[1]
+        assert flow_detail.state is FlowState.SUSPENDED
+        last = flow_detail.find_by_name("gated-2")
+        assert last is None or last.results is None
+        proxy.restore()
+        second = NonBlockingConductor("second", direct, persistence, wait_timeout=0.05)
+        second_events = recorded(second)
+        second.run(max_dispatches=1)  # the lapsed claim is claimable again
+        assert second_events.names(job)[-1] == "job_consumed"
+        assert flow_state(persistence, job) is FlowState.SUCCESS
+        assert direct.job_count == 0
