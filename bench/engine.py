@@ -42,6 +42,45 @@ def make_flow(n_tasks: int) -> LinearFlow:
     return LinearFlow("bench-flow").add(*(Noop(f"noop-{i}") for i in range(n_tasks)))
 
 
+def apply_fast_copy() -> None:
+    """What-if experiment (``--what-if-fast-copy``), NOT Legato as shipped: replace the
+    persistence models' ``copy()`` (``copy.deepcopy`` of the whole dataclass) with a copy that
+    deep-copies only the JSON containers, and check an atom's five JSON fields with one
+    ``json.dumps`` instead of five. Shows how much of the engine's time is persistence copying.
+    """
+    import copy
+    import json
+
+    from legato.persistence import base, models
+
+    def atom_copy(self: Any) -> Any:
+        new = copy.copy(self)
+        for field in ("results", "failure", "revert_results", "revert_failure", "meta"):
+            value = getattr(self, field)
+            if isinstance(value, (dict, list)):
+                setattr(new, field, copy.deepcopy(value))
+        return new
+
+    def flow_copy(self: Any) -> Any:
+        new = copy.copy(self)
+        new.meta = copy.deepcopy(self.meta)
+        new.atoms = {k: a.copy() for k, a in self.atoms.items()}
+        return new
+
+    slow_check = base.check_atom_json
+
+    def check(ad: Any) -> None:
+        try:
+            json.dumps((ad.results, ad.revert_results, ad.meta, ad.failure, ad.revert_failure),
+                       allow_nan=False)
+        except (TypeError, ValueError):
+            slow_check(ad)
+
+    models.AtomDetail.copy = atom_copy  # type: ignore[method-assign]
+    models.FlowDetail.copy = flow_copy  # type: ignore[method-assign]
+    base.check_atom_json = check
+
+
 def legato_runner(kind: str, workdir: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
     if kind == "memory":
         persistence: Persistence = connect("memory://")
@@ -99,20 +138,23 @@ def taskflow_runner(kind: str, workdir: str) -> tuple[Callable[[int, int], None]
     return one, backend.close
 
 
-def measure(runner: Callable[[str, str], Any], kind: str, n: int, jobs: int,
-            repeat: int) -> list[float]:
-    """Per-flow milliseconds of each repeat."""
-    per_flow = []
-    for _ in range(repeat):
-        with tempfile.TemporaryDirectory(prefix="legato-bench-") as workdir:
-            one, close = runner(kind, workdir)
-            one(-1, n)  # warm-up: imports, first connection, schema caches
-            started = time.perf_counter()
-            for i in range(jobs):
-                one(i, n)
-            per_flow.append((time.perf_counter() - started) * 1000.0 / jobs)
-            close()
-    return per_flow
+def measure(runner: Callable[[str, str], Any], kind: str, n: int,
+            jobs: int) -> tuple[float, float]:
+    """One repeat: (wall ms per flow, CPU ms per flow) over ``jobs`` flows."""
+    with tempfile.TemporaryDirectory(prefix="legato-bench-") as workdir:
+        one, close = runner(kind, workdir)
+        one(-1, n)  # warm-up: imports, first connection, schema caches
+        wall, cpu = time.perf_counter(), time.process_time()
+        for i in range(jobs):
+            one(i, n)
+        result = ((time.perf_counter() - wall) * 1000.0 / jobs,
+                  (time.process_time() - cpu) * 1000.0 / jobs)
+        close()
+    return result
+
+
+def _median(samples: list[tuple[float, float]]) -> tuple[float, float]:
+    return (statistics.median(s[0] for s in samples), statistics.median(s[1] for s in samples))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -126,28 +168,43 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tasks", type=int, nargs="+", default=[1, 10])
     parser.add_argument("--persistence", nargs="+", default=["memory", "sqlite"])
     parser.add_argument("--no-taskflow", action="store_true")
+    parser.add_argument("--what-if-fast-copy", action="store_true",
+                        help="experiment: cheaper persistence model copies (see apply_fast_copy)")
     args = parser.parse_args(argv)
+    if args.what_if_fast_copy:
+        apply_fast_copy()
+        print("WHAT-IF RUN: persistence model copies patched (not Legato as shipped)")
 
     print(f"machine: {platform.machine()}, nproc={os.cpu_count()}, "
           f"python {platform.python_version()}, {platform.system()} {platform.release()}")
     print("durability: Legato SQLite = WAL, synchronous=NORMAL (set by the SQL backend); "
           "TaskFlow SQLite = its SQLAlchemy defaults (rollback journal, synchronous=FULL)")
-    print(f"repeats={args.repeat}; medians of per-flow time over repeats\n")
+    print(f"repeats={args.repeat} (interleaved); medians of per-flow wall and CPU time; "
+          f"flows per repeat: legato {args.jobs}, taskflow {args.tf_jobs} (memory) / "
+          f"{args.tf_sqlite_jobs} (sqlite)\n")
     header = (f"{'persistence':<12}{'tasks':>6}{'legato ms':>11}{'legato f/s':>12}"
-              f"{'taskflow ms':>13}{'taskflow f/s':>14}{'speed-up':>10}")
+              f"{'taskflow ms':>13}{'taskflow f/s':>14}{'speed-up':>10}"
+              f"{'legato cpu':>12}{'tf cpu':>9}{'cpu x':>8}")
     print(header)
     print("-" * len(header))
     for kind in args.persistence:
         for n in args.tasks:
-            ours = statistics.median(measure(legato_runner, kind, n, args.jobs, args.repeat))
-            theirs = None
-            if not args.no_taskflow:
-                tf_jobs = args.tf_jobs if kind == "memory" else args.tf_sqlite_jobs
-                theirs = statistics.median(measure(taskflow_runner, kind, n, tf_jobs,
-                                                   args.repeat))
-            tf_cols = (f"{theirs:>13.2f}{1000 / theirs:>14.1f}{theirs / ours:>9.1f}x"
-                       if theirs else f"{'-':>13}{'-':>14}{'-':>10}")
-            print(f"{kind:<12}{n:>6}{ours:>11.3f}{1000 / ours:>12.1f}{tf_cols}", flush=True)
+            ours: list[tuple[float, float]] = []
+            theirs: list[tuple[float, float]] = []
+            for _ in range(args.repeat):  # interleaved, so load drifts hit both alike
+                ours.append(measure(legato_runner, kind, n, args.jobs))
+                if not args.no_taskflow:
+                    tf_jobs = args.tf_jobs if kind == "memory" else args.tf_sqlite_jobs
+                    theirs.append(measure(taskflow_runner, kind, n, tf_jobs))
+            (o_wall, o_cpu) = _median(ours)
+            line = f"{kind:<12}{n:>6}{o_wall:>11.3f}{1000 / o_wall:>12.1f}"
+            if theirs:
+                (t_wall, t_cpu) = _median(theirs)
+                line += (f"{t_wall:>13.2f}{1000 / t_wall:>14.1f}{t_wall / o_wall:>9.1f}x"
+                         f"{o_cpu:>12.3f}{t_cpu:>9.2f}{t_cpu / o_cpu:>7.1f}x")
+            else:
+                line += f"{'-':>13}{'-':>14}{'-':>10}{o_cpu:>12.3f}"
+            print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -386,3 +386,36 @@ def test_engine_internal_storage_failure_propagates() -> None:
     with pytest.raises(errors.StorageFailure):
         engine.run()
     assert journal == []  # nothing ran without its RUNNING state recorded
+
+
+def test_engine_bug_is_an_execution_failure() -> None:
+    class BrokenRetry(Times):
+        def delay(self, history: Any) -> float:
+            raise RuntimeError("bug in the retry")
+
+    @task
+    def boom() -> None:
+        raise ValueError("boom")
+
+    flow = LinearFlow("f", retry=BrokenRetry(2, name="r")).add(boom)
+    with pytest.raises(errors.ExecutionFailure, match="bug in the retry"):
+        le.run(flow)
+
+
+def test_retry_value_that_is_not_json_fails_cleanly() -> None:
+    class OddRetry(Times):
+        def execute(self, history: Any, **kwargs: Any) -> Any:
+            return object()
+
+    @task
+    def fine() -> int:
+        return 1
+
+    persistence = MemoryPersistence()
+    engine = le.load(LinearFlow("f", retry=OddRetry(2, name="odd")).add(fine),
+                     persistence=persistence)
+    with pytest.raises(errors.SerializationError, match="'odd'"):
+        engine.run()
+    stored = persistence.get_flow_details(engine.flow_detail.uuid)
+    assert stored.state == FlowState.REVERTED
+    assert stored.find_by_name("odd").results == []

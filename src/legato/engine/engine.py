@@ -96,8 +96,13 @@ class Engine:
 
     def prepare(self) -> None:
         """Create (or load) every atom's detail; new ones are saved in one write. Idempotent."""
+        self._prepare(write=True)
+
+    def _prepare(self, *, write: bool) -> None:
         if self._details is None:
-            self._details = self.storage.ensure_atoms(self.compiled)
+            self._details = self.storage.ensure_atoms(self.compiled, write=write)
+        elif write:
+            self.storage.flush()
 
     def validate(self) -> None:
         """Check every argument of every atom still to run can be found.
@@ -105,7 +110,10 @@ class Engine:
         Raises:
             MissingDependencies: naming every missing argument of every atom.
         """
-        self.prepare()
+        self._validate(write=True)
+
+    def _validate(self, *, write: bool) -> None:
+        self._prepare(write=write)
         missing: dict[str, list[str]] = {}
         store = self.storage.store
         for ca in self.compiled.atoms:
@@ -134,9 +142,11 @@ class Engine:
 
         Raises:
             StorageFailure: persistence failed (the flow is left to resume later).
+            ExecutionFailure: the engine itself failed (not a task).
             MissingDependencies: see ``validate``.
         """
-        self.validate()
+        # Atoms created here are saved with the RUNNING state, in one write.
+        self._validate(write=False)
         assert self._details is not None
         runtime = Runtime(self, self._details)
         started = time.perf_counter()
@@ -144,6 +154,13 @@ class Engine:
         self.executor.start()
         try:
             yield from runtime.run()
+        except (errors.LegatoError, GeneratorExit):
+            raise
+        except Exception as exc:
+            if runtime.reraising:
+                raise
+            raise errors.ExecutionFailure(f"engine for flow {self.flow.name!r} failed: "
+                                          f"{exc!r}") from exc
         finally:
             self.executor.shutdown()
             self._stats["run_s"] = time.perf_counter() - started

@@ -51,6 +51,8 @@ class Runtime:
         self.revert_failures: dict[int, Failure] = {}
         #: atoms whose call never started (e.g. could not be pickled): nothing to revert
         self.not_started: set[int] = set()
+        #: set when the run ends by raising the atoms' own failures (not an engine problem)
+        self.reraising = False
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -163,13 +165,14 @@ class Runtime:
         self._record_failure(ca, ad, value)
 
     def _record_success(self, ca: CompiledAtom, ad: AtomDetail, value: Any) -> None:
-        old = ad.state
+        old, previous = ad.state, ad.results
         ad.state = AtomState.SUCCESS
-        if ca.is_retry:
-            ad.results = [*(ad.results or []), [value, {}]]
-        else:
-            ad.results = value
-        self.storage.save(ad)
+        ad.results = [*(previous or []), [value, {}]] if ca.is_retry else value
+        try:
+            self.storage.save(ad)
+        except errors.SerializationError:
+            ad.state, ad.results = old, previous  # never keep what could not be stored
+            raise
         self.values[ca.index] = value
         self.engine.emit_atom(ad, old, result=value)
         waiting = self.waiting
@@ -354,6 +357,7 @@ class Runtime:
             self._set_flow_state(FlowState.REVERTED)
             yield EngineState.REVERTED
         failures = [*self.failures.values(), *self.revert_failures.values()]
+        self.reraising = True
         if len(failures) == 1:
             failures[0].reraise()
         raise errors.WrappedFailure(failures)

@@ -40,12 +40,14 @@ class Storage:
         self._lock = threading.Lock()
         self._by_name: dict[str, AtomDetail] = {ad.name: ad for ad in flow_detail}
         self._compiled: CompiledFlow | None = None
+        self._unsaved: FlowDetail | None = None
 
     # -- setup -----------------------------------------------------------------------------
 
-    def ensure_atoms(self, compiled: CompiledFlow) -> list[AtomDetail]:
+    def ensure_atoms(self, compiled: CompiledFlow, *, write: bool = True) -> list[AtomDetail]:
         """Create the atom details the flow detail lacks and save them, with any new store
-        values, in one ``update_flow_details`` call. Returns the details in run order."""
+        values, in one ``update_flow_details`` call (with ``write=False``: at the next
+        ``save_flow_state``). Returns the details in run order."""
         self._compiled = compiled
         fresh = FlowDetail(self.flow_detail.name, self.flow_detail.uuid,
                            self.flow_detail.state, self.flow_detail.meta)
@@ -62,10 +64,18 @@ class Storage:
         store_changed = self._new_store and self.flow_detail.meta.get("store") != self.store
         if store_changed:
             self.flow_detail.meta["store"] = dict(self.store)
-        if fresh.atoms or store_changed:
-            self.persistence.update_flow_details(fresh)
         self._new_store = {}
+        if fresh.atoms or store_changed:
+            self._unsaved = fresh
+            if write:
+                self.flush()
         return [self._by_name[ca.name] for ca in compiled.atoms]
+
+    def flush(self) -> None:
+        """Write atom details created by ``ensure_atoms(write=False)``, if any."""
+        if self._unsaved is not None:
+            self.persistence.update_flow_details(self._unsaved)
+            self._unsaved = None
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -74,10 +84,14 @@ class Storage:
         self.persistence.update_atom_details(atom_detail)
 
     def save_flow_state(self, state: FlowState) -> None:
-        """Record the flow's state (its own row only)."""
+        """Record the flow's state: its own row only, plus atom details still unsaved (so a
+        run that was not prepared separately saves its new atoms and RUNNING in one call)."""
         fd = self.flow_detail
         fd.state = state
-        self.persistence.update_flow_details(FlowDetail(fd.name, fd.uuid, state, fd.meta))
+        row = self._unsaved or FlowDetail(fd.name, fd.uuid, state, fd.meta)
+        row.state = state
+        self.persistence.update_flow_details(row)
+        self._unsaved = None
 
     # -- reads -----------------------------------------------------------------------------
 
