@@ -230,6 +230,8 @@ class SQLJobBoard(JobBoard):
 
     def _post_many(self, records: list[JobRecord]) -> None:
         """Insert many unclaimed jobs in one transaction (benchmarks fill boards with it)."""
+        if not records:
+            return
         with self._tx(write=True) as conn:
             conn.execute(jobs.insert(), [_row_values(r) for r in records])
             self._notify(conn)

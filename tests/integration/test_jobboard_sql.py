@@ -1,0 +1,125 @@
+"""SQL jobboard specifics: LISTEN/NOTIFY wake-ups, index-only claims, concurrent schema setup."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+
+import pytest
+import sqlalchemy as sa
+
+from legato import jobboard
+from legato.jobboard import sql_tables
+from legato.jobboard.sql import PostgresJobBoard, SQLJobBoard
+
+
+def _engine(url: str) -> sa.Engine:
+    parsed = sa.make_url(url)
+    driver = "postgresql+psycopg" if parsed.drivername.startswith("postgres") else "sqlite"
+    return sa.create_engine(parsed.set(drivername=driver))
+
+
+def _wait_in_thread(board: jobboard.JobBoard, timeout: float) -> tuple[threading.Thread,
+                                                                        list[bool]]:
+    result: list[bool] = []
+    thread = threading.Thread(target=lambda: result.append(board.wait(timeout)))
+    thread.start()
+    return thread, result
+
+
+def test_postgres_wait_wakes_by_notify_not_polling(postgres_url: str) -> None:
+    # With a one-minute poll interval, only a notification can end this wait in time.
+    with jobboard.connect(postgres_url, poll_interval=60) as waiter, \
+            jobboard.connect(postgres_url) as poster:
+        assert isinstance(waiter, PostgresJobBoard) and waiter.supports_notifications
+        assert waiter.wait(timeout=0.2) is False  # starts the listener
+        thread, result = _wait_in_thread(waiter, 20)
+        poster.post("wake up")
+        thread.join(30)
+        assert result == [True]
+
+
+def test_postgres_listener_reconnects(postgres_url: str) -> None:
+    with jobboard.connect(postgres_url, poll_interval=60) as waiter, \
+            jobboard.connect(postgres_url) as poster:
+        assert waiter.wait(timeout=0.2) is False
+        engine = _engine(postgres_url)
+        try:
+            with engine.begin() as conn:
+                killed = conn.execute(sa.text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE query LIKE 'LISTEN legato_jobboard%' AND pid <> pg_backend_pid()"
+                )).scalar()
+        finally:
+            engine.dispose()
+        assert killed and killed >= 1
+        thread, result = _wait_in_thread(waiter, 20)
+        poster.post("after the listener was killed")
+        thread.join(30)
+        assert result == [True]
+
+
+def test_claim_next_walks_the_claim_order_index_sqlite(sqlite_url: str) -> None:
+    with jobboard.connect(sqlite_url) as board:
+        board.post("x")
+        engine = _engine(sqlite_url)
+        try:
+            with engine.connect() as conn:
+                plan = " ".join(str(row[-1]) for row in conn.exec_driver_sql(
+                    "EXPLAIN QUERY PLAN SELECT sequence FROM legato_jb_jobs "
+                    "WHERE (state = 'UNCLAIMED' OR lease_expires <= 1) "
+                    "AND (available_at IS NULL OR available_at <= 1) "
+                    "ORDER BY priority DESC, sequence LIMIT 1"))
+        finally:
+            engine.dispose()
+    assert "legato_jb_jobs_claim_order" in plan
+    assert "TEMP B-TREE" not in plan  # no sort of the whole table
+
+
+def test_claim_next_walks_the_claim_order_index_postgres(postgres_url: str) -> None:
+    with jobboard.connect(postgres_url) as board:
+        assert isinstance(board, SQLJobBoard)
+        engine = _engine(postgres_url)
+        try:
+            with engine.begin() as conn:
+                conn.exec_driver_sql(
+                    "INSERT INTO legato_jb_jobs (uuid, name, details, priority, created_on, "
+                    "state, attempts, fence) SELECT md5(g::text), 'bulk', '{}', mod(g, 5) - 2, 0, "
+                    "'UNCLAIMED', 0, 0 FROM generate_series(1, 20000) g")
+                conn.exec_driver_sql("ANALYZE legato_jb_jobs")
+                plan = " ".join(row[0] for row in conn.exec_driver_sql(
+                    "EXPLAIN SELECT sequence FROM legato_jb_jobs "
+                    "WHERE (state = 'UNCLAIMED' OR lease_expires <= 1) "
+                    "AND (available_at IS NULL OR available_at <= 1) "
+                    "ORDER BY priority DESC, sequence LIMIT 1 FOR UPDATE SKIP LOCKED"))
+        finally:
+            engine.dispose()
+        assert board.claim_next("owner-a") is not None
+    assert "legato_jb_jobs_claim_order" in plan and "Sort" not in plan
+
+
+def _create_schema(url: str) -> None:
+    engine = jobboard.connect(url)
+    assert isinstance(engine, SQLJobBoard)
+    engine.connect()
+    engine.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_schema_creation_is_safe_from_many_processes(backend: str,
+                                                     request: pytest.FixtureRequest) -> None:
+    url: str = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "postgres_url")
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_create_schema, args=(url,)) for _ in range(3)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(60)
+    assert [proc.exitcode for proc in procs] == [0, 0, 0]
+    engine = _engine(url)
+    try:
+        with engine.connect() as conn:
+            versions = conn.execute(sa.select(sql_tables.schema.c.version)).scalars().all()
+    finally:
+        engine.dispose()
+    assert versions == [sql_tables.SCHEMA_VERSION]
