@@ -43,6 +43,17 @@ class TestPostgresJobBoard(JobBoardConformance):
             yield make
 
 
+class TestPostgresJobBoardInjectedClock(JobBoardConformance):
+    """With a clock injected, PostgreSQL leases follow it instead of the server's."""
+
+    fake_clock = True
+
+    @pytest.fixture
+    def make_board(self, postgres_url: str) -> Iterator[Callable[..., JobBoard]]:
+        with board_factory(postgres_url) as make:
+            yield make
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def board_url(request: pytest.FixtureRequest) -> str:
     name = "sqlite_url" if request.param == "sqlite" else "postgres_url"
@@ -98,3 +109,9 @@ def test_postgres_outage(postgres_url: str) -> None:
 def test_unknown_scheme_is_refused() -> None:
     with pytest.raises(errors.UnknownBackend):
         SQLJobBoard.from_url("oracle://x/y")
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_in_memory_sqlite_is_refused(url: str) -> None:
+    with pytest.raises(ValueError, match="memory://"):
+        jobboard.connect(url)

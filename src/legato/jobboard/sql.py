@@ -96,6 +96,10 @@ class SQLJobBoard(JobBoard):
             return PostgresJobBoard(url, persistence=persistence, **options)
         if scheme != "sqlite":
             raise errors.UnknownBackend(f"the SQL jobboard does not serve {scheme!r} URLs")
+        if sa.make_url(url).database in (None, "", ":memory:"):
+            # Every pooled connection would get its own empty database.
+            raise ValueError("an in-memory SQLite board cannot be shared between connections; "
+                             "use memory:// for a board inside one process")
         return cls(url, persistence=persistence, **options)
 
     # -- lifecycle -------------------------------------------------------------------------
