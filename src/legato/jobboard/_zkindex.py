@@ -80,7 +80,7 @@ class Index:
             listed -= self._removed
             for name in self._keys.keys() - listed:
                 self._drop(name)
-            keys = [self._key(name) for name in listed if name not in self._keys]
+            keys = [self._key(name) for name in listed - self._keys.keys()]
             self._insert([k for k in keys if k is not None])
             self._changed()
 

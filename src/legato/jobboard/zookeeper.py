@@ -38,6 +38,7 @@ import functools
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
@@ -62,6 +63,8 @@ _UNAVAILABLE = (kz.ConnectionLoss, kz.SessionExpiredError, kz.ConnectionClosedEr
                 kz.OperationTimeoutError)
 _BOARD_QUERY = ("ttl", "poll_interval")
 _PAGE = 64
+#: Listings of jobs/ longer than this are spaced out (see ``_listing_loop``).
+_SMALL_LISTING = 1000
 #: Attempts at an optimistic transaction before giving up (each failure means real contention).
 _RETRIES = 8
 #: Record fields that describe the live claim, kept in the claim node rather than the job node.
@@ -147,6 +150,9 @@ class ZooKeeperJobBoard(JobBoard):
         self._client: Any = None
         self._session_id: int | None = None
         self._index = Index()
+        self._stopping = threading.Event()
+        self._jobs_dirty = threading.Event()
+        self._lister: threading.Thread | None = None
         self._local = threading.local()
         self._entities: dict[tuple[str, str], bytes] = {}
         self._entities_lock = threading.Lock()
@@ -186,8 +192,9 @@ class ZooKeeperJobBoard(JobBoard):
             for path in (self._jobs, self._claims, self._trash_root, self._entities_root):
                 client.ensure_path(path)
             client.add_listener(self._on_state)
-            client.ChildrenWatch(self._jobs, self._index.set_jobs)
+            self._index.set_jobs(client.get_children(self._jobs, watch=self._jobs_changed))
             client.ChildrenWatch(self._claims, self._on_claims, send_event=True)
+            self._start_listing(client)
         except Exception as exc:
             self._client = None
             _shutdown(client)
@@ -197,6 +204,7 @@ class ZooKeeperJobBoard(JobBoard):
 
     def _close(self) -> None:
         client, self._client = self._client, None
+        self._stop_listing()
         with self._entities_lock:
             self._entities.clear()  # they end with the session
         if client is not None:
@@ -204,6 +212,51 @@ class ZooKeeperJobBoard(JobBoard):
             _shutdown(client)
         with self._index.cond:
             self._index.cond.notify_all()
+
+    # -- the listing of jobs/ ----------------------------------------------------------------
+
+    def _start_listing(self, client: Any) -> None:
+        self._stopping = threading.Event()
+        self._jobs_dirty = threading.Event()
+        self._lister = threading.Thread(target=self._listing_loop, args=(client, self._stopping),
+                                        name=f"legato-zookeeper-{self.name}", daemon=True)
+        self._lister.start()
+
+    def _stop_listing(self) -> None:
+        self._stopping.set()
+        self._jobs_dirty.set()
+        if self._lister is not None and self._lister is not threading.current_thread():
+            self._lister.join(timeout=5)
+        self._lister = None
+
+    def _jobs_changed(self, event: Any = None) -> None:
+        # A watch callback (kazoo's event thread), or a reconnection: just flag it.
+        self._jobs_dirty.set()
+
+    def _listing_loop(self, client: Any, stopping: threading.Event) -> None:
+        """List ``jobs/`` again whenever its watch fires, but spend at most about a tenth of the
+        time listing: a listing costs O(jobs), so with a large backlog several changes are folded
+        into one listing instead of one listing per post or consume (a posted job is then seen
+        a little later; nobody waits for one while thousands are queued)."""
+        while not stopping.is_set():
+            self._jobs_dirty.wait()
+            self._jobs_dirty.clear()
+            if stopping.is_set():
+                return
+            if client.state != KazooState.CONNECTED:
+                continue  # the state listener flags the listing again on reconnection
+            started = time.monotonic()
+            try:
+                children = client.get_children_async(self._jobs, watch=self._jobs_changed).get(
+                    timeout=self.settings.timeout)
+            except Exception as exc:  # lost the connection meanwhile: try again when it is back
+                logger.debug("board %r could not list jobs: %r", self.name, exc)
+                self._jobs_dirty.set()
+                stopping.wait(0.1)
+                continue
+            self._index.set_jobs(children)
+            if len(children) > _SMALL_LISTING:
+                stopping.wait(9 * (time.monotonic() - started))
 
     def _on_claims(self, children: list[str], event: Any) -> None:
         unknown = self._index.set_claims(children, watch_fired=event is not None)
@@ -223,6 +276,7 @@ class ZooKeeperJobBoard(JobBoard):
         # Called on kazoo's connection thread: never block here.
         client = self._client
         if state == KazooState.CONNECTED and client is not None:
+            self._jobs_changed()  # watches may have fired unseen while disconnected
             client.handler.spawn(self._after_reconnect)
         with self._index.cond:
             self._index.cond.notify_all()  # waiters see the outage (or recovery) at once
