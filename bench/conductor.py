@@ -1,0 +1,309 @@
+#!/usr/bin/env python3
+"""Conductor benchmark: Legato's conductors beside TaskFlow's, on the same servers, one run.
+
+Measured (medians of ``--repeat`` runs):
+
+* throughput: jobs/s for J pre-posted jobs of 1-task and 10-task linear flows, drained by 1 or 2
+  conductor processes (forked after posting, released together; blocking conductors), per board
+  (SQLite, PostgreSQL, Redis, ZooKeeper) and persistence (memory: each process keeps the copy it
+  inherited; SQLite: one shared file);
+* post->start latency p50/p99 on notifying boards: one idle conductor (a thread), a job posted
+  every 50 ms from another board object; time from just before ``post`` to ``running_start``;
+* takeover after SIGKILL: conductor A (a process) runs a long job, conductor B idles; A is
+  SIGKILLed; time until B starts the job's step (claim TTL ``--ttl``);
+* TaskFlow: ``/work/shared/bench/taskflow_reference.py`` (preload mode, blocking conductors) on the
+  same Redis and ZooKeeper with the same job counts.
+
+Run from the benchmark environment (``bench/venv.sh`` makes ``.venv-bench``)::
+
+    .venv-bench/bin/python bench/conductor.py --repeat 3
+    .venv-bench/bin/python bench/conductor.py --boards redis --no-taskflow --skip takeover
+
+A board whose server is missing is skipped with a message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import multiprocessing
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from legato import jobboard as jb
+from legato import persistence as lp
+from legato.conductor import BlockingConductor
+from legato.persistence.base import Persistence
+from legato.testing import conductor as tc
+from legato.testing import services
+
+TASKFLOW_REFERENCE = Path("/work/shared/bench/taskflow_reference.py")
+BOARDS = ("sqlite", "postgresql", "redis", "zookeeper")
+
+
+@contextlib.contextmanager
+def board_url(kind: str, tmp: Path) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp / f'board-{uuid.uuid4().hex}.db'}"
+        return
+    if kind == "memory":
+        yield f"memory://bench-{uuid.uuid4().hex}"
+        return
+    factory = {"postgresql": services.postgres_url, "redis": services.redis_url,
+               "zookeeper": services.zookeeper_url}[kind]
+    with factory() as url:
+        yield url
+
+
+def make_persistence(kind: str, tmp: Path) -> tuple[Persistence, str]:
+    if kind == "memory":
+        return lp.connect("memory://"), "memory://"
+    url = f"sqlite:///{tmp / f'flows-{uuid.uuid4().hex}.db'}"
+    persistence = lp.connect(url)
+    persistence.upgrade()
+    return persistence, url
+
+
+# -- throughput -------------------------------------------------------------------------------
+
+
+def _drain(url: str, persistence: Persistence | None, persistence_url: str, jobs: int,
+           counter: Any, ready: Any, go: Any, done: Any) -> None:
+    if persistence is None:
+        persistence = lp.connect(persistence_url)
+    with jb.connect(url, persistence=persistence) as board:
+        conductor = BlockingConductor("bench", board, persistence, wait_timeout=0.05)
+
+        def consumed(event: str, details: dict[str, Any]) -> None:
+            with counter.get_lock():
+                counter.value += 1
+                if counter.value >= jobs:
+                    done.set()
+
+        conductor.notifier.register("job_consumed", consumed)
+        threading.Thread(target=lambda: (done.wait(), conductor.stop()), daemon=True).start()
+        ready.release()
+        go.wait()
+        conductor.run()
+
+
+def throughput(board: str, persistence_kind: str, tasks: int, procs: int, jobs: int,
+               tmp: Path) -> float | None:
+    with board_url(board, tmp) as url:
+        persistence, persistence_url = make_persistence(persistence_kind, tmp)
+        with jb.connect(url, persistence=persistence) as poster:
+            for _ in range(jobs):
+                tc.post_job(poster, persistence, tc.steps_flow, kwargs={"steps": tasks})
+        ctx = multiprocessing.get_context("fork")
+        counter, ready, go, done = ctx.Value("i", 0), ctx.Semaphore(0), ctx.Event(), ctx.Event()
+        inherited = persistence if persistence_kind == "memory" else None
+        if inherited is None:
+            persistence.close()
+        children = [ctx.Process(target=_drain, args=(url, inherited, persistence_url, jobs,
+                                                     counter, ready, go, done))
+                    for _ in range(procs)]
+        for child in children:
+            child.start()
+        for _ in children:
+            ready.acquire()
+        started = time.perf_counter()
+        go.set()
+        finished = done.wait(300)
+        wall = time.perf_counter() - started
+        for child in children:
+            child.join(30)
+            if child.is_alive():
+                child.kill()
+        return jobs / wall if finished else None
+
+
+# -- latency ----------------------------------------------------------------------------------
+
+
+def latency(board: str, samples: int, tmp: Path) -> tuple[float, float]:
+    with board_url(board, tmp) as url:
+        persistence = lp.connect("memory://")
+        with jb.connect(url, persistence=persistence) as cboard, \
+                jb.connect(url, persistence=persistence) as poster:
+            conductor = BlockingConductor("latency", cboard, persistence)
+            starts: dict[str, float] = {}
+            conductor.notifier.register(
+                "running_start", lambda e, d: starts.setdefault(d["job"].uuid,
+                                                                time.perf_counter()))
+            thread = threading.Thread(target=conductor.run, kwargs={"max_dispatches": samples})
+            thread.start()
+            time.sleep(0.5)  # let the conductor reach its idle wait
+            posted: dict[str, float] = {}
+            for _ in range(samples):
+                book_job = _prepare(poster, persistence)
+                before = time.perf_counter()
+                job = poster.post("latency", book=book_job, details={})
+                posted[job.uuid] = before
+                time.sleep(0.05)
+            thread.join(60)
+            waits = sorted((starts[u] - t) * 1000 for u, t in posted.items() if u in starts)
+            return statistics.median(waits), waits[int(len(waits) * 0.99) - 1]
+
+
+def _prepare(board: Any, persistence: Persistence) -> Any:
+    from legato import engine
+    from legato.persistence.models import FlowDetail, LogBook
+
+    book = LogBook("latency")
+    flow_detail = FlowDetail("latency")
+    book.add(flow_detail)
+    persistence.save_logbook(book)
+    engine.save_factory_details(flow_detail, tc.steps_flow, persistence=persistence)
+    return persistence.get_logbook(book.uuid)
+
+
+# -- takeover after SIGKILL -------------------------------------------------------------------
+
+
+def takeover(board: str, ttl: float, tmp: Path) -> float:
+    log = tmp / f"takeover-{uuid.uuid4().hex}.log"
+    with board_url(board, tmp) as url:
+        persistence, persistence_url = make_persistence("sqlite", tmp)
+        with jb.connect(url, persistence=persistence) as poster:
+            tc.post_job(poster, persistence, tc.side_effect_flow,
+                        kwargs={"steps": 2, "label": "t", "log_path": str(log), "pause": 3.0})
+        command = [sys.executable, "-m", "legato.testing.conductor", url, persistence_url,
+                   "--ttl", str(ttl)]
+        first = subprocess.Popen([*command, "--name", "a"], stdout=subprocess.PIPE)
+        second: subprocess.Popen[bytes] | None = None
+        try:
+            _wait_for_line(log, f" {first.pid} ")
+            second = subprocess.Popen([*command, "--name", "b"], stdout=subprocess.PIPE)
+            assert second.stdout is not None
+            second.stdout.readline()  # "ready ..."
+            time.sleep(0.5)
+            killed = time.perf_counter()
+            first.send_signal(signal.SIGKILL)
+            _wait_for_line(log, f" {second.pid} ")
+            return time.perf_counter() - killed
+        finally:
+            for proc in (first, second):
+                if proc is not None:
+                    proc.kill()
+                    proc.wait()
+
+
+def _wait_for_line(log: Path, needle: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists() and needle in log.read_text():
+            return
+        time.sleep(0.005)
+    raise TimeoutError(f"{needle!r} never appeared in {log}")
+
+
+# -- TaskFlow ---------------------------------------------------------------------------------
+
+
+def taskflow(board: str, persistence: str, tasks: int, procs: int, jobs: int,
+             repeat: int, tmp: Path) -> float | None:
+    out = tmp / f"taskflow-{uuid.uuid4().hex}.jsonl"
+    command = [sys.executable, str(TASKFLOW_REFERENCE), "--board", board, "--persistence",
+               persistence, "--conductor", "blocking", "--procs", str(procs), "--mode",
+               "preload", "--jobs", str(jobs), "--tasks", str(tasks), "--repeat", str(repeat),
+               "--json-out", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    if result.returncode != 0 or not out.exists():
+        print(f"  taskflow failed: {result.stderr.strip()[-300:]}", flush=True)
+        return None
+    for line in out.read_text().splitlines():
+        data = json.loads(line)
+        if data.get("kind") == "summary":
+            value: float = data["summary"]["jobs_per_s"]
+            return value
+    return None
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def median_of(repeat: int, fn: Any, *args: Any) -> float | None:
+    values = [v for v in (fn(*args) for _ in range(repeat)) if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def run_throughput(args: argparse.Namespace, boards: list[str], tmp: Path,
+                   results: list[dict[str, Any]]) -> None:
+    print("system   board       persistence tasks procs  jobs/s", flush=True)
+    for board in boards:
+        for persistence in args.persistence.split(","):
+            for tasks in map(int, args.tasks.split(",")):
+                for procs in map(int, args.procs.split(",")):
+                    jobs = args.jobs if persistence == "memory" else args.sqlite_jobs
+                    row: dict[str, Any] = {"kind": "throughput", "board": board,
+                                           "persistence": persistence, "tasks": tasks,
+                                           "procs": procs, "jobs": jobs}
+                    label = f"{board:11} {persistence:11} {tasks:5} {procs:5}"
+                    legato = median_of(args.repeat, throughput, board, persistence, tasks,
+                                       procs, jobs, tmp)
+                    row["legato_jobs_per_s"] = legato
+                    print(f"legato   {label}  {fmt(legato)}", flush=True)
+                    if board in ("redis", "zookeeper") and not args.no_taskflow:
+                        ref = taskflow(board, persistence, tasks, procs, jobs, args.repeat, tmp)
+                        row["taskflow_jobs_per_s"] = ref
+                        print(f"taskflow {label}  {fmt(ref)}", flush=True)
+                    results.append(row)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--boards", default=",".join(BOARDS))
+    parser.add_argument("--persistence", default="memory,sqlite")
+    parser.add_argument("--tasks", default="1,10")
+    parser.add_argument("--procs", default="1,2")
+    parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--sqlite-jobs", type=int, default=100,
+                        help="jobs per run with SQLite persistence (TaskFlow is slow there)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--ttl", type=float, default=2.0)
+    parser.add_argument("--skip", default="", help="comma list of: throughput,latency,takeover")
+    parser.add_argument("--no-taskflow", action="store_true")
+    parser.add_argument("--json-out", default=None)
+    args = parser.parse_args(argv)
+    skip = set(filter(None, args.skip.split(",")))
+    boards = args.boards.split(",")
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="legato-bench-") as tmpdir:
+        tmp = Path(tmpdir)
+        if "throughput" not in skip:
+            run_throughput(args, boards, tmp, results)
+        if "latency" not in skip:
+            for board in [b for b in boards if b != "sqlite"] + ["memory"]:
+                p50, p99 = latency(board, 40, tmp)
+                results.append({"kind": "latency", "board": board, "p50_ms": p50,
+                                "p99_ms": p99})
+                print(f"post->start {board:11} p50={p50:.1f} ms p99={p99:.1f} ms", flush=True)
+        if "takeover" not in skip:
+            for board in boards:
+                value = median_of(args.repeat, takeover, board, args.ttl, tmp)
+                results.append({"kind": "takeover", "board": board, "ttl": args.ttl,
+                                "seconds": value})
+                print(f"takeover {board:11} ttl={args.ttl}s: {fmt(value, 2)} s", flush=True)
+    if args.json_out:
+        with open(args.json_out, "a") as out:
+            for row in results:
+                out.write(json.dumps({**row, "pid": os.getpid()}) + "\n")
+
+
+if __name__ == "__main__":
+    main()
