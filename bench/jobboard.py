@@ -269,9 +269,12 @@ def measure_drain(spec: Spec, count: int, claimers: int) -> float:
     return taken / (max(end for _, end in outcomes) - started)
 
 
-def measure_wake(spec: Spec, posts: int, interval: float = 0.02) -> tuple[float, float]:
+def measure_wake(spec: Spec, posts: int,
+                 interval: float = 0.02) -> tuple[float, float, float]:
+    """Wake latency p50 and p99, and the median time ``post`` itself took (all in ms)."""
     waiter, poster = open_board(spec), open_board(spec)
     posted: dict[str, float] = {}
+    post_took: list[float] = []
     woke: list[float] = []
     stop = threading.Event()
     ready = threading.Event()
@@ -292,6 +295,7 @@ def measure_wake(spec: Spec, posts: int, interval: float = 0.02) -> tuple[float,
         for i in range(posts):
             posted[str(i)] = time.perf_counter()
             poster.post(str(i))
+            post_took.append((time.perf_counter() - posted[str(i)]) * 1000)
             deadline = time.perf_counter() + 2.0
             while len(woke) <= i and time.perf_counter() < deadline:
                 time.sleep(0.0005)
@@ -302,7 +306,7 @@ def measure_wake(spec: Spec, posts: int, interval: float = 0.02) -> tuple[float,
         waiter.close()
         poster.close()
     lat = sorted((w - p) * 1000 for w, p in zip(woke, posted.values(), strict=False))
-    return _pct(lat, 50), _pct(lat, 99)
+    return _pct(lat, 50), _pct(lat, 99), statistics.median(post_took)
 
 
 def _pct(values: list[float], pct: int) -> float:
@@ -347,8 +351,9 @@ def run_one(system: str, backend: str, args: argparse.Namespace) -> dict[str, fl
             with fresh(system, backend, args.tmpdir) as spec:
                 runs[key].append(fn(spec))
     out = {k: statistics.median(v) for k, v in runs.items() if k != "wake"}
-    out["wake p50"] = statistics.median(p50 for p50, _ in runs["wake"])
-    out["wake p99"] = statistics.median(p99 for _, p99 in runs["wake"])
+    out["wake p50"] = statistics.median(r[0] for r in runs["wake"])
+    out["wake p99"] = statistics.median(r[1] for r in runs["wake"])
+    out["post ms"] = statistics.median(r[2] for r in runs["wake"])
     out["big"] = big
     return out
 
@@ -367,13 +372,15 @@ def available(system: str, backend: str, args: argparse.Namespace) -> str | None
 
 def table(results: dict[tuple[str, str], dict[str, float]], args: argparse.Namespace) -> str:
     head = ("| system | board | post/s | drain/s 1 claimer | drain/s 4 claimers | wake p50 ms "
-            "| wake p99 ms | claim+consume, 100 waiting | same, big backlog (size) | ratio |")
-    lines = [head, "|" + "---|" * 10]
+            "| wake p99 ms | (post call ms) | claim+consume, 100 waiting "
+            "| same, big backlog (size) | ratio |")
+    lines = [head, "|" + "---|" * 11]
     for (system, backend), r in results.items():
         ratio = r["cost big"] / r["cost small"]
         lines.append(
             f"| {system} | {backend} | {r['post/s']:,.0f} | {r['drain/s 1']:,.0f} "
             f"| {r['drain/s 4']:,.0f} | {r['wake p50']:.1f} | {r['wake p99']:.1f} "
+            f"| {r['post ms']:.1f} "
             f"| {r['cost small'] * 1e3:.2f} ms | {r['cost big'] * 1e3:.2f} ms "
             f"({int(r['big']):,}) | {ratio:.2f}x |")
     return "\n".join(lines)
