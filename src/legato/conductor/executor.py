@@ -147,6 +147,7 @@ class ExecutorConductor(Conductor):
         self._stats_lock = threading.Lock()
         self._stats = dict.fromkeys(STATISTICS, 0)
         self._next_entity_refresh = 0.0
+        self._idle_wakeups = 0
 
     # -- public API ------------------------------------------------------------------------
 
@@ -269,14 +270,22 @@ class ExecutorConductor(Conductor):
         try:
             job = self._jobboard.claim_next(self._conductor.name, ttl=self._claim_ttl)
             if job is None:
-                self._jobboard.wait(self._wait_timeout)
+                self._idle(self._jobboard.wait(self._wait_timeout))
                 return None, 0
         except Exception as exc:  # any board error: log, count, back off, carry on (Lesson 6)
             failures += 1
             self._board_failed("claiming a job", exc, failures)
             return None, failures
         self._count("dispatched")
+        self._idle_wakeups = 0
         return renewer.add(job, ttl, claimed_at=claimed_at), 0
+
+    def _idle(self, woken: bool) -> None:
+        """Don't spin when ``wait`` keeps reporting a job that ``claim_next`` does not get (a
+        race lost to other conductors, or a board whose listing and claiming disagree)."""
+        self._idle_wakeups = self._idle_wakeups + 1 if woken else 0
+        if self._idle_wakeups > 1:
+            self._stopping.wait(min(0.005 * self._idle_wakeups, self._wait_timeout))
 
     def _board_failed(self, what: str, exc: Exception, failures: int) -> None:
         self._count("board_errors")
