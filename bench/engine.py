@@ -81,9 +81,31 @@ def apply_fast_copy() -> None:
     base.check_atom_json = check
 
 
+class NullPersistence(Persistence):
+    """Stores nothing: isolates the engine's own cost (``--persistence null``). Not a backend."""
+
+    def save_logbook(self, book: LogBook) -> LogBook:
+        return book
+
+    def update_flow_details(self, flow_detail: FlowDetail) -> FlowDetail:
+        return flow_detail
+
+    def update_atom_details(self, atom_detail: Any) -> Any:
+        return atom_detail
+
+    def _unused(self, *args: Any) -> Any:
+        raise NotImplementedError
+
+    _save_logbook = _get_logbook = _get_logbooks = _destroy_logbook = _unused
+    _update_flow_details = _get_flow_details = _get_flows_for_book = _unused
+    _update_atom_details = _get_atom_details = _get_atoms_for_flow = _clear_all = _unused
+
+
 def legato_runner(kind: str, workdir: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
     if kind == "memory":
         persistence: Persistence = connect("memory://")
+    elif kind == "null":
+        persistence = NullPersistence("null://")
     else:
         persistence = connect(f"sqlite:///{workdir}/legato-{uuid.uuid4().hex[:8]}.db")
     persistence.upgrade()
@@ -166,7 +188,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tf-sqlite-jobs", type=int, default=10,
                         help="flows per repeat (TaskFlow, SQLite: ~0.7 s each)")
     parser.add_argument("--tasks", type=int, nargs="+", default=[1, 10])
-    parser.add_argument("--persistence", nargs="+", default=["memory", "sqlite"])
+    parser.add_argument("--persistence", nargs="+", default=["memory", "sqlite"],
+                        choices=["memory", "sqlite", "null"],
+                        help="null: Legato only, a persistence that stores nothing "
+                             "(the engine's own cost)")
     parser.add_argument("--no-taskflow", action="store_true")
     parser.add_argument("--what-if-fast-copy", action="store_true",
                         help="experiment: cheaper persistence model copies (see apply_fast_copy)")
@@ -193,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
             theirs: list[tuple[float, float]] = []
             for _ in range(args.repeat):  # interleaved, so load drifts hit both alike
                 ours.append(measure(legato_runner, kind, n, args.jobs))
-                if not args.no_taskflow:
+                if not args.no_taskflow and kind != "null":
                     tf_jobs = args.tf_jobs if kind == "memory" else args.tf_sqlite_jobs
                     theirs.append(measure(taskflow_runner, kind, n, tf_jobs))
             (o_wall, o_cpu) = _median(ours)

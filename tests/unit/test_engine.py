@@ -419,3 +419,32 @@ def test_retry_value_that_is_not_json_fails_cleanly() -> None:
     stored = persistence.get_flow_details(engine.flow_detail.uuid)
     assert stored.state == FlowState.REVERTED
     assert stored.find_by_name("odd").results == []
+
+
+def test_suspend_from_another_thread_stops_at_the_next_boundary() -> None:
+    started, release = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    class Gate(Task):
+        def execute(self, **kwargs: Any) -> str:
+            ran.append(self.name)
+            if self.name == "first":
+                started.set()
+                assert release.wait(10)
+            return self.name
+
+    persistence = MemoryPersistence()
+    flow = LinearFlow("f").add(Gate("first", provides="a"), Gate("second", requires=["a"]))
+    engine = le.load(flow, engine="parallel", persistence=persistence)
+    outcome: list[Any] = []
+    runner = threading.Thread(target=lambda: outcome.extend(engine.run_iter()))
+    runner.start()
+    assert started.wait(10)
+    engine.suspend()  # from this thread, while "first" runs in the engine's pool
+    release.set()
+    runner.join(10)
+    assert outcome[-1] == EngineState.SUSPENDED
+    assert ran == ["first"]
+    stored = persistence.get_flow_details(engine.flow_detail.uuid)
+    assert stored.state == FlowState.SUSPENDED
+    assert stored.find_by_name("first").state == AtomState.SUCCESS
