@@ -4,6 +4,7 @@ stop and takeover, max_dispatches, and a poison job with its back-off."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -130,3 +131,23 @@ def test_poison_job_backs_off_then_is_trashed(board: JobBoard, persistence: Pers
         # The next claim waits for the back-off (a correctness check of the delay; the
         # tolerance covers clock granularity between this process and the board's server).
         assert claims[n] - abandoned["at"] >= delay - 0.05
+
+
+def test_entity_listed_while_running_and_stopped_conductor_runs_again(
+        board: JobBoard, persistence: Persistence) -> None:
+    conductor = NonBlockingConductor("n", board, persistence, wait_timeout=0.05)
+    name = conductor.conductor.name
+    thread = threading.Thread(target=conductor.run, daemon=True)
+    thread.start()
+    ticker = threading.Event()
+    deadline = time.monotonic() + 20
+    while name not in {e.name for e in board.iter_entities("conductor")}:
+        assert time.monotonic() < deadline, "the conductor never registered"
+        ticker.wait(0.02)
+    conductor.stop()
+    assert conductor.wait(30) is True
+    assert not conductor.dispatching
+    assert name not in {e.name for e in board.iter_entities("conductor")}
+    job = tc.post_job(board, persistence, tc.steps_flow)
+    conductor.run(max_dispatches=1)
+    assert state_of(persistence, job) is FlowState.SUCCESS and board.job_count == 0
