@@ -99,6 +99,8 @@ def test_times_retries_scope_then_reverts_and_persists_history() -> None:
     assert all(list(failures) == ["t2"] for _, failures in retry.results)
     assert retry.state == AtomState.REVERTED
     assert stored.state == FlowState.REVERTED
+    stats = engine.statistics
+    assert (stats["executed"], stats["retried"], stats["reverted"]) == (9, 2, 7)
 
 
 def test_retry_succeeds_on_a_later_value() -> None:

@@ -164,6 +164,8 @@ class Engine:
         finally:
             self.executor.shutdown()
             self._stats["run_s"] = time.perf_counter() - started
+            for key, count in runtime.counts.items():
+                self._stats[key] = self._stats.get(key, 0) + count
             self.suspend_event.clear()
 
     def suspend(self) -> None:
@@ -186,7 +188,8 @@ class Engine:
 
     @property
     def statistics(self) -> dict[str, Any]:
-        """Counters and timings of this engine (``runs``, ``compile_s``, ``run_s``)."""
+        """Counters and timings of this engine: ``runs``, ``executed`` (atom executions),
+        ``reverted``, ``retried`` (scope retries), ``compile_s`` and ``run_s`` (last run)."""
         return dict(self._stats)
 
     # -- events ----------------------------------------------------------------------------

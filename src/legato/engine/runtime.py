@@ -53,6 +53,8 @@ class Runtime:
         self.not_started: set[int] = set()
         #: set when the run ends by raising the atoms' own failures (not an engine problem)
         self.reraising = False
+        #: counters, added to the engine's statistics
+        self.counts = {"executed": 0, "reverted": 0, "retried": 0}
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -147,6 +149,7 @@ class Runtime:
         if ca.is_retry:
             args = (self._history(ad),)
         self.inflight[index] = _EXECUTE
+        self.counts["executed"] += 1
         self.executor.submit(index, ca.atom.execute, args, kwargs,  # type: ignore[attr-defined]
                              progress=self.engine.progress_callback(ad),
                              label=f"atom {ca.name!r}")
@@ -270,6 +273,7 @@ class Runtime:
         old = ad.state
         ad.state = AtomState.RETRYING
         ad.intention = Intention.RETRY
+        self.counts["retried"] += 1
         self.storage.save(ad)
         self.engine.emit_atom(ad, old)
         for index in list(self.failures):
@@ -300,6 +304,7 @@ class Runtime:
         ad.intention = Intention.REVERT
         self.storage.save(ad)
         self.engine.emit_atom(ad, old)
+        self.counts["reverted"] += 1
         if index in self.not_started:
             self._record_revert(ad, True, None)
             return
