@@ -164,9 +164,9 @@ def test_sqlite_second_object_sees_writes(sqlite_url: str,
 # -- outages -------------------------------------------------------------------------------
 
 
-def _outage(url: str, target: tuple[str, int]) -> None:
+def _outage(url: str, target: tuple[str, int], *, pre_ping: bool = True) -> None:
     with TCPProxy(*target) as proxy:
-        backend = persistence.connect(proxy.url_for(url), connect_timeout=2,
+        backend = persistence.connect(proxy.url_for(url), connect_timeout=2, pre_ping=pre_ping,
                                       read_timeout=5, retries=2, retry_delay=0.05)
         try:
             backend.upgrade()
@@ -196,9 +196,11 @@ def _outage(url: str, target: tuple[str, int]) -> None:
             backend.close()
 
 
-def test_postgres_outage_fails_then_recovers(postgres_url: str) -> None:
+@pytest.mark.parametrize("pre_ping", [True, False])
+def test_postgres_outage_fails_then_recovers(postgres_url: str, pre_ping: bool) -> None:
     parts = urlsplit(postgres_url)
-    _outage(postgres_url, (parts.hostname or "127.0.0.1", parts.port or 5432))
+    _outage(postgres_url, (parts.hostname or "127.0.0.1", parts.port or 5432),
+            pre_ping=pre_ping)
 
 
 def test_mariadb_outage_fails_then_recovers(mysql_url: str) -> None:

@@ -64,6 +64,9 @@ class EngineSettings:
         read_timeout: seconds a network database may leave a request unanswered before the
             connection counts as lost (MySQL ``read_timeout``, PostgreSQL ``tcp_user_timeout``).
         pool_size: connections kept open per backend object (network databases).
+        pre_ping: test a pooled connection before each use (network databases). Costs a round
+            trip per operation; without it a dead connection is still found on first use and
+            the operation retried (``Persistence.retries``) on a fresh one.
         echo: log every SQL statement (SQLAlchemy's ``echo``).
     """
 
@@ -71,6 +74,7 @@ class EngineSettings:
     busy_timeout: float = 60.0
     read_timeout: float = 60.0
     pool_size: int = 5
+    pre_ping: bool = True
     echo: bool = False
 
 
@@ -159,9 +163,9 @@ def _create_engine(url: URL, settings: EngineSettings) -> Engine:
                     "write_timeout": settings.read_timeout, "charset": "utf8mb4"}
         connect_args = {k: v for k, v in defaults.items() if k not in query}
     return sa.create_engine(
-        url, connect_args=connect_args, pool_pre_ping=True, pool_size=settings.pool_size,
-        max_overflow=settings.pool_size * 2, pool_timeout=settings.connect_timeout,
-        echo=settings.echo,
+        url, connect_args=connect_args, pool_pre_ping=settings.pre_ping,
+        pool_size=settings.pool_size, max_overflow=settings.pool_size * 2,
+        pool_timeout=settings.connect_timeout, echo=settings.echo,
     )
 
 

@@ -36,6 +36,9 @@ class SQLPersistence(Persistence):
         read_timeout: seconds a network database may leave a request unanswered before the
             connection counts as lost.
         pool_size: connections kept open (network databases).
+        pre_ping: check a pooled connection before each use (network databases; one round trip
+            per operation). Off, a dead connection is found on first use and the operation
+            retried on a fresh one.
         echo: log every SQL statement.
 
     Raises:
@@ -47,12 +50,12 @@ class SQLPersistence(Persistence):
 
     def __init__(self, url: str, *, retries: int = 3, retry_delay: float = 0.05,
                  connect_timeout: float = 10.0, busy_timeout: float = 60.0,
-                 read_timeout: float = 60.0, pool_size: int = 5, echo: bool = False,
-                 **options: Any) -> None:
+                 read_timeout: float = 60.0, pool_size: int = 5, pre_ping: bool = True,
+                 echo: bool = False, **options: Any) -> None:
         super().__init__(url, retries=retries, retry_delay=retry_delay, **options)
         settings = _engine.EngineSettings(
             connect_timeout=connect_timeout, busy_timeout=busy_timeout,
-            read_timeout=read_timeout, pool_size=pool_size, echo=echo)
+            read_timeout=read_timeout, pool_size=pool_size, pre_ping=pre_ping, echo=echo)
         sa_url = _engine.normalise_url(url)
         self._display_url = sa_url.render_as_string(hide_password=True)
         self._engine = _engine.create_engine(sa_url, settings)
