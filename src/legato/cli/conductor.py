@@ -1,0 +1,150 @@
+"""``legato conductor``: run a conductor until stopped, printing its events as they happen.
+
+SIGTERM or SIGINT asks the conductor to stop: it claims nothing more, running engines suspend at
+their next atom boundary and their jobs are abandoned at once for other conductors. A second
+signal exits immediately (claims then end when their lease runs out).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import sys
+import types
+from typing import Annotated, Any
+
+import typer
+
+from legato.cli import _context
+from legato.cli._output import Output
+
+__all__ = ["EventPrinter", "register"]
+
+#: Events printed without ``--verbose`` (the others are engine lifecycle steps).
+_NOTABLE = frozenset({"started", "stopping", "stopped", "running_start", "job_consumed",
+                      "job_abandoned", "job_trashed"})
+_STYLES = {"job_consumed": "green", "job_abandoned": "yellow", "job_trashed": "red",
+           "running_start": "cyan"}
+
+
+class EventPrinter:
+    """A conductor notifier listener that prints each event (one JSON object per line with
+    ``--json``)."""
+
+    def __init__(self, out: Output, *, verbose: bool = False) -> None:
+        self.out = out
+        self.verbose = verbose
+
+    def __call__(self, event: str, details: dict[str, Any]) -> None:
+        job = details.get("job")
+        row = {
+            "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+            "event": event,
+            "job": getattr(job, "uuid", None),
+            "job_name": getattr(job, "name", None),
+            "reason": details.get("reason"),
+        }
+        conductor = details.get("conductor")
+        if conductor is not None:
+            row["conductor"] = getattr(getattr(conductor, "conductor", None), "name", None)
+        self.emit(row)
+
+    def emit(self, row: dict[str, Any]) -> None:
+        if self.out.is_json:
+            self.out.json(row)
+            return
+        if not self.verbose and row["event"] not in _NOTABLE:
+            return
+        stamp = dt.datetime.now().strftime("%H:%M:%S")
+        text = f"{stamp} {row['event']:<17} {row.get('job_name') or ''}"
+        if row.get("job"):
+            text += f" ({row['job'][:8]})"
+        if row.get("reason"):
+            text += f": {row['reason']}"
+        self.out.text(text, style=_STYLES.get(row["event"]))
+
+
+def _attach_timing(event: str, details: dict[str, Any]) -> None:
+    """Record each atom's duration in its meta (``legato flow show`` prints it)."""
+    from legato.engine.listeners import TimingListener
+
+    engine = details.get("engine")
+    if engine is not None:
+        TimingListener(engine).register()
+
+
+def _install_signals(conductor: Any, printer: EventPrinter) -> dict[int, Any]:
+    received = 0
+
+    def handler(signum: int, frame: types.FrameType | None) -> None:
+        nonlocal received
+        received += 1
+        if received > 1:
+            # Second signal: leave now; the claims we hold end with their lease.
+            os._exit(128 + signum)
+        printer.emit({"event": "stopping", "job": None, "job_name": None,
+                      "reason": f"{signal.Signals(signum).name} received; signal again to "
+                                "exit at once"})
+        conductor.stop()
+
+    previous: dict[int, Any] = {}
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous[signum] = signal.signal(signum, handler)
+    return previous
+
+
+def conductor(
+    ctx: typer.Context,
+    kind: Annotated[str, typer.Option("--kind", help="blocking or nonblocking.")] = "blocking",
+    name: Annotated[str, typer.Option(
+        "--name", help="Conductor name (its claims add @host:pid/token).")] = "conductor",
+    max_dispatches: Annotated[int | None, typer.Option(
+        "--max-dispatches", metavar="N", help="Return after dispatching N jobs.")] = None,
+    allow: Annotated[list[str] | None, typer.Option(
+        "--allow", metavar="PREFIX",
+        help="Module prefix whose flow factories may run (repeatable).")] = None,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", metavar="N", help="Jobs run at once (nonblocking kind).")] = None,
+    ttl: Annotated[float | None, typer.Option(
+        "--ttl", metavar="SECONDS", help="Claim lease; renewed every TTL/3.")] = None,
+    engine: Annotated[str, typer.Option(
+        "--engine", help="Engine kind: serial, parallel, process (or a URL).")] = "serial",
+    max_attempts: Annotated[int | None, typer.Option(
+        "--max-attempts", metavar="N", help="Trash a job after N claims (default 5).")] = None,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Print every event, not only job outcomes.")] = False,
+) -> None:
+    """Run a conductor: claim jobs, run their flows, consume, abandon or trash them."""
+    from legato import conductor as conductors
+
+    settings: _context.Settings = ctx.obj
+    options: dict[str, Any] = {"allowed_factories": list(allow or ())}
+    if workers is not None:
+        options["max_simultaneous_jobs"] = workers
+    if ttl is not None:
+        options["claim_ttl"] = ttl
+    if max_attempts is not None:
+        options["max_attempts"] = max_attempts
+    printer = EventPrinter(settings.out, verbose=verbose or settings.debug)
+    with _context.open_board(settings) as (board, backend):
+        worker = conductors.fetch(kind, name, board, persistence=backend, engine=engine,
+                                  **options)
+        worker.notifier.register("*", printer)
+        worker.notifier.register("running_start", _attach_timing)
+        previous = _install_signals(worker, printer)
+        try:
+            printer.emit({"event": "started", "job": None, "job_name": None,
+                          "conductor": worker.conductor.name, "pid": os.getpid(),
+                          "reason": f"{worker.conductor.name} on {settings.board_url}"})
+            worker.run(max_dispatches=max_dispatches)
+        finally:
+            for signum, old in previous.items():
+                signal.signal(signum, old)
+            worker.close()
+    printer.emit({"event": "stopped", "job": None, "job_name": None, "reason": None})
+    sys.stdout.flush()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("conductor")(conductor)

@@ -1,0 +1,114 @@
+"""``legato flow show BOOK_OR_JOB``: what persistence recorded, atom by atom."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from legato import errors
+from legato.cli import _context
+from legato.cli._output import shorten
+
+if TYPE_CHECKING:
+    from legato.jobboard.base import JobBoard
+    from legato.persistence.base import Persistence
+    from legato.persistence.models import AtomDetail, FlowDetail, LogBook
+
+__all__ = ["atom_row", "register"]
+
+flow_app = typer.Typer(help="Inspect recorded flows.", no_args_is_help=True)
+
+
+def _failure_text(failure: Any) -> str | None:
+    """``Type: message`` of a stored ``Failure`` dict."""
+    if not isinstance(failure, dict):
+        return None
+    names = failure.get("exc_type_names") or ["Exception"]
+    return f"{names[0]}: {failure.get('message', '')}"
+
+
+def _seconds(value: Any) -> str | None:
+    return f"{value:.3f}s" if isinstance(value, int | float) else None
+
+
+def atom_row(atom: AtomDetail) -> dict[str, Any]:
+    """The facts ``flow show`` prints for one atom (JSON-friendly)."""
+    meta = atom.meta or {}
+    return {
+        "name": atom.name,
+        "kind": atom.KIND,
+        "state": str(atom.state),
+        "intention": str(atom.intention),
+        "result": shorten(atom.results, 50) if atom.results is not None else None,
+        "failure": _failure_text(atom.failure) or _failure_text(atom.revert_failure),
+        "duration": _seconds(meta.get("duration")),
+        "revert_duration": _seconds(meta.get("revert_duration")),
+        "progress": meta.get("progress"),
+        "results": atom.results,
+        "meta": meta,
+    }
+
+
+def _flow_data(flow_detail: FlowDetail, backend: Persistence) -> dict[str, Any]:
+    atoms = list(backend.get_atoms_for_flow(flow_detail.uuid))
+    factory = flow_detail.meta.get("factory")
+    return {
+        "uuid": flow_detail.uuid,
+        "name": flow_detail.name,
+        "state": str(flow_detail.state) if flow_detail.state else "PENDING",
+        "factory": factory.get("name") if isinstance(factory, dict) else None,
+        "store": flow_detail.meta.get("store"),
+        "atoms": [atom_row(a) for a in atoms],
+    }
+
+
+def _book_for(ref: str, board: JobBoard, backend: Persistence) -> tuple[LogBook, str | None]:
+    """The logbook named by a book uuid, or by a job (uuid or prefix, board or trash)."""
+    try:
+        return backend.get_logbook(ref.strip()), None
+    except errors.NotFound:
+        pass
+    job = None
+    for in_trash in (False, True):
+        try:
+            job = _context.find_job(board, ref, trash=in_trash)
+            break
+        except errors.NotFound:
+            continue
+    if job is None:
+        raise errors.NotFound(f"no logbook or job {ref!r}")
+    if job.book_uuid is None:
+        raise errors.NotFound(f"job {job.uuid} has no logbook")
+    return backend.get_logbook(job.book_uuid), job.uuid
+
+
+@flow_app.command("show")
+def show(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(
+        metavar="BOOK_OR_JOB", help="A logbook uuid, or a job uuid (or unique prefix).")],
+) -> None:
+    """Show each flow of a logbook atom by atom: state, result, failure and timings."""
+    settings: _context.Settings = ctx.obj
+    with _context.open_board(settings) as (board, backend):
+        book, job_uuid = _book_for(ref, board, backend)
+        flows = [_flow_data(fd, backend) for fd in backend.get_flows_for_book(book.uuid)]
+    out = settings.out
+    if out.is_json:
+        out.json({"book_uuid": book.uuid, "book_name": book.name, "job_uuid": job_uuid,
+                  "flows": flows})
+        return
+    out.fields({"name": book.name, "job": job_uuid, "flows": len(flows)},
+               title=f"logbook {book.uuid}")
+    for flow in flows:
+        out.text("")
+        out.fields({"state": flow["state"], "factory": flow["factory"],
+                    "store": shorten(flow["store"], 80) if flow["store"] else None},
+                   title=f"flow {flow['name']} ({flow['uuid']})")
+        out.table(flow["atoms"], ["name", "state", "result", "failure", "duration"],
+                  empty="(no atoms recorded yet)")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(flow_app, name="flow")

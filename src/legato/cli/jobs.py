@@ -1,0 +1,197 @@
+"""``legato jobs list|show|trash|requeue`` and ``legato conductors``."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from legato import errors
+from legato.cli import _context
+from legato.cli._output import age, shorten
+
+if TYPE_CHECKING:
+    from legato.jobboard.base import Job, JobBoard
+    from legato.persistence.base import Persistence
+
+__all__ = ["job_row", "register"]
+
+jobs_app = typer.Typer(help="List, inspect, trash and requeue jobs.", no_args_is_help=True)
+
+#: Lease the CLI takes when it claims a job only to trash it.
+_TRASH_CLAIM_TTL = 30.0
+
+
+def job_row(job: Job, board: JobBoard, *, now: float | None = None) -> dict[str, Any]:
+    """The facts ``jobs list`` shows for one job (JSON-friendly)."""
+    now = board.clock() if now is None else now
+    record = job.record
+    return {
+        "uuid": job.uuid,
+        "name": job.name,
+        "priority": job.priority.name,
+        "state": str(record.effective_state(now)),
+        "owner": record.effective_owner(now),
+        "attempts": job.attempts,
+        "age": age(record.created_on, now=now),
+        "created_on": job.created_on.isoformat(),
+        "book_uuid": job.book_uuid,
+        "reason": job.reason,
+    }
+
+
+@jobs_app.command("list")
+def list_jobs(
+    ctx: typer.Context,
+    trash: Annotated[bool, typer.Option("--trash", help="List trashed jobs and why.")] = False,
+) -> None:
+    """List the jobs on the board in claim order (or the trashed ones)."""
+    settings: _context.Settings = ctx.obj
+    with _context.open_board(settings) as (board, _):
+        jobs = board.iter_trash() if trash else board.iterjobs()
+        rows = [job_row(job, board) for job in jobs]
+    if trash:
+        for row in rows:
+            row["state"] = "TRASHED"
+        columns = ["uuid", "name", "priority", "attempts", "age", "reason"]
+    else:
+        columns = ["uuid", "name", "priority", "state", "owner", "attempts", "age"]
+    settings.out.table(rows, columns, title="trash" if trash else None)
+
+
+@jobs_app.command("show")
+def show_job(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(metavar="JOB", help="Job uuid (or a unique prefix).")],
+) -> None:
+    """Show one job: its details, its logbook and the state of its flows."""
+    settings: _context.Settings = ctx.obj
+    with _context.open_board(settings) as (board, backend):
+        job, trashed = _find_anywhere(board, job_id)
+        data = job_row(job, board)
+        data["state"] = "TRASHED" if trashed else data["state"]
+        data["details"] = job.details
+        data["last_modified"] = job.last_modified.isoformat() if job.last_modified else None
+        data["flows"] = _flows_of(job, backend)
+    out = settings.out
+    if out.is_json:
+        out.json(data)
+        return
+    shown = {k: v for k, v in data.items() if k not in ("details", "flows", "age")}
+    shown["details"] = shorten(data["details"], 100)
+    out.fields(shown, title=f"job {job.uuid}")
+    out.table(data["flows"], ["uuid", "name", "state", "atoms", "done"], title="flows")
+
+
+def _find_anywhere(board: JobBoard, job_id: str) -> tuple[Job, bool]:
+    try:
+        return _context.find_job(board, job_id), False
+    except errors.NotFound:
+        try:
+            return _context.find_job(board, job_id, trash=True), True
+        except errors.NotFound:
+            raise errors.NotFound(f"no job {job_id!r} on the board or in the trash") from None
+
+
+def _flows_of(job: Job, backend: Persistence) -> list[dict[str, Any]]:
+    if job.book_uuid is None:
+        return []
+    try:
+        flows = list(backend.get_flows_for_book(job.book_uuid))
+    except errors.NotFound:
+        return []
+    rows = []
+    for flow_detail in flows:
+        atoms = list(flow_detail)
+        rows.append({
+            "uuid": flow_detail.uuid, "name": flow_detail.name,
+            "state": str(flow_detail.state) if flow_detail.state else "PENDING",
+            "atoms": len(atoms),
+            "done": sum(1 for a in atoms if str(a.state) == "SUCCESS"),
+            "factory": (flow_detail.meta.get("factory") or {}).get("name"),
+        })
+    return rows
+
+
+@jobs_app.command("trash")
+def trash_job(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(metavar="JOB", help="Job uuid (or a unique prefix).")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept with the job).")] =
+        "trashed by operator",
+) -> None:
+    """Move an unclaimed job to the trash. A claimed job is refused: stop its conductor first
+    (or wait for its claim to end)."""
+    settings: _context.Settings = ctx.obj
+    owner = _context.cli_owner()
+    with _context.open_board(settings) as (board, _):
+        job = _context.find_job(board, job_id)
+        try:
+            claimed = board.claim(job, owner, ttl=_TRASH_CLAIM_TTL)
+        except errors.UnclaimableJob as exc:
+            holder = exc.owner or board.find_owner(job)
+            why = f"it is claimed by {holder}" if holder else "it cannot be claimed now"
+            raise errors.UnclaimableJob(
+                f"job {job.uuid} not trashed: {why}; stop that conductor or retry later",
+                job_uuid=job.uuid, owner=holder) from None
+        board.trash(claimed, owner, reason=reason)
+    if settings.out.is_json:
+        settings.out.json({"uuid": job.uuid, "trashed": True, "reason": reason})
+    else:
+        settings.out.text(f"trashed {job.uuid}")
+
+
+@jobs_app.command("requeue")
+def requeue_job(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(
+        metavar="JOB", help="Trashed job uuid (or a unique prefix).")],
+) -> None:
+    """Post a trashed job again: same name, logbook, details and priority; prints the new uuid.
+
+    The new job resumes from whatever its logbook records. The trashed entry stays in the trash
+    for the record.
+    """
+    settings: _context.Settings = ctx.obj
+    with _context.open_board(settings) as (board, _):
+        old = _context.find_job(board, job_id, trash=True)
+        book = old.book if old.book_uuid is not None else None
+        new = board.post(old.name, book, dict(old.details), old.priority)
+    if settings.out.is_json:
+        settings.out.json({"uuid": new.uuid, "requeued_from": old.uuid, "name": new.name})
+    else:
+        print(new.uuid)
+
+
+def conductors(ctx: typer.Context) -> None:
+    """List the live conductors registered on the board and the jobs each one holds."""
+    settings: _context.Settings = ctx.obj
+    with _context.open_board(settings) as (board, _):
+        now = board.clock()
+        held: dict[str, list[str]] = {}
+        for job in board.iterjobs():
+            owner = job.record.effective_owner(now)
+            if owner is not None:
+                held.setdefault(owner, []).append(job.uuid)
+        rows = [_conductor_row(entity, held, now) for entity in board.iter_entities("conductor")]
+    for row in rows:
+        row["jobs"] = ", ".join(j[:8] for j in row["job_uuids"]) or "-"
+    settings.out.table(rows, ["name", "host", "pid", "started", "jobs"],
+                       empty="no live conductors")
+
+
+def _conductor_row(entity: Any, held: dict[str, list[str]], now: float) -> dict[str, Any]:
+    meta = entity.metadata or {}
+    started = meta.get("started_at")
+    started_text = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
+                    + f" ({age(started, now=now)} ago)") if isinstance(started, int | float) \
+        else None
+    return {"name": entity.name, "host": meta.get("host"), "pid": meta.get("pid"),
+            "started": started_text, "started_at": started,
+            "job_uuids": held.get(entity.name, []), "metadata": meta}
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(jobs_app, name="jobs")
+    app.command("conductors")(conductors)

@@ -1,0 +1,137 @@
+"""The ``legato`` command: global options, logging, and one clear line per error.
+
+Global options (``--board``, ``--persistence``, ``--json``, ``--debug``) may be written before or
+after the command name: ``main`` moves them to the front before parsing.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Annotated
+
+import typer
+from typer.main import get_command
+
+from legato import errors
+from legato.cli import _context
+
+__all__ = ["app", "main"]
+
+logger = logging.getLogger(__name__)
+
+app = typer.Typer(
+    name="legato",
+    help="Durable workflow execution: post jobs, run conductors, inspect flows.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+_FLAGS = ("--json", "--debug")
+_VALUED = ("--board", "--persistence")
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    board: Annotated[str | None, typer.Option(
+        "--board", metavar="URL",
+        help=f"Jobboard URL (env {_context.BOARD_ENV}; default {_context.DEFAULT_URL}).")] = None,
+    persistence: Annotated[str | None, typer.Option(
+        "--persistence", metavar="URL",
+        help=f"Persistence URL (env {_context.PERSISTENCE_ENV}; default "
+             f"{_context.DEFAULT_URL}).")] = None,
+    json_output: Annotated[bool, typer.Option(
+        "--json", help="Machine-readable JSON output.")] = False,
+    debug: Annotated[bool, typer.Option(
+        "--debug", help="Debug logging and full tracebacks.")] = False,
+) -> None:
+    """Durable workflow execution: post jobs, run conductors, inspect flows."""
+    _configure_logging(debug)
+    ctx.obj = _context.Settings.resolve(board=board, persistence_url=persistence,
+                                        json_flag=json_output, debug=debug)
+
+
+def _configure_logging(debug: bool) -> None:
+    # The library never configures logging; the CLI, as the application, does.
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING, stream=sys.stderr, force=True,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s" if debug
+        else "%(levelname)s: %(message)s")
+
+
+def _register_commands() -> None:
+    from legato.cli import conductor, demo, flow, jobs, post
+
+    conductor.register(app)
+    post.register(app)
+    jobs.register(app)
+    flow.register(app)
+    demo.register(app)
+
+
+def hoist_global_options(argv: Sequence[str]) -> list[str]:
+    """Move the global options found anywhere (before a ``--``) to the front of ``argv``."""
+    front: list[str] = []
+    rest: list[str] = []
+    items = list(argv)
+    i = 0
+    while i < len(items):
+        item = items[i]
+        if item == "--":
+            rest.extend(items[i:])
+            break
+        name = item.split("=", 1)[0]
+        if item in _FLAGS or (name in _VALUED and "=" in item):
+            front.append(item)
+        elif item in _VALUED and i + 1 < len(items):
+            front.extend(items[i:i + 2])
+            i += 1
+        else:
+            rest.append(item)
+        i += 1
+    return front + rest
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the process exit code (0 on success)."""
+    args = hoist_global_options(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    command = get_command(app)
+    try:
+        result = command.main(args=args, prog_name="legato", standalone_mode=False)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        return _fail("aborted", 130)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except typer.TyperException as exc:  # click usage errors: bad option, missing argument...
+        return _fail(exc.format_message(), getattr(exc, "exit_code", 2))
+    except (errors.LegatoError, ValueError, TypeError, OSError, ImportError,
+            LookupError) as exc:
+        if debug:
+            raise
+        return _fail(_describe(exc), 1)
+    return result if isinstance(result, int) else 0
+
+
+def _describe(exc: BaseException) -> str:
+    message = str(exc).strip() or type(exc).__name__
+    # One line: the first line of the message, with the error's kind when it says something.
+    first = message.splitlines()[0]
+    if isinstance(exc, errors.LegatoError | OSError | ImportError | LookupError):
+        return f"{type(exc).__name__}: {first}"
+    return first
+
+
+def _fail(message: str, code: int) -> int:
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
+    return code
+
+
+_register_commands()

@@ -1,0 +1,134 @@
+"""``legato post FACTORY``: record a flow factory in a new logbook and post a job for it."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from legato import errors
+from legato.cli import _context
+from legato.persistence.models import FlowDetail, LogBook
+from legato.states import JobPriority
+
+__all__ = ["parse_store", "register", "resolve_factory"]
+
+
+def resolve_factory(name: str) -> Any:
+    """Import ``module:qualname`` in this process and return the callable.
+
+    Raises:
+        ValueError: malformed name, module or attribute missing, or not callable.
+    """
+    module_name, sep, qualname = name.partition(":")
+    if not sep or not module_name or not qualname:
+        raise ValueError(f"factory must be written module:qualname, got {name!r}")
+    if "" not in sys.path and "." not in sys.path:
+        # Like `python -m`, let factories in the current directory be found.
+        sys.path.insert(0, "")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"cannot import factory module {module_name!r}: {exc}") from exc
+    for part in qualname.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise ValueError(f"module {module_name!r} has no {qualname!r}") from None
+    if not callable(target):
+        raise ValueError(f"factory {name!r} is not callable")
+    return target
+
+
+def parse_store(text: str | None) -> dict[str, Any]:
+    """Parse ``--store`` JSON; it must be an object."""
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--store is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ValueError("--store must be a JSON object, e.g. '{\"x\": 1}'")
+    return value
+
+
+def _parse_arg(text: str) -> Any:
+    """A factory argument: JSON when it parses (``3``, ``true``, ``[1,2]``), else a string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _parse_kwargs(items: list[str]) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--kwarg must be NAME=VALUE, got {item!r}")
+        kwargs[key] = _parse_arg(value)
+    return kwargs
+
+
+def post(
+    ctx: typer.Context,
+    factory: Annotated[str, typer.Argument(help="The flow factory, as module:qualname.")],
+    store: Annotated[str | None, typer.Option(
+        "--store", metavar="JSON", help="Inputs for the flow, a JSON object.")] = None,
+    priority: Annotated[str, typer.Option(
+        "--priority", help="VERY_HIGH, HIGH, NORMAL, LOW or VERY_LOW.")] = "NORMAL",
+    name: Annotated[str | None, typer.Option(
+        "--name", help="Job (and logbook) name; default the factory's name.")] = None,
+    arg: Annotated[list[str] | None, typer.Option(
+        "--arg", metavar="VALUE",
+        help="Positional argument for the factory (JSON, else a string); repeatable.")] = None,
+    kwarg: Annotated[list[str] | None, typer.Option(
+        "--kwarg", metavar="NAME=VALUE",
+        help="Keyword argument for the factory (value JSON, else a string); repeatable.")] = None,
+    delay: Annotated[float | None, typer.Option(
+        "--delay", metavar="SECONDS", help="Not claimable before this many seconds.")] = None,
+) -> None:
+    """Post a job that runs FACTORY's flow; prints the job's uuid."""
+    settings: _context.Settings = ctx.obj
+    inputs = parse_store(store)
+    job_priority = JobPriority.parse(priority)
+    args = [_parse_arg(a) for a in arg or ()]
+    kwargs = _parse_kwargs(kwarg or [])
+    fn = resolve_factory(factory)
+    job_name = name or factory
+    with _context.open_board(settings) as (board, backend):
+        book = LogBook(job_name)
+        flow_detail = FlowDetail(job_name)
+        book.add(flow_detail)
+        backend.save_logbook(book)
+        try:
+            from legato.engine import save_factory_details
+
+            save_factory_details(flow_detail, fn, args, kwargs, persistence=backend)
+            details: dict[str, Any] = {"flow_uuid": flow_detail.uuid}
+            if inputs:
+                details["store"] = inputs
+            job = board.post(job_name, book, details, job_priority, delay=delay)
+        except BaseException:
+            _forget(backend, book.uuid)
+            raise
+    if settings.out.is_json:
+        settings.out.json({"uuid": job.uuid, "name": job.name, "book_uuid": book.uuid,
+                           "flow_uuid": flow_detail.uuid, "priority": job_priority.name})
+    else:
+        print(job.uuid)
+
+
+def _forget(backend: Any, book_uuid: str) -> None:
+    """Drop the logbook of a job that could not be posted (best effort)."""
+    with contextlib.suppress(errors.LegatoError):
+        backend.destroy_logbook(book_uuid)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("post")(post)
