@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
+import uuid
 
 import pytest
 import sqlalchemy as sa
@@ -40,16 +41,16 @@ def test_postgres_wait_wakes_by_notify_not_polling(postgres_url: str) -> None:
 
 
 def test_postgres_listener_reconnects(postgres_url: str) -> None:
-    with jobboard.connect(postgres_url, poll_interval=60) as waiter, \
+    name = f"waiter-{uuid.uuid4().hex[:8]}"
+    with jobboard.connect(postgres_url, poll_interval=60, name=name) as waiter, \
             jobboard.connect(postgres_url) as poster:
         assert waiter.wait(timeout=0.2) is False
         engine = _engine(postgres_url)
         try:
-            with engine.begin() as conn:
+            with engine.begin() as conn:  # only this board's listener: others share the server
                 killed = conn.execute(sa.text(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE query LIKE 'LISTEN legato_jobboard%' AND pid <> pg_backend_pid()"
-                )).scalar()
+                    "WHERE application_name = :app"), {"app": f"legato-listen:{name}"}).scalar()
         finally:
             engine.dispose()
         assert killed and killed >= 1

@@ -470,6 +470,8 @@ class PostgresJobBoard(SQLJobBoard):
         super().__init__(url, **options)
         self._listener: threading.Thread | None = None
         self._stop = threading.Event()
+        #: ``application_name`` of the listening connection (seen in ``pg_stat_activity``).
+        self.listener_name = f"legato-listen:{self.name}"[:63]
 
     def _make_engine(self) -> sa.Engine:
         timeout = max(1, round(self.connect_timeout))
@@ -521,7 +523,8 @@ class PostgresJobBoard(SQLJobBoard):
         while not stop.is_set():
             try:
                 with psycopg.connect(conninfo, autocommit=True,
-                                     connect_timeout=max(1, round(self.connect_timeout))) as conn:
+                                     connect_timeout=max(1, round(self.connect_timeout)),
+                                     application_name=self.listener_name) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self._bump()  # anything posted before LISTEN took effect: look again
                     backoff = 0.1
