@@ -29,3 +29,10 @@ def test_four_processes_share_one_postgres_database(postgres_url: str) -> None:
     result = run_concurrent_flows(postgres_url, processes=4, flows=50)
     assert result.flows == 200
     assert result.retries == []
+
+
+def test_four_processes_share_one_mariadb_database(mysql_url: str) -> None:
+    _upgrade(mysql_url)
+    result = run_concurrent_flows(mysql_url, processes=4, flows=50)
+    assert result.flows == 200
+    assert result.retries == []
