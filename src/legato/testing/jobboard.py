@@ -312,6 +312,16 @@ class JobBoardConformance:
         assert second.fence > first.fence
         other.consume(second, "owner-b")
 
+    def test_abandoned_job_keeps_its_place_in_order(self, board: JobBoard,
+                                                    other: JobBoard) -> None:
+        first, second = board.post("first"), board.post("second")
+        claimed = board.claim_next("owner-a")
+        assert claimed == first and claimed is not None
+        board.abandon(claimed, "owner-a")
+        again = board.claim_next("owner-b")
+        assert again == first, f"got {again!r}"  # still the oldest post
+        assert board.claim_next("owner-b") == second
+
     def test_fencing_rejects_older_claim_of_same_owner(self, board: JobBoard) -> None:
         job = board.post("work")
         old = board.claim(job, "owner-a")
