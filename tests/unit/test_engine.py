@@ -450,3 +450,28 @@ def test_suspend_from_another_thread_stops_at_the_next_boundary() -> None:
     stored = persistence.get_flow_details(engine.flow_detail.uuid)
     assert stored.state == FlowState.SUSPENDED
     assert stored.find_by_name("first").state == AtomState.SUCCESS
+
+
+def test_storage_failure_while_saving_progress_is_not_a_revert() -> None:
+    class FailsOnProgress(MemoryPersistence):
+        def _update_atom_details(self, atom_detail: Any) -> None:
+            if "progress" in atom_detail.meta:
+                raise errors.StorageFailure("down")
+            super()._update_atom_details(atom_detail)
+
+    journal: list[Any] = []
+
+    class Reporter(Recorder):
+        def execute(self, **kwargs: Any) -> Any:
+            self.update_progress(0.5)
+            return super().execute(**kwargs)
+
+    persistence = FailsOnProgress(retries=0)
+    flow = LinearFlow("f").add(Recorder("t1", journal), Reporter("t2", journal))
+    engine = le.load(flow, persistence=persistence)
+    with pytest.raises(errors.StorageFailure):
+        engine.run()
+    assert [j[0] for j in journal] == ["execute"]  # t1 ran; nothing was reverted
+    stored = persistence.get_flow_details(engine.flow_detail.uuid)
+    assert stored.state == FlowState.RUNNING
+    assert stored.find_by_name("t1").state == AtomState.SUCCESS

@@ -158,6 +158,10 @@ class Runtime:
         self.inflight.pop(index, None)
         ca = self.atoms[index]
         ad = self.details[index]
+        if not ok and isinstance(value, errors.StorageFailure):
+            # Persistence failed under the task (saving its progress, or the task's own use
+            # of it): an outage, not a task failure, so never a reason to revert.
+            raise value
         if ok:
             try:
                 self._record_success(ca, ad, value)

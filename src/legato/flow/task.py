@@ -24,7 +24,9 @@ class Task(Atom):
 
     ``execute``'s parameters are the task's inputs (see ``Atom``); its return value is stored
     under the names in ``provides``. Engines may run a task again after a crash (a task left
-    RUNNING when its process died runs again on resume), so tasks must be idempotent.
+    RUNNING when its process died runs again on resume), so tasks must be idempotent. An
+    exception from ``execute`` fails the task (and starts a revert), except
+    ``legato.errors.StorageFailure``, which stops the engine without reverting anything.
 
     ``revert`` receives the same inputs as ``execute`` (those its signature accepts), plus
     ``result`` (what ``execute`` returned, or the ``Failure`` if it failed) and
