@@ -51,6 +51,11 @@ def test_missing_driver_names_the_extra() -> None:
     assert info.value.extra == "postgres"
 
 
+def test_unknown_option_is_refused() -> None:
+    with pytest.raises(TypeError, match="conect_timeout"):
+        persistence.connect("sqlite:///x.db", conect_timeout=3)
+
+
 def test_password_is_hidden_in_repr() -> None:
     backend = persistence.connect("postgresql://user:s3cret@127.0.0.1/db")
     try:

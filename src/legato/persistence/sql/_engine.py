@@ -175,7 +175,7 @@ def _sqlite_engine(url: URL, settings: EngineSettings) -> Engine:
     connect_args: dict[str, Any] = {"timeout": settings.busy_timeout}
     if memory:
         # One shared connection, or each checkout would see its own empty database. The backend
-        # serialises every operation on it (see SQLPersistence._guard).
+        # serialises every operation on it (SQLPersistence._lock).
         connect_args["check_same_thread"] = False
         options["poolclass"] = StaticPool
     engine = sa.create_engine(url, connect_args=connect_args, **options)

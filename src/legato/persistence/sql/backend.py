@@ -42,6 +42,7 @@ class SQLPersistence(Persistence):
         echo: log every SQL statement.
 
     Raises:
+        TypeError: an option this backend does not know.
         UnknownBackend: the URL is not a database URL this backend serves.
         MissingDriver: the database driver is not installed (the message names the extra).
     """
@@ -52,7 +53,9 @@ class SQLPersistence(Persistence):
                  connect_timeout: float = 10.0, busy_timeout: float = 60.0,
                  read_timeout: float = 60.0, pool_size: int = 5, pre_ping: bool = True,
                  echo: bool = False, **options: Any) -> None:
-        super().__init__(url, retries=retries, retry_delay=retry_delay, **options)
+        if options:  # a misspelt timeout must not be silently ignored
+            raise TypeError(f"unknown SQLPersistence options: {', '.join(sorted(options))}")
+        super().__init__(url, retries=retries, retry_delay=retry_delay)
         settings = _engine.EngineSettings(
             connect_timeout=connect_timeout, busy_timeout=busy_timeout,
             read_timeout=read_timeout, pool_size=pool_size, pre_ping=pre_ping, echo=echo)
