@@ -1,6 +1,6 @@
 """Acceptance: a flow killed with SIGKILL mid-run resumes in a new process from the last step.
 
-A five-task linear flow runs in a child process on SQLite and on PostgreSQL. Task 4 announces
+A five-task linear flow runs in a child process on SQLite, PostgreSQL and MariaDB. Task 4 announces
 itself on stdout and blocks; the test then kills the child. Another child resumes the flow from
 its flow detail (factory + ``load_from_detail``). Tasks 1-3 must not run again, 4 and 5 run
 once, the flow ends SUCCESS, and 4 and 5 receive exactly the results stored for 3 and 4.
@@ -44,7 +44,7 @@ def _wait_for_line(proc: subprocess.Popen[str], expected: str, timeout: float = 
     assert line == expected, (line, proc.stderr.read() if proc.stderr else "")
 
 
-@pytest.mark.parametrize("backend", ["sqlite_url", "postgres_url"])
+@pytest.mark.parametrize("backend", ["sqlite_url", "postgres_url", "mysql_url"])
 def test_killed_flow_resumes_without_repeating_steps(backend: str, tmp_path: Path,
                                                      request: pytest.FixtureRequest) -> None:
     url: str = request.getfixturevalue(backend)
