@@ -80,6 +80,21 @@ def test_validate_before_upgrade_fails(sqlite_url: str) -> None:
         backend.validate()
 
 
+@pytest.mark.parametrize("url_fixture", ["sqlite_url", "postgres_url", "mysql_url"])
+def test_use_before_upgrade_says_so(url_fixture: str, request: pytest.FixtureRequest) -> None:
+    url = request.getfixturevalue(url_fixture)
+    with persistence.connect(url, retries=0) as backend, \
+            pytest.raises(errors.StorageFailure, match=r"upgrade\(\)"):
+        backend.get_logbook("nope")
+
+
+def test_non_json_book_meta_is_serialization_error(sqlite_backend: Persistence) -> None:
+    book = make_book()
+    book.meta["bad"] = object()
+    with pytest.raises(errors.SerializationError, match="logbook"):
+        sqlite_backend.save_logbook(book)
+
+
 def test_concurrent_upgrade_sqlite(sqlite_url: str) -> None:
     run_concurrent_upgrade(sqlite_url, processes=4)
     _assert_usable(sqlite_url)

@@ -221,9 +221,14 @@ def translate_errors(what: str) -> Iterator[None]:
         raise errors.StorageFailure(f"{what} failed: {error}") from error
 
 
+#: Driver messages meaning a table is missing (SQLite, PostgreSQL, MySQL).
+_NO_TABLE = ("no such table", "does not exist", "doesn't exist")
+
+
 def _describe(error: exc.SQLAlchemyError) -> str:
     # DBAPIError's own str() repeats the SQL and its parameters (which may be large results).
     original = getattr(error, "orig", None)
     text = str(original if original is not None else error).strip()
     first = text.splitlines()[0] if text else type(error).__name__
-    return f"{type(original or error).__name__}: {first}"
+    hint = " (was upgrade() run?)" if any(m in first for m in _NO_TABLE) else ""
+    return f"{type(original or error).__name__}: {first}{hint}"
