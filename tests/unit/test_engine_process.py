@@ -10,7 +10,7 @@ import pytest
 
 import legato.engine as le
 from legato import errors
-from legato.flow import LinearFlow, Task, UnorderedFlow
+from legato.flow import LinearFlow, Task, UnorderedFlow, task
 
 
 class Pid(Task):
@@ -40,6 +40,17 @@ class HoldsLock(Task):
 
     def execute(self) -> None:
         return None
+
+
+@task(provides="cubed")
+def cube(x: int) -> list[int]:
+    return [x ** 3, os.getpid()]
+
+
+def test_decorated_function_tasks_pickle_by_reference() -> None:
+    values = le.run(LinearFlow("f").add(cube), engine="process", max_workers=1,
+                    store={"x": 3})
+    assert values["cubed"][0] == 27 and values["cubed"][1] != os.getpid()
 
 
 def test_tasks_run_in_other_processes() -> None:
