@@ -475,3 +475,29 @@ def test_storage_failure_while_saving_progress_is_not_a_revert() -> None:
     stored = persistence.get_flow_details(engine.flow_detail.uuid)
     assert stored.state == FlowState.RUNNING
     assert stored.find_by_name("t1").state == AtomState.SUCCESS
+
+
+def test_resume_of_a_flow_that_died_while_reverting_finishes_the_revert() -> None:
+    journal: list[Any] = []
+    persistence = MemoryPersistence()
+    engine = le.load(LinearFlow("f").add(*_chain(journal, 3)), persistence=persistence)
+    engine.prepare()
+    failure = Failure.from_exception(ValueError("t3 broke")).to_dict()
+    for name, state, results in (("t1", AtomState.SUCCESS, "result-t1"),
+                                 ("t2", AtomState.REVERTING, "result-t2"),
+                                 ("t3", AtomState.REVERTED, None)):
+        ad = engine.storage.get_atom_detail(name)
+        ad.state, ad.results = state, results
+        ad.failure = failure if name == "t3" else None
+        persistence.update_atom_details(ad)
+    engine.storage.save_flow_state(FlowState.REVERTING)
+
+    resumed = le.load(LinearFlow("f").add(*_chain(journal, 3)), persistence=persistence,
+                      flow_detail=persistence.get_flow_details(engine.flow_detail.uuid))
+    with pytest.raises(errors.WrappedFailure) as info:
+        resumed.run()
+    assert info.value.check(ValueError)
+    assert [(j[1], j[2]) for j in journal] == [("t2", "result-t2"), ("t1", "result-t1")]
+    stored = persistence.get_flow_details(engine.flow_detail.uuid)
+    assert stored.state == FlowState.REVERTED
+    assert all(ad.state == AtomState.REVERTED for ad in stored)
