@@ -1,0 +1,214 @@
+"""The ``legato`` command in subprocesses, on the embedded SQLite default of a fresh folder.
+
+Each command is run as users run it (the installed script, or ``python -m legato.cli``), with
+the current directory set to a temporary folder so the default ``.legato/legato.db`` is private.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from legato import jobboard
+
+SCRIPT = Path(sys.executable).with_name("legato")
+LEGATO = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "legato.cli"]
+DEMO_FACTORY = "legato.demo:demo_flow"
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEGATO_")}
+    env.update(extra)
+    return env
+
+
+def legato(cwd: Path, *args: str, ok: bool = True, env: dict[str, str] | None = None,
+           timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``legato ARGS`` in ``cwd``; with ``ok`` assert it exits 0."""
+    result = subprocess.run([*LEGATO, *args], cwd=cwd, capture_output=True, text=True,
+                            env=env or _env(), timeout=timeout, check=False)
+    if ok:
+        assert result.returncode == 0, (args, result.stdout, result.stderr)
+    return result
+
+
+def legato_json(cwd: Path, *args: str) -> Any:
+    return json.loads(legato(cwd, "--json", *args).stdout)
+
+
+def post_demo(cwd: Path, *extra: str, name: str = "job", steps: int = 2,
+              delay: float = 0.0) -> str:
+    store = json.dumps({"job_name": name, "log_path": str(cwd / "effects.jsonl"),
+                        "step_delay": delay})
+    return legato(cwd, "post", DEMO_FACTORY, "--store", store, "--name", name,
+                  "--arg", str(steps), *extra).stdout.strip()
+
+
+def test_post_list_show_run_and_flow_show(tmp_path: Path) -> None:
+    job_uuid = post_demo(tmp_path, "--priority", "high", name="first", steps=3)
+    assert len(job_uuid) == 36
+    assert (tmp_path / ".legato" / "legato.db").exists()
+
+    [row] = legato_json(tmp_path, "jobs", "list")
+    assert (row["uuid"], row["name"], row["priority"], row["state"], row["attempts"]) == (
+        job_uuid, "first", "HIGH", "UNCLAIMED", 0)
+    plain = legato(tmp_path, "jobs", "list").stdout
+    assert plain.splitlines()[0].split()[:4] == ["UUID", "NAME", "PRIORITY", "STATE"]
+    assert job_uuid in plain
+
+    shown = legato_json(tmp_path, "jobs", "show", job_uuid[:8])  # a unique prefix is enough
+    assert shown["details"]["store"]["job_name"] == "first"
+    assert shown["flows"][0]["factory"] == DEMO_FACTORY
+    assert shown["flows"][0]["state"] == "PENDING"
+
+    events = legato(tmp_path, "--json", "conductor", "--max-dispatches", "1",
+                    "--allow", "legato.demo").stdout
+    kinds = [json.loads(line)["event"] for line in events.splitlines()]
+    assert kinds[0] == "started" and kinds[-1] == "stopped"
+    assert "running_start" in kinds and "job_consumed" in kinds
+    assert legato_json(tmp_path, "jobs", "list") == []
+
+    flow = legato_json(tmp_path, "flow", "show", shown["book_uuid"])
+    atoms = flow["flows"][0]["atoms"]
+    assert [(a["name"], a["state"]) for a in atoms] == [
+        ("step-1", "SUCCESS"), ("step-2", "SUCCESS"), ("step-3", "SUCCESS")]
+    assert atoms[0]["results"]["step"] == 1
+    assert all(a["duration"] is not None for a in atoms)  # the CLI conductor records timings
+    text = legato(tmp_path, "flow", "show", shown["book_uuid"]).stdout
+    assert "step-3" in text and "SUCCESS" in text
+
+
+def test_disallowed_factory_is_trashed_then_requeued_and_run(tmp_path: Path) -> None:
+    job_uuid = post_demo(tmp_path, name="refused")
+    out = legato(tmp_path, "--json", "conductor", "--max-dispatches", "1").stdout
+    trashed = [json.loads(line) for line in out.splitlines()
+               if json.loads(line)["event"] == "job_trashed"]
+    assert trashed and "not registered" in trashed[0]["reason"]
+
+    [row] = legato_json(tmp_path, "jobs", "list", "--trash")
+    assert row["uuid"] == job_uuid and "factory" in row["reason"]
+    assert "refused" in legato(tmp_path, "jobs", "list", "--trash").stdout
+
+    new = legato_json(tmp_path, "jobs", "requeue", job_uuid)
+    assert new["requeued_from"] == job_uuid and new["uuid"] != job_uuid
+    [queued] = legato_json(tmp_path, "jobs", "list")
+    assert (queued["uuid"], queued["name"], queued["book_uuid"]) == (
+        new["uuid"], "refused", row["book_uuid"])
+
+    legato(tmp_path, "conductor", "--max-dispatches", "1", "--allow", "legato.demo")
+    flow = legato_json(tmp_path, "flow", "show", job_uuid)  # a trashed job names its book
+    assert flow["flows"][0]["state"] == "SUCCESS"
+
+
+def test_trash_unclaimed_and_refuse_claimed(tmp_path: Path) -> None:
+    free = post_demo(tmp_path, name="free")
+    held = post_demo(tmp_path, name="held")
+    url = f"sqlite:///{tmp_path / '.legato' / 'legato.db'}"
+    with jobboard.connect(url) as board:
+        board.claim(board.get(held), "someone-else", ttl=60)
+
+        assert legato(tmp_path, "jobs", "trash", free, "--reason", "not needed").stdout.startswith(
+            "trashed")
+        refused = legato(tmp_path, "jobs", "trash", held, ok=False)
+        assert refused.returncode != 0
+        assert refused.stderr.count("\n") == 1 and "someone-else" in refused.stderr
+        assert board.find_owner(board.get(held)) == "someone-else"
+    [row] = legato_json(tmp_path, "jobs", "list", "--trash")
+    assert (row["uuid"], row["reason"]) == (free, "not needed")
+
+
+def _read_event(proc: subprocess.Popen[str], wanted: str, timeout: float = 30) -> dict[str, Any]:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], deadline - time.monotonic())
+        if not ready:
+            break
+        line = proc.stdout.readline()
+        if not line:
+            break
+        event: dict[str, Any] = json.loads(line)
+        if event["event"] == wanted:
+            return event
+    raise AssertionError(f"no {wanted!r} event within {timeout}s")
+
+
+def test_conductor_lists_itself_and_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
+    job_uuid = post_demo(tmp_path, name="long", steps=50, delay=0.2)
+    with subprocess.Popen([*LEGATO, "--json", "conductor", "--name", "worker", "--allow",
+                           "legato.demo", "--ttl", "30"], cwd=tmp_path, env=_env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        started = _read_event(proc, "started")
+        _read_event(proc, "running_start")
+
+        [live] = legato_json(tmp_path, "conductors")
+        assert live["name"] == started["conductor"] and live["name"].startswith("worker@")
+        assert live["pid"] == proc.pid and live["job_uuids"] == [job_uuid]
+        assert "worker@" in legato(tmp_path, "conductors").stdout
+
+        proc.send_signal(signal.SIGTERM)
+        abandoned = _read_event(proc, "job_abandoned")
+        assert abandoned["job"] == job_uuid
+        assert proc.wait(timeout=30) == 0
+    # Abandoned at once (no waiting for the 30 s lease): claimable again, progress kept.
+    [row] = legato_json(tmp_path, "jobs", "list")
+    assert (row["state"], row["owner"]) == ("UNCLAIMED", None)
+    flow = legato_json(tmp_path, "flow", "show", job_uuid)
+    done = [a for a in flow["flows"][0]["atoms"] if a["state"] == "SUCCESS"]
+    assert 1 <= len(done) < 50
+    assert legato_json(tmp_path, "conductors") == []
+
+
+def test_global_options_anywhere_and_from_the_environment(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    post_demo(tmp_path, "--board", url, "--persistence", url, name="there")
+    assert legato_json(tmp_path, "jobs", "list") == []  # the default file holds nothing
+    rows = json.loads(legato(tmp_path, "jobs", "list", "--json", f"--board={url}",
+                             "--persistence", url).stdout)
+    assert [r["name"] for r in rows] == ["there"]
+    env = _env(LEGATO_BOARD=url, LEGATO_PERSISTENCE=url)
+    assert [r["name"] for r in json.loads(legato(tmp_path, "--json", "jobs", "list",
+                                                 env=env).stdout)] == ["there"]
+
+
+BAD_INPUTS = [
+    (["--board", "nosuch://x", "jobs", "list"], "nosuch"),
+    (["post", DEMO_FACTORY, "--store", "{not json"], "--store is not valid JSON"),
+    (["post", DEMO_FACTORY, "--store", "[1, 2]"], "JSON object"),
+    (["post", "no_such_module_xyz:make"], "no_such_module_xyz"),
+    (["post", "legato.demo"], "module:qualname"),
+    (["post", DEMO_FACTORY, "--priority", "urgent"], "urgent"),
+    (["jobs", "show", "0000dead"], "0000dead"),
+    (["jobs", "trash", "0000dead"], "0000dead"),
+    (["jobs", "requeue", "0000dead"], "0000dead"),
+    (["flow", "show", "0000dead"], "0000dead"),
+    (["conductor", "--kind", "weird"], "weird"),
+    (["conductor", "--max-attempts", "0"], "max_attempts"),
+    (["demo", "--conductors", "1"], "--conductors"),
+    (["--board", "memory://", "--persistence", "memory://", "demo"], "memory"),
+    (["jobs", "list", "--bogus"], "--bogus"),
+]
+
+
+@pytest.mark.parametrize(("args", "needle"), BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_bad_input_is_one_clear_line(tmp_path: Path, args: list[str], needle: str) -> None:
+    result = legato(tmp_path, *args, ok=False)
+    assert result.returncode != 0
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert needle in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    result = legato(tmp_path, "--debug", "jobs", "show", "0000dead", ok=False)
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr and "NotFound" in result.stderr
