@@ -501,3 +501,16 @@ def test_resume_of_a_flow_that_died_while_reverting_finishes_the_revert() -> Non
     stored = persistence.get_flow_details(engine.flow_detail.uuid)
     assert stored.state == FlowState.REVERTED
     assert all(ad.state == AtomState.REVERTED for ad in stored)
+
+
+def test_flow_state_writes_do_not_rewrite_atoms() -> None:
+    sizes: list[int] = []
+
+    class Spy(MemoryPersistence):
+        def _update_flow_details(self, flow_detail: FlowDetail) -> None:
+            sizes.append(len(flow_detail))
+            super()._update_flow_details(flow_detail)
+
+    le.run(LinearFlow("f").add(*_chain([], 5)), persistence=Spy())
+    # New atoms go out once, with the RUNNING state; SUCCESS writes the flow row alone.
+    assert sizes == [5, 0]
