@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -45,12 +46,16 @@ def job_row(job: Job, board: JobBoard, *, now: float | None = None) -> dict[str,
 def list_jobs(
     ctx: typer.Context,
     trash: Annotated[bool, typer.Option("--trash", help="List trashed jobs and why.")] = False,
+    limit: Annotated[int, typer.Option(
+        "--limit", metavar="N", help="Show at most N jobs (0: all).")] = 100,
 ) -> None:
-    """List the jobs on the board in claim order (or the trashed ones)."""
+    """List the jobs on the board in claim order (or the trashed ones, newest first)."""
     settings: _context.Settings = ctx.obj
+    if limit < 0:
+        raise ValueError("--limit must be >= 0")
     with _context.open_board(settings) as (board, _):
         jobs = board.iter_trash() if trash else board.iterjobs()
-        rows = [job_row(job, board) for job in jobs]
+        rows = [job_row(job, board) for job in itertools.islice(jobs, limit or None)]
     if trash:
         for row in rows:
             row["state"] = "TRASHED"

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from typer.main import get_command
 
+import legato
 from legato import errors
 from legato.cli import _context
 
@@ -48,11 +49,20 @@ def _global(
         "--json", help="Machine-readable JSON output.")] = False,
     debug: Annotated[bool, typer.Option(
         "--debug", help="Debug logging and full tracebacks.")] = False,
+    version: Annotated[bool, typer.Option(
+        "--version", help="Print Legato's version and exit.", is_eager=True,
+        callback=lambda value: _print_version(value))] = False,
 ) -> None:
     """Durable workflow execution: post jobs, run conductors, inspect flows."""
     _configure_logging(debug)
     ctx.obj = _context.Settings.resolve(board=board, persistence_url=persistence,
                                         json_flag=json_output, debug=debug)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"legato {legato.__version__}")
+        raise typer.Exit(0)
 
 
 def _configure_logging(debug: bool) -> None:
@@ -110,6 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
     except typer.TyperException as exc:  # click usage errors: bad option, missing argument...
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare `legato` or `legato jobs`
+            sys.stderr.write(exc.format_message() + "\n")
+            return 2
         return _fail(exc.format_message(), getattr(exc, "exit_code", 2))
     except (errors.LegatoError, ValueError, TypeError, OSError, ImportError,
             LookupError) as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import logging
 import sys
 from typing import Annotated, Any
 
@@ -12,10 +13,13 @@ import typer
 
 from legato import errors
 from legato.cli import _context
+from legato.flow.factory import factory_name, registered_factories
 from legato.persistence.models import FlowDetail, LogBook
 from legato.states import JobPriority
 
 __all__ = ["parse_store", "register", "resolve_factory"]
+
+logger = logging.getLogger(__name__)
 
 
 def resolve_factory(name: str) -> Any:
@@ -96,10 +100,14 @@ def post(
     """Post a job that runs FACTORY's flow; prints the job's uuid."""
     settings: _context.Settings = ctx.obj
     inputs = parse_store(store)
-    job_priority = JobPriority.parse(priority)
+    job_priority = JobPriority.parse(int(priority) if priority.lstrip("-").isdigit()
+                                     else priority)
     args = [_parse_arg(a) for a in arg or ()]
     kwargs = _parse_kwargs(kwarg or [])
     fn = resolve_factory(factory)
+    if factory_name(fn) not in registered_factories():
+        logger.warning("%s is not registered with @legato.flow_factory: conductors will run it "
+                       "only with --allow %s", factory, factory.partition(":")[0])
     job_name = name or factory
     with _context.open_board(settings) as (board, backend):
         book = LogBook(job_name)
