@@ -104,7 +104,8 @@ def test_disallowed_factory_is_trashed_then_requeued_and_run(tmp_path: Path) -> 
     assert (queued["uuid"], queued["name"], queued["book_uuid"]) == (
         new["uuid"], "refused", row["book_uuid"])
 
-    legato(tmp_path, "conductor", "--max-dispatches", "1", "--allow", "legato.demo")
+    legato(tmp_path, "conductor", "--kind", "nonblocking", "--workers", "2",
+           "--max-dispatches", "1", "--allow", "legato.demo")
     flow = legato_json(tmp_path, "flow", "show", job_uuid)  # a trashed job names its book
     assert flow["flows"][0]["state"] == "SUCCESS"
 
@@ -206,6 +207,12 @@ def test_bad_input_is_one_clear_line(tmp_path: Path, args: list[str], needle: st
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
     assert needle in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_version_and_bare_command(tmp_path: Path) -> None:
+    assert legato(tmp_path, "--version").stdout.strip() == "legato 0.1.0"
+    bare = legato(tmp_path, ok=False)
+    assert bare.returncode == 2 and "Usage: legato" in bare.stderr
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:

@@ -163,6 +163,15 @@ def refresh(jobs: list[DemoJob], board: JobBoard, backend: Persistence) -> None:
         demo_job.state = str(flow_detail.state) if flow_detail.state else "PENDING"
 
 
+def last_lines(path: Path, count: int) -> list[str]:
+    """The last ``count`` non-empty lines of a conductor's log, for a failure report."""
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return []
+    return lines[-count:]
+
+
 def recorded_steps(backend: Persistence, flow_uuid: str) -> int:
     return sum(1 for a in backend.get_atoms_for_flow(flow_uuid) if a.state == AtomState.SUCCESS)
 

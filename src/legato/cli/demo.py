@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -92,7 +93,21 @@ class DemoRun:
                 parts.stop_workers(self.workers)
         summary = self._summary()
         _demo_view.print_summary(self.out, summary, self.crash)
+        if not summary["ok"]:
+            self._explain_failure()
         return 0 if summary["ok"] else 1
+
+    def _explain_failure(self) -> None:
+        """On stderr: the jobs that did not finish and the last words of each conductor."""
+        for job in self.jobs:
+            if not job.finished:
+                sys.stderr.write(f"{job.name}: {job.state}, {job.done}/{job.steps} steps, "
+                                 f"{'trashed' if job.lost else 'not finished'}\n")
+        for worker in self.workers:
+            if worker.killed:
+                continue
+            tail = parts.last_lines(worker.log_path, 3)
+            sys.stderr.write(f"{worker.name} ({worker.status}): {' | '.join(tail) or '-'}\n")
 
     def _watch(self, board: JobBoard, backend: Persistence) -> None:
         live = Live(self._render(), console=self.out.console, refresh_per_second=8,
