@@ -57,11 +57,13 @@ class EventPrinter:
         if not self.verbose and row["event"] not in _NOTABLE:
             return
         stamp = dt.datetime.now().strftime("%H:%M:%S")
-        text = f"{stamp} {row['event']:<17} {row.get('job_name') or ''}"
+        text = f"{stamp} {row['event']:<17}"
         if row.get("job"):
-            text += f" ({row['job'][:8]})"
-        if row.get("reason"):
-            text += f": {row['reason']}"
+            text += f" {row.get('job_name') or ''} ({row['job'][:8]})"
+            if row.get("reason"):
+                text += f": {row['reason']}"
+        elif row.get("reason"):
+            text += f" {row['reason']}"
         self.out.text(text, style=_STYLES.get(row["event"]))
 
 

@@ -66,11 +66,13 @@ def _print_version(value: bool) -> None:
 
 
 def _configure_logging(debug: bool) -> None:
-    # The library never configures logging; the CLI, as the application, does.
+    # The library never configures logging; the CLI, as the application, does. --debug opens
+    # Legato's own loggers only: drivers (SQLAlchemy, kazoo) at DEBUG would drown them.
     logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING, stream=sys.stderr, force=True,
+        level=logging.WARNING, stream=sys.stderr, force=True,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s" if debug
         else "%(levelname)s: %(message)s")
+    logging.getLogger("legato").setLevel(logging.DEBUG if debug else logging.NOTSET)
 
 
 def _register_commands() -> None:
