@@ -49,7 +49,7 @@ class Board:
     """What the benchmark does to a board."""
 
     def post(self, name: str) -> None: ...
-    def take(self, who: str) -> bool: ...  # claim the next job and consume it
+    def take(self, who: str) -> str | None: ...  # claim the next job, consume it, its name
     def wait(self, timeout: float) -> bool: ...
     def close(self) -> None: ...
 
@@ -75,12 +75,12 @@ class LegatoBoard(Board):
     def post(self, name: str) -> None:
         self.board.post(name)
 
-    def take(self, who: str) -> bool:
+    def take(self, who: str) -> str | None:
         job = self.board.claim_next(who)
         if job is None:
-            return False
+            return None
         self.board.consume(job, who)
-        return True
+        return str(job.name)
 
     def wait(self, timeout: float) -> bool:
         return self.board.wait(timeout)
@@ -120,7 +120,7 @@ class TaskFlowBoard(Board):
     def post(self, name: str) -> None:
         self.board.post(name)
 
-    def take(self, who: str) -> bool:
+    def take(self, who: str) -> str | None:
         from taskflow import exceptions
 
         for job in self.board.iterjobs(only_unclaimed=True, ensure_fresh=True):
@@ -129,8 +129,8 @@ class TaskFlowBoard(Board):
             except (exceptions.UnclaimableJob, exceptions.NotFound):
                 continue
             self.board.consume(job, who)
-            return True
-        return False
+            return str(job.name)
+        return None
 
     def wait(self, timeout: float) -> bool:
         from taskflow import exceptions
@@ -271,41 +271,45 @@ def measure_drain(spec: Spec, count: int, claimers: int) -> float:
 
 def measure_wake(spec: Spec, posts: int,
                  interval: float = 0.02) -> tuple[float, float, float]:
-    """Wake latency p50 and p99, and the median time ``post`` itself took (all in ms)."""
+    """Wake latency p50 and p99, and the median time ``post`` itself took (all in ms).
+
+    One job at a time: the next is posted only after the waiter took the previous one and went
+    back to ``wait``, so every wake belongs to exactly one post.
+    """
     waiter, poster = open_board(spec), open_board(spec)
     posted: dict[str, float] = {}
+    latencies: list[float] = []
     post_took: list[float] = []
-    woke: list[float] = []
-    stop = threading.Event()
-    ready = threading.Event()
+    stop, handled = threading.Event(), threading.Event()
 
     def wait_loop() -> None:
-        ready.set()
         while not stop.is_set():
-            if waiter.wait(1.0):
-                woke.append(time.perf_counter())
-                while waiter.take("waiter"):
-                    pass
+            if not waiter.wait(1.0):
+                continue
+            woke = time.perf_counter()
+            name = waiter.take("waiter")
+            if name is not None:
+                latencies.append((woke - posted[name]) * 1000)
+                handled.set()
 
     thread = threading.Thread(target=wait_loop, daemon=True)
     thread.start()
-    ready.wait(10)
-    time.sleep(0.3)  # let the waiter settle into wait() (and subscribe, where it does)
+    time.sleep(0.5)  # let the waiter settle into wait() (and subscribe, where it does)
     try:
         for i in range(posts):
-            posted[str(i)] = time.perf_counter()
+            handled.clear()
+            posted[str(i)] = started = time.perf_counter()
             poster.post(str(i))
-            post_took.append((time.perf_counter() - posted[str(i)]) * 1000)
-            deadline = time.perf_counter() + 2.0
-            while len(woke) <= i and time.perf_counter() < deadline:
-                time.sleep(0.0005)
+            post_took.append((time.perf_counter() - started) * 1000)
+            if not handled.wait(10):
+                print(f"  ! {spec[0]}/{spec[1]}: job {i} was not taken in 10 s", file=sys.stderr)
             time.sleep(interval)
         stop.set()
         thread.join(5)
     finally:
         waiter.close()
         poster.close()
-    lat = sorted((w - p) * 1000 for w, p in zip(woke, posted.values(), strict=False))
+    lat = sorted(latencies)
     return _pct(lat, 50), _pct(lat, 99), statistics.median(post_took)
 
 
