@@ -18,6 +18,7 @@ import dataclasses
 import importlib
 import logging
 import os
+import sqlite3
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -217,6 +218,8 @@ def translate_errors(what: str) -> Iterator[None]:
         raise
     except exc.SQLAlchemyError as error:
         raise errors.StorageFailure(f"{what} failed: {_describe(error)}") from error
+    except sqlite3.Error as error:  # the SQLite fast path talks to the driver directly
+        raise errors.StorageFailure(f"{what} failed: {_describe_driver(error)}") from error
     except OSError as error:
         raise errors.StorageFailure(f"{what} failed: {error}") from error
 
@@ -228,7 +231,11 @@ _NO_TABLE = ("no such table", "does not exist", "doesn't exist")
 def _describe(error: exc.SQLAlchemyError) -> str:
     # DBAPIError's own str() repeats the SQL and its parameters (which may be large results).
     original = getattr(error, "orig", None)
-    text = str(original if original is not None else error).strip()
+    return _describe_driver(original if original is not None else error)
+
+
+def _describe_driver(error: BaseException) -> str:
+    text = str(error).strip()
     first = text.splitlines()[0] if text else type(error).__name__
     hint = " (was upgrade() run?)" if any(m in first for m in _NO_TABLE) else ""
-    return f"{type(original or error).__name__}: {first}{hint}"
+    return f"{type(error).__name__}: {first}{hint}"

@@ -14,7 +14,7 @@ from sqlalchemy.sql.dml import Insert
 
 from legato.persistence.sql.tables import atomdetails, flowdetails, logbooks
 
-__all__ = ["Statements"]
+__all__ = ["SQLITE_UPDATE_ATOM", "Statements"]
 
 
 def _upsert(dialect: str, table: sa.Table, *, keep: tuple[str, ...]) -> Insert:
@@ -35,6 +35,15 @@ def _upsert(dialect: str, table: sa.Table, *, keep: tuple[str, ...]) -> Insert:
         return lite_stmt.on_conflict_do_update(
             index_elements=[table.c.uuid], set_={c: lite_stmt.excluded[c] for c in updated})
     raise NotImplementedError(f"no upsert for the {dialect!r} dialect")
+
+
+#: ``update_atom_details`` on SQLite, sent straight to the sqlite3 driver (named parameters).
+#: It is 20 of the 24 writes of a 10-task flow, and SQLAlchemy's execution path costs three
+#: times what SQLite needs for the write itself; the text is generated from the table, so it
+#: cannot drift from it.
+SQLITE_UPDATE_ATOM = "UPDATE atomdetails SET {} WHERE uuid = :b_uuid".format(
+    ", ".join(f"{c.name} = :{c.name}" for c in atomdetails.columns
+              if c.name not in ("id", "uuid", "flow_uuid")))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,7 @@ from legato import errors
 from legato.persistence.base import Persistence
 from legato.persistence.models import AtomDetail, FlowDetail, LogBook
 from legato.persistence.sql import _engine, _migrate, _rows
-from legato.persistence.sql._statements import Statements
+from legato.persistence.sql._statements import SQLITE_UPDATE_ATOM, Statements
 
 __all__ = ["SQLPersistence"]
 
@@ -210,9 +210,28 @@ class SQLPersistence(Persistence):
         row = _rows.atom_row(atom_detail)
         del row["uuid"]
         row["b_uuid"] = atom_detail.uuid
-        with self._write("updating an atom detail") as conn:
-            if conn.execute(self._sql.update_atom, row).rowcount == 0:
-                raise errors.NotFound(f"no atom detail {atom_detail.uuid}")
+        if self._dialect == "sqlite":
+            updated = self._sqlite_update_atom(row)
+        else:
+            with self._write("updating an atom detail") as conn:
+                updated = conn.execute(self._sql.update_atom, row).rowcount
+        if updated == 0:
+            raise errors.NotFound(f"no atom detail {atom_detail.uuid}")
+
+    def _sqlite_update_atom(self, row: dict[str, Any]) -> int:
+        """The hot write on SQLite, on a pooled connection but without SQLAlchemy's statement
+        machinery. Returns the rows updated."""
+        with self._lock, _engine.translate_errors("updating an atom detail"):
+            pooled = self._engine.raw_connection()
+            try:  # on any error, returning it to the pool rolls the transaction back
+                driver = pooled.driver_connection
+                assert driver is not None
+                driver.execute("BEGIN IMMEDIATE")
+                count: int = driver.execute(SQLITE_UPDATE_ATOM, row).rowcount
+                driver.commit()
+                return count
+            finally:
+                pooled.close()
 
     def _get_atom_details(self, atom_uuid: str) -> AtomDetail:
         with self._read("reading an atom detail") as conn:
