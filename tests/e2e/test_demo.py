@@ -7,6 +7,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from legato.cli import _demo_view
 from legato.cli._demo_run import Crash
@@ -15,14 +18,34 @@ SCRIPT = Path(sys.executable).with_name("legato")
 LEGATO = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "legato.cli"]
 
 
-def test_demo_kills_a_conductor_and_another_resumes_its_job(tmp_path: Path) -> None:
+def run_demo(cwd: Path, *urls: str) -> dict[str, Any]:
+    """Run a small demo (on ``--board``/``--persistence`` URLs if given); return its summary."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEGATO_")}
+    where = ["--board", urls[0], "--persistence", urls[1]] if urls else []
     result = subprocess.run(
-        [*LEGATO, "--json", "demo", "--jobs", "4", "--conductors", "2", "--steps", "4",
+        [*LEGATO, "--json", *where, "demo", "--jobs", "4", "--conductors", "2", "--steps", "4",
          "--step-delay", "0.2", "--ttl", "1.5", "--timeout", "90"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=110, check=False)
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=110, check=False)
     assert result.returncode == 0, (result.stdout, result.stderr)
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    summary: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return summary
+
+
+def test_demo_kills_a_conductor_and_another_resumes_its_job(tmp_path: Path) -> None:
+    summary = run_demo(tmp_path)  # the embedded SQLite default, no services
+    check_takeover(summary)
+    assert not Path(summary["workdir"]).exists()  # a fresh folder each run, removed after
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("board", ["redis_url", "postgres_url"])
+def test_demo_on_a_server_board(board: str, tmp_path: Path,
+                                request: pytest.FixtureRequest) -> None:
+    board_url: str = request.getfixturevalue(board)
+    check_takeover(run_demo(tmp_path, board_url, f"sqlite:///{tmp_path / 'flows.db'}"))
+
+
+def check_takeover(summary: dict[str, Any]) -> None:
 
     assert summary["ok"] and summary["completed"] == summary["jobs"] == 4
     assert summary["takeovers"] >= 1
@@ -33,7 +56,6 @@ def test_demo_kills_a_conductor_and_another_resumes_its_job(tmp_path: Path) -> N
     # Resumed from the last recorded step, not from the start.
     assert crash["resumed_from"] == crash["recorded"] + 1
     assert any(t["job"] == crash["job"] for t in summary["takeover_jobs"])
-    assert not Path(summary["workdir"]).exists()  # a fresh folder each run, removed after
 
 
 def test_plain_summary_carries_the_same_facts() -> None:
