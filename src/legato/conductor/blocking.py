@@ -21,13 +21,17 @@ T = TypeVar("T")
 
 
 class _InlineExecutor(futures.Executor):
-    """Runs each submitted call at once, in the submitting thread."""
+    """Runs each submitted call at once, in the submitting thread.
+
+    ``KeyboardInterrupt``/``SystemExit`` propagate to the caller of ``run()`` instead of being
+    parked in a future nobody reads.
+    """
 
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> futures.Future[T]:
         future: futures.Future[T] = futures.Future()
         try:
             result = fn(*args, **kwargs)
-        except BaseException as exc:  # handed to the future, as a thread pool would
+        except Exception as exc:  # handed to the future, as a thread pool would
             future.set_exception(exc)
         else:
             future.set_result(result)
