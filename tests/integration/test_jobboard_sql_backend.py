@@ -124,3 +124,21 @@ def test_schema_creation_is_safe_from_many_processes(backend: str,
     finally:
         engine.dispose()
     assert versions == [sql_tables.SCHEMA_VERSION]
+
+
+def test_postgres_trigger_wakes_waiters_on_direct_sql(postgres_url: str) -> None:
+    """Notifications come from triggers, so a row inserted by other tools wakes waiters too."""
+    with jobboard.connect(postgres_url, poll_interval=60) as waiter:
+        assert waiter.wait(timeout=0.2) is False
+        thread, result = _wait_in_thread(waiter, 20)
+        engine = _engine(postgres_url)
+        try:
+            with engine.begin() as conn:
+                conn.execute(sql_tables.jobs.insert().values(
+                    uuid=str(uuid.uuid4()), name="by hand", details="{}", priority=0,
+                    created_on=0.0, state="UNCLAIMED", attempts=0, fence=0))
+        finally:
+            engine.dispose()
+        thread.join(30)
+        assert result == [True]
+        assert [job.name for job in waiter.iterjobs()] == ["by hand"]

@@ -14,7 +14,8 @@ One table row per job (see ``sql_tables``). Every primitive is one short transac
 * Time: PostgreSQL compares leases with the server's clock (``now()``) unless a ``clock`` is
   injected, so many machines agree; SQLite (one machine) uses the board's clock.
 * Wake-ups: PostgreSQL boards ``LISTEN`` on a dedicated connection (started by the first
-  ``wait``) and posts, abandons, consumes and trashes ``NOTIFY``. SQLite boards poll every
+  ``wait``); triggers on the jobs table ``NOTIFY`` when a job is posted, consumed, trashed or
+  abandoned (not on claims or renewals). SQLite boards poll every
   ``poll_interval`` (0.05 s by default) with a query that reads one index page.
 * Driver errors become ``BoardUnavailable``; the pool pings connections before use, so the same
   board works again once the server is back.
@@ -45,8 +46,7 @@ __all__ = ["PostgresJobBoard", "SQLJobBoard"]
 
 logger = logging.getLogger(__name__)
 
-#: PostgreSQL notification channel for board changes.
-CHANNEL = "legato_jobboard"
+CHANNEL = sql_tables.CHANNEL
 
 _J = jobs.c
 _ORDER = (_J.priority.desc(), _J.sequence)
@@ -185,7 +185,7 @@ class SQLJobBoard(JobBoard):
         return not_owner(job_uuid, who, row.owner if live else None)
 
     def _notify(self, conn: sa.Connection) -> None:
-        """Tell waiters something may have become claimable or finished."""
+        """Wake this board's waiters (other processes: PostgreSQL triggers ``NOTIFY``)."""
         self._bump()
 
     def _bump(self) -> None:
@@ -499,10 +499,6 @@ class PostgresJobBoard(SQLJobBoard):
 
     def _next_query(self, now: sa.ColumnElement[float], skip: set[int]) -> sa.Select[Any]:
         return super()._next_query(now, skip).with_for_update(skip_locked=True)
-
-    def _notify(self, conn: sa.Connection) -> None:
-        conn.execute(sa.select(sa.func.pg_notify(CHANNEL, "")))
-        super()._notify(conn)
 
     def _wait_for_change(self, timeout: float) -> None:
         if self._listener is None:

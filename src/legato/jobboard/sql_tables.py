@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["SCHEMA_VERSION", "ensure_schema", "entities", "jobs", "metadata", "schema", "trash"]
+__all__ = [
+    "CHANNEL", "SCHEMA_VERSION", "ensure_schema", "entities", "jobs", "metadata", "schema", "trash",
+]
 
 SCHEMA_VERSION = 1
 
@@ -74,6 +76,20 @@ schema = sa.Table(
 # Any constant works; it only has to be the same in every process creating the tables.
 _PG_LOCK_KEY = 0x1E6A70
 
+#: PostgreSQL notification channel: a post, consume, trash or abandon was committed.
+CHANNEL = "legato_jobboard"
+
+# Triggers send the notifications, so no call pays an extra round trip for them and changes made
+# by other tools (an operator's SQL) wake waiters too. Claims and renewals notify nobody.
+_PG_TRIGGERS = [
+    f"""CREATE OR REPLACE FUNCTION legato_jb_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN PERFORM pg_notify('{CHANNEL}', ''); RETURN NULL; END $$""",
+    """CREATE TRIGGER legato_jb_jobs_posted_or_gone AFTER INSERT OR DELETE ON legato_jb_jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION legato_jb_notify()""",
+    """CREATE TRIGGER legato_jb_jobs_released AFTER UPDATE ON legato_jb_jobs
+    FOR EACH ROW WHEN (NEW.state = 'UNCLAIMED') EXECUTE FUNCTION legato_jb_notify()""",
+]
+
 
 def ensure_schema(engine: sa.Engine) -> None:
     """Create the tables if missing, safely from many processes at once."""
@@ -81,8 +97,13 @@ def ensure_schema(engine: sa.Engine) -> None:
         if engine.dialect.name == "sqlite":
             conn = conn.execution_options(legato_begin="IMMEDIATE")
         with conn.begin():
-            if engine.dialect.name == "postgresql":
+            postgres = engine.dialect.name == "postgresql"
+            if postgres:
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
+            fresh = not sa.inspect(conn).has_table(jobs.name)
             metadata.create_all(conn, checkfirst=True)
+            if postgres and fresh:
+                for statement in _PG_TRIGGERS:
+                    conn.exec_driver_sql(statement)
             if conn.execute(sa.select(schema.c.version)).first() is None:
                 conn.execute(schema.insert().values(version=SCHEMA_VERSION))
