@@ -3,6 +3,8 @@ lease expiry and delays."""
 
 from __future__ import annotations
 
+import time
+
 from legato.jobboard._zkindex import Index, job_key, job_name_prefix, uuid_of
 
 
@@ -52,9 +54,9 @@ def test_take_reserves_distinct_jobs_and_skips_live_claims() -> None:
     index = Index()
     a, b, c = (_name(0, u, i) for i, u in enumerate("abc"))
     index.set_jobs([a, b, c])
-    assert index.set_claims([a]) == [a]  # expiry not read yet: still worth trying
+    assert index.set_claims([a], issued=time.monotonic()) == [a]  # expiry unknown: worth a try
     assert index.take(10.0) == a
-    index.claimed(a, 20.0)
+    index.claimed(a, 20.0, seen_at=time.monotonic())
     assert index.take(10.0) == b  # a is reserved (and claimed), b is free
     assert index.take(10.0) == c
     assert index.take(10.0) is None
@@ -72,13 +74,40 @@ def test_delays_and_claims_that_come_and_go_unseen() -> None:
     index.set_jobs([a, b])
     assert _all(index, 10.0, only_unclaimed=True) == [b]
     assert _all(index, 60.0, only_unclaimed=True) == [a, b]
-    index.set_claims([b])
-    index.claimed(b, 100.0)
+    index.set_claims([b], issued=time.monotonic())
+    index.claimed(b, 100.0, seen_at=time.monotonic())
     assert _all(index, 10.0, only_unclaimed=True) == []
     # A watch fired but the listing is unchanged: a claim was replaced or came and went, so
     # what was read of delays and expiries is forgotten and read again.
-    assert index.set_claims([b], watch_fired=True) == [b]
+    assert index.set_claims([b], issued=time.monotonic(), watch_fired=True) == [b]
     assert _all(index, 10.0, only_unclaimed=True) == [a, b]
+
+
+def test_own_claim_changes_beat_older_listings_and_reads() -> None:
+    index = Index()
+    a, b = _name(0, "a", 1), _name(0, "b", 2)
+    index.set_jobs([a, b])
+    before = time.monotonic()
+    index.claimed(a, 100.0)  # claimed here, after a listing was requested at ``before``
+    index.set_claims([], issued=before)
+    assert _all(index, 10.0, only_unclaimed=True) == [b]
+    index.set_claims([], issued=time.monotonic())  # newer, and a is not there: it is gone
+    assert _all(index, 10.0, only_unclaimed=True) == [a, b]
+    index.claimed(a, 100.0)
+    before = time.monotonic()
+    index.unclaimed(a)  # abandoned here: older listings and reads still show the claim
+    index.claimed(a, 100.0, seen_at=before)
+    index.set_claims([a], issued=before)
+    assert index.take(10.0) == a
+
+
+def test_take_can_skip_ahead_after_lost_races() -> None:
+    index = Index()
+    names = [_name(0, u, i) for i, u in enumerate("abcd")]
+    index.set_jobs(names)
+    assert index.take(0.0, skip=2) == names[2]
+    assert index.take(0.0, skip=9) == names[3]  # fewer left than asked: the last one
+    assert index.take(0.0) == names[0]
 
 
 def test_garbage_is_skipped_by_take_and_forgotten_when_removed() -> None:

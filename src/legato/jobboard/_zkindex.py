@@ -12,6 +12,7 @@ import collections
 import logging
 import re
 import threading
+import time
 
 __all__ = ["Index", "job_key", "job_name_prefix", "uuid_of"]
 
@@ -62,6 +63,9 @@ class Index:
         self._gone: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._foreign: set[str] = set()
         self._claims: dict[str, float | None] = {}
+        # This process's own claim changes, (time.monotonic(), expiry or None if ended), until
+        # a listing requested after them arrives.
+        self._local: dict[str, tuple[float, float | None]] = {}
         self._busy: set[str] = set()
         self._not_before: dict[str, float] = {}
         self._garbage: set[str] = set()
@@ -84,13 +88,23 @@ class Index:
             self._insert([k for k in keys if k is not None])
             self._changed()
 
-    def set_claims(self, children: list[str], *, watch_fired: bool = False) -> list[str]:
-        """The full listing of ``claims/``; returns the names whose expiry is not known yet.
+    def set_claims(self, children: list[str], *, issued: float,
+                   watch_fired: bool = False) -> list[str]:
+        """The full listing of ``claims/``, requested at ``issued`` (``time.monotonic()``);
+        returns the names whose lease expiry is not known yet.
 
-        ``watch_fired``: the listing follows a change event (not a first or forced listing).
+        What this process itself did to a claim after ``issued`` overrides the listing, which
+        cannot show it yet. ``watch_fired``: the listing follows a change event.
         """
         listed = set(children)
         with self.cond:
+            for name, (mark, expires) in list(self._local.items()):
+                if mark <= issued:
+                    del self._local[name]  # the listing knows it already
+                elif expires is None:
+                    listed.discard(name)
+                else:
+                    listed.add(name)
             # A job node changes only while its claim node comes or goes: forget its delay.
             changed = listed ^ self._claims.keys()
             for name in changed:
@@ -99,7 +113,8 @@ class Index:
                 # A claim came and went (or was replaced) between two listings: what was read
                 # of delays and lease expiries may be stale.
                 self._not_before.clear()
-                self._claims = dict.fromkeys(self._claims)
+                self._claims = {name: self._claims[name] if name in self._local else None
+                                for name in self._claims}
             self._claims = {name: self._claims.get(name) for name in listed}
             self._changed()
             return [name for name, expires in self._claims.items() if expires is None]
@@ -122,16 +137,26 @@ class Index:
             self._removed.add(name)
             self._drop(name)
             self._claims.pop(name, None)
+            self._local.pop(name, None)
             self._changed()
 
-    def claimed(self, name: str, expires: float) -> None:
-        """A claim node was seen (or made) with this lease expiry."""
+    def claimed(self, name: str, expires: float, *, seen_at: float | None = None) -> None:
+        """A claim with this lease expiry: read by a request sent at ``seen_at``, or made or
+        renewed by this process just now (``seen_at`` None)."""
         with self.cond:
+            if seen_at is None:
+                self._local[name] = (time.monotonic(), expires)
+            elif name in self._local and self._local[name][0] > seen_at:
+                return  # a read that started before our own change to this claim
+            elif name not in self._claims and name not in self._keys:
+                return  # the job is gone (or not listed yet): nothing to remember
             self._claims[name] = expires
 
     def unclaimed(self, name: str, available_at: float | None = None) -> None:
-        """The job's claim node is gone; it may be claimed from ``available_at`` on."""
+        """This process ended the job's claim just now; it may be claimed from
+        ``available_at`` on."""
         with self.cond:
+            self._local[name] = (time.monotonic(), None)
             self._claims.pop(name, None)
             if available_at is None:
                 self._not_before.pop(name, None)
@@ -151,6 +176,11 @@ class Index:
             return first
 
     # -- asking ----------------------------------------------------------------------------
+
+    def unknown_claims(self) -> list[str]:
+        """Claimed names whose lease expiry has not been read yet."""
+        with self.cond:
+            return [name for name, expires in self._claims.items() if expires is None]
 
     def lookup(self, uuid: str) -> str | None:
         with self.cond:
@@ -179,16 +209,25 @@ class Index:
                         break
         return found
 
-    def take(self, now: float) -> str | None:
-        """Reserve the first name that may be claimable for the calling thread, so that this
-        process's other claimers try other jobs; ``release`` it afterwards."""
+    def take(self, now: float, *, skip: int = 0) -> str | None:
+        """Reserve a name that may be claimable for the calling thread, so that this process's
+        other claimers try other jobs; ``release`` it afterwards.
+
+        It is the first such name, or the ``skip``-th after it when there are that many:
+        claimers that just lost a race spread out instead of all trying the same next job.
+        """
         with self.cond:
+            found: str | None = None
             for key in self._order:
                 name = key[2]
                 if name not in self._busy and not self._unavailable(name, now):
-                    self._busy.add(name)
-                    return name
-        return None
+                    found = name
+                    if skip <= 0:
+                        break
+                    skip -= 1
+            if found is not None:
+                self._busy.add(found)
+            return found
 
     def release(self, name: str) -> None:
         with self.cond:

@@ -37,6 +37,7 @@ import dataclasses
 import functools
 import json
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -63,7 +64,7 @@ _UNAVAILABLE = (kz.ConnectionLoss, kz.SessionExpiredError, kz.ConnectionClosedEr
                 kz.OperationTimeoutError)
 _BOARD_QUERY = ("ttl", "poll_interval")
 _PAGE = 64
-#: Listings of jobs/ longer than this are spaced out (see ``_listing_loop``).
+#: Listings with more children than this are spaced out (see ``_Lister``).
 _SMALL_LISTING = 1000
 #: Attempts at an optimistic transaction before giving up (each failure means real contention).
 _RETRIES = 8
@@ -122,6 +123,94 @@ class ZooKeeperSettings:
         return cls(**fields)
 
 
+class _Lister:
+    """Lists the children of one node whenever its watch fires, on a thread of its own, and
+    hands each listing to ``apply(children, issued, fired)``: ``issued`` is when it was
+    requested (``time.monotonic()``), ``fired`` whether a change event preceded it.
+
+    A listing costs O(children). With many children the listings are spaced so that at most
+    about a tenth of the time goes to listing, several changes folded into one listing, instead
+    of one listing per post or consume; a post is then seen a little later (nobody waits for a
+    job while thousands are queued).
+    """
+
+    def __init__(self, client: Any, path: str, apply: Callable[[list[str], float, bool], None],
+                 *, timeout: float) -> None:
+        self._client, self._path, self._apply, self._timeout = client, path, apply, timeout
+        self._dirty = threading.Event()
+        self._stopping = threading.Event()
+        self._fired = False
+        self._lock = threading.Lock()
+        #: The child version of the node as of the last listing applied.
+        self.cversion = -1
+        self.path = path
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"legato-zookeeper-list:{path}")
+
+    def start(self) -> None:
+        """List once now (raising on failure), then follow changes."""
+        self._list()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._dirty.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def poke(self) -> None:
+        """List again soon (after a reconnection, say)."""
+        self._dirty.set()
+
+    def _watch(self, event: Any) -> None:
+        # Called on kazoo's event thread: only flag it. NONE events mean the connection dropped.
+        if event.type != "NONE":
+            self._fired = True
+        self._dirty.set()
+
+    def list_now(self) -> None:
+        """List now, on the calling thread (kazoo errors propagate)."""
+        self._list()
+
+    def _list(self) -> int:
+        # One listing at a time, so that an older listing never lands after a newer one.
+        with self._lock:
+            issued = time.monotonic()
+            fired, self._fired = self._fired, False
+            try:
+                children, stat = self._client.get_children_async(
+                    self._path, watch=self._watch, include_data=True).get(timeout=self._timeout)
+            except BaseException:
+                self._fired = self._fired or fired
+                raise
+            self._apply(children, issued, fired)
+            self.cversion = stat.cversion
+            return len(children)
+
+    def _run(self) -> None:
+        while True:
+            self._dirty.wait()
+            self._dirty.clear()
+            if self._stopping.is_set():
+                return
+            if self._client.state != KazooState.CONNECTED:
+                continue  # poked again on reconnection
+            started = time.monotonic()
+            try:
+                count = self._list()
+            except Exception as exc:  # the connection dropped meanwhile: again when it is back
+                logger.debug("could not list %s: %r", self._path, exc)
+                self._dirty.set()
+                self._stopping.wait(0.1)
+                continue
+            if count > _SMALL_LISTING:
+                self._stopping.wait(9 * (time.monotonic() - started))
+
+
+class _LostRace(errors.UnclaimableJob):
+    """Another claimer created the claim node between our read and our transaction."""
+
+
 @dataclasses.dataclass
 class _Held:
     """A claim checked to belong to the caller, with the versions to commit against."""
@@ -150,9 +239,7 @@ class ZooKeeperJobBoard(JobBoard):
         self._client: Any = None
         self._session_id: int | None = None
         self._index = Index()
-        self._stopping = threading.Event()
-        self._jobs_dirty = threading.Event()
-        self._lister: threading.Thread | None = None
+        self._listers: list[_Lister] = []
         self._local = threading.local()
         self._entities: dict[tuple[str, str], bytes] = {}
         self._entities_lock = threading.Lock()
@@ -192,11 +279,14 @@ class ZooKeeperJobBoard(JobBoard):
             for path in (self._jobs, self._claims, self._trash_root, self._entities_root):
                 client.ensure_path(path)
             client.add_listener(self._on_state)
-            self._index.set_jobs(client.get_children(self._jobs, watch=self._jobs_changed))
-            client.ChildrenWatch(self._claims, self._on_claims, send_event=True)
-            self._start_listing(client)
+            self._listers = [
+                _Lister(client, self._jobs, self._on_jobs, timeout=self.settings.timeout),
+                _Lister(client, self._claims, self._on_claims, timeout=self.settings.timeout)]
+            for lister in self._listers:
+                lister.start()
         except Exception as exc:
             self._client = None
+            self._stop_listers()
             _shutdown(client)
             raise errors.BoardUnavailable(
                 f"cannot open board {self.name!r} on ZooKeeper at {self.settings.hosts}: "
@@ -204,7 +294,7 @@ class ZooKeeperJobBoard(JobBoard):
 
     def _close(self) -> None:
         client, self._client = self._client, None
-        self._stop_listing()
+        self._stop_listers()
         with self._entities_lock:
             self._entities.clear()  # they end with the session
         if client is not None:
@@ -213,70 +303,34 @@ class ZooKeeperJobBoard(JobBoard):
         with self._index.cond:
             self._index.cond.notify_all()
 
-    # -- the listing of jobs/ ----------------------------------------------------------------
+    def _stop_listers(self) -> None:
+        listers, self._listers = self._listers, []
+        for lister in listers:
+            lister.stop()
 
-    def _start_listing(self, client: Any) -> None:
-        self._stopping = threading.Event()
-        self._jobs_dirty = threading.Event()
-        self._lister = threading.Thread(target=self._listing_loop, args=(client, self._stopping),
-                                        name=f"legato-zookeeper-{self.name}", daemon=True)
-        self._lister.start()
+    def _on_jobs(self, children: list[str], issued: float, fired: bool) -> None:
+        self._index.set_jobs(children)
 
-    def _stop_listing(self) -> None:
-        self._stopping.set()
-        self._jobs_dirty.set()
-        if self._lister is not None and self._lister is not threading.current_thread():
-            self._lister.join(timeout=5)
-        self._lister = None
-
-    def _jobs_changed(self, event: Any = None) -> None:
-        # A watch callback (kazoo's event thread), or a reconnection: just flag it.
-        self._jobs_dirty.set()
-
-    def _listing_loop(self, client: Any, stopping: threading.Event) -> None:
-        """List ``jobs/`` again whenever its watch fires, but spend at most about a tenth of the
-        time listing: a listing costs O(jobs), so with a large backlog several changes are folded
-        into one listing instead of one listing per post or consume (a posted job is then seen
-        a little later; nobody waits for one while thousands are queued)."""
-        while not stopping.is_set():
-            self._jobs_dirty.wait()
-            self._jobs_dirty.clear()
-            if stopping.is_set():
-                return
-            if client.state != KazooState.CONNECTED:
-                continue  # the state listener flags the listing again on reconnection
-            started = time.monotonic()
-            try:
-                children = client.get_children_async(self._jobs, watch=self._jobs_changed).get(
-                    timeout=self.settings.timeout)
-            except Exception as exc:  # lost the connection meanwhile: try again when it is back
-                logger.debug("board %r could not list jobs: %r", self.name, exc)
-                self._jobs_dirty.set()
-                stopping.wait(0.1)
-                continue
-            self._index.set_jobs(children)
-            if len(children) > _SMALL_LISTING:
-                stopping.wait(9 * (time.monotonic() - started))
-
-    def _on_claims(self, children: list[str], event: Any) -> None:
-        unknown = self._index.set_claims(children, watch_fired=event is not None)
+    def _on_claims(self, children: list[str], issued: float, fired: bool) -> None:
+        unknown = self._index.set_claims(children, issued=issued, watch_fired=fired)
         client = self._client
         if client is None:
             return
-        for name in unknown:  # learn their expiry without blocking the watch thread
+        for name in unknown:  # learn their lease expiry, without waiting for the replies
             pending = client.get_async(f"{self._claims}/{name}")
-            pending.rawlink(functools.partial(self._claim_read, name))
+            pending.rawlink(functools.partial(self._claim_read, name, time.monotonic()))
 
-    def _claim_read(self, name: str, pending: Any) -> None:
-        with contextlib.suppress(Exception):  # gone already, or disconnected: tried later
+    def _claim_read(self, name: str, sent: float, pending: Any) -> None:
+        with contextlib.suppress(Exception):  # gone already, or disconnected: read again later
             data, _ = pending.get(block=False)
-            self._index.claimed(name, _expiry(_decode_claim(data)))
+            self._index.claimed(name, _expiry(_decode_claim(data)), seen_at=sent)
 
     def _on_state(self, state: str) -> None:
         # Called on kazoo's connection thread: never block here.
         client = self._client
         if state == KazooState.CONNECTED and client is not None:
-            self._jobs_changed()  # watches may have fired unseen while disconnected
+            for lister in self._listers:
+                lister.poke()  # changes made while disconnected may have fired no watch
             client.handler.spawn(self._after_reconnect)
         with self._index.cond:
             self._index.cond.notify_all()  # waiters see the outage (or recovery) at once
@@ -385,6 +439,20 @@ class ZooKeeperJobBoard(JobBoard):
         key = job_key(name)
         record.sequence = key[1] if key is not None else 0
 
+    def _post_many(self, records: list[JobRecord]) -> None:
+        """Post many jobs with pipelined creates (not atomic; benchmarks fill boards with it)."""
+        client = self._live()
+        for start in range(0, len(records), 1000):
+            batch = records[start:start + 1000]
+            pending = [client.create_async(
+                f"{self._jobs}/{job_name_prefix(r.priority, r.uuid)}", _encode_job(r),
+                sequence=True) for r in batch]
+            for record, item in zip(batch, pending, strict=True):
+                name = self._result(item).rsplit("/", 1)[1]
+                self._index.add(name, record.available_at)
+                key = job_key(name)
+                record.sequence = key[1] if key is not None else 0
+
     def _name_of(self, job_uuid: str) -> str:
         name = self._index.lookup(job_uuid)
         if name is None and not self._index.known_gone(job_uuid):
@@ -395,15 +463,28 @@ class ZooKeeperJobBoard(JobBoard):
         return name
 
     def _refresh(self) -> None:
-        client = self._live()
-        jobs = client.get_children_async(self._jobs)
-        claims = client.get_children_async(self._claims)
-        self._index.set_jobs(self._result(jobs))
-        names = self._index.set_claims(self._result(claims))
+        """List jobs and claims now, and read the claims whose lease expiry is unknown."""
+        self._live()
+        try:
+            for lister in self._listers:
+                lister.list_now()
+        except (*_UNAVAILABLE, self._client.handler.timeout_exception) as exc:
+            raise errors.BoardUnavailable(
+                f"ZooKeeper call failed on board {self.name!r}: {exc!r}") from exc
+        issued = time.monotonic()
+        names = self._index.unknown_claims()
         for name, found in zip(names, self._read(*(f"{self._claims}/{n}" for n in names)),
                                strict=True):
             if found is not None:
-                self._index.claimed(name, _expiry(_decode_claim(found[0])))
+                self._index.claimed(name, _expiry(_decode_claim(found[0])), seen_at=issued)
+
+    def _stale(self, listed: list[int]) -> bool:
+        """Whether jobs/ or claims/ changed since the listings whose child versions are
+        ``listed`` (one round trip)."""
+        client = self._live()
+        pending = [client.exists_async(lister.path) for lister in self._listers]
+        return any((stat := self._result(item)) is not None and stat.cversion != version
+                   for item, version in zip(pending, listed, strict=True))
 
     def _get(self, job_uuid: str) -> JobRecord:
         self._note_generation()
@@ -444,9 +525,22 @@ class ZooKeeperJobBoard(JobBoard):
     def _claim_next(self, who: str, ttl: float) -> JobRecord | None:
         if self._orphans:
             self._release_orphans()
-        while (name := self._index.take(self.clock())) is not None:
+        for _ in range(2):
+            listed = [lister.cversion for lister in self._listers]
+            claimed = self._claim_first(who, ttl)
+            if claimed is not None or not self._stale(listed):
+                return claimed
+            # Jobs posted (or claims ended) elsewhere that our watches have not brought yet.
+            self._refresh()
+        return None
+
+    def _claim_first(self, who: str, ttl: float) -> JobRecord | None:
+        lost = 0
+        while (name := self._index.take(self.clock(), skip=_spread(lost))) is not None:
             try:
                 return self._claim_name(name, who, ttl)
+            except _LostRace:
+                lost += 1  # another claimer (likely another process) got there first
             except (errors.UnclaimableJob, errors.NotFound):
                 continue
             finally:
@@ -457,8 +551,9 @@ class ZooKeeperJobBoard(JobBoard):
         job_uuid = uuid_of(name)
         job_path, claim_path = f"{self._jobs}/{name}", f"{self._claims}/{name}"
         for _ in range(_RETRIES):
+            seen = time.monotonic()
             job, claim = self._read(job_path, claim_path)
-            record = self._claimable(name, job, claim)
+            record = self._claimable(name, job, claim, seen)
             now = self.clock()
             record.fence += 1
             record.attempts += 1
@@ -485,12 +580,18 @@ class ZooKeeperJobBoard(JobBoard):
             if isinstance(failure, kz.NoNodeError) and stale is None:
                 self._index.remove(name)
                 raise errors.NotFound(f"no job {job_uuid} on board {self.name!r}")
+            if isinstance(failure, kz.NodeExistsError):
+                # Claimed by someone else a moment ago: live for a while yet (a hint only; the
+                # claims watch brings the real expiry).
+                self._index.claimed(name, now + min(ttl, 1.0), seen_at=seen)
+                raise _LostRace(f"job {job_uuid} was just claimed by someone else",
+                                job_uuid=job_uuid)
             # Someone claimed, renewed or abandoned it meanwhile: look again.
         raise errors.UnclaimableJob(f"job {job_uuid} kept changing while claiming it",
                                     job_uuid=job_uuid)
 
     def _claimable(self, name: str, job: tuple[bytes, Any] | None,
-                   claim: tuple[bytes, Any] | None) -> JobRecord:
+                   claim: tuple[bytes, Any] | None, seen: float) -> JobRecord:
         """The job's record if it may be claimed now; otherwise the error saying why."""
         job_uuid = uuid_of(name)
         if job is None:
@@ -504,7 +605,7 @@ class ZooKeeperJobBoard(JobBoard):
             data = _decode_claim(claim[0])
             expires = _expiry(data)
             if expires > now:
-                self._index.claimed(name, expires)
+                self._index.claimed(name, expires, seen_at=seen)
                 owner = data.get("owner")
                 raise errors.UnclaimableJob(f"job {job_uuid} is claimed by {owner!r}",
                                             job_uuid=job_uuid, owner=owner)
@@ -697,6 +798,11 @@ class ZooKeeperJobBoard(JobBoard):
                 entity = None if item is None else _decode_entity(kind, name, item[0], now)
                 if entity is not None:
                     yield entity
+
+
+def _spread(lost: int) -> int:
+    """How far past the first candidate to look after losing ``lost`` races in a row."""
+    return random.randrange(min(2 ** lost, 16)) if lost else 0
 
 
 def _encode_job(record: JobRecord) -> bytes:
