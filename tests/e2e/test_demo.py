@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -69,3 +71,32 @@ def test_plain_summary_carries_the_same_facts() -> None:
     assert any("conductor-1 took demo-job-01 over 1.5s later and continued from step 3" in line
                for line in lines)
     assert lines[-1] == "result: OK"
+
+
+def test_interrupted_demo_stops_its_conductors(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEGATO_")}
+    with subprocess.Popen([*LEGATO, "demo", "--jobs", "20", "--no-kill", "--keep"], cwd=tmp_path,
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        first = proc.stdout.readline()  # "[ 0.4s] board ...; work folder /tmp/legato-demo-..."
+        workdir = Path(first.rsplit("work folder ", 1)[1].strip())
+        assert "posted 20 jobs" in proc.stdout.readline()
+        for line in proc.stdout:  # progress lines every 2 s: wait until steps are running
+            if "steps 0/" not in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+        assert proc.stderr.read().strip().endswith("error: interrupted")
+    try:
+        logs = sorted(workdir.glob("conductor-*.log"))
+        assert len(logs) == 3
+        started = 0
+        for log in logs:  # every conductor that got going was stopped (SIGTERM) and said so
+            events = [json.loads(line)["event"] for line in log.read_text().splitlines()]
+            if "started" in events:
+                started += 1
+                assert events[-1] == "stopped", (log, events)
+        assert started >= 1
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

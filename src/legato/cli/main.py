@@ -131,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         return _fail(_describe(exc), 1)
+    if result == 130:  # typer turns Ctrl-C into a silent exit code 130
+        return _fail("interrupted", 130)
     return result if isinstance(result, int) else 0
 
 
