@@ -67,26 +67,24 @@ def claim_rate(url: str, count: int) -> float:
         return count / (time.perf_counter() - started)
 
 
+def _wait_once(board: jb.JobBoard, ready: threading.Event, stamp: list[float]) -> None:
+    ready.set()
+    if board.wait(timeout=10):
+        stamp.append(time.perf_counter())
+
+
 def wake_latency(url: str, samples: int) -> list[float]:
     latencies: list[float] = []
     with jb.connect(url) as waiter, jb.connect(url) as poster:
         for i in range(samples):
-            ready, woke = threading.Event(), threading.Event()
+            ready = threading.Event()
             stamp: list[float] = []
-
-            def wait() -> None:
-                ready.set()
-                if waiter.wait(timeout=10):
-                    stamp.append(time.perf_counter())
-                woke.set()
-
-            thread = threading.Thread(target=wait)
+            thread = threading.Thread(target=_wait_once, args=(waiter, ready, stamp))
             thread.start()
             ready.wait(5)
             time.sleep(0.002)  # let the waiter block
             before = time.perf_counter()
             job = poster.post(f"wake-{i}")
-            woke.wait(10)
             thread.join(10)
             latencies.append(stamp[0] - before)
             poster.consume(poster.claim(job, "bench"), "bench")
