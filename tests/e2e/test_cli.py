@@ -155,6 +155,8 @@ def test_conductor_lists_itself_and_stops_gracefully_on_sigterm(tmp_path: Path) 
         assert live["name"] == started["conductor"] and live["name"].startswith("worker@")
         assert live["pid"] == proc.pid and live["job_uuids"] == [job_uuid]
         assert "worker@" in legato(tmp_path, "conductors").stdout
+        shown = legato_json(tmp_path, "jobs", "show", job_uuid)
+        assert shown["owner"] == live["name"] and 0 < shown["claim_expires_in"] <= 30
 
         proc.send_signal(signal.SIGTERM)
         abandoned = _read_event(proc, "job_abandoned")

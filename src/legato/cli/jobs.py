@@ -78,6 +78,7 @@ def show_job(
         data["state"] = "TRASHED" if trashed else data["state"]
         data["details"] = job.details
         data["last_modified"] = job.last_modified.isoformat() if job.last_modified else None
+        data.update(_timers(job, board.clock()))
         data["flows"] = _flows_of(job, backend)
     out = settings.out
     if out.is_json:
@@ -87,6 +88,15 @@ def show_job(
     shown["details"] = shorten(data["details"], 100)
     out.fields(shown, title=f"job {job.uuid}")
     out.table(data["flows"], ["uuid", "name", "state", "atoms", "done"], title="flows")
+
+
+def _timers(job: Job, now: float) -> dict[str, Any]:
+    """Seconds until the live claim's lease ends, and until a delayed job may be claimed."""
+    record = job.record
+    lease = record.lease_expires if record.effective_owner(now) is not None else None
+    waiting = record.available_at if record.available_at and record.available_at > now else None
+    return {"claim_expires_in": round(lease - now, 1) if lease is not None else None,
+            "claimable_in": round(waiting - now, 1) if waiting is not None else None}
 
 
 def _find_anywhere(board: JobBoard, job_id: str) -> tuple[Job, bool]:
