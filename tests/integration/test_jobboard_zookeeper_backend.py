@@ -137,6 +137,19 @@ def test_undecodable_job_nodes_are_skipped_and_kept(zookeeper_url: str, kazoo: A
         board.close()
 
 
+def test_entity_registered_twice_belongs_to_the_last_session(zookeeper_url: str) -> None:
+    first, second = _connected(zookeeper_url), _connected(zookeeper_url)
+    worker = Entity("conductor", "worker-1@host:1", {"pid": 1})
+    moved = Entity("conductor", "worker-1@host:1", {"pid": 2})
+    first.register_entity(worker)
+    second.register_entity(moved)
+    first.close()  # its session ends; the node now belongs to ``second``'s session
+    try:
+        assert list(second.iter_entities("conductor")) == [moved]
+    finally:
+        second.close()
+
+
 # -- outages ---------------------------------------------------------------------------------------
 
 
@@ -160,6 +173,19 @@ def test_calls_during_outage_raise_board_unavailable(zookeeper_url: str,
         proxy.restore()
         assert until(lambda: _works(board, job.uuid), 20)
         assert board.claim_next("owner-a") == job
+    finally:
+        board.close()
+
+
+def test_waiting_on_an_empty_board_reports_an_outage(zookeeper_url: str,
+                                                    proxy: TCPProxy) -> None:
+    board = _connected(proxy.url_for(zookeeper_url), timeout=2.0)
+    try:
+        proxy.cut()
+        with pytest.raises(errors.BoardUnavailable):
+            board.wait(timeout=30)
+        proxy.restore()
+        assert until(lambda: _answers(lambda: board.wait(timeout=0)) is False, 20)
     finally:
         board.close()
 
@@ -197,6 +223,14 @@ def test_outage_longer_than_session(zookeeper_url: str, proxy: TCPProxy) -> None
     finally:
         board.close()
         observer.close()
+
+
+def _answers(call: Any) -> Any:
+    """``call()``'s result, or None while the board is unavailable."""
+    try:
+        return call()
+    except errors.BoardUnavailable:
+        return None
 
 
 def _works(board: JobBoard, job_uuid: str) -> bool:

@@ -50,6 +50,7 @@ from kazoo.retry import KazooRetry
 
 from legato import errors
 from legato.jobboard._zkindex import Index, Key, job_key, job_name_prefix, uuid_of
+from legato.jobboard._zkwatch import Lister
 from legato.jobboard.base import Entity, JobBoard, JobRecord, not_owner
 from legato.states import JobState
 
@@ -64,8 +65,6 @@ _UNAVAILABLE = (kz.ConnectionLoss, kz.SessionExpiredError, kz.ConnectionClosedEr
                 kz.OperationTimeoutError)
 _BOARD_QUERY = ("ttl", "poll_interval")
 _PAGE = 64
-#: Listings with more children than this are spaced out (see ``_Lister``).
-_SMALL_LISTING = 1000
 #: Attempts at an optimistic transaction before giving up (each failure means real contention).
 _RETRIES = 8
 #: Record fields that describe the live claim, kept in the claim node rather than the job node.
@@ -123,90 +122,6 @@ class ZooKeeperSettings:
         return cls(**fields)
 
 
-class _Lister:
-    """Lists the children of one node whenever its watch fires, on a thread of its own, and
-    hands each listing to ``apply(children, issued, fired)``: ``issued`` is when it was
-    requested (``time.monotonic()``), ``fired`` whether a change event preceded it.
-
-    A listing costs O(children). With many children the listings are spaced so that at most
-    about a tenth of the time goes to listing, several changes folded into one listing, instead
-    of one listing per post or consume; a post is then seen a little later (nobody waits for a
-    job while thousands are queued).
-    """
-
-    def __init__(self, client: Any, path: str, apply: Callable[[list[str], float, bool], None],
-                 *, timeout: float) -> None:
-        self._client, self._path, self._apply, self._timeout = client, path, apply, timeout
-        self._dirty = threading.Event()
-        self._stopping = threading.Event()
-        self._fired = False
-        self._lock = threading.Lock()
-        #: The child version of the node as of the last listing applied.
-        self.cversion = -1
-        self.path = path
-        self._thread = threading.Thread(target=self._run, daemon=True,
-                                        name=f"legato-zookeeper-list:{path}")
-
-    def start(self) -> None:
-        """List once now (raising on failure), then follow changes."""
-        self._list()
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._dirty.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
-
-    def poke(self) -> None:
-        """List again soon (after a reconnection, say)."""
-        self._dirty.set()
-
-    def _watch(self, event: Any) -> None:
-        # Called on kazoo's event thread: only flag it. NONE events mean the connection dropped.
-        if event.type != "NONE":
-            self._fired = True
-        self._dirty.set()
-
-    def list_now(self) -> None:
-        """List now, on the calling thread (kazoo errors propagate)."""
-        self._list()
-
-    def _list(self) -> int:
-        # One listing at a time, so that an older listing never lands after a newer one.
-        with self._lock:
-            issued = time.monotonic()
-            fired, self._fired = self._fired, False
-            try:
-                children, stat = self._client.get_children_async(
-                    self._path, watch=self._watch, include_data=True).get(timeout=self._timeout)
-            except BaseException:
-                self._fired = self._fired or fired
-                raise
-            self._apply(children, issued, fired)
-            self.cversion = stat.cversion
-            return len(children)
-
-    def _run(self) -> None:
-        while True:
-            self._dirty.wait()
-            self._dirty.clear()
-            if self._stopping.is_set():
-                return
-            if self._client.state != KazooState.CONNECTED:
-                continue  # poked again on reconnection
-            started = time.monotonic()
-            try:
-                count = self._list()
-            except Exception as exc:  # the connection dropped meanwhile: again when it is back
-                logger.debug("could not list %s: %r", self._path, exc)
-                self._dirty.set()
-                self._stopping.wait(0.1)
-                continue
-            if count > _SMALL_LISTING:
-                self._stopping.wait(9 * (time.monotonic() - started))
-
-
 class _LostRace(errors.UnclaimableJob):
     """Another claimer created the claim node between our read and our transaction."""
 
@@ -239,7 +154,7 @@ class ZooKeeperJobBoard(JobBoard):
         self._client: Any = None
         self._session_id: int | None = None
         self._index = Index()
-        self._listers: list[_Lister] = []
+        self._listers: list[Lister] = []
         self._local = threading.local()
         self._entities: dict[tuple[str, str], bytes] = {}
         self._entities_lock = threading.Lock()
@@ -280,8 +195,8 @@ class ZooKeeperJobBoard(JobBoard):
                 client.ensure_path(path)
             client.add_listener(self._on_state)
             self._listers = [
-                _Lister(client, self._jobs, self._on_jobs, timeout=self.settings.timeout),
-                _Lister(client, self._claims, self._on_claims, timeout=self.settings.timeout)]
+                Lister(client, self._jobs, self._on_jobs, timeout=self.settings.timeout),
+                Lister(client, self._claims, self._on_claims, timeout=self.settings.timeout)]
             for lister in self._listers:
                 lister.start()
         except Exception as exc:
@@ -499,6 +414,7 @@ class ZooKeeperJobBoard(JobBoard):
 
     def _iter_records(self, only_unclaimed: bool, ensure_fresh: bool) -> Iterator[JobRecord]:
         self._note_generation()
+        self._live()  # even when the index has nothing to read: an outage is reported at once
         if ensure_fresh:
             self._refresh()
         after: Key | None = None
@@ -769,7 +685,15 @@ class ZooKeeperJobBoard(JobBoard):
         try:
             self._result(client.create_async(path, data, ephemeral=True, makepath=True))
         except kz.NodeExistsError:
-            self._result(client.set_async(path, data))
+            stat = self._result(client.set_async(path, data))
+            if stat.ephemeralOwner != self._session_id:
+                # Registered through another session (which would take the node with it when
+                # it ends): make it ours.
+                def ops(txn: Any) -> None:
+                    txn.delete(path, version=stat.version)
+                    txn.create(path, data, ephemeral=True)
+
+                self._commit(ops)
 
     def _restore_entities(self) -> None:
         with self._entities_lock:
