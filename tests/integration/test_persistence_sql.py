@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
+import sqlalchemy as sa
 
 from legato import errors, persistence
 from legato.persistence.base import Persistence
@@ -130,8 +131,10 @@ def sqlite_backend(sqlite_url: str) -> Iterator[Persistence]:
 
 
 def _raw(sqlite_url: str) -> sqlite3.Connection:
-    return sqlite3.connect(urlsplit(sqlite_url).path[1:] if sqlite_url.startswith("sqlite:////")
-                           else sqlite_url.removeprefix("sqlite:///"))
+    """A plain sqlite3 connection to the file, with none of the backend's settings."""
+    path = sa.make_url(sqlite_url).database
+    assert path
+    return sqlite3.connect(path)
 
 
 def test_sqlite_destroy_leaves_no_orphan_rows(sqlite_url: str,
