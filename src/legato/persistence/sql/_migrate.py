@@ -35,8 +35,9 @@ MIGRATIONS = pathlib.Path(__file__).with_name("migrations")
 #: Advisory lock key for PostgreSQL ("legato-p" as a 63-bit integer).
 _PG_LOCK_KEY = int.from_bytes(b"legato-p", "big") & 0x7FFF_FFFF_FFFF_FFFF
 
-#: Seconds MySQL's GET_LOCK waits for another process's migration.
-_MYSQL_LOCK_WAIT = 50
+#: Longest MySQL's GET_LOCK waits for another process's migration (seconds); never longer than
+#: the connection's read timeout, or the driver would give up on the server first.
+_MYSQL_LOCK_WAIT = 50.0
 
 
 def _config() -> Config:
@@ -63,11 +64,11 @@ def current_revision(conn: sa.Connection) -> str | None:
     return context.get_current_revision()
 
 
-def upgrade(engine: sa.Engine, write_engine: sa.Engine) -> None:
+def upgrade(engine: sa.Engine, write_engine: sa.Engine, *, read_timeout: float) -> None:
     """Bring the schema to head; ``write_engine`` opens SQLite write transactions."""
     backend = engine.dialect.name
     if backend in ("mysql", "mariadb"):
-        _upgrade_mysql(engine)
+        _upgrade_mysql(engine, max(1, int(min(_MYSQL_LOCK_WAIT, read_timeout - 1))))
         return
     with (write_engine if backend == "sqlite" else engine).connect() as conn, conn.begin():
         if backend == "postgresql":
@@ -75,10 +76,10 @@ def upgrade(engine: sa.Engine, write_engine: sa.Engine) -> None:
         _run(conn)
 
 
-def _upgrade_mysql(engine: sa.Engine) -> None:
+def _upgrade_mysql(engine: sa.Engine, lock_wait: int) -> None:
     with engine.connect() as conn:
         name = sa.func.concat("legato.persistence.", sa.func.database())
-        got = conn.execute(sa.select(sa.func.get_lock(name, _MYSQL_LOCK_WAIT))).scalar()
+        got = conn.execute(sa.select(sa.func.get_lock(name, lock_wait))).scalar()
         conn.commit()
         if got != 1:
             raise errors.StorageFailure("timed out waiting for another process's migration")

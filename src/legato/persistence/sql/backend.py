@@ -59,6 +59,7 @@ class SQLPersistence(Persistence):
         settings = _engine.EngineSettings(
             connect_timeout=connect_timeout, busy_timeout=busy_timeout,
             read_timeout=read_timeout, pool_size=pool_size, pre_ping=pre_ping, echo=echo)
+        self._read_timeout = read_timeout
         sa_url = _engine.normalise_url(url)
         self._display_url = sa_url.render_as_string(hide_password=True)
         self._engine = _engine.create_engine(sa_url, settings)
@@ -81,7 +82,7 @@ class SQLPersistence(Persistence):
     def upgrade(self) -> None:
         """Create or migrate the schema with Alembic. Idempotent; safe from many processes."""
         with self._lock, _engine.translate_errors("upgrading the schema"):
-            _migrate.upgrade(self._engine, self._write_engine)
+            _migrate.upgrade(self._engine, self._write_engine, read_timeout=self._read_timeout)
 
     def validate(self) -> None:
         """Check the database answers and its schema is at the newest migration.
