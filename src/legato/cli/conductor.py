@@ -11,6 +11,7 @@ import datetime as dt
 import os
 import signal
 import sys
+import threading
 import types
 from typing import Annotated, Any
 
@@ -85,10 +86,16 @@ def _install_signals(conductor: Any, printer: EventPrinter) -> dict[int, Any]:
         if received > 1:
             # Second signal: leave now; the claims we hold end with their lease.
             os._exit(128 + signum)
-        printer.emit({"event": "stopping", "job": None, "job_name": None,
-                      "reason": f"{signal.Signals(signum).name} received; signal again to "
-                                "exit at once"})
-        conductor.stop()
+        note = {"event": "stopping", "job": None, "job_name": None,
+                "reason": f"{signal.Signals(signum).name} received; signal again to exit at once"}
+
+        def stop() -> None:
+            printer.emit(note)
+            conductor.stop()
+
+        # Not in the handler itself: it interrupts the main thread, which may hold the stdout
+        # or a conductor lock at that moment.
+        threading.Thread(target=stop, name="legato-stop", daemon=True).start()
 
     previous: dict[int, Any] = {}
     for signum in (signal.SIGTERM, signal.SIGINT):
