@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from legato import errors, persistence
 from legato.persistence.base import Persistence
 from legato.persistence.models import TaskDetail
-from legato.persistence.sql import SQLPersistence
+from legato.persistence.sql import SQLPersistence, tables
 from legato.states import AtomState
 from legato.testing.persistence import make_book, run_concurrent_upgrade
 from legato.testing.proxy import TCPProxy
@@ -94,6 +94,20 @@ def test_non_json_book_meta_is_serialization_error(sqlite_backend: Persistence) 
     book.meta["bad"] = object()
     with pytest.raises(errors.SerializationError, match="logbook"):
         sqlite_backend.save_logbook(book)
+
+
+@pytest.mark.parametrize("url_fixture", ["sqlite_url", "mysql_url"])
+def test_upgrade_finishes_a_half_done_migration(url_fixture: str,
+                                                request: pytest.FixtureRequest) -> None:
+    # As left by a process killed mid-migration on MySQL, where DDL commits at once.
+    url = request.getfixturevalue(url_fixture)
+    with persistence.connect(url) as backend:
+        assert isinstance(backend, SQLPersistence)
+        with backend._engine.begin() as conn:
+            tables.logbooks.create(conn)
+        backend.upgrade()
+        backend.validate()
+        _assert_usable(url)
 
 
 def test_concurrent_upgrade_sqlite(sqlite_url: str) -> None:

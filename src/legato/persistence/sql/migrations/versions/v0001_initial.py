@@ -23,7 +23,29 @@ _MYSQL: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4",
           "mariadb_engine": "InnoDB", "mariadb_charset": "utf8mb4"}
 
 
+def _exists(table: str) -> bool:
+    return sa.inspect(op.get_bind()).has_table(table)
+
+
+def _index(name: str, table: str, column: str) -> None:
+    if name not in {ix["name"] for ix in sa.inspect(op.get_bind()).get_indexes(table)}:
+        op.create_index(name, table, [column])
+
+
 def upgrade() -> None:
+    # Each step is skipped when already done: on MySQL DDL commits at once, so a process that
+    # died half-way through this migration leaves some tables behind, unstamped.
+    if not _exists("logbooks"):
+        _create_logbooks()
+    if not _exists("flowdetails"):
+        _create_flowdetails()
+    _index("ix_flowdetails_book_uuid", "flowdetails", "book_uuid")
+    if not _exists("atomdetails"):
+        _create_atomdetails()
+    _index("ix_atomdetails_flow_uuid", "atomdetails", "flow_uuid")
+
+
+def _create_logbooks() -> None:
     op.create_table(
         "logbooks",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -34,6 +56,9 @@ def upgrade() -> None:
         sa.Column("meta", _JSON, nullable=True),
         **_MYSQL,
     )
+
+
+def _create_flowdetails() -> None:
     op.create_table(
         "flowdetails",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -45,7 +70,9 @@ def upgrade() -> None:
         sa.Column("meta", _JSON, nullable=True),
         **_MYSQL,
     )
-    op.create_index("ix_flowdetails_book_uuid", "flowdetails", ["book_uuid"])
+
+
+def _create_atomdetails() -> None:
     op.create_table(
         "atomdetails",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -64,7 +91,6 @@ def upgrade() -> None:
         sa.Column("version", sa.String(255), nullable=True),
         **_MYSQL,
     )
-    op.create_index("ix_atomdetails_flow_uuid", "atomdetails", ["flow_uuid"])
 
 
 def downgrade() -> None:
