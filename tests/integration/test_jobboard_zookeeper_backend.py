@@ -137,6 +137,17 @@ def test_undecodable_job_nodes_are_skipped_and_kept(zookeeper_url: str, kazoo: A
         board.close()
 
 
+def test_too_large_job_is_refused_and_the_board_carries_on(zookeeper_url: str) -> None:
+    board = _connected(zookeeper_url)
+    try:
+        with pytest.raises(errors.JobFailure, match="at most"):
+            board.post("huge", details={"blob": "x" * 1_100_000})
+        assert board.job_count == 0
+        assert board.post("small") in list(board.iterjobs())
+    finally:
+        board.close()
+
+
 def test_entity_registered_twice_belongs_to_the_last_session(zookeeper_url: str) -> None:
     first, second = _connected(zookeeper_url), _connected(zookeeper_url)
     worker = Entity("conductor", "worker-1@host:1", {"pid": 1})

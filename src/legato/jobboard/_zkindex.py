@@ -190,6 +190,11 @@ class Index:
         with self.cond:
             return uuid in self._gone
 
+    def forget(self, uuid: str) -> None:
+        """Remember that no job has this uuid (any more)."""
+        with self.cond:
+            self._remember_gone(uuid)
+
     def count(self) -> int:
         with self.cond:
             return len(self._order)
@@ -271,8 +276,11 @@ class Index:
             del self._order[position]
         uuid = uuid_of(name)
         self._by_uuid.pop(uuid, None)
+        self._remember_gone(uuid)
+        self._not_before.pop(name, None)
+        self._garbage.discard(name)
+
+    def _remember_gone(self, uuid: str) -> None:
         self._gone[uuid] = None
         if len(self._gone) > _GONE_MEMORY:
             self._gone.popitem(last=False)
-        self._not_before.pop(name, None)
-        self._garbage.discard(name)

@@ -65,6 +65,8 @@ _UNAVAILABLE = (kz.ConnectionLoss, kz.SessionExpiredError, kz.ConnectionClosedEr
                 kz.OperationTimeoutError)
 _BOARD_QUERY = ("ttl", "poll_interval")
 _PAGE = 64
+#: Largest job node written: the server's default ``jute.maxbuffer`` (1 MiB) less some room.
+_MAX_NODE_BYTES = 1_000_000
 #: Attempts at an optimistic transaction before giving up (each failure means real contention).
 _RETRIES = 8
 #: Record fields that describe the live claim, kept in the claim node rather than the job node.
@@ -347,8 +349,13 @@ class ZooKeeperJobBoard(JobBoard):
 
     def _post(self, record: JobRecord) -> None:
         prefix = f"{self._jobs}/{job_name_prefix(record.priority, record.uuid)}"
-        path = self._result(self._live().create_async(prefix, _encode_job(record),
-                                                      sequence=True))
+        data = _encode_job(record)
+        if len(data) > _MAX_NODE_BYTES:
+            # The server would drop the whole connection over it (jute.maxbuffer).
+            raise errors.JobFailure(
+                f"job {record.name!r} is {len(data)} bytes as JSON; a ZooKeeper node holds at "
+                f"most {_MAX_NODE_BYTES} (keep large data in the job's book)", job_uuid=record.uuid)
+        path = self._result(self._live().create_async(prefix, data, sequence=True))
         name = path.rsplit("/", 1)[1]
         self._index.add(name, record.available_at)
         key = job_key(name)
@@ -373,6 +380,8 @@ class ZooKeeperJobBoard(JobBoard):
         if name is None and not self._index.known_gone(job_uuid):
             self._refresh()  # posted elsewhere moments ago, and our watch has not caught up
             name = self._index.lookup(job_uuid)
+            if name is None:
+                self._index.forget(job_uuid)  # absent from a fresh listing: no need to look again
         if name is None:
             raise errors.NotFound(f"no job {job_uuid} on board {self.name!r}")
         return name
