@@ -83,7 +83,7 @@ def test_post_list_show_run_and_flow_show(tmp_path: Path) -> None:
         ("step-1", "SUCCESS"), ("step-2", "SUCCESS"), ("step-3", "SUCCESS")]
     assert atoms[0]["results"]["step"] == 1
     assert all(a["duration"] is not None for a in atoms)  # the CLI conductor records timings
-    text = legato(tmp_path, "flow", "show", shown["book_uuid"]).stdout
+    text = legato(tmp_path, "flow", "show", "first").stdout  # the consumed job's book, by name
     assert "step-3" in text and "SUCCESS" in text
 
 

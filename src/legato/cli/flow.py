@@ -63,8 +63,19 @@ def _flow_data(flow_detail: FlowDetail, backend: Persistence) -> dict[str, Any]:
     }
 
 
+def _book_named(name: str, backend: Persistence) -> LogBook:
+    """The one logbook called ``name`` (a consumed job has left the board; its book stays)."""
+    books = [b for b in backend.get_logbooks(lazy=True) if b.name == name]
+    if not books:
+        raise errors.NotFound(f"no logbook, job or logbook name {name!r}")
+    if len(books) > 1:
+        raise errors.NotFound(f"{len(books)} logbooks are named {name!r}; give a uuid: "
+                              + ", ".join(b.uuid for b in books[-3:]))
+    return backend.get_logbook(books[0].uuid)
+
+
 def _book_for(ref: str, board: JobBoard, backend: Persistence) -> tuple[LogBook, str | None]:
-    """The logbook named by a book uuid, or by a job (uuid or prefix, board or trash)."""
+    """The logbook of a book uuid, a job (uuid or prefix, board or trash), or a book name."""
     try:
         return backend.get_logbook(ref.strip()), None
     except errors.NotFound:
@@ -77,7 +88,7 @@ def _book_for(ref: str, board: JobBoard, backend: Persistence) -> tuple[LogBook,
         except errors.NotFound:
             continue
     if job is None:
-        raise errors.NotFound(f"no logbook or job {ref!r}")
+        return _book_named(ref.strip(), backend), None
     if job.book_uuid is None:
         raise errors.NotFound(f"job {job.uuid} has no logbook")
     return backend.get_logbook(job.book_uuid), job.uuid
@@ -87,7 +98,8 @@ def _book_for(ref: str, board: JobBoard, backend: Persistence) -> tuple[LogBook,
 def show(
     ctx: typer.Context,
     ref: Annotated[str, typer.Argument(
-        metavar="BOOK_OR_JOB", help="A logbook uuid, or a job uuid (or unique prefix).")],
+        metavar="BOOK_OR_JOB",
+        help="A logbook uuid, a job uuid (or unique prefix), or a logbook name.")],
 ) -> None:
     """Show each flow of a logbook atom by atom: state, result, failure and timings."""
     settings: _context.Settings = ctx.obj
