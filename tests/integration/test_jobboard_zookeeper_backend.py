@@ -137,13 +137,18 @@ def test_undecodable_job_nodes_are_skipped_and_kept(zookeeper_url: str, kazoo: A
         board.close()
 
 
-def test_too_large_job_is_refused_and_the_board_carries_on(zookeeper_url: str) -> None:
+def test_too_large_job_is_refused_and_long_reasons_are_cut(zookeeper_url: str) -> None:
     board = _connected(zookeeper_url)
     try:
         with pytest.raises(errors.JobFailure, match="at most"):
             board.post("huge", details={"blob": "x" * 1_100_000})
         assert board.job_count == 0
-        assert board.post("small") in list(board.iterjobs())
+        small = board.post("small")
+        assert small in list(board.iterjobs())
+        board.trash(board.claim(small, "owner-a"), "owner-a", reason="traceback " * 200_000)
+        (trashed,) = board.iter_trash()
+        assert trashed.reason is not None and trashed.reason.startswith("traceback traceback")
+        assert len(trashed.reason) < 20_000
     finally:
         board.close()
 

@@ -67,6 +67,8 @@ _BOARD_QUERY = ("ttl", "poll_interval")
 _PAGE = 64
 #: Largest job node written: the server's default ``jute.maxbuffer`` (1 MiB) less some room.
 _MAX_NODE_BYTES = 1_000_000
+#: Longest abandon/trash reason kept (in characters); longer ones are cut.
+_MAX_REASON = 16_384
 #: Attempts at an optimistic transaction before giving up (each failure means real contention).
 _RETRIES = 8
 #: Record fields that describe the live claim, kept in the claim node rather than the job node.
@@ -625,8 +627,8 @@ class ZooKeeperJobBoard(JobBoard):
         available_at = now + delay if delay > 0 else None
 
         def ops(txn: Any, held: _Held) -> None:
-            record = dataclasses.replace(held.record, available_at=available_at, reason=reason,
-                                         last_modified=now)
+            record = dataclasses.replace(held.record, available_at=available_at,
+                                         reason=_bounded(reason), last_modified=now)
             txn.delete(f"{self._claims}/{held.name}", version=held.claim_version)
             txn.set_data(f"{self._jobs}/{held.name}", _encode_job(record),
                          version=held.job_version)
@@ -638,7 +640,7 @@ class ZooKeeperJobBoard(JobBoard):
         now = self.clock()
 
         def ops(txn: Any, held: _Held) -> None:
-            record = dataclasses.replace(held.record, reason=reason, last_modified=now)
+            record = dataclasses.replace(held.record, reason=_bounded(reason), last_modified=now)
             stored = {**json.loads(_encode_job(record)), "trashed_at": now}
             txn.create(f"{self._trash_root}/{held.name}", json.dumps(stored).encode())
             txn.delete(f"{self._claims}/{held.name}", version=held.claim_version)
@@ -731,6 +733,13 @@ class ZooKeeperJobBoard(JobBoard):
                 entity = None if item is None else _decode_entity(kind, name, item[0], now)
                 if entity is not None:
                     yield entity
+
+
+def _bounded(reason: str | None) -> str | None:
+    """A reason short enough to keep in a node (tracebacks can be long)."""
+    if reason is None or len(reason) <= _MAX_REASON:
+        return reason
+    return reason[:_MAX_REASON] + " [...]"
 
 
 def _spread(lost: int) -> int:
