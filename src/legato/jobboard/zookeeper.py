@@ -46,6 +46,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from kazoo import exceptions as kz
 from kazoo.client import KazooClient, KazooState
+from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.retry import KazooRetry
 
 from legato import errors
@@ -61,8 +62,9 @@ __all__ = ["ZooKeeperJobBoard", "ZooKeeperSettings"]
 
 logger = logging.getLogger(__name__)
 
+#: What a call may fail with when the server cannot be reached (or answered too late).
 _UNAVAILABLE = (kz.ConnectionLoss, kz.SessionExpiredError, kz.ConnectionClosedError,
-                kz.OperationTimeoutError)
+                kz.OperationTimeoutError, KazooTimeoutError)
 _BOARD_QUERY = ("ttl", "poll_interval")
 _PAGE = 64
 #: Largest job node written: the server's default ``jute.maxbuffer`` (1 MiB) less some room.
@@ -289,7 +291,7 @@ class ZooKeeperJobBoard(JobBoard):
         """Wait for a kazoo async result, translating connection trouble."""
         try:
             return pending.get(timeout=self.settings.timeout)
-        except (*_UNAVAILABLE, self._client.handler.timeout_exception) as exc:
+        except _UNAVAILABLE as exc:
             if on_unknown is not None:
                 on_unknown()
             raise errors.BoardUnavailable(
@@ -394,7 +396,7 @@ class ZooKeeperJobBoard(JobBoard):
         try:
             for lister in self._listers:
                 lister.list_now()
-        except (*_UNAVAILABLE, self._client.handler.timeout_exception) as exc:
+        except _UNAVAILABLE as exc:
             raise errors.BoardUnavailable(
                 f"ZooKeeper call failed on board {self.name!r}: {exc!r}") from exc
         issued = time.monotonic()
