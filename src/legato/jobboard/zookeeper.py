@@ -269,7 +269,7 @@ class ZooKeeperJobBoard(JobBoard):
                 self._restore_entities()
             else:
                 self._release_orphans()
-        except (errors.JobFailure, kz.KazooException) as exc:
+        except Exception as exc:  # a background task: log, never kill kazoo's thread
             logger.warning("board %r could not restore its state after reconnecting: %r",
                            self.name, exc)
 
