@@ -150,6 +150,9 @@ class SQLJobBoard(JobBoard):
                     # Take the write lock up front: a deferred transaction that reads and
                     # then writes can fail with SQLITE_BUSY instead of waiting.
                     conn = conn.execution_options(legato_begin="IMMEDIATE")
+                elif not write and engine.dialect.name == "postgresql":
+                    # Reads are single statements: autocommit saves the COMMIT round trip.
+                    conn = conn.execution_options(isolation_level="AUTOCOMMIT")
                 with conn.begin():
                     yield conn
         except (sa.exc.DBAPIError, sa.exc.TimeoutError) as exc:
