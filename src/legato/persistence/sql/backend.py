@@ -68,6 +68,12 @@ class SQLPersistence(Persistence):
         self._write_engine = (
             self._engine.execution_options(**{_engine.SQLITE_BEGIN: "IMMEDIATE"})
             if self._dialect == "sqlite" else self._engine)
+        # PostgreSQL reads run in autocommit: no BEGIN/ROLLBACK round trips, and under its
+        # default READ COMMITTED each statement saw its own snapshot inside a transaction anyway.
+        # (MySQL keeps a transaction: its REPEATABLE READ makes a multi-query read consistent.)
+        self._read_engine = (
+            self._engine.execution_options(isolation_level="AUTOCOMMIT")
+            if self._dialect == "postgresql" else self._engine)
         self._sql = Statements.for_dialect(self._dialect)
         # An in-memory SQLite database is one shared connection: one operation at a time.
         self._lock: contextlib.AbstractContextManager[Any] = (
@@ -106,7 +112,7 @@ class SQLPersistence(Persistence):
 
     @contextlib.contextmanager
     def _read(self, what: str) -> Iterator[sa.Connection]:
-        with self._lock, _engine.translate_errors(what), self._engine.connect() as conn:
+        with self._lock, _engine.translate_errors(what), self._read_engine.connect() as conn:
             yield conn
 
     @contextlib.contextmanager
