@@ -164,6 +164,9 @@ class ZooKeeperJobBoard(JobBoard):
         self._local = threading.local()
         self._entities: dict[tuple[str, str], bytes] = {}
         self._entities_lock = threading.Lock()
+        # This board's own live claims, with the versions they were made at (by node name).
+        self._holds: dict[str, _Held] = {}
+        self._holds_lock = threading.Lock()
         # Claims whose reply a lost connection swallowed: (job node name, fence). Released on
         # reconnection if they were made, since nobody holds their fenced Job.
         self._orphans: list[tuple[str, int]] = []
@@ -218,6 +221,8 @@ class ZooKeeperJobBoard(JobBoard):
         self._stop_listers()
         with self._entities_lock:
             self._entities.clear()  # they end with the session
+        with self._holds_lock:
+            self._holds.clear()
         if client is not None:
             client.remove_listener(self._on_state)
             _shutdown(client)
@@ -310,18 +315,14 @@ class ZooKeeperJobBoard(JobBoard):
         return found
 
     def _commit(self, ops: Callable[[Any], None], *,
-                on_unknown: Callable[[Any], None] | None = None) -> Exception | None:
-        """Commit a transaction; return the failing operation's error, or None."""
+                on_unknown: Callable[[Any], None] | None = None) -> list[Any]:
+        """Commit a transaction; return its results (``_failure`` finds the error in them)."""
         txn = self._live().transaction()
         ops(txn)
         pending = txn.commit_async()
         unknown = None if on_unknown is None else functools.partial(on_unknown, pending)
-        results = self._result(pending, on_unknown=unknown)
-        for result in results:
-            if isinstance(result, Exception) and not isinstance(
-                    result, kz.RolledBackError | kz.RuntimeInconsistency):
-                return result
-        return None
+        results: list[Any] = self._result(pending, on_unknown=unknown)
+        return results
 
     # -- decoding --------------------------------------------------------------------------
 
@@ -500,10 +501,14 @@ class ZooKeeperJobBoard(JobBoard):
                 txn.create(claim_path, claim_data, ephemeral=True)
                 txn.set_data(job_path, data, version=version)
 
-            failure = self._commit(ops, on_unknown=functools.partial(
+            results = self._commit(ops, on_unknown=functools.partial(
                 self._unknown_claim, name=name, fence=record.fence))
+            failure = _failure(results)
             if failure is None:
                 self._index.claimed(name, now + ttl)
+                self._remember_hold(_Held(name, json.loads(claim_data), 0,
+                                          dataclasses.replace(record),
+                                          int(results[-1].version)))
                 record.state, record.owner = JobState.CLAIMED, who
                 return record
             if isinstance(failure, kz.NoNodeError) and stale is None:
@@ -591,37 +596,68 @@ class ZooKeeperJobBoard(JobBoard):
         return _Held(name, data, claim[1].version, record, job[1].version)
 
     def _end_claim(self, job_uuid: str, who: str, fence: int | None,
-                   ops: Callable[[Any, _Held], None]) -> _Held:
+                   ops: Callable[[Any, _Held], None]) -> tuple[_Held, list[Any]]:
         """Check the claim, then commit ``ops`` against the versions read; when something
-        changed in between, check again (which raises ``NotOwner``/``NotFound`` if need be)."""
+        changed in between, check again (which raises ``NotOwner``/``NotFound`` if need be).
+
+        A claim this board made (or renewed) and still remembers, unexpired, is committed
+        against the versions it remembers without reading first; any change fails the
+        transaction and the claim is then read and checked as usual.
+        """
+        held = self._remembered(job_uuid, who, fence)
         for _ in range(_RETRIES):
-            held = self._held(job_uuid, who, fence)
+            if held is None:
+                held = self._held(job_uuid, who, fence)
 
             def bound(txn: Any, held: _Held = held) -> None:
                 ops(txn, held)
 
-            if self._commit(bound) is None:
-                return held
+            results = self._commit(bound)
+            if _failure(results) is None:
+                return held, results
+            self._forget_hold(held.name)
+            held = None
         raise errors.JobFailure(f"job {job_uuid} kept changing", job_uuid=job_uuid)
+
+    def _remember_hold(self, held: _Held) -> None:
+        with self._holds_lock:
+            self._holds[held.name] = held
+
+    def _forget_hold(self, name: str) -> None:
+        with self._holds_lock:
+            self._holds.pop(name, None)
+
+    def _remembered(self, job_uuid: str, who: str, fence: int | None) -> _Held | None:
+        name = self._index.lookup(job_uuid)
+        with self._holds_lock:
+            held = self._holds.get(name) if name is not None else None
+        if held is None or held.claim.get("owner") != who or _expiry(held.claim) <= self.clock():
+            return None
+        return held if fence is None or held.claim.get("fence") == fence else None
 
     def _renew(self, job_uuid: str, who: str, fence: int | None, ttl: float) -> None:
         expires = self.clock() + ttl
+        renewed: dict[str, Any] = {}
 
         def ops(txn: Any, held: _Held) -> None:
             # Writing the claim node also proves our session is alive.
-            data = {**held.claim, "ttl": ttl, "expires_at": expires, "renewed_at": self.clock()}
-            txn.set_data(f"{self._claims}/{held.name}", json.dumps(data).encode(),
+            renewed.update(held.claim, ttl=ttl, expires_at=expires, renewed_at=self.clock())
+            txn.set_data(f"{self._claims}/{held.name}", json.dumps(renewed).encode(),
                          version=held.claim_version)
 
-        held = self._end_claim(job_uuid, who, fence, ops)
+        held, results = self._end_claim(job_uuid, who, fence, ops)
         self._index.claimed(held.name, expires)
+        self._remember_hold(dataclasses.replace(held, claim=dict(renewed),
+                                                claim_version=int(results[0].version)))
 
     def _consume(self, job_uuid: str, who: str, fence: int | None) -> None:
         def ops(txn: Any, held: _Held) -> None:
             txn.delete(f"{self._claims}/{held.name}", version=held.claim_version)
             txn.delete(f"{self._jobs}/{held.name}", version=held.job_version)
 
-        self._index.remove(self._end_claim(job_uuid, who, fence, ops).name)
+        held, _ = self._end_claim(job_uuid, who, fence, ops)
+        self._forget_hold(held.name)
+        self._index.remove(held.name)
 
     def _abandon(self, job_uuid: str, who: str, fence: int | None, delay: float,
                  reason: str | None) -> None:
@@ -635,7 +671,8 @@ class ZooKeeperJobBoard(JobBoard):
             txn.set_data(f"{self._jobs}/{held.name}", _encode_job(record),
                          version=held.job_version)
 
-        held = self._end_claim(job_uuid, who, fence, ops)
+        held, _ = self._end_claim(job_uuid, who, fence, ops)
+        self._forget_hold(held.name)
         self._index.unclaimed(held.name, available_at)
 
     def _trash(self, job_uuid: str, who: str, fence: int | None, reason: str | None) -> None:
@@ -648,7 +685,9 @@ class ZooKeeperJobBoard(JobBoard):
             txn.delete(f"{self._claims}/{held.name}", version=held.claim_version)
             txn.delete(f"{self._jobs}/{held.name}", version=held.job_version)
 
-        self._index.remove(self._end_claim(job_uuid, who, fence, ops).name)
+        held, _ = self._end_claim(job_uuid, who, fence, ops)
+        self._forget_hold(held.name)
+        self._index.remove(held.name)
 
     def _iter_trash(self) -> Iterator[JobRecord]:
         names = self._result(self._live().get_children_async(self._trash_root))
@@ -735,6 +774,15 @@ class ZooKeeperJobBoard(JobBoard):
                 entity = None if item is None else _decode_entity(kind, name, item[0], now)
                 if entity is not None:
                     yield entity
+
+
+def _failure(results: list[Any]) -> Exception | None:
+    """The error of the transaction operation that failed, or None if it committed."""
+    for result in results:
+        if isinstance(result, Exception) and not isinstance(
+                result, kz.RolledBackError | kz.RuntimeInconsistency):
+            return result
+    return None
 
 
 def _bounded(reason: str | None) -> str | None:
