@@ -4,6 +4,7 @@ checked with raw SQL, and outages through a TCP proxy."""
 from __future__ import annotations
 
 import multiprocessing
+import socket
 import sqlite3
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -255,6 +256,21 @@ def test_unreachable_server_is_storage_failure() -> None:
                 backend.upgrade()
             with pytest.raises(errors.StorageFailure):
                 backend.save_logbook(make_book())
+        finally:
+            backend.close()
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "mysql"])
+def test_silent_server_fails_instead_of_hanging(scheme: str) -> None:
+    # A listener that never answers (the kernel completes the handshake, nobody speaks): the
+    # driver must give up after connect_timeout, not wait forever. pytest-timeout is the guard.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        backend = persistence.connect(f"{scheme}://root@127.0.0.1:{port}/test",
+                                      connect_timeout=1, retries=0)
+        try:
+            with pytest.raises(errors.StorageFailure):
+                backend.get_logbook("any")
         finally:
             backend.close()
 

@@ -159,15 +159,29 @@ def _create_engine(url: URL, settings: EngineSettings) -> Engine:
         }
         connect_args = {k: v for k, v in defaults.items() if k not in query}
     elif url.get_driver_name() == "pymysql":
+        # PyMySQL's connect_timeout covers the TCP connect only; the server's greeting is read
+        # under read_timeout. Connect with the short one, then widen it (see _widen_reads).
         defaults = {"connect_timeout": settings.connect_timeout,
-                    "read_timeout": settings.read_timeout,
+                    "read_timeout": min(settings.connect_timeout, settings.read_timeout),
                     "write_timeout": settings.read_timeout, "charset": "utf8mb4"}
         connect_args = {k: v for k, v in defaults.items() if k not in query}
-    return sa.create_engine(
+    engine = sa.create_engine(
         url, connect_args=connect_args, pool_pre_ping=settings.pre_ping,
         pool_size=settings.pool_size, max_overflow=settings.pool_size * 2,
         pool_timeout=settings.connect_timeout, echo=settings.echo,
     )
+    if url.get_driver_name() == "pymysql" and "read_timeout" not in query:
+        _widen_reads(engine, settings.read_timeout)
+    return engine
+
+
+def _widen_reads(engine: Engine, read_timeout: float) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # PyMySQL reads this attribute before every socket read (1.1+); when a release renames
+        # it the connection simply keeps the shorter connect-time timeout.
+        if hasattr(dbapi_connection, "_read_timeout"):
+            dbapi_connection._read_timeout = read_timeout
 
 
 def _sqlite_engine(url: URL, settings: EngineSettings) -> Engine:
