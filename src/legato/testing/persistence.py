@@ -164,7 +164,7 @@ class PersistenceConformance:
     # -- round trips -----------------------------------------------------------------------
 
     def test_atom_details_round_trip_every_field(self, persistence: Persistence) -> None:
-        book = LogBook("round trip ✓", meta={"rich": RICH_VALUE})
+        book = LogBook("round trip ✓ 🎼", meta={"rich": RICH_VALUE})
         flow = FlowDetail("flöw", state=FlowState.FAILURE, meta={"rich": RICH_VALUE})
         task = TaskDetail(
             "täsk", state=AtomState.REVERT_FAILURE, intention=Intention.REVERT,
