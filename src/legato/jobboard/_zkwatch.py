@@ -34,7 +34,7 @@ class Lister:
 
     def __init__(self, client: Any, path: str, apply: Callable[[list[str], float, bool], None],
                  *, timeout: float) -> None:
-        self._client, self._path, self._apply, self._timeout = client, path, apply, timeout
+        self._client, self._apply, self._timeout = client, apply, timeout
         self._dirty = threading.Event()
         self._stopping = threading.Event()
         self._fired = False
@@ -77,7 +77,7 @@ class Lister:
             fired, self._fired = self._fired, False
             try:
                 children, stat = self._client.get_children_async(
-                    self._path, watch=self._watch, include_data=True).get(timeout=self._timeout)
+                    self.path, watch=self._watch, include_data=True).get(timeout=self._timeout)
             except BaseException:
                 self._fired = self._fired or fired
                 raise
@@ -97,7 +97,9 @@ class Lister:
             try:
                 count = self._list()
             except Exception as exc:  # the connection dropped meanwhile: again when it is back
-                logger.debug("could not list %s: %r", self._path, exc)
+                connected = self._client.state == KazooState.CONNECTED
+                logger.log(logging.WARNING if connected else logging.DEBUG,
+                           "could not list %s: %r", self.path, exc)
                 self._dirty.set()
                 self._stopping.wait(0.1)
                 continue
