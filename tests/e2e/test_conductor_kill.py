@@ -25,7 +25,7 @@ from legato.testing import conductor as tc
 JOBS = 200
 STEPS = 5
 PROCESSES = 3
-TTL = 1.5
+TTL = 2.0
 KILL_EVERY = 2.0
 DEADLINE = 80.0
 PAUSE = 0.05

@@ -118,3 +118,29 @@ def test_board_outage_past_the_lease_suspends_without_consuming(
         assert second_events.names(job)[-1] == "job_consumed"
         assert flow_state(persistence, job) is FlowState.SUCCESS
         assert direct.job_count == 0
+
+
+def test_persistence_outage_mid_flow_abandons_then_resumes(
+        postgres_url: str, running: list[ExecutorConductor]) -> None:
+    gate = f"midflow-{uuid.uuid4().hex}"
+    with proxied(postgres_url) as proxy:
+        persistence = lp.connect(proxy.url_for(postgres_url))
+        persistence.upgrade()
+        with jb.connect(f"memory://midflow-{uuid.uuid4().hex}") as board:
+            job = tc.post_job(board, persistence, tc.gated_flow,
+                              kwargs={"steps": 3, "gate_name": gate, "at": 1})
+            conductor = BlockingConductor("c", board, persistence, wait_timeout=0.05,
+                                          backoff_base=0.05, backoff_max=0.2)
+            events = recorded(conductor)
+            running.append(conductor)
+            threading.Thread(target=conductor.run, daemon=True).start()
+            assert tc.gate(f"{gate}:reached").wait(30)
+            proxy.cut()
+            tc.gate(gate).set()  # the step ends while its result cannot be stored
+            assert events.wait_for("job_abandoned")
+            assert events.of("job_consumed") == [] and events.of("job_trashed") == []
+            assert "StorageFailure" in events.of("job_abandoned")[0]["reason"]
+            proxy.restore()
+            assert events.wait_for("job_consumed")
+            assert flow_state(persistence, job) is FlowState.SUCCESS
+            persistence.close()
