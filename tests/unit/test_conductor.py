@@ -473,3 +473,25 @@ def test_metrics_on_a_given_registry(board: JobBoard, persistence: Persistence) 
     assert sample("legato_conductor_jobs_total", {"outcome": "consumed"}) == 1
     assert sample("legato_conductor_jobs_total", {"outcome": "abandoned"}) == 1
     assert sample("legato_conductor_job_duration_seconds_count") == 2
+
+
+def test_claim_renewed_while_a_job_outlives_its_ttl(board: JobBoard, board_url: str,
+                                                    persistence: Persistence) -> None:
+    gate = f"renew-{uuid.uuid4().hex}"
+    job = tc.post_job(board, persistence, tc.gated_flow,
+                      kwargs={"steps": 2, "gate_name": gate, "at": 0})
+    conductor = BlockingConductor("c", board, persistence, claim_ttl=0.3, wait_timeout=0.05)
+    events = recorded(conductor)
+    started(conductor, max_dispatches=1)
+    assert tc.gate(f"{gate}:reached").wait(20)
+    with jb.connect(board_url, persistence=persistence) as other:
+        ticker = threading.Event()
+        until = time.monotonic() + 1.2  # four lease lengths
+        while time.monotonic() < until:
+            assert other.claim_next("thief") is None
+            assert other.find_owner(job) == conductor.conductor.name
+            ticker.wait(0.05)
+    tc.gate(gate).set()
+    assert conductor.wait(20)
+    assert events.names(job)[-1] == "job_consumed"
+    assert conductor.statistics["claims_lost"] == 0
