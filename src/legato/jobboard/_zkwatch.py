@@ -17,8 +17,8 @@ __all__ = ["Lister"]
 
 logger = logging.getLogger(__name__)
 
-#: Listings with more children than this are spaced out (see ``Lister``).
-_SMALL_LISTING = 1000
+#: From this many children on, at most ~10 % of the time goes to listing (see ``Lister``).
+_LARGE_LISTING = 1000
 
 
 class Lister:
@@ -26,10 +26,11 @@ class Lister:
     hands each listing to ``apply(children, issued, fired)``: ``issued`` is when it was
     requested (``time.monotonic()``), ``fired`` whether a change event preceded it.
 
-    A listing costs O(children). With many children the listings are spaced so that at most
-    about a tenth of the time goes to listing, several changes folded into one listing, instead
-    of one listing per post or consume; a post is then seen a little later (nobody waits for a
-    job while thousands are queued).
+    A listing costs O(children). After each one the thread pauses in proportion to its cost and
+    to the number of children, so that with many children at most about a tenth of the time goes
+    to listing, several changes folded into one listing, instead of one listing per post or
+    consume; a post is then seen a little later (nobody waits for a job while thousands are
+    queued). With a handful of children the pause is next to nothing.
     """
 
     def __init__(self, client: Any, path: str, apply: Callable[[list[str], float, bool], None],
@@ -103,5 +104,6 @@ class Lister:
                 self._dirty.set()
                 self._stopping.wait(0.1)
                 continue
-            if count > _SMALL_LISTING:
-                self._stopping.wait(9 * (time.monotonic() - started))
+            # Up to ~10 % of the time listing when large, next to nothing when small.
+            cost = time.monotonic() - started
+            self._stopping.wait(cost * min(9.0, count / _LARGE_LISTING * 9))

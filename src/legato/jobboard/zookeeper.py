@@ -490,7 +490,8 @@ class ZooKeeperJobBoard(JobBoard):
             record.last_modified = now
             record.lease_expires = now + ttl
             claim_data = json.dumps({"owner": who, "fence": record.fence, "ttl": ttl,
-                                     "claimed_at": now, "expires_at": now + ttl}).encode()
+                                     "claimed_at": now, "expires_at": now + ttl,
+                                     "session": self._session_id}).encode()
             stale = claim[1].version if claim is not None else None
             assert job is not None
 
@@ -541,8 +542,12 @@ class ZooKeeperJobBoard(JobBoard):
             if expires > now:
                 self._index.claimed(name, expires, seen_at=seen)
                 owner = data.get("owner")
-                raise errors.UnclaimableJob(f"job {job_uuid} is claimed by {owner!r}",
-                                            job_uuid=job_uuid, owner=owner)
+                # Claimed through another session (another board, likely another process):
+                # a race lost; through ours: the index was just behind.
+                error = _LostRace if data.get("session") != self._session_id else (
+                    errors.UnclaimableJob)
+                raise error(f"job {job_uuid} is claimed by {owner!r}", job_uuid=job_uuid,
+                            owner=owner)
         if record.available_at is not None and record.available_at > now:
             self._index.delayed(name, record.available_at)
             raise errors.UnclaimableJob(f"job {job_uuid} is delayed", job_uuid=job_uuid)
