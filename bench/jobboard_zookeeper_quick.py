@@ -23,6 +23,7 @@ import uuid
 from typing import Any
 
 from kazoo.client import KazooClient
+from kazoo.exceptions import NotEmptyError
 
 from legato import jobboard as jb
 from legato.jobboard._zkindex import job_name_prefix
@@ -110,9 +111,28 @@ def main() -> None:
         print(f"post->wake latency: p50 {statistics.median(lat) * 1000:.2f} ms, "
               f"p90 {lat[int(len(lat) * 0.9)] * 1000:.2f} ms ({len(lat)} samples)")
     finally:
-        client = KazooClient(hosts=args.hosts)
-        client.start(10)
-        client.delete(root, recursive=True)
+        remove(args.hosts, root)
+
+
+def remove(hosts: str, root: str) -> None:
+    """Delete ``root`` and everything under it, leaves first, deletes pipelined."""
+    client = KazooClient(hosts=hosts)
+    client.start(10)
+    try:
+        def delete_tree(path: str) -> None:
+            children = client.get_children(path)
+            for start in range(0, len(children), 1000):
+                batch = children[start:start + 1000]
+                for child, item in [(c, client.delete_async(f"{path}/{c}")) for c in batch]:
+                    try:
+                        item.get()
+                    except NotEmptyError:
+                        delete_tree(f"{path}/{child}")
+            client.delete(path)
+
+        if client.exists(root):
+            delete_tree(root)
+    finally:
         client.stop()
         client.close()
 
