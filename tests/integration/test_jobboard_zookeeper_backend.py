@@ -66,6 +66,8 @@ def test_settings_from_url() -> None:
         ZooKeeperSettings.from_url("zookeeper://h:1/p?colour=red")
     with pytest.raises(ValueError):
         ZooKeeperSettings(session_timeout=0)
+    with pytest.raises(ValueError, match="credentials"):
+        ZooKeeperSettings.from_url("zookeeper://user:secret@h:1/p")
     assert isinstance(jb.connect("zookeeper://h:1/p"), ZooKeeperJobBoard)
 
 

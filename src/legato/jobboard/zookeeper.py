@@ -115,6 +115,8 @@ class ZooKeeperSettings:
         if parts.scheme != "zookeeper":
             raise errors.UnknownBackend(f"not a zookeeper:// URL: {url!r}")
         fields: dict[str, Any] = {}
+        if "@" in parts.netloc:
+            raise ValueError("zookeeper:// URLs with credentials are not supported (no ACLs)")
         if parts.netloc:
             fields["hosts"] = parts.netloc
         if parts.path.strip("/"):
