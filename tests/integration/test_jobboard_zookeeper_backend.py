@@ -155,6 +155,26 @@ def test_too_large_job_is_refused_and_long_reasons_are_cut(zookeeper_url: str) -
         board.close()
 
 
+def test_claim_whose_reply_was_lost_is_released(zookeeper_url: str) -> None:
+    """White-box: the board records a claim whose transaction reply never came (connection
+    lost) and, once it can, deletes the claim node if that claim was in fact made."""
+    board, other = _connected(zookeeper_url), _connected(zookeeper_url)
+    try:
+        job = board.post("work")
+        claimed = board.claim(job, "owner-a")
+        assert isinstance(board, ZooKeeperJobBoard) and claimed.fence is not None
+        name = board._index.lookup(job.uuid)
+        assert name is not None
+        board._orphans.append((name, claimed.fence))  # as if the reply had been lost
+        again = board.claim_next("owner-b")  # releases it first, so the job is free again
+        assert board._orphans == []
+        assert again == job and again is not None and again.fence == claimed.fence + 1
+        assert other.find_owner(job) == "owner-b"
+    finally:
+        board.close()
+        other.close()
+
+
 def test_entity_registered_twice_belongs_to_the_last_session(zookeeper_url: str) -> None:
     first, second = _connected(zookeeper_url), _connected(zookeeper_url)
     worker = Entity("conductor", "worker-1@host:1", {"pid": 1})

@@ -570,15 +570,16 @@ class ZooKeeperJobBoard(JobBoard):
         pending.rawlink(settled)
 
     def _release_orphans(self) -> None:
-        while self._orphans:
-            name, fence = self._orphans.pop()
+        for name, fence in list(self._orphans):  # kept until handled: a call here may fail
             (found,) = self._read(f"{self._claims}/{name}")
-            if found is None or _decode_claim(found[0]).get("fence") != fence:
-                continue
-            with contextlib.suppress(kz.NoNodeError, kz.BadVersionError):
-                self._result(self._live().delete_async(f"{self._claims}/{name}",
-                                                       version=found[1].version))
-                logger.info("board %r released claim %s whose reply was lost", self.name, name)
+            if found is not None and _decode_claim(found[0]).get("fence") == fence:
+                with contextlib.suppress(kz.NoNodeError, kz.BadVersionError):
+                    self._result(self._live().delete_async(f"{self._claims}/{name}",
+                                                           version=found[1].version))
+                    logger.info("board %r released claim %s whose reply was lost",
+                                self.name, name)
+            with contextlib.suppress(ValueError):
+                self._orphans.remove((name, fence))
 
     def _held(self, job_uuid: str, who: str, fence: int | None) -> _Held:
         """``who``'s live claim on the job (with ``fence``, unless None).
