@@ -40,10 +40,18 @@ def _check_json(value: Any, what: str) -> None:
         raise errors.SerializationError(f"{what} is not JSON-serialisable: {exc}") from exc
 
 
+_ATOM_JSON_FIELDS = ("results", "revert_results", "meta", "failure", "revert_failure")
+
+
 def check_atom_json(atom_detail: AtomDetail) -> None:
-    """Raise ``SerializationError`` naming the atom if any of its values is not JSON."""
-    for field in ("results", "revert_results", "meta", "failure", "revert_failure"):
-        _check_json(getattr(atom_detail, field), f"{field} of atom {atom_detail.name!r}")
+    """Raise ``SerializationError`` naming the atom (and the field) if a value is not JSON."""
+    try:  # one encoding for the common case; field by field only to explain a failure
+        json.dumps([getattr(atom_detail, f) for f in _ATOM_JSON_FIELDS], allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        for field in _ATOM_JSON_FIELDS:
+            _check_json(getattr(atom_detail, field), f"{field} of atom {atom_detail.name!r}")
+        raise errors.SerializationError(
+            f"atom {atom_detail.name!r} is not JSON-serialisable: {exc}") from exc
 
 
 class Persistence(abc.ABC):
@@ -93,6 +101,7 @@ class Persistence(abc.ABC):
 
     def save_logbook(self, book: LogBook) -> LogBook:
         """Insert or update a logbook with all its flow and atom details; return a copy."""
+        _check_json(book.meta, f"meta of logbook {book.name!r}")
         for fd in book.flows.values():
             self._check_flow(fd)
         book = book.copy()
@@ -123,7 +132,11 @@ class Persistence(abc.ABC):
     # -- flow details ----------------------------------------------------------------------
 
     def update_flow_details(self, flow_detail: FlowDetail) -> FlowDetail:
-        """Write the flow's own row and insert or update each of its atom details.
+        """Write the flow's own row and insert or update each atom detail it carries.
+
+        Atom details stored earlier but absent from ``flow_detail.atoms`` are left as they are,
+        so passing a flow detail with no atoms writes the flow's row alone (engines do this on
+        every flow state change).
 
         Raises:
             NotFound: the flow detail was never saved through its logbook.
@@ -152,16 +165,18 @@ class Persistence(abc.ABC):
     # -- atom details ----------------------------------------------------------------------
 
     def update_atom_details(self, atom_detail: AtomDetail) -> AtomDetail:
-        """Write one atom detail's row (and nothing else).
+        """Write one atom detail's row (and nothing else); return the detail as written.
+
+        This is the engine's hot path, so the detail is not copied: backends never keep a
+        reference to it (the memory backend stores its own copy).
 
         Raises:
             NotFound: the atom detail was never saved through its flow detail.
             SerializationError: a value is not JSON; the message names the atom.
         """
         check_atom_json(atom_detail)
-        atom_detail = atom_detail.copy()
         self._retry(lambda: self._update_atom_details(atom_detail))
-        return atom_detail.copy()
+        return atom_detail
 
     def get_atom_details(self, atom_uuid: str) -> AtomDetail:
         """Return one atom detail.

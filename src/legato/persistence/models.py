@@ -15,7 +15,16 @@ from typing import Any, ClassVar
 
 from legato.states import AtomState, FlowState, Intention
 
-__all__ = ["AtomDetail", "FlowDetail", "LogBook", "RetryDetail", "TaskDetail", "new_uuid", "utcnow"]
+__all__ = [
+    "AtomDetail",
+    "FlowDetail",
+    "LogBook",
+    "RetryDetail",
+    "TaskDetail",
+    "copy_json",
+    "new_uuid",
+    "utcnow",
+]
 
 
 def new_uuid() -> str:
@@ -24,6 +33,20 @@ def new_uuid() -> str:
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def copy_json(value: Any) -> Any:
+    """Deep-copy a JSON-shaped value (dicts, lists, scalars) much faster than ``copy.deepcopy``.
+
+    Anything else is handed to ``copy.deepcopy``, so the copy is always deep.
+    """
+    if isinstance(value, dict):
+        return {k: copy_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [copy_json(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return copy.deepcopy(value)
 
 
 def _ts(value: dt.datetime | None) -> str | None:
@@ -99,7 +122,13 @@ class AtomDetail:
         )
 
     def copy(self) -> AtomDetail:
-        return copy.deepcopy(self)
+        new = copy.copy(self)
+        new.results = copy_json(self.results)
+        new.failure = copy_json(self.failure)
+        new.revert_results = copy_json(self.revert_results)
+        new.revert_failure = copy_json(self.revert_failure)
+        new.meta = copy_json(self.meta)
+        return new
 
 
 @dataclasses.dataclass(eq=True)
@@ -179,7 +208,10 @@ class FlowDetail:
         return fd
 
     def copy(self) -> FlowDetail:
-        return copy.deepcopy(self)
+        new = copy.copy(self)
+        new.meta = copy_json(self.meta)
+        new.atoms = {key: atom.copy() for key, atom in self.atoms.items()}
+        return new
 
 
 @dataclasses.dataclass(eq=True)
@@ -231,4 +263,7 @@ class LogBook:
         return book
 
     def copy(self) -> LogBook:
-        return copy.deepcopy(self)
+        new = copy.copy(self)
+        new.meta = copy_json(self.meta)
+        new.flows = {key: flow.copy() for key, flow in self.flows.items()}
+        return new
