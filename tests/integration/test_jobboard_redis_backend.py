@@ -259,6 +259,32 @@ def test_post_publishes_an_event(redis_url: str, raw: redis.Redis, board: JobBoa
         pubsub.close()
 
 
+def test_removal_wakes_a_completion_waiter_not_the_work_channel(
+        redis_url: str, raw: redis.Redis, board: JobBoard) -> None:
+    """Consume publishes on the job's own removal channel: a ``wait_for_completion`` caller
+    wakes, subscribers of the main channel (idle conductors) do not."""
+    ns = _namespace(redis_url)
+    pubsub: Any = raw.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+    pubsub.subscribe(f"{ns}:events")
+    job = board.post("finish me")
+    claimed = board.claim_next("worker")
+    assert claimed == job and claimed is not None
+    result: list[bool] = []
+    waiter = threading.Thread(target=lambda: result.append(board.wait_for_completion(job, 60)))
+    try:
+        assert until(lambda: (pubsub.get_message(timeout=0.1) or {}).get("data")
+                     == f"posted {job.uuid}", 10)
+        waiter.start()
+        assert until(lambda: f"{ns}:events:removed:{job.uuid}" in raw.pubsub_channels(), 10)
+        board.consume(claimed, "worker")
+        waiter.join(10)
+        assert result == [True]
+        assert pubsub.get_message(timeout=0.2) is None
+    finally:
+        pubsub.close()
+    assert board.wait_for_completion(job, 0.01) is True
+
+
 # -- Sentinel ---------------------------------------------------------------------------------
 
 def test_sentinel_url_parsing() -> None:

@@ -30,6 +30,7 @@ import importlib.resources
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -42,8 +43,8 @@ from redis.sentinel import Sentinel
 
 from legato import errors
 from legato.jobboard import base
-from legato.jobboard.base import Entity, JobBoard, JobRecord
-from legato.states import JobPriority
+from legato.jobboard.base import Entity, Job, JobBoard, JobRecord
+from legato.states import JobPriority, JobState
 
 if TYPE_CHECKING:
     from legato.persistence.base import Persistence
@@ -215,6 +216,14 @@ def _decode(uuid: str, raw: dict[str, str]) -> JobRecord:
 
 def _pairs(flat: list[Any]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _taken(reply: list[Any]) -> dict[str, str]:
+    """The job hash of a claim reply ``['OK', uuid, <JSON array of field, value, ...>]``."""
+    flat = json.loads(reply[2])
+    if not isinstance(flat, list) or not all(isinstance(part, str) for part in flat):
+        raise TypeError("a claimed job's hash must be a list of strings")
+    return _pairs(flat)
 
 
 class RedisJobBoard(JobBoard):
@@ -398,7 +407,7 @@ class RedisJobBoard(JobBoard):
                 continue
             uuid = str(reply[1])
             try:
-                return _decode(uuid, _pairs(reply[2:]))
+                return _decode(uuid, _taken(reply))
             except (ValueError, TypeError, KeyError) as exc:
                 logger.warning("board %r: setting aside undecodable job %s: %s",
                                self.name, uuid, exc)
@@ -407,7 +416,12 @@ class RedisJobBoard(JobBoard):
     def _claimed_record(self, job_uuid: str, reply: list[Any]) -> JobRecord:
         if reply[0] != "OK":
             self._refused(job_uuid, "", reply)
-        return self._decoded(job_uuid, _pairs(reply[2:]))
+        try:
+            raw = _taken(reply)
+        except (ValueError, TypeError) as exc:
+            raise errors.JobFailure(f"job {job_uuid} cannot be decoded: {exc}",
+                                    job_uuid=job_uuid) from exc
+        return self._decoded(job_uuid, raw)
 
     def _refused(self, job_uuid: str, who: str, reply: list[Any]) -> NoReturn:
         status = reply[0]
@@ -453,6 +467,45 @@ class RedisJobBoard(JobBoard):
             start += size
 
     # -- waiting ---------------------------------------------------------------------------
+
+    def wait_for_completion(self, job: Job, timeout: float | None = None) -> bool:
+        """Block until ``job`` is consumed or trashed; False if ``timeout`` passed first.
+
+        Listens on the job's own removal channel (see ``consume.lua``), so that removals wake
+        only those who wait for them, never the conductors idling on the main channel.
+        """
+        self._require_connected()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pubsub: Any = None
+        with contextlib.suppress(redis.RedisError):  # no subscription: poll instead
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            pubsub.subscribe(f"{self._channel}:removed:{job.uuid}")
+        try:
+            # Checked after subscribing, so a removal in between is never missed.
+            while self.state_of(job) is not JobState.COMPLETE:
+                remaining = (self.poll_interval if deadline is None
+                             else deadline - time.monotonic())
+                if remaining <= 0:
+                    return False
+                pubsub = self._await_removal(pubsub, min(remaining, self.poll_interval))
+            return True
+        finally:
+            if pubsub is not None:
+                with contextlib.suppress(Exception):
+                    pubsub.close()
+
+    def _await_removal(self, pubsub: Any, timeout: float) -> Any:
+        """Wait up to ``timeout`` for a message on ``pubsub``; after a failure (or with no
+        subscription) sleep the timeout out instead, and return what to use next time."""
+        if pubsub is not None:
+            try:
+                pubsub.get_message(timeout=timeout)
+                return pubsub
+            except redis.RedisError:
+                with contextlib.suppress(Exception):
+                    pubsub.close()
+        time.sleep(timeout)  # polling fallback: the state is re-read every poll_interval
+        return None
 
     def _wait_for_change(self, timeout: float) -> None:
         events = self._events

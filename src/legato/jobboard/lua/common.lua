@@ -73,7 +73,8 @@ local function check_owner(key, who, fence, now)
 end
 
 -- Give the job to `who` for `ttl` seconds: new fence, one more attempt.
--- Returns {'OK', uuid, field, value, ...}.
+-- Returns {'OK', uuid, <JSON array field, value, ...>}: one bulk string parses far faster on the
+-- client than a reply of 30-odd items.
 local function take(k, uuid, key, who, ttl, now)
   local h = redis.call('HMGET', key, 'fence', 'attempts')
   local lease = now + ttl
@@ -84,10 +85,7 @@ local function take(k, uuid, key, who, ttl, now)
     'fence', string.format('%d', tonumber(h[1]) + 1),
     'attempts', string.format('%d', tonumber(h[2]) + 1),
     'lease_expires', fmt(lease), 'last_modified', fmt(now), 'available_at', 'null')
-  local reply = redis.call('HGETALL', key)
-  table.insert(reply, 1, uuid)
-  table.insert(reply, 1, 'OK')
-  return reply
+  return {'OK', uuid, cjson.encode(redis.call('HGETALL', key))}
 end
 
 -- Bounded housekeeping: due delayed jobs and expired claims go back to "ready".
@@ -116,6 +114,12 @@ local function promote(k, now, limit)
       set_aside(k, uuid)
     end
   end
+end
+
+-- The channel waiters for one job's completion listen on (consume and trash publish there, not
+-- on the board's main channel, so that removals never wake conductors waiting for work).
+local function removal_channel(channel, uuid)
+  return channel .. ':removed:' .. uuid
 end
 
 -- Every script gets the same index keys, in this order.

@@ -7,5 +7,5 @@ redis.call('DEL', key)
 for _, index in ipairs({k.jobs, k.ready, k.delayed, k.claimed}) do
   redis.call('ZREM', index, uuid)
 end
-redis.call('PUBLISH', channel, 'removed ' .. uuid)
+redis.call('PUBLISH', removal_channel(channel, uuid), 'removed ' .. uuid)
 return {'OK'}

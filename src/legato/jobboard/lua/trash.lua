@@ -10,5 +10,5 @@ redis.call('HSET', key, 'state', '"COMPLETE"', 'owner', 'null', 'lease_expires',
   'reason', ARGV[7], 'last_modified', fmt(now), 'trashed_on', fmt(now))
 redis.call('RENAME', key, k.prefix .. 'trashed:' .. uuid)
 redis.call('ZADD', k.trash, now, uuid)
-redis.call('PUBLISH', channel, 'removed ' .. uuid)
+redis.call('PUBLISH', removal_channel(channel, uuid), 'removed ' .. uuid)
 return {'OK'}
