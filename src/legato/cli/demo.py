@@ -12,9 +12,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -112,10 +115,12 @@ class DemoRun:
     def _watch(self, board: JobBoard, backend: Persistence) -> None:
         live = Live(self._render(), console=self.out.console, refresh_per_second=8,
                     transient=False) if self.out.mode is Mode.RICH else None
-        with live if live is not None else contextlib.nullcontext():
+        with live if live is not None else contextlib.nullcontext(), _deferred_interrupt() as hit:
             self._live = live
             deadline = self.started + self.options.timeout
             while time.monotonic() < deadline:
+                if hit.is_set():
+                    raise KeyboardInterrupt
                 parts.refresh(self.jobs, board, backend)
                 self._maybe_kill(backend)
                 self._watch_takeover()
@@ -249,6 +254,25 @@ def demo(
             shutil.rmtree(workdir, ignore_errors=True)
     if code:
         raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _deferred_interrupt() -> Iterator[threading.Event]:
+    """Turn Ctrl-C into a flag the watch loop checks between polls.
+
+    A KeyboardInterrupt raised in the middle of a database call can surface as a storage error
+    (SQLite reports "interrupted") that is retried and swallowed; checking a flag between polls
+    makes the interrupt reliable.
+    """
+    hit = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield hit
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: hit.set())
+    try:
+        yield hit
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def register(app: typer.Typer) -> None:
