@@ -12,7 +12,7 @@ Measured per board (medians of ``--repeat`` runs):
 * claim + consume cost (median per job) with a small and a large backlog waiting.
 
 Every measurement uses a fresh namespace (schema, key prefix, ZooKeeper path) that is removed
-afterwards. Run it from the benchmark environment (``scripts/venv.sh`` / ``.venv-bench``)::
+afterwards. Run it from the benchmark environment (``bench/venv.sh`` makes ``.venv-bench``)::
 
     .venv-bench/bin/python bench/jobboard.py --repeat 3
     .venv-bench/bin/python bench/jobboard.py --systems legato --backends sqlite,postgresql
