@@ -276,9 +276,23 @@ class ExecutorConductor(Conductor):
             failures += 1
             self._board_failed("claiming a job", exc, failures)
             return None, failures
+        if self._stopping.is_set():
+            # stop() came while the claim was in flight: hand the job straight back.
+            self._release_unstarted(job)
+            return None, 0
         self._count("dispatched")
         self._idle_wakeups = 0
         return renewer.add(job, ttl, claimed_at=claimed_at), 0
+
+    def _release_unstarted(self, job: Job) -> None:
+        """Abandon a job claimed after ``stop()`` without running it (its lease would lapse
+        anyway; releasing it now lets another conductor take it at once)."""
+        try:
+            self._jobboard.abandon(job, self._conductor.name, delay=0.0,
+                                   reason="conductor stopping")
+        except Exception as exc:  # the lease lapses by itself: nothing is lost
+            logger.warning("%s: could not release job %s claimed while stopping: %s",
+                           self._conductor.name, job.uuid, exc)
 
     def _idle(self, woken: bool) -> None:
         """Don't spin when ``wait`` keeps reporting a job that ``claim_next`` does not get (a
