@@ -16,7 +16,6 @@ The tree is shallow on purpose; catch ``LegatoError`` to catch them all::
     │   └── AmbiguousDependency   several atoms provide the same name to one consumer
     ├── MissingDependencies       arguments no atom or store provides (names every one)
     ├── DisallowedFactory         a flow factory neither registered nor under an allowed prefix
-    ├── InvalidState              a transition the state tables forbid
     ├── SerializationError        a result or detail that cannot be stored as JSON (also TypeError)
     └── WrappedFailure            several task failures at once (iterable of Failure)
 """
@@ -35,7 +34,6 @@ __all__ = [
     "CompilationError",
     "DisallowedFactory",
     "ExecutionFailure",
-    "InvalidState",
     "JobFailure",
     "LegatoError",
     "MissingDependencies",
@@ -157,10 +155,6 @@ class DisallowedFactory(LegatoError):
     def __init__(self, message: str, *, factory_name: str) -> None:
         super().__init__(message)
         self.factory_name = factory_name
-
-
-class InvalidState(LegatoError):
-    """A state transition the state tables do not allow."""
 
 
 class SerializationError(LegatoError, TypeError):

@@ -1,4 +1,4 @@
-"""State names and the transitions allowed between them.
+"""State names for flows, atoms, engines and jobs.
 
 Flow and atom states are persisted as their string values, so the values are part of the
 storage format: never rename one.
@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import enum
 
-from legato import errors
-
 __all__ = [
     "AtomState",
     "EngineState",
@@ -17,8 +15,6 @@ __all__ = [
     "Intention",
     "JobPriority",
     "JobState",
-    "check_atom_transition",
-    "check_flow_transition",
 ]
 
 
@@ -101,60 +97,3 @@ class JobPriority(enum.IntEnum):
         except KeyError:
             names = ", ".join(m.name for m in cls)
             raise ValueError(f"unknown priority {value!r}; expected one of {names}") from None
-
-
-_FLOW_TRANSITIONS: dict[FlowState, frozenset[FlowState]] = {
-    FlowState.PENDING: frozenset({FlowState.RUNNING, FlowState.SUSPENDED}),
-    FlowState.RUNNING: frozenset({FlowState.SUCCESS, FlowState.FAILURE, FlowState.REVERTING,
-                                  FlowState.SUSPENDING}),
-    FlowState.REVERTING: frozenset({FlowState.REVERTED, FlowState.FAILURE,
-                                    FlowState.SUSPENDING}),
-    FlowState.SUSPENDING: frozenset({FlowState.SUSPENDED, FlowState.SUCCESS,
-                                     FlowState.REVERTED, FlowState.FAILURE}),
-    FlowState.SUSPENDED: frozenset({FlowState.RESUMING, FlowState.RUNNING}),
-    FlowState.RESUMING: frozenset({FlowState.RUNNING, FlowState.SUSPENDED}),
-    FlowState.SUCCESS: frozenset({FlowState.RESUMING, FlowState.RUNNING}),
-    FlowState.REVERTED: frozenset({FlowState.RESUMING, FlowState.RUNNING}),
-    FlowState.FAILURE: frozenset({FlowState.RESUMING, FlowState.RUNNING}),
-}
-
-
-def check_flow_transition(old: FlowState, new: FlowState) -> bool:
-    """Return True if the flow may move from ``old`` to ``new``; False if it is a no-op.
-
-    Raises:
-        InvalidState: the transition is not allowed.
-    """
-    if old == new:
-        return False
-    if new in _FLOW_TRANSITIONS[old]:
-        return True
-    raise errors.InvalidState(f"flow cannot go from {old} to {new}")
-
-
-_ATOM_TRANSITIONS: dict[AtomState, frozenset[AtomState]] = {
-    AtomState.PENDING: frozenset({AtomState.RUNNING, AtomState.REVERTING, AtomState.IGNORE,
-                                  AtomState.REVERTED}),
-    AtomState.RUNNING: frozenset({AtomState.SUCCESS, AtomState.FAILURE, AtomState.PENDING}),
-    AtomState.SUCCESS: frozenset({AtomState.REVERTING, AtomState.RETRYING, AtomState.PENDING}),
-    AtomState.FAILURE: frozenset({AtomState.REVERTING, AtomState.PENDING}),
-    AtomState.REVERTING: frozenset({AtomState.REVERTED, AtomState.REVERT_FAILURE,
-                                    AtomState.PENDING}),
-    AtomState.REVERTED: frozenset({AtomState.PENDING}),
-    AtomState.REVERT_FAILURE: frozenset({AtomState.REVERTING, AtomState.PENDING}),
-    AtomState.RETRYING: frozenset({AtomState.RUNNING, AtomState.PENDING}),
-    AtomState.IGNORE: frozenset({AtomState.PENDING}),
-}
-
-
-def check_atom_transition(old: AtomState, new: AtomState) -> bool:
-    """Return True if an atom may move from ``old`` to ``new``; False if it is a no-op.
-
-    Raises:
-        InvalidState: the transition is not allowed.
-    """
-    if old == new:
-        return False
-    if new in _ATOM_TRANSITIONS[old]:
-        return True
-    raise errors.InvalidState(f"atom cannot go from {old} to {new}")
