@@ -24,7 +24,7 @@ from legato.persistence.models import FlowDetail
 from legato.states import AtomState, FlowState
 from legato.testing import conductor as tc
 
-BOARDS = ["sqlite", "postgres", "redis", "zookeeper"]
+BOARDS = ["memory", "sqlite", "postgres", "redis", "zookeeper"]
 KINDS = {"blocking": None, "nonblocking-9": 9, "nonblocking-1": 1}
 STAGES = [f"{stage}_{edge}" for stage in ("compilation", "preparation", "validation", "running")
           for edge in ("start", "end")]
@@ -35,6 +35,8 @@ Make = Callable[[], ExecutorConductor]
 
 @pytest.fixture(params=BOARDS)
 def board_url(request: pytest.FixtureRequest) -> str:
+    if request.param == "memory":
+        return f"memory://seed-{uuid.uuid4().hex}"
     url: str = request.getfixturevalue(f"{request.param}_url")
     return url
 
