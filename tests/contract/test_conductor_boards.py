@@ -11,28 +11,12 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from legato import jobboard as jb
-from legato import persistence as lp
 from legato.conductor import BlockingConductor, ExecutorConductor, NonBlockingConductor
 from legato.jobboard.base import Job, JobBoard
 from legato.notifier import ANY
 from legato.persistence.base import Persistence
 from legato.states import FlowState
 from legato.testing import conductor as tc
-
-BOARDS = ["memory", "sqlite", "postgres", "redis", "zookeeper"]
-
-
-@pytest.fixture(params=BOARDS)
-def board_url(request: pytest.FixtureRequest) -> str:
-    if request.param == "memory":
-        return f"memory://conductors-{uuid.uuid4().hex}"
-    url: str = request.getfixturevalue(f"{request.param}_url")
-    return url
-
-
-@pytest.fixture
-def persistence() -> Persistence:
-    return lp.connect("memory://")
 
 
 @pytest.fixture

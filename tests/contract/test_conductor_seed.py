@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from legato import jobboard as jb
-from legato import persistence as lp
 from legato.conductor import BlockingConductor, ExecutorConductor, NonBlockingConductor
 from legato.jobboard.base import Job, JobBoard
 from legato.notifier import ANY
@@ -24,26 +23,12 @@ from legato.persistence.models import FlowDetail
 from legato.states import AtomState, FlowState
 from legato.testing import conductor as tc
 
-BOARDS = ["memory", "sqlite", "postgres", "redis", "zookeeper"]
 KINDS = {"blocking": None, "nonblocking-9": 9, "nonblocking-1": 1}
 STAGES = [f"{stage}_{edge}" for stage in ("compilation", "preparation", "validation", "running")
           for edge in ("start", "end")]
 WAIT = 20.0  # upper bound for anything a scenario waits on; never reached when all is well
 
 Make = Callable[[], ExecutorConductor]
-
-
-@pytest.fixture(params=BOARDS)
-def board_url(request: pytest.FixtureRequest) -> str:
-    if request.param == "memory":
-        return f"memory://seed-{uuid.uuid4().hex}"
-    url: str = request.getfixturevalue(f"{request.param}_url")
-    return url
-
-
-@pytest.fixture
-def persistence() -> Persistence:
-    return lp.connect("memory://")
 
 
 @pytest.fixture
