@@ -180,12 +180,21 @@ class SQLJobBoard(JobBoard):
     def _why_not(self, conn: sa.Connection, job_uuid: str, who: str,
                  now: sa.ColumnElement[float]) -> errors.LegatoError:
         """The error for an owner-checked call that matched no row."""
+        try:
+            owner = self._live_owner(conn, job_uuid, now)
+        except errors.NotFound as exc:
+            return exc
+        return not_owner(job_uuid, who, owner)
+
+    def _live_owner(self, conn: sa.Connection, job_uuid: str,
+                    now: sa.ColumnElement[float]) -> str | None:
+        """The owner of the job's unexpired claim, or None; ``NotFound`` if the job is gone."""
         row = conn.execute(sa.select(_J.owner, _J.state, _J.lease_expires, now.label("now"))
                            .where(_J.uuid == job_uuid)).first()
         if row is None:
-            return errors.NotFound(f"no job {job_uuid} on board {self.name!r}")
+            raise errors.NotFound(f"no job {job_uuid} on board {self.name!r}")
         live = row.state == str(JobState.CLAIMED) and (row.lease_expires or 0) > row.now
-        return not_owner(job_uuid, who, row.owner if live else None)
+        return row.owner if live else None
 
     def _notify(self, conn: sa.Connection) -> None:
         """Wake this board's waiters (other processes: PostgreSQL triggers ``NOTIFY``)."""
@@ -305,12 +314,10 @@ class SQLJobBoard(JobBoard):
 
     def _why_unclaimable(self, conn: sa.Connection, job_uuid: str,
                          now: sa.ColumnElement[float]) -> errors.LegatoError:
-        row = conn.execute(sa.select(_J.owner, _J.state, _J.lease_expires, now.label("now"))
-                           .where(_J.uuid == job_uuid)).first()
-        if row is None:
-            return errors.NotFound(f"no job {job_uuid} on board {self.name!r}")
-        live = row.state == str(JobState.CLAIMED) and (row.lease_expires or 0) > row.now
-        owner = row.owner if live else None
+        try:
+            owner = self._live_owner(conn, job_uuid, now)
+        except errors.NotFound as exc:
+            return exc
         why = f"claimed by {owner!r}" if owner else "delayed"
         return errors.UnclaimableJob(f"job {job_uuid} is {why}", job_uuid=job_uuid, owner=owner)
 
