@@ -383,6 +383,25 @@ class JobBoard(abc.ABC):
         self._consume(job.uuid, who, job.fence)
         self.notifier.notify(REMOVAL, {"job": job})
 
+    def consume_and_claim_next(self, job: Job, who: str, *,
+                               ttl: float | None = None) -> Job | None:
+        """Consume ``job``, then claim the next claimable job for ``who`` (None if none).
+
+        The same as ``consume`` followed by ``claim_next``, in one round trip on boards that
+        can (Redis, SQL): a conductor that finishes one job and wants another pays for one
+        call. An error means ``job`` was not consumed (and nothing was claimed); once the
+        consume has happened, a failure to claim just returns None.
+
+        Raises:
+            NotOwner / NotFound: as for ``consume``.
+        """
+        self._require_connected()
+        _check_owner(who)
+        ttl = self._ttl(ttl)
+        record = self._consume_and_claim_next(job.uuid, who, job.fence, ttl)
+        self.notifier.notify(REMOVAL, {"job": job})
+        return Job(self, record, fence=record.fence) if record is not None else None
+
     def abandon(self, job: Job, who: str, *, delay: float | None = None,
                 reason: str | None = None) -> None:
         """Give up the claim; the job may be claimed again once ``delay`` seconds have passed.
@@ -523,6 +542,19 @@ class JobBoard(abc.ABC):
     @abc.abstractmethod
     def _consume(self, job_uuid: str, who: str, fence: int | None) -> None:
         """Atomically check owner (and fence, unless None) and remove the job."""
+
+    def _consume_and_claim_next(self, job_uuid: str, who: str, fence: int | None,
+                                ttl: float) -> JobRecord | None:
+        """``_consume``, then ``_claim_next``. Backends that can do both in one round trip
+        override this; the consume must come first and its errors must propagate, while
+        after it an error claiming is logged and becomes None (the caller claims again)."""
+        self._consume(job_uuid, who, fence)
+        try:
+            return self._claim_next(who, ttl)
+        except Exception as exc:  # consumed already: the caller's next claim_next retries
+            logger.debug("board %r: claim after consuming %s failed: %s", self.name,
+                         job_uuid, exc)
+            return None
 
     @abc.abstractmethod
     def _abandon(self, job_uuid: str, who: str, fence: int | None, delay: float,

@@ -235,6 +235,46 @@ class JobBoardConformance:
         assert board.claim_next("owner-b") == second
         assert other.claim_next("owner-c") is None
 
+    def test_consume_and_claim_next(self, board: JobBoard, other: JobBoard) -> None:
+        first, second, third = board.post("first"), board.post("second"), board.post("third")
+        held = other.claim_next("owner-a")
+        assert held == first and held is not None
+        assert other.claim(second, "owner-b") == second  # someone else holds the second
+        nxt = other.consume_and_claim_next(held, "owner-a")
+        assert nxt == third and nxt is not None
+        assert nxt.fence is not None and nxt.attempts == 1
+        assert board.state_of(first) is JobState.COMPLETE
+        assert board.find_owner(third) == "owner-a"
+        assert other.consume_and_claim_next(nxt, "owner-a") is None  # nothing left to claim
+        assert board.job_count == 1 and board.find_owner(second) == "owner-b"
+
+    def test_consume_and_claim_next_checks_the_claim_first(self, board: JobBoard,
+                                                           other: JobBoard) -> None:
+        job, waiting = board.post("work"), board.post("waiting")
+        claimed = board.claim(job, "owner-a")
+        with pytest.raises(errors.NotOwner):
+            other.consume_and_claim_next(claimed, "owner-b")
+        board.abandon(claimed, "owner-a")
+        again = board.claim(job, "owner-a")
+        with pytest.raises(errors.NotOwner):  # the first claim's fence is out of date
+            other.consume_and_claim_next(claimed, "owner-a")
+        assert board.state_of(waiting) is JobState.UNCLAIMED  # nothing was claimed
+        other.consume(again, "owner-a")
+        with pytest.raises(errors.NotFound):
+            other.consume_and_claim_next(again, "owner-a")
+        assert board.state_of(waiting) is JobState.UNCLAIMED
+
+    def test_consume_and_claim_next_skips_delayed_jobs(self, board: JobBoard,
+                                                       other: JobBoard) -> None:
+        job = board.post("work")
+        board.post("later", delay=60)
+        low = board.post("low", priority=JobPriority.LOW)
+        high = board.post("high", priority=JobPriority.HIGH)
+        held = other.claim(job, "owner-a")
+        assert other.consume_and_claim_next(held, "owner-a") == high
+        following = other.claim_next("owner-a")
+        assert following == low
+
     def test_exactly_one_concurrent_claimer_wins(self, board: JobBoard, other: JobBoard) -> None:
         job = board.post("contested")
         threads_n = 8
