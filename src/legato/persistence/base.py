@@ -136,15 +136,16 @@ class Persistence(abc.ABC):
 
         Atom details stored earlier but absent from ``flow_detail.atoms`` are left as they are,
         so passing a flow detail with no atoms writes the flow's row alone (engines do this on
-        every flow state change).
+        every flow state change). Like ``update_atom_details`` this is on the engine's hot path,
+        so nothing is copied: backends never keep a reference to what they are given.
 
         Raises:
             NotFound: the flow detail was never saved through its logbook.
+            SerializationError: the meta or an atom's value is not JSON.
         """
         self._check_flow(flow_detail)
-        flow_detail = flow_detail.copy()
         self._retry(lambda: self._update_flow_details(flow_detail))
-        return flow_detail.copy()
+        return flow_detail
 
     def get_flow_details(self, flow_uuid: str, *, lazy: bool = False) -> FlowDetail:
         """Return the flow detail; with ``lazy`` its atoms are not loaded.

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from legato import errors
 from legato.persistence.base import Persistence
-from legato.persistence.models import AtomDetail, FlowDetail, LogBook
+from legato.persistence.models import AtomDetail, FlowDetail, LogBook, copy_json
 
 __all__ = ["MemoryPersistence"]
 
@@ -44,9 +44,7 @@ class MemoryPersistence(Persistence):
                 self._write_flow(fd)
 
     def _write_flow(self, fd: FlowDetail) -> None:
-        lazy = fd.copy()
-        lazy.atoms = {}
-        self._flows[fd.uuid] = lazy
+        self._flows[fd.uuid] = FlowDetail(fd.name, fd.uuid, fd.state, copy_json(fd.meta))
         order = self._flow_atoms.setdefault(fd.uuid, [])
         for ad in fd.atoms.values():
             if ad.uuid not in self._atoms:
