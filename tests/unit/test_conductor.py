@@ -29,7 +29,7 @@ from legato.jobboard.memory import MemoryJobBoard
 from legato.notifier import ANY
 from legato.persistence.base import Persistence
 from legato.persistence.models import FlowDetail, LogBook
-from legato.states import FlowState
+from legato.states import FlowState, JobState
 from legato.testing import conductor as tc
 from legato.testing.clock import FakeClock
 
@@ -380,3 +380,71 @@ def test_claim_renewed_while_a_job_outlives_its_ttl(board: JobBoard, board_url: 
     assert conductor.wait(20)
     assert events.names(job)[-1] == "job_consumed"
     assert conductor.statistics["claims_lost"] == 0
+
+
+class CountingBoard(MemoryJobBoard):
+    """A memory board counting its claim calls (and able to stop a conductor mid-call)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.calls: list[str] = []
+        self.on_chain: Callable[[], None] = lambda: None
+
+    def claim_next(self, who: str, *, ttl: float | None = None) -> Job | None:
+        self.calls.append("claim_next")
+        return super().claim_next(who, ttl=ttl)
+
+    def consume_and_claim_next(self, job: Job, who: str, *,
+                               ttl: float | None = None) -> Job | None:
+        self.calls.append("consume_and_claim_next")
+        self.on_chain()
+        return super().consume_and_claim_next(job, who, ttl=ttl)
+
+
+def test_blocking_conductor_claims_the_next_job_as_it_consumes(persistence: Persistence) -> None:
+    with CountingBoard(persistence=persistence) as board:
+        jobs = [tc.post_job(board, persistence, tc.steps_flow) for _ in range(3)]
+        conductor = BlockingConductor("c", board, persistence, wait_timeout=0.05)
+        events = recorded(conductor)
+        conductor.run(max_dispatches=3)
+        # One claim, then each consume hands over the next job; the last dispatch may not
+        # claim a fourth job, so it consumes alone.
+        assert board.calls == ["claim_next", "consume_and_claim_next", "consume_and_claim_next"]
+        assert board.job_count == 0
+        consumed = [d["job"].uuid for e, d in events.events if e == "job_consumed"]
+        assert consumed == [job.uuid for job in jobs]
+        assert all(flow_of_state(persistence, job) is FlowState.SUCCESS for job in jobs)
+        assert conductor.statistics["dispatched"] == 3
+
+
+def flow_of_state(persistence: Persistence, job: Job) -> FlowState | None:
+    (flow_detail,) = persistence.get_logbook(job.book_uuid).flows.values()
+    return flow_detail.state
+
+
+def test_job_claimed_while_consuming_is_released_on_stop(persistence: Persistence) -> None:
+    with CountingBoard(persistence=persistence) as board:
+        first = tc.post_job(board, persistence, tc.steps_flow)
+        second = tc.post_job(board, persistence, tc.steps_flow)
+        conductor = BlockingConductor("c", board, persistence, wait_timeout=0.05)
+        board.on_chain = conductor.stop  # stop() arrives while the chained call is in flight
+        conductor.run()
+        assert board.calls == ["claim_next", "consume_and_claim_next"]
+        assert board.state_of(first) is JobState.COMPLETE
+        # The second job was claimed by that call, never run, and handed straight back.
+        assert board.state_of(second) is JobState.UNCLAIMED
+        assert board.get(second.uuid).attempts == 1
+        assert flow_of_state(persistence, second) is None
+        assert conductor.statistics["dispatched"] == 1
+        assert board.claim_next("other") == second
+
+
+def test_nonblocking_conductor_does_not_chain_claims(persistence: Persistence) -> None:
+    with CountingBoard(persistence=persistence) as board:
+        for _ in range(2):
+            tc.post_job(board, persistence, tc.steps_flow)
+        conductor = NonBlockingConductor("c", board, persistence, wait_timeout=0.05,
+                                         max_simultaneous_jobs=1)
+        conductor.run(max_dispatches=2)
+        assert board.calls == ["claim_next", "claim_next"]
+        assert board.job_count == 0

@@ -48,6 +48,9 @@ class BlockingConductor(ExecutorConductor):
     #: Default maximum number of jobs that can be in progress at the same time.
     MAX_SIMULTANEOUS_JOBS = 1
 
+    #: Consuming a job claims the next one in the same board call: it runs at once, here.
+    CHAIN_CLAIMS = True
+
     def __init__(self, name: str, jobboard: JobBoard, persistence: Persistence | None = None,
                  engine: str | None = None, engine_options: dict[str, Any] | None = None,
                  wait_timeout: float | None = None, log: logging.Logger | None = None,

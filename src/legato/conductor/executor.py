@@ -98,6 +98,11 @@ class ExecutorConductor(Conductor):
     #: Default maximum number of jobs that can be in progress at the same time (<= 0: no limit).
     MAX_SIMULTANEOUS_JOBS = -1
 
+    #: Whether consuming a job may claim the next one in the same board call
+    #: (``JobBoard.consume_and_claim_next``). Only for conductors that run the next job in the
+    #: claim loop's thread straight after (the blocking one): a claim made there is never idle.
+    CHAIN_CLAIMS = False
+
     #: Exceptions that will not cause consumption to occur.
     NO_CONSUME_EXCEPTIONS: tuple[type[Exception], ...] = (errors.ExecutionFailure,
                                                           errors.StorageFailure)
@@ -148,6 +153,10 @@ class ExecutorConductor(Conductor):
         self._stats = dict.fromkeys(STATISTICS, 0)
         self._next_entity_refresh = 0.0
         self._idle_wakeups = 0
+        # A job claimed by the last consume_and_claim_next, with when it was claimed; and
+        # whether the job being finished may claim the next one that way.
+        self._handoff: tuple[Job, float] | None = None
+        self._may_chain = False
 
     # -- public API ------------------------------------------------------------------------
 
@@ -239,9 +248,14 @@ class ExecutorConductor(Conductor):
                 lease, failures = self._claim_next(ttl, renewer, failures)
                 if lease is not None:
                     dispatched += 1
+                    self._may_chain = self.CHAIN_CLAIMS and (limit is None or dispatched < limit)
                     self._submit(executor, lease, persistence, renewer)
             self._wait_for_all()
         finally:
+            self._may_chain = False
+            if self._handoff is not None:  # claimed as run() ended: hand it straight back
+                self._release_unstarted(self._handoff[0])
+                self._handoff = None
             executor.shutdown(wait=True)
             renewer.stop()
             self._unregister_entity()
@@ -267,11 +281,16 @@ class ExecutorConductor(Conductor):
         """Claim one job (or idle until one may exist); return its lease and the board failure
         streak."""
         claimed_at = time.monotonic()
+        handoff, self._handoff = self._handoff, None
         try:
-            job = self._jobboard.claim_next(self._conductor.name, ttl=self._claim_ttl)
-            if job is None:
-                self._idle(self._jobboard.wait(self._wait_timeout))
-                return None, 0
+            if handoff is not None:
+                job, claimed_at = handoff
+            else:
+                claimed = self._jobboard.claim_next(self._conductor.name, ttl=self._claim_ttl)
+                if claimed is None:
+                    self._idle(self._jobboard.wait(self._wait_timeout))
+                    return None, 0
+                job = claimed
         except Exception as exc:  # any board error: log, count, back off, carry on (Lesson 6)
             failures += 1
             self._board_failed("claiming a job", exc, failures)
@@ -434,7 +453,10 @@ class ExecutorConductor(Conductor):
         job, owner = lease.job, self._conductor.name
         event, reason = f"job_{_PAST[outcome.action]}", outcome.reason
         call: Callable[[], None]
-        if outcome.action is Action.CONSUME:
+        if (outcome.action is Action.CONSUME and self._may_chain
+                and not self._stopping.is_set()):
+            call = lambda: self._consume_and_claim(job, owner)  # noqa: E731
+        elif outcome.action is Action.CONSUME:
             call = lambda: self._jobboard.consume(job, owner)  # noqa: E731
         elif outcome.action is Action.TRASH:
             call = lambda: self._jobboard.trash(job, owner, reason=reason)  # noqa: E731
@@ -462,6 +484,14 @@ class ExecutorConductor(Conductor):
             self._metrics.jobs.labels(outcome=name).inc()
         self._notifier.notify(event, {"job": job, "conductor": self, "persistence": persistence,
                                       "reason": reason})
+
+    def _consume_and_claim(self, job: Job, owner: str) -> None:
+        """Consume ``job`` and claim the next one in one board call; the claim loop picks the
+        new job up as its next dispatch (or releases it if ``stop()`` came meanwhile)."""
+        claimed_at = time.monotonic()
+        following = self._jobboard.consume_and_claim_next(job, owner, ttl=self._claim_ttl)
+        if following is not None:
+            self._handoff = (following, claimed_at)
 
     def _call_board(self, call: Callable[[], None], lease: Lease) -> None:
         """Make a finishing board call, retrying transient errors while the lease lasts."""
