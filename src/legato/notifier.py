@@ -55,11 +55,16 @@ class Notifier:
         with self._lock:
             return sum(len(cbs) for cbs in self._listeners.values())
 
+    def __bool__(self) -> bool:
+        """Whether anything is registered (cheap: emitters check it before building details)."""
+        with self._lock:
+            return any(self._listeners.values())
+
     def notify(self, event_type: str, details: dict[str, Any]) -> None:
         """Call every listener of ``event_type`` and of ``ANY``; log, never raise, their errors."""
+        listeners = self._listeners
         with self._lock:
-            callbacks = list(self._listeners.get(event_type, ()))
-            callbacks += self._listeners.get(ANY, ())
+            callbacks = [*listeners.get(event_type, ()), *listeners.get(ANY, ())]
         for callback in callbacks:
             try:
                 callback(event_type, details)

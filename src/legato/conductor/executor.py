@@ -533,6 +533,8 @@ class ExecutorConductor(Conductor):
             self._stats[key] += 1
 
     def _log_event(self, event_type: str, details: dict[str, Any]) -> None:
+        if not self._log.isEnabledFor(logging.DEBUG):
+            return
         job = details.get("job")
         self._log.debug("%s: %s %s%s", self._conductor.name, event_type,
                         getattr(job, "uuid", ""),

@@ -195,13 +195,13 @@ class Engine:
     # -- events ----------------------------------------------------------------------------
 
     def emit_flow(self, state: FlowState, old: FlowState | None) -> None:
-        if len(self.notifier):
+        if self.notifier:
             self.notifier.notify(str(state), {
                 "flow_name": self.flow_detail.name, "flow_uuid": self.flow_detail.uuid,
                 "old_state": old, "engine": self})
 
     def emit_atom(self, ad: AtomDetail, old: AtomState, **extra: Any) -> None:
-        if len(self.atom_notifier):
+        if self.atom_notifier:
             details = {"atom_name": ad.name, "atom_uuid": ad.uuid,
                        "flow_name": self.flow_detail.name, "flow_uuid": self.flow_detail.uuid,
                        "old_state": old, "engine": self}
@@ -213,7 +213,7 @@ class Engine:
         def report(progress: float) -> None:
             ad.meta["progress"] = progress
             self.storage.save(ad)
-            if len(self.atom_notifier):
+            if self.atom_notifier:
                 self.atom_notifier.notify(PROGRESS, {
                     "atom_name": ad.name, "atom_uuid": ad.uuid,
                     "flow_uuid": self.flow_detail.uuid, "progress": progress, "engine": self})

@@ -33,9 +33,13 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+#: One encoder for every check (``json.dumps`` with options builds a new one per call).
+_STRICT_JSON = json.JSONEncoder(allow_nan=False)
+
+
 def _check_json(value: Any, what: str) -> None:
     try:
-        json.dumps(value, allow_nan=False)
+        _STRICT_JSON.encode(value)
     except (TypeError, ValueError) as exc:
         raise errors.SerializationError(f"{what} is not JSON-serialisable: {exc}") from exc
 
@@ -46,7 +50,7 @@ _ATOM_JSON_FIELDS = ("results", "revert_results", "meta", "failure", "revert_fai
 def check_atom_json(atom_detail: AtomDetail) -> None:
     """Raise ``SerializationError`` naming the atom (and the field) if a value is not JSON."""
     try:  # one encoding for the common case; field by field only to explain a failure
-        json.dumps([getattr(atom_detail, f) for f in _ATOM_JSON_FIELDS], allow_nan=False)
+        _STRICT_JSON.encode([getattr(atom_detail, f) for f in _ATOM_JSON_FIELDS])
     except (TypeError, ValueError) as exc:
         for field in _ATOM_JSON_FIELDS:
             _check_json(getattr(atom_detail, field), f"{field} of atom {atom_detail.name!r}")
