@@ -504,13 +504,17 @@ def test_resume_of_a_flow_that_died_while_reverting_finishes_the_revert() -> Non
 
 
 def test_flow_state_writes_do_not_rewrite_atoms() -> None:
-    sizes: list[int] = []
+    writes: list[object] = []
 
     class Spy(MemoryPersistence):
         def _update_flow_details(self, flow_detail: FlowDetail) -> None:
-            sizes.append(len(flow_detail))
+            writes.append(len(flow_detail))
             super()._update_flow_details(flow_detail)
 
+        def _update_flow_state(self, flow_uuid: str, state: FlowState | None) -> None:
+            writes.append(state)
+            super()._update_flow_state(flow_uuid, state)
+
     le.run(LinearFlow("f").add(*_chain([], 5)), persistence=Spy())
-    # New atoms go out once, with the RUNNING state; SUCCESS writes the flow row alone.
-    assert sizes == [5, 0]
+    # New atoms go out once, with the RUNNING state; SUCCESS writes the flow's state alone.
+    assert writes == [5, FlowState.SUCCESS]

@@ -88,9 +88,11 @@ class Storage:
         run that was not prepared separately saves its new atoms and RUNNING in one call)."""
         fd = self.flow_detail
         fd.state = state
-        row = self._unsaved or FlowDetail(fd.name, fd.uuid, state, fd.meta)
-        row.state = state
-        self.persistence.update_flow_details(row)
+        if self._unsaved is None:
+            self.persistence.update_flow_state(fd.uuid, state)
+            return
+        self._unsaved.state = state
+        self.persistence.update_flow_details(self._unsaved)
         self._unsaved = None
 
     # -- reads -----------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from typing import Any, ClassVar, TypeVar
 
 from legato import errors
 from legato.persistence.models import AtomDetail, FlowDetail, LogBook, utcnow
+from legato.states import FlowState
 
 __all__ = ["Persistence"]
 
@@ -151,6 +152,17 @@ class Persistence(abc.ABC):
         self._retry(lambda: self._update_flow_details(flow_detail))
         return flow_detail
 
+    def update_flow_state(self, flow_uuid: str, state: FlowState | None) -> None:
+        """Write the flow's state and nothing else (its meta and atoms stay as stored).
+
+        What engines call on every flow state change: unlike ``update_flow_details`` it never
+        re-encodes the meta.
+
+        Raises:
+            NotFound: no such flow detail.
+        """
+        self._retry(lambda: self._update_flow_state(flow_uuid, state))
+
     def get_flow_details(self, flow_uuid: str, *, lazy: bool = False) -> FlowDetail:
         """Return the flow detail; with ``lazy`` its atoms are not loaded.
 
@@ -241,6 +253,12 @@ class Persistence(abc.ABC):
 
     @abc.abstractmethod
     def _update_flow_details(self, flow_detail: FlowDetail) -> None: ...
+
+    def _update_flow_state(self, flow_uuid: str, state: FlowState | None) -> None:
+        """Set one flow's state. Backends override this with a single write."""
+        flow_detail = self._get_flow_details(flow_uuid, True)
+        flow_detail.state = state
+        self._update_flow_details(flow_detail)
 
     @abc.abstractmethod
     def _get_flow_details(self, flow_uuid: str, lazy: bool) -> FlowDetail: ...

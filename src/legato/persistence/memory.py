@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 from legato import errors
 from legato.persistence.base import Persistence
 from legato.persistence.models import AtomDetail, FlowDetail, LogBook, copy_json
+from legato.states import FlowState
 
 __all__ = ["MemoryPersistence"]
 
@@ -82,6 +83,13 @@ class MemoryPersistence(Persistence):
             if flow_detail.uuid not in self._flows:
                 raise errors.NotFound(f"no flow detail {flow_detail.uuid}")
             self._write_flow(flow_detail)
+
+    def _update_flow_state(self, flow_uuid: str, state: FlowState | None) -> None:
+        with self._lock:
+            stored = self._flows.get(flow_uuid)
+            if stored is None:
+                raise errors.NotFound(f"no flow detail {flow_uuid}")
+            stored.state = state  # our own copy: readers get copies of it
 
     def _get_flow_details(self, flow_uuid: str, lazy: bool) -> FlowDetail:
         with self._lock:

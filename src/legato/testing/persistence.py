@@ -292,6 +292,21 @@ class PersistenceConformance:
         assert got.state is FlowState.RUNNING
         assert [a.uuid for a in got] == list(flow.atoms)
 
+    def test_update_flow_state_writes_only_the_state(self, persistence: Persistence) -> None:
+        book = make_book(flows=2, atoms=2)
+        book.flows[next(iter(book.flows))].meta = {"factory": {"name": "m:f"}}
+        persistence.save_logbook(book)
+        flow, other = list(book)
+        persistence.update_flow_state(flow.uuid, FlowState.RUNNING)
+        got = persistence.get_flow_details(flow.uuid)
+        assert got.state is FlowState.RUNNING
+        assert got.meta == flow.meta and list(got) == list(flow)
+        assert persistence.get_flow_details(other.uuid) == other
+        persistence.update_flow_state(flow.uuid, None)
+        assert persistence.get_flow_details(flow.uuid, lazy=True).state is None
+        with pytest.raises(errors.NotFound):
+            persistence.update_flow_state("no-such-flow", FlowState.RUNNING)
+
     def test_concurrent_atom_updates_from_threads(self, persistence: Persistence) -> None:
         book = make_book(atoms=8)
         persistence.save_logbook(book)

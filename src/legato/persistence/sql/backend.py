@@ -15,6 +15,7 @@ from legato.persistence.base import Persistence
 from legato.persistence.models import AtomDetail, FlowDetail, LogBook
 from legato.persistence.sql import _engine, _migrate, _rows
 from legato.persistence.sql._statements import SQLITE_UPDATE_ATOM, Statements
+from legato.states import FlowState
 
 __all__ = ["SQLPersistence"]
 
@@ -181,6 +182,12 @@ class SQLPersistence(Persistence):
                 raise errors.NotFound(f"no flow detail {flow_detail.uuid}")
             if atom_rows:
                 conn.execute(self._sql.upsert_atom, atom_rows)
+
+    def _update_flow_state(self, flow_uuid: str, state: FlowState | None) -> None:
+        row = {"b_uuid": flow_uuid, "state": str(state) if state is not None else None}
+        with self._write("updating a flow's state") as conn:
+            if conn.execute(self._sql.update_flow, row).rowcount == 0:
+                raise errors.NotFound(f"no flow detail {flow_uuid}")
 
     def _get_flow_details(self, flow_uuid: str, lazy: bool) -> FlowDetail:
         with self._read("reading a flow detail") as conn:
