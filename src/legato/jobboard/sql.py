@@ -337,19 +337,25 @@ class SQLJobBoard(JobBoard):
 
     def _claim_next_once(self, who: str, ttl: float, skip: set[int]) -> JobRecord | None:
         with self._tx(write=True) as conn:
-            now = self._now()
-            target = self._next_query(now, skip).scalar_subquery()
-            row = conn.execute(
-                jobs.update().where(_J.sequence == target)
-                .values(**self._claim_values(who, ttl, now)).returning(*jobs.c)).first()
-            if row is None:
-                return None
-            try:
-                return self._decode(row)
-            except (ValueError, TypeError) as exc:
-                logger.warning("board %r: not claiming job row %s (uuid %r) that cannot be "
-                               "decoded: %s", self.name, row.sequence, row.uuid, exc)
-                raise _Garbage(row.sequence) from exc  # rolls the claim back
+            return self._claim_first(conn, who, ttl, skip)
+
+    def _claim_first(self, conn: sa.Connection, who: str, ttl: float,
+                     skip: set[int]) -> JobRecord | None:
+        """Claim the first claimable job within the caller's transaction; ``_Garbage`` (which
+        must roll the transaction back) if it cannot be decoded."""
+        now = self._now()
+        target = self._next_query(now, skip).scalar_subquery()
+        row = conn.execute(
+            jobs.update().where(_J.sequence == target)
+            .values(**self._claim_values(who, ttl, now)).returning(*jobs.c)).first()
+        if row is None:
+            return None
+        try:
+            return self._decode(row)
+        except (ValueError, TypeError) as exc:
+            logger.warning("board %r: not claiming job row %s (uuid %r) that cannot be "
+                           "decoded: %s", self.name, row.sequence, row.uuid, exc)
+            raise _Garbage(row.sequence) from exc  # rolls the claim back
 
     def _renew(self, job_uuid: str, who: str, fence: int | None, ttl: float) -> None:
         with self._tx(write=True) as conn:
@@ -361,11 +367,26 @@ class SQLJobBoard(JobBoard):
 
     def _consume(self, job_uuid: str, who: str, fence: int | None) -> None:
         with self._tx(write=True) as conn:
-            now = self._now()
-            done = conn.execute(jobs.delete().where(self._owned(job_uuid, who, fence, now)))
-            if done.rowcount == 0:
-                raise self._why_not(conn, job_uuid, who, now)
-            self._notify(conn)
+            self._consume_in(conn, job_uuid, who, fence)
+
+    def _consume_in(self, conn: sa.Connection, job_uuid: str, who: str,
+                    fence: int | None) -> None:
+        now = self._now()
+        done = conn.execute(jobs.delete().where(self._owned(job_uuid, who, fence, now)))
+        if done.rowcount == 0:
+            raise self._why_not(conn, job_uuid, who, now)
+        self._notify(conn)
+
+    def _consume_and_claim_next(self, job_uuid: str, who: str, fence: int | None,
+                                ttl: float) -> JobRecord | None:
+        """One transaction: the consume, then the claim of the first claimable job."""
+        try:
+            with self._tx(write=True) as conn:
+                self._consume_in(conn, job_uuid, who, fence)
+                return self._claim_first(conn, who, ttl, set(self._garbage))
+        except _Garbage as bad:  # rolled back, the consume too: do it on its own, then claim
+            self._garbage.add(bad.sequence)
+            return super()._consume_and_claim_next(job_uuid, who, fence, ttl)
 
     def _abandon(self, job_uuid: str, who: str, fence: int | None, delay: float,
                  reason: str | None) -> None:
