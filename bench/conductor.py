@@ -9,6 +9,8 @@ Measured (medians of ``--repeat`` runs):
   inherited; SQLite: one shared file);
 * post->start latency p50/p99 on notifying boards: one idle conductor (a thread), a job posted
   every 50 ms from another board object; time from just before ``post`` to ``running_start``;
+* stream: TaskFlow's default mode with ``--procs 0`` (the figure its documentation quotes):
+  one conductor thread runs while the same process posts the jobs as fast as it can;
 * takeover after SIGKILL: conductor A (a process) runs a long job, conductor B idles; A is
   SIGKILLed; time until B starts the job's step (claim TTL ``--ttl``);
 * TaskFlow: ``/work/shared/bench/taskflow_reference.py`` (preload mode, blocking conductors) on the
@@ -128,6 +130,35 @@ def throughput(board: str, persistence_kind: str, tasks: int, procs: int, jobs: 
         return jobs / wall if finished else None
 
 
+def stream(board: str, tasks: int, jobs: int, tmp: Path) -> float | None:
+    """TaskFlow's ``stream`` mode with ``--procs 0``: one conductor thread running while this
+    thread posts ``jobs`` as fast as it can (memory persistence shared by both); jobs/s from
+    the start of posting to the last consume."""
+    with board_url(board, tmp) as url:
+        persistence = lp.connect("memory://")
+        with jb.connect(url, persistence=persistence) as cboard, \
+                jb.connect(url, persistence=persistence) as poster:
+            conductor = BlockingConductor("stream", cboard, persistence, wait_timeout=0.05)
+            consumed: list[float] = []
+            done = threading.Event()
+
+            def on_consumed(event: str, details: dict[str, Any]) -> None:
+                consumed.append(time.perf_counter())
+                if len(consumed) >= jobs:
+                    done.set()
+
+            conductor.notifier.register("job_consumed", on_consumed)
+            thread = threading.Thread(target=conductor.run, daemon=True)
+            thread.start()
+            started = time.perf_counter()
+            for _ in range(jobs):
+                tc.post_job(poster, persistence, tc.steps_flow, kwargs={"steps": tasks})
+            finished = done.wait(300)
+            conductor.stop()
+            thread.join(30)
+            return jobs / (consumed[-1] - started) if finished else None
+
+
 # -- latency ----------------------------------------------------------------------------------
 
 
@@ -212,11 +243,11 @@ def _wait_for_line(log: Path, needle: str, timeout: float = 60.0) -> None:
 
 
 def taskflow(board: str, persistence: str, tasks: int, procs: int, jobs: int,
-             repeat: int, tmp: Path) -> float | None:
+             repeat: int, tmp: Path, mode: str = "preload") -> float | None:
     out = tmp / f"taskflow-{uuid.uuid4().hex}.jsonl"
     command = [sys.executable, str(TASKFLOW_REFERENCE), "--board", board, "--persistence",
                persistence, "--conductor", "blocking", "--procs", str(procs), "--mode",
-               "preload", "--jobs", str(jobs), "--tasks", str(tasks), "--repeat", str(repeat),
+               mode, "--jobs", str(jobs), "--tasks", str(tasks), "--repeat", str(repeat),
                "--json-out", str(out)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=900)
     if result.returncode != 0 or not out.exists():
@@ -265,6 +296,20 @@ def run_throughput(args: argparse.Namespace, boards: list[str], tmp: Path,
                     results.append(row)
 
 
+def run_stream(args: argparse.Namespace, boards: list[str], tmp: Path,
+               results: list[dict[str, Any]]) -> None:
+    print("stream mode (conductor thread + poster in one process, memory persistence, 1 task)",
+          flush=True)
+    for board in [b for b in boards if b in ("redis", "zookeeper")]:
+        legato = median_of(args.repeat, stream, board, 1, args.jobs, tmp)
+        ref = None if args.no_taskflow else taskflow(board, "memory", 1, 0, args.jobs,
+                                                     args.repeat, tmp, mode="stream")
+        results.append({"kind": "stream", "board": board, "tasks": 1, "jobs": args.jobs,
+                        "legato_jobs_per_s": legato, "taskflow_jobs_per_s": ref})
+        print(f"stream   {board:11} legato {fmt(legato)} jobs/s  taskflow {fmt(ref)} jobs/s",
+              flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--boards", default=",".join(BOARDS))
@@ -276,7 +321,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="jobs per run with SQLite persistence (TaskFlow is slow there)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--ttl", type=float, default=2.0)
-    parser.add_argument("--skip", default="", help="comma list of: throughput,latency,takeover")
+    parser.add_argument("--skip", default="",
+                        help="comma list of: throughput,stream,latency,takeover")
     parser.add_argument("--no-taskflow", action="store_true")
     parser.add_argument("--json-out", default=None)
     args = parser.parse_args(argv)
@@ -287,6 +333,8 @@ def main(argv: list[str] | None = None) -> None:
         tmp = Path(tmpdir)
         if "throughput" not in skip:
             run_throughput(args, boards, tmp, results)
+        if "stream" not in skip:
+            run_stream(args, boards, tmp, results)
         if "latency" not in skip:
             for board in [b for b in boards if b != "sqlite"] + ["memory"]:
                 p50, p99 = latency(board, 40, tmp)
