@@ -1,11 +1,22 @@
-"""The ZooKeeper board's in-memory index (no server needed): order, stale listings, reservations,
-lease expiry and delays."""
+"""The ZooKeeper board's in-memory index (no server needed): order, listings with the events that
+came while they were made, reservations, lease expiry, delays, and data read ahead."""
 
 from __future__ import annotations
 
-import time
+import random
 
-from legato.jobboard._zkindex import Index, job_key, job_name_prefix, uuid_of
+from legato.jobboard._zkindex import (
+    CHANGED,
+    CLAIMS,
+    CREATED,
+    DELETED,
+    JOBS,
+    Index,
+    SortedKeys,
+    job_key,
+    job_name_prefix,
+    uuid_of,
+)
 
 
 def _name(priority: int, uuid: str, seq: int) -> str:
@@ -16,6 +27,12 @@ def _all(index: Index, now: float = 0.0, *, only_unclaimed: bool = False) -> lis
     return [key[2] for key in index.page(None, now, only_unclaimed=only_unclaimed, limit=1000)]
 
 
+def _synced(jobs: list[str], claims: list[str] | None = None) -> Index:
+    index = Index()
+    assert index.finish_sync(index.begin_sync(), jobs, claims or []) is not None
+    return index
+
+
 def test_names_round_trip() -> None:
     name = _name(-2, "0b7c-uuid-with-dashes", 42)
     assert uuid_of(name) == "0b7c-uuid-with-dashes"
@@ -23,98 +40,169 @@ def test_names_round_trip() -> None:
     assert job_key("stray") is None
 
 
+def test_sorted_keys_match_a_sorted_list() -> None:
+    rng = random.Random(7)
+    keys, expected = SortedKeys(), []
+    for step in range(5000):  # enough to split chunks and empty some of them again
+        key = (rng.randrange(3), rng.randrange(10**6), f"n{step}")
+        if expected and rng.random() < 0.4:
+            gone = expected.pop(rng.randrange(len(expected)))
+            keys.remove(gone)
+        else:
+            expected.append(key)
+            keys.add(key)
+    expected.sort()
+    assert list(keys) == expected and len(keys) == len(expected)
+    middle = expected[len(expected) // 2]
+    assert list(keys.after(middle)) == expected[len(expected) // 2 + 1:]
+    keys.remove((9, 9, "absent"))  # removing an absent key changes nothing
+    bulk = [(1, 10**7 + i, f"b{i}") for i in range(100)]
+    keys.load(bulk)
+    assert list(keys) == sorted(expected + bulk)
+
+
 def test_order_is_priority_then_post_sequence() -> None:
-    index = Index()
     names = [_name(0, "a", 1), _name(2, "b", 2), _name(-1, "c", 3), _name(2, "d", 4),
              _name(0, "e", 5)]
-    index.set_jobs(names[:3])
-    for name in names[3:]:
-        index.add(name, None)
+    index = _synced(names[:3])
+    index.event(JOBS, CREATED, names[3])
+    index.add(names[4], None)
     assert _all(index) == [names[1], names[3], names[0], names[4], names[2]]
     assert index.page(job_key(names[3]), 0.0, only_unclaimed=False, limit=2) == [
         job_key(names[0]), job_key(names[4])]
-    bulk = [_name(0, f"u{i}", 100 + i) for i in range(100)]  # the bulk-load path
-    index.set_jobs(names + bulk[::-1])
-    assert _all(index)[4:-1] == bulk and _all(index)[-1] == names[2]
+    index.event(JOBS, DELETED, names[1])
+    assert _all(index)[0] == names[3] and index.lookup("b") is None and index.known_gone("b")
+    assert index.count() == 4
 
 
-def test_stale_listing_does_not_bring_back_a_removed_job() -> None:
-    index = Index()
-    a, b = _name(0, "a", 1), _name(0, "b", 2)
-    index.set_jobs([a, b])
-    index.remove(a)
-    index.set_jobs([a, b])  # fetched before the delete reached the server
-    assert _all(index) == [b] and index.lookup("a") is None and index.known_gone("a")
-    index.set_jobs([b])
-    index.set_jobs([b, a])  # cannot really happen, but the tombstone is gone by now
-    assert index.lookup("a") == a
-
-
-def test_take_reserves_distinct_jobs_and_skips_live_claims() -> None:
-    index = Index()
+def test_events_during_a_listing_are_replayed_on_top_of_it() -> None:
     a, b, c = (_name(0, u, i) for i, u in enumerate("abc"))
-    index.set_jobs([a, b, c])
-    assert index.set_claims([a], issued=time.monotonic()) == [a]  # expiry unknown: worth a try
-    assert index.take(10.0) == a
-    index.claimed(a, 20.0, seen_at=time.monotonic())
-    assert index.take(10.0) == b  # a is reserved (and claimed), b is free
-    assert index.take(10.0) == c
+    index = Index()
+    epoch = index.begin_sync()
+    # Listings are requested now; these events come before their replies.
+    index.event(JOBS, DELETED, a)
+    index.event(JOBS, CREATED, c)
+    index.event(CLAIMS, CREATED, b)
+    assert not index.synced
+    # The listings were made before those changes: they still show a, and not c or b's claim.
+    assert index.finish_sync(epoch, [a, b], []) == [b]
+    assert index.synced and _all(index) == [b, c]
+    assert index.take(0.0) == c  # b's claim is not read yet: passed over
+    index.desync()
+    assert not index.synced
+
+
+def test_a_listing_from_an_older_connection_is_not_applied() -> None:
+    a = _name(0, "a", 1)
+    index = Index()
+    epoch = index.begin_sync()
+    index.desync()  # the connection changed while listing
+    assert index.finish_sync(epoch, [a], []) is None
+    assert not index.synced and _all(index) == []
+
+
+def test_take_reserves_distinct_jobs_and_skips_live_and_unread_claims() -> None:
+    a, b, c, d = (_name(0, u, i) for i, u in enumerate("abcd"))
+    index = _synced([a, b, c, d], [a])
+    assert index.unknown_claims() == [a]
+    assert index.take(10.0) == b  # a's claim is unread: passed over
+    index.claimed(a, 20.0, seen=index.token())
+    assert index.take(10.0) == c  # b is reserved, a is claimed until 20
+    assert index.take(10.0) == d
     assert index.take(10.0) is None
     index.release(b)
     assert index.take(10.0) == b
-    index.release(a)
     assert index.take(25.0) == a  # its lease ran out at 20
-    assert _all(index, 10.0, only_unclaimed=True) == [b, c]
+    assert _all(index, 10.0, only_unclaimed=True) == [b, c, d]
+    index.event(CLAIMS, DELETED, a)
+    assert _all(index, 10.0, only_unclaimed=True) == [a, b, c, d]
 
 
-def test_delays_and_claims_that_come_and_go_unseen() -> None:
-    index = Index()
+def test_reads_sent_before_an_event_are_dropped() -> None:
+    a = _name(0, "a", 1)
+    index = _synced([a], [a])
+    token = index.token()
+    assert index.event(CLAIMS, CHANGED, a) is True  # renewed by someone: read it again
+    index.claimed(a, 99.0, seen=token)  # a read sent before the renewal
+    assert index.unknown_claims() == [a]
+    index.claimed(a, 50.0, seen=index.token())
+    assert index.unknown_claims() == [] and index.take(10.0) is None
+    token = index.token()
+    index.event(JOBS, CHANGED, a)
+    index.job_data(a, (b"old", 1), seen=token)
+    index.event(CLAIMS, DELETED, a)
+    assert index.cached(a) is None
+    index.job_data(a, (b"new", 2), seen=index.token())
+    assert index.cached(a) == (b"new", 2)
+
+
+def test_own_claims_need_no_read_but_foreign_ones_do() -> None:
     a, b = _name(0, "a", 1), _name(0, "b", 2)
-    index.add(a, 50.0)
-    index.set_jobs([a, b])
+    index = _synced([a, b])
+    index.claiming(a)
+    assert index.event(CLAIMS, CREATED, a) is False  # our own claim node
+    assert index.claim_done(a, 100.0) is False
+    assert index.take(10.0) == b
+    index.claiming(b)
+    assert index.event(CLAIMS, CREATED, b) is False  # someone else's, while ours was sent
+    assert index.claim_done(b, None) is True  # ours failed: b's claim is left to read
+    assert index.event(CLAIMS, CREATED, _name(0, "c", 3)) is True
+    assert index.claim_exists(a) is False  # known already
+    index.event(CLAIMS, DELETED, a)
+    assert index.claim_exists(a) is True  # a transaction found one the events have not shown
+
+
+def test_data_is_known_only_while_nothing_changed_it() -> None:
+    a, b, c = (_name(0, u, i) for i, u in enumerate("abc"))
+    index = _synced([])
+    index.add(a, None, (b"posted", 0))
+    index.event(JOBS, CREATED, b)
+    index.event(JOBS, CREATED, c)
+    assert index.cached(a) == (b"posted", 0)
+    assert index.to_fetch(0.0, 2) == [b]  # a is known; only the next two are looked at
+    assert index.to_fetch(0.0, 3) == [c]  # b is being read already
+    index.job_data(b, None, seen=index.token())  # that read failed
+    assert index.to_fetch(0.0, 3) == [b]
+    index.event(JOBS, CHANGED, a)  # claimed or abandoned elsewhere
+    assert index.cached(a) is None
+    index.unclaimed(a, None, (b"abandoned", 3))
+    assert index.cached(a) == (b"abandoned", 3)
+    index.stale(a)
+    assert index.cached(a) is None
+    index.event(JOBS, DELETED, a)
+    index.unclaimed(a, None, (b"late", 4))  # gone: nothing to keep
+    assert index.cached(a) is None and _all(index) == [b, c]
+
+
+def test_delays_are_forgotten_when_the_job_changes() -> None:
+    a, b = _name(0, "a", 1), _name(0, "b", 2)
+    index = _synced([b])
+    index.add(a, None)
+    index.unclaimed(a, 50.0)  # abandoned here with a delay
     assert _all(index, 10.0, only_unclaimed=True) == [b]
     assert _all(index, 60.0, only_unclaimed=True) == [a, b]
-    index.set_claims([b], issued=time.monotonic())
-    index.claimed(b, 100.0, seen_at=time.monotonic())
-    assert _all(index, 10.0, only_unclaimed=True) == []
-    # A watch fired but the listing is unchanged: a claim was replaced or came and went, so
-    # what was read of delays and expiries is forgotten and read again.
-    assert index.set_claims([b], issued=time.monotonic(), watch_fired=True) == [b]
+    index.event(JOBS, CHANGED, a)  # abandoned again elsewhere: the delay is unknown now
     assert _all(index, 10.0, only_unclaimed=True) == [a, b]
-
-
-def test_own_claim_changes_beat_older_listings_and_reads() -> None:
-    index = Index()
-    a, b = _name(0, "a", 1), _name(0, "b", 2)
-    index.set_jobs([a, b])
-    before = time.monotonic()
-    index.claimed(a, 100.0)  # claimed here, after a listing was requested at ``before``
-    index.set_claims([], issued=before)
-    assert _all(index, 10.0, only_unclaimed=True) == [b]
-    index.set_claims([], issued=time.monotonic())  # newer, and a is not there: it is gone
-    assert _all(index, 10.0, only_unclaimed=True) == [a, b]
-    index.claimed(a, 100.0)
-    before = time.monotonic()
-    index.unclaimed(a)  # abandoned here: older listings and reads still show the claim
-    index.claimed(a, 100.0, seen_at=before)
-    index.set_claims([a], issued=before)
+    token = index.token()
+    index.delayed(a, 40.0, seen=token)
+    assert index.take(10.0) == b
+    index.event(JOBS, CHANGED, a)
+    index.delayed(a, 45.0, seen=token)  # read before that change: dropped
     assert index.take(10.0) == a
 
 
 def test_take_can_skip_ahead_after_lost_races() -> None:
-    index = Index()
     names = [_name(0, u, i) for i, u in enumerate("abcd")]
-    index.set_jobs(names)
+    index = _synced(names)
     assert index.take(0.0, skip=2) == names[2]
     assert index.take(0.0, skip=9) == names[3]  # fewer left than asked: the last one
     assert index.take(0.0) == names[0]
 
 
-def test_garbage_is_skipped_by_take_and_forgotten_when_removed() -> None:
-    index = Index()
+def test_garbage_and_foreign_names_are_skipped() -> None:
     a, b = _name(0, "a", 1), _name(0, "b", 2)
-    index.set_jobs([a, b])
+    index = _synced([a, b, "stray"])
     assert index.garbage(a) is True and index.garbage(a) is False
     assert index.take(0.0) == b
     index.remove(a)
-    assert index.count() == 1
+    assert index.count() == 1 and _all(index) == [b]

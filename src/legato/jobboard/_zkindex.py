@@ -1,8 +1,14 @@
-"""The ZooKeeper board's in-memory view of the board, kept current by child watches.
+"""The ZooKeeper board's in-memory view of ``jobs/`` and ``claims/``, kept current by events.
 
-Pure Python, no I/O: ``ZooKeeperJobBoard`` feeds it the children of ``jobs/`` and ``claims/``
-(from watches, or from its own writes at once) and asks it for the next candidate to claim. Job
-node names carry the priority, the uuid and the post sequence, so the order needs no reads.
+Pure Python, no I/O. ``ZooKeeperJobBoard`` feeds it a full listing of both nodes when it
+(re)connects, then one event per child node created, changed or deleted (persistent recursive
+watches, ``legato.jobboard._zkwatch``), then what its own writes did once they have committed.
+It asks it for the next candidate to claim and for the job data it already knows. Job node names
+carry the priority, the uuid and the post sequence, so the order needs no reads.
+
+Everything here is a hint: the board's transactions check node versions, so a stale entry costs
+a failed transaction and a read, never a wrong claim. Reads the board makes in the background are
+stamped with ``token()`` when sent and dropped if an event about the same node came after that.
 """
 
 from __future__ import annotations
@@ -12,17 +18,27 @@ import collections
 import logging
 import re
 import threading
-import time
+from collections.abc import Iterator
 
-__all__ = ["Index", "job_key", "job_name_prefix", "uuid_of"]
+__all__ = ["CHANGED", "CLAIMS", "CREATED", "DELETED", "JOBS", "Index", "SortedKeys", "job_key",
+           "job_name_prefix", "uuid_of"]
 
 logger = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^job-(?P<priority>[+-]\d+)-(?P<uuid>.+)-(?P<seq>\d{10})$")
 #: How many uuids of removed jobs are remembered (so ``get`` of a finished job needs no listing).
 _GONE_MEMORY = 10_000
+#: Keys per chunk of ``SortedKeys`` (a chunk is split at twice this).
+_CHUNK = 512
+
+#: Which watched node an event is about.
+JOBS, CLAIMS = "jobs", "claims"
+#: ZooKeeper's event types, as a persistent recursive watch delivers them.
+CREATED, DELETED, CHANGED = 1, 2, 3
 
 Key = tuple[int, int, str]
+#: A node's data and version.
+Node = tuple[bytes, int]
 
 
 def job_name_prefix(priority: int, uuid: str) -> str:
@@ -45,82 +61,197 @@ def uuid_of(name: str) -> str:
     return match["uuid"]
 
 
-class Index:
-    """Job names in claim order, which of them have claim nodes, and what is known of delays.
+class SortedKeys:
+    """Keys in order, in chunks, so that adding or removing one costs about the same with a
+    hundred thousand keys as with ten (one flat list would move every key after it)."""
 
-    ``claims`` maps a claimed job's node name to its lease expiry, or None until that is read.
-    Every method is thread-safe; ``cond`` is notified on every change (``generation`` grows).
+    def __init__(self) -> None:
+        self._chunks: list[list[Key]] = []
+        self._maxes: list[Key] = []
+        self._len = 0
+
+    def __len__(self) -> int:
+        return self._len
+
+    def add(self, key: Key) -> None:
+        if not self._chunks:
+            self._chunks, self._maxes = [[key]], [key]
+            self._len = 1
+            return
+        position = min(bisect.bisect_left(self._maxes, key), len(self._maxes) - 1)
+        chunk = self._chunks[position]
+        bisect.insort(chunk, key)
+        self._maxes[position] = chunk[-1]
+        self._len += 1
+        if len(chunk) > 2 * _CHUNK:
+            self._chunks[position:position + 1] = [chunk[:_CHUNK], chunk[_CHUNK:]]
+            self._maxes[position:position + 1] = [chunk[_CHUNK - 1], chunk[-1]]
+
+    def load(self, keys: list[Key]) -> None:
+        """Add many keys at once (one sort instead of many insertions)."""
+        merged = sorted([*self, *keys])
+        self._chunks = [merged[i:i + _CHUNK] for i in range(0, len(merged), _CHUNK)]
+        self._maxes = [chunk[-1] for chunk in self._chunks]
+        self._len = len(merged)
+
+    def remove(self, key: Key) -> None:
+        position = bisect.bisect_left(self._maxes, key)
+        if position == len(self._maxes):
+            return
+        chunk = self._chunks[position]
+        at = bisect.bisect_left(chunk, key)
+        if at == len(chunk) or chunk[at] != key:
+            return
+        del chunk[at]
+        self._len -= 1
+        if chunk:
+            self._maxes[position] = chunk[-1]
+        else:
+            del self._chunks[position], self._maxes[position]
+
+    def after(self, key: Key | None = None) -> Iterator[Key]:
+        """Keys greater than ``key`` (all when None), in order; don't change the keys while
+        iterating."""
+        position = 0 if key is None else bisect.bisect_right(self._maxes, key)
+        for index in range(position, len(self._chunks)):
+            chunk = self._chunks[index]
+            start = 0 if key is None or index > position else bisect.bisect_right(chunk, key)
+            yield from chunk[start:] if start else chunk
+
+    def __iter__(self) -> Iterator[Key]:
+        return self.after(None)
+
+
+class Index:
+    """Job names in claim order, which of them have claim nodes (and until when), what is known
+    of delays, and the data of the jobs about to be claimed.
+
+    ``claims`` maps a claimed job's node name to its lease expiry, or None until that is read;
+    ``take`` passes over both live and unread claims. Every method is thread-safe; ``cond`` is
+    notified on every change (``generation`` grows).
+
+    Until ``finish_sync`` has applied listings made on the current connection, ``synced`` is
+    False and the board must sync before trusting the index.
     """
 
     def __init__(self) -> None:
         self.cond = threading.Condition()
         self.generation = 0
-        self._order: list[Key] = []
+        self._order = SortedKeys()
         self._keys: dict[str, Key] = {}
         self._by_uuid: dict[str, str] = {}
-        # Names removed here that a listing fetched before their deletion may still show.
-        self._removed: set[str] = set()
         self._gone: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._foreign: set[str] = set()
-        self._claims: dict[str, float | None] = {}
-        # This process's own claim changes, (time.monotonic(), expiry or None if ended), until
-        # a listing requested after them arrives.
-        self._local: dict[str, tuple[float, float | None]] = {}
-        self._busy: set[str] = set()
-        self._not_before: dict[str, float] = {}
         self._garbage: set[str] = set()
+        self._not_before: dict[str, float] = {}
+        self._claims: dict[str, float | None] = {}
+        self._data: dict[str, Node] = {}
+        self._fetching: set[str] = set()
+        self._claiming: set[str] = set()
+        self._busy: set[str] = set()
+        # Events count up ``_seq``; ``_touched`` says when each node last had one.
+        self._seq = 0
+        self._touched: dict[str, int] = {}
+        self._floor = 0
+        self._synced = False
+        self._epoch = 0
+        self._journal: list[tuple[str, int, str]] | None = None
 
     def _changed(self) -> None:
         self.generation += 1
         self.cond.notify_all()
 
-    # -- feeding ---------------------------------------------------------------------------
+    # -- syncing ---------------------------------------------------------------------------
 
-    def set_jobs(self, children: list[str]) -> None:
-        """The full listing of ``jobs/``."""
-        listed = set(children)
+    @property
+    def synced(self) -> bool:
+        return self._synced
+
+    def desync(self) -> None:
+        """The connection changed: events may have been missed until the next sync."""
         with self.cond:
-            self._removed &= listed
-            listed -= self._removed
-            for name in self._keys.keys() - listed:
-                self._drop(name)
-            keys = [self._key(name) for name in listed - self._keys.keys()]
-            self._insert([k for k in keys if k is not None])
+            self._epoch += 1
+            self._synced = False
+            self._journal = None
             self._changed()
 
-    def set_claims(self, children: list[str], *, issued: float,
-                   watch_fired: bool = False) -> list[str]:
-        """The full listing of ``claims/``, requested at ``issued`` (``time.monotonic()``);
-        returns the names whose lease expiry is not known yet.
-
-        What this process itself did to a claim after ``issued`` overrides the listing, which
-        cannot show it yet. ``watch_fired``: the listing follows a change event.
-        """
-        listed = set(children)
+    def begin_sync(self) -> int:
+        """Start recording events; call before the listings are requested. Returns a token for
+        ``finish_sync``."""
         with self.cond:
-            for name, (mark, expires) in list(self._local.items()):
-                if mark <= issued:
-                    del self._local[name]  # the listing knows it already
-                elif expires is None:
-                    listed.discard(name)
-                else:
-                    listed.add(name)
-            # A job node changes only while its claim node comes or goes: forget its delay.
-            changed = listed ^ self._claims.keys()
-            for name in changed:
-                self._not_before.pop(name, None)
-            if watch_fired and not changed:
-                # A claim came and went (or was replaced) between two listings: what was read
-                # of delays and lease expiries may be stale.
-                self._not_before.clear()
-                self._claims = {name: self._claims[name] if name in self._local else None
-                                for name in self._claims}
-            self._claims = {name: self._claims.get(name) for name in listed}
+            self._journal = []
+            self._floor = self._seq
+            return self._epoch
+
+    def finish_sync(self, epoch: int, jobs: list[str], claims: list[str]) -> list[str] | None:
+        """Apply full listings of ``jobs/`` and ``claims/`` and replay on top of them the events
+        that came since ``begin_sync``; return the claims to read, or None if the connection
+        changed meanwhile (still not synced)."""
+        with self.cond:
+            journal, self._journal = self._journal, None
+            if journal is None or epoch != self._epoch:
+                return None
+            listed = set(jobs)
+            for name in self._keys.keys() - listed:
+                self._drop(name)
+            self._insert([k for k in map(self._key, listed - self._keys.keys()) if k])
+            self._claims = dict.fromkeys(claims)
+            self._data.clear()
+            self._not_before.clear()
+            self._fetching.clear()
+            for root, kind, name in journal:
+                self._apply(root, kind, name)
+            self._synced = True
             self._changed()
             return [name for name, expires in self._claims.items() if expires is None]
 
-    def add(self, name: str, available_at: float | None) -> None:
-        """A job this process just posted."""
+    def abort_sync(self, epoch: int) -> None:
+        with self.cond:
+            if epoch == self._epoch:
+                self._journal = None
+
+    # -- events ----------------------------------------------------------------------------
+
+    def token(self) -> int:
+        """Stamp for a read about to be sent (see the module docstring)."""
+        return self._seq
+
+    def event(self, root: str, kind: int, name: str) -> bool:
+        """A watch event about ``root/name``; True when its claim node should be read (a claim
+        that is not this process's own, whose lease expiry is then unknown)."""
+        with self.cond:
+            if self._journal is not None:
+                self._journal.append((root, kind, name))
+            self._seq += 1
+            self._touched[name] = self._seq
+            wanted = self._apply(root, kind, name)
+            self._changed()
+            return wanted
+
+    def _apply(self, root: str, kind: int, name: str) -> bool:
+        if root == JOBS:
+            if kind == CREATED and name not in self._keys:
+                key = self._key(name)
+                if key is not None:
+                    self._insert([key])
+            elif kind == DELETED:
+                self._drop(name)
+            elif kind == CHANGED:
+                # Claimed, abandoned or rewritten: its data and delay are not known any more.
+                self._data.pop(name, None)
+                self._not_before.pop(name, None)
+            return False
+        if kind in (CREATED, CHANGED):
+            self._claims[name] = None
+            return name not in self._claiming
+        if kind == DELETED:
+            self._claims.pop(name, None)
+        return False
+
+    # -- this process's own writes and reads -----------------------------------------------
+
+    def add(self, name: str, available_at: float | None, node: Node | None = None) -> None:
+        """A job this process just posted (with its data and version, when known)."""
         key = job_key(name)
         if key is None:
             raise ValueError(f"not a job node name: {name!r}")
@@ -129,44 +260,90 @@ class Index:
                 self._insert([key])
             if available_at is not None:
                 self._not_before[name] = available_at
+            if node is not None:
+                self._data[name] = node
             self._changed()
 
     def remove(self, name: str) -> None:
         """A job known to be gone (consumed, trashed, or found missing)."""
         with self.cond:
-            self._removed.add(name)
             self._drop(name)
             self._claims.pop(name, None)
-            self._local.pop(name, None)
             self._changed()
 
-    def claimed(self, name: str, expires: float, *, seen_at: float | None = None) -> None:
-        """A claim with this lease expiry: read by a request sent at ``seen_at``, or made or
-        renewed by this process just now (``seen_at`` None)."""
+    def claiming(self, name: str) -> None:
+        """This process is about to commit a claim of ``name``: its own claim node's creation
+        needs no read."""
         with self.cond:
-            if seen_at is None:
-                self._local[name] = (time.monotonic(), expires)
-            elif name in self._local and self._local[name][0] > seen_at:
-                return  # a read that started before our own change to this claim
-            elif name not in self._claims and name not in self._keys:
-                return  # the job is gone (or not listed yet): nothing to remember
-            self._claims[name] = expires
+            self._claiming.add(name)
 
-    def unclaimed(self, name: str, available_at: float | None = None) -> None:
-        """This process ended the job's claim just now; it may be claimed from
-        ``available_at`` on."""
+    def claim_done(self, name: str, expires: float | None) -> bool:
+        """The claim started with ``claiming`` committed with this lease expiry (or failed:
+        None). True when a claim node of unknown expiry is left to read."""
         with self.cond:
-            self._local[name] = (time.monotonic(), None)
+            self._claiming.discard(name)
+            if expires is not None:
+                self._claims[name] = expires
+                self._data.pop(name, None)
+                return False
+            return name in self._claims and self._claims[name] is None
+
+    def claim_exists(self, name: str) -> bool:
+        """A claim attempt found a claim node the index did not know of: True when it should be
+        read (nothing is known of it yet)."""
+        with self.cond:
+            if name in self._claims:
+                return False
+            self._claims[name] = None
+            self._changed()
+            return True
+
+    def claimed(self, name: str, expires: float, *, seen: int | None = None) -> None:
+        """A claim with this lease expiry: read with token ``seen``, or renewed by this process
+        just now (``seen`` None)."""
+        with self.cond:
+            if seen is not None and not self._fresh(name, seen):
+                return
+            if seen is None or name in self._claims:
+                self._claims[name] = expires
+                self._changed()
+
+    def unclaimed(self, name: str, available_at: float | None = None,
+                  node: Node | None = None) -> None:
+        """This process ended the job's claim just now; it may be claimed from
+        ``available_at`` on (its data and version are now ``node``)."""
+        with self.cond:
             self._claims.pop(name, None)
             if available_at is None:
                 self._not_before.pop(name, None)
             else:
                 self._not_before[name] = available_at
+            if node is not None and name in self._keys:
+                self._data[name] = node
             self._changed()
 
-    def delayed(self, name: str, available_at: float) -> None:
+    def delayed(self, name: str, available_at: float, *, seen: int) -> None:
+        """A read with token ``seen`` found the job delayed until ``available_at``."""
         with self.cond:
-            self._not_before[name] = available_at
+            if self._fresh(name, seen) and name in self._keys:
+                self._not_before[name] = available_at
+
+    def job_data(self, name: str, node: Node | None, *, seen: int) -> None:
+        """A background read of a job node (token ``seen``) came back (None: it failed)."""
+        with self.cond:
+            self._fetching.discard(name)
+            if node is not None and name in self._keys and self._fresh(name, seen):
+                self._data[name] = node
+
+    def cached(self, name: str) -> Node | None:
+        """The job's data and version, if known and the job is known to have no claim node."""
+        with self.cond:
+            return None if name in self._claims else self._data.get(name)
+
+    def stale(self, name: str) -> None:
+        """A transaction found the cached data of ``name`` out of date."""
+        with self.cond:
+            self._data.pop(name, None)
 
     def garbage(self, name: str) -> bool:
         """Mark a job node that cannot be decoded; True the first time (warn then)."""
@@ -174,6 +351,9 @@ class Index:
             first = name not in self._garbage
             self._garbage.add(name)
             return first
+
+    def _fresh(self, name: str, seen: int) -> bool:
+        return seen >= self._floor and self._touched.get(name, 0) <= seen
 
     # -- asking ----------------------------------------------------------------------------
 
@@ -202,13 +382,11 @@ class Index:
     def page(self, after: Key | None, now: float, *, only_unclaimed: bool,
              limit: int) -> list[Key]:
         """Up to ``limit`` keys after ``after``; with ``only_unclaimed``, none known to be
-        claimed or delayed at ``now``."""
+        claimed or delayed at ``now`` (claims not read yet are included)."""
         found: list[Key] = []
         with self.cond:
-            start = 0 if after is None else bisect.bisect_right(self._order, after)
-            for position in range(start, len(self._order)):
-                key = self._order[position]
-                if not (only_unclaimed and self._unavailable(key[2], now)):
+            for key in self._order.after(after):
+                if not (only_unclaimed and self._unavailable(key[2], now, unread=False)):
                     found.append(key)
                     if len(found) >= limit:
                         break
@@ -238,16 +416,35 @@ class Index:
         with self.cond:
             self._busy.discard(name)
 
+    def to_fetch(self, now: float, limit: int) -> list[str]:
+        """Of the next ``limit`` candidates (not reserved), those whose data is neither known
+        nor being read; they are marked as being read (``job_data`` ends that)."""
+        wanted: list[str] = []
+        with self.cond:
+            seen = 0
+            for key in self._order:
+                name = key[2]
+                if name in self._busy or self._unavailable(name, now):
+                    continue
+                if name not in self._data and name not in self._fetching:
+                    wanted.append(name)
+                seen += 1
+                if seen >= limit:
+                    break
+            self._fetching.update(wanted)
+        return wanted
+
     # -- internals -------------------------------------------------------------------------
 
-    def _unavailable(self, name: str, now: float) -> bool:
+    def _unavailable(self, name: str, now: float, *, unread: bool = True) -> bool:
+        """Known to be unclaimable at ``now``; a claim not read yet counts as live if
+        ``unread``."""
         if name in self._garbage or self._not_before.get(name, now) > now:
             return True
         if name not in self._claims:
             return False
         expires = self._claims[name]
-        # An unread claim is tried: the claim attempt reads it and records its expiry.
-        return expires is not None and expires > now
+        return unread if expires is None else expires > now
 
     def _key(self, name: str) -> Key | None:
         key = job_key(name)
@@ -260,25 +457,24 @@ class Index:
         for key in keys:
             self._keys[key[2]] = key
             self._by_uuid[uuid_of(key[2])] = key[2]
-        if len(keys) > 32:  # a bulk load: one sort beats many insertions
-            self._order.extend(keys)
-            self._order.sort()
+        if len(keys) > 32:
+            self._order.load(keys)
         else:
             for key in keys:
-                bisect.insort(self._order, key)
+                self._order.add(key)
 
     def _drop(self, name: str) -> None:
         key = self._keys.pop(name, None)
         if key is None:
             return
-        position = bisect.bisect_left(self._order, key)
-        if position < len(self._order) and self._order[position] == key:
-            del self._order[position]
+        self._order.remove(key)
         uuid = uuid_of(name)
         self._by_uuid.pop(uuid, None)
         self._remember_gone(uuid)
-        self._not_before.pop(name, None)
+        for table in (self._not_before, self._data, self._touched, self._claims):
+            table.pop(name, None)
         self._garbage.discard(name)
+        self._fetching.discard(name)
 
     def _remember_gone(self, uuid: str) -> None:
         self._gone[uuid] = None

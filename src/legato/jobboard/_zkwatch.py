@@ -1,109 +1,84 @@
-"""Following the children of a ZooKeeper node: one thread per node, listings folded under load.
+"""Persistent recursive watches (ZooKeeper 3.6 and later) on a kazoo client.
 
-Used by ``ZooKeeperJobBoard`` for ``jobs/`` and ``claims/``.
+kazoo 2.11 has no API for them, so ``TreeWatch`` sends ZooKeeper's ``addWatch`` request itself
+through the client's request queue and takes the events for the watched nodes' children from the
+client's connection, as they are read from the socket. Events are therefore handled on kazoo's
+connection thread in the order the server sent them, and before the reply to any request sent
+after the change they describe: once a request's reply is back, the events for every change made
+before it (by any client, on this server) have been handled.
+
+A persistent watch belongs to one connection: after a reconnection it must be added again, and
+events may have been missed in between (the board then lists the nodes afresh).
 """
 
 from __future__ import annotations
 
+import collections
 import logging
-import threading
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from kazoo.client import KazooState
+from kazoo.protocol.serialization import Watch, int_struct, write_string
 
-__all__ = ["Lister"]
+__all__ = ["TreeWatch"]
 
 logger = logging.getLogger(__name__)
 
-#: From this many children on, at most ~10 % of the time goes to listing (see ``Lister``).
-_LARGE_LISTING = 1000
+#: ``addWatch`` mode: every node under the path, each create/change/delete, until removed.
+_PERSISTENT_RECURSIVE = 1
 
 
-class Lister:
-    """Lists the children of one node whenever its watch fires, on a thread of its own, and
-    hands each listing to ``apply(children, issued, fired)``: ``issued`` is when it was
-    requested (``time.monotonic()``), ``fired`` whether a change event preceded it.
+class _AddWatch(collections.namedtuple("_AddWatch", "path mode")):
+    """ZooKeeper's ``addWatch`` request (opcode 106), shaped like kazoo's own requests."""
 
-    A listing costs O(children). After each one the thread pauses in proportion to its cost and
-    to the number of children, so that with many children at most about a tenth of the time goes
-    to listing, several changes folded into one listing, instead of one listing per post or
-    consume; a post is then seen a little later (nobody waits for a job while thousands are
-    queued). With a handful of children the pause is next to nothing.
+    type = 106
+
+    def serialize(self) -> bytearray:
+        return bytearray(write_string(self.path) + int_struct.pack(self.mode))
+
+    @classmethod
+    def deserialize(cls, buffer: bytes, offset: int) -> bool:
+        return True  # the reply has no body
+
+
+class TreeWatch:
+    """Hands every event about a child of ``roots`` to ``deliver(label, event_type, name)``.
+
+    ``roots`` maps each watched node's path to a label. ``deliver`` runs on kazoo's connection
+    thread: it must be quick and never block (it may send requests, not wait for them).
+    Exceptions it raises are logged.
     """
 
-    def __init__(self, client: Any, path: str, apply: Callable[[list[str], float, bool], None],
-                 *, timeout: float) -> None:
-        self._client, self._apply, self._timeout = client, apply, timeout
-        self._dirty = threading.Event()
-        self._stopping = threading.Event()
-        self._fired = False
-        self._lock = threading.Lock()
-        #: The child version of the node as of the last listing applied.
-        self.cversion = -1
-        self.path = path
-        self._thread = threading.Thread(target=self._run, daemon=True,
-                                        name=f"legato-zookeeper-list:{path}")
+    def __init__(self, client: Any, roots: Mapping[str, str],
+                 deliver: Callable[[str, int, str], None]) -> None:
+        self._client = client
+        self._roots = dict(roots)
+        self._deliver = deliver
+        connection = client._connection
+        self._kazoo_read = connection._read_watch_event
+        connection._read_watch_event = self._read_event
 
-    def start(self) -> None:
-        """List once now (raising on failure), then follow changes."""
-        self._list()
-        self._thread.start()
+    def add_async(self) -> list[Any]:
+        """Send ``addWatch`` for every root on the current connection; kazoo async results."""
+        pending = []
+        for path in self._roots:
+            result = self._client.handler.async_result()
+            self._client._call(_AddWatch(f"{self._client.chroot}{path}", _PERSISTENT_RECURSIVE),
+                               result)
+            pending.append(result)
+        return pending
 
-    def stop(self) -> None:
-        self._stopping.set()
-        self._dirty.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
-
-    def poke(self) -> None:
-        """List again soon (after a reconnection, say)."""
-        self._dirty.set()
-
-    def _watch(self, event: Any) -> None:
-        # Called on kazoo's event thread: only flag it. NONE events mean the connection dropped.
-        if event.type != "NONE":
-            self._fired = True
-        self._dirty.set()
-
-    def list_now(self) -> None:
-        """List now, on the calling thread (kazoo errors propagate)."""
-        self._list()
-
-    def _list(self) -> int:
-        # One listing at a time, so that an older listing never lands after a newer one.
-        with self._lock:
-            issued = time.monotonic()
-            fired, self._fired = self._fired, False
-            try:
-                children, stat = self._client.get_children_async(
-                    self.path, watch=self._watch, include_data=True).get(timeout=self._timeout)
-            except BaseException:
-                self._fired = self._fired or fired
-                raise
-            self._apply(children, issued, fired)
-            self.cversion = stat.cversion
-            return len(children)
-
-    def _run(self) -> None:
-        while True:
-            self._dirty.wait()
-            self._dirty.clear()
-            if self._stopping.is_set():
-                return
-            if self._client.state != KazooState.CONNECTED:
-                continue  # poked again on reconnection
-            started = time.monotonic()
-            try:
-                count = self._list()
-            except Exception as exc:  # the connection dropped meanwhile: again when it is back
-                connected = self._client.state == KazooState.CONNECTED
-                logger.log(logging.WARNING if connected else logging.DEBUG,
-                           "could not list %s: %r", self.path, exc)
-                self._dirty.set()
-                self._stopping.wait(0.1)
-                continue
-            # Up to ~10 % of the time listing when large, next to nothing when small.
-            cost = time.monotonic() - started
-            self._stopping.wait(cost * min(9.0, count / _LARGE_LISTING * 9))
+    def _read_event(self, buffer: bytes, offset: int) -> None:
+        try:
+            watch, _ = Watch.deserialize(buffer, offset)
+            parent, _, name = self._client.unchroot(watch.path).rpartition("/")
+            label = self._roots.get(parent)
+            if label is not None and name:
+                self._deliver(label, watch.type, name)
+                client = self._client
+                if (watch.path not in client._data_watchers
+                        and watch.path not in client._child_watchers):
+                    return  # nothing of kazoo's own waits on this node
+        except Exception:  # never break the connection thread
+            logger.exception("could not handle a ZooKeeper watch event")
+        self._kazoo_read(buffer, offset)

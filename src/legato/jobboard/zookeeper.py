@@ -21,13 +21,23 @@ Layout under the board's path::
 
 **Atomicity.** ``claim`` is one transaction: (delete the expired claim node, checking its
 version,) create the claim node, and rewrite the job node with ``fence + 1`` and ``attempts + 1``
-checking the job node's version. ``consume``, ``abandon`` and ``trash`` first check owner and
-fence in the claim node, then commit one transaction that checks the versions they read.
+checking the job node's version. ``consume``, ``abandon`` and ``trash`` check owner and fence in
+the claim node, then commit one transaction that checks the versions they read; for the board's
+own live claims the versions are remembered from the claim, so that is the only round trip.
+``consume_and_claim_next`` puts the consume and the next claim in one transaction when it can (if
+any part fails nothing is done, and it falls back to a consume and then a ``claim_next``).
 
 **Finding work.** The priority and the post sequence are in the job node's name, so the order
-comes from the children of ``jobs/`` alone; child watches on ``jobs/`` and ``claims/`` keep an
-in-memory index (``legato.jobboard._zkindex``) current, and ``claim_next`` reads only the nodes it
-tries to claim. The same watches wake ``wait()`` within milliseconds of a post anywhere.
+comes from the names under ``jobs/`` alone. Persistent recursive watches on ``jobs/`` and
+``claims/`` (ZooKeeper 3.6 or later; ``legato.jobboard._zkwatch``) deliver one event per node
+created, changed or deleted, which keeps an in-memory index (``legato.jobboard._zkindex``)
+current at a cost per change, not per job waiting; both nodes are listed in full only on
+(re)connection. The index also keeps the data and version of the next few candidates, read ahead
+in the background, so that ``claim_next`` is usually its claim transaction alone. What the index
+knows is a hint: the transaction's version checks catch anything out of date, and the claim then
+reads the nodes and tries again. A claimer that finds nothing first makes one round trip
+(``sync``) after which every earlier change anywhere has reached the index, and looks again. The
+same events wake ``wait()`` within milliseconds of a post anywhere.
 """
 
 from __future__ import annotations
@@ -39,7 +49,6 @@ import json
 import logging
 import random
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
@@ -50,8 +59,17 @@ from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.retry import KazooRetry
 
 from legato import errors
-from legato.jobboard._zkindex import Index, Key, job_key, job_name_prefix, uuid_of
-from legato.jobboard._zkwatch import Lister
+from legato.jobboard._zkindex import (
+    CLAIMS,
+    JOBS,
+    Index,
+    Key,
+    Node,
+    job_key,
+    job_name_prefix,
+    uuid_of,
+)
+from legato.jobboard._zkwatch import TreeWatch
 from legato.jobboard.base import Entity, JobBoard, JobRecord, not_owner
 from legato.states import JobState
 
@@ -73,6 +91,10 @@ _MAX_NODE_BYTES = 1_000_000
 _MAX_REASON = 16_384
 #: Attempts at an optimistic transaction before giving up (each failure means real contention).
 _RETRIES = 8
+#: How many of the next candidates' job nodes ``claim_next`` reads ahead, in the background.
+_PREFETCH = 4
+#: Operations a consume adds to a transaction (delete the claim node, delete the job node).
+_CONSUME_OPS = 2
 #: Record fields that describe the live claim, kept in the claim node rather than the job node.
 _CLAIM_FIELDS = ("state", "owner", "lease_expires", "sequence")
 
@@ -134,6 +156,27 @@ class _LostRace(errors.UnclaimableJob):
     """Another claimer created the claim node between our read and our transaction."""
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Claim:
+    """A claim transaction's operations, ready to commit alone or after a consume."""
+
+    name: str
+    job_path: str
+    claim_path: str
+    record: JobRecord  # as it is once claimed
+    claim: dict[str, Any]
+    job_data: bytes
+    job_version: int
+    stale: int | None  # the version of an expired claim node to replace
+    cached: bool  # built from what the index knew, not from a read
+
+    def add_to(self, txn: Any) -> None:
+        if self.stale is not None:  # replace an expired claim unless it just changed
+            txn.delete(self.claim_path, version=self.stale)
+        txn.create(self.claim_path, json.dumps(self.claim).encode(), ephemeral=True)
+        txn.set_data(self.job_path, self.job_data, version=self.job_version)
+
+
 @dataclasses.dataclass
 class _Held:
     """A claim checked to belong to the caller, with the versions to commit against."""
@@ -162,7 +205,8 @@ class ZooKeeperJobBoard(JobBoard):
         self._client: Any = None
         self._session_id: int | None = None
         self._index = Index()
-        self._listers: list[Lister] = []
+        self._watch: TreeWatch | None = None
+        self._sync_lock = threading.Lock()
         self._local = threading.local()
         self._entities: dict[tuple[str, str], bytes] = {}
         self._entities_lock = threading.Lock()
@@ -204,15 +248,13 @@ class ZooKeeperJobBoard(JobBoard):
             self._client, self._session_id = client, client.client_id[0]
             for path in (self._jobs, self._claims, self._trash_root, self._entities_root):
                 client.ensure_path(path)
+            self._watch = TreeWatch(client, {self._jobs: JOBS, self._claims: CLAIMS},
+                                    self._on_event)
             client.add_listener(self._on_state)
-            self._listers = [
-                Lister(client, self._jobs, self._on_jobs, timeout=self.settings.timeout),
-                Lister(client, self._claims, self._on_claims, timeout=self.settings.timeout)]
-            for lister in self._listers:
-                lister.start()
+            self._index.desync()
+            self._sync()
         except Exception as exc:
             self._client = None
-            self._stop_listers()
             _shutdown(client)
             raise errors.BoardUnavailable(
                 f"cannot open board {self.name!r} on ZooKeeper at {self.settings.hosts}: "
@@ -220,7 +262,6 @@ class ZooKeeperJobBoard(JobBoard):
 
     def _close(self) -> None:
         client, self._client = self._client, None
-        self._stop_listers()
         with self._entities_lock:
             self._entities.clear()  # they end with the session
         with self._holds_lock:
@@ -228,40 +269,105 @@ class ZooKeeperJobBoard(JobBoard):
         if client is not None:
             client.remove_listener(self._on_state)
             _shutdown(client)
-        with self._index.cond:
-            self._index.cond.notify_all()
+        self._index.desync()  # also wakes waiters
 
-    def _stop_listers(self) -> None:
-        listers, self._listers = self._listers, []
-        for lister in listers:
-            lister.stop()
+    def _sync(self) -> None:
+        """Add the watches on this connection and list ``jobs/`` and ``claims/``; events that
+        arrive meanwhile are replayed on top of the listings (``Index.finish_sync``)."""
+        client, watch = self._live(), self._watch
+        assert watch is not None
+        epoch = self._index.begin_sync()
+        try:
+            added = watch.add_async()
+            listings = [client.get_children_async(self._jobs),
+                        client.get_children_async(self._claims)]
+            for pending in added:
+                self._result(pending)
+            jobs, claims = (self._result(pending) for pending in listings)
+        except BaseException as exc:
+            self._index.abort_sync(epoch)
+            if isinstance(exc, kz.UnimplementedError):
+                raise errors.BoardUnavailable(
+                    f"the ZooKeeper server at {self.settings.hosts} has no persistent watches: "
+                    "the board needs ZooKeeper 3.6 or later") from exc
+            raise
+        unknown = self._index.finish_sync(epoch, jobs, claims)
+        if unknown is None:
+            raise errors.BoardUnavailable(
+                f"board {self.name!r}: the connection to ZooKeeper changed while listing")
+        self._read_claims(unknown)
 
-    def _on_jobs(self, children: list[str], issued: float, fired: bool) -> None:
-        self._index.set_jobs(children)
+    def _ensure_synced(self) -> None:
+        """Sync the index if a connection change left it behind (after a reconnection)."""
+        if not self._index.synced:
+            with self._sync_lock:
+                if not self._index.synced:
+                    self._sync()
 
-    def _on_claims(self, children: list[str], issued: float, fired: bool) -> None:
-        unknown = self._index.set_claims(children, issued=issued, watch_fired=fired)
+    def _catch_up(self) -> None:
+        """Bring the index up to date with every change made anywhere before this call: one
+        round trip (``sync``, whose reply follows the events of earlier changes), then read the
+        claims whose lease expiry is unknown."""
+        self._ensure_synced()
+        self._result(self._live().sync_async(self._jobs))
+        self._read_claims(self._index.unknown_claims())
+
+    def _read_claims(self, names: list[str]) -> None:
+        token = self._index.token()
+        for name, found in zip(names, self._read(*(f"{self._claims}/{n}" for n in names)),
+                               strict=True):
+            if found is not None:
+                self._index.claimed(name, _expiry(_decode_claim(found[0])), seen=token)
+
+    def _on_event(self, root: str, kind: int, name: str) -> None:
+        # On kazoo's connection thread (see ``TreeWatch``): send requests, never wait for them.
+        if self._index.event(root, kind, name):
+            self._read_claim_async(name)
+
+    def _read_claim_async(self, name: str) -> None:
+        """Learn a claim's lease expiry in the background."""
         client = self._client
         if client is None:
             return
-        for name in unknown:  # learn their lease expiry, without waiting for the replies
-            pending = client.get_async(f"{self._claims}/{name}")
-            pending.rawlink(functools.partial(self._claim_read, name, time.monotonic()))
+        token = self._index.token()
+        pending = client.get_async(f"{self._claims}/{name}")
+        pending.rawlink(functools.partial(self._claim_read, name, token))
 
-    def _claim_read(self, name: str, sent: float, pending: Any) -> None:
+    def _claim_read(self, name: str, token: int, pending: Any) -> None:
         with contextlib.suppress(Exception):  # gone already, or disconnected: read again later
             data, _ = pending.get(block=False)
-            self._index.claimed(name, _expiry(_decode_claim(data)), seen_at=sent)
+            self._index.claimed(name, _expiry(_decode_claim(data)), seen=token)
+
+    def _prefetch(self) -> None:
+        """Read the data of the next few candidates in the background, so that claiming them
+        is one transaction."""
+        client = self._client
+        names = self._index.to_fetch(self.clock(), _PREFETCH) if client is not None else []
+        if not names:
+            return
+        token = self._index.token()
+        for name in names:
+            try:
+                pending = client.get_async(f"{self._jobs}/{name}")
+            except Exception:  # closed meanwhile: the claim reads it then
+                self._index.job_data(name, None, seen=token)
+                continue
+            pending.rawlink(functools.partial(self._job_read, name, token))
+
+    def _job_read(self, name: str, token: int, pending: Any) -> None:
+        node: tuple[bytes, int] | None = None
+        with contextlib.suppress(Exception):
+            data, stat = pending.get(block=False)
+            node = (data, int(stat.version))
+        self._index.job_data(name, node, seen=token)
 
     def _on_state(self, state: str) -> None:
-        # Called on kazoo's connection thread: never block here.
+        # Called on kazoo's connection thread: never block here. Every new connection needs
+        # its watches added again, and changes made meanwhile fired no event.
+        self._index.desync()  # also wakes waiters: they see the outage (or recovery) at once
         client = self._client
         if state == KazooState.CONNECTED and client is not None:
-            for lister in self._listers:
-                lister.poke()  # changes made while disconnected may have fired no watch
             client.handler.spawn(self._after_reconnect)
-        with self._index.cond:
-            self._index.cond.notify_all()  # waiters see the outage (or recovery) at once
 
     def _after_reconnect(self) -> None:
         client = self._client
@@ -276,6 +382,7 @@ class ZooKeeperJobBoard(JobBoard):
                 self._restore_entities()
             else:
                 self._release_orphans()
+            self._ensure_synced()
         except Exception as exc:  # a background task: log, never kill kazoo's thread
             logger.warning("board %r could not restore its state after reconnecting: %r",
                            self.name, exc)
@@ -364,7 +471,7 @@ class ZooKeeperJobBoard(JobBoard):
                 f"most {_MAX_NODE_BYTES} (keep large data in the job's book)", job_uuid=record.uuid)
         path = self._result(self._live().create_async(prefix, data, sequence=True))
         name = path.rsplit("/", 1)[1]
-        self._index.add(name, record.available_at)
+        self._index.add(name, record.available_at, (data, 0))
         key = job_key(name)
         record.sequence = key[1] if key is not None else 0
 
@@ -383,39 +490,16 @@ class ZooKeeperJobBoard(JobBoard):
                 record.sequence = key[1] if key is not None else 0
 
     def _name_of(self, job_uuid: str) -> str:
+        self._ensure_synced()
         name = self._index.lookup(job_uuid)
         if name is None and not self._index.known_gone(job_uuid):
-            self._refresh()  # posted elsewhere moments ago, and our watch has not caught up
+            self._catch_up()  # posted elsewhere moments ago, and its event has not come yet
             name = self._index.lookup(job_uuid)
             if name is None:
-                self._index.forget(job_uuid)  # absent from a fresh listing: no need to look again
+                self._index.forget(job_uuid)  # absent after catching up: no need to look again
         if name is None:
             raise errors.NotFound(f"no job {job_uuid} on board {self.name!r}")
         return name
-
-    def _refresh(self) -> None:
-        """List jobs and claims now, and read the claims whose lease expiry is unknown."""
-        self._live()
-        try:
-            for lister in self._listers:
-                lister.list_now()
-        except _UNAVAILABLE as exc:
-            raise errors.BoardUnavailable(
-                f"ZooKeeper call failed on board {self.name!r}: {exc!r}") from exc
-        issued = time.monotonic()
-        names = self._index.unknown_claims()
-        for name, found in zip(names, self._read(*(f"{self._claims}/{n}" for n in names)),
-                               strict=True):
-            if found is not None:
-                self._index.claimed(name, _expiry(_decode_claim(found[0])), seen_at=issued)
-
-    def _stale(self, listed: list[int]) -> bool:
-        """Whether jobs/ or claims/ changed since the listings whose child versions are
-        ``listed`` (one round trip)."""
-        client = self._live()
-        pending = [client.exists_async(lister.path) for lister in self._listers]
-        return any((stat := self._result(item)) is not None and stat.cversion != version
-                   for item, version in zip(pending, listed, strict=True))
 
     def _get(self, job_uuid: str) -> JobRecord:
         self._note_generation()
@@ -432,7 +516,9 @@ class ZooKeeperJobBoard(JobBoard):
         self._note_generation()
         self._live()  # even when the index has nothing to read: an outage is reported at once
         if ensure_fresh:
-            self._refresh()
+            self._catch_up()
+        else:
+            self._ensure_synced()
         after: Key | None = None
         while keys := self._index.page(after, self.clock(), only_unclaimed=only_unclaimed,
                                        limit=_PAGE):
@@ -457,18 +543,18 @@ class ZooKeeperJobBoard(JobBoard):
     def _claim_next(self, who: str, ttl: float) -> JobRecord | None:
         if self._orphans:
             self._release_orphans()
-        for _ in range(2):
-            listed = [lister.cversion for lister in self._listers]
+        self._ensure_synced()
+        claimed = self._claim_first(who, ttl)
+        if claimed is None:
+            # Jobs posted (or claims ended) elsewhere whose events have not come yet.
+            self._catch_up()
             claimed = self._claim_first(who, ttl)
-            if claimed is not None or not self._stale(listed):
-                return claimed
-            # Jobs posted (or claims ended) elsewhere that our watches have not brought yet.
-            self._refresh()
-        return None
+        return claimed
 
     def _claim_first(self, who: str, ttl: float) -> JobRecord | None:
         lost = 0
         while (name := self._index.take(self.clock(), skip=_spread(lost))) is not None:
+            self._prefetch()
             try:
                 return self._claim_name(name, who, ttl)
             except _LostRace:
@@ -480,55 +566,135 @@ class ZooKeeperJobBoard(JobBoard):
         return None
 
     def _claim_name(self, name: str, who: str, ttl: float) -> JobRecord:
-        job_uuid = uuid_of(name)
-        job_path, claim_path = f"{self._jobs}/{name}", f"{self._claims}/{name}"
-        for _ in range(_RETRIES):
-            seen = time.monotonic()
-            job, claim = self._read(job_path, claim_path)
-            record = self._claimable(name, job, claim, seen)
-            now = self.clock()
-            record.fence += 1
-            record.attempts += 1
-            record.last_modified = now
-            record.lease_expires = now + ttl
-            claim_data = json.dumps({"owner": who, "fence": record.fence, "ttl": ttl,
-                                     "claimed_at": now, "expires_at": now + ttl,
-                                     "session": self._session_id}).encode()
-            stale = claim[1].version if claim is not None else None
+        """Claim the job node ``name``: one transaction when its data is known (and it is known
+        to have no claim node), otherwise a read of both nodes first. The transaction checks
+        the job node's version, so data known from earlier is only ever a guess."""
+        for attempt in range(_RETRIES):
+            token = self._index.token()
+            job = self._index.cached(name) if attempt == 0 else None
+            cached, claim = job is not None, None
+            if job is None:
+                job, claim = self._read_nodes(name)
+            record = self._claimable(name, job, claim, token)
             assert job is not None
-
-            def ops(txn: Any, data: bytes = _encode_job(record), version: int = job[1].version,
-                    stale: int | None = stale, claim_data: bytes = claim_data) -> None:
-                if stale is not None:  # an expired claim: replace it unless it just changed
-                    txn.delete(claim_path, version=stale)
-                txn.create(claim_path, claim_data, ephemeral=True)
-                txn.set_data(job_path, data, version=version)
-
-            results = self._commit(ops, on_unknown=functools.partial(
-                self._unknown_claim, name=name, fence=record.fence))
+            prepared = self._prepare_claim(name, record, job[1], claim, who, ttl, cached=cached)
+            results = self._commit_claim(prepared, prepared.add_to)
             failure = _failure(results)
             if failure is None:
-                self._index.claimed(name, now + ttl)
-                self._remember_hold(_Held(name, json.loads(claim_data), 0,
-                                          dataclasses.replace(record),
-                                          int(results[-1].version)))
-                record.state, record.owner = JobState.CLAIMED, who
-                return record
-            if isinstance(failure, kz.NoNodeError) and stale is None:
-                self._index.remove(name)
-                raise errors.NotFound(f"no job {job_uuid} on board {self.name!r}")
-            if isinstance(failure, kz.NodeExistsError):
-                # Claimed by someone else a moment ago: live for a while yet (a hint only; the
-                # claims watch brings the real expiry).
-                self._index.claimed(name, now + min(ttl, 1.0), seen_at=seen)
-                raise _LostRace(f"job {job_uuid} was just claimed by someone else",
-                                job_uuid=job_uuid)
-            # Someone claimed, renewed or abandoned it meanwhile: look again.
-        raise errors.UnclaimableJob(f"job {job_uuid} kept changing while claiming it",
-                                    job_uuid=job_uuid)
+                return self._claim_committed(prepared, results[-1])
+            self._claim_failed(prepared, failure)  # raises, or returns to look again
+        raise errors.UnclaimableJob(f"job {uuid_of(name)} kept changing while claiming it",
+                                    job_uuid=uuid_of(name))
 
-    def _claimable(self, name: str, job: tuple[bytes, Any] | None,
-                   claim: tuple[bytes, Any] | None, seen: float) -> JobRecord:
+    def _prepare_claim(self, name: str, record: JobRecord, job_version: int,
+                       claim: Node | None, who: str, ttl: float, *, cached: bool) -> _Claim:
+        now = self.clock()
+        record.fence += 1
+        record.attempts += 1
+        record.last_modified = now
+        record.lease_expires = now + ttl
+        data = {"owner": who, "fence": record.fence, "ttl": ttl, "claimed_at": now,
+                "expires_at": now + ttl, "session": self._session_id}
+        return _Claim(name=name, job_path=f"{self._jobs}/{name}",
+                      claim_path=f"{self._claims}/{name}", record=record, claim=data,
+                      job_data=_encode_job(record), job_version=job_version,
+                      stale=claim[1] if claim is not None else None, cached=cached)
+
+    def _commit_claim(self, prepared: _Claim, ops: Callable[[Any], None]) -> list[Any]:
+        """Commit a transaction that includes ``prepared``'s operations, telling the index
+        that the claim node it creates is this board's own."""
+        self._index.claiming(prepared.name)
+        expires = None
+        try:
+            results = self._commit(ops, on_unknown=functools.partial(
+                self._unknown_claim, name=prepared.name, fence=prepared.record.fence))
+            if _failure(results) is None:
+                expires = float(prepared.claim["expires_at"])
+            return results
+        finally:
+            if self._index.claim_done(prepared.name, expires):
+                self._read_claim_async(prepared.name)
+
+    def _claim_committed(self, prepared: _Claim, job_stat: Any) -> JobRecord:
+        record = prepared.record
+        self._remember_hold(_Held(prepared.name, prepared.claim, 0, dataclasses.replace(record),
+                                  int(job_stat.version)))
+        record.state, record.owner = JobState.CLAIMED, prepared.claim["owner"]
+        return record
+
+    def _claim_failed(self, prepared: _Claim, failure: Exception) -> None:
+        """Learn from a failed claim transaction: raise ``NotFound`` (the job is gone) or
+        ``_LostRace`` (claimed by someone else), or return to read and try again."""
+        name, job_uuid = prepared.name, prepared.record.uuid
+        if isinstance(failure, kz.NoNodeError) and prepared.stale is None:
+            self._index.remove(name)
+            raise errors.NotFound(f"no job {job_uuid} on board {self.name!r}")
+        if isinstance(failure, kz.NodeExistsError):
+            if self._index.claim_exists(name):
+                self._read_claim_async(name)
+            raise _LostRace(f"job {job_uuid} was just claimed by someone else",
+                            job_uuid=job_uuid)
+        if prepared.cached:
+            self._index.stale(name)
+        # Otherwise someone claimed, renewed or abandoned it meanwhile: look again.
+
+    def _consume_and_claim_next(self, job_uuid: str, who: str, fence: int | None,
+                                ttl: float) -> JobRecord | None:
+        """One transaction that consumes this board's own claim and claims the next job, when
+        the next job's data is already known; otherwise (or if that transaction fails) a
+        consume and then a ``claim_next``."""
+        held = (None if self._orphans or not self._index.synced
+                else self._remembered(job_uuid, who, fence))
+        name = None if held is None else self._index.take(self.clock())
+        prepared = None
+        try:
+            if name is not None and held is not None and name != held.name:
+                prepared = self._prepare_cached(name, who, ttl)
+        finally:
+            if name is not None:
+                self._index.release(name)
+        self._prefetch()  # this candidate (if unknown) or the next ones, while we commit
+        if prepared is None or held is None:
+            return super()._consume_and_claim_next(job_uuid, who, fence, ttl)
+
+        def ops(txn: Any, held: _Held = held, prepared: _Claim = prepared) -> None:
+            self._consume_ops(txn, held)
+            prepared.add_to(txn)
+
+        results = self._commit_claim(prepared, ops)
+        failed = _failed_at(results)
+        if failed is None:
+            self._forget_hold(held.name)
+            self._index.remove(held.name)
+            return self._claim_committed(prepared, results[-1])
+        if failed < _CONSUME_OPS:
+            self._forget_hold(held.name)  # changed under us: the consume reads and checks
+        else:
+            with contextlib.suppress(errors.NotFound, errors.UnclaimableJob):
+                self._claim_failed(prepared, results[failed])
+        return super()._consume_and_claim_next(job_uuid, who, fence, ttl)
+
+    def _prepare_cached(self, name: str, who: str, ttl: float) -> _Claim | None:
+        """A claim of ``name`` built from what the index knows, or None if that is not enough
+        (or shows the job cannot be claimed now)."""
+        token = self._index.token()
+        job = self._index.cached(name)
+        if job is None:
+            return None
+        try:
+            record = self._claimable(name, job, None, token)
+        except errors.JobFailure:
+            return None
+        return self._prepare_claim(name, record, job[1], None, who, ttl, cached=True)
+
+    def _read_nodes(self, name: str) -> tuple[Node | None, Node | None]:
+        """The job node and the claim node of ``name`` (data and version), in one round trip."""
+        job, claim = self._read(f"{self._jobs}/{name}", f"{self._claims}/{name}")
+        return (None if job is None else (job[0], int(job[1].version)),
+                None if claim is None else (claim[0], int(claim[1].version)))
+
+    def _claimable(self, name: str, job: Node | None, claim: Node | None,
+                   token: int) -> JobRecord:
         """The job's record if it may be claimed now; otherwise the error saying why."""
         job_uuid = uuid_of(name)
         if job is None:
@@ -542,7 +708,7 @@ class ZooKeeperJobBoard(JobBoard):
             data = _decode_claim(claim[0])
             expires = _expiry(data)
             if expires > now:
-                self._index.claimed(name, expires, seen_at=seen)
+                self._index.claimed(name, expires, seen=token)
                 owner = data.get("owner")
                 # Claimed through another session (another board, likely another process):
                 # a race lost; through ours: the index was just behind.
@@ -551,7 +717,7 @@ class ZooKeeperJobBoard(JobBoard):
                 raise error(f"job {job_uuid} is claimed by {owner!r}", job_uuid=job_uuid,
                             owner=owner)
         if record.available_at is not None and record.available_at > now:
-            self._index.delayed(name, record.available_at)
+            self._index.delayed(name, record.available_at, seen=token)
             raise errors.UnclaimableJob(f"job {job_uuid} is delayed", job_uuid=job_uuid)
         return record
 
@@ -658,12 +824,12 @@ class ZooKeeperJobBoard(JobBoard):
         self._remember_hold(dataclasses.replace(held, claim=dict(renewed),
                                                 claim_version=int(results[0].version)))
 
-    def _consume(self, job_uuid: str, who: str, fence: int | None) -> None:
-        def ops(txn: Any, held: _Held) -> None:
-            txn.delete(f"{self._claims}/{held.name}", version=held.claim_version)
-            txn.delete(f"{self._jobs}/{held.name}", version=held.job_version)
+    def _consume_ops(self, txn: Any, held: _Held) -> None:
+        txn.delete(f"{self._claims}/{held.name}", version=held.claim_version)
+        txn.delete(f"{self._jobs}/{held.name}", version=held.job_version)
 
-        held, _ = self._end_claim(job_uuid, who, fence, ops)
+    def _consume(self, job_uuid: str, who: str, fence: int | None) -> None:
+        held, _ = self._end_claim(job_uuid, who, fence, self._consume_ops)
         self._forget_hold(held.name)
         self._index.remove(held.name)
 
@@ -672,16 +838,18 @@ class ZooKeeperJobBoard(JobBoard):
         now = self.clock()
         available_at = now + delay if delay > 0 else None
 
+        written: list[bytes] = []
+
         def ops(txn: Any, held: _Held) -> None:
             record = dataclasses.replace(held.record, available_at=available_at,
                                          reason=_bounded(reason), last_modified=now)
+            written[:] = [_encode_job(record)]
             txn.delete(f"{self._claims}/{held.name}", version=held.claim_version)
-            txn.set_data(f"{self._jobs}/{held.name}", _encode_job(record),
-                         version=held.job_version)
+            txn.set_data(f"{self._jobs}/{held.name}", written[0], version=held.job_version)
 
-        held, _ = self._end_claim(job_uuid, who, fence, ops)
+        held, results = self._end_claim(job_uuid, who, fence, ops)
         self._forget_hold(held.name)
-        self._index.unclaimed(held.name, available_at)
+        self._index.unclaimed(held.name, available_at, (written[0], int(results[1].version)))
 
     def _trash(self, job_uuid: str, who: str, fence: int | None, reason: str | None) -> None:
         now = self.clock()
@@ -784,13 +952,19 @@ class ZooKeeperJobBoard(JobBoard):
                     yield entity
 
 
-def _failure(results: list[Any]) -> Exception | None:
-    """The error of the transaction operation that failed, or None if it committed."""
-    for result in results:
+def _failed_at(results: list[Any]) -> int | None:
+    """The position of the transaction operation that failed, or None if it committed."""
+    for position, result in enumerate(results):
         if isinstance(result, Exception) and not isinstance(
                 result, kz.RolledBackError | kz.RuntimeInconsistency):
-            return result
+            return position
     return None
+
+
+def _failure(results: list[Any]) -> Exception | None:
+    """The error of the transaction operation that failed, or None if it committed."""
+    position = _failed_at(results)
+    return None if position is None else results[position]
 
 
 def _bounded(reason: str | None) -> str | None:
