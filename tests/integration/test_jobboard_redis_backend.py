@@ -19,6 +19,7 @@ import redis
 from legato import errors, jobboard
 from legato.jobboard.base import JobBoard
 from legato.jobboard.redis import RedisJobBoard, RedisSettings
+from legato.states import JobState
 from legato.testing import jobboard as suite
 from legato.testing.clock import FakeClock
 from legato.testing.jobboard import JobBoardConformance, MakeBoard, board_factory
@@ -221,6 +222,107 @@ def test_claim_next_gets_past_a_long_run_of_garbage(redis_url: str, raw: redis.R
     assert board.claim_next("worker") == good
     assert board.claim_next("worker") is None
     assert raw.zcard(f"{ns}:bad") == 150
+
+
+def test_consume_and_claim_next_sets_garbage_aside_and_claims_past_it(
+        redis_url: str, raw: redis.Redis, board: JobBoard) -> None:
+    ns = _namespace(redis_url)
+    first = board.post("first")
+    spoilt = _corrupt(raw, ns, board)
+    # Only the client notices this one: the job is taken, then set aside when it cannot be read.
+    late = board.post("unreadable creation time")
+    raw.hset(f"{ns}:job:{late.uuid}", "created_on", "][")
+    last = board.post("last")
+    held = board.claim(first, "worker")
+    nxt = board.consume_and_claim_next(held, "worker")
+    assert nxt == last and nxt is not None and nxt.attempts == 1
+    assert board.state_of(first) is JobState.COMPLETE
+    for uuid in [*spoilt.values(), late.uuid]:
+        assert raw.exists(f"{ns}:job:{uuid}") == 1
+        assert raw.zscore(f"{ns}:bad", uuid) is not None
+    assert raw.zcard(f"{ns}:ready") == 0
+
+
+def test_finishing_a_claim_whose_claim_fields_are_garbage_is_refused(
+        redis_url: str, raw: redis.Redis, board: JobBoard) -> None:
+    """consume and the other owner checks read only the claim's fields; garbage there is a
+    ``JobFailure`` and the entry stays where it is."""
+    ns = _namespace(redis_url)
+    fence_spoilt = board.claim(board.post("fence"), "worker")
+    raw.hset(f"{ns}:job:{fence_spoilt.uuid}", "fence", '"seven"')
+    lease_spoilt = board.claim(board.post("lease"), "worker")
+    raw.hset(f"{ns}:job:{lease_spoilt.uuid}", "lease_expires", "soon")
+    not_a_hash = board.claim(board.post("string"), "worker")
+    raw.delete(f"{ns}:job:{not_a_hash.uuid}")
+    raw.set(f"{ns}:job:{not_a_hash.uuid}", "a string where a hash belongs")
+    for job in (fence_spoilt, lease_spoilt, not_a_hash):
+        with pytest.raises(errors.JobFailure) as info:
+            board.consume(job, "worker")
+        assert "cannot be decoded" in str(info.value)
+        with pytest.raises(errors.JobFailure):
+            board.consume_and_claim_next(job, "worker")
+        with pytest.raises(errors.JobFailure):
+            board.renew(job, "worker")
+        assert raw.exists(f"{ns}:job:{job.uuid}") == 1
+        assert raw.zscore(f"{ns}:jobs", job.uuid) is not None
+
+
+# -- the script connection ----------------------------------------------------------------------
+
+def test_scripts_are_loaded_again_after_a_script_flush(raw: redis.Redis,
+                                                       board: JobBoard) -> None:
+    first, second = board.post("first"), board.post("second")
+    raw.script_flush()
+    held = board.claim_next("worker")
+    assert held == first and held is not None
+    raw.script_flush()
+    assert board.consume_and_claim_next(held, "worker") == second
+
+
+def test_a_busy_script_connection_sends_other_threads_through_the_pool(
+        raw: redis.Redis, board: JobBoard) -> None:
+    """While one call holds the board's script connection, another still runs (through the
+    client's pool), scripts flushed or not."""
+    assert isinstance(board, RedisJobBoard) and board._scripts is not None
+    first, second = board.post("first"), board.post("second")
+    with board._scripts._lock:
+        raw.script_flush()
+        held = board.claim_next("worker")
+        assert held == first and held is not None
+        assert board.consume_and_claim_next(held, "worker") == second
+    assert board.job_count == 1
+
+
+def test_a_script_connection_the_server_closed_is_replaced(redis_url: str) -> None:
+    """Like a pooled connection at check-out, the kept one is replaced when the server side
+    has closed it: the next call works, with no error."""
+    with TCPProxy("127.0.0.1", 6379) as proxy, \
+            jobboard.connect(proxy.url_for(redis_url)) as board:
+        job = board.post("before")
+        proxy.cut()
+        proxy.restore()
+        held = board.claim_next("worker")
+        assert held == job and held is not None
+        proxy.cut()
+        proxy.restore()
+        assert board.consume_and_claim_next(held, "worker") is None
+        assert board.job_count == 0
+
+
+def test_script_calls_during_an_outage_fail_then_work_again(redis_url: str) -> None:
+    with TCPProxy("127.0.0.1", 6379) as proxy, \
+            jobboard.connect(proxy.url_for(redis_url), socket_timeout=2.0) as board:
+        job = board.post("before")
+        held = board.claim(job, "worker")
+        proxy.cut()
+        with pytest.raises(errors.BoardUnavailable) as info:
+            board.consume_and_claim_next(held, "worker")
+        assert isinstance(info.value.__cause__, redis.ConnectionError)
+        with pytest.raises(errors.BoardUnavailable):
+            board.claim_next("worker")
+        proxy.restore()
+        assert board.consume_and_claim_next(held, "worker") is None
+        assert board.job_count == 0
 
 
 def test_garbage_entity_is_skipped(redis_url: str, raw: redis.Redis, board: JobBoard) -> None:

@@ -19,19 +19,26 @@ atomic; scripts read the server's clock (``TIME``), so every machine agrees on l
 claim nobody renews simply expires: ``claim``/``claim_next`` treat it as claimable, with no code
 on the dead owner's side. ``claim_next`` first moves a bounded number of due delayed jobs and
 expired claims back to ``ready``, then takes the first ready job: its cost does not grow with
-the backlog.
+the backlog. ``consume_and_claim_next`` runs ``consume`` then ``claim_next`` in one script.
+
+The scripts run over a connection the board keeps for them (see ``_ScriptRunner``): they are
+the board's hot path, and a conductor that loops claim, run, consume pays one round trip per
+job for its board calls.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import hashlib
 import importlib.resources
 import json
 import logging
+import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 from urllib.parse import parse_qsl, unquote, urlsplit
 from uuid import uuid4
@@ -53,8 +60,8 @@ __all__ = ["RedisJobBoard", "RedisSettings"]
 
 logger = logging.getLogger(__name__)
 
-_SCRIPTS = ("post", "claim", "claim_next", "renew", "consume", "abandon", "trash", "promote",
-            "set_aside", "entity_register", "entity_list")
+_SCRIPTS = ("post", "claim", "claim_next", "renew", "consume", "consume_and_claim_next",
+            "abandon", "trash", "promote", "set_aside", "entity_register", "entity_list")
 #: Most delayed jobs, expired claims or bad entries one script call handles (bounded work).
 _HOUSEKEEPING_LIMIT = 100
 _BOARD_OPTIONS = ("name", "ttl", "poll_interval", "clock")
@@ -196,17 +203,25 @@ def _translated(what: str, job_uuid: str | None = None) -> Iterator[None]:
     """Turn redis-py errors into Legato's, chained to the driver error."""
     try:
         yield
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise errors.BoardUnavailable(f"Redis unreachable during {what}: {exc}",
-                                      job_uuid=job_uuid) from exc
     except redis.RedisError as exc:
-        raise errors.JobFailure(f"Redis refused {what}: {exc}", job_uuid=job_uuid) from exc
+        raise _legato_error(exc, what, job_uuid) from exc
+
+
+def _legato_error(exc: redis.RedisError, what: str, job_uuid: str | None) -> errors.JobFailure:
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+        return errors.BoardUnavailable(f"Redis unreachable during {what}: {exc}",
+                                       job_uuid=job_uuid)
+    return errors.JobFailure(f"Redis refused {what}: {exc}", job_uuid=job_uuid)
 
 
 def _decode(uuid: str, raw: dict[str, str]) -> JobRecord:
     """A record from a job hash; ``ValueError``/``TypeError``/``KeyError`` when malformed."""
     data = {key: json.loads(value) for key, value in raw.items()}
     data["uuid"] = uuid
+    return _record(data)
+
+
+def _record(data: dict[str, Any]) -> JobRecord:
     record = JobRecord.from_dict(data)
     if not isinstance(record.name, str) or not isinstance(record.fence, int):
         raise TypeError("name must be a string and fence an integer")
@@ -214,16 +229,18 @@ def _decode(uuid: str, raw: dict[str, str]) -> JobRecord:
     return record
 
 
-def _pairs(flat: list[Any]) -> dict[str, str]:
-    return dict(zip(flat[::2], flat[1::2], strict=True))
+def _taken(reply: list[Any]) -> JobRecord:
+    """The record of a claim reply ``['OK', uuid, <the job as one JSON object>]`` (``take``
+    in ``common.lua``); ``ValueError``/``TypeError``/``KeyError`` when malformed."""
+    data = json.loads(reply[2])
+    if not isinstance(data, dict):
+        raise TypeError("a claimed job must be a JSON object")
+    data["uuid"] = str(reply[1])
+    return _record(data)
 
 
-def _taken(reply: list[Any]) -> dict[str, str]:
-    """The job hash of a claim reply ``['OK', uuid, <JSON array of field, value, ...>]``."""
-    flat = json.loads(reply[2])
-    if not isinstance(flat, list) or not all(isinstance(part, str) for part in flat):
-        raise TypeError("a claimed job's hash must be a list of strings")
-    return _pairs(flat)
+#: An owner as the scripts compare it (JSON); a conductor passes the same few names every time.
+_owner_json: Callable[[str], str] = functools.lru_cache(maxsize=256)(json.dumps)
 
 
 class RedisJobBoard(JobBoard):
@@ -249,7 +266,7 @@ class RedisJobBoard(JobBoard):
                                            "trash", "entities", "entities:expiry")]
         self._channel = f"{ns}:events"
         self._client: redis.Redis | None = None
-        self._scripts: dict[str, Any] = {}
+        self._scripts: _ScriptRunner | None = None
         self._events: _EventListener | None = None
 
     @classmethod
@@ -272,19 +289,22 @@ class RedisJobBoard(JobBoard):
         try:
             with _translated("connect"):
                 client.ping()
-                self._scripts = {name: client.register_script(_load_script(name))
-                                 for name in _SCRIPTS}
                 events = _EventListener(client, self._channel)
         except BaseException:
             client.close()
             raise
+        sources = {name: _load_script(name) for name in _SCRIPTS}
         self._client, self._events = client, events
+        self._scripts = _ScriptRunner(client, self._keys, sources)
         events.start()
 
     def _close(self) -> None:
         if self._events is not None:
             self._events.stop()
             self._events = None
+        if self._scripts is not None:
+            self._scripts.close()
+            self._scripts = None
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -296,11 +316,13 @@ class RedisJobBoard(JobBoard):
 
     def _run(self, script: str, args: list[Any], job_uuid: str | None = None) -> list[Any]:
         """Run one Lua script; its reply is a list whose first item is a status."""
+        runner = self._scripts
+        assert runner is not None, "connected boards have a script runner"
         now = "" if self._server_time else repr(self.clock())
-        with _translated(script, job_uuid):
-            reply: list[Any] = self._scripts[script](
-                keys=self._keys, args=[self._prefix, now, self._channel, *args],
-                client=self._redis)
+        try:
+            reply: list[Any] = runner.run(script, [self._prefix, now, self._channel, *args])
+        except redis.RedisError as exc:
+            raise _legato_error(exc, script, job_uuid) from exc
         return reply
 
     # -- posting and reading ---------------------------------------------------------------
@@ -390,7 +412,7 @@ class RedisJobBoard(JobBoard):
     # -- claims ----------------------------------------------------------------------------
 
     def _claim(self, job_uuid: str, who: str, ttl: float) -> JobRecord:
-        reply = self._run("claim", [job_uuid, json.dumps(who), repr(ttl)], job_uuid)
+        reply = self._run("claim", [job_uuid, _owner_json(who), repr(ttl)], job_uuid)
         if reply[0] == "UNCLAIMABLE":
             owner = json.loads(reply[1])
             why = f"claimed by {owner!r}" if owner else "delayed"
@@ -399,36 +421,43 @@ class RedisJobBoard(JobBoard):
         return self._claimed_record(job_uuid, reply)
 
     def _claim_next(self, who: str, ttl: float) -> JobRecord | None:
+        return self._next_claimed(None, who, ttl)
+
+    def _next_claimed(self, reply: list[Any] | None, who: str, ttl: float) -> JobRecord | None:
+        """The job a ``claim_next`` reply gives (running ``claim_next`` when ``reply`` is None),
+        calling again after a run of bad entries or an undecodable job was set aside."""
         while True:
-            reply = self._run("claim_next", [json.dumps(who), repr(ttl), _HOUSEKEEPING_LIMIT])
-            if reply[0] == "EMPTY":
+            if reply is None:
+                reply = self._run("claim_next", [_owner_json(who), repr(ttl),
+                                                 _HOUSEKEEPING_LIMIT])
+            status = reply[0]
+            if status == "EMPTY":
                 return None
-            if reply[0] == "AGAIN":  # a run of bad entries was set aside; carry on
-                continue
-            uuid = str(reply[1])
-            try:
-                return _decode(uuid, _taken(reply))
-            except (ValueError, TypeError, KeyError) as exc:
-                logger.warning("board %r: setting aside undecodable job %s: %s",
-                               self.name, uuid, exc)
-                self._run("set_aside", [uuid], uuid)
+            if status == "OK":
+                try:
+                    return _taken(reply)
+                except (ValueError, TypeError, KeyError) as exc:
+                    uuid = str(reply[1])
+                    logger.warning("board %r: setting aside undecodable job %s: %s",
+                                   self.name, uuid, exc)
+                    self._run("set_aside", [uuid], uuid)
+            reply = None  # "AGAIN": a run of bad entries was set aside; carry on
 
     def _claimed_record(self, job_uuid: str, reply: list[Any]) -> JobRecord:
         if reply[0] != "OK":
             self._refused(job_uuid, "", reply)
         try:
-            raw = _taken(reply)
-        except (ValueError, TypeError) as exc:
+            return _taken(reply)
+        except (ValueError, TypeError, KeyError) as exc:
             raise errors.JobFailure(f"job {job_uuid} cannot be decoded: {exc}",
                                     job_uuid=job_uuid) from exc
-        return self._decoded(job_uuid, raw)
 
     def _refused(self, job_uuid: str, who: str, reply: list[Any]) -> NoReturn:
         status = reply[0]
         if status == "NOTFOUND":
             raise errors.NotFound(f"no job {job_uuid} on board {self.name!r}")
         if status == "NOTOWNER":
-            raise base.not_owner(job_uuid, who, json.loads(reply[1]))
+            raise base.not_owner(job_uuid, who, _owner_of(reply[1]))
         if status == "BAD":
             raise errors.JobFailure(f"job {job_uuid} cannot be decoded", job_uuid=job_uuid)
         raise errors.JobFailure(f"unexpected reply {status!r} for job {job_uuid}",
@@ -436,7 +465,7 @@ class RedisJobBoard(JobBoard):
 
     def _owned(self, script: str, job_uuid: str, who: str, fence: int | None,
                *extra: Any) -> list[Any]:
-        args = [job_uuid, json.dumps(who), "" if fence is None else str(fence), *extra]
+        args = [job_uuid, _owner_json(who), "" if fence is None else str(fence), *extra]
         reply = self._run(script, args, job_uuid)
         if reply[0] != "OK":
             self._refused(job_uuid, who, reply)
@@ -447,6 +476,23 @@ class RedisJobBoard(JobBoard):
 
     def _consume(self, job_uuid: str, who: str, fence: int | None) -> None:
         self._owned("consume", job_uuid, who, fence)
+
+    def _consume_and_claim_next(self, job_uuid: str, who: str, fence: int | None,
+                                ttl: float) -> JobRecord | None:
+        """One script consumes, then claims (``consume_and_claim_next.lua``). Its errors are
+        ``_consume``'s: when the reply is lost the consume may have happened, as with
+        ``consume`` alone, and so may a claim, which then lapses after ``ttl``."""
+        args = [job_uuid, _owner_json(who), "" if fence is None else str(fence), repr(ttl),
+                _HOUSEKEEPING_LIMIT]
+        reply = self._run("consume_and_claim_next", args, job_uuid)
+        if reply[0] in ("NOTFOUND", "NOTOWNER", "BAD"):  # consume's refusals
+            self._refused(job_uuid, who, reply)
+        try:
+            return self._next_claimed(reply, who, ttl)
+        except Exception as exc:  # consumed already: the caller's next claim_next retries
+            logger.debug("board %r: claim after consuming %s failed: %s", self.name,
+                         job_uuid, exc)
+            return None
 
     def _abandon(self, job_uuid: str, who: str, fence: int | None, delay: float,
                  reason: str | None) -> None:
@@ -537,11 +583,100 @@ class RedisJobBoard(JobBoard):
                 logger.warning("board %r: skipping undecodable entity: %s", self.name, exc)
 
 
+def _owner_of(text: str) -> str | None:
+    """The owner a refusal names (JSON), or None when that is garbage too."""
+    try:
+        owner = json.loads(text)
+    except ValueError:
+        return None
+    return owner if isinstance(owner, str) else None
+
+
 def _without_query(url: str, names: tuple[str, ...]) -> str:
     parts = urlsplit(url)
     kept = [(k, v) for k, v in parse_qsl(parts.query) if k not in names]
     query = "&".join(f"{k}={v}" for k, v in kept)
     return parts._replace(query=query).geturl()
+
+
+class _ScriptRunner:
+    """Runs the board's Lua scripts: ``EVALSHA``, loading the script again on ``NOSCRIPT``
+    (after ``SCRIPT FLUSH`` or a server restart) and retrying once.
+
+    redis-py's general command path (pool check-out and check-in, retry and observability
+    wrappers, ``Script``) costs more client time than the round trip itself, and the scripts
+    are the board's hot path. So the runner keeps one connection of its own and talks over it
+    directly (redis-py still packs and parses), under a lock; a thread that finds it busy goes
+    through the client's pool as usual. Like the pool at check-out, the runner replaces its
+    connection when it has unread data or the server closed it; after any failure but an error
+    reply it drops the connection (redis-py has closed it), so the next call connects afresh.
+    """
+
+    def __init__(self, client: redis.Redis, keys: list[str], sources: dict[str, str]) -> None:
+        self._client = client
+        self._keys: tuple[Any, ...] = (len(keys), *keys)
+        self._sources = sources
+        self._shas = {name: hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+                      for name, source in sources.items()}
+        self._lock = threading.Lock()
+        self._conn: Any = None
+        self._live = False  # whether _conn is connected
+        self._pid = os.getpid()
+
+    def run(self, name: str, args: list[Any]) -> Any:
+        if not self._lock.acquire(blocking=False):
+            return self._evalsha(self._client.execute_command, name, args)
+        try:
+            conn = self._checked_out()
+            try:
+                return self._evalsha(functools.partial(_exchange, conn), name, args)
+            except redis.ResponseError:
+                raise  # a whole error reply was read: the connection is still in step
+            except BaseException:
+                self._drop()
+                raise
+        finally:
+            self._lock.release()
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+            self._conn = None
+
+    def _evalsha(self, call: Callable[..., Any], name: str, args: list[Any]) -> Any:
+        try:
+            return call("EVALSHA", self._shas[name], *self._keys, *args)
+        except redis.exceptions.NoScriptError:  # the script did not run: load it, run it
+            call("SCRIPT", "LOAD", self._sources[name])
+            return call("EVALSHA", self._shas[name], *self._keys, *args)
+
+    def _checked_out(self) -> Any:
+        if self._pid != os.getpid():  # a forked child: the connection is the parent's
+            self._conn, self._live, self._pid = None, False, os.getpid()
+        if self._conn is None:
+            self._conn = self._client.connection_pool.make_connection()
+        conn = self._conn
+        if self._live:
+            try:
+                if not conn.can_read():
+                    return conn
+            except (redis.ConnectionError, redis.TimeoutError, OSError):
+                pass  # closed by the server
+            self._drop()
+        conn.connect()
+        self._live = True
+        return conn
+
+    def _drop(self) -> None:
+        self._live = False
+        if self._conn is not None:
+            self._conn.disconnect()
+
+
+def _exchange(conn: Any, *command: Any) -> Any:
+    """Send one command on ``conn`` and read its reply (an error reply raises)."""
+    conn.send_command(*command)
+    return conn.read_response()
 
 
 class _EventListener:

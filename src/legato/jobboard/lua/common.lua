@@ -1,7 +1,15 @@
--- Helpers shared by every Legato jobboard script (prepended to each script by redis.py).
+-- Helpers shared by every Legato jobboard script (prepended to each script by redis.py), and
+-- the bodies of the steps that scripts combine (consume, claim_next).
 -- Job hashes hold JSON-encoded values; "null" stands for None.
 
 local ONE_PRIORITY = 1099511627776  -- 2^40: room for 2^40 posts per priority
+
+-- A job hash's fields as job_values() reads them: JobRecord's fields but the uuid.
+local FIELDS = {'name', 'details', 'book_uuid', 'book_name', 'priority', 'created_on', 'state',
+  'last_modified', 'attempts', 'owner', 'fence', 'lease_expires', 'reason', 'sequence',
+  'available_at'}
+local NAME, DETAILS, PRIORITY, STATE, LAST_MODIFIED, ATTEMPTS, OWNER, FENCE, LEASE, AVAILABLE =
+  1, 2, 5, 7, 8, 9, 10, 11, 12, 15
 
 -- Seconds since the epoch: the caller's clock when given (tests), else the server's, so
 -- every machine compares leases and delays against one clock.
@@ -15,29 +23,50 @@ local function fmt(x)
   return string.format('%.6f', x)
 end
 
-local function decodes(value, kind)
-  if not value then return false end
-  local ok, decoded = pcall(cjson.decode, value)
-  if not ok then return false end
-  if kind == 'table' then return type(decoded) == 'table' end
-  if kind == 'int' then
-    return type(decoded) == 'number' and decoded == math.floor(decoded)
-  end
-  if kind == 'string' then return type(decoded) == 'string' end
-  if kind == 'priority' then
-    return type(decoded) == 'number' and decoded == math.floor(decoded)
-      and decoded >= -2 and decoded <= 2
-  end
-  if kind == 'state' then return decoded == 'UNCLAIMED' or decoded == 'CLAIMED' end
-  return true
+-- Cheap checks of the values the scripts compute with. Legato writes integers as plain digits
+-- and the two live states as these exact strings; times are 'null' or a number.
+local function is_int(value)
+  return value ~= false and value ~= nil and string.find(value, '^%-?%d+$') ~= nil
 end
 
--- True when the key is a job hash Legato can decode; anything else is garbage to set aside.
-local function is_valid(key)
-  if redis.call('TYPE', key)['ok'] ~= 'hash' then return false end
-  local v = redis.call('HMGET', key, 'name', 'details', 'priority', 'state', 'fence', 'attempts')
-  return decodes(v[1], 'string') and decodes(v[2], 'table') and decodes(v[3], 'priority')
-    and decodes(v[4], 'state') and decodes(v[5], 'int') and decodes(v[6], 'int')
+local function is_state(value)
+  return value == '"UNCLAIMED"' or value == '"CLAIMED"'
+end
+
+local function is_time(value)
+  return value == 'null' or (value ~= false and value ~= nil and tonumber(value) ~= nil)
+end
+
+local function decodes_to(value, kind)
+  if not value then return false end
+  local ok, decoded = pcall(cjson.decode, value)
+  return ok and type(decoded) == kind
+end
+
+-- The job's values in FIELDS order (false where a field is missing, all false when the key does
+-- not exist), or nil when the key holds something other than a hash.
+local function job_values(key)
+  local v = redis.pcall('HMGET', key, unpack(FIELDS))
+  if v.err then return nil end
+  return v
+end
+
+-- True when job_values() describe a job Legato can decode; anything else is garbage to set
+-- aside. Checked when a job is taken (the client decodes what it receives, and sets aside
+-- whatever it cannot); the other steps check only the fields they use.
+local function is_valid(v)
+  if not v then return false end
+  local priority = is_int(v[PRIORITY]) and tonumber(v[PRIORITY])
+  return priority and priority >= -2 and priority <= 2 and is_state(v[STATE])
+    and is_int(v[FENCE]) and is_int(v[ATTEMPTS]) and is_time(v[LEASE])
+    and is_time(v[AVAILABLE]) and decodes_to(v[NAME], 'string')
+    and decodes_to(v[DETAILS], 'table')
+end
+
+-- True when the key is a hash with a state: enough to move the job between indexes (it is
+-- validated when taken, and set aside then if it is garbage).
+local function holds_job(key)
+  return redis.pcall('HEXISTS', key, 'state') == 1
 end
 
 -- Move a job that cannot be decoded out of every work index into the "bad" set (kept, never
@@ -51,41 +80,53 @@ local function set_aside(k, uuid)
   redis.log(redis.LOG_WARNING, 'legato: set aside undecodable job ' .. uuid)
 end
 
--- The live claim's owner (JSON) or nil.
-local function live_owner(key, now)
-  local h = redis.call('HMGET', key, 'state', 'owner', 'lease_expires')
-  if h[1] == '"CLAIMED"' and h[3] and h[3] ~= 'null' and tonumber(h[3]) > now then
-    return h[2]
+-- The live claim's owner (JSON) or nil; `state` and `lease` have passed is_state/is_time.
+local function live_owner(state, owner, lease, now)
+  if state == '"CLAIMED"' and lease ~= 'null' and tonumber(lease) > now then
+    return owner
   end
   return nil
 end
 
--- nil when `who` (JSON) holds the live claim with `fence` ('' = any); else an error reply.
+-- nil when `who` (JSON) holds the live claim with `fence` ('' = any); else a refusal. Reads only
+-- the claim's fields: the rest of the job was validated when it was taken.
 local function check_owner(key, who, fence, now)
-  if redis.call('EXISTS', key) == 0 then return {'NOTFOUND'} end
-  if not is_valid(key) then return {'BAD'} end
-  local owner = live_owner(key, now)
+  local h = redis.pcall('HMGET', key, 'state', 'owner', 'lease_expires', 'fence')
+  if h.err then return {'BAD'} end
+  if not h[1] and redis.call('EXISTS', key) == 0 then return {'NOTFOUND'} end
+  if not (is_state(h[1]) and is_time(h[3]) and is_int(h[4])) then return {'BAD'} end
+  local owner = live_owner(h[1], h[2], h[3], now)
   if owner ~= who then return {'NOTOWNER', owner or 'null'} end
-  if fence ~= '' and tonumber(redis.call('HGET', key, 'fence')) ~= tonumber(fence) then
-    return {'NOTOWNER', owner}
-  end
+  if fence ~= '' and tonumber(h[4]) ~= tonumber(fence) then return {'NOTOWNER', owner} end
   return nil
 end
 
--- Give the job to `who` for `ttl` seconds: new fence, one more attempt.
--- Returns {'OK', uuid, <JSON array field, value, ...>}: one bulk string parses far faster on the
--- client than a reply of 30-odd items.
-local function take(k, uuid, key, who, ttl, now)
-  local h = redis.call('HMGET', key, 'fence', 'attempts')
+-- The job as one JSON object made of its stored JSON values: the client decodes it in one call
+-- (a reply of 30-odd items, each decoded apart, costs several times more). A value that is not
+-- JSON makes the whole object undecodable, which the client handles like any undecodable job.
+local function job_json(v)
+  local parts = {}
+  for i, name in ipairs(FIELDS) do
+    if v[i] then parts[#parts + 1] = '"' .. name .. '":' .. v[i] end
+  end
+  return '{' .. table.concat(parts, ',') .. '}'
+end
+
+-- Give the job (is_valid values `v`) to `who` for `ttl` seconds: new fence, one more attempt.
+-- Returns {'OK', uuid, <the job as JSON>}.
+local function take(k, uuid, key, v, who, ttl, now)
   local lease = now + ttl
+  v[STATE], v[OWNER], v[LEASE], v[AVAILABLE] = '"CLAIMED"', who, fmt(lease), 'null'
+  v[FENCE] = string.format('%d', tonumber(v[FENCE]) + 1)
+  v[ATTEMPTS] = string.format('%d', tonumber(v[ATTEMPTS]) + 1)
+  v[LAST_MODIFIED] = fmt(now)
   redis.call('ZREM', k.ready, uuid)
   redis.call('ZREM', k.delayed, uuid)
   redis.call('ZADD', k.claimed, lease, uuid)
-  redis.call('HSET', key, 'state', '"CLAIMED"', 'owner', who,
-    'fence', string.format('%d', tonumber(h[1]) + 1),
-    'attempts', string.format('%d', tonumber(h[2]) + 1),
-    'lease_expires', fmt(lease), 'last_modified', fmt(now), 'available_at', 'null')
-  return {'OK', uuid, cjson.encode(redis.call('HGETALL', key))}
+  redis.call('HSET', key, 'state', v[STATE], 'owner', who, 'fence', v[FENCE],
+    'attempts', v[ATTEMPTS], 'lease_expires', v[LEASE], 'last_modified', v[LAST_MODIFIED],
+    'available_at', 'null')
+  return {'OK', uuid, job_json(v)}
 end
 
 -- Bounded housekeeping: due delayed jobs and expired claims go back to "ready".
@@ -95,7 +136,7 @@ local function promote(k, now, limit)
     local key = k.prefix .. 'job:' .. uuid
     local score = redis.call('ZSCORE', k.jobs, uuid)
     redis.call('ZREM', k.delayed, uuid)
-    if score and is_valid(key) then
+    if score and holds_job(key) then
       redis.call('HSET', key, 'available_at', 'null')
       redis.call('ZADD', k.ready, score, uuid)
     else
@@ -107,7 +148,7 @@ local function promote(k, now, limit)
     local key = k.prefix .. 'job:' .. uuid
     local score = redis.call('ZSCORE', k.jobs, uuid)
     redis.call('ZREM', k.claimed, uuid)
-    if score and is_valid(key) then
+    if score and holds_job(key) then
       redis.call('HSET', key, 'state', '"UNCLAIMED"', 'owner', 'null', 'lease_expires', 'null')
       redis.call('ZADD', k.ready, score, uuid)
     else
@@ -128,3 +169,39 @@ local k = {jobs = KEYS[1], ready = KEYS[2], delayed = KEYS[3], claimed = KEYS[4]
   prefix = ARGV[1]}
 local now = now_from(ARGV[2])
 local channel = ARGV[3]
+
+-- Finish a claimed job: it leaves the board. `who` is JSON, `fence` '' for any.
+-- Returns {'OK'} or a check_owner refusal.
+local function consume(uuid, who, fence)
+  local key = k.prefix .. 'job:' .. uuid
+  local refused = check_owner(key, who, fence, now)
+  if refused then return refused end
+  redis.call('DEL', key)
+  for _, index in ipairs({k.jobs, k.ready, k.delayed, k.claimed}) do
+    redis.call('ZREM', index, uuid)
+  end
+  redis.call('PUBLISH', removal_channel(channel, uuid), 'removed ' .. uuid)
+  return {'OK'}
+end
+
+-- Claim the first ready job for `who` (JSON). Work is bounded: at most `limit` delayed/expired
+-- jobs are promoted and at most `limit` undecodable entries set aside per call ('AGAIN' asks
+-- the caller to call once more). Returns take()'s reply, {'EMPTY'} or {'AGAIN'}.
+local function claim_next(who, ttl, limit)
+  promote(k, now, limit)
+  for _ = 1, limit do
+    local first = redis.call('ZRANGE', k.ready, 0, 0)
+    if #first == 0 then return {'EMPTY'} end
+    local uuid = first[1]
+    local key = k.prefix .. 'job:' .. uuid
+    local v = job_values(key)
+    if not is_valid(v) then
+      set_aside(k, uuid)
+    elseif live_owner(v[STATE], v[OWNER], v[LEASE], now) then
+      redis.call('ZREM', k.ready, uuid)  -- stale index entry: the claimed set has it
+    else
+      return take(k, uuid, key, v, who, ttl, now)
+    end
+  end
+  return {'AGAIN'}
+end

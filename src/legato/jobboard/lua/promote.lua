@@ -5,7 +5,7 @@ local limit = tonumber(ARGV[4])
 promote(k, now, limit)
 for _ = 1, limit do
   local first = redis.call('ZRANGE', k.ready, 0, 0)
-  if #first == 0 or is_valid(k.prefix .. 'job:' .. first[1]) then break end
+  if #first == 0 or is_valid(job_values(k.prefix .. 'job:' .. first[1])) then break end
   set_aside(k, first[1])
 end
 return {'OK'}
