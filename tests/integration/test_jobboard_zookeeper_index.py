@@ -82,12 +82,12 @@ def test_events_during_a_listing_are_replayed_on_top_of_it() -> None:
     # Listings are requested now; these events come before their replies.
     index.event(JOBS, DELETED, a)
     index.event(JOBS, CREATED, c)
-    index.event(CLAIMS, CREATED, b)
+    index.event(JOBS, CHANGED, b)  # claimed
     assert not index.synced
     # The listings were made before those changes: they still show a, and not c or b's claim.
     assert index.finish_sync(epoch, [a, b], []) == [b]
     assert index.synced and _all(index) == [b, c]
-    assert index.take(0.0) == c  # b's claim is not read yet: passed over
+    assert index.take(0.0) == c  # whether b is claimed is not read yet: passed over
     index.desync()
     assert not index.synced
 
@@ -130,23 +130,30 @@ def test_reads_sent_before_an_event_are_dropped() -> None:
     token = index.token()
     index.event(JOBS, CHANGED, a)
     index.job_data(a, (b"old", 1), seen=token)
+    index.no_claim(a, seen=token)
+    assert index.unknown_claims() == [a]  # both reads were sent before the change
     index.event(CLAIMS, DELETED, a)
     assert index.cached(a) is None
     index.job_data(a, (b"new", 2), seen=index.token())
     assert index.cached(a) == (b"new", 2)
 
 
-def test_own_claims_need_no_read_but_foreign_ones_do() -> None:
-    a, b = _name(0, "a", 1), _name(0, "b", 2)
-    index = _synced([a, b])
-    index.claiming(a)
-    assert index.event(CLAIMS, CREATED, a) is False  # our own claim node
-    assert index.claim_done(a, 100.0) is False
+def test_own_writes_need_no_read_but_foreign_ones_do() -> None:
+    a, b, c = (_name(0, u, i) for i, u in enumerate("abc"))
+    index = _synced([a, b, c])
+    index.writing(a)
+    assert index.event(JOBS, CHANGED, a) is False  # our own claim rewrote the job node
+    index.claimed(a, 100.0)
+    assert index.written(a) is False
     assert index.take(10.0) == b
-    index.claiming(b)
-    assert index.event(CLAIMS, CREATED, b) is False  # someone else's, while ours was sent
-    assert index.claim_done(b, None) is True  # ours failed: b's claim is left to read
-    assert index.event(CLAIMS, CREATED, _name(0, "c", 3)) is True
+    index.writing(b)
+    assert index.event(JOBS, CHANGED, b) is False  # someone else's claim, while ours was sent
+    assert index.written(b) is True  # ours failed: whether b is claimed is left to read
+    assert index.event(JOBS, CHANGED, c) is True  # claimed or abandoned elsewhere: read
+    assert index.take(10.0) is None  # b and c are unknown, a is ours
+    index.no_claim(c, seen=index.token())  # it was abandoned
+    assert index.take(10.0) == c
+    assert index.event(CLAIMS, CHANGED, a) is True  # a watched claim was renewed: read again
     assert index.claim_exists(a) is False  # known already
     index.event(CLAIMS, DELETED, a)
     assert index.claim_exists(a) is True  # a transaction found one the events have not shown
@@ -165,6 +172,7 @@ def test_data_is_known_only_while_nothing_changed_it() -> None:
     assert index.to_fetch(0.0, 3) == [b]
     index.event(JOBS, CHANGED, a)  # claimed or abandoned elsewhere
     assert index.cached(a) is None
+    index.no_claim(a, seen=index.token())
     index.unclaimed(a, None, (b"abandoned", 3))
     assert index.cached(a) == (b"abandoned", 3)
     index.stale(a)
@@ -182,12 +190,14 @@ def test_delays_are_forgotten_when_the_job_changes() -> None:
     assert _all(index, 10.0, only_unclaimed=True) == [b]
     assert _all(index, 60.0, only_unclaimed=True) == [a, b]
     index.event(JOBS, CHANGED, a)  # abandoned again elsewhere: the delay is unknown now
+    index.no_claim(a, seen=index.token())
     assert _all(index, 10.0, only_unclaimed=True) == [a, b]
     token = index.token()
     index.delayed(a, 40.0, seen=token)
     assert index.take(10.0) == b
     index.event(JOBS, CHANGED, a)
     index.delayed(a, 45.0, seen=token)  # read before that change: dropped
+    index.no_claim(a, seen=index.token())
     assert index.take(10.0) == a
 
 

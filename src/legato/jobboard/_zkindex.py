@@ -147,7 +147,7 @@ class Index:
         self._claims: dict[str, float | None] = {}
         self._data: dict[str, Node] = {}
         self._fetching: set[str] = set()
-        self._claiming: set[str] = set()
+        self._writing: set[str] = set()
         self._busy: set[str] = set()
         # Events count up ``_seq``; ``_touched`` says when each node last had one.
         self._seq = 0
@@ -237,16 +237,18 @@ class Index:
             elif kind == DELETED:
                 self._drop(name)
             elif kind == CHANGED:
-                # Claimed, abandoned or rewritten: its data and delay are not known any more.
+                # Claimed or abandoned (the only writes to a job node): its data and delay are
+                # not known any more, nor whether a claim node exists.
                 self._data.pop(name, None)
                 self._not_before.pop(name, None)
+                self._claims[name] = None
+                return name not in self._writing
             return False
-        if kind in (CREATED, CHANGED):
-            self._claims[name] = None
-            return name not in self._claiming
         if kind == DELETED:
             self._claims.pop(name, None)
-        return False
+            return False
+        self._claims[name] = None  # renewed (or replaced): read it, and watch it, again
+        return name not in self._writing
 
     # -- this process's own writes and reads -----------------------------------------------
 
@@ -271,22 +273,19 @@ class Index:
             self._claims.pop(name, None)
             self._changed()
 
-    def claiming(self, name: str) -> None:
-        """This process is about to commit a claim of ``name``: its own claim node's creation
-        needs no read."""
+    def writing(self, name: str) -> None:
+        """This process is about to change the job node ``name`` (claim or abandon it): the
+        event that causes needs no read; ``written`` ends that."""
         with self.cond:
-            self._claiming.add(name)
+            self._writing.add(name)
 
-    def claim_done(self, name: str, expires: float | None) -> bool:
-        """The claim started with ``claiming`` committed with this lease expiry (or failed:
-        None). True when a claim node of unknown expiry is left to read."""
+    def written(self, name: str) -> bool:
+        """The write announced by ``writing`` is over (the caller has recorded its outcome with
+        ``claimed`` or ``unclaimed``, or it failed). True when whether a claim node exists is
+        left unknown, to be read."""
         with self.cond:
-            self._claiming.discard(name)
-            if expires is not None:
-                self._claims[name] = expires
-                self._data.pop(name, None)
-                return False
-            return name in self._claims and self._claims[name] is None
+            self._writing.discard(name)
+            return name in self._keys and name in self._claims and self._claims[name] is None
 
     def claim_exists(self, name: str) -> bool:
         """A claim attempt found a claim node the index did not know of: True when it should be
@@ -299,13 +298,21 @@ class Index:
             return True
 
     def claimed(self, name: str, expires: float, *, seen: int | None = None) -> None:
-        """A claim with this lease expiry: read with token ``seen``, or renewed by this process
-        just now (``seen`` None)."""
+        """A claim with this lease expiry: read with token ``seen``, or made or renewed by this
+        process just now (``seen`` None)."""
         with self.cond:
-            if seen is not None and not self._fresh(name, seen):
+            if seen is not None and not (self._fresh(name, seen) and name in self._keys):
                 return
-            if seen is None or name in self._claims:
-                self._claims[name] = expires
+            self._claims[name] = expires
+            if seen is None:
+                self._data.pop(name, None)  # the claim rewrote the job node
+            self._changed()
+
+    def no_claim(self, name: str, *, seen: int) -> None:
+        """A read with token ``seen`` found no claim node."""
+        with self.cond:
+            if self._fresh(name, seen) and name in self._claims:
+                del self._claims[name]
                 self._changed()
 
     def unclaimed(self, name: str, available_at: float | None = None,
@@ -416,10 +423,12 @@ class Index:
         with self.cond:
             self._busy.discard(name)
 
-    def to_fetch(self, now: float, limit: int) -> list[str]:
+    def to_fetch(self, now: float, limit: int, *, batch: int = 1) -> list[str]:
         """Of the next ``limit`` candidates (not reserved), those whose data is neither known
-        nor being read; they are marked as being read (``job_data`` ends that)."""
+        nor being read, if there are at least ``batch`` of them or the first candidate is one;
+        they are marked as being read (``job_data`` ends that)."""
         wanted: list[str] = []
+        urgent = False
         with self.cond:
             seen = 0
             for key in self._order:
@@ -428,9 +437,12 @@ class Index:
                     continue
                 if name not in self._data and name not in self._fetching:
                     wanted.append(name)
+                    urgent = urgent or seen == 0
                 seen += 1
                 if seen >= limit:
                     break
+            if not urgent and len(wanted) < batch:
+                return []
             self._fetching.update(wanted)
         return wanted
 

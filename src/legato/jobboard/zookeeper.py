@@ -43,6 +43,7 @@ same events wake ``wait()`` within milliseconds of a post anywhere.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import functools
 import json
@@ -69,7 +70,7 @@ from legato.jobboard._zkindex import (
     job_name_prefix,
     uuid_of,
 )
-from legato.jobboard._zkwatch import TreeWatch
+from legato.jobboard._zkwatch import Handler, Watches, read_many_async
 from legato.jobboard.base import Entity, JobBoard, JobRecord, not_owner
 from legato.states import JobState
 
@@ -91,12 +92,15 @@ _MAX_NODE_BYTES = 1_000_000
 _MAX_REASON = 16_384
 #: Attempts at an optimistic transaction before giving up (each failure means real contention).
 _RETRIES = 8
-#: How many of the next candidates' job nodes ``claim_next`` reads ahead, in the background.
-_PREFETCH = 4
+#: How many of the next candidates' job nodes ``claim_next`` reads ahead, in the background
+#: (half as many at a time, in one request).
+_PREFETCH = 8
 #: Operations a consume adds to a transaction (delete the claim node, delete the job node).
 _CONSUME_OPS = 2
 #: Record fields that describe the live claim, kept in the claim node rather than the job node.
 _CLAIM_FIELDS = ("state", "owner", "lease_expires", "sequence")
+#: Record fields kept in the job node.
+_JOB_FIELDS = tuple(f.name for f in dataclasses.fields(JobRecord) if f.name not in _CLAIM_FIELDS)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -205,7 +209,11 @@ class ZooKeeperJobBoard(JobBoard):
         self._client: Any = None
         self._session_id: int | None = None
         self._index = Index()
-        self._watch: TreeWatch | None = None
+        self._watch: Watches | None = None
+        # Background reads of the next candidates' job nodes:
+        # name -> (kazoo result, position in it, token).
+        self._fetches: dict[str, tuple[Any, int, int]] = {}
+        self._fetches_lock = threading.Lock()
         self._sync_lock = threading.Lock()
         self._local = threading.local()
         self._entities: dict[tuple[str, str], bytes] = {}
@@ -242,14 +250,15 @@ class ZooKeeperJobBoard(JobBoard):
             hosts=self.settings.hosts, timeout=self.settings.session_timeout,
             # Reconnect forever: the same board object carries on once the server is back.
             connection_retry=KazooRetry(max_tries=-1, delay=0.05, max_delay=1.0),
+            handler=Handler(),
         )
         try:
             client.start(timeout=self.settings.timeout)
             self._client, self._session_id = client, client.client_id[0]
             for path in (self._jobs, self._claims, self._trash_root, self._entities_root):
                 client.ensure_path(path)
-            self._watch = TreeWatch(client, {self._jobs: JOBS, self._claims: CLAIMS},
-                                    self._on_event)
+            self._watch = Watches(client, {self._jobs: JOBS, self._claims: CLAIMS},
+                                  self._on_event)
             client.add_listener(self._on_state)
             self._index.desync()
             self._sync()
@@ -272,13 +281,14 @@ class ZooKeeperJobBoard(JobBoard):
         self._index.desync()  # also wakes waiters
 
     def _sync(self) -> None:
-        """Add the watches on this connection and list ``jobs/`` and ``claims/``; events that
-        arrive meanwhile are replayed on top of the listings (``Index.finish_sync``)."""
+        """Watch ``jobs/`` on this connection and list ``jobs/`` and ``claims/``; events that
+        arrive meanwhile are replayed on top of the listings (``Index.finish_sync``). Then read
+        (and watch) every claim node."""
         client, watch = self._live(), self._watch
         assert watch is not None
         epoch = self._index.begin_sync()
         try:
-            added = watch.add_async()
+            added = [watch.add_async(self._jobs)]
             listings = [client.get_children_async(self._jobs),
                         client.get_children_async(self._claims)]
             for pending in added:
@@ -313,51 +323,73 @@ class ZooKeeperJobBoard(JobBoard):
         self._read_claims(self._index.unknown_claims())
 
     def _read_claims(self, names: list[str]) -> None:
-        token = self._index.token()
-        for name, found in zip(names, self._read(*(f"{self._claims}/{n}" for n in names)),
-                               strict=True):
-            if found is not None:
-                self._index.claimed(name, _expiry(_decode_claim(found[0])), seen=token)
+        """Read claim nodes (and watch them) in one round trip and tell the index."""
+        watch, token = self._watch, self._index.token()
+        assert watch is not None
+        self._live()
+        pending = [watch.get_async(f"{self._claims}/{name}") for name in names]
+        for name, item in zip(names, pending, strict=True):
+            try:
+                data, _ = self._result(item)
+            except kz.NoNodeError:
+                self._index.no_claim(name, seen=token)
+            else:
+                self._index.claimed(name, _expiry(_decode_claim(data)), seen=token)
 
     def _on_event(self, root: str, kind: int, name: str) -> None:
-        # On kazoo's connection thread (see ``TreeWatch``): send requests, never wait for them.
+        # On kazoo's connection thread (see ``Watches``): send requests, never wait for them.
         if self._index.event(root, kind, name):
             self._read_claim_async(name)
 
     def _read_claim_async(self, name: str) -> None:
-        """Learn a claim's lease expiry in the background."""
-        client = self._client
-        if client is None:
+        """Learn whether a claim node exists, and its lease expiry, in the background; its
+        watch then reports its renewal or its end (``claims/`` has no watch of its own, so
+        that this board's own claims cost no events)."""
+        watch = self._watch
+        if watch is None or self._client is None:
             return
         token = self._index.token()
-        pending = client.get_async(f"{self._claims}/{name}")
-        pending.rawlink(functools.partial(self._claim_read, name, token))
+        watch.get_async(f"{self._claims}/{name}").rawlink(
+            functools.partial(self._claim_read, name, token))
 
     def _claim_read(self, name: str, token: int, pending: Any) -> None:
-        with contextlib.suppress(Exception):  # gone already, or disconnected: read again later
+        try:
             data, _ = pending.get(block=False)
+        except kz.NoNodeError:
+            self._index.no_claim(name, seen=token)
+        except Exception:  # disconnected: the index is synced again on reconnection
+            return
+        else:
             self._index.claimed(name, _expiry(_decode_claim(data)), seen=token)
 
     def _prefetch(self) -> None:
-        """Read the data of the next few candidates in the background, so that claiming them
-        is one transaction."""
+        """Read the job nodes of the next few candidates in the background, several in one
+        request, so that claiming them is one transaction; ``_fetched`` picks up the reply."""
         client = self._client
-        names = self._index.to_fetch(self.clock(), _PREFETCH) if client is not None else []
+        names = (self._index.to_fetch(self.clock(), _PREFETCH, batch=_PREFETCH // 2)
+                 if client is not None else [])
         if not names:
             return
         token = self._index.token()
-        for name in names:
-            try:
-                pending = client.get_async(f"{self._jobs}/{name}")
-            except Exception:  # closed meanwhile: the claim reads it then
-                self._index.job_data(name, None, seen=token)
-                continue
-            pending.rawlink(functools.partial(self._job_read, name, token))
+        pending = read_many_async(client, [f"{self._jobs}/{name}" for name in names])
+        with self._fetches_lock:
+            for position, name in enumerate(names):
+                self._fetches[name] = (pending, position, token)
+            done = [name for name, (item, _, _) in self._fetches.items() if item.ready()]
+        for name in done:
+            self._fetched(name, wait=False)
 
-    def _job_read(self, name: str, token: int, pending: Any) -> None:
-        node: tuple[bytes, int] | None = None
-        with contextlib.suppress(Exception):
-            data, stat = pending.get(block=False)
+    def _fetched(self, name: str, *, wait: bool = True) -> None:
+        """Hand the background read of ``name``'s job node, if any, to the index, waiting for
+        its reply if ``wait`` (it was sent before, so it comes sooner than a new read)."""
+        with self._fetches_lock:
+            found = self._fetches.pop(name, None)
+        if found is None:
+            return
+        item, position, token = found
+        node: Node | None = None
+        with contextlib.suppress(Exception):  # gone or disconnected: the claim reads it
+            data, stat = item.get(timeout=self.settings.timeout if wait else 0)[position]
             node = (data, int(stat.version))
         self._index.job_data(name, node, seen=token)
 
@@ -570,6 +602,7 @@ class ZooKeeperJobBoard(JobBoard):
         to have no claim node), otherwise a read of both nodes first. The transaction checks
         the job node's version, so data known from earlier is only ever a guess."""
         for attempt in range(_RETRIES):
+            self._fetched(name)
             token = self._index.token()
             job = self._index.cached(name) if attempt == 0 else None
             cached, claim = job is not None, None
@@ -602,22 +635,21 @@ class ZooKeeperJobBoard(JobBoard):
 
     def _commit_claim(self, prepared: _Claim, ops: Callable[[Any], None]) -> list[Any]:
         """Commit a transaction that includes ``prepared``'s operations, telling the index
-        that the claim node it creates is this board's own."""
-        self._index.claiming(prepared.name)
-        expires = None
+        that the change to the job node it makes is this board's own."""
+        self._index.writing(prepared.name)
         try:
             results = self._commit(ops, on_unknown=functools.partial(
                 self._unknown_claim, name=prepared.name, fence=prepared.record.fence))
             if _failure(results) is None:
-                expires = float(prepared.claim["expires_at"])
+                self._index.claimed(prepared.name, float(prepared.claim["expires_at"]))
             return results
         finally:
-            if self._index.claim_done(prepared.name, expires):
+            if self._index.written(prepared.name):
                 self._read_claim_async(prepared.name)
 
     def _claim_committed(self, prepared: _Claim, job_stat: Any) -> JobRecord:
         record = prepared.record
-        self._remember_hold(_Held(prepared.name, prepared.claim, 0, dataclasses.replace(record),
+        self._remember_hold(_Held(prepared.name, prepared.claim, 0, copy.copy(record),
                                   int(job_stat.version)))
         record.state, record.owner = JobState.CLAIMED, prepared.claim["owner"]
         return record
@@ -677,6 +709,7 @@ class ZooKeeperJobBoard(JobBoard):
     def _prepare_cached(self, name: str, who: str, ttl: float) -> _Claim | None:
         """A claim of ``name`` built from what the index knows, or None if that is not enough
         (or shows the job cannot be claimed now)."""
+        self._fetched(name)
         token = self._index.token()
         job = self._index.cached(name)
         if job is None:
@@ -688,10 +721,20 @@ class ZooKeeperJobBoard(JobBoard):
         return self._prepare_claim(name, record, job[1], None, who, ttl, cached=True)
 
     def _read_nodes(self, name: str) -> tuple[Node | None, Node | None]:
-        """The job node and the claim node of ``name`` (data and version), in one round trip."""
-        job, claim = self._read(f"{self._jobs}/{name}", f"{self._claims}/{name}")
-        return (None if job is None else (job[0], int(job[1].version)),
-                None if claim is None else (claim[0], int(claim[1].version)))
+        """The job node and the claim node of ``name`` (data and version), in one round trip;
+        the claim node is left watched (see ``_read_claim_async``)."""
+        client, watch = self._live(), self._watch
+        assert watch is not None
+        pending = [client.get_async(f"{self._jobs}/{name}"),
+                   watch.get_async(f"{self._claims}/{name}")]
+        found: list[Node | None] = []
+        for item in pending:
+            try:
+                data, stat = self._result(item)
+                found.append((data, int(stat.version)))
+            except kz.NoNodeError:
+                found.append(None)
+        return found[0], found[1]
 
     def _claimable(self, name: str, job: Node | None, claim: Node | None,
                    token: int) -> JobRecord:
@@ -744,6 +787,8 @@ class ZooKeeperJobBoard(JobBoard):
                                                            version=found[1].version))
                     logger.info("board %r released claim %s whose reply was lost",
                                 self.name, name)
+                    self._forget_hold(name)
+                    self._index.unclaimed(name)  # our own claim nodes fire no events
             with contextlib.suppress(ValueError):
                 self._orphans.remove((name, fence))
 
@@ -847,9 +892,15 @@ class ZooKeeperJobBoard(JobBoard):
             txn.delete(f"{self._claims}/{held.name}", version=held.claim_version)
             txn.set_data(f"{self._jobs}/{held.name}", written[0], version=held.job_version)
 
-        held, results = self._end_claim(job_uuid, who, fence, ops)
-        self._forget_hold(held.name)
-        self._index.unclaimed(held.name, available_at, (written[0], int(results[1].version)))
+        name = self._name_of(job_uuid)
+        self._index.writing(name)
+        try:
+            held, results = self._end_claim(job_uuid, who, fence, ops)
+            self._forget_hold(held.name)
+            self._index.unclaimed(held.name, available_at, (written[0], int(results[1].version)))
+        finally:
+            if self._index.written(name):
+                self._read_claim_async(name)
 
     def _trash(self, job_uuid: str, who: str, fence: int | None, reason: str | None) -> None:
         now = self.clock()
@@ -980,10 +1031,8 @@ def _spread(lost: int) -> int:
 
 
 def _encode_job(record: JobRecord) -> bytes:
-    stored = record.to_dict()
-    for field in _CLAIM_FIELDS:
-        stored.pop(field, None)
-    return json.dumps(stored).encode()
+    # Not ``record.to_dict()``: that deep-copies the details, and this runs on every claim.
+    return json.dumps({field: getattr(record, field) for field in _JOB_FIELDS}).encode()
 
 
 def _decode_claim(data: bytes) -> dict[str, Any]:
