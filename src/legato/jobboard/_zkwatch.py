@@ -26,7 +26,6 @@ from typing import Any
 
 from kazoo.exceptions import EXCEPTIONS
 from kazoo.handlers.threading import SequentialThreadingHandler
-from kazoo.handlers.utils import fileobj_to_fd
 from kazoo.protocol.serialization import (
     GetData,
     Watch,
@@ -166,16 +165,24 @@ class Handler(SequentialThreadingHandler):  # type: ignore[misc]
                timeout: float | None = None) -> tuple[list[Any], list[Any], list[Any]]:
         if not hasattr(select, "poll"):
             return super().select(rlist, wlist, xlist, timeout)  # type: ignore[no-any-return]
-        masks: dict[int, int] = {}
-        for objects, mask in ((rlist, _POLL_IN), (wlist, _POLL_OUT)):
-            for obj in objects:
-                fd = fileobj_to_fd(obj)
-                masks[fd] = masks.get(fd, 0) | mask
         poller = select.poll()
+        wanted = [(obj, _fd(obj), _POLL_IN) for obj in rlist]
+        wanted += [(obj, _fd(obj), _POLL_OUT) for obj in wlist]
+        masks: dict[int, int] = {}
+        for _, fd, mask in wanted:
+            masks[fd] = masks.get(fd, 0) | mask
         for fd, mask in masks.items():
             poller.register(fd, mask)
-        ready = dict(poller.poll(None if timeout is None else math.ceil(timeout * 1000)))
-        readable = [o for o in rlist if ready.get(fileobj_to_fd(o), 0) & (_POLL_IN | _POLL_BAD)]
-        writable = [o for o in wlist
-                    if ready.get(fileobj_to_fd(o), 0) & (_POLL_OUT | _POLL_BAD)]
-        return readable, writable, []
+        ready = poller.poll(None if timeout is None else math.ceil(timeout * 1000))
+        if not ready:
+            return [], [], []
+        flags = dict(ready)
+        found: tuple[list[Any], list[Any], list[Any]] = ([], [], [])
+        for obj, fd, mask in wanted:
+            if flags.get(fd, 0) & (mask | _POLL_BAD):
+                found[0 if mask == _POLL_IN else 1].append(obj)
+        return found
+
+
+def _fd(obj: Any) -> int:
+    return obj if isinstance(obj, int) else int(obj.fileno())

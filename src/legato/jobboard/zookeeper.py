@@ -674,26 +674,28 @@ class ZooKeeperJobBoard(JobBoard):
                                 ttl: float) -> JobRecord | None:
         """One transaction that consumes this board's own claim and claims the next job, when
         the next job's data is already known; otherwise (or if that transaction fails) a
-        consume and then a ``claim_next``."""
+        consume and then a ``claim_next``. Nothing is claimed unless the consume commits."""
         held = (None if self._orphans or not self._index.synced
                 else self._remembered(job_uuid, who, fence))
         name = None if held is None else self._index.take(self.clock())
-        prepared = None
-        try:
-            if name is not None and held is not None and name != held.name:
-                prepared = self._prepare_cached(name, who, ttl)
-        finally:
-            if name is not None:
-                self._index.release(name)
-        self._prefetch()  # this candidate (if unknown) or the next ones, while we commit
-        if prepared is None or held is None:
+        if held is None or name is None:
             return super()._consume_and_claim_next(job_uuid, who, fence, ttl)
+        results: list[Any] = []
+        try:
+            prepared = None if name == held.name else self._prepare_cached(name, who, ttl)
+            if prepared is not None:
+                self._prefetch()  # the candidates after this one, while this commits
 
-        def ops(txn: Any, held: _Held = held, prepared: _Claim = prepared) -> None:
-            self._consume_ops(txn, held)
-            prepared.add_to(txn)
+                def ops(txn: Any, held: _Held = held, prepared: _Claim = prepared) -> None:
+                    self._consume_ops(txn, held)
+                    prepared.add_to(txn)
 
-        results = self._commit_claim(prepared, ops)
+                results = self._commit_claim(prepared, ops)
+        finally:
+            self._index.release(name)
+        if prepared is None:
+            self._prefetch()  # this candidate is read while the consume commits
+            return super()._consume_and_claim_next(job_uuid, who, fence, ttl)
         failed = _failed_at(results)
         if failed is None:
             self._forget_hold(held.name)
