@@ -105,7 +105,7 @@ def test_consume_and_claim_next_when_the_next_job_changed_unseen(make_board: Mak
     assert isinstance(worker, ZooKeeperJobBoard) and held == first and held is not None
     name = worker._index.lookup(second.uuid)
     assert name is not None
-    worker._fetched(name)
+    worker._follower.fetched(name)
     known = worker._index.cached(name)
     assert known is not None
     worker._index.job_data(name, (known[0], known[1] + 7), seen=worker._index.token())

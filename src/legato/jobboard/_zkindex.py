@@ -1,14 +1,19 @@
 """The ZooKeeper board's in-memory view of ``jobs/`` and ``claims/``, kept current by events.
 
 Pure Python, no I/O. ``ZooKeeperJobBoard`` feeds it a full listing of both nodes when it
-(re)connects, then one event per child node created, changed or deleted (persistent recursive
-watches, ``legato.jobboard._zkwatch``), then what its own writes did once they have committed.
-It asks it for the next candidate to claim and for the job data it already knows. Job node names
-carry the priority, the uuid and the post sequence, so the order needs no reads.
+(re)connects, then the watch events (``legato.jobboard._zkwatch``): one per job node created,
+rewritten or deleted, and one per change of a claim node it read with a watch. It also tells it
+what its own writes did once they have committed, and the results of its reads. It asks it for
+the next candidate to claim and for the job data it already knows. Job node names carry the
+priority, the uuid and the post sequence, so the order needs no reads.
+
+A job node is rewritten only by a claim or an abandon, so after such an event whether it has a
+claim node is unknown (``take`` passes it over) until the board reads the claim node, unless the
+write was the board's own (``writing``/``written``).
 
 Everything here is a hint: the board's transactions check node versions, so a stale entry costs
-a failed transaction and a read, never a wrong claim. Reads the board makes in the background are
-stamped with ``token()`` when sent and dropped if an event about the same node came after that.
+a failed transaction and a read, never a wrong claim. Reads are stamped with ``token()`` when
+sent, and their results dropped if an event about the same node came after that.
 """
 
 from __future__ import annotations
@@ -126,9 +131,10 @@ class Index:
     """Job names in claim order, which of them have claim nodes (and until when), what is known
     of delays, and the data of the jobs about to be claimed.
 
-    ``claims`` maps a claimed job's node name to its lease expiry, or None until that is read;
-    ``take`` passes over both live and unread claims. Every method is thread-safe; ``cond`` is
-    notified on every change (``generation`` grows).
+    Claims are kept as a job node name's lease expiry, or None while unknown (not read yet, or
+    whether there is a claim node at all is unknown); ``take`` passes over both live and unknown
+    claims. Every method is thread-safe; ``cond`` is notified on every change (``generation``
+    grows).
 
     Until ``finish_sync`` has applied listings made on the current connection, ``synced`` is
     False and the board must sync before trusting the index.
@@ -217,8 +223,9 @@ class Index:
         return self._seq
 
     def event(self, root: str, kind: int, name: str) -> bool:
-        """A watch event about ``root/name``; True when its claim node should be read (a claim
-        that is not this process's own, whose lease expiry is then unknown)."""
+        """A watch event about ``root/name`` (``root`` is ``JOBS`` or ``CLAIMS``); True when the
+        claim node should be read (and watched), as a change not made by this process left
+        unknown whether there is one, or until when."""
         with self.cond:
             if self._journal is not None:
                 self._journal.append((root, kind, name))

@@ -28,16 +28,24 @@ own live claims the versions are remembered from the claim, so that is the only 
 any part fails nothing is done, and it falls back to a consume and then a ``claim_next``).
 
 **Finding work.** The priority and the post sequence are in the job node's name, so the order
-comes from the names under ``jobs/`` alone. Persistent recursive watches on ``jobs/`` and
-``claims/`` (ZooKeeper 3.6 or later; ``legato.jobboard._zkwatch``) deliver one event per node
-created, changed or deleted, which keeps an in-memory index (``legato.jobboard._zkindex``)
-current at a cost per change, not per job waiting; both nodes are listed in full only on
-(re)connection. The index also keeps the data and version of the next few candidates, read ahead
-in the background, so that ``claim_next`` is usually its claim transaction alone. What the index
-knows is a hint: the transaction's version checks catch anything out of date, and the claim then
-reads the nodes and tries again. A claimer that finds nothing first makes one round trip
-(``sync``) after which every earlier change anywhere has reached the index, and looks again. The
-same events wake ``wait()`` within milliseconds of a post anywhere.
+comes from the names under ``jobs/`` alone. An in-memory index (``legato.jobboard._zkindex``)
+follows the board through events, at a cost per change rather than per job waiting (ZooKeeper 3.6
+or later; the kazoo plumbing is ``legato.jobboard._zkwatch``):
+
+* a persistent recursive watch on ``jobs/`` reports each job node created, rewritten (claimed or
+  abandoned) or deleted, by name;
+* ``claims/`` has no watch of its own, so this board's own claims cost no events; when another
+  board's claim rewrites a job node, the claim node is read with a one-shot watch, which then
+  reports its renewal or its end (a dead owner's session, say).
+
+Both nodes are listed in full only on (re)connection, with the events that arrive meanwhile
+replayed on top. The index also keeps the data and version of the next few candidates, read ahead
+in the background several per request, so that ``claim_next`` is usually its claim transaction
+alone. What the index knows is a hint: the transaction's version checks catch anything out of
+date, and the claim then reads the nodes and tries again. Events are handled in the order the
+server sent them, before the replies that follow them, so a claimer that finds nothing makes one
+round trip (``sync``), after which every earlier change anywhere has reached the index, and looks
+again. The same events wake ``wait()`` within milliseconds of a post anywhere.
 """
 
 from __future__ import annotations
@@ -60,17 +68,9 @@ from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.retry import KazooRetry
 
 from legato import errors
-from legato.jobboard._zkindex import (
-    CLAIMS,
-    JOBS,
-    Index,
-    Key,
-    Node,
-    job_key,
-    job_name_prefix,
-    uuid_of,
-)
-from legato.jobboard._zkwatch import Handler, Watches, read_many_async
+from legato.jobboard._zkfollow import Follower, claim_expiry, decode_claim
+from legato.jobboard._zkindex import Index, Key, Node, job_key, job_name_prefix, uuid_of
+from legato.jobboard._zkwatch import Handler
 from legato.jobboard.base import Entity, JobBoard, JobRecord, not_owner
 from legato.states import JobState
 
@@ -94,7 +94,7 @@ _MAX_REASON = 16_384
 _RETRIES = 8
 #: How many of the next candidates' job nodes ``claim_next`` reads ahead, in the background
 #: (half as many at a time, in one request).
-_PREFETCH = 8
+_READ_AHEAD = 8
 #: Operations a consume adds to a transaction (delete the claim node, delete the job node).
 _CONSUME_OPS = 2
 #: Record fields that describe the live claim, kept in the claim node rather than the job node.
@@ -208,13 +208,13 @@ class ZooKeeperJobBoard(JobBoard):
         self.settings = settings or ZooKeeperSettings()
         self._client: Any = None
         self._session_id: int | None = None
+        root = self.settings.path
+        self._jobs, self._claims = f"{root}/jobs", f"{root}/claims"
+        self._trash_root, self._entities_root = f"{root}/trash", f"{root}/entities"
         self._index = Index()
-        self._watch: Watches | None = None
-        # Background reads of the next candidates' job nodes:
-        # name -> (kazoo result, position in it, token).
-        self._fetches: dict[str, tuple[Any, int, int]] = {}
-        self._fetches_lock = threading.Lock()
-        self._sync_lock = threading.Lock()
+        self._follower = Follower(self._index, jobs=self._jobs, claims=self._claims,
+                                  live=self._live, result=self._result, clock=self.clock,
+                                  read_ahead=_READ_AHEAD)
         self._local = threading.local()
         self._entities: dict[tuple[str, str], bytes] = {}
         self._entities_lock = threading.Lock()
@@ -224,9 +224,6 @@ class ZooKeeperJobBoard(JobBoard):
         # Claims whose reply a lost connection swallowed: (job node name, fence). Released on
         # reconnection if they were made, since nobody holds their fenced Job.
         self._orphans: list[tuple[str, int]] = []
-        root = self.settings.path
-        self._jobs, self._claims = f"{root}/jobs", f"{root}/claims"
-        self._trash_root, self._entities_root = f"{root}/trash", f"{root}/entities"
 
     @classmethod
     def from_url(cls, url: str, *, persistence: Persistence | None = None,
@@ -257,13 +254,12 @@ class ZooKeeperJobBoard(JobBoard):
             self._client, self._session_id = client, client.client_id[0]
             for path in (self._jobs, self._claims, self._trash_root, self._entities_root):
                 client.ensure_path(path)
-            self._watch = Watches(client, {self._jobs: JOBS, self._claims: CLAIMS},
-                                  self._on_event)
+            self._follower.attach(client)
             client.add_listener(self._on_state)
-            self._index.desync()
-            self._sync()
+            self._follower.sync()
         except Exception as exc:
             self._client = None
+            self._follower.detach()
             _shutdown(client)
             raise errors.BoardUnavailable(
                 f"cannot open board {self.name!r} on ZooKeeper at {self.settings.hosts}: "
@@ -278,120 +274,7 @@ class ZooKeeperJobBoard(JobBoard):
         if client is not None:
             client.remove_listener(self._on_state)
             _shutdown(client)
-        self._index.desync()  # also wakes waiters
-
-    def _sync(self) -> None:
-        """Watch ``jobs/`` on this connection and list ``jobs/`` and ``claims/``; events that
-        arrive meanwhile are replayed on top of the listings (``Index.finish_sync``). Then read
-        (and watch) every claim node."""
-        client, watch = self._live(), self._watch
-        assert watch is not None
-        epoch = self._index.begin_sync()
-        try:
-            added = [watch.add_async(self._jobs)]
-            listings = [client.get_children_async(self._jobs),
-                        client.get_children_async(self._claims)]
-            for pending in added:
-                self._result(pending)
-            jobs, claims = (self._result(pending) for pending in listings)
-        except BaseException as exc:
-            self._index.abort_sync(epoch)
-            if isinstance(exc, kz.UnimplementedError):
-                raise errors.BoardUnavailable(
-                    f"the ZooKeeper server at {self.settings.hosts} has no persistent watches: "
-                    "the board needs ZooKeeper 3.6 or later") from exc
-            raise
-        unknown = self._index.finish_sync(epoch, jobs, claims)
-        if unknown is None:
-            raise errors.BoardUnavailable(
-                f"board {self.name!r}: the connection to ZooKeeper changed while listing")
-        self._read_claims(unknown)
-
-    def _ensure_synced(self) -> None:
-        """Sync the index if a connection change left it behind (after a reconnection)."""
-        if not self._index.synced:
-            with self._sync_lock:
-                if not self._index.synced:
-                    self._sync()
-
-    def _catch_up(self) -> None:
-        """Bring the index up to date with every change made anywhere before this call: one
-        round trip (``sync``, whose reply follows the events of earlier changes), then read the
-        claims whose lease expiry is unknown."""
-        self._ensure_synced()
-        self._result(self._live().sync_async(self._jobs))
-        self._read_claims(self._index.unknown_claims())
-
-    def _read_claims(self, names: list[str]) -> None:
-        """Read claim nodes (and watch them) in one round trip and tell the index."""
-        watch, token = self._watch, self._index.token()
-        assert watch is not None
-        self._live()
-        pending = [watch.get_async(f"{self._claims}/{name}") for name in names]
-        for name, item in zip(names, pending, strict=True):
-            try:
-                data, _ = self._result(item)
-            except kz.NoNodeError:
-                self._index.no_claim(name, seen=token)
-            else:
-                self._index.claimed(name, _expiry(_decode_claim(data)), seen=token)
-
-    def _on_event(self, root: str, kind: int, name: str) -> None:
-        # On kazoo's connection thread (see ``Watches``): send requests, never wait for them.
-        if self._index.event(root, kind, name):
-            self._read_claim_async(name)
-
-    def _read_claim_async(self, name: str) -> None:
-        """Learn whether a claim node exists, and its lease expiry, in the background; its
-        watch then reports its renewal or its end (``claims/`` has no watch of its own, so
-        that this board's own claims cost no events)."""
-        watch = self._watch
-        if watch is None or self._client is None:
-            return
-        token = self._index.token()
-        watch.get_async(f"{self._claims}/{name}").rawlink(
-            functools.partial(self._claim_read, name, token))
-
-    def _claim_read(self, name: str, token: int, pending: Any) -> None:
-        try:
-            data, _ = pending.get(block=False)
-        except kz.NoNodeError:
-            self._index.no_claim(name, seen=token)
-        except Exception:  # disconnected: the index is synced again on reconnection
-            return
-        else:
-            self._index.claimed(name, _expiry(_decode_claim(data)), seen=token)
-
-    def _prefetch(self) -> None:
-        """Read the job nodes of the next few candidates in the background, several in one
-        request, so that claiming them is one transaction; ``_fetched`` picks up the reply."""
-        client = self._client
-        names = (self._index.to_fetch(self.clock(), _PREFETCH, batch=_PREFETCH // 2)
-                 if client is not None else [])
-        if not names:
-            return
-        token = self._index.token()
-        pending = read_many_async(client, [f"{self._jobs}/{name}" for name in names])
-        with self._fetches_lock:
-            for position, name in enumerate(names):
-                self._fetches[name] = (pending, position, token)
-            done = [name for name, (item, _, _) in self._fetches.items() if item.ready()]
-        for name in done:
-            self._fetched(name, wait=False)
-
-    def _fetched(self, name: str, *, wait: bool = True) -> None:
-        """Hand the background read of ``name``'s job node, if any, to the index, waiting for
-        its reply if ``wait`` (it was sent before, so it comes sooner than a new read)."""
-        with self._fetches_lock:
-            found = self._fetches.pop(name, None)
-        if found is None:
-            return
-        item, position, token = found
-        node: Node | None = None
-        with contextlib.suppress(Exception):  # gone or disconnected: the claim reads it
-            data, stat = item.get(timeout=self.settings.timeout if wait else 0)[position]
-            node = (data, int(stat.version))
-        self._index.job_data(name, node, seen=token)
+        self._follower.detach()  # also wakes waiters
 
     def _on_state(self, state: str) -> None:
         # Called on kazoo's connection thread: never block here. Every new connection needs
@@ -414,7 +297,7 @@ class ZooKeeperJobBoard(JobBoard):
                 self._restore_entities()
             else:
                 self._release_orphans()
-            self._ensure_synced()
+            self._follower.ensure_synced()
         except Exception as exc:  # a background task: log, never kill kazoo's thread
             logger.warning("board %r could not restore its state after reconnecting: %r",
                            self.name, exc)
@@ -485,10 +368,10 @@ class ZooKeeperJobBoard(JobBoard):
                         claim: tuple[bytes, Any] | None) -> JobRecord | None:
         record = None if job is None else self._decode_job(name, job[0])
         if record is not None and claim is not None:
-            data = _decode_claim(claim[0])
+            data = decode_claim(claim[0])
             record.state = JobState.CLAIMED
             record.owner = data.get("owner")
-            record.lease_expires = _expiry(data)
+            record.lease_expires = claim_expiry(data)
         return record
 
     # -- posting and reading ---------------------------------------------------------------
@@ -522,10 +405,10 @@ class ZooKeeperJobBoard(JobBoard):
                 record.sequence = key[1] if key is not None else 0
 
     def _name_of(self, job_uuid: str) -> str:
-        self._ensure_synced()
+        self._follower.ensure_synced()
         name = self._index.lookup(job_uuid)
         if name is None and not self._index.known_gone(job_uuid):
-            self._catch_up()  # posted elsewhere moments ago, and its event has not come yet
+            self._follower.catch_up()  # posted elsewhere moments ago: its event is on its way
             name = self._index.lookup(job_uuid)
             if name is None:
                 self._index.forget(job_uuid)  # absent after catching up: no need to look again
@@ -548,9 +431,9 @@ class ZooKeeperJobBoard(JobBoard):
         self._note_generation()
         self._live()  # even when the index has nothing to read: an outage is reported at once
         if ensure_fresh:
-            self._catch_up()
+            self._follower.catch_up()
         else:
-            self._ensure_synced()
+            self._follower.ensure_synced()
         after: Key | None = None
         while keys := self._index.page(after, self.clock(), only_unclaimed=only_unclaimed,
                                        limit=_PAGE):
@@ -575,18 +458,18 @@ class ZooKeeperJobBoard(JobBoard):
     def _claim_next(self, who: str, ttl: float) -> JobRecord | None:
         if self._orphans:
             self._release_orphans()
-        self._ensure_synced()
+        self._follower.ensure_synced()
         claimed = self._claim_first(who, ttl)
         if claimed is None:
             # Jobs posted (or claims ended) elsewhere whose events have not come yet.
-            self._catch_up()
+            self._follower.catch_up()
             claimed = self._claim_first(who, ttl)
         return claimed
 
     def _claim_first(self, who: str, ttl: float) -> JobRecord | None:
         lost = 0
         while (name := self._index.take(self.clock(), skip=_spread(lost))) is not None:
-            self._prefetch()
+            self._follower.read_ahead()
             try:
                 return self._claim_name(name, who, ttl)
             except _LostRace:
@@ -602,12 +485,12 @@ class ZooKeeperJobBoard(JobBoard):
         to have no claim node), otherwise a read of both nodes first. The transaction checks
         the job node's version, so data known from earlier is only ever a guess."""
         for attempt in range(_RETRIES):
-            self._fetched(name)
+            self._follower.fetched(name)
             token = self._index.token()
             job = self._index.cached(name) if attempt == 0 else None
             cached, claim = job is not None, None
             if job is None:
-                job, claim = self._read_nodes(name)
+                job, claim = self._follower.read_nodes(name)
             record = self._claimable(name, job, claim, token)
             assert job is not None
             prepared = self._prepare_claim(name, record, job[1], claim, who, ttl, cached=cached)
@@ -645,7 +528,7 @@ class ZooKeeperJobBoard(JobBoard):
             return results
         finally:
             if self._index.written(prepared.name):
-                self._read_claim_async(prepared.name)
+                self._follower.read_claim_async(prepared.name)
 
     def _claim_committed(self, prepared: _Claim, job_stat: Any) -> JobRecord:
         record = prepared.record
@@ -663,7 +546,7 @@ class ZooKeeperJobBoard(JobBoard):
             raise errors.NotFound(f"no job {job_uuid} on board {self.name!r}")
         if isinstance(failure, kz.NodeExistsError):
             if self._index.claim_exists(name):
-                self._read_claim_async(name)
+                self._follower.read_claim_async(name)
             raise _LostRace(f"job {job_uuid} was just claimed by someone else",
                             job_uuid=job_uuid)
         if prepared.cached:
@@ -684,7 +567,7 @@ class ZooKeeperJobBoard(JobBoard):
         try:
             prepared = None if name == held.name else self._prepare_cached(name, who, ttl)
             if prepared is not None:
-                self._prefetch()  # the candidates after this one, while this commits
+                self._follower.read_ahead()  # the candidates after this one, while this commits
 
                 def ops(txn: Any, held: _Held = held, prepared: _Claim = prepared) -> None:
                     self._consume_ops(txn, held)
@@ -694,7 +577,7 @@ class ZooKeeperJobBoard(JobBoard):
         finally:
             self._index.release(name)
         if prepared is None:
-            self._prefetch()  # this candidate is read while the consume commits
+            self._follower.read_ahead()  # this candidate is read while the consume commits
             return super()._consume_and_claim_next(job_uuid, who, fence, ttl)
         failed = _failed_at(results)
         if failed is None:
@@ -711,7 +594,7 @@ class ZooKeeperJobBoard(JobBoard):
     def _prepare_cached(self, name: str, who: str, ttl: float) -> _Claim | None:
         """A claim of ``name`` built from what the index knows, or None if that is not enough
         (or shows the job cannot be claimed now)."""
-        self._fetched(name)
+        self._follower.fetched(name)
         token = self._index.token()
         job = self._index.cached(name)
         if job is None:
@@ -721,22 +604,6 @@ class ZooKeeperJobBoard(JobBoard):
         except errors.JobFailure:
             return None
         return self._prepare_claim(name, record, job[1], None, who, ttl, cached=True)
-
-    def _read_nodes(self, name: str) -> tuple[Node | None, Node | None]:
-        """The job node and the claim node of ``name`` (data and version), in one round trip;
-        the claim node is left watched (see ``_read_claim_async``)."""
-        client, watch = self._live(), self._watch
-        assert watch is not None
-        pending = [client.get_async(f"{self._jobs}/{name}"),
-                   watch.get_async(f"{self._claims}/{name}")]
-        found: list[Node | None] = []
-        for item in pending:
-            try:
-                data, stat = self._result(item)
-                found.append((data, int(stat.version)))
-            except kz.NoNodeError:
-                found.append(None)
-        return found[0], found[1]
 
     def _claimable(self, name: str, job: Node | None, claim: Node | None,
                    token: int) -> JobRecord:
@@ -750,8 +617,8 @@ class ZooKeeperJobBoard(JobBoard):
             raise errors.UnclaimableJob(f"job {job_uuid} cannot be decoded", job_uuid=job_uuid)
         now = self.clock()
         if claim is not None:
-            data = _decode_claim(claim[0])
-            expires = _expiry(data)
+            data = decode_claim(claim[0])
+            expires = claim_expiry(data)
             if expires > now:
                 self._index.claimed(name, expires, seen=token)
                 owner = data.get("owner")
@@ -783,7 +650,7 @@ class ZooKeeperJobBoard(JobBoard):
     def _release_orphans(self) -> None:
         for name, fence in list(self._orphans):  # kept until handled: a call here may fail
             (found,) = self._read(f"{self._claims}/{name}")
-            if found is not None and _decode_claim(found[0]).get("fence") == fence:
+            if found is not None and decode_claim(found[0]).get("fence") == fence:
                 with contextlib.suppress(kz.NoNodeError, kz.BadVersionError):
                     self._result(self._live().delete_async(f"{self._claims}/{name}",
                                                            version=found[1].version))
@@ -810,8 +677,8 @@ class ZooKeeperJobBoard(JobBoard):
             raise errors.NotFound(f"no job {job_uuid} on board {self.name!r}")
         if claim is None:
             raise not_owner(job_uuid, who, None)
-        data = _decode_claim(claim[0])
-        actual = data.get("owner") if _expiry(data) > self.clock() else None
+        data = decode_claim(claim[0])
+        actual = data.get("owner") if claim_expiry(data) > self.clock() else None
         if actual != who or (fence is not None and data.get("fence") != fence):
             raise not_owner(job_uuid, who, actual)
         return _Held(name, data, claim[1].version, record, job[1].version)
@@ -852,7 +719,8 @@ class ZooKeeperJobBoard(JobBoard):
         name = self._index.lookup(job_uuid)
         with self._holds_lock:
             held = self._holds.get(name) if name is not None else None
-        if held is None or held.claim.get("owner") != who or _expiry(held.claim) <= self.clock():
+        if (held is None or held.claim.get("owner") != who
+                or claim_expiry(held.claim) <= self.clock()):
             return None
         return held if fence is None or held.claim.get("fence") == fence else None
 
@@ -902,7 +770,7 @@ class ZooKeeperJobBoard(JobBoard):
             self._index.unclaimed(held.name, available_at, (written[0], int(results[1].version)))
         finally:
             if self._index.written(name):
-                self._read_claim_async(name)
+                self._follower.read_claim_async(name)
 
     def _trash(self, job_uuid: str, who: str, fence: int | None, reason: str | None) -> None:
         now = self.clock()
@@ -1035,20 +903,6 @@ def _spread(lost: int) -> int:
 def _encode_job(record: JobRecord) -> bytes:
     # Not ``record.to_dict()``: that deep-copies the details, and this runs on every claim.
     return json.dumps({field: getattr(record, field) for field in _JOB_FIELDS}).encode()
-
-
-def _decode_claim(data: bytes) -> dict[str, Any]:
-    with contextlib.suppress(ValueError):
-        claim = json.loads(data)
-        if isinstance(claim, dict):
-            return claim
-    return {}
-
-
-def _expiry(claim: dict[str, Any]) -> float:
-    """When the claim's TTL ends; an unreadable claim node counts as already ended."""
-    expires = claim.get("expires_at")
-    return float(expires) if isinstance(expires, int | float) else 0.0
 
 
 def _decode_entity(kind: str, name: str, data: bytes, now: float) -> Entity | None:
