@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from legato import errors, jobboard
-from legato.jobboard.base import JobBoard
+from legato.jobboard.base import Job, JobBoard
 from legato.jobboard.redis import RedisJobBoard, RedisSettings
 from legato.states import JobState
 from legato.testing import jobboard as suite
@@ -229,7 +229,6 @@ def test_consume_and_claim_next_sets_garbage_aside_and_claims_past_it(
     ns = _namespace(redis_url)
     first = board.post("first")
     spoilt = _corrupt(raw, ns, board)
-    # Only the client notices this one: the job is taken, then set aside when it cannot be read.
     late = board.post("unreadable creation time")
     raw.hset(f"{ns}:job:{late.uuid}", "created_on", "][")
     last = board.post("last")
@@ -241,6 +240,34 @@ def test_consume_and_claim_next_sets_garbage_aside_and_claims_past_it(
         assert raw.exists(f"{ns}:job:{uuid}") == 1
         assert raw.zscore(f"{ns}:bad", uuid) is not None
     assert raw.zcard(f"{ns}:ready") == 0
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("book_name", '"x","details":{"injected":true}'),
+    ("reason", 'null,"details":{"injected":true}'),
+    ("sequence", '1,"details":{"injected":true}'),
+])
+def test_a_stored_value_cannot_add_fields_to_a_claimed_job(
+        redis_url: str, raw: redis.Redis, board: JobBoard, field: str, value: str) -> None:
+    """A claim's reply splices the stored JSON values into one object: a value that is not one
+    JSON value would add fields to it, so such a job is set aside, never claimed."""
+    ns = _namespace(redis_url)
+
+    def spoilt_then_good() -> tuple[str, Job]:
+        spoilt = board.post("spoilt", details={"real": True})
+        raw.hset(f"{ns}:job:{spoilt.uuid}", field, value)
+        return spoilt.uuid, board.post("good", details={"real": True})
+
+    first_spoilt, first_good = spoilt_then_good()
+    got = board.claim_next("worker")
+    assert got == first_good and got is not None and got.details == {"real": True}
+    second_spoilt, second_good = spoilt_then_good()
+    following = board.consume_and_claim_next(got, "worker")
+    assert following == second_good and following is not None
+    assert following.details == {"real": True}
+    for uuid in (first_spoilt, second_spoilt):
+        assert raw.zscore(f"{ns}:bad", uuid) is not None
+        assert raw.exists(f"{ns}:job:{uuid}") == 1
 
 
 def test_finishing_a_claim_whose_claim_fields_are_garbage_is_refused(

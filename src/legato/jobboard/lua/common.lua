@@ -10,6 +10,7 @@ local FIELDS = {'name', 'details', 'book_uuid', 'book_name', 'priority', 'create
   'available_at'}
 local NAME, DETAILS, PRIORITY, STATE, LAST_MODIFIED, ATTEMPTS, OWNER, FENCE, LEASE, AVAILABLE =
   1, 2, 5, 7, 8, 9, 10, 11, 12, 15
+local BOOK_UUID, BOOK_NAME, CREATED_ON, REASON, SEQUENCE = 3, 4, 6, 13, 14
 
 -- Seconds since the epoch: the caller's clock when given (tests), else the server's, so
 -- every machine compares leases and delays against one clock.
@@ -43,6 +44,19 @@ local function decodes_to(value, kind)
   return ok and type(decoded) == kind
 end
 
+-- Missing, 'null' or one JSON string (a pattern for the common case, the decoder for escapes): what
+-- job_json() may splice into its object without anything else slipping in.
+local function is_text(value)
+  if not value or value == 'null' then return true end
+  if value and string.find(value, '^"[^"\\]*"$') then return true end
+  return decodes_to(value, 'string')
+end
+
+-- Missing, 'null' or a number.
+local function is_number(value)
+  return not value or is_time(value)
+end
+
 -- The job's values in FIELDS order (false where a field is missing, all false when the key does
 -- not exist), or nil when the key holds something other than a hash.
 local function job_values(key)
@@ -60,7 +74,8 @@ local function is_valid(v)
   return priority and priority >= -2 and priority <= 2 and is_state(v[STATE])
     and is_int(v[FENCE]) and is_int(v[ATTEMPTS]) and is_time(v[LEASE])
     and is_time(v[AVAILABLE]) and decodes_to(v[NAME], 'string')
-    and decodes_to(v[DETAILS], 'table')
+    and decodes_to(v[DETAILS], 'table') and is_text(v[BOOK_UUID]) and is_text(v[BOOK_NAME])
+    and is_text(v[REASON]) and is_number(v[CREATED_ON]) and is_number(v[SEQUENCE])
 end
 
 -- True when the key is a hash with a state: enough to move the job between indexes (it is
