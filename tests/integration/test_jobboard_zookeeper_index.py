@@ -122,7 +122,7 @@ def test_reads_sent_before_an_event_are_dropped() -> None:
     a = _name(0, "a", 1)
     index = _synced([a], [a])
     token = index.token()
-    assert index.event(CLAIMS, CHANGED, a) is True  # renewed by someone: read it again
+    index.event(CLAIMS, CHANGED, a)  # renewed by someone: unknown until read again
     index.claimed(a, 99.0, seen=token)  # a read sent before the renewal
     assert index.unknown_claims() == [a]
     index.claimed(a, 50.0, seen=index.token())
@@ -138,25 +138,30 @@ def test_reads_sent_before_an_event_are_dropped() -> None:
     assert index.cached(a) == (b"new", 2)
 
 
-def test_own_writes_need_no_read_but_foreign_ones_do() -> None:
-    a, b, c = (_name(0, u, i) for i, u in enumerate("abc"))
-    index = _synced([a, b, c])
-    index.writing(a)
-    assert index.event(JOBS, CHANGED, a) is False  # our own claim rewrote the job node
-    index.claimed(a, 100.0)
-    assert index.written(a) is False
-    assert index.take(10.0) == b
+def test_claims_in_unknown_state_are_read_when_they_stand_in_the_way() -> None:
+    a, b, c, d = (_name(0, u, i) for i, u in enumerate("abcd"))
+    index = _synced([a, b, c, d])
+    index.event(JOBS, CHANGED, a)  # claimed (or abandoned) elsewhere
     index.writing(b)
-    assert index.event(JOBS, CHANGED, b) is False  # someone else's claim, while ours was sent
-    assert index.written(b) is True  # ours failed: whether b is claimed is left to read
-    assert index.event(JOBS, CHANGED, c) is True  # claimed or abandoned elsewhere: read
-    assert index.take(10.0) is None  # b and c are unknown, a is ours
-    index.no_claim(c, seen=index.token())  # it was abandoned
-    assert index.take(10.0) == c
-    assert index.event(CLAIMS, CHANGED, a) is True  # a watched claim was renewed: read again
-    assert index.claim_exists(a) is False  # known already
-    index.event(CLAIMS, DELETED, a)
-    assert index.claim_exists(a) is True  # a transaction found one the events have not shown
+    index.event(JOBS, CHANGED, b)  # this process's own claim of b
+    index.claimed(b, 100.0)
+    assert index.written(b) is False  # b's state is known: nothing to read
+    assert index.take(10.0) == c  # a is unknown, b is claimed
+    assert index.to_fetch(10.0, 1) == ([d], [a])  # a stands before the next candidate, d
+    assert index.reading([a, c]) == [a, c] and index.reading([a]) == []  # being read
+    assert index.to_fetch(10.0, 1) == ([], [])
+    index.read_done(a)
+    index.no_claim(a, seen=index.token())  # it was abandoned
+    index.release(c)
+    assert index.take(10.0) == a
+    index.writing(d)
+    index.event(JOBS, CHANGED, d)  # someone else's claim, while ours was sent
+    assert index.written(d) is True  # ours failed: whether d is claimed is left to read
+    index.event(CLAIMS, CHANGED, b)  # a watched claim was renewed
+    assert index.unknown_claims() == [b, d]
+    assert index.claim_exists(b) is False  # known to exist already
+    index.event(CLAIMS, DELETED, b)
+    assert index.claim_exists(b) is True  # a transaction found one the events have not shown
 
 
 def test_data_is_known_only_while_nothing_changed_it() -> None:
@@ -166,10 +171,11 @@ def test_data_is_known_only_while_nothing_changed_it() -> None:
     index.event(JOBS, CREATED, b)
     index.event(JOBS, CREATED, c)
     assert index.cached(a) == (b"posted", 0)
-    assert index.to_fetch(0.0, 2) == [b]  # a is known; only the next two are looked at
-    assert index.to_fetch(0.0, 3) == [c]  # b is being read already
+    assert index.to_fetch(0.0, 2) == ([b], [])  # a is known; only the next two are looked at
+    assert index.to_fetch(0.0, 3) == ([c], [])  # b is being read already
     index.job_data(b, None, seen=index.token())  # that read failed
-    assert index.to_fetch(0.0, 3) == [b]
+    assert index.to_fetch(0.0, 3, batch=2) == ([], [])  # one is missing, and not the first
+    assert index.to_fetch(0.0, 3) == ([b], [])
     index.event(JOBS, CHANGED, a)  # claimed or abandoned elsewhere
     assert index.cached(a) is None
     index.no_claim(a, seen=index.token())

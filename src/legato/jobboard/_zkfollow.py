@@ -40,6 +40,11 @@ def claim_expiry(claim: dict[str, Any]) -> float:
     return float(expires) if isinstance(expires, int | float) else 0.0
 
 
+def _node(found: Any) -> Node | None:
+    """A node's data and version, from what kazoo's ``get`` returned (None: missing)."""
+    return None if found is None else (found[0], int(found[1].version))
+
+
 class Follower:
     """Feeds ``index`` for a board whose job and claim nodes live under ``jobs`` and ``claims``.
 
@@ -137,18 +142,21 @@ class Follower:
             else:
                 self.index.claimed(name, claim_expiry(decode_claim(data)), seen=token)
 
-    def read_claim_async(self, name: str) -> None:
-        """Learn whether a claim node exists, and its lease expiry, in the background; its
-        watch then reports its renewal or its end (``claims/`` has no watch of its own, so
-        that the board's own claims cost no events)."""
+    def read_claim_async(self, *names: str) -> None:
+        """Learn whether claim nodes exist, and their lease expiry, in the background; their
+        watches then report their renewal or their end. (``claims/`` has no watch of its own,
+        so that the board's own claims cost no events, and claim nodes are read only when they
+        stand in the way of a claim, so that a board that does not claim reads none.)"""
         watch = self._watch
         if watch is None:
             return
         token = self.index.token()
-        watch.get_async(f"{self._claims}/{name}").rawlink(
-            functools.partial(self._claim_read, name, token))
+        for name in self.index.reading(list(names)):
+            watch.get_async(f"{self._claims}/{name}").rawlink(
+                functools.partial(self._claim_read, name, token))
 
     def _claim_read(self, name: str, token: int, pending: Any) -> None:
+        self.index.read_done(name)
         try:
             data, _ = pending.get(block=False)
         except kz.NoNodeError:
@@ -159,9 +167,8 @@ class Follower:
             self.index.claimed(name, claim_expiry(decode_claim(data)), seen=token)
 
     def _on_event(self, root: str, kind: int, name: str) -> None:
-        # On kazoo's connection thread (see ``Watches``): send requests, never wait for them.
-        if self.index.event(root, kind, name):
-            self.read_claim_async(name)
+        # On kazoo's connection thread (see ``Watches``): quick, and never waits.
+        self.index.event(root, kind, name)
 
     # -- job nodes -------------------------------------------------------------------------
 
@@ -172,22 +179,44 @@ class Follower:
         assert watch is not None
         pending = [client.get_async(f"{self._jobs}/{name}"),
                    watch.get_async(f"{self._claims}/{name}")]
-        found: list[Node | None] = []
-        for item in pending:
-            try:
-                data, stat = self._result(item)
-                found.append((data, int(stat.version)))
-            except kz.NoNodeError:
-                found.append(None)
-        return found[0], found[1]
+        job, claim = (self._found(item) for item in pending)
+        return _node(job), _node(claim)
+
+    def read_page(self, names: list[str]) -> list[tuple[Any, Any]]:
+        """The job node and the claim node, as kazoo returns them (None if missing), of each
+        of ``names``, in one round trip; what is seen of the claims goes to the index, and the
+        claim nodes are left watched (so a waiting board hears of a claim's end at once)."""
+        client, watch, token = self._live(), self._watch, self.index.token()
+        assert watch is not None
+        pending = [(client.get_async(f"{self._jobs}/{name}"),
+                    watch.get_async(f"{self._claims}/{name}")) for name in names]
+        found: list[tuple[Any, Any]] = []
+        for name, (job, claim) in zip(names, pending, strict=True):
+            job_node, claim_node = self._found(job), self._found(claim)
+            if claim_node is None:
+                self.index.no_claim(name, seen=token)
+            else:
+                self.index.claimed(name, claim_expiry(decode_claim(claim_node[0])), seen=token)
+            found.append((job_node, claim_node))
+        return found
+
+    def _found(self, pending: Any) -> Any:
+        try:
+            return self._result(pending)
+        except kz.NoNodeError:
+            return None
 
     def read_ahead(self) -> None:
         """Read the job nodes of the next few candidates in the background, several in one
-        request, so that claiming them is one transaction; ``fetched`` picks up the reply."""
+        request, so that claiming them is one transaction (``fetched`` picks up the reply);
+        and the claim nodes in unknown state before them, so that they are tried once free."""
         client = self._client
-        names = (self.index.to_fetch(self._clock(), self._read_ahead,
-                                     batch=self._read_ahead // 2)
-                 if client is not None else [])
+        if client is None:
+            return
+        names, claims = self.index.to_fetch(self._clock(), self._read_ahead,
+                                            batch=self._read_ahead // 2)
+        if claims:
+            self.read_claim_async(*claims)
         if not names:
             return
         token = self.index.token()

@@ -153,6 +153,7 @@ class Index:
         self._claims: dict[str, float | None] = {}
         self._data: dict[str, Node] = {}
         self._fetching: set[str] = set()
+        self._reading: set[str] = set()  # claim nodes being read
         self._writing: set[str] = set()
         self._busy: set[str] = set()
         # Events count up ``_seq``; ``_touched`` says when each node last had one.
@@ -205,6 +206,7 @@ class Index:
             self._data.clear()
             self._not_before.clear()
             self._fetching.clear()
+            self._reading.clear()
             for root, kind, name in journal:
                 self._apply(root, kind, name)
             self._synced = True
@@ -222,20 +224,17 @@ class Index:
         """Stamp for a read about to be sent (see the module docstring)."""
         return self._seq
 
-    def event(self, root: str, kind: int, name: str) -> bool:
-        """A watch event about ``root/name`` (``root`` is ``JOBS`` or ``CLAIMS``); True when the
-        claim node should be read (and watched), as a change not made by this process left
-        unknown whether there is one, or until when."""
+    def event(self, root: str, kind: int, name: str) -> None:
+        """A watch event about ``root/name`` (``root`` is ``JOBS`` or ``CLAIMS``)."""
         with self.cond:
             if self._journal is not None:
                 self._journal.append((root, kind, name))
             self._seq += 1
             self._touched[name] = self._seq
-            wanted = self._apply(root, kind, name)
+            self._apply(root, kind, name)
             self._changed()
-            return wanted
 
-    def _apply(self, root: str, kind: int, name: str) -> bool:
+    def _apply(self, root: str, kind: int, name: str) -> None:
         if root == JOBS:
             if kind == CREATED and name not in self._keys:
                 key = self._key(name)
@@ -245,17 +244,14 @@ class Index:
                 self._drop(name)
             elif kind == CHANGED:
                 # Claimed or abandoned (the only writes to a job node): its data and delay are
-                # not known any more, nor whether a claim node exists.
+                # not known any more, nor whether a claim node exists (read when it matters).
                 self._data.pop(name, None)
                 self._not_before.pop(name, None)
                 self._claims[name] = None
-                return name not in self._writing
-            return False
-        if kind == DELETED:
+        elif kind == DELETED:
             self._claims.pop(name, None)
-            return False
-        self._claims[name] = None  # renewed (or replaced): read it, and watch it, again
-        return name not in self._writing
+        else:
+            self._claims[name] = None  # renewed (or replaced): read it, and watch it, again
 
     # -- this process's own writes and reads -----------------------------------------------
 
@@ -314,6 +310,18 @@ class Index:
             if seen is None:
                 self._data.pop(name, None)  # the claim rewrote the job node
             self._changed()
+
+    def reading(self, names: list[str]) -> list[str]:
+        """Of ``names``, those whose claim node is not being read already, now marked as being
+        read (``read_done`` ends that)."""
+        with self.cond:
+            fresh = [name for name in names if name not in self._reading]
+            self._reading.update(fresh)
+            return fresh
+
+    def read_done(self, name: str) -> None:
+        with self.cond:
+            self._reading.discard(name)
 
     def no_claim(self, name: str, *, seen: int) -> None:
         """A read with token ``seen`` found no claim node."""
@@ -430,28 +438,38 @@ class Index:
         with self.cond:
             self._busy.discard(name)
 
-    def to_fetch(self, now: float, limit: int, *, batch: int = 1) -> list[str]:
-        """Of the next ``limit`` candidates (not reserved), those whose data is neither known
-        nor being read, if there are at least ``batch`` of them or the first candidate is one;
-        they are marked as being read (``job_data`` ends that)."""
-        wanted: list[str] = []
+    def to_fetch(self, now: float, limit: int, *,
+                 batch: int = 1) -> tuple[list[str], list[str]]:
+        """What to read ahead of the next claims: the job nodes, among the next ``limit``
+        candidates (not reserved), whose data is neither known nor being read, if there are at
+        least ``batch`` of them or the first candidate is one (marked as being read until
+        ``job_data``); and the claim nodes in unknown state among the jobs before them (not
+        marked: see ``reading``)."""
+        jobs: list[str] = []
+        claims: list[str] = []
         urgent = False
         with self.cond:
             seen = 0
             for key in self._order:
                 name = key[2]
-                if name in self._busy or self._unavailable(name, now):
+                if name in self._busy:
+                    continue
+                if name in self._claims and self._claims[name] is None:
+                    if name not in self._reading and name not in self._writing:
+                        claims.append(name)
+                    continue
+                if self._unavailable(name, now):
                     continue
                 if name not in self._data and name not in self._fetching:
-                    wanted.append(name)
+                    jobs.append(name)
                     urgent = urgent or seen == 0
                 seen += 1
                 if seen >= limit:
                     break
-            if not urgent and len(wanted) < batch:
-                return []
-            self._fetching.update(wanted)
-        return wanted
+            if not urgent and len(jobs) < batch:
+                jobs = []
+            self._fetching.update(jobs)
+        return jobs, claims
 
     # -- internals -------------------------------------------------------------------------
 
@@ -494,6 +512,7 @@ class Index:
             table.pop(name, None)
         self._garbage.discard(name)
         self._fetching.discard(name)
+        self._reading.discard(name)
 
     def _remember_gone(self, uuid: str) -> None:
         self._gone[uuid] = None

@@ -439,10 +439,8 @@ class ZooKeeperJobBoard(JobBoard):
                                        limit=_PAGE):
             after = keys[-1]
             names = [key[2] for key in keys]
-            found = self._read(*(f"{self._jobs}/{n}" for n in names),
-                               *(f"{self._claims}/{n}" for n in names))
-            for i, name in enumerate(names):
-                record = self._job_with_claim(name, found[i], found[len(names) + i])
+            for name, (job, claim) in zip(names, self._follower.read_page(names), strict=True):
+                record = self._job_with_claim(name, job, claim)
                 if record is not None:
                     yield record
 
