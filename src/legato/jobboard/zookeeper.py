@@ -34,18 +34,22 @@ or later; the kazoo plumbing is ``legato.jobboard._zkwatch``):
 
 * a persistent recursive watch on ``jobs/`` reports each job node created, rewritten (claimed or
   abandoned) or deleted, by name;
-* ``claims/`` has no watch of its own, so this board's own claims cost no events; when another
-  board's claim rewrites a job node, the claim node is read with a one-shot watch, which then
-  reports its renewal or its end (a dead owner's session, say).
+* ``claims/`` has no watch of its own, so this board's own claims cost no events. After another
+  board's claim (or abandon) rewrote a job node, whether it has a claim node is unknown and the
+  job is passed over; the claim node is read, with a one-shot watch that then reports its
+  renewal or its end (a dead owner's session, say), once it stands before the jobs this board
+  is about to claim, or when this board finds nothing else to claim. A board that only posts
+  reads none; ``iterjobs`` (so ``wait`` too) reads, and watches, those of the jobs it lists.
 
-Both nodes are listed in full only on (re)connection, with the events that arrive meanwhile
-replayed on top. The index also keeps the data and version of the next few candidates, read ahead
-in the background several per request, so that ``claim_next`` is usually its claim transaction
-alone. What the index knows is a hint: the transaction's version checks catch anything out of
-date, and the claim then reads the nodes and tries again. Events are handled in the order the
-server sent them, before the replies that follow them, so a claimer that finds nothing makes one
-round trip (``sync``), after which every earlier change anywhere has reached the index, and looks
-again. The same events wake ``wait()`` within milliseconds of a post anywhere.
+Both nodes are listed in full (and every claim node read) only on (re)connection, with the
+events that arrive meanwhile replayed on top. The index also keeps the data and version of the
+next few candidates, read ahead in the background several per request, so that ``claim_next`` is
+usually its claim transaction alone. What the index knows is a hint: the transaction's version
+checks catch anything out of date, and the claim then reads the nodes and tries again. Events are
+handled in the order the server sent them, before the replies that follow them, so a claimer that
+finds nothing makes one round trip (``sync``), after which every earlier change anywhere has
+reached the index, and looks again. The same events wake ``wait()`` within milliseconds of a post
+anywhere.
 """
 
 from __future__ import annotations
