@@ -94,7 +94,12 @@ def _drain(url: str, persistence: Persistence | None, persistence_url: str, jobs
                     done.set()
 
         conductor.notifier.register("job_consumed", consumed)
-        threading.Thread(target=lambda: (done.wait(), conductor.stop()), daemon=True).start()
+
+        def stop_when_done() -> None:
+            done.wait()
+            conductor.stop()
+
+        threading.Thread(target=stop_when_done, daemon=True).start()
         ready.release()
         go.wait()
         conductor.run()
@@ -169,9 +174,11 @@ def latency(board: str, samples: int, tmp: Path) -> tuple[float, float]:
                 jb.connect(url, persistence=persistence) as poster:
             conductor = BlockingConductor("latency", cboard, persistence)
             starts: dict[str, float] = {}
-            conductor.notifier.register(
-                "running_start", lambda e, d: starts.setdefault(d["job"].uuid,
-                                                                time.perf_counter()))
+
+            def started(event: str, details: dict[str, Any]) -> None:
+                starts.setdefault(details["job"].uuid, time.perf_counter())
+
+            conductor.notifier.register("running_start", started)
             thread = threading.Thread(target=conductor.run, kwargs={"max_dispatches": samples})
             thread.start()
             time.sleep(0.5)  # let the conductor reach its idle wait
