@@ -140,9 +140,10 @@ class Persistence(abc.ABC):
         """Write the flow's own row and insert or update each atom detail it carries.
 
         Atom details stored earlier but absent from ``flow_detail.atoms`` are left as they are,
-        so passing a flow detail with no atoms writes the flow's row alone (engines do this on
-        every flow state change). Like ``update_atom_details`` this is on the engine's hot path,
-        so nothing is copied: backends never keep a reference to what they are given.
+        so passing a flow detail with no atoms writes the flow's row alone (engines write a
+        state change with ``update_flow_state`` instead, which leaves the meta alone). Like
+        ``update_atom_details`` this is on the engine's hot path, so nothing is copied: backends
+        never keep a reference to what they are given.
 
         Raises:
             NotFound: the flow detail was never saved through its logbook.
