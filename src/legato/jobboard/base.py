@@ -17,7 +17,8 @@ Semantics every backend keeps (the conformance suite in ``legato.testing`` check
   ``claim`` returned carries it; ``renew``, ``consume``, ``abandon`` and ``trash`` made with an
   older number, or by anyone but the owner, raise ``NotOwner`` (a ``JobFailure``) naming the real
   owner. A job that is gone raises ``NotFound``.
-* ``attempts`` counts the claims a job has had.
+* ``attempts`` counts the claims a job has had (a claim handed back unstarted with ``release``
+  does not count).
 * Finding the next claimable job never reads every job on the board.
 * An unreachable server raises ``BoardUnavailable`` (a ``JobFailure``) within the configured
   timeout; the same board object carries on once the server is back.
@@ -34,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from legato import errors
 from legato.notifier import Notifier
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     from legato.persistence.base import Persistence
     from legato.persistence.models import LogBook
 
-__all__ = ["POSTED", "REMOVAL", "Entity", "Job", "JobBoard", "JobRecord"]
+__all__ = ["POSTED", "REMOVAL", "Entity", "Job", "JobBoard", "JobRecord", "Pending"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,55 @@ POSTED = "POSTED"
 REMOVAL = "REMOVAL"
 
 Clock = Callable[[], float]
+
+T = TypeVar("T")
+U = TypeVar("U")
+
+
+class Pending(Generic[T]):
+    """The answer to a board call that has been sent but not yet read.
+
+    ``result()`` waits for the answer and returns it, or raises the call's error; later calls
+    (from any thread) give the same. The first caller reads the answer, so a backend's reply
+    is processed exactly once, by whichever thread asks first.
+    """
+
+    __slots__ = ("_error", "_finish", "_lock", "_settled", "_value")
+
+    def __init__(self, finish: Callable[[], T]) -> None:
+        self._finish: Callable[[], T] | None = finish
+        self._lock = threading.Lock()
+        self._settled = False
+        self._value: T | None = None
+        self._error: BaseException | None = None
+
+    @classmethod
+    def of(cls, call: Callable[[], T]) -> Pending[T]:
+        """A pending call made at once (for backends that cannot send without waiting)."""
+        pending: Pending[T] = cls(call)
+        try:
+            pending.result()
+        except Exception:  # kept for result()
+            pass
+        return pending
+
+    def then(self, after: Callable[[T], U]) -> Pending[U]:
+        """A pending call whose answer is ``after`` applied to this one's."""
+        return Pending(lambda: after(self.result()))
+
+    def result(self) -> T:
+        with self._lock:
+            if not self._settled:
+                finish, self._finish = self._finish, None
+                try:
+                    assert finish is not None
+                    self._value = finish()
+                except BaseException as exc:
+                    self._error = exc
+                self._settled = True
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -402,6 +452,40 @@ class JobBoard(abc.ABC):
         self.notifier.notify(REMOVAL, {"job": job})
         return Job(self, record, fence=record.fence) if record is not None else None
 
+    def consume_and_claim_next_async(self, job: Job, who: str, *,
+                                     ttl: float | None = None) -> Pending[Job | None]:
+        """``consume_and_claim_next``, sent without waiting for the answer.
+
+        The call is on its way (or, on boards that cannot send without waiting, already made)
+        when this returns; ``result()`` on the returned ``Pending`` gives what
+        ``consume_and_claim_next`` would have returned or raised. A conductor uses it to let
+        the board work while it runs the job it holds.
+
+        Raises:
+            ValueError: a bad owner or ttl (at once; board errors come from ``result()``).
+        """
+        self._require_connected()
+        _check_owner(who)
+        ttl = self._ttl(ttl)
+
+        def answered(record: JobRecord | None) -> Job | None:
+            self.notifier.notify(REMOVAL, {"job": job})
+            return Job(self, record, fence=record.fence) if record is not None else None
+
+        return self._send_consume_and_claim_next(job.uuid, who, job.fence, ttl).then(answered)
+
+    def release(self, job: Job, who: str) -> None:
+        """Hand a claimed job back unstarted: it is claimable again at once, and this claim
+        does not count in its ``attempts`` (nor changes its ``reason``). For a job claimed
+        ahead of need, e.g. by a conductor that was stopped before it could start it.
+
+        Raises:
+            NotOwner / NotFound: as for ``renew``.
+        """
+        self._require_connected()
+        _check_owner(who)
+        self._release(job.uuid, who, job.fence)
+
     def abandon(self, job: Job, who: str, *, delay: float | None = None,
                 reason: str | None = None) -> None:
         """Give up the claim; the job may be claimed again once ``delay`` seconds have passed.
@@ -555,6 +639,18 @@ class JobBoard(abc.ABC):
             logger.debug("board %r: claim after consuming %s failed: %s", self.name,
                          job_uuid, exc)
             return None
+
+    def _send_consume_and_claim_next(self, job_uuid: str, who: str, fence: int | None,
+                                     ttl: float) -> Pending[JobRecord | None]:
+        """``_consume_and_claim_next`` without waiting for the answer. Backends whose client
+        can send a request and read its reply later override this; by default the call is
+        made at once."""
+        return Pending.of(lambda: self._consume_and_claim_next(job_uuid, who, fence, ttl))
+
+    @abc.abstractmethod
+    def _release(self, job_uuid: str, who: str, fence: int | None) -> None:
+        """Atomically check owner (and fence, unless None), clear the claim, make the job
+        claimable now and take back the claim's count from ``attempts``; ``reason`` stays."""
 
     @abc.abstractmethod
     def _abandon(self, job_uuid: str, who: str, fence: int | None, delay: float,

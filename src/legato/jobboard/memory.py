@@ -246,6 +246,13 @@ class MemoryJobBoard(JobBoard):
 
     def _abandon(self, job_uuid: str, who: str, fence: int | None, delay: float,
                  reason: str | None) -> None:
+        self._unclaim(job_uuid, who, fence, delay=delay, reason=reason)
+
+    def _release(self, job_uuid: str, who: str, fence: int | None) -> None:
+        self._unclaim(job_uuid, who, fence, delay=0.0, uncount=True)
+
+    def _unclaim(self, job_uuid: str, who: str, fence: int | None, *, delay: float,
+                 reason: str | None = None, uncount: bool = False) -> None:
         store = self._s
         with store.changed:
             record = self._owned(store, job_uuid, who, fence)
@@ -254,7 +261,10 @@ class MemoryJobBoard(JobBoard):
             record.owner = None
             record.lease_expires = None
             record.available_at = now + delay if delay > 0 else None
-            record.reason = reason
+            if uncount:
+                record.attempts = max(record.attempts - 1, 0)
+            else:
+                record.reason = reason
             record.last_modified = now
             store.schedule(record, now)
             store.bump()

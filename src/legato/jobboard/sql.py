@@ -27,7 +27,7 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import sqlalchemy as sa
@@ -390,13 +390,22 @@ class SQLJobBoard(JobBoard):
 
     def _abandon(self, job_uuid: str, who: str, fence: int | None, delay: float,
                  reason: str | None) -> None:
+        self._unclaim(job_uuid, who, fence, lambda now: {
+            "available_at": now + delay if delay > 0 else None, "reason": reason})
+
+    def _release(self, job_uuid: str, who: str, fence: int | None) -> None:
+        self._unclaim(job_uuid, who, fence, lambda now: {
+            "available_at": None,
+            "attempts": sa.case((jobs.c.attempts > 0, jobs.c.attempts - 1), else_=0)})
+
+    def _unclaim(self, job_uuid: str, who: str, fence: int | None,
+                 values: Callable[[float], dict[str, Any]]) -> None:
         with self._tx(write=True) as conn:
             now = self._now()
             done = conn.execute(
                 jobs.update().where(self._owned(job_uuid, who, fence, now)).values(
                     state=str(JobState.UNCLAIMED), owner=None, lease_expires=None,
-                    available_at=now + delay if delay > 0 else None, reason=reason,
-                    last_modified=now))
+                    last_modified=now, **values(now)))
             if done.rowcount == 0:
                 raise self._why_not(conn, job_uuid, who, now)
             self._notify(conn)

@@ -38,7 +38,7 @@ import pytest
 
 from legato import errors
 from legato import jobboard as jb
-from legato.jobboard.base import POSTED, REMOVAL, Entity, JobBoard
+from legato.jobboard.base import POSTED, REMOVAL, Entity, Job, JobBoard
 from legato.states import JobPriority, JobState
 from legato.testing.clock import FakeClock
 from legato.testing.jobboard_acceptance import (
@@ -274,6 +274,66 @@ class JobBoardConformance:
         assert other.consume_and_claim_next(held, "owner-a") == high
         following = other.claim_next("owner-a")
         assert following == low
+
+    def test_consume_and_claim_next_async(self, board: JobBoard, other: JobBoard) -> None:
+        first, second, third = board.post("first"), board.post("second"), board.post("third")
+        held = other.claim_next("owner-a")
+        assert held == first and held is not None
+        pending = other.consume_and_claim_next_async(held, "owner-a")
+        # The board stays usable while the answer is outstanding.
+        assert other.claim_next("owner-b") is not None
+        answers: list[Job | None] = []
+        reader = threading.Thread(target=lambda: answers.append(pending.result()))
+        reader.start()
+        reader.join(30)
+        assert len(answers) == 1 and answers[0] is not None
+        assert answers[0] in (second, third)
+        assert pending.result() is answers[0]  # read once, the same answer every time
+        assert answers[0].fence is not None and answers[0].attempts == 1
+        assert board.find_owner(answers[0]) == "owner-a"
+        assert board.state_of(first) is JobState.COMPLETE
+        last = other.consume_and_claim_next_async(answers[0], "owner-a")
+        assert last.result() is None  # the other job is held by owner-b
+        assert board.job_count == 1
+
+    def test_consume_and_claim_next_async_errors(self, board: JobBoard, other: JobBoard) -> None:
+        job, waiting = board.post("work"), board.post("waiting")
+        claimed = board.claim(job, "owner-a")
+        with pytest.raises(ValueError):
+            other.consume_and_claim_next_async(claimed, " ")
+        with pytest.raises(ValueError):
+            other.consume_and_claim_next_async(claimed, "owner-a", ttl=0)
+        refused = other.consume_and_claim_next_async(claimed, "owner-b")
+        for _ in range(2):
+            with pytest.raises(errors.NotOwner):
+                refused.result()
+        assert board.state_of(waiting) is JobState.UNCLAIMED  # nothing was claimed
+        board.consume(claimed, "owner-a")
+        with pytest.raises(errors.NotFound):
+            other.consume_and_claim_next_async(claimed, "owner-a").result()
+        assert board.state_of(waiting) is JobState.UNCLAIMED
+
+    def test_release_hands_a_claim_back_uncounted(self, board: JobBoard,
+                                                  other: JobBoard) -> None:
+        job, later = board.post("work"), board.post("later")
+        first = board.claim(job, "owner-a")
+        board.abandon(first, "owner-a", reason="storage down")
+        second = board.claim(job, "owner-a")
+        assert second.attempts == 2
+        board.release(second, "owner-a")
+        assert board.state_of(job) is JobState.UNCLAIMED
+        record = other.get(job.uuid)
+        assert record.attempts == 1
+        assert record.reason == "storage down"
+        again = other.claim_next("owner-b")  # claimable at once, still first in order
+        assert again == job and again is not None
+        assert again.attempts == 2
+        assert again.fence is not None and second.fence is not None
+        assert again.fence > second.fence
+        with pytest.raises(errors.NotOwner):  # the released claim is over
+            board.release(second, "owner-a")
+        other.consume(again, "owner-b")
+        assert board.state_of(later) is JobState.UNCLAIMED
 
     def test_exactly_one_concurrent_claimer_wins(self, board: JobBoard, other: JobBoard) -> None:
         job = board.post("contested")

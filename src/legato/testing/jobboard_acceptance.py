@@ -32,9 +32,11 @@ __all__ = ["DeadOwnerResult", "run_claim_race", "run_dead_owner", "run_outage", 
 
 
 def finishing_calls(board: JobBoard, job: Job, who: str) -> list[Callable[[], None]]:
-    """``renew``, ``consume``, ``abandon`` and ``trash`` of ``job`` by ``who``, to try each."""
+    """``renew``, ``consume``, ``abandon``, ``release`` and ``trash`` of ``job`` by ``who``, to
+    try each."""
     return [lambda: board.renew(job, who), lambda: board.consume(job, who),
-            lambda: board.abandon(job, who), lambda: board.trash(job, who)]
+            lambda: board.abandon(job, who), lambda: board.release(job, who),
+            lambda: board.trash(job, who)]
 
 
 def until(check: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
