@@ -24,7 +24,7 @@ from legato.conductor import (
     NonBlockingConductor,
     fetch,
 )
-from legato.jobboard.base import Job, JobBoard, JobRecord
+from legato.jobboard.base import Job, JobBoard, JobRecord, Pending
 from legato.jobboard.memory import MemoryJobBoard
 from legato.notifier import ANY
 from legato.persistence.base import Persistence
@@ -400,16 +400,32 @@ class CountingBoard(MemoryJobBoard):
         self.on_chain()
         return super().consume_and_claim_next(job, who, ttl=ttl)
 
+    def consume_and_claim_next_async(self, job: Job, who: str, *,
+                                     ttl: float | None = None) -> Pending[Job | None]:
+        self.calls.append("consume_and_claim_next_async")
+        self.on_chain()
+        return super().consume_and_claim_next_async(job, who, ttl=ttl)
+
+    def consume(self, job: Job, who: str) -> None:
+        self.calls.append("consume")
+        super().consume(job, who)
+
+    def release(self, job: Job, who: str) -> None:
+        self.calls.append("release")
+        super().release(job, who)
+
 
 def test_blocking_conductor_claims_the_next_job_as_it_consumes(persistence: Persistence) -> None:
     with CountingBoard(persistence=persistence) as board:
         jobs = [tc.post_job(board, persistence, tc.steps_flow) for _ in range(3)]
-        conductor = BlockingConductor("c", board, persistence, wait_timeout=0.05)
+        conductor = BlockingConductor("c", board, persistence, wait_timeout=0.05,
+                                      claim_ahead_below=0)
         events = recorded(conductor)
         conductor.run(max_dispatches=3)
         # One claim, then each consume hands over the next job; the last dispatch may not
         # claim a fourth job, so it consumes alone.
-        assert board.calls == ["claim_next", "consume_and_claim_next", "consume_and_claim_next"]
+        assert board.calls == ["claim_next", "consume_and_claim_next", "consume_and_claim_next",
+                               "consume"]
         assert board.job_count == 0
         consumed = [d["job"].uuid for e, d in events.events if e == "job_consumed"]
         assert consumed == [job.uuid for job in jobs]
@@ -417,23 +433,102 @@ def test_blocking_conductor_claims_the_next_job_as_it_consumes(persistence: Pers
         assert conductor.statistics["dispatched"] == 3
 
 
+def test_blocking_conductor_claims_one_job_ahead_of_short_jobs(
+        persistence: Persistence) -> None:
+    with CountingBoard(persistence=persistence) as board:
+        jobs = [tc.post_job(board, persistence, tc.steps_flow) for _ in range(4)]
+        conductor = BlockingConductor("c", board, persistence, wait_timeout=0.05,
+                                      claim_ahead_below=60)
+        events = recorded(conductor)
+        conductor.run(max_dispatches=4)
+        # The first job ends: the second is claimed to run now, and the consume of the first
+        # claims the third ahead; then each consume claims one more while the next job runs,
+        # until claiming another would pass max_dispatches.
+        assert board.calls == ["claim_next", "claim_next", "consume_and_claim_next_async",
+                               "consume_and_claim_next_async", "consume", "consume"]
+        assert board.job_count == 0
+        started = [d["job"].uuid for e, d in events.events if e == "running_start"]
+        consumed = [d["job"].uuid for e, d in events.events if e == "job_consumed"]
+        assert started == consumed == [job.uuid for job in jobs]  # claim order kept
+        # A job's job_consumed comes once the job after it has run.
+        names = [(e, d["job"].uuid) for e, d in events.events]
+        assert names.index(("job_consumed", jobs[0].uuid)) > names.index(
+            ("running_end", jobs[1].uuid))
+        assert all(flow_of_state(persistence, job) is FlowState.SUCCESS for job in jobs)
+        assert conductor.statistics["dispatched"] == 4
+        assert conductor.statistics["consumed"] == 4
+
+
+def test_claiming_ahead_stops_after_a_long_job(persistence: Persistence) -> None:
+    with CountingBoard(persistence=persistence) as board:
+        for _ in range(3):
+            tc.post_job(board, persistence, tc.steps_flow)
+        conductor = BlockingConductor("c", board, persistence, wait_timeout=0.05,
+                                      claim_ahead_below=1e-9)  # every job is "long"
+        conductor.run(max_dispatches=3)
+        assert "consume_and_claim_next_async" not in board.calls
+        assert board.calls == ["claim_next", "consume_and_claim_next", "consume_and_claim_next",
+                               "consume"]
+
+
+def test_job_claimed_ahead_is_released_when_the_running_job_is_long(
+        persistence: Persistence) -> None:
+    with CountingBoard(persistence=persistence) as board:
+        gate = f"long-{uuid.uuid4().hex}"
+        first = tc.post_job(board, persistence, tc.steps_flow)
+        tc.post_job(board, persistence, tc.gated_flow, kwargs={"steps": 1, "gate_name": gate})
+        waiting = tc.post_job(board, persistence, tc.steps_flow)
+        conductor = BlockingConductor("c", board, persistence, wait_timeout=0.05,
+                                      claim_ahead_below=60, claim_ttl=2.0)
+        events = recorded(conductor)
+        started(conductor)
+        assert tc.gate(f"{gate}:reached").wait(20)
+        # The first job's consume claimed the last job ahead while the gated job started.
+        assert "consume_and_claim_next_async" in board.calls
+        # The gated job runs long: the job claimed ahead is handed back uncounted, so another
+        # conductor can run it, and the first job's consume is reported meanwhile.
+        wait_until(lambda: board.find_owner(waiting) is None)
+        assert "release" in board.calls
+        assert events.wait_for("job_consumed", 1)
+        assert [d["job"] for d in events.of("job_consumed")] == [first]
+        assert board.get(waiting.uuid).attempts == 0
+        taken = board.claim_next("other")
+        assert taken == waiting and taken is not None
+        board.consume(taken, "other")
+        tc.gate(gate).set()
+        assert events.wait_for("job_consumed", 2)
+        conductor.stop()
+        assert conductor.wait(20)
+        assert board.job_count == 0
+        assert conductor.statistics["dispatched"] == 2
+
+
 def flow_of_state(persistence: Persistence, job: Job) -> FlowState | None:
     (flow_detail,) = persistence.get_logbook(job.book_uuid).flows.values()
     return flow_detail.state
 
 
-def test_job_claimed_while_consuming_is_released_on_stop(persistence: Persistence) -> None:
+@pytest.mark.parametrize(("ahead", "calls"), [
+    (0, ["claim_next", "consume_and_claim_next", "release"]),
+    (60, ["claim_next", "claim_next", "consume_and_claim_next_async", "release"]),
+], ids=["chained", "ahead"])
+def test_job_claimed_while_consuming_is_released_on_stop(persistence: Persistence, ahead: float,
+                                                         calls: list[str]) -> None:
     with CountingBoard(persistence=persistence) as board:
         first = tc.post_job(board, persistence, tc.steps_flow)
         second = tc.post_job(board, persistence, tc.steps_flow)
-        conductor = BlockingConductor("c", board, persistence, wait_timeout=0.05)
+        conductor = BlockingConductor("c", board, persistence, wait_timeout=0.05,
+                                      claim_ahead_below=ahead)
+        events = recorded(conductor)
         board.on_chain = conductor.stop  # stop() arrives while the chained call is in flight
         conductor.run()
-        assert board.calls == ["claim_next", "consume_and_claim_next"]
+        assert board.calls == calls
+        assert [d["job"] for d in events.of("job_consumed")] == [first]
         assert board.state_of(first) is JobState.COMPLETE
-        # The second job was claimed by that call, never run, and handed straight back.
+        # The second job was claimed by that call, never run, and handed straight back
+        # (uncounted).
         assert board.state_of(second) is JobState.UNCLAIMED
-        assert board.get(second.uuid).attempts == 1
+        assert board.get(second.uuid).attempts == 0
         assert flow_of_state(persistence, second) is None
         assert conductor.statistics["dispatched"] == 1
         assert board.claim_next("other") == second
@@ -446,5 +541,5 @@ def test_nonblocking_conductor_does_not_chain_claims(persistence: Persistence) -
         conductor = NonBlockingConductor("c", board, persistence, wait_timeout=0.05,
                                          max_simultaneous_jobs=1)
         conductor.run(max_dispatches=2)
-        assert board.calls == ["claim_next", "claim_next"]
+        assert board.calls == ["claim_next", "consume", "claim_next", "consume"]
         assert board.job_count == 0

@@ -41,8 +41,10 @@ class _InlineExecutor(futures.Executor):
 class BlockingConductor(ExecutorConductor):
     """Blocking conductor that processes job(s) in a blocking manner.
 
-    Each claimed job runs to its end (or suspension) in the thread that called ``run()`` before
-    the next one is claimed. Arguments are those of ``ExecutorConductor``.
+    Each claimed job runs to its end (or suspension) in the thread that called ``run()``. The
+    call that consumes a job also claims the next one; while jobs are short (under
+    ``claim_ahead_below`` seconds) it is sent without waiting and claims one job ahead, so the
+    board works while the next job runs. Arguments are those of ``ExecutorConductor``.
     """
 
     #: Default maximum number of jobs that can be in progress at the same time.
@@ -59,13 +61,15 @@ class BlockingConductor(ExecutorConductor):
                  claim_ttl: float | None = None, backoff_base: float = 1.0,
                  backoff_max: float = 60.0, board_backoff_base: float = 0.1,
                  board_backoff_max: float = 5.0,
-                 metrics: ConductorMetrics | None = None) -> None:
+                 metrics: ConductorMetrics | None = None,
+                 claim_ahead_below: float | None = None) -> None:
         super().__init__(name, jobboard, persistence, engine, engine_options, wait_timeout, log,
                          max_simultaneous_jobs, allowed_factories=allowed_factories,
                          max_attempts=max_attempts, claim_ttl=claim_ttl,
                          backoff_base=backoff_base, backoff_max=backoff_max,
                          board_backoff_base=board_backoff_base,
-                         board_backoff_max=board_backoff_max, metrics=metrics)
+                         board_backoff_max=board_backoff_max, metrics=metrics,
+                         claim_ahead_below=claim_ahead_below)
 
     def _executor_factory(self) -> futures.Executor:
         return _InlineExecutor()

@@ -22,7 +22,7 @@ from legato.conductor._backoff import Backoff
 from legato.conductor._job import Action, Outcome
 from legato.conductor._renewal import Lease, Renewer
 from legato.conductor.base import Conductor
-from legato.jobboard.base import Job, JobBoard
+from legato.jobboard.base import Job, JobBoard, Pending
 from legato.notifier import ANY
 from legato.states import FlowState
 
@@ -81,6 +81,13 @@ class ExecutorConductor(Conductor):
         backoff_max: the largest abandon delay.
         board_backoff_base, board_backoff_max: the same for retrying a failing jobboard.
         metrics: Prometheus metrics to update (``ConductorMetrics``), or None.
+        claim_ahead_below: conductors that chain claims (the blocking one) keep the board
+            working while they run: after a job that took less than this many seconds, the
+            call that consumes it also claims the job after next, and its answer is read when
+            the next job ends. So the conductor holds one job it has not started yet, for
+            about one short job's time (``CLAIM_AHEAD_HOLD`` at most, then it is released
+            uncounted), and ``job_consumed`` for a job comes when the following job ends.
+            ``CLAIM_AHEAD_BELOW`` when None; 0 turns claiming ahead off.
     """
 
     #: Logger that will be used for listening to events (if none then the module level logger
@@ -100,8 +107,16 @@ class ExecutorConductor(Conductor):
 
     #: Whether consuming a job may claim the next one in the same board call
     #: (``JobBoard.consume_and_claim_next``). Only for conductors that run the next job in the
-    #: claim loop's thread straight after (the blocking one): a claim made there is never idle.
+    #: claim loop's thread straight after (the blocking one).
     CHAIN_CLAIMS = False
+
+    #: With ``CHAIN_CLAIMS``: after a job that ran for less than this many seconds, the
+    #: conductor claims one job ahead (see ``claim_ahead_below``); 0 never does.
+    CLAIM_AHEAD_BELOW = 0.05
+
+    #: A job claimed ahead that has not started after this many seconds (at most a quarter of
+    #: the claim TTL) is handed back to the board with ``JobBoard.release``.
+    CLAIM_AHEAD_HOLD = 0.5
 
     #: Exceptions that will not cause consumption to occur.
     NO_CONSUME_EXCEPTIONS: tuple[type[Exception], ...] = (errors.ExecutionFailure,
@@ -126,7 +141,8 @@ class ExecutorConductor(Conductor):
                  claim_ttl: float | None = None, backoff_base: float = 1.0,
                  backoff_max: float = 60.0, board_backoff_base: float = 0.1,
                  board_backoff_max: float = 5.0,
-                 metrics: ConductorMetrics | None = None) -> None:
+                 metrics: ConductorMetrics | None = None,
+                 claim_ahead_below: float | None = None) -> None:
         super().__init__(name, jobboard, persistence=persistence, engine=engine,
                          engine_options=engine_options)
         self._wait_timeout = _positive("wait_timeout", wait_timeout, self.WAIT_TIMEOUT)
@@ -135,6 +151,13 @@ class ExecutorConductor(Conductor):
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
             raise ValueError("max_attempts must be an integer >= 1")
         self._claim_ttl = None if claim_ttl is None else _positive("claim_ttl", claim_ttl, 0)
+        if claim_ahead_below is None:
+            claim_ahead_below = self.CLAIM_AHEAD_BELOW
+        if (isinstance(claim_ahead_below, bool) or not isinstance(claim_ahead_below, int | float)
+                or not claim_ahead_below >= 0):
+            raise ValueError(f"claim_ahead_below must be a number >= 0, not "
+                             f"{claim_ahead_below!r}")
+        self._claim_ahead_below = float(claim_ahead_below) if self.CHAIN_CLAIMS else 0.0
         self._max_simultaneous_jobs = max_simultaneous_jobs
         self._max_attempts = max_attempts
         self._backoff = Backoff(base=backoff_base, maximum=backoff_max)
@@ -154,9 +177,13 @@ class ExecutorConductor(Conductor):
         self._next_entity_refresh = 0.0
         self._idle_wakeups = 0
         # A job claimed by the last consume_and_claim_next, with when it was claimed; and
-        # whether the job being finished may claim the next one that way.
+        # how many more jobs may be claimed in this run() (None: no limit; 0: none).
         self._handoff: tuple[Job, float] | None = None
-        self._may_chain = False
+        self._room: int | None = 0
+        # The finishing call in flight while the next job runs (it claimed one ahead).
+        self._ahead: _Ahead | None = None
+        self._ahead_lock = threading.Lock()
+        self._hold = self.CLAIM_AHEAD_HOLD
 
     # -- public API ------------------------------------------------------------------------
 
@@ -231,8 +258,10 @@ class ExecutorConductor(Conductor):
 
     def _run(self, limit: int | None, persistence: Persistence) -> None:
         ttl = self._lease_ttl()
-        renewer = Renewer(self._jobboard, self._conductor.name, period=ttl / 6,
-                          on_tick=lambda: self._refresh_entity(ttl),
+        self._hold = min(self.CLAIM_AHEAD_HOLD, ttl / 4)
+        period = min(ttl / 6, self._hold / 2) if self._claim_ahead_below else ttl / 6
+        renewer = Renewer(self._jobboard, self._conductor.name, period=period,
+                          on_tick=lambda: self._tick(ttl),
                           on_error=lambda exc: self._count("board_errors"),
                           on_lost=lambda lease: self._count("claims_lost"))
         executor = self._executor_factory()
@@ -248,11 +277,14 @@ class ExecutorConductor(Conductor):
                 lease, failures = self._claim_next(ttl, renewer, failures)
                 if lease is not None:
                     dispatched += 1
-                    self._may_chain = self.CHAIN_CLAIMS and (limit is None or dispatched < limit)
+                    self._room = None if limit is None else limit - dispatched
                     self._submit(executor, lease, persistence, renewer)
             self._wait_for_all()
         finally:
-            self._may_chain = False
+            self._room = 0
+            ahead = self._take_ahead()
+            if ahead is not None:
+                self._release_unstarted(ahead[0])
             if self._handoff is not None:  # claimed as run() ended: hand it straight back
                 self._release_unstarted(self._handoff[0])
                 self._handoff = None
@@ -304,13 +336,13 @@ class ExecutorConductor(Conductor):
         return renewer.add(job, ttl, claimed_at=claimed_at), 0
 
     def _release_unstarted(self, job: Job) -> None:
-        """Abandon a job claimed after ``stop()`` without running it (its lease would lapse
-        anyway; releasing it now lets another conductor take it at once)."""
+        """Hand back a job claimed but not started (claimed ahead, or after ``stop()``): its
+        lease would lapse anyway; releasing it lets another conductor take it at once, and the
+        claim does not count in its attempts."""
         try:
-            self._jobboard.abandon(job, self._conductor.name, delay=0.0,
-                                   reason="conductor stopping")
+            self._jobboard.release(job, self._conductor.name)
         except Exception as exc:  # the lease lapses by itself: nothing is lost
-            logger.warning("%s: could not release job %s claimed while stopping: %s",
+            logger.warning("%s: could not release unstarted job %s: %s",
                            self._conductor.name, job.uuid, exc)
 
     def _idle(self, woken: bool) -> None:
@@ -361,7 +393,7 @@ class ExecutorConductor(Conductor):
                              lease.job.uuid)
             outcome = Outcome(Action.ABANDON, f"conductor error: {exc}", retryable=True)
         outcome = self._limit_attempts(lease.job, outcome)
-        self._finish(lease, persistence, outcome)
+        self._finish(lease, persistence, outcome, ran_for=time.monotonic() - started)
         if self._metrics is not None:
             self._metrics.duration.observe(time.monotonic() - started)
 
@@ -449,22 +481,102 @@ class ExecutorConductor(Conductor):
 
     # -- finishing a job -------------------------------------------------------------------
 
-    def _finish(self, lease: Lease, persistence: Persistence, outcome: Outcome) -> None:
+    def _finish(self, lease: Lease, persistence: Persistence, outcome: Outcome, *,
+                ran_for: float | None = None) -> None:
         job, owner = lease.job, self._conductor.name
-        event, reason = f"job_{_PAST[outcome.action]}", outcome.reason
+        ahead = self._take_ahead()  # the previous job's consume, and a job claimed ahead
+        stopping = self._stopping.is_set()
+        room = self._room
         call: Callable[[], None]
-        if (outcome.action is Action.CONSUME and self._may_chain
-                and not self._stopping.is_set()):
-            call = lambda: self._consume_and_claim(job, owner)  # noqa: E731
+        if outcome.action is Action.CONSUME and not stopping and self.CHAIN_CLAIMS:
+            if (ran_for is not None and ran_for < self._claim_ahead_below
+                    and (room is None or room >= 2)
+                    and self._send_ahead(lease, persistence, ahead)):
+                return
+            if ahead is None and (room is None or room >= 1):
+                call = lambda: self._consume_and_claim(job, owner)  # noqa: E731
+            else:
+                call = lambda: self._jobboard.consume(job, owner)  # noqa: E731
         elif outcome.action is Action.CONSUME:
             call = lambda: self._jobboard.consume(job, owner)  # noqa: E731
         elif outcome.action is Action.TRASH:
-            call = lambda: self._jobboard.trash(job, owner, reason=reason)  # noqa: E731
+            call = lambda: self._jobboard.trash(job, owner, reason=outcome.reason)  # noqa: E731
         else:
             delay = (outcome.delay if outcome.delay is not None
                      else self._backoff.delay(job.attempts))
             call = lambda: self._jobboard.abandon(job, owner, delay=delay,  # noqa: E731
-                                                  reason=reason)
+                                                  reason=outcome.reason)
+        self._complete(lease, persistence, outcome, call)
+        if ahead is not None:
+            if stopping:
+                self._release_unstarted(ahead[0])
+            else:
+                self._handoff = ahead
+
+    def _send_ahead(self, lease: Lease, persistence: Persistence,
+                    ahead: tuple[Job, float] | None) -> bool:
+        """Consume ``lease``'s job and claim one more, without waiting: the answer is read
+        when the next job ends (``_take_ahead``). The next job is the one claimed ahead
+        before or, when there is none, one claimed now; False (nothing sent) when there is no
+        next job to run meanwhile."""
+        if ahead is None:
+            claimed_at = time.monotonic()
+            try:
+                job = self._jobboard.claim_next(self._conductor.name, ttl=self._claim_ttl)
+            except Exception as exc:  # the synchronous path retries with back-off
+                logger.debug("%s: claim before consuming ahead failed: %s",
+                             self._conductor.name, exc)
+                return False
+            if job is None:
+                return False
+            ahead = (job, claimed_at)
+        sent_at = time.monotonic()
+        try:
+            pending = self._jobboard.consume_and_claim_next_async(
+                lease.job, self._conductor.name, ttl=self._claim_ttl)
+        except Exception as exc:  # e.g. a closed board: an answer like the board's others
+            failure = exc
+            pending = Pending.of(lambda: _raise(failure))
+        self._ahead = _Ahead(pending, lease, persistence, sent_at)
+        self._handoff = ahead
+        return True
+
+    def _take_ahead(self, *, held_for: float = 0.0) -> tuple[Job, float] | None:
+        """Read the in-flight finishing call's answer (emitting its job's event); the job it
+        claimed ahead, if any, with when it was claimed. From the claim loop, or from the
+        renewer (``held_for`` > 0) once the call is that many seconds old."""
+        with self._ahead_lock:
+            ahead = self._ahead
+            if ahead is None or time.monotonic() - ahead.sent_at < held_for:
+                return None
+            self._ahead = None
+            claimed: list[Job | None] = [None]
+
+            def answer() -> None:
+                if not ahead.read:
+                    ahead.read = True
+                    claimed[0] = ahead.pending.result()
+                else:  # the answer was lost (a transient error): consume again
+                    self._jobboard.consume(ahead.lease.job, self._conductor.name)
+
+            self._complete(ahead.lease, ahead.persistence, Outcome(Action.CONSUME), answer)
+            return None if claimed[0] is None else (claimed[0], ahead.sent_at)
+
+    def _tick(self, ttl: float) -> None:
+        """The renewer's periodic call: refresh the entity, and release a job claimed ahead
+        that the claim loop has not taken within the hold time (the job running meanwhile
+        turned out long)."""
+        self._refresh_entity(ttl)
+        if self._ahead is not None:
+            ahead = self._take_ahead(held_for=self._hold)
+            if ahead is not None:
+                self._release_unstarted(ahead[0])
+
+    def _complete(self, lease: Lease, persistence: Persistence, outcome: Outcome,
+                  call: Callable[[], None]) -> None:
+        """Make the finishing board ``call`` for ``lease``'s job and emit the job's event."""
+        job, owner = lease.job, self._conductor.name
+        event, reason = f"job_{_PAST[outcome.action]}", outcome.reason
         try:
             self._call_board(call, lease)
         except (errors.NotOwner, errors.NotFound) as exc:
@@ -542,6 +654,24 @@ class ExecutorConductor(Conductor):
 
 
 _PAST = {Action.CONSUME: "consumed", Action.ABANDON: "abandoned", Action.TRASH: "trashed"}
+
+
+class _Ahead:
+    """A consume sent without waiting that also claims a job ahead (``_send_ahead``)."""
+
+    __slots__ = ("lease", "pending", "persistence", "read", "sent_at")
+
+    def __init__(self, pending: Pending[Job | None], lease: Lease, persistence: Persistence,
+                 sent_at: float) -> None:
+        self.pending = pending
+        self.lease = lease
+        self.persistence = persistence
+        self.sent_at = sent_at
+        self.read = False
+
+
+def _raise(exc: Exception) -> Job | None:
+    raise exc
 
 
 def _storage_reason(reason: str | None) -> bool:

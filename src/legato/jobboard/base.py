@@ -28,6 +28,7 @@ Semantics every backend keeps (the conformance suite in ``legato.testing`` check
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -81,10 +82,8 @@ class Pending(Generic[T]):
     def of(cls, call: Callable[[], T]) -> Pending[T]:
         """A pending call made at once (for backends that cannot send without waiting)."""
         pending: Pending[T] = cls(call)
-        try:
+        with contextlib.suppress(Exception):  # kept for result()
             pending.result()
-        except Exception:  # kept for result()
-            pass
         return pending
 
     def then(self, after: Callable[[T], U]) -> Pending[U]:
