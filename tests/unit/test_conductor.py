@@ -383,7 +383,10 @@ def test_claim_renewed_while_a_job_outlives_its_ttl(board: JobBoard, board_url: 
 
 
 class CountingBoard(MemoryJobBoard):
-    """A memory board counting its claim calls (and able to stop a conductor mid-call)."""
+    """A memory board counting its claim calls (and able to stop a conductor mid-call); it
+    claims as if its answers came later, as on Redis and ZooKeeper."""
+
+    sends_without_waiting = True
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

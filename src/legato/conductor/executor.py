@@ -81,7 +81,8 @@ class ExecutorConductor(Conductor):
         backoff_max: the largest abandon delay.
         board_backoff_base, board_backoff_max: the same for retrying a failing jobboard.
         metrics: Prometheus metrics to update (``ConductorMetrics``), or None.
-        claim_ahead_below: conductors that chain claims (the blocking one) keep the board
+        claim_ahead_below: conductors that chain claims (the blocking one), on boards that
+            answer later (``JobBoard.sends_without_waiting``: Redis, ZooKeeper), keep the board
             working while they run: after a job that took less than this many seconds, the
             call that consumes it also claims the job after next, and its answer is read when
             the next job ends. So the conductor holds one job it has not started yet, for
@@ -157,7 +158,9 @@ class ExecutorConductor(Conductor):
                 or not claim_ahead_below >= 0):
             raise ValueError(f"claim_ahead_below must be a number >= 0, not "
                              f"{claim_ahead_below!r}")
-        self._claim_ahead_below = float(claim_ahead_below) if self.CHAIN_CLAIMS else 0.0
+        # Claiming ahead only pays where the board works while the next job runs.
+        self._claim_ahead_below = (float(claim_ahead_below) if self.CHAIN_CLAIMS
+                                   and jobboard.sends_without_waiting else 0.0)
         self._max_simultaneous_jobs = max_simultaneous_jobs
         self._max_attempts = max_attempts
         self._backoff = Backoff(base=backoff_base, maximum=backoff_max)

@@ -287,6 +287,14 @@ class JobBoard(abc.ABC):
     # -- lifecycle -------------------------------------------------------------------------
 
     @property
+    def sends_without_waiting(self) -> bool:
+        """Whether ``consume_and_claim_next_async`` returns before the board has answered
+        (the backend overrides ``_send_consume_and_claim_next``); on other boards it makes
+        the call there and then."""
+        return (type(self)._send_consume_and_claim_next
+                is not JobBoard._send_consume_and_claim_next)
+
+    @property
     def connected(self) -> bool:
         return self._connected
 
