@@ -399,7 +399,7 @@ class SQLJobBoard(JobBoard):
             "attempts": sa.case((jobs.c.attempts > 0, jobs.c.attempts - 1), else_=0)})
 
     def _unclaim(self, job_uuid: str, who: str, fence: int | None,
-                 values: Callable[[float], dict[str, Any]]) -> None:
+                 values: Callable[[Any], dict[str, Any]]) -> None:
         with self._tx(write=True) as conn:
             now = self._now()
             done = conn.execute(
