@@ -320,6 +320,80 @@ def test_a_busy_script_connection_sends_other_threads_through_the_pool(
     assert board.job_count == 1
 
 
+def test_an_async_call_on_a_busy_script_connection_is_made_at_once_through_the_pool(
+        board: JobBoard) -> None:
+    assert isinstance(board, RedisJobBoard) and board._scripts is not None
+    first, second = board.post("first"), board.post("second")
+    held = board.claim(first, "worker")
+    with board._scripts._lock:
+        pending = board.consume_and_claim_next_async(held, "worker")
+        assert board.state_of(first) is JobState.COMPLETE  # made already
+    assert pending.result() == second
+
+
+def test_an_async_reply_read_on_another_thread_frees_the_script_connection(
+        board: JobBoard) -> None:
+    """The reply is read on the kept connection by whichever thread asks; after that the
+    connection is free and in step: the next call runs on it, not on a new one."""
+    assert isinstance(board, RedisJobBoard) and board._scripts is not None
+    runner = board._scripts
+    first, second, third = board.post("first"), board.post("second"), board.post("third")
+    held = board.claim(first, "worker")
+    kept = runner._conn
+    pending = board.consume_and_claim_next_async(held, "worker")
+    assert runner._lock.locked()  # taken until the reply is read
+    answers: list[Job | None] = []
+    reader = threading.Thread(target=lambda: answers.append(pending.result()))
+    reader.start()
+    reader.join(30)
+    assert answers == [second]
+    assert not runner._lock.locked()
+    assert answers[0] is not None
+    assert board.consume_and_claim_next(answers[0], "worker") == third
+    assert runner._conn is kept and runner._live
+
+
+def test_an_async_call_loads_a_flushed_script(raw: redis.Redis, board: JobBoard) -> None:
+    """The NOSCRIPT reply is read by ``result()``, which loads the script and runs it."""
+    first, second = board.post("first"), board.post("second")
+    held = board.claim(first, "worker")
+    raw.script_flush()
+    pending = board.consume_and_claim_next_async(held, "worker")
+    assert pending.result() == second
+    assert board.state_of(first) is JobState.COMPLETE
+
+
+def test_an_async_call_during_an_outage_fails_from_result_then_work_goes_on(
+        redis_url: str) -> None:
+    with TCPProxy("127.0.0.1", 6379) as proxy, \
+            jobboard.connect(proxy.url_for(redis_url), socket_timeout=2.0) as board:
+        assert isinstance(board, RedisJobBoard) and board._scripts is not None
+        first, second = board.post("first"), board.post("second")
+        held = board.claim(first, "worker")
+        proxy.cut()
+        pending = board.consume_and_claim_next_async(held, "worker")
+        for _ in range(2):
+            with pytest.raises(errors.BoardUnavailable) as info:
+                pending.result()
+            assert isinstance(info.value.__cause__, redis.ConnectionError)
+        assert not board._scripts._lock.locked()
+        proxy.restore()
+        assert board.consume_and_claim_next_async(held, "worker").result() == second
+        assert board.job_count == 1
+
+
+def test_closing_the_board_does_not_wait_for_an_unread_async_reply(redis_url: str) -> None:
+    board = jobboard.connect(redis_url)
+    board.connect()
+    try:
+        held = board.claim(board.post("first"), "worker")
+        pending = board.consume_and_claim_next_async(held, "worker")
+    finally:
+        board.close()
+    with pytest.raises(errors.BoardUnavailable):
+        pending.result()
+
+
 def test_a_script_connection_the_server_closed_is_replaced(redis_url: str) -> None:
     """Like a pooled connection at check-out, the kept one is replaced when the server side
     has closed it: the next call works, with no error."""

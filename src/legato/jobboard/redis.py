@@ -19,11 +19,15 @@ atomic; scripts read the server's clock (``TIME``), so every machine agrees on l
 claim nobody renews simply expires: ``claim``/``claim_next`` treat it as claimable, with no code
 on the dead owner's side. ``claim_next`` first moves a bounded number of due delayed jobs and
 expired claims back to ``ready``, then takes the first ready job: its cost does not grow with
-the backlog. ``consume_and_claim_next`` runs ``consume`` then ``claim_next`` in one script.
+the backlog. ``consume_and_claim_next`` runs ``consume`` then ``claim_next`` in one script;
+``abandon`` and ``release`` share one body (``unclaim`` in ``common.lua``): the job goes back to
+``ready`` (or ``delayed``) with its old score, so it keeps its place in claim order.
 
 The scripts run over a connection the board keeps for them (see ``_ScriptRunner``): they are
 the board's hot path, and a conductor that loops claim, run, consume pays one round trip per
-job for its board calls.
+job for its board calls. ``consume_and_claim_next_async`` sends its script on that connection
+and reads the reply when ``result()`` is called, so the round trip overlaps the caller's work;
+until then the connection stays taken and the board's other calls go through the pool.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 from uuid import uuid4
 
@@ -50,7 +54,7 @@ from redis.sentinel import Sentinel
 
 from legato import errors
 from legato.jobboard import base
-from legato.jobboard.base import Entity, Job, JobBoard, JobRecord
+from legato.jobboard.base import Entity, Job, JobBoard, JobRecord, Pending
 from legato.states import JobPriority, JobState
 
 if TYPE_CHECKING:
@@ -60,8 +64,10 @@ __all__ = ["RedisJobBoard", "RedisSettings"]
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 _SCRIPTS = ("post", "claim", "claim_next", "renew", "consume", "consume_and_claim_next",
-            "abandon", "trash", "promote", "set_aside", "entity_register", "entity_list")
+            "abandon", "release", "trash", "promote", "set_aside", "entity_register", "entity_list")
 #: Most delayed jobs, expired claims or bad entries one script call handles (bounded work).
 _HOUSEKEEPING_LIMIT = 100
 _BOARD_OPTIONS = ("name", "ttl", "poll_interval", "clock")
@@ -325,6 +331,31 @@ class RedisJobBoard(JobBoard):
             raise _legato_error(exc, script, job_uuid) from exc
         return reply
 
+    def _send(self, script: str, args: list[Any], job_uuid: str | None,
+              answer: Callable[[list[Any]], T]) -> Pending[T] | None:
+        """Send one Lua script without waiting: the ``Pending`` gives ``answer(reply)`` (or
+        ``_run``'s error); None when the script connection is busy."""
+        runner = self._scripts
+        assert runner is not None, "connected boards have a script runner"
+        now = "" if self._server_time else repr(self.clock())
+        try:
+            read = runner.send(script, [self._prefix, now, self._channel, *args])
+        except redis.RedisError as exc:
+            error = _legato_error(exc, script, job_uuid)
+            error.__cause__ = exc
+            return Pending.of(functools.partial(_raise, error))
+        if read is None:
+            return None
+
+        def finish() -> T:
+            try:
+                reply: list[Any] = read()
+            except redis.RedisError as exc:
+                raise _legato_error(exc, script, job_uuid) from exc
+            return answer(reply)
+
+        return Pending(finish)
+
     # -- posting and reading ---------------------------------------------------------------
 
     def _post(self, record: JobRecord) -> None:
@@ -482,9 +513,24 @@ class RedisJobBoard(JobBoard):
         """One script consumes, then claims (``consume_and_claim_next.lua``). Its errors are
         ``_consume``'s: when the reply is lost the consume may have happened, as with
         ``consume`` alone, and so may a claim, which then lapses after ``ttl``."""
-        args = [job_uuid, _owner_json(who), "" if fence is None else str(fence), repr(ttl),
-                _HOUSEKEEPING_LIMIT]
-        reply = self._run("consume_and_claim_next", args, job_uuid)
+        reply = self._run("consume_and_claim_next", _consume_args(job_uuid, who, fence, ttl),
+                          job_uuid)
+        return self._consumed_then_claimed(job_uuid, who, ttl, reply)
+
+    def _send_consume_and_claim_next(self, job_uuid: str, who: str, fence: int | None,
+                                     ttl: float) -> Pending[JobRecord | None]:
+        """The same script, sent on the script connection; made at once when that is busy."""
+        sent = self._send("consume_and_claim_next", _consume_args(job_uuid, who, fence, ttl),
+                          job_uuid,
+                          functools.partial(self._consumed_then_claimed, job_uuid, who, ttl))
+        if sent is None:
+            return Pending.of(functools.partial(self._consume_and_claim_next, job_uuid, who,
+                                                fence, ttl))
+        return sent
+
+    def _consumed_then_claimed(self, job_uuid: str, who: str, ttl: float,
+                               reply: list[Any]) -> JobRecord | None:
+        """The answer to a ``consume_and_claim_next`` reply."""
         if reply[0] in ("NOTFOUND", "NOTOWNER", "BAD"):  # consume's refusals
             self._refused(job_uuid, who, reply)
         try:
@@ -497,6 +543,9 @@ class RedisJobBoard(JobBoard):
     def _abandon(self, job_uuid: str, who: str, fence: int | None, delay: float,
                  reason: str | None) -> None:
         self._owned("abandon", job_uuid, who, fence, repr(delay), json.dumps(reason))
+
+    def _release(self, job_uuid: str, who: str, fence: int | None) -> None:
+        self._owned("release", job_uuid, who, fence)
 
     def _trash(self, job_uuid: str, who: str, fence: int | None, reason: str | None) -> None:
         self._owned("trash", job_uuid, who, fence, json.dumps(reason))
@@ -583,6 +632,16 @@ class RedisJobBoard(JobBoard):
                 logger.warning("board %r: skipping undecodable entity: %s", self.name, exc)
 
 
+def _consume_args(job_uuid: str, who: str, fence: int | None, ttl: float) -> list[Any]:
+    """``consume_and_claim_next.lua``'s arguments."""
+    return [job_uuid, _owner_json(who), "" if fence is None else str(fence), repr(ttl),
+            _HOUSEKEEPING_LIMIT]
+
+
+def _raise(error: BaseException) -> NoReturn:
+    raise error
+
+
 def _owner_of(text: str) -> str | None:
     """The owner a refusal names (JSON), or None when that is garbage too."""
     try:
@@ -610,6 +669,10 @@ class _ScriptRunner:
     through the client's pool as usual. Like the pool at check-out, the runner replaces its
     connection when it has unread data or the server closed it; after any failure but an error
     reply it drops the connection (redis-py has closed it), so the next call connects afresh.
+
+    ``send`` sends a script and leaves its reply to be read later, by any thread: the lock
+    (a ``threading.Lock``, which another thread may release) is held from the send until the
+    reply has been read, so nothing else is sent on the connection in between.
     """
 
     def __init__(self, client: redis.Redis, keys: list[str], sources: dict[str, str]) -> None:
@@ -621,7 +684,10 @@ class _ScriptRunner:
         self._lock = threading.Lock()
         self._conn: Any = None
         self._live = False  # whether _conn is connected
+        self._unread = False  # whether a reply send() asked for is still to be read
         self._pid = os.getpid()
+        timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+        self._close_wait: float = timeout if timeout else 5.0
 
     def run(self, name: str, args: list[Any]) -> Any:
         if not self._lock.acquire(blocking=False):
@@ -638,17 +704,60 @@ class _ScriptRunner:
         finally:
             self._lock.release()
 
+    def send(self, name: str, args: list[Any]) -> Callable[[], Any] | None:
+        """Send ``EVALSHA`` on the kept connection and return the function that reads its
+        reply (call it once, from any thread; it releases the connection), or None when the
+        connection is busy. A failure to send raises at once, the connection dropped."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            conn = self._checked_out()
+            conn.send_command("EVALSHA", self._shas[name], *self._keys, *args)
+        except BaseException:
+            self._drop()
+            self._lock.release()
+            raise
+        self._unread = True
+        return functools.partial(self._read, conn, name, args)
+
+    def _read(self, conn: Any, name: str, args: list[Any]) -> Any:
+        try:
+            try:
+                return conn.read_response()
+            except redis.exceptions.NoScriptError:
+                return self._load_and_run(functools.partial(_exchange, conn), name, args)
+        except redis.ResponseError:
+            raise  # a whole error reply was read: the connection is still in step
+        except BaseException:
+            self._drop()
+            raise
+        finally:
+            self._unread = False
+            self._lock.release()
+
     def close(self) -> None:
-        with self._lock:
+        # Wait for a call in flight (bounded by the socket timeout), but not for a reply that
+        # send() asked for and nobody reads: the connection is dropped under it, and its
+        # reader gets a connection error.
+        held = self._lock.acquire(blocking=False) or (
+            not self._unread and self._lock.acquire(timeout=self._close_wait))
+        try:
             self._drop()
             self._conn = None
+        finally:
+            if held:
+                self._lock.release()
 
     def _evalsha(self, call: Callable[..., Any], name: str, args: list[Any]) -> Any:
         try:
             return call("EVALSHA", self._shas[name], *self._keys, *args)
-        except redis.exceptions.NoScriptError:  # the script did not run: load it, run it
-            call("SCRIPT", "LOAD", self._sources[name])
-            return call("EVALSHA", self._shas[name], *self._keys, *args)
+        except redis.exceptions.NoScriptError:
+            return self._load_and_run(call, name, args)
+
+    def _load_and_run(self, call: Callable[..., Any], name: str, args: list[Any]) -> Any:
+        """After ``NOSCRIPT`` (the script did not run): load the script, run it."""
+        call("SCRIPT", "LOAD", self._sources[name])
+        return call("EVALSHA", self._shas[name], *self._keys, *args)
 
     def _checked_out(self) -> Any:
         if self._pid != os.getpid():  # a forked child: the connection is the parent's

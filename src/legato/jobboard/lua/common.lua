@@ -1,5 +1,5 @@
 -- Helpers shared by every Legato jobboard script (prepended to each script by redis.py), and
--- the bodies of the steps that scripts combine (consume, claim_next).
+-- the bodies of the steps that scripts combine or share (consume, claim_next, unclaim).
 -- Job hashes hold JSON-encoded values; "null" stands for None.
 
 local ONE_PRIORITY = 1099511627776  -- 2^40: room for 2^40 posts per priority
@@ -197,6 +197,40 @@ local function consume(uuid, who, fence)
   end
   redis.call('PUBLISH', removal_channel(channel, uuid), 'removed ' .. uuid)
   return {'OK'}
+end
+
+-- Give up `who`'s claim (`fence` '' for any): the job is claimable again after `delay` seconds,
+-- at once when 0, in its old place in claim order (its score in "jobs"); waiters are woken.
+-- `reason` (JSON) replaces the job's, unless nil. With `uncount` the claim is taken back from
+-- `attempts` (never below 0). Returns {'OK', available_at (JSON)} or a check_owner refusal.
+local function unclaim(uuid, who, fence, delay, reason, uncount)
+  local key = k.prefix .. 'job:' .. uuid
+  local refused = check_owner(key, who, fence, now)
+  if refused then return refused end
+  local available = 'null'
+  redis.call('ZREM', k.claimed, uuid)
+  if delay > 0 then
+    available = fmt(now + delay)
+    redis.call('ZADD', k.delayed, now + delay, uuid)
+  else
+    redis.call('ZADD', k.ready, redis.call('ZSCORE', k.jobs, uuid) or 0, uuid)
+  end
+  local fields = {'state', '"UNCLAIMED"', 'owner', 'null', 'lease_expires', 'null',
+    'available_at', available, 'last_modified', fmt(now)}
+  if reason ~= nil then
+    fields[#fields + 1] = 'reason'
+    fields[#fields + 1] = reason
+  end
+  if uncount then
+    local attempts = redis.call('HGET', key, 'attempts')
+    if is_int(attempts) then  -- garbage stays as it is, to be set aside when next taken
+      fields[#fields + 1] = 'attempts'
+      fields[#fields + 1] = string.format('%d', math.max(tonumber(attempts) - 1, 0))
+    end
+  end
+  redis.call('HSET', key, unpack(fields))
+  redis.call('PUBLISH', channel, (uncount and 'released ' or 'abandoned ') .. uuid)
+  return {'OK', available}
 end
 
 -- Claim the first ready job for `who` (JSON). Work is bounded: at most `limit` delayed/expired
