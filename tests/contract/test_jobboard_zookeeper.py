@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -63,6 +63,19 @@ def _with_backlog(make_board: MakeBoard, count: int) -> tuple[JobBoard, JobBoard
     return poster, worker, jobs
 
 
+ConsumeAndClaimNext = Callable[[JobBoard, Job, str], Job | None]
+
+
+def _sent_and_read(board: JobBoard, job: Job, who: str) -> Job | None:
+    return board.consume_and_claim_next_async(job, who).result()
+
+
+#: ``consume_and_claim_next`` both ways: at once, and sent then read.
+both_ways = pytest.mark.parametrize(
+    "consume_and_claim_next", [JobBoard.consume_and_claim_next, _sent_and_read],
+    ids=["sync", "async"])
+
+
 def test_claiming_jobs_posted_elsewhere_costs_one_transaction_each(
         make_board: MakeBoard) -> None:
     """The worker reads the next jobs ahead, several per request: claim_next and consume
@@ -83,21 +96,75 @@ def test_claiming_jobs_posted_elsewhere_costs_one_transaction_each(
     assert poster.job_count == 0
 
 
-def test_consume_and_claim_next_is_one_transaction(make_board: MakeBoard) -> None:
+@both_ways
+def test_consume_and_claim_next_is_one_transaction(
+        make_board: MakeBoard, consume_and_claim_next: ConsumeAndClaimNext) -> None:
     poster, worker, jobs = _with_backlog(make_board, 6)
     job = worker.claim_next("worker")
     requests = _Requests(worker)
     for expected in jobs[1:]:
         assert job is not None
-        job = worker.consume_and_claim_next(job, "worker")
+        job = consume_and_claim_next(worker, job, "worker")
         assert job == expected and job is not None and poster.find_owner(job) == "worker"
     assert requests.counts["Transaction"] == 5
     assert requests.counts["GetData"] + requests.counts["WatchedGet"] == 0, requests.counts
-    assert job is not None and worker.consume_and_claim_next(job, "worker") is None
+    assert job is not None and consume_and_claim_next(worker, job, "worker") is None
     assert poster.job_count == 0
 
 
-def test_consume_and_claim_next_when_the_next_job_changed_unseen(make_board: MakeBoard) -> None:
+def test_the_job_an_unread_consume_and_claim_next_claims_is_reserved(
+        make_board: MakeBoard) -> None:
+    """While the answer is outstanding, the board's other claims pass over the job it claims,
+    and everything is still one transaction per claim."""
+    poster, worker, (first, second, third) = _with_backlog(make_board, 3)
+    held = worker.claim_next("worker")
+    assert held == first and held is not None
+    requests = _Requests(worker)
+    pending = worker.consume_and_claim_next_async(held, "worker")
+    assert worker.claim_next("other") == third
+    assert pending.result() == second
+    assert poster.find_owner(second) == "worker" and poster.find_owner(third) == "other"
+    assert poster.state_of(first) is JobState.COMPLETE
+    assert requests.counts["Transaction"] == 2
+    assert requests.counts["GetData"] + requests.counts["WatchedGet"] == 0, requests.counts
+
+
+def test_an_async_consume_and_claim_next_is_written_before_the_call_returns(
+        make_board: MakeBoard) -> None:
+    """kazoo's connection thread writes the requests; the call returns once it has, so that the
+    transaction is on its way while the caller goes on (holding the GIL) with other work."""
+    _, worker, (first, second) = _with_backlog(make_board, 2)
+    assert isinstance(worker, ZooKeeperJobBoard)
+    held = worker.claim_next("worker")
+    assert held == first and held is not None
+    pending = worker.consume_and_claim_next_async(held, "worker")
+    queued = [type(request).__name__ for request, _ in list(worker._client._queue)]
+    assert "Transaction" not in queued
+    assert pending.result() == second
+
+
+def test_the_end_of_a_claim_reaches_other_boards_without_reads(make_board: MakeBoard) -> None:
+    """Another board learns from its watch on jobs/, without reading the claim node, that an
+    abandoned or released job is free, and claims it first."""
+    poster, worker, (first, second) = _with_backlog(make_board, 2)
+    assert isinstance(worker, ZooKeeperJobBoard)
+    claimed = poster.claim_next("poster")
+    assert claimed == first and claimed is not None
+    poster.abandon(claimed, "poster")
+    claimed = poster.claim(first, "poster")
+    poster.release(claimed, "poster")
+    requests = _Requests(worker)
+    worker._follower.catch_up()  # every event of the above has reached the worker's index
+    assert worker._index.unknown_claims() == []
+    assert requests.counts == {"Sync": 1}  # no claim node read
+    again = worker.claim_next("worker")
+    assert again == first and again is not None and again.attempts == 2
+    assert poster.state_of(second) is JobState.UNCLAIMED
+
+
+@both_ways
+def test_consume_and_claim_next_when_the_next_job_changed_unseen(
+        make_board: MakeBoard, consume_and_claim_next: ConsumeAndClaimNext) -> None:
     """The one transaction fails on the next job's version (as if another process had changed
     it and its event had not come yet): nothing happened, so the board consumes, then claims."""
     poster, worker, (first, second) = _with_backlog(make_board, 2)
@@ -110,14 +177,16 @@ def test_consume_and_claim_next_when_the_next_job_changed_unseen(make_board: Mak
     assert known is not None
     worker._index.job_data(name, (known[0], known[1] + 7), seen=worker._index.token())
     requests = _Requests(worker)
-    nxt = worker.consume_and_claim_next(held, "worker")
+    nxt = consume_and_claim_next(worker, held, "worker")
     assert nxt == second and nxt is not None and nxt.attempts == 1
     assert poster.state_of(first) is JobState.COMPLETE
     assert poster.find_owner(second) == "worker"
     assert requests.counts["Transaction"] == 3  # both at once (failed), consume, claim
 
 
-def test_consume_and_claim_next_when_the_claim_changed_unseen(make_board: MakeBoard) -> None:
+@both_ways
+def test_consume_and_claim_next_when_the_claim_changed_unseen(
+        make_board: MakeBoard, consume_and_claim_next: ConsumeAndClaimNext) -> None:
     """The one transaction fails on the consumed claim's version: the consume then reads and
     checks the claim (still the caller's), consumes, and the next job is claimed."""
     poster, worker, (first, second) = _with_backlog(make_board, 2)
@@ -126,19 +195,21 @@ def test_consume_and_claim_next_when_the_claim_changed_unseen(make_board: MakeBo
     name = worker._index.lookup(first.uuid)
     assert name is not None
     worker._holds[name] = dataclasses.replace(worker._holds[name], claim_version=5)
-    nxt = worker.consume_and_claim_next(held, "worker")
+    nxt = consume_and_claim_next(worker, held, "worker")
     assert nxt == second and poster.state_of(first) is JobState.COMPLETE
     assert poster.find_owner(second) == "worker"
 
 
-def test_consume_and_claim_next_with_an_old_fence_claims_nothing(make_board: MakeBoard) -> None:
+@both_ways
+def test_consume_and_claim_next_with_an_old_fence_claims_nothing(
+        make_board: MakeBoard, consume_and_claim_next: ConsumeAndClaimNext) -> None:
     board = make_board()
     job, waiting = board.post("work"), board.post("waiting")
     old = board.claim(job, "owner-a")
     board.abandon(old, "owner-a")
     board.claim(job, "owner-a")  # this board remembers the newer claim
     with pytest.raises(errors.NotOwner):
-        board.consume_and_claim_next(old, "owner-a")
+        consume_and_claim_next(board, old, "owner-a")
     assert board.state_of(waiting) is JobState.UNCLAIMED
     assert board.find_owner(job) == "owner-a"
 

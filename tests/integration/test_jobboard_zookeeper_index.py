@@ -11,6 +11,7 @@ from legato.jobboard._zkindex import (
     CREATED,
     DELETED,
     JOBS,
+    UNCLAIMED,
     Index,
     SortedKeys,
     job_key,
@@ -136,6 +137,27 @@ def test_reads_sent_before_an_event_are_dropped() -> None:
     assert index.cached(a) is None
     index.job_data(a, (b"new", 2), seen=index.token())
     assert index.cached(a) == (b"new", 2)
+
+
+def test_the_end_of_a_claim_made_elsewhere_is_known_from_its_marker() -> None:
+    a, b = _name(0, "a", 1), _name(0, "b", 2)
+    index = _synced([a, b])
+    index.event(JOBS, CHANGED, a)  # claimed by another board: whether it still is, is unknown
+    assert index.take(0.0) == b
+    index.release(b)
+    token = index.token()
+    # Abandoned or released: the transaction rewrites the job node, then creates and deletes
+    # the marker under it.
+    index.event(JOBS, CHANGED, a)
+    index.event(JOBS, CREATED, f"{a}/{UNCLAIMED}")
+    assert index.take(0.0) == b  # not yet: the marker's deletion is the transaction's last event
+    index.release(b)
+    index.event(JOBS, DELETED, f"{a}/{UNCLAIMED}")
+    index.claimed(a, 99.0, seen=token)  # a read sent before the claim ended is dropped
+    assert index.unknown_claims() == [] and _all(index) == [a, b]
+    assert index.take(0.0) == a
+    index.event(JOBS, DELETED, f"{b}/other")  # other children change nothing
+    assert index.take(0.0) == b
 
 
 def test_claims_in_unknown_state_are_read_when_they_stand_in_the_way() -> None:

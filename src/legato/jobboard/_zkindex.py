@@ -7,9 +7,11 @@ what its own writes did once they have committed, and the results of its reads. 
 the next candidate to claim and for the job data it already knows. Job node names carry the
 priority, the uuid and the post sequence, so the order needs no reads.
 
-A job node is rewritten only by a claim or an abandon, so after such an event whether it has a
-claim node is unknown (``take`` passes it over) until the board reads the claim node, unless the
-write was the board's own (``writing``/``written``).
+A job node is rewritten only by a claim or by the end of one (abandon, release), so after such an
+event whether it has a claim node is unknown (``take`` passes it over) until the board reads the
+claim node, unless the write was the board's own (``writing``/``written``), or the event of the
+``UNCLAIMED`` marker's deletion follows: the transaction that ends a claim creates and deletes a
+child of that name under the job node, after rewriting it.
 
 Everything here is a hint: the board's transactions check node versions, so a stale entry costs
 a failed transaction and a read, never a wrong claim. Reads are stamped with ``token()`` when
@@ -25,8 +27,8 @@ import re
 import threading
 from collections.abc import Iterator
 
-__all__ = ["CHANGED", "CLAIMS", "CREATED", "DELETED", "JOBS", "Index", "SortedKeys", "job_key",
-           "job_name_prefix", "uuid_of"]
+__all__ = ["CHANGED", "CLAIMS", "CREATED", "DELETED", "JOBS", "UNCLAIMED", "Index", "SortedKeys",
+           "job_key", "job_name_prefix", "uuid_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +42,8 @@ _CHUNK = 512
 JOBS, CLAIMS = "jobs", "claims"
 #: ZooKeeper's event types, as a persistent recursive watch delivers them.
 CREATED, DELETED, CHANGED = 1, 2, 3
+#: The child of a job node created and deleted by the transaction that ends its claim.
+UNCLAIMED = "unclaimed"
 
 Key = tuple[int, int, str]
 #: A node's data and version.
@@ -225,18 +229,23 @@ class Index:
         return self._seq
 
     def event(self, root: str, kind: int, name: str) -> None:
-        """A watch event about ``root/name`` (``root`` is ``JOBS`` or ``CLAIMS``)."""
+        """A watch event about ``root/name`` (``root`` is ``JOBS`` or ``CLAIMS``; ``name`` is
+        ``job/child`` for a job node's child)."""
         with self.cond:
             if self._journal is not None:
                 self._journal.append((root, kind, name))
             self._seq += 1
-            self._touched[name] = self._seq
+            self._touched[name.partition("/")[0]] = self._seq
             self._apply(root, kind, name)
             self._changed()
 
     def _apply(self, root: str, kind: int, name: str) -> None:
         if root == JOBS:
-            if kind == CREATED and name not in self._keys:
+            job, _, child = name.partition("/")
+            if child:
+                if child == UNCLAIMED and kind == DELETED:
+                    self._claims.pop(job, None)  # the claim just ended: no claim node now
+            elif kind == CREATED and name not in self._keys:
                 key = self._key(name)
                 if key is not None:
                     self._insert([key])

@@ -21,6 +21,7 @@ import collections
 import logging
 import math
 import select
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -37,7 +38,7 @@ from kazoo.protocol.serialization import (
 )
 from kazoo.protocol.states import ZnodeStat
 
-__all__ = ["Handler", "Watches", "read_many_async"]
+__all__ = ["Handler", "Watches", "commit_sent", "read_many_async"]
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +113,8 @@ def read_many_async(client: Any, paths: list[str]) -> Any:
 
 
 class Watches:
-    """Hands every event about a child of ``roots`` to ``deliver(label, event_type, name)``.
+    """Hands every event about a child of ``roots`` to ``deliver(label, event_type, name)``
+    (and about a child's child, as ``child/name``).
 
     ``roots`` maps each followed node's path to a label; ``add_async`` sets persistent
     recursive watches on some of them, and ``get_async`` reads a child leaving a one-shot watch.
@@ -144,9 +146,8 @@ class Watches:
     def _read_event(self, buffer: bytes, offset: int) -> None:
         try:
             watch, _ = Watch.deserialize(buffer, offset)
-            parent, _, name = self._client.unchroot(watch.path).rpartition("/")
-            label = self._roots.get(parent)
-            if label is not None and name:
+            label, name = self._place(self._client.unchroot(watch.path))
+            if label is not None:
                 self._deliver(label, watch.type, name)
                 client = self._client
                 if (watch.path not in client._data_watchers
@@ -156,13 +157,35 @@ class Watches:
             logger.exception("could not handle a ZooKeeper watch event")
         self._kazoo_read(buffer, offset)
 
+    def _place(self, path: str) -> tuple[str | None, str]:
+        """The label of the root that ``path`` is a child (or grandchild) of, and its name
+        under the root; None if it is neither."""
+        parent, _, name = path.rpartition("/")
+        if parent in self._roots and name:
+            return self._roots[parent], name
+        grandparent, _, child = parent.rpartition("/")
+        if grandparent in self._roots and child and name:
+            return self._roots[grandparent], f"{child}/{name}"
+        return None, ""
+
 
 class Handler(SequentialThreadingHandler):  # type: ignore[misc]
     """kazoo's threading handler, waiting for its sockets with ``poll``: kazoo's own ``select``
-    opens, fills and closes an epoll set each time, three times for every message it reads."""
+    opens, fills and closes an epoll set each time, three times for every message it reads.
+
+    ``sent`` is notified each time kazoo's connection thread goes back to waiting for the socket,
+    having written what it had to (see ``commit_sent``).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent = threading.Condition()
 
     def select(self, rlist: list[Any], wlist: list[Any], xlist: list[Any],
                timeout: float | None = None) -> tuple[list[Any], list[Any], list[Any]]:
+        if rlist:  # the connection thread waits for replies (its writes are done)
+            with self.sent:
+                self.sent.notify_all()
         if not hasattr(select, "poll"):
             return super().select(rlist, wlist, xlist, timeout)  # type: ignore[no-any-return]
         poller = select.poll()
@@ -182,6 +205,28 @@ class Handler(SequentialThreadingHandler):  # type: ignore[misc]
             if flags.get(fd, 0) & (mask | _POLL_BAD):
                 found[0 if mask == _POLL_IN else 1].append(obj)
         return found
+
+
+def commit_sent(client: Any, txn: Any, timeout: float) -> Any:
+    """``txn.commit_async()``, returning once kazoo's connection thread has written the request
+    (or its result is in, or ``timeout`` seconds have passed).
+
+    kazoo only queues a request for its connection thread, which needs the GIL to write it: a
+    caller that goes on with Python work right away holds the GIL, and the request would wait
+    until the caller next blocks (when it reads the result, say) instead of being on its way.
+    """
+    handler = client.handler
+    if not isinstance(handler, Handler):
+        return txn.commit_async()
+    with handler.sent:
+        result = txn.commit_async()
+
+        def sent() -> bool:
+            queued = list(client._queue)  # one step: the connection thread pops from it
+            return bool(result.ready()) or all(item[1] is not result for item in queued)
+
+        handler.sent.wait_for(sent, timeout)
+    return result
 
 
 def _fd(obj: Any) -> int:

@@ -5,6 +5,9 @@ Layout under the board's path::
 
     jobs/job-<priority>-<uuid>-<seq>   persistent, sequential: the job as JSON (name, details,
                                        book, created_on, attempts, fence, available_at, reason)
+    jobs/<job node name>/unclaimed     created and deleted at once by the transaction that ends
+                                       a claim (abandon, release): its events tell other boards
+                                       the job has no claim node now
     claims/<job node name>             ephemeral: {"owner", "fence", "ttl", "expires_at", ...}
     trash/<job node name>              persistent: the job plus "reason" and "trashed_at"
     entities/<kind>/<name>             ephemeral: {"kind", "name", "metadata", "expires_at"}
@@ -21,25 +24,31 @@ Layout under the board's path::
 
 **Atomicity.** ``claim`` is one transaction: (delete the expired claim node, checking its
 version,) create the claim node, and rewrite the job node with ``fence + 1`` and ``attempts + 1``
-checking the job node's version. ``consume``, ``abandon`` and ``trash`` check owner and fence in
-the claim node, then commit one transaction that checks the versions they read; for the board's
-own live claims the versions are remembered from the claim, so that is the only round trip.
+checking the job node's version. ``consume``, ``abandon``, ``release`` and ``trash`` check owner
+and fence in the claim node, then commit one transaction that checks the versions they read; for
+the board's own live claims the versions are remembered from the claim, so that is the only round
+trip. ``abandon`` and ``release`` delete the claim node and rewrite the job node (``release``
+with one attempt fewer and no delay); the node keeps its name, so the job keeps its place.
 ``consume_and_claim_next`` puts the consume and the next claim in one transaction when it can (if
 any part fails nothing is done, and it falls back to a consume and then a ``claim_next``).
+``consume_and_claim_next_async`` sends that same transaction and returns; whoever reads the answer
+does the rest (a fallback included), and until then the job it claims is reserved in the index,
+so the board's other claims pass it over.
 
 **Finding work.** The priority and the post sequence are in the job node's name, so the order
 comes from the names under ``jobs/`` alone. An in-memory index (``legato.jobboard._zkindex``)
 follows the board through events, at a cost per change rather than per job waiting (ZooKeeper 3.6
 or later; the kazoo plumbing is ``legato.jobboard._zkwatch``):
 
-* a persistent recursive watch on ``jobs/`` reports each job node created, rewritten (claimed or
-  abandoned) or deleted, by name;
+* a persistent recursive watch on ``jobs/`` reports each job node created, rewritten (claimed,
+  abandoned or released) or deleted, by name, and the ``unclaimed`` markers;
 * ``claims/`` has no watch of its own, so this board's own claims cost no events. After another
-  board's claim (or abandon) rewrote a job node, whether it has a claim node is unknown and the
-  job is passed over; the claim node is read, with a one-shot watch that then reports its
-  renewal or its end (a dead owner's session, say), once it stands before the jobs this board
-  is about to claim, or when this board finds nothing else to claim. A board that only posts
-  reads none; ``iterjobs`` (so ``wait`` too) reads, and watches, those of the jobs it lists.
+  board's claim rewrote a job node, whether it has a claim node is unknown (until an
+  ``unclaimed`` marker says there is none) and the job is passed over; the claim node is read,
+  with a one-shot watch that then reports its renewal or its end (a dead owner's session, say),
+  once it stands before the jobs this board is about to claim, or when this board finds nothing
+  else to claim. A board that only posts reads none; ``iterjobs`` (so ``wait`` too) reads, and
+  watches, those of the jobs it lists.
 
 Both nodes are listed in full (and every claim node read) only on (re)connection, with the
 events that arrive meanwhile replayed on top. The index also keeps the data and version of the
@@ -64,7 +73,7 @@ import random
 import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from kazoo import exceptions as kz
 from kazoo.client import KazooClient, KazooState
@@ -72,10 +81,19 @@ from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.retry import KazooRetry
 
 from legato import errors
+from legato.jobboard._zkentities import Entities
 from legato.jobboard._zkfollow import Follower, claim_expiry, decode_claim
-from legato.jobboard._zkindex import Index, Key, Node, job_key, job_name_prefix, uuid_of
-from legato.jobboard._zkwatch import Handler
-from legato.jobboard.base import Entity, JobBoard, JobRecord, not_owner
+from legato.jobboard._zkindex import (
+    UNCLAIMED,
+    Index,
+    Key,
+    Node,
+    job_key,
+    job_name_prefix,
+    uuid_of,
+)
+from legato.jobboard._zkwatch import Handler, commit_sent
+from legato.jobboard.base import Entity, JobBoard, JobRecord, Pending, not_owner
 from legato.states import JobState
 
 if TYPE_CHECKING:
@@ -196,6 +214,20 @@ class _Held:
     job_version: int
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Consuming:
+    """A consume sent (with the next job's claim, ``prepared``, when there was one ready) and
+    not yet answered."""
+
+    job_uuid: str
+    who: str
+    fence: int | None
+    ttl: float
+    held: _Held
+    prepared: _Claim | None
+    pending: Any  # kazoo's async result of the transaction
+
+
 class ZooKeeperJobBoard(JobBoard):
     """A jobboard on ZooKeeper; the module docstring describes the layout and the leases.
 
@@ -214,14 +246,15 @@ class ZooKeeperJobBoard(JobBoard):
         self._session_id: int | None = None
         root = self.settings.path
         self._jobs, self._claims = f"{root}/jobs", f"{root}/claims"
-        self._trash_root, self._entities_root = f"{root}/trash", f"{root}/entities"
+        self._trash_root = f"{root}/trash"
         self._index = Index()
         self._follower = Follower(self._index, jobs=self._jobs, claims=self._claims,
                                   live=self._live, result=self._result, clock=self.clock,
                                   read_ahead=_READ_AHEAD)
         self._local = threading.local()
-        self._entities: dict[tuple[str, str], bytes] = {}
-        self._entities_lock = threading.Lock()
+        self._entities = Entities(f"{root}/entities", live=self._live, result=self._result,
+                                  read=self._read, commit=self._commit,
+                                  session=lambda: self._session_id, clock=self.clock)
         # This board's own live claims, with the versions they were made at (by node name).
         self._holds: dict[str, _Held] = {}
         self._holds_lock = threading.Lock()
@@ -256,7 +289,7 @@ class ZooKeeperJobBoard(JobBoard):
         try:
             client.start(timeout=self.settings.timeout)
             self._client, self._session_id = client, client.client_id[0]
-            for path in (self._jobs, self._claims, self._trash_root, self._entities_root):
+            for path in (self._jobs, self._claims, self._trash_root, self._entities.root):
                 client.ensure_path(path)
             self._follower.attach(client)
             client.add_listener(self._on_state)
@@ -271,8 +304,7 @@ class ZooKeeperJobBoard(JobBoard):
 
     def _close(self) -> None:
         client, self._client = self._client, None
-        with self._entities_lock:
-            self._entities.clear()  # they end with the session
+        self._entities.forget()  # they end with the session
         with self._holds_lock:
             self._holds.clear()
         if client is not None:
@@ -298,7 +330,7 @@ class ZooKeeperJobBoard(JobBoard):
                                "carrying on with a new session", self.name)
                 self._session_id = client.client_id[0]
                 self._orphans.clear()
-                self._restore_entities()
+                self._entities.restore()
             else:
                 self._release_orphans()
             self._follower.ensure_synced()
@@ -345,9 +377,21 @@ class ZooKeeperJobBoard(JobBoard):
     def _commit(self, ops: Callable[[Any], None], *,
                 on_unknown: Callable[[Any], None] | None = None) -> list[Any]:
         """Commit a transaction; return its results (``_failure`` finds the error in them)."""
-        txn = self._live().transaction()
+        return self._outcome(self._send(ops), on_unknown=on_unknown)
+
+    def _send(self, ops: Callable[[Any], None], *, now: bool = False) -> Any:
+        """Send a transaction without waiting for its answer: its kazoo async result (see
+        ``_outcome``). With ``now``, return once the request is written, for a caller that goes
+        on with other work meanwhile."""
+        client = self._live()
+        txn = client.transaction()
         ops(txn)
-        pending = txn.commit_async()
+        return commit_sent(client, txn, self.settings.timeout) if now else txn.commit_async()
+
+    def _outcome(self, pending: Any, *,
+                 on_unknown: Callable[[Any], None] | None = None) -> list[Any]:
+        """Wait for a transaction sent with ``_send``; ``on_unknown(pending)`` if its reply is
+        lost."""
         unknown = None if on_unknown is None else functools.partial(on_unknown, pending)
         results: list[Any] = self._result(pending, on_unknown=unknown)
         return results
@@ -521,16 +565,34 @@ class ZooKeeperJobBoard(JobBoard):
     def _commit_claim(self, prepared: _Claim, ops: Callable[[Any], None]) -> list[Any]:
         """Commit a transaction that includes ``prepared``'s operations, telling the index
         that the change to the job node it makes is this board's own."""
+        return self._claim_outcome(prepared, self._send_claim(prepared, ops))
+
+    def _send_claim(self, prepared: _Claim, ops: Callable[[Any], None], *,
+                    now: bool = False) -> Any:
+        """``_commit_claim``'s sending half (``now``: see ``_send``); ``_claim_outcome`` must
+        follow (it ends the ``writing`` begun here)."""
         self._index.writing(prepared.name)
         try:
-            results = self._commit(ops, on_unknown=functools.partial(
+            return self._send(ops, now=now)
+        except BaseException:
+            self._written(prepared.name)
+            raise
+
+    def _claim_outcome(self, prepared: _Claim, pending: Any) -> list[Any]:
+        try:
+            results = self._outcome(pending, on_unknown=functools.partial(
                 self._unknown_claim, name=prepared.name, fence=prepared.record.fence))
             if _failure(results) is None:
                 self._index.claimed(prepared.name, float(prepared.claim["expires_at"]))
             return results
         finally:
-            if self._index.written(prepared.name):
-                self._follower.read_claim_async(prepared.name)
+            self._written(prepared.name)
+
+    def _written(self, name: str) -> None:
+        """This board's write to the job node ``name`` is over: read its claim node if that
+        left it unknown."""
+        if self._index.written(name):
+            self._follower.read_claim_async(name)
 
     def _claim_committed(self, prepared: _Claim, job_stat: Any) -> JobRecord:
         record = prepared.record
@@ -558,40 +620,97 @@ class ZooKeeperJobBoard(JobBoard):
     def _consume_and_claim_next(self, job_uuid: str, who: str, fence: int | None,
                                 ttl: float) -> JobRecord | None:
         """One transaction that consumes this board's own claim and claims the next job, when
-        the next job's data is already known; otherwise (or if that transaction fails) a
-        consume and then a ``claim_next``. Nothing is claimed unless the consume commits."""
+        the next job's data is already known; otherwise the consume alone, then a
+        ``claim_next``. If the transaction fails nothing was done: a consume, then a
+        ``claim_next``, follow. Nothing is claimed unless the consume commits."""
+        sent = self._send_consume(job_uuid, who, fence, ttl, now=False)
+        if sent is None:
+            return self._consume_then_claim(job_uuid, who, fence, ttl)
+        return self._consumed(sent)
+
+    def _send_consume_and_claim_next(self, job_uuid: str, who: str, fence: int | None,
+                                     ttl: float) -> Pending[JobRecord | None]:
+        """``_consume_and_claim_next`` with its transaction sent, not waited for; the thread
+        that asks the ``Pending`` first reads the answer and does what follows (a fallback
+        included). Until then the job it claims stays reserved in the index, so this board's
+        other claims pass it over. A claim this board does not remember is consumed (and the
+        next job claimed) at once."""
+        try:
+            sent = self._send_consume(job_uuid, who, fence, ttl, now=True)
+        except Exception as exc:  # reported by result(), as every board error is
+            return Pending.of(functools.partial(_reraise, exc))
+        if sent is None:
+            return Pending.of(functools.partial(self._consume_then_claim, job_uuid, who, fence,
+                                                ttl))
+        return Pending(functools.partial(self._consumed, sent))
+
+    def _consume_then_claim(self, job_uuid: str, who: str, fence: int | None,
+                            ttl: float) -> JobRecord | None:
+        return super()._consume_and_claim_next(job_uuid, who, fence, ttl)
+
+    def _send_consume(self, job_uuid: str, who: str, fence: int | None, ttl: float, *,
+                      now: bool) -> _Consuming | None:
+        """Send the consume of a claim this board remembers, with the claim of the next job
+        when its data is known (``now``: see ``_send``); None when the claim is not
+        remembered."""
         held = (None if self._orphans or not self._index.synced
                 else self._remembered(job_uuid, who, fence))
-        name = None if held is None else self._index.take(self.clock())
-        if held is None or name is None:
-            return super()._consume_and_claim_next(job_uuid, who, fence, ttl)
-        results: list[Any] = []
+        if held is None:
+            return None
+        name = self._index.take(self.clock())
+        prepared = None
         try:
-            prepared = None if name == held.name else self._prepare_cached(name, who, ttl)
-            if prepared is not None:
-                self._follower.read_ahead()  # the candidates after this one, while this commits
-
-                def ops(txn: Any, held: _Held = held, prepared: _Claim = prepared) -> None:
-                    self._consume_ops(txn, held)
-                    prepared.add_to(txn)
-
-                results = self._commit_claim(prepared, ops)
+            if name is not None and name != held.name:
+                prepared = self._prepare_cached(name, who, ttl)
         finally:
-            self._index.release(name)
+            if prepared is None and name is not None:
+                self._index.release(name)  # stays reserved only if claimed with the consume
+        # The next candidates (after this one, if any) are read while the transaction commits.
+        self._follower.read_ahead()
         if prepared is None:
-            self._follower.read_ahead()  # this candidate is read while the consume commits
-            return super()._consume_and_claim_next(job_uuid, who, fence, ttl)
+            pending = self._send(functools.partial(self._consume_ops, held=held), now=now)
+        else:
+            try:
+                pending = self._send_claim(prepared, functools.partial(
+                    self._consume_and_claim_ops, held=held, prepared=prepared), now=now)
+            except BaseException:
+                self._index.release(prepared.name)
+                raise
+        return _Consuming(job_uuid=job_uuid, who=who, fence=fence, ttl=ttl, held=held,
+                          prepared=prepared, pending=pending)
+
+    def _consume_and_claim_ops(self, txn: Any, *, held: _Held, prepared: _Claim) -> None:
+        self._consume_ops(txn, held)
+        prepared.add_to(txn)
+
+    def _consumed(self, sent: _Consuming) -> JobRecord | None:
+        """Read the answer to ``_send_consume``'s transaction and carry on from it."""
+        held, prepared = sent.held, sent.prepared
+        if prepared is None:
+            results = self._outcome(sent.pending)
+        else:
+            try:
+                results = self._claim_outcome(prepared, sent.pending)
+            finally:
+                self._index.release(prepared.name)
         failed = _failed_at(results)
         if failed is None:
             self._forget_hold(held.name)
             self._index.remove(held.name)
-            return self._claim_committed(prepared, results[-1])
+            if prepared is not None:
+                return self._claim_committed(prepared, results[-1])
+            try:
+                return self._claim_next(sent.who, sent.ttl)
+            except Exception as exc:  # consumed already: as in JobBoard, the caller claims again
+                logger.debug("board %r: claim after consuming %s failed: %s", self.name,
+                             sent.job_uuid, exc)
+                return None
         if failed < _CONSUME_OPS:
             self._forget_hold(held.name)  # changed under us: the consume reads and checks
-        else:
+        elif prepared is not None:
             with contextlib.suppress(errors.NotFound, errors.UnclaimableJob):
                 self._claim_failed(prepared, results[failed])
-        return super()._consume_and_claim_next(job_uuid, who, fence, ttl)
+        return self._consume_then_claim(sent.job_uuid, sent.who, sent.fence, sent.ttl)
 
     def _prepare_cached(self, name: str, who: str, ttl: float) -> _Claim | None:
         """A claim of ``name`` built from what the index knows, or None if that is not enough
@@ -753,16 +872,32 @@ class ZooKeeperJobBoard(JobBoard):
     def _abandon(self, job_uuid: str, who: str, fence: int | None, delay: float,
                  reason: str | None) -> None:
         now = self.clock()
-        available_at = now + delay if delay > 0 else None
+        self._unclaim(job_uuid, who, fence, now=now,
+                      available_at=now + delay if delay > 0 else None, reason=_bounded(reason))
 
+    def _release(self, job_uuid: str, who: str, fence: int | None) -> None:
+        self._unclaim(job_uuid, who, fence, now=self.clock(), available_at=None, uncount=True)
+
+    def _unclaim(self, job_uuid: str, who: str, fence: int | None, *, now: float,
+                 available_at: float | None, reason: str | None = None,
+                 uncount: bool = False) -> None:
+        """End the claim and rewrite the job node, in one transaction: claimable from
+        ``available_at`` on, with ``reason``, or (``uncount``) with its reason kept and one
+        attempt fewer. The job keeps its place in claim order (its node's name)."""
         written: list[bytes] = []
 
         def ops(txn: Any, held: _Held) -> None:
-            record = dataclasses.replace(held.record, available_at=available_at,
-                                         reason=_bounded(reason), last_modified=now)
-            written[:] = [_encode_job(record)]
+            changes: dict[str, Any] = {"available_at": available_at, "last_modified": now}
+            if uncount:
+                changes["attempts"] = max(held.record.attempts - 1, 0)
+            else:
+                changes["reason"] = reason
+            written[:] = [_encode_job(dataclasses.replace(held.record, **changes))]
             txn.delete(f"{self._claims}/{held.name}", version=held.claim_version)
             txn.set_data(f"{self._jobs}/{held.name}", written[0], version=held.job_version)
+            # Tells other boards, through their watch on jobs/, that there is no claim node.
+            txn.create(f"{self._jobs}/{held.name}/{UNCLAIMED}")
+            txn.delete(f"{self._jobs}/{held.name}/{UNCLAIMED}")
 
         name = self._name_of(job_uuid)
         self._index.writing(name)
@@ -771,8 +906,7 @@ class ZooKeeperJobBoard(JobBoard):
             self._forget_hold(held.name)
             self._index.unclaimed(held.name, available_at, (written[0], int(results[1].version)))
         finally:
-            if self._index.written(name):
-                self._follower.read_claim_async(name)
+            self._written(name)
 
     def _trash(self, job_uuid: str, who: str, fence: int | None, reason: str | None) -> None:
         now = self.clock()
@@ -820,59 +954,14 @@ class ZooKeeperJobBoard(JobBoard):
 
     # -- entities --------------------------------------------------------------------------
 
-    def _entity_path(self, kind: str, name: str) -> str:
-        return f"{self._entities_root}/{quote(kind, safe='')}/{quote(name, safe='')}"
-
     def _register_entity(self, entity: Entity, ttl: float) -> None:
-        data = json.dumps({"kind": entity.kind, "name": entity.name,
-                           "metadata": entity.metadata,
-                           "expires_at": self.clock() + ttl}).encode()
-        self._put_entity(self._entity_path(entity.kind, entity.name), data)
-        with self._entities_lock:
-            self._entities[(entity.kind, entity.name)] = data
-
-    def _put_entity(self, path: str, data: bytes) -> None:
-        client = self._live()
-        try:
-            self._result(client.create_async(path, data, ephemeral=True, makepath=True))
-        except kz.NodeExistsError:
-            stat = self._result(client.set_async(path, data))
-            if stat.ephemeralOwner != self._session_id:
-                # Registered through another session (which would take the node with it when
-                # it ends): make it ours.
-                def ops(txn: Any) -> None:
-                    txn.delete(path, version=stat.version)
-                    txn.create(path, data, ephemeral=True)
-
-                self._commit(ops)
-
-    def _restore_entities(self) -> None:
-        with self._entities_lock:
-            registered = list(self._entities.items())
-        for (kind, name), data in registered:
-            self._put_entity(self._entity_path(kind, name), data)
+        self._entities.register(entity, ttl)
 
     def _unregister_entity(self, entity: Entity) -> None:
-        with self._entities_lock:
-            self._entities.pop((entity.kind, entity.name), None)
-        with contextlib.suppress(kz.NoNodeError):
-            self._result(self._live().delete_async(
-                self._entity_path(entity.kind, entity.name)))
+        self._entities.unregister(entity)
 
     def _iter_entities(self) -> Iterator[Entity]:
-        client = self._live()
-        now = self.clock()
-        for kind in sorted(self._result(client.get_children_async(self._entities_root))):
-            try:
-                names = sorted(self._result(client.get_children_async(
-                    f"{self._entities_root}/{kind}")))
-            except kz.NoNodeError:
-                continue
-            found = self._read(*(f"{self._entities_root}/{kind}/{n}" for n in names))
-            for name, item in zip(names, found, strict=True):
-                entity = None if item is None else _decode_entity(kind, name, item[0], now)
-                if entity is not None:
-                    yield entity
+        return iter(self._entities)
 
 
 def _failed_at(results: list[Any]) -> int | None:
@@ -890,6 +979,10 @@ def _failure(results: list[Any]) -> Exception | None:
     return None if position is None else results[position]
 
 
+def _reraise(exc: Exception) -> Any:
+    raise exc
+
+
 def _bounded(reason: str | None) -> str | None:
     """A reason short enough to keep in a node (tracebacks can be long)."""
     if reason is None or len(reason) <= _MAX_REASON:
@@ -905,18 +998,6 @@ def _spread(lost: int) -> int:
 def _encode_job(record: JobRecord) -> bytes:
     # Not ``record.to_dict()``: that deep-copies the details, and this runs on every claim.
     return json.dumps({field: getattr(record, field) for field in _JOB_FIELDS}).encode()
-
-
-def _decode_entity(kind: str, name: str, data: bytes, now: float) -> Entity | None:
-    try:
-        stored = json.loads(data)
-        expires = float(stored.get("expires_at", 0.0))
-        metadata = stored.get("metadata") or {}
-    except (ValueError, TypeError, AttributeError):
-        return None
-    if expires <= now or not isinstance(metadata, dict):
-        return None
-    return Entity(kind=unquote(kind), name=unquote(name), metadata=metadata)
 
 
 def _shutdown(client: Any) -> None:
