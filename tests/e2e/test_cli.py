@@ -194,6 +194,8 @@ BAD_INPUTS = [
     (["flow", "show", "0000dead"], "0000dead"),
     (["conductor", "--kind", "weird"], "weird"),
     (["conductor", "--max-attempts", "0"], "max_attempts"),
+    (["conductor", "--claim-ahead-below", "-1"], "claim_ahead_below"),
+    (["conductor", "--kind", "nonblocking", "--claim-ahead-below", "1"], "blocking kind only"),
     (["demo", "--conductors", "1"], "--conductors"),
     (["--board", "memory://", "--persistence", "memory://", "demo"], "memory"),
     (["jobs", "list", "--bogus"], "--bogus"),

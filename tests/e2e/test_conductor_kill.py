@@ -1,6 +1,10 @@
 """Three conductor processes work through 200 jobs while one of them is SIGKILLed and restarted
 every ~2 s. Every job must finish exactly once, and a step may run again only when a kill
-interrupted its earlier run."""
+interrupted its earlier run.
+
+On Redis and ZooKeeper the conductors also run with claiming ahead forced on (every job counts as
+short), so kills land while a conductor holds a job it has not started and a consume whose
+answer it has not read, and jobs held longer than the hold time are released."""
 
 from __future__ import annotations
 
@@ -36,9 +40,10 @@ pytestmark = pytest.mark.slow
 class Fleet:
     """Conductor processes on one board, started, killed and restarted by the test."""
 
-    def __init__(self, board_url: str, persistence_url: str, log: Path) -> None:
+    def __init__(self, board_url: str, persistence_url: str, log: Path,
+                 extra: tuple[str, ...] = ()) -> None:
         self.args = [sys.executable, "-m", "legato.testing.conductor", board_url,
-                     persistence_url, "--ttl", str(TTL)]
+                     persistence_url, "--ttl", str(TTL), *extra]
         self.log = log
         self.procs: list[subprocess.Popen[bytes]] = []
         self.killed: set[int] = set()
@@ -70,17 +75,20 @@ def _append(path: Path, line: str) -> None:
         os.close(fd)
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def board_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'board.db'}"
-    url: str = request.getfixturevalue("redis_url")
-    return url
+@pytest.fixture(params=["sqlite", "redis", "redis-ahead", "zookeeper-ahead"])
+def board(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, tuple[str, ...]]:
+    kind, _, ahead = str(request.param).partition("-")
+    extra = ("--claim-ahead-below", "1000") if ahead else ()
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'board.db'}", extra
+    url: str = request.getfixturevalue(f"{kind}_url")
+    return url, extra
 
 
 @pytest.fixture
-def fleet(board_url: str, tmp_path: Path) -> Iterator[Fleet]:
-    fleet = Fleet(board_url, f"sqlite:///{tmp_path / 'flows.db'}", tmp_path / "side-effects.log")
+def fleet(board: tuple[str, tuple[str, ...]], tmp_path: Path) -> Iterator[Fleet]:
+    fleet = Fleet(board[0], f"sqlite:///{tmp_path / 'flows.db'}", tmp_path / "side-effects.log",
+                  board[1])
     try:
         yield fleet
     finally:

@@ -121,6 +121,10 @@ def conductor(
         "--engine", help="Engine kind: serial, parallel, process (or a URL).")] = "serial",
     max_attempts: Annotated[int | None, typer.Option(
         "--max-attempts", metavar="N", help="Trash a job after N claims (default 5).")] = None,
+    claim_ahead_below: Annotated[float | None, typer.Option(
+        "--claim-ahead-below", metavar="SECONDS",
+        help="Blocking kind on Redis/ZooKeeper: claim one job ahead after jobs shorter than "
+             "this (default 0.05; 0: never).")] = None,
     verbose: Annotated[bool, typer.Option(
         "--verbose", "-v", help="Print every event, not only job outcomes.")] = False,
 ) -> None:
@@ -135,6 +139,10 @@ def conductor(
         options["claim_ttl"] = ttl
     if max_attempts is not None:
         options["max_attempts"] = max_attempts
+    if claim_ahead_below is not None:
+        if kind != "blocking":
+            raise ValueError("--claim-ahead-below applies to the blocking kind only")
+        options["claim_ahead_below"] = claim_ahead_below
     printer = EventPrinter(settings.out, verbose=verbose or settings.debug)
     with _context.open_board(settings) as (board, backend):
         worker = conductors.fetch(kind, name, board, persistence=backend, engine=engine,

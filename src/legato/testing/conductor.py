@@ -224,6 +224,8 @@ def serve(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="max simultaneous jobs")
     parser.add_argument("--max-attempts", type=int, default=20)
     parser.add_argument("--max-dispatches", type=int, default=None)
+    parser.add_argument("--claim-ahead-below", type=float, default=None,
+                        help="blocking conductor: claim ahead after jobs shorter than this")
     args = parser.parse_args(argv)
     persistence = lp.connect(args.persistence)
     options: dict[str, Any] = {"claim_ttl": args.ttl, "max_attempts": args.max_attempts,
@@ -231,6 +233,8 @@ def serve(argv: list[str] | None = None) -> None:
                                "backoff_base": 0.1, "backoff_max": 1.0}
     if args.kind == "nonblocking":
         options["max_simultaneous_jobs"] = args.jobs
+    elif args.claim_ahead_below is not None:
+        options["claim_ahead_below"] = args.claim_ahead_below
     with jb.connect(args.board, persistence=persistence) as board:
         conductor = fetch(args.kind, args.name, board, persistence=persistence, **options)
         print(f"ready {conductor.conductor.name}", flush=True)
