@@ -506,6 +506,59 @@ def test_job_claimed_ahead_is_released_when_the_running_job_is_long(
         assert conductor.statistics["dispatched"] == 2
 
 
+@pytest.mark.parametrize("limit", [1, 2, 3, 5])
+def test_claiming_ahead_keeps_max_dispatches_exact(persistence: Persistence, limit: int) -> None:
+    with CountingBoard(persistence=persistence) as board:
+        jobs = [tc.post_job(board, persistence, tc.steps_flow) for _ in range(7)]
+        conductor = BlockingConductor("c", board, persistence, wait_timeout=0.05,
+                                      claim_ahead_below=60)
+        events = recorded(conductor)
+        conductor.run(max_dispatches=limit)
+        consumed = [d["job"] for d in events.of("job_consumed")]
+        assert consumed == jobs[:limit]
+        assert conductor.statistics["dispatched"] == limit
+        for job in jobs[limit:]:  # never claimed, not even ahead
+            assert board.state_of(job) is JobState.UNCLAIMED
+            assert board.get(job.uuid).attempts == 0
+        assert "release" not in board.calls
+
+
+class LosingBoard(CountingBoard):
+    """Loses the answer of its first ``consume_and_claim_next_async`` (the call never ran)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.lost = 0
+
+    def consume_and_claim_next_async(self, job: Job, who: str, *,
+                                     ttl: float | None = None) -> Pending[Job | None]:
+        if self.lost == 0:
+            self.lost += 1
+            self.calls.append("lost")
+            return Pending.of(lambda: _raise(errors.BoardUnavailable("reply lost (injected)")))
+        return super().consume_and_claim_next_async(job, who, ttl=ttl)
+
+
+def _raise(exc: Exception) -> Job | None:
+    raise exc
+
+
+def test_a_lost_answer_to_a_consume_sent_ahead_is_retried(persistence: Persistence) -> None:
+    with LosingBoard(persistence=persistence) as board:
+        jobs = [tc.post_job(board, persistence, tc.steps_flow) for _ in range(3)]
+        conductor = BlockingConductor("c", board, persistence, wait_timeout=0.05,
+                                      claim_ahead_below=60, board_backoff_base=0.01)
+        events = recorded(conductor)
+        conductor.run(max_dispatches=3)
+        # The first job's consume was sent ahead and its answer lost: it is consumed again with
+        # a plain consume (and the claim that call would have made is simply not there).
+        assert board.calls[:4] == ["claim_next", "claim_next", "lost", "consume"]
+        assert [d["job"] for d in events.of("job_consumed")] == jobs
+        assert board.job_count == 0
+        assert conductor.statistics["board_errors"] == 1
+        assert conductor.statistics["consumed"] == 3
+
+
 def flow_of_state(persistence: Persistence, job: Job) -> FlowState | None:
     (flow_detail,) = persistence.get_logbook(job.book_uuid).flows.values()
     return flow_detail.state
