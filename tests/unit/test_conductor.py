@@ -407,7 +407,12 @@ class CountingBoard(MemoryJobBoard):
                                      ttl: float | None = None) -> Pending[Job | None]:
         self.calls.append("consume_and_claim_next_async")
         self.on_chain()
-        return super().consume_and_claim_next_async(job, who, ttl=ttl)
+
+        def read(claimed: Job | None) -> Job | None:
+            self.calls.append("read")
+            return claimed
+
+        return super().consume_and_claim_next_async(job, who, ttl=ttl).then(read)
 
     def consume(self, job: Job, who: str) -> None:
         self.calls.append("consume")
@@ -436,9 +441,11 @@ def test_blocking_conductor_claims_the_next_job_as_it_consumes(persistence: Pers
         assert conductor.statistics["dispatched"] == 3
 
 
+@pytest.mark.parametrize("pipelined", [False, True], ids=["read-then-send", "send-then-read"])
 def test_blocking_conductor_claims_one_job_ahead_of_short_jobs(
-        persistence: Persistence) -> None:
+        persistence: Persistence, pipelined: bool) -> None:
     with CountingBoard(persistence=persistence) as board:
+        board.PIPELINED_SENDS = pipelined
         jobs = [tc.post_job(board, persistence, tc.steps_flow) for _ in range(4)]
         conductor = BlockingConductor("c", board, persistence, wait_timeout=0.05,
                                       claim_ahead_below=60)
@@ -446,9 +453,11 @@ def test_blocking_conductor_claims_one_job_ahead_of_short_jobs(
         conductor.run(max_dispatches=4)
         # The first job ends: the second is claimed to run now, and the consume of the first
         # claims the third ahead; then each consume claims one more while the next job runs,
-        # until claiming another would pass max_dispatches.
-        assert board.calls == ["claim_next", "claim_next", "consume_and_claim_next_async",
-                               "consume_and_claim_next_async", "consume", "consume"]
+        # until claiming another would pass max_dispatches. Where sends are pipelined, the
+        # second consume is sent before the first answer is read.
+        sent = "consume_and_claim_next_async"
+        middle = [sent, "read", sent, "read"] if not pipelined else [sent, sent, "read", "read"]
+        assert board.calls == ["claim_next", "claim_next", *middle, "consume", "consume"]
         assert board.job_count == 0
         started = [d["job"].uuid for e, d in events.events if e == "running_start"]
         consumed = [d["job"].uuid for e, d in events.events if e == "job_consumed"]
@@ -566,7 +575,7 @@ def flow_of_state(persistence: Persistence, job: Job) -> FlowState | None:
 
 @pytest.mark.parametrize(("ahead", "calls"), [
     (0, ["claim_next", "consume_and_claim_next", "release"]),
-    (60, ["claim_next", "claim_next", "consume_and_claim_next_async", "release"]),
+    (60, ["claim_next", "claim_next", "consume_and_claim_next_async", "read", "release"]),
 ], ids=["chained", "ahead"])
 def test_job_claimed_while_consuming_is_released_on_stop(persistence: Persistence, ahead: float,
                                                          calls: list[str]) -> None:

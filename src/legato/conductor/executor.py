@@ -487,14 +487,19 @@ class ExecutorConductor(Conductor):
     def _finish(self, lease: Lease, persistence: Persistence, outcome: Outcome, *,
                 ran_for: float | None = None) -> None:
         job, owner = lease.job, self._conductor.name
+        room = self._room
+        # Whether this job's consume may claim one job ahead (see claim_ahead_below).
+        claim_ahead = (outcome.action is Action.CONSUME and self.CHAIN_CLAIMS
+                       and ran_for is not None and ran_for < self._claim_ahead_below
+                       and (room is None or room >= 2) and not self._stopping.is_set())
+        if (claim_ahead and self._jobboard.PIPELINED_SENDS
+                and self._send_then_read(lease, persistence)):
+            return
         ahead = self._take_ahead()  # the previous job's consume, and a job claimed ahead
         stopping = self._stopping.is_set()
-        room = self._room
         call: Callable[[], None]
         if outcome.action is Action.CONSUME and not stopping and self.CHAIN_CLAIMS:
-            if (ran_for is not None and ran_for < self._claim_ahead_below
-                    and (room is None or room >= 2)
-                    and self._send_ahead(lease, persistence, ahead)):
+            if claim_ahead and self._send_ahead(lease, persistence, ahead):
                 return
             if ahead is None and (room is None or room >= 1):
                 call = lambda: self._consume_and_claim(job, owner)  # noqa: E731
@@ -533,6 +538,28 @@ class ExecutorConductor(Conductor):
             if job is None:
                 return False
             ahead = (job, claimed_at)
+        self._ahead = self._send(lease, persistence)
+        self._handoff = ahead
+        return True
+
+    def _send_then_read(self, lease: Lease, persistence: Persistence) -> bool:
+        """On boards with ``PIPELINED_SENDS``: send this job's consume (claiming one more)
+        before reading the previous call's answer, so that one wake-up of the board client's
+        I/O thread carries both; the job the previous call claimed runs next. False (nothing
+        sent) when no call is in flight."""
+        with self._ahead_lock:
+            earlier, self._ahead = self._ahead, None
+        if earlier is None:
+            return False
+        sent = self._send(lease, persistence)
+        ahead = self._settle(earlier)
+        self._ahead = sent
+        # With nothing claimed ahead, nothing can run meanwhile: read this answer now.
+        self._handoff = ahead if ahead is not None else self._take_ahead()
+        return True
+
+    def _send(self, lease: Lease, persistence: Persistence) -> _Ahead:
+        """Send the consume of ``lease``'s job, claiming one more, without waiting."""
         sent_at = time.monotonic()
         try:
             pending = self._jobboard.consume_and_claim_next_async(
@@ -540,9 +567,7 @@ class ExecutorConductor(Conductor):
         except Exception as exc:  # e.g. a closed board: an answer like the board's others
             failure = exc
             pending = Pending.of(lambda: _raise(failure))
-        self._ahead = _Ahead(pending, lease, persistence, sent_at)
-        self._handoff = ahead
-        return True
+        return _Ahead(pending, lease, persistence, sent_at)
 
     def _take_ahead(self, *, held_for: float = 0.0) -> tuple[Job, float] | None:
         """Read the in-flight finishing call's answer (emitting its job's event); the job it
@@ -553,17 +578,21 @@ class ExecutorConductor(Conductor):
             if ahead is None or time.monotonic() - ahead.sent_at < held_for:
                 return None
             self._ahead = None
-            claimed: list[Job | None] = [None]
+            return self._settle(ahead)
 
-            def answer() -> None:
-                if not ahead.read:
-                    ahead.read = True
-                    claimed[0] = ahead.pending.result()
-                else:  # the answer was lost (a transient error): consume again
-                    self._jobboard.consume(ahead.lease.job, self._conductor.name)
+    def _settle(self, ahead: _Ahead) -> tuple[Job, float] | None:
+        """Read ``ahead``'s answer and emit its job's event; the job it claimed, if any."""
+        claimed: list[Job | None] = [None]
 
-            self._complete(ahead.lease, ahead.persistence, Outcome(Action.CONSUME), answer)
-            return None if claimed[0] is None else (claimed[0], ahead.sent_at)
+        def answer() -> None:
+            if not ahead.read:
+                ahead.read = True
+                claimed[0] = ahead.pending.result()
+            else:  # the answer was lost (a transient error): consume again
+                self._jobboard.consume(ahead.lease.job, self._conductor.name)
+
+        self._complete(ahead.lease, ahead.persistence, Outcome(Action.CONSUME), answer)
+        return None if claimed[0] is None else (claimed[0], ahead.sent_at)
 
     def _tick(self, ttl: float) -> None:
         """The renewer's periodic call: refresh the entity, and release a job claimed ahead

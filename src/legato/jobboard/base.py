@@ -284,6 +284,12 @@ class JobBoard(abc.ABC):
                  **options: Any) -> JobBoard:
         """Build an unconnected board from its URL and keyword options."""
 
+    #: Whether calls sent without waiting queue up on one connection whose answers a
+    #: background thread of the client reads (kazoo): a second call may then be sent before
+    #: the first answer is read at no extra cost, and one wake-up of that thread carries both.
+    #: Conductors then send a job's consume before reading the previous one's answer.
+    PIPELINED_SENDS: ClassVar[bool] = False
+
     # -- lifecycle -------------------------------------------------------------------------
 
     @property
