@@ -694,15 +694,22 @@ class _ScriptRunner:
             return self._evalsha(self._client.execute_command, name, args)
         try:
             conn = self._checked_out()
-            try:
+            with self._dropped_on_failure():
                 return self._evalsha(functools.partial(_exchange, conn), name, args)
-            except redis.ResponseError:
-                raise  # a whole error reply was read: the connection is still in step
-            except BaseException:
-                self._drop()
-                raise
         finally:
             self._lock.release()
+
+    @contextlib.contextmanager
+    def _dropped_on_failure(self) -> Iterator[None]:
+        """Drop the connection after any failure but an error reply (a whole error reply was
+        read: the connection is still in step)."""
+        try:
+            yield
+        except redis.ResponseError:
+            raise
+        except BaseException:
+            self._drop()
+            raise
 
     def send(self, name: str, args: list[Any]) -> Callable[[], Any] | None:
         """Send ``EVALSHA`` on the kept connection and return the function that reads its
@@ -722,15 +729,11 @@ class _ScriptRunner:
 
     def _read(self, conn: Any, name: str, args: list[Any]) -> Any:
         try:
-            try:
-                return conn.read_response()
-            except redis.exceptions.NoScriptError:
-                return self._load_and_run(functools.partial(_exchange, conn), name, args)
-        except redis.ResponseError:
-            raise  # a whole error reply was read: the connection is still in step
-        except BaseException:
-            self._drop()
-            raise
+            with self._dropped_on_failure():
+                try:
+                    return conn.read_response()
+                except redis.exceptions.NoScriptError:
+                    return self._load_and_run(functools.partial(_exchange, conn), name, args)
         finally:
             self._unread = False
             self._lock.release()
