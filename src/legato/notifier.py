@@ -26,12 +26,16 @@ class Notifier:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._listeners: dict[str, list[Listener]] = {}
+        # Per event type, the listeners notify() calls (its own, then ANY's); rebuilt lazily
+        # after every change, so that emitting takes no lock and builds nothing.
+        self._calls: dict[str, tuple[Listener, ...]] = {}
 
     def register(self, event_type: str, callback: Listener) -> None:
         """Call ``callback(event_type, details)`` whenever ``event_type`` (or any, with ``ANY``)
         is emitted."""
         with self._lock:
             self._listeners.setdefault(event_type, []).append(callback)
+            self._calls = {}
 
     def deregister(self, event_type: str, callback: Listener) -> bool:
         """Remove one registration; return whether it was there."""
@@ -39,6 +43,7 @@ class Notifier:
             callbacks = self._listeners.get(event_type, [])
             if callback in callbacks:
                 callbacks.remove(callback)
+                self._calls = {}
                 return True
             return False
 
@@ -62,9 +67,12 @@ class Notifier:
 
     def notify(self, event_type: str, details: dict[str, Any]) -> None:
         """Call every listener of ``event_type`` and of ``ANY``; log, never raise, their errors."""
-        listeners = self._listeners
-        with self._lock:
-            callbacks = [*listeners.get(event_type, ()), *listeners.get(ANY, ())]
+        callbacks = self._calls.get(event_type)
+        if callbacks is None:
+            with self._lock:
+                listeners = self._listeners
+                callbacks = (*listeners.get(event_type, ()), *listeners.get(ANY, ()))
+                self._calls[event_type] = callbacks
         for callback in callbacks:
             try:
                 callback(event_type, details)

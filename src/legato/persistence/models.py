@@ -40,13 +40,24 @@ def copy_json(value: Any) -> Any:
 
     Anything else is handed to ``copy.deepcopy``, so the copy is always deep.
     """
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is dict:
+        return {k: v if type(v) in _SCALARS else copy_json(v) for k, v in value.items()}
+    if kind is list:
+        return [v if type(v) in _SCALARS else copy_json(v) for v in value]
     if isinstance(value, dict):
         return {k: copy_json(v) for k, v in value.items()}
     if isinstance(value, list):
         return [copy_json(v) for v in value]
-    if value is None or isinstance(value, (str, int, float, bool)):
+    if isinstance(value, (str, int, float, bool)):
         return value
     return copy.deepcopy(value)
+
+
+#: Immutable JSON leaves, returned as they are (exact types; subclasses take the slow path).
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 _T = TypeVar("_T")
