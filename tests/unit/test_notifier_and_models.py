@@ -1,0 +1,58 @@
+"""The notifier's cached listener lists, and JSON copies of stored values."""
+
+from __future__ import annotations
+
+import collections
+from typing import Any
+
+from legato.notifier import ANY, Notifier
+from legato.persistence.models import copy_json
+
+
+def test_listeners_registered_or_removed_after_an_emit_take_effect() -> None:
+    notifier = Notifier()
+    seen: list[tuple[str, str]] = []
+
+    def first(event: str, details: dict[str, Any]) -> None:
+        seen.append(("first", event))
+
+    def every(event: str, details: dict[str, Any]) -> None:
+        seen.append(("every", event))
+
+    notifier.register("a", first)
+    notifier.notify("a", {})
+    notifier.register(ANY, every)  # after "a" was emitted once: must not be missed
+    notifier.notify("a", {})
+    notifier.notify("b", {})
+    assert notifier.deregister("a", first)
+    notifier.notify("a", {})
+    assert seen == [("first", "a"), ("first", "a"), ("every", "a"), ("every", "b"),
+                    ("every", "a")]
+    assert not notifier.deregister("a", first)
+
+
+def test_a_failing_listener_does_not_stop_the_others() -> None:
+    notifier = Notifier()
+    seen: list[str] = []
+
+    def broken(event: str, details: dict[str, Any]) -> None:
+        raise RuntimeError("listener bug")
+
+    notifier.register("a", broken)
+    notifier.register("a", lambda event, details: seen.append(event))
+    notifier.notify("a", {})
+    assert seen == ["a"]
+
+
+def test_copy_json_is_deep_and_keeps_types() -> None:
+    value = {"a": [1, 2.5, {"b": None, "c": "text"}], "d": True, "e": {"f": [[]]}}
+    copied = copy_json(value)
+    assert copied == value
+    copied["a"][2]["b"] = "changed"
+    copied["e"]["f"][0].append(1)
+    assert value["a"][2]["b"] is None and value["e"]["f"] == [[]]
+    ordered = collections.OrderedDict(x=[1])  # a dict subclass: copied deeply all the same
+    again = copy_json({"o": ordered})
+    again["o"]["x"].append(2)
+    assert ordered["x"] == [1]
+    assert copy_json(7) == 7 and copy_json(None) is None
