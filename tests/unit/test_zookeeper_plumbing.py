@@ -1,14 +1,16 @@
-"""The kazoo plumbing of the ZooKeeper board (no server needed): the poll-based socket wait and
-the encoding of the requests kazoo has no API for."""
+"""The kazoo plumbing of the ZooKeeper board (no server needed): the poll-based socket wait, the
+eager socket reads and writes, and the requests the board builds itself."""
 
 from __future__ import annotations
 
 import socket
 import struct
 
+import pytest
+from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
 
-from legato.jobboard._zkwatch import Handler, _AddWatch, _MultiRead, _WatchedGet
+from legato.jobboard._zkwatch import Handler, Ops, _AddWatch, _Eager, _MultiRead, _WatchedGet
 
 
 def test_handler_select_reports_what_is_ready() -> None:
@@ -51,3 +53,57 @@ def test_multi_read_replies_are_decoded_node_by_node() -> None:
     found = _MultiRead.deserialize(reply, 3)
     assert found[0][0] == b"data" and found[0][1].version == 7
     assert isinstance(found[1], NoNodeError) and len(found) == 2
+
+
+def test_transaction_operations_are_the_requests_kazoo_would_build() -> None:
+    for hosts in ("127.0.0.1:2181", "127.0.0.1:2181/chroot"):
+        client = KazooClient(hosts=hosts)
+        paths = ["/b/jobs/job-+0-u-0000000001", "/b//odd/", "b/relative"]
+        ours, kazoos = Ops(client), client.transaction()
+        for path in paths:
+            for txn in (ours, kazoos):
+                txn.create(path, b"data", ephemeral=True)
+                txn.create(path)
+                txn.delete(path, version=3)
+                txn.set_data(path, b"data", version=4)
+        assert ours.operations == kazoos.operations
+        with pytest.raises(ValueError, match="relative paths"):
+            ours.delete("/b/../c")
+
+
+class _Connection:
+    """What ``_Eager`` uses of kazoo's connection: its socket, and its own reader and writer
+    (which record what is left to them)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._socket = sock
+        self.left: list[tuple[str, int]] = []
+
+    def _read(self, length: int, timeout: float) -> bytes:
+        self.left.append(("read", length))
+        return b"?" * length
+
+    def _write(self, message: bytes, timeout: float) -> None:
+        self.left.append(("write", len(message)))
+        self._socket.sendall(message)
+
+
+def test_socket_reads_and_writes_skip_the_wait_when_the_socket_is_ready() -> None:
+    a, b = socket.socketpair()
+    try:
+        connection = _Connection(a)
+        _Eager(connection)
+        a.setblocking(False)
+        connection._write(b"ping", 1.0)
+        assert b.recv(4) == b"ping" and connection.left == []
+        b.send(b"0123456789")
+        assert connection._read(4, 1.0) == b"0123"
+        assert connection._read(6, 1.0) == b"456789"
+        assert connection.left == []
+        b.send(b"abc")
+        assert connection._read(5, 1.0) == b"abc??"  # a short read: kazoo reads the rest
+        assert connection._read(3, 1.0) == b"???"  # nothing there yet: kazoo waits
+        assert connection.left == [("read", 2), ("read", 3)]
+    finally:
+        a.close()
+        b.close()

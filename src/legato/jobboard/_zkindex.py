@@ -28,7 +28,7 @@ import threading
 from collections.abc import Iterator
 
 __all__ = ["CHANGED", "CLAIMS", "CREATED", "DELETED", "JOBS", "UNCLAIMED", "Index", "SortedKeys",
-           "job_key", "job_name_prefix", "uuid_of"]
+           "job_id", "job_key", "job_name_prefix", "uuid_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +61,14 @@ def job_key(name: str) -> Key | None:
     if match is None:
         return None
     return (-int(match["priority"]), int(match["seq"]), name)
+
+
+def job_id(name: str) -> tuple[str, int]:
+    """The uuid and the post sequence in a job node name; ``ValueError`` if foreign."""
+    match = _NAME.match(name)
+    if match is None:
+        raise ValueError(f"not a job node name: {name!r}")
+    return match["uuid"], int(match["seq"])
 
 
 def uuid_of(name: str) -> str:

@@ -1,6 +1,6 @@
 """What the ZooKeeper board needs from kazoo beyond its API: persistent recursive watches, data
-watches whose events arrive in order with replies, reads of several nodes in one request, and a
-cheaper wait for the socket.
+watches whose events arrive in order with replies, reads of several nodes in one request,
+transactions built without kazoo's per-operation checks, and cheaper socket waits.
 
 kazoo 2.11 has no API for persistent watches, so ``Watches`` sends ZooKeeper's ``addWatch``
 request (3.6 and later) itself through the client's request queue, and takes the events about
@@ -18,17 +18,26 @@ have been missed in between (the board then lists the nodes afresh).
 from __future__ import annotations
 
 import collections
+import contextlib
+import functools
 import logging
 import math
 import select
+import socket
+import ssl
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from kazoo.exceptions import EXCEPTIONS
 from kazoo.handlers.threading import SequentialThreadingHandler
+from kazoo.protocol.paths import _prefix_root
 from kazoo.protocol.serialization import (
+    Create,
+    Delete,
     GetData,
+    SetData,
+    Transaction,
     Watch,
     int_struct,
     multiheader_struct,
@@ -37,13 +46,15 @@ from kazoo.protocol.serialization import (
     write_string,
 )
 from kazoo.protocol.states import ZnodeStat
+from kazoo.security import OPEN_ACL_UNSAFE
 
-__all__ = ["Handler", "Watches", "commit_sent", "read_many_async"]
+__all__ = ["Handler", "Ops", "Watches", "commit_async", "commit_sent", "read_many_async"]
 
 logger = logging.getLogger(__name__)
 
 #: ``addWatch`` mode: every node under the path, each create/change/delete, until removed.
 _PERSISTENT_RECURSIVE = 1
+_HAS_POLL = hasattr(select, "poll")
 _POLL_IN = getattr(select, "POLLIN", 1) | getattr(select, "POLLPRI", 2)
 _POLL_OUT = getattr(select, "POLLOUT", 4)
 # As ``select`` does, report errors and hang-ups as readable (and writable): the next read or
@@ -130,6 +141,8 @@ class Watches:
         connection = client._connection
         self._kazoo_read = connection._read_watch_event
         connection._read_watch_event = self._read_event
+        if not isinstance(getattr(connection._read, "__self__", None), _Eager):
+            _Eager(connection)
 
     def add_async(self, path: str) -> Any:
         """Set a persistent recursive watch on ``path`` (on the current connection)."""
@@ -169,46 +182,156 @@ class Watches:
         return None, ""
 
 
+class _Eager:
+    """Reads from and writes to kazoo's socket trying ``recv``/``send`` first: kazoo waits for
+    the socket (``select``) before each, twice per message read, although the socket is almost
+    always ready (a message's bytes have arrived with its first ones). Anything else (not ready,
+    a short read or write, an error, TLS) is left to kazoo's own code."""
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+        self._kazoo_read = connection._read
+        self._kazoo_write = connection._write
+        connection._read, connection._write = self.read, self.write
+
+    def _socket(self) -> socket.socket | None:
+        sock = self._connection._socket
+        plain = isinstance(sock, socket.socket) and not isinstance(sock, ssl.SSLSocket)
+        return sock if plain else None
+
+    def read(self, length: int, timeout: float) -> bytes:
+        sock = self._socket()
+        if sock is None or length <= 0:
+            return self._kazoo_read(length, timeout)  # type: ignore[no-any-return]
+        try:
+            chunk = sock.recv(length)
+        except OSError:  # nothing to read yet (or an error, which kazoo reports)
+            return self._kazoo_read(length, timeout)  # type: ignore[no-any-return]
+        if len(chunk) == length:
+            return chunk
+        # (b"": the connection was closed, which kazoo reports)
+        return chunk + self._kazoo_read(length - len(chunk), timeout)  # type: ignore[no-any-return]
+
+    def write(self, message: bytes, timeout: float) -> None:
+        sock = self._socket()
+        sent = 0
+        if sock is not None:
+            with contextlib.suppress(OSError):  # not writable now (or an error kazoo reports)
+                sent = sock.send(message)
+        if sent < len(message):
+            self._kazoo_write(message[sent:], timeout)
+
+
 class Handler(SequentialThreadingHandler):  # type: ignore[misc]
     """kazoo's threading handler, waiting for its sockets with ``poll``: kazoo's own ``select``
     opens, fills and closes an epoll set each time, three times for every message it reads.
+    Each thread keeps its poll sets, one per set of sockets, as kazoo's connection thread waits
+    on the same two or three again and again.
 
     ``sent`` is notified each time kazoo's connection thread goes back to waiting for the socket,
-    having written what it had to (see ``commit_sent``).
+    having written what it had to, if ``waiting`` counts anyone waiting for it (see
+    ``commit_sent``).
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.sent = threading.Condition()
+        self.waiting = 0  # changed with ``sent`` held
+        self._pollers = threading.local()
 
     def select(self, rlist: list[Any], wlist: list[Any], xlist: list[Any],
                timeout: float | None = None) -> tuple[list[Any], list[Any], list[Any]]:
-        if rlist:  # the connection thread waits for replies (its writes are done)
+        # Once the connection thread waits for replies, its writes are done.
+        if rlist and self.waiting:
             with self.sent:
                 self.sent.notify_all()
-        if not hasattr(select, "poll"):
+        if not _HAS_POLL:
             return super().select(rlist, wlist, xlist, timeout)  # type: ignore[no-any-return]
-        poller = select.poll()
-        wanted = [(obj, _fd(obj), _POLL_IN) for obj in rlist]
-        wanted += [(obj, _fd(obj), _POLL_OUT) for obj in wlist]
-        masks: dict[int, int] = {}
-        for _, fd, mask in wanted:
-            masks[fd] = masks.get(fd, 0) | mask
-        for fd, mask in masks.items():
-            poller.register(fd, mask)
+        key = (*map(_fd, rlist), -1, *map(_fd, wlist))
+        pollers: dict[tuple[int, ...], Any] | None = getattr(self._pollers, "by_fds", None)
+        if pollers is None:
+            pollers = self._pollers.by_fds = {}
+        poller = pollers.get(key)
+        if poller is None:
+            if len(pollers) >= 8:  # sockets of earlier connections
+                pollers.clear()
+            poller = pollers[key] = _poller(key)
         ready = poller.poll(None if timeout is None else math.ceil(timeout * 1000))
         if not ready:
             return [], [], []
         flags = dict(ready)
-        found: tuple[list[Any], list[Any], list[Any]] = ([], [], [])
-        for obj, fd, mask in wanted:
-            if flags.get(fd, 0) & (mask | _POLL_BAD):
-                found[0 if mask == _POLL_IN else 1].append(obj)
-        return found
+        return ([obj for obj, fd in zip(rlist, key, strict=False)
+                 if flags.get(fd, 0) & (_POLL_IN | _POLL_BAD)],
+                [obj for obj, fd in zip(wlist, key[len(rlist) + 1:], strict=True)
+                 if flags.get(fd, 0) & (_POLL_OUT | _POLL_BAD)], [])
 
 
-def commit_sent(client: Any, txn: Any, timeout: float) -> Any:
-    """``txn.commit_async()``, returning once kazoo's connection thread has written the request
+def _poller(key: tuple[int, ...]) -> Any:
+    """A poll set for the sockets of ``key``: descriptors to read, -1, descriptors to write."""
+    masks: dict[int, int] = {}
+    mask = _POLL_IN
+    for fd in key:
+        if fd == -1:
+            mask = _POLL_OUT
+        else:
+            masks[fd] = masks.get(fd, 0) | mask
+    poller = select.poll()
+    for fd, wanted in masks.items():
+        poller.register(fd, wanted)
+    return poller
+
+
+class Ops:
+    """A transaction's operations, built as kazoo's own request tuples; the methods are those of
+    kazoo's ``TransactionRequest`` that the board uses, and ``commit_async``/``commit_sent``
+    send them.
+
+    kazoo's own builder checks every argument's type and normalises every path, which cost
+    more than the rest of a claim's Python; here a path already in normal form (``/a/b``) just
+    gets the client's chroot in front, and any other goes through kazoo's normalisation.
+    """
+
+    __slots__ = ("_acl", "_chroot", "_root", "operations")
+
+    def __init__(self, client: Any) -> None:
+        self.operations: list[Any] = []
+        self._chroot: str = client.chroot
+        self._root = _root_of(self._chroot)
+        self._acl = client.default_acl or OPEN_ACL_UNSAFE
+
+    def _path(self, path: str) -> str:
+        if (path[:1] == "/" and path[-1:] != "/" and "//" not in path
+                and "/." not in path):
+            return self._root + path
+        return _prefix_root(self._chroot, path)  # type: ignore[no-any-return]
+
+    def create(self, path: str, value: bytes = b"", *, ephemeral: bool = False) -> None:
+        self.operations.append(Create(self._path(path), value, self._acl, 1 if ephemeral else 0))
+
+    def delete(self, path: str, version: int = -1) -> None:
+        self.operations.append(Delete(self._path(path), version))
+
+    def set_data(self, path: str, value: bytes, version: int = -1) -> None:
+        self.operations.append(SetData(self._path(path), value, version))
+
+
+@functools.cache
+def _root_of(chroot: str) -> str:
+    """What goes in front of a normal path under ``chroot`` (kazoo keeps it normalised)."""
+    root: str = _prefix_root(chroot, "")
+    return "" if root == "/" else root
+
+
+def commit_async(client: Any, ops: Ops) -> Any:
+    """Send a transaction; its kazoo async result lists each operation's result (as kazoo's
+    ``TransactionRequest.commit_async`` does)."""
+    result = client.handler.async_result()
+    client._call(Transaction(ops.operations), result)
+    return result
+
+
+def commit_sent(client: Any, ops: Ops, timeout: float) -> Any:
+    """``commit_async``, returning once kazoo's connection thread has written the request
     (or its result is in, or ``timeout`` seconds have passed).
 
     kazoo only queues a request for its connection thread, which needs the GIL to write it: a
@@ -217,15 +340,19 @@ def commit_sent(client: Any, txn: Any, timeout: float) -> Any:
     """
     handler = client.handler
     if not isinstance(handler, Handler):
-        return txn.commit_async()
+        return commit_async(client, ops)
     with handler.sent:
-        result = txn.commit_async()
+        handler.waiting += 1  # before the request is queued: its writer is sure to notify
+        try:
+            result = commit_async(client, ops)
 
-        def sent() -> bool:
-            queued = list(client._queue)  # one step: the connection thread pops from it
-            return bool(result.ready()) or all(item[1] is not result for item in queued)
+            def sent() -> bool:
+                queued = list(client._queue)  # one step: the connection thread pops from it
+                return bool(result.ready()) or all(item[1] is not result for item in queued)
 
-        handler.sent.wait_for(sent, timeout)
+            handler.sent.wait_for(sent, timeout)
+        finally:
+            handler.waiting -= 1
     return result
 
 
