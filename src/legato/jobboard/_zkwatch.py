@@ -48,7 +48,8 @@ from kazoo.protocol.serialization import (
 from kazoo.protocol.states import ZnodeStat
 from kazoo.security import OPEN_ACL_UNSAFE
 
-__all__ = ["Handler", "Ops", "Watches", "commit_async", "commit_sent", "read_many_async"]
+__all__ = ["Handler", "Ops", "Watches", "commit_async", "commit_sent", "read_many_async",
+           "shutdown"]
 
 logger = logging.getLogger(__name__)
 
@@ -358,3 +359,11 @@ def commit_sent(client: Any, ops: Ops, timeout: float) -> Any:
 
 def _fd(obj: Any) -> int:
     return obj if isinstance(obj, int) else int(obj.fileno())
+
+
+def shutdown(client: Any) -> None:
+    """Stop a kazoo client (its ephemeral nodes end with its session) and free its threads."""
+    with contextlib.suppress(Exception):
+        client.stop()
+    with contextlib.suppress(Exception):
+        client.close()

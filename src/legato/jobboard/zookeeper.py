@@ -68,12 +68,10 @@ import dataclasses
 import functools
 import json
 import logging
-import operator
 import random
 import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlsplit
 
 from kazoo import exceptions as kz
 from kazoo.client import KazooClient, KazooState
@@ -88,12 +86,26 @@ from legato.jobboard._zkindex import (
     Index,
     Key,
     Node,
-    job_id,
     job_key,
     job_name_prefix,
     uuid_of,
 )
-from legato.jobboard._zkwatch import Handler, Ops, commit_async, commit_sent
+from legato.jobboard._zkrecords import (
+    CONSUME_OPS,
+    Claim,
+    Consuming,
+    Held,
+    LostRace,
+    bounded,
+    clone,
+    decode_job,
+    encode_job,
+    failed_at,
+    failure_of,
+    with_claim,
+)
+from legato.jobboard._zksettings import ZooKeeperSettings, split_url
+from legato.jobboard._zkwatch import Handler, Ops, commit_async, commit_sent, shutdown
 from legato.jobboard.base import Entity, JobBoard, JobRecord, Pending, not_owner
 from legato.states import JobState
 
@@ -107,128 +119,14 @@ logger = logging.getLogger(__name__)
 #: What a call may fail with when the server cannot be reached (or answered too late).
 _UNAVAILABLE = (kz.ConnectionLoss, kz.SessionExpiredError, kz.ConnectionClosedError,
                 kz.OperationTimeoutError, KazooTimeoutError)
-_BOARD_QUERY = ("ttl", "poll_interval")
 _PAGE = 64
 #: Largest job node written: the server's default ``jute.maxbuffer`` (1 MiB) less some room.
 _MAX_NODE_BYTES = 1_000_000
-#: Longest abandon/trash reason kept (in characters); longer ones are cut.
-_MAX_REASON = 16_384
 #: Attempts at an optimistic transaction before giving up (each failure means real contention).
 _RETRIES = 8
 #: How many of the next candidates' job nodes ``claim_next`` reads ahead, in the background
 #: (half as many at a time, in one request).
 _READ_AHEAD = 8
-#: Operations a consume adds to a transaction (delete the claim node, delete the job node).
-_CONSUME_OPS = 2
-#: Record fields that describe the live claim, kept in the claim node rather than the job node.
-_CLAIM_FIELDS = ("state", "owner", "lease_expires", "sequence")
-#: Record fields kept in the job node.
-_JOB_FIELDS = tuple(f.name for f in dataclasses.fields(JobRecord) if f.name not in _CLAIM_FIELDS)
-_JOB_FIELD_SET = frozenset(_JOB_FIELDS)
-_job_values = operator.attrgetter(*_JOB_FIELDS)
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ZooKeeperSettings:
-    """How to reach ZooKeeper and where the board lives.
-
-    Attributes:
-        hosts: ``host:port[,host:port...]``.
-        path: the board's root node; boards on different paths are independent.
-        timeout: seconds to wait for the server, on connect and on each call, before
-            ``BoardUnavailable``. Calls made while disconnected fail at once.
-        session_timeout: the ZooKeeper session timeout: a dead owner's claims end at most this
-            long after its last heartbeat, whatever their TTL. The server clamps it to its
-            ``minSessionTimeout``..``maxSessionTimeout``.
-    """
-
-    hosts: str = "127.0.0.1:2181"
-    path: str = "/legato"
-    timeout: float = 5.0
-    session_timeout: float = 10.0
-
-    def __post_init__(self) -> None:
-        if not self.hosts:
-            raise ValueError("ZooKeeper hosts must not be empty")
-        if not self.path.startswith("/") or self.path == "/" or self.path.endswith("/"):
-            raise ValueError(f"the board path must look like /name, got {self.path!r}")
-        if self.timeout <= 0 or self.session_timeout <= 0:
-            raise ValueError("timeout and session_timeout must be > 0")
-
-    @classmethod
-    def from_url(cls, url: str, **overrides: Any) -> ZooKeeperSettings:
-        """Parse a ``zookeeper://`` URL; keyword ``overrides`` win over its query.
-
-        The board options ``ttl`` and ``poll_interval`` may also appear in the query; they are
-        ignored here (``ZooKeeperJobBoard.from_url`` reads them).
-        """
-        parts = urlsplit(url)
-        if parts.scheme != "zookeeper":
-            raise errors.UnknownBackend(f"not a zookeeper:// URL: {url!r}")
-        fields: dict[str, Any] = {}
-        if "@" in parts.netloc:
-            raise ValueError("zookeeper:// URLs with credentials are not supported (no ACLs)")
-        if parts.netloc:
-            fields["hosts"] = parts.netloc
-        if parts.path.strip("/"):
-            fields["path"] = parts.path.rstrip("/")
-        for key, value in parse_qsl(parts.query):
-            if key in ("timeout", "session_timeout"):
-                fields[key] = float(value)
-            elif key not in _BOARD_QUERY:
-                raise ValueError(f"unknown zookeeper URL option {key!r}")
-        fields.update(overrides)
-        return cls(**fields)
-
-
-class _LostRace(errors.UnclaimableJob):
-    """Another claimer created the claim node between our read and our transaction."""
-
-
-@dataclasses.dataclass(kw_only=True, slots=True)
-class _Claim:
-    """A claim transaction's operations, ready to commit alone or after a consume."""
-
-    name: str
-    job_path: str
-    claim_path: str
-    record: JobRecord  # as it is once claimed
-    claim: dict[str, Any]
-    job_data: bytes
-    job_version: int
-    stale: int | None  # the version of an expired claim node to replace
-    cached: bool  # built from what the index knew, not from a read
-
-    def add_to(self, txn: Any) -> None:
-        if self.stale is not None:  # replace an expired claim unless it just changed
-            txn.delete(self.claim_path, version=self.stale)
-        txn.create(self.claim_path, json.dumps(self.claim).encode(), ephemeral=True)
-        txn.set_data(self.job_path, self.job_data, version=self.job_version)
-
-
-@dataclasses.dataclass
-class _Held:
-    """A claim checked to belong to the caller, with the versions to commit against."""
-
-    name: str
-    claim: dict[str, Any]
-    claim_version: int
-    record: JobRecord
-    job_version: int
-
-
-@dataclasses.dataclass(kw_only=True, slots=True)
-class _Consuming:
-    """A consume sent (with the next job's claim, ``prepared``, when there was one ready) and
-    not yet answered."""
-
-    job_uuid: str
-    who: str
-    fence: int | None
-    ttl: float
-    held: _Held
-    prepared: _Claim | None
-    pending: Any  # kazoo's async result of the transaction
 
 
 class ZooKeeperJobBoard(JobBoard):
@@ -259,7 +157,7 @@ class ZooKeeperJobBoard(JobBoard):
                                   read=self._read, commit=self._commit,
                                   session=lambda: self._session_id, clock=self.clock)
         # This board's own live claims, with the versions they were made at (by node name).
-        self._holds: dict[str, _Held] = {}
+        self._holds: dict[str, Held] = {}
         self._holds_lock = threading.Lock()
         # Claims whose reply a lost connection swallowed: (job node name, fence). Released on
         # reconnection if they were made, since nobody holds their fenced Job.
@@ -273,12 +171,8 @@ class ZooKeeperJobBoard(JobBoard):
         ``timeout`` and ``session_timeout`` may be given as keyword options too; other options
         (``name``, ``ttl``, ``poll_interval``, ``clock``) go to ``JobBoard``.
         """
-        fields = {f.name for f in dataclasses.fields(ZooKeeperSettings)}
-        overrides = {k: options.pop(k) for k in list(options) if k in fields}
-        board_query = {k: float(v) for k, v in parse_qsl(urlsplit(url).query)
-                       if k in _BOARD_QUERY}
-        settings = ZooKeeperSettings.from_url(url, **overrides)
-        return cls(settings, persistence=persistence, **{**board_query, **options})
+        settings, board_options = split_url(url, options)
+        return cls(settings, persistence=persistence, **board_options)
 
     # -- connection ------------------------------------------------------------------------
 
@@ -300,7 +194,7 @@ class ZooKeeperJobBoard(JobBoard):
         except Exception as exc:
             self._client = None
             self._follower.detach()
-            _shutdown(client)
+            shutdown(client)
             raise errors.BoardUnavailable(
                 f"cannot open board {self.name!r} on ZooKeeper at {self.settings.hosts}: "
                 f"{exc!r}") from exc
@@ -312,7 +206,7 @@ class ZooKeeperJobBoard(JobBoard):
             self._holds.clear()
         if client is not None:
             client.remove_listener(self._on_state)
-            _shutdown(client)
+            shutdown(client)
         self._follower.detach()  # also wakes waiters
 
     def _on_state(self, state: str) -> None:
@@ -379,7 +273,7 @@ class ZooKeeperJobBoard(JobBoard):
 
     def _commit(self, ops: Callable[[Any], None], *,
                 on_unknown: Callable[[Any], None] | None = None) -> list[Any]:
-        """Commit a transaction; return its results (``_failure`` finds the error in them)."""
+        """Commit a transaction; return its results (``failure`` finds the error in them)."""
         return self._outcome(self._send(ops), on_unknown=on_unknown)
 
     def _send(self, ops: Callable[[Any], None], *, now: bool = False) -> Any:
@@ -404,37 +298,23 @@ class ZooKeeperJobBoard(JobBoard):
     def _decode_job(self, name: str, data: bytes) -> JobRecord | None:
         """The record in a job node, or None (warned once) when it cannot be decoded."""
         try:
-            stored = json.loads(data)
-            stored["uuid"], sequence = job_id(name)
-            if stored.keys() <= _JOB_FIELD_SET:  # as written here: nothing to pick or convert
-                record = JobRecord(**stored)
-                if not isinstance(record.details, dict):
-                    raise TypeError("details must be a JSON object")
-            else:
-                record = JobRecord.from_dict(stored)
+            return decode_job(name, data)
         except (ValueError, TypeError, KeyError) as exc:
             if self._index.garbage(name):
                 logger.warning("board %r skips job node %s: cannot decode it (%s)",
                                self.name, name, exc)
             return None
-        record.sequence = sequence
-        return record
 
     def _job_with_claim(self, name: str, job: tuple[bytes, Any] | None,
                         claim: tuple[bytes, Any] | None) -> JobRecord | None:
         record = None if job is None else self._decode_job(name, job[0])
-        if record is not None and claim is not None:
-            data = decode_claim(claim[0])
-            record.state = JobState.CLAIMED
-            record.owner = data.get("owner")
-            record.lease_expires = claim_expiry(data)
-        return record
+        return record if record is None or claim is None else with_claim(record, claim[0])
 
     # -- posting and reading ---------------------------------------------------------------
 
     def _post(self, record: JobRecord) -> None:
         prefix = f"{self._jobs}/{job_name_prefix(record.priority, record.uuid)}"
-        data = _encode_job(record)
+        data = encode_job(record)
         if len(data) > _MAX_NODE_BYTES:
             # The server would drop the whole connection over it (jute.maxbuffer).
             raise errors.JobFailure(
@@ -452,7 +332,7 @@ class ZooKeeperJobBoard(JobBoard):
         for start in range(0, len(records), 1000):
             batch = records[start:start + 1000]
             pending = [client.create_async(
-                f"{self._jobs}/{job_name_prefix(r.priority, r.uuid)}", _encode_job(r),
+                f"{self._jobs}/{job_name_prefix(r.priority, r.uuid)}", encode_job(r),
                 sequence=True) for r in batch]
             for record, item in zip(batch, pending, strict=True):
                 name = self._result(item).rsplit("/", 1)[1]
@@ -526,7 +406,7 @@ class ZooKeeperJobBoard(JobBoard):
             self._follower.read_ahead()
             try:
                 return self._claim_name(name, who, ttl)
-            except _LostRace:
+            except LostRace:
                 lost += 1  # another claimer (likely another process) got there first
             except (errors.UnclaimableJob, errors.NotFound):
                 continue
@@ -549,7 +429,7 @@ class ZooKeeperJobBoard(JobBoard):
             assert job is not None
             prepared = self._prepare_claim(name, record, job[1], claim, who, ttl, cached=cached)
             results = self._commit_claim(prepared, prepared.add_to)
-            failure = _failure(results)
+            failure = failure_of(results)
             if failure is None:
                 return self._claim_committed(prepared, results[-1])
             self._claim_failed(prepared, failure)  # raises, or returns to look again
@@ -557,7 +437,7 @@ class ZooKeeperJobBoard(JobBoard):
                                     job_uuid=uuid_of(name))
 
     def _prepare_claim(self, name: str, record: JobRecord, job_version: int,
-                       claim: Node | None, who: str, ttl: float, *, cached: bool) -> _Claim:
+                       claim: Node | None, who: str, ttl: float, *, cached: bool) -> Claim:
         now = self.clock()
         record.fence += 1
         record.attempts += 1
@@ -565,17 +445,17 @@ class ZooKeeperJobBoard(JobBoard):
         record.lease_expires = now + ttl
         data = {"owner": who, "fence": record.fence, "ttl": ttl, "claimed_at": now,
                 "expires_at": now + ttl, "session": self._session_id}
-        return _Claim(name=name, job_path=f"{self._jobs}/{name}",
+        return Claim(name=name, job_path=f"{self._jobs}/{name}",
                       claim_path=f"{self._claims}/{name}", record=record, claim=data,
-                      job_data=_encode_job(record), job_version=job_version,
+                      job_data=encode_job(record), job_version=job_version,
                       stale=claim[1] if claim is not None else None, cached=cached)
 
-    def _commit_claim(self, prepared: _Claim, ops: Callable[[Any], None]) -> list[Any]:
+    def _commit_claim(self, prepared: Claim, ops: Callable[[Any], None]) -> list[Any]:
         """Commit a transaction that includes ``prepared``'s operations, telling the index
         that the change to the job node it makes is this board's own."""
         return self._claim_outcome(prepared, self._send_claim(prepared, ops))
 
-    def _send_claim(self, prepared: _Claim, ops: Callable[[Any], None], *,
+    def _send_claim(self, prepared: Claim, ops: Callable[[Any], None], *,
                     now: bool = False) -> Any:
         """``_commit_claim``'s sending half (``now``: see ``_send``); ``_claim_outcome`` must
         follow (it ends the ``writing`` begun here)."""
@@ -586,11 +466,11 @@ class ZooKeeperJobBoard(JobBoard):
             self._written(prepared.name)
             raise
 
-    def _claim_outcome(self, prepared: _Claim, pending: Any) -> list[Any]:
+    def _claim_outcome(self, prepared: Claim, pending: Any) -> list[Any]:
         try:
             results = self._outcome(pending, on_unknown=functools.partial(
                 self._unknown_claim, name=prepared.name, fence=prepared.record.fence))
-            if _failure(results) is None:
+            if failure_of(results) is None:
                 self._index.claimed(prepared.name, float(prepared.claim["expires_at"]))
             return results
         finally:
@@ -602,16 +482,16 @@ class ZooKeeperJobBoard(JobBoard):
         if self._index.written(name):
             self._follower.read_claim_async(name)
 
-    def _claim_committed(self, prepared: _Claim, job_stat: Any) -> JobRecord:
+    def _claim_committed(self, prepared: Claim, job_stat: Any) -> JobRecord:
         record = prepared.record
-        self._remember_hold(_Held(prepared.name, prepared.claim, 0, _clone(record),
+        self._remember_hold(Held(prepared.name, prepared.claim, 0, clone(record),
                                   int(job_stat.version)))
         record.state, record.owner = JobState.CLAIMED, prepared.claim["owner"]
         return record
 
-    def _claim_failed(self, prepared: _Claim, failure: Exception) -> None:
+    def _claim_failed(self, prepared: Claim, failure: Exception) -> None:
         """Learn from a failed claim transaction: raise ``NotFound`` (the job is gone) or
-        ``_LostRace`` (claimed by someone else), or return to read and try again."""
+        ``LostRace`` (claimed by someone else), or return to read and try again."""
         name, job_uuid = prepared.name, prepared.record.uuid
         if isinstance(failure, kz.NoNodeError) and prepared.stale is None:
             self._index.remove(name)
@@ -619,7 +499,7 @@ class ZooKeeperJobBoard(JobBoard):
         if isinstance(failure, kz.NodeExistsError):
             if self._index.claim_exists(name):
                 self._follower.read_claim_async(name)
-            raise _LostRace(f"job {job_uuid} was just claimed by someone else",
+            raise LostRace(f"job {job_uuid} was just claimed by someone else",
                             job_uuid=job_uuid)
         if prepared.cached:
             self._index.stale(name)
@@ -657,7 +537,7 @@ class ZooKeeperJobBoard(JobBoard):
         return super()._consume_and_claim_next(job_uuid, who, fence, ttl)
 
     def _send_consume(self, job_uuid: str, who: str, fence: int | None, ttl: float, *,
-                      now: bool) -> _Consuming | None:
+                      now: bool) -> Consuming | None:
         """Send the consume of a claim this board remembers, with the claim of the next job
         when its data is known (``now``: see ``_send``); None when the claim is not
         remembered."""
@@ -684,14 +564,14 @@ class ZooKeeperJobBoard(JobBoard):
             except BaseException:
                 self._index.release(prepared.name)
                 raise
-        return _Consuming(job_uuid=job_uuid, who=who, fence=fence, ttl=ttl, held=held,
+        return Consuming(job_uuid=job_uuid, who=who, fence=fence, ttl=ttl, held=held,
                           prepared=prepared, pending=pending)
 
-    def _consume_and_claim_ops(self, txn: Any, *, held: _Held, prepared: _Claim) -> None:
+    def _consume_and_claim_ops(self, txn: Any, *, held: Held, prepared: Claim) -> None:
         self._consume_ops(txn, held)
         prepared.add_to(txn)
 
-    def _consumed(self, sent: _Consuming) -> JobRecord | None:
+    def _consumed(self, sent: Consuming) -> JobRecord | None:
         """Read the answer to ``_send_consume``'s transaction and carry on from it."""
         held, prepared = sent.held, sent.prepared
         if prepared is None:
@@ -701,7 +581,7 @@ class ZooKeeperJobBoard(JobBoard):
                 results = self._claim_outcome(prepared, sent.pending)
             finally:
                 self._index.release(prepared.name)
-        failed = _failed_at(results)
+        failed = failed_at(results)
         if failed is None:
             self._forget_hold(held.name)
             self._index.remove(held.name)
@@ -713,14 +593,14 @@ class ZooKeeperJobBoard(JobBoard):
                 logger.debug("board %r: claim after consuming %s failed: %s", self.name,
                              sent.job_uuid, exc)
                 return None
-        if failed < _CONSUME_OPS:
+        if failed < CONSUME_OPS:
             self._forget_hold(held.name)  # changed under us: the consume reads and checks
         elif prepared is not None:
             with contextlib.suppress(errors.NotFound, errors.UnclaimableJob):
                 self._claim_failed(prepared, results[failed])
         return self._consume_then_claim(sent.job_uuid, sent.who, sent.fence, sent.ttl)
 
-    def _prepare_cached(self, name: str, who: str, ttl: float) -> _Claim | None:
+    def _prepare_cached(self, name: str, who: str, ttl: float) -> Claim | None:
         """A claim of ``name`` built from what the index knows, or None if that is not enough
         (or shows the job cannot be claimed now)."""
         self._follower.fetched(name)
@@ -753,7 +633,7 @@ class ZooKeeperJobBoard(JobBoard):
                 owner = data.get("owner")
                 # Claimed through another session (another board, likely another process):
                 # a race lost; through ours: the index was just behind.
-                error = _LostRace if data.get("session") != self._session_id else (
+                error = LostRace if data.get("session") != self._session_id else (
                     errors.UnclaimableJob)
                 raise error(f"job {job_uuid} is claimed by {owner!r}", job_uuid=job_uuid,
                             owner=owner)
@@ -790,7 +670,7 @@ class ZooKeeperJobBoard(JobBoard):
             with contextlib.suppress(ValueError):
                 self._orphans.remove((name, fence))
 
-    def _held(self, job_uuid: str, who: str, fence: int | None) -> _Held:
+    def _held(self, job_uuid: str, who: str, fence: int | None) -> Held:
         """``who``'s live claim on the job (with ``fence``, unless None).
 
         Raises:
@@ -810,10 +690,10 @@ class ZooKeeperJobBoard(JobBoard):
         actual = data.get("owner") if claim_expiry(data) > self.clock() else None
         if actual != who or (fence is not None and data.get("fence") != fence):
             raise not_owner(job_uuid, who, actual)
-        return _Held(name, data, claim[1].version, record, job[1].version)
+        return Held(name, data, claim[1].version, record, job[1].version)
 
     def _end_claim(self, job_uuid: str, who: str, fence: int | None,
-                   ops: Callable[[Any, _Held], None]) -> tuple[_Held, list[Any]]:
+                   ops: Callable[[Any, Held], None]) -> tuple[Held, list[Any]]:
         """Check the claim, then commit ``ops`` against the versions read; when something
         changed in between, check again (which raises ``NotOwner``/``NotFound`` if need be).
 
@@ -826,17 +706,17 @@ class ZooKeeperJobBoard(JobBoard):
             if held is None:
                 held = self._held(job_uuid, who, fence)
 
-            def bound(txn: Any, held: _Held = held) -> None:
+            def bound(txn: Any, held: Held = held) -> None:
                 ops(txn, held)
 
             results = self._commit(bound)
-            if _failure(results) is None:
+            if failure_of(results) is None:
                 return held, results
             self._forget_hold(held.name)
             held = None
         raise errors.JobFailure(f"job {job_uuid} kept changing", job_uuid=job_uuid)
 
-    def _remember_hold(self, held: _Held) -> None:
+    def _remember_hold(self, held: Held) -> None:
         with self._holds_lock:
             self._holds[held.name] = held
 
@@ -844,7 +724,7 @@ class ZooKeeperJobBoard(JobBoard):
         with self._holds_lock:
             self._holds.pop(name, None)
 
-    def _remembered(self, job_uuid: str, who: str, fence: int | None) -> _Held | None:
+    def _remembered(self, job_uuid: str, who: str, fence: int | None) -> Held | None:
         name = self._index.lookup(job_uuid)
         with self._holds_lock:
             held = self._holds.get(name) if name is not None else None
@@ -857,7 +737,7 @@ class ZooKeeperJobBoard(JobBoard):
         expires = self.clock() + ttl
         renewed: dict[str, Any] = {}
 
-        def ops(txn: Any, held: _Held) -> None:
+        def ops(txn: Any, held: Held) -> None:
             # Writing the claim node also proves our session is alive.
             renewed.update(held.claim, ttl=ttl, expires_at=expires, renewed_at=self.clock())
             txn.set_data(f"{self._claims}/{held.name}", json.dumps(renewed).encode(),
@@ -868,7 +748,7 @@ class ZooKeeperJobBoard(JobBoard):
         self._remember_hold(dataclasses.replace(held, claim=dict(renewed),
                                                 claim_version=int(results[0].version)))
 
-    def _consume_ops(self, txn: Any, held: _Held) -> None:
+    def _consume_ops(self, txn: Any, held: Held) -> None:
         txn.delete(f"{self._claims}/{held.name}", version=held.claim_version)
         txn.delete(f"{self._jobs}/{held.name}", version=held.job_version)
 
@@ -881,7 +761,7 @@ class ZooKeeperJobBoard(JobBoard):
                  reason: str | None) -> None:
         now = self.clock()
         self._unclaim(job_uuid, who, fence, now=now,
-                      available_at=now + delay if delay > 0 else None, reason=_bounded(reason))
+                      available_at=now + delay if delay > 0 else None, reason=bounded(reason))
 
     def _release(self, job_uuid: str, who: str, fence: int | None) -> None:
         self._unclaim(job_uuid, who, fence, now=self.clock(), available_at=None, uncount=True)
@@ -894,13 +774,13 @@ class ZooKeeperJobBoard(JobBoard):
         attempt fewer. The job keeps its place in claim order (its node's name)."""
         written: list[bytes] = []
 
-        def ops(txn: Any, held: _Held) -> None:
+        def ops(txn: Any, held: Held) -> None:
             changes: dict[str, Any] = {"available_at": available_at, "last_modified": now}
             if uncount:
                 changes["attempts"] = max(held.record.attempts - 1, 0)
             else:
                 changes["reason"] = reason
-            written[:] = [_encode_job(dataclasses.replace(held.record, **changes))]
+            written[:] = [encode_job(dataclasses.replace(held.record, **changes))]
             txn.delete(f"{self._claims}/{held.name}", version=held.claim_version)
             txn.set_data(f"{self._jobs}/{held.name}", written[0], version=held.job_version)
             # Tells other boards, through their watch on jobs/, that there is no claim node.
@@ -919,9 +799,9 @@ class ZooKeeperJobBoard(JobBoard):
     def _trash(self, job_uuid: str, who: str, fence: int | None, reason: str | None) -> None:
         now = self.clock()
 
-        def ops(txn: Any, held: _Held) -> None:
-            record = dataclasses.replace(held.record, reason=_bounded(reason), last_modified=now)
-            stored = {**json.loads(_encode_job(record)), "trashed_at": now}
+        def ops(txn: Any, held: Held) -> None:
+            record = dataclasses.replace(held.record, reason=bounded(reason), last_modified=now)
+            stored = {**json.loads(encode_job(record)), "trashed_at": now}
             txn.create(f"{self._trash_root}/{held.name}", json.dumps(stored).encode())
             txn.delete(f"{self._claims}/{held.name}", version=held.claim_version)
             txn.delete(f"{self._jobs}/{held.name}", version=held.job_version)
@@ -972,53 +852,10 @@ class ZooKeeperJobBoard(JobBoard):
         return iter(self._entities)
 
 
-def _failed_at(results: list[Any]) -> int | None:
-    """The position of the transaction operation that failed, or None if it committed."""
-    for position, result in enumerate(results):
-        if isinstance(result, Exception) and not isinstance(
-                result, kz.RolledBackError | kz.RuntimeInconsistency):
-            return position
-    return None
-
-
-def _failure(results: list[Any]) -> Exception | None:
-    """The error of the transaction operation that failed, or None if it committed."""
-    position = _failed_at(results)
-    return None if position is None else results[position]
-
-
 def _reraise(exc: Exception) -> Any:
     raise exc
-
-
-def _bounded(reason: str | None) -> str | None:
-    """A reason short enough to keep in a node (tracebacks can be long)."""
-    if reason is None or len(reason) <= _MAX_REASON:
-        return reason
-    return reason[:_MAX_REASON] + " [...]"
 
 
 def _spread(lost: int) -> int:
     """How far past the first candidate to look after losing ``lost`` races in a row."""
     return random.randrange(min(2 ** lost, 16)) if lost else 0
-
-
-def _encode_job(record: JobRecord) -> bytes:
-    # Not ``record.to_dict()``: that deep-copies the details, and this runs on every claim.
-    return json.dumps(dict(zip(_JOB_FIELDS, _job_values(record), strict=True))).encode()
-
-
-def _clone(record: JobRecord) -> JobRecord:
-    """A shallow copy (``copy.copy`` costs several times more, going through
-    ``__reduce_ex__``)."""
-    new = object.__new__(JobRecord)
-    new.__dict__.update(record.__dict__)
-    return new
-
-
-def _shutdown(client: Any) -> None:
-    """Stop a kazoo client (its ephemeral nodes end with its session) and free its threads."""
-    with contextlib.suppress(Exception):
-        client.stop()
-    with contextlib.suppress(Exception):
-        client.close()
