@@ -139,6 +139,8 @@ class ZooKeeperJobBoard(JobBoard):
 
     schemes = ("zookeeper",)
     supports_notifications = True
+    #: kazoo's connection thread writes requests and reads answers (see JobBoard).
+    PIPELINED_SENDS = True
 
     def __init__(self, settings: ZooKeeperSettings | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
