@@ -526,7 +526,7 @@ class ZooKeeperJobBoard(JobBoard):
         other claims pass it over. A claim this board does not remember is consumed (and the
         next job claimed) at once."""
         try:
-            sent = self._send_consume(job_uuid, who, fence, ttl, now=True)
+            sent = self._send_consume(job_uuid, who, fence, ttl, now=False)
         except Exception as exc:  # reported by result(), as every board error is
             return Pending.of(functools.partial(_reraise, exc))
         if sent is None:
