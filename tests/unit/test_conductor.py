@@ -441,24 +441,33 @@ def test_blocking_conductor_claims_the_next_job_as_it_consumes(persistence: Pers
         assert conductor.statistics["dispatched"] == 3
 
 
-@pytest.mark.parametrize("pipelined", [False, True], ids=["read-then-send", "send-then-read"])
-def test_blocking_conductor_claims_one_job_ahead_of_short_jobs(
-        persistence: Persistence, pipelined: bool) -> None:
+AHEAD = "consume_and_claim_next_async"
+
+
+@pytest.mark.parametrize(("pipelined", "count", "calls"), [
+    # The first job ends: the second is claimed to run now, and the consume of the first
+    # claims the third ahead; then each consume claims one more while the next job runs, until
+    # claiming another could pass max_dispatches.
+    (False, 4, ["claim_next", "claim_next", AHEAD, "read", AHEAD, "read", "consume", "consume"]),
+    # Where sends are pipelined, two calls stay in flight: the pipeline starts with two claims
+    # (one job to run, one ready), and each consume is sent before the answer of the one sent
+    # a job earlier is read.
+    (True, 6, ["claim_next", "claim_next", "claim_next", AHEAD, AHEAD, AHEAD, "read", "read",
+               "read", "consume", "consume", "consume"]),
+], ids=["read-then-send", "send-then-read"])
+def test_blocking_conductor_claims_ahead_of_short_jobs(
+        persistence: Persistence, pipelined: bool, count: int, calls: list[str]) -> None:
     with CountingBoard(persistence=persistence) as board:
         board.PIPELINED_SENDS = pipelined
-        jobs = [tc.post_job(board, persistence, tc.steps_flow) for _ in range(4)]
+        jobs = [tc.post_job(board, persistence, tc.steps_flow) for _ in range(count + 2)]
         conductor = BlockingConductor("c", board, persistence, wait_timeout=0.05,
                                       claim_ahead_below=60)
         events = recorded(conductor)
-        conductor.run(max_dispatches=4)
-        # The first job ends: the second is claimed to run now, and the consume of the first
-        # claims the third ahead; then each consume claims one more while the next job runs,
-        # until claiming another would pass max_dispatches. Where sends are pipelined, the
-        # second consume is sent before the first answer is read.
-        sent = "consume_and_claim_next_async"
-        middle = [sent, "read", sent, "read"] if not pipelined else [sent, sent, "read", "read"]
-        assert board.calls == ["claim_next", "claim_next", *middle, "consume", "consume"]
-        assert board.job_count == 0
+        conductor.run(max_dispatches=count)
+        assert board.calls == calls
+        jobs, left = jobs[:count], jobs[count:]
+        assert all(board.state_of(job) is JobState.UNCLAIMED for job in left)
+        assert board.job_count == 2
         started = [d["job"].uuid for e, d in events.events if e == "running_start"]
         consumed = [d["job"].uuid for e, d in events.events if e == "job_consumed"]
         assert started == consumed == [job.uuid for job in jobs]  # claim order kept
@@ -467,8 +476,8 @@ def test_blocking_conductor_claims_one_job_ahead_of_short_jobs(
         assert names.index(("job_consumed", jobs[0].uuid)) > names.index(
             ("running_end", jobs[1].uuid))
         assert all(flow_of_state(persistence, job) is FlowState.SUCCESS for job in jobs)
-        assert conductor.statistics["dispatched"] == 4
-        assert conductor.statistics["consumed"] == 4
+        assert conductor.statistics["dispatched"] == count
+        assert conductor.statistics["consumed"] == count
 
 
 def test_claiming_ahead_stops_after_a_long_job(persistence: Persistence) -> None:
@@ -483,9 +492,11 @@ def test_claiming_ahead_stops_after_a_long_job(persistence: Persistence) -> None
                                "consume"]
 
 
+@pytest.mark.parametrize("pipelined", [False, True], ids=["read-then-send", "send-then-read"])
 def test_job_claimed_ahead_is_released_when_the_running_job_is_long(
-        persistence: Persistence) -> None:
+        persistence: Persistence, pipelined: bool) -> None:
     with CountingBoard(persistence=persistence) as board:
+        board.PIPELINED_SENDS = pipelined
         gate = f"long-{uuid.uuid4().hex}"
         first = tc.post_job(board, persistence, tc.steps_flow)
         tc.post_job(board, persistence, tc.gated_flow, kwargs={"steps": 1, "gate_name": gate})
@@ -515,9 +526,12 @@ def test_job_claimed_ahead_is_released_when_the_running_job_is_long(
         assert conductor.statistics["dispatched"] == 2
 
 
-@pytest.mark.parametrize("limit", [1, 2, 3, 5])
-def test_claiming_ahead_keeps_max_dispatches_exact(persistence: Persistence, limit: int) -> None:
+@pytest.mark.parametrize("pipelined", [False, True], ids=["read-then-send", "send-then-read"])
+@pytest.mark.parametrize("limit", [1, 2, 3, 4, 5])
+def test_claiming_ahead_keeps_max_dispatches_exact(persistence: Persistence, limit: int,
+                                                   pipelined: bool) -> None:
     with CountingBoard(persistence=persistence) as board:
+        board.PIPELINED_SENDS = pipelined
         jobs = [tc.post_job(board, persistence, tc.steps_flow) for _ in range(7)]
         conductor = BlockingConductor("c", board, persistence, wait_timeout=0.05,
                                       claim_ahead_below=60)
@@ -573,13 +587,17 @@ def flow_of_state(persistence: Persistence, job: Job) -> FlowState | None:
     return flow_detail.state
 
 
-@pytest.mark.parametrize(("ahead", "calls"), [
-    (0, ["claim_next", "consume_and_claim_next", "release"]),
-    (60, ["claim_next", "claim_next", "consume_and_claim_next_async", "read", "release"]),
-], ids=["chained", "ahead"])
+@pytest.mark.parametrize(("ahead", "pipelined", "calls"), [
+    (0, False, ["claim_next", "consume_and_claim_next", "release"]),
+    (60, False, ["claim_next", "claim_next", "consume_and_claim_next_async", "read", "release"]),
+    (60, True, ["claim_next", "claim_next", "claim_next", "consume_and_claim_next_async", "read",
+                "release"]),
+], ids=["chained", "ahead", "pipelined"])
 def test_job_claimed_while_consuming_is_released_on_stop(persistence: Persistence, ahead: float,
+                                                         pipelined: bool,
                                                          calls: list[str]) -> None:
     with CountingBoard(persistence=persistence) as board:
+        board.PIPELINED_SENDS = pipelined
         first = tc.post_job(board, persistence, tc.steps_flow)
         second = tc.post_job(board, persistence, tc.steps_flow)
         conductor = BlockingConductor("c", board, persistence, wait_timeout=0.05,

@@ -8,6 +8,7 @@ consume, abandon (with back-off) or trash the job. See ``ExecutorConductor`` for
 from __future__ import annotations
 
 import abc
+import collections
 import logging
 import threading
 import time
@@ -183,10 +184,15 @@ class ExecutorConductor(Conductor):
         # how many more jobs may be claimed in this run() (None: no limit; 0: none).
         self._handoff: tuple[Job, float] | None = None
         self._room: int | None = 0
-        # The finishing call in flight while the next job runs (it claimed one ahead).
-        self._ahead: _Ahead | None = None
+        # Finishing calls in flight while the next job runs (each claims one ahead), oldest
+        # first, and jobs their answers claimed that have not started; both under _ahead_lock.
+        self._sent: collections.deque[_Ahead] = collections.deque()
+        self._ready: collections.deque[tuple[Job, float]] = collections.deque()
         self._ahead_lock = threading.Lock()
         self._hold = self.CLAIM_AHEAD_HOLD
+        # Calls kept in flight while a job runs: two where sends are pipelined (the answer
+        # read when a job ends was sent a job earlier), else one.
+        self._depth = 2 if jobboard.PIPELINED_SENDS else 1
 
     # -- public API ------------------------------------------------------------------------
 
@@ -285,9 +291,7 @@ class ExecutorConductor(Conductor):
             self._wait_for_all()
         finally:
             self._room = 0
-            ahead = self._take_ahead()
-            if ahead is not None:
-                self._release_unstarted(ahead[0])
+            self._release_held()
             if self._handoff is not None:  # claimed as run() ended: hand it straight back
                 self._release_unstarted(self._handoff[0])
                 self._handoff = None
@@ -492,14 +496,14 @@ class ExecutorConductor(Conductor):
         claim_ahead = (outcome.action is Action.CONSUME and self.CHAIN_CLAIMS
                        and ran_for is not None and ran_for < self._claim_ahead_below
                        and (room is None or room >= 2) and not self._stopping.is_set())
-        if (claim_ahead and self._jobboard.PIPELINED_SENDS
-                and self._send_then_read(lease, persistence)):
+        if (claim_ahead and self._depth > 1
+                and self._send_then_read(lease, persistence, room)):
             return
         ahead = self._take_ahead()  # the previous job's consume, and a job claimed ahead
         stopping = self._stopping.is_set()
         call: Callable[[], None]
         if outcome.action is Action.CONSUME and not stopping and self.CHAIN_CLAIMS:
-            if claim_ahead and self._send_ahead(lease, persistence, ahead):
+            if claim_ahead and self._send_ahead(lease, persistence, ahead, room):
                 return
             if ahead is None and (room is None or room >= 1):
                 call = lambda: self._consume_and_claim(job, owner)  # noqa: E731
@@ -515,47 +519,73 @@ class ExecutorConductor(Conductor):
             call = lambda: self._jobboard.abandon(job, owner, delay=delay,  # noqa: E731
                                                   reason=outcome.reason)
         self._complete(lease, persistence, outcome, call)
-        if ahead is not None:
-            if stopping:
+        if stopping:
+            if ahead is not None:
                 self._release_unstarted(ahead[0])
-            else:
-                self._handoff = ahead
+            self._release_held()
+        elif ahead is not None:
+            self._handoff = ahead
 
     def _send_ahead(self, lease: Lease, persistence: Persistence,
-                    ahead: tuple[Job, float] | None) -> bool:
+                    ahead: tuple[Job, float] | None, room: int | None) -> bool:
         """Consume ``lease``'s job and claim one more, without waiting: the answer is read
         when the next job ends (``_take_ahead``). The next job is the one claimed ahead
-        before or, when there is none, one claimed now; False (nothing sent) when there is no
-        next job to run meanwhile."""
+        before or, when there is none, one claimed now (and, where ``_depth`` calls are kept
+        in flight, as many more as make them up); False (nothing sent) when there is no next
+        job to run meanwhile, or when claiming one more could pass ``max_dispatches``."""
+        with self._ahead_lock:
+            held = len(self._sent) + len(self._ready) + (ahead is not None)
         if ahead is None:
-            claimed_at = time.monotonic()
-            try:
-                job = self._jobboard.claim_next(self._conductor.name, ttl=self._claim_ttl)
-            except Exception as exc:  # the synchronous path retries with back-off
-                logger.debug("%s: claim before consuming ahead failed: %s",
-                             self._conductor.name, exc)
+            count = self._depth if room is None else min(self._depth, room - 1)
+            claimed = self._claim_now(count) if count > 0 else []
+            if not claimed:
                 return False
-            if job is None:
-                return False
-            ahead = (job, claimed_at)
-        self._ahead = self._send(lease, persistence)
+            ahead = claimed[0]
+            with self._ahead_lock:
+                self._ready.extend(claimed[1:])
+        elif room is not None and held + 1 > room:
+            return False
+        sent = self._send(lease, persistence)
+        with self._ahead_lock:
+            self._sent.append(sent)
         self._handoff = ahead
         return True
 
-    def _send_then_read(self, lease: Lease, persistence: Persistence) -> bool:
-        """On boards with ``PIPELINED_SENDS``: send this job's consume (claiming one more)
-        before reading the previous call's answer, so that one wake-up of the board client's
-        I/O thread carries both; the job the previous call claimed runs next. False (nothing
-        sent) when no call is in flight."""
+    def _claim_now(self, count: int) -> list[tuple[Job, float]]:
+        """Up to ``count`` jobs claimed one after another (fewer when the board has fewer or
+        fails: the synchronous path retries with back-off)."""
+        claimed: list[tuple[Job, float]] = []
+        while len(claimed) < count:
+            claimed_at = time.monotonic()
+            try:
+                job = self._jobboard.claim_next(self._conductor.name, ttl=self._claim_ttl)
+            except Exception as exc:
+                logger.debug("%s: claim before consuming ahead failed: %s",
+                             self._conductor.name, exc)
+                break
+            if job is None:
+                break
+            claimed.append((job, claimed_at))
+        return claimed
+
+    def _send_then_read(self, lease: Lease, persistence: Persistence, room: int | None) -> bool:
+        """Where sends are pipelined: send this job's consume (claiming one more) before
+        reading earlier answers, so that one wake-up of the board client's I/O thread carries
+        both, and keep ``_depth`` calls in flight: the answer read now was sent a job earlier
+        and is in already. False (nothing sent) when nothing is in flight or ready, or when
+        claiming one more could pass ``max_dispatches``."""
         with self._ahead_lock:
-            earlier, self._ahead = self._ahead, None
-        if earlier is None:
+            held = len(self._sent) + len(self._ready)
+        if held == 0 or (room is not None and held + 1 > room):
             return False
         sent = self._send(lease, persistence)
-        ahead = self._settle(earlier)
-        self._ahead = sent
-        # With nothing claimed ahead, nothing can run meanwhile: read this answer now.
-        self._handoff = ahead if ahead is not None else self._take_ahead()
+        with self._ahead_lock:
+            self._sent.append(sent)
+            while len(self._sent) > self._depth or (self._sent and not self._ready):
+                claimed = self._settle(self._sent.popleft())
+                if claimed is not None:
+                    self._ready.append(claimed)
+            self._handoff = self._ready.popleft() if self._ready else None
         return True
 
     def _send(self, lease: Lease, persistence: Persistence) -> _Ahead:
@@ -569,16 +599,16 @@ class ExecutorConductor(Conductor):
             pending = Pending.of(lambda: _raise(failure))
         return _Ahead(pending, lease, persistence, sent_at)
 
-    def _take_ahead(self, *, held_for: float = 0.0) -> tuple[Job, float] | None:
-        """Read the in-flight finishing call's answer (emitting its job's event); the job it
-        claimed ahead, if any, with when it was claimed. From the claim loop, or from the
-        renewer (``held_for`` > 0) once the call is that many seconds old."""
+    def _take_ahead(self) -> tuple[Job, float] | None:
+        """Read the answers of the finishing calls in flight (emitting their jobs' events);
+        the first job they (or earlier ones) claimed ahead, if any, with when it was claimed.
+        Other such jobs stay ready for the next dispatches."""
         with self._ahead_lock:
-            ahead = self._ahead
-            if ahead is None or time.monotonic() - ahead.sent_at < held_for:
-                return None
-            self._ahead = None
-            return self._settle(ahead)
+            while self._sent:
+                claimed = self._settle(self._sent.popleft())
+                if claimed is not None:
+                    self._ready.append(claimed)
+            return self._ready.popleft() if self._ready else None
 
     def _settle(self, ahead: _Ahead) -> tuple[Job, float] | None:
         """Read ``ahead``'s answer and emit its job's event; the job it claimed, if any."""
@@ -594,15 +624,36 @@ class ExecutorConductor(Conductor):
         self._complete(ahead.lease, ahead.persistence, Outcome(Action.CONSUME), answer)
         return None if claimed[0] is None else (claimed[0], ahead.sent_at)
 
+    def _release_held(self, *, held_for: float = 0.0, wait: bool = True) -> None:
+        """Read every answer in flight and release the jobs claimed ahead that have waited
+        ``held_for`` seconds or more (all of them by default). Without ``wait``, give up at
+        once when the claim loop is reading answers itself."""
+        if not self._ahead_lock.acquire(blocking=wait):
+            return
+        try:
+            now = time.monotonic()
+            if held_for and not any(now - a.sent_at >= held_for for a in self._sent) \
+                    and not any(now - at >= held_for for _, at in self._ready):
+                return
+            while self._sent:
+                claimed = self._settle(self._sent.popleft())
+                if claimed is not None:
+                    self._ready.append(claimed)
+            stale = [held for held in self._ready if now - held[1] >= held_for]
+            for held in stale:
+                self._ready.remove(held)
+        finally:
+            self._ahead_lock.release()
+        for job, _ in stale:
+            self._release_unstarted(job)
+
     def _tick(self, ttl: float) -> None:
-        """The renewer's periodic call: refresh the entity, and release a job claimed ahead
-        that the claim loop has not taken within the hold time (the job running meanwhile
+        """The renewer's periodic call: refresh the entity, and release jobs claimed ahead
+        that the claim loop has not started within the hold time (the job running meanwhile
         turned out long)."""
         self._refresh_entity(ttl)
-        if self._ahead is not None:
-            ahead = self._take_ahead(held_for=self._hold)
-            if ahead is not None:
-                self._release_unstarted(ahead[0])
+        if self._sent or self._ready:
+            self._release_held(held_for=self._hold, wait=False)
 
     def _complete(self, lease: Lease, persistence: Persistence, outcome: Outcome,
                   call: Callable[[], None]) -> None:
