@@ -129,15 +129,17 @@ def test_the_job_an_unread_consume_and_claim_next_claims_is_reserved(
     assert requests.counts["GetData"] + requests.counts["WatchedGet"] == 0, requests.counts
 
 
-def test_an_async_consume_and_claim_next_is_written_before_the_call_returns(
+def test_an_async_consume_and_claim_next_goes_out_at_the_callers_next_wait(
         make_board: MakeBoard) -> None:
-    """kazoo's connection thread writes the requests; the call returns once it has, so that the
-    transaction is on its way while the caller goes on (holding the GIL) with other work."""
+    """kazoo's connection thread writes the requests, in order. The call returns without waiting
+    for that: the caller's next wait (a conductor waits for an earlier answer right after
+    sending) lets the thread write it, before anything sent later."""
     _, worker, (first, second) = _with_backlog(make_board, 2)
-    assert isinstance(worker, ZooKeeperJobBoard)
+    assert isinstance(worker, ZooKeeperJobBoard) and worker.PIPELINED_SENDS
     held = worker.claim_next("worker")
     assert held == first and held is not None
     pending = worker.consume_and_claim_next_async(held, "worker")
+    assert worker.state_of(first) is JobState.COMPLETE  # a read sent after it: answered after
     queued = [type(request).__name__ for request, _ in list(worker._client._queue)]
     assert "Transaction" not in queued
     assert pending.result() == second

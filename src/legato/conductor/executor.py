@@ -86,9 +86,10 @@ class ExecutorConductor(Conductor):
             answer later (``JobBoard.sends_without_waiting``: Redis, ZooKeeper), keep the board
             working while they run: after a job that took less than this many seconds, the
             call that consumes it also claims the job after next, and its answer is read when
-            the next job ends. So the conductor holds one job it has not started yet, for
-            about one short job's time (``CLAIM_AHEAD_HOLD`` at most, then it is released
-            uncounted), and ``job_consumed`` for a job comes when the following job ends.
+            the next job ends. So the conductor holds one job it has not started yet (two on
+            boards with ``JobBoard.PIPELINED_SENDS``), for about one short job's time each
+            (``CLAIM_AHEAD_HOLD`` at most, then it is released uncounted), and
+            ``job_consumed`` for a job comes when the following job (or the one after) ends.
             ``CLAIM_AHEAD_BELOW`` when None; 0 turns claiming ahead off.
     """
 

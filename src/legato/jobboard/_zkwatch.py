@@ -48,7 +48,7 @@ from kazoo.protocol.serialization import (
 from kazoo.protocol.states import ZnodeStat
 from kazoo.security import OPEN_ACL_UNSAFE
 
-__all__ = ["Handler", "Ops", "Watches", "commit_async", "commit_sent", "read_many_async",
+__all__ = ["Handler", "Ops", "Watches", "commit_async", "read_many_async",
            "shutdown"]
 
 logger = logging.getLogger(__name__)
@@ -228,24 +228,14 @@ class Handler(SequentialThreadingHandler):  # type: ignore[misc]
     opens, fills and closes an epoll set each time, three times for every message it reads.
     Each thread keeps its poll sets, one per set of sockets, as kazoo's connection thread waits
     on the same two or three again and again.
-
-    ``sent`` is notified each time kazoo's connection thread goes back to waiting for the socket,
-    having written what it had to, if ``waiting`` counts anyone waiting for it (see
-    ``commit_sent``).
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self.sent = threading.Condition()
-        self.waiting = 0  # changed with ``sent`` held
         self._pollers = threading.local()
 
     def select(self, rlist: list[Any], wlist: list[Any], xlist: list[Any],
                timeout: float | None = None) -> tuple[list[Any], list[Any], list[Any]]:
-        # Once the connection thread waits for replies, its writes are done.
-        if rlist and self.waiting:
-            with self.sent:
-                self.sent.notify_all()
         if not _HAS_POLL:
             return super().select(rlist, wlist, xlist, timeout)  # type: ignore[no-any-return]
         key = (*map(_fd, rlist), -1, *map(_fd, wlist))
@@ -284,8 +274,7 @@ def _poller(key: tuple[int, ...]) -> Any:
 
 class Ops:
     """A transaction's operations, built as kazoo's own request tuples; the methods are those of
-    kazoo's ``TransactionRequest`` that the board uses, and ``commit_async``/``commit_sent``
-    send them.
+    kazoo's ``TransactionRequest`` that the board uses, and ``commit_async`` sends them.
 
     kazoo's own builder checks every argument's type and normalises every path, which cost
     more than the rest of a claim's Python; here a path already in normal form (``/a/b``) just
@@ -328,32 +317,6 @@ def commit_async(client: Any, ops: Ops) -> Any:
     ``TransactionRequest.commit_async`` does)."""
     result = client.handler.async_result()
     client._call(Transaction(ops.operations), result)
-    return result
-
-
-def commit_sent(client: Any, ops: Ops, timeout: float) -> Any:
-    """``commit_async``, returning once kazoo's connection thread has written the request
-    (or its result is in, or ``timeout`` seconds have passed).
-
-    kazoo only queues a request for its connection thread, which needs the GIL to write it: a
-    caller that goes on with Python work right away holds the GIL, and the request would wait
-    until the caller next blocks (when it reads the result, say) instead of being on its way.
-    """
-    handler = client.handler
-    if not isinstance(handler, Handler):
-        return commit_async(client, ops)
-    with handler.sent:
-        handler.waiting += 1  # before the request is queued: its writer is sure to notify
-        try:
-            result = commit_async(client, ops)
-
-            def sent() -> bool:
-                queued = list(client._queue)  # one step: the connection thread pops from it
-                return bool(result.ready()) or all(item[1] is not result for item in queued)
-
-            handler.sent.wait_for(sent, timeout)
-        finally:
-            handler.waiting -= 1
     return result
 
 

@@ -105,7 +105,7 @@ from legato.jobboard._zkrecords import (
     with_claim,
 )
 from legato.jobboard._zksettings import ZooKeeperSettings, split_url
-from legato.jobboard._zkwatch import Handler, Ops, commit_async, commit_sent, shutdown
+from legato.jobboard._zkwatch import Handler, Ops, commit_async, shutdown
 from legato.jobboard.base import Entity, JobBoard, JobRecord, Pending, not_owner
 from legato.states import JobState
 
@@ -278,14 +278,14 @@ class ZooKeeperJobBoard(JobBoard):
         """Commit a transaction; return its results (``failure`` finds the error in them)."""
         return self._outcome(self._send(ops), on_unknown=on_unknown)
 
-    def _send(self, ops: Callable[[Any], None], *, now: bool = False) -> Any:
+    def _send(self, ops: Callable[[Any], None]) -> Any:
         """Send a transaction without waiting for its answer: its kazoo async result (see
-        ``_outcome``). With ``now``, return once the request is written, for a caller that goes
-        on with other work meanwhile."""
+        ``_outcome``). kazoo's connection thread writes it, in order, at the caller's next
+        wait (it needs the GIL)."""
         client = self._live()
         txn = Ops(client)
         ops(txn)
-        return commit_sent(client, txn, self.settings.timeout) if now else commit_async(client, txn)
+        return commit_async(client, txn)
 
     def _outcome(self, pending: Any, *,
                  on_unknown: Callable[[Any], None] | None = None) -> list[Any]:
@@ -457,13 +457,12 @@ class ZooKeeperJobBoard(JobBoard):
         that the change to the job node it makes is this board's own."""
         return self._claim_outcome(prepared, self._send_claim(prepared, ops))
 
-    def _send_claim(self, prepared: Claim, ops: Callable[[Any], None], *,
-                    now: bool = False) -> Any:
-        """``_commit_claim``'s sending half (``now``: see ``_send``); ``_claim_outcome`` must
-        follow (it ends the ``writing`` begun here)."""
+    def _send_claim(self, prepared: Claim, ops: Callable[[Any], None]) -> Any:
+        """``_commit_claim``'s sending half; ``_claim_outcome`` must follow (it ends the
+        ``writing`` begun here)."""
         self._index.writing(prepared.name)
         try:
-            return self._send(ops, now=now)
+            return self._send(ops)
         except BaseException:
             self._written(prepared.name)
             raise
@@ -513,7 +512,7 @@ class ZooKeeperJobBoard(JobBoard):
         the next job's data is already known; otherwise the consume alone, then a
         ``claim_next``. If the transaction fails nothing was done: a consume, then a
         ``claim_next``, follow. Nothing is claimed unless the consume commits."""
-        sent = self._send_consume(job_uuid, who, fence, ttl, now=False)
+        sent = self._send_consume(job_uuid, who, fence, ttl)
         if sent is None:
             return self._consume_then_claim(job_uuid, who, fence, ttl)
         return self._consumed(sent)
@@ -526,7 +525,7 @@ class ZooKeeperJobBoard(JobBoard):
         other claims pass it over. A claim this board does not remember is consumed (and the
         next job claimed) at once."""
         try:
-            sent = self._send_consume(job_uuid, who, fence, ttl, now=False)
+            sent = self._send_consume(job_uuid, who, fence, ttl)
         except Exception as exc:  # reported by result(), as every board error is
             return Pending.of(functools.partial(_reraise, exc))
         if sent is None:
@@ -538,11 +537,10 @@ class ZooKeeperJobBoard(JobBoard):
                             ttl: float) -> JobRecord | None:
         return super()._consume_and_claim_next(job_uuid, who, fence, ttl)
 
-    def _send_consume(self, job_uuid: str, who: str, fence: int | None, ttl: float, *,
-                      now: bool) -> Consuming | None:
+    def _send_consume(self, job_uuid: str, who: str, fence: int | None,
+                      ttl: float) -> Consuming | None:
         """Send the consume of a claim this board remembers, with the claim of the next job
-        when its data is known (``now``: see ``_send``); None when the claim is not
-        remembered."""
+        when its data is known; None when the claim is not remembered."""
         held = (None if self._orphans or not self._index.synced
                 else self._remembered(job_uuid, who, fence))
         if held is None:
@@ -558,11 +556,11 @@ class ZooKeeperJobBoard(JobBoard):
         # The next candidates (after this one, if any) are read while the transaction commits.
         self._follower.read_ahead()
         if prepared is None:
-            pending = self._send(functools.partial(self._consume_ops, held=held), now=now)
+            pending = self._send(functools.partial(self._consume_ops, held=held))
         else:
             try:
                 pending = self._send_claim(prepared, functools.partial(
-                    self._consume_and_claim_ops, held=held, prepared=prepared), now=now)
+                    self._consume_and_claim_ops, held=held, prepared=prepared))
             except BaseException:
                 self._index.release(prepared.name)
                 raise
