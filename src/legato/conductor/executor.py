@@ -181,8 +181,8 @@ class ExecutorConductor(Conductor):
         self._stats = dict.fromkeys(STATISTICS, 0)
         self._next_entity_refresh = 0.0
         self._idle_wakeups = 0
-        # A job claimed by the last consume_and_claim_next, with when it was claimed; and
-        # how many more jobs may be claimed in this run() (None: no limit; 0: none).
+        # The next job to dispatch, claimed while the last one finished, with when it was
+        # claimed; and how many more jobs may be claimed in this run() (None: no limit).
         self._handoff: tuple[Job, float] | None = None
         self._room: int | None = 0
         # Finishing calls in flight while the next job runs (each claims one ahead), oldest
@@ -583,9 +583,7 @@ class ExecutorConductor(Conductor):
         with self._ahead_lock:
             self._sent.append(sent)
             while len(self._sent) > self._depth or (self._sent and not self._ready):
-                claimed = self._settle(self._sent.popleft())
-                if claimed is not None:
-                    self._ready.append(claimed)
+                self._settle_oldest()
             self._handoff = self._ready.popleft() if self._ready else None
         return True
 
@@ -606,10 +604,15 @@ class ExecutorConductor(Conductor):
         Other such jobs stay ready for the next dispatches."""
         with self._ahead_lock:
             while self._sent:
-                claimed = self._settle(self._sent.popleft())
-                if claimed is not None:
-                    self._ready.append(claimed)
+                self._settle_oldest()
             return self._ready.popleft() if self._ready else None
+
+    def _settle_oldest(self) -> None:
+        """Read the oldest answer in flight; the job it claimed, if any, is ready to run.
+        Called with ``_ahead_lock`` held."""
+        claimed = self._settle(self._sent.popleft())
+        if claimed is not None:
+            self._ready.append(claimed)
 
     def _settle(self, ahead: _Ahead) -> tuple[Job, float] | None:
         """Read ``ahead``'s answer and emit its job's event; the job it claimed, if any."""
@@ -637,9 +640,7 @@ class ExecutorConductor(Conductor):
                     and not any(now - at >= held_for for _, at in self._ready):
                 return
             while self._sent:
-                claimed = self._settle(self._sent.popleft())
-                if claimed is not None:
-                    self._ready.append(claimed)
+                self._settle_oldest()
             stale = [held for held in self._ready if now - held[1] >= held_for]
             for held in stale:
                 self._ready.remove(held)
