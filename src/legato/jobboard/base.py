@@ -31,6 +31,7 @@ import abc
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import threading
 import time
@@ -461,18 +462,18 @@ class JobBoard(abc.ABC):
         self._require_connected()
         _check_owner(who)
         ttl = self._ttl(ttl)
-        record = self._consume_and_claim_next(job.uuid, who, job.fence, ttl)
-        self.notifier.notify(REMOVAL, {"job": job})
-        return Job(self, record, fence=record.fence) if record is not None else None
+        return self._consumed_and_claimed(job, self._consume_and_claim_next(job.uuid, who,
+                                                                            job.fence, ttl))
 
     def consume_and_claim_next_async(self, job: Job, who: str, *,
                                      ttl: float | None = None) -> Pending[Job | None]:
         """``consume_and_claim_next``, sent without waiting for the answer.
 
-        The call is on its way (or, on boards that cannot send without waiting, already made)
-        when this returns; ``result()`` on the returned ``Pending`` gives what
+        The call is on its way when this returns (on ZooKeeper, queued for kazoo's connection
+        thread, which writes it at the caller's next wait; on boards that cannot send without
+        waiting, already made); ``result()`` on the returned ``Pending`` gives what
         ``consume_and_claim_next`` would have returned or raised. A conductor uses it to let
-        the board work while it runs the job it holds.
+        the board work while it runs the next job.
 
         Raises:
             ValueError: a bad owner or ttl (at once; board errors come from ``result()``).
@@ -480,12 +481,12 @@ class JobBoard(abc.ABC):
         self._require_connected()
         _check_owner(who)
         ttl = self._ttl(ttl)
+        return self._send_consume_and_claim_next(job.uuid, who, job.fence, ttl).then(
+            functools.partial(self._consumed_and_claimed, job))
 
-        def answered(record: JobRecord | None) -> Job | None:
-            self.notifier.notify(REMOVAL, {"job": job})
-            return Job(self, record, fence=record.fence) if record is not None else None
-
-        return self._send_consume_and_claim_next(job.uuid, who, job.fence, ttl).then(answered)
+    def _consumed_and_claimed(self, job: Job, record: JobRecord | None) -> Job | None:
+        self.notifier.notify(REMOVAL, {"job": job})
+        return Job(self, record, fence=record.fence) if record is not None else None
 
     def release(self, job: Job, who: str) -> None:
         """Hand a claimed job back unstarted: it is claimable again at once, and this claim
