@@ -558,12 +558,8 @@ class LosingBoard(CountingBoard):
         if self.lost == 0:
             self.lost += 1
             self.calls.append("lost")
-            return Pending.of(lambda: _raise(errors.BoardUnavailable("reply lost (injected)")))
+            return Pending.failed(errors.BoardUnavailable("reply lost (injected)"))
         return super().consume_and_claim_next_async(job, who, ttl=ttl)
-
-
-def _raise(exc: Exception) -> Job | None:
-    raise exc
 
 
 def test_a_lost_answer_to_a_consume_sent_ahead_is_retried(persistence: Persistence) -> None:

@@ -594,8 +594,7 @@ class ExecutorConductor(Conductor):
             pending = self._jobboard.consume_and_claim_next_async(
                 lease.job, self._conductor.name, ttl=self._claim_ttl)
         except Exception as exc:  # e.g. a closed board: an answer like the board's others
-            failure = exc
-            pending = Pending.of(lambda: _raise(failure))
+            pending = Pending.failed(exc)
         return _Ahead(pending, lease, persistence, sent_at)
 
     def _take_ahead(self) -> tuple[Job, float] | None:
@@ -753,10 +752,6 @@ class _Ahead:
         self.persistence = persistence
         self.sent_at = sent_at
         self.read = False
-
-
-def _raise(exc: Exception) -> Job | None:
-    raise exc
 
 
 def _storage_reason(reason: str | None) -> bool:

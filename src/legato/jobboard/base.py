@@ -37,7 +37,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, TypeVar
 
 from legato import errors
 from legato.notifier import Notifier
@@ -87,6 +87,11 @@ class Pending(Generic[T]):
             pending.result()
         return pending
 
+    @classmethod
+    def failed(cls, error: BaseException) -> Pending[T]:
+        """A pending call whose answer is ``error`` (raised by ``result()``)."""
+        return cls.of(functools.partial(_raise, error))
+
     def then(self, after: Callable[[T], U]) -> Pending[U]:
         """A pending call whose answer is ``after`` applied to this one's."""
         return Pending(lambda: after(self.result()))
@@ -104,6 +109,10 @@ class Pending(Generic[T]):
         if self._error is not None:
             raise self._error
         return self._value  # type: ignore[return-value]
+
+
+def _raise(error: BaseException) -> NoReturn:
+    raise error
 
 
 @dataclasses.dataclass(frozen=True)

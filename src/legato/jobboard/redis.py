@@ -343,7 +343,7 @@ class RedisJobBoard(JobBoard):
         except redis.RedisError as exc:
             error = _legato_error(exc, script, job_uuid)
             error.__cause__ = exc
-            return Pending.of(functools.partial(_raise, error))
+            return Pending.failed(error)
         if read is None:
             return None
 
@@ -636,10 +636,6 @@ def _consume_args(job_uuid: str, who: str, fence: int | None, ttl: float) -> lis
     """``consume_and_claim_next.lua``'s arguments."""
     return [job_uuid, _owner_json(who), "" if fence is None else str(fence), repr(ttl),
             _HOUSEKEEPING_LIMIT]
-
-
-def _raise(error: BaseException) -> NoReturn:
-    raise error
 
 
 def _owner_of(text: str) -> str | None:

@@ -527,7 +527,7 @@ class ZooKeeperJobBoard(JobBoard):
         try:
             sent = self._send_consume(job_uuid, who, fence, ttl)
         except Exception as exc:  # reported by result(), as every board error is
-            return Pending.of(functools.partial(_reraise, exc))
+            return Pending.failed(exc)
         if sent is None:
             return Pending.of(functools.partial(self._consume_then_claim, job_uuid, who, fence,
                                                 ttl))
@@ -850,10 +850,6 @@ class ZooKeeperJobBoard(JobBoard):
 
     def _iter_entities(self) -> Iterator[Entity]:
         return iter(self._entities)
-
-
-def _reraise(exc: Exception) -> Any:
-    raise exc
 
 
 def _spread(lost: int) -> int:
