@@ -223,3 +223,29 @@ def test_builtin_retry_decisions() -> None:
     assert param.requires == {"choices"}
     assert param.execute(one, values=[5, 6]) == 6
     assert Times(3, delay=0.5, backoff=2.0).delay(History([(1, {}), (2, {})])) == 1.0
+
+
+def test_flat_linear_flow_compiles_like_any_other_flow() -> None:
+    # A linear flow of atoms only takes a shortcut; nesting the same atoms one level down takes
+    # the general path, and both must place and wire them alike.
+    class Use(Task):
+        def execute(self, x: int, a: int, scale: int = 2) -> int:
+            return x * a * scale
+
+    atoms = [Add("p1", provides="x"), Add("p2", provides={"x": "k", "y": "k"}),
+             Use("use", provides="z", rebind={"a": "y"}), Add("last", inject={"b": 1})]
+    flat = compile_flow(LinearFlow("flat").add(*atoms))
+    nested = compile_flow(LinearFlow("outer").add(LinearFlow("inner").add(*atoms)))
+
+    def shape(compiled: Any) -> list[tuple[Any, ...]]:
+        return [(ca.atom, ca.name, ca.index, ca.is_retry, ca.preds, ca.succs, ca.scope,
+                 ca.ancestors, ca.sources, ca.optional) for ca in compiled.atoms]
+
+    assert shape(flat) == shape(nested)
+    assert flat.providers == nested.providers == {"x": [0, 1], "y": [1], "z": [2]}
+    assert flat.by_name["use"].sources == {"x": (1, "k"), "a": (1, "k")}
+    assert flat.by_name["last"].sources == {"a": (None, "a")}
+    assert flat.by_name["use"].optional == {"scale": (None, "scale")}
+    assert flat.scopes == [] and flat.atoms[3].preds == (2,) and flat.atoms[0].succs == (1,)
+    with pytest.raises(errors.CompilationError, match="named 'p1'"):
+        compile_flow(LinearFlow("twice").add(Add("p1"), Add("p1")))

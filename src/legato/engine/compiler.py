@@ -156,6 +156,41 @@ def compile_flow(flow: Flow) -> CompiledFlow:
         CompilationError: duplicate atom names, or a cycle.
         AmbiguousDependency: an argument several atoms could provide to one consumer.
     """
+    chain = _chain_of(flow)
+    scopes: list[Scope] = []
+    if chain is not None:
+        atoms = chain
+    else:
+        atoms, scopes = _place_atoms(flow)
+    providers: dict[str, list[int]] = {}
+    for ca in atoms:
+        for name in ca.atom.provides_map:
+            providers.setdefault(name, []).append(ca.index)
+    compiled = CompiledFlow(flow, atoms, {ca.name: ca for ca in atoms}, scopes, providers)
+    for ca in atoms:
+        _resolve_sources(compiled, ca)
+    return compiled
+
+
+def _chain_of(flow: Flow) -> list[CompiledAtom] | None:
+    """The atoms of a linear flow of atoms only, without a retry (the most common flow), placed
+    without building a graph: each runs after the one added before it. None for other flows."""
+    if type(flow) is not LinearFlow or flow.retry is not None:
+        return None
+    children = flow.children
+    if any(isinstance(child, Flow) for child in children):
+        return None
+    chain: list[Atom] = children  # type: ignore[assignment]  # no flows among them
+    _check_names(chain)
+    last = len(chain) - 1
+    return [CompiledAtom(atom, atom.name, i, isinstance(atom, Retry),
+                         (i - 1,) if i > 0 else (), (i + 1,) if i < last else (),
+                         ancestors=(1 << i) - 1)
+            for i, atom in enumerate(chain)]
+
+
+def _place_atoms(flow: Flow) -> tuple[list[CompiledAtom], list[Scope]]:
+    """Any flow's atoms in a valid run order, with their edges and retry scopes."""
     builder = _Builder()
     block = builder.flow_block(flow, None)
     _check_names(builder.atoms)
@@ -181,14 +216,7 @@ def compile_flow(flow: Flow) -> CompiledFlow:
         for p in ca.preds:
             ca.ancestors |= atoms[p].ancestors | (1 << p)
     del block
-    providers: dict[str, list[int]] = {}
-    for ca in atoms:
-        for name in ca.atom.provides:
-            providers.setdefault(name, []).append(ca.index)
-    compiled = CompiledFlow(flow, atoms, {ca.name: ca for ca in atoms}, builder.scopes, providers)
-    for ca in atoms:
-        _resolve_sources(compiled, ca)
-    return compiled
+    return atoms, builder.scopes
 
 
 def _check_names(atoms: list[Atom]) -> None:
