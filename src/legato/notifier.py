@@ -29,6 +29,7 @@ class Notifier:
         # Per event type, the listeners notify() calls (its own, then ANY's); rebuilt lazily
         # after every change, so that emitting takes no lock and builds nothing.
         self._calls: dict[str, tuple[Listener, ...]] = {}
+        self._count = 0  # registrations, so that ``bool(notifier)`` takes no lock
 
     def register(self, event_type: str, callback: Listener) -> None:
         """Call ``callback(event_type, details)`` whenever ``event_type`` (or any, with ``ANY``)
@@ -36,6 +37,7 @@ class Notifier:
         with self._lock:
             self._listeners.setdefault(event_type, []).append(callback)
             self._calls = {}
+            self._count += 1
 
     def deregister(self, event_type: str, callback: Listener) -> bool:
         """Remove one registration; return whether it was there."""
@@ -44,6 +46,7 @@ class Notifier:
             if callback in callbacks:
                 callbacks.remove(callback)
                 self._calls = {}
+                self._count -= 1
                 return True
             return False
 
@@ -57,13 +60,11 @@ class Notifier:
         return pairs
 
     def __len__(self) -> int:
-        with self._lock:
-            return sum(len(cbs) for cbs in self._listeners.values())
+        return self._count
 
     def __bool__(self) -> bool:
         """Whether anything is registered (cheap: emitters check it before building details)."""
-        with self._lock:
-            return any(self._listeners.values())
+        return self._count > 0
 
     def notify(self, event_type: str, details: dict[str, Any]) -> None:
         """Call every listener of ``event_type`` and of ``ANY``; log, never raise, their errors."""

@@ -56,3 +56,20 @@ def test_copy_json_is_deep_and_keeps_types() -> None:
     again["o"]["x"].append(2)
     assert ordered["x"] == [1]
     assert copy_json(7) == 7 and copy_json(None) is None
+
+
+def test_length_and_truth_follow_registrations() -> None:
+    notifier = Notifier()
+    assert not notifier and len(notifier) == 0
+
+    def listener(event: str, details: dict[str, Any]) -> None:
+        pass
+
+    notifier.register("a", listener)
+    notifier.register(ANY, listener)
+    assert notifier and len(notifier) == 2
+    assert notifier.deregister("a", listener)
+    assert not notifier.deregister("a", listener)  # not there any more: the count stays
+    assert notifier and len(notifier) == 1
+    assert notifier.deregister(ANY, listener)
+    assert not notifier and len(notifier) == 0
