@@ -31,6 +31,7 @@ from typing import Any
 
 from kazoo.exceptions import EXCEPTIONS
 from kazoo.handlers.threading import SequentialThreadingHandler
+from kazoo.protocol.connection import CLOSE_RESPONSE
 from kazoo.protocol.paths import _prefix_root
 from kazoo.protocol.serialization import (
     Create,
@@ -184,34 +185,73 @@ class Watches:
 
 
 class _Eager:
-    """Reads from and writes to kazoo's socket trying ``recv``/``send`` first: kazoo waits for
-    the socket (``select``) before each, twice per message read, although the socket is almost
-    always ready (a message's bytes have arrived with its first ones). Anything else (not ready,
-    a short read or write, an error, TLS) is left to kazoo's own code."""
+    """Reads from and writes to kazoo's socket without waiting for it first, and reads ahead.
+
+    kazoo waits for the socket (``select``) before each read and write, and reads a message in
+    two ``recv`` calls (its length, then the rest), then goes round its loop (another
+    ``select``) for the next message, although the server's messages come in bursts (a reply
+    and the events before it). Here one ``recv`` takes whatever has arrived, later reads are
+    served from it, every complete message read ahead is handled in the same turn of kazoo's
+    loop, and the handler reports the socket readable while anything read ahead is left.
+    Anything else (nothing there yet, a partial message, an error, TLS) is left to kazoo's own
+    code.
+    """
 
     def __init__(self, connection: Any) -> None:
         self._connection = connection
         self._kazoo_read = connection._read
         self._kazoo_write = connection._write
+        self._kazoo_read_socket = connection._read_socket
         connection._read, connection._write = self.read, self.write
+        connection._read_socket = self.read_socket
+        # What was read ahead, from which socket, and how much of it is used.
+        self._from: socket.socket | None = None
+        self._data = b""
+        self._at = 0
+        handler = getattr(connection, "handler", None)
+        if isinstance(handler, Handler):
+            handler.read_ahead = self
 
     def _socket(self) -> socket.socket | None:
         sock = self._connection._socket
         plain = isinstance(sock, socket.socket) and not isinstance(sock, ssl.SSLSocket)
         return sock if plain else None
 
+    def buffered(self, sock: Any) -> bool:
+        """Whether bytes read ahead from ``sock`` wait to be read."""
+        return sock is self._from and self._at < len(self._data)
+
     def read(self, length: int, timeout: float) -> bytes:
         sock = self._socket()
         if sock is None or length <= 0:
             return self._kazoo_read(length, timeout)  # type: ignore[no-any-return]
-        try:
-            chunk = sock.recv(length)
-        except OSError:  # nothing to read yet (or an error, which kazoo reports)
-            return self._kazoo_read(length, timeout)  # type: ignore[no-any-return]
-        if len(chunk) == length:
-            return chunk
-        # (b"": the connection was closed, which kazoo reports)
-        return chunk + self._kazoo_read(length - len(chunk), timeout)  # type: ignore[no-any-return]
+        if sock is not self._from:  # a new connection: drop what the old one left
+            self._from, self._data, self._at = sock, b"", 0
+        data, at = self._data, self._at
+        if len(data) - at < length:
+            data, at = data[at:], 0
+            # (OSError: nothing to read yet, or an error, which kazoo reports)
+            with contextlib.suppress(OSError):
+                data += sock.recv(max(length - len(data), _READ_AHEAD))
+            if len(data) < length:
+                # (b"" from recv: the connection was closed, which kazoo reports)
+                self._data, self._at = b"", 0
+                rest: bytes = self._kazoo_read(length - len(data), timeout)
+                return data + rest
+        self._data, self._at = data, at + length
+        return data[at:at + length]
+
+    def read_socket(self, timeout: float) -> Any:
+        """kazoo's ``_read_socket`` (one message), again while a whole message is read ahead."""
+        response = self._kazoo_read_socket(timeout)
+        while response != CLOSE_RESPONSE and self._whole_message():
+            response = self._kazoo_read_socket(timeout)
+        return response
+
+    def _whole_message(self) -> bool:
+        left = len(self._data) - self._at
+        return (left >= int_struct.size and self._from is self._connection._socket
+                and left >= int_struct.size + int_struct.unpack_from(self._data, self._at)[0])
 
     def write(self, message: bytes, timeout: float) -> None:
         sock = self._socket()
@@ -221,6 +261,10 @@ class _Eager:
                 sent = sock.send(message)
         if sent < len(message):
             self._kazoo_write(message[sent:], timeout)
+
+
+#: How much one read from the socket takes at most.
+_READ_AHEAD = 65536
 
 
 class Handler(SequentialThreadingHandler):  # type: ignore[misc]
@@ -233,11 +277,22 @@ class Handler(SequentialThreadingHandler):  # type: ignore[misc]
     def __init__(self) -> None:
         super().__init__()
         self._pollers = threading.local()
+        #: The connection's reader, which may hold bytes already taken from its socket.
+        self.read_ahead: _Eager | None = None
 
     def select(self, rlist: list[Any], wlist: list[Any], xlist: list[Any],
                timeout: float | None = None) -> tuple[list[Any], list[Any], list[Any]]:
+        ahead = self.read_ahead
+        if ahead is not None and rlist and ahead.buffered(rlist[0]):
+            # Already read from that socket: ready now, and the others as they are now.
+            readable, writable, _ = self._select(rlist[1:], wlist, 0)
+            return [rlist[0], *readable], writable, []
+        return self._select(rlist, wlist, timeout)
+
+    def _select(self, rlist: list[Any], wlist: list[Any],
+                timeout: float | None) -> tuple[list[Any], list[Any], list[Any]]:
         if not _HAS_POLL:
-            return super().select(rlist, wlist, xlist, timeout)  # type: ignore[no-any-return]
+            return super().select(rlist, wlist, [], timeout)  # type: ignore[no-any-return]
         key = (*map(_fd, rlist), -1, *map(_fd, wlist))
         pollers: dict[tuple[int, ...], Any] | None = getattr(self._pollers, "by_fds", None)
         if pollers is None:
@@ -273,36 +328,76 @@ def _poller(key: tuple[int, ...]) -> Any:
 
 
 class Ops:
-    """A transaction's operations, built as kazoo's own request tuples; the methods are those of
-    kazoo's ``TransactionRequest`` that the board uses, and ``commit_async`` sends them.
+    """A transaction's operations, encoded as they are built; the methods are those of kazoo's
+    ``TransactionRequest`` that the board uses, and ``commit_async`` sends them.
 
-    kazoo's own builder checks every argument's type and normalises every path, which cost
-    more than the rest of a claim's Python; here a path already in normal form (``/a/b``) just
-    gets the client's chroot in front, and any other goes through kazoo's normalisation.
+    kazoo's own builder checks every argument's type and normalises every path, and its
+    connection thread then encodes each operation field by field, which cost more than the rest
+    of a claim's Python. Here each operation is written straight into the request's bytes, on
+    the caller's thread; a path already in normal form (``/a/b``) just gets the client's chroot
+    in front, and any other goes through kazoo's normalisation.
     """
 
-    __slots__ = ("_acl", "_chroot", "_root", "operations")
+    __slots__ = ("_acl", "_chroot", "_root", "body")
 
     def __init__(self, client: Any) -> None:
-        self.operations: list[Any] = []
+        self.body = bytearray()
         self._chroot: str = client.chroot
         self._root = _root_of(self._chroot)
-        self._acl = client.default_acl or OPEN_ACL_UNSAFE
+        self._acl = _acl_bytes(tuple(client.default_acl or OPEN_ACL_UNSAFE))
 
-    def _path(self, path: str) -> str:
+    def _path(self, path: str) -> bytes:
         if (path[:1] == "/" and path[-1:] != "/" and "//" not in path
                 and "/." not in path):
-            return self._root + path
-        return _prefix_root(self._chroot, path)  # type: ignore[no-any-return]
+            full = self._root + path
+        else:
+            full = _prefix_root(self._chroot, path)
+        raw: bytes = full.encode()
+        length: bytes = int_struct.pack(len(raw))
+        return length + raw
 
     def create(self, path: str, value: bytes = b"", *, ephemeral: bool = False) -> None:
-        self.operations.append(Create(self._path(path), value, self._acl, 1 if ephemeral else 0))
+        body = self.body
+        body += _CREATE
+        body += self._path(path)
+        body += int_struct.pack(len(value))
+        body += value
+        body += self._acl
+        body += _EPHEMERAL if ephemeral else _PERSISTENT
 
     def delete(self, path: str, version: int = -1) -> None:
-        self.operations.append(Delete(self._path(path), version))
+        body = self.body
+        body += _DELETE
+        body += self._path(path)
+        body += int_struct.pack(version)
 
     def set_data(self, path: str, value: bytes, version: int = -1) -> None:
-        self.operations.append(SetData(self._path(path), value, version))
+        body = self.body
+        body += _SET_DATA
+        body += self._path(path)
+        body += int_struct.pack(len(value))
+        body += value
+        body += int_struct.pack(version)
+
+    def serialize(self) -> bytes:
+        """The ``multi`` request's body, as kazoo's ``Transaction.serialize`` writes it."""
+        return bytes(self.body + _END)
+
+
+_CREATE = multiheader_struct.pack(Create.type, False, -1)
+_DELETE = multiheader_struct.pack(Delete.type, False, -1)
+_SET_DATA = multiheader_struct.pack(SetData.type, False, -1)
+_END = multiheader_struct.pack(-1, True, -1)
+_PERSISTENT, _EPHEMERAL = int_struct.pack(0), int_struct.pack(1)
+
+
+@functools.cache
+def _acl_bytes(acl: tuple[Any, ...]) -> bytes:
+    encoded = bytearray(int_struct.pack(len(acl)))
+    for entry in acl:
+        encoded += (int_struct.pack(entry.perms) + write_string(entry.id.scheme)
+                    + write_string(entry.id.id))
+    return bytes(encoded)
 
 
 @functools.cache
@@ -312,11 +407,45 @@ def _root_of(chroot: str) -> str:
     return "" if root == "/" else root
 
 
+class _Multi(collections.namedtuple("_Multi", "body")):
+    """ZooKeeper's ``multi`` request (opcode 14) with its body already encoded (``Ops``). Its
+    result is what kazoo's ``Transaction`` gives: per operation, the created path, True (a
+    delete or a check), the node's stat (a set) or, when the transaction failed, the error."""
+
+    type = Transaction.type
+
+    def serialize(self) -> bytes:
+        return self.body  # type: ignore[no-any-return]
+
+    @classmethod
+    def deserialize(cls, buffer: bytes, offset: int) -> list[Any]:
+        results: list[Any] = []
+        while True:
+            kind, done, _ = multiheader_struct.unpack_from(buffer, offset)
+            offset += multiheader_struct.size
+            if done:
+                return results
+            if kind == Create.type:
+                length = int_struct.unpack_from(buffer, offset)[0]
+                offset += int_struct.size
+                results.append(buffer[offset:offset + length].decode())
+                offset += length
+            elif kind == SetData.type:
+                results.append(ZnodeStat._make(stat_struct.unpack_from(buffer, offset)))
+                offset += stat_struct.size
+            elif kind == -1:
+                code = int_struct.unpack_from(buffer, offset)[0]
+                offset += int_struct.size
+                results.append(EXCEPTIONS[code]())
+            else:  # a delete or a version check
+                results.append(True)
+
+
 def commit_async(client: Any, ops: Ops) -> Any:
     """Send a transaction; its kazoo async result lists each operation's result (as kazoo's
     ``TransactionRequest.commit_async`` does)."""
     result = client.handler.async_result()
-    client._call(Transaction(ops.operations), result)
+    client._call(_Multi(ops.serialize()), result)
     return result
 
 
