@@ -6,7 +6,8 @@ Measured (medians of ``--repeat`` runs):
 * throughput: jobs/s for J pre-posted jobs of 1-task and 10-task linear flows, drained by 1 or 2
   conductor processes (forked after posting, released together; blocking conductors), per board
   (SQLite, PostgreSQL, Redis, ZooKeeper) and persistence (memory: each process keeps the copy it
-  inherited; SQLite: one shared file);
+  inherited; SQLite: one shared file); one untimed drain per board comes first, so that neither
+  system pays for a server's first requests after its start;
 * post->start latency p50/p99 on notifying boards: one idle conductor (a thread), a job posted
   every 50 ms from another board object; time from just before ``post`` to ``running_start``;
 * stream: TaskFlow's default mode with ``--procs 0`` (the figure its documentation quotes):
@@ -284,6 +285,9 @@ def run_throughput(args: argparse.Namespace, boards: list[str], tmp: Path,
                    results: list[dict[str, Any]]) -> None:
     print("system   board       persistence tasks procs  jobs/s", flush=True)
     for board in boards:
+        # One untimed drain first: the server's first requests after a start (ZooKeeper's JIT
+        # especially) are slow, and whichever system ran first would pay for it.
+        throughput(board, "memory", 1, 1, args.jobs, tmp)
         for persistence in args.persistence.split(","):
             for tasks in map(int, args.tasks.split(",")):
                 for procs in map(int, args.procs.split(",")):
