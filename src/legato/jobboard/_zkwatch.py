@@ -206,6 +206,8 @@ class _Eager:
         connection._read_socket = self.read_socket
         # What was read ahead, from which socket, and how much of it is used.
         self._from: socket.socket | None = None
+        self._checked: Any = None  # the socket _plain was worked out for
+        self._plain: socket.socket | None = None
         self._data = b""
         self._at = 0
         handler = getattr(connection, "handler", None)
@@ -213,9 +215,12 @@ class _Eager:
             handler.read_ahead = self
 
     def _socket(self) -> socket.socket | None:
+        """The connection's socket if it is a plain one (not TLS)."""
         sock = self._connection._socket
-        plain = isinstance(sock, socket.socket) and not isinstance(sock, ssl.SSLSocket)
-        return sock if plain else None
+        if sock is not self._checked:
+            plain = isinstance(sock, socket.socket) and not isinstance(sock, ssl.SSLSocket)
+            self._checked, self._plain = sock, (sock if plain else None)
+        return self._plain
 
     def buffered(self, sock: Any) -> bool:
         """Whether bytes read ahead from ``sock`` wait to be read."""
