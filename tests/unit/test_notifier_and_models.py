@@ -6,7 +6,7 @@ import collections
 from typing import Any
 
 from legato.notifier import ANY, Notifier
-from legato.persistence.models import copy_json
+from legato.persistence.models import TaskDetail, copy_json
 
 
 def test_listeners_registered_or_removed_after_an_emit_take_effect() -> None:
@@ -73,3 +73,15 @@ def test_length_and_truth_follow_registrations() -> None:
     assert notifier and len(notifier) == 1
     assert notifier.deregister(ANY, listener)
     assert not notifier and len(notifier) == 0
+
+
+def test_atom_detail_copies_share_no_value() -> None:
+    fields = ("results", "failure", "revert_results", "revert_failure", "meta")
+    original = TaskDetail("a", **{f: {"list": [f]} for f in fields})
+    copied = original.copy()
+    assert copied == original and type(copied) is TaskDetail
+    for field in fields:
+        getattr(copied, field)["list"].append("changed")
+    assert all(getattr(original, f) == {"list": [f]} for f in fields)
+    scalars = TaskDetail("b", results=3, revert_results="text")
+    assert scalars.copy() == scalars

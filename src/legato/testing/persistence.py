@@ -123,6 +123,52 @@ class PersistenceConformance:
         got.meta["again"] = 1
         assert "again" not in persistence.get_logbook(book.uuid).meta
 
+    def test_nested_values_are_never_shared(self, persistence: Persistence) -> None:
+        """Changing, deep inside, a model given to or returned by any call leaves what is
+        stored as it was."""
+        book = make_book(atoms=1)
+        book.meta["nested"] = {"list": [1]}
+        flow = _only_flow(book)
+        flow.meta["factory"] = {"name": "m:f", "args": [[1]], "kwargs": {"k": {"v": 1}}}
+        atom = next(iter(flow))
+        atom.results, atom.failure = {"list": [1]}, dict(FAILURE, causes=[{"x": [1]}])
+        saved = persistence.save_logbook(book)
+
+        def spoil_flow(fd: FlowDetail) -> None:
+            fd.meta["factory"]["args"][0].append("spoilt")
+            fd.meta["factory"]["kwargs"]["k"]["v"] = "spoilt"
+            for ad in fd:
+                ad.results["list"].append("spoilt")
+                ad.failure["causes"][0]["x"].append("spoilt")
+
+        def spoil(book: LogBook) -> None:
+            book.meta["nested"]["list"].append("spoilt")
+            for fd in book:
+                spoil_flow(fd)
+
+        expected = persistence.get_logbook(book.uuid)
+        spoil(book)
+        assert saved == expected  # what save_logbook returns is a copy too
+        spoil(saved)
+        spoil(persistence.get_logbook(book.uuid))
+        assert persistence.get_logbook(book.uuid) == expected
+
+        given = persistence.get_flow_details(flow.uuid)
+        persistence.update_flow_details(given)
+        spoil_flow(given)
+        returned = persistence.get_atom_details(atom.uuid)
+        persistence.update_atom_details(returned)
+        returned.results["list"].append("spoilt")
+        for got in (persistence.get_flow_details(flow.uuid), *persistence.get_flows_for_book(
+                book.uuid)):
+            got.meta["factory"]["args"][0].append("spoilt")
+            next(iter(got)).results["list"].append("spoilt")
+        for ad in (*persistence.get_atoms_for_flow(flow.uuid),
+                   persistence.get_atom_details(atom.uuid)):
+            ad.results["list"].append("spoilt")
+        assert persistence.get_logbook(book.uuid) == expected
+        assert persistence.get_atom_details(atom.uuid).results == {"list": [1]}
+
     def test_save_logbook_again_updates_and_adds(self, persistence: Persistence) -> None:
         book = make_book(flows=1, atoms=2)
         first = persistence.save_logbook(book)
