@@ -50,8 +50,10 @@ _ATOM_JSON_FIELDS = ("results", "revert_results", "meta", "failure", "revert_fai
 
 def check_atom_json(atom_detail: AtomDetail) -> None:
     """Raise ``SerializationError`` naming the atom (and the field) if a value is not JSON."""
+    ad = atom_detail
     try:  # one encoding for the common case; field by field only to explain a failure
-        _STRICT_JSON.encode([getattr(atom_detail, f) for f in _ATOM_JSON_FIELDS])
+        _STRICT_JSON.encode([ad.results, ad.revert_results, ad.meta, ad.failure,
+                             ad.revert_failure])
     except (TypeError, ValueError) as exc:
         for field in _ATOM_JSON_FIELDS:
             _check_json(getattr(atom_detail, field), f"{field} of atom {atom_detail.name!r}")
@@ -109,10 +111,11 @@ class Persistence(abc.ABC):
         _check_json(book.meta, f"meta of logbook {book.name!r}")
         for fd in book.flows.values():
             self._check_flow(fd)
-        book = book.copy()
-        book.updated_at = utcnow()
-        self._retry(lambda: self._save_logbook(book))
-        return book.copy()
+        # The caller's book with a new time; not copied (backends never keep what they are
+        # given): the copy handed back is the only one needed.
+        saved = LogBook(book.name, book.uuid, book.created_at, utcnow(), book.meta, book.flows)
+        self._retry(lambda: self._save_logbook(saved))
+        return saved.copy()
 
     def get_logbook(self, book_uuid: str, *, lazy: bool = False) -> LogBook:
         """Return the logbook; with ``lazy`` its flows are not loaded.
@@ -225,17 +228,24 @@ class Persistence(abc.ABC):
 
     def _retry(self, operation: Callable[[], T]) -> T:
         """Run an idempotent operation, retrying ``StorageFailure`` with doubling delays."""
+        try:
+            return operation()
+        except errors.StorageFailure as exc:
+            if not self.retries:
+                raise
+            failure = exc
         delay = self.retry_delay
-        for attempt in range(self.retries + 1):
+        for attempt in range(1, self.retries + 1):
+            logger.warning("storage operation failed (%s); retry %d/%d in %.2fs",
+                           failure, attempt, self.retries, delay)
+            time.sleep(delay)
+            delay *= 2
             try:
                 return operation()
             except errors.StorageFailure as exc:
                 if attempt == self.retries:
                     raise
-                logger.warning("storage operation failed (%s); retry %d/%d in %.2fs",
-                               exc, attempt + 1, self.retries, delay)
-                time.sleep(delay)
-                delay *= 2
+                failure = exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     # -- primitives each backend implements ------------------------------------------------

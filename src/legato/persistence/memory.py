@@ -32,11 +32,9 @@ class MemoryPersistence(Persistence):
     def _save_logbook(self, book: LogBook) -> None:
         with self._lock:
             stored = self._books.get(book.uuid)
-            lazy = book.copy()
-            lazy.flows = {}
-            if stored is not None:
-                lazy.created_at = stored.created_at
-            self._books[book.uuid] = lazy
+            created_at = book.created_at if stored is None else stored.created_at
+            self._books[book.uuid] = LogBook(book.name, book.uuid, created_at, book.updated_at,
+                                             copy_json(book.meta))  # its flows: in _flows
             self._book_flows.setdefault(book.uuid, [])
             for fd in book.flows.values():
                 if fd.uuid not in self._flow_book:

@@ -145,11 +145,16 @@ class AtomDetail:
 
     def copy(self) -> AtomDetail:
         new = _clone(self)
-        new.results = copy_json(self.results)
-        new.failure = copy_json(self.failure)
-        new.revert_results = copy_json(self.revert_results)
-        new.revert_failure = copy_json(self.revert_failure)
         new.meta = copy_json(self.meta)
+        # Mostly None (or a number): skip the call for what is shared as it is anyway.
+        if type(self.results) not in _SCALARS:
+            new.results = copy_json(self.results)
+        if type(self.failure) not in _SCALARS:
+            new.failure = copy_json(self.failure)
+        if type(self.revert_results) not in _SCALARS:
+            new.revert_results = copy_json(self.revert_results)
+        if type(self.revert_failure) not in _SCALARS:
+            new.revert_failure = copy_json(self.revert_failure)
         return new
 
 
