@@ -114,10 +114,11 @@ class Engine:
 
     def _validate(self, *, write: bool) -> None:
         self._prepare(write=write)
+        assert self._details is not None
         missing: dict[str, list[str]] = {}
         store = self.storage.store
-        for ca in self.compiled.atoms:
-            if self.storage.get_atom_state(ca.name) == AtomState.SUCCESS:
+        for ca, ad in zip(self.compiled.atoms, self._details, strict=True):
+            if ad.state == AtomState.SUCCESS or not ca.sources:
                 continue
             names = sorted(key for provider, key in ca.sources.values()
                            if provider is None and key not in store)

@@ -7,7 +7,6 @@ its cost does not grow with the number of atoms).
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING, Any
 
 from legato import errors
@@ -37,7 +36,6 @@ class Storage:
         self.store: dict[str, Any] = dict(flow_detail.meta.get("store") or {})
         self._new_store = dict(store or {})
         self.store.update(self._new_store)
-        self._lock = threading.Lock()
         self._by_name: dict[str, AtomDetail] = {ad.name: ad for ad in flow_detail}
         self._compiled: CompiledFlow | None = None
         self._unsaved: FlowDetail | None = None
