@@ -36,6 +36,14 @@ def test_requires_inferred_from_execute_and_defaults_are_optional() -> None:
     assert t.name == "add"
 
 
+def test_plain_atoms_map_arguments_like_rebound_ones() -> None:
+    # Without requires, rebind or inject the mapping takes a shortcut; an empty rebind takes
+    # the general path, and both must agree (order included).
+    plain, general = Add("plain"), Add("general", rebind={})
+    assert list(plain.args.items()) == list(general.args.items()) == [("a", "a"), ("b", "b")]
+    assert plain.optional_args == general.optional_args == {"scale": "scale"}
+
+
 def test_default_name_is_the_class_path() -> None:
     assert Add().name == f"{__name__}.Add"
 

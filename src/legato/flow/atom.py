@@ -128,6 +128,10 @@ class Atom:
     def _map_args(self, extra: Iterable[str], rebind: Mapping[str, str] | list[str] | None,
                   ) -> tuple[dict[str, str], dict[str, str]]:
         params, var_kw = _signature_args(self._signature_target(), self._engine_args)
+        if not extra and rebind is None and not self.inject:
+            # The common case: every parameter is read under its own name.
+            return ({arg: arg for arg, has_default in params if not has_default},
+                    {arg: arg for arg, has_default in params if has_default})
         names = [n for n, _ in params]
         extra = [e for e in extra if e not in names]
         if extra and not var_kw:
