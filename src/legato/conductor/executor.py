@@ -433,14 +433,15 @@ class ExecutorConductor(Conductor):
 
     def _drive(self, lease: Lease, engine: Any) -> Outcome:
         payload = {"job": lease.job, "engine": engine, "conductor": self}
-        stages: tuple[tuple[str, Callable[[], Any]], ...] = (
-            ("compilation", engine.compile), ("preparation", engine.prepare),
-            ("validation", engine.validate))
+        stages: tuple[tuple[str, Callable[[], Any], str], ...] = (
+            ("compilation_start", engine.compile, "compilation_end"),
+            ("preparation_start", engine.prepare, "preparation_end"),
+            ("validation_start", engine.validate, "validation_end"))
         try:
-            for stage, call in stages:
-                self._notifier.notify(f"{stage}_start", payload)
+            for start, call, end in stages:
+                self._notifier.notify(start, payload)
                 call()
-                self._notifier.notify(f"{stage}_end", payload)
+                self._notifier.notify(end, payload)
         except errors.MissingDependencies as exc:
             return Outcome(Action.CONSUME, f"validation failed: {exc}")
         except errors.StorageFailure as exc:
@@ -660,7 +661,7 @@ class ExecutorConductor(Conductor):
                   call: Callable[[], None]) -> None:
         """Make the finishing board ``call`` for ``lease``'s job and emit the job's event."""
         job, owner = lease.job, self._conductor.name
-        event, reason = f"job_{_PAST[outcome.action]}", outcome.reason
+        name, reason = _PAST[outcome.action], outcome.reason
         try:
             self._call_board(call, lease)
         except (errors.NotOwner, errors.NotFound) as exc:
@@ -669,17 +670,16 @@ class ExecutorConductor(Conductor):
                            _PAST[outcome.action], exc)
             if not lease.lost.is_set():
                 self._count("claims_lost")
-            event, reason = "job_abandoned", f"claim lost: {exc}"
+            name, reason = "abandoned", f"claim lost: {exc}"
         except Exception as exc:  # board unreachable past the lease: the claim lapses by itself
             logger.warning("%s: could not finish job %s (%s); its claim will lapse", owner,
                            job.uuid, exc)
-            event, reason = "job_abandoned", f"board unavailable: {exc}"
-        name = event.removeprefix("job_")
+            name, reason = "abandoned", f"board unavailable: {exc}"
         self._count(name)
         if self._metrics is not None:
             self._metrics.jobs.labels(outcome=name).inc()
-        self._notifier.notify(event, {"job": job, "conductor": self, "persistence": persistence,
-                                      "reason": reason})
+        self._notifier.notify(_EVENT[name], {"job": job, "conductor": self,
+                                             "persistence": persistence, "reason": reason})
 
     def _consume_and_claim(self, job: Job, owner: str) -> None:
         """Consume ``job`` and claim the next one in one board call; the claim loop picks the
@@ -738,6 +738,7 @@ class ExecutorConductor(Conductor):
 
 
 _PAST = {Action.CONSUME: "consumed", Action.ABANDON: "abandoned", Action.TRASH: "trashed"}
+_EVENT = {name: f"job_{name}" for name in _PAST.values()}
 
 
 class _Ahead:
