@@ -13,7 +13,7 @@ import legato.engine as le
 from legato import errors
 from legato.engine.factories import FactoryPolicy, flow_from_detail, save_factory_details
 from legato.flow import LinearFlow, Task
-from legato.flow.factory import registered_factories
+from legato.flow.factory import registered_factories, registered_factory
 from legato.persistence.memory import MemoryPersistence
 from legato.persistence.models import FlowDetail, LogBook
 from legato.states import FlowState
@@ -63,6 +63,8 @@ def test_save_and_load_round_trip() -> None:
 
 def test_registry_lists_decorated_factories() -> None:
     assert registered_factories()[f"{__name__}:make_flow"] is make_flow
+    assert registered_factory(f"{__name__}:make_flow") is make_flow
+    assert registered_factory(f"{__name__}:no_such_factory") is None
 
 
 @pytest.mark.parametrize("factory", [lambda: None, Holder().method])

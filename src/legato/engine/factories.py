@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from legato import errors
-from legato.flow.factory import factory_name, registered_factories
+from legato.flow.factory import factory_name, registered_factory
 from legato.flow.patterns import Flow
 from legato.persistence.models import FlowDetail
 
@@ -111,7 +111,7 @@ class FactoryPolicy:
             NotFound: allowed, but the module or attribute does not exist.
         """
         _check_name(name)
-        registered = registered_factories().get(name)
+        registered = registered_factory(name)
         if registered is not None:
             return registered
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):

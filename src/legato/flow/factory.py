@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["factory_name", "flow_factory", "registered_factories"]
+__all__ = ["factory_name", "flow_factory", "registered_factories", "registered_factory"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -39,3 +39,9 @@ def registered_factories() -> dict[str, Callable[..., Any]]:
     """A copy of the registry: ``{"module:qualname": factory}``."""
     with _lock:
         return dict(_registry)
+
+
+def registered_factory(name: str) -> Callable[..., Any] | None:
+    """The factory registered as ``name`` (``"module:qualname"``), or None."""
+    with _lock:
+        return _registry.get(name)
