@@ -38,11 +38,14 @@ T = TypeVar("T")
 _STRICT_JSON = json.JSONEncoder(allow_nan=False)
 
 
-def _check_json(value: Any, what: str) -> None:
+def _check_json(value: Any, what: str, owner: str) -> None:
+    """Raise ``SerializationError`` naming ``what`` of ``owner`` if ``value`` is not JSON (the
+    message is only formatted then)."""
     try:
         _STRICT_JSON.encode(value)
     except (TypeError, ValueError) as exc:
-        raise errors.SerializationError(f"{what} is not JSON-serialisable: {exc}") from exc
+        raise errors.SerializationError(
+            f"{what} {owner!r} is not JSON-serialisable: {exc}") from exc
 
 
 _ATOM_JSON_FIELDS = ("results", "revert_results", "meta", "failure", "revert_failure")
@@ -56,7 +59,7 @@ def check_atom_json(atom_detail: AtomDetail) -> None:
                              ad.revert_failure])
     except (TypeError, ValueError) as exc:
         for field in _ATOM_JSON_FIELDS:
-            _check_json(getattr(atom_detail, field), f"{field} of atom {atom_detail.name!r}")
+            _check_json(getattr(atom_detail, field), f"{field} of atom", atom_detail.name)
         raise errors.SerializationError(
             f"atom {atom_detail.name!r} is not JSON-serialisable: {exc}") from exc
 
@@ -108,7 +111,7 @@ class Persistence(abc.ABC):
 
     def save_logbook(self, book: LogBook) -> LogBook:
         """Insert or update a logbook with all its flow and atom details; return a copy."""
-        _check_json(book.meta, f"meta of logbook {book.name!r}")
+        _check_json(book.meta, "meta of logbook", book.name)
         for fd in book.flows.values():
             self._check_flow(fd)
         # The caller's book with a new time; not copied (backends never keep what they are
@@ -222,7 +225,7 @@ class Persistence(abc.ABC):
     # -- shared machinery ------------------------------------------------------------------
 
     def _check_flow(self, flow_detail: FlowDetail) -> None:
-        _check_json(flow_detail.meta, f"meta of flow {flow_detail.name!r}")
+        _check_json(flow_detail.meta, "meta of flow", flow_detail.name)
         for atom_detail in flow_detail.atoms.values():
             check_atom_json(atom_detail)
 
