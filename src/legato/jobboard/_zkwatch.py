@@ -102,20 +102,37 @@ class _MultiRead(collections.namedtuple("_MultiRead", "paths")):
 
     @classmethod
     def deserialize(cls, buffer: bytes, offset: int) -> list[Any]:
-        found: list[Any] = []
-        while True:
-            kind, done, _ = multiheader_struct.unpack_from(buffer, offset)
-            offset += multiheader_struct.size
-            if done:
-                return found
-            if kind == GetData.type:
-                data, offset = read_buffer(buffer, offset)
-                found.append((data, ZnodeStat._make(stat_struct.unpack_from(buffer, offset))))
-                offset += stat_struct.size
-            else:
-                code = int_struct.unpack_from(buffer, offset)[0]
-                offset += int_struct.size
-                found.append(EXCEPTIONS[code]())
+        return _multi_results(buffer, offset)
+
+
+def _multi_results(buffer: bytes, offset: int) -> list[Any]:
+    """The results in the reply to a ``multi`` or ``multiRead`` request, one per operation: a
+    read's ``(data, stat)``, a create's path, a set's stat, True for a delete or a check, and the
+    error for an operation that failed (in a failed transaction, every operation's)."""
+    results: list[Any] = []
+    while True:
+        kind, done, _ = multiheader_struct.unpack_from(buffer, offset)
+        offset += multiheader_struct.size
+        if done:
+            return results
+        if kind == GetData.type:
+            data, offset = read_buffer(buffer, offset)
+            results.append((data, ZnodeStat._make(stat_struct.unpack_from(buffer, offset))))
+            offset += stat_struct.size
+        elif kind == Create.type:
+            length = int_struct.unpack_from(buffer, offset)[0]
+            offset += int_struct.size
+            results.append(buffer[offset:offset + length].decode())
+            offset += length
+        elif kind == SetData.type:
+            results.append(ZnodeStat._make(stat_struct.unpack_from(buffer, offset)))
+            offset += stat_struct.size
+        elif kind == -1:
+            code = int_struct.unpack_from(buffer, offset)[0]
+            offset += int_struct.size
+            results.append(EXCEPTIONS[code]())
+        else:  # a delete or a version check
+            results.append(True)
 
 
 def read_many_async(client: Any, paths: list[str]) -> Any:
@@ -424,26 +441,7 @@ class _Multi(collections.namedtuple("_Multi", "body")):
 
     @classmethod
     def deserialize(cls, buffer: bytes, offset: int) -> list[Any]:
-        results: list[Any] = []
-        while True:
-            kind, done, _ = multiheader_struct.unpack_from(buffer, offset)
-            offset += multiheader_struct.size
-            if done:
-                return results
-            if kind == Create.type:
-                length = int_struct.unpack_from(buffer, offset)[0]
-                offset += int_struct.size
-                results.append(buffer[offset:offset + length].decode())
-                offset += length
-            elif kind == SetData.type:
-                results.append(ZnodeStat._make(stat_struct.unpack_from(buffer, offset)))
-                offset += stat_struct.size
-            elif kind == -1:
-                code = int_struct.unpack_from(buffer, offset)[0]
-                offset += int_struct.size
-                results.append(EXCEPTIONS[code]())
-            else:  # a delete or a version check
-                results.append(True)
+        return _multi_results(buffer, offset)
 
 
 def commit_async(client: Any, ops: Ops) -> Any:
