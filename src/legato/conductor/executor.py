@@ -339,9 +339,30 @@ class ExecutorConductor(Conductor):
             # stop() came while the claim was in flight: hand the job straight back.
             self._release_unstarted(job)
             return None, 0
+        if renewer.held(job.uuid):
+            self._still_running(job, renewer)
+            return None, 0
         self._count("dispatched")
         self._idle_wakeups = 0
         return renewer.add(job, ttl, claimed_at=claimed_at), 0
+
+    def _still_running(self, job: Job, renewer: Renewer) -> None:
+        """The board gave back a job this conductor is still running: the claim of that run
+        lapsed (the board was out of reach, or this process paused, past the lease) and this
+        is a new one. A conductor never runs one job twice: the old run's claim is over, so it
+        is marked lost (its engine suspends at the next atom boundary); the new claim is
+        handed back unstarted (uncounted), and the claim loop waits for the old run to end
+        before claiming again, since the board would give it the same job first."""
+        running = renewer.held(job.uuid)
+        for lease in running:
+            renewer.lose(lease)
+        logger.warning("%s: job %s is still running here under fence %s; handing back the new "
+                       "claim (fence %s) until that run ends", self._conductor.name, job.uuid,
+                       ", ".join(str(lease.job.fence) for lease in running), job.fence)
+        self._release_unstarted(job)
+        with self._slots:
+            while renewer.held(job.uuid) and not self._stopping.is_set():
+                self._slots.wait(self._wait_timeout)
 
     def _release_unstarted(self, job: Job) -> None:
         """Hand back a job claimed but not started (claimed ahead, or after ``stop()``): its
