@@ -182,6 +182,7 @@ class ExecutorConductor(Conductor):
         self._stats = dict.fromkeys(STATISTICS, 0)
         self._next_entity_refresh = 0.0
         self._idle_wakeups = 0
+        self._renewer: Renewer | None = None  # the running run()'s
         # The next job to dispatch, claimed while the last one finished, with when it was
         # claimed; and how many more jobs may be claimed in this run() (None: no limit).
         self._handoff: tuple[Job, float] | None = None
@@ -275,6 +276,7 @@ class ExecutorConductor(Conductor):
                           on_tick=lambda: self._tick(ttl),
                           on_error=lambda exc: self._count("board_errors"),
                           on_lost=lambda lease: self._count("claims_lost"))
+        self._renewer = renewer
         executor = self._executor_factory()
         self._next_entity_refresh = 0.0
         self._refresh_entity(ttl)
@@ -699,6 +701,11 @@ class ExecutorConductor(Conductor):
             logger.warning("%s: could not finish job %s%s (%s); its claim will lapse", owner,
                            job.uuid, _because(reason), exc)
             name, reason = "abandoned", f"board unavailable: {exc}"
+        # The claim is over (or left to lapse): stop renewing it before anything else, so that
+        # the claim loop, getting the job back, never takes this finished run for a live one.
+        renewer = self._renewer
+        if renewer is not None:
+            renewer.remove(lease)
         self._count(name)
         if self._metrics is not None:
             self._metrics.jobs.labels(outcome=name).inc()
