@@ -111,13 +111,19 @@ class NotOwner(JobFailure):
     Attributes:
         owner: who asked.
         actual_owner: who holds the claim now (None when nobody does).
+        fence: the fencing number the caller gave (None when it gave none).
+        actual_fence: the job's current fencing number, that of its latest claim (None when
+            the board could not tell).
     """
 
     def __init__(self, message: str, *, job_uuid: str | None = None,
-                 owner: str | None = None, actual_owner: str | None = None) -> None:
+                 owner: str | None = None, actual_owner: str | None = None,
+                 fence: int | None = None, actual_fence: int | None = None) -> None:
         super().__init__(message, job_uuid=job_uuid)
         self.owner = owner
         self.actual_owner = actual_owner
+        self.fence = fence
+        self.actual_fence = actual_fence
 
 
 class BoardUnavailable(JobFailure):

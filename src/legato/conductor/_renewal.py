@@ -4,6 +4,10 @@ One thread per running conductor renews every claim it holds about every TTL/3. 
 renewal is refused (``NotOwner``/``NotFound``), or whose lease deadline passes while the board
 cannot be reached, is marked lost; the job's engine checks that mark at every atom boundary and
 suspends, so a conductor never keeps running a job another conductor may now hold.
+
+Leases are keyed by (job, fence): a conductor that lost a claim may claim the same job again
+(a new fence) before the run holding the old claim has ended, and ending that run removes its
+own lease object only, never the newer claim's.
 """
 
 from __future__ import annotations
@@ -38,8 +42,13 @@ class Lease:
         self.deadline = claimed_at + ttl
         self.next_renewal = claimed_at + ttl / 3
 
+    @property
+    def key(self) -> tuple[str, int | None]:
+        """(job uuid, fence): what tells this claim from any other claim of the same job."""
+        return self.job.uuid, self.job.fence
+
     def __repr__(self) -> str:
-        return f"<Lease {self.job.uuid} lost={self.lost.is_set()}>"
+        return f"<Lease {self.job.uuid} fence={self.job.fence} lost={self.lost.is_set()}>"
 
 
 class Renewer:
@@ -64,7 +73,7 @@ class Renewer:
         self._on_tick = on_tick
         self._on_error = on_error
         self._on_lost = on_lost
-        self._leases: dict[str, Lease] = {}
+        self._leases: dict[tuple[str, int | None], Lease] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -84,14 +93,32 @@ class Renewer:
             self._thread = None
 
     def add(self, job: Job, ttl: float, *, claimed_at: float) -> Lease:
+        """Start renewing the claim ``job`` carries (its uuid and fence); return its lease."""
         lease = Lease(job, ttl, claimed_at=claimed_at)
         with self._lock:
-            self._leases[job.uuid] = lease
+            self._leases[lease.key] = lease
         return lease
 
     def remove(self, lease: Lease) -> None:
+        """Stop renewing ``lease``: only that object, never another claim of the same job."""
         with self._lock:
-            self._leases.pop(lease.job.uuid, None)
+            if self._leases.get(lease.key) is lease:
+                del self._leases[lease.key]
+
+    def held(self, job_uuid: str) -> list[Lease]:
+        """The leases held on the job, oldest claim (lowest fence) first."""
+        with self._lock:
+            found = [lease for lease in self._leases.values() if lease.job.uuid == job_uuid]
+        return sorted(found, key=lambda lease: lease.job.fence or 0)
+
+    def lose(self, lease: Lease) -> None:
+        """Mark ``lease`` lost (once: ``on_lost`` is called the first time only)."""
+        with self._lock:
+            if lease.lost.is_set():
+                return
+            lease.lost.set()
+        if self._on_lost is not None:
+            self._on_lost(lease)
 
     def _loop(self) -> None:
         while not self._stop.wait(self._period):
@@ -116,26 +143,22 @@ class Renewer:
         try:
             self._board.renew(lease.job, self._owner, lease.ttl)
         except (errors.NotOwner, errors.NotFound) as exc:
-            logger.warning("claim on job %s lost: %s", lease.job.uuid, exc)
+            logger.warning("claim on job %s (fence %s) lost: %s", lease.job.uuid,
+                           lease.job.fence, exc)
             self._report(exc)
-            self._lose(lease)
+            self.lose(lease)
         except Exception as exc:  # board unreachable or failing: lost only once the lease ends
             self._report(exc)
             if time.monotonic() + self._period / 2 >= lease.deadline:
                 logger.warning("claim on job %s lapsed while the board failed: %s",
                                lease.job.uuid, exc)
-                self._lose(lease)
+                self.lose(lease)
             else:
                 logger.warning("renewing the claim on job %s failed (will retry): %s",
                                lease.job.uuid, exc)
         else:
             lease.deadline = started + lease.ttl
             lease.next_renewal = started + lease.ttl / 3
-
-    def _lose(self, lease: Lease) -> None:
-        lease.lost.set()
-        if self._on_lost is not None:
-            self._on_lost(lease)
 
     def _report(self, exc: Exception) -> None:
         if self._on_error is not None:

@@ -89,7 +89,8 @@ class ExecutorConductor(Conductor):
             the next job ends. So the conductor holds one job it has not started yet (two on
             boards with ``JobBoard.PIPELINED_SENDS``), for about one short job's time each
             (``CLAIM_AHEAD_HOLD`` at most, then it is released uncounted), and
-            ``job_consumed`` for a job comes when the following job (or the one after) ends.
+            ``job_consumed`` for a job (with its reason, e.g. a validation failure's) comes
+            when the following job (or the one after) ends.
             ``CLAIM_AHEAD_BELOW`` when None; 0 turns claiming ahead off.
     """
 
@@ -181,6 +182,7 @@ class ExecutorConductor(Conductor):
         self._stats = dict.fromkeys(STATISTICS, 0)
         self._next_entity_refresh = 0.0
         self._idle_wakeups = 0
+        self._renewer: Renewer | None = None  # the running run()'s
         # The next job to dispatch, claimed while the last one finished, with when it was
         # claimed; and how many more jobs may be claimed in this run() (None: no limit).
         self._handoff: tuple[Job, float] | None = None
@@ -274,6 +276,7 @@ class ExecutorConductor(Conductor):
                           on_tick=lambda: self._tick(ttl),
                           on_error=lambda exc: self._count("board_errors"),
                           on_lost=lambda lease: self._count("claims_lost"))
+        self._renewer = renewer
         executor = self._executor_factory()
         self._next_entity_refresh = 0.0
         self._refresh_entity(ttl)
@@ -339,9 +342,30 @@ class ExecutorConductor(Conductor):
             # stop() came while the claim was in flight: hand the job straight back.
             self._release_unstarted(job)
             return None, 0
+        if renewer.held(job.uuid):
+            self._still_running(job, renewer)
+            return None, 0
         self._count("dispatched")
         self._idle_wakeups = 0
         return renewer.add(job, ttl, claimed_at=claimed_at), 0
+
+    def _still_running(self, job: Job, renewer: Renewer) -> None:
+        """The board gave back a job this conductor is still running: the claim of that run
+        lapsed (the board was out of reach, or this process paused, past the lease) and this
+        is a new one. A conductor never runs one job twice: the old run's claim is over, so it
+        is marked lost (its engine suspends at the next atom boundary); the new claim is
+        handed back unstarted (uncounted), and the claim loop waits for the old run to end
+        before claiming again, since the board would give it the same job first."""
+        running = renewer.held(job.uuid)
+        for lease in running:
+            renewer.lose(lease)
+        logger.warning("%s: job %s is still running here under fence %s; handing back the new "
+                       "claim (fence %s) until that run ends", self._conductor.name, job.uuid,
+                       ", ".join(str(lease.job.fence) for lease in running), job.fence)
+        self._release_unstarted(job)
+        with self._slots:
+            while renewer.held(job.uuid) and not self._stopping.is_set():
+                self._slots.wait(self._wait_timeout)
 
     def _release_unstarted(self, job: Job) -> None:
         """Hand back a job claimed but not started (claimed ahead, or after ``stop()``): its
@@ -499,13 +523,13 @@ class ExecutorConductor(Conductor):
                        and ran_for is not None and ran_for < self._claim_ahead_below
                        and (room is None or room >= 2) and not self._stopping.is_set())
         if (claim_ahead and self._depth > 1
-                and self._send_then_read(lease, persistence, room)):
+                and self._send_then_read(lease, persistence, outcome, room)):
             return
         ahead = self._take_ahead()  # the previous job's consume, and a job claimed ahead
         stopping = self._stopping.is_set()
         call: Callable[[], None]
         if outcome.action is Action.CONSUME and not stopping and self.CHAIN_CLAIMS:
-            if claim_ahead and self._send_ahead(lease, persistence, ahead, room):
+            if claim_ahead and self._send_ahead(lease, persistence, outcome, ahead, room):
                 return
             if ahead is None and (room is None or room >= 1):
                 call = lambda: self._consume_and_claim(job, owner)  # noqa: E731
@@ -528,7 +552,7 @@ class ExecutorConductor(Conductor):
         elif ahead is not None:
             self._handoff = ahead
 
-    def _send_ahead(self, lease: Lease, persistence: Persistence,
+    def _send_ahead(self, lease: Lease, persistence: Persistence, outcome: Outcome,
                     ahead: tuple[Job, float] | None, room: int | None) -> bool:
         """Consume ``lease``'s job and claim one more, without waiting: the answer is read
         when the next job ends (``_take_ahead``). The next job is the one claimed ahead
@@ -547,7 +571,7 @@ class ExecutorConductor(Conductor):
                 self._ready.extend(claimed[1:])
         elif room is not None and held + 1 > room:
             return False
-        sent = self._send(lease, persistence)
+        sent = self._send(lease, persistence, outcome)
         with self._ahead_lock:
             self._sent.append(sent)
         self._handoff = ahead
@@ -570,7 +594,8 @@ class ExecutorConductor(Conductor):
             claimed.append((job, claimed_at))
         return claimed
 
-    def _send_then_read(self, lease: Lease, persistence: Persistence, room: int | None) -> bool:
+    def _send_then_read(self, lease: Lease, persistence: Persistence, outcome: Outcome,
+                        room: int | None) -> bool:
         """Where sends are pipelined: send this job's consume (claiming one more) before
         reading earlier answers, so that one wake-up of the board client's I/O thread carries
         both, and keep ``_depth`` calls in flight: the answer read now was sent a job earlier
@@ -580,7 +605,7 @@ class ExecutorConductor(Conductor):
             held = len(self._sent) + len(self._ready)
         if held == 0 or (room is not None and held + 1 > room):
             return False
-        sent = self._send(lease, persistence)
+        sent = self._send(lease, persistence, outcome)
         with self._ahead_lock:
             self._sent.append(sent)
             while len(self._sent) > self._depth or (self._sent and not self._ready):
@@ -588,15 +613,16 @@ class ExecutorConductor(Conductor):
             self._handoff = self._ready.popleft() if self._ready else None
         return True
 
-    def _send(self, lease: Lease, persistence: Persistence) -> _Ahead:
-        """Send the consume of ``lease``'s job, claiming one more, without waiting."""
+    def _send(self, lease: Lease, persistence: Persistence, outcome: Outcome) -> _Ahead:
+        """Send the consume of ``lease``'s job, claiming one more, without waiting; the
+        ``outcome`` (its reason) is emitted with ``job_consumed`` when the answer is read."""
         sent_at = time.monotonic()
         try:
             pending = self._jobboard.consume_and_claim_next_async(
                 lease.job, self._conductor.name, ttl=self._claim_ttl)
         except Exception as exc:  # e.g. a closed board: an answer like the board's others
             pending = Pending.failed(exc)
-        return _Ahead(pending, lease, persistence, sent_at)
+        return _Ahead(pending, lease, persistence, outcome, sent_at)
 
     def _take_ahead(self) -> tuple[Job, float] | None:
         """Read the answers of the finishing calls in flight (emitting their jobs' events);
@@ -625,7 +651,7 @@ class ExecutorConductor(Conductor):
             else:  # the answer was lost (a transient error): consume again
                 self._jobboard.consume(ahead.lease.job, self._conductor.name)
 
-        self._complete(ahead.lease, ahead.persistence, Outcome(Action.CONSUME), answer)
+        self._complete(ahead.lease, ahead.persistence, ahead.outcome, answer)
         return None if claimed[0] is None else (claimed[0], ahead.sent_at)
 
     def _release_held(self, *, held_for: float = 0.0, wait: bool = True) -> None:
@@ -666,15 +692,20 @@ class ExecutorConductor(Conductor):
             self._call_board(call, lease)
         except (errors.NotOwner, errors.NotFound) as exc:
             # Someone else holds the job now (our lease lapsed); they will finish it.
-            logger.warning("%s: lost job %s before it could be %s: %s", owner, job.uuid,
-                           _PAST[outcome.action], exc)
+            logger.warning("%s: lost job %s before it could be %s%s: %s", owner, job.uuid,
+                           _PAST[outcome.action], _because(reason), exc)
             if not lease.lost.is_set():
                 self._count("claims_lost")
             name, reason = "abandoned", f"claim lost: {exc}"
         except Exception as exc:  # board unreachable past the lease: the claim lapses by itself
-            logger.warning("%s: could not finish job %s (%s); its claim will lapse", owner,
-                           job.uuid, exc)
+            logger.warning("%s: could not finish job %s%s (%s); its claim will lapse", owner,
+                           job.uuid, _because(reason), exc)
             name, reason = "abandoned", f"board unavailable: {exc}"
+        # The claim is over (or left to lapse): stop renewing it before anything else, so that
+        # the claim loop, getting the job back, never takes this finished run for a live one.
+        renewer = self._renewer
+        if renewer is not None:
+            renewer.remove(lease)
         self._count(name)
         if self._metrics is not None:
             self._metrics.jobs.labels(outcome=name).inc()
@@ -744,15 +775,21 @@ _EVENT = {name: f"job_{name}" for name in _PAST.values()}
 class _Ahead:
     """A consume sent without waiting that also claims a job ahead (``_send_ahead``)."""
 
-    __slots__ = ("lease", "pending", "persistence", "read", "sent_at")
+    __slots__ = ("lease", "outcome", "pending", "persistence", "read", "sent_at")
 
     def __init__(self, pending: Pending[Job | None], lease: Lease, persistence: Persistence,
-                 sent_at: float) -> None:
+                 outcome: Outcome, sent_at: float) -> None:
         self.pending = pending
         self.lease = lease
         self.persistence = persistence
+        self.outcome = outcome
         self.sent_at = sent_at
         self.read = False
+
+
+def _because(reason: str | None) -> str:
+    """`` (reason)`` for a log line, or nothing."""
+    return f" ({reason})" if reason else ""
 
 
 def _storage_reason(reason: str | None) -> bool:

@@ -16,7 +16,8 @@ Semantics every backend keeps (the conformance suite in ``legato.testing`` check
 * Every claim of a job gets a fencing number larger than any before it. The ``Job`` object that
   ``claim`` returned carries it; ``renew``, ``consume``, ``abandon`` and ``trash`` made with an
   older number, or by anyone but the owner, raise ``NotOwner`` (a ``JobFailure``) naming the real
-  owner. A job that is gone raises ``NotFound``.
+  owner and both fencing numbers (the caller's and the job's current one). A job that is gone
+  raises ``NotFound``.
 * ``attempts`` counts the claims a job has had (a claim handed back unstarted with ``release``
   does not count).
 * Finding the next claimable job never reads every job on the board.
@@ -707,8 +708,15 @@ def _check_owner(who: str) -> None:
         raise ValueError("an owner must be a non-empty string")
 
 
-def not_owner(job_uuid: str, who: str, actual: str | None) -> errors.NotOwner:
-    """The error a backend raises when ``who`` does not hold the job's current claim."""
+def not_owner(job_uuid: str, who: str, actual: str | None, *, fence: int | None = None,
+              actual_fence: int | None = None) -> errors.NotOwner:
+    """The error a backend raises when ``who`` (with ``fence``, if it gave one) does not hold
+    the job's current claim: ``actual`` holds it (None: nobody), and ``actual_fence`` is the
+    fence of the job's latest claim (None when the backend cannot tell)."""
     held = f"held by {actual!r}" if actual else "not claimed"
-    return errors.NotOwner(f"job {job_uuid} is {held}, not by {who!r} (or by a newer claim)",
-                           job_uuid=job_uuid, owner=who, actual_owner=actual)
+    if actual_fence is not None:
+        held += f" under fence {actual_fence}" if actual else f" (last fence {actual_fence})"
+    caller = f"{who!r} under fence {fence}" if fence is not None else repr(who)
+    return errors.NotOwner(f"job {job_uuid} is {held}, not by {caller}",
+                           job_uuid=job_uuid, owner=who, actual_owner=actual, fence=fence,
+                           actual_fence=actual_fence)

@@ -225,7 +225,7 @@ class MemoryJobBoard(JobBoard):
             raise errors.NotFound(f"no job {job_uuid} on board {self.name!r}")
         actual = record.effective_owner(self.clock())
         if actual != who or (fence is not None and fence != record.fence):
-            raise not_owner(job_uuid, who, actual)
+            raise not_owner(job_uuid, who, actual, fence=fence, actual_fence=record.fence)
         return record
 
     def _renew(self, job_uuid: str, who: str, fence: int | None, ttl: float) -> None:

@@ -483,12 +483,14 @@ class RedisJobBoard(JobBoard):
             raise errors.JobFailure(f"job {job_uuid} cannot be decoded: {exc}",
                                     job_uuid=job_uuid) from exc
 
-    def _refused(self, job_uuid: str, who: str, reply: list[Any]) -> NoReturn:
+    def _refused(self, job_uuid: str, who: str, reply: list[Any],
+                 fence: int | None = None) -> NoReturn:
         status = reply[0]
         if status == "NOTFOUND":
             raise errors.NotFound(f"no job {job_uuid} on board {self.name!r}")
         if status == "NOTOWNER":
-            raise base.not_owner(job_uuid, who, _owner_of(reply[1]))
+            raise base.not_owner(job_uuid, who, _owner_of(reply[1]), fence=fence,
+                                 actual_fence=_fence_of(reply))
         if status == "BAD":
             raise errors.JobFailure(f"job {job_uuid} cannot be decoded", job_uuid=job_uuid)
         raise errors.JobFailure(f"unexpected reply {status!r} for job {job_uuid}",
@@ -499,7 +501,7 @@ class RedisJobBoard(JobBoard):
         args = [job_uuid, _owner_json(who), "" if fence is None else str(fence), *extra]
         reply = self._run(script, args, job_uuid)
         if reply[0] != "OK":
-            self._refused(job_uuid, who, reply)
+            self._refused(job_uuid, who, reply, fence)
         return reply
 
     def _renew(self, job_uuid: str, who: str, fence: int | None, ttl: float) -> None:
@@ -515,24 +517,25 @@ class RedisJobBoard(JobBoard):
         ``consume`` alone, and so may a claim, which then lapses after ``ttl``."""
         reply = self._run("consume_and_claim_next", _consume_args(job_uuid, who, fence, ttl),
                           job_uuid)
-        return self._consumed_then_claimed(job_uuid, who, ttl, reply)
+        return self._consumed_then_claimed(job_uuid, who, fence, ttl, reply)
 
     def _send_consume_and_claim_next(self, job_uuid: str, who: str, fence: int | None,
                                      ttl: float) -> Pending[JobRecord | None]:
         """The same script, sent on the script connection; made at once when that is busy."""
         sent = self._send("consume_and_claim_next", _consume_args(job_uuid, who, fence, ttl),
                           job_uuid,
-                          functools.partial(self._consumed_then_claimed, job_uuid, who, ttl))
+                          functools.partial(self._consumed_then_claimed, job_uuid, who, fence,
+                                            ttl))
         if sent is None:
             return Pending.of(functools.partial(self._consume_and_claim_next, job_uuid, who,
                                                 fence, ttl))
         return sent
 
-    def _consumed_then_claimed(self, job_uuid: str, who: str, ttl: float,
+    def _consumed_then_claimed(self, job_uuid: str, who: str, fence: int | None, ttl: float,
                                reply: list[Any]) -> JobRecord | None:
         """The answer to a ``consume_and_claim_next`` reply."""
         if reply[0] in ("NOTFOUND", "NOTOWNER", "BAD"):  # consume's refusals
-            self._refused(job_uuid, who, reply)
+            self._refused(job_uuid, who, reply, fence)
         try:
             return self._next_claimed(reply, who, ttl)
         except Exception as exc:  # consumed already: the caller's next claim_next retries
@@ -636,6 +639,14 @@ def _consume_args(job_uuid: str, who: str, fence: int | None, ttl: float) -> lis
     """``consume_and_claim_next.lua``'s arguments."""
     return [job_uuid, _owner_json(who), "" if fence is None else str(fence), repr(ttl),
             _HOUSEKEEPING_LIMIT]
+
+
+def _fence_of(reply: list[Any]) -> int | None:
+    """The job's current fence a refusal names, or None (an older script, or garbage)."""
+    try:
+        return int(reply[2])
+    except (IndexError, TypeError, ValueError):
+        return None
 
 
 def _owner_of(text: str) -> str | None:

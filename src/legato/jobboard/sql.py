@@ -177,24 +177,31 @@ class SQLJobBoard(JobBoard):
             clauses.append(_J.fence == fence)
         return sa.and_(*clauses)
 
-    def _why_not(self, conn: sa.Connection, job_uuid: str, who: str,
+    def _why_not(self, conn: sa.Connection, job_uuid: str, who: str, fence: int | None,
                  now: sa.ColumnElement[float]) -> errors.LegatoError:
-        """The error for an owner-checked call that matched no row."""
+        """The error for an owner-checked call (made with ``fence``) that matched no row."""
         try:
-            owner = self._live_owner(conn, job_uuid, now)
+            owner, current = self._live_claim(conn, job_uuid, now)
         except errors.NotFound as exc:
             return exc
-        return not_owner(job_uuid, who, owner)
+        return not_owner(job_uuid, who, owner, fence=fence, actual_fence=current)
 
     def _live_owner(self, conn: sa.Connection, job_uuid: str,
                     now: sa.ColumnElement[float]) -> str | None:
         """The owner of the job's unexpired claim, or None; ``NotFound`` if the job is gone."""
-        row = conn.execute(sa.select(_J.owner, _J.state, _J.lease_expires, now.label("now"))
+        return self._live_claim(conn, job_uuid, now)[0]
+
+    def _live_claim(self, conn: sa.Connection, job_uuid: str,
+                    now: sa.ColumnElement[float]) -> tuple[str | None, int | None]:
+        """The owner of the job's unexpired claim (or None) and the job's current fence;
+        ``NotFound`` if the job is gone."""
+        row = conn.execute(sa.select(_J.owner, _J.state, _J.lease_expires, _J.fence,
+                                     now.label("now"))
                            .where(_J.uuid == job_uuid)).first()
         if row is None:
             raise errors.NotFound(f"no job {job_uuid} on board {self.name!r}")
         live = row.state == str(JobState.CLAIMED) and (row.lease_expires or 0) > row.now
-        return row.owner if live else None
+        return (row.owner if live else None), row.fence
 
     def _notify(self, conn: sa.Connection) -> None:
         """Wake this board's waiters (other processes: PostgreSQL triggers ``NOTIFY``)."""
@@ -363,7 +370,7 @@ class SQLJobBoard(JobBoard):
             done = conn.execute(jobs.update().where(self._owned(job_uuid, who, fence, now))
                                 .values(lease_expires=now + ttl, last_modified=now))
             if done.rowcount == 0:
-                raise self._why_not(conn, job_uuid, who, now)
+                raise self._why_not(conn, job_uuid, who, fence, now)
 
     def _consume(self, job_uuid: str, who: str, fence: int | None) -> None:
         with self._tx(write=True) as conn:
@@ -374,7 +381,7 @@ class SQLJobBoard(JobBoard):
         now = self._now()
         done = conn.execute(jobs.delete().where(self._owned(job_uuid, who, fence, now)))
         if done.rowcount == 0:
-            raise self._why_not(conn, job_uuid, who, now)
+            raise self._why_not(conn, job_uuid, who, fence, now)
         self._notify(conn)
 
     def _consume_and_claim_next(self, job_uuid: str, who: str, fence: int | None,
@@ -407,7 +414,7 @@ class SQLJobBoard(JobBoard):
                     state=str(JobState.UNCLAIMED), owner=None, lease_expires=None,
                     last_modified=now, **values(now)))
             if done.rowcount == 0:
-                raise self._why_not(conn, job_uuid, who, now)
+                raise self._why_not(conn, job_uuid, who, fence, now)
             self._notify(conn)
 
     def _trash(self, job_uuid: str, who: str, fence: int | None, reason: str | None) -> None:
@@ -416,7 +423,7 @@ class SQLJobBoard(JobBoard):
             row = conn.execute(jobs.delete().where(self._owned(job_uuid, who, fence, now))
                                .returning(*jobs.c)).first()
             if row is None:
-                raise self._why_not(conn, job_uuid, who, now)
+                raise self._why_not(conn, job_uuid, who, fence, now)
             values = dict(row._mapping)
             values.update(reason=reason, last_modified=now, trashed_at=now)
             conn.execute(trash.insert().values(**values))

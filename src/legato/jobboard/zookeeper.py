@@ -685,11 +685,11 @@ class ZooKeeperJobBoard(JobBoard):
                 self._index.remove(name)
             raise errors.NotFound(f"no job {job_uuid} on board {self.name!r}")
         if claim is None:
-            raise not_owner(job_uuid, who, None)
+            raise not_owner(job_uuid, who, None, fence=fence, actual_fence=record.fence)
         data = decode_claim(claim[0])
         actual = data.get("owner") if claim_expiry(data) > self.clock() else None
         if actual != who or (fence is not None and data.get("fence") != fence):
-            raise not_owner(job_uuid, who, actual)
+            raise not_owner(job_uuid, who, actual, fence=fence, actual_fence=record.fence)
         return Held(name, data, claim[1].version, record, job[1].version)
 
     def _end_claim(self, job_uuid: str, who: str, fence: int | None,

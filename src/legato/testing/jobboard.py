@@ -428,10 +428,17 @@ class JobBoardConformance:
         board.abandon(old, "owner-a")
         new = board.claim(job, "owner-a")
         assert new.fence is not None and old.fence is not None and new.fence > old.fence
-        for call in finishing_calls(board, old, "owner-a"):
+        calls: list[Callable[[], object]] = [
+            *finishing_calls(board, old, "owner-a"),
+            lambda: board.consume_and_claim_next(old, "owner-a")]
+        for call in calls:
             with pytest.raises(errors.NotOwner) as info:
                 call()
             assert info.value.actual_owner == "owner-a"
+            # The refusal names both fences: the caller's and the job's current one.
+            assert (info.value.fence, info.value.actual_fence) == (old.fence, new.fence)
+            assert f"fence {old.fence}" in str(info.value)
+            assert f"fence {new.fence}" in str(info.value)
         board.renew(new, "owner-a")
         board.consume(new, "owner-a")
 
@@ -452,6 +459,7 @@ class JobBoardConformance:
             with pytest.raises(errors.NotOwner) as info:
                 call()
             assert info.value.actual_owner == "owner-b"
+            assert (info.value.fence, info.value.actual_fence) == (old.fence, new.fence)
         other.consume(new, "owner-b")
 
     def test_expired_claim_is_found_by_claim_next(self, board: JobBoard, other: JobBoard,

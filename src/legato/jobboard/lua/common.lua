@@ -103,16 +103,19 @@ local function live_owner(state, owner, lease, now)
   return nil
 end
 
--- nil when `who` (JSON) holds the live claim with `fence` ('' = any); else a refusal. Reads only
--- the claim's fields: the rest of the job was validated when it was taken.
+-- nil when `who` (JSON) holds the live claim with `fence` ('' = any); else a refusal naming the
+-- live owner (JSON) and the job's current fence. Reads only the claim's fields: the rest of the
+-- job was validated when it was taken.
 local function check_owner(key, who, fence, now)
   local h = redis.pcall('HMGET', key, 'state', 'owner', 'lease_expires', 'fence')
   if h.err then return {'BAD'} end
   if not h[1] and redis.call('EXISTS', key) == 0 then return {'NOTFOUND'} end
   if not (is_state(h[1]) and is_time(h[3]) and is_int(h[4])) then return {'BAD'} end
   local owner = live_owner(h[1], h[2], h[3], now)
-  if owner ~= who then return {'NOTOWNER', owner or 'null'} end
-  if fence ~= '' and tonumber(h[4]) ~= tonumber(fence) then return {'NOTOWNER', owner} end
+  if owner ~= who then return {'NOTOWNER', owner or 'null', h[4]} end
+  if fence ~= '' and tonumber(h[4]) ~= tonumber(fence) then
+    return {'NOTOWNER', owner, h[4]}
+  end
   return nil
 end
 
