@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import json
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
@@ -16,13 +17,27 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["Mode", "Output", "age", "shorten"]
+__all__ = ["Mode", "Output", "age", "printable", "shorten"]
 
 
 class Mode(enum.StrEnum):
     RICH = "rich"
     PLAIN = "plain"
     JSON = "json"
+
+
+# C0 controls, DEL and C1 controls: escapes (ESC[...m), newlines and carriage returns in a job
+# name or reason would repaint the terminal or forge lines of a listing.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character shown as a visible escape (``\\x1b``, ``\\n``),
+    so that what a job's producer wrote prints on one line and cannot drive the terminal."""
+    if not _CONTROL.search(text):
+        return text
+    return _CONTROL.sub(lambda m: repr(m[0])[1:-1] if m[0] in "\n\r\t"
+                        else f"\\x{ord(m[0]):02x}", text)
 
 
 def _default(value: Any) -> Any:
