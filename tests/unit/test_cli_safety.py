@@ -49,3 +49,20 @@ def test_log_lines_are_masked_and_escaped(capsys: pytest.CaptureFixture[str]) ->
         legato_logger.setLevel(saved[2])
     err = capsys.readouterr().err
     assert err == "WARNING: job a\\nERROR: forged on redis://:***@h/0\n"
+
+
+def test_rich_output_prints_names_literally_and_escaped() -> None:
+    import io
+
+    from legato.cli._output import Mode, Output
+
+    stream = io.StringIO()
+    out = Output(Mode.RICH, stream=stream)
+    out.table([{"name": "[bold]x[/bold]\n\x1b[31mFAKE", "state": "ok"}], ["name", "state"])
+    out.fields({"name": "[red]y[/red]\rz"}, title="job")
+    out.text("[blue]w[/blue]\x1b[2J")
+    text = stream.getvalue()
+    assert "\x1b" not in text and "\r" not in text
+    assert "[bold]x[/bold]\\n\\x1b[31mFAKE" in text
+    assert "[red]y[/red]\\rz" in text and "[blue]w[/blue]\\x1b[2J" in text
+    assert not any(line.lstrip("│ ").startswith("FAKE") for line in text.splitlines())
