@@ -53,3 +53,16 @@ def test_job_names_with_escapes_and_newlines_stay_on_their_line(tmp_path: Path) 
 
     trashed = run(tmp_path, "jobs", "list", "--trash")
     assert "\x1b" not in trashed
+
+
+def test_a_nul_in_the_store_is_one_clear_error_on_postgresql(postgres_url: str,
+                                                             tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEGATO_")}
+    urls = ["--board", postgres_url, "--persistence", postgres_url]
+    result = subprocess.run([*LEGATO, *urls, "post", "legato.demo:demo_flow", "--store",
+                             '{"job_name": "a\\u0000b"}'], cwd=tmp_path, capture_output=True,
+                            text=True, env=env, timeout=120, check=False)
+    assert result.returncode == 1
+    assert result.stderr == ("error: job details['store']['job_name'] contains a NUL character "
+                             "(U+0000)\n")
+    assert json.loads(run(tmp_path, *urls, "--json", "jobs", "list")) == []
