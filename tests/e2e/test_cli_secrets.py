@@ -102,3 +102,27 @@ def test_demo_conductors_get_urls_from_the_environment(postgres_url: str,
         assert SECRET not in log
     finally:
         _demo_run.stop_workers([worker])
+
+
+def test_test_conductor_process_reads_its_urls_from_the_environment(postgres_url: str,
+                                                                    tmp_path: Path) -> None:
+    from legato import jobboard, persistence
+    from legato.testing.conductor import add_flow, post_job
+
+    url = with_password(postgres_url)
+    backend = persistence.connect(url)
+    try:
+        backend.upgrade()
+        with jobboard.connect(url, persistence=backend) as board:
+            job = post_job(board, backend, add_flow, store={"x": 1, "y": 2})
+            env = {**_env(), "LEGATO_BOARD": url, "LEGATO_PERSISTENCE": url}
+            result = subprocess.run([sys.executable, "-m", "legato.testing.conductor",
+                                     "--max-dispatches", "1"], capture_output=True, text=True,
+                                    env=env, timeout=120, check=False)
+            assert result.returncode == 0, result.stderr
+            assert result.stdout.startswith("ready ")
+            assert board.job_count == 0 and not list(board.iter_trash())
+            [flow_detail] = backend.get_logbook(job.book_uuid).flows.values()
+            assert str(flow_detail.state) == "SUCCESS"
+    finally:
+        backend.close()
