@@ -110,6 +110,42 @@ def test_disallowed_factory_is_trashed_then_requeued_and_run(tmp_path: Path) -> 
     assert flow["flows"][0]["state"] == "SUCCESS"
 
 
+def _post_raw(cwd: Path, name: str, factory: dict[str, Any]) -> str:
+    """Post a job whose flow detail records ``factory`` as given: what anyone able to write to
+    the board and persistence can do, bypassing ``save_factory_details``."""
+    from legato import persistence
+    from legato.persistence.models import FlowDetail, LogBook
+
+    (cwd / ".legato").mkdir(exist_ok=True)
+    url = f"sqlite:///{cwd / '.legato' / 'legato.db'}"
+    backend = persistence.connect(url)
+    try:
+        backend.upgrade()
+        book = LogBook(name)
+        flow_detail = FlowDetail(name, meta={"factory": factory})
+        book.add(flow_detail)
+        backend.save_logbook(book)
+        with jobboard.connect(url, persistence=backend) as board:
+            return board.post(name, book, {"flow_uuid": flow_detail.uuid}).uuid
+    finally:
+        backend.close()
+
+
+@pytest.mark.parametrize("factory_name", ["legato.demo:os.system", "legato.demo:os.popen"])
+def test_factory_name_walking_into_an_import_is_refused_and_never_called(
+        tmp_path: Path, factory_name: str) -> None:
+    marker = tmp_path / "marker"
+    job_uuid = _post_raw(tmp_path, "attack", {"name": factory_name,
+                                             "args": [f"touch {marker}"], "kwargs": {}})
+    out = legato(tmp_path, "--json", "conductor", "--max-dispatches", "1",
+                 "--allow", "legato.demo").stdout
+    assert not marker.exists()
+    events = [json.loads(line) for line in out.splitlines()]
+    trashed = [e for e in events if e["event"] == "job_trashed"]
+    assert [e["job"] for e in trashed] == [job_uuid]
+    assert "factory refused" in trashed[0]["reason"]
+
+
 def test_trash_unclaimed_and_refuse_claimed(tmp_path: Path) -> None:
     free = post_demo(tmp_path, name="free")
     held = post_demo(tmp_path, name="held")
@@ -187,7 +223,7 @@ BAD_INPUTS = [
     (["--board", "nosuch://x", "jobs", "list"], "nosuch"),
     (["post", DEMO_FACTORY, "--store", "{not json"], "--store is not valid JSON"),
     (["post", "no_such_module_xyz:make"], "no_such_module_xyz"),
-    (["post", "legato.demo"], "module:qualname"),
+    (["post", "legato.demo"], "module:function"),
     (["post", DEMO_FACTORY, "--priority", "urgent"], "urgent"),
     (["jobs", "show", "0000dead"], "0000dead"),
     (["jobs", "requeue", "0000dead"], "0000dead"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from typing import Any
@@ -17,6 +18,10 @@ from legato.flow.factory import registered_factories, registered_factory
 from legato.persistence.memory import MemoryPersistence
 from legato.persistence.models import FlowDetail, LogBook
 from legato.states import FlowState
+from legato.testing.conductor import steps_flow as imported_factory  # noqa: F401 (bait)
+
+#: Every call of a bait below appends here: a refused name must never call anything.
+CALLS: list[str] = []
 
 
 class Echo(Task):
@@ -37,6 +42,30 @@ def unregistered_factory() -> LinearFlow:
 class Holder:
     def method(self) -> LinearFlow:
         return LinearFlow("m")
+
+
+class Bait:
+    """Reachable from this module by walking attributes; calling any of it is recorded."""
+
+    def __init__(self, *args: Any) -> None:
+        CALLS.append("Bait()")
+
+    def __call__(self, *args: Any) -> LinearFlow:
+        CALLS.append("bait()")
+        return LinearFlow("bait")
+
+    def method(self, *args: Any) -> LinearFlow:
+        CALLS.append("bait.method()")
+        return LinearFlow("bait")
+
+    @staticmethod
+    def static(*args: Any) -> LinearFlow:
+        CALLS.append("Bait.static()")
+        return LinearFlow("bait")
+
+
+bait = Bait.__new__(Bait)
+getcwd = os.getcwd  # a builtin defined elsewhere, under a name of this module
 
 
 def _saved_detail(persistence: MemoryPersistence) -> FlowDetail:
@@ -79,7 +108,7 @@ def test_local_function_refused() -> None:
         return LinearFlow("l")
 
     persistence = MemoryPersistence()
-    with pytest.raises(ValueError, match=r"module:qualname|resolve"):
+    with pytest.raises(ValueError, match=r"module:function|resolve"):
         save_factory_details(_saved_detail(persistence), local, persistence=persistence)
 
 
@@ -98,12 +127,69 @@ def test_policy_prefix_matches_whole_segments() -> None:
     assert not policy.is_allowed_module("myapp")
 
 
-def test_unregistered_factory_is_refused_and_allowed_by_prefix() -> None:
+def test_unregistered_factory_is_refused_even_under_an_allowed_prefix() -> None:
     name = f"{__name__}:unregistered_factory"
-    with pytest.raises(errors.DisallowedFactory) as info:
-        FactoryPolicy().resolve(name)
-    assert info.value.factory_name == name
-    assert FactoryPolicy([__name__]).resolve(name) is unregistered_factory
+    for policy in (FactoryPolicy(), FactoryPolicy([__name__])):
+        with pytest.raises(errors.DisallowedFactory) as info:
+            policy.resolve(name)
+        assert info.value.factory_name == name
+
+
+def test_allowed_prefix_imports_the_module_so_its_registered_factories_run() -> None:
+    code = (
+        "import sys\n"
+        "from legato import errors\n"
+        "from legato.engine.factories import FactoryPolicy\n"
+        "name = 'legato.testing.conductor:add_flow'\n"
+        "assert 'legato.testing.conductor' not in sys.modules\n"
+        "try:\n"
+        "    FactoryPolicy().resolve(name)\n"
+        "except errors.DisallowedFactory:\n"
+        "    pass\n"
+        "else:\n"
+        "    raise SystemExit('not refused')\n"
+        "assert 'legato.testing.conductor' not in sys.modules, 'module was imported'\n"
+        "factory = FactoryPolicy(['legato.testing']).resolve(name)\n"
+        "print(factory.__module__, factory.__qualname__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "legato.testing.conductor add_flow"
+
+
+@pytest.mark.parametrize("qualname", [
+    "os.getcwd",  # walks into a module this one imports (the `legato.demo:os.system` attack)
+    "os.system",
+    "subprocess.run",
+    "bait.method",  # walks into an object
+    "Bait.static",  # a static method, reached by a dotted name
+    "Bait",  # a class: calling it constructs an instance
+    "bait",  # a callable instance
+    "getcwd",  # a builtin bound to a name of this module
+    "imported_factory",  # a registered factory of another module, imported here
+    "make_flow.__call__",
+    "__builtins__",
+])
+@pytest.mark.parametrize("prefixes", [[], [__name__]])
+def test_names_that_are_not_functions_defined_in_the_module_are_refused(
+        qualname: str, prefixes: list[str], tmp_path: Any) -> None:
+    CALLS.clear()
+    marker = tmp_path / "marker"
+    fd = FlowDetail("f", meta={"factory": {"name": f"{__name__}:{qualname}",
+                                           "args": [f"touch {marker}"], "kwargs": {}}})
+    with pytest.raises((errors.DisallowedFactory, errors.NotFound)):
+        flow_from_detail(fd, policy=FactoryPolicy(prefixes))
+    assert CALLS == []
+    assert not marker.exists()
+
+
+def test_registry_refuses_what_a_name_cannot_reach() -> None:
+    with pytest.raises(ValueError):
+        legato.flow_factory(Holder)
+    with pytest.raises(ValueError):
+        legato.flow_factory(os.getcwd)
+    with pytest.raises(ValueError):
+        legato.flow_factory(Bait.static)  # "Bait.static": a dotted name is never resolved
 
 
 def test_disallowed_factory_module_is_never_imported() -> None:

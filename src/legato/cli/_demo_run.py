@@ -18,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from legato.cli._context import BOARD_ENV, PERSISTENCE_ENV
 from legato.persistence.models import FlowDetail, LogBook
 from legato.states import AtomState, FlowState
 
@@ -109,15 +110,19 @@ def post_jobs(board: JobBoard, backend: Persistence, *, count: int, steps: int,
 
 def start_worker(name: str, *, board_url: str, persistence_url: str, ttl: float,
                  workdir: Path) -> Worker:
-    """Start ``python -m legato.cli conductor`` in its own session, logging to a file."""
+    """Start ``python -m legato.cli conductor`` in its own session, logging to a file.
+
+    The URLs go through the environment (``LEGATO_BOARD``, ``LEGATO_PERSISTENCE``), never the
+    command line, which any user of the machine can read (``ps``) with the passwords in them.
+    """
     log_path = workdir / f"{name}.log"
-    command = [sys.executable, "-m", "legato.cli", "--json", "--board", board_url,
-               "--persistence", persistence_url, "conductor", "--name", name,
+    command = [sys.executable, "-m", "legato.cli", "--json", "conductor", "--name", name,
                "--ttl", str(ttl), "--allow", "legato.demo"]
+    env = {**os.environ, BOARD_ENV: board_url, PERSISTENCE_ENV: persistence_url}
     log: IO[bytes]
     with open(log_path, "wb") as log:
         # A session of its own: a Ctrl-C in the terminal reaches the demo, which stops them.
-        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, env=env,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     return Worker(name, proc, log_path)
 

@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from legato.cli._demo_run import Crash, DemoJob, Worker
-from legato.cli._output import Output
+from legato.cli._output import Output, printable
 
 __all__ = ["render", "summary_lines"]
 
@@ -43,15 +43,16 @@ def render(jobs: list[DemoJob], workers: list[Worker], notes: list[str],
     job_table.add_column("steps")
     job_table.add_column("held by / state")
     for job in jobs:
-        job_table.add_row(job.name, _bar(job), _job_status(job))
+        job_table.add_row(Text(printable(job.name)), _bar(job), Text(printable(_job_status(job))))
     holding = {job.owner: job.name for job in jobs if job.owner}
     worker_table = Table(title="conductors", title_justify="left")
     for column in ("conductor", "pid", "status", "job"):
         worker_table.add_column(column)
     for worker in workers:
         style = "red" if worker.killed else None
-        worker_table.add_row(worker.name, str(worker.pid), Text(worker.status, style=style or ""),
-                             holding.get(worker.name, "-"))
+        worker_table.add_row(Text(worker.name), str(worker.pid),
+                             Text(worker.status, style=style or ""),
+                             Text(printable(holding.get(worker.name, "-"))))
     parts: list[RenderableType] = [job_table, worker_table]
     parts.extend(Text(note, style="yellow") for note in notes[-6:])
     return Group(*parts)

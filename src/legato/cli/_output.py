@@ -9,20 +9,36 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import json
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-__all__ = ["Mode", "Output", "age", "shorten"]
+__all__ = ["Mode", "Output", "age", "printable", "shorten"]
 
 
 class Mode(enum.StrEnum):
     RICH = "rich"
     PLAIN = "plain"
     JSON = "json"
+
+
+# C0 controls, DEL and C1 controls: escapes (ESC[...m), newlines and carriage returns in a job
+# name or reason would repaint the terminal or forge lines of a listing.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character shown as a visible escape (``\\x1b``, ``\\n``),
+    so that what a job's producer wrote prints on one line and cannot drive the terminal."""
+    if not _CONTROL.search(text):
+        return text
+    return _CONTROL.sub(lambda m: repr(m[0])[1:-1] if m[0] in "\n\r\t"
+                        else f"\\x{ord(m[0]):02x}", text)
 
 
 def _default(value: Any) -> Any:
@@ -84,9 +100,14 @@ class Output:
         self.stream.flush()
 
     def text(self, line: str, *, style: str | None = None) -> None:
-        """Print a line of text (ignored in JSON mode: JSON callers print data instead)."""
+        """Print a line of text (ignored in JSON mode: JSON callers print data instead).
+
+        Control characters are escaped (``printable``) and rich prints it as plain text, never
+        markup: a line may carry a job's name or reason, written by whoever posted it.
+        """
         if self.mode is Mode.JSON:
             return
+        line = printable(line)
         if self.mode is Mode.RICH:
             self.console.print(line, style=style, markup=False)
         else:
@@ -101,15 +122,16 @@ class Output:
             return
         cells = [[_cell(r.get(c)) for c in columns] for r in rows]
         if self.mode is Mode.RICH:
-            table = Table(title=title, title_justify="left")
+            table = Table(title=Text(title) if title is not None else None,
+                          title_justify="left")
             for column in columns:
-                table.add_column(column, overflow="fold")
+                table.add_column(Text(column), overflow="fold")
             for row in cells:
-                table.add_row(*row)
+                table.add_row(*(Text(cell) for cell in row))  # a str cell would be markup
             if cells:
                 self.console.print(table)
             else:
-                self.console.print(empty if title is None else f"{title}: {empty}")
+                self.text(empty if title is None else f"{title}: {empty}")
             return
         if title:
             self.text(f"{title}:")
@@ -140,4 +162,4 @@ def _cell(value: Any) -> str:
         return value.name if isinstance(value, int) else str(value.value)
     if isinstance(value, dt.datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S")
-    return str(value)
+    return printable(str(value))

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
+from legato._redact import redact
 from legato.cli import _context
 from legato.cli._output import Output
 
@@ -153,7 +154,7 @@ def conductor(
         try:
             printer.emit({"event": "started", "job": None, "job_name": None,
                           "conductor": worker.conductor.name, "pid": os.getpid(),
-                          "reason": f"{worker.conductor.name} on {settings.board_url}"})
+                          "reason": f"{worker.conductor.name} on {redact(settings.board_url)}"})
             worker.run(max_dispatches=max_dispatches)
         finally:
             for signum, old in previous.items():

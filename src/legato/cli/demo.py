@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.live import Live
 
+from legato._redact import redact
 from legato.cli import _context, _demo_view
 from legato.cli import _demo_run as parts
 from legato.cli._output import Mode
@@ -79,7 +80,7 @@ class DemoRun:
     def execute(self) -> int:
         """Run the demo; return the exit code."""
         with _context.open_board(self.settings) as (board, backend):
-            self.note(f"board {self.settings.board_url}; work folder {self.workdir}")
+            self.note(f"board {redact(self.settings.board_url)}; work folder {self.workdir}")
             try:
                 for index in range(1, self.options.conductors + 1):
                     self.workers.append(parts.start_worker(
@@ -217,8 +218,8 @@ def _demo_settings(settings: _context.Settings, workdir: Path) -> _context.Setti
         return dataclasses.replace(settings, board_url=url, persistence_url=url)
     for url in (settings.board_url, settings.persistence_url):
         if url.startswith("memory:"):
-            raise ValueError(f"the demo runs conductors in other processes; {url} is private "
-                             "to one process (use sqlite, postgresql, redis or zookeeper)")
+            raise ValueError(f"the demo runs conductors in other processes; {redact(url)} is "
+                             "private to one process (use sqlite, postgresql, redis or zookeeper)")
     return settings
 
 

@@ -9,14 +9,16 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from typer.main import get_command
 
 import legato
 from legato import errors
+from legato._redact import redact
 from legato.cli import _context
+from legato.cli._output import printable
 
 __all__ = ["app", "main"]
 
@@ -72,7 +74,31 @@ def _configure_logging(debug: bool) -> None:
         level=logging.WARNING, stream=sys.stderr, force=True,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s" if debug
         else "%(levelname)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(_SafeFormatter(handler.formatter))
     logging.getLogger("legato").setLevel(logging.DEBUG if debug else logging.NOTSET)
+
+
+class _SafeFormatter(logging.Formatter):
+    """Log lines as the given formatter writes them, with URL passwords masked and control
+    characters (from job names, reasons...) escaped, so a line cannot be forged or hide a
+    secret. A traceback (``--debug``) keeps its lines."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return printable(redact(self.inner.formatMessage(record)))
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return self.inner.formatTime(record, datefmt)
+
+    def usesTime(self) -> bool:
+        return self.inner.usesTime()
+
+    def formatException(self, ei: Any) -> str:
+        return redact(self.inner.formatException(ei))
 
 
 def _register_commands() -> None:
@@ -146,7 +172,7 @@ def _describe(exc: BaseException) -> str:
 
 
 def _fail(message: str, code: int) -> int:
-    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.write(f"error: {printable(redact(message))}\n")
     sys.stderr.flush()
     return code
 

@@ -23,14 +23,14 @@ logger = logging.getLogger(__name__)
 
 
 def resolve_factory(name: str) -> Any:
-    """Import ``module:qualname`` in this process and return the callable.
+    """Import ``module:function`` in this process and return the callable.
 
     Raises:
         ValueError: malformed name, module or attribute missing, or not callable.
     """
     module_name, sep, qualname = name.partition(":")
-    if not sep or not module_name or not qualname:
-        raise ValueError(f"factory must be written module:qualname, got {name!r}")
+    if not sep or not module_name or not qualname.isidentifier():
+        raise ValueError(f"factory must be written module:function, got {name!r}")
     if "" not in sys.path and "." not in sys.path:
         # Like `python -m`, let factories in the current directory be found.
         sys.path.insert(0, "")
@@ -38,11 +38,10 @@ def resolve_factory(name: str) -> Any:
         target: Any = importlib.import_module(module_name)
     except ImportError as exc:
         raise ValueError(f"cannot import factory module {module_name!r}: {exc}") from exc
-    for part in qualname.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise ValueError(f"module {module_name!r} has no {qualname!r}") from None
+    try:
+        target = getattr(target, qualname)
+    except AttributeError:
+        raise ValueError(f"module {module_name!r} has no {qualname!r}") from None
     if not callable(target):
         raise ValueError(f"factory {name!r} is not callable")
     return target
@@ -106,8 +105,8 @@ def post(
     kwargs = _parse_kwargs(kwarg or [])
     fn = resolve_factory(factory)
     if factory_name(fn) not in registered_factories():
-        logger.warning("%s is not registered with @legato.flow_factory: conductors will run it "
-                       "only with --allow %s", factory, factory.partition(":")[0])
+        logger.warning("%s is not registered with @legato.flow_factory: conductors refuse it "
+                       "unless a legato.flow_factories entry point names it", factory)
     job_name = name or factory
     with _context.open_board(settings) as (board, backend):
         book = LogBook(job_name)

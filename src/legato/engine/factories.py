@@ -4,14 +4,17 @@
 ``{"name": "<module>:<qualname>", "args": [...], "kwargs": {...}}``. Because that record may come
 from anyone able to post a job, ``flow_from_detail`` never imports a name blindly: a
 ``FactoryPolicy`` allows only registered factories (``@legato.flow_factory`` or the
-``legato.flow_factories`` entry point group) and factories in modules under prefixes the
-operator allowed; anything else raises ``DisallowedFactory`` before any import.
+``legato.flow_factories`` entry point group), importing for that only modules under prefixes
+the operator allowed; anything else raises ``DisallowedFactory`` before any import. A name
+never walks attributes (``module:os.system`` is refused), and only a plain function defined in
+the named module under that name is ever called.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import inspect
 import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -36,18 +39,31 @@ __all__ = [
 ENTRY_POINT_GROUP = "legato.flow_factories"
 
 
-def _resolve(name: str) -> Any:
-    module_name, _, qualname = name.partition(":")
-    target: Any = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        target = getattr(target, part)
-    return target
+def _check_name(name: str) -> tuple[str, str]:
+    """``(module, function)`` of ``name``, which must be ``"dotted.module:function"``.
 
-
-def _check_name(name: str) -> None:
+    The part after the colon is one identifier: a name never walks attributes, so it can
+    reach only what its module itself defines at top level.
+    """
     module_name, sep, qualname = name.partition(":")
-    if not sep or not module_name or not qualname or "<" in name:
-        raise ValueError(f"not a factory name of the form 'module:qualname': {name!r}")
+    if not sep or not qualname.isidentifier() or not all(
+            part.isidentifier() for part in module_name.split(".")):
+        raise ValueError(f"not a factory name of the form 'module:function' (one identifier "
+                         f"after the colon): {name!r}")
+    return module_name, qualname
+
+
+def _defined_as(found: object, module_name: str, qualname: str) -> bool:
+    """Whether ``found`` is a plain function defined in ``module_name`` as ``qualname`` (not a
+    class, builtin, bound method, callable object, or a function imported from elsewhere)."""
+    return (inspect.isfunction(found) and found.__module__ == module_name
+            and found.__qualname__ == qualname)
+
+
+def _module_attribute(module_name: str, qualname: str) -> Any:
+    """``module.qualname``, one level only (imports the module)."""
+    module = importlib.import_module(module_name)
+    return module.__dict__.get(qualname)
 
 
 def save_factory_details(flow_detail: FlowDetail, factory: Callable[..., Flow],
@@ -56,19 +72,20 @@ def save_factory_details(flow_detail: FlowDetail, factory: Callable[..., Flow],
     """Record ``factory`` (and its JSON arguments) in ``flow_detail.meta["factory"]`` and save.
 
     Raises:
-        ValueError: the factory cannot be found again by name (a lambda, a local function, a
-            bound method), or its arguments are not JSON.
+        ValueError: the factory is not a plain module-level function that can be found again
+            by name (a lambda, a local function, a method, a class), or its arguments are not
+            JSON.
     """
     if not callable(factory) or (getattr(factory, "__self__", None) is not None and not \
             isinstance(getattr(factory, "__self__", None), type)):
         raise ValueError(f"{factory!r}: a factory must be a module-level function")
     name = factory_name(factory)
-    _check_name(name)
+    module_name, qualname = _check_name(name)
     try:
-        found = _resolve(name)
-    except (ImportError, AttributeError) as exc:
+        found = _module_attribute(module_name, qualname)
+    except ImportError as exc:
         raise ValueError(f"factory {name} cannot be found again by name: {exc}") from exc
-    if found is not factory:
+    if found is not factory or not _defined_as(found, module_name, qualname):
         raise ValueError(f"factory {name} does not resolve back to {factory!r}")
     record = {"name": name, "args": list(args), "kwargs": dict(kwargs or {})}
     try:
@@ -84,13 +101,26 @@ def save_factory_details(flow_detail: FlowDetail, factory: Callable[..., Flow],
 class FactoryPolicy:
     """Decides which factory names may be imported and called.
 
-    A name is allowed if it is registered in this process (``@legato.flow_factory``), or named
-    by an entry point of the ``legato.flow_factories`` group (loading it registers it), or its
-    module is one of ``allowed_prefixes`` or inside one (``"myapp.flows"`` allows
-    ``"myapp.flows.billing:make"`` but not ``"myapp.flowsevil:make"``).
+    A name is ``"module:function"``: one identifier after the colon, never a dotted path, so
+    it cannot walk into objects the module imports (``mod:os.system``). Only a plain function
+    (not a class, builtin, method or callable object) whose ``__module__`` and ``__qualname__``
+    are exactly that name is ever called, and only if it is
+
+    - registered in this process (``@legato.flow_factory``), or
+    - named by an entry point of the ``legato.flow_factories`` group (the loaded object is
+      checked the same way), or
+    - registered by its module once imported, when the module is one of
+      ``allowed_prefixes`` or inside one (``"myapp.flows"`` allows ``"myapp.flows.billing:make"``
+      but not ``"myapp.flowsevil:make"``). An allowed prefix lets the policy *import* the
+      module, so that its ``@legato.flow_factory`` decorators run; it does not make every
+      function of the module a factory.
+
+    Modules outside the allowed prefixes are never imported; nothing is called before every
+    check passed.
 
     Args:
-        allowed_prefixes: dotted module prefixes whose factories are allowed.
+        allowed_prefixes: dotted module prefixes whose modules may be imported to find their
+            registered factories.
     """
 
     def __init__(self, allowed_prefixes: Iterable[str] = ()) -> None:
@@ -102,33 +132,57 @@ class FactoryPolicy:
                    for p in self.allowed_prefixes)
 
     def resolve(self, name: str) -> Callable[..., Flow]:
-        """Return the factory called ``name``.
+        """Return the factory called ``name`` (without calling it).
 
         Raises:
-            ValueError: ``name`` is not of the form ``module:qualname``.
-            DisallowedFactory: neither registered nor under an allowed prefix (nothing was
-                imported).
-            NotFound: allowed, but the module or attribute does not exist.
+            ValueError: ``name`` is not of the form ``module:function``.
+            DisallowedFactory: not a registered function defined in its module as ``name``
+                (nothing was imported unless the module is under an allowed prefix or named by
+                an entry point).
+            NotFound: allowed, but the module or the function does not exist.
         """
-        _check_name(name)
+        try:
+            module_name, qualname = _check_name(name)
+        except ValueError as exc:
+            if ":" not in name:
+                raise
+            raise errors.DisallowedFactory(str(exc), factory_name=name) from exc
         registered = registered_factory(name)
         if registered is not None:
-            return registered
+            return self._checked(registered, name, module_name, qualname)
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             if ep.value.replace(" ", "") == name:
-                loaded: Callable[..., Flow] = ep.load()
-                return loaded
-        module_name = name.partition(":")[0]
+                try:
+                    loaded = ep.load()
+                except (ImportError, AttributeError) as exc:
+                    raise errors.NotFound(f"flow factory {name!r} (entry point {ep.name}) "
+                                          f"cannot be loaded: {exc}") from exc
+                return self._checked(loaded, name, module_name, qualname)
         if not self.is_allowed_module(module_name):
             raise errors.DisallowedFactory(
                 f"flow factory {name!r} is not registered and not under an allowed prefix "
                 f"({', '.join(self.allowed_prefixes) or 'none allowed'})", factory_name=name)
         try:
-            found = _resolve(name)
-        except (ImportError, AttributeError) as exc:
+            found = _module_attribute(module_name, qualname)
+        except ImportError as exc:
             raise errors.NotFound(f"flow factory {name!r} cannot be imported: {exc}") from exc
-        if not callable(found):
-            raise errors.NotFound(f"flow factory {name!r} is not callable")
+        registered = registered_factory(name)  # importing ran the module's decorators
+        if registered is not None:
+            return self._checked(registered, name, module_name, qualname)
+        if found is None:
+            raise errors.NotFound(f"flow factory {name!r}: module {module_name} has no "
+                                  f"{qualname!r}")
+        raise errors.DisallowedFactory(
+            f"flow factory {name!r} is not registered: decorate it with @legato.flow_factory "
+            "(an allowed prefix only lets its module be imported)", factory_name=name)
+
+    @staticmethod
+    def _checked(found: Any, name: str, module_name: str,
+                 qualname: str) -> Callable[..., Flow]:
+        if not _defined_as(found, module_name, qualname):
+            raise errors.DisallowedFactory(
+                f"flow factory {name!r} is {found!r}, not a function defined as {qualname} in "
+                f"{module_name}", factory_name=name)
         return found  # type: ignore[no-any-return]
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from legato import errors
+from legato._redact import redact
 
 __all__ = ["ZooKeeperSettings", "split_url"]
 
@@ -50,7 +51,7 @@ class ZooKeeperSettings:
         """
         parts = urlsplit(url)
         if parts.scheme != "zookeeper":
-            raise errors.UnknownBackend(f"not a zookeeper:// URL: {url!r}")
+            raise errors.UnknownBackend(f"not a zookeeper:// URL: {redact(url)!r}")
         fields: dict[str, Any] = {}
         if "@" in parts.netloc:
             raise ValueError("zookeeper:// URLs with credentials are not supported (no ACLs)")

@@ -346,7 +346,14 @@ class JobBoard(abc.ABC):
     def post(self, name: str, book: LogBook | None = None, details: dict[str, Any] | None = None,
              priority: JobPriority | str | int = JobPriority.NORMAL, *,
              delay: float | None = None) -> Job:
-        """Post a new job; with ``delay`` it cannot be claimed for that many seconds."""
+        """Post a new job; with ``delay`` it cannot be claimed for that many seconds.
+
+        Raises:
+            ValueError: an empty name, a negative delay, an unknown priority, or a NUL character
+                (U+0000) in the name, the book's name or any string of ``details`` (keys too):
+                not every backend can store one (PostgreSQL cannot), so no board accepts it.
+            TypeError: ``details`` is not a dict.
+        """
         self._require_connected()
         if not name:
             raise ValueError("a job needs a non-empty name")
@@ -354,6 +361,7 @@ class JobBoard(abc.ABC):
             raise TypeError("details must be a dict")
         if delay is not None and delay < 0:
             raise ValueError("delay must be >= 0")
+        _refuse_nul(name, book.name if book is not None else None, details)
         from legato.persistence.models import new_uuid  # models import nothing of ours
 
         now = self.clock()
@@ -701,6 +709,32 @@ class JobBoard(abc.ABC):
 
     @abc.abstractmethod
     def _iter_entities(self) -> Iterator[Entity]: ...
+
+
+def _refuse_nul(name: str, book_name: str | None, details: dict[str, Any] | None) -> None:
+    """Raise ``ValueError`` naming a field that holds a NUL character (U+0000).
+
+    Iterative, so a deep document cannot make it raise ``RecursionError`` (depth and size are
+    checked separately).
+    """
+    if "\x00" in name:
+        raise ValueError(f"job name {name!r} contains a NUL character (U+0000)")
+    if book_name is not None and "\x00" in book_name:
+        raise ValueError(f"book name {book_name!r} contains a NUL character (U+0000)")
+    stack: list[tuple[str, Any]] = [("details", details)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise ValueError(f"job {path} contains a NUL character (U+0000)")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str) and "\x00" in key:
+                    raise ValueError(f"job {path} has a key with a NUL character (U+0000): "
+                                     f"{key!r}")
+                stack.append((f"{path}[{key!r}]", item))
+        elif isinstance(value, list | tuple):
+            stack.extend((f"{path}[{index}]", item) for index, item in enumerate(value))
 
 
 def _check_owner(who: str) -> None:

@@ -53,6 +53,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from legato import errors
+from legato._redact import redact
 from legato.jobboard import base
 from legato.jobboard.base import Entity, Job, JobBoard, JobRecord, Pending
 from legato.states import JobPriority, JobState
@@ -112,7 +113,7 @@ class RedisSettings:
         if parts.scheme == "redis+sentinel":
             return cls._from_sentinel_url(url, overrides)
         if parts.scheme not in ("redis", "rediss"):
-            raise errors.UnknownBackend(f"not a Redis URL: {url!r}")
+            raise errors.UnknownBackend(f"not a Redis URL: {redact(url)!r}")
         values: dict[str, Any] = {"ssl": parts.scheme == "rediss"}
         if parts.hostname:
             values["host"] = parts.hostname
@@ -144,7 +145,7 @@ class RedisSettings:
             sentinels.append((host, int(port)))
         service, _, db = path.strip("/").partition("/")
         if not sentinels or not service:
-            raise ValueError(f"a Sentinel URL needs hosts and a service name: {url!r}")
+            raise ValueError(f"a Sentinel URL needs hosts and a service name: {redact(url)!r}")
         values.update(sentinels=tuple(sentinels), service=unquote(service))
         if db:
             values["db"] = int(db)

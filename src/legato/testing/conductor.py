@@ -210,14 +210,16 @@ def serve(argv: list[str] | None = None) -> None:
     """Run one conductor until killed: ``python -m legato.testing.conductor BOARD PERSISTENCE``.
 
     Used by end-to-end tests and benchmarks that start, kill and restart conductor processes.
+    Without the URLs it reads ``LEGATO_BOARD`` and ``LEGATO_PERSISTENCE``: a URL holding a
+    password belongs in the environment, not on a command line every user can read (``ps``).
     """
     from legato import jobboard as jb
     from legato import persistence as lp
     from legato.conductor import fetch
 
     parser = argparse.ArgumentParser(prog="python -m legato.testing.conductor")
-    parser.add_argument("board")
-    parser.add_argument("persistence")
+    parser.add_argument("board", nargs="?", default=os.environ.get("LEGATO_BOARD"))
+    parser.add_argument("persistence", nargs="?", default=os.environ.get("LEGATO_PERSISTENCE"))
     parser.add_argument("--name", default="worker")
     parser.add_argument("--kind", default="blocking")
     parser.add_argument("--ttl", type=float, default=2.0)
@@ -227,6 +229,8 @@ def serve(argv: list[str] | None = None) -> None:
     parser.add_argument("--claim-ahead-below", type=float, default=None,
                         help="blocking conductor: claim ahead after jobs shorter than this")
     args = parser.parse_args(argv)
+    if not args.board or not args.persistence:
+        parser.error("give BOARD and PERSISTENCE, or set LEGATO_BOARD and LEGATO_PERSISTENCE")
     persistence = lp.connect(args.persistence)
     options: dict[str, Any] = {"claim_ttl": args.ttl, "max_attempts": args.max_attempts,
                                "allowed_factories": ["legato.testing"], "wait_timeout": 0.5,

@@ -196,6 +196,35 @@ class JobBoardConformance:
             board.post("x", priority="urgent")
         assert board.job_count == 0
 
+    @pytest.mark.parametrize(("args", "field"), [
+        (("a\x00b",), "name"),
+        (("x", None, {"k": "a\x00b"}), "details['k']"),
+        (("x", None, {"k\x00": 1}), "details"),
+        (("x", None, {"k": [1, {"deep": ["\x00"]}]}), "details['k'][1]['deep'][0]"),
+    ])
+    def test_post_refuses_nul_characters(self, board: JobBoard, args: tuple[Any, ...],
+                                         field: str) -> None:
+        """No board stores a NUL (U+0000) character (PostgreSQL cannot): ``post`` refuses it
+        with a ``ValueError`` naming where it is, and nothing is posted."""
+        with pytest.raises(ValueError, match="NUL") as info:
+            board.post(*args)
+        assert field in str(info.value)
+        assert board.job_count == 0
+
+    def test_post_refuses_a_nul_in_the_book_name(self, board: JobBoard) -> None:
+        from legato.persistence.models import LogBook
+
+        with pytest.raises(ValueError, match="book name"):
+            board.post("x", LogBook("b\x00"))
+        assert board.job_count == 0
+
+    def test_other_control_characters_round_trip(self, board: JobBoard,
+                                                 other: JobBoard) -> None:
+        name, details = "tab\there\x01\x1b[31m\n", {"k\x7f": ["\r\x1f"]}
+        job = board.post(name, details=details)
+        got = other.get(job.uuid)
+        assert (got.name, got.details) == (name, details)
+
     # -- claims ----------------------------------------------------------------------------
 
     def test_claim_consume(self, board: JobBoard, other: JobBoard) -> None:
