@@ -11,7 +11,9 @@ The tree is shallow on purpose; catch ``LegatoError`` to catch them all::
     ├── JobFailure                a jobboard call failed
     │   ├── UnclaimableJob        the job is claimed by someone else
     │   ├── NotOwner              the caller is not the job's owner (or holds an older fence)
-    │   └── BoardUnavailable      the board's server is unreachable
+    │   ├── BoardUnavailable      the board's server is unreachable
+    │   └── GarbageRecord         a stored job that cannot be decoded (also ValueError)
+    ├── JobTooLarge               details nested too deep or too large to post (also ValueError)
     ├── CompilationError          a flow cannot be compiled (cycle, bad link)
     │   └── AmbiguousDependency   several atoms provide the same name to one consumer
     ├── MissingDependencies       arguments no atom or store provides (names every one)
@@ -34,7 +36,9 @@ __all__ = [
     "CompilationError",
     "DisallowedFactory",
     "ExecutionFailure",
+    "GarbageRecord",
     "JobFailure",
+    "JobTooLarge",
     "LegatoError",
     "MissingDependencies",
     "MissingDriver",
@@ -122,6 +126,24 @@ class NotOwner(JobFailure):
 
 class BoardUnavailable(JobFailure):
     """The jobboard's server cannot be reached (or answered too late)."""
+
+
+class GarbageRecord(JobFailure, ValueError):
+    """A job record in a board's storage that cannot be decoded (not JSON, nested too deep,
+    a field of the wrong type...). Boards set such records aside: claims and listings skip
+    them with a warning, and asking for one by uuid raises this."""
+
+
+class JobTooLarge(LegatoError, ValueError):
+    """A job's details are nested deeper or are larger than a board accepts.
+
+    Attributes:
+        limit: the limit passed, e.g. ``"64 levels"``.
+    """
+
+    def __init__(self, message: str, *, limit: str) -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 class CompilationError(LegatoError):

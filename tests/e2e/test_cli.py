@@ -10,6 +10,7 @@ import json
 import os
 import select
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -221,3 +222,37 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     result = legato(tmp_path, "--debug", "jobs", "show", "0000dead", ok=False)
     assert result.returncode != 0
     assert "Traceback" in result.stderr and "NotFound" in result.stderr
+
+
+def test_garbage_on_the_board_is_one_warning_line_never_a_traceback(tmp_path: Path) -> None:
+    """A job row no board could have written (details nested 975 deep once crashed
+    ``jobs list``) is skipped by ``jobs list`` with a one-line warning; ``jobs show`` of it
+    says in one line that it cannot be decoded."""
+    good = post_demo(tmp_path, name="good")
+    deep = '{"a":' * 974 + "{}" + "}" * 974
+    db = sqlite3.connect(tmp_path / ".legato" / "legato.db")
+    with db:
+        for uuid, details, priority in (("0badc0de-0000-4000-8000-000000000001", deep, 0),
+                                        ("0badc0de-0000-4000-8000-000000000002", "{}", "abc")):
+            db.execute("INSERT INTO legato_jb_jobs (uuid, name, details, priority, created_on,"
+                       " state, attempts, fence) VALUES (?, 'garbage', ?, ?, 1.0,"
+                       " 'UNCLAIMED', 0, 0)", (uuid, details, priority))
+    db.close()
+    listed = legato(tmp_path, "--json", "jobs", "list")
+    assert [row["uuid"] for row in json.loads(listed.stdout)] == [good]
+    assert "Traceback" not in listed.stderr
+    warnings = listed.stderr.strip().splitlines()
+    assert len(warnings) == 2 and all("0badc0de" in line for line in warnings), listed.stderr
+    shown = legato(tmp_path, "jobs", "show", "0badc0de-0000-4000-8000-000000000001", ok=False)
+    assert shown.returncode == 1 and "Traceback" not in shown.stderr
+    assert shown.stderr.startswith("error: GarbageRecord: garbage record")
+    assert shown.stderr.count("\n") == 1, shown.stderr
+
+
+@pytest.mark.parametrize("depth", [70, 975, 20_000])
+def test_post_refuses_details_nested_too_deep_in_one_line(tmp_path: Path, depth: int) -> None:
+    store = '{"a":' * (depth - 1) + "{}" + "}" * (depth - 1)
+    result = legato(tmp_path, "post", DEMO_FACTORY, "--store", store, ok=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "64 levels" in result.stderr or "too deep" in result.stderr

@@ -35,7 +35,7 @@ from sqlalchemy import event
 
 from legato import errors
 from legato.jobboard import sql_tables
-from legato.jobboard.base import Entity, JobBoard, JobRecord, not_owner
+from legato.jobboard.base import Entity, JobBoard, JobRecord, decode_record, not_owner
 from legato.jobboard.sql_tables import entities, jobs, trash
 from legato.states import JobState
 
@@ -51,6 +51,7 @@ CHANNEL = sql_tables.CHANNEL
 _J = jobs.c
 _ORDER = (_J.priority.desc(), _J.sequence)
 _FIRST_PAGE, _PAGE = 20, 500  # a small first page keeps "is anything claimable?" cheap
+_JSON_COLUMNS = ("details",)
 
 
 class _Garbage(Exception):
@@ -121,6 +122,9 @@ class SQLJobBoard(JobBoard):
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None  # autocommit at the driver: we send BEGIN
+            # Text that is not UTF-8 (written behind the board's back) would fail the whole
+            # read as a driver error, an outage to the caller: read it with U+FFFD instead.
+            dbapi_conn.text_factory = _lenient_text
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
             cursor.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes
@@ -211,20 +215,13 @@ class SQLJobBoard(JobBoard):
 
     @staticmethod
     def _decode(row: Any) -> JobRecord:
-        details = json.loads(row.details)
-        if not isinstance(details, dict):
-            raise TypeError("details is not a JSON object")
-        return JobRecord(
-            uuid=row.uuid, name=row.name, details=details, book_uuid=row.book_uuid,
-            book_name=row.book_name, priority=row.priority, created_on=row.created_on,
-            sequence=row.sequence, state=JobState(row.state), last_modified=row.last_modified,
-            attempts=row.attempts, owner=row.owner, fence=row.fence,
-            lease_expires=row.lease_expires, available_at=row.available_at, reason=row.reason)
+        """The record in a row; ``GarbageRecord`` (a ``JobFailure``) when it is garbage."""
+        return decode_record(row._mapping, json_fields=_JSON_COLUMNS)
 
     def _decode_or_warn(self, row: Any) -> JobRecord | None:
         try:
             return self._decode(row)
-        except (ValueError, TypeError) as exc:
+        except errors.GarbageRecord as exc:
             if row.sequence not in self._garbage:
                 self._garbage.add(row.sequence)
                 logger.warning("board %r: skipping job row %s (uuid %r) that cannot be "
@@ -258,11 +255,7 @@ class SQLJobBoard(JobBoard):
             row = conn.execute(sa.select(jobs).where(_J.uuid == job_uuid)).first()
         if row is None:
             raise errors.NotFound(f"no job {job_uuid} on board {self.name!r}")
-        try:
-            return self._decode(row)
-        except (ValueError, TypeError) as exc:
-            raise errors.JobFailure(f"job {job_uuid} cannot be decoded: {exc}",
-                                    job_uuid=job_uuid) from exc
+        return self._decode(row)
 
     def _iter_records(self, only_unclaimed: bool, ensure_fresh: bool) -> Iterator[JobRecord]:
         self._mark_seen()
@@ -306,11 +299,7 @@ class SQLJobBoard(JobBoard):
                 .values(**self._claim_values(who, ttl, now)).returning(*jobs.c)).first()
             if row is None:
                 raise self._why_unclaimable(conn, job_uuid, now)
-        try:
-            return self._decode(row)
-        except (ValueError, TypeError) as exc:
-            raise errors.JobFailure(f"job {job_uuid} cannot be decoded: {exc}",
-                                    job_uuid=job_uuid) from exc
+            return self._decode(row)  # garbage: rolls the claim back
 
     def _why_unclaimable(self, conn: sa.Connection, job_uuid: str,
                          now: sa.ColumnElement[float]) -> errors.LegatoError:
@@ -352,9 +341,9 @@ class SQLJobBoard(JobBoard):
             return None
         try:
             return self._decode(row)
-        except (ValueError, TypeError) as exc:
-            logger.warning("board %r: not claiming job row %s (uuid %r) that cannot be "
-                           "decoded: %s", self.name, row.sequence, row.uuid, exc)
+        except errors.GarbageRecord as exc:
+            logger.warning("board %r: not claiming job row %s (uuid %r), set aside: %s",
+                           self.name, row.sequence, row.uuid, exc)
             raise _Garbage(row.sequence) from exc  # rolls the claim back
 
     def _renew(self, job_uuid: str, who: str, fence: int | None, ttl: float) -> None:
@@ -486,6 +475,10 @@ class SQLJobBoard(JobBoard):
                 logger.warning("board %r: skipping entity %r with undecodable metadata",
                                self.name, row.name)
         return iter(found)
+
+
+def _lenient_text(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
 
 
 def _row_values(record: JobRecord) -> dict[str, Any]:
