@@ -7,6 +7,7 @@ The tree is shallow on purpose; catch ``LegatoError`` to catch them all::
     ├── UnknownBackend            a URL scheme or engine kind with no plugin (also ValueError)
     ├── MissingDriver             the backend's driver is not installed; names the extra
     ├── StorageFailure            persistence unreachable or refusing a write
+    ├── StorageCorrupted          persistence's files are damaged: not an outage, never retried
     ├── ExecutionFailure          an engine could not run (not a task failure)
     ├── JobFailure                a jobboard call failed
     │   ├── UnclaimableJob        the job is claimed by someone else
@@ -45,6 +46,7 @@ __all__ = [
     "NotFound",
     "NotOwner",
     "SerializationError",
+    "StorageCorrupted",
     "StorageFailure",
     "UnclaimableJob",
     "UnknownBackend",
@@ -78,6 +80,14 @@ class MissingDriver(LegatoError, ImportError):
 
 class StorageFailure(LegatoError):
     """Persistence is unreachable or refused an operation."""
+
+
+class StorageCorrupted(LegatoError):
+    """Persistence's storage is damaged (e.g. a SQLite file whose pages are not a database).
+
+    Not a ``StorageFailure``: those are outages, retried once the server is back, while a
+    damaged file stays damaged. A conductor that meets it stops claiming and says so.
+    """
 
 
 class ExecutionFailure(LegatoError):

@@ -256,3 +256,29 @@ def test_post_refuses_details_nested_too_deep_in_one_line(tmp_path: Path, depth:
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
     assert "64 levels" in result.stderr or "too deep" in result.stderr
+
+
+def test_conductor_on_a_damaged_persistence_file_exits_with_one_error_line(
+        tmp_path: Path) -> None:
+    """A corrupt SQLite persistence file is no outage: ``legato conductor`` stops at once and
+    exits 1 with one ``error: StorageCorrupted`` line (whether it meets the damage opening the
+    store or running a job), instead of abandoning the same jobs forever."""
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    for i in range(2):  # padded: the file gets several pages
+        padded = json.dumps({"job_name": f"job-{i}", "log_path": str(tmp_path / "effects"),
+                             "padding": "x" * 6000})
+        legato(tmp_path, "--persistence", store, "post", DEMO_FACTORY, "--store", padded)
+    path = tmp_path / "store.db"
+    size = path.stat().st_size
+    with path.open("r+b") as file:  # every page but the first becomes garbage
+        file.seek(4096)
+        file.write(b"\xa5" * (size - 4096))
+    result = legato(tmp_path, "--persistence", store, "conductor", "--allow", "legato.demo",
+                    "--max-dispatches", "5", ok=False, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    errors_shown = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors_shown == [errors_shown[0]] and "StorageCorrupted" in errors_shown[0]
+    assert "damaged" in errors_shown[0]
+    assert result.stdout.count("abandoned") <= 1, result.stdout
+    assert legato_json(tmp_path, "jobs", "list", "--trash") == []
+    assert len(legato_json(tmp_path, "jobs", "list")) == 2

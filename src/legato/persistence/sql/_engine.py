@@ -225,17 +225,45 @@ def _sqlite_engine(url: URL, settings: EngineSettings) -> Engine:
 
 @contextlib.contextmanager
 def translate_errors(what: str) -> Iterator[None]:
-    """Turn database and driver errors into ``StorageFailure`` (Legato's own errors pass)."""
+    """Turn database and driver errors into ``StorageFailure`` (Legato's own errors pass),
+    except a damaged SQLite file: ``StorageCorrupted``, which is not an outage."""
     try:
         yield
     except errors.LegatoError:
         raise
     except exc.SQLAlchemyError as error:
+        original = getattr(error, "orig", None)
+        if original is not None and _corrupt(original):
+            raise _corrupted(what, _describe(error)) from error
         raise errors.StorageFailure(f"{what} failed: {_describe(error)}") from error
     except sqlite3.Error as error:  # the SQLite fast path talks to the driver directly
+        if _corrupt(error):
+            raise _corrupted(what, _describe_driver(error)) from error
         raise errors.StorageFailure(f"{what} failed: {_describe_driver(error)}") from error
     except OSError as error:
         raise errors.StorageFailure(f"{what} failed: {error}") from error
+
+
+#: SQLite's result codes for a damaged file: SQLITE_CORRUPT and SQLITE_NOTADB.
+_SQLITE_CORRUPT_CODES = (11, 26)
+_SQLITE_CORRUPT_MESSAGES = ("database disk image is malformed", "file is not a database")
+
+
+def _corrupt(error: BaseException) -> bool:
+    """Whether a driver error says the SQLite file is damaged (not that it is busy, locked or
+    unreachable)."""
+    if not isinstance(error, sqlite3.DatabaseError):
+        return False
+    code = getattr(error, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF in _SQLITE_CORRUPT_CODES:
+        return True
+    return any(message in str(error) for message in _SQLITE_CORRUPT_MESSAGES)
+
+
+def _corrupted(what: str, description: str) -> errors.StorageCorrupted:
+    return errors.StorageCorrupted(
+        f"{what} failed: the SQLite file is damaged ({description}); restore it from a backup "
+        "or repair it (sqlite3 .recover) before running conductors on it again")
 
 
 #: Driver messages meaning a table is missing (SQLite, PostgreSQL, MySQL).
