@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import threading
 import uuid
 
@@ -216,3 +217,25 @@ def test_a_garbage_row_is_set_aside_and_the_jobs_after_it_flow(
         assert len(warned) == 1, warned
         with pytest.raises(errors.GarbageRecord):
             board.get("garbage-uuid")
+
+
+@pytest.mark.parametrize("every", [10, 0])
+def test_sqlite_board_wal_is_checkpointed_and_truncated_every_n_writes(
+        sqlite_url: str, every: int) -> None:
+    """The board's writes truncate the ``-wal`` file every ``wal_checkpoint_every`` writes
+    (SQLite's automatic checkpoint never shrinks it); with 0 it grows past that."""
+    with jobboard.connect(sqlite_url, wal_checkpoint_every=every) as board:
+        for i in range(400):  # ~6.5 MB of posts, claims and consumes
+            board.post(f"job-{i}", details={"pad": "x" * 16_000})
+        while (job := board.claim_next("worker")) is not None:
+            board.consume(job, "worker")
+        path = sa.make_url(sqlite_url).database
+        assert path is not None
+        wal = os.path.getsize(path + "-wal")
+        bound = 1024 * 1024
+        assert (wal <= bound) if every else (wal > bound), wal
+
+
+def test_wal_checkpoint_every_must_be_a_count(sqlite_url: str) -> None:
+    with pytest.raises(ValueError, match="wal_checkpoint_every"):
+        jobboard.connect(sqlite_url, wal_checkpoint_every=-1)

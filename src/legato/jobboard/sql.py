@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -52,6 +53,10 @@ _J = jobs.c
 _ORDER = (_J.priority.desc(), _J.sequence)
 _FIRST_PAGE, _PAGE = 20, 500  # a small first page keeps "is anything claimable?" cheap
 _JSON_COLUMNS = ("details",)
+#: Default ``wal_checkpoint_every`` of SQLite boards (write transactions).
+WAL_CHECKPOINT_EVERY = 1000
+#: SQLite lock wait of the board's connections, and the shorter one of a WAL checkpoint (ms).
+_BUSY_MS, _CHECKPOINT_BUSY_MS = 30_000, 200
 
 
 class _Garbage(Exception):
@@ -69,6 +74,10 @@ class SQLJobBoard(JobBoard):
         url: a SQLAlchemy URL (``sqlite:///jobs.db``, ``postgresql://user@host/db``).
         connect_timeout: seconds to wait for the server before ``BoardUnavailable``.
         pool_size: connections kept open (PostgreSQL).
+        wal_checkpoint_every: SQLite: after this many write transactions, checkpoint the WAL
+            and truncate the ``-wal`` file (``PRAGMA wal_checkpoint(TRUNCATE)``; 0 never
+            does). SQLite's automatic checkpoint never shrinks the file and is starved by
+            long readers.
         **options: the ``JobBoard`` arguments (``name``, ``persistence``, ``ttl``,
             ``poll_interval``, ``clock``).
     """
@@ -76,10 +85,15 @@ class SQLJobBoard(JobBoard):
     schemes: ClassVar[tuple[str, ...]] = ("sqlite",)
 
     def __init__(self, url: str, *, connect_timeout: float = 5.0, pool_size: int = 10,
-                 **options: Any) -> None:
+                 wal_checkpoint_every: int = WAL_CHECKPOINT_EVERY, **options: Any) -> None:
         options.setdefault("poll_interval", 0.05)
         self._server_clock = options.get("clock") is None
         super().__init__(**options)
+        if isinstance(wal_checkpoint_every, bool) or not isinstance(wal_checkpoint_every, int) \
+                or wal_checkpoint_every < 0:
+            raise ValueError("wal_checkpoint_every must be an integer >= 0")
+        self.wal_checkpoint_every = wal_checkpoint_every
+        self._writes_left = wal_checkpoint_every
         self.url = sa.make_url(url)
         self.connect_timeout = connect_timeout
         self.pool_size = pool_size
@@ -117,7 +131,8 @@ class SQLJobBoard(JobBoard):
     def _make_engine(self) -> sa.Engine:
         url = self.url.set(drivername="sqlite+pysqlite")
         engine = sa.create_engine(url, pool_size=self.pool_size, pool_timeout=30,
-                                  connect_args={"timeout": 30.0, "check_same_thread": False})
+                                  connect_args={"timeout": _BUSY_MS / 1000,
+                                                "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -159,9 +174,30 @@ class SQLJobBoard(JobBoard):
                     conn = conn.execution_options(isolation_level="AUTOCOMMIT")
                 with conn.begin():
                     yield conn
+                if write and self.wal_checkpoint_every and engine.dialect.name == "sqlite":
+                    self._count_write(conn)
         except (sa.exc.DBAPIError, sa.exc.TimeoutError) as exc:
             raise errors.BoardUnavailable(
                 f"board {self.name!r}: database unavailable: {exc}") from exc
+
+    def _count_write(self, conn: sa.Connection) -> None:
+        """Count one committed write; every ``wal_checkpoint_every`` writes, checkpoint and
+        truncate the WAL on ``conn`` (between transactions), waiting at most a moment for
+        readers: a checkpoint that cannot finish is left for the next one."""
+        self._writes_left -= 1  # unlocked: a lost count only moves the next checkpoint a bit
+        if self._writes_left > 0:
+            return
+        self._writes_left = self.wal_checkpoint_every
+        # On the driver's connection: through SQLAlchemy the pragmas would open a transaction.
+        driver: Any = conn.connection.driver_connection
+        try:
+            driver.execute(f"PRAGMA busy_timeout = {_CHECKPOINT_BUSY_MS}")
+            try:
+                driver.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            finally:
+                driver.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
+        except sqlite3.Error as exc:
+            logger.debug("board %r: WAL checkpoint skipped: %s", self.name, exc)
 
     # -- helpers ---------------------------------------------------------------------------
 

@@ -30,7 +30,8 @@ from sqlalchemy.pool import StaticPool
 
 from legato import errors
 
-__all__ = ["EngineSettings", "create_engine", "normalise_url", "translate_errors"]
+__all__ = ["WAL_CHECKPOINT_EVERY", "EngineSettings", "checkpoint_wal", "create_engine",
+           "normalise_url", "translate_errors"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,27 @@ _DRIVER_MODULES = {
 #: Execution option read by the SQLite ``begin`` hook: the ``BEGIN`` flavour to emit.
 SQLITE_BEGIN = "legato_sqlite_begin"
 
+#: Default ``EngineSettings.wal_checkpoint_every``: write transactions between two truncating
+#: WAL checkpoints (a checkpoint costs about one fsync of what changed since the last one).
+WAL_CHECKPOINT_EVERY = 1000
+#: Longest a truncating checkpoint waits for readers (ms) before it gives up until next time;
+#: writers must not stall behind a long read for the sake of housekeeping.
+_CHECKPOINT_BUSY_MS = 200
+
+
+def checkpoint_wal(driver_connection: Any, busy_timeout: float) -> None:
+    """Checkpoint a SQLite connection's WAL and truncate it to zero bytes (between
+    transactions). Waits at most ``_CHECKPOINT_BUSY_MS`` for other connections; a checkpoint
+    that cannot finish, or fails, is left for the next one (logged at DEBUG)."""
+    try:
+        driver_connection.execute(f"PRAGMA busy_timeout = {_CHECKPOINT_BUSY_MS}")
+        try:
+            driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        finally:
+            driver_connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+    except sqlite3.Error as error:
+        logger.debug("WAL checkpoint skipped: %s", error)
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class EngineSettings:
@@ -69,6 +91,11 @@ class EngineSettings:
             trip per operation; without it a dead connection is still found on first use and
             the operation retried (``Persistence.retries``) on a fresh one.
         echo: log every SQL statement (SQLAlchemy's ``echo``).
+        wal_checkpoint_every: SQLite: after this many write transactions, the writer that
+            makes the last one checkpoints the WAL and truncates it
+            (``PRAGMA wal_checkpoint(TRUNCATE)``); 0 never does. SQLite's own automatic
+            checkpoint never shrinks the ``-wal`` file and is starved by long readers, so
+            without this a small volume fills up.
     """
 
     connect_timeout: float = 10.0
@@ -77,6 +104,7 @@ class EngineSettings:
     pool_size: int = 5
     pre_ping: bool = True
     echo: bool = False
+    wal_checkpoint_every: int = WAL_CHECKPOINT_EVERY
 
 
 def normalise_url(url: str) -> URL:
