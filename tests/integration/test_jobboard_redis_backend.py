@@ -298,6 +298,7 @@ _DEEP = '{"a":' * 974 + "{}" + "}" * 974  # 975 levels: the scripts' decoder tak
 
 _REDIS_GARBAGE: dict[str, dict[str, str]] = {
     "deep": {"details": _DEEP},
+    "deeper than the scripts decode": {"details": "[" * 5000 + "]" * 5000},
     "bad fence": {"fence": '"abc"'},
     "bad fields": {"name": "5", "created_on": '"yesterday"', "attempts": "1.5"},
 }
@@ -337,6 +338,22 @@ def test_a_garbage_job_is_set_aside_once_and_the_jobs_after_it_flow(
     again = board.claim_next("worker", ttl=30)
     assert again is None or again.uuid != spoilt
     assert raw.zscore(f"{ns}:bad", spoilt) is not None
+
+
+def test_waiting_sets_aside_garbage_only_the_client_cannot_decode(
+        redis_url: str, raw: redis.Redis, board: JobBoard,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Details 975 deep pass the scripts' checks: a waiter that met them at the head of
+    "ready" warned about them on every poll; it sets them aside the first time."""
+    ns = _namespace(redis_url)
+    spoilt = board.post("spoilt")
+    raw.hset(f"{ns}:job:{spoilt.uuid}", "details", _DEEP)
+    caplog.set_level(logging.WARNING, logger="legato.jobboard")
+    for _ in range(3):
+        assert board.wait(timeout=0) is False
+    assert raw.zscore(f"{ns}:bad", spoilt.uuid) is not None
+    assert raw.zcard(f"{ns}:ready") == 0
+    assert sum(spoilt.uuid in r.getMessage() for r in caplog.records) == 1
 
 
 def test_text_that_is_not_utf8_is_read_with_replacement_characters(

@@ -379,11 +379,13 @@ class RedisJobBoard(JobBoard):
             # Due delayed jobs and expired claims join "ready" first, so listing the ready
             # set alone is enough (and costs only what it returns).
             self._run("promote", [_HOUSEKEEPING_LIMIT])
-            return self._iter_index(self._keys[1])
+            return self._iter_index(self._keys[1], set_aside=True)
         return self._iter_index(self._keys[0])
 
-    def _iter_index(self, index: str) -> Iterator[JobRecord]:
-        """Records of a job index in score order, one page per round trip.
+    def _iter_index(self, index: str, *, set_aside: bool = False) -> Iterator[JobRecord]:
+        """Records of a job index in score order, one page per round trip; with
+        ``set_aside``, garbage met (claimable jobs only: "ready") is set aside as well as
+        skipped, so that a waiter does not meet it again on every poll.
 
         Pages continue after the last score seen (scores are unique per job), so jobs leaving
         the board meanwhile never make a page skip one.
@@ -396,21 +398,23 @@ class RedisJobBoard(JobBoard):
                     withscores=True)
             if not page:
                 return
-            yield from self._read_page([str(member[0]) for member in page], "job:")
+            yield from self._read_page([str(member[0]) for member in page], "job:",
+                                       set_aside=set_aside)
             bound = f"({float(page[-1][1])!r}"
 
-    def _read_page(self, uuids: list[str], kind: str) -> Iterator[JobRecord]:
+    def _read_page(self, uuids: list[str], kind: str, *,
+                   set_aside: bool = False) -> Iterator[JobRecord]:
         with _translated("iterate"):
             pipe = self._redis.pipeline(transaction=False)
             for uuid in uuids:
                 pipe.hgetall(self._prefix + kind + uuid)
             raws = pipe.execute(raise_on_error=False)
         for uuid, raw in zip(uuids, raws, strict=True):
-            record = self._page_record(uuid, raw)
+            record = self._page_record(uuid, raw, set_aside=set_aside)
             if record is not None:
                 yield record
 
-    def _page_record(self, uuid: str, raw: Any) -> JobRecord | None:
+    def _page_record(self, uuid: str, raw: Any, *, set_aside: bool = False) -> JobRecord | None:
         if isinstance(raw, dict) and not raw:
             return None  # left the board since the page was read
         try:
@@ -419,6 +423,8 @@ class RedisJobBoard(JobBoard):
             return _decode(uuid, raw)
         except errors.GarbageRecord as exc:
             logger.warning("board %r: skipping undecodable job %s: %s", self.name, uuid, exc)
+            if set_aside:
+                self._run("set_aside", [uuid], uuid)
             return None
 
     def _job_count(self) -> int:
