@@ -7,11 +7,14 @@ The tree is shallow on purpose; catch ``LegatoError`` to catch them all::
     ├── UnknownBackend            a URL scheme or engine kind with no plugin (also ValueError)
     ├── MissingDriver             the backend's driver is not installed; names the extra
     ├── StorageFailure            persistence unreachable or refusing a write
+    ├── StorageCorrupted          persistence's files are damaged: not an outage, never retried
     ├── ExecutionFailure          an engine could not run (not a task failure)
     ├── JobFailure                a jobboard call failed
     │   ├── UnclaimableJob        the job is claimed by someone else
     │   ├── NotOwner              the caller is not the job's owner (or holds an older fence)
-    │   └── BoardUnavailable      the board's server is unreachable
+    │   ├── BoardUnavailable      the board's server is unreachable
+    │   └── GarbageRecord         a stored job that cannot be decoded (also ValueError)
+    ├── JobTooLarge               details nested too deep or too large to post (also ValueError)
     ├── CompilationError          a flow cannot be compiled (cycle, bad link)
     │   └── AmbiguousDependency   several atoms provide the same name to one consumer
     ├── MissingDependencies       arguments no atom or store provides (names every one)
@@ -34,13 +37,16 @@ __all__ = [
     "CompilationError",
     "DisallowedFactory",
     "ExecutionFailure",
+    "GarbageRecord",
     "JobFailure",
+    "JobTooLarge",
     "LegatoError",
     "MissingDependencies",
     "MissingDriver",
     "NotFound",
     "NotOwner",
     "SerializationError",
+    "StorageCorrupted",
     "StorageFailure",
     "UnclaimableJob",
     "UnknownBackend",
@@ -74,6 +80,14 @@ class MissingDriver(LegatoError, ImportError):
 
 class StorageFailure(LegatoError):
     """Persistence is unreachable or refused an operation."""
+
+
+class StorageCorrupted(LegatoError):
+    """Persistence's storage is damaged (e.g. a SQLite file whose pages are not a database).
+
+    Not a ``StorageFailure``: those are outages, retried once the server is back, while a
+    damaged file stays damaged. A conductor that meets it stops claiming and says so.
+    """
 
 
 class ExecutionFailure(LegatoError):
@@ -128,6 +142,24 @@ class NotOwner(JobFailure):
 
 class BoardUnavailable(JobFailure):
     """The jobboard's server cannot be reached (or answered too late)."""
+
+
+class GarbageRecord(JobFailure, ValueError):
+    """A job record in a board's storage that cannot be decoded (not JSON, nested too deep,
+    a field of the wrong type...). Boards set such records aside: claims and listings skip
+    them with a warning, and asking for one by uuid raises this."""
+
+
+class JobTooLarge(LegatoError, ValueError):
+    """A job's details are nested deeper or are larger than a board accepts.
+
+    Attributes:
+        limit: the limit passed, e.g. ``"64 levels"``.
+    """
+
+    def __init__(self, message: str, *, limit: str) -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 class CompilationError(LegatoError):

@@ -10,6 +10,7 @@ import json
 import os
 import select
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -257,3 +258,63 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     result = legato(tmp_path, "--debug", "jobs", "show", "0000dead", ok=False)
     assert result.returncode != 0
     assert "Traceback" in result.stderr and "NotFound" in result.stderr
+
+
+def test_garbage_on_the_board_is_one_warning_line_never_a_traceback(tmp_path: Path) -> None:
+    """A job row no board could have written (details nested 975 deep once crashed
+    ``jobs list``) is skipped by ``jobs list`` with a one-line warning; ``jobs show`` of it
+    says in one line that it cannot be decoded."""
+    good = post_demo(tmp_path, name="good")
+    deep = '{"a":' * 974 + "{}" + "}" * 974
+    db = sqlite3.connect(tmp_path / ".legato" / "legato.db")
+    with db:
+        for uuid, details, priority in (("0badc0de-0000-4000-8000-000000000001", deep, 0),
+                                        ("0badc0de-0000-4000-8000-000000000002", "{}", "abc")):
+            db.execute("INSERT INTO legato_jb_jobs (uuid, name, details, priority, created_on,"
+                       " state, attempts, fence) VALUES (?, 'garbage', ?, ?, 1.0,"
+                       " 'UNCLAIMED', 0, 0)", (uuid, details, priority))
+    db.close()
+    listed = legato(tmp_path, "--json", "jobs", "list")
+    assert [row["uuid"] for row in json.loads(listed.stdout)] == [good]
+    assert "Traceback" not in listed.stderr
+    warnings = listed.stderr.strip().splitlines()
+    assert len(warnings) == 2 and all("0badc0de" in line for line in warnings), listed.stderr
+    shown = legato(tmp_path, "jobs", "show", "0badc0de-0000-4000-8000-000000000001", ok=False)
+    assert shown.returncode == 1 and "Traceback" not in shown.stderr
+    assert shown.stderr.startswith("error: GarbageRecord: garbage record")
+    assert shown.stderr.count("\n") == 1, shown.stderr
+
+
+@pytest.mark.parametrize("depth", [70, 975, 20_000])
+def test_post_refuses_details_nested_too_deep_in_one_line(tmp_path: Path, depth: int) -> None:
+    store = '{"a":' * (depth - 1) + "{}" + "}" * (depth - 1)
+    result = legato(tmp_path, "post", DEMO_FACTORY, "--store", store, ok=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "64 levels" in result.stderr or "too deep" in result.stderr
+
+
+def test_conductor_on_a_damaged_persistence_file_exits_with_one_error_line(
+        tmp_path: Path) -> None:
+    """A corrupt SQLite persistence file is no outage: ``legato conductor`` stops at once and
+    exits 1 with one ``error: StorageCorrupted`` line (whether it meets the damage opening the
+    store or running a job), instead of abandoning the same jobs forever."""
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    for i in range(2):  # padded: the file gets several pages
+        padded = json.dumps({"job_name": f"job-{i}", "log_path": str(tmp_path / "effects"),
+                             "padding": "x" * 6000})
+        legato(tmp_path, "--persistence", store, "post", DEMO_FACTORY, "--store", padded)
+    path = tmp_path / "store.db"
+    size = path.stat().st_size
+    with path.open("r+b") as file:  # every page but the first becomes garbage
+        file.seek(4096)
+        file.write(b"\xa5" * (size - 4096))
+    result = legato(tmp_path, "--persistence", store, "conductor", "--allow", "legato.demo",
+                    "--max-dispatches", "5", ok=False, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    errors_shown = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors_shown == [errors_shown[0]] and "StorageCorrupted" in errors_shown[0]
+    assert "damaged" in errors_shown[0]
+    assert result.stdout.count("abandoned") <= 1, result.stdout
+    assert legato_json(tmp_path, "jobs", "list", "--trash") == []
+    assert len(legato_json(tmp_path, "jobs", "list")) == 2

@@ -4,13 +4,17 @@ suspends the job's engine and the job is not consumed by the old owner."""
 
 from __future__ import annotations
 
+import logging
+import random
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
+from legato import errors
 from legato import jobboard as jb
 from legato import persistence as lp
 from legato.conductor import BlockingConductor, ExecutorConductor, NonBlockingConductor
@@ -144,3 +148,41 @@ def test_persistence_outage_mid_flow_abandons_then_resumes(
             assert events.wait_for("job_consumed")
             assert flow_state(persistence, job) is FlowState.SUCCESS
             persistence.close()
+
+
+def _corrupt_middle(path: Path) -> None:
+    """Overwrite every page but the first (the header and the schema's root) with garbage."""
+    size = path.stat().st_size
+    assert size > 8192, "the file should have pages beyond the first"
+    with path.open("r+b") as file:
+        file.seek(4096)
+        file.write(random.Random(7).randbytes(size - 4096))
+
+
+def test_corrupt_sqlite_persistence_stops_the_conductor_instead_of_abandoning_forever(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A damaged SQLite file once made conductors abandon the same jobs as "storage
+    unavailable" over and over (41 times in 15 s): it is no outage, so the conductor stops
+    with ``StorageCorrupted``, hands the job back uncounted and trashes nothing."""
+    path = tmp_path / "persistence.db"
+    writer = lp.connect(f"sqlite:///{path}")
+    writer.upgrade()
+    with jb.connect(f"memory://corrupt-{uuid.uuid4().hex}") as board:
+        jobs = [tc.post_job(board, writer, tc.steps_flow, kwargs={"steps": 2}, name=f"j{i}")
+                for i in range(20)]  # enough rows for several pages
+        writer.close()  # the last connection checkpoints the WAL into the file
+        _corrupt_middle(path)
+        persistence = lp.connect(f"sqlite:///{path}")
+        conductor = BlockingConductor("c", board, persistence, wait_timeout=0.05,
+                                      max_attempts=2, backoff_base=0.01, backoff_max=0.02)
+        events = recorded(conductor)
+        with pytest.raises(errors.StorageCorrupted, match="damaged"):
+            conductor.run(max_dispatches=10)
+        assert len(events.of("job_abandoned")) <= 1
+        assert events.of("job_trashed") == [] and list(board.iter_trash()) == []
+        assert board.job_count == len(jobs)
+        assert all(job.attempts == 0 for job in board.iterjobs()), "handed back uncounted"
+        loud = [r for r in caplog.records if "corrupted" in r.getMessage()
+                and r.levelno >= logging.ERROR]
+        assert len(loud) == 1
+        persistence.close()

@@ -294,6 +294,82 @@ def test_finishing_a_claim_whose_claim_fields_are_garbage_is_refused(
         assert raw.zscore(f"{ns}:jobs", job.uuid) is not None
 
 
+_DEEP = '{"a":' * 974 + "{}" + "}" * 974  # 975 levels: the scripts' decoder takes it
+
+_REDIS_GARBAGE: dict[str, dict[str, str]] = {
+    "deep": {"details": _DEEP},
+    "deeper than the scripts decode": {"details": "[" * 5000 + "]" * 5000},
+    "bad fence": {"fence": '"abc"'},
+    "bad fields": {"name": "5", "created_on": '"yesterday"', "attempts": "1.5"},
+}
+
+
+@pytest.mark.parametrize("kind", list(_REDIS_GARBAGE))
+@pytest.mark.parametrize("via", ["claim_next", "consume_and_claim_next"])
+def test_a_garbage_job_is_set_aside_once_and_the_jobs_after_it_flow(
+        redis_url: str, raw: redis.Redis, board: JobBoard, kind: str, via: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Details nested 975 deep passed the scripts' checks and then failed to decode in the
+    client, claimed each time the lease lapsed, forever: now any record the client cannot
+    decode is set aside (the "bad" set) once, and the jobs after it are claimed."""
+    ns = _namespace(redis_url)
+    first = board.post("first")
+    spoilt = board.post("spoilt").uuid
+    raw.hset(f"{ns}:job:{spoilt}", mapping=_REDIS_GARBAGE[kind])
+    normal = [board.post(f"normal-{i}").uuid for i in range(3)]
+    caplog.set_level(logging.WARNING, logger="legato.jobboard")
+    assert [job.uuid for job in board.iterjobs()] == [first.uuid, *normal]
+    held = board.claim(first, "worker", ttl=0.5)
+    claimed = []
+    if via == "consume_and_claim_next":
+        nxt = board.consume_and_claim_next(held, "worker", ttl=0.5)
+        claimed.append(nxt.uuid if nxt is not None else None)
+    for _ in range(3):
+        job = board.claim_next("worker", ttl=0.5)
+        claimed.append(job.uuid if job is not None else None)
+    assert [uuid for uuid in claimed if uuid is not None] == normal
+    assert raw.zscore(f"{ns}:bad", spoilt) is not None
+    for index in ("ready", "claimed", "delayed"):
+        assert raw.zscore(f"{ns}:{index}", spoilt) is None
+    assert raw.exists(f"{ns}:job:{spoilt}") == 1, "set aside, never deleted"
+    with pytest.raises(errors.GarbageRecord):
+        board.get(spoilt)
+    assert until(lambda: board.wait(timeout=0), 10)  # a lease lapsed: something to claim
+    again = board.claim_next("worker", ttl=30)
+    assert again is None or again.uuid != spoilt
+    assert raw.zscore(f"{ns}:bad", spoilt) is not None
+
+
+def test_waiting_sets_aside_garbage_only_the_client_cannot_decode(
+        redis_url: str, raw: redis.Redis, board: JobBoard,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Details 975 deep pass the scripts' checks: a waiter that met them at the head of
+    "ready" warned about them on every poll; it sets them aside the first time."""
+    ns = _namespace(redis_url)
+    spoilt = board.post("spoilt")
+    raw.hset(f"{ns}:job:{spoilt.uuid}", "details", _DEEP)
+    caplog.set_level(logging.WARNING, logger="legato.jobboard")
+    for _ in range(3):
+        assert board.wait(timeout=0) is False
+    assert raw.zscore(f"{ns}:bad", spoilt.uuid) is not None
+    assert raw.zcard(f"{ns}:ready") == 0
+    assert sum(spoilt.uuid in r.getMessage() for r in caplog.records) == 1
+
+
+def test_text_that_is_not_utf8_is_read_with_replacement_characters(
+        redis_url: str, raw: redis.Redis, board: JobBoard) -> None:
+    """A reply the client cannot decode used to fail after the script had claimed the job (so
+    it was claimed again, and again): stored bytes that are not UTF-8 read as U+FFFD."""
+    ns = _namespace(redis_url)
+    spoilt = board.post("spoilt", details={"k": "v"})
+    raw.hset(f"{ns}:job:{spoilt.uuid}", "details", b'{"k": "\xff\xfe"}')
+    after = board.post("after")
+    got = board.claim_next("worker")
+    assert got == spoilt and got is not None and got.details == {"k": "\ufffd\ufffd"}
+    assert board.claim_next("worker") == after
+    assert [job.uuid for job in board.iterjobs()] == [spoilt.uuid, after.uuid]
+
+
 # -- the script connection ----------------------------------------------------------------------
 
 def test_scripts_are_loaded_again_after_a_script_flush(raw: redis.Redis,

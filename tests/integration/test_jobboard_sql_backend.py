@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
+import os
 import threading
 import uuid
 
 import pytest
 import sqlalchemy as sa
 
-from legato import jobboard
+from legato import errors, jobboard
 from legato.jobboard import sql_tables
 from legato.jobboard.sql import PostgresJobBoard, SQLJobBoard
 
@@ -142,3 +144,98 @@ def test_postgres_trigger_wakes_waiters_on_direct_sql(postgres_url: str) -> None
         thread.join(30)
         assert result == [True]
         assert [job.name for job in waiter.iterjobs()] == ["by hand"]
+
+
+# -- garbage rows --------------------------------------------------------------------------------
+
+def _deep_json(depth: int) -> str:
+    return '{"a":' * (depth - 1) + "{}" + "}" * (depth - 1)
+
+
+def _plant(url: str, *rows: dict[str, object]) -> None:
+    """Insert job rows behind the board's back, as another tool (or an attacker) would."""
+    engine = _engine(url)
+    try:
+        with engine.begin() as conn:
+            for values in rows:
+                row: dict[str, object] = {
+                    "uuid": str(uuid.uuid4()), "name": "garbage", "details": "{}",
+                    "priority": 0, "created_on": 1.0, "state": "UNCLAIMED", "attempts": 0,
+                    "fence": 0}
+                row.update(values)
+                conn.execute(sql_tables.jobs.insert().values(**row))
+    finally:
+        engine.dispose()
+
+
+_SQL_GARBAGE: dict[str, dict[str, object]] = {
+    "deep": {"details": _deep_json(975)},
+    "not an object": {"details": "[1, 2]"},
+    "not json": {"details": "{nope"},
+    "bad state": {"state": "EXPLODED"},
+}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("kind", [*_SQL_GARBAGE, "bad types", "not utf-8"])
+def test_a_garbage_row_is_set_aside_and_the_jobs_after_it_flow(
+        backend: str, kind: str, request: pytest.FixtureRequest,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A row no board could have written (details nested 975 deep once stopped the board)
+    never stops the jobs posted after it: claim_next claims those, skips the garbage with one
+    warning and never hands it out; iteration, wait and job_count carry on."""
+    url: str = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "postgres_url")
+    if kind in ("bad types", "not utf-8") and backend != "sqlite":
+        pytest.skip("PostgreSQL's column types refuse such values")
+    with jobboard.connect(url) as board:
+        if kind == "bad types":  # SQLite keeps text in an integer column
+            _plant(url, {"uuid": "garbage-uuid", "priority": "abc", "fence": "abc"})
+        elif kind == "not utf-8":
+            _plant(url, {"uuid": "garbage-uuid"})
+            with _engine(url).begin() as conn:
+                conn.execute(sa.text("UPDATE legato_jb_jobs SET details = CAST(x'7b22a0ff22"
+                                     "3a317d' AS TEXT), name = CAST(x'ff00fe' AS TEXT)"))
+        else:
+            _plant(url, {**_SQL_GARBAGE[kind], "uuid": "garbage-uuid"})
+        normal = [board.post(f"normal-{i}").uuid for i in range(3)]
+        caplog.set_level(logging.WARNING, logger="legato.jobboard")
+        assert board.job_count == 4
+        listed = [job.uuid for job in board.iterjobs()]
+        assert board.wait(timeout=0) is True
+        claimed = []
+        for _ in range(10):
+            job = board.claim_next("worker")
+            if job is not None:
+                claimed.append(job.uuid)
+        if kind == "not utf-8":  # read with replacement characters: an odd job, not garbage
+            assert set(claimed) == {"garbage-uuid", *normal}
+            return
+        assert claimed == normal
+        assert listed == normal
+        assert board.job_count == 4, "garbage is set aside, never deleted"
+        warned = [r.getMessage() for r in caplog.records if "garbage-uuid" in r.getMessage()]
+        assert len(warned) == 1, warned
+        with pytest.raises(errors.GarbageRecord):
+            board.get("garbage-uuid")
+
+
+@pytest.mark.parametrize("every", [10, 0])
+def test_sqlite_board_wal_is_checkpointed_and_truncated_every_n_writes(
+        sqlite_url: str, every: int) -> None:
+    """The board's writes truncate the ``-wal`` file every ``wal_checkpoint_every`` writes
+    (SQLite's automatic checkpoint never shrinks it); with 0 it grows past that."""
+    with jobboard.connect(sqlite_url, wal_checkpoint_every=every) as board:
+        for i in range(400):  # ~6.5 MB of posts, claims and consumes
+            board.post(f"job-{i}", details={"pad": "x" * 16_000})
+        while (job := board.claim_next("worker")) is not None:
+            board.consume(job, "worker")
+        path = sa.make_url(sqlite_url).database
+        assert path is not None
+        wal = os.path.getsize(path + "-wal")
+        bound = 1024 * 1024
+        assert (wal <= bound) if every else (wal > bound), wal
+
+
+def test_wal_checkpoint_every_must_be_a_count(sqlite_url: str) -> None:
+    with pytest.raises(ValueError, match="wal_checkpoint_every"):
+        jobboard.connect(sqlite_url, wal_checkpoint_every=-1)

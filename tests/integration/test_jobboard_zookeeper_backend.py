@@ -15,6 +15,7 @@ from kazoo.client import KazooClient
 
 from legato import errors
 from legato import jobboard as jb
+from legato.jobboard._zkindex import job_name_prefix
 from legato.jobboard.base import Entity, JobBoard
 from legato.jobboard.zookeeper import ZooKeeperJobBoard, ZooKeeperSettings
 from legato.states import JobPriority
@@ -139,11 +140,68 @@ def test_undecodable_job_nodes_are_skipped_and_kept(zookeeper_url: str, kazoo: A
         board.close()
 
 
+def _job_node(**changes: Any) -> bytes:
+    """A job node's data as the board writes it, with ``changes``; ``details`` given as JSON
+    text is spliced in as it is."""
+    data: dict[str, Any] = {"name": "garbage", "details": {}, "book_uuid": None,
+                            "book_name": None, "priority": 0, "created_on": 1.0,
+                            "last_modified": 1.0, "attempts": 0, "fence": 0,
+                            "available_at": None, "reason": None}
+    deep = changes.pop("deep", None)
+    data.update(changes)
+    text = json.dumps(data)
+    if deep is not None:
+        text = text.replace('"details": {}', f'"details": {deep}')
+    return text.encode()
+
+
+@pytest.mark.parametrize("kind", ["fence", "deep", "not utf-8", "not an object"])
+def test_a_garbage_job_node_is_set_aside_and_the_jobs_after_it_flow(
+        zookeeper_url: str, kazoo: Any, kind: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A job node with ``"fence": "abc"`` or details nested 975 deep once stopped the whole
+    board (``claim_next`` raised every time): it is skipped with one warning, kept, and the
+    three jobs posted after it are claimed."""
+    spoilt = "0badc0de-0000-4000-8000-000000000000"
+    data = {"fence": _job_node(fence="abc"),
+            "deep": _job_node(deep='{"a":' * 974 + "{}" + "}" * 974),
+            "not utf-8": b'{"name": "\xff\xfe"}'.replace(b"\\x", b"\\x"),
+            "not an object": b"[1, 2]"}[kind]
+    if kind == "not utf-8":
+        data = _job_node(name="X").replace(b'"X"', b'"\xff\xfe"')
+    jobs = f"{_hosts_and_path(zookeeper_url)[1]}/jobs"
+    poster = _connected(zookeeper_url)
+    try:
+        kazoo.ensure_path(jobs)
+        path = kazoo.create(f"{jobs}/{job_name_prefix(0, spoilt)}", data, sequence=True)
+        normal = [poster.post(f"normal-{i}").uuid for i in range(3)]
+        assert [job.uuid for job in poster.iterjobs(ensure_fresh=True)] == normal
+        caplog.set_level(logging.WARNING, logger="legato.jobboard")
+        reader = _connected(zookeeper_url, name="reader")  # learns of the node by reading
+        try:
+            assert reader.job_count == 4
+            claimed = [reader.claim_next("worker", ttl=30) for _ in range(5)]
+            assert [job.uuid if job else None for job in claimed] == [*normal, None, None]
+            for job in claimed[:3]:
+                assert job is not None
+                reader.consume(job, "worker")
+            assert reader.claim_next("worker") is None
+            assert reader.wait(timeout=0) is False
+            assert reader.job_count == 1
+        finally:
+            reader.close()
+        assert kazoo.exists(path) is not None, "set aside, never deleted"
+        warned = [r.getMessage() for r in caplog.records
+                  if spoilt in r.getMessage() and "'reader'" in r.getMessage()]
+        assert len(warned) == 1, warned
+    finally:
+        poster.close()
+
+
 def test_too_large_job_is_refused_and_long_reasons_are_cut(zookeeper_url: str) -> None:
     board = _connected(zookeeper_url)
     try:
         with pytest.raises(errors.JobFailure, match="at most"):
-            board.post("huge", details={"blob": "x" * 1_100_000})
+            board.post("huge", details={"blob": "x" * 1_020_000})
         assert board.job_count == 0
         small = board.post("small")
         assert small in list(board.iterjobs())

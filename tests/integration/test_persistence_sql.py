@@ -7,6 +7,7 @@ import multiprocessing
 import socket
 import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -14,7 +15,7 @@ import sqlalchemy as sa
 
 from legato import errors, persistence
 from legato.persistence.base import Persistence
-from legato.persistence.models import TaskDetail
+from legato.persistence.models import LogBook, TaskDetail
 from legato.persistence.sql import SQLPersistence, tables
 from legato.states import AtomState
 from legato.testing.persistence import make_book, run_concurrent_upgrade
@@ -305,3 +306,41 @@ def test_forked_child_opens_its_own_connections(url_fixture: str,
         backend.update_atom_details(second)  # the parent's pooled connection still works
         states = [a.state for a in backend.get_atoms_for_flow(next(iter(book)).uuid)]
         assert states == [AtomState.SUCCESS, AtomState.FAILURE]
+
+
+# -- the SQLite WAL is truncated on a schedule ---------------------------------------------------
+
+
+def _fill(backend: Persistence, writes: int) -> None:
+    """``writes`` write transactions of ~16 KB each: books, then atom updates."""
+    book = make_book(atoms=1)
+    backend.save_logbook(book)
+    (flow,) = book.flows.values()
+    (atom,) = flow.atoms.values()
+    for i in range(writes // 2):
+        backend.save_logbook(LogBook(f"book-{i}", meta={"pad": "x" * 16_000}))
+        atom.state, atom.results = AtomState.SUCCESS, {"pad": "y" * 16_000, "i": i}
+        backend.update_atom_details(atom)
+
+
+@pytest.mark.parametrize("every", [10, 0])
+def test_sqlite_wal_is_checkpointed_and_truncated_every_n_writes(tmp_path: Path,
+                                                                  every: int) -> None:
+    """SQLite's automatic checkpoint never shrinks the ``-wal`` file (a full small volume
+    stayed full): with ``wal_checkpoint_every`` the writers truncate it, so it stays within
+    what that many writes take; with 0 it grows past that."""
+    path = tmp_path / "p.db"
+    backend = persistence.connect(f"sqlite:///{path}", wal_checkpoint_every=every)
+    try:
+        backend.upgrade()
+        _fill(backend, 400)  # ~6.5 MB written in all
+        wal = path.with_name(path.name + "-wal").stat().st_size
+        bound = 1024 * 1024  # ten ~16 KB writes and their index pages, with room to spare
+        assert (wal <= bound) if every else (wal > bound), wal
+    finally:
+        backend.close()
+
+
+def test_wal_checkpoint_every_must_be_a_count() -> None:
+    with pytest.raises(ValueError, match="wal_checkpoint_every"):
+        persistence.connect("sqlite:///x.db", wal_checkpoint_every=-1)

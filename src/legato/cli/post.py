@@ -55,6 +55,8 @@ def parse_store(text: str | None) -> dict[str, Any]:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"--store is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError("--store nests too deep to decode") from None
     if not isinstance(value, dict):
         raise ValueError("--store must be a JSON object, e.g. '{\"x\": 1}'")
     return value
@@ -64,7 +66,7 @@ def _parse_arg(text: str) -> Any:
     """A factory argument: JSON when it parses (``3``, ``true``, ``[1,2]``), else a string."""
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return text
 
 

@@ -31,6 +31,8 @@ TOO_MANY_ATTEMPTS = "too many attempts"
 #: Prefix of the abandon reason when persistence failed before the flow could start. Such jobs
 #: are never trashed for their attempt count (a storage outage must not destroy jobs).
 STORAGE_REASON = "storage unavailable"
+#: Prefix of the reason when persistence's storage is damaged (``StorageCorrupted``).
+CORRUPT_REASON = "storage corrupted"
 
 
 class Action(enum.Enum):
@@ -39,6 +41,8 @@ class Action(enum.Enum):
     CONSUME = "consume"
     ABANDON = "abandon"
     TRASH = "trash"
+    #: Hand the job back uncounted (``JobBoard.release``): the conductor, not the job, failed.
+    RELEASE = "release"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +134,18 @@ def check_factory(flow_detail: FlowDetail) -> None:
     factory = flow_detail.meta.get("factory")
     if not isinstance(factory, dict) or not isinstance(factory.get("name"), str):
         raise CannotRun(f"flow detail {flow_detail.uuid} records no flow factory")
+
+
+def found(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """``exc`` if it is a ``kind``, or the first ``kind`` a ``WrappedFailure`` holds; else
+    None."""
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, errors.WrappedFailure):
+        for failure in exc:
+            if failure.check(kind) is not None and isinstance(failure.exception, kind):
+                return failure.exception
+    return None
 
 
 def is_no_consume(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> bool:

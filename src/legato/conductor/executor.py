@@ -55,6 +55,8 @@ class ExecutorConductor(Conductor):
     engine suspended, transient error building the engine or loading
     the book
     claim lost; ``stop()`` while running                                  abandon, no delay
+    ``StorageCorrupted`` (persistence's file is damaged): the conductor   release (uncounted)
+    stops claiming, logs one error line and ``run()`` raises it
     no book, unknown flow uuid, several flow details and no flow_uuid,    trash, with the reason
     factory missing or refused by the policy, malformed details
     a retryable failure on the ``max_attempts``-th claim, or a job        trash, "too many
@@ -62,7 +64,9 @@ class ExecutorConductor(Conductor):
     ====================================================================  =====================
 
     A storage outage before the flow starts never trashes a job (it is abandoned with back-off
-    however often it happens). Claims are renewed in the background about every TTL/3; when
+    however often it happens). Damaged storage is no outage: waiting does not mend it, and
+    abandoning job after job on it would only burn their attempts, so the conductor stops.
+    Claims are renewed in the background about every TTL/3; when
     renewal fails the job's engine suspends at its next atom boundary and the job is not
     consumed. Jobboard errors never end ``run()``: they are logged, counted in ``statistics``
     and retried with back-off.
@@ -173,6 +177,8 @@ class ExecutorConductor(Conductor):
         self._log = log or self.LOG or logger
         self._notifier.register(ANY, self._log_event)
         self._stopping = threading.Event()
+        # The StorageCorrupted that stopped this run() (raised by run() once jobs are done).
+        self._corruption: BaseException | None = None
         self._dead = threading.Event()
         self._dead.set()
         self._run_lock = threading.Lock()
@@ -247,6 +253,8 @@ class ExecutorConductor(Conductor):
         Raises:
             RuntimeError: ``run()`` is already running on this conductor.
             ValueError: neither the conductor nor its board has a persistence.
+            StorageCorrupted: persistence's storage is damaged; the conductor stopped claiming
+                (the jobs it held were released) and says so in one error log line.
         """
         if not self._run_lock.acquire(blocking=False):
             raise RuntimeError(f"{self!r} is already running")
@@ -257,7 +265,10 @@ class ExecutorConductor(Conductor):
             limit = max_dispatches if max_dispatches is not None and max_dispatches > 0 else None
             self._stopping.clear()
             self._dead.clear()
+            self._corruption = None
             self._run(limit, persistence)
+            if self._corruption is not None:
+                raise self._corruption
         finally:
             self._dead.set()
             self._run_lock.release()
@@ -443,6 +454,8 @@ class ExecutorConductor(Conductor):
             return Outcome(Action.TRASH, f"factory not found: {exc}")
         except errors.StorageFailure as exc:
             return Outcome(Action.ABANDON, f"{_job.STORAGE_REASON}: {exc}", retryable=True)
+        except errors.StorageCorrupted as exc:
+            return self._corrupted(exc)
         except Exception as exc:  # e.g. the factory raised: maybe transient, so retry it
             return Outcome(Action.ABANDON, f"cannot build the engine: {exc!r}", retryable=True)
         return self._drive(lease, engine)
@@ -470,6 +483,8 @@ class ExecutorConductor(Conductor):
             return Outcome(Action.CONSUME, f"validation failed: {exc}")
         except errors.StorageFailure as exc:
             return Outcome(Action.ABANDON, f"{_job.STORAGE_REASON}: {exc}", retryable=True)
+        except errors.StorageCorrupted as exc:
+            return self._corrupted(exc)
         except Exception as exc:  # compilation or preparation failed: retried, then trashed
             return Outcome(Action.ABANDON, f"cannot prepare the flow: {exc!r}", retryable=True)
         self._notifier.notify("running_start", payload)
@@ -490,6 +505,9 @@ class ExecutorConductor(Conductor):
 
     def _judge(self, engine: Any, lease: Lease, failure: Exception | None) -> Outcome:
         if failure is not None:
+            corrupt = _job.found(failure, errors.StorageCorrupted)
+            if corrupt is not None:
+                return self._corrupted(corrupt)
             if _job.is_no_consume(failure, self.NO_CONSUME_EXCEPTIONS):
                 return Outcome(Action.ABANDON, f"{type(failure).__name__}: {failure}",
                                retryable=True)
@@ -501,6 +519,19 @@ class ExecutorConductor(Conductor):
         if self._stopping.is_set():
             return Outcome(Action.ABANDON, "conductor stopping", delay=0.0)
         return Outcome(Action.ABANDON, "engine suspended", retryable=True)
+
+    def _corrupted(self, exc: BaseException) -> Outcome:
+        """Persistence's storage is damaged: stop claiming (``run()`` then raises ``exc``) and
+        hand the job back uncounted; it is no fault of the job's."""
+        with self._stats_lock:
+            first = self._corruption is None
+            if first:
+                self._corruption = exc
+        if first:
+            logger.error("%s: STOPPING: persistence storage is corrupted, not unavailable; "
+                         "no more jobs will be claimed: %s", self._conductor.name, exc)
+        self._stopping.set()
+        return Outcome(Action.RELEASE, f"{_job.CORRUPT_REASON}: {exc}")
 
     def _limit_attempts(self, job: Job, outcome: Outcome) -> Outcome:
         """Trash a job whose retryable failure happened on its ``max_attempts``-th claim."""
@@ -539,6 +570,8 @@ class ExecutorConductor(Conductor):
             call = lambda: self._jobboard.consume(job, owner)  # noqa: E731
         elif outcome.action is Action.TRASH:
             call = lambda: self._jobboard.trash(job, owner, reason=outcome.reason)  # noqa: E731
+        elif outcome.action is Action.RELEASE:
+            call = lambda: self._jobboard.release(job, owner)  # noqa: E731
         else:
             delay = (outcome.delay if outcome.delay is not None
                      else self._backoff.delay(job.attempts))
@@ -768,7 +801,8 @@ class ExecutorConductor(Conductor):
                         f" ({details['reason']})" if details.get("reason") else "")
 
 
-_PAST = {Action.CONSUME: "consumed", Action.ABANDON: "abandoned", Action.TRASH: "trashed"}
+_PAST = {Action.CONSUME: "consumed", Action.ABANDON: "abandoned", Action.TRASH: "trashed",
+         Action.RELEASE: "abandoned"}
 _EVENT = {name: f"job_{name}" for name in _PAST.values()}
 
 

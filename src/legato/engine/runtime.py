@@ -158,9 +158,10 @@ class Runtime:
         self.inflight.pop(index, None)
         ca = self.atoms[index]
         ad = self.details[index]
-        if not ok and isinstance(value, errors.StorageFailure):
+        if not ok and isinstance(value, errors.StorageFailure | errors.StorageCorrupted):
             # Persistence failed under the task (saving its progress, or the task's own use
-            # of it): an outage, not a task failure, so never a reason to revert.
+            # of it): an outage or a damaged file, not a task failure, so never a reason to
+            # revert.
             raise value
         if ok:
             try:

@@ -27,7 +27,7 @@ __all__ = ["Follower", "claim_expiry", "decode_claim"]
 
 def decode_claim(data: bytes) -> dict[str, Any]:
     """A claim node's data; empty when it cannot be decoded."""
-    with contextlib.suppress(ValueError):
+    with contextlib.suppress(Exception):  # anything: not JSON, nested too deep, not UTF-8
         claim = json.loads(data)
         if isinstance(claim, dict):
             return claim

@@ -17,7 +17,7 @@ from kazoo import exceptions as kz
 from legato import errors
 from legato.jobboard._zkfollow import claim_expiry, decode_claim
 from legato.jobboard._zkindex import job_id
-from legato.jobboard.base import JobRecord
+from legato.jobboard.base import JobRecord, decode_record
 from legato.states import JobState
 
 __all__ = ["CONSUME_OPS", "Claim", "Consuming", "Held", "LostRace", "bounded", "clone",
@@ -31,7 +31,6 @@ CONSUME_OPS = 2
 _CLAIM_FIELDS = ("state", "owner", "lease_expires", "sequence")
 #: Record fields kept in the job node.
 _JOB_FIELDS = tuple(f.name for f in dataclasses.fields(JobRecord) if f.name not in _CLAIM_FIELDS)
-_JOB_FIELD_SET = frozenset(_JOB_FIELDS)
 _job_values = operator.attrgetter(*_JOB_FIELDS)
 
 
@@ -113,18 +112,13 @@ def encode_job(record: JobRecord) -> bytes:
 
 
 def decode_job(name: str, data: bytes) -> JobRecord:
-    """The record in the job node ``name`` holding ``data``; ``ValueError``, ``TypeError`` or
-    ``KeyError`` when it cannot be decoded."""
-    stored = json.loads(data)
-    stored["uuid"], sequence = job_id(name)
-    if stored.keys() <= _JOB_FIELD_SET:  # as written here: nothing to pick or convert
-        record = JobRecord(**stored)
-        if not isinstance(record.details, dict):
-            raise TypeError("details must be a JSON object")
-    else:
-        record = JobRecord.from_dict(stored)
-    record.sequence = sequence
-    return record
+    """The record in the job node ``name`` holding ``data``; ``GarbageRecord`` (a
+    ``ValueError``) when it cannot be decoded, whatever the reason (``decode_record``)."""
+    try:
+        uuid, sequence = job_id(name)
+    except ValueError as exc:
+        raise errors.GarbageRecord(f"garbage record: {exc}") from exc
+    return decode_record(data, uuid=uuid, sequence=sequence)
 
 
 def with_claim(record: JobRecord, claim: bytes) -> JobRecord:

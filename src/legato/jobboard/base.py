@@ -23,7 +23,14 @@ Semantics every backend keeps (the conformance suite in ``legato.testing`` check
 * Finding the next claimable job never reads every job on the board.
 * An unreachable server raises ``BoardUnavailable`` (a ``JobFailure``) within the configured
   timeout; the same board object carries on once the server is back.
-* Entries that cannot be decoded are skipped by iteration with a warning, never deleted.
+* ``post`` refuses details nested deeper than ``MAX_DETAILS_DEPTH`` levels or larger than
+  ``MAX_DETAILS_BYTES`` as JSON (``JobTooLarge``, a ``ValueError``).
+* Every backend decodes what it stored through ``decode_record``, the one place that checks a
+  record's fields; any failure there (not JSON, nested too deep, a field of the wrong type,
+  a missing field...) makes the record garbage (``GarbageRecord``). Garbage is set aside, never
+  deleted and never fatal: iteration and ``wait`` skip it with a warning, ``claim_next`` never
+  returns it and never tries it forever (see docs/design.md for what each backend does), and
+  the other jobs keep flowing.
 """
 
 from __future__ import annotations
@@ -33,10 +40,11 @@ import contextlib
 import dataclasses
 import datetime as dt
 import functools
+import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, TypeVar
 
@@ -48,7 +56,8 @@ if TYPE_CHECKING:
     from legato.persistence.base import Persistence
     from legato.persistence.models import LogBook
 
-__all__ = ["POSTED", "REMOVAL", "Entity", "Job", "JobBoard", "JobRecord", "Pending"]
+__all__ = ["MAX_DETAILS_BYTES", "MAX_DETAILS_DEPTH", "POSTED", "REMOVAL", "Entity", "Job",
+           "JobBoard", "JobRecord", "Pending", "check_details", "decode_record"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +65,13 @@ logger = logging.getLogger(__name__)
 POSTED = "POSTED"
 #: Notifier event: a job left the board, consumed or trashed (details: ``job``).
 REMOVAL = "REMOVAL"
+
+#: Deepest nesting of a job's ``details`` that ``post`` accepts: the details object itself is
+#: level 1, ``{"a": {"b": [1]}}`` has 3 levels. A stored record nested deeper is garbage.
+MAX_DETAILS_DEPTH = 64
+#: Largest a job's ``details`` may be as JSON (bytes), for ``post``. Keep bulky data in the
+#: job's book: every claim carries the details.
+MAX_DETAILS_BYTES = 1024 * 1024
 
 Clock = Callable[[], float]
 
@@ -177,15 +193,146 @@ class JobRecord:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> JobRecord:
-        """Build a record from ``to_dict`` output; ``KeyError``/``ValueError``/``TypeError`` when
-        the data is malformed."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        record = cls(**{k: v for k, v in data.items() if k in fields})
-        record.state = JobState(record.state)
-        if not isinstance(record.details, dict):
-            raise TypeError("details must be a JSON object")
-        return record
+    def from_dict(cls, data: Mapping[str, Any]) -> JobRecord:
+        """Build a record from ``to_dict`` output (unknown keys are ignored), checking every
+        field as ``decode_record`` does; ``GarbageRecord`` (a ``ValueError``) when the data is
+        malformed."""
+        return decode_record(data)
+
+
+_RECORD_FIELDS = frozenset(f.name for f in dataclasses.fields(JobRecord))
+_TEXT: frozenset[type] = frozenset({str})
+_OPTIONAL_TEXT: frozenset[type] = frozenset({str, type(None)})
+_NUMBER: frozenset[type] = frozenset({int, float})
+_OPTIONAL_NUMBER: frozenset[type] = frozenset({int, float, type(None)})
+_INTEGER: frozenset[type] = frozenset({int})
+#: The exact type each field of a decoded record may have (what ``json`` and the drivers give:
+#: a ``bool`` is no integer here); ``details``, ``priority`` and ``state`` have checks of their
+#: own.
+_FIELD_TYPES: tuple[tuple[str, frozenset[type]], ...] = (
+    ("uuid", _TEXT), ("name", _TEXT), ("book_uuid", _OPTIONAL_TEXT),
+    ("book_name", _OPTIONAL_TEXT), ("created_on", _NUMBER), ("sequence", _INTEGER),
+    ("last_modified", _OPTIONAL_NUMBER), ("attempts", _INTEGER), ("owner", _OPTIONAL_TEXT),
+    ("fence", _INTEGER), ("lease_expires", _OPTIONAL_NUMBER),
+    ("available_at", _OPTIONAL_NUMBER), ("reason", _OPTIONAL_TEXT), ("priority", _INTEGER),
+)
+
+
+def decode_record(data: Mapping[str, Any] | str | bytes, *, json_fields: Collection[str] = (),
+                  **known: Any) -> JobRecord:
+    """The one decoder of stored job records, shared by every backend.
+
+    Args:
+        data: the record's fields (keys other than ``JobRecord``'s are ignored), or one JSON
+            object holding them.
+        json_fields: fields of ``data`` whose values are JSON text to decode first (a SQL
+            ``details`` column, every value of a Redis hash).
+        **known: fields the backend knows from elsewhere (a uuid in a key or node name); they
+            win over ``data``.
+
+    Raises:
+        GarbageRecord: for ANY failure (JSON that does not parse or nests beyond what Python
+            can decode, a missing field, a field of the wrong type, an unknown state or
+            priority, details that are not an object or nest deeper than
+            ``MAX_DETAILS_DEPTH``). It is a ``JobFailure`` and a ``ValueError``; its message
+            says why, and the original error is chained.
+    """
+    try:
+        return _decode(data, json_fields, known)
+    except errors.GarbageRecord:
+        raise
+    except Exception as exc:  # anything at all: recursion, memory, encoding, a bad field
+        uuid = known.get("uuid")
+        why = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise errors.GarbageRecord(f"garbage record: {type(exc).__name__}: {why}",
+                                   job_uuid=uuid if isinstance(uuid, str) else None) from exc
+
+
+def _decode(data: Mapping[str, Any] | str | bytes, json_fields: Collection[str],
+            known: dict[str, Any]) -> JobRecord:
+    texts: list[str | bytes] = []  # the JSON text the details came from, for the depth check
+    if isinstance(data, str | bytes | bytearray):
+        texts.append(data)
+        data = json.loads(data)
+    if not isinstance(data, Mapping):
+        raise TypeError(f"a job record must be a JSON object, not {type(data).__name__}")
+    values = {k: v for k, v in data.items() if k in _RECORD_FIELDS}
+    for name in json_fields:
+        if name in values:
+            text = values[name]
+            if name == "details":
+                texts.append(text)
+            values[name] = json.loads(text)
+    values.update(known)
+    record = JobRecord(**values)
+    _check_fields(record, texts)
+    return record
+
+
+def _check_fields(record: JobRecord, texts: list[str | bytes]) -> None:
+    fields = record.__dict__
+    for name, kinds in _FIELD_TYPES:
+        if type(fields[name]) not in kinds:
+            raise TypeError(f"{name} must be {_kind_name(kinds)}, "
+                            f"not {type(fields[name]).__name__}")
+    if not isinstance(record.details, dict):
+        raise TypeError("details must be a JSON object")
+    JobPriority(record.priority)
+    record.state = JobState(record.state)
+    # Few brackets in the text the details came from: they cannot nest deeper than that.
+    few = bool(texts) and _brackets(texts[-1]) <= MAX_DETAILS_DEPTH
+    if not few and _depth_over(record.details, MAX_DETAILS_DEPTH):
+        raise ValueError(f"details nest deeper than {MAX_DETAILS_DEPTH} levels")
+
+
+def _kind_name(kinds: frozenset[type]) -> str:
+    if float in kinds:
+        return "a number or null" if type(None) in kinds else "a number"
+    if str in kinds:
+        return "a string or null" if type(None) in kinds else "a string"
+    return "an integer"
+
+
+def _brackets(text: str | bytes) -> int:
+    if isinstance(text, str):
+        return text.count("{") + text.count("[")
+    return text.count(b"{") + text.count(b"[")
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    """Whether ``value`` (JSON-like) nests deeper than ``limit`` levels; iterative, so that it
+    works however deep (or cyclic) the value is."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in (item.values() if isinstance(item, dict) else item):
+            if isinstance(child, dict | list | tuple):
+                stack.append((child, depth + 1))
+    return False
+
+
+def check_details(details: Mapping[str, Any]) -> None:
+    """Check that ``details`` may be posted: JSON-serialisable, nested at most
+    ``MAX_DETAILS_DEPTH`` levels and at most ``MAX_DETAILS_BYTES`` as JSON.
+
+    Raises:
+        JobTooLarge: nested too deep or too large (a ``ValueError``), naming the limit.
+        SerializationError: not JSON-serialisable (a ``TypeError``).
+    """
+    if _depth_over(details, MAX_DETAILS_DEPTH):
+        raise errors.JobTooLarge(
+            f"job details nest deeper than {MAX_DETAILS_DEPTH} levels, the most a board "
+            "accepts", limit=f"{MAX_DETAILS_DEPTH} levels")
+    try:
+        size = len(json.dumps(details).encode())
+    except (TypeError, ValueError) as exc:
+        raise errors.SerializationError(f"job details are not JSON: {exc}") from None
+    if size > MAX_DETAILS_BYTES:
+        raise errors.JobTooLarge(
+            f"job details are {size} bytes as JSON, more than the {MAX_DETAILS_BYTES} a board "
+            "accepts (keep large data in the job's book)", limit=f"{MAX_DETAILS_BYTES} bytes")
 
 
 def _utc(ts: float | None) -> dt.datetime | None:
@@ -353,12 +500,17 @@ class JobBoard(abc.ABC):
                 (U+0000) in the name, the book's name or any string of ``details`` (keys too):
                 not every backend can store one (PostgreSQL cannot), so no board accepts it.
             TypeError: ``details`` is not a dict.
+            JobTooLarge: ``details`` nest deeper than ``MAX_DETAILS_DEPTH`` (64) levels or are
+                more than ``MAX_DETAILS_BYTES`` (1 MiB) as JSON; a ``ValueError``.
+            SerializationError: ``details`` are not JSON-serialisable; a ``TypeError``.
         """
         self._require_connected()
         if not name:
             raise ValueError("a job needs a non-empty name")
         if details is not None and not isinstance(details, dict):
             raise TypeError("details must be a dict")
+        if details:
+            check_details(details)
         if delay is not None and delay < 0:
             raise ValueError("delay must be >= 0")
         _refuse_nul(name, book.name if book is not None else None, details)

@@ -55,8 +55,8 @@ from redis.sentinel import Sentinel
 from legato import errors
 from legato._redact import redact
 from legato.jobboard import base
-from legato.jobboard.base import Entity, Job, JobBoard, JobRecord, Pending
-from legato.states import JobPriority, JobState
+from legato.jobboard.base import Entity, Job, JobBoard, JobRecord, Pending, decode_record
+from legato.states import JobState
 
 if TYPE_CHECKING:
     from legato.persistence.base import Persistence
@@ -180,6 +180,9 @@ class RedisSettings:
             # No silent re-sends: a script whose reply was lost may have run (a retried post
             # would post twice). Dead pooled connections are replaced when checked out.
             "retry": Retry(NoBackoff(), 0),
+            # Text that is not UTF-8 (written behind the board's back) would fail a whole
+            # reply, after a script already acted on it: read it with U+FFFD instead.
+            "encoding_errors": "replace",
         }
 
 
@@ -222,28 +225,14 @@ def _legato_error(exc: redis.RedisError, what: str, job_uuid: str | None) -> err
 
 
 def _decode(uuid: str, raw: dict[str, str]) -> JobRecord:
-    """A record from a job hash; ``ValueError``/``TypeError``/``KeyError`` when malformed."""
-    data = {key: json.loads(value) for key, value in raw.items()}
-    data["uuid"] = uuid
-    return _record(data)
-
-
-def _record(data: dict[str, Any]) -> JobRecord:
-    record = JobRecord.from_dict(data)
-    if not isinstance(record.name, str) or not isinstance(record.fence, int):
-        raise TypeError("name must be a string and fence an integer")
-    JobPriority(record.priority)
-    return record
+    """A record from a job hash (every value JSON); ``GarbageRecord`` when malformed."""
+    return decode_record(raw, json_fields=raw.keys(), uuid=uuid)
 
 
 def _taken(reply: list[Any]) -> JobRecord:
     """The record of a claim reply ``['OK', uuid, <the job as one JSON object>]`` (``take``
-    in ``common.lua``); ``ValueError``/``TypeError``/``KeyError`` when malformed."""
-    data = json.loads(reply[2])
-    if not isinstance(data, dict):
-        raise TypeError("a claimed job must be a JSON object")
-    data["uuid"] = str(reply[1])
-    return _record(data)
+    in ``common.lua``); ``GarbageRecord`` when malformed."""
+    return decode_record(reply[2], uuid=str(reply[1]))
 
 
 #: An owner as the scripts compare it (JSON); a conductor passes the same few names every time.
@@ -383,23 +372,21 @@ class RedisJobBoard(JobBoard):
         return self._decoded(job_uuid, raw)
 
     def _decoded(self, job_uuid: str, raw: dict[str, str]) -> JobRecord:
-        """Decode a record the caller asked for by uuid: garbage is a ``JobFailure``."""
-        try:
-            return _decode(job_uuid, raw)
-        except (ValueError, TypeError, KeyError) as exc:
-            raise errors.JobFailure(f"job {job_uuid} cannot be decoded: {exc}",
-                                    job_uuid=job_uuid) from exc
+        """Decode a record the caller asked for by uuid: garbage is a ``GarbageRecord``."""
+        return _decode(job_uuid, raw)
 
     def _iter_records(self, only_unclaimed: bool, ensure_fresh: bool) -> Iterator[JobRecord]:
         if only_unclaimed:
             # Due delayed jobs and expired claims join "ready" first, so listing the ready
             # set alone is enough (and costs only what it returns).
             self._run("promote", [_HOUSEKEEPING_LIMIT])
-            return self._iter_index(self._keys[1])
+            return self._iter_index(self._keys[1], set_aside=True)
         return self._iter_index(self._keys[0])
 
-    def _iter_index(self, index: str) -> Iterator[JobRecord]:
-        """Records of a job index in score order, one page per round trip.
+    def _iter_index(self, index: str, *, set_aside: bool = False) -> Iterator[JobRecord]:
+        """Records of a job index in score order, one page per round trip; with
+        ``set_aside``, garbage met (claimable jobs only: "ready") is set aside as well as
+        skipped, so that a waiter does not meet it again on every poll.
 
         Pages continue after the last score seen (scores are unique per job), so jobs leaving
         the board meanwhile never make a page skip one.
@@ -412,29 +399,33 @@ class RedisJobBoard(JobBoard):
                     withscores=True)
             if not page:
                 return
-            yield from self._read_page([str(member[0]) for member in page], "job:")
+            yield from self._read_page([str(member[0]) for member in page], "job:",
+                                       set_aside=set_aside)
             bound = f"({float(page[-1][1])!r}"
 
-    def _read_page(self, uuids: list[str], kind: str) -> Iterator[JobRecord]:
+    def _read_page(self, uuids: list[str], kind: str, *,
+                   set_aside: bool = False) -> Iterator[JobRecord]:
         with _translated("iterate"):
             pipe = self._redis.pipeline(transaction=False)
             for uuid in uuids:
                 pipe.hgetall(self._prefix + kind + uuid)
             raws = pipe.execute(raise_on_error=False)
         for uuid, raw in zip(uuids, raws, strict=True):
-            record = self._page_record(uuid, raw)
+            record = self._page_record(uuid, raw, set_aside=set_aside)
             if record is not None:
                 yield record
 
-    def _page_record(self, uuid: str, raw: Any) -> JobRecord | None:
+    def _page_record(self, uuid: str, raw: Any, *, set_aside: bool = False) -> JobRecord | None:
         if isinstance(raw, dict) and not raw:
             return None  # left the board since the page was read
         try:
             if isinstance(raw, Exception):
-                raise TypeError(str(raw))  # e.g. WRONGTYPE: not a hash
+                raise errors.GarbageRecord(f"garbage record: {raw}")  # e.g. WRONGTYPE
             return _decode(uuid, raw)
-        except (ValueError, TypeError, KeyError) as exc:
+        except errors.GarbageRecord as exc:
             logger.warning("board %r: skipping undecodable job %s: %s", self.name, uuid, exc)
+            if set_aside:
+                self._run("set_aside", [uuid], uuid)
             return None
 
     def _job_count(self) -> int:
@@ -468,7 +459,7 @@ class RedisJobBoard(JobBoard):
             if status == "OK":
                 try:
                     return _taken(reply)
-                except (ValueError, TypeError, KeyError) as exc:
+                except errors.GarbageRecord as exc:
                     uuid = str(reply[1])
                     logger.warning("board %r: setting aside undecodable job %s: %s",
                                    self.name, uuid, exc)
@@ -480,9 +471,11 @@ class RedisJobBoard(JobBoard):
             self._refused(job_uuid, "", reply)
         try:
             return _taken(reply)
-        except (ValueError, TypeError, KeyError) as exc:
-            raise errors.JobFailure(f"job {job_uuid} cannot be decoded: {exc}",
-                                    job_uuid=job_uuid) from exc
+        except errors.GarbageRecord:
+            # The script found nothing wrong, so the claim was made: set the job aside now
+            # rather than let it be claimed again, and again, once the claim lapses.
+            self._run("set_aside", [job_uuid], job_uuid)
+            raise
 
     def _refused(self, job_uuid: str, who: str, reply: list[Any],
                  fence: int | None = None) -> NoReturn:

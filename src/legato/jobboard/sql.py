@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -35,7 +36,7 @@ from sqlalchemy import event
 
 from legato import errors
 from legato.jobboard import sql_tables
-from legato.jobboard.base import Entity, JobBoard, JobRecord, not_owner
+from legato.jobboard.base import Entity, JobBoard, JobRecord, decode_record, not_owner
 from legato.jobboard.sql_tables import entities, jobs, trash
 from legato.states import JobState
 
@@ -51,6 +52,11 @@ CHANNEL = sql_tables.CHANNEL
 _J = jobs.c
 _ORDER = (_J.priority.desc(), _J.sequence)
 _FIRST_PAGE, _PAGE = 20, 500  # a small first page keeps "is anything claimable?" cheap
+_JSON_COLUMNS = ("details",)
+#: Default ``wal_checkpoint_every`` of SQLite boards (write transactions).
+WAL_CHECKPOINT_EVERY = 1000
+#: SQLite lock wait of the board's connections, and the shorter one of a WAL checkpoint (ms).
+_BUSY_MS, _CHECKPOINT_BUSY_MS = 30_000, 200
 
 
 class _Garbage(Exception):
@@ -68,6 +74,10 @@ class SQLJobBoard(JobBoard):
         url: a SQLAlchemy URL (``sqlite:///jobs.db``, ``postgresql://user@host/db``).
         connect_timeout: seconds to wait for the server before ``BoardUnavailable``.
         pool_size: connections kept open (PostgreSQL).
+        wal_checkpoint_every: SQLite: after this many write transactions, checkpoint the WAL
+            and truncate the ``-wal`` file (``PRAGMA wal_checkpoint(TRUNCATE)``; 0 never
+            does). SQLite's automatic checkpoint never shrinks the file and is starved by
+            long readers.
         **options: the ``JobBoard`` arguments (``name``, ``persistence``, ``ttl``,
             ``poll_interval``, ``clock``).
     """
@@ -75,10 +85,15 @@ class SQLJobBoard(JobBoard):
     schemes: ClassVar[tuple[str, ...]] = ("sqlite",)
 
     def __init__(self, url: str, *, connect_timeout: float = 5.0, pool_size: int = 10,
-                 **options: Any) -> None:
+                 wal_checkpoint_every: int = WAL_CHECKPOINT_EVERY, **options: Any) -> None:
         options.setdefault("poll_interval", 0.05)
         self._server_clock = options.get("clock") is None
         super().__init__(**options)
+        if isinstance(wal_checkpoint_every, bool) or not isinstance(wal_checkpoint_every, int) \
+                or wal_checkpoint_every < 0:
+            raise ValueError("wal_checkpoint_every must be an integer >= 0")
+        self.wal_checkpoint_every = wal_checkpoint_every
+        self._writes_left = wal_checkpoint_every
         self.url = sa.make_url(url)
         self.connect_timeout = connect_timeout
         self.pool_size = pool_size
@@ -116,11 +131,15 @@ class SQLJobBoard(JobBoard):
     def _make_engine(self) -> sa.Engine:
         url = self.url.set(drivername="sqlite+pysqlite")
         engine = sa.create_engine(url, pool_size=self.pool_size, pool_timeout=30,
-                                  connect_args={"timeout": 30.0, "check_same_thread": False})
+                                  connect_args={"timeout": _BUSY_MS / 1000,
+                                                "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None  # autocommit at the driver: we send BEGIN
+            # Text that is not UTF-8 (written behind the board's back) would fail the whole
+            # read as a driver error, an outage to the caller: read it with U+FFFD instead.
+            dbapi_conn.text_factory = _lenient_text
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
             cursor.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes
@@ -155,9 +174,30 @@ class SQLJobBoard(JobBoard):
                     conn = conn.execution_options(isolation_level="AUTOCOMMIT")
                 with conn.begin():
                     yield conn
+                if write and self.wal_checkpoint_every and engine.dialect.name == "sqlite":
+                    self._count_write(conn)
         except (sa.exc.DBAPIError, sa.exc.TimeoutError) as exc:
             raise errors.BoardUnavailable(
                 f"board {self.name!r}: database unavailable: {exc}") from exc
+
+    def _count_write(self, conn: sa.Connection) -> None:
+        """Count one committed write; every ``wal_checkpoint_every`` writes, checkpoint and
+        truncate the WAL on ``conn`` (between transactions), waiting at most a moment for
+        readers: a checkpoint that cannot finish is left for the next one."""
+        self._writes_left -= 1  # unlocked: a lost count only moves the next checkpoint a bit
+        if self._writes_left > 0:
+            return
+        self._writes_left = self.wal_checkpoint_every
+        # On the driver's connection: through SQLAlchemy the pragmas would open a transaction.
+        driver: Any = conn.connection.driver_connection
+        try:
+            driver.execute(f"PRAGMA busy_timeout = {_CHECKPOINT_BUSY_MS}")
+            try:
+                driver.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            finally:
+                driver.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
+        except sqlite3.Error as exc:
+            logger.debug("board %r: WAL checkpoint skipped: %s", self.name, exc)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -218,20 +258,13 @@ class SQLJobBoard(JobBoard):
 
     @staticmethod
     def _decode(row: Any) -> JobRecord:
-        details = json.loads(row.details)
-        if not isinstance(details, dict):
-            raise TypeError("details is not a JSON object")
-        return JobRecord(
-            uuid=row.uuid, name=row.name, details=details, book_uuid=row.book_uuid,
-            book_name=row.book_name, priority=row.priority, created_on=row.created_on,
-            sequence=row.sequence, state=JobState(row.state), last_modified=row.last_modified,
-            attempts=row.attempts, owner=row.owner, fence=row.fence,
-            lease_expires=row.lease_expires, available_at=row.available_at, reason=row.reason)
+        """The record in a row; ``GarbageRecord`` (a ``JobFailure``) when it is garbage."""
+        return decode_record(row._mapping, json_fields=_JSON_COLUMNS)
 
     def _decode_or_warn(self, row: Any) -> JobRecord | None:
         try:
             return self._decode(row)
-        except (ValueError, TypeError) as exc:
+        except errors.GarbageRecord as exc:
             if row.sequence not in self._garbage:
                 self._garbage.add(row.sequence)
                 logger.warning("board %r: skipping job row %s (uuid %r) that cannot be "
@@ -265,11 +298,7 @@ class SQLJobBoard(JobBoard):
             row = conn.execute(sa.select(jobs).where(_J.uuid == job_uuid)).first()
         if row is None:
             raise errors.NotFound(f"no job {job_uuid} on board {self.name!r}")
-        try:
-            return self._decode(row)
-        except (ValueError, TypeError) as exc:
-            raise errors.JobFailure(f"job {job_uuid} cannot be decoded: {exc}",
-                                    job_uuid=job_uuid) from exc
+        return self._decode(row)
 
     def _iter_records(self, only_unclaimed: bool, ensure_fresh: bool) -> Iterator[JobRecord]:
         self._mark_seen()
@@ -313,11 +342,7 @@ class SQLJobBoard(JobBoard):
                 .values(**self._claim_values(who, ttl, now)).returning(*jobs.c)).first()
             if row is None:
                 raise self._why_unclaimable(conn, job_uuid, now)
-        try:
-            return self._decode(row)
-        except (ValueError, TypeError) as exc:
-            raise errors.JobFailure(f"job {job_uuid} cannot be decoded: {exc}",
-                                    job_uuid=job_uuid) from exc
+            return self._decode(row)  # garbage: rolls the claim back
 
     def _why_unclaimable(self, conn: sa.Connection, job_uuid: str,
                          now: sa.ColumnElement[float]) -> errors.LegatoError:
@@ -359,9 +384,9 @@ class SQLJobBoard(JobBoard):
             return None
         try:
             return self._decode(row)
-        except (ValueError, TypeError) as exc:
-            logger.warning("board %r: not claiming job row %s (uuid %r) that cannot be "
-                           "decoded: %s", self.name, row.sequence, row.uuid, exc)
+        except errors.GarbageRecord as exc:
+            logger.warning("board %r: not claiming job row %s (uuid %r), set aside: %s",
+                           self.name, row.sequence, row.uuid, exc)
             raise _Garbage(row.sequence) from exc  # rolls the claim back
 
     def _renew(self, job_uuid: str, who: str, fence: int | None, ttl: float) -> None:
@@ -493,6 +518,10 @@ class SQLJobBoard(JobBoard):
                 logger.warning("board %r: skipping entity %r with undecodable metadata",
                                self.name, row.name)
         return iter(found)
+
+
+def _lenient_text(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
 
 
 def _row_values(record: JobRecord) -> dict[str, Any]:

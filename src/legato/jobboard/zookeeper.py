@@ -301,7 +301,7 @@ class ZooKeeperJobBoard(JobBoard):
         """The record in a job node, or None (warned once) when it cannot be decoded."""
         try:
             return decode_job(name, data)
-        except (ValueError, TypeError, KeyError) as exc:
+        except errors.GarbageRecord as exc:
             if self._index.garbage(name):
                 logger.warning("board %r skips job node %s: cannot decode it (%s)",
                                self.name, name, exc)

@@ -38,6 +38,7 @@ import pytest
 
 from legato import errors
 from legato import jobboard as jb
+from legato.jobboard import base as jobboard_base
 from legato.jobboard.base import POSTED, REMOVAL, Entity, Job, JobBoard
 from legato.states import JobPriority, JobState
 from legato.testing.clock import FakeClock
@@ -63,6 +64,14 @@ __all__ = [
 ]
 
 MakeBoard = Callable[..., JobBoard]
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    """Details ``depth`` levels deep (the object itself is level 1), built without recursion."""
+    value: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
 
 
 @contextlib.contextmanager
@@ -224,6 +233,20 @@ class JobBoardConformance:
         job = board.post(name, details=details)
         got = other.get(job.uuid)
         assert (got.name, got.details) == (name, details)
+
+    def test_post_refuses_details_too_deep_or_too_large(self, board: JobBoard) -> None:
+        """``post`` refuses details nested deeper than ``MAX_DETAILS_DEPTH`` (975 levels made
+        a raw ``RecursionError`` once) or larger than ``MAX_DETAILS_BYTES``, naming the
+        limit; details at the limits are posted."""
+        limit = jobboard_base.MAX_DETAILS_DEPTH
+        for depth in (limit + 1, 975, 5000):
+            with pytest.raises(errors.JobTooLarge, match=f"{limit} levels"):
+                board.post("deep", details=_nested(depth))
+        with pytest.raises(ValueError, match=str(jobboard_base.MAX_DETAILS_BYTES)):
+            board.post("big", details={"blob": "x" * jobboard_base.MAX_DETAILS_BYTES})
+        assert board.job_count == 0
+        at_limit = board.post("deep enough", details=_nested(limit))
+        assert board.get(at_limit.uuid).details == _nested(limit)
 
     # -- claims ----------------------------------------------------------------------------
 

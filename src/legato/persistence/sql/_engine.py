@@ -30,7 +30,8 @@ from sqlalchemy.pool import StaticPool
 
 from legato import errors
 
-__all__ = ["EngineSettings", "create_engine", "normalise_url", "translate_errors"]
+__all__ = ["WAL_CHECKPOINT_EVERY", "EngineSettings", "checkpoint_wal", "create_engine",
+           "normalise_url", "translate_errors"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,27 @@ _DRIVER_MODULES = {
 #: Execution option read by the SQLite ``begin`` hook: the ``BEGIN`` flavour to emit.
 SQLITE_BEGIN = "legato_sqlite_begin"
 
+#: Default ``EngineSettings.wal_checkpoint_every``: write transactions between two truncating
+#: WAL checkpoints (a checkpoint costs about one fsync of what changed since the last one).
+WAL_CHECKPOINT_EVERY = 1000
+#: Longest a truncating checkpoint waits for readers (ms) before it gives up until next time;
+#: writers must not stall behind a long read for the sake of housekeeping.
+_CHECKPOINT_BUSY_MS = 200
+
+
+def checkpoint_wal(driver_connection: Any, busy_timeout: float) -> None:
+    """Checkpoint a SQLite connection's WAL and truncate it to zero bytes (between
+    transactions). Waits at most ``_CHECKPOINT_BUSY_MS`` for other connections; a checkpoint
+    that cannot finish, or fails, is left for the next one (logged at DEBUG)."""
+    try:
+        driver_connection.execute(f"PRAGMA busy_timeout = {_CHECKPOINT_BUSY_MS}")
+        try:
+            driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        finally:
+            driver_connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+    except sqlite3.Error as error:
+        logger.debug("WAL checkpoint skipped: %s", error)
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class EngineSettings:
@@ -69,6 +91,11 @@ class EngineSettings:
             trip per operation; without it a dead connection is still found on first use and
             the operation retried (``Persistence.retries``) on a fresh one.
         echo: log every SQL statement (SQLAlchemy's ``echo``).
+        wal_checkpoint_every: SQLite: after this many write transactions, the writer that
+            makes the last one checkpoints the WAL and truncates it
+            (``PRAGMA wal_checkpoint(TRUNCATE)``); 0 never does. SQLite's own automatic
+            checkpoint never shrinks the ``-wal`` file and is starved by long readers, so
+            without this a small volume fills up.
     """
 
     connect_timeout: float = 10.0
@@ -77,6 +104,7 @@ class EngineSettings:
     pool_size: int = 5
     pre_ping: bool = True
     echo: bool = False
+    wal_checkpoint_every: int = WAL_CHECKPOINT_EVERY
 
 
 def normalise_url(url: str) -> URL:
@@ -225,17 +253,45 @@ def _sqlite_engine(url: URL, settings: EngineSettings) -> Engine:
 
 @contextlib.contextmanager
 def translate_errors(what: str) -> Iterator[None]:
-    """Turn database and driver errors into ``StorageFailure`` (Legato's own errors pass)."""
+    """Turn database and driver errors into ``StorageFailure`` (Legato's own errors pass),
+    except a damaged SQLite file: ``StorageCorrupted``, which is not an outage."""
     try:
         yield
     except errors.LegatoError:
         raise
     except exc.SQLAlchemyError as error:
+        original = getattr(error, "orig", None)
+        if original is not None and _corrupt(original):
+            raise _corrupted(what, _describe(error)) from error
         raise errors.StorageFailure(f"{what} failed: {_describe(error)}") from error
     except sqlite3.Error as error:  # the SQLite fast path talks to the driver directly
+        if _corrupt(error):
+            raise _corrupted(what, _describe_driver(error)) from error
         raise errors.StorageFailure(f"{what} failed: {_describe_driver(error)}") from error
     except OSError as error:
         raise errors.StorageFailure(f"{what} failed: {error}") from error
+
+
+#: SQLite's result codes for a damaged file: SQLITE_CORRUPT and SQLITE_NOTADB.
+_SQLITE_CORRUPT_CODES = (11, 26)
+_SQLITE_CORRUPT_MESSAGES = ("database disk image is malformed", "file is not a database")
+
+
+def _corrupt(error: BaseException) -> bool:
+    """Whether a driver error says the SQLite file is damaged (not that it is busy, locked or
+    unreachable)."""
+    if not isinstance(error, sqlite3.DatabaseError):
+        return False
+    code = getattr(error, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF in _SQLITE_CORRUPT_CODES:
+        return True
+    return any(message in str(error) for message in _SQLITE_CORRUPT_MESSAGES)
+
+
+def _corrupted(what: str, description: str) -> errors.StorageCorrupted:
+    return errors.StorageCorrupted(
+        f"{what} failed: the SQLite file is damaged ({description}); restore it from a backup "
+        "or repair it (sqlite3 .recover) before running conductors on it again")
 
 
 #: Driver messages meaning a table is missing (SQLite, PostgreSQL, MySQL).

@@ -41,6 +41,9 @@ class SQLPersistence(Persistence):
             per operation). Off, a dead connection is found on first use and the operation
             retried on a fresh one.
         echo: log every SQL statement.
+        wal_checkpoint_every: SQLite: after this many write transactions, checkpoint the WAL
+            and truncate the ``-wal`` file (default 1000; 0 never does). See
+            ``EngineSettings``.
 
     Raises:
         TypeError: an option this backend does not know.
@@ -53,13 +56,20 @@ class SQLPersistence(Persistence):
     def __init__(self, url: str, *, retries: int = 3, retry_delay: float = 0.05,
                  connect_timeout: float = 10.0, busy_timeout: float = 60.0,
                  read_timeout: float = 60.0, pool_size: int = 5, pre_ping: bool = True,
-                 echo: bool = False, **options: Any) -> None:
+                 echo: bool = False,
+                 wal_checkpoint_every: int = _engine.WAL_CHECKPOINT_EVERY,
+                 **options: Any) -> None:
         if options:  # a misspelt timeout must not be silently ignored
             raise TypeError(f"unknown SQLPersistence options: {', '.join(sorted(options))}")
         super().__init__(url, retries=retries, retry_delay=retry_delay)
         settings = _engine.EngineSettings(
             connect_timeout=connect_timeout, busy_timeout=busy_timeout,
-            read_timeout=read_timeout, pool_size=pool_size, pre_ping=pre_ping, echo=echo)
+            read_timeout=read_timeout, pool_size=pool_size, pre_ping=pre_ping, echo=echo,
+            wal_checkpoint_every=wal_checkpoint_every)
+        if isinstance(wal_checkpoint_every, bool) or not isinstance(wal_checkpoint_every, int) \
+                or wal_checkpoint_every < 0:
+            raise ValueError("wal_checkpoint_every must be an integer >= 0")
+        self._busy_timeout = busy_timeout
         self._read_timeout = read_timeout
         sa_url = _engine.normalise_url(url)
         self._display_url = sa_url.render_as_string(hide_password=True)
@@ -76,6 +86,10 @@ class SQLPersistence(Persistence):
             self._engine.execution_options(isolation_level="AUTOCOMMIT")
             if self._dialect == "postgresql" else self._engine)
         self._sql = Statements.for_dialect(self._dialect)
+        # Writes left before the next truncating WAL checkpoint (SQLite files only; None: never).
+        file_db = self._dialect == "sqlite" and sa_url.database not in (None, "", ":memory:")
+        self._checkpoint_every = wal_checkpoint_every if file_db and wal_checkpoint_every else 0
+        self._writes_left = self._checkpoint_every
         # An in-memory SQLite database is one shared connection: one operation at a time.
         self._lock: contextlib.AbstractContextManager[Any] = (
             threading.RLock() if sa_url.get_backend_name() == "sqlite"
@@ -120,6 +134,22 @@ class SQLPersistence(Persistence):
     def _write(self, what: str) -> Iterator[sa.Connection]:
         with self._lock, _engine.translate_errors(what), self._write_engine.begin() as conn:
             yield conn
+        if self._checkpoint_every:
+            self._count_write()
+
+    def _count_write(self) -> None:
+        """Count one committed write; every ``wal_checkpoint_every`` writes, checkpoint and
+        truncate the WAL (on a pooled connection, between transactions)."""
+        self._writes_left -= 1  # unlocked: a lost count only moves the next checkpoint a bit
+        if self._writes_left > 0:
+            return
+        self._writes_left = self._checkpoint_every
+        with self._lock, contextlib.suppress(sa.exc.SQLAlchemyError):
+            pooled = self._engine.raw_connection()
+            try:
+                _engine.checkpoint_wal(pooled.driver_connection, self._busy_timeout)
+            finally:
+                pooled.close()
 
     # -- logbooks --------------------------------------------------------------------------
 
@@ -243,9 +273,11 @@ class SQLPersistence(Persistence):
                 driver.execute("BEGIN IMMEDIATE")
                 count: int = driver.execute(SQLITE_UPDATE_ATOM, row).rowcount
                 driver.commit()
-                return count
             finally:
                 pooled.close()
+        if self._checkpoint_every:
+            self._count_write()
+        return count
 
     def _get_atom_details(self, atom_uuid: str) -> AtomDetail:
         with self._read("reading an atom detail") as conn:
