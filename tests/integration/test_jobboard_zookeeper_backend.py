@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,7 +16,8 @@ from kazoo.client import KazooClient
 
 from legato import errors
 from legato import jobboard as jb
-from legato.jobboard.base import Entity, JobBoard
+from legato.conductor._renewal import Renewer
+from legato.jobboard.base import CLAIMS_LOST, Entity, JobBoard
 from legato.jobboard.zookeeper import ZooKeeperJobBoard, ZooKeeperSettings
 from legato.states import JobPriority
 from legato.testing.jobboard import run_claim_race, run_dead_owner, run_outage, run_renewal
@@ -277,3 +279,95 @@ def _works(board: JobBoard, job_uuid: str) -> bool:
     except errors.JobFailure:
         return False
     return True
+
+
+@pytest.mark.slow
+def test_owner_whose_session_expired_cannot_take_the_claim_back(zookeeper_url: str,
+                                                                proxy: TCPProxy) -> None:
+    """A is cut from the server past its session; B claims the job (fence 2). Once A is back on
+    a new session, A's renew and consume with fence 1 are refused, and B's go through. (The
+    new owner's claim node starts again at version 0, which A's remembered version matched.)"""
+    a = _connected(proxy.url_for(zookeeper_url), session_timeout=4.0, timeout=2.0)
+    b = _connected(zookeeper_url)
+    try:
+        old = a.claim(a.post("contested"), "worker", ttl=30)
+        assert old.fence == 1
+        proxy.cut()
+        new = None
+
+        def claimed_by_b() -> bool:
+            nonlocal new
+            try:
+                new = b.claim(old, "worker", ttl=30)
+            except errors.UnclaimableJob:
+                return False
+            return True
+
+        assert until(claimed_by_b, 30), "A's session never expired"
+        assert new is not None and new.fence == 2
+        proxy.restore()
+        assert until(lambda: _works(a, old.uuid), 30), "A never reconnected"
+        with pytest.raises(errors.NotOwner):
+            a.renew(old, "worker")
+        with pytest.raises(errors.NotOwner):
+            a.consume(old, "worker")
+        b.renew(new, "worker")
+        b.consume(new, "worker")
+        assert b.job_count == 0
+    finally:
+        a.close()
+        b.close()
+
+
+def test_default_ttl_and_trusted_lease_are_capped_at_the_session_timeout(
+        zookeeper_url: str) -> None:
+    """A claim ends with its session: the default TTL and the lease a conductor trusts are at
+    most the session timeout, whatever TTL is asked for."""
+    board = _connected(zookeeper_url, session_timeout=4.0)
+    longer = jb.connect(zookeeper_url, session_timeout=4.0, ttl=60)
+    try:
+        assert board.ttl == 4.0 and longer.ttl == 4.0 and board.lease_cap == 4.0
+        job = board.claim(board.post("work"), "worker", ttl=30)
+        renewer = Renewer(board, "worker", period=1.0)
+        lease = renewer.add(job, 30.0, claimed_at=time.monotonic())
+        assert lease.trusted_for == 4.0 and lease.trusted()
+        assert jb.connect("memory://", ttl=60).lease_cap is None
+    finally:
+        board.close()
+
+
+@pytest.mark.slow
+def test_lease_is_not_trusted_once_the_session_may_have_ended(zookeeper_url: str,
+                                                              proxy: TCPProxy) -> None:
+    """A conductor's board is cut from the server with a 30 s lease and a 4 s session: by the
+    time another board can claim the job, the lease is no longer trusted; once the board is
+    back on a new session, the lease is marked lost (``CLAIMS_LOST``)."""
+    a = _connected(proxy.url_for(zookeeper_url), session_timeout=4.0, timeout=2.0)
+    b = _connected(zookeeper_url)
+    reports: list[str] = []
+    a.notifier.register(CLAIMS_LOST, lambda event, details: reports.append(details["reason"]))
+    renewer = Renewer(a, "worker", period=0.5)
+    renewer.start()
+    try:
+        job = a.claim(a.post("work"), "worker", ttl=30)
+        lease = renewer.add(job, 30.0, claimed_at=time.monotonic())
+        proxy.cut()
+        trusted_when_taken: list[bool] = []
+
+        def taken() -> bool:
+            try:
+                b.claim(job, "other", ttl=30)
+            except errors.UnclaimableJob:
+                return False
+            trusted_when_taken.append(lease.trusted())
+            return True
+
+        assert until(taken, 30), "A's session never expired"
+        assert trusted_when_taken == [False]
+        proxy.restore()
+        assert until(lease.lost.is_set, 30)
+        assert reports
+    finally:
+        renewer.stop()
+        a.close()
+        b.close()

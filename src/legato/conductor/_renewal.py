@@ -2,8 +2,14 @@
 
 One thread per running conductor renews every claim it holds about every TTL/3. A claim whose
 renewal is refused (``NotOwner``/``NotFound``), or whose lease deadline passes while the board
-cannot be reached, is marked lost; the job's engine checks that mark at every atom boundary and
-suspends, so a conductor never keeps running a job another conductor may now hold.
+cannot be reached, is marked lost; the job's engine checks that mark, and the deadline, at every
+atom boundary and suspends, so a conductor never keeps running a job another conductor may now
+hold.
+
+The deadline a lease is trusted to is its TTL after the start of its last successful renewal,
+capped by the board's ``lease_cap`` (the ZooKeeper session timeout: the server ends the claim
+with the session, whatever its TTL). When the board reports ``CLAIMS_LOST`` (a new session, or
+a connection suspended for longer than the session could last), every lease is marked lost.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import time
 from collections.abc import Callable
 
 from legato import errors
-from legato.jobboard.base import Job, JobBoard
+from legato.jobboard.base import CLAIMS_LOST, Job, JobBoard
 
 __all__ = ["Lease", "Renewer"]
 
@@ -28,15 +34,24 @@ class Lease:
         job: the claimed job, as ``claim_next`` returned it.
         ttl: the claim's lease length in seconds.
         lost: set once the claim can no longer be relied on.
+        trusted_for: how long the lease is trusted after a claim or renewal was sent: ``ttl``,
+            capped by the board's ``lease_cap``.
         deadline: ``time.monotonic()`` value by which the lease ends unless renewed.
     """
 
-    def __init__(self, job: Job, ttl: float, *, claimed_at: float) -> None:
+    def __init__(self, job: Job, ttl: float, *, claimed_at: float,
+                 cap: float | None = None) -> None:
         self.job = job
         self.ttl = ttl
         self.lost = threading.Event()
-        self.deadline = claimed_at + ttl
-        self.next_renewal = claimed_at + ttl / 3
+        self.trusted_for = ttl if cap is None else min(ttl, cap)
+        self.deadline = claimed_at + self.trusted_for
+        self.next_renewal = claimed_at + self.trusted_for / 3
+
+    def trusted(self) -> bool:
+        """Whether the claim may still be relied on: not lost, and its deadline not passed
+        (a process paused past it, say, before the renewer could notice)."""
+        return not self.lost.is_set() and time.monotonic() < self.deadline
 
     def __repr__(self) -> str:
         return f"<Lease {self.job.uuid} lost={self.lost.is_set()}>"
@@ -73,18 +88,20 @@ class Renewer:
 
     def start(self) -> None:
         self._stop.clear()
+        self._board.notifier.register(CLAIMS_LOST, self._all_lost)
         self._thread = threading.Thread(target=self._loop, daemon=True,
                                         name=f"legato-renewer-{self._owner}")
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self._board.notifier.deregister(CLAIMS_LOST, self._all_lost)
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
 
     def add(self, job: Job, ttl: float, *, claimed_at: float) -> Lease:
-        lease = Lease(job, ttl, claimed_at=claimed_at)
+        lease = Lease(job, ttl, claimed_at=claimed_at, cap=self._board.lease_cap)
         with self._lock:
             self._leases[job.uuid] = lease
         return lease
@@ -129,8 +146,17 @@ class Renewer:
                 logger.warning("renewing the claim on job %s failed (will retry): %s",
                                lease.job.uuid, exc)
         else:
-            lease.deadline = started + lease.ttl
-            lease.next_renewal = started + lease.ttl / 3
+            lease.deadline = started + lease.trusted_for
+            lease.next_renewal = started + lease.trusted_for / 3
+
+    def _all_lost(self, _event: str, details: dict[str, object]) -> None:
+        """The board reported that every claim made through it ended (``CLAIMS_LOST``)."""
+        with self._lock:
+            leases = list(self._leases.values())
+        for lease in leases:
+            if not lease.lost.is_set():
+                logger.warning("claim on job %s lost: %s", lease.job.uuid, details.get("reason"))
+                self._lose(lease)
 
     def _lose(self, lease: Lease) -> None:
         lease.lost.set()

@@ -143,8 +143,12 @@ class ZooKeeperJobBoard(JobBoard):
     PIPELINED_SENDS = True
 
     def __init__(self, settings: ZooKeeperSettings | None = None, **kwargs: Any) -> None:
+        settings = settings or ZooKeeperSettings()
+        # A claim ends with the session anyway: a longer default TTL would only be a lease
+        # its owner cannot trust (see ``lease_cap``).
+        kwargs["ttl"] = min(kwargs.get("ttl", 30.0), settings.session_timeout)
         super().__init__(**kwargs)
-        self.settings = settings or ZooKeeperSettings()
+        self.settings = settings
         self._client: Any = None
         self._session_id: int | None = None
         root = self.settings.path
@@ -164,6 +168,15 @@ class ZooKeeperJobBoard(JobBoard):
         # Claims whose reply a lost connection swallowed: (job node name, fence). Released on
         # reconnection if they were made, since nobody holds their fenced Job.
         self._orphans: list[tuple[str, int]] = []
+        # Fires once the connection has been suspended for as long as the session can last.
+        self._suspension: threading.Timer | None = None
+        self._ended = False  # the session ended (LOST) and no new one began yet
+
+    @property
+    def lease_cap(self) -> float:
+        """The session timeout: a claim ends with its session, whatever its TTL, and the
+        session may end that long after the server last heard from this board."""
+        return self.settings.session_timeout
 
     @classmethod
     def from_url(cls, url: str, *, persistence: Persistence | None = None,
@@ -209,6 +222,7 @@ class ZooKeeperJobBoard(JobBoard):
         if client is not None:
             client.remove_listener(self._on_state)
             shutdown(client)
+        self._end_suspension()
         self._follower.detach()  # also wakes waiters
 
     def _on_state(self, state: str) -> None:
@@ -216,8 +230,49 @@ class ZooKeeperJobBoard(JobBoard):
         # its watches added again, and changes made meanwhile fired no event.
         self._index.desync()  # also wakes waiters: they see the outage (or recovery) at once
         client = self._client
-        if state == KazooState.CONNECTED and client is not None:
+        if state == KazooState.SUSPENDED:
+            self._begin_suspension()
+            return
+        self._end_suspension()
+        if state == KazooState.LOST:
+            self._ended = True
+            self._lose_claims("its ZooKeeper session ended")
+        elif state == KazooState.CONNECTED and client is not None:
+            session = client.client_id
+            if session is not None and session[0] != self._session_id and not self._ended:
+                # Here, before any reply on the new session is read: no claim made through it
+                # can be taken for one of the old session's.
+                self._lose_claims("it carries on with a new ZooKeeper session")
+            self._ended = False
             client.handler.spawn(self._after_reconnect)
+
+    def _lose_claims(self, why: str) -> None:
+        """Every claim made through this board has ended, or may have (the server deletes
+        their nodes with the session): forget them, and say so (``CLAIMS_LOST``)."""
+        with self._holds_lock:
+            self._holds.clear()
+        self._claims_lost(why)
+
+    def _begin_suspension(self) -> None:
+        if self._suspension is not None:
+            return
+        timer = threading.Timer(self.settings.session_timeout,
+                                lambda: self._suspended_too_long(timer))
+        timer.daemon = True
+        self._suspension = timer
+        timer.start()
+
+    def _end_suspension(self) -> None:
+        timer, self._suspension = self._suspension, None
+        if timer is not None:
+            timer.cancel()
+
+    def _suspended_too_long(self, timer: threading.Timer) -> None:
+        client = self._client
+        if self._suspension is timer and (client is None
+                                          or client.state != KazooState.CONNECTED):
+            self._lose_claims(f"its connection to ZooKeeper has been suspended for "
+                              f"{self.settings.session_timeout:g}s, the session timeout")
 
     def _after_reconnect(self) -> None:
         client = self._client
@@ -277,6 +332,13 @@ class ZooKeeperJobBoard(JobBoard):
                 on_unknown: Callable[[Any], None] | None = None) -> list[Any]:
         """Commit a transaction; return its results (``failure`` finds the error in them)."""
         return self._outcome(self._send(ops), on_unknown=on_unknown)
+
+    def _commit_kazoo(self, ops: Callable[[Any], None]) -> list[Any]:
+        """``_commit`` through kazoo's own transaction builder (for operations ``Ops`` does
+        not encode, such as ``check``)."""
+        txn = self._live().transaction()
+        ops(txn)
+        return self._outcome(txn.commit_async())
 
     def _send(self, ops: Callable[[Any], None]) -> Any:
         """Send a transaction without waiting for its answer: its kazoo async result (see
@@ -688,14 +750,23 @@ class ZooKeeperJobBoard(JobBoard):
             raise not_owner(job_uuid, who, None)
         data = decode_claim(claim[0])
         actual = data.get("owner") if claim_expiry(data) > self.clock() else None
+        # The claim's session is not checked: a claim may be finished through any board
+        # object. The fence is what tells one claim from another (see ``_end_claim``).
         if actual != who or (fence is not None and data.get("fence") != fence):
             raise not_owner(job_uuid, who, actual)
         return Held(name, data, claim[1].version, record, job[1].version)
 
     def _end_claim(self, job_uuid: str, who: str, fence: int | None,
-                   ops: Callable[[Any, Held], None]) -> tuple[Held, list[Any]]:
+                   ops: Callable[[Any, Held], None], *,
+                   kazoo_txn: bool = False) -> tuple[Held, list[Any]]:
         """Check the claim, then commit ``ops`` against the versions read; when something
         changed in between, check again (which raises ``NotOwner``/``NotFound`` if need be).
+
+        ``ops`` must check the job node's version (by writing or deleting it with that version,
+        or with ``check``): every claim rewrites the job node with the next fence, so that is
+        what proves, in the same transaction, that no claim came since the one checked. The
+        claim node's own version proves nothing alone: a claim node created again, by another
+        session, starts at version 0 again.
 
         A claim this board made (or renewed) and still remembers, unexpired, is committed
         against the versions it remembers without reading first; any change fails the
@@ -709,7 +780,7 @@ class ZooKeeperJobBoard(JobBoard):
             def bound(txn: Any, held: Held = held) -> None:
                 ops(txn, held)
 
-            results = self._commit(bound)
+            results = self._commit_kazoo(bound) if kazoo_txn else self._commit(bound)
             if failure_of(results) is None:
                 return held, results
             self._forget_hold(held.name)
@@ -738,12 +809,15 @@ class ZooKeeperJobBoard(JobBoard):
         renewed: dict[str, Any] = {}
 
         def ops(txn: Any, held: Held) -> None:
-            # Writing the claim node also proves our session is alive.
+            # Writing the claim node also proves our session is alive. The job node's version
+            # proves no other claim came since ours: a claim node another session created
+            # starts at version 0 again, but its claim rewrote the job node (its fence).
             renewed.update(held.claim, ttl=ttl, expires_at=expires, renewed_at=self.clock())
             txn.set_data(f"{self._claims}/{held.name}", json.dumps(renewed).encode(),
                          version=held.claim_version)
+            txn.check(f"{self._jobs}/{held.name}", held.job_version)
 
-        held, results = self._end_claim(job_uuid, who, fence, ops)
+        held, results = self._end_claim(job_uuid, who, fence, ops, kazoo_txn=True)
         self._index.claimed(held.name, expires)
         self._remember_hold(dataclasses.replace(held, claim=dict(renewed),
                                                 claim_version=int(results[0].version)))
