@@ -19,7 +19,7 @@ from legato import jobboard as jb
 from legato.conductor._renewal import Renewer
 from legato.jobboard.base import CLAIMS_LOST, Entity, JobBoard
 from legato.jobboard.zookeeper import ZooKeeperJobBoard, ZooKeeperSettings
-from legato.states import JobPriority
+from legato.states import JobPriority, JobState
 from legato.testing.jobboard import run_claim_race, run_dead_owner, run_outage, run_renewal
 from legato.testing.jobboard_acceptance import until
 from legato.testing.proxy import TCPProxy
@@ -62,7 +62,9 @@ def test_settings_from_url() -> None:
     assert settings == ZooKeeperSettings(hosts="zk1:2181,zk2:2182", path="/apps/board",
                                          timeout=2.5, session_timeout=4.0)
     board = ZooKeeperJobBoard.from_url(url, session_timeout=3.0, name="b1")
-    assert board.settings.session_timeout == 3.0 and board.ttl == 12.0 and board.name == "b1"
+    # The TTL is cut to the session timeout (a claim ends with its session anyway).
+    assert board.settings.session_timeout == 3.0 and board.ttl == 3.0 and board.name == "b1"
+    assert ZooKeeperJobBoard.from_url(url, session_timeout=20.0).ttl == 12.0
     assert ZooKeeperSettings.from_url("zookeeper://h:1").path == "/legato"
     with pytest.raises(ValueError):
         ZooKeeperSettings.from_url("zookeeper://h:1/p?colour=red")
@@ -369,5 +371,47 @@ def test_lease_is_not_trusted_once_the_session_may_have_ended(zookeeper_url: str
         assert reports
     finally:
         renewer.stop()
+        a.close()
+        b.close()
+
+
+def test_clock_skew_neither_ends_a_live_claim_nor_keeps_an_expired_one(
+        zookeeper_url: str) -> None:
+    """B's clock runs 40 s ahead of A's. B never claims A's renewed claim, and sees it held;
+    A's renewals work; once A releases it, B claims it. A claim B then stops renewing ends
+    after its TTL on the server's clock, not 40 s later on A's."""
+    a = _connected(zookeeper_url)
+    b = _connected(zookeeper_url, clock=lambda: time.time() + 40)
+    try:
+        job = a.post("work")
+        held = a.claim(job, "worker-a", ttl=30)
+        with pytest.raises(errors.UnclaimableJob):
+            b.claim(job, "worker-b")
+        assert b.claim_next("worker-b") is None
+        assert b.find_owner(job) == "worker-a" and b.state_of(job) is JobState.CLAIMED
+        a.renew(held, "worker-a")
+        with pytest.raises(errors.UnclaimableJob):
+            b.claim(job, "worker-b")
+        a.renew(held, "worker-a")
+        a.release(held, "worker-a")
+        taken = b.claim(job, "worker-b", ttl=2)
+        assert taken.fence == 2
+        with pytest.raises(errors.NotOwner):
+            a.renew(held, "worker-a")
+        again: list[Any] = []
+
+        def claimed_by_a() -> bool:
+            try:
+                again.append(a.claim(job, "worker-a", ttl=30))
+            except errors.UnclaimableJob:
+                return False
+            return True
+
+        assert until(claimed_by_a, 20), "B's claim did not end after its TTL"
+        assert again[0].fence == 3
+        with pytest.raises(errors.NotOwner):
+            b.renew(taken, "worker-b")
+        a.consume(again[0], "worker-a")
+    finally:
         a.close()
         b.close()

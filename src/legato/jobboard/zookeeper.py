@@ -18,9 +18,21 @@ Layout under the board's path::
   ``session_timeout``): the server deletes the ephemeral claim node, with no code running on the
   owner's side;
 * its TTL passes without a ``renew``: the claim node stays until someone claims the job, but
-  every reader treats it as ended (``expires_at`` is written from the owner's clock and compared
-  with the reader's, so machines' clocks must roughly agree for TTL expiry; session expiry needs
-  no clocks).
+  every reader treats it as ended. The TTL is measured on the server's clock only: from the
+  claim node's ``mtime`` (when the server last wrote it) to the server's time as this board
+  last learned it, from the ``mtime`` of its own latest write, advanced by its monotonic clock
+  since (``ServerClock``). Machines' clocks need not agree; a reader's estimate of the server's
+  time trails it, so a reader never ends a claim before its owner's lease ends. (Delays and
+  entity expiry compare the writer's clock with the reader's: skew shifts them by its size.)
+
+The lease a conductor may trust is capped at the session timeout (``lease_cap``), whatever the
+TTL, and the board's default TTL is at most the session timeout (a larger ``ttl`` given to the
+board is cut to it). The board reports ``CLAIMS_LOST`` when its session ends, when it carries
+on with a new one, and when its connection has been suspended for the session timeout; it then
+forgets every claim it held. ``renew``, ``consume``, ``abandon``, ``release`` and ``trash``
+check the job node's version in their transaction: every claim rewrites the job node (its
+fence), so a claim node another session created since, which starts at version 0 again, can
+never pass for the one checked.
 
 **Atomicity.** ``claim`` is one transaction: (delete the expired claim node, checking its
 version,) create the claim node, and rewrite the job node with ``fence + 1`` and ``attempts + 1``
@@ -70,6 +82,7 @@ import json
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -80,7 +93,7 @@ from kazoo.retry import KazooRetry
 
 from legato import errors
 from legato.jobboard._zkentities import Entities
-from legato.jobboard._zkfollow import Follower, claim_expiry, decode_claim
+from legato.jobboard._zkfollow import Follower, ServerClock, claim_expiry, decode_claim
 from legato.jobboard._zkindex import (
     UNCLAIMED,
     Index,
@@ -147,6 +160,8 @@ class ZooKeeperJobBoard(JobBoard):
         # A claim ends with the session anyway: a longer default TTL would only be a lease
         # its owner cannot trust (see ``lease_cap``).
         kwargs["ttl"] = min(kwargs.get("ttl", 30.0), settings.session_timeout)
+        # Claim TTLs are measured on the server's clock; this one only measures time elapsed.
+        elapsed = kwargs.get("clock") or time.monotonic
         super().__init__(**kwargs)
         self.settings = settings
         self._client: Any = None
@@ -157,6 +172,7 @@ class ZooKeeperJobBoard(JobBoard):
         self._index = Index()
         self._follower = Follower(self._index, jobs=self._jobs, claims=self._claims,
                                   live=self._live, result=self._result, clock=self.clock,
+                                  server_clock=ServerClock(elapsed),
                                   read_ahead=_READ_AHEAD)
         self._local = threading.local()
         self._entities = Entities(f"{root}/entities", live=self._live, result=self._result,
@@ -203,6 +219,8 @@ class ZooKeeperJobBoard(JobBoard):
             self._client, self._session_id = client, client.client_id[0]
             for path in (self._jobs, self._claims, self._trash_root, self._entities.root):
                 client.ensure_path(path)
+            # A first reading of the server's time (claim TTLs are measured on it).
+            self._follower.server_clock.learn(client.set(self.settings.path, b""))
             self._follower.attach(client)
             client.add_listener(self._on_state)
             self._follower.sync()
@@ -372,7 +390,11 @@ class ZooKeeperJobBoard(JobBoard):
     def _job_with_claim(self, name: str, job: tuple[bytes, Any] | None,
                         claim: tuple[bytes, Any] | None) -> JobRecord | None:
         record = None if job is None else self._decode_job(name, job[0])
-        return record if record is None or claim is None else with_claim(record, claim[0])
+        if record is None or claim is None:
+            return record
+        record = with_claim(record, claim[0])
+        record.lease_expires = self._follower.claim_ends(*claim)  # on this board's clock
+        return record
 
     # -- posting and reading ---------------------------------------------------------------
 
@@ -486,10 +508,10 @@ class ZooKeeperJobBoard(JobBoard):
             self._follower.fetched(name)
             token = self._index.token()
             job = self._index.cached(name) if attempt == 0 else None
-            cached, claim = job is not None, None
+            cached, claim, ends = job is not None, None, 0.0
             if job is None:
-                job, claim = self._follower.read_nodes(name)
-            record = self._claimable(name, job, claim, token)
+                job, claim, ends = self._follower.read_nodes(name)
+            record = self._claimable(name, job, claim, token, ends)
             assert job is not None
             prepared = self._prepare_claim(name, record, job[1], claim, who, ttl, cached=cached)
             results = self._commit_claim(prepared, prepared.add_to)
@@ -546,6 +568,7 @@ class ZooKeeperJobBoard(JobBoard):
             self._follower.read_claim_async(name)
 
     def _claim_committed(self, prepared: Claim, job_stat: Any) -> JobRecord:
+        self._follower.server_clock.learn(job_stat)
         record = prepared.record
         self._remember_hold(Held(prepared.name, prepared.claim, 0, clone(record),
                                   int(job_stat.version)))
@@ -677,8 +700,9 @@ class ZooKeeperJobBoard(JobBoard):
         return self._prepare_claim(name, record, job[1], None, who, ttl, cached=True)
 
     def _claimable(self, name: str, job: Node | None, claim: Node | None,
-                   token: int) -> JobRecord:
-        """The job's record if it may be claimed now; otherwise the error saying why."""
+                   token: int, ends: float = 0.0) -> JobRecord:
+        """The job's record if it may be claimed now (``claim`` ending at ``ends`` on this
+        board's clock, see ``ServerClock``); otherwise the error saying why."""
         job_uuid = uuid_of(name)
         if job is None:
             self._index.remove(name)
@@ -689,9 +713,8 @@ class ZooKeeperJobBoard(JobBoard):
         now = self.clock()
         if claim is not None:
             data = decode_claim(claim[0])
-            expires = claim_expiry(data)
-            if expires > now:
-                self._index.claimed(name, expires, seen=token)
+            if ends > now:
+                self._index.claimed(name, ends, seen=token)
                 owner = data.get("owner")
                 # Claimed through another session (another board, likely another process):
                 # a race lost; through ours: the index was just behind.
@@ -749,7 +772,8 @@ class ZooKeeperJobBoard(JobBoard):
         if claim is None:
             raise not_owner(job_uuid, who, None)
         data = decode_claim(claim[0])
-        actual = data.get("owner") if claim_expiry(data) > self.clock() else None
+        live = self._follower.claim_ends(*claim) > self.clock()
+        actual = data.get("owner") if live else None
         # The claim's session is not checked: a claim may be finished through any board
         # object. The fence is what tells one claim from another (see ``_end_claim``).
         if actual != who or (fence is not None and data.get("fence") != fence):
@@ -818,6 +842,7 @@ class ZooKeeperJobBoard(JobBoard):
             txn.check(f"{self._jobs}/{held.name}", held.job_version)
 
         held, results = self._end_claim(job_uuid, who, fence, ops, kazoo_txn=True)
+        self._follower.server_clock.learn(results[0])
         self._index.claimed(held.name, expires)
         self._remember_hold(dataclasses.replace(held, claim=dict(renewed),
                                                 claim_version=int(results[0].version)))
@@ -865,6 +890,7 @@ class ZooKeeperJobBoard(JobBoard):
         self._index.writing(name)
         try:
             held, results = self._end_claim(job_uuid, who, fence, ops)
+            self._follower.server_clock.learn(results[1])
             self._forget_hold(held.name)
             self._index.unclaimed(held.name, available_at, (written[0], int(results[1].version)))
         finally:
