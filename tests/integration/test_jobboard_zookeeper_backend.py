@@ -415,3 +415,24 @@ def test_clock_skew_neither_ends_a_live_claim_nor_keeps_an_expired_one(
     finally:
         a.close()
         b.close()
+
+
+@pytest.mark.slow
+def test_renewer_keeps_a_long_ttl_lease_trusted_past_the_session_timeout(
+        zookeeper_url: str) -> None:
+    """A conductor with a 30 s TTL (renewing every 5 s) on a 2 s session renews often enough
+    that the lease, capped at the session timeout, never lapses while the board answers."""
+    board = _connected(zookeeper_url, session_timeout=2.0)
+    renewer = Renewer(board, "worker", period=5.0)
+    renewer.start()
+    try:
+        job = board.claim(board.post("work"), "worker", ttl=30)
+        lease = renewer.add(job, 30.0, claimed_at=time.monotonic())
+        end = time.monotonic() + 3 * board.lease_cap
+        while time.monotonic() < end:  # sampled over three session timeouts
+            assert lease.trusted()
+            time.sleep(0.05)
+        board.consume(job, "worker")
+    finally:
+        renewer.stop()
+        board.close()

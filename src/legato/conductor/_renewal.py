@@ -63,7 +63,8 @@ class Renewer:
     Args:
         board: the jobboard the claims were made on.
         owner: the claims' owner string.
-        period: how often the thread wakes, in seconds (about TTL/3).
+        period: how often the thread wakes, in seconds (about TTL/6; at most a sixth of the
+            board's ``lease_cap``).
         on_tick: called on every wake-up (the conductor refreshes its entity there).
         on_error: called with every jobboard error raised while renewing (for counters).
         on_lost: called with each lease found lost.
@@ -75,7 +76,8 @@ class Renewer:
                  on_lost: Callable[[Lease], None] | None = None) -> None:
         self._board = board
         self._owner = owner
-        self._period = period
+        cap = board.lease_cap  # leases renew every third of it at most: wake twice as often
+        self._period = period if cap is None else min(period, cap / 6)
         self._on_tick = on_tick
         self._on_error = on_error
         self._on_lost = on_lost
