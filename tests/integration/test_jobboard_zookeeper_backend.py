@@ -436,3 +436,28 @@ def test_renewer_keeps_a_long_ttl_lease_trusted_past_the_session_timeout(
     finally:
         renewer.stop()
         board.close()
+
+
+@pytest.mark.slow
+def test_connection_suspended_past_the_session_timeout_loses_every_claim(
+        zookeeper_url: str, proxy: TCPProxy) -> None:
+    """Cut for good: the board cannot hear that its session ended, yet once its connection has
+    been suspended for the session timeout it reports ``CLAIMS_LOST`` and a conductor's leases
+    are marked lost."""
+    board = _connected(proxy.url_for(zookeeper_url), session_timeout=2.0, timeout=2.0)
+    reports: list[str] = []
+    board.notifier.register(CLAIMS_LOST, lambda event, details: reports.append(details["reason"]))
+    renewer = Renewer(board, "worker", period=60.0)  # never renews: only the report can tell
+    renewer.start()
+    try:
+        job = board.claim(board.post("work"), "worker", ttl=30)
+        lease = renewer.add(job, 30.0, claimed_at=time.monotonic() + 3600)  # deadline far off
+        proxy.cut()
+        assert until(lease.lost.is_set, 20)
+        assert reports and "suspended" in reports[0]
+        with pytest.raises(errors.BoardUnavailable):
+            board.get(job.uuid)  # still cut off
+    finally:
+        renewer.stop()
+        proxy.restore()
+        board.close()
