@@ -19,11 +19,13 @@ Layout under the board's path::
   owner's side;
 * its TTL passes without a ``renew``: the claim node stays until someone claims the job, but
   every reader treats it as ended. The TTL is measured on the server's clock only: from the
-  claim node's ``mtime`` (when the server last wrote it) to the server's time as this board
-  last learned it, from the ``mtime`` of its own latest write, advanced by its monotonic clock
-  since (``ServerClock``). Machines' clocks need not agree; a reader's estimate of the server's
-  time trails it, so a reader never ends a claim before its owner's lease ends. (Delays and
-  entity expiry compare the writer's clock with the reader's: skew shifts them by its size.)
+  claim node's ``mtime`` (when the server last wrote it) to the server's time now as this board
+  knows it, at least: the latest ``mtime`` among the nodes it wrote or read lately, advanced by
+  the time elapsed since (``ServerClock``; elapsed on the monotonic clock, or on the injected
+  ``clock`` when there is one). Machines' clocks need not agree; a reader's estimate of the
+  server's time trails it, so a reader never ends a claim before its owner's lease ends.
+  (Delays and entity expiry compare the writer's clock with the reader's: skew shifts them by
+  its size.)
 
 The lease a conductor may trust is capped at the session timeout (``lease_cap``), whatever the
 TTL, and the board's default TTL is at most the session timeout (a larger ``ttl`` given to the
