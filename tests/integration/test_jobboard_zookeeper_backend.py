@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,10 +16,11 @@ from kazoo.client import KazooClient
 
 from legato import errors
 from legato import jobboard as jb
+from legato.conductor._renewal import Renewer
 from legato.jobboard._zkindex import job_name_prefix
-from legato.jobboard.base import Entity, JobBoard
+from legato.jobboard.base import CLAIMS_LOST, Entity, JobBoard
 from legato.jobboard.zookeeper import ZooKeeperJobBoard, ZooKeeperSettings
-from legato.states import JobPriority
+from legato.states import JobPriority, JobState
 from legato.testing.jobboard import run_claim_race, run_dead_owner, run_outage, run_renewal
 from legato.testing.jobboard_acceptance import until
 from legato.testing.proxy import TCPProxy
@@ -61,7 +63,9 @@ def test_settings_from_url() -> None:
     assert settings == ZooKeeperSettings(hosts="zk1:2181,zk2:2182", path="/apps/board",
                                          timeout=2.5, session_timeout=4.0)
     board = ZooKeeperJobBoard.from_url(url, session_timeout=3.0, name="b1")
-    assert board.settings.session_timeout == 3.0 and board.ttl == 12.0 and board.name == "b1"
+    # The TTL is cut to the session timeout (a claim ends with its session anyway).
+    assert board.settings.session_timeout == 3.0 and board.ttl == 3.0 and board.name == "b1"
+    assert ZooKeeperJobBoard.from_url(url, session_timeout=20.0).ttl == 12.0
     assert ZooKeeperSettings.from_url("zookeeper://h:1").path == "/legato"
     with pytest.raises(ValueError):
         ZooKeeperSettings.from_url("zookeeper://h:1/p?colour=red")
@@ -335,3 +339,183 @@ def _works(board: JobBoard, job_uuid: str) -> bool:
     except errors.JobFailure:
         return False
     return True
+
+
+@pytest.mark.slow
+def test_owner_whose_session_expired_cannot_take_the_claim_back(zookeeper_url: str,
+                                                                proxy: TCPProxy) -> None:
+    """A is cut from the server past its session; B claims the job (fence 2). Once A is back on
+    a new session, A's renew and consume with fence 1 are refused, and B's go through. (The
+    new owner's claim node starts again at version 0, which A's remembered version matched.)"""
+    a = _connected(proxy.url_for(zookeeper_url), session_timeout=4.0, timeout=2.0)
+    b = _connected(zookeeper_url)
+    try:
+        old = a.claim(a.post("contested"), "worker", ttl=30)
+        assert old.fence == 1
+        proxy.cut()
+        new = None
+
+        def claimed_by_b() -> bool:
+            nonlocal new
+            try:
+                new = b.claim(old, "worker", ttl=30)
+            except errors.UnclaimableJob:
+                return False
+            return True
+
+        assert until(claimed_by_b, 30), "A's session never expired"
+        assert new is not None and new.fence == 2
+        proxy.restore()
+        assert until(lambda: _works(a, old.uuid), 30), "A never reconnected"
+        with pytest.raises(errors.NotOwner):
+            a.renew(old, "worker")
+        with pytest.raises(errors.NotOwner):
+            a.consume(old, "worker")
+        b.renew(new, "worker")
+        b.consume(new, "worker")
+        assert b.job_count == 0
+    finally:
+        a.close()
+        b.close()
+
+
+def test_default_ttl_and_trusted_lease_are_capped_at_the_session_timeout(
+        zookeeper_url: str) -> None:
+    """A claim ends with its session: the default TTL and the lease a conductor trusts are at
+    most the session timeout, whatever TTL is asked for."""
+    board = _connected(zookeeper_url, session_timeout=4.0)
+    longer = jb.connect(zookeeper_url, session_timeout=4.0, ttl=60)
+    try:
+        assert board.ttl == 4.0 and longer.ttl == 4.0 and board.lease_cap == 4.0
+        job = board.claim(board.post("work"), "worker", ttl=30)
+        renewer = Renewer(board, "worker", period=1.0)
+        lease = renewer.add(job, 30.0, claimed_at=time.monotonic())
+        assert lease.trusted_for == 4.0 and lease.trusted()
+        assert jb.connect("memory://", ttl=60).lease_cap is None
+    finally:
+        board.close()
+
+
+@pytest.mark.slow
+def test_lease_is_not_trusted_once_the_session_may_have_ended(zookeeper_url: str,
+                                                              proxy: TCPProxy) -> None:
+    """A conductor's board is cut from the server with a 30 s lease and a 4 s session: by the
+    time another board can claim the job, the lease is no longer trusted; once the board is
+    back on a new session, the lease is marked lost (``CLAIMS_LOST``)."""
+    a = _connected(proxy.url_for(zookeeper_url), session_timeout=4.0, timeout=2.0)
+    b = _connected(zookeeper_url)
+    reports: list[str] = []
+    a.notifier.register(CLAIMS_LOST, lambda event, details: reports.append(details["reason"]))
+    renewer = Renewer(a, "worker", period=0.5)
+    renewer.start()
+    try:
+        job = a.claim(a.post("work"), "worker", ttl=30)
+        lease = renewer.add(job, 30.0, claimed_at=time.monotonic())
+        proxy.cut()
+        trusted_when_taken: list[bool] = []
+
+        def taken() -> bool:
+            try:
+                b.claim(job, "other", ttl=30)
+            except errors.UnclaimableJob:
+                return False
+            trusted_when_taken.append(lease.trusted())
+            return True
+
+        assert until(taken, 30), "A's session never expired"
+        assert trusted_when_taken == [False]
+        proxy.restore()
+        assert until(lease.lost.is_set, 30)
+        assert reports
+    finally:
+        renewer.stop()
+        a.close()
+        b.close()
+
+
+def test_clock_skew_neither_ends_a_live_claim_nor_keeps_an_expired_one(
+        zookeeper_url: str) -> None:
+    """B's clock runs 40 s ahead of A's. B never claims A's renewed claim, and sees it held;
+    A's renewals work; once A releases it, B claims it. A claim B then stops renewing ends
+    after its TTL on the server's clock, not 40 s later on A's."""
+    a = _connected(zookeeper_url)
+    b = _connected(zookeeper_url, clock=lambda: time.time() + 40)
+    try:
+        job = a.post("work")
+        held = a.claim(job, "worker-a", ttl=30)
+        with pytest.raises(errors.UnclaimableJob):
+            b.claim(job, "worker-b")
+        assert b.claim_next("worker-b") is None
+        assert b.find_owner(job) == "worker-a" and b.state_of(job) is JobState.CLAIMED
+        a.renew(held, "worker-a")
+        with pytest.raises(errors.UnclaimableJob):
+            b.claim(job, "worker-b")
+        a.renew(held, "worker-a")
+        a.release(held, "worker-a")
+        taken = b.claim(job, "worker-b", ttl=2)
+        assert taken.fence == 2
+        with pytest.raises(errors.NotOwner):
+            a.renew(held, "worker-a")
+        again: list[Any] = []
+
+        def claimed_by_a() -> bool:
+            try:
+                again.append(a.claim(job, "worker-a", ttl=30))
+            except errors.UnclaimableJob:
+                return False
+            return True
+
+        assert until(claimed_by_a, 20), "B's claim did not end after its TTL"
+        assert again[0].fence == 3
+        with pytest.raises(errors.NotOwner):
+            b.renew(taken, "worker-b")
+        a.consume(again[0], "worker-a")
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.slow
+def test_renewer_keeps_a_long_ttl_lease_trusted_past_the_session_timeout(
+        zookeeper_url: str) -> None:
+    """A conductor with a 30 s TTL (renewing every 5 s) on a 2 s session renews often enough
+    that the lease, capped at the session timeout, never lapses while the board answers."""
+    board = _connected(zookeeper_url, session_timeout=2.0)
+    renewer = Renewer(board, "worker", period=5.0)
+    renewer.start()
+    try:
+        job = board.claim(board.post("work"), "worker", ttl=30)
+        lease = renewer.add(job, 30.0, claimed_at=time.monotonic())
+        end = time.monotonic() + 3 * board.lease_cap
+        while time.monotonic() < end:  # sampled over three session timeouts
+            assert lease.trusted()
+            time.sleep(0.05)
+        board.consume(job, "worker")
+    finally:
+        renewer.stop()
+        board.close()
+
+
+@pytest.mark.slow
+def test_connection_suspended_past_the_session_timeout_loses_every_claim(
+        zookeeper_url: str, proxy: TCPProxy) -> None:
+    """Cut for good: the board cannot hear that its session ended, yet once its connection has
+    been suspended for the session timeout it reports ``CLAIMS_LOST`` and a conductor's leases
+    are marked lost."""
+    board = _connected(proxy.url_for(zookeeper_url), session_timeout=2.0, timeout=2.0)
+    reports: list[str] = []
+    board.notifier.register(CLAIMS_LOST, lambda event, details: reports.append(details["reason"]))
+    renewer = Renewer(board, "worker", period=60.0)  # never renews: only the report can tell
+    renewer.start()
+    try:
+        job = board.claim(board.post("work"), "worker", ttl=30)
+        lease = renewer.add(job, 30.0, claimed_at=time.monotonic() + 3600)  # deadline far off
+        proxy.cut()
+        assert until(lease.lost.is_set, 20)
+        assert reports and "suspended" in reports[0]
+        with pytest.raises(errors.BoardUnavailable):
+            board.get(job.uuid)  # still cut off
+    finally:
+        renewer.stop()
+        proxy.restore()
+        board.close()

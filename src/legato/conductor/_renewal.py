@@ -2,8 +2,14 @@
 
 One thread per running conductor renews every claim it holds about every TTL/3. A claim whose
 renewal is refused (``NotOwner``/``NotFound``), or whose lease deadline passes while the board
-cannot be reached, is marked lost; the job's engine checks that mark at every atom boundary and
-suspends, so a conductor never keeps running a job another conductor may now hold.
+cannot be reached, is marked lost; the job's engine checks that mark, and the deadline, at every
+atom boundary and suspends, so a conductor never keeps running a job another conductor may now
+hold.
+
+The deadline a lease is trusted to is its TTL after the start of its last successful renewal,
+capped by the board's ``lease_cap`` (the ZooKeeper session timeout: the server ends the claim
+with the session, whatever its TTL). When the board reports ``CLAIMS_LOST`` (a new session, or
+a connection suspended for longer than the session could last), every lease is marked lost.
 
 Leases are keyed by (job, fence): a conductor that lost a claim may claim the same job again
 (a new fence) before the run holding the old claim has ended, and ending that run removes its
@@ -18,7 +24,7 @@ import time
 from collections.abc import Callable
 
 from legato import errors
-from legato.jobboard.base import Job, JobBoard
+from legato.jobboard.base import CLAIMS_LOST, Job, JobBoard
 
 __all__ = ["Lease", "Renewer"]
 
@@ -32,15 +38,24 @@ class Lease:
         job: the claimed job, as ``claim_next`` returned it.
         ttl: the claim's lease length in seconds.
         lost: set once the claim can no longer be relied on.
+        trusted_for: how long the lease is trusted after a claim or renewal was sent: ``ttl``,
+            capped by the board's ``lease_cap``.
         deadline: ``time.monotonic()`` value by which the lease ends unless renewed.
     """
 
-    def __init__(self, job: Job, ttl: float, *, claimed_at: float) -> None:
+    def __init__(self, job: Job, ttl: float, *, claimed_at: float,
+                 cap: float | None = None) -> None:
         self.job = job
         self.ttl = ttl
         self.lost = threading.Event()
-        self.deadline = claimed_at + ttl
-        self.next_renewal = claimed_at + ttl / 3
+        self.trusted_for = ttl if cap is None else min(ttl, cap)
+        self.deadline = claimed_at + self.trusted_for
+        self.next_renewal = claimed_at + self.trusted_for / 3
+
+    def trusted(self) -> bool:
+        """Whether the claim may still be relied on: not lost, and its deadline not passed
+        (a process paused past it, say, before the renewer could notice)."""
+        return not self.lost.is_set() and time.monotonic() < self.deadline
 
     @property
     def key(self) -> tuple[str, int | None]:
@@ -57,7 +72,8 @@ class Renewer:
     Args:
         board: the jobboard the claims were made on.
         owner: the claims' owner string.
-        period: how often the thread wakes, in seconds (about TTL/3).
+        period: how often the thread wakes, in seconds (about TTL/6; at most a sixth of the
+            board's ``lease_cap``).
         on_tick: called on every wake-up (the conductor refreshes its entity there).
         on_error: called with every jobboard error raised while renewing (for counters).
         on_lost: called with each lease found lost.
@@ -69,7 +85,8 @@ class Renewer:
                  on_lost: Callable[[Lease], None] | None = None) -> None:
         self._board = board
         self._owner = owner
-        self._period = period
+        cap = board.lease_cap  # leases renew every third of it at most: wake twice as often
+        self._period = period if cap is None else min(period, cap / 6)
         self._on_tick = on_tick
         self._on_error = on_error
         self._on_lost = on_lost
@@ -82,19 +99,21 @@ class Renewer:
 
     def start(self) -> None:
         self._stop.clear()
+        self._board.notifier.register(CLAIMS_LOST, self._all_lost)
         self._thread = threading.Thread(target=self._loop, daemon=True,
                                         name=f"legato-renewer-{self._owner}")
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self._board.notifier.deregister(CLAIMS_LOST, self._all_lost)
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
 
     def add(self, job: Job, ttl: float, *, claimed_at: float) -> Lease:
         """Start renewing the claim ``job`` carries (its uuid and fence); return its lease."""
-        lease = Lease(job, ttl, claimed_at=claimed_at)
+        lease = Lease(job, ttl, claimed_at=claimed_at, cap=self._board.lease_cap)
         with self._lock:
             self._leases[lease.key] = lease
         return lease
@@ -157,8 +176,17 @@ class Renewer:
                 logger.warning("renewing the claim on job %s failed (will retry): %s",
                                lease.job.uuid, exc)
         else:
-            lease.deadline = started + lease.ttl
-            lease.next_renewal = started + lease.ttl / 3
+            lease.deadline = started + lease.trusted_for
+            lease.next_renewal = started + lease.trusted_for / 3
+
+    def _all_lost(self, _event: str, details: dict[str, object]) -> None:
+        """The board reported that every claim made through it ended (``CLAIMS_LOST``)."""
+        with self._lock:
+            leases = list(self._leases.values())
+        for lease in leases:
+            if not lease.lost.is_set():
+                logger.warning("claim on job %s lost: %s", lease.job.uuid, details.get("reason"))
+                self.lose(lease)
 
     def _report(self, exc: Exception) -> None:
         if self._on_error is not None:

@@ -499,7 +499,7 @@ class ExecutorConductor(Conductor):
     def _run_engine(self, engine: Any, lease: Lease) -> None:
         suspended = False
         for _state in engine.run_iter():
-            if not suspended and (self._stopping.is_set() or lease.lost.is_set()):
+            if not suspended and (self._stopping.is_set() or not lease.trusted()):
                 engine.suspend()
                 suspended = True
 
@@ -514,7 +514,7 @@ class ExecutorConductor(Conductor):
             return Outcome(Action.CONSUME, f"flow failed: {type(failure).__name__}: {failure}")
         if engine.flow_detail.state is not FlowState.SUSPENDED:
             return Outcome(Action.CONSUME)
-        if lease.lost.is_set():
+        if not lease.trusted():
             return Outcome(Action.ABANDON, "claim lost", delay=0.0)
         if self._stopping.is_set():
             return Outcome(Action.ABANDON, "conductor stopping", delay=0.0)

@@ -22,7 +22,7 @@ from legato import errors
 from legato.jobboard._zkindex import CLAIMS, JOBS, Index, Node
 from legato.jobboard._zkwatch import Watches, read_many_async
 
-__all__ = ["Follower", "claim_expiry", "decode_claim"]
+__all__ = ["Follower", "ServerClock", "claim_expiry", "decode_claim"]
 
 
 def decode_claim(data: bytes) -> dict[str, Any]:
@@ -38,6 +38,52 @@ def claim_expiry(claim: dict[str, Any]) -> float:
     """When the claim's TTL ends; an unreadable claim node counts as already ended."""
     expires = claim.get("expires_at")
     return float(expires) if isinstance(expires, int | float) else 0.0
+
+
+class ServerClock:
+    """What time it is on the ZooKeeper server, at least: claim TTLs are measured on this clock,
+    the same for every board whatever their own clocks say.
+
+    Every node's ``mtime`` is server time (the ensemble's leader stamps each write with its own
+    clock), and the server's time is past it once the node has been read. So each node this
+    board writes or reads (claim nodes, mostly) tells it the server's time was at least that
+    ``mtime`` then; with the time elapsed since, on ``elapsed`` (``time.monotonic``, or the
+    board's injected clock), the best of those readings is a lower bound of the server's time
+    now. A reading is kept at most ``_KEEP`` seconds unless a better one comes, so that clock
+    rates drifting apart cannot add up. A step of the server's own clock (or a new leader's
+    clock) moves claim expiry with it.
+    """
+
+    _KEEP = 60.0
+
+    def __init__(self, elapsed: Callable[[], float]) -> None:
+        self._elapsed = elapsed
+        self._offset: float | None = None  # server time - elapsed(), the best reading
+        self._taken = 0.0
+
+    def learn(self, stat: Any) -> None:
+        """``stat`` is that of a node this board just wrote or read (its reply already in)."""
+        now = self._elapsed()
+        offset = float(stat.mtime) / 1000.0 - now
+        if self._offset is None or offset > self._offset or now - self._taken > self._KEEP:
+            self._offset, self._taken = offset, now
+
+    def now(self) -> float | None:
+        """The server's time now, at least; None before anything was learned."""
+        offset = self._offset
+        return None if offset is None else self._elapsed() + offset
+
+    def claim_ends(self, data: bytes, stat: Any, now: float) -> float:
+        """When the claim node holding ``data`` with ``stat``, just read, ends on the reader's
+        clock, whose time is ``now``: its TTL after the server last wrote it (the claim or its
+        last renewal). The owner's ``expires_at`` is not used: it is on the owner's clock."""
+        self.learn(stat)
+        ttl = decode_claim(data).get("ttl")
+        if not isinstance(ttl, int | float) or isinstance(ttl, bool):
+            return 0.0  # an unreadable claim node counts as already ended
+        server_now = self.now()
+        written = float(stat.mtime) / 1000.0
+        return now + (written + float(ttl) - (written if server_now is None else server_now))
 
 
 def _node(found: Any) -> Node | None:
@@ -56,15 +102,17 @@ class Follower:
         result: waits for a kazoo async result, raising ``BoardUnavailable`` on connection
             trouble (and kazoo's own errors, such as ``NoNodeError``, as they are).
         clock: the board's clock.
+        server_clock: the server's time, which claim TTLs are measured on.
         read_ahead: how many of the next candidates' job nodes to keep read ahead.
     """
 
     def __init__(self, index: Index, *, jobs: str, claims: str, live: Callable[[], Any],
                  result: Callable[[Any], Any], clock: Callable[[], float],
-                 read_ahead: int) -> None:
+                 server_clock: ServerClock, read_ahead: int) -> None:
         self.index = index
         self._jobs, self._claims = jobs, claims
         self._live, self._result, self._clock = live, result, clock
+        self.server_clock = server_clock
         self._read_ahead = read_ahead
         self._client: Any = None
         self._watch: Watches | None = None
@@ -136,11 +184,11 @@ class Follower:
         pending = [watch.get_async(f"{self._claims}/{name}") for name in names]
         for name, item in zip(names, pending, strict=True):
             try:
-                data, _ = self._result(item)
+                data, stat = self._result(item)
             except kz.NoNodeError:
                 self.index.no_claim(name, seen=token)
             else:
-                self.index.claimed(name, claim_expiry(decode_claim(data)), seen=token)
+                self.index.claimed(name, self.claim_ends(data, stat), seen=token)
 
     def read_claim_async(self, *names: str) -> None:
         """Learn whether claim nodes exist, and their lease expiry, in the background; their
@@ -158,13 +206,17 @@ class Follower:
     def _claim_read(self, name: str, token: int, pending: Any) -> None:
         self.index.read_done(name)
         try:
-            data, _ = pending.get(block=False)
+            data, stat = pending.get(block=False)
         except kz.NoNodeError:
             self.index.no_claim(name, seen=token)
         except Exception:  # disconnected: the index is synced again on reconnection
             return
         else:
-            self.index.claimed(name, claim_expiry(decode_claim(data)), seen=token)
+            self.index.claimed(name, self.claim_ends(data, stat), seen=token)
+
+    def claim_ends(self, data: bytes, stat: Any) -> float:
+        """When a claim node read just now ends, on the board's clock (``ServerClock``)."""
+        return self.server_clock.claim_ends(data, stat, self._clock())
 
     def _on_event(self, root: str, kind: int, name: str) -> None:
         # On kazoo's connection thread (see ``Watches``): quick, and never waits.
@@ -172,15 +224,17 @@ class Follower:
 
     # -- job nodes -------------------------------------------------------------------------
 
-    def read_nodes(self, name: str) -> tuple[Node | None, Node | None]:
-        """The job node and the claim node of ``name`` (data and version), in one round trip;
-        the claim node is left watched."""
+    def read_nodes(self, name: str) -> tuple[Node | None, Node | None, float]:
+        """The job node and the claim node of ``name`` (data and version), in one round trip,
+        and when the claim ends on the board's clock (0 without one); the claim node is left
+        watched."""
         client, watch = self._live(), self._watch
         assert watch is not None
         pending = [client.get_async(f"{self._jobs}/{name}"),
                    watch.get_async(f"{self._claims}/{name}")]
         job, claim = (self._found(item) for item in pending)
-        return _node(job), _node(claim)
+        ends = 0.0 if claim is None else self.claim_ends(*claim)
+        return _node(job), _node(claim), ends
 
     def read_page(self, names: list[str]) -> list[tuple[Any, Any]]:
         """The job node and the claim node, as kazoo returns them (None if missing), of each
@@ -196,7 +250,7 @@ class Follower:
             if claim_node is None:
                 self.index.no_claim(name, seen=token)
             else:
-                self.index.claimed(name, claim_expiry(decode_claim(claim_node[0])), seen=token)
+                self.index.claimed(name, self.claim_ends(*claim_node), seen=token)
             found.append((job_node, claim_node))
         return found
 

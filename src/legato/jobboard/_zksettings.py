@@ -25,8 +25,10 @@ class ZooKeeperSettings:
         timeout: seconds to wait for the server, on connect and on each call, before
             ``BoardUnavailable``. Calls made while disconnected fail at once.
         session_timeout: the ZooKeeper session timeout: a dead owner's claims end at most this
-            long after its last heartbeat, whatever their TTL. The server clamps it to its
-            ``minSessionTimeout``..``maxSessionTimeout``.
+            long after its last heartbeat, whatever their TTL. So it also caps the board's
+            default TTL and the lease a conductor trusts (``lease_cap``). The server clamps it
+            to its ``minSessionTimeout``..``maxSessionTimeout``: keep it within them (a server
+            that cuts it shorter ends claims sooner than conductors expect).
     """
 
     hosts: str = "127.0.0.1:2181"

@@ -56,8 +56,8 @@ if TYPE_CHECKING:
     from legato.persistence.base import Persistence
     from legato.persistence.models import LogBook
 
-__all__ = ["MAX_DETAILS_BYTES", "MAX_DETAILS_DEPTH", "POSTED", "REMOVAL", "Entity", "Job",
-           "JobBoard", "JobRecord", "Pending", "check_details", "decode_record"]
+__all__ = ["CLAIMS_LOST", "MAX_DETAILS_BYTES", "MAX_DETAILS_DEPTH", "POSTED", "REMOVAL", "Entity",
+           "Job", "JobBoard", "JobRecord", "Pending", "check_details", "decode_record"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,11 @@ logger = logging.getLogger(__name__)
 POSTED = "POSTED"
 #: Notifier event: a job left the board, consumed or trashed (details: ``job``).
 REMOVAL = "REMOVAL"
+#: Notifier event: every claim made through this board object has ended, whatever its TTL, and
+#: the board knows it before any renewal is refused (details: ``reason``). Emitted by boards
+#: whose claims end with a connection's session (ZooKeeper); conductors mark all their leases
+#: lost on it. It may come from a client library's thread: listeners must return quickly.
+CLAIMS_LOST = "CLAIMS_LOST"
 
 #: Deepest nesting of a job's ``details`` that ``post`` accepts: the details object itself is
 #: level 1, ``{"a": {"b": [1]}}`` has 3 levels. A stored record nested deeper is garbage.
@@ -448,6 +453,14 @@ class JobBoard(abc.ABC):
     #: Conductors then send a job's consume before reading the previous one's answer.
     PIPELINED_SENDS: ClassVar[bool] = False
 
+    @property
+    def lease_cap(self) -> float | None:
+        """The longest, in seconds, a claim made through this board can be trusted to last
+        after its last renewal (or claim) was sent, whatever its TTL; None when only the TTL
+        bounds it. A ZooKeeper claim ends with its session, so there it is the session
+        timeout. Conductors cap their lease deadlines with it (``legato.conductor``)."""
+        return None
+
     # -- lifecycle -------------------------------------------------------------------------
 
     @property
@@ -756,6 +769,11 @@ class JobBoard(abc.ABC):
         if ttl <= 0:
             raise ValueError("ttl must be > 0")
         return float(ttl)
+
+    def _claims_lost(self, reason: str) -> None:
+        """For backends: every claim made through this board has ended (``CLAIMS_LOST``)."""
+        logger.warning("board %r: every claim it held has ended: %s", self.name, reason)
+        self.notifier.notify(CLAIMS_LOST, {"reason": reason})
 
     def _claimed(self, job: Job, record: JobRecord) -> Job:
         claimed = Job(self, record, fence=record.fence)

@@ -18,9 +18,23 @@ Layout under the board's path::
   ``session_timeout``): the server deletes the ephemeral claim node, with no code running on the
   owner's side;
 * its TTL passes without a ``renew``: the claim node stays until someone claims the job, but
-  every reader treats it as ended (``expires_at`` is written from the owner's clock and compared
-  with the reader's, so machines' clocks must roughly agree for TTL expiry; session expiry needs
-  no clocks).
+  every reader treats it as ended. The TTL is measured on the server's clock only: from the
+  claim node's ``mtime`` (when the server last wrote it) to the server's time now as this board
+  knows it, at least: the latest ``mtime`` among the nodes it wrote or read lately, advanced by
+  the time elapsed since (``ServerClock``; elapsed on the monotonic clock, or on the injected
+  ``clock`` when there is one). Machines' clocks need not agree; a reader's estimate of the
+  server's time trails it, so a reader never ends a claim before its owner's lease ends.
+  (Delays and entity expiry compare the writer's clock with the reader's: skew shifts them by
+  its size.)
+
+The lease a conductor may trust is capped at the session timeout (``lease_cap``), whatever the
+TTL, and the board's default TTL is at most the session timeout (a larger ``ttl`` given to the
+board is cut to it). The board reports ``CLAIMS_LOST`` when its session ends, when it carries
+on with a new one, and when its connection has been suspended for the session timeout; it then
+forgets every claim it held. ``renew``, ``consume``, ``abandon``, ``release`` and ``trash``
+check the job node's version in their transaction: every claim rewrites the job node (its
+fence), so a claim node another session created since, which starts at version 0 again, can
+never pass for the one checked.
 
 **Atomicity.** ``claim`` is one transaction: (delete the expired claim node, checking its
 version,) create the claim node, and rewrite the job node with ``fence + 1`` and ``attempts + 1``
@@ -70,6 +84,7 @@ import json
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -80,7 +95,7 @@ from kazoo.retry import KazooRetry
 
 from legato import errors
 from legato.jobboard._zkentities import Entities
-from legato.jobboard._zkfollow import Follower, claim_expiry, decode_claim
+from legato.jobboard._zkfollow import Follower, ServerClock, claim_expiry, decode_claim
 from legato.jobboard._zkindex import (
     UNCLAIMED,
     Index,
@@ -143,8 +158,14 @@ class ZooKeeperJobBoard(JobBoard):
     PIPELINED_SENDS = True
 
     def __init__(self, settings: ZooKeeperSettings | None = None, **kwargs: Any) -> None:
+        settings = settings or ZooKeeperSettings()
+        # A claim ends with the session anyway: a longer default TTL would only be a lease
+        # its owner cannot trust (see ``lease_cap``).
+        kwargs["ttl"] = min(kwargs.get("ttl", 30.0), settings.session_timeout)
+        # Claim TTLs are measured on the server's clock; this one only measures time elapsed.
+        elapsed = kwargs.get("clock") or time.monotonic
         super().__init__(**kwargs)
-        self.settings = settings or ZooKeeperSettings()
+        self.settings = settings
         self._client: Any = None
         self._session_id: int | None = None
         root = self.settings.path
@@ -153,6 +174,7 @@ class ZooKeeperJobBoard(JobBoard):
         self._index = Index()
         self._follower = Follower(self._index, jobs=self._jobs, claims=self._claims,
                                   live=self._live, result=self._result, clock=self.clock,
+                                  server_clock=ServerClock(elapsed),
                                   read_ahead=_READ_AHEAD)
         self._local = threading.local()
         self._entities = Entities(f"{root}/entities", live=self._live, result=self._result,
@@ -164,6 +186,15 @@ class ZooKeeperJobBoard(JobBoard):
         # Claims whose reply a lost connection swallowed: (job node name, fence). Released on
         # reconnection if they were made, since nobody holds their fenced Job.
         self._orphans: list[tuple[str, int]] = []
+        # Fires once the connection has been suspended for as long as the session can last.
+        self._suspension: threading.Timer | None = None
+        self._ended = False  # the session ended (LOST) and no new one began yet
+
+    @property
+    def lease_cap(self) -> float:
+        """The session timeout: a claim ends with its session, whatever its TTL, and the
+        session may end that long after the server last heard from this board."""
+        return self.settings.session_timeout
 
     @classmethod
     def from_url(cls, url: str, *, persistence: Persistence | None = None,
@@ -190,6 +221,8 @@ class ZooKeeperJobBoard(JobBoard):
             self._client, self._session_id = client, client.client_id[0]
             for path in (self._jobs, self._claims, self._trash_root, self._entities.root):
                 client.ensure_path(path)
+            # A first reading of the server's time (claim TTLs are measured on it).
+            self._follower.server_clock.learn(client.set(self.settings.path, b""))
             self._follower.attach(client)
             client.add_listener(self._on_state)
             self._follower.sync()
@@ -209,6 +242,7 @@ class ZooKeeperJobBoard(JobBoard):
         if client is not None:
             client.remove_listener(self._on_state)
             shutdown(client)
+        self._end_suspension()
         self._follower.detach()  # also wakes waiters
 
     def _on_state(self, state: str) -> None:
@@ -216,8 +250,49 @@ class ZooKeeperJobBoard(JobBoard):
         # its watches added again, and changes made meanwhile fired no event.
         self._index.desync()  # also wakes waiters: they see the outage (or recovery) at once
         client = self._client
-        if state == KazooState.CONNECTED and client is not None:
+        if state == KazooState.SUSPENDED:
+            self._begin_suspension()
+            return
+        self._end_suspension()
+        if state == KazooState.LOST:
+            self._ended = True
+            self._lose_claims("its ZooKeeper session ended")
+        elif state == KazooState.CONNECTED and client is not None:
+            session = client.client_id
+            if session is not None and session[0] != self._session_id and not self._ended:
+                # Here, before any reply on the new session is read: no claim made through it
+                # can be taken for one of the old session's.
+                self._lose_claims("it carries on with a new ZooKeeper session")
+            self._ended = False
             client.handler.spawn(self._after_reconnect)
+
+    def _lose_claims(self, why: str) -> None:
+        """Every claim made through this board has ended, or may have (the server deletes
+        their nodes with the session): forget them, and say so (``CLAIMS_LOST``)."""
+        with self._holds_lock:
+            self._holds.clear()
+        self._claims_lost(why)
+
+    def _begin_suspension(self) -> None:
+        if self._suspension is not None:
+            return
+        timer = threading.Timer(self.settings.session_timeout,
+                                lambda: self._suspended_too_long(timer))
+        timer.daemon = True
+        self._suspension = timer
+        timer.start()
+
+    def _end_suspension(self) -> None:
+        timer, self._suspension = self._suspension, None
+        if timer is not None:
+            timer.cancel()
+
+    def _suspended_too_long(self, timer: threading.Timer) -> None:
+        client = self._client
+        if self._suspension is timer and (client is None
+                                          or client.state != KazooState.CONNECTED):
+            self._lose_claims(f"its connection to ZooKeeper has been suspended for "
+                              f"{self.settings.session_timeout:g}s, the session timeout")
 
     def _after_reconnect(self) -> None:
         client = self._client
@@ -278,6 +353,13 @@ class ZooKeeperJobBoard(JobBoard):
         """Commit a transaction; return its results (``failure`` finds the error in them)."""
         return self._outcome(self._send(ops), on_unknown=on_unknown)
 
+    def _commit_kazoo(self, ops: Callable[[Any], None]) -> list[Any]:
+        """``_commit`` through kazoo's own transaction builder (for operations ``Ops`` does
+        not encode, such as ``check``)."""
+        txn = self._live().transaction()
+        ops(txn)
+        return self._outcome(txn.commit_async())
+
     def _send(self, ops: Callable[[Any], None]) -> Any:
         """Send a transaction without waiting for its answer: its kazoo async result (see
         ``_outcome``). kazoo's connection thread writes it, in order, at the caller's next
@@ -310,7 +392,11 @@ class ZooKeeperJobBoard(JobBoard):
     def _job_with_claim(self, name: str, job: tuple[bytes, Any] | None,
                         claim: tuple[bytes, Any] | None) -> JobRecord | None:
         record = None if job is None else self._decode_job(name, job[0])
-        return record if record is None or claim is None else with_claim(record, claim[0])
+        if record is None or claim is None:
+            return record
+        record = with_claim(record, claim[0])
+        record.lease_expires = self._follower.claim_ends(*claim)  # on this board's clock
+        return record
 
     # -- posting and reading ---------------------------------------------------------------
 
@@ -424,10 +510,10 @@ class ZooKeeperJobBoard(JobBoard):
             self._follower.fetched(name)
             token = self._index.token()
             job = self._index.cached(name) if attempt == 0 else None
-            cached, claim = job is not None, None
+            cached, claim, ends = job is not None, None, 0.0
             if job is None:
-                job, claim = self._follower.read_nodes(name)
-            record = self._claimable(name, job, claim, token)
+                job, claim, ends = self._follower.read_nodes(name)
+            record = self._claimable(name, job, claim, token, ends)
             assert job is not None
             prepared = self._prepare_claim(name, record, job[1], claim, who, ttl, cached=cached)
             results = self._commit_claim(prepared, prepared.add_to)
@@ -484,6 +570,7 @@ class ZooKeeperJobBoard(JobBoard):
             self._follower.read_claim_async(name)
 
     def _claim_committed(self, prepared: Claim, job_stat: Any) -> JobRecord:
+        self._follower.server_clock.learn(job_stat)
         record = prepared.record
         self._remember_hold(Held(prepared.name, prepared.claim, 0, clone(record),
                                   int(job_stat.version)))
@@ -615,8 +702,9 @@ class ZooKeeperJobBoard(JobBoard):
         return self._prepare_claim(name, record, job[1], None, who, ttl, cached=True)
 
     def _claimable(self, name: str, job: Node | None, claim: Node | None,
-                   token: int) -> JobRecord:
-        """The job's record if it may be claimed now; otherwise the error saying why."""
+                   token: int, ends: float = 0.0) -> JobRecord:
+        """The job's record if it may be claimed now (``claim`` ending at ``ends`` on this
+        board's clock, see ``ServerClock``); otherwise the error saying why."""
         job_uuid = uuid_of(name)
         if job is None:
             self._index.remove(name)
@@ -627,9 +715,8 @@ class ZooKeeperJobBoard(JobBoard):
         now = self.clock()
         if claim is not None:
             data = decode_claim(claim[0])
-            expires = claim_expiry(data)
-            if expires > now:
-                self._index.claimed(name, expires, seen=token)
+            if ends > now:
+                self._index.claimed(name, ends, seen=token)
                 owner = data.get("owner")
                 # Claimed through another session (another board, likely another process):
                 # a race lost; through ours: the index was just behind.
@@ -687,15 +774,25 @@ class ZooKeeperJobBoard(JobBoard):
         if claim is None:
             raise not_owner(job_uuid, who, None, fence=fence, actual_fence=record.fence)
         data = decode_claim(claim[0])
-        actual = data.get("owner") if claim_expiry(data) > self.clock() else None
+        live = self._follower.claim_ends(*claim) > self.clock()
+        actual = data.get("owner") if live else None
+        # The claim's session is not checked: a claim may be finished through any board
+        # object. The fence is what tells one claim from another (see ``_end_claim``).
         if actual != who or (fence is not None and data.get("fence") != fence):
             raise not_owner(job_uuid, who, actual, fence=fence, actual_fence=record.fence)
         return Held(name, data, claim[1].version, record, job[1].version)
 
     def _end_claim(self, job_uuid: str, who: str, fence: int | None,
-                   ops: Callable[[Any, Held], None]) -> tuple[Held, list[Any]]:
+                   ops: Callable[[Any, Held], None], *,
+                   kazoo_txn: bool = False) -> tuple[Held, list[Any]]:
         """Check the claim, then commit ``ops`` against the versions read; when something
         changed in between, check again (which raises ``NotOwner``/``NotFound`` if need be).
+
+        ``ops`` must check the job node's version (by writing or deleting it with that version,
+        or with ``check``): every claim rewrites the job node with the next fence, so that is
+        what proves, in the same transaction, that no claim came since the one checked. The
+        claim node's own version proves nothing alone: a claim node created again, by another
+        session, starts at version 0 again.
 
         A claim this board made (or renewed) and still remembers, unexpired, is committed
         against the versions it remembers without reading first; any change fails the
@@ -709,7 +806,7 @@ class ZooKeeperJobBoard(JobBoard):
             def bound(txn: Any, held: Held = held) -> None:
                 ops(txn, held)
 
-            results = self._commit(bound)
+            results = self._commit_kazoo(bound) if kazoo_txn else self._commit(bound)
             if failure_of(results) is None:
                 return held, results
             self._forget_hold(held.name)
@@ -738,12 +835,16 @@ class ZooKeeperJobBoard(JobBoard):
         renewed: dict[str, Any] = {}
 
         def ops(txn: Any, held: Held) -> None:
-            # Writing the claim node also proves our session is alive.
+            # Writing the claim node also proves our session is alive. The job node's version
+            # proves no other claim came since ours: a claim node another session created
+            # starts at version 0 again, but its claim rewrote the job node (its fence).
             renewed.update(held.claim, ttl=ttl, expires_at=expires, renewed_at=self.clock())
             txn.set_data(f"{self._claims}/{held.name}", json.dumps(renewed).encode(),
                          version=held.claim_version)
+            txn.check(f"{self._jobs}/{held.name}", held.job_version)
 
-        held, results = self._end_claim(job_uuid, who, fence, ops)
+        held, results = self._end_claim(job_uuid, who, fence, ops, kazoo_txn=True)
+        self._follower.server_clock.learn(results[0])
         self._index.claimed(held.name, expires)
         self._remember_hold(dataclasses.replace(held, claim=dict(renewed),
                                                 claim_version=int(results[0].version)))
@@ -791,6 +892,7 @@ class ZooKeeperJobBoard(JobBoard):
         self._index.writing(name)
         try:
             held, results = self._end_claim(job_uuid, who, fence, ops)
+            self._follower.server_clock.learn(results[1])
             self._forget_hold(held.name)
             self._index.unclaimed(held.name, available_at, (written[0], int(results[1].version)))
         finally:
