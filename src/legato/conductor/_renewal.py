@@ -115,8 +115,9 @@ class Renewer:
         started = time.monotonic()
         try:
             self._board.renew(lease.job, self._owner, lease.ttl)
-        except (errors.NotOwner, errors.NotFound) as exc:
-            logger.warning("claim on job %s lost: %s", lease.job.uuid, exc)
+        except (errors.NotOwner, errors.NotFound, errors.BoardDataLost) as exc:
+            log = logger.error if isinstance(exc, errors.BoardDataLost) else logger.warning
+            log("claim on job %s lost: %s", lease.job.uuid, exc)
             self._report(exc)
             self._lose(lease)
         except Exception as exc:  # board unreachable or failing: lost only once the lease ends

@@ -23,6 +23,12 @@ Semantics every backend keeps (the conformance suite in ``legato.testing`` check
 * An unreachable server raises ``BoardUnavailable`` (a ``JobFailure``) within the configured
   timeout; the same board object carries on once the server is back.
 * Entries that cannot be decoded are skipped by iteration with a warning, never deleted.
+* A job that leaves the board was consumed or trashed: ``Job.state`` says COMPLETE. A board
+  whose server can lose its data without an error (Redis persisting nothing, restarted) keeps
+  an ``epoch``, an id of the data it holds: a call that finds the data replaced raises
+  ``BoardDataLost`` (once per board object, which then works on with what the server holds),
+  and ``Job.state``/``Job.wait()`` raise it for a job made under an older epoch that is gone,
+  never calling it COMPLETE. Boards whose data cannot vanish silently have no epoch (None).
 """
 
 from __future__ import annotations
@@ -202,6 +208,8 @@ class Job:
         self.board = board
         self._record = record
         self.fence = fence
+        #: The board's data ``epoch`` when this object was made (see ``JobBoard.epoch``).
+        self.epoch = board._epoch
         self._book: LogBook | None = None
 
     def __repr__(self) -> str:
@@ -238,7 +246,11 @@ class Job:
 
     @property
     def state(self) -> JobState:
-        """The job's state now (read from the board): COMPLETE once consumed or trashed."""
+        """The job's state now (read from the board): COMPLETE once consumed or trashed.
+
+        Raises:
+            BoardDataLost: the job was lost with the board's data (it never completed).
+        """
         return self.board.state_of(self)
 
     @property
@@ -252,7 +264,11 @@ class Job:
         return self._book
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the job is consumed or trashed; return False if ``timeout`` passed first."""
+        """Block until the job is consumed or trashed; return False if ``timeout`` passed first.
+
+        Raises:
+            BoardDataLost: the job was lost with the board's data (it never completed).
+        """
         return self.board.wait_for_completion(self, timeout)
 
 
@@ -285,6 +301,7 @@ class JobBoard(abc.ABC):
         self.poll_interval = poll_interval
         self.clock: Clock = clock or time.time
         self.notifier = Notifier()
+        self._epoch: str | None = None
         self._connected = False
         self._connect_lock = threading.Lock()
 
@@ -313,6 +330,18 @@ class JobBoard(abc.ABC):
     @property
     def connected(self) -> bool:
         return self._connected
+
+    @property
+    def epoch(self) -> str | None:
+        """An id of the data this board object works on, on backends whose server can lose
+        its data without an error (Redis: a random id written at first connect, checked by
+        every script); None on the others.
+
+        A call that finds the server's epoch gone or changed raises ``BoardDataLost`` and this
+        object takes the server's new epoch: jobs made under the old one that are gone are
+        then reported lost by ``state_of``, never COMPLETE.
+        """
+        return self._epoch
 
     def connect(self) -> None:
         """Connect to the backend (no-op when already connected)."""
@@ -391,10 +420,18 @@ class JobBoard(abc.ABC):
         return Job(self, self._get(job_uuid))
 
     def state_of(self, job: Job) -> JobState:
+        """The job's state now: COMPLETE once it was consumed or trashed.
+
+        Raises:
+            BoardDataLost: the job is gone because the board lost its data (the job was made
+                under an older ``epoch``), or the board finds its data lost now.
+        """
         self._require_connected()
         try:
             record = self._get(job.uuid)
         except errors.NotFound:
+            if job.epoch != self.epoch:
+                raise self._lost_job(job) from None
             return JobState.COMPLETE
         return record.effective_state(self.clock())
 
@@ -424,7 +461,7 @@ class JobBoard(abc.ABC):
         """
         self._require_connected()
         _check_owner(who)
-        record = self._claim(job.uuid, who, self._ttl(ttl))
+        record = self._on_job(job, self._claim, who, self._ttl(ttl))
         return self._claimed(job, record)
 
     def claim_next(self, who: str, *, ttl: float | None = None) -> Job | None:
@@ -443,7 +480,7 @@ class JobBoard(abc.ABC):
         """
         self._require_connected()
         _check_owner(who)
-        self._renew(job.uuid, who, job.fence, self._ttl(ttl))
+        self._on_job(job, self._renew, who, job.fence, self._ttl(ttl))
 
     def consume(self, job: Job, who: str) -> None:
         """Mark the claimed job done; it leaves the board.
@@ -453,7 +490,7 @@ class JobBoard(abc.ABC):
         """
         self._require_connected()
         _check_owner(who)
-        self._consume(job.uuid, who, job.fence)
+        self._on_job(job, self._consume, who, job.fence)
         self.notifier.notify(REMOVAL, {"job": job})
 
     def consume_and_claim_next(self, job: Job, who: str, *,
@@ -471,8 +508,8 @@ class JobBoard(abc.ABC):
         self._require_connected()
         _check_owner(who)
         ttl = self._ttl(ttl)
-        return self._consumed_and_claimed(job, self._consume_and_claim_next(job.uuid, who,
-                                                                            job.fence, ttl))
+        record = self._on_job(job, self._consume_and_claim_next, who, job.fence, ttl)
+        return self._consumed_and_claimed(job, record)
 
     def consume_and_claim_next_async(self, job: Job, who: str, *,
                                      ttl: float | None = None) -> Pending[Job | None]:
@@ -507,7 +544,7 @@ class JobBoard(abc.ABC):
         """
         self._require_connected()
         _check_owner(who)
-        self._release(job.uuid, who, job.fence)
+        self._on_job(job, self._release, who, job.fence)
 
     def abandon(self, job: Job, who: str, *, delay: float | None = None,
                 reason: str | None = None) -> None:
@@ -520,7 +557,7 @@ class JobBoard(abc.ABC):
         _check_owner(who)
         if delay is not None and delay < 0:
             raise ValueError("delay must be >= 0")
-        self._abandon(job.uuid, who, job.fence, delay or 0.0, reason)
+        self._on_job(job, self._abandon, who, job.fence, delay or 0.0, reason)
 
     def trash(self, job: Job, who: str, *, reason: str | None = None) -> None:
         """Move the claimed job to the trash (it leaves the board, listed by ``iter_trash``).
@@ -530,7 +567,7 @@ class JobBoard(abc.ABC):
         """
         self._require_connected()
         _check_owner(who)
-        self._trash(job.uuid, who, job.fence, reason)
+        self._on_job(job, self._trash, who, job.fence, reason)
         self.notifier.notify(REMOVAL, {"job": job})
 
     def iter_trash(self) -> Iterator[Job]:
@@ -558,7 +595,11 @@ class JobBoard(abc.ABC):
             self._wait_for_change(min(remaining, self.poll_interval))
 
     def wait_for_completion(self, job: Job, timeout: float | None = None) -> bool:
-        """Block until ``job`` is consumed or trashed; False if ``timeout`` passed first."""
+        """Block until ``job`` is consumed or trashed; False if ``timeout`` passed first.
+
+        Raises:
+            BoardDataLost: as for ``state_of``.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.state_of(job) is not JobState.COMPLETE:
             remaining = self.poll_interval if deadline is None else deadline - time.monotonic()
@@ -595,6 +636,23 @@ class JobBoard(abc.ABC):
         if ttl <= 0:
             raise ValueError("ttl must be > 0")
         return float(ttl)
+
+    def _on_job(self, job: Job, primitive: Callable[..., T], *args: Any) -> T:
+        """``primitive(job.uuid, *args)``; a ``NotFound`` for a job made under an epoch the
+        board has lost since becomes ``BoardDataLost``: the job went with the data."""
+        try:
+            return primitive(job.uuid, *args)
+        except errors.NotFound:
+            if job.epoch != self.epoch:
+                raise self._lost_job(job) from None
+            raise
+
+    def _lost_job(self, job: Job) -> errors.BoardDataLost:
+        """The error for ``job``, gone from a board whose data was lost since it was made."""
+        return errors.BoardDataLost(
+            f"job {job.uuid} was lost with the data of board {self.name!r} (epoch {job.epoch} "
+            f"is gone, the board now holds {self.epoch}); it never completed",
+            job_uuid=job.uuid)
 
     def _claimed(self, job: Job, record: JobRecord) -> Job:
         claimed = Job(self, record, fence=record.fence)
