@@ -430,7 +430,7 @@ class JobBoard(abc.ABC):
         try:
             record = self._get(job.uuid)
         except errors.NotFound:
-            if job.epoch != self.epoch:
+            if self._lost_since(job):
                 raise self._lost_job(job) from None
             return JobState.COMPLETE
         return record.effective_state(self.clock())
@@ -643,9 +643,17 @@ class JobBoard(abc.ABC):
         try:
             return primitive(job.uuid, *args)
         except errors.NotFound:
-            if job.epoch != self.epoch:
+            if self._lost_since(job):
                 raise self._lost_job(job) from None
             raise
+
+    def _lost_since(self, job: Job) -> bool:
+        """Whether ``job``, not found, went with data the board lost since it was made (rather
+        than being consumed or trashed). Asks the backend (``_check_epoch``) when the board
+        has not noticed a loss itself: only jobs that are gone pay for it."""
+        if job.epoch is not None and job.epoch == self._epoch:
+            self._check_epoch()
+        return job.epoch != self._epoch
 
     def _lost_job(self, job: Job) -> errors.BoardDataLost:
         """The error for ``job``, gone from a board whose data was lost since it was made."""
@@ -745,6 +753,11 @@ class JobBoard(abc.ABC):
 
     @abc.abstractmethod
     def _iter_trash(self) -> Iterator[JobRecord]: ...
+
+    def _check_epoch(self) -> None:
+        """Raise ``BoardDataLost`` (taking the server's new ``epoch``) when the data the board
+        knew is gone. Called when a job is not found; backends whose every call checks the
+        epoch already (Redis) keep this no-op."""
 
     def _wait_for_change(self, timeout: float) -> None:
         """Sleep up to ``timeout`` seconds, returning early when the backend reports a change."""
