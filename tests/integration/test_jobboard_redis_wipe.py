@@ -6,13 +6,18 @@ shared test Redis is never touched.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import select
+import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -208,3 +213,35 @@ def test_cli_jobs_list_refusing_a_server_prints_one_error_line(
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
     assert "persists nothing" in lines[0] and "Traceback" not in out.stderr
+
+
+def _line(stream: object, wanted: str, timeout: float = 30) -> str:
+    """The first line of ``stream`` (a text pipe) containing ``wanted``."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([stream], [], [], left)
+        line = stream.readline() if ready else ""  # type: ignore[attr-defined]
+        if not line:
+            break
+        if wanted in line:
+            return str(line)
+    raise AssertionError(f"no line with {wanted!r} within {timeout}s")
+
+
+def test_cli_conductor_logs_the_loss_as_an_error_and_carries_on(
+        server: services.PrivateRedis, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEGATO_")}
+    env.update(LEGATO_BOARD=f"{server.url}?namespace=cli",
+               LEGATO_PERSISTENCE=f"sqlite:///{tmp_path / 'flows.db'}")
+    with subprocess.Popen([*LEGATO, "--json", "conductor", "--name", "worker", "--allow",
+                           "legato.demo"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            assert json.loads(_line(proc.stdout, '"started"'))["event"] == "started"
+            server.restart()
+            lost = _line(proc.stderr, "lost its data")
+            assert lost.startswith("ERROR") and "Traceback" not in lost
+            assert proc.poll() is None  # carries on, with back-off
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
