@@ -39,9 +39,12 @@ LEGATO = [sys.executable, "-m", "legato.cli"]
 
 
 @pytest.fixture
-def server() -> Iterator[services.PrivateRedis]:
+def server(request: pytest.FixtureRequest) -> Iterator[services.PrivateRedis]:
+    """A private ``redis-server``; ``@pytest.mark.parametrize("server", [(args...)],
+    indirect=True)`` passes it more options."""
+    args: tuple[str, ...] = getattr(request, "param", ())
     try:
-        cm = services.private_redis()
+        cm = services.private_redis(*args)
         running = cm.__enter__()
     except services.ServiceUnavailable as exc:
         if os.environ.get("CI") == "true":
@@ -202,6 +205,16 @@ def test_require_persistence_accepts_a_server_that_saves(
             board.post("kept")
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("server", [("--rename-command", "CONFIG", "")], indirect=True)
+def test_no_config_command_skips_the_check_quietly(
+        server: services.PrivateRedis, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG, logger="legato.jobboard.redis"), \
+            jb.connect(f"{server.url}?namespace=managed&require_persistence=true") as board:
+        board.post("works")
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert "cannot check the server's persistence" in caplog.text
 
 
 def test_cli_jobs_list_refusing_a_server_prints_one_error_line(

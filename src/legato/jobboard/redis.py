@@ -272,6 +272,10 @@ _owner_json: Callable[[str], str] = functools.lru_cache(maxsize=256)(json.dumps)
 class RedisJobBoard(JobBoard):
     """A jobboard on Redis (``legato[redis]``). See the module docstring for the key layout.
 
+    A server that persists nothing is reported at connect (a warning, or ``JobFailure`` with
+    ``settings.require_persistence``); a server that lost the board's data since makes calls
+    raise ``BoardDataLost`` (see the module docstring).
+
     Args:
         settings: where the server is and which namespace to use.
         **kwargs: ``JobBoard`` arguments (``name``, ``persistence``, ``ttl``, ``poll_interval``,

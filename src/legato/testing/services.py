@@ -150,9 +150,10 @@ class PrivateRedis:
         url: ``redis://127.0.0.1:<port>/0``.
     """
 
-    def __init__(self, executable: str, workdir: Path) -> None:
+    def __init__(self, executable: str, workdir: Path, args: tuple[str, ...] = ()) -> None:
         self._executable = executable
         self._workdir = workdir
+        self._args = args
         self.port = _free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._proc: subprocess.Popen[bytes] | None = None
@@ -162,7 +163,7 @@ class PrivateRedis:
         self._proc = subprocess.Popen(
             [self._executable, "--port", str(self.port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "no", "--daemonize", "no",
-             "--dir", str(self._workdir)],
+             "--dir", str(self._workdir), *self._args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         import redis
 
@@ -197,16 +198,16 @@ class PrivateRedis:
 
 
 @contextlib.contextmanager
-def private_redis() -> Iterator[PrivateRedis]:
-    """A running ``PrivateRedis``, stopped afterwards; ``ServiceUnavailable`` when
-    ``redis-server`` is not installed."""
+def private_redis(*args: str) -> Iterator[PrivateRedis]:
+    """A running ``PrivateRedis`` (``args``: more ``redis-server`` options), stopped
+    afterwards; ``ServiceUnavailable`` when ``redis-server`` is not installed."""
     executable = shutil.which("redis-server")
     if executable is None:
         raise ServiceUnavailable("redis-server is not installed")
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="legato-redis-") as workdir:
-        server = PrivateRedis(executable, Path(workdir))
+        server = PrivateRedis(executable, Path(workdir), args)
         server.start()
         try:
             yield server
