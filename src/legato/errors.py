@@ -13,7 +13,9 @@ The tree is shallow on purpose; catch ``LegatoError`` to catch them all::
     │   ├── UnclaimableJob        the job is claimed by someone else
     │   ├── NotOwner              the caller is not the job's owner (or holds an older fence)
     │   ├── BoardUnavailable      the board's server is unreachable
-    │   └── GarbageRecord         a stored job that cannot be decoded (also ValueError)
+    │   ├── GarbageRecord         a stored job that cannot be decoded (also ValueError)
+    │   └── BoardDataLost         the board's server lost the jobs it held (e.g. a Redis
+    │                             restarted without persistence)
     ├── JobTooLarge               details nested too deep or too large to post (also ValueError)
     ├── CompilationError          a flow cannot be compiled (cycle, bad link)
     │   └── AmbiguousDependency   several atoms provide the same name to one consumer
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AmbiguousDependency",
+    "BoardDataLost",
     "BoardUnavailable",
     "CompilationError",
     "DisallowedFactory",
@@ -160,6 +163,16 @@ class JobTooLarge(LegatoError, ValueError):
     def __init__(self, message: str, *, limit: str) -> None:
         super().__init__(message)
         self.limit = limit
+
+class BoardDataLost(JobFailure):
+    """The board's server lost the jobs it held: a Redis that persists nothing restarted, or
+    its keys were deleted. Jobs posted before are gone; they never ran to completion here.
+
+    Not a ``BoardUnavailable``: the server answers, and retrying the same call for a job that
+    was lost never succeeds. Each board object raises it from the first call that meets the
+    loss and then works on with what the server holds now; ``Job.state`` and ``Job.wait()``
+    keep raising it for every job the loss took (``job_uuid`` names the job when there is one).
+    """
 
 
 class CompilationError(LegatoError):

@@ -27,12 +27,32 @@ def make_board(zookeeper_url: str) -> Iterator[MakeBoard]:
         yield make
 
 
-class TestZooKeeperRealClock(JobBoardConformance):
+class _Wipeable:
+    loss_found_by_every_call = False  # a job that is gone, and post, find it (see the board)
+
+    @pytest.fixture
+    def lose_data(self, zookeeper_url: str) -> Iterator[Callable[[], None]]:
+        """Deletes the board's path (the test's own node) with everything under it."""
+        from kazoo.client import KazooClient
+
+        hosts, _, path = zookeeper_url.removeprefix("zookeeper://").partition("/")
+        client = KazooClient(hosts=hosts)
+        client.start(timeout=10)
+
+        def lose() -> None:
+            client.delete(f"/{path.split('?', 1)[0]}", recursive=True)
+
+        yield lose
+        client.stop()
+        client.close()
+
+
+class TestZooKeeperRealClock(_Wipeable, JobBoardConformance):
     fake_clock = False
     short_ttl = 0.3
 
 
-class TestZooKeeperFakeClock(JobBoardConformance):
+class TestZooKeeperFakeClock(_Wipeable, JobBoardConformance):
     fake_clock = True
 
 

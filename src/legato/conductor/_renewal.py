@@ -161,9 +161,9 @@ class Renewer:
         started = time.monotonic()
         try:
             self._board.renew(lease.job, self._owner, lease.ttl)
-        except (errors.NotOwner, errors.NotFound) as exc:
-            logger.warning("claim on job %s (fence %s) lost: %s", lease.job.uuid,
-                           lease.job.fence, exc)
+        except (errors.NotOwner, errors.NotFound, errors.BoardDataLost) as exc:
+            log = logger.error if isinstance(exc, errors.BoardDataLost) else logger.warning
+            log("claim on job %s (fence %s) lost: %s", lease.job.uuid, lease.job.fence, exc)
             self._report(exc)
             self.lose(lease)
         except Exception as exc:  # board unreachable or failing: lost only once the lease ends

@@ -400,8 +400,11 @@ class ExecutorConductor(Conductor):
         if self._metrics is not None:
             self._metrics.board_errors.inc()
         delay = self._board_backoff.delay(failures)
-        logger.warning("%s: jobboard error while %s (retrying in %.2fs): %s",
-                       self._conductor.name, what, delay, exc, exc_info=failures == 1)
+        # A board that lost its data is no outage to wait out: say so loudly, then carry on
+        # with what the board holds now (it reports each loss once).
+        log = logger.error if isinstance(exc, errors.BoardDataLost) else logger.warning
+        log("%s: jobboard error while %s (retrying in %.2fs): %s",
+            self._conductor.name, what, delay, exc, exc_info=failures == 1)
         self._stopping.wait(delay)
 
     def _submit(self, executor: futures.Executor, lease: Lease, persistence: Persistence,
@@ -619,8 +622,8 @@ class ExecutorConductor(Conductor):
             try:
                 job = self._jobboard.claim_next(self._conductor.name, ttl=self._claim_ttl)
             except Exception as exc:
-                logger.debug("%s: claim before consuming ahead failed: %s",
-                             self._conductor.name, exc)
+                log = logger.error if isinstance(exc, errors.BoardDataLost) else logger.debug
+                log("%s: claim before consuming ahead failed: %s", self._conductor.name, exc)
                 break
             if job is None:
                 break
@@ -723,6 +726,12 @@ class ExecutorConductor(Conductor):
         name, reason = _PAST[outcome.action], outcome.reason
         try:
             self._call_board(call, lease)
+        except errors.BoardDataLost as exc:
+            # The job went with the board's data: it is neither consumed nor anyone's now.
+            logger.error("%s: job %s was lost with the board's data before it could be %s: %s",
+                         owner, job.uuid, _PAST[outcome.action], exc)
+            self._count("board_errors")
+            name, reason = "abandoned", f"board data lost: {exc}"
         except (errors.NotOwner, errors.NotFound) as exc:
             # Someone else holds the job now (our lease lapsed); they will finish it.
             logger.warning("%s: lost job %s before it could be %s%s: %s", owner, job.uuid,
@@ -760,7 +769,7 @@ class ExecutorConductor(Conductor):
             try:
                 call()
                 return
-            except (errors.NotOwner, errors.NotFound):
+            except (errors.NotOwner, errors.NotFound, errors.BoardDataLost):
                 raise
             except Exception as exc:
                 failures += 1

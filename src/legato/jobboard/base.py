@@ -31,6 +31,12 @@ Semantics every backend keeps (the conformance suite in ``legato.testing`` check
   deleted and never fatal: iteration and ``wait`` skip it with a warning, ``claim_next`` never
   returns it and never tries it forever (see docs/design.md for what each backend does), and
   the other jobs keep flowing.
+* A job that leaves the board was consumed or trashed: ``Job.state`` says COMPLETE. A board
+  whose server can lose its data without an error (Redis persisting nothing, restarted) keeps
+  an ``epoch``, an id of the data it holds: a call that finds the data replaced raises
+  ``BoardDataLost`` (once per board object, which then works on with what the server holds),
+  and ``Job.state``/``Job.wait()`` raise it for a job made under an older epoch that is gone,
+  never calling it COMPLETE. Boards whose data cannot vanish silently have no epoch (None).
 """
 
 from __future__ import annotations
@@ -355,6 +361,8 @@ class Job:
         self.board = board
         self._record = record
         self.fence = fence
+        #: The board's data ``epoch`` when this object was made (see ``JobBoard.epoch``).
+        self.epoch = board._epoch
         self._book: LogBook | None = None
 
     def __repr__(self) -> str:
@@ -391,7 +399,11 @@ class Job:
 
     @property
     def state(self) -> JobState:
-        """The job's state now (read from the board): COMPLETE once consumed or trashed."""
+        """The job's state now (read from the board): COMPLETE once consumed or trashed.
+
+        Raises:
+            BoardDataLost: the job was lost with the board's data (it never completed).
+        """
         return self.board.state_of(self)
 
     @property
@@ -405,7 +417,11 @@ class Job:
         return self._book
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the job is consumed or trashed; return False if ``timeout`` passed first."""
+        """Block until the job is consumed or trashed; return False if ``timeout`` passed first.
+
+        Raises:
+            BoardDataLost: the job was lost with the board's data (it never completed).
+        """
         return self.board.wait_for_completion(self, timeout)
 
 
@@ -438,6 +454,7 @@ class JobBoard(abc.ABC):
         self.poll_interval = poll_interval
         self.clock: Clock = clock or time.time
         self.notifier = Notifier()
+        self._epoch: str | None = None
         self._connected = False
         self._connect_lock = threading.Lock()
 
@@ -474,6 +491,18 @@ class JobBoard(abc.ABC):
     @property
     def connected(self) -> bool:
         return self._connected
+
+    @property
+    def epoch(self) -> str | None:
+        """An id of the data this board object works on, on backends whose server can lose
+        its data without an error (Redis: a random id written at first connect, checked by
+        every script); None on the others.
+
+        A call that finds the server's epoch gone or changed raises ``BoardDataLost`` and this
+        object takes the server's new epoch: jobs made under the old one that are gone are
+        then reported lost by ``state_of``, never COMPLETE.
+        """
+        return self._epoch
 
     def connect(self) -> None:
         """Connect to the backend (no-op when already connected)."""
@@ -565,10 +594,18 @@ class JobBoard(abc.ABC):
         return Job(self, self._get(job_uuid))
 
     def state_of(self, job: Job) -> JobState:
+        """The job's state now: COMPLETE once it was consumed or trashed.
+
+        Raises:
+            BoardDataLost: the job is gone because the board lost its data (the job was made
+                under an older ``epoch``), or the board finds its data lost now.
+        """
         self._require_connected()
         try:
             record = self._get(job.uuid)
         except errors.NotFound:
+            if self._lost_since(job):
+                raise self._lost_job(job) from None
             return JobState.COMPLETE
         return record.effective_state(self.clock())
 
@@ -598,7 +635,7 @@ class JobBoard(abc.ABC):
         """
         self._require_connected()
         _check_owner(who)
-        record = self._claim(job.uuid, who, self._ttl(ttl))
+        record = self._on_job(job, self._claim, who, self._ttl(ttl))
         return self._claimed(job, record)
 
     def claim_next(self, who: str, *, ttl: float | None = None) -> Job | None:
@@ -617,7 +654,7 @@ class JobBoard(abc.ABC):
         """
         self._require_connected()
         _check_owner(who)
-        self._renew(job.uuid, who, job.fence, self._ttl(ttl))
+        self._on_job(job, self._renew, who, job.fence, self._ttl(ttl))
 
     def consume(self, job: Job, who: str) -> None:
         """Mark the claimed job done; it leaves the board.
@@ -627,7 +664,7 @@ class JobBoard(abc.ABC):
         """
         self._require_connected()
         _check_owner(who)
-        self._consume(job.uuid, who, job.fence)
+        self._on_job(job, self._consume, who, job.fence)
         self.notifier.notify(REMOVAL, {"job": job})
 
     def consume_and_claim_next(self, job: Job, who: str, *,
@@ -645,8 +682,8 @@ class JobBoard(abc.ABC):
         self._require_connected()
         _check_owner(who)
         ttl = self._ttl(ttl)
-        return self._consumed_and_claimed(job, self._consume_and_claim_next(job.uuid, who,
-                                                                            job.fence, ttl))
+        record = self._on_job(job, self._consume_and_claim_next, who, job.fence, ttl)
+        return self._consumed_and_claimed(job, record)
 
     def consume_and_claim_next_async(self, job: Job, who: str, *,
                                      ttl: float | None = None) -> Pending[Job | None]:
@@ -681,7 +718,7 @@ class JobBoard(abc.ABC):
         """
         self._require_connected()
         _check_owner(who)
-        self._release(job.uuid, who, job.fence)
+        self._on_job(job, self._release, who, job.fence)
 
     def abandon(self, job: Job, who: str, *, delay: float | None = None,
                 reason: str | None = None) -> None:
@@ -694,7 +731,7 @@ class JobBoard(abc.ABC):
         _check_owner(who)
         if delay is not None and delay < 0:
             raise ValueError("delay must be >= 0")
-        self._abandon(job.uuid, who, job.fence, delay or 0.0, reason)
+        self._on_job(job, self._abandon, who, job.fence, delay or 0.0, reason)
 
     def trash(self, job: Job, who: str, *, reason: str | None = None) -> None:
         """Move the claimed job to the trash (it leaves the board, listed by ``iter_trash``).
@@ -704,7 +741,7 @@ class JobBoard(abc.ABC):
         """
         self._require_connected()
         _check_owner(who)
-        self._trash(job.uuid, who, job.fence, reason)
+        self._on_job(job, self._trash, who, job.fence, reason)
         self.notifier.notify(REMOVAL, {"job": job})
 
     def iter_trash(self) -> Iterator[Job]:
@@ -732,7 +769,11 @@ class JobBoard(abc.ABC):
             self._wait_for_change(min(remaining, self.poll_interval))
 
     def wait_for_completion(self, job: Job, timeout: float | None = None) -> bool:
-        """Block until ``job`` is consumed or trashed; False if ``timeout`` passed first."""
+        """Block until ``job`` is consumed or trashed; False if ``timeout`` passed first.
+
+        Raises:
+            BoardDataLost: as for ``state_of``.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.state_of(job) is not JobState.COMPLETE:
             remaining = self.poll_interval if deadline is None else deadline - time.monotonic()
@@ -774,6 +815,31 @@ class JobBoard(abc.ABC):
         """For backends: every claim made through this board has ended (``CLAIMS_LOST``)."""
         logger.warning("board %r: every claim it held has ended: %s", self.name, reason)
         self.notifier.notify(CLAIMS_LOST, {"reason": reason})
+
+    def _on_job(self, job: Job, primitive: Callable[..., T], *args: Any) -> T:
+        """``primitive(job.uuid, *args)``; a ``NotFound`` for a job made under an epoch the
+        board has lost since becomes ``BoardDataLost``: the job went with the data."""
+        try:
+            return primitive(job.uuid, *args)
+        except errors.NotFound:
+            if self._lost_since(job):
+                raise self._lost_job(job) from None
+            raise
+
+    def _lost_since(self, job: Job) -> bool:
+        """Whether ``job``, not found, went with data the board lost since it was made (rather
+        than being consumed or trashed). Asks the backend (``_check_epoch``) when the board
+        has not noticed a loss itself: only jobs that are gone pay for it."""
+        if job.epoch is not None and job.epoch == self._epoch:
+            self._check_epoch()
+        return job.epoch != self._epoch
+
+    def _lost_job(self, job: Job) -> errors.BoardDataLost:
+        """The error for ``job``, gone from a board whose data was lost since it was made."""
+        return errors.BoardDataLost(
+            f"job {job.uuid} was lost with the data of board {self.name!r} (epoch {job.epoch} "
+            f"is gone, the board now holds {self.epoch}); it never completed",
+            job_uuid=job.uuid)
 
     def _claimed(self, job: Job, record: JobRecord) -> Job:
         claimed = Job(self, record, fence=record.fence)
@@ -866,6 +932,11 @@ class JobBoard(abc.ABC):
 
     @abc.abstractmethod
     def _iter_trash(self) -> Iterator[JobRecord]: ...
+
+    def _check_epoch(self) -> None:
+        """Raise ``BoardDataLost`` (taking the server's new ``epoch``) when the data the board
+        knew is gone. Called when a job is not found; backends whose every call checks the
+        epoch already (Redis) keep this no-op."""
 
     def _wait_for_change(self, timeout: float) -> None:
         """Sleep up to ``timeout`` seconds, returning early when the backend reports a change."""

@@ -2,7 +2,8 @@
 
 URL: ``redis://[user:password@]host:port/db?namespace=legato&ttl=30&socket_timeout=5``
 (``rediss://`` for TLS), or through Sentinel:
-``redis+sentinel://[user:password@]sentinel1:26379,sentinel2:26379/<service>[/db]?...``.
+``redis+sentinel://[user:password@]sentinel1:26379,sentinel2:26379/<service>[/db]?...``;
+``require_persistence=true`` refuses a server that persists nothing (see below).
 Keys live under ``<namespace>:``:
 
 * ``job:<uuid>``: a hash per job; every value is JSON (``null`` for None). It holds the job's
@@ -13,6 +14,21 @@ Keys live under ``<namespace>:``:
   claimed ones, both scored by time. ``bad`` holds entries that could not be decoded, set aside.
 * ``seq``: the post counter. ``trash`` (scored by trash time) + ``trashed:<uuid>`` hashes.
 * ``entities`` (hash of JSON) + ``entities:expiry`` (scored by expiry).
+* ``epoch``: a random id written at the first connect (``SET NX``), the board's ``epoch``.
+
+A Redis that persists nothing (``appendonly no`` and no ``save`` points) loses every job when it
+restarts, and an empty server looks like an empty board. So every script first compares the
+server's ``epoch`` with the one the board knows (in the same call: no extra round trip), and so
+do ``get`` (``Job.state``) and the listing; when it is gone or changed the call does nothing and
+raises ``BoardDataLost``, logged as an error, and the board takes the server's new epoch (writing
+one if there is none) and works on. ``Job.state`` and ``Job.wait()`` then raise
+``BoardDataLost`` for every job made under the old epoch that is gone, instead of calling it
+COMPLETE. At connect the board reads ``CONFIG GET appendonly`` and ``CONFIG GET save`` and logs
+a warning when the server persists nothing; with ``require_persistence=true`` (URL) or
+``require_persistence=True`` (keyword) it refuses such a server instead (``JobFailure``). Where
+``CONFIG`` is disabled (managed services) the check is skipped quietly. A process that connects
+only after the data was lost cannot know it was ever there: the check protects what a board
+object has seen.
 
 Every step that touches more than one key is one Lua script (``legato/jobboard/lua``), so it is
 atomic; scripts read the server's clock (``TIME``), so every machine agrees on lease expiry. A
@@ -89,6 +105,9 @@ class RedisSettings:
         sentinels: ``(host, port)`` of Sentinel servers; when given, the board talks to the
             master Sentinel names for ``service`` and follows failovers.
         service: the Sentinel service (master) name.
+        require_persistence: refuse (``JobFailure`` at connect) a server whose ``CONFIG``
+            says it persists nothing (``appendonly no`` and no ``save`` points); without it
+            the board logs a warning. Skipped when ``CONFIG`` is not available.
     """
 
     host: str = "127.0.0.1"
@@ -104,6 +123,7 @@ class RedisSettings:
     page_size: int = 200
     sentinels: tuple[tuple[str, int], ...] = ()
     service: str | None = None
+    require_persistence: bool = False
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> RedisSettings:
@@ -242,6 +262,10 @@ _owner_json: Callable[[str], str] = functools.lru_cache(maxsize=256)(json.dumps)
 class RedisJobBoard(JobBoard):
     """A jobboard on Redis (``legato[redis]``). See the module docstring for the key layout.
 
+    A server that persists nothing is reported at connect (a warning, or ``JobFailure`` with
+    ``settings.require_persistence``); a server that lost the board's data since makes calls
+    raise ``BoardDataLost`` (see the module docstring).
+
     Args:
         settings: where the server is and which namespace to use.
         **kwargs: ``JobBoard`` arguments (``name``, ``persistence``, ``ttl``, ``poll_interval``,
@@ -259,7 +283,8 @@ class RedisJobBoard(JobBoard):
         ns = settings.namespace
         self._prefix = f"{ns}:"
         self._keys = [f"{ns}:{k}" for k in ("jobs", "ready", "delayed", "claimed", "bad", "seq",
-                                           "trash", "entities", "entities:expiry")]
+                                           "trash", "entities", "entities:expiry", "epoch")]
+        self._epoch_lock = threading.Lock()
         self._channel = f"{ns}:events"
         self._client: redis.Redis | None = None
         self._scripts: _ScriptRunner | None = None
@@ -285,6 +310,8 @@ class RedisJobBoard(JobBoard):
         try:
             with _translated("connect"):
                 client.ping()
+                self._check_persistence(client)
+                self._epoch = self._adopted_epoch(client)
                 events = _EventListener(client, self._channel)
         except BaseException:
             client.close()
@@ -293,6 +320,59 @@ class RedisJobBoard(JobBoard):
         self._client, self._events = client, events
         self._scripts = _ScriptRunner(client, self._keys, sources)
         events.start()
+
+    def _check_persistence(self, client: redis.Redis) -> None:
+        """Warn about (or, with ``require_persistence``, refuse) a server that persists
+        nothing; say nothing when ``CONFIG`` is not available."""
+        try:
+            appendonly = client.config_get("appendonly").get("appendonly")
+            save = client.config_get("save").get("save")
+        except redis.ResponseError as exc:  # CONFIG renamed, disabled or not allowed
+            logger.debug("board %r: cannot check the server's persistence: %s", self.name, exc)
+            return
+        if appendonly != "no" or save != "":
+            return
+        where = self._where()
+        if self.settings.require_persistence:
+            raise errors.JobFailure(
+                f"{where} persists nothing (appendonly no, save \"\"): a restart would lose "
+                "every job; refused because require_persistence is set")
+        logger.warning("board %r: %s persists nothing (appendonly no, save \"\"): a restart "
+                       "loses every job on the board (calls then raise BoardDataLost); turn on "
+                       "AOF or RDB snapshots, or set require_persistence=true to refuse such a "
+                       "server", self.name, where)
+
+    def _where(self) -> str:
+        """The server and namespace, for messages (never the password)."""
+        settings = self.settings
+        server = (f"Redis master {settings.service!r}" if settings.sentinels
+                  else f"Redis at {settings.host}:{settings.port}/{settings.db}")
+        return f"{server} (namespace {settings.namespace!r})"
+
+    def _adopted_epoch(self, client: redis.Redis) -> str:
+        """The server's epoch, written first (a new random id) when it has none."""
+        pipe = client.pipeline(transaction=True)
+        pipe.set(self._keys[9], uuid4().hex, nx=True)
+        pipe.get(self._keys[9])
+        epoch = pipe.execute()[1]
+        return str(epoch)
+
+    def _lost(self, known: str | None, found: str | None,
+              job_uuid: str | None) -> errors.BoardDataLost:
+        """The error for a call that found the server's epoch ``found`` (None or '' when
+        gone) instead of ``known``; the board takes the server's epoch from now on."""
+        with self._epoch_lock:
+            if found != self._epoch:
+                try:
+                    self._epoch = self._adopted_epoch(self._redis)
+                except redis.RedisError as exc:  # the next call meets the loss again
+                    logger.debug("board %r: cannot read the new epoch: %s", self.name, exc)
+        what = f"replaced by {found}" if found else "gone"
+        message = (f"{self._where()} lost its data: the board's epoch {known} is {what}. The "
+                   "server restarted without persistence, or the board's keys were deleted: "
+                   "every job posted before is gone and never completed")
+        logger.error("board %r: %s", self.name, message)
+        return errors.BoardDataLost(message, job_uuid=job_uuid)
 
     def _close(self) -> None:
         if self._events is not None:
@@ -315,10 +395,14 @@ class RedisJobBoard(JobBoard):
         runner = self._scripts
         assert runner is not None, "connected boards have a script runner"
         now = "" if self._server_time else repr(self.clock())
+        epoch = self._epoch
         try:
-            reply: list[Any] = runner.run(script, [self._prefix, now, self._channel, *args])
+            reply: list[Any] = runner.run(script,
+                                          [self._prefix, now, self._channel, *args, epoch])
         except redis.RedisError as exc:
             raise _legato_error(exc, script, job_uuid) from exc
+        if reply and reply[0] == "LOST":
+            raise self._lost(epoch, reply[1], job_uuid)
         return reply
 
     def _send(self, script: str, args: list[Any], job_uuid: str | None,
@@ -328,8 +412,9 @@ class RedisJobBoard(JobBoard):
         runner = self._scripts
         assert runner is not None, "connected boards have a script runner"
         now = "" if self._server_time else repr(self.clock())
+        epoch = self._epoch
         try:
-            read = runner.send(script, [self._prefix, now, self._channel, *args])
+            read = runner.send(script, [self._prefix, now, self._channel, *args, epoch])
         except redis.RedisError as exc:
             error = _legato_error(exc, script, job_uuid)
             error.__cause__ = exc
@@ -342,6 +427,8 @@ class RedisJobBoard(JobBoard):
                 reply: list[Any] = read()
             except redis.RedisError as exc:
                 raise _legato_error(exc, script, job_uuid) from exc
+            if reply and reply[0] == "LOST":
+                raise self._lost(epoch, reply[1], job_uuid)
             return answer(reply)
 
         return Pending(finish)
@@ -364,9 +451,14 @@ class RedisJobBoard(JobBoard):
         record.available_at = json.loads(reply[2])
 
     def _get(self, job_uuid: str) -> JobRecord:
+        epoch = self._epoch
         with _translated("get", job_uuid):
-            raw: dict[str, str] = self._redis.hgetall(  # type: ignore[assignment]
-                self._prefix + "job:" + job_uuid)
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.hgetall(self._prefix + "job:" + job_uuid)
+            pipe.get(self._keys[9])
+            raw, found = pipe.execute()
+        if found != epoch:
+            raise self._lost(epoch, found, job_uuid)
         if not raw:
             raise errors.NotFound(f"no job {job_uuid} on board {self.name!r}")
         return self._decoded(job_uuid, raw)
@@ -381,6 +473,11 @@ class RedisJobBoard(JobBoard):
             # set alone is enough (and costs only what it returns).
             self._run("promote", [_HOUSEKEEPING_LIMIT])
             return self._iter_index(self._keys[1], set_aside=True)
+        epoch = self._epoch
+        with _translated("iterate"):
+            found = self._redis.get(self._keys[9])
+        if found != epoch:
+            raise self._lost(epoch, found, None)  # type: ignore[arg-type]
         return self._iter_index(self._keys[0])
 
     def _iter_index(self, index: str, *, set_aside: bool = False) -> Iterator[JobRecord]:

@@ -49,6 +49,11 @@ any part fails nothing is done, and it falls back to a consume and then a ``clai
 does the rest (a fallback included), and until then the job it claims is reserved in the index,
 so the board's other claims pass it over.
 
+**Lost data.** The board's ``epoch`` is the creation zxid of ``jobs/``. When a job is not found
+(``Job.state``, ``wait``, the finishing calls) or a post finds ``jobs/`` gone, the board compares
+it with the node's: a deleted (or deleted and re-created) path raises ``BoardDataLost`` once, the
+paths are made again, and jobs posted before are reported lost, never COMPLETE.
+
 **Finding work.** The priority and the post sequence are in the job node's name, so the order
 comes from the names under ``jobs/`` alone. An in-memory index (``legato.jobboard._zkindex``)
 follows the board through events, at a cost per change rather than per job waiting (ZooKeeper 3.6
@@ -223,6 +228,7 @@ class ZooKeeperJobBoard(JobBoard):
                 client.ensure_path(path)
             # A first reading of the server's time (claim TTLs are measured on it).
             self._follower.server_clock.learn(client.set(self.settings.path, b""))
+            self._epoch = _epoch_of(client.exists(self._jobs))
             self._follower.attach(client)
             client.add_listener(self._on_state)
             self._follower.sync()
@@ -408,7 +414,11 @@ class ZooKeeperJobBoard(JobBoard):
             raise errors.JobFailure(
                 f"job {record.name!r} is {len(data)} bytes as JSON; a ZooKeeper node holds at "
                 f"most {_MAX_NODE_BYTES} (keep large data in the job's book)", job_uuid=record.uuid)
-        path = self._result(self._live().create_async(prefix, data, sequence=True))
+        try:
+            path = self._result(self._live().create_async(prefix, data, sequence=True))
+        except kz.NoNodeError:
+            self._check_epoch()  # jobs/ is gone: the board's path was deleted
+            raise
         name = path.rsplit("/", 1)[1]
         self._index.add(name, record.available_at, (data, 0))
         key = job_key(name)
@@ -471,6 +481,25 @@ class ZooKeeperJobBoard(JobBoard):
     def _job_count(self) -> int:
         stat = self._result(self._live().exists_async(self._jobs))
         return int(stat.numChildren) if stat is not None else 0
+
+    def _check_epoch(self) -> None:
+        """The board's epoch is the creation zxid of ``jobs/``: when that node is gone or was
+        created again (the board's path deleted), its jobs are lost. Then the paths are made
+        again, the board takes the new epoch, and ``BoardDataLost`` says what happened."""
+        client = self._live()
+        epoch = _epoch_of(self._result(client.exists_async(self._jobs)))
+        if epoch == self._epoch:
+            return
+        known = self._epoch
+        for path in (self._jobs, self._claims, self._trash_root, self._entities.root):
+            self._result(client.ensure_path_async(path))
+        self._epoch = _epoch_of(self._result(client.exists_async(self._jobs)))
+        what = "deleted" if epoch is None else "deleted and created again"
+        message = (f"board {self.name!r} on ZooKeeper at {self.settings.hosts} lost its data: "
+                   f"{self._jobs} (epoch {known}) was {what}; every job posted before is gone "
+                   "and never completed")
+        logger.error("%s", message)
+        raise errors.BoardDataLost(message)
 
     # -- claims ----------------------------------------------------------------------------
 
@@ -957,3 +986,8 @@ class ZooKeeperJobBoard(JobBoard):
 def _spread(lost: int) -> int:
     """How far past the first candidate to look after losing ``lost`` races in a row."""
     return random.randrange(min(2 ** lost, 16)) if lost else 0
+
+
+def _epoch_of(stat: Any) -> str | None:
+    """A node's creation zxid (hex), the epoch of the data under it; None when it is gone."""
+    return None if stat is None else f"{stat.czxid:x}"

@@ -20,6 +20,12 @@ same storage. Options the suite passes: ``persistence``, ``ttl`` and, when ``fak
 * ``short_ttl``: the lease (seconds) used where real time must pass on other backends.
 * ``time_slack``: how long past a lease the suite polls before it calls a backend wrong.
 
+A backend whose server can lose its data without an error (it has an ``epoch``) also overrides
+the ``lose_data`` fixture: a function that deletes everything the board stores, as a server
+that lost its data would (a Redis persisting nothing, restarted). ``loss_found_by_every_call``
+says whether every call (``claim_next`` and ``wait`` too) finds such a loss, or only calls about
+a job that is gone (``Job.state``, ``wait``, the finishing calls) and ``post``.
+
 The acceptance helpers below (``run_claim_race``, ``run_dead_owner``, ``run_renewal``,
 ``run_outage``) take a board URL, run real processes, and raise ``AssertionError`` when the board
 breaks its contract.
@@ -100,6 +106,7 @@ class JobBoardConformance:
     fake_clock: ClassVar[bool] = False
     short_ttl: ClassVar[float] = 0.5
     time_slack: ClassVar[float] = 5.0
+    loss_found_by_every_call: ClassVar[bool] = True
 
     # -- fixtures and helpers -------------------------------------------------------------
 
@@ -140,6 +147,12 @@ class JobBoardConformance:
 
     def ttl(self, clock: FakeClock | None) -> float:
         return 10.0 if clock is not None else self.short_ttl
+
+    @pytest.fixture
+    def lose_data(self) -> Callable[[], None] | None:
+        """Deletes everything the board stores; None where data cannot vanish without an
+        error (boards with no ``epoch``)."""
+        return None
 
     # -- posting and reading --------------------------------------------------------------
 
@@ -636,6 +649,58 @@ class JobBoardConformance:
         assert job.wait(timeout=30) is True
         thread.join(10)
         assert job.state is JobState.COMPLETE
+
+    def test_consumed_and_trashed_jobs_are_complete(self, board: JobBoard,
+                                                    other: JobBoard) -> None:
+        consumed, trashed = board.post("consumed"), board.post("trashed")
+        other.consume(other.claim(consumed, "owner-a"), "owner-a")
+        other.trash(other.claim(trashed, "owner-a"), "owner-a")
+        for job in (consumed, trashed):
+            assert job.state is JobState.COMPLETE
+            assert other.state_of(job) is JobState.COMPLETE
+            assert job.wait(timeout=0) is True
+            with pytest.raises(errors.NotFound):
+                board.get(job.uuid)
+
+    def test_a_board_that_lost_its_data_says_so(
+            self, make_board: MakeBoard, board_options: dict[str, Any],
+            lose_data: Callable[[], None] | None) -> None:
+        producer, claimer, waiter, poster = (make_board(**board_options) for _ in range(4))
+        if lose_data is None:
+            pytest.skip("no lose_data: this backend's data cannot vanish without an error")
+        assert producer.epoch is not None and claimer.epoch == producer.epoch
+        jobs = [producer.post(f"job-{i}") for i in range(3)]
+        held = claimer.claim(jobs[0], "owner-a")
+        lose_data()
+        with pytest.raises(errors.BoardDataLost):  # the first post after the loss
+            poster.post("after the loss")
+        assert poster.state_of(poster.post("again")) is JobState.UNCLAIMED
+        with pytest.raises(errors.BoardDataLost):
+            _ = jobs[1].state
+        if self.loss_found_by_every_call:
+            with pytest.raises(errors.BoardDataLost):
+                claimer.claim_next("owner-b")
+            with pytest.raises(errors.BoardDataLost):
+                waiter.wait(timeout=0.1)
+        # Each board said it once and works on; the lost jobs stay lost, never COMPLETE.
+        for job in jobs:
+            with pytest.raises(errors.BoardDataLost, match=job.uuid):
+                _ = job.state
+            with pytest.raises(errors.BoardDataLost):
+                job.wait(timeout=0)
+        with pytest.raises(errors.BoardDataLost):
+            claimer.consume(held, "owner-a")
+        again = claimer.claim_next("owner-b")
+        assert again is not None and again.name == "again"
+        claimer.consume(again, "owner-b")
+        assert claimer.claim_next("owner-b") is None
+        assert waiter.wait(timeout=0.05) is False
+        later = producer.post("later")
+        assert producer.state_of(later) is JobState.UNCLAIMED
+        claimed = claimer.claim_next("owner-b")
+        assert claimed == later
+        claimer.consume(claimed, "owner-b")
+        assert producer.state_of(later) is JobState.COMPLETE
 
     def test_notifications(self, board: JobBoard) -> None:
         seen: list[tuple[str, str]] = []

@@ -11,15 +11,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 __all__ = [
+    "PrivateRedis",
     "ServiceUnavailable",
     "mysql_url",
     "postgres_url",
+    "private_redis",
     "redis_url",
     "zookeeper_url",
 ]
@@ -133,3 +139,84 @@ def zookeeper_url() -> Iterator[str]:
         finally:
             client.stop()
             client.close()
+
+
+class PrivateRedis:
+    """A ``redis-server`` of a test's own on a free loopback port, persisting nothing: tests
+    that must restart or wipe a server use one, never the shared Redis.
+
+    Attributes:
+        port: the port it listens on (the same after ``restart``).
+        url: ``redis://127.0.0.1:<port>/0``.
+    """
+
+    def __init__(self, executable: str, workdir: Path, args: tuple[str, ...] = ()) -> None:
+        self._executable = executable
+        self._workdir = workdir
+        self._args = args
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the server and wait (up to 10 s) until it answers."""
+        self._proc = subprocess.Popen(
+            [self._executable, "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--daemonize", "no",
+             "--dir", str(self._workdir), *self._args],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import redis
+
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5, socket_timeout=1)
+        deadline = time.monotonic() + 10
+        try:
+            while True:
+                try:
+                    client.ping()
+                    return
+                except redis.ConnectionError:
+                    if self._proc.poll() is not None or time.monotonic() > deadline:
+                        self.stop()
+                        raise ServiceUnavailable(
+                            f"redis-server did not start on port {self.port}") from None
+                    time.sleep(0.02)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        """Kill the server (its data, held in memory only, is gone)."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            self._proc = None
+
+    def restart(self) -> None:
+        """Kill the server and start a new one on the same port: an empty server, as after a
+        crash of a Redis that persists nothing."""
+        self.stop()
+        self.start()
+
+
+@contextlib.contextmanager
+def private_redis(*args: str) -> Iterator[PrivateRedis]:
+    """A running ``PrivateRedis`` (``args``: more ``redis-server`` options), stopped
+    afterwards; ``ServiceUnavailable`` when ``redis-server`` is not installed."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        raise ServiceUnavailable("redis-server is not installed")
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="legato-redis-") as workdir:
+        server = PrivateRedis(executable, Path(workdir), args)
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

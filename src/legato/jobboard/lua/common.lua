@@ -188,6 +188,15 @@ local k = {jobs = KEYS[1], ready = KEYS[2], delayed = KEYS[3], claimed = KEYS[4]
 local now = now_from(ARGV[2])
 local channel = ARGV[3]
 
+-- The board's data epoch: the client passes the one it knows as the last argument (taken off
+-- here, so every script's own arguments keep their places) and KEYS[10] holds the server's.
+-- When they differ, or the key is gone (a server that persists nothing restarted, or the keys
+-- were deleted), the script does nothing and answers {'LOST', <the server's epoch or ''>}: a
+-- board never mistakes a server that lost its jobs for an empty board.
+local EPOCH = table.remove(ARGV)
+local server_epoch = redis.call('GET', KEYS[10])
+if server_epoch ~= EPOCH then return {'LOST', server_epoch or ''} end
+
 -- Finish a claimed job: it leaves the board. `who` is JSON, `fence` '' for any.
 -- Returns {'OK'} or a check_owner refusal.
 local function consume(uuid, who, fence)
