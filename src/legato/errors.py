@@ -7,6 +7,7 @@ The tree is shallow on purpose; catch ``LegatoError`` to catch them all::
     ├── UnknownBackend            a URL scheme or engine kind with no plugin (also ValueError)
     ├── MissingDriver             the backend's driver is not installed; names the extra
     ├── StorageFailure            persistence unreachable or refusing a write
+    ├── FencedOut                 a write carrying an older claim's fence (never retried)
     ├── ExecutionFailure          an engine could not run (not a task failure)
     ├── JobFailure                a jobboard call failed
     │   ├── UnclaimableJob        the job is claimed by someone else
@@ -34,6 +35,7 @@ __all__ = [
     "CompilationError",
     "DisallowedFactory",
     "ExecutionFailure",
+    "FencedOut",
     "JobFailure",
     "LegatoError",
     "MissingDependencies",
@@ -74,6 +76,15 @@ class MissingDriver(LegatoError, ImportError):
 
 class StorageFailure(LegatoError):
     """Persistence is unreachable or refused an operation."""
+
+
+class FencedOut(LegatoError):
+    """A persistence write was refused because a newer claim took the flow detail over.
+
+    Not a ``StorageFailure``: it is never retried, and an engine that gets it stops at once,
+    without recording anything more and without reverting: the flow belongs to the newer owner.
+    Engines raise it too when their caller marked the claim lost before a revert would start.
+    """
 
 
 class ExecutionFailure(LegatoError):

@@ -302,9 +302,9 @@ def test_prepare_writes_new_atoms_in_one_call() -> None:
     class Counting(MemoryPersistence):
         flow_writes = 0
 
-        def _update_flow_details(self, flow_detail: FlowDetail) -> None:
+        def _update_flow_details(self, flow_detail: FlowDetail, fence: Any) -> None:
             type(self).flow_writes += 1
-            super()._update_flow_details(flow_detail)
+            super()._update_flow_details(flow_detail, fence)
 
     persistence = Counting()
     engine = le.load(LinearFlow("f").add(*_chain([], 6)), persistence=persistence)
@@ -379,7 +379,7 @@ def test_graph_flow_in_parallel_respects_dependencies() -> None:
 
 def test_engine_internal_storage_failure_propagates() -> None:
     class Broken(MemoryPersistence):
-        def _update_atom_details(self, atom_detail: Any) -> None:
+        def _update_atom_details(self, atom_detail: Any, fence: Any) -> None:
             raise errors.StorageFailure("down")
 
     journal: list[Any] = []
@@ -454,10 +454,10 @@ def test_suspend_from_another_thread_stops_at_the_next_boundary() -> None:
 
 def test_storage_failure_while_saving_progress_is_not_a_revert() -> None:
     class FailsOnProgress(MemoryPersistence):
-        def _update_atom_details(self, atom_detail: Any) -> None:
+        def _update_atom_details(self, atom_detail: Any, fence: Any) -> None:
             if "progress" in atom_detail.meta:
                 raise errors.StorageFailure("down")
-            super()._update_atom_details(atom_detail)
+            super()._update_atom_details(atom_detail, fence)
 
     journal: list[Any] = []
 
@@ -507,13 +507,14 @@ def test_flow_state_writes_do_not_rewrite_atoms() -> None:
     writes: list[object] = []
 
     class Spy(MemoryPersistence):
-        def _update_flow_details(self, flow_detail: FlowDetail) -> None:
+        def _update_flow_details(self, flow_detail: FlowDetail, fence: Any) -> None:
             writes.append(len(flow_detail))
-            super()._update_flow_details(flow_detail)
+            super()._update_flow_details(flow_detail, fence)
 
-        def _update_flow_state(self, flow_uuid: str, state: FlowState | None) -> None:
+        def _update_flow_state(self, flow_uuid: str, state: FlowState | None,
+                               fence: Any) -> None:
             writes.append(state)
-            super()._update_flow_state(flow_uuid, state)
+            super()._update_flow_state(flow_uuid, state, fence)
 
     le.run(LinearFlow("f").add(*_chain([], 5)), persistence=Spy())
     # New atoms go out once, with the RUNNING state; SUCCESS writes the flow's state alone.
