@@ -11,6 +11,7 @@ import enum
 from typing import TYPE_CHECKING, Any
 
 from legato import errors
+from legato.persistence.models import Fence
 
 if TYPE_CHECKING:
     from legato.jobboard.base import Job
@@ -22,8 +23,10 @@ __all__ = [
     "Action",
     "CannotRun",
     "Outcome",
+    "fence_of",
     "load_flow_detail",
     "merged_store",
+    "take_flow_detail",
 ]
 
 #: Trash reason of a job that failed on ``max_attempts`` claims.
@@ -111,6 +114,30 @@ def load_flow_detail(job: Job, persistence: Persistence) -> FlowDetail:
         raise CannotRun(f"logbook {book.uuid} has {len(flows)} flow details and the job "
                         "names no flow_uuid")
     return flows[0]
+
+
+def fence_of(job: Job) -> Fence | None:
+    """The fence the job's claim gives its engine's writes (None for a board without fences)."""
+    return None if job.fence is None else Fence(job.uuid, job.fence)
+
+
+def take_flow_detail(job: Job, persistence: Persistence, fence: Fence | None) -> FlowDetail:
+    """The job's flow detail (``load_flow_detail``), taken with ``fence`` and then read again:
+    a write by an earlier owner either landed before the take, and is in what is returned, or
+    comes after it, and is refused.
+
+    Raises:
+        CannotRun, StorageFailure: see ``load_flow_detail``.
+        FencedOut: the flow detail records a newer claim of this job (this claim is stale).
+    """
+    flow_detail = load_flow_detail(job, persistence)
+    if fence is None:
+        return flow_detail
+    try:
+        persistence.take_flow(flow_detail.uuid, fence)
+        return persistence.get_flow_details(flow_detail.uuid)
+    except errors.NotFound:
+        raise CannotRun(f"flow detail {flow_detail.uuid} not found") from None
 
 
 def merged_store(job: Job, flow_detail: FlowDetail) -> dict[str, Any]:
