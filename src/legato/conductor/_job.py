@@ -16,7 +16,7 @@ from legato.persistence.models import Fence
 if TYPE_CHECKING:
     from legato.jobboard.base import Job
     from legato.persistence.base import Persistence
-    from legato.persistence.models import FlowDetail, LogBook
+    from legato.persistence.models import FlowDetail
 
 __all__ = [
     "TOO_MANY_ATTEMPTS",
@@ -70,27 +70,11 @@ class CannotRun(Exception):
         self.reason = reason
 
 
-def load_book(job: Job, persistence: Persistence) -> LogBook:
-    """Load the job's logbook.
+def _job_flow_uuid(job: Job) -> str | None:
+    """Check the job's details; the flow uuid they name, if any.
 
     Raises:
-        CannotRun: the job names no book, or the book does not exist.
-        StorageFailure: persistence cannot be reached (the job must be abandoned, not trashed).
-    """
-    if job.book_uuid is None:
-        raise CannotRun("job has no logbook")
-    try:
-        return persistence.get_logbook(job.book_uuid)
-    except errors.NotFound:
-        raise CannotRun(f"logbook {job.book_uuid} not found") from None
-
-
-def load_flow_detail(job: Job, persistence: Persistence) -> FlowDetail:
-    """The flow detail the job runs: ``details["flow_uuid"]``, else the book's only one.
-
-    Raises:
-        CannotRun: malformed details, no book, unknown flow uuid, no or several flow details.
-        StorageFailure: persistence cannot be reached.
+        CannotRun: malformed details.
     """
     details = job.details
     if not isinstance(details, dict):
@@ -101,19 +85,40 @@ def load_flow_detail(job: Job, persistence: Persistence) -> FlowDetail:
     store = details.get("store")
     if store is not None and not isinstance(store, dict):
         raise CannotRun("malformed details: store must be a JSON object")
-    book = load_book(job, persistence)
+    if job.book_uuid is None:
+        raise CannotRun("job has no logbook")
+    return flow_uuid
+
+
+def _choose(book_uuid: str, flows: list[FlowDetail], flow_uuid: str | None) -> FlowDetail:
+    """The job's flow among its book's: the one named, else the only one."""
     if flow_uuid is not None:
-        found = book.find(flow_uuid)
-        if found is None:
-            raise CannotRun(f"flow detail {flow_uuid} not in logbook {book.uuid}")
-        return found
-    flows = list(book.flows.values())
+        for flow_detail in flows:
+            if flow_detail.uuid == flow_uuid:
+                return flow_detail
+        raise CannotRun(f"flow detail {flow_uuid} not in logbook {book_uuid}")
     if not flows:
-        raise CannotRun(f"logbook {book.uuid} has no flow detail")
+        raise CannotRun(f"logbook {book_uuid} has no flow detail")
     if len(flows) > 1:
-        raise CannotRun(f"logbook {book.uuid} has {len(flows)} flow details and the job "
+        raise CannotRun(f"logbook {book_uuid} has {len(flows)} flow details and the job "
                         "names no flow_uuid")
     return flows[0]
+
+
+def load_flow_detail(job: Job, persistence: Persistence) -> FlowDetail:
+    """The flow detail the job runs: ``details["flow_uuid"]``, else the book's only one.
+
+    Raises:
+        CannotRun: malformed details, no book, unknown flow uuid, no or several flow details.
+        StorageFailure: persistence cannot be reached.
+    """
+    flow_uuid = _job_flow_uuid(job)
+    assert job.book_uuid is not None
+    try:
+        book = persistence.get_logbook(job.book_uuid)
+    except errors.NotFound:
+        raise CannotRun(f"logbook {job.book_uuid} not found") from None
+    return _choose(book.uuid, list(book.flows.values()), flow_uuid)
 
 
 def fence_of(job: Job) -> Fence | None:
@@ -122,22 +127,29 @@ def fence_of(job: Job) -> Fence | None:
 
 
 def take_flow_detail(job: Job, persistence: Persistence, fence: Fence | None) -> FlowDetail:
-    """The job's flow detail (``load_flow_detail``), taken with ``fence`` and then read again:
-    a write by an earlier owner either landed before the take, and is in what is returned, or
-    comes after it, and is refused.
+    """The job's flow detail (see ``load_flow_detail``), taken with ``fence`` before its atoms
+    are read: a write by an earlier owner either landed before the take, and is in what is
+    returned, or comes after it, and is refused. (The book's flows are listed without their
+    atoms first, to know which flow to take.)
 
     Raises:
         CannotRun, StorageFailure: see ``load_flow_detail``.
         FencedOut: the flow detail records a newer claim of this job (this claim is stale).
     """
-    flow_detail = load_flow_detail(job, persistence)
     if fence is None:
-        return flow_detail
+        return load_flow_detail(job, persistence)
+    flow_uuid = _job_flow_uuid(job)
+    assert job.book_uuid is not None
     try:
-        persistence.take_flow(flow_detail.uuid, fence)
-        return persistence.get_flow_details(flow_detail.uuid)
+        flows = list(persistence.get_flows_for_book(job.book_uuid, lazy=True))
     except errors.NotFound:
-        raise CannotRun(f"flow detail {flow_detail.uuid} not found") from None
+        raise CannotRun(f"logbook {job.book_uuid} not found") from None
+    chosen = _choose(job.book_uuid, flows, flow_uuid)
+    try:
+        persistence.take_flow(chosen.uuid, fence)
+        return persistence.get_flow_details(chosen.uuid)
+    except errors.NotFound:
+        raise CannotRun(f"flow detail {chosen.uuid} not found") from None
 
 
 def merged_store(job: Job, flow_detail: FlowDetail) -> dict[str, Any]:
