@@ -101,7 +101,7 @@ class NullPersistence(Persistence):
 
     _save_logbook = _get_logbook = _get_logbooks = _destroy_logbook = _unused
     _update_flow_details = _get_flow_details = _get_flows_for_book = _unused
-    _take_flow = _update_flow_state = _unused
+    _take_flow = _take_new_flow = _update_flow_state = _unused
     _update_atom_details = _get_atom_details = _get_atoms_for_flow = _clear_all = _unused
 
 

@@ -127,29 +127,24 @@ def fence_of(job: Job) -> Fence | None:
 
 
 def take_flow_detail(job: Job, persistence: Persistence, fence: Fence | None) -> FlowDetail:
-    """The job's flow detail (see ``load_flow_detail``), taken with ``fence`` before its atoms
-    are read: a write by an earlier owner either landed before the take, and is in what is
-    returned, or comes after it, and is refused. (The book's flows are listed without their
-    atoms first, to know which flow to take.)
+    """The job's flow detail (see ``load_flow_detail``), taken with ``fence``, as of the take:
+    a write by an earlier owner either landed before the take, and is in what is returned, or
+    comes after it, and is refused. The flow is read once when it was never taken (no fenced
+    writer can have changed it since); after a take that replaced a fence it is read again.
 
     Raises:
         CannotRun, StorageFailure: see ``load_flow_detail``.
         FencedOut: the flow detail records a newer claim of this job (this claim is stale).
     """
+    flow_detail = load_flow_detail(job, persistence)
     if fence is None:
-        return load_flow_detail(job, persistence)
-    flow_uuid = _job_flow_uuid(job)
-    assert job.book_uuid is not None
+        return flow_detail
     try:
-        flows = list(persistence.get_flows_for_book(job.book_uuid, lazy=True))
+        if persistence.take_flow(flow_detail.uuid, fence):
+            return flow_detail
+        return persistence.get_flow_details(flow_detail.uuid)
     except errors.NotFound:
-        raise CannotRun(f"logbook {job.book_uuid} not found") from None
-    chosen = _choose(job.book_uuid, flows, flow_uuid)
-    try:
-        persistence.take_flow(chosen.uuid, fence)
-        return persistence.get_flow_details(chosen.uuid)
-    except errors.NotFound:
-        raise CannotRun(f"flow detail {chosen.uuid} not found") from None
+        raise CannotRun(f"flow detail {flow_detail.uuid} not found") from None
 
 
 def merged_store(job: Job, flow_detail: FlowDetail) -> dict[str, Any]:

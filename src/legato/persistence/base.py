@@ -150,18 +150,27 @@ class Persistence(abc.ABC):
 
     # -- flow details ----------------------------------------------------------------------
 
-    def take_flow(self, flow_uuid: str, fence: Fence) -> None:
+    def take_flow(self, flow_uuid: str, fence: Fence) -> bool:
         """Record ``fence`` on the flow detail: from now on writes with another fence are refused.
 
-        One conditional write. It lands when the flow detail records no fence, a fence of
-        another job, or a fence of the same job with a number no larger than ``fence.number``
-        (taking again with the same fence is a no-op, so a retried take is safe).
+        It lands when the flow detail records no fence, a fence of another job, or a fence of
+        the same job with a number no larger than ``fence.number`` (taking again with the same
+        fence is a no-op, so a retried take is safe). One conditional write when the flow was
+        never taken (the common case: a job's first claim), two otherwise.
+
+        Returns:
+            True when the flow recorded no fence before: no fenced writer can have changed it
+            since it was last read. False when the take replaced a fence (or may have, after a
+            retry): an earlier owner's writes may have landed since, so read the flow again.
 
         Raises:
             FencedOut: the flow detail records a newer fence of the same job.
             NotFound: no such flow detail.
         """
+        if self._retry(lambda: self._take_new_flow(flow_uuid, fence)):
+            return True
         self._retry(lambda: self._take_flow(flow_uuid, fence))
+        return False
 
     def update_flow_details(self, flow_detail: FlowDetail, *,
                             fence: Fence | None = None) -> FlowDetail:
@@ -301,6 +310,11 @@ class Persistence(abc.ABC):
 
     @abc.abstractmethod
     def _destroy_logbook(self, book_uuid: str) -> None: ...
+
+    @abc.abstractmethod
+    def _take_new_flow(self, flow_uuid: str, fence: Fence) -> bool:
+        """Atomically: record ``fence`` if the flow records none; whether it did (False also
+        for an unknown flow: ``_take_flow`` then says ``NotFound``)."""
 
     @abc.abstractmethod
     def _take_flow(self, flow_uuid: str, fence: Fence) -> None:

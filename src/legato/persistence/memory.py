@@ -86,6 +86,13 @@ class MemoryPersistence(Persistence):
         if fence is not None and self._fences.get(flow_uuid) != fence:
             raise self.fenced_out(what, fence)
 
+    def _take_new_flow(self, flow_uuid: str, fence: Fence) -> bool:
+        with self._lock:
+            if flow_uuid not in self._flows or flow_uuid in self._fences:
+                return False
+            self._fences[flow_uuid] = fence
+            return True
+
     def _take_flow(self, flow_uuid: str, fence: Fence) -> None:
         with self._lock:
             if flow_uuid not in self._flows:

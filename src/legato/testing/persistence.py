@@ -439,6 +439,20 @@ class PersistenceConformance:
         with pytest.raises(errors.FencedOut):
             self._fenced_writes(persistence, flow, Fence(job, 4), "stale")
 
+    def test_take_says_whether_the_flow_was_taken_before(
+            self, persistence: Persistence) -> None:
+        book = make_book(flows=2)
+        persistence.save_logbook(book)
+        flow, other = list(book)
+        job = new_uuid()
+        assert persistence.take_flow(flow.uuid, Fence(job, 1)) is True  # never taken before
+        assert persistence.take_flow(flow.uuid, Fence(job, 1)) is False
+        assert persistence.take_flow(flow.uuid, Fence(job, 2)) is False
+        assert persistence.take_flow(flow.uuid, Fence(new_uuid(), 1)) is False
+        assert persistence.take_flow(other.uuid, Fence(job, 9)) is True  # per flow
+        with pytest.raises(errors.FencedOut):
+            persistence.take_flow(other.uuid, Fence(job, 8))
+
     def test_a_take_by_another_job_wins(self, persistence: Persistence) -> None:
         book = make_book()
         persistence.save_logbook(book)

@@ -14,7 +14,8 @@ from sqlalchemy.sql.dml import Insert
 
 from legato.persistence.sql.tables import atomdetails, flowdetails, logbooks
 
-__all__ = ["SQLITE_UPDATE_ATOM", "SQLITE_UPDATE_ATOM_FENCED", "Statements"]
+__all__ = ["SQLITE_TAKE_NEW_FLOW", "SQLITE_UPDATE_ATOM", "SQLITE_UPDATE_ATOM_FENCED",
+           "Statements"]
 
 
 def _upsert(dialect: str, table: sa.Table, *, keep: tuple[str, ...]) -> Insert:
@@ -49,6 +50,12 @@ SQLITE_UPDATE_ATOM = "UPDATE atomdetails SET {} WHERE uuid = :b_uuid".format(
 SQLITE_UPDATE_ATOM_FENCED = SQLITE_UPDATE_ATOM + (
     " AND EXISTS (SELECT 1 FROM flowdetails WHERE flowdetails.uuid = atomdetails.flow_uuid"
     " AND flowdetails.fence_job = :f_job AND flowdetails.fence = :f_num)")
+
+
+#: ``take_flow`` of a flow never taken, on SQLite (see ``SQLITE_UPDATE_ATOM``): a job's first
+#: claim, so once per job.
+SQLITE_TAKE_NEW_FLOW = ("UPDATE flowdetails SET fence_job = :f_job, fence = :f_num"
+                        " WHERE uuid = :b_uuid AND fence_job IS NULL")
 
 
 def _fence_matches() -> list[sa.ColumnElement[bool]]:
@@ -91,6 +98,7 @@ class Statements:
     upsert_atom: sa.Executable
     update_flow: sa.Executable
     update_atom: sa.Executable
+    take_new_flow: sa.Executable
     take_flow: sa.Executable
     update_flow_fenced: sa.Executable
     update_atom_fenced: sa.Executable
@@ -119,6 +127,9 @@ class Statements:
             upsert_atom=_upsert(dialect, atomdetails, keep=("id", "uuid", "flow_uuid")),
             update_flow=flowdetails.update().where(flowdetails.c.uuid == by_uuid),
             update_atom=atomdetails.update().where(atomdetails.c.uuid == by_uuid),
+            take_new_flow=flowdetails.update()
+            .where(flowdetails.c.uuid == by_uuid, flowdetails.c.fence_job.is_(None))
+            .values(fence_job=sa.bindparam("f_job"), fence=sa.bindparam("f_num")),
             take_flow=_take_flow(),
             update_flow_fenced=flowdetails.update().where(flowdetails.c.uuid == by_uuid,
                                                           *_fence_matches()),

@@ -15,6 +15,7 @@ from legato.persistence.base import Persistence
 from legato.persistence.models import AtomDetail, Fence, FlowDetail, LogBook
 from legato.persistence.sql import _engine, _migrate, _rows
 from legato.persistence.sql._statements import (
+    SQLITE_TAKE_NEW_FLOW,
     SQLITE_UPDATE_ATOM,
     SQLITE_UPDATE_ATOM_FENCED,
     Statements,
@@ -175,6 +176,13 @@ class SQLPersistence(Persistence):
 
     # -- flow details ----------------------------------------------------------------------
 
+    def _take_new_flow(self, flow_uuid: str, fence: Fence) -> bool:
+        row = {"b_uuid": flow_uuid, "f_job": fence.job, "f_num": fence.number}
+        if self._dialect == "sqlite":
+            return self._sqlite_write(row, SQLITE_TAKE_NEW_FLOW, "taking a flow detail") == 1
+        with self._write("taking a flow detail") as conn:
+            return bool(conn.execute(self._sql.take_new_flow, row).rowcount == 1)
+
     def _take_flow(self, flow_uuid: str, fence: Fence) -> None:
         row = {"b_uuid": flow_uuid, "f_job": fence.job, "f_num": fence.number}
         with self._write("taking a flow detail") as conn:
@@ -262,8 +270,9 @@ class SQLPersistence(Persistence):
             row["f_job"], row["f_num"] = fence
             statement = self._sql.update_atom_fenced
         if self._dialect == "sqlite":
-            updated = self._sqlite_update_atom(
-                row, SQLITE_UPDATE_ATOM if fence is None else SQLITE_UPDATE_ATOM_FENCED)
+            updated = self._sqlite_write(
+                row, SQLITE_UPDATE_ATOM if fence is None else SQLITE_UPDATE_ATOM_FENCED,
+                "updating an atom detail")
             if updated == 0:
                 with self._read("reading an atom detail") as conn:
                     self._refused(conn, self._sql.select_atom, atom_detail.uuid,
@@ -276,10 +285,10 @@ class SQLPersistence(Persistence):
                               f"atom detail {atom_detail.uuid}",
                               f"updating atom {atom_detail.name!r}", fence)
 
-    def _sqlite_update_atom(self, row: dict[str, Any], statement: str) -> int:
-        """The hot write on SQLite, on a pooled connection but without SQLAlchemy's statement
-        machinery. Returns the rows updated."""
-        with self._lock, _engine.translate_errors("updating an atom detail"):
+    def _sqlite_write(self, row: dict[str, Any], statement: str, what: str) -> int:
+        """A hot write on SQLite (an atom's update, a first take), on a pooled connection but
+        without SQLAlchemy's statement machinery. Returns the rows updated."""
+        with self._lock, _engine.translate_errors(what):
             pooled = self._engine.raw_connection()
             try:  # on any error, returning it to the pool rolls the transaction back
                 driver = pooled.driver_connection
