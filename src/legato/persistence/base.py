@@ -265,7 +265,7 @@ class Persistence(abc.ABC):
     # -- shared machinery ------------------------------------------------------------------
 
     @staticmethod
-    def fenced_out(what: str, fence: Fence) -> errors.FencedOut:
+    def _fenced_out(what: str, fence: Fence) -> errors.FencedOut:
         """The error backends raise for a refused fenced write or take."""
         return errors.FencedOut(f"{what}: fence {fence} is not the flow detail's fence "
                                 "(a newer claim took it over)")

@@ -84,7 +84,7 @@ class MemoryPersistence(Persistence):
     def _check_fence(self, flow_uuid: str, fence: Fence | None, what: str) -> None:
         """Raise ``FencedOut`` unless ``fence`` is None or the flow's fence (lock held)."""
         if fence is not None and self._fences.get(flow_uuid) != fence:
-            raise self.fenced_out(what, fence)
+            raise self._fenced_out(what, fence)
 
     def _take_new_flow(self, flow_uuid: str, fence: Fence) -> bool:
         with self._lock:
@@ -99,7 +99,7 @@ class MemoryPersistence(Persistence):
                 raise errors.NotFound(f"no flow detail {flow_uuid}")
             held = self._fences.get(flow_uuid)
             if held is not None and held.job == fence.job and held.number > fence.number:
-                raise self.fenced_out(f"taking flow detail {flow_uuid}", fence)
+                raise self._fenced_out(f"taking flow detail {flow_uuid}", fence)
             self._fences[flow_uuid] = fence
 
     def _update_flow_details(self, flow_detail: FlowDetail, fence: Fence | None) -> None:

@@ -228,7 +228,7 @@ class SQLPersistence(Persistence):
         only extra round trip, and only for a write that was refused."""
         if fence is None or conn.execute(select, {"b_uuid": uuid}).first() is None:
             raise errors.NotFound(f"no {missing}")
-        raise self.fenced_out(what, fence)
+        raise self._fenced_out(what, fence)
 
     def _get_flow_details(self, flow_uuid: str, lazy: bool) -> FlowDetail:
         with self._read("reading a flow detail") as conn:
