@@ -87,10 +87,13 @@ class NullPersistence(Persistence):
     def save_logbook(self, book: LogBook) -> LogBook:
         return book
 
-    def update_flow_details(self, flow_detail: FlowDetail) -> FlowDetail:
+    def update_flow_details(self, flow_detail: FlowDetail, *, fence: Any = None) -> FlowDetail:
         return flow_detail
 
-    def update_atom_details(self, atom_detail: Any) -> Any:
+    def update_flow_state(self, flow_uuid: str, state: Any, *, fence: Any = None) -> None:
+        return None
+
+    def update_atom_details(self, atom_detail: Any, *, fence: Any = None) -> Any:
         return atom_detail
 
     def _unused(self, *args: Any) -> Any:
@@ -98,6 +101,7 @@ class NullPersistence(Persistence):
 
     _save_logbook = _get_logbook = _get_logbooks = _destroy_logbook = _unused
     _update_flow_details = _get_flow_details = _get_flows_for_book = _unused
+    _take_flow = _take_new_flow = _update_flow_state = _unused
     _update_atom_details = _get_atom_details = _get_atoms_for_flow = _clear_all = _unused
 
 

@@ -16,6 +16,10 @@ of the same row ("floor": the database's own cost), and of reading the whole boo
 ``--repeat`` runs per backend the one with the lowest median is shown (a shared machine only
 ever adds time). Network backends run twice: with the default pool pre-ping and without.
 
+With ``--fenced`` every backend also records the flow as a conductor does: ``take_flow`` with a
+fence after step 1 (one more write per flow) and that fence on every later write; the plain and
+fenced runs alternate on one connection pool, so the machine's noise falls on both alike.
+
 PostgreSQL and MariaDB use a fresh schema/database on the loopback servers (as the tests do),
 dropped afterwards. With ``--taskflow`` (needs the benchmark venv, ``bench/venv.sh``) the same
 pattern runs on OpenStack TaskFlow's SQLAlchemy persistence backend for comparison::
@@ -39,35 +43,40 @@ from typing import Any
 import sqlalchemy
 
 from legato.persistence import connect
-from legato.persistence.models import FlowDetail, LogBook, TaskDetail
+from legato.persistence.models import Fence, FlowDetail, LogBook, TaskDetail, new_uuid
 from legato.states import AtomState, FlowState
 from legato.testing import services
 
 
-def legato_flow(backend: Any, tasks: int) -> tuple[float, list[float]]:
-    """Record one flow; return its total seconds and each atom update's seconds."""
+def legato_flow(backend: Any, tasks: int, fenced: bool = False) -> tuple[float, list[float]]:
+    """Record one flow (with ``fenced``: taken, and every write fenced, as under a conductor);
+    return its total seconds and each atom update's seconds."""
     updates: list[float] = []
     start = time.perf_counter()
     book = LogBook("bench")
     flow = FlowDetail("flow")
     book.add(flow)
     backend.save_logbook(book)
+    fence = Fence(new_uuid(), 1) if fenced else None
+    if fence is not None:
+        backend.take_flow(flow.uuid, fence)
     fresh = FlowDetail(flow.name, flow.uuid)
     atoms = [TaskDetail(f"task-{i}") for i in range(tasks)]
     for atom in atoms:
         fresh.add(atom)
-    backend.update_flow_details(fresh)
-    backend.update_flow_details(FlowDetail(flow.name, flow.uuid, FlowState.RUNNING))
+    backend.update_flow_details(fresh, fence=fence)
+    backend.update_flow_details(FlowDetail(flow.name, flow.uuid, FlowState.RUNNING), fence=fence)
     for i, atom in enumerate(atoms):
         atom.state = AtomState.RUNNING
         t0 = time.perf_counter()
-        backend.update_atom_details(atom)
+        backend.update_atom_details(atom, fence=fence)
         updates.append(time.perf_counter() - t0)
         atom.state, atom.results = AtomState.SUCCESS, {"value": i, "text": "done"}
         t0 = time.perf_counter()
-        backend.update_atom_details(atom)
+        backend.update_atom_details(atom, fence=fence)
         updates.append(time.perf_counter() - t0)
-    backend.update_flow_details(FlowDetail(flow.name, flow.uuid, FlowState.SUCCESS))
+    backend.update_flow_details(FlowDetail(flow.name, flow.uuid, FlowState.SUCCESS),
+                                fence=fence)
     return time.perf_counter() - start, updates
 
 
@@ -178,13 +187,19 @@ def bench_legato(name: str, url: str, args: argparse.Namespace,
             flow.add(TaskDetail(f"task-{i}", results={"value": i}))
         book.add(flow)
         backend.save_logbook(book)
+        fenced_runs = []
         for _ in range(args.repeat):
             runs.append(measure(lambda: legato_flow(backend, args.tasks), args.flows,
                                 read=lambda: backend.get_logbook(book.uuid)))
+            if args.fenced:
+                fenced_runs.append(measure(lambda: legato_flow(backend, args.tasks, True),
+                                           args.flows))
         atom_uuid = next(iter(flow.atoms))
         floor = min(driver_floor(backend, atom_uuid) for _ in range(args.repeat))
     result = {**best(runs), "floor_us": floor}
     print_row(f"legato {name}", result)
+    if fenced_runs:
+        print_row(f"legato {name} fenced", {**best(fenced_runs), "floor_us": floor})
     return result
 
 
@@ -217,6 +232,8 @@ def main() -> None:
     parser.add_argument("--taskflow", action="store_true",
                         help="also run TaskFlow's SQLite persistence (benchmark venv)")
     parser.add_argument("--taskflow-flows", type=int, default=10)
+    parser.add_argument("--fenced", action="store_true",
+                        help="also record each flow fenced, as a conductor does (alternating)")
     args = parser.parse_args()
     print(f"Python {platform.python_version()}, SQLAlchemy {sqlalchemy.__version__}, "
           f"{platform.machine()}, {args.tasks} tasks/flow ({2 * args.tasks + 4} writes), "

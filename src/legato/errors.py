@@ -8,6 +8,7 @@ The tree is shallow on purpose; catch ``LegatoError`` to catch them all::
     ├── MissingDriver             the backend's driver is not installed; names the extra
     ├── StorageFailure            persistence unreachable or refusing a write
     ├── StorageCorrupted          persistence's files are damaged: not an outage, never retried
+    ├── FencedOut                 a write carrying an older claim's fence (never retried)
     ├── ExecutionFailure          an engine could not run (not a task failure)
     ├── JobFailure                a jobboard call failed
     │   ├── UnclaimableJob        the job is claimed by someone else
@@ -40,6 +41,7 @@ __all__ = [
     "CompilationError",
     "DisallowedFactory",
     "ExecutionFailure",
+    "FencedOut",
     "GarbageRecord",
     "JobFailure",
     "JobTooLarge",
@@ -90,6 +92,15 @@ class StorageCorrupted(LegatoError):
 
     Not a ``StorageFailure``: those are outages, retried once the server is back, while a
     damaged file stays damaged. A conductor that meets it stops claiming and says so.
+    """
+
+
+class FencedOut(LegatoError):
+    """A persistence write was refused because a newer claim took the flow detail over.
+
+    Not a ``StorageFailure``: it is never retried, and an engine that gets it stops at once,
+    without recording anything more and without reverting: the flow belongs to the newer owner.
+    Engines raise it too when their caller marked the claim lost before a revert would start.
     """
 
 

@@ -344,3 +344,40 @@ def test_sqlite_wal_is_checkpointed_and_truncated_every_n_writes(tmp_path: Path,
 def test_wal_checkpoint_every_must_be_a_count() -> None:
     with pytest.raises(ValueError, match="wal_checkpoint_every"):
         persistence.connect("sqlite:///x.db", wal_checkpoint_every=-1)
+
+
+@pytest.mark.parametrize("url_fixture", ["sqlite_url", "postgres_url", "mysql_url"])
+def test_upgrade_from_0001_adds_the_fence_and_keeps_the_data(
+        request: pytest.FixtureRequest, url_fixture: str) -> None:
+    from alembic import command
+
+    from legato.persistence.models import Fence, new_uuid
+    from legato.persistence.sql import _migrate
+
+    url = request.getfixturevalue(url_fixture)
+    backend = persistence.connect(url)
+    assert isinstance(backend, SQLPersistence)
+    try:
+        with backend._engine.begin() as conn:  # a database made before fenced writes
+            config = _migrate._config()
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0001")
+        with backend._engine.connect() as conn:
+            assert "fence" not in {c["name"] for c in sa.inspect(conn).get_columns("flowdetails")}
+        book = make_book(atoms=1)
+        with backend._engine.begin() as conn:
+            conn.execute(tables.logbooks.insert(), {"uuid": book.uuid, "name": book.name,
+                                                     "created_at": 0})
+            (flow,) = book.flows.values()
+            conn.execute(tables.flowdetails.insert().values(
+                uuid=flow.uuid, book_uuid=book.uuid, name=flow.name, state="RUNNING"))
+        backend.upgrade()
+        backend.validate()
+        fence = Fence(new_uuid(), 1)
+        assert backend.take_flow(flow.uuid, fence) is True
+        backend.update_flow_state(flow.uuid, None, fence=fence)
+        with pytest.raises(errors.FencedOut):
+            backend.update_flow_state(flow.uuid, None, fence=Fence(fence.job, 2))
+        assert backend.get_logbook(book.uuid, lazy=True).name == book.name
+    finally:
+        backend.close()

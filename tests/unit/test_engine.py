@@ -23,7 +23,7 @@ from legato.flow import (
     task,
 )
 from legato.persistence.memory import MemoryPersistence
-from legato.persistence.models import FlowDetail, LogBook, RetryDetail
+from legato.persistence.models import Fence, FlowDetail, LogBook, RetryDetail
 from legato.states import AtomState, EngineState, FlowState
 
 
@@ -302,9 +302,9 @@ def test_prepare_writes_new_atoms_in_one_call() -> None:
     class Counting(MemoryPersistence):
         flow_writes = 0
 
-        def _update_flow_details(self, flow_detail: FlowDetail) -> None:
+        def _update_flow_details(self, flow_detail: FlowDetail, fence: Any) -> None:
             type(self).flow_writes += 1
-            super()._update_flow_details(flow_detail)
+            super()._update_flow_details(flow_detail, fence)
 
     persistence = Counting()
     engine = le.load(LinearFlow("f").add(*_chain([], 6)), persistence=persistence)
@@ -379,7 +379,7 @@ def test_graph_flow_in_parallel_respects_dependencies() -> None:
 
 def test_engine_internal_storage_failure_propagates() -> None:
     class Broken(MemoryPersistence):
-        def _update_atom_details(self, atom_detail: Any) -> None:
+        def _update_atom_details(self, atom_detail: Any, fence: Any) -> None:
             raise errors.StorageFailure("down")
 
     journal: list[Any] = []
@@ -454,10 +454,10 @@ def test_suspend_from_another_thread_stops_at_the_next_boundary() -> None:
 
 def test_storage_failure_while_saving_progress_is_not_a_revert() -> None:
     class FailsOnProgress(MemoryPersistence):
-        def _update_atom_details(self, atom_detail: Any) -> None:
+        def _update_atom_details(self, atom_detail: Any, fence: Any) -> None:
             if "progress" in atom_detail.meta:
                 raise errors.StorageFailure("down")
-            super()._update_atom_details(atom_detail)
+            super()._update_atom_details(atom_detail, fence)
 
     journal: list[Any] = []
 
@@ -507,14 +507,82 @@ def test_flow_state_writes_do_not_rewrite_atoms() -> None:
     writes: list[object] = []
 
     class Spy(MemoryPersistence):
-        def _update_flow_details(self, flow_detail: FlowDetail) -> None:
+        def _update_flow_details(self, flow_detail: FlowDetail, fence: Any) -> None:
             writes.append(len(flow_detail))
-            super()._update_flow_details(flow_detail)
+            super()._update_flow_details(flow_detail, fence)
 
-        def _update_flow_state(self, flow_uuid: str, state: FlowState | None) -> None:
+        def _update_flow_state(self, flow_uuid: str, state: FlowState | None,
+                               fence: Any) -> None:
             writes.append(state)
-            super()._update_flow_state(flow_uuid, state)
+            super()._update_flow_state(flow_uuid, state, fence)
 
     le.run(LinearFlow("f").add(*_chain([], 5)), persistence=Spy())
     # New atoms go out once, with the RUNNING state; SUCCESS writes the flow's state alone.
     assert writes == [5, FlowState.SUCCESS]
+
+
+class _TakenOver(Task):
+    """Runs, then lets another owner take the flow over before returning (or failing)."""
+
+    def __init__(self, name: str, journal: list[Any], take: Any, *, fail: bool = False,
+                 **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        self.journal, self.take, self.fail = journal, take, fail
+
+    def execute(self) -> str:
+        self.journal.append(("execute", self.name))
+        self.take()
+        if self.fail:
+            raise ValueError(f"{self.name} failed")
+        return "stale"
+
+    def revert(self, **kwargs: Any) -> None:
+        self.journal.append(("revert", self.name))
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_refused_write_stops_the_engine_and_reverts_nothing(fail: bool) -> None:
+    journal: list[Any] = []
+    persistence = MemoryPersistence()
+    book = LogBook("b")
+    flow_detail = FlowDetail("f")
+    book.add(flow_detail)
+    persistence.save_logbook(book)
+    old, new = Fence("job", 1), Fence("job", 2)
+    persistence.take_flow(flow_detail.uuid, old)
+    flow = LinearFlow("f").add(
+        Recorder("t1", journal, provides="r1"),
+        _TakenOver("t2", journal, lambda: persistence.take_flow(flow_detail.uuid, new),
+                   fail=fail),
+        Recorder("t3", journal))
+    engine = le.load(flow, persistence=persistence, flow_detail=flow_detail, fence=old)
+    with pytest.raises(errors.FencedOut):
+        engine.run()
+    assert journal == [("execute", "t1", {}), ("execute", "t2")]  # no revert, no t3
+    stored = persistence.get_flow_details(flow_detail.uuid)
+    assert stored.state is FlowState.RUNNING  # the stale owner wrote nothing more
+    assert stored.find_by_name("t2").state is AtomState.RUNNING
+
+
+def test_a_failure_after_the_fence_is_lost_reverts_nothing() -> None:
+    journal: list[Any] = []
+    lost = threading.Event()
+    persistence = MemoryPersistence()
+    flow = LinearFlow("f").add(
+        Recorder("t1", journal, provides="r1"),
+        _TakenOver("t2", journal, lost.set, fail=True))
+    engine = le.load(flow, persistence=persistence, fence_lost=lost)
+    with pytest.raises(errors.FencedOut):
+        engine.run()
+    assert [entry[0] for entry in journal] == ["execute", "execute"]
+    stored = persistence.get_flow_details(engine.flow_detail.uuid)
+    assert stored.state is FlowState.RUNNING
+    assert stored.find_by_name("t1").state is AtomState.SUCCESS
+
+
+def test_an_engine_without_a_fence_writes_over_a_taken_flow() -> None:
+    persistence = MemoryPersistence()
+    engine = le.load(LinearFlow("f").add(*_chain([], 2)), persistence=persistence)
+    persistence.take_flow(engine.flow_detail.uuid, Fence("job", 1))
+    engine.run()
+    assert persistence.get_flow_details(engine.flow_detail.uuid).state is FlowState.SUCCESS

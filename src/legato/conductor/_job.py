@@ -11,19 +11,22 @@ import enum
 from typing import TYPE_CHECKING, Any
 
 from legato import errors
+from legato.persistence.models import Fence
 
 if TYPE_CHECKING:
     from legato.jobboard.base import Job
     from legato.persistence.base import Persistence
-    from legato.persistence.models import FlowDetail, LogBook
+    from legato.persistence.models import FlowDetail
 
 __all__ = [
     "TOO_MANY_ATTEMPTS",
     "Action",
     "CannotRun",
     "Outcome",
+    "fence_of",
     "load_flow_detail",
     "merged_store",
+    "take_flow_detail",
 ]
 
 #: Trash reason of a job that failed on ``max_attempts`` claims.
@@ -71,27 +74,11 @@ class CannotRun(Exception):
         self.reason = reason
 
 
-def load_book(job: Job, persistence: Persistence) -> LogBook:
-    """Load the job's logbook.
+def _job_flow_uuid(job: Job) -> str | None:
+    """Check the job's details; the flow uuid they name, if any.
 
     Raises:
-        CannotRun: the job names no book, or the book does not exist.
-        StorageFailure: persistence cannot be reached (the job must be abandoned, not trashed).
-    """
-    if job.book_uuid is None:
-        raise CannotRun("job has no logbook")
-    try:
-        return persistence.get_logbook(job.book_uuid)
-    except errors.NotFound:
-        raise CannotRun(f"logbook {job.book_uuid} not found") from None
-
-
-def load_flow_detail(job: Job, persistence: Persistence) -> FlowDetail:
-    """The flow detail the job runs: ``details["flow_uuid"]``, else the book's only one.
-
-    Raises:
-        CannotRun: malformed details, no book, unknown flow uuid, no or several flow details.
-        StorageFailure: persistence cannot be reached.
+        CannotRun: malformed details.
     """
     details = job.details
     if not isinstance(details, dict):
@@ -102,19 +89,66 @@ def load_flow_detail(job: Job, persistence: Persistence) -> FlowDetail:
     store = details.get("store")
     if store is not None and not isinstance(store, dict):
         raise CannotRun("malformed details: store must be a JSON object")
-    book = load_book(job, persistence)
+    if job.book_uuid is None:
+        raise CannotRun("job has no logbook")
+    return flow_uuid
+
+
+def _choose(book_uuid: str, flows: list[FlowDetail], flow_uuid: str | None) -> FlowDetail:
+    """The job's flow among its book's: the one named, else the only one."""
     if flow_uuid is not None:
-        found = book.find(flow_uuid)
-        if found is None:
-            raise CannotRun(f"flow detail {flow_uuid} not in logbook {book.uuid}")
-        return found
-    flows = list(book.flows.values())
+        for flow_detail in flows:
+            if flow_detail.uuid == flow_uuid:
+                return flow_detail
+        raise CannotRun(f"flow detail {flow_uuid} not in logbook {book_uuid}")
     if not flows:
-        raise CannotRun(f"logbook {book.uuid} has no flow detail")
+        raise CannotRun(f"logbook {book_uuid} has no flow detail")
     if len(flows) > 1:
-        raise CannotRun(f"logbook {book.uuid} has {len(flows)} flow details and the job "
+        raise CannotRun(f"logbook {book_uuid} has {len(flows)} flow details and the job "
                         "names no flow_uuid")
     return flows[0]
+
+
+def load_flow_detail(job: Job, persistence: Persistence) -> FlowDetail:
+    """The flow detail the job runs: ``details["flow_uuid"]``, else the book's only one.
+
+    Raises:
+        CannotRun: malformed details, no book, unknown flow uuid, no or several flow details.
+        StorageFailure: persistence cannot be reached.
+    """
+    flow_uuid = _job_flow_uuid(job)
+    assert job.book_uuid is not None
+    try:
+        book = persistence.get_logbook(job.book_uuid)
+    except errors.NotFound:
+        raise CannotRun(f"logbook {job.book_uuid} not found") from None
+    return _choose(book.uuid, list(book.flows.values()), flow_uuid)
+
+
+def fence_of(job: Job) -> Fence | None:
+    """The fence the job's claim gives its engine's writes (None for a board without fences)."""
+    return None if job.fence is None else Fence(job.uuid, job.fence)
+
+
+def take_flow_detail(job: Job, persistence: Persistence, fence: Fence | None) -> FlowDetail:
+    """The job's flow detail (see ``load_flow_detail``), taken with ``fence``, as of the take:
+    a write by an earlier owner either landed before the take, and is in what is returned, or
+    comes after it, and is refused. The flow is read once when it was never taken (no fenced
+    writer can have changed it since); after a take that replaced a fence it is read again.
+
+    Raises:
+        CannotRun, StorageFailure: see ``load_flow_detail``.
+        FencedOut: the flow detail records a newer claim of this job (this claim is stale).
+    """
+    flow_detail = load_flow_detail(job, persistence)
+    if fence is None:
+        return flow_detail
+    try:
+        if persistence.take_flow(flow_detail.uuid, fence):
+            return flow_detail
+        return persistence.get_flow_details(flow_detail.uuid)
+    except errors.NotFound:
+        raise CannotRun(f"flow detail {flow_detail.uuid} not found") from None
 
 
 def merged_store(job: Job, flow_detail: FlowDetail) -> dict[str, Any]:

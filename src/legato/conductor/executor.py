@@ -54,7 +54,8 @@ class ExecutorConductor(Conductor):
     ``ExecutionFailure``/``StorageFailure`` (every failure of that kind),  abandon, back-off delay
     engine suspended, transient error building the engine or loading
     the book
-    claim lost; ``stop()`` while running                                  abandon, no delay
+    claim lost; a write refused for a newer claim (``FencedOut``);       abandon, no delay
+    ``stop()`` while running
     ``StorageCorrupted`` (persistence's file is damaged): the conductor   release (uncounted)
     stops claiming, logs one error line and ``run()`` raises it
     no book, unknown flow uuid, several flow details and no flow_uuid,    trash, with the reason
@@ -448,7 +449,9 @@ class ExecutorConductor(Conductor):
         if job.attempts > self._max_attempts and not _storage_reason(job.reason):
             return Outcome(Action.TRASH, _job.TOO_MANY_ATTEMPTS)
         try:
-            engine = self._build_engine(job, persistence)
+            engine = self._build_engine(job, persistence, lost=lease.lost)
+        except errors.FencedOut as exc:
+            return _fenced_out(job, exc)
         except _job.CannotRun as exc:
             return Outcome(Action.TRASH, exc.reason)
         except errors.DisallowedFactory as exc:
@@ -463,13 +466,18 @@ class ExecutorConductor(Conductor):
             return Outcome(Action.ABANDON, f"cannot build the engine: {exc!r}", retryable=True)
         return self._drive(lease, engine)
 
-    def _build_engine(self, job: Job, persistence: Persistence) -> Any:
-        flow_detail = _job.load_flow_detail(job, persistence)
+    def _build_engine(self, job: Job, persistence: Persistence, *,
+                      lost: threading.Event | None = None) -> Any:
+        """Take the job's flow detail with the claim's fence (``FencedOut`` when a newer claim
+        of the job took it) and build an engine whose every write carries that fence and
+        that never reverts once ``lost`` is set."""
+        fence = _job.fence_of(job)
+        flow_detail = _job.take_flow_detail(job, persistence, fence)
         _job.check_factory(flow_detail)
         return engine_mod.load_from_detail(
             flow_detail, store=_job.merged_store(job, flow_detail),
             engine=self._engine or "serial", persistence=persistence, policy=self._policy,
-            **self._engine_options)
+            **{**self._engine_options, "fence": fence, "fence_lost": lost})
 
     def _drive(self, lease: Lease, engine: Any) -> Outcome:
         payload = {"job": lease.job, "engine": engine, "conductor": self}
@@ -484,6 +492,8 @@ class ExecutorConductor(Conductor):
                 self._notifier.notify(end, payload)
         except errors.MissingDependencies as exc:
             return Outcome(Action.CONSUME, f"validation failed: {exc}")
+        except errors.FencedOut as exc:
+            return _fenced_out(lease.job, exc)
         except errors.StorageFailure as exc:
             return Outcome(Action.ABANDON, f"{_job.STORAGE_REASON}: {exc}", retryable=True)
         except errors.StorageCorrupted as exc:
@@ -507,6 +517,8 @@ class ExecutorConductor(Conductor):
                 suspended = True
 
     def _judge(self, engine: Any, lease: Lease, failure: Exception | None) -> Outcome:
+        if isinstance(failure, errors.FencedOut):
+            return _fenced_out(lease.job, failure)
         if failure is not None:
             corrupt = _job.found(failure, errors.StorageCorrupted)
             if corrupt is not None:
@@ -833,6 +845,13 @@ class _Ahead:
 def _because(reason: str | None) -> str:
     """`` (reason)`` for a log line, or nothing."""
     return f" ({reason})" if reason else ""
+
+
+def _fenced_out(job: Job, exc: errors.FencedOut) -> Outcome:
+    """A newer claim took the job's flow over (or ours was lost before a revert): the job is
+    another conductor's now; abandoned at once and not counted against its attempts."""
+    logger.warning("job %s: claim lost, its engine stopped: %s", job.uuid, exc)
+    return Outcome(Action.ABANDON, f"claim lost: {exc}", delay=0.0)
 
 
 def _storage_reason(reason: str | None) -> bool:

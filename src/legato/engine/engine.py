@@ -13,6 +13,11 @@ new state (an ``AtomState`` value) with ``{"atom_name", "atom_uuid", "flow_name"
 
 Durability: each change is written before the engine moves on. A task left RUNNING by a crash
 runs again when the flow resumes, so tasks must be idempotent (at-least-once execution).
+
+Fencing: an engine given a ``fence`` (a conductor's claim, recorded on the flow detail with
+``Persistence.take_flow``) makes every write conditional on it. Once a write is refused
+(``FencedOut``: a newer claim took the flow over), or once ``fence_lost`` is set, the engine
+stops at once and never reverts anything: what is recorded belongs to the new owner.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from legato.engine.runtime import Runtime
 from legato.engine.storage import Storage
 from legato.flow.patterns import Flow
 from legato.persistence.base import Persistence
-from legato.persistence.models import AtomDetail, FlowDetail
+from legato.persistence.models import AtomDetail, Fence, FlowDetail
 from legato.states import AtomState, EngineState, FlowState
 
 __all__ = ["Engine", "ParallelEngine", "ProcessEngine", "SerialEngine"]
@@ -48,18 +53,25 @@ class Engine:
         flow_detail: where its progress is recorded (saved in ``persistence`` already).
         persistence: the backend to write to.
         store: inputs for the flow, merged over ``flow_detail.meta["store"]``.
+        fence: the claim every write is conditional on (taken with ``Persistence.take_flow``
+            before the flow detail was read); None writes unconditionally.
+        fence_lost: set by the caller once the claim behind ``fence`` is known lost: from then
+            on the engine never starts or continues a revert (it raises ``FencedOut``), and
+            the caller should ``suspend()`` it.
     """
 
     kind: ClassVar[str] = "serial"
 
     def __init__(self, flow: Flow, *, flow_detail: FlowDetail, persistence: Persistence,
-                 store: dict[str, Any] | None = None, **options: Any) -> None:
+                 store: dict[str, Any] | None = None, fence: Fence | None = None,
+                 fence_lost: threading.Event | None = None, **options: Any) -> None:
         if options:
             raise TypeError(f"{self.kind} engine: unknown options {sorted(options)}")
         self.flow = flow
         self.flow_detail = flow_detail
         self.persistence = persistence
-        self.storage = Storage(persistence, flow_detail, store)
+        self.fence_lost = fence_lost if fence_lost is not None else threading.Event()
+        self.storage = Storage(persistence, flow_detail, store, fence=fence)
         self.notifier = notifier.Notifier()
         self.atom_notifier = notifier.Notifier()
         self.suspend_event = threading.Event()
@@ -143,6 +155,8 @@ class Engine:
 
         Raises:
             StorageFailure: persistence failed (the flow is left to resume later).
+            FencedOut: a newer claim took the flow detail over, or ``fence_lost`` was set
+                before a revert (nothing more was written; the flow is the new owner's).
             ExecutionFailure: the engine itself failed (not a task).
             MissingDependencies: see ``validate``.
         """

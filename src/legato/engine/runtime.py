@@ -2,6 +2,10 @@
 
 The scheduler runs in the engine's calling thread. Each atom's state change is written to
 persistence (``Storage.save``) before the scheduler moves on; task methods run in the executor.
+
+A refused write (``FencedOut``) ends the run where it happens, and a run whose claim is known
+lost (``engine.fence_lost``) never starts or continues a revert: the flow's recorded state is
+left for its new owner, whose writes are the only ones that land.
 """
 
 from __future__ import annotations
@@ -158,10 +162,11 @@ class Runtime:
         self.inflight.pop(index, None)
         ca = self.atoms[index]
         ad = self.details[index]
-        if not ok and isinstance(value, errors.StorageFailure | errors.StorageCorrupted):
+        if not ok and isinstance(value, errors.StorageFailure | errors.StorageCorrupted
+                                          | errors.FencedOut):
             # Persistence failed under the task (saving its progress, or the task's own use
-            # of it): an outage or a damaged file, not a task failure, so never a reason to
-            # revert.
+            # of it), its file is damaged, or it refused the claim's fence: not a task
+            # failure, so never a reason to revert.
             raise value
         if ok:
             try:
@@ -228,9 +233,16 @@ class Runtime:
             common = level[0]
         return common
 
+    def _check_claim(self, doing: str) -> None:
+        """Raise ``FencedOut`` if the engine's claim is known lost: nothing is reverted then."""
+        if self.engine.fence_lost.is_set():
+            raise errors.FencedOut(f"flow {self.storage.flow_detail.name!r}: the claim was lost; "
+                                   f"not {doing} (the flow is left to its new owner)")
+
     def _handle_failures(self) -> bool:
         """Follow the retries' decisions; True if the run goes on (a retry), False if the whole
         flow must be reverted."""
+        self._check_claim("handling the failure")
         scope = self._failed_scope()
         while scope is not None:
             decision = self._decide(scope)
@@ -295,6 +307,7 @@ class Runtime:
         for index in sorted(indexes, reverse=True):
             if self.details[index].state not in _TO_REVERT:
                 continue
+            self._check_claim("reverting")
             self._revert_one(index, flow_failures)
             if self.revert_failures:
                 return
@@ -356,6 +369,7 @@ class Runtime:
 
     def _finish_revert(self, _: None) -> Iterator[EngineState]:
         """Revert everything still to revert, record the outcome and raise the failures."""
+        self._check_claim("reverting")
         if not self.revert_failures:
             self._set_flow_state(FlowState.REVERTING)
             yield EngineState.ANALYZING

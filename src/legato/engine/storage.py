@@ -3,6 +3,9 @@
 Every change goes to persistence before the engine moves on: ``save(atom_detail)`` writes one
 atom's row; ``save_flow_state`` writes the flow's own row only (a flow detail without atoms, so
 its cost does not grow with the number of atoms).
+
+With a ``fence`` (a conductor's claim) every write carries it, and persistence refuses it with
+``FencedOut`` once a newer claim took the flow detail over.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from legato import errors
 from legato.flow.atom import extract_result
-from legato.persistence.models import AtomDetail, FlowDetail, RetryDetail, TaskDetail
+from legato.persistence.models import AtomDetail, Fence, FlowDetail, RetryDetail, TaskDetail
 from legato.states import AtomState, FlowState
 
 if TYPE_CHECKING:
@@ -27,12 +30,14 @@ class Storage:
     Attributes:
         flow_detail: the engine's working copy of the flow detail.
         store: stored inputs (``flow_detail.meta["store"]`` merged with the engine's ``store``).
+        fence: the fence every write carries (None: writes are unconditional).
     """
 
     def __init__(self, persistence: Persistence, flow_detail: FlowDetail,
-                 store: dict[str, Any] | None = None) -> None:
+                 store: dict[str, Any] | None = None, *, fence: Fence | None = None) -> None:
         self.persistence = persistence
         self.flow_detail = flow_detail
+        self.fence = fence
         self.store: dict[str, Any] = dict(flow_detail.meta.get("store") or {})
         self._new_store = dict(store or {})
         self.store.update(self._new_store)
@@ -72,14 +77,15 @@ class Storage:
     def flush(self) -> None:
         """Write atom details created by ``ensure_atoms(write=False)``, if any."""
         if self._unsaved is not None:
-            self.persistence.update_flow_details(self._unsaved)
+            self.persistence.update_flow_details(self._unsaved, fence=self.fence)
             self._unsaved = None
 
     # -- writes ----------------------------------------------------------------------------
 
     def save(self, atom_detail: AtomDetail) -> None:
-        """Write one atom detail (``StorageFailure``/``SerializationError`` propagate)."""
-        self.persistence.update_atom_details(atom_detail)
+        """Write one atom detail (``StorageFailure``/``SerializationError``/``FencedOut``
+        propagate)."""
+        self.persistence.update_atom_details(atom_detail, fence=self.fence)
 
     def save_flow_state(self, state: FlowState) -> None:
         """Record the flow's state: its own row only, plus atom details still unsaved (so a
@@ -87,10 +93,10 @@ class Storage:
         fd = self.flow_detail
         fd.state = state
         if self._unsaved is None:
-            self.persistence.update_flow_state(fd.uuid, state)
+            self.persistence.update_flow_state(fd.uuid, state, fence=self.fence)
             return
         self._unsaved.state = state
-        self.persistence.update_flow_details(self._unsaved)
+        self.persistence.update_flow_details(self._unsaved, fence=self.fence)
         self._unsaved = None
 
     # -- reads -----------------------------------------------------------------------------

@@ -11,6 +11,14 @@ Errors: unknown ids raise ``NotFound``; an unreachable or failing backend raises
 
 Concurrency: any number of processes may use one database at once. An atom update writes that
 atom's row only, never the whole book.
+
+Fencing: ``take_flow(flow_uuid, fence)`` records a claim's ``Fence`` on a flow detail (refusing
+one older than the recorded fence). The writes an engine makes (``update_atom_details``,
+``update_flow_state``, ``update_flow_details``) accept ``fence=``: given one, the write lands only
+if the flow detail records exactly that fence, checked in the same statement as the write (no
+extra round trip); otherwise ``FencedOut`` is raised and nothing is written. So a conductor whose
+claim lapsed can never overwrite what the job's new owner records. Without ``fence`` writes are
+unconditional (engines used without a conductor).
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from types import TracebackType
 from typing import Any, ClassVar, TypeVar
 
 from legato import errors
-from legato.persistence.models import AtomDetail, FlowDetail, LogBook, utcnow
+from legato.persistence.models import AtomDetail, Fence, FlowDetail, LogBook, utcnow
 from legato.states import FlowState
 
 __all__ = ["Persistence"]
@@ -142,7 +150,30 @@ class Persistence(abc.ABC):
 
     # -- flow details ----------------------------------------------------------------------
 
-    def update_flow_details(self, flow_detail: FlowDetail) -> FlowDetail:
+    def take_flow(self, flow_uuid: str, fence: Fence) -> bool:
+        """Record ``fence`` on the flow detail: from now on writes with another fence are refused.
+
+        It lands when the flow detail records no fence, a fence of another job, or a fence of
+        the same job with a number no larger than ``fence.number`` (taking again with the same
+        fence is a no-op, so a retried take is safe). One conditional write when the flow was
+        never taken (the common case: a job's first claim), two otherwise.
+
+        Returns:
+            True when the flow recorded no fence before: no fenced writer can have changed it
+            since it was last read. False when the take replaced a fence (or may have, after a
+            retry): an earlier owner's writes may have landed since, so read the flow again.
+
+        Raises:
+            FencedOut: the flow detail records a newer fence of the same job.
+            NotFound: no such flow detail.
+        """
+        if self._retry(lambda: self._take_new_flow(flow_uuid, fence)):
+            return True
+        self._retry(lambda: self._take_flow(flow_uuid, fence))
+        return False
+
+    def update_flow_details(self, flow_detail: FlowDetail, *,
+                            fence: Fence | None = None) -> FlowDetail:
         """Write the flow's own row and insert or update each atom detail it carries.
 
         Atom details stored earlier but absent from ``flow_detail.atoms`` are left as they are,
@@ -151,24 +182,30 @@ class Persistence(abc.ABC):
         ``update_atom_details`` this is on the engine's hot path, so nothing is copied: backends
         never keep a reference to what they are given.
 
+        With ``fence`` nothing is written unless the flow detail records exactly that fence.
+
         Raises:
             NotFound: the flow detail was never saved through its logbook.
             SerializationError: the meta or an atom's value is not JSON.
+            FencedOut: ``fence`` is not the flow detail's fence.
         """
         self._check_flow(flow_detail)
-        self._retry(lambda: self._update_flow_details(flow_detail))
+        self._retry(lambda: self._update_flow_details(flow_detail, fence))
         return flow_detail
 
-    def update_flow_state(self, flow_uuid: str, state: FlowState | None) -> None:
+    def update_flow_state(self, flow_uuid: str, state: FlowState | None, *,
+                          fence: Fence | None = None) -> None:
         """Write the flow's state and nothing else (its meta and atoms stay as stored).
 
         What engines call on every flow state change: unlike ``update_flow_details`` it never
-        re-encodes the meta.
+        re-encodes the meta. With ``fence`` nothing is written unless the flow detail records
+        exactly that fence.
 
         Raises:
             NotFound: no such flow detail.
+            FencedOut: ``fence`` is not the flow detail's fence.
         """
-        self._retry(lambda: self._update_flow_state(flow_uuid, state))
+        self._retry(lambda: self._update_flow_state(flow_uuid, state, fence))
 
     def get_flow_details(self, flow_uuid: str, *, lazy: bool = False) -> FlowDetail:
         """Return the flow detail; with ``lazy`` its atoms are not loaded.
@@ -188,18 +225,21 @@ class Persistence(abc.ABC):
 
     # -- atom details ----------------------------------------------------------------------
 
-    def update_atom_details(self, atom_detail: AtomDetail) -> AtomDetail:
+    def update_atom_details(self, atom_detail: AtomDetail, *,
+                            fence: Fence | None = None) -> AtomDetail:
         """Write one atom detail's row (and nothing else); return the detail as written.
 
         This is the engine's hot path, so the detail is not copied: backends never keep a
-        reference to it (the memory backend stores its own copy).
+        reference to it (the memory backend stores its own copy). With ``fence`` nothing is
+        written unless the atom's flow detail records exactly that fence.
 
         Raises:
             NotFound: the atom detail was never saved through its flow detail.
             SerializationError: a value is not JSON; the message names the atom.
+            FencedOut: ``fence`` is not the flow detail's fence.
         """
         check_atom_json(atom_detail)
-        self._retry(lambda: self._update_atom_details(atom_detail))
+        self._retry(lambda: self._update_atom_details(atom_detail, fence))
         return atom_detail
 
     def get_atom_details(self, atom_uuid: str) -> AtomDetail:
@@ -223,6 +263,12 @@ class Persistence(abc.ABC):
         self._retry(self._clear_all)
 
     # -- shared machinery ------------------------------------------------------------------
+
+    @staticmethod
+    def _fenced_out(what: str, fence: Fence) -> errors.FencedOut:
+        """The error backends raise for a refused fenced write or take."""
+        return errors.FencedOut(f"{what}: fence {fence} is not the flow detail's fence "
+                                "(a newer claim took it over)")
 
     def _check_flow(self, flow_detail: FlowDetail) -> None:
         _check_json(flow_detail.meta, "meta of flow", flow_detail.name)
@@ -266,13 +312,24 @@ class Persistence(abc.ABC):
     def _destroy_logbook(self, book_uuid: str) -> None: ...
 
     @abc.abstractmethod
-    def _update_flow_details(self, flow_detail: FlowDetail) -> None: ...
+    def _take_new_flow(self, flow_uuid: str, fence: Fence) -> bool:
+        """Atomically: record ``fence`` if the flow records none; whether it did (False also
+        for an unknown flow: ``_take_flow`` then says ``NotFound``)."""
 
-    def _update_flow_state(self, flow_uuid: str, state: FlowState | None) -> None:
-        """Set one flow's state. Backends override this with a single write."""
-        flow_detail = self._get_flow_details(flow_uuid, True)
-        flow_detail.state = state
-        self._update_flow_details(flow_detail)
+    @abc.abstractmethod
+    def _take_flow(self, flow_uuid: str, fence: Fence) -> None:
+        """Atomically: record ``fence`` unless the flow records a larger fence of the same job
+        (then raise ``FencedOut``); ``NotFound`` for an unknown flow."""
+
+    @abc.abstractmethod
+    def _update_flow_details(self, flow_detail: FlowDetail, fence: Fence | None) -> None:
+        """Write the flow's row and upsert its atoms; with ``fence``, atomically only if the
+        flow records that fence (else ``FencedOut``, nothing written)."""
+
+    @abc.abstractmethod
+    def _update_flow_state(self, flow_uuid: str, state: FlowState | None,
+                           fence: Fence | None) -> None:
+        """Set one flow's state in one write, fenced like ``_update_flow_details``."""
 
     @abc.abstractmethod
     def _get_flow_details(self, flow_uuid: str, lazy: bool) -> FlowDetail: ...
@@ -281,7 +338,9 @@ class Persistence(abc.ABC):
     def _get_flows_for_book(self, book_uuid: str, lazy: bool) -> Iterator[FlowDetail]: ...
 
     @abc.abstractmethod
-    def _update_atom_details(self, atom_detail: AtomDetail) -> None: ...
+    def _update_atom_details(self, atom_detail: AtomDetail, fence: Fence | None) -> None:
+        """Write one atom's row; with ``fence``, in the same statement only if the atom's flow
+        records that fence (else ``FencedOut``, nothing written)."""
 
     @abc.abstractmethod
     def _get_atom_details(self, atom_uuid: str) -> AtomDetail: ...

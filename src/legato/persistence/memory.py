@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from legato import errors
 from legato.persistence.base import Persistence
-from legato.persistence.models import AtomDetail, FlowDetail, LogBook, copy_json
+from legato.persistence.models import AtomDetail, Fence, FlowDetail, LogBook, copy_json
 from legato.states import FlowState
 
 __all__ = ["MemoryPersistence"]
@@ -28,6 +28,8 @@ class MemoryPersistence(Persistence):
         self._flow_book: dict[str, str] = {}
         self._flow_atoms: dict[str, list[str]] = {}
         self._atoms: dict[str, AtomDetail] = {}
+        self._atom_flow: dict[str, str] = {}
+        self._fences: dict[str, Fence] = {}  # by flow uuid: recorded by take_flow
 
     def _save_logbook(self, book: LogBook) -> None:
         with self._lock:
@@ -48,6 +50,7 @@ class MemoryPersistence(Persistence):
         for ad in fd.atoms.values():
             if ad.uuid not in self._atoms:
                 order.append(ad.uuid)
+                self._atom_flow[ad.uuid] = fd.uuid
             self._atoms[ad.uuid] = ad.copy()
 
     def _get_logbook(self, book_uuid: str, lazy: bool) -> LogBook:
@@ -73,20 +76,47 @@ class MemoryPersistence(Persistence):
             for flow_uuid in self._book_flows.pop(book_uuid, []):
                 self._flows.pop(flow_uuid, None)
                 self._flow_book.pop(flow_uuid, None)
+                self._fences.pop(flow_uuid, None)
                 for atom_uuid in self._flow_atoms.pop(flow_uuid, []):
                     self._atoms.pop(atom_uuid, None)
+                    self._atom_flow.pop(atom_uuid, None)
 
-    def _update_flow_details(self, flow_detail: FlowDetail) -> None:
+    def _check_fence(self, flow_uuid: str, fence: Fence | None, what: str) -> None:
+        """Raise ``FencedOut`` unless ``fence`` is None or the flow's fence (lock held)."""
+        if fence is not None and self._fences.get(flow_uuid) != fence:
+            raise self._fenced_out(what, fence)
+
+    def _take_new_flow(self, flow_uuid: str, fence: Fence) -> bool:
+        with self._lock:
+            if flow_uuid not in self._flows or flow_uuid in self._fences:
+                return False
+            self._fences[flow_uuid] = fence
+            return True
+
+    def _take_flow(self, flow_uuid: str, fence: Fence) -> None:
+        with self._lock:
+            if flow_uuid not in self._flows:
+                raise errors.NotFound(f"no flow detail {flow_uuid}")
+            held = self._fences.get(flow_uuid)
+            if held is not None and held.job == fence.job and held.number > fence.number:
+                raise self._fenced_out(f"taking flow detail {flow_uuid}", fence)
+            self._fences[flow_uuid] = fence
+
+    def _update_flow_details(self, flow_detail: FlowDetail, fence: Fence | None) -> None:
         with self._lock:
             if flow_detail.uuid not in self._flows:
                 raise errors.NotFound(f"no flow detail {flow_detail.uuid}")
+            self._check_fence(flow_detail.uuid, fence,
+                              f"updating flow detail {flow_detail.uuid}")
             self._write_flow(flow_detail)
 
-    def _update_flow_state(self, flow_uuid: str, state: FlowState | None) -> None:
+    def _update_flow_state(self, flow_uuid: str, state: FlowState | None,
+                           fence: Fence | None) -> None:
         with self._lock:
             stored = self._flows.get(flow_uuid)
             if stored is None:
                 raise errors.NotFound(f"no flow detail {flow_uuid}")
+            self._check_fence(flow_uuid, fence, f"updating the state of flow {flow_uuid}")
             stored.state = state  # our own copy: readers get copies of it
 
     def _get_flow_details(self, flow_uuid: str, lazy: bool) -> FlowDetail:
@@ -107,10 +137,13 @@ class MemoryPersistence(Persistence):
             flows = [self._get_flow_details(u, lazy) for u in self._book_flows[book_uuid]]
         return iter(flows)
 
-    def _update_atom_details(self, atom_detail: AtomDetail) -> None:
+    def _update_atom_details(self, atom_detail: AtomDetail, fence: Fence | None) -> None:
         with self._lock:
             if atom_detail.uuid not in self._atoms:
                 raise errors.NotFound(f"no atom detail {atom_detail.uuid}")
+            if fence is not None:
+                self._check_fence(self._atom_flow[atom_detail.uuid], fence,
+                                  f"updating atom {atom_detail.name!r}")
             self._atoms[atom_detail.uuid] = atom_detail.copy()
 
     def _get_atom_details(self, atom_uuid: str) -> AtomDetail:
@@ -130,5 +163,5 @@ class MemoryPersistence(Persistence):
     def _clear_all(self) -> None:
         with self._lock:
             for store in (self._books, self._book_flows, self._flows, self._flow_book,
-                          self._flow_atoms, self._atoms):
+                          self._flow_atoms, self._atoms, self._atom_flow, self._fences):
                 store.clear()

@@ -11,12 +11,13 @@ import copy
 import dataclasses
 import datetime as dt
 import uuid as uuidlib
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from legato.states import AtomState, FlowState, Intention
 
 __all__ = [
     "AtomDetail",
+    "Fence",
     "FlowDetail",
     "LogBook",
     "RetryDetail",
@@ -25,6 +26,23 @@ __all__ = [
     "new_uuid",
     "utcnow",
 ]
+
+
+class Fence(NamedTuple):
+    """Which claim may write a flow detail: the claimed job's uuid and the claim's fencing
+    number (``Job.fence``).
+
+    ``Persistence.take_flow`` records it on the flow detail; writes given a fence land only
+    while the flow detail records exactly that fence. A take by another job always wins (a job
+    re-posted over the same logbook starts its fences again at 1); a take by the same job only
+    with a fencing number at least as large as the recorded one.
+    """
+
+    job: str
+    number: int
+
+    def __str__(self) -> str:
+        return f"{self.job}:{self.number}"
 
 
 def new_uuid() -> str:

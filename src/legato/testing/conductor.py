@@ -31,10 +31,12 @@ __all__ = [
     "post_job",
     "side_effect_flow",
     "steps_flow",
+    "takeover_flow",
 ]
 
 _gates: dict[str, threading.Event] = {}
 _gates_lock = threading.Lock()
+_arrivals: dict[tuple[str, int], int] = {}
 
 
 def gate(name: str) -> threading.Event:
@@ -101,6 +103,46 @@ class _SideEffect(Task):
             time.sleep(self.pause)  # stands for real work, so kills land mid-step
         self._log("end", run)
         return run
+
+
+class _Takeover(Task):
+    def __init__(self, index: int, gate_name: str, at: int, log_path: str) -> None:
+        super().__init__(f"step-{index}", provides=f"step-{index}")
+        self.index, self.gate_name, self.at, self.log_path = index, gate_name, at, log_path
+
+    def _log(self, line: str) -> None:
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, f"{line}\n".encode())
+        finally:
+            os.close(fd)
+
+    def execute(self) -> str:
+        with _gates_lock:
+            key = (self.gate_name, self.index)
+            arrival = _arrivals[key] = _arrivals.get(key, 0) + 1
+        self._log(f"execute {self.index} {arrival}")
+        if self.index == self.at and arrival == 1:
+            gate(f"{self.gate_name}:reached").set()
+            if not gate(self.gate_name).wait(60):
+                raise TimeoutError(f"gate {self.gate_name!r} never opened")
+            if gate(f"{self.gate_name}:fail").is_set():
+                raise RuntimeError(f"step {self.index} failed after its gate opened")
+        return f"{self.index}:{arrival}"
+
+    def revert(self, **kwargs: Any) -> None:
+        self._log(f"revert {self.index}")
+
+
+@flow_factory
+def takeover_flow(steps: int, gate_name: str, at: int, log_path: str) -> Flow:
+    """``steps`` tasks returning ``"<step>:<arrival>"`` (the n-th run of that step in this
+    process) and appending ``execute <step> <arrival>`` and ``revert <step>`` lines to
+    ``log_path``. The first run of step ``at`` sets gate ``<gate_name>:reached`` and waits for
+    ``gate(gate_name)``, then fails if ``gate(<gate_name>:fail)`` is set; later runs of it (a
+    conductor that took the job over) go straight through."""
+    return LinearFlow("takeover").add(
+        *(_Takeover(i, gate_name, at, log_path) for i in range(steps)))
 
 
 @flow_factory

@@ -37,6 +37,7 @@ from legato import errors
 from legato.persistence.base import Persistence
 from legato.persistence.models import (
     AtomDetail,
+    Fence,
     FlowDetail,
     LogBook,
     RetryDetail,
@@ -374,6 +375,140 @@ class PersistenceConformance:
             thread.join(timeout=60)
         assert failures == []
         assert [a.results for a in persistence.get_atoms_for_flow(_only_flow(book).uuid)] == [4] * 8
+
+    # -- fenced writes ---------------------------------------------------------------------
+
+    @staticmethod
+    def _fenced_writes(persistence: Persistence, flow: FlowDetail,
+                       fence: Fence | None, mark: str) -> None:
+        """Every engine write of ``flow``, with ``fence``, leaving ``mark`` in what it wrote."""
+        atom = next(iter(flow))
+        atom.state, atom.results = AtomState.SUCCESS, mark
+        persistence.update_atom_details(atom, fence=fence)
+        persistence.update_flow_state(flow.uuid, FlowState.RUNNING, fence=fence)
+        lazy = FlowDetail(flow.name, flow.uuid, FlowState.SUSPENDED, {"mark": mark})
+        persistence.update_flow_details(lazy, fence=fence)
+
+    def test_writes_with_the_taken_fence_land(self, persistence: Persistence) -> None:
+        book = make_book(atoms=2)
+        persistence.save_logbook(book)
+        flow = _only_flow(book)
+        fence = Fence(new_uuid(), 1)
+        persistence.take_flow(flow.uuid, fence)
+        self._fenced_writes(persistence, flow, fence, "owner")
+        got = persistence.get_flow_details(flow.uuid)
+        assert (got.state, got.meta) == (FlowState.SUSPENDED, {"mark": "owner"})
+        assert next(iter(got)).results == "owner"
+
+    def test_a_newer_take_refuses_the_older_fence(self, persistence: Persistence) -> None:
+        book = make_book(atoms=2)
+        persistence.save_logbook(book)
+        flow = _only_flow(book)
+        job = new_uuid()
+        persistence.take_flow(flow.uuid, Fence(job, 1))
+        persistence.take_flow(flow.uuid, Fence(job, 2))
+        before = persistence.get_flow_details(flow.uuid)
+        atom = next(iter(flow))
+        atom.state, atom.results = AtomState.SUCCESS, "stale"
+        with pytest.raises(errors.FencedOut):
+            persistence.update_atom_details(atom, fence=Fence(job, 1))
+        with pytest.raises(errors.FencedOut):
+            persistence.update_flow_state(flow.uuid, FlowState.SUCCESS, fence=Fence(job, 1))
+        stale = FlowDetail(flow.name, flow.uuid, FlowState.SUCCESS, {"mark": "stale"})
+        stale.add(TaskDetail("added-by-stale-owner"))
+        with pytest.raises(errors.FencedOut):
+            persistence.update_flow_details(stale, fence=Fence(job, 1))
+        # A larger fence than the recorded one is refused as well: writes must match exactly.
+        with pytest.raises(errors.FencedOut):
+            persistence.update_atom_details(atom, fence=Fence(job, 3))
+        assert persistence.get_flow_details(flow.uuid) == before  # nothing was written
+        self._fenced_writes(persistence, flow, Fence(job, 2), "new owner")
+        assert next(iter(persistence.get_flow_details(flow.uuid))).results == "new owner"
+
+    def test_an_older_take_is_refused(self, persistence: Persistence) -> None:
+        book = make_book()
+        persistence.save_logbook(book)
+        flow = _only_flow(book)
+        job = new_uuid()
+        persistence.take_flow(flow.uuid, Fence(job, 5))
+        with pytest.raises(errors.FencedOut) as refused:
+            persistence.take_flow(flow.uuid, Fence(job, 4))
+        assert not isinstance(refused.value, errors.StorageFailure)  # never retried as outage
+        persistence.take_flow(flow.uuid, Fence(job, 5))  # taking again with the same fence
+        self._fenced_writes(persistence, flow, Fence(job, 5), "owner")
+        with pytest.raises(errors.FencedOut):
+            self._fenced_writes(persistence, flow, Fence(job, 4), "stale")
+
+    def test_take_says_whether_the_flow_was_taken_before(
+            self, persistence: Persistence) -> None:
+        book = make_book(flows=2)
+        persistence.save_logbook(book)
+        flow, other = list(book)
+        job = new_uuid()
+        assert persistence.take_flow(flow.uuid, Fence(job, 1)) is True  # never taken before
+        assert persistence.take_flow(flow.uuid, Fence(job, 1)) is False
+        assert persistence.take_flow(flow.uuid, Fence(job, 2)) is False
+        assert persistence.take_flow(flow.uuid, Fence(new_uuid(), 1)) is False
+        assert persistence.take_flow(other.uuid, Fence(job, 9)) is True  # per flow
+        with pytest.raises(errors.FencedOut):
+            persistence.take_flow(other.uuid, Fence(job, 8))
+
+    def test_a_take_by_another_job_wins(self, persistence: Persistence) -> None:
+        book = make_book()
+        persistence.save_logbook(book)
+        flow = _only_flow(book)
+        trashed, requeued = new_uuid(), new_uuid()
+        persistence.take_flow(flow.uuid, Fence(trashed, 7))
+        persistence.take_flow(flow.uuid, Fence(requeued, 1))  # a new job: fences restart
+        with pytest.raises(errors.FencedOut):
+            self._fenced_writes(persistence, flow, Fence(trashed, 7), "stale")
+        self._fenced_writes(persistence, flow, Fence(requeued, 1), "requeued")
+        assert persistence.get_flow_details(flow.uuid).meta == {"mark": "requeued"}
+
+    def test_fenced_writes_to_a_flow_never_taken_are_refused(
+            self, persistence: Persistence) -> None:
+        book = make_book()
+        persistence.save_logbook(book)
+        flow = _only_flow(book)
+        before = persistence.get_flow_details(flow.uuid)
+        with pytest.raises(errors.FencedOut):
+            self._fenced_writes(persistence, flow, Fence(new_uuid(), 1), "stale")
+        assert persistence.get_flow_details(flow.uuid) == before
+
+    def test_unfenced_writes_land_whatever_the_fence(self, persistence: Persistence) -> None:
+        book = make_book()
+        persistence.save_logbook(book)
+        flow = _only_flow(book)
+        persistence.take_flow(flow.uuid, Fence(new_uuid(), 3))
+        self._fenced_writes(persistence, flow, None, "unfenced")
+        got = persistence.get_flow_details(flow.uuid)
+        assert (got.state, got.meta) == (FlowState.SUSPENDED, {"mark": "unfenced"})
+        assert next(iter(got)).results == "unfenced"
+
+    def test_saving_the_logbook_keeps_the_fence(self, persistence: Persistence) -> None:
+        book = make_book()
+        persistence.save_logbook(book)
+        flow = _only_flow(book)
+        fence = Fence(new_uuid(), 2)
+        persistence.take_flow(flow.uuid, fence)
+        persistence.save_logbook(persistence.get_logbook(book.uuid))
+        self._fenced_writes(persistence, flow, fence, "owner")
+        with pytest.raises(errors.FencedOut):
+            persistence.update_flow_state(flow.uuid, FlowState.RUNNING,
+                                          fence=Fence(fence.job, 1))
+
+    def test_fenced_calls_on_unknown_ids_raise_not_found(
+            self, persistence: Persistence) -> None:
+        persistence.save_logbook(make_book())
+        fence = Fence(new_uuid(), 1)
+        with pytest.raises(errors.NotFound):
+            persistence.take_flow(new_uuid(), fence)
+        with pytest.raises(errors.NotFound):
+            persistence.update_atom_details(TaskDetail("never-saved"), fence=fence)
+        with pytest.raises(errors.NotFound):
+            persistence.update_flow_state(new_uuid(), FlowState.RUNNING, fence=fence)
+        with pytest.raises(errors.NotFound):
+            persistence.update_flow_details(FlowDetail("never-saved"), fence=fence)
 
     # -- not found -------------------------------------------------------------------------
 

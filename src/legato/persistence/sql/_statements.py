@@ -14,7 +14,8 @@ from sqlalchemy.sql.dml import Insert
 
 from legato.persistence.sql.tables import atomdetails, flowdetails, logbooks
 
-__all__ = ["SQLITE_UPDATE_ATOM", "Statements"]
+__all__ = ["SQLITE_TAKE_NEW_FLOW", "SQLITE_UPDATE_ATOM", "SQLITE_UPDATE_ATOM_FENCED",
+           "Statements"]
 
 
 def _upsert(dialect: str, table: sa.Table, *, keep: tuple[str, ...]) -> Insert:
@@ -45,6 +46,48 @@ SQLITE_UPDATE_ATOM = "UPDATE atomdetails SET {} WHERE uuid = :b_uuid".format(
     ", ".join(f"{c.name} = :{c.name}" for c in atomdetails.columns
               if c.name not in ("id", "uuid", "flow_uuid")))
 
+#: The same, landing only while the atom's flow records the fence ``:f_job``/``:f_num``.
+SQLITE_UPDATE_ATOM_FENCED = SQLITE_UPDATE_ATOM + (
+    " AND EXISTS (SELECT 1 FROM flowdetails WHERE flowdetails.uuid = atomdetails.flow_uuid"
+    " AND flowdetails.fence_job = :f_job AND flowdetails.fence = :f_num)")
+
+
+#: ``take_flow`` of a flow never taken, on SQLite (see ``SQLITE_UPDATE_ATOM``): a job's first
+#: claim, so once per job.
+SQLITE_TAKE_NEW_FLOW = ("UPDATE flowdetails SET fence_job = :f_job, fence = :f_num"
+                        " WHERE uuid = :b_uuid AND fence_job IS NULL")
+
+
+def _fence_matches() -> list[sa.ColumnElement[bool]]:
+    """``flowdetails`` records the fence bound as ``f_job``/``f_num``."""
+    return [flowdetails.c.fence_job == sa.bindparam("f_job"),
+            flowdetails.c.fence == sa.bindparam("f_num")]
+
+
+def _fenced_atom_update() -> sa.Executable:
+    """Update one atom's row only if its flow records the fence, in one statement. The flow's
+    row is read with a share lock where the database has one (PostgreSQL, MySQL): a take of
+    the flow waits for fenced writes in progress, and a write racing a take sees its result
+    (SQLite serialises writers anyway)."""
+    fenced: sa.Select[tuple[object]] = (
+        sa.select(sa.literal_column("1"))
+        .where(flowdetails.c.uuid == atomdetails.c.flow_uuid, *_fence_matches())
+        .with_for_update(read=True))
+    return atomdetails.update().where(atomdetails.c.uuid == sa.bindparam("b_uuid"),
+                                      fenced.exists())
+
+
+def _take_flow() -> sa.Executable:
+    """Record the fence unless the flow records a larger one of the same job."""
+    f_job: sa.BindParameter[str] = sa.bindparam("f_job")
+    f_num: sa.BindParameter[int] = sa.bindparam("f_num")
+    fence_job, fence = flowdetails.c.fence_job, flowdetails.c.fence
+    return (flowdetails.update()
+            .where(flowdetails.c.uuid == sa.bindparam("b_uuid"),
+                   sa.or_(fence_job.is_(None), fence.is_(None), fence_job != f_job,
+                          fence <= f_num))
+            .values(fence_job=f_job, fence=f_num))
+
 
 @dataclasses.dataclass(frozen=True)
 class Statements:
@@ -55,6 +98,10 @@ class Statements:
     upsert_atom: sa.Executable
     update_flow: sa.Executable
     update_atom: sa.Executable
+    take_new_flow: sa.Executable
+    take_flow: sa.Executable
+    update_flow_fenced: sa.Executable
+    update_atom_fenced: sa.Executable
     select_book: sa.Select[tuple[object, ...]]
     select_books: sa.Select[tuple[object, ...]]
     select_flow: sa.Select[tuple[object, ...]]
@@ -75,10 +122,18 @@ class Statements:
         by_uuid: sa.BindParameter[str] = sa.bindparam("b_uuid")
         return cls(
             upsert_book=_upsert(dialect, logbooks, keep=("id", "uuid", "created_at")),
-            upsert_flow=_upsert(dialect, flowdetails, keep=("id", "uuid", "book_uuid")),
+            upsert_flow=_upsert(dialect, flowdetails,
+                                keep=("id", "uuid", "book_uuid", "fence_job", "fence")),
             upsert_atom=_upsert(dialect, atomdetails, keep=("id", "uuid", "flow_uuid")),
             update_flow=flowdetails.update().where(flowdetails.c.uuid == by_uuid),
             update_atom=atomdetails.update().where(atomdetails.c.uuid == by_uuid),
+            take_new_flow=flowdetails.update()
+            .where(flowdetails.c.uuid == by_uuid, flowdetails.c.fence_job.is_(None))
+            .values(fence_job=sa.bindparam("f_job"), fence=sa.bindparam("f_num")),
+            take_flow=_take_flow(),
+            update_flow_fenced=flowdetails.update().where(flowdetails.c.uuid == by_uuid,
+                                                          *_fence_matches()),
+            update_atom_fenced=_fenced_atom_update(),
             select_book=sa.select(*book_cols).where(logbooks.c.uuid == by_uuid),
             select_books=sa.select(*book_cols).order_by(logbooks.c.id),
             select_flow=sa.select(*flow_cols).where(flowdetails.c.uuid == by_uuid),

@@ -12,9 +12,14 @@ import sqlalchemy as sa
 
 from legato import errors
 from legato.persistence.base import Persistence
-from legato.persistence.models import AtomDetail, FlowDetail, LogBook
+from legato.persistence.models import AtomDetail, Fence, FlowDetail, LogBook
 from legato.persistence.sql import _engine, _migrate, _rows
-from legato.persistence.sql._statements import SQLITE_UPDATE_ATOM, Statements
+from legato.persistence.sql._statements import (
+    SQLITE_TAKE_NEW_FLOW,
+    SQLITE_UPDATE_ATOM,
+    SQLITE_UPDATE_ATOM_FENCED,
+    Statements,
+)
 from legato.states import FlowState
 
 __all__ = ["SQLPersistence"]
@@ -201,23 +206,59 @@ class SQLPersistence(Persistence):
 
     # -- flow details ----------------------------------------------------------------------
 
-    def _update_flow_details(self, flow_detail: FlowDetail) -> None:
+    def _take_new_flow(self, flow_uuid: str, fence: Fence) -> bool:
+        row = {"b_uuid": flow_uuid, "f_job": fence.job, "f_num": fence.number}
+        if self._dialect == "sqlite":
+            return self._sqlite_write(row, SQLITE_TAKE_NEW_FLOW, "taking a flow detail") == 1
+        with self._write("taking a flow detail") as conn:
+            return bool(conn.execute(self._sql.take_new_flow, row).rowcount == 1)
+
+    def _take_flow(self, flow_uuid: str, fence: Fence) -> None:
+        row = {"b_uuid": flow_uuid, "f_job": fence.job, "f_num": fence.number}
+        with self._write("taking a flow detail") as conn:
+            if conn.execute(self._sql.take_flow, row).rowcount == 0:
+                self._refused(conn, self._sql.select_flow, flow_uuid,
+                              f"flow detail {flow_uuid}", f"taking flow detail {flow_uuid}",
+                              fence)
+
+    def _update_flow_details(self, flow_detail: FlowDetail, fence: Fence | None) -> None:
         flow_row = _rows.flow_row(flow_detail)
         del flow_row["uuid"]
         flow_row["b_uuid"] = flow_detail.uuid
         atom_rows = [{**_rows.atom_row(ad), "flow_uuid": flow_detail.uuid}
                      for ad in flow_detail.atoms.values()]
         with self._write("updating a flow detail") as conn:
-            if conn.execute(self._sql.update_flow, flow_row).rowcount == 0:
-                raise errors.NotFound(f"no flow detail {flow_detail.uuid}")
+            if conn.execute(*self._flow_update(flow_row, fence)).rowcount == 0:
+                self._refused(conn, self._sql.select_flow, flow_detail.uuid,
+                              f"flow detail {flow_detail.uuid}",
+                              f"updating flow detail {flow_detail.uuid}", fence)
             if atom_rows:
                 conn.execute(self._sql.upsert_atom, atom_rows)
 
-    def _update_flow_state(self, flow_uuid: str, state: FlowState | None) -> None:
+    def _update_flow_state(self, flow_uuid: str, state: FlowState | None,
+                           fence: Fence | None) -> None:
         row = {"b_uuid": flow_uuid, "state": str(state) if state is not None else None}
         with self._write("updating a flow's state") as conn:
-            if conn.execute(self._sql.update_flow, row).rowcount == 0:
-                raise errors.NotFound(f"no flow detail {flow_uuid}")
+            if conn.execute(*self._flow_update(row, fence)).rowcount == 0:
+                self._refused(conn, self._sql.select_flow, flow_uuid,
+                              f"flow detail {flow_uuid}",
+                              f"updating the state of flow {flow_uuid}", fence)
+
+    def _flow_update(self, row: dict[str, Any],
+                     fence: Fence | None) -> tuple[sa.Executable, dict[str, Any]]:
+        """The statement and parameters updating a flow's row, fenced when ``fence`` is set."""
+        if fence is None:
+            return self._sql.update_flow, row
+        return self._sql.update_flow_fenced, {**row, "f_job": fence.job, "f_num": fence.number}
+
+    def _refused(self, conn: sa.Connection, select: sa.Executable, uuid: str, missing: str,
+                 what: str, fence: Fence | None) -> None:
+        """After a write that changed no row: raise ``NotFound`` when the row does not exist,
+        else ``FencedOut`` (the only other way such a write changes nothing). This read is the
+        only extra round trip, and only for a write that was refused."""
+        if fence is None or conn.execute(select, {"b_uuid": uuid}).first() is None:
+            raise errors.NotFound(f"no {missing}")
+        raise self._fenced_out(what, fence)
 
     def _get_flow_details(self, flow_uuid: str, lazy: bool) -> FlowDetail:
         with self._read("reading a flow detail") as conn:
@@ -250,28 +291,40 @@ class SQLPersistence(Persistence):
 
     # -- atom details ----------------------------------------------------------------------
 
-    def _update_atom_details(self, atom_detail: AtomDetail) -> None:
+    def _update_atom_details(self, atom_detail: AtomDetail, fence: Fence | None) -> None:
         row = _rows.atom_row(atom_detail)
         del row["uuid"]
         row["b_uuid"] = atom_detail.uuid
+        statement = self._sql.update_atom
+        if fence is not None:
+            row["f_job"], row["f_num"] = fence
+            statement = self._sql.update_atom_fenced
         if self._dialect == "sqlite":
-            updated = self._sqlite_update_atom(row)
-        else:
-            with self._write("updating an atom detail") as conn:
-                updated = conn.execute(self._sql.update_atom, row).rowcount
-        if updated == 0:
-            raise errors.NotFound(f"no atom detail {atom_detail.uuid}")
+            updated = self._sqlite_write(
+                row, SQLITE_UPDATE_ATOM if fence is None else SQLITE_UPDATE_ATOM_FENCED,
+                "updating an atom detail")
+            if updated == 0:
+                with self._read("reading an atom detail") as conn:
+                    self._refused(conn, self._sql.select_atom, atom_detail.uuid,
+                                  f"atom detail {atom_detail.uuid}",
+                                  f"updating atom {atom_detail.name!r}", fence)
+            return
+        with self._write("updating an atom detail") as conn:
+            if conn.execute(statement, row).rowcount == 0:
+                self._refused(conn, self._sql.select_atom, atom_detail.uuid,
+                              f"atom detail {atom_detail.uuid}",
+                              f"updating atom {atom_detail.name!r}", fence)
 
-    def _sqlite_update_atom(self, row: dict[str, Any]) -> int:
-        """The hot write on SQLite, on a pooled connection but without SQLAlchemy's statement
-        machinery. Returns the rows updated."""
-        with self._lock, _engine.translate_errors("updating an atom detail"):
+    def _sqlite_write(self, row: dict[str, Any], statement: str, what: str) -> int:
+        """A hot write on SQLite (an atom's update, a first take), on a pooled connection but
+        without SQLAlchemy's statement machinery. Returns the rows updated."""
+        with self._lock, _engine.translate_errors(what):
             pooled = self._engine.raw_connection()
             try:  # on any error, returning it to the pool rolls the transaction back
                 driver = pooled.driver_connection
                 assert driver is not None
                 driver.execute("BEGIN IMMEDIATE")
-                count: int = driver.execute(SQLITE_UPDATE_ATOM, row).rowcount
+                count: int = driver.execute(statement, row).rowcount
                 driver.commit()
             finally:
                 pooled.close()

@@ -11,6 +11,8 @@ create it (they do not import this module, so old migrations keep their own snap
 * JSON values are stored as text (``NULL`` for ``None``): portable, and the values are only ever
   read back whole. Timestamps are integer microseconds since the Unix epoch (UTC): exact and
   sortable on every database.
+* ``flowdetails.fence_job``/``fence`` are written by ``take_flow`` only: saving a logbook or a
+  flow detail never changes them.
 """
 
 from __future__ import annotations
@@ -56,6 +58,10 @@ flowdetails = sa.Table(
     sa.Column("name", sa.Text, nullable=False),
     sa.Column("state", sa.String(32), nullable=True),
     sa.Column("meta", JSONText, nullable=True),
+    # The fence of the claim that took the flow (``Persistence.take_flow``): the job's uuid and
+    # the claim's fencing number; fenced writes land only while both match.
+    sa.Column("fence_job", sa.String(UUID_LENGTH), nullable=True),
+    sa.Column("fence", sa.BigInteger, nullable=True),
     **_MYSQL,
 )
 

@@ -1,0 +1,46 @@
+#!/usr/bin/env python3
+"""Per-job cost of one in-process blocking conductor, for instruction counts (noise-free where
+wall time on a shared machine is not).
+
+Posts N jobs of a K-task linear flow on an in-process memory board with SQLite persistence (a
+file: durable writes, fenced like any conductor's), then drains them with one blocking
+conductor. Run it under callgrind for two values of N; the difference divided by the difference
+in N is the instructions per job (posting included, start-up cancelled)::
+
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
+        .venv-bench/bin/python bench/conductor_cost.py 30 1
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
+        .venv-bench/bin/python bench/conductor_cost.py 130 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import uuid
+
+from legato import jobboard as jb
+from legato import persistence as lp
+from legato.conductor import BlockingConductor
+from legato.testing import conductor as tc
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("jobs", type=int)
+    parser.add_argument("tasks", type=int)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as workdir:
+        store = lp.connect(f"sqlite:///{workdir}/flows.db")
+        store.upgrade()
+        with jb.connect(f"memory://cost-{uuid.uuid4().hex}", persistence=store) as board:
+            for i in range(args.jobs):
+                tc.post_job(board, store, tc.steps_flow, kwargs={"steps": args.tasks},
+                            name=f"job-{i}")
+            BlockingConductor("cost", board, store, wait_timeout=0.05).run(
+                max_dispatches=args.jobs)
+        store.close()
+
+
+if __name__ == "__main__":
+    main()
