@@ -11,12 +11,12 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from legato import jobboard as jb
-from legato.conductor import BlockingConductor, ExecutorConductor, NonBlockingConductor
+from legato.conductor import BlockingConductor, NonBlockingConductor
 from legato.jobboard.base import Job, JobBoard
-from legato.notifier import ANY
 from legato.persistence.base import Persistence
 from legato.states import FlowState
 from legato.testing import conductor as tc
+from legato.testing.conductor import recorded
 
 
 @pytest.fixture
@@ -37,12 +37,6 @@ def make_board(board_url: str, persistence: Persistence) -> Iterator[Callable[[]
 @pytest.fixture
 def board(make_board: Callable[[], JobBoard]) -> JobBoard:
     return make_board()
-
-
-def recorded(conductor: ExecutorConductor) -> tc.EventRecorder:
-    recorder = tc.EventRecorder()
-    conductor.notifier.register(ANY, recorder)
-    return recorder
 
 
 def state_of(persistence: Persistence, job: Job) -> FlowState | None:

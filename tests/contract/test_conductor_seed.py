@@ -17,11 +17,11 @@ import pytest
 from legato import jobboard as jb
 from legato.conductor import BlockingConductor, ExecutorConductor, NonBlockingConductor
 from legato.jobboard.base import Job, JobBoard
-from legato.notifier import ANY
 from legato.persistence.base import Persistence
 from legato.persistence.models import FlowDetail
 from legato.states import AtomState, FlowState
 from legato.testing import conductor as tc
+from legato.testing.conductor import recorded
 
 KINDS = {"blocking": None, "nonblocking-9": 9, "nonblocking-1": 1}
 STAGES = [f"{stage}_{edge}" for stage in ("compilation", "preparation", "validation", "running")
@@ -59,12 +59,6 @@ def make(request: pytest.FixtureRequest, board: JobBoard,
     for conductor in made:
         conductor.stop()
         assert conductor.wait(WAIT)
-
-
-def recorded(conductor: ExecutorConductor) -> tc.EventRecorder:
-    recorder = tc.EventRecorder()
-    conductor.notifier.register(ANY, recorder)
-    return recorder
 
 
 def flow_of(persistence: Persistence, job: Job) -> FlowDetail:

@@ -8,9 +8,8 @@ import logging
 import random
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -19,34 +18,11 @@ from legato import jobboard as jb
 from legato import persistence as lp
 from legato.conductor import BlockingConductor, ExecutorConductor, NonBlockingConductor
 from legato.jobboard.base import Job
-from legato.notifier import ANY
 from legato.persistence.base import Persistence
 from legato.states import FlowState
 from legato.testing import conductor as tc
+from legato.testing.conductor import recorded, wait_until
 from legato.testing.proxy import TCPProxy
-
-
-def proxied(url: str) -> TCPProxy:
-    parts = urlsplit(url)
-    return TCPProxy(parts.hostname or "127.0.0.1", parts.port or 0)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    event = threading.Event()
-    timer = threading.Timer(timeout, event.set)
-    timer.start()
-    try:
-        while not predicate():
-            if event.wait(0.02):
-                raise AssertionError("condition not met in time")
-    finally:
-        timer.cancel()
-
-
-def recorded(conductor: ExecutorConductor) -> tc.EventRecorder:
-    recorder = tc.EventRecorder()
-    conductor.notifier.register(ANY, recorder)
-    return recorder
 
 
 def flow_state(persistence: Persistence, job: Job) -> FlowState | None:
@@ -65,7 +41,7 @@ def running() -> Iterator[list[ExecutorConductor]]:
 
 def test_persistence_outage_abandons_and_never_trashes(
         postgres_url: str, running: list[ExecutorConductor]) -> None:
-    with proxied(postgres_url) as proxy:
+    with TCPProxy.for_url(postgres_url) as proxy:
         persistence = lp.connect(proxy.url_for(postgres_url))
         persistence.upgrade()
         with jb.connect(f"memory://outage-{uuid.uuid4().hex}") as board:
@@ -94,7 +70,7 @@ def test_board_outage_past_the_lease_suspends_without_consuming(
         redis_url: str, running: list[ExecutorConductor]) -> None:
     persistence = lp.connect("memory://")
     gate = f"outage-{uuid.uuid4().hex}"
-    with proxied(redis_url) as proxy, \
+    with TCPProxy.for_url(redis_url) as proxy, \
             jb.connect(proxy.url_for(redis_url), persistence=persistence) as board, \
             jb.connect(redis_url, persistence=persistence) as direct:
         job = tc.post_job(direct, persistence, tc.gated_flow,
@@ -127,7 +103,7 @@ def test_board_outage_past_the_lease_suspends_without_consuming(
 def test_persistence_outage_mid_flow_abandons_then_resumes(
         postgres_url: str, running: list[ExecutorConductor]) -> None:
     gate = f"midflow-{uuid.uuid4().hex}"
-    with proxied(postgres_url) as proxy:
+    with TCPProxy.for_url(postgres_url) as proxy:
         persistence = lp.connect(proxy.url_for(postgres_url))
         persistence.upgrade()
         with jb.connect(f"memory://midflow-{uuid.uuid4().hex}") as board:

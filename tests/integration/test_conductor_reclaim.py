@@ -6,9 +6,7 @@ old run ends; no step runs after the job was consumed and every step that succee
 from __future__ import annotations
 
 import threading
-import time
 import uuid
-from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from legato import jobboard as jb
@@ -19,6 +17,7 @@ from legato.jobboard.base import Job, JobBoard
 from legato.notifier import ANY
 from legato.states import FlowState
 from legato.testing import conductor as tc
+from legato.testing.conductor import wait_until
 from legato.testing.proxy import TCPProxy
 
 #: Side-effect logs of ``reclaim_flow``: label -> [(what, step, run)], "consumed" included.
@@ -52,15 +51,6 @@ def reclaim_flow(steps: int, label: str, at: int) -> Flow:
     """``steps`` tasks logging start and end in ``LOGS[label]``; task ``at`` sets gate
     ``<label>:reached`` and waits for gate ``label``."""
     return LinearFlow("reclaim").add(*(_Step(i, label, at) for i in range(steps)))
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    ticker = threading.Event()
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        ticker.wait(0.02)
 
 
 def fence_of(board: JobBoard, job: Job) -> int:

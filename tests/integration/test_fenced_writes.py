@@ -12,10 +12,9 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -23,37 +22,14 @@ from legato import jobboard as jb
 from legato import persistence as lp
 from legato.conductor import BlockingConductor, ExecutorConductor
 from legato.jobboard.base import Job
-from legato.notifier import ANY
 from legato.persistence.base import Persistence
 from legato.states import AtomState, FlowState
 from legato.testing import conductor as tc
 from legato.testing.clock import FakeClock
+from legato.testing.conductor import recorded, wait_until
 from legato.testing.proxy import TCPProxy
 
 STEPS, AT = 3, 1
-
-
-def proxied(url: str) -> TCPProxy:
-    parts = urlsplit(url)
-    return TCPProxy(parts.hostname or "127.0.0.1", parts.port or 0)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = threading.Event()
-    timer = threading.Timer(timeout, deadline.set)
-    timer.start()
-    try:
-        while not predicate():
-            if deadline.wait(0.02):
-                raise AssertionError("condition not met in time")
-    finally:
-        timer.cancel()
-
-
-def recorded(conductor: ExecutorConductor) -> tc.EventRecorder:
-    recorder = tc.EventRecorder()
-    conductor.notifier.register(ANY, recorder)
-    return recorder
 
 
 @pytest.fixture
@@ -106,7 +82,7 @@ def test_stale_owner_cannot_write_over_the_new_owner_redis_postgres(
     gate, log = f"fenced-{uuid.uuid4().hex}", tmp_path / "effects.log"
     persistence = lp.connect(postgres_url)
     persistence.upgrade()
-    with proxied(redis_url) as proxy, \
+    with TCPProxy.for_url(redis_url) as proxy, \
             jb.connect(proxy.url_for(redis_url), persistence=persistence) as cut_board, \
             jb.connect(redis_url, persistence=persistence) as direct:
         job = _post(direct, persistence, gate, log)
@@ -139,7 +115,7 @@ def test_a_failure_after_the_claim_is_known_lost_reverts_nothing(
     gate, log = f"lost-{uuid.uuid4().hex}", tmp_path / "effects.log"
     persistence = lp.connect(postgres_url)
     persistence.upgrade()
-    with proxied(redis_url) as proxy, \
+    with TCPProxy.for_url(redis_url) as proxy, \
             jb.connect(proxy.url_for(redis_url), persistence=persistence) as cut_board, \
             jb.connect(redis_url, persistence=persistence) as direct:
         job = _post(direct, persistence, gate, log)

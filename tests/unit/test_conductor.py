@@ -32,6 +32,7 @@ from legato.persistence.models import FlowDetail, LogBook
 from legato.states import FlowState, JobState
 from legato.testing import conductor as tc
 from legato.testing.clock import FakeClock
+from legato.testing.conductor import recorded, wait_until
 
 STAGES = ["compilation_start", "compilation_end", "preparation_start", "preparation_end",
           "validation_start", "validation_end", "running_start", "running_end"]
@@ -82,24 +83,6 @@ def started(conductor: ExecutorConductor, **kwargs: Any) -> threading.Thread:
     thread = threading.Thread(target=conductor.run, kwargs=kwargs, daemon=True)
     thread.start()
     return thread
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    done = threading.Event()
-    deadline = threading.Timer(timeout, done.set)
-    deadline.start()
-    try:
-        while not predicate():
-            if done.wait(0.01):
-                raise AssertionError("condition not met in time")
-    finally:
-        deadline.cancel()
-
-
-def recorded(conductor: ExecutorConductor) -> tc.EventRecorder:
-    recorder = tc.EventRecorder()
-    conductor.notifier.register(ANY, recorder)
-    return recorder
 
 
 def flow_of(persistence: Persistence, job: Job) -> FlowDetail:

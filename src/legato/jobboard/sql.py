@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -38,6 +37,7 @@ from legato import errors
 from legato.jobboard import sql_tables
 from legato.jobboard.base import Entity, JobBoard, JobRecord, decode_record, not_owner
 from legato.jobboard.sql_tables import entities, jobs, trash
+from legato.persistence.sql._engine import checkpoint_wal
 from legato.states import JobState
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ _JSON_COLUMNS = ("details",)
 #: Default ``wal_checkpoint_every`` of SQLite boards (write transactions).
 WAL_CHECKPOINT_EVERY = 1000
 #: SQLite lock wait of the board's connections, and the shorter one of a WAL checkpoint (ms).
-_BUSY_MS, _CHECKPOINT_BUSY_MS = 30_000, 200
+_BUSY_MS = 30_000
 
 
 class _Garbage(Exception):
@@ -189,15 +189,7 @@ class SQLJobBoard(JobBoard):
             return
         self._writes_left = self.wal_checkpoint_every
         # On the driver's connection: through SQLAlchemy the pragmas would open a transaction.
-        driver: Any = conn.connection.driver_connection
-        try:
-            driver.execute(f"PRAGMA busy_timeout = {_CHECKPOINT_BUSY_MS}")
-            try:
-                driver.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-            finally:
-                driver.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
-        except sqlite3.Error as exc:
-            logger.debug("board %r: WAL checkpoint skipped: %s", self.name, exc)
+        checkpoint_wal(conn.connection.driver_connection, _BUSY_MS / 1000)
 
     # -- helpers ---------------------------------------------------------------------------
 

@@ -11,12 +11,14 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from legato import engine as engine_mod
 from legato import errors
 from legato.flow import Flow, LinearFlow, Task, flow_factory
 from legato.jobboard.base import Job, JobBoard
+from legato.notifier import ANY
 from legato.persistence.base import Persistence
 from legato.persistence.models import FlowDetail, LogBook
 from legato.states import JobPriority
@@ -29,9 +31,11 @@ __all__ = [
     "gated_flow",
     "poison_flow",
     "post_job",
+    "recorded",
     "side_effect_flow",
     "steps_flow",
     "takeover_flow",
+    "wait_until",
 ]
 
 _gates: dict[str, threading.Event] = {}
@@ -241,6 +245,22 @@ class EventRecorder:
                     return False
                 self.changed.wait(remaining)
             return True
+
+
+def recorded(conductor: Any) -> EventRecorder:
+    """An ``EventRecorder`` registered for every event of ``conductor``'s notifier."""
+    recorder = EventRecorder()
+    conductor.notifier.register(ANY, recorder)
+    return recorder
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Poll ``predicate`` until it holds; ``AssertionError`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
 
 
 def _job_of(details: dict[str, Any]) -> str | None:

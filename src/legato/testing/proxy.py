@@ -12,6 +12,7 @@ import selectors
 import socket
 import threading
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 __all__ = ["TCPProxy"]
 
@@ -33,6 +34,12 @@ class TCPProxy:
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._accept_loop, daemon=True,
                                         name="legato-tcp-proxy")
+
+    @classmethod
+    def for_url(cls, url: str) -> TCPProxy:
+        """A proxy to the server ``url`` names (its host, or loopback, and its port)."""
+        parts = urlsplit(url)
+        return cls(parts.hostname or "127.0.0.1", parts.port or 0)
 
     def __enter__(self) -> TCPProxy:
         self._thread.start()
