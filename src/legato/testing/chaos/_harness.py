@@ -54,19 +54,27 @@ def free_port() -> int:
         return port
 
 
-def _die_with_parent() -> None:
-    """In the child: ask Linux to SIGKILL it when the harness dies (no orphans)."""
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+def _death_signal() -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking Linux to SIGKILL the child when the harness dies (no orphans).
+
+    ``prctl`` is looked up here, in the parent, so the child only makes the call."""
+    if sys.platform != "linux":
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def set_death_signal() -> None:
+        prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+
+    return set_death_signal
 
 
-def _popen(args: list[str], log: Path, env: dict[str, str] | None = None,
-           ) -> subprocess.Popen[bytes]:
+def _popen(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
         return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, env=env,
-                                preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                                stderr=subprocess.STDOUT, preexec_fn=_death_signal())
 
 
 def _reap(proc: subprocess.Popen[bytes], *, graceful: float = 0.0) -> None:
