@@ -49,6 +49,7 @@ def test_no_invariant_is_violated_under_faults(board: str, tmp_path: Path,
         with capsys.disabled():
             print(f"  {name}: {result.check.jobs} jobs, faults {dict(result.faults)}, "
                   f"{result.check.steps_rerun} steps re-run, "
+                  f"{len(result.check.notices)} late starts, "
                   f"{len(result.check.violations)} violations")
         assert result.check.jobs > 0
         assert sum(result.check.checked.values()) > 0

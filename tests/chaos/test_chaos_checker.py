@@ -109,15 +109,21 @@ def test_a_stale_step_write_and_a_stale_consume_are_caught(tmp_path: Path) -> No
     assert found == {"no_stale_write": 2}
 
 
-def test_a_step_started_under_a_superseded_claim_is_caught(tmp_path: Path) -> None:
-    # B took the job over (fence 2) and ran step 1; A then started step 1 under fence 1.
+def test_a_step_started_under_a_superseded_claim_is_noticed(tmp_path: Path) -> None:
+    # B took the job over (fence 2) and started step 1; A then started step 1 under fence 1 (its
+    # result, written before B's, was not recorded): one more run for the lost claim, allowed,
+    # but reported.
     side_effects = [_run("start", 0, "r0", A, 10), _run("end", 0, "r0", A, 11),
-                    _run("start", 1, "r1", B, 15), _run("end", 1, "r1", B, 16),
-                    _run("start", 1, "stale", A, 15.5), _run("end", 1, "stale", A, 15.6)]
+                    _run("start", 1, "stale", A, 15.5), _run("end", 1, "stale", A, 15.6),
+                    _run("start", 1, "r1", B, 15), _run("end", 1, "r1", B, 16)]
     events = [CLAIM_A, ConductorEvent("running_start", "j1", B, 14.9, fence=2),
               ConductorEvent("job_consumed", "j1", B, 16.5, fence=2)]
-    found = _check(tmp_path, side_effects, events)
-    assert found.get("no_run_under_superseded_claim") == 1
+    runs, log = _logs(tmp_path, side_effects, events)
+    result = check([JobReport("j1", 2, "SUCCESS", {0: "r0", 1: "r1"})], read_step_runs(runs),
+                   read_events(log))
+    assert result.ok, result.violations
+    assert [n.invariant for n in result.notices] == ["late_start"]
+    assert "under fence 1, after fence 2" in result.notices[0].evidence
 
 
 @pytest.mark.parametrize("line", ["start j1 0", "garbage", "end j1 0 x 1 notatime"])

@@ -19,13 +19,16 @@ Invariants (the names used in counts and violations):
 ``one_run_per_claim``
     a step runs at most once per claim: two runs of a step never belong to one claim (fence),
     so re-runs are bounded by the claims lost.
-``no_run_under_superseded_claim``
-    no step started under a claim after a newer claim on the job had started running it.
 ``no_run_after_consume``
     no step of a job started after the job was consumed.
 ``no_stale_write``
-    the recorded result of each step comes from its newest run, and the consume came from the
-    job's newest claim: nothing written by a stale owner landed.
+    the recorded result of each step comes from a run under the newest claim that ran the step,
+    and the consume came from the job's newest claim: nothing written by a stale owner landed.
+
+Besides violations the checker reports ``late_start`` notices: a step started under a claim after
+a newer claim (higher fence) on the job had started running it. The at-least-once contract allows
+it (the run is one more run for a lost claim, and its writes must be refused), but it shows a
+conductor working past the end of its claim.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ __all__ = [
 ]
 
 INVARIANTS = ("completed_once", "not_trashed", "no_rerun_after_success", "one_run_per_claim",
-              "no_run_under_superseded_claim", "no_run_after_consume", "no_stale_write")
+              "no_run_after_consume", "no_stale_write")
 
 
 @dataclasses.dataclass
@@ -106,13 +109,14 @@ class Violation:
 @dataclasses.dataclass
 class CheckResult:
     """Counts per invariant (``checked``: how many times each was checked), the steps run and
-    re-run, and every violation with its evidence."""
+    re-run, every violation with its evidence, and ``late_start`` notices (not violations)."""
 
     jobs: int = 0
     steps_run: int = 0
     steps_rerun: int = 0
     checked: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     violations: list[Violation] = dataclasses.field(default_factory=list)
+    notices: list[Violation] = dataclasses.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -237,10 +241,17 @@ def _check_step(job: _Job, step: int, runs: list[StepRun], result: CheckResult) 
                            f"{_t(later.start)}, after run {winner.run} whose result is "
                            f"recorded ended at {_t(winner.end)}")
     result.checked["no_stale_write"] += 1
-    if runs and recorded is not None and recorded != runs[-1].run:
+    if winner is not None:
+        newer = _newer_runs(job, winner, runs)
+        if newer:
+            result.add("no_stale_write", name,
+                       f"step {step}: recorded result {recorded!r} (pid {winner.pid}, fence "
+                       f"{_fence(job, winner)}) although run {newer[0].run} (pid "
+                       f"{newer[0].pid}, fence {_fence(job, newer[0])}) ran it under a newer "
+                       f"claim")
+    elif runs and recorded is not None:
         result.add("no_stale_write", name,
-                   f"step {step}: recorded result {recorded!r} is not from its newest run "
-                   f"{runs[-1].run} (pid {runs[-1].pid}, started {_t(runs[-1].start)})")
+                   f"step {step}: recorded result {recorded!r} is from no run in the log")
     seen: dict[tuple[int, int | None], StepRun] = {}
     for run in runs:
         claim = job.claim_of(run)
@@ -251,15 +262,36 @@ def _check_step(job: _Job, step: int, runs: list[StepRun], result: CheckResult) 
                        f"step {step}: runs {seen[key].run} and {run.run} both under pid "
                        f"{run.pid} fence {key[1]}")
         seen[key] = run
-        result.checked["no_run_under_superseded_claim"] += 1
-        newer = [c for c in job.claims if claim is not None and c.fence is not None
-                 and claim.fence is not None and c.fence > claim.fence and c.time < run.start]
-        if newer:
-            result.add("no_run_under_superseded_claim", name,
-                       f"step {step}: run {run.run} started at {_t(run.start)} by pid {run.pid} "
-                       f"under fence {claim.fence if claim else None}, after fence "
-                       f"{newer[0].fence} (pid {newer[0].pid}) started running at "
-                       f"{_t(newer[0].time)}")
+        superseding = [c for c in job.claims if claim is not None and c.fence is not None
+                       and claim.fence is not None and c.fence > claim.fence
+                       and c.time < run.start]
+        if claim is not None and superseding:
+            first = superseding[0]
+            result.notices.append(Violation(
+                "late_start", name,
+                f"step {step}: run {run.run} started at {_t(run.start)} by pid {run.pid} under "
+                f"fence {claim.fence}, after fence {first.fence} (pid {first.pid}) started "
+                f"running at {_t(first.time)}"))
+
+
+def _fence(job: _Job, run: StepRun) -> int | None:
+    claim = job.claim_of(run)
+    return None if claim is None else claim.fence
+
+
+def _newer_runs(job: _Job, winner: StepRun, runs: list[StepRun]) -> list[StepRun]:
+    """Runs of the step under a newer claim than the recorded run's (by fence; by start time
+    when a fence is unknown)."""
+    mine = _fence(job, winner)
+    newer = []
+    for run in runs:
+        if run is winner or (run.pid == winner.pid and _fence(job, run) == mine):
+            continue
+        theirs = _fence(job, run)
+        if (theirs > mine) if (theirs is not None and mine is not None) else (
+                run.start > winner.start):
+            newer.append(run)
+    return newer
 
 
 def _check_consume(job: _Job, result: CheckResult) -> None:

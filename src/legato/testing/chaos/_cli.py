@@ -25,6 +25,7 @@ class Row:
     jobs: int = 0
     faults: int = 0
     reruns: int = 0
+    late_starts: int = 0
     violations: int = 0
     skipped: str = ""
 
@@ -98,10 +99,12 @@ def _one(row: Row, scenario: str, board: str, seed: int, args: argparse.Namespac
     row.jobs += result.check.jobs
     row.faults += sum(result.faults.values())
     row.reruns += result.check.steps_rerun
+    row.late_starts += len(result.check.notices)
     row.violations += len(result.check.violations)
     status = "ok" if result.ok else f"{len(result.check.violations)} VIOLATIONS"
     print(f"{scenario:<24} {board:<10} seed {seed:<10} jobs {result.check.jobs:<4} faults "
           f"{dict(result.faults)} re-run {result.check.steps_rerun} "
+          f"late starts {len(result.check.notices)} "
           f"{result.elapsed:.0f}s: {status}", flush=True)
     for violation in result.check.violations[:5]:
         print(f"    {violation}", flush=True)
@@ -112,7 +115,7 @@ def _one(row: Row, scenario: str, board: str, seed: int, args: argparse.Namespac
 
 def _table(rows: dict[tuple[str, str], Row], names: list[str], boards: list[str]) -> None:
     header = (f"| {'scenario':<24} | {'board':<10} "
-              "| runs | jobs | faults | steps re-run | violations |")
+              "| runs | jobs | faults | steps re-run | late starts | violations |")
     print()
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
@@ -125,5 +128,5 @@ def _table(rows: dict[tuple[str, str], Row], names: list[str], boards: list[str]
                 print(f"| {scenario:<24} | {board:<10} | skipped: {r.skipped} |")
                 continue
             print(f"| {scenario:<24} | {board:<10} | {r.runs:>4} | {r.jobs:>4} | {r.faults:>6} "
-                  f"| {r.reruns:>12} | {r.violations:>10} |")
+                  f"| {r.reruns:>12} | {r.late_starts:>11} | {r.violations:>10} |")
     sys.stdout.flush()

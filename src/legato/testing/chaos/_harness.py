@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import dataclasses
 import functools
+import json
 import random
 import signal
 import socket
@@ -447,6 +448,8 @@ class Harness:
             reports.append(JobReport(job.name, job.steps,
                                      None if flow.state is None else str(flow.state),
                                      recorded, job.uuid in on_board, job.uuid in trashed))
+        (self.workdir / "jobs.json").write_text(json.dumps(
+            [dataclasses.asdict(job) for job in self.jobs], indent=1))
         return check(reports, read_step_runs(self.side_effects), read_events(self.events))
 
 
