@@ -25,6 +25,11 @@ Invariants (the names used in counts and violations):
     the recorded result of each step comes from a run under the newest claim that ran the step,
     and the consume came from the job's newest claim: nothing written by a stale owner landed.
 
+``garbage_set_aside`` (checked by the harness, in the ``garbage_record`` scenario)
+    a job nested hundreds deep is refused by ``post`` with a clear one-line error, or, if
+    stored, set aside (trashed, or left alone) rather than abandoned and re-claimed again and
+    again; the other jobs all complete.
+
 Besides violations the checker reports ``late_start`` notices: a step started under a claim after
 a newer claim (higher fence) on the job had started running it. The at-least-once contract allows
 it (the run is one more run for a lost claim, and its writes must be refused), but it shows a
@@ -54,7 +59,7 @@ __all__ = [
 ]
 
 INVARIANTS = ("completed_once", "not_trashed", "no_rerun_after_success", "one_run_per_claim",
-              "no_run_after_consume", "no_stale_write")
+              "no_run_after_consume", "no_stale_write", "garbage_set_aside")
 
 
 @dataclasses.dataclass

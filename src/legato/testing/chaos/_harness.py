@@ -48,6 +48,10 @@ FAULTS = ("kill", "pause_short", "pause_long", "partition_board", "partition_per
           "server_restart")
 
 
+#: Abandons of the garbage job tolerated before it counts as retried forever.
+GARBAGE_RETRIES = 3
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -366,25 +370,42 @@ class Harness:
         if not drained:
             result.add("completed_once", "-", f"the board was not drained within "
                        f"{cfg.drain_timeout:.0f}s after the fault window")
+        if cfg.garbage:
+            self._check_garbage(result)
         for invariant, evidence in self.notes:
             result.add(invariant, "-", evidence)
         return RunResult(self.faults, result, time.monotonic() - began, drained, self.workdir)
 
     def _post_garbage(self, board: JobBoard) -> None:
-        """Post a job nested ~975 deep: refused with a clear error, or set aside by conductors
-        while every other job runs."""
-        nested: dict[str, Any] = {}
-        for _ in range(975):
-            nested = {"x": nested}
-        try:
-            board.post("garbage", details={"nested": nested})
-        except RecursionError:
-            self.notes.append(("completed_once",
-                               "post of a job nested 975 deep raised a raw RecursionError"))
-        except Exception as exc:  # refused with an error of its own: what should happen
-            if "\n" in str(exc):
-                self.notes.append(("completed_once", f"post refused the garbage job with a "
-                                                     f"multi-line error: {exc!r}"))
+        """Post a job nested as deep as ``post`` takes (975, else 900 or 800 levels): refused
+        with a clear one-line error, or stored and then set aside by conductors while every
+        other job runs. A raw ``RecursionError`` from ``post`` is a violation."""
+        for depth in (975, 900, 800):
+            nested: dict[str, Any] = {}
+            for _ in range(depth):
+                nested = {"x": nested}
+            try:
+                board.post("garbage", details={"nested": nested})
+            except RecursionError:
+                if not self.notes:
+                    self.notes.append(("garbage_set_aside", f"post of a job nested {depth} "
+                                                            "deep raised a raw RecursionError"))
+                continue
+            except Exception as exc:  # refused with an error of its own: what should happen
+                if "\n" in str(exc):
+                    self.notes.append(("garbage_set_aside", f"post refused the garbage job "
+                                                            f"with a multi-line error: {exc!r}"))
+            return
+
+    def _check_garbage(self, result: CheckResult) -> None:
+        """The garbage job, if stored, is set aside (trashed or left alone), not retried: at
+        most ``GARBAGE_RETRIES`` abandons."""
+        result.checked["garbage_set_aside"] += 1
+        abandons = [e for e in read_events(self.events)
+                    if e.job == "garbage" and e.event == "job_abandoned"]
+        if len(abandons) > GARBAGE_RETRIES:
+            result.add("garbage_set_aside", "garbage",
+                       f"abandoned {len(abandons)} times, last: {abandons[-1].reason}")
 
     def _feed(self, board: JobBoard, persistence: Persistence) -> None:
         cfg = self.config

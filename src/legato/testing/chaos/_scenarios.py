@@ -54,8 +54,6 @@ class Scenario:
         return tuple(faults)
 
 
-_LONG_STEPS = (1.0, 3.0)
-
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("kill", "SIGKILL a conductor running a job, start another", ("kill",)),
     Scenario("pause_shorter_than_ttl", "SIGSTOP a conductor for 10-50% of the TTL",
@@ -68,11 +66,11 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              "0.5-2 TTL", ("partition_persistence",), persistence="postgres"),
     Scenario("stale_writer", "long steps; the conductor running one is cut from the board "
              "(or paused) past its TTL, and another takes the job over",
-             ("partition_board", "pause_long"), durations=_LONG_STEPS, steps=(2, 3),
+             ("partition_board", "pause_long"), durations=(2.0, 5.0), steps=(2, 3),
              persistence="postgres"),
     Scenario("nonblocking_partition", "nonblocking conductors cut from the board while long "
              "steps run", ("partition_board",), boards=NETWORKED, kind="nonblocking",
-             durations=_LONG_STEPS, steps=(2, 3)),
+             durations=(3.0, 6.0), steps=(1, 2)),
     Scenario("redis_restart", "kill and restart a private redis-server (append-only file, "
              "fsync always) under the conductors", ("server_restart", "kill"),
              boards=("redis",), private_redis=True),
