@@ -39,6 +39,8 @@ class Scenario:
     skews: tuple[float, ...] = ()
     garbage: bool = False
     gap: float = 2.0
+    #: The claim TTL on ZooKeeper when it must outlast the session (None: the run's TTL).
+    zk_ttl: float | None = None
 
     def faults_on(self, board: str) -> tuple[str, ...]:
         """The fault kinds that can be injected on ``board``."""
@@ -60,8 +62,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              ("pause_short",)),
     Scenario("pause_longer_than_ttl", "SIGSTOP a conductor past its TTL (and past the "
              "ZooKeeper session): a GC or VM pause", ("pause_long",)),
-    Scenario("partition_board", "cut one conductor from the board past its TTL (and the "
-             "ZooKeeper session)", ("partition_board",), boards=NETWORKED),
+    Scenario("partition_board", "cut one conductor from the board past its TTL (on "
+             "ZooKeeper: a TTL twice the session timeout, and a cut past both)",
+             ("partition_board",), boards=NETWORKED, zk_ttl=2 * ZK_SESSION_TIMEOUT),
     Scenario("partition_persistence", "cut one conductor from persistence (PostgreSQL) for "
              "0.5-2 TTL", ("partition_persistence",), persistence="postgres"),
     Scenario("stale_writer", "long steps; the conductor running one is cut from the board "
@@ -138,6 +141,8 @@ def run_scenario(scenario: Scenario | str, board: str, *, seed: int, window: flo
         workdir = Path(tempfile.mkdtemp(prefix=f"legato-chaos-{scenario.name}-{board}-"))
     workdir.mkdir(parents=True, exist_ok=True)
     faults = scenario.faults_on(board)
+    if board == "zookeeper" and scenario.zk_ttl is not None:
+        ttl = scenario.zk_ttl
     pause_long = max(ttl, ZK_SESSION_TIMEOUT if board == "zookeeper" else 0.0) * 1.5
     with _board_url(board, scenario, workdir) as (board_url, server), \
             _persistence_url(scenario, workdir) as persistence_url:
