@@ -158,6 +158,8 @@ class ChaosConfig:
         window: seconds during which faults are injected and jobs posted; then the harness
             drains the board (up to ``drain_timeout`` seconds).
         batch: jobs posted at a time whenever fewer than 2 per conductor are waiting.
+        in_flight: instead of ``batch``: keep this many jobs on the board (fewer than the
+            conductors can run at once, so one is idle to take a job over).
         steps: (min, max) steps per job; durations: (min, max) seconds per step.
         ttl: the conductors' claim TTL.
         kind: ``blocking`` or ``nonblocking`` conductors (``workers`` jobs at once).
@@ -177,6 +179,7 @@ class ChaosConfig:
     window: float = 20.0
     drain_timeout: float = 90.0
     batch: int = 6
+    in_flight: int | None = None
     steps: tuple[int, int] = (3, 5)
     durations: tuple[float, float] = (0.05, 0.5)
     ttl: float = 2.0
@@ -357,7 +360,7 @@ class Harness:
             with _board(cfg.board_url, persistence) as board:
                 if cfg.garbage:
                     self._post_garbage(board)
-                self._feed(board, persistence)
+                self._feed(board, persistence, cfg.in_flight or cfg.batch)
                 for slot in self.slots:
                     self._start(slot)
                 self._schedule(board, persistence, began + cfg.window)
@@ -407,9 +410,9 @@ class Harness:
             result.add("garbage_set_aside", "garbage",
                        f"abandoned {len(abandons)} times, last: {abandons[-1].reason}")
 
-    def _feed(self, board: JobBoard, persistence: Persistence) -> None:
+    def _feed(self, board: JobBoard, persistence: Persistence, count: int) -> None:
         cfg = self.config
-        for _ in range(cfg.batch):
+        for _ in range(count):
             self.jobs += _retrying(functools.partial(
                 post_workload, board, persistence, jobs=1, steps=cfg.steps,
                 durations=cfg.durations, rng=self.rng, log_path=self.side_effects,
@@ -424,9 +427,14 @@ class Harness:
             if time.monotonic() >= until:
                 break
             self._inject(self.rng.choice(cfg.faults))
+            if cfg.in_flight is not None:
+                missing = cfg.in_flight - int(_retrying(lambda: board.job_count))
+                if missing > 0:
+                    self._feed(board, persistence, missing)
+                continue
             waiting = _retrying(lambda: sum(1 for j in board.iterjobs(only_unclaimed=True)))
             if waiting < 2 * cfg.conductors:
-                self._feed(board, persistence)
+                self._feed(board, persistence, cfg.batch)
 
     def _drain(self, board: JobBoard, until: float) -> bool:
         """Let every conductor run undisturbed until no posted job is left on the board."""

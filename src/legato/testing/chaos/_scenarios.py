@@ -41,6 +41,8 @@ class Scenario:
     gap: float = 2.0
     #: The claim TTL on ZooKeeper when it must outlast the session (None: the run's TTL).
     zk_ttl: float | None = None
+    #: Jobs kept on the board instead of a backlog (so a conductor is idle to take over).
+    in_flight: int | None = None
 
     def faults_on(self, board: str) -> tuple[str, ...]:
         """The fault kinds that can be injected on ``board``."""
@@ -69,11 +71,11 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              "0.5-2 TTL", ("partition_persistence",), persistence="postgres"),
     Scenario("stale_writer", "long steps; the conductor running one is cut from the board "
              "(or paused) past its TTL, and another takes the job over",
-             ("partition_board", "pause_long"), durations=(2.0, 5.0), steps=(2, 3),
+             ("partition_board", "pause_long"), durations=(2.0, 5.0), steps=(2, 3), in_flight=2,
              persistence="postgres"),
     Scenario("nonblocking_partition", "nonblocking conductors cut from the board while long "
              "steps run", ("partition_board",), boards=NETWORKED, kind="nonblocking",
-             durations=(3.0, 6.0), steps=(1, 2)),
+             durations=(3.0, 6.0), steps=(1, 2), in_flight=3),
     Scenario("redis_restart", "kill and restart a private redis-server (append-only file, "
              "fsync always) under the conductors", ("server_restart", "kill"),
              boards=("redis",), private_redis=True),
@@ -148,7 +150,8 @@ def run_scenario(scenario: Scenario | str, board: str, *, seed: int, window: flo
             _persistence_url(scenario, workdir) as persistence_url:
         config = ChaosConfig(
             board_url=board_url, persistence_url=persistence_url, faults=faults, seed=seed,
-            conductors=conductors, window=window, batch=batch, steps=scenario.steps,
+            conductors=conductors, window=window, batch=batch, in_flight=scenario.in_flight,
+            steps=scenario.steps,
             durations=scenario.durations, ttl=ttl, kind=scenario.kind, skews=scenario.skews,
             gap=scenario.gap, pause_long=pause_long,
             proxy_board="partition_board" in faults,
