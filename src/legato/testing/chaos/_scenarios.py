@@ -67,7 +67,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("partition_board", "cut one conductor from the board past its TTL (on "
              "ZooKeeper: a TTL twice the session timeout, and a cut past both)",
              ("partition_board",), boards=NETWORKED, zk_ttl=2 * ZK_SESSION_TIMEOUT,
-             steps=(4, 6), durations=(0.5, 1.5), in_flight=2),
+             steps=(6, 10), durations=(0.5, 1.5), in_flight=2),
     Scenario("partition_persistence", "cut one conductor from persistence (PostgreSQL) for "
              "0.5-2 TTL", ("partition_persistence",), persistence="postgres"),
     Scenario("stale_writer", "long steps; the conductor running one is cut from the board "
