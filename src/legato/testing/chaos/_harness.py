@@ -377,6 +377,7 @@ class Harness:
             self._check_garbage(result)
         for invariant, evidence in self.notes:
             result.add(invariant, "-", evidence)
+        self._write_report(result)
         return RunResult(self.faults, result, time.monotonic() - began, drained, self.workdir)
 
     def _post_garbage(self, board: JobBoard) -> None:
@@ -399,6 +400,15 @@ class Harness:
                     self.notes.append(("garbage_set_aside", f"post refused the garbage job "
                                                             f"with a multi-line error: {exc!r}"))
             return
+
+    def _write_report(self, result: CheckResult) -> None:
+        """``report.txt`` in the work directory: counts, violations and notices."""
+        lines = [f"seed {self.config.seed}", f"faults {dict(self.faults)}",
+                 f"jobs {result.jobs} steps run {result.steps_run} re-run {result.steps_rerun}",
+                 f"checked {dict(result.checked)}",
+                 *(f"VIOLATION {v}" for v in result.violations),
+                 *(f"notice {n}" for n in result.notices)]
+        (self.workdir / "report.txt").write_text("\n".join(lines) + "\n")
 
     def _check_garbage(self, result: CheckResult) -> None:
         """The garbage job, if stored, is set aside (trashed or left alone), not retried: at
