@@ -4,7 +4,9 @@
 and one persistence, each optionally behind its own ``TCPProxy`` to the board and to persistence,
 feeds them the chaos workload, injects faults on a seeded random schedule, drains the board and
 checks the invariants. Every process it starts (conductors, private servers) is killed when it
-exits, whatever happened; children also get ``PR_SET_PDEATHSIG`` so they die with the harness.
+exits, whatever happened; children also get ``PR_SET_PDEATHSIG`` so they die with the harness
+(Linux sends it when the thread that started them ends: run a harness from a thread that outlives
+the run, e.g. the main thread).
 """
 
 from __future__ import annotations
