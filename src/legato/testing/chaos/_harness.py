@@ -424,6 +424,8 @@ class Harness:
                     self._check_survivors()
                 drained = self._drain(board, began + cfg.window + cfg.drain_timeout)
                 self._stop_all()
+                if "server_wipe" in cfg.faults:
+                    self._check_loss_logged()
                 result = self._check(board, persistence)
         finally:
             self._stop_all()
@@ -538,14 +540,18 @@ class Harness:
                 client.close()
 
     def _check_survivors(self) -> None:
-        """``loss_reported``: every conductor outlived the wipes (none exited) and, if data was
-        lost, at least one logged it."""
+        """``loss_reported``: every conductor outlived the wipes (none exited; checked at the
+        end of the fault window)."""
         for slot in self.slots:
             if slot.proc is not None and slot.proc.poll() is not None:
                 self.notes.append(("loss_reported", f"conductor {slot.index} (pid "
                                    f"{slot.proc.pid}) exited with {slot.proc.returncode} "
                                    f"after the board lost its data; see "
                                    f"conductor-{slot.index}.log"))
+
+    def _check_loss_logged(self) -> None:
+        """``loss_reported``: if data was lost under connected conductors, at least one logged
+        it (checked once they are stopped, so a wipe at the window's end is seen too)."""
         if self.wipes_seen:
             logs = [p.read_text(errors="replace")
                     for p in self.workdir.glob("conductor-*.log")]
