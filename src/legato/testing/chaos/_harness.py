@@ -595,7 +595,8 @@ class Harness:
             while self._ready() < len(self.slots) and time.monotonic() < deadline:
                 if self._stop.wait(0.2):
                     return
-            until = max(until, time.monotonic() + cfg.gap)
+            # At least one wipe: the first pause is at most 1.7 gaps.
+            until = max(until, time.monotonic() + 1.8 * cfg.gap)
         while time.monotonic() < until and cfg.faults:
             # Pacing of the schedule (faults at random moments), not a synchronisation.
             if self._stop.wait(cfg.gap * self.rng.uniform(0.3, 1.7)):
