@@ -287,6 +287,8 @@ class Harness:
         self.cmdlines: dict[str, str] = {}
         #: Wipes done while a conductor was connected (which must then log the loss).
         self.wipes_seen = 0
+        #: The uuid of the job whose record ``_plant`` corrupted.
+        self.planted: str | None = None
         self._stop = threading.Event()
 
     # -- processes -------------------------------------------------------------------------
@@ -426,6 +428,7 @@ class Harness:
                 self._stop_all()
                 if "server_wipe" in cfg.faults:
                     self._check_loss_logged()
+                self._check_planted()
                 result = self._check(board, persistence)
         finally:
             self._stop_all()
@@ -504,15 +507,11 @@ class Harness:
         """Post a job named ``planted``, then give its stored record a fence that is no number
         (``"abc"``), writing with the server's own client as a tool or attacker could."""
         job = board.post("planted", details={})
+        self.planted = job.uuid
         if kind == "redis":
-            import redis
-
-            parts = urlsplit(self.config.board_url)
-            query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
-            client = redis.Redis(host=parts.hostname or "127.0.0.1", port=parts.port or 6379,
-                                 db=int(parts.path.strip("/") or 0), password=parts.password)
+            client, namespace = self._redis_client()
             try:
-                key = f"{query.get('namespace', 'legato')}:job:{job.uuid}"
+                key = f"{namespace}:job:{job.uuid}"
                 if not client.exists(key):
                     self.notes.append(("garbage_set_aside", f"no Redis key {key} to plant"))
                 client.hset(key, "fence", json.dumps("abc"))
@@ -538,6 +537,31 @@ class Harness:
             finally:
                 client.stop()
                 client.close()
+
+    def _redis_client(self) -> tuple[Any, str]:
+        """A redis-py client on the board's server, and the board's key namespace."""
+        import redis
+
+        parts = urlsplit(self.config.board_url)
+        query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
+        client = redis.Redis(host=parts.hostname or "127.0.0.1", port=parts.port or 6379,
+                             db=int(parts.path.strip("/") or 0), password=parts.password)
+        return client, query.get("namespace", "legato")
+
+    def _check_planted(self) -> None:
+        """On Redis: the planted record left the claimable index for the ``bad`` set."""
+        if self.config.plant != "redis" or self.planted is None:
+            return
+        client, namespace = self._redis_client()
+        try:
+            ready = client.zscore(f"{namespace}:ready", self.planted)
+            bad = client.zscore(f"{namespace}:bad", self.planted)
+        finally:
+            client.close()
+        if ready is not None or bad is None:
+            where = "still claimable" if ready is not None else "not set aside"
+            self.notes.append(("garbage_set_aside", f"the planted job {self.planted} with the "
+                               f"fence \"abc\" is {where} after the run"))
 
     def _check_survivors(self) -> None:
         """``loss_reported``: every conductor outlived the wipes (none exited; checked at the
