@@ -8,9 +8,12 @@ from pathlib import Path
 import pytest
 
 from legato.testing.chaos import (
+    CheckResult,
     ConductorEvent,
     JobReport,
     check,
+    check_hostile,
+    check_secret,
     read_events,
     read_step_runs,
 )
@@ -130,3 +133,81 @@ def test_a_step_started_under_a_superseded_claim_is_noticed(tmp_path: Path) -> N
 def test_torn_lines_are_skipped(tmp_path: Path, line: str) -> None:
     runs, _ = _logs(tmp_path, [*CLEAN, line], [])
     assert len(read_step_runs(runs)) == 2
+
+
+# -- a wiped board (redis_wipe) -----------------------------------------------------------------
+
+
+def test_a_job_lost_with_the_board_and_reported_lost_is_correct(tmp_path: Path) -> None:
+    # Step 0 ran, then the board's data went: the flow never finished, the job is gone from the
+    # board, and the producer's Job.state raised BoardDataLost.
+    report = JobReport("j1", 2, "RUNNING", {0: "r0"}, producer="lost")
+    runs, log = _logs(tmp_path, CLEAN[:2], [CLAIM_A])
+    result = check([report], read_step_runs(runs), read_events(log))
+    assert result.ok, result.violations
+    assert result.checked["loss_reported"] == 1
+
+
+def test_a_lost_job_reported_complete_is_caught(tmp_path: Path) -> None:
+    report = JobReport("j1", 2, "RUNNING", {0: "r0"}, producer="COMPLETE")
+    found = _check(tmp_path, CLEAN[:2], [CLAIM_A], report)
+    assert found == {"loss_reported": 1, "completed_once": 1}
+    never_ran = JobReport("j1", 2, None, {}, producer="COMPLETE")
+    assert _check(tmp_path, [], [], never_ran) == {"loss_reported": 1, "completed_once": 1}
+
+
+def test_a_completed_job_reported_complete_passes(tmp_path: Path) -> None:
+    report = JobReport("j1", 2, "SUCCESS", {0: "r0", 1: "r1"}, producer="COMPLETE")
+    assert _check(tmp_path, CLEAN, [CLAIM_A, CONSUMED_A], report) == {}
+
+
+def test_a_job_not_reported_lost_must_still_complete(tmp_path: Path) -> None:
+    # Neither lost nor complete (still waiting): the usual invariant holds.
+    report = JobReport("j1", 2, None, {}, on_board=True, producer="UNCLAIMED")
+    assert _check(tmp_path, [], [], report) == {"completed_once": 1}
+
+
+# -- hostile factories and secrets --------------------------------------------------------------
+
+
+def _trashed(job: str, reason: str) -> ConductorEvent:
+    return ConductorEvent("job_trashed", job, A, 1.0, fence=1, reason=reason)
+
+
+def test_hostile_jobs_trashed_with_a_refusal_or_refused_at_post_pass() -> None:
+    result = CheckResult()
+    events = [_trashed("h0", "factory refused: not a factory name of the form "
+                             "'module:function' (one identifier after the colon): 'm:os.system'"),
+              _trashed("h1", "factory refused: flow factory 'm:f' is not registered")]
+    check_hostile(result, ["h0", "h1", "h2"], events, ["h2"], [])
+    assert result.ok, result.violations
+    assert result.checked["factory_refused"] == 3
+
+
+def test_a_hostile_job_never_trashed_or_trashed_for_another_reason_is_caught() -> None:
+    result = CheckResult()
+    events = [_trashed("h1", "too many attempts"), _trashed("h2", "flow REVERTED")]
+    check_hostile(result, ["h0", "h1", "h2"], events, [], [])
+    assert [v.job for v in result.violations] == ["h0", "h1", "h2"]
+    assert "never trashed" in result.violations[0].evidence
+    assert "too many attempts" in result.violations[1].evidence
+
+
+def test_a_called_hostile_factory_is_caught_even_if_the_job_was_trashed() -> None:
+    result = CheckResult()
+    events = [_trashed("h0", "factory refused: flow factory 'm:f' is not registered")]
+    check_hostile(result, ["h0"], events, [], ["/tmp/x/hostile-0.marker exists"])
+    assert [v.invariant for v in result.violations] == ["factory_refused"]
+    assert "hostile-0.marker" in result.violations[0].evidence
+
+
+def test_a_password_in_a_log_or_command_line_is_caught_and_not_repeated() -> None:
+    result = CheckResult()
+    check_secret(result, "S3cretPW", {
+        "conductor-0.log": "ready c0\nstarted on redis://:***@127.0.0.1:1/0\n",
+        "the command line of conductor pid 7": "python -m legato.testing.chaos worker "
+                                                "redis://:S3cretPW@127.0.0.1:1/0 sqlite:///f"})
+    assert [v.invariant for v in result.violations] == ["secret_hidden"]
+    assert "pid 7" in result.violations[0].evidence
+    assert "S3cretPW" not in str(result.violations[0])
+    assert result.checked["secret_hidden"] == 2

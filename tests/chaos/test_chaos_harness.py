@@ -63,3 +63,29 @@ def test_a_private_redis_restarts_on_its_port_and_is_stopped(tmp_path: Path) -> 
 def test_unknown_fault_kinds_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown fault kinds: nap"):
         ChaosConfig(board_url="sqlite://", persistence_url="sqlite://", faults=("nap",))
+
+
+def test_a_private_redis_without_persistence_loses_its_data_on_restart(tmp_path: Path) -> None:
+    import redis
+
+    with PrivateRedis(tmp_path, durable=False) as server:
+        client = redis.Redis.from_url(server.url)
+        client.set("k", "v")
+        server.restart()
+        assert client.get("k") is None
+        client.close()
+
+
+def test_a_private_redis_with_a_password_keeps_it_off_its_command_line(tmp_path: Path) -> None:
+    import redis
+
+    with PrivateRedis(tmp_path, password="S3cretPW") as server:
+        assert server.url.startswith("redis://:S3cretPW@")
+        assert server.proc is not None
+        cmdline = Path(f"/proc/{server.proc.pid}/cmdline").read_bytes()
+        assert b"S3cretPW" not in cmdline
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=server.port).ping()
+        client = redis.Redis.from_url(server.url)
+        assert client.ping()
+        client.close()

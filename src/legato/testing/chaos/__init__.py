@@ -19,6 +19,8 @@ from legato.testing.chaos._check import (
     StepRun,
     Violation,
     check,
+    check_hostile,
+    check_secret,
     read_events,
     read_step_runs,
 )
@@ -45,6 +47,8 @@ __all__ = [
     "applicable",
     "chaos_flow",
     "check",
+    "check_hostile",
+    "check_secret",
     "post_workload",
     "read_events",
     "read_step_runs",

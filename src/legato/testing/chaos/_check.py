@@ -28,7 +28,16 @@ Invariants (the names used in counts and violations):
 ``garbage_set_aside`` (checked by the harness, in the ``garbage_record`` scenario)
     a job nested hundreds deep is refused by ``post`` with a clear one-line error, or, if
     stored, set aside (trashed, or left alone) rather than abandoned and re-claimed again and
-    again; the other jobs all complete.
+    again; so is a record planted around the API (a bad fence); the other jobs all complete.
+``loss_reported`` (``redis_wipe``)
+    a job the producer sees as COMPLETE (``Job.state``) has its flow SUCCESS in persistence; a
+    job lost with the board's data is reported lost (``BoardDataLost``), which is correct, and
+    is exempt from ``completed_once``; conductors survive the loss and log it.
+``factory_refused`` (``hostile_factory``, ``check_hostile``)
+    a job naming a factory that is not a registered function of its module is trashed (or
+    refused at post) with a reason naming the refusal, and nothing it names was ever called.
+``secret_hidden`` (``secret_url``, ``check_secret``)
+    the board's password appears in no conductor output and no process command line.
 
 Besides violations the checker reports ``late_start`` notices: a step started under a claim after
 a newer claim (higher fence) on the job had started running it. The at-least-once contract allows
@@ -54,12 +63,18 @@ __all__ = [
     "StepRun",
     "Violation",
     "check",
+    "check_hostile",
+    "check_secret",
     "read_events",
     "read_step_runs",
 ]
 
 INVARIANTS = ("completed_once", "not_trashed", "no_rerun_after_success", "one_run_per_claim",
-              "no_run_after_consume", "no_stale_write", "garbage_set_aside")
+              "no_run_after_consume", "no_stale_write", "garbage_set_aside", "loss_reported",
+              "factory_refused", "secret_hidden")
+
+#: ``JobReport.producer`` for a job whose ``Job.state`` raised ``BoardDataLost``.
+LOST = "lost"
 
 
 @dataclasses.dataclass
@@ -99,6 +114,9 @@ class JobReport:
     recorded: dict[int, Any]
     on_board: bool = False
     trashed: bool = False
+    #: What the producer's ``Job.state`` said after the run (a state name, or ``LOST`` when it
+    #: raised ``BoardDataLost``); None when not asked.
+    producer: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,10 +238,17 @@ def _check_outcome(job: _Job, result: CheckResult) -> None:
     result.checked["not_trashed"] += 1
     if report.trashed:
         result.add("not_trashed", report.name, "the job is in the board's trash")
+    if report.producer is not None:
+        result.checked["loss_reported"] += 1
+        if report.producer == "COMPLETE" and report.flow_state != "SUCCESS":
+            result.add("loss_reported", report.name, f"the producer's Job.state says COMPLETE "
+                       f"but the flow state is {report.flow_state}: success reported for a job "
+                       "that never finished")
+    lost = report.producer == LOST
     problems = []
-    if report.flow_state != "SUCCESS":
+    if report.flow_state != "SUCCESS" and not lost:
         problems.append(f"flow state {report.flow_state}")
-    if report.on_board:
+    if report.on_board and not lost:
         problems.append("still on the board")
     if len(job.consumes) > 1:
         problems.append("consumed {} times (pids {})".format(
@@ -318,3 +343,45 @@ def _check_consume(job: _Job, result: CheckResult) -> None:
             result.add("no_stale_write", name,
                        f"consumed by pid {consume.pid} with fence {consume.fence} although "
                        f"fence {newest} had claimed the job")
+
+
+def check_hostile(result: CheckResult, jobs: Iterable[str], events: Iterable[ConductorEvent],
+                  refused_at_post: Iterable[str], called: Iterable[str]) -> None:
+    """``factory_refused`` for the ``jobs`` (names) whose factory must never be called: each is
+    refused at post (``refused_at_post``) or trashed with a reason naming the factory refusal
+    (``DisallowedFactory``, "not allowed", "not registered", ...); ``called`` lists evidence
+    that something they name ran (marker files): any is a violation."""
+    trashed = {e.job: e for e in events if e.event == "job_trashed"}
+    refused = set(refused_at_post)
+    for name in jobs:
+        result.checked["factory_refused"] += 1
+        if name in refused:
+            continue
+        event = trashed.get(name)
+        if event is None:
+            result.add("factory_refused", name, "the job with a hostile factory was never "
+                       "trashed")
+        elif not _names_refusal(event.reason or ""):
+            result.add("factory_refused", name, f"trashed by pid {event.pid} with a reason "
+                       f"that names no factory refusal: {event.reason!r}")
+    for evidence in called:
+        result.checked["factory_refused"] += 1
+        result.add("factory_refused", "-", f"a hostile factory was called: {evidence}")
+
+
+def _names_refusal(reason: str) -> bool:
+    reason = reason.lower()
+    return "factory" in reason and any(word in reason for word in (
+        "not allowed", "disallowed", "refused", "not registered", "not under an allowed",
+        "not a function", "module:function", "has no"))
+
+
+def check_secret(result: CheckResult, secret: str, texts: dict[str, str]) -> None:
+    """``secret_hidden``: ``secret`` appears in none of ``texts`` (what each names: a log
+    file, a process's command line)."""
+    for where, text in texts.items():
+        result.checked["secret_hidden"] += 1
+        if secret in text:
+            line = next(line for line in text.splitlines() if secret in line)
+            result.add("secret_hidden", "-", f"the password is shown in {where}: "
+                       f"{line.replace(secret, '<PASSWORD>')[:200]!r}")

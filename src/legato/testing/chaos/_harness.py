@@ -17,6 +17,7 @@ import ctypes
 import dataclasses
 import functools
 import json
+import os
 import random
 import signal
 import socket
@@ -29,25 +30,35 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from legato import errors
 from legato import jobboard as jb
 from legato import persistence as lp
-from legato.jobboard.base import JobBoard
+from legato.jobboard.base import Job, JobBoard
 from legato.persistence.base import Persistence
 from legato.testing.chaos._check import (
+    LOST,
     CheckResult,
     JobReport,
     check,
+    check_hostile,
+    check_secret,
     read_events,
     read_step_runs,
 )
-from legato.testing.chaos._workload import PostedJob, append_line, post_workload
+from legato.testing.chaos._workload import (
+    PostedJob,
+    append_line,
+    hostile_factories,
+    post_raw_factory,
+    post_workload,
+)
 from legato.testing.proxy import TCPProxy
 
 __all__ = ["FAULTS", "ChaosConfig", "Harness", "PrivateRedis", "RunResult", "free_port"]
 
 #: Fault kinds a schedule may draw from.
 FAULTS = ("kill", "pause_short", "pause_long", "partition_board", "partition_persistence",
-          "server_restart")
+          "server_restart", "server_wipe")
 
 
 #: Abandons of the garbage job tolerated before it counts as retried forever.
@@ -78,10 +89,11 @@ def _death_signal() -> Callable[[], None] | None:
     return set_death_signal
 
 
-def _popen(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+def _popen(args: list[str], log: Path, env: dict[str, str] | None = None,
+           ) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
         return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, preexec_fn=_death_signal())
+                                stderr=subprocess.STDOUT, preexec_fn=_death_signal(), env=env)
 
 
 def _reap(proc: subprocess.Popen[bytes], *, graceful: float = 0.0) -> None:
@@ -102,21 +114,31 @@ def _reap(proc: subprocess.Popen[bytes], *, graceful: float = 0.0) -> None:
 class PrivateRedis:
     """A redis-server of the harness's own on a free loopback port, which it may kill and
     restart. With ``durable`` it writes an append-only file fsynced on every write, so a
-    restart keeps every job; without, a restart wipes the data."""
+    restart keeps every job; without, a restart wipes the data. With ``password`` it requires
+    it (``requirepass``, from a config file: never on the server's command line)."""
 
-    def __init__(self, workdir: Path, *, durable: bool = True) -> None:
+    def __init__(self, workdir: Path, *, durable: bool = True,
+                 password: str | None = None) -> None:
         self.workdir = workdir
         self.durable = durable
+        self.password = password
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                "--dir", str(self.workdir), "--save", "", "--protected-mode", "no"]
+        args = ["redis-server"]
+        if self.password:
+            conf = self.workdir / "redis.conf"
+            conf.write_text(f"requirepass {self.password}\n")
+            conf.chmod(0o600)
+            args.append(str(conf))
+        args += ["--port", str(self.port), "--bind", "127.0.0.1",
+                 "--dir", str(self.workdir), "--save", "", "--protected-mode", "no"]
         if self.durable:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
         self.proc = _popen(args, self.workdir / "redis.log")
@@ -169,8 +191,15 @@ class ChaosConfig:
         gap: mean seconds between two faults.
         proxy_board, proxy_persistence: put a ``TCPProxy`` per conductor in front of the board /
             persistence (needed to partition them; networked backends only).
-        server: a ``PrivateRedis`` the harness may restart (``server_restart``).
-        garbage: before the workload, post a job whose details are nested ~975 deep.
+        server: a ``PrivateRedis`` the harness may restart (``server_restart``; a
+            non-durable one for ``server_wipe``, which loses its data).
+        garbage: before the workload, post a job whose details are nested ~975 deep; with
+            ``plant`` (``zookeeper`` or ``redis``) also write a job record with a bad fence
+            straight into the board's storage.
+        hostile: before the workload, post jobs whose factory records name objects that must
+            never be called (``hostile_factories``).
+        secret: the board's password: checked to appear in no conductor output or command
+            line.
     """
 
     board_url: str
@@ -194,6 +223,9 @@ class ChaosConfig:
     proxy_persistence: bool = False
     server: PrivateRedis | None = None
     garbage: bool = False
+    plant: str | None = None
+    hostile: bool = False
+    secret: str | None = None
     extra_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -249,6 +281,14 @@ class Harness:
         self.jobs: list[PostedJob] = []
         self.faults: collections.Counter[str] = collections.Counter()
         self.notes: list[tuple[str, str]] = []
+        self.handles: dict[str, Job] = {}
+        self.hostile: list[tuple[str, Path]] = []
+        self.refused_at_post: list[str] = []
+        self.cmdlines: dict[str, str] = {}
+        #: Wipes done while a conductor was connected (which must then log the loss).
+        self.wipes_seen = 0
+        #: The uuid of the job whose record ``_plant`` corrupted.
+        self.planted: str | None = None
         self._stop = threading.Event()
 
     # -- processes -------------------------------------------------------------------------
@@ -279,11 +319,21 @@ class Harness:
         store = (slot.persistence_proxy.url_for(cfg.persistence_url) if slot.persistence_proxy
                  else cfg.persistence_url)
         slot.started += 1
-        args = [sys.executable, "-m", "legato.testing.chaos", "worker", board, store,
+        # The URLs go through the environment: a password never shows in the command line.
+        env = {**os.environ, "LEGATO_BOARD": board, "LEGATO_PERSISTENCE": store}
+        args = [sys.executable, "-m", "legato.testing.chaos", "worker",
                 "--name", f"c{slot.index}.{slot.started}", "--kind", cfg.kind,
                 "--ttl", str(cfg.ttl), "--workers", str(cfg.workers),
                 "--events", str(self.events), "--skew", str(slot.skew), *cfg.extra_args]
-        slot.proc = _popen(args, self.workdir / f"conductor-{slot.index}.log")
+        slot.proc = _popen(args, self.workdir / f"conductor-{slot.index}.log", env)
+        self._read_cmdline(slot.proc)
+
+    def _read_cmdline(self, proc: subprocess.Popen[bytes]) -> None:
+        """Keep ``/proc/<pid>/cmdline`` of a running conductor (for ``secret_hidden``)."""
+        with contextlib.suppress(OSError):
+            raw = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+            self.cmdlines[f"the command line of conductor pid {proc.pid}"] = \
+                raw.replace(b"\0", b" ").decode(errors="replace")
 
     def _fault(self, kind: str, slot: _Slot | None, detail: str = "") -> None:
         self.faults[kind] += 1
@@ -320,10 +370,17 @@ class Harness:
         finally:
             proxy.restore()
 
-    def restart_server(self) -> None:
+    def restart_server(self, kind: str = "server_restart") -> None:
         assert self.config.server is not None
-        self._fault("server_restart", None)
+        self._fault(kind, None)
+        if kind == "server_wipe" and self._ready():
+            self.wipes_seen += 1
         self.config.server.restart()
+
+    def _ready(self) -> int:
+        """How many conductors have said ``ready`` (are connected to the board)."""
+        return sum(1 for log in self.workdir.glob("conductor-*.log")
+                   if "ready " in log.read_text(errors="replace"))
 
     def _inject(self, kind: str) -> None:
         slot = self._target()
@@ -339,8 +396,8 @@ class Harness:
                            self._pause_long() * self.rng.uniform(0.5, 1.5), kind)
         elif kind == "partition_persistence" and slot.persistence_proxy is not None:
             self.partition(slot.persistence_proxy, slot, ttl * self.rng.uniform(0.5, 2.0), kind)
-        elif kind == "server_restart" and self.config.server is not None:
-            self.restart_server()
+        elif kind in ("server_restart", "server_wipe") and self.config.server is not None:
+            self.restart_server(kind)
 
     def _target(self) -> _Slot:
         """A conductor running a job if there is one (from the event log), else any."""
@@ -360,14 +417,18 @@ class Harness:
         try:
             persistence.upgrade()
             with _board(cfg.board_url, persistence) as board:
-                if cfg.garbage:
-                    self._post_garbage(board)
+                self._post_hostile_data(board, persistence)
                 self._feed(board, persistence, cfg.in_flight or cfg.batch)
                 for slot in self.slots:
                     self._start(slot)
                 self._schedule(board, persistence, began + cfg.window)
+                if "server_wipe" in cfg.faults:
+                    self._check_survivors()
                 drained = self._drain(board, began + cfg.window + cfg.drain_timeout)
                 self._stop_all()
+                if "server_wipe" in cfg.faults:
+                    self._check_loss_logged()
+                self._check_planted()
                 result = self._check(board, persistence)
         finally:
             self._stop_all()
@@ -375,8 +436,7 @@ class Harness:
         if not drained:
             result.add("completed_once", "-", f"the board was not drained within "
                        f"{cfg.drain_timeout:.0f}s after the fault window")
-        if cfg.garbage:
-            self._check_garbage(result)
+        self._check_hostile_data(result)
         for invariant, evidence in self.notes:
             result.add(invariant, "-", evidence)
         self._write_report(result)
@@ -403,6 +463,127 @@ class Harness:
                                                             f"with a multi-line error: {exc!r}"))
             return
 
+    def _post_hostile_data(self, board: JobBoard, persistence: Persistence) -> None:
+        """Garbage records and hostile factories, posted before the workload."""
+        cfg = self.config
+        if cfg.garbage:
+            self._post_garbage(board)
+        if cfg.plant:
+            self._plant(board, cfg.plant)
+        if cfg.hostile:
+            self._post_hostile(board, persistence)
+
+    def _check_hostile_data(self, result: CheckResult) -> None:
+        """The invariants of garbage records, hostile factories and secret URLs."""
+        cfg = self.config
+        if cfg.garbage:
+            self._check_garbage(result)
+        if cfg.hostile:
+            check_hostile(result, [name for name, _ in self.hostile], read_events(self.events),
+                          self.refused_at_post,
+                          [f"{m} exists" for _, m in self.hostile if m.exists()])
+        if cfg.secret:
+            texts = dict(self.cmdlines)
+            for log in sorted(self.workdir.glob("conductor-*.log")):
+                texts[log.name] = log.read_text(errors="replace")
+            for name in ("events.log", "faults.log"):
+                if (self.workdir / name).exists():
+                    texts[name] = (self.workdir / name).read_text(errors="replace")
+            check_secret(result, cfg.secret, texts)
+
+    def _post_hostile(self, board: JobBoard, persistence: Persistence) -> None:
+        """Post jobs whose factory records (written straight through persistence) name objects
+        a conductor must never call; their marker files show if one was."""
+        for index, (factory, args, marker) in enumerate(hostile_factories(self.workdir)):
+            name = f"hostile-{index}"
+            self.hostile.append((name, marker))
+            try:
+                _retrying(functools.partial(post_raw_factory, board, persistence, name,
+                                            factory, args))
+            except errors.LegatoError:
+                self.refused_at_post.append(name)
+
+    def _plant(self, board: JobBoard, kind: str) -> None:
+        """Post a job named ``planted``, then give its stored record a fence that is no number
+        (``"abc"``), writing with the server's own client as a tool or attacker could."""
+        job = board.post("planted", details={})
+        self.planted = job.uuid
+        if kind == "redis":
+            client, namespace = self._redis_client()
+            try:
+                key = f"{namespace}:job:{job.uuid}"
+                if not client.exists(key):
+                    self.notes.append(("garbage_set_aside", f"no Redis key {key} to plant"))
+                client.hset(key, "fence", json.dumps("abc"))
+            finally:
+                client.close()
+        elif kind == "zookeeper":
+            from kazoo.client import KazooClient
+
+            parts = urlsplit(self.config.board_url)
+            client = KazooClient(hosts=parts.netloc)
+            client.start(timeout=10)
+            try:
+                jobs = f"{parts.path.rstrip('/')}/jobs"
+                nodes = [n for n in client.get_children(jobs) if job.uuid in n]
+                if not nodes:
+                    self.notes.append(("garbage_set_aside", f"no job node under {jobs} to "
+                                                            "plant"))
+                for node in nodes:
+                    data, _ = client.get(f"{jobs}/{node}")
+                    record = json.loads(data)
+                    record["fence"] = "abc"
+                    client.set(f"{jobs}/{node}", json.dumps(record).encode())
+            finally:
+                client.stop()
+                client.close()
+
+    def _redis_client(self) -> tuple[Any, str]:
+        """A redis-py client on the board's server, and the board's key namespace."""
+        import redis
+
+        parts = urlsplit(self.config.board_url)
+        query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
+        client = redis.Redis(host=parts.hostname or "127.0.0.1", port=parts.port or 6379,
+                             db=int(parts.path.strip("/") or 0), password=parts.password)
+        return client, query.get("namespace", "legato")
+
+    def _check_planted(self) -> None:
+        """On Redis: the planted record left the claimable index for the ``bad`` set."""
+        if self.config.plant != "redis" or self.planted is None:
+            return
+        client, namespace = self._redis_client()
+        try:
+            ready = client.zscore(f"{namespace}:ready", self.planted)
+            bad = client.zscore(f"{namespace}:bad", self.planted)
+        finally:
+            client.close()
+        if ready is not None or bad is None:
+            where = "still claimable" if ready is not None else "not set aside"
+            self.notes.append(("garbage_set_aside", f"the planted job {self.planted} with the "
+                               f"fence \"abc\" is {where} after the run"))
+
+    def _check_survivors(self) -> None:
+        """``loss_reported``: every conductor outlived the wipes (none exited; checked at the
+        end of the fault window)."""
+        for slot in self.slots:
+            if slot.proc is not None and slot.proc.poll() is not None:
+                self.notes.append(("loss_reported", f"conductor {slot.index} (pid "
+                                   f"{slot.proc.pid}) exited with {slot.proc.returncode} "
+                                   f"after the board lost its data; see "
+                                   f"conductor-{slot.index}.log"))
+
+    def _check_loss_logged(self) -> None:
+        """``loss_reported``: if data was lost under connected conductors, at least one logged
+        it (checked once they are stopped, so a wipe at the window's end is seen too)."""
+        if self.wipes_seen:
+            logs = [p.read_text(errors="replace")
+                    for p in self.workdir.glob("conductor-*.log")]
+            if not any("lost its data" in text for text in logs):
+                self.notes.append(("loss_reported", "the board's data was wiped "
+                                   f"{self.wipes_seen} times under running conductors and none "
+                                   "logged the loss"))
+
     def _write_report(self, result: CheckResult) -> None:
         """``report.txt`` in the work directory: counts, violations and notices."""
         lines = [f"seed {self.config.seed}", f"faults {dict(self.faults)}",
@@ -413,11 +594,11 @@ class Harness:
         (self.workdir / "report.txt").write_text("\n".join(lines) + "\n")
 
     def _check_garbage(self, result: CheckResult) -> None:
-        """The garbage job, if stored, is set aside (trashed or left alone), not retried: at
-        most ``GARBAGE_RETRIES`` abandons."""
+        """The garbage job (and the planted record), if stored, is set aside (trashed or left
+        alone), not retried: at most ``GARBAGE_RETRIES`` abandons."""
         result.checked["garbage_set_aside"] += 1
         abandons = [e for e in read_events(self.events)
-                    if e.job == "garbage" and e.event == "job_abandoned"]
+                    if e.job in ("garbage", "planted") and e.event == "job_abandoned"]
         if len(abandons) > GARBAGE_RETRIES:
             result.add("garbage_set_aside", "garbage",
                        f"abandoned {len(abandons)} times, last: {abandons[-1].reason}")
@@ -428,17 +609,29 @@ class Harness:
             self.jobs += _retrying(functools.partial(
                 post_workload, board, persistence, jobs=1, steps=cfg.steps,
                 durations=cfg.durations, rng=self.rng, log_path=self.side_effects,
-                prefix=f"job{len(self.jobs):04d}"))
+                prefix=f"job{len(self.jobs):04d}", handles=self.handles))
 
     def _schedule(self, board: JobBoard, persistence: Persistence, until: float) -> None:
         cfg = self.config
+        if "server_wipe" in cfg.faults:
+            # A wipe matters once conductors hold the board's epoch: wait for them (bounded).
+            deadline = time.monotonic() + 20
+            while self._ready() < len(self.slots) and time.monotonic() < deadline:
+                if self._stop.wait(0.2):
+                    return
+            # At least one wipe: the first pause is at most 1.7 gaps.
+            until = max(until, time.monotonic() + 1.8 * cfg.gap)
         while time.monotonic() < until and cfg.faults:
             # Pacing of the schedule (faults at random moments), not a synchronisation.
             if self._stop.wait(cfg.gap * self.rng.uniform(0.3, 1.7)):
                 return
             if time.monotonic() >= until:
                 break
-            self._inject(self.rng.choice(cfg.faults))
+            kind = self.rng.choice(cfg.faults)
+            if kind == "server_wipe":
+                # Jobs waiting and running when the data goes: the losses to be reported.
+                self._feed(board, persistence, cfg.batch)
+            self._inject(kind)
             if cfg.in_flight is not None:
                 missing = cfg.in_flight - int(_retrying(lambda: board.job_count))
                 if missing > 0:
@@ -470,6 +663,8 @@ class Harness:
     def _stop_all(self) -> None:
         for slot in self.slots:
             if slot.proc is not None:
+                if slot.proc.poll() is None:
+                    self._read_cmdline(slot.proc)
                 _reap(slot.proc, graceful=10.0)
 
     def _check(self, board: JobBoard, persistence: Persistence) -> CheckResult:
@@ -488,10 +683,33 @@ class Harness:
                     recorded[int(atom.name.split("-", 1)[1])] = atom.results
             reports.append(JobReport(job.name, job.steps,
                                      None if flow.state is None else str(flow.state),
-                                     recorded, job.uuid in on_board, job.uuid in trashed))
+                                     recorded, job.uuid in on_board, job.uuid in trashed,
+                                     self._producer_view(board, job)))
         (self.workdir / "jobs.json").write_text(json.dumps(
             [dataclasses.asdict(job) for job in self.jobs], indent=1))
         return check(reports, read_step_runs(self.side_effects), read_events(self.events))
+
+
+    def _producer_view(self, board: JobBoard, job: PostedJob) -> str | None:
+        """After a wipe: what the producer's ``Job.state`` says (``LOST``: ``BoardDataLost``);
+        a job it calls COMPLETE must also ``wait()`` True."""
+        handle = self.handles.get(job.uuid)
+        if "server_wipe" not in self.config.faults or handle is None:
+            return None
+        try:
+            state = _retrying(lambda: _lost_or_state(handle))
+        except Exception as exc:
+            return f"error {type(exc).__name__}"
+        if state == "COMPLETE" and not handle.wait(0):
+            return "COMPLETE but wait() False"
+        return str(state)
+
+
+def _lost_or_state(job: Job) -> str:
+    try:
+        return job.state.name
+    except errors.BoardDataLost:
+        return LOST
 
 
 @contextlib.contextmanager

@@ -43,6 +43,10 @@ class Scenario:
     zk_ttl: float | None = None
     #: Jobs kept on the board instead of a backlog (so a conductor is idle to take over).
     in_flight: int | None = None
+    #: Post jobs whose factory records name objects that must never be called.
+    hostile: bool = False
+    #: The private redis-server requires this password (the board URL carries it).
+    password: str | None = None
 
     def faults_on(self, board: str) -> tuple[str, ...]:
         """The fault kinds that can be injected on ``board``."""
@@ -52,7 +56,8 @@ class Scenario:
                 continue
             if fault == "partition_persistence" and self.persistence == "sqlite":
                 continue
-            if fault == "server_restart" and not (board == "redis" and self.private_redis):
+            if fault in ("server_restart", "server_wipe") and not (
+                    board == "redis" and self.private_redis):
                 continue
             faults.append(fault)
         return tuple(faults)
@@ -82,8 +87,19 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              boards=("redis",), private_redis=True),
     Scenario("clock_skew", "one conductor's board clock 40 s ahead, another's 40 s behind",
              ("kill", "pause_short"), boards=("zookeeper",), skews=(40.0, -40.0)),
-    Scenario("garbage_record", "a job nested 975 deep posted before the workload; the "
-             "other jobs must all run", ("kill",), garbage=True),
+    Scenario("garbage_record", "a job nested 975 deep posted before the workload (on "
+             "ZooKeeper and Redis also a job record with the fence \"abc\" written around the "
+             "API); the other jobs must all run", ("kill",), garbage=True),
+    Scenario("redis_wipe", "restart a private redis-server that persists nothing: jobs are "
+             "lost, and must be reported lost (BoardDataLost), never COMPLETE",
+             ("server_wipe",), boards=("redis",), private_redis=True, gap=3.0),
+    Scenario("hostile_factory", "jobs whose factory records (written through persistence) "
+             "walk into os.system / subprocess.run or name unregistered functions under the "
+             "allowed prefix; nothing is called, they are trashed, the rest run",
+             ("kill",), hostile=True),
+    Scenario("secret_url", "a private redis-server with a password in the board URL: it shows "
+             "in no conductor output or command line", ("kill",), boards=("redis",),
+             private_redis=True, password="S3cretPW"),
     Scenario("mixed", "every fault that applies to the board, at random",
              ("kill", "pause_short", "pause_long", "partition_board", "partition_persistence",
               "server_restart"), persistence="postgres", private_redis=True, gap=1.5),
@@ -103,7 +119,8 @@ def _board_url(board: str, scenario: Scenario, workdir: Path,
         with services.postgres_url() as url:
             yield url, None
     elif board == "redis" and scenario.private_redis:
-        with PrivateRedis(workdir) as server:
+        durable = "server_wipe" not in scenario.faults
+        with PrivateRedis(workdir, durable=durable, password=scenario.password) as server:
             yield server.url, server
     elif board == "redis":
         with services.redis_url() as url:
@@ -157,6 +174,8 @@ def run_scenario(scenario: Scenario | str, board: str, *, seed: int, window: flo
             gap=scenario.gap, pause_long=pause_long,
             proxy_board="partition_board" in faults,
             proxy_persistence="partition_persistence" in faults,
-            server=server, garbage=scenario.garbage)
+            server=server, garbage=scenario.garbage,
+            plant=board if scenario.garbage and board in ("redis", "zookeeper") else None,
+            hostile=scenario.hostile, secret=scenario.password)
         with Harness(config, workdir) as harness:
             return harness.run()

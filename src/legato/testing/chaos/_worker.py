@@ -1,4 +1,5 @@
-"""A conductor process for chaos runs: ``python -m legato.testing.chaos worker BOARD PERSISTENCE``.
+"""A conductor process for chaos runs: ``python -m legato.testing.chaos worker [BOARD PERSISTENCE]``
+(the URLs default to ``LEGATO_BOARD`` and ``LEGATO_PERSISTENCE``; the harness passes them so).
 
 Like ``legato conductor``, plus what the checker needs: every ``running_start`` (with the claim's
 fence), ``job_consumed``, ``job_abandoned`` and ``job_trashed`` is appended to an event log
@@ -45,8 +46,10 @@ class EventLog:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m legato.testing.chaos worker")
-    parser.add_argument("board")
-    parser.add_argument("persistence")
+    parser.add_argument("board", nargs="?", default=os.environ.get("LEGATO_BOARD"),
+                        help="default: $LEGATO_BOARD (keeps a password out of the command line)")
+    parser.add_argument("persistence", nargs="?", default=os.environ.get("LEGATO_PERSISTENCE"),
+                        help="default: $LEGATO_PERSISTENCE")
     parser.add_argument("--name", default="chaos")
     parser.add_argument("--kind", default="blocking", choices=("blocking", "nonblocking"))
     parser.add_argument("--ttl", type=float, default=2.0)
@@ -65,7 +68,10 @@ def serve(argv: list[str] | None = None) -> None:
     from legato import persistence as lp
     from legato.conductor import ExecutorConductor, fetch
 
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not args.board or not args.persistence:
+        parser.error("give BOARD and PERSISTENCE, or set LEGATO_BOARD and LEGATO_PERSISTENCE")
     board_options: dict[str, Any] = {}
     if args.skew:
         skew = float(args.skew)

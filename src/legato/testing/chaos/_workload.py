@@ -12,18 +12,21 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+import subprocess  # noqa: F401  (a hostile factory name walks into it: it must not be called)
 import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from legato import engine as engine_mod
 from legato.flow import Flow, LinearFlow, Task, flow_factory
-from legato.jobboard.base import JobBoard
+from legato.jobboard.base import Job, JobBoard
 from legato.persistence.base import Persistence
 from legato.persistence.models import FlowDetail, LogBook
 
-__all__ = ["RERUN_FACTOR", "PostedJob", "append_line", "chaos_flow", "post_workload"]
+__all__ = ["RERUN_FACTOR", "PostedJob", "append_line", "chaos_flow", "hostile_factories",
+           "post_raw_factory", "post_workload", "unregistered_flow"]
 
 #: A step that already ran (by the side-effect log) sleeps this fraction of its duration.
 RERUN_FACTOR = 0.25
@@ -84,14 +87,54 @@ class PostedJob:
     steps: int
 
 
+def unregistered_flow(marker: str) -> Flow:
+    """A plain module-level function that is NOT a registered factory: a job naming it must be
+    refused. Called anyway, it leaves ``marker`` behind as evidence."""
+    append_line(marker, "unregistered_flow was called")
+    return chaos_flow("never", [], marker)
+
+
+def hostile_factories(directory: Path) -> list[tuple[str, list[Any], Path]]:
+    """Factory records an attacker with board access might write: (name, args, marker file
+    that exists only if the named object was called)."""
+    here = __name__
+    markers = [directory / f"hostile-{i}.marker" for i in range(5)]
+    return [
+        (f"{here}:os.system", [f"touch {markers[0]}"], markers[0]),
+        (f"{here}:subprocess.run", [["touch", str(markers[1])]], markers[1]),
+        (f"{here}:unregistered_flow", [str(markers[2])], markers[2]),
+        (f"{here}:append_line", [str(markers[3]), "append_line was called"], markers[3]),
+        ("os:system", [f"touch {markers[4]}"], markers[4]),
+    ]
+
+
+def post_raw_factory(board: JobBoard, persistence: Persistence, name: str, factory: str,
+                     args: list[Any]) -> Job:
+    """Post a job whose flow detail's factory record is written straight through persistence,
+    as an attacker with access to the storage would (``save_factory_details`` would refuse
+    it)."""
+    book = LogBook(name)
+    flow_detail = FlowDetail(name)
+    book.add(flow_detail)
+    persistence.save_logbook(book)
+    meta = dict(flow_detail.meta)
+    meta["factory"] = {"name": factory, "args": args, "kwargs": {}}
+    persistence.update_flow_details(FlowDetail(flow_detail.name, flow_detail.uuid,
+                                               flow_detail.state, meta))
+    return board.post(name, book=persistence.get_logbook(book.uuid),
+                      details={"flow_uuid": flow_detail.uuid})
+
+
 def post_workload(board: JobBoard, persistence: Persistence, *, jobs: int,
                   steps: int | Sequence[int], durations: tuple[float, float],
-                  rng: random.Random, log_path: Path, prefix: str = "job") -> list[PostedJob]:
+                  rng: random.Random, log_path: Path, prefix: str = "job",
+                  handles: dict[str, Job] | None = None) -> list[PostedJob]:
     """Post ``jobs`` chaos flows; step counts and durations come from ``rng``.
 
     Args:
         steps: steps per job, or a (min, max) pair to draw from.
         durations: the (min, max) seconds of one step.
+        handles: if given, each posted ``Job`` is put there by its uuid (to ask its state).
     """
     posted = []
     for index in range(jobs):
@@ -108,4 +151,6 @@ def post_workload(board: JobBoard, persistence: Persistence, *, jobs: int,
         job = board.post(name, book=persistence.get_logbook(book.uuid),
                          details={"flow_uuid": flow_detail.uuid})
         posted.append(PostedJob(name, job.uuid, book.uuid, flow_detail.uuid, count))
+        if handles is not None:
+            handles[job.uuid] = job
     return posted
