@@ -318,3 +318,15 @@ def test_conductor_on_a_damaged_persistence_file_exits_with_one_error_line(
     assert result.stdout.count("abandoned") <= 1, result.stdout
     assert legato_json(tmp_path, "jobs", "list", "--trash") == []
     assert len(legato_json(tmp_path, "jobs", "list")) == 2
+
+
+def test_post_refuses_a_store_without_the_flow_inputs(tmp_path: Path) -> None:
+    partial = json.dumps({"job_name": "x"})
+    result = legato(tmp_path, "post", DEMO_FACTORY, "--store", partial, "--arg", "2", ok=False)
+    assert result.returncode != 0
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "log_path" in result.stderr and "job_name" not in result.stderr
+    assert "Traceback" not in result.stderr
+    none = legato(tmp_path, "post", DEMO_FACTORY, ok=False)
+    assert "job_name" in none.stderr and "log_path" in none.stderr
+    assert legato_json(tmp_path, "jobs", "list") == []  # nothing was posted

@@ -63,7 +63,8 @@ if TYPE_CHECKING:
     from legato.persistence.models import LogBook
 
 __all__ = ["CLAIMS_LOST", "MAX_DETAILS_BYTES", "MAX_DETAILS_DEPTH", "POSTED", "REMOVAL", "Entity",
-           "Job", "JobBoard", "JobRecord", "Pending", "check_details", "decode_record"]
+           "Job", "JobBoard", "JobRecord", "Pending", "check_details", "decode_record",
+           "refuse_nul"]
 
 logger = logging.getLogger(__name__)
 
@@ -555,7 +556,7 @@ class JobBoard(abc.ABC):
             check_details(details)
         if delay is not None and delay < 0:
             raise ValueError("delay must be >= 0")
-        _refuse_nul(name, book.name if book is not None else None, details)
+        refuse_nul(name, book.name if book is not None else None, details)
         from legato.persistence.models import new_uuid  # models import nothing of ours
 
         now = self.clock()
@@ -952,7 +953,7 @@ class JobBoard(abc.ABC):
     def _iter_entities(self) -> Iterator[Entity]: ...
 
 
-def _refuse_nul(name: str, book_name: str | None, details: dict[str, Any] | None) -> None:
+def refuse_nul(name: str, book_name: str | None, details: dict[str, Any] | None) -> None:
     """Raise ``ValueError`` naming a field that holds a NUL character (U+0000).
 
     Iterative, so a deep document cannot make it raise ``RecursionError`` (depth and size are
