@@ -389,13 +389,38 @@ class SQLJobBoard(JobBoard):
                            self.name, row.sequence, row.uuid, exc)
             raise _Garbage(row.sequence) from exc  # rolls the claim back
 
-    def _renew(self, job_uuid: str, who: str, fence: int | None, ttl: float) -> None:
+    def _renew(self, job_uuid: str, who: str, fence: int | None, ttl: float) -> str | None:
         with self._tx(write=True) as conn:
             now = self._now()
-            done = conn.execute(jobs.update().where(self._owned(job_uuid, who, fence, now))
-                                .values(lease_expires=now + ttl, last_modified=now))
-            if done.rowcount == 0:
+            mark = conn.execute(jobs.update().where(self._owned(job_uuid, who, fence, now))
+                                .values(lease_expires=now + ttl, last_modified=now)
+                                .returning(_J.cancel)).first()
+            if mark is None:
                 raise self._why_not(conn, job_uuid, who, fence, now)
+            return mark.cancel  # type: ignore[no-any-return]
+
+    def _cancel(self, job_uuid: str, mark: str) -> bool:
+        with self._tx(write=True) as conn:
+            now = self._now()
+            live = sa.and_(_J.state == str(JobState.CLAIMED), _J.lease_expires > now)
+            for _ in range(3):  # a claim or its end may come between the two statements
+                row = conn.execute(jobs.delete().where(_J.uuid == job_uuid, sa.not_(live))
+                                   .returning(*jobs.c)).first()
+                if row is not None:
+                    values = dict(row._mapping)
+                    del values["cancel"]
+                    values.update(state=str(JobState.UNCLAIMED), owner=None,
+                                  lease_expires=None, reason=mark, last_modified=now,
+                                  trashed_at=now)
+                    conn.execute(trash.insert().values(**values))
+                    self._notify(conn)
+                    return True
+                done = conn.execute(jobs.update().where(_J.uuid == job_uuid, live)
+                                    .values(cancel=mark, last_modified=now))
+                if done.rowcount:
+                    return False
+                self._live_claim(conn, job_uuid, now)  # NotFound when the job is gone
+        raise errors.JobFailure(f"job {job_uuid} kept changing", job_uuid=job_uuid)
 
     def _consume(self, job_uuid: str, who: str, fence: int | None) -> None:
         with self._tx(write=True) as conn:
@@ -450,6 +475,7 @@ class SQLJobBoard(JobBoard):
             if row is None:
                 raise self._why_not(conn, job_uuid, who, fence, now)
             values = dict(row._mapping)
+            del values["cancel"]  # the reason says it when it mattered
             values.update(reason=reason, last_modified=now, trashed_at=now)
             conn.execute(trash.insert().values(**values))
             self._notify(conn)
