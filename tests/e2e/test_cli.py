@@ -330,3 +330,39 @@ def test_post_refuses_a_store_without_the_flow_inputs(tmp_path: Path) -> None:
     none = legato(tmp_path, "post", DEMO_FACTORY, ok=False)
     assert "job_name" in none.stderr and "log_path" in none.stderr
     assert legato_json(tmp_path, "jobs", "list") == []  # nothing was posted
+
+
+def test_jobs_cancel_waiting_running_and_unknown(tmp_path: Path) -> None:
+    waiting = post_demo(tmp_path, name="waiting")
+    out = legato(tmp_path, "jobs", "cancel", waiting[:8], "--reason", "not needed").stdout
+    assert out.strip() == f"cancelled {waiting}: trashed"
+    [row] = legato_json(tmp_path, "jobs", "list", "--trash")
+    assert row["uuid"] == waiting and row["reason"].startswith("cancelled by ")
+    assert row["reason"].endswith(": not needed")
+
+    running = post_demo(tmp_path, name="running", steps=40, delay=0.25)
+    with subprocess.Popen([*LEGATO, "--json", "conductor", "--verbose", "--ttl", "1.5",
+                           "--max-dispatches", "1", "--allow", "legato.demo"], cwd=tmp_path,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env=_env()) as proc:
+        try:
+            _read_event(proc, "running_start")
+            cancelled = legato_json(tmp_path, "jobs", "cancel", running, "--reason",
+                                    "wrong input")
+            assert cancelled["trashed"] is False
+            trashed = _read_event(proc, "job_trashed")
+            assert proc.wait(30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert trashed["reason"].startswith("cancelled by ") and "wrong input" in trashed["reason"]
+    steps = [json.loads(line)["step"] for line in
+             (tmp_path / "effects.jsonl").read_text().splitlines()
+             if json.loads(line)["job"] == "running"]
+    assert 0 < len(steps) < 40  # suspended at an atom boundary, the rest never ran
+    reasons = {r["uuid"]: r["reason"] for r in legato_json(tmp_path, "jobs", "list", "--trash")}
+    assert reasons[running] == trashed["reason"]
+
+    unknown = legato(tmp_path, "jobs", "cancel", "0000dead", ok=False)
+    assert unknown.returncode != 0 and unknown.stderr.count("\n") == 1
+    assert unknown.stderr.startswith("error: ") and "0000dead" in unknown.stderr
