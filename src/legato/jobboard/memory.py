@@ -109,6 +109,9 @@ class MemoryJobBoard(JobBoard):
     def from_url(cls, url: str, *, persistence: Persistence | None = None,
                  **options: Any) -> MemoryJobBoard:
         parts = urlsplit(url)
+        if parts.query:
+            raise ValueError(f"unknown board URL options in {url!r}: memory:// takes none "
+                             "(give ttl, poll_interval... as arguments)")
         name = (parts.netloc + parts.path).strip("/") or None
         return cls(store_name=name, persistence=persistence, **options)
 

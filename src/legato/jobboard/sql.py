@@ -24,6 +24,7 @@ One table row per job (see ``sql_tables``). Every primitive is one short transac
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import logging
 import sqlite3
@@ -35,6 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from legato import errors
+from legato._sqlurl import check_sql_url
 from legato.jobboard import sql_tables
 from legato.jobboard.base import Entity, JobBoard, JobRecord, decode_record, not_owner
 from legato.jobboard.sql_tables import entities, jobs, trash
@@ -107,11 +109,23 @@ class SQLJobBoard(JobBoard):
     def from_url(cls, url: str, *, persistence: Persistence | None = None,
                  **options: Any) -> SQLJobBoard:
         scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
-        if scheme in ("postgresql", "postgres"):
-            return PostgresJobBoard(url, persistence=persistence, **options)
-        if scheme != "sqlite":
+        if scheme not in ("postgresql", "postgres", "sqlite"):
             raise errors.UnknownBackend(f"the SQL jobboard does not serve {scheme!r} URLs")
-        if sa.make_url(url).database in (None, "", ":memory:"):
+        try:
+            parsed = sa.make_url(url)
+        except sa.exc.ArgumentError as exc:
+            raise errors.UnknownBackend(f"not a database URL: {exc}") from exc
+        check_sql_url(parsed.set(drivername="postgresql" if scheme != "sqlite" else "sqlite"),
+                      "board", shown=parsed.render_as_string(hide_password=True))
+        if scheme in ("postgresql", "postgres"):
+            try:
+                importlib.import_module("psycopg")
+            except ModuleNotFoundError as exc:
+                raise errors.MissingDriver(
+                    "the PostgreSQL board needs the 'psycopg' driver: "
+                    "pip install 'legato[postgres]'", extra="postgres") from exc
+            return PostgresJobBoard(url, persistence=persistence, **options)
+        if parsed.database in (None, "", ":memory:"):
             # Every pooled connection would get its own empty database.
             raise ValueError("an in-memory SQLite board cannot be shared between connections; "
                              "use memory:// for a board inside one process")

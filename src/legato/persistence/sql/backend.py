@@ -34,7 +34,8 @@ class SQLPersistence(Persistence):
 
     Args:
         url: the database URL. Its query string goes to the driver unchanged, e.g.
-            ``postgresql://host/db?options=-csearch_path%3Dmyschema``.
+            ``postgresql://host/db?options=-csearch_path%3Dmyschema``; only the driver
+            options ``legato._sqlurl.DRIVER_OPTIONS`` lists are accepted.
         retries: see ``Persistence``.
         retry_delay: see ``Persistence``.
         connect_timeout: seconds to wait for a network database to accept a connection.
@@ -52,6 +53,8 @@ class SQLPersistence(Persistence):
 
     Raises:
         TypeError: an option this backend does not know.
+        ValueError: a URL with two slashes (``sqlite://x.db``), no database
+            (``mysql://root@host/``) or an unknown query option.
         UnknownBackend: the URL is not a database URL this backend serves.
         MissingDriver: the database driver is not installed (the message names the extra).
     """
