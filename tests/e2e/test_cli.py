@@ -366,3 +366,20 @@ def test_jobs_cancel_waiting_running_and_unknown(tmp_path: Path) -> None:
     unknown = legato(tmp_path, "jobs", "cancel", "0000dead", ok=False)
     assert unknown.returncode != 0 and unknown.stderr.count("\n") == 1
     assert unknown.stderr.startswith("error: ") and "0000dead" in unknown.stderr
+
+
+def test_read_only_commands_write_nothing_when_the_schema_is_current(tmp_path: Path) -> None:
+    job_uuid = post_demo(tmp_path, name="read me")
+    book = legato_json(tmp_path, "jobs", "show", job_uuid)["book_uuid"]
+    # Another process holds SQLite's write lock: a command that tried to write (a schema
+    # upgrade, say) would wait for it; the read-only ones must not need it.
+    writer = sqlite3.connect(tmp_path / ".legato" / "legato.db", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    try:
+        for args in (["jobs", "list"], ["jobs", "show", job_uuid], ["flow", "show", book],
+                     ["conductors"]):
+            result = legato(tmp_path, *args, timeout=30)
+            assert "Traceback" not in result.stderr
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
