@@ -5,9 +5,11 @@ does not pass on each give one clear error instead of a driver's (or none at all
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import sqlalchemy as sa
 
-__all__ = ["DRIVER_OPTIONS", "check_sql_url"]
+__all__ = ["DRIVER_OPTIONS", "check_sql_url", "make_sqlite_folder", "sqlite_file"]
 
 #: The query options a URL may carry, per database: they go to the driver as they are (libpq's
 #: connection parameters, PyMySQL's ``connect`` arguments). Anything else is refused.
@@ -58,3 +60,28 @@ def check_sql_url(url: sa.URL, what: str, *, shown: str | None = None) -> None:
         takes = ", ".join(sorted(allowed)) if allowed else "none"
         raise ValueError(f"unknown {what} URL option{'s' if len(unknown) > 1 else ''} "
                          f"{', '.join(unknown)} for {backend}; it takes: {takes}")
+
+
+def sqlite_file(url: sa.URL) -> str | None:
+    """The file a SQLite URL names (None for another database, or an in-memory one)."""
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return url.database
+
+
+def make_sqlite_folder(url: sa.URL) -> None:
+    """Create the folder of the SQLite file ``url`` names, if it is missing (SQLite creates
+    the file, never its folder).
+
+    Raises:
+        OSError: the folder cannot be created; the message names the file.
+    """
+    path = sqlite_file(url)
+    if path is None or path.startswith("file:"):
+        return
+    folder = Path(path).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot create the folder {str(folder)!r} of SQLite file "
+                      f"{path!r}: {exc.strerror or exc}") from exc

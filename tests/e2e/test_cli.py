@@ -383,3 +383,12 @@ def test_read_only_commands_write_nothing_when_the_schema_is_current(tmp_path: P
     finally:
         writer.execute("ROLLBACK")
         writer.close()
+
+
+def test_the_default_folder_is_git_ignored(tmp_path: Path) -> None:
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    post_demo(tmp_path, name="ignored")
+    assert (tmp_path / ".legato" / ".gitignore").read_text().splitlines()[-1] == "*"
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"],
+                            cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    assert ".legato" not in status  # the database, its WAL and the .gitignore itself

@@ -3,7 +3,9 @@ sees them (no server needed: every check happens before a connection is made).""
 
 from __future__ import annotations
 
+import re
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +73,33 @@ def test_the_postgresql_board_without_its_driver_names_the_extra(
     monkeypatch.setitem(sys.modules, "psycopg", None)  # as if not installed
     with pytest.raises(errors.MissingDriver, match=r"pip install 'legato\[postgres\]'"):
         jobboard.connect("postgresql://u@127.0.0.1/db")
+
+
+def test_the_library_creates_the_folder_of_a_sqlite_file(tmp_path: Path) -> None:
+    store = persistence.connect(f"sqlite:///{tmp_path / 'p' / 'q' / 'legato.db'}")
+    store.upgrade()
+    store.close()
+    assert (tmp_path / "p" / "q" / "legato.db").exists()
+    with jobboard.connect(f"sqlite:///{tmp_path / 'b' / 'board.db'}") as board:
+        board.post("x")
+    assert (tmp_path / "b" / "board.db").exists()
+
+
+def test_sqlite_errors_name_the_file(tmp_path: Path) -> None:
+    (tmp_path / "plain").write_text("a file where a folder should be")
+    for name in ("persistence.db", "board.db"):
+        path = tmp_path / "plain" / name
+        with pytest.raises(errors.LegatoError) as info:
+            if name == "board.db":
+                with jobboard.connect(f"sqlite:///{path}"):
+                    pass
+            else:
+                persistence.connect(f"sqlite:///{path}").upgrade()
+        assert str(path) in str(info.value)
+    unopenable = tmp_path / "folder.db"
+    unopenable.mkdir()  # a folder where the file should be: SQLite cannot open it
+    with pytest.raises(errors.StorageFailure, match=re.escape(str(unopenable))):
+        persistence.connect(f"sqlite:///{unopenable}").upgrade()
+    board = jobboard.connect(f"sqlite:///{unopenable}")
+    with pytest.raises(errors.BoardUnavailable, match=re.escape(str(unopenable))):
+        board.connect()

@@ -36,7 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from legato import errors
-from legato._sqlurl import check_sql_url
+from legato._sqlurl import check_sql_url, make_sqlite_folder, sqlite_file
 from legato.jobboard import sql_tables
 from legato.jobboard.base import Entity, JobBoard, JobRecord, decode_record, not_owner
 from legato.jobboard.sql_tables import entities, jobs, trash
@@ -134,13 +134,23 @@ class SQLJobBoard(JobBoard):
     # -- lifecycle -------------------------------------------------------------------------
 
     def _connect(self) -> None:
+        try:
+            make_sqlite_folder(self.url)
+        except OSError as exc:
+            raise errors.JobFailure(f"board {self.name!r}: {exc.strerror}") from exc
         engine = self._make_engine()
         try:
             sql_tables.ensure_schema(engine)
         except sa.exc.DBAPIError as exc:
             engine.dispose()
-            raise errors.BoardUnavailable(f"cannot reach the board's database: {exc}") from exc
+            raise errors.BoardUnavailable(
+                f"cannot reach the board's database{self._where()}: {exc}") from exc
         self._engine = engine
+
+    def _where(self) -> str:
+        """`` (SQLite file PATH)`` for a SQLite board, naming the file in errors."""
+        path = sqlite_file(self.url)
+        return f" (SQLite file {path!r})" if path is not None else ""
 
     def _make_engine(self) -> sa.Engine:
         url = self.url.set(drivername="sqlite+pysqlite")
@@ -192,7 +202,7 @@ class SQLJobBoard(JobBoard):
                     self._count_write(conn)
         except (sa.exc.DBAPIError, sa.exc.TimeoutError) as exc:
             raise errors.BoardUnavailable(
-                f"board {self.name!r}: database unavailable: {exc}") from exc
+                f"board {self.name!r}: database unavailable{self._where()}: {exc}") from exc
 
     def _count_write(self, conn: sa.Connection) -> None:
         """Count one committed write; every ``wal_checkpoint_every`` writes, checkpoint and

@@ -30,7 +30,7 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.pool import StaticPool
 
 from legato import errors
-from legato._sqlurl import check_sql_url
+from legato._sqlurl import check_sql_url, make_sqlite_folder
 
 __all__ = ["WAL_CHECKPOINT_EVERY", "EngineSettings", "checkpoint_wal", "create_engine",
            "normalise_url", "translate_errors"]
@@ -218,6 +218,10 @@ def _widen_reads(engine: Engine, read_timeout: float) -> None:
 
 def _sqlite_engine(url: URL, settings: EngineSettings) -> Engine:
     memory = url.database in (None, "", ":memory:")
+    try:
+        make_sqlite_folder(url)
+    except OSError as error:
+        raise errors.StorageFailure(error.strerror or str(error)) from error
     options: dict[str, Any] = {"echo": settings.echo}
     connect_args: dict[str, Any] = {"timeout": settings.busy_timeout}
     if memory:
@@ -256,9 +260,12 @@ def _sqlite_engine(url: URL, settings: EngineSettings) -> Engine:
 
 
 @contextlib.contextmanager
-def translate_errors(what: str) -> Iterator[None]:
+def translate_errors(what: str, where: str = "") -> Iterator[None]:
     """Turn database and driver errors into ``StorageFailure`` (Legato's own errors pass),
-    except a damaged SQLite file: ``StorageCorrupted``, which is not an outage."""
+    except a damaged SQLite file: ``StorageCorrupted``, which is not an outage. ``where``
+    (e.g. ``SQLite file 'x.db'``) goes in the message."""
+    if where:
+        what = f"{what} ({where})"
     try:
         yield
     except errors.LegatoError:
