@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import signal
 import sqlite3
@@ -392,3 +393,28 @@ def test_the_default_folder_is_git_ignored(tmp_path: Path) -> None:
     status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"],
                             cwd=tmp_path, capture_output=True, text=True, check=True).stdout
     assert ".legato" not in status  # the database, its WAL and the .gitignore itself
+
+
+#: One bad input for every command: each fails with ``error: <kind>: <message>`` on one line.
+EVERY_COMMAND_BAD = [
+    ["post", "legato.demo:nope"],
+    ["conductor", "--workers", "-3", "--kind", "nonblocking", "--max-attempts", "0"],
+    ["demo", "--conductors", "1"],
+    ["jobs", "list", "--limit", "-1"],
+    ["jobs", "show", "0000dead"],
+    ["jobs", "trash", "0000dead"],
+    ["jobs", "cancel", "0000dead"],
+    ["jobs", "requeue", "0000dead"],
+    ["flow", "show", "0000dead"],
+    ["--board", "sqlite://x.db", "conductors"],
+    ["jobs", "list", "--bogus"],
+    ["--board", "bogus://x", "jobs", "list"],
+]
+
+
+@pytest.mark.parametrize("args", EVERY_COMMAND_BAD, ids=" ".join)
+def test_every_command_reports_errors_as_kind_and_message(tmp_path: Path,
+                                                          args: list[str]) -> None:
+    result = legato(tmp_path, *args, ok=False)
+    assert result.returncode != 0
+    assert re.fullmatch(r"error: [A-Z][A-Za-z]+: \S.*\n", result.stderr), result.stderr
