@@ -12,11 +12,13 @@ import pytest
 
 from legato import jobboard as jb
 from legato.conductor import BlockingConductor, NonBlockingConductor
+from legato.conductor.executor import ExecutorConductor
 from legato.jobboard.base import Job, JobBoard
 from legato.persistence.base import Persistence
-from legato.states import FlowState
+from legato.states import AtomState, FlowState
 from legato.testing import conductor as tc
 from legato.testing.conductor import recorded
+from legato.testing.jobboard_acceptance import until
 
 
 @pytest.fixture
@@ -129,3 +131,53 @@ def test_entity_listed_while_running_and_stopped_conductor_runs_again(
     job = tc.post_job(board, persistence, tc.steps_flow)
     conductor.run(max_dispatches=1)
     assert state_of(persistence, job) is FlowState.SUCCESS and board.job_count == 0
+
+
+def test_cancel_while_waiting_and_while_running(make_board: Callable[[], JobBoard],
+                                                persistence: Persistence) -> None:
+    board, ops = make_board(), make_board()
+    waiting = tc.post_job(board, persistence, tc.steps_flow)
+    assert ops.cancel(waiting, "ops@desk", reason="not needed") is True
+    gate = f"cancel-{uuid.uuid4().hex}"
+    job = tc.post_job(board, persistence, tc.gated_flow,
+                      kwargs={"steps": 3, "gate_name": gate, "at": 1})
+    conductor = BlockingConductor("c", board, persistence, wait_timeout=0.05, claim_ttl=1.5)
+    events = recorded(conductor)
+    runner = threading.Thread(target=conductor.run, daemon=True)
+    runner.start()
+    try:
+        assert tc.gate(f"{gate}:reached").wait(30)  # gated-1 runs, waiting on the gate
+        assert ops.cancel(ops.get(job.uuid), "ops@desk", reason="wrong input") is False
+
+        def trashed() -> list[Job]:
+            return [j for j in ops.iter_trash() if j.uuid == job.uuid]
+
+        # The conductor learns at its next renewal (the step is still blocked); not before
+        # it could have, the gate opens and the flow reaches its next atom boundary.
+        assert until(lambda: _learned(conductor, job), 30)
+        tc.gate(gate).set()
+        assert until(lambda: bool(trashed()), 30)
+    finally:
+        tc.gate(gate).set()
+        conductor.stop()
+        assert conductor.wait(30)
+    (gone,) = trashed()
+    assert gone.reason is not None and gone.reason.startswith("cancelled by ops@desk at ")
+    assert gone.reason.endswith(": wrong input")
+    (event,) = [e for e in events.of("job_trashed") if e["job"].uuid == job.uuid]
+    assert event["reason"] == gone.reason
+    assert state_of(persistence, job) is FlowState.SUSPENDED
+    (flow_detail,) = persistence.get_logbook(job.book_uuid).flows.values()
+    states = {a.name: a.state for a in flow_detail.atoms.values()}
+    assert states["gated-0"] is AtomState.SUCCESS and states["gated-1"] is AtomState.SUCCESS
+    assert states.get("gated-2", AtomState.PENDING) is AtomState.PENDING  # never ran
+    (first,) = [j for j in ops.iter_trash() if j.uuid == waiting.uuid]
+    assert first.reason is not None and first.reason.endswith(": not needed")
+    assert board.job_count == 0
+
+
+def _learned(conductor: ExecutorConductor, job: Job) -> bool:
+    """Whether the conductor's renewal brought back the job's cancel mark."""
+    renewer = conductor._renewer
+    return renewer is not None and any(
+        lease.cancelled is not None for lease in renewer.held(job.uuid))

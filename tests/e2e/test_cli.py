@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import signal
 import sqlite3
@@ -318,3 +319,102 @@ def test_conductor_on_a_damaged_persistence_file_exits_with_one_error_line(
     assert result.stdout.count("abandoned") <= 1, result.stdout
     assert legato_json(tmp_path, "jobs", "list", "--trash") == []
     assert len(legato_json(tmp_path, "jobs", "list")) == 2
+
+
+def test_post_refuses_a_store_without_the_flow_inputs(tmp_path: Path) -> None:
+    partial = json.dumps({"job_name": "x"})
+    result = legato(tmp_path, "post", DEMO_FACTORY, "--store", partial, "--arg", "2", ok=False)
+    assert result.returncode != 0
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "log_path" in result.stderr and "job_name" not in result.stderr
+    assert "Traceback" not in result.stderr
+    none = legato(tmp_path, "post", DEMO_FACTORY, ok=False)
+    assert "job_name" in none.stderr and "log_path" in none.stderr
+    assert legato_json(tmp_path, "jobs", "list") == []  # nothing was posted
+
+
+def test_jobs_cancel_waiting_running_and_unknown(tmp_path: Path) -> None:
+    waiting = post_demo(tmp_path, name="waiting")
+    out = legato(tmp_path, "jobs", "cancel", waiting[:8], "--reason", "not needed").stdout
+    assert out.strip() == f"cancelled {waiting}: trashed"
+    [row] = legato_json(tmp_path, "jobs", "list", "--trash")
+    assert row["uuid"] == waiting and row["reason"].startswith("cancelled by ")
+    assert row["reason"].endswith(": not needed")
+
+    running = post_demo(tmp_path, name="running", steps=40, delay=0.25)
+    with subprocess.Popen([*LEGATO, "--json", "conductor", "--verbose", "--ttl", "1.5",
+                           "--max-dispatches", "1", "--allow", "legato.demo"], cwd=tmp_path,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env=_env()) as proc:
+        try:
+            _read_event(proc, "running_start")
+            cancelled = legato_json(tmp_path, "jobs", "cancel", running, "--reason",
+                                    "wrong input")
+            assert cancelled["trashed"] is False
+            trashed = _read_event(proc, "job_trashed")
+            assert proc.wait(30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert trashed["reason"].startswith("cancelled by ") and "wrong input" in trashed["reason"]
+    steps = [json.loads(line)["step"] for line in
+             (tmp_path / "effects.jsonl").read_text().splitlines()
+             if json.loads(line)["job"] == "running"]
+    assert 0 < len(steps) < 40  # suspended at an atom boundary, the rest never ran
+    reasons = {r["uuid"]: r["reason"] for r in legato_json(tmp_path, "jobs", "list", "--trash")}
+    assert reasons[running] == trashed["reason"]
+
+    unknown = legato(tmp_path, "jobs", "cancel", "0000dead", ok=False)
+    assert unknown.returncode != 0 and unknown.stderr.count("\n") == 1
+    assert unknown.stderr.startswith("error: ") and "0000dead" in unknown.stderr
+
+
+def test_read_only_commands_write_nothing_when_the_schema_is_current(tmp_path: Path) -> None:
+    job_uuid = post_demo(tmp_path, name="read me")
+    book = legato_json(tmp_path, "jobs", "show", job_uuid)["book_uuid"]
+    # Another process holds SQLite's write lock: a command that tried to write (a schema
+    # upgrade, say) would wait for it; the read-only ones must not need it.
+    writer = sqlite3.connect(tmp_path / ".legato" / "legato.db", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    try:
+        for args in (["jobs", "list"], ["jobs", "show", job_uuid], ["flow", "show", book],
+                     ["conductors"]):
+            result = legato(tmp_path, *args, timeout=30)
+            assert "Traceback" not in result.stderr
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+
+
+def test_the_default_folder_is_git_ignored(tmp_path: Path) -> None:
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    post_demo(tmp_path, name="ignored")
+    assert (tmp_path / ".legato" / ".gitignore").read_text().splitlines()[-1] == "*"
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"],
+                            cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    assert ".legato" not in status  # the database, its WAL and the .gitignore itself
+
+
+#: One bad input for every command: each fails with ``error: <kind>: <message>`` on one line.
+EVERY_COMMAND_BAD = [
+    ["post", "legato.demo:nope"],
+    ["conductor", "--workers", "-3", "--kind", "nonblocking", "--max-attempts", "0"],
+    ["demo", "--conductors", "1"],
+    ["jobs", "list", "--limit", "-1"],
+    ["jobs", "show", "0000dead"],
+    ["jobs", "trash", "0000dead"],
+    ["jobs", "cancel", "0000dead"],
+    ["jobs", "requeue", "0000dead"],
+    ["flow", "show", "0000dead"],
+    ["--board", "sqlite://x.db", "conductors"],
+    ["jobs", "list", "--bogus"],
+    ["--board", "bogus://x", "jobs", "list"],
+]
+
+
+@pytest.mark.parametrize("args", EVERY_COMMAND_BAD, ids=" ".join)
+def test_every_command_reports_errors_as_kind_and_message(tmp_path: Path,
+                                                          args: list[str]) -> None:
+    result = legato(tmp_path, *args, ok=False)
+    assert result.returncode != 0
+    assert re.fullmatch(r"error: [A-Z][A-Za-z]+: \S.*\n", result.stderr), result.stderr

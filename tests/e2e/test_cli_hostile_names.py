@@ -63,6 +63,6 @@ def test_a_nul_in_the_store_is_one_clear_error_on_postgresql(postgres_url: str,
                              '{"job_name": "a\\u0000b"}'], cwd=tmp_path, capture_output=True,
                             text=True, env=env, timeout=120, check=False)
     assert result.returncode == 1
-    assert result.stderr == ("error: job details['store']['job_name'] contains a NUL character "
-                             "(U+0000)\n")
+    assert result.stderr == ("error: ValueError: job details['store']['job_name'] contains a "
+                             "NUL character (U+0000)\n")
     assert json.loads(run(tmp_path, *urls, "--json", "jobs", "list")) == []

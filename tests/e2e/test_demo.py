@@ -87,7 +87,7 @@ def test_interrupted_demo_stops_its_conductors(tmp_path: Path) -> None:
                 break
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 130
-        assert proc.stderr.read().strip().endswith("error: interrupted")
+        assert proc.stderr.read().strip().endswith("error: KeyboardInterrupt: interrupted")
     try:
         logs = sorted(workdir.glob("conductor-*.log"))
         assert len(logs) == 3

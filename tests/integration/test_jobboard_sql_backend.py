@@ -239,3 +239,24 @@ def test_sqlite_board_wal_is_checkpointed_and_truncated_every_n_writes(
 def test_wal_checkpoint_every_must_be_a_count(sqlite_url: str) -> None:
     with pytest.raises(ValueError, match="wal_checkpoint_every"):
         jobboard.connect(sqlite_url, wal_checkpoint_every=-1)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_board_made_at_schema_1_is_upgraded_for_cancel(backend: str,
+                                                         request: pytest.FixtureRequest) -> None:
+    url: str = request.getfixturevalue(f"{backend}_url")
+    with jobboard.connect(url) as board:
+        job = board.post("made before cancel existed")
+    engine = _engine(url)
+    with engine.begin() as conn:  # what schema 1 was: no cancel column
+        conn.exec_driver_sql("ALTER TABLE legato_jb_jobs DROP COLUMN cancel")
+        conn.exec_driver_sql("UPDATE legato_jb_schema SET version = 1")
+    with jobboard.connect(url) as board:
+        claimed = board.claim(board.get(job.uuid), "owner-a", ttl=60)
+        assert board.cancel(job, "ops") is False
+        mark = board.renew(claimed, "owner-a")
+        assert mark is not None and mark.startswith("cancelled by ops at ")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT version FROM legato_jb_schema").scalar() == (
+            sql_tables.SCHEMA_VERSION)
+    engine.dispose()

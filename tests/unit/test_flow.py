@@ -257,3 +257,47 @@ def test_flat_linear_flow_compiles_like_any_other_flow() -> None:
     assert flat.scopes == [] and flat.atoms[3].preds == (2,) and flat.atoms[0].succs == (1,)
     with pytest.raises(errors.CompilationError, match="named 'p1'"):
         compile_flow(LinearFlow("twice").add(Add("p1"), Add("p1")))
+
+
+class NeedsX(Task):
+    def execute(self, x: int) -> int:
+        return x
+
+
+class One(Task):
+    def execute(self) -> int:
+        return 1
+
+
+def test_linear_requires_subtracts_only_what_earlier_atoms_provide() -> None:
+    # t needs x and provides x: nothing before it provides x, so the flow needs x.
+    assert LinearFlow("lf").add(NeedsX("t", provides="x")).requires == {"x"}
+    # A later provider does not satisfy an earlier consumer.
+    assert LinearFlow("lf").add(NeedsX("t"), One("o", provides="x")).requires == {"x"}
+    assert LinearFlow("lf").add(One("o", provides="x"), NeedsX("t")).requires == frozenset()
+
+
+def test_unordered_requires_subtracts_nothing_provided_inside() -> None:
+    flow = UnorderedFlow("uf").add(One("t1", provides="x"), NeedsX("t2"))
+    assert flow.requires == {"x"}
+
+
+def test_graph_requires_subtracts_what_its_edges_satisfy() -> None:
+    # The implicit edge t1 -> t2 satisfies x.
+    assert GraphFlow("g").add(NeedsX("t2"), One("t1", provides="x")).requires == frozenset()
+    # An atom needing what it provides itself has no edge for it.
+    assert GraphFlow("g").add(NeedsX("t", provides="x")).requires == {"x"}
+    # An explicit link carries what the earlier child provides.
+    a, b = NeedsX("a", provides="y"), Add("b", rebind={"a": "y", "b": "x"})
+    flow = GraphFlow("g").add(a, b).link(a, b)
+    assert flow.requires == {"x"}
+
+
+def test_nested_requires_compose() -> None:
+    inner = UnorderedFlow("u").add(One("p", provides="x"), NeedsX("q"))
+    assert LinearFlow("f").add(inner).requires == {"x"}
+    assert LinearFlow("f").add(One("p", provides="x"), inner).requires == frozenset()
+    assert LinearFlow("f").add(inner, One("p", provides="x")).requires == {"x"}
+    # A retry runs before its scope: what it provides is there for every atom inside.
+    with_retry = UnorderedFlow("r", retry=Times(2, provides="x")).add(NeedsX("t"))
+    assert with_retry.requires == frozenset()

@@ -61,11 +61,18 @@ class Settings:
 
 
 def _prepare_sqlite(url: str) -> None:
-    """Create the folder of a relative or absolute SQLite file so the default just works."""
+    """Create the folder of a relative or absolute SQLite file so the default just works; the
+    default folder (``.legato/``) gets a ``.gitignore`` of its own that ignores everything in
+    it, so a project's repository never picks up the database."""
     if url.startswith("sqlite:///") and ":memory:" not in url:
         path = url[len("sqlite:///"):].split("?", 1)[0]
         if path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if url == DEFAULT_URL:
+        ignore = Path(DEFAULT_URL[len("sqlite:///"):]).parent / ".gitignore"
+        if not ignore.exists():
+            with contextlib.suppress(OSError):  # a read-only checkout: nothing to ignore
+                ignore.write_text("# Legato's embedded database (legato --help)\n*\n")
 
 
 def open_persistence(url: str) -> Persistence:

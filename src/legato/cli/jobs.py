@@ -1,8 +1,12 @@
-"""``legato jobs list|show|trash|requeue`` and ``legato conductors``."""
+"""``legato jobs list|show|trash|cancel|requeue`` and ``legato conductors``."""
 
 from __future__ import annotations
 
+import contextlib
+import getpass
 import itertools
+import os
+import socket
 import time
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -18,7 +22,8 @@ if TYPE_CHECKING:
 
 __all__ = ["job_row", "register"]
 
-jobs_app = typer.Typer(help="List, inspect, trash and requeue jobs.", no_args_is_help=True)
+jobs_app = typer.Typer(help="List, inspect, trash, cancel and requeue jobs.",
+                       no_args_is_help=True)
 
 #: Lease the CLI takes when it claims a job only to trash it.
 _TRASH_CLAIM_TTL = 30.0
@@ -155,6 +160,42 @@ def trash_job(
         settings.out.json({"uuid": job.uuid, "trashed": True, "reason": reason})
     else:
         settings.out.text(f"trashed {job.uuid}")
+
+
+@jobs_app.command("cancel")
+def cancel_job(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(metavar="JOB", help="Job uuid (or a unique prefix).")],
+    reason: Annotated[str | None, typer.Option(
+        "--reason", help="Why (kept in the trash reason, with who cancelled and when).")] = None,
+) -> None:
+    """Cancel a job. A waiting (or delayed) job is trashed at once; a running job's conductor
+    learns of it at its next lease renewal, suspends the flow at the next atom boundary and
+    trashes the job. The trash reason reads "cancelled by WHO at TIME: REASON"."""
+    settings: _context.Settings = ctx.obj
+    with _context.open_board(settings) as (board, _):
+        job = _context.find_job(board, job_id)
+        trashed = board.cancel(job, _operator(), reason=reason)
+        holder = None
+        if not trashed:
+            with contextlib.suppress(errors.NotFound):  # its conductor was quick
+                holder = board.find_owner(job)
+    if settings.out.is_json:
+        settings.out.json({"uuid": job.uuid, "trashed": trashed, "owner": holder})
+    elif trashed:
+        settings.out.text(f"cancelled {job.uuid}: trashed")
+    else:
+        settings.out.text(f"cancelled {job.uuid}: {holder or 'its conductor'} stops it at the "
+                          "next step and trashes it")
+
+
+def _operator() -> str:
+    """Who runs this command, as ``user@host`` (what a cancel reason names)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a bare container)
+        user = f"uid {os.getuid()}"
+    return f"{user}@{socket.gethostname()}"
 
 
 @jobs_app.command("requeue")

@@ -144,31 +144,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     except typer.Exit as exc:
         return exc.exit_code
     except typer.Abort:
-        return _fail("aborted", 130)
+        return _fail("Aborted: aborted", 130)
     except KeyboardInterrupt:
-        return _fail("interrupted", 130)
+        return _fail("KeyboardInterrupt: interrupted", 130)
     except typer.TyperException as exc:  # click usage errors: bad option, missing argument...
         if type(exc).__name__ == "NoArgsIsHelpError":  # a bare `legato` or `legato jobs`
             sys.stderr.write(exc.format_message() + "\n")
             return 2
-        return _fail(exc.format_message(), getattr(exc, "exit_code", 2))
+        return _fail(f"UsageError: {exc.format_message()}", getattr(exc, "exit_code", 2))
     except (errors.LegatoError, ValueError, TypeError, OSError, ImportError,
             LookupError) as exc:
         if debug:
             raise
         return _fail(_describe(exc), 1)
     if result == 130:  # typer turns Ctrl-C into a silent exit code 130
-        return _fail("interrupted", 130)
+        return _fail("KeyboardInterrupt: interrupted", 130)
     return result if isinstance(result, int) else 0
 
 
 def _describe(exc: BaseException) -> str:
+    """``<kind>: <message>``: the error's class and the first line of its message, so every
+    command's errors read alike (``error: <kind>: <message>``)."""
     message = str(exc).strip() or type(exc).__name__
-    # One line: the first line of the message, with the error's kind when it says something.
-    first = message.splitlines()[0]
-    if isinstance(exc, errors.LegatoError | OSError | ImportError | LookupError):
-        return f"{type(exc).__name__}: {first}"
-    return first
+    return f"{type(exc).__name__}: {message.splitlines()[0]}"
 
 
 def _fail(message: str, code: int) -> int:

@@ -14,6 +14,7 @@ import typer
 from legato import errors
 from legato.cli import _context
 from legato.flow.factory import factory_name, registered_factories
+from legato.jobboard.base import check_details, refuse_nul
 from legato.persistence.models import FlowDetail, LogBook
 from legato.states import JobPriority
 
@@ -109,6 +110,10 @@ def post(
     if factory_name(fn) not in registered_factories():
         logger.warning("%s is not registered with @legato.flow_factory: conductors refuse it "
                        "unless a legato.flow_factories entry point names it", factory)
+    if inputs:  # what the board would refuse is said first, before what the flow lacks
+        check_details({"store": inputs})
+        refuse_nul(name or factory, None, {"store": inputs})
+    _check_inputs(factory, fn(*args, **kwargs), inputs)
     job_name = name or factory
     with _context.open_board(settings) as (board, backend):
         book = LogBook(job_name)
@@ -131,6 +136,29 @@ def post(
                            "flow_uuid": flow_detail.uuid, "priority": job_priority.name})
     else:
         print(job.uuid)
+
+
+def _check_inputs(factory: str, flow: Any, inputs: dict[str, Any]) -> None:
+    """Refuse a job whose flow requires names that ``--store`` does not give (the flow would
+    fail validation on the first conductor that claims it).
+
+    Raises:
+        MissingDependencies: naming each atom and the inputs it lacks.
+        TypeError: the factory did not return a flow.
+    """
+    from legato.flow.patterns import Flow
+
+    if not isinstance(flow, Flow):
+        raise TypeError(f"factory {factory} returned {type(flow).__name__}, not a flow")
+    missing = flow.requires - inputs.keys()
+    if not missing:
+        return
+    by_atom: dict[str, list[str]] = {}
+    for atom in flow.iter_atoms():
+        names = sorted(atom.requires & missing)
+        if names:
+            by_atom[atom.name] = names
+    raise errors.MissingDependencies(by_atom)
 
 
 def _forget(backend: Any, book_uuid: str) -> None:

@@ -14,6 +14,10 @@ a connection suspended for longer than the session could last), every lease is m
 Leases are keyed by (job, fence): a conductor that lost a claim may claim the same job again
 (a new fence) before the run holding the old claim has ended, and ending that run removes its
 own lease object only, never the newer claim's.
+
+A renewal also brings back the job's cancel mark (``JobBoard.cancel``): the lease keeps it in
+``cancelled``, and the job's engine suspends at its next atom boundary, as for a lost claim; the
+conductor then trashes the job with the mark as its reason.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ class Lease:
         trusted_for: how long the lease is trusted after a claim or renewal was sent: ``ttl``,
             capped by the board's ``lease_cap``.
         deadline: ``time.monotonic()`` value by which the lease ends unless renewed.
+        cancelled: the job's cancel mark (the reason to trash it with) once the claim or a
+            renewal brought one, else None.
     """
 
     def __init__(self, job: Job, ttl: float, *, claimed_at: float,
@@ -51,6 +57,7 @@ class Lease:
         self.trusted_for = ttl if cap is None else min(ttl, cap)
         self.deadline = claimed_at + self.trusted_for
         self.next_renewal = claimed_at + self.trusted_for / 3
+        self.cancelled: str | None = job.cancel_requested
 
     def trusted(self) -> bool:
         """Whether the claim may still be relied on: not lost, and its deadline not passed
@@ -160,7 +167,7 @@ class Renewer:
     def _renew(self, lease: Lease) -> None:
         started = time.monotonic()
         try:
-            self._board.renew(lease.job, self._owner, lease.ttl)
+            mark = self._board.renew(lease.job, self._owner, lease.ttl)
         except (errors.NotOwner, errors.NotFound, errors.BoardDataLost) as exc:
             log = logger.error if isinstance(exc, errors.BoardDataLost) else logger.warning
             log("claim on job %s (fence %s) lost: %s", lease.job.uuid, lease.job.fence, exc)
@@ -178,6 +185,10 @@ class Renewer:
         else:
             lease.deadline = started + lease.trusted_for
             lease.next_renewal = started + lease.trusted_for / 3
+            if mark is not None and lease.cancelled is None:
+                logger.warning("job %s (fence %s) %s: suspending it", lease.job.uuid,
+                               lease.job.fence, mark)
+                lease.cancelled = mark
 
     def _all_lost(self, _event: str, details: dict[str, object]) -> None:
         """The board reported that every claim made through it ended (``CLAIMS_LOST``)."""

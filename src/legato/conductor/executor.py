@@ -62,6 +62,8 @@ class ExecutorConductor(Conductor):
     factory missing or refused by the policy, malformed details
     a retryable failure on the ``max_attempts``-th claim, or a job        trash, "too many
     claimed more than ``max_attempts`` times                              attempts"
+    cancelled (``JobBoard.cancel``): the renewal after the cancel brings  trash, "cancelled by
+    the mark, the engine suspends at the next atom boundary               WHO at TIME: REASON"
     ====================================================================  =====================
 
     A storage outage before the flow starts never trashes a job (it is abandoned with back-off
@@ -446,6 +448,8 @@ class ExecutorConductor(Conductor):
 
     def _outcome_of(self, lease: Lease, persistence: Persistence) -> Outcome:
         job = lease.job
+        if lease.cancelled is not None:  # cancelled while an earlier claim ran
+            return Outcome(Action.TRASH, lease.cancelled)
         if job.attempts > self._max_attempts and not _storage_reason(job.reason):
             return Outcome(Action.TRASH, _job.TOO_MANY_ATTEMPTS)
         try:
@@ -512,7 +516,8 @@ class ExecutorConductor(Conductor):
     def _run_engine(self, engine: Any, lease: Lease) -> None:
         suspended = False
         for _state in engine.run_iter():
-            if not suspended and (self._stopping.is_set() or not lease.trusted()):
+            if not suspended and (self._stopping.is_set() or not lease.trusted()
+                                  or lease.cancelled is not None):
                 engine.suspend()
                 suspended = True
 
@@ -529,8 +534,10 @@ class ExecutorConductor(Conductor):
             return Outcome(Action.CONSUME, f"flow failed: {type(failure).__name__}: {failure}")
         if engine.flow_detail.state is not FlowState.SUSPENDED:
             return Outcome(Action.CONSUME)
-        if not lease.trusted():
+        if not lease.trusted():  # a cancel mark stays on the job for its next claim
             return Outcome(Action.ABANDON, "claim lost", delay=0.0)
+        if lease.cancelled is not None:
+            return Outcome(Action.TRASH, lease.cancelled)
         if self._stopping.is_set():
             return Outcome(Action.ABANDON, "conductor stopping", delay=0.0)
         return Outcome(Action.ABANDON, "engine suspended", retryable=True)

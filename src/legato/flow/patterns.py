@@ -62,11 +62,22 @@ class Flow:
 
     @property
     def requires(self) -> frozenset[str]:
-        """Names atoms inside require that no atom inside provides."""
+        """Names the flow needs from the store: what atoms inside require that no atom running
+        before them provides. The flow's retry runs before every child, so what it provides is
+        there for all of them; how children subtract what others provide depends on the pattern
+        (``_children_requires``). An atom that both requires and provides a name needs it."""
+        names = self._children_requires()
+        if self.retry is not None:
+            names = (names - self.retry.provides) | self.retry.requires
+        return frozenset(names)
+
+    def _children_requires(self) -> set[str]:
+        """What the children need that no other child provides to them (none does, for an
+        unordered flow: its children run in no particular order)."""
         names: set[str] = set()
-        for atom in self.iter_atoms():
-            names |= atom.requires
-        return frozenset(names - self.provides)
+        for child in self.children:
+            names |= child.requires
+        return names
 
     def __len__(self) -> int:
         return len(self.children)
@@ -80,6 +91,15 @@ class Flow:
 
 class LinearFlow(Flow):
     """Runs its children one after another, in the order added."""
+
+    def _children_requires(self) -> set[str]:
+        """A child's needs are met only by children added before it."""
+        names: set[str] = set()
+        provided: set[str] = set()
+        for child in self.children:
+            names |= child.requires - provided
+            provided |= child.provides
+        return names
 
 
 class UnorderedFlow(Flow):
@@ -111,3 +131,39 @@ class GraphFlow(Flow):
             raise errors.CompilationError(f"cannot link {before!r} to itself")
         self.links.append((before, after, dict(meta)))
         return self
+
+    def _children_requires(self) -> set[str]:
+        """A child's needs are met by the children that run before it: its ancestors through
+        ``link``s and through the edges implied by what it needs (requires or optional) and
+        another child provides, as the compiler draws them."""
+        children = self.children
+        preds: list[set[int]] = [set() for _ in children]
+        index = {id(child): i for i, child in enumerate(children)}
+        for before, after, _ in self.links:
+            preds[index[id(after)]].add(index[id(before)])
+        provided = [child.provides for child in children]
+        for i, child in enumerate(children):
+            needed = _needed(child) - provided[i]
+            preds[i] |= {j for j, names in enumerate(provided) if j != i and names & needed}
+        names: set[str] = set()
+        for i, child in enumerate(children):
+            ancestors, todo = set(), list(preds[i])
+            while todo:
+                j = todo.pop()
+                if j not in ancestors:
+                    ancestors.add(j)
+                    todo.extend(preds[j])
+            met: set[str] = set()
+            for j in ancestors - {i}:
+                met |= provided[j]
+            names |= child.requires - met
+        return names
+
+
+def _needed(node: Node) -> set[str]:
+    """Every name atoms in ``node`` require or use when available (the compiler's edges)."""
+    atoms = node.iter_atoms() if isinstance(node, Flow) else (node,)
+    names: set[str] = set()
+    for atom in atoms:
+        names |= atom.requires | atom.optional
+    return names

@@ -37,6 +37,11 @@ Semantics every backend keeps (the conformance suite in ``legato.testing`` check
   ``BoardDataLost`` (once per board object, which then works on with what the server holds),
   and ``Job.state``/``Job.wait()`` raise it for a job made under an older epoch that is gone,
   never calling it COMPLETE. Boards whose data cannot vanish silently have no epoch (None).
+* ``cancel`` is atomic: a job with no live claim (waiting, delayed, or whose claim lapsed) goes
+  to the trash at once with the cancel reason; a claimed job gets a cancel mark (the reason),
+  kept on the job through abandon, release and later claims, which ``renew`` returns to the
+  owner (so a conductor learns of it within one renewal) and a claim carries in
+  ``Job.cancel_requested``. The owner then trashes the job with that reason.
 """
 
 from __future__ import annotations
@@ -63,7 +68,8 @@ if TYPE_CHECKING:
     from legato.persistence.models import LogBook
 
 __all__ = ["CLAIMS_LOST", "MAX_DETAILS_BYTES", "MAX_DETAILS_DEPTH", "POSTED", "REMOVAL", "Entity",
-           "Job", "JobBoard", "JobRecord", "Pending", "check_details", "decode_record"]
+           "Job", "JobBoard", "JobRecord", "Pending", "cancel_reason", "check_details",
+           "decode_record", "refuse_nul"]
 
 logger = logging.getLogger(__name__)
 
@@ -182,6 +188,8 @@ class JobRecord:
     lease_expires: float | None = None
     available_at: float | None = None
     reason: str | None = None
+    #: Set by ``cancel`` on a claimed job: the reason its owner trashes it with.
+    cancel: str | None = None
 
     def effective_state(self, now: float) -> JobState:
         if self.state is JobState.CLAIMED and (
@@ -226,6 +234,7 @@ _FIELD_TYPES: tuple[tuple[str, frozenset[type]], ...] = (
     ("last_modified", _OPTIONAL_NUMBER), ("attempts", _INTEGER), ("owner", _OPTIONAL_TEXT),
     ("fence", _INTEGER), ("lease_expires", _OPTIONAL_NUMBER),
     ("available_at", _OPTIONAL_NUMBER), ("reason", _OPTIONAL_TEXT), ("priority", _INTEGER),
+    ("cancel", _OPTIONAL_TEXT),
 )
 
 
@@ -381,6 +390,9 @@ class Job:
     book_name = property(lambda self: self._record.book_name)
     attempts = property(lambda self: self._record.attempts, doc="Claims so far (when read).")
     reason = property(lambda self: self._record.reason, doc="Last abandon or trash reason.")
+    cancel_requested = property(
+        lambda self: self._record.cancel,
+        doc="The reason ``cancel`` gave while the job was claimed (when read), or None.")
     record = property(lambda self: self._record)
 
     @property
@@ -555,7 +567,7 @@ class JobBoard(abc.ABC):
             check_details(details)
         if delay is not None and delay < 0:
             raise ValueError("delay must be >= 0")
-        _refuse_nul(name, book.name if book is not None else None, details)
+        refuse_nul(name, book.name if book is not None else None, details)
         from legato.persistence.models import new_uuid  # models import nothing of ours
 
         now = self.clock()
@@ -645,8 +657,12 @@ class JobBoard(abc.ABC):
         record = self._claim_next(who, self._ttl(ttl))
         return Job(self, record, fence=record.fence) if record is not None else None
 
-    def renew(self, job: Job, who: str, ttl: float | None = None) -> None:
+    def renew(self, job: Job, who: str, ttl: float | None = None) -> str | None:
         """Extend the claim's lease to ``ttl`` seconds from now.
+
+        Returns:
+            The job's cancel mark (see ``cancel``): the reason the owner should trash the job
+            with, or None when nobody cancelled it.
 
         Raises:
             NotOwner: ``who`` does not hold the job's current claim.
@@ -654,7 +670,30 @@ class JobBoard(abc.ABC):
         """
         self._require_connected()
         _check_owner(who)
-        self._on_job(job, self._renew, who, job.fence, self._ttl(ttl))
+        return self._on_job(job, self._renew, who, job.fence, self._ttl(ttl))
+
+    def cancel(self, job: Job, who: str, *, reason: str | None = None) -> bool:
+        """Cancel the job on behalf of ``who`` (an operator, a program).
+
+        A job with no live claim is trashed at once, its reason ``cancelled by WHO at TIME:
+        REASON``. A claimed job keeps running until its owner learns of the cancel: the job
+        gets that text as its cancel mark, which ``renew`` returns (and a later claim carries
+        in ``Job.cancel_requested``); the owner trashes it with it (a conductor does at the
+        next atom boundary after its next renewal).
+
+        Returns:
+            True when the job was trashed now, False when its owner was asked to.
+
+        Raises:
+            NotFound: the job is gone (finished, trashed, or never posted).
+        """
+        self._require_connected()
+        _check_owner(who)
+        mark = cancel_reason(who, reason, self.clock())
+        trashed = self._on_job(job, self._cancel, mark)
+        if trashed:
+            self.notifier.notify(REMOVAL, {"job": job})
+        return trashed
 
     def consume(self, job: Job, who: str) -> None:
         """Mark the claimed job done; it leaves the board.
@@ -888,8 +927,15 @@ class JobBoard(abc.ABC):
         return None
 
     @abc.abstractmethod
-    def _renew(self, job_uuid: str, who: str, fence: int | None, ttl: float) -> None:
-        """Atomically check owner (and fence, unless None) and extend the lease."""
+    def _renew(self, job_uuid: str, who: str, fence: int | None, ttl: float) -> str | None:
+        """Atomically check owner (and fence, unless None) and extend the lease; return the
+        job's cancel mark (``JobRecord.cancel``)."""
+
+    @abc.abstractmethod
+    def _cancel(self, job_uuid: str, mark: str) -> bool:
+        """Atomically: if the job has a live claim, set its cancel mark to ``mark`` and return
+        False; otherwise move it to the trash with ``mark`` as its reason and return True.
+        ``NotFound`` when the job is gone."""
 
     @abc.abstractmethod
     def _consume(self, job_uuid: str, who: str, fence: int | None) -> None:
@@ -952,7 +998,7 @@ class JobBoard(abc.ABC):
     def _iter_entities(self) -> Iterator[Entity]: ...
 
 
-def _refuse_nul(name: str, book_name: str | None, details: dict[str, Any] | None) -> None:
+def refuse_nul(name: str, book_name: str | None, details: dict[str, Any] | None) -> None:
     """Raise ``ValueError`` naming a field that holds a NUL character (U+0000).
 
     Iterative, so a deep document cannot make it raise ``RecursionError`` (depth and size are
@@ -976,6 +1022,12 @@ def _refuse_nul(name: str, book_name: str | None, details: dict[str, Any] | None
                 stack.append((f"{path}[{key!r}]", item))
         elif isinstance(value, list | tuple):
             stack.extend((f"{path}[{index}]", item) for index, item in enumerate(value))
+
+
+def cancel_reason(who: str, reason: str | None, now: float) -> str:
+    """The trash reason of a job ``who`` cancelled at ``now`` (seconds since the epoch)."""
+    when = dt.datetime.fromtimestamp(now, dt.UTC).isoformat(timespec="seconds")
+    return f"cancelled by {who} at {when}: {reason or 'no reason given'}"
 
 
 def _check_owner(who: str) -> None:

@@ -109,6 +109,9 @@ class MemoryJobBoard(JobBoard):
     def from_url(cls, url: str, *, persistence: Persistence | None = None,
                  **options: Any) -> MemoryJobBoard:
         parts = urlsplit(url)
+        if parts.query:
+            raise ValueError(f"unknown board URL options in {url!r}: memory:// takes none "
+                             "(give ttl, poll_interval... as arguments)")
         name = (parts.netloc + parts.path).strip("/") or None
         return cls(store_name=name, persistence=persistence, **options)
 
@@ -228,7 +231,7 @@ class MemoryJobBoard(JobBoard):
             raise not_owner(job_uuid, who, actual, fence=fence, actual_fence=record.fence)
         return record
 
-    def _renew(self, job_uuid: str, who: str, fence: int | None, ttl: float) -> None:
+    def _renew(self, job_uuid: str, who: str, fence: int | None, ttl: float) -> str | None:
         store = self._s
         with store.changed:
             record = self._owned(store, job_uuid, who, fence)
@@ -236,6 +239,25 @@ class MemoryJobBoard(JobBoard):
             record.lease_expires = now + ttl
             record.last_modified = now
             heapq.heappush(store.leases, (record.lease_expires, record.uuid, record.fence))
+            return record.cancel
+
+    def _cancel(self, job_uuid: str, mark: str) -> bool:
+        store = self._s
+        with store.changed:
+            record = store.jobs.get(job_uuid)
+            if record is None:
+                raise errors.NotFound(f"no job {job_uuid} on board {self.name!r}")
+            now = self.clock()
+            record.last_modified = now
+            if record.effective_state(now) is JobState.CLAIMED:
+                record.cancel = mark
+                return False
+            del store.jobs[job_uuid]
+            record.state, record.owner, record.lease_expires = JobState.UNCLAIMED, None, None
+            record.reason = mark
+            store.trash.append(record)
+            store.bump()
+            return True
 
     def _consume(self, job_uuid: str, who: str, fence: int | None) -> None:
         store = self._s

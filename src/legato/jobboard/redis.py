@@ -84,7 +84,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _SCRIPTS = ("post", "claim", "claim_next", "renew", "consume", "consume_and_claim_next",
-            "abandon", "release", "trash", "promote", "set_aside", "entity_register", "entity_list")
+            "abandon", "release", "trash", "cancel", "promote", "set_aside", "entity_register",
+            "entity_list")
 #: Most delayed jobs, expired claims or bad entries one script call handles (bounded work).
 _HOUSEKEEPING_LIMIT = 100
 _BOARD_OPTIONS = ("name", "ttl", "poll_interval", "clock")
@@ -595,8 +596,16 @@ class RedisJobBoard(JobBoard):
             self._refused(job_uuid, who, reply, fence)
         return reply
 
-    def _renew(self, job_uuid: str, who: str, fence: int | None, ttl: float) -> None:
-        self._owned("renew", job_uuid, who, fence, repr(ttl))
+    def _renew(self, job_uuid: str, who: str, fence: int | None, ttl: float) -> str | None:
+        reply = self._owned("renew", job_uuid, who, fence, repr(ttl))
+        mark = json.loads(reply[2]) if len(reply) > 2 else None
+        return mark if isinstance(mark, str) else None
+
+    def _cancel(self, job_uuid: str, mark: str) -> bool:
+        reply = self._run("cancel", [job_uuid, json.dumps(mark)], job_uuid)
+        if reply[0] not in ("MARKED", "TRASHED"):
+            self._refused(job_uuid, "", reply)
+        return bool(reply[0] == "TRASHED")
 
     def _consume(self, job_uuid: str, who: str, fence: int | None) -> None:
         self._owned("consume", job_uuid, who, fence)

@@ -24,6 +24,7 @@ One table row per job (see ``sql_tables``). Every primitive is one short transac
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import logging
 import threading
@@ -34,6 +35,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from legato import errors
+from legato._sqlurl import check_sql_url, make_sqlite_folder, sqlite_file
 from legato.jobboard import sql_tables
 from legato.jobboard.base import Entity, JobBoard, JobRecord, decode_record, not_owner
 from legato.jobboard.sql_tables import entities, jobs, trash
@@ -107,11 +109,23 @@ class SQLJobBoard(JobBoard):
     def from_url(cls, url: str, *, persistence: Persistence | None = None,
                  **options: Any) -> SQLJobBoard:
         scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
-        if scheme in ("postgresql", "postgres"):
-            return PostgresJobBoard(url, persistence=persistence, **options)
-        if scheme != "sqlite":
+        if scheme not in ("postgresql", "postgres", "sqlite"):
             raise errors.UnknownBackend(f"the SQL jobboard does not serve {scheme!r} URLs")
-        if sa.make_url(url).database in (None, "", ":memory:"):
+        try:
+            parsed = sa.make_url(url)
+        except sa.exc.ArgumentError as exc:
+            raise errors.UnknownBackend(f"not a database URL: {exc}") from exc
+        check_sql_url(parsed.set(drivername="postgresql" if scheme != "sqlite" else "sqlite"),
+                      "board", shown=parsed.render_as_string(hide_password=True))
+        if scheme in ("postgresql", "postgres"):
+            try:
+                importlib.import_module("psycopg")
+            except ModuleNotFoundError as exc:
+                raise errors.MissingDriver(
+                    "the PostgreSQL board needs the 'psycopg' driver: "
+                    "pip install 'legato[postgres]'", extra="postgres") from exc
+            return PostgresJobBoard(url, persistence=persistence, **options)
+        if parsed.database in (None, "", ":memory:"):
             # Every pooled connection would get its own empty database.
             raise ValueError("an in-memory SQLite board cannot be shared between connections; "
                              "use memory:// for a board inside one process")
@@ -120,13 +134,23 @@ class SQLJobBoard(JobBoard):
     # -- lifecycle -------------------------------------------------------------------------
 
     def _connect(self) -> None:
+        try:
+            make_sqlite_folder(self.url)
+        except OSError as exc:
+            raise errors.JobFailure(f"board {self.name!r}: {exc.strerror}") from exc
         engine = self._make_engine()
         try:
             sql_tables.ensure_schema(engine)
         except sa.exc.DBAPIError as exc:
             engine.dispose()
-            raise errors.BoardUnavailable(f"cannot reach the board's database: {exc}") from exc
+            raise errors.BoardUnavailable(
+                f"cannot reach the board's database{self._where()}: {exc}") from exc
         self._engine = engine
+
+    def _where(self) -> str:
+        """`` (SQLite file PATH)`` for a SQLite board, naming the file in errors."""
+        path = sqlite_file(self.url)
+        return f" (SQLite file {path!r})" if path is not None else ""
 
     def _make_engine(self) -> sa.Engine:
         url = self.url.set(drivername="sqlite+pysqlite")
@@ -178,7 +202,7 @@ class SQLJobBoard(JobBoard):
                     self._count_write(conn)
         except (sa.exc.DBAPIError, sa.exc.TimeoutError) as exc:
             raise errors.BoardUnavailable(
-                f"board {self.name!r}: database unavailable: {exc}") from exc
+                f"board {self.name!r}: database unavailable{self._where()}: {exc}") from exc
 
     def _count_write(self, conn: sa.Connection) -> None:
         """Count one committed write; every ``wal_checkpoint_every`` writes, checkpoint and
@@ -381,13 +405,38 @@ class SQLJobBoard(JobBoard):
                            self.name, row.sequence, row.uuid, exc)
             raise _Garbage(row.sequence) from exc  # rolls the claim back
 
-    def _renew(self, job_uuid: str, who: str, fence: int | None, ttl: float) -> None:
+    def _renew(self, job_uuid: str, who: str, fence: int | None, ttl: float) -> str | None:
         with self._tx(write=True) as conn:
             now = self._now()
-            done = conn.execute(jobs.update().where(self._owned(job_uuid, who, fence, now))
-                                .values(lease_expires=now + ttl, last_modified=now))
-            if done.rowcount == 0:
+            mark = conn.execute(jobs.update().where(self._owned(job_uuid, who, fence, now))
+                                .values(lease_expires=now + ttl, last_modified=now)
+                                .returning(_J.cancel)).first()
+            if mark is None:
                 raise self._why_not(conn, job_uuid, who, fence, now)
+            return mark.cancel  # type: ignore[no-any-return]
+
+    def _cancel(self, job_uuid: str, mark: str) -> bool:
+        with self._tx(write=True) as conn:
+            now = self._now()
+            live = sa.and_(_J.state == str(JobState.CLAIMED), _J.lease_expires > now)
+            for _ in range(3):  # a claim or its end may come between the two statements
+                row = conn.execute(jobs.delete().where(_J.uuid == job_uuid, sa.not_(live))
+                                   .returning(*jobs.c)).first()
+                if row is not None:
+                    values = dict(row._mapping)
+                    del values["cancel"]
+                    values.update(state=str(JobState.UNCLAIMED), owner=None,
+                                  lease_expires=None, reason=mark, last_modified=now,
+                                  trashed_at=now)
+                    conn.execute(trash.insert().values(**values))
+                    self._notify(conn)
+                    return True
+                done = conn.execute(jobs.update().where(_J.uuid == job_uuid, live)
+                                    .values(cancel=mark, last_modified=now))
+                if done.rowcount:
+                    return False
+                self._live_claim(conn, job_uuid, now)  # NotFound when the job is gone
+        raise errors.JobFailure(f"job {job_uuid} kept changing", job_uuid=job_uuid)
 
     def _consume(self, job_uuid: str, who: str, fence: int | None) -> None:
         with self._tx(write=True) as conn:
@@ -442,6 +491,7 @@ class SQLJobBoard(JobBoard):
             if row is None:
                 raise self._why_not(conn, job_uuid, who, fence, now)
             values = dict(row._mapping)
+            del values["cancel"]  # the reason says it when it mattered
             values.update(reason=reason, last_modified=now, trashed_at=now)
             conn.execute(trash.insert().values(**values))
             self._notify(conn)

@@ -14,7 +14,8 @@ __all__ = [
     "CHANNEL", "SCHEMA_VERSION", "ensure_schema", "entities", "jobs", "metadata", "schema", "trash",
 ]
 
-SCHEMA_VERSION = 1
+#: 1: the four tables; 2: ``legato_jb_jobs.cancel`` (a cancel mark for the claim's owner).
+SCHEMA_VERSION = 2
 
 metadata = sa.MetaData()
 
@@ -47,6 +48,8 @@ jobs = sa.Table(
     # The post sequence is the primary key: it orders jobs of one priority, oldest first.
     sa.Column("sequence", _Seq, primary_key=True, autoincrement=True),
     *_job_columns(),
+    # Set by cancel() on a claimed job: the reason its owner trashes it with (schema 2).
+    sa.Column("cancel", sa.Text),
 )
 # claim_next walks this index from the top and stops at the first claimable row.
 sa.Index("legato_jb_jobs_claim_order", jobs.c.priority.desc(), jobs.c.sequence)
@@ -92,7 +95,12 @@ _PG_TRIGGERS = [
 
 
 def ensure_schema(engine: sa.Engine) -> None:
-    """Create the tables if missing, safely from many processes at once."""
+    """Create the tables if missing, or upgrade them, safely from many processes at once.
+
+    A schema already current is only read (no write transaction): a read-only database works.
+    """
+    if _current(engine):
+        return
     with engine.connect() as conn:
         if engine.dialect.name == "sqlite":
             conn = conn.execution_options(legato_begin="IMMEDIATE")
@@ -105,5 +113,27 @@ def ensure_schema(engine: sa.Engine) -> None:
             if postgres and fresh:
                 for statement in _PG_TRIGGERS:
                     conn.exec_driver_sql(statement)
-            if conn.execute(sa.select(schema.c.version)).first() is None:
+            version = conn.execute(sa.select(sa.func.max(schema.c.version))).scalar()
+            if version is None:
                 conn.execute(schema.insert().values(version=SCHEMA_VERSION))
+            elif version < SCHEMA_VERSION:
+                _upgrade(conn, version)
+
+
+def _current(engine: sa.Engine) -> bool:
+    """Whether the board's tables exist at ``SCHEMA_VERSION`` (read only)."""
+    with engine.connect() as conn:
+        if not sa.inspect(conn).has_table(schema.name):
+            return False
+        version = conn.execute(sa.select(sa.func.max(schema.c.version))).scalar()
+        conn.rollback()
+    return version is not None and version >= SCHEMA_VERSION
+
+
+def _upgrade(conn: sa.Connection, version: int) -> None:
+    """Bring tables made at ``version`` to ``SCHEMA_VERSION`` (inside the caller's lock)."""
+    if version < 2:
+        columns = {c["name"] for c in sa.inspect(conn).get_columns(jobs.name)}
+        if "cancel" not in columns:
+            conn.exec_driver_sql(f"ALTER TABLE {jobs.name} ADD COLUMN cancel TEXT")
+    conn.execute(schema.update().values(version=SCHEMA_VERSION))

@@ -859,7 +859,7 @@ class ZooKeeperJobBoard(JobBoard):
             return None
         return held if fence is None or held.claim.get("fence") == fence else None
 
-    def _renew(self, job_uuid: str, who: str, fence: int | None, ttl: float) -> None:
+    def _renew(self, job_uuid: str, who: str, fence: int | None, ttl: float) -> str | None:
         expires = self.clock() + ttl
         renewed: dict[str, Any] = {}
 
@@ -877,6 +877,68 @@ class ZooKeeperJobBoard(JobBoard):
         self._index.claimed(held.name, expires)
         self._remember_hold(dataclasses.replace(held, claim=dict(renewed),
                                                 claim_version=int(results[0].version)))
+        # A cancel rewrites the job node: a remembered hold then fails the version check and
+        # the job node is read again, so the mark seen here is never older than the renewal.
+        return held.record.cancel
+
+    def _cancel(self, job_uuid: str, mark: str) -> bool:
+        """One transaction against the versions read: with a live claim, rewrite the job node
+        with the mark (checking the claim node's version too); otherwise move the job to the
+        trash (deleting a lapsed claim node)."""
+        mark = bounded(mark) or mark
+        for _ in range(_RETRIES):
+            name = self._name_of(job_uuid)
+            job, claim = self._read(f"{self._jobs}/{name}", f"{self._claims}/{name}")
+            record = None if job is None else self._decode_job(name, job[0])
+            if job is None or record is None:
+                if job is None:
+                    self._index.remove(name)
+                raise errors.NotFound(f"no job {job_uuid} on board {self.name!r}")
+            now = self.clock()
+            if claim is not None and self._follower.claim_ends(*claim) > now:
+                if self._mark_cancelled(name, record, mark, now, job[1].version,
+                                        claim[1].version):
+                    return False
+                continue
+            if self._trash_cancelled(name, record, mark, now, job[1].version,
+                                     None if claim is None else claim[1].version):
+                return True
+        raise errors.JobFailure(f"job {job_uuid} kept changing", job_uuid=job_uuid)
+
+    def _trash_cancelled(self, name: str, record: JobRecord, mark: str, now: float,
+                         job_version: int, claim_version: int | None) -> bool:
+        """Move the unclaimed job to the trash with ``mark`` as its reason, deleting a lapsed
+        claim node, unless either changed since read (False: read again)."""
+        stored = {**json.loads(encode_job(dataclasses.replace(
+            record, reason=mark, last_modified=now))), "trashed_at": now}
+
+        def ops(txn: Any) -> None:
+            txn.create(f"{self._trash_root}/{name}", json.dumps(stored).encode())
+            if claim_version is not None:
+                txn.delete(f"{self._claims}/{name}", version=claim_version)
+            txn.delete(f"{self._jobs}/{name}", version=job_version)
+
+        if failure_of(self._commit_kazoo(ops)) is not None:
+            return False
+        self._forget_hold(name)
+        self._index.remove(name)
+        return True
+
+    def _mark_cancelled(self, name: str, record: JobRecord, mark: str, now: float,
+                        job_version: int, claim_version: int) -> bool:
+        """Rewrite the claimed job's node with its cancel mark, unless the job or its claim
+        changed since read (False: read again)."""
+        data = encode_job(dataclasses.replace(record, cancel=mark, last_modified=now))
+
+        def ops(txn: Any) -> None:
+            txn.set_data(f"{self._jobs}/{name}", data, version=job_version)
+            txn.check(f"{self._claims}/{name}", claim_version)
+
+        self._index.writing(name)
+        try:
+            return failure_of(self._commit_kazoo(ops)) is None
+        finally:
+            self._written(name)
 
     def _consume_ops(self, txn: Any, held: Held) -> None:
         txn.delete(f"{self._claims}/{held.name}", version=held.claim_version)

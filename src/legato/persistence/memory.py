@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from legato import errors
 from legato.persistence.base import Persistence
@@ -20,6 +21,9 @@ class MemoryPersistence(Persistence):
     schemes: ClassVar[tuple[str, ...]] = ("memory",)
 
     def __init__(self, url: str = "memory://", **options: Any) -> None:
+        if urlsplit(url).query:
+            raise ValueError(f"unknown persistence URL options in {url!r}: memory:// takes "
+                             "none")
         super().__init__(url, **options)
         self._lock = threading.RLock()
         self._books: dict[str, LogBook] = {}  # stored lazily: flows live in _flows

@@ -595,6 +595,61 @@ class JobBoardConformance:
             board.consume(claimed, "")
         assert board.find_owner(job) == "owner-a"
 
+    # -- cancel --------------------------------------------------------------------------------
+
+    def test_cancel_trashes_a_waiting_or_delayed_job_at_once(self, board: JobBoard,
+                                                            other: JobBoard) -> None:
+        waiting, later, kept = board.post("waiting"), board.post("later", delay=600), board.post(
+            "kept")
+        assert other.cancel(other.get(waiting.uuid), "ops", reason="not needed") is True
+        assert other.cancel(later, "ops") is True
+        trashed = {job.uuid: job.reason for job in board.iter_trash()}
+        assert set(trashed) == {waiting.uuid, later.uuid}
+        assert trashed[waiting.uuid] is not None
+        assert trashed[waiting.uuid].startswith("cancelled by ops at ")
+        assert trashed[waiting.uuid].endswith(": not needed")
+        assert waiting.state is JobState.COMPLETE
+        assert list(board.iterjobs(ensure_fresh=True)) == [kept]
+        assert board.claim_next("owner-a") == kept
+        with pytest.raises(errors.NotFound):
+            board.cancel(waiting, "ops")
+
+    def test_cancel_of_a_claimed_job_is_told_to_its_owner(self, board: JobBoard,
+                                                          other: JobBoard) -> None:
+        job = board.post("work")
+        claimed = board.claim(job, "owner-a", ttl=60)
+        assert board.renew(claimed, "owner-a", ttl=60) is None
+        assert other.cancel(job, "ops", reason="wrong input") is False
+        assert other.find_owner(job) == "owner-a"  # still running, still on the board
+        mark = board.renew(claimed, "owner-a", ttl=60)
+        assert mark is not None and mark.startswith("cancelled by ops at ")
+        assert mark.endswith(": wrong input")
+        assert other.get(job.uuid).cancel_requested == mark
+        board.trash(claimed, "owner-a", reason=mark)
+        assert [(j.uuid, j.reason) for j in other.iter_trash()] == [(job.uuid, mark)]
+
+    def test_cancel_mark_survives_abandon_and_reaches_the_next_claim(
+            self, board: JobBoard, other: JobBoard) -> None:
+        job = board.post("work")
+        claimed = board.claim(job, "owner-a", ttl=60)
+        assert other.cancel(job, "ops", reason="stop it") is False
+        board.abandon(claimed, "owner-a", reason="conductor stopping")
+        again = other.claim_next("owner-b")
+        assert again == job and again is not None
+        assert again.cancel_requested is not None
+        assert again.cancel_requested.endswith(": stop it")
+
+    def test_cancel_after_the_claim_lapsed_trashes(self, board: JobBoard, other: JobBoard,
+                                                  clock: FakeClock | None) -> None:
+        ttl = self.ttl(clock)
+        job = board.post("work")
+        board.claim(job, "owner-a", ttl=ttl)
+        assert other.find_owner(job) == "owner-a"
+        self.pass_time(clock, ttl, lambda: other.find_owner(job) is None)
+        assert other.cancel(job, "ops") is True
+        assert [j.uuid for j in board.iter_trash()] == [job.uuid]
+        assert other.claim_next("owner-b") is None
+
     # -- trash, waiting, notifications, books --------------------------------------------------
 
     def test_iter_trash_newest_first_with_reason(self, board: JobBoard, other: JobBoard,

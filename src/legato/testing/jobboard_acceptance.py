@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["DeadOwnerResult", "run_claim_race", "run_dead_owner", "run_outage", "run_renewal"]
 
 
-def finishing_calls(board: JobBoard, job: Job, who: str) -> list[Callable[[], None]]:
+def finishing_calls(board: JobBoard, job: Job, who: str) -> list[Callable[[], object]]:
     """``renew``, ``consume``, ``abandon``, ``release`` and ``trash`` of ``job`` by ``who``, to
     try each."""
     return [lambda: board.renew(job, who), lambda: board.consume(job, who),

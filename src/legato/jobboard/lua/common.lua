@@ -7,10 +7,10 @@ local ONE_PRIORITY = 1099511627776  -- 2^40: room for 2^40 posts per priority
 -- A job hash's fields as job_values() reads them: JobRecord's fields but the uuid.
 local FIELDS = {'name', 'details', 'book_uuid', 'book_name', 'priority', 'created_on', 'state',
   'last_modified', 'attempts', 'owner', 'fence', 'lease_expires', 'reason', 'sequence',
-  'available_at'}
+  'available_at', 'cancel'}
 local NAME, DETAILS, PRIORITY, STATE, LAST_MODIFIED, ATTEMPTS, OWNER, FENCE, LEASE, AVAILABLE =
   1, 2, 5, 7, 8, 9, 10, 11, 12, 15
-local BOOK_UUID, BOOK_NAME, CREATED_ON, REASON, SEQUENCE = 3, 4, 6, 13, 14
+local BOOK_UUID, BOOK_NAME, CREATED_ON, REASON, SEQUENCE, CANCEL = 3, 4, 6, 13, 14, 16
 
 -- Seconds since the epoch: the caller's clock when given (tests), else the server's, so
 -- every machine compares leases and delays against one clock.
@@ -76,6 +76,7 @@ local function is_valid(v)
     and is_time(v[AVAILABLE]) and decodes_to(v[NAME], 'string')
     and decodes_to(v[DETAILS], 'table') and is_text(v[BOOK_UUID]) and is_text(v[BOOK_NAME])
     and is_text(v[REASON]) and is_number(v[CREATED_ON]) and is_number(v[SEQUENCE])
+    and is_text(v[CANCEL])
 end
 
 -- True when the key is a hash with a state: enough to move the job between indexes (it is

@@ -6,4 +6,5 @@ if refused then return refused end
 local lease = now + tonumber(ARGV[7])
 redis.call('HSET', key, 'lease_expires', fmt(lease), 'last_modified', fmt(now))
 redis.call('ZADD', k.claimed, lease, uuid)
-return {'OK', fmt(lease)}
+-- The cancel mark (JSON, 'null' when none): how the owner learns the job was cancelled.
+return {'OK', fmt(lease), redis.call('HGET', key, 'cancel') or 'null'}

@@ -1,8 +1,9 @@
 """Build one SQLAlchemy engine per backend object, tuned for each database.
 
 * URLs: ``postgresql://`` and ``postgres://`` use psycopg 3, ``mysql://`` and ``mariadb://`` use
-  PyMySQL, unless the URL names a driver (``postgresql+psycopg2://``). The query string is passed
-  to the driver unchanged (``?options=-csearch_path%3Dmyschema``).
+  PyMySQL, unless the URL names a driver (``postgresql+psycopg2://``). The query string goes to
+  the driver unchanged (``?options=-csearch_path%3Dmyschema``), but only the options
+  ``legato._sqlurl.DRIVER_OPTIONS`` lists; others are refused (``check_sql_url``).
 * SQLite: every connection turns foreign keys on (cascading deletes), uses the WAL journal with
   ``synchronous=NORMAL`` (a commit survives a crash of the process; only a power loss can lose the
   last commits) and waits ``busy_timeout`` seconds for a lock instead of failing. Write transactions
@@ -29,6 +30,7 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.pool import StaticPool
 
 from legato import errors
+from legato._sqlurl import check_sql_url, make_sqlite_folder
 
 __all__ = ["WAL_CHECKPOINT_EVERY", "EngineSettings", "checkpoint_wal", "create_engine",
            "normalise_url", "translate_errors"]
@@ -128,6 +130,8 @@ def normalise_url(url: str) -> URL:
     else:
         parsed = parsed.set(drivername=default)
     _require_driver(parsed.get_driver_name(), scheme)
+    check_sql_url(parsed, "persistence",
+                  shown=sa.make_url(url).render_as_string(hide_password=True))
     return parsed
 
 
@@ -214,6 +218,10 @@ def _widen_reads(engine: Engine, read_timeout: float) -> None:
 
 def _sqlite_engine(url: URL, settings: EngineSettings) -> Engine:
     memory = url.database in (None, "", ":memory:")
+    try:
+        make_sqlite_folder(url)
+    except OSError as error:
+        raise errors.StorageFailure(error.strerror or str(error)) from error
     options: dict[str, Any] = {"echo": settings.echo}
     connect_args: dict[str, Any] = {"timeout": settings.busy_timeout}
     if memory:
@@ -252,9 +260,12 @@ def _sqlite_engine(url: URL, settings: EngineSettings) -> Engine:
 
 
 @contextlib.contextmanager
-def translate_errors(what: str) -> Iterator[None]:
+def translate_errors(what: str, where: str = "") -> Iterator[None]:
     """Turn database and driver errors into ``StorageFailure`` (Legato's own errors pass),
-    except a damaged SQLite file: ``StorageCorrupted``, which is not an outage."""
+    except a damaged SQLite file: ``StorageCorrupted``, which is not an outage. ``where``
+    (e.g. ``SQLite file 'x.db'``) goes in the message."""
+    if where:
+        what = f"{what} ({where})"
     try:
         yield
     except errors.LegatoError:

@@ -65,8 +65,16 @@ def current_revision(conn: sa.Connection) -> str | None:
 
 
 def upgrade(engine: sa.Engine, write_engine: sa.Engine, *, read_timeout: float) -> None:
-    """Bring the schema to head; ``write_engine`` opens SQLite write transactions."""
+    """Bring the schema to head; ``write_engine`` opens SQLite write transactions.
+
+    A schema already at head is only read: no lock is taken and nothing is written, so a
+    read-only database (or a role that may only SELECT) works, and a SQLite writer holding
+    the lock does not hold up a reader's start.
+    """
     backend = engine.dialect.name
+    with engine.connect() as conn:
+        if current_revision(conn) == head_revision():
+            return
     if backend in ("mysql", "mariadb"):
         _upgrade_mysql(engine, max(1, int(min(_MYSQL_LOCK_WAIT, read_timeout - 1))))
         return

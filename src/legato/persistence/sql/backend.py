@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 
 from legato import errors
+from legato._sqlurl import sqlite_file
 from legato.persistence.base import Persistence
 from legato.persistence.models import AtomDetail, Fence, FlowDetail, LogBook
 from legato.persistence.sql import _engine, _migrate, _rows
@@ -34,7 +35,8 @@ class SQLPersistence(Persistence):
 
     Args:
         url: the database URL. Its query string goes to the driver unchanged, e.g.
-            ``postgresql://host/db?options=-csearch_path%3Dmyschema``.
+            ``postgresql://host/db?options=-csearch_path%3Dmyschema``; only the driver
+            options ``legato._sqlurl.DRIVER_OPTIONS`` lists are accepted.
         retries: see ``Persistence``.
         retry_delay: see ``Persistence``.
         connect_timeout: seconds to wait for a network database to accept a connection.
@@ -52,6 +54,8 @@ class SQLPersistence(Persistence):
 
     Raises:
         TypeError: an option this backend does not know.
+        ValueError: a URL with two slashes (``sqlite://x.db``), no database
+            (``mysql://root@host/``) or an unknown query option.
         UnknownBackend: the URL is not a database URL this backend serves.
         MissingDriver: the database driver is not installed (the message names the extra).
     """
@@ -78,6 +82,9 @@ class SQLPersistence(Persistence):
         self._read_timeout = read_timeout
         sa_url = _engine.normalise_url(url)
         self._display_url = sa_url.render_as_string(hide_password=True)
+        sqlite_path = sqlite_file(sa_url)
+        #: Added to error messages: which SQLite file failed.
+        self._where = f"SQLite file {sqlite_path!r}" if sqlite_path is not None else ""
         self._engine = _engine.create_engine(sa_url, settings)
         self._dialect = self._engine.dialect.name
         # SQLite writers take the write lock up front; elsewhere both engines are the same.
@@ -107,7 +114,7 @@ class SQLPersistence(Persistence):
 
     def upgrade(self) -> None:
         """Create or migrate the schema with Alembic. Idempotent; safe from many processes."""
-        with self._lock, _engine.translate_errors("upgrading the schema"):
+        with self._lock, _engine.translate_errors("upgrading the schema", self._where):
             _migrate.upgrade(self._engine, self._write_engine, read_timeout=self._read_timeout)
 
     def validate(self) -> None:
@@ -116,7 +123,8 @@ class SQLPersistence(Persistence):
         Raises:
             StorageFailure: unreachable, or the schema needs ``upgrade()``.
         """
-        with self._lock, _engine.translate_errors("validating"), self._engine.connect() as conn:
+        with self._lock, _engine.translate_errors("validating", self._where), \
+                self._engine.connect() as conn:
             current = _migrate.current_revision(conn)
         head = _migrate.head_revision()
         if current != head:
@@ -132,12 +140,14 @@ class SQLPersistence(Persistence):
 
     @contextlib.contextmanager
     def _read(self, what: str) -> Iterator[sa.Connection]:
-        with self._lock, _engine.translate_errors(what), self._read_engine.connect() as conn:
+        with self._lock, _engine.translate_errors(what, self._where), \
+                self._read_engine.connect() as conn:
             yield conn
 
     @contextlib.contextmanager
     def _write(self, what: str) -> Iterator[sa.Connection]:
-        with self._lock, _engine.translate_errors(what), self._write_engine.begin() as conn:
+        with self._lock, _engine.translate_errors(what, self._where), \
+                self._write_engine.begin() as conn:
             yield conn
         if self._checkpoint_every:
             self._count_write()
@@ -318,7 +328,7 @@ class SQLPersistence(Persistence):
     def _sqlite_write(self, row: dict[str, Any], statement: str, what: str) -> int:
         """A hot write on SQLite (an atom's update, a first take), on a pooled connection but
         without SQLAlchemy's statement machinery. Returns the rows updated."""
-        with self._lock, _engine.translate_errors(what):
+        with self._lock, _engine.translate_errors(what, self._where):
             pooled = self._engine.raw_connection()
             try:  # on any error, returning it to the pool rolls the transaction back
                 driver = pooled.driver_connection
