@@ -73,7 +73,7 @@ def test_dead_owner_claim_expires(board_url: str) -> None:
 
 
 def test_renewed_claim_is_never_taken(board_url: str) -> None:
-    assert run_renewal(board_url, ttl=0.3) > 0
+    assert run_renewal(board_url) > 0
 
 
 @pytest.mark.parametrize("chained", [False, True], ids=["claim_next", "consume_and_claim"])

@@ -220,9 +220,13 @@ def _assert_fenced_out(board: JobBoard, old: Job, who: str, actual: str) -> None
             raise AssertionError("an expired claim was still accepted")
 
 
-def run_renewal(url: str, *, ttl: float = 0.5, **options: Any) -> int:
-    """Hold a claim for ``10 * ttl`` by renewing every ``ttl / 3`` while another board keeps
-    trying to claim it; every one of its attempts must fail. Returns how many attempts failed."""
+def run_renewal(url: str, *, ttl: float = 1.0, **options: Any) -> int:
+    """Hold a claim for ``4 * ttl`` by renewing every ``ttl / 3`` while another board keeps
+    trying to claim it; every one of its attempts must fail. Returns how many attempts failed.
+
+    The TTL leaves the renewing thread two missed turns of slack: on a loaded machine a thread
+    can wait a few hundred milliseconds for the CPU, and a test of renewal must not turn into a
+    test of the scheduler."""
     holder, rival = _connected(url, options), _connected(url, options)
     try:
         job = holder.post("long job")
@@ -240,7 +244,7 @@ def run_renewal(url: str, *, ttl: float = 0.5, **options: Any) -> int:
 
         thread = threading.Thread(target=renew, daemon=True)
         thread.start()
-        attempts = _keep_trying(rival, job, time.monotonic() + 10 * ttl, ttl / 2)
+        attempts = _keep_trying(rival, job, time.monotonic() + 4 * ttl, ttl / 4)
         stop.set()
         thread.join(10)
         assert not renew_errors, f"renew failed: {renew_errors[0]!r}"
