@@ -612,7 +612,7 @@ def sentinel_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         proc.wait(10)
 
 
-class TestRedisThroughSentinel(JobBoardConformance):
+class TestRedisThroughSentinel(suite.RedisWipeable, JobBoardConformance):
     fake_clock = True
 
     @pytest.fixture

@@ -39,6 +39,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
@@ -62,6 +63,7 @@ __all__ = [
     "DeadOwnerResult",
     "JobBoardConformance",
     "MakeBoard",
+    "RedisWipeable",
     "board_factory",
     "run_claim_race",
     "run_dead_owner",
@@ -830,3 +832,23 @@ class JobBoardConformance:
         board.close()  # closing twice is harmless
         board.connect()
         assert board.get(job.uuid) == job
+
+
+class RedisWipeable:
+    """Mix into a conformance class on Redis: ``lose_data`` deletes the board's keys (its
+    namespace of the server), as a Redis that persists nothing loses them when it restarts."""
+
+    @pytest.fixture
+    def lose_data(self, redis_url: str) -> Iterator[Callable[[], None]]:
+        import redis
+
+        namespace = dict(parse_qsl(urlsplit(redis_url).query))["namespace"]
+        client = redis.Redis.from_url(redis_url.split("?", 1)[0])
+
+        def lose() -> None:
+            keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
+            assert keys
+            client.delete(*keys)
+
+        yield lose
+        client.close()
