@@ -88,15 +88,20 @@ def test_post_list_show_run_and_flow_show(tmp_path: Path) -> None:
     assert "step-3" in text and "SUCCESS" in text
 
 
-def test_disallowed_factory_is_trashed_then_requeued_and_run(tmp_path: Path) -> None:
+def test_disallowed_factory_is_abandoned_then_trashed_then_requeued_and_run(
+        tmp_path: Path) -> None:
     job_uuid = post_demo(tmp_path, name="refused")
     out = legato(tmp_path, "--json", "conductor", "--max-dispatches", "1").stdout
-    trashed = [json.loads(line) for line in out.splitlines()
-               if json.loads(line)["event"] == "job_trashed"]
-    assert trashed and "not registered" in trashed[0]["reason"]
+    abandoned = [json.loads(line) for line in out.splitlines()
+                 if json.loads(line)["event"] == "job_abandoned"]
+    assert abandoned and "not registered" in abandoned[0]["reason"]
+    [waiting] = legato_json(tmp_path, "jobs", "list")  # refused here, fine elsewhere: kept
+    assert waiting["uuid"] == job_uuid and legato_json(tmp_path, "jobs", "list", "--trash") == []
 
+    legato(tmp_path, "conductor", "--max-dispatches", "1", "--max-attempts", "1", ok=False)
     [row] = legato_json(tmp_path, "jobs", "list", "--trash")
-    assert row["uuid"] == job_uuid and "factory" in row["reason"]
+    assert row["uuid"] == job_uuid
+    assert row["reason"].startswith("too many attempts: factory refused on conductor@")
     assert "refused" in legato(tmp_path, "jobs", "list", "--trash").stdout
 
     new = legato_json(tmp_path, "jobs", "requeue", job_uuid)
@@ -142,9 +147,9 @@ def test_factory_name_walking_into_an_import_is_refused_and_never_called(
                  "--allow", "legato.demo").stdout
     assert not marker.exists()
     events = [json.loads(line) for line in out.splitlines()]
-    trashed = [e for e in events if e["event"] == "job_trashed"]
-    assert [e["job"] for e in trashed] == [job_uuid]
-    assert "factory refused" in trashed[0]["reason"]
+    abandoned = [e for e in events if e["event"] == "job_abandoned"]
+    assert [e["job"] for e in abandoned] == [job_uuid]
+    assert "factory refused" in abandoned[0]["reason"]
 
 
 def test_trash_unclaimed_and_refuse_claimed(tmp_path: Path) -> None:
