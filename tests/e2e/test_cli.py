@@ -98,7 +98,9 @@ def test_disallowed_factory_is_abandoned_then_trashed_then_requeued_and_run(
     [waiting] = legato_json(tmp_path, "jobs", "list")  # refused here, fine elsewhere: kept
     assert waiting["uuid"] == job_uuid and legato_json(tmp_path, "jobs", "list", "--trash") == []
 
-    legato(tmp_path, "conductor", "--max-dispatches", "1", "--max-attempts", "1", ok=False)
+    trashing = legato(tmp_path, "conductor", "--max-dispatches", "1", "--max-attempts", "1",
+                      ok=False)
+    assert trashing.returncode == 1 and "1 of 1 dispatched jobs were trashed" in trashing.stderr
     [row] = legato_json(tmp_path, "jobs", "list", "--trash")
     assert row["uuid"] == job_uuid
     assert row["reason"].startswith("too many attempts: factory refused on conductor@")
