@@ -159,3 +159,44 @@ def test_max_dispatches_exits_non_zero_when_a_job_was_trashed(app: Path) -> None
     [trashed] = legato_json(app, "jobs", "list", "--trash")
     assert trashed["reason"].startswith("too many attempts: factory refused on conductor@")
 
+
+
+def trash(cwd: Path, job_uuid: str, reason: str) -> None:
+    legato(cwd, "jobs", "trash", job_uuid, "--reason", reason)
+
+
+def test_requeue_several_ids_and_twice_posts_once(app: Path) -> None:
+    first, second, third = post_etl(app, 3)
+    for job_uuid in (first, second, third):
+        trash(app, job_uuid, "set aside")
+    rows = legato_json(app, "jobs", "requeue", first, second[:8])
+    assert [r["requeued_from"] for r in rows] == [first, second]
+    assert [j["uuid"] for j in legato_json(app, "jobs", "list", "--trash")] == [third]
+    again = legato(app, "jobs", "requeue", first, ok=False)
+    assert again.returncode == 1
+    assert again.stderr == f"error: NotFound: no job {first!r} in the trash\n"
+    waiting = legato_json(app, "jobs", "list")
+    assert sorted(j["uuid"] for j in waiting) == sorted(r["uuid"] for r in rows)
+    assert {j["book_uuid"] for j in waiting} == {BOOKS[first], BOOKS[second]}
+    legato(app, "conductor", "--max-dispatches", "2", "--import", "myapp.flows")
+    assert finished(app, first) and finished(app, second)
+
+
+def test_requeue_all_with_a_matching_reason(app: Path) -> None:
+    jobs = post_etl(app, 3)
+    for job_uuid, reason in zip(jobs, ["Factory refused: x", "other", "factory refused: y"],
+                                strict=True):
+        trash(app, job_uuid, reason)
+    out = legato(app, "jobs", "requeue", "--all", "--reason", "factory refused").stdout
+    assert len(out.split()) == 2
+    [left] = legato_json(app, "jobs", "list", "--trash")
+    assert left["uuid"] == jobs[1]
+    assert len(legato_json(app, "jobs", "list")) == 2
+    assert "no trashed job matches" in legato(app, "jobs", "requeue", "--all", "--reason",
+                                              "refused").stdout
+
+
+@pytest.mark.parametrize("args", [(), ("--reason", "x", "abc"), ("--all", "abc")])
+def test_requeue_usage_errors(app: Path, args: tuple[str, ...]) -> None:
+    result = legato(app, "jobs", "requeue", *args, ok=False)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
