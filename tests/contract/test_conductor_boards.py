@@ -20,6 +20,8 @@ from legato.testing import conductor as tc
 from legato.testing.conductor import recorded
 from legato.testing.jobboard_acceptance import until
 
+X = "\N{MULTIPLICATION SIGN}"
+
 
 @pytest.fixture
 def make_board(board_url: str, persistence: Persistence) -> Iterator[Callable[[], JobBoard]]:
@@ -100,9 +102,11 @@ def test_poison_job_backs_off_then_is_trashed(board: JobBoard, persistence: Pers
     assert all(state_of(persistence, job) is FlowState.SUCCESS for job in good)
     (trashed,) = board.iter_trash()
     assert trashed.uuid == poison.uuid
-    assert trashed.reason == "too many attempts" and trashed.attempts == 3
+    where = conductor.conductor.name.partition(":")[0]
+    reason = f"too many attempts: ExecutionFailure on {where} (3{X})"
+    assert trashed.reason == reason and trashed.attempts == 3
     (event,) = events.of("job_trashed")
-    assert event["reason"] == "too many attempts"
+    assert event["reason"] == reason
     claims = [d["at"] for d in events.of("compilation_start") if d["job"].uuid == poison.uuid]
     abandons = [d for d in events.of("job_abandoned") if d["job"].uuid == poison.uuid]
     assert len(claims) == 3 and len(abandons) == 2

@@ -89,18 +89,25 @@ def test_post_list_show_run_and_flow_show(tmp_path: Path) -> None:
     assert "step-3" in text and "SUCCESS" in text
 
 
-def test_disallowed_factory_is_trashed_then_requeued_and_run(tmp_path: Path) -> None:
+def test_disallowed_factory_is_abandoned_then_trashed_then_requeued_and_run(
+        tmp_path: Path) -> None:
     job_uuid = post_demo(tmp_path, name="refused")
     out = legato(tmp_path, "--json", "conductor", "--max-dispatches", "1").stdout
-    trashed = [json.loads(line) for line in out.splitlines()
-               if json.loads(line)["event"] == "job_trashed"]
-    assert trashed and "not registered" in trashed[0]["reason"]
+    abandoned = [json.loads(line) for line in out.splitlines()
+                 if json.loads(line)["event"] == "job_abandoned"]
+    assert abandoned and "not registered" in abandoned[0]["reason"]
+    [waiting] = legato_json(tmp_path, "jobs", "list")  # refused here, fine elsewhere: kept
+    assert waiting["uuid"] == job_uuid and legato_json(tmp_path, "jobs", "list", "--trash") == []
 
+    trashing = legato(tmp_path, "conductor", "--max-dispatches", "1", "--max-attempts", "1",
+                      ok=False)
+    assert trashing.returncode == 1 and "1 of 1 dispatched jobs were trashed" in trashing.stderr
     [row] = legato_json(tmp_path, "jobs", "list", "--trash")
-    assert row["uuid"] == job_uuid and "factory" in row["reason"]
+    assert row["uuid"] == job_uuid
+    assert row["reason"].startswith("too many attempts: factory refused on conductor@")
     assert "refused" in legato(tmp_path, "jobs", "list", "--trash").stdout
 
-    new = legato_json(tmp_path, "jobs", "requeue", job_uuid)
+    [new] = legato_json(tmp_path, "jobs", "requeue", job_uuid)
     assert new["requeued_from"] == job_uuid and new["uuid"] != job_uuid
     [queued] = legato_json(tmp_path, "jobs", "list")
     assert (queued["uuid"], queued["name"], queued["book_uuid"]) == (
@@ -108,7 +115,7 @@ def test_disallowed_factory_is_trashed_then_requeued_and_run(tmp_path: Path) -> 
 
     legato(tmp_path, "conductor", "--kind", "nonblocking", "--workers", "2",
            "--max-dispatches", "1", "--allow", "legato.demo")
-    flow = legato_json(tmp_path, "flow", "show", job_uuid)  # a trashed job names its book
+    flow = legato_json(tmp_path, "flow", "show", row["book_uuid"])
     assert flow["flows"][0]["state"] == "SUCCESS"
 
 
@@ -143,9 +150,9 @@ def test_factory_name_walking_into_an_import_is_refused_and_never_called(
                  "--allow", "legato.demo").stdout
     assert not marker.exists()
     events = [json.loads(line) for line in out.splitlines()]
-    trashed = [e for e in events if e["event"] == "job_trashed"]
-    assert [e["job"] for e in trashed] == [job_uuid]
-    assert "factory refused" in trashed[0]["reason"]
+    abandoned = [e for e in events if e["event"] == "job_abandoned"]
+    assert [e["job"] for e in abandoned] == [job_uuid]
+    assert "factory refused" in abandoned[0]["reason"]
 
 
 def test_trash_unclaimed_and_refuse_claimed(tmp_path: Path) -> None:
@@ -231,9 +238,9 @@ BAD_INPUTS = [
     (["jobs", "requeue", "0000dead"], "0000dead"),
     (["flow", "show", "0000dead"], "0000dead"),
     (["conductor", "--kind", "weird"], "weird"),
-    (["conductor", "--max-attempts", "0"], "max_attempts"),
-    (["conductor", "--claim-ahead-below", "-1"], "claim_ahead_below"),
-    (["conductor", "--kind", "nonblocking", "--claim-ahead-below", "1"], "blocking kind only"),
+    (["conductor", "--max-attempts", "0"], "--max-attempts"),
+    (["conductor", "--claim-ahead-below", "-1"], "--claim-ahead-below"),
+    (["conductor", "--kind", "nonblocking", "--claim-ahead-below", "1"], "--kind blocking only"),
     (["demo", "--conductors", "1"], "--conductors"),
     (["--board", "memory://", "--persistence", "memory://", "demo"], "memory"),
     (["jobs", "list", "--bogus"], "--bogus"),
@@ -297,9 +304,9 @@ def test_post_refuses_details_nested_too_deep_in_one_line(tmp_path: Path, depth:
 
 def test_conductor_on_a_damaged_persistence_file_exits_with_one_error_line(
         tmp_path: Path) -> None:
-    """A corrupt SQLite persistence file is no outage: ``legato conductor`` stops at once and
-    exits 1 with one ``error: StorageCorrupted`` line (whether it meets the damage opening the
-    store or running a job), instead of abandoning the same jobs forever."""
+    """A corrupt SQLite persistence file is no outage: ``legato conductor`` stops at once with
+    one ``error: StorageCorrupted`` line (exit 2 when it meets the damage opening the store,
+    before any claim; 1 running a job), instead of abandoning the same jobs forever."""
     store = f"sqlite:///{tmp_path / 'store.db'}"
     for i in range(2):  # padded: the file gets several pages
         padded = json.dumps({"job_name": f"job-{i}", "log_path": str(tmp_path / "effects"),
@@ -312,7 +319,7 @@ def test_conductor_on_a_damaged_persistence_file_exits_with_one_error_line(
         file.write(b"\xa5" * (size - 4096))
     result = legato(tmp_path, "--persistence", store, "conductor", "--allow", "legato.demo",
                     "--max-dispatches", "5", ok=False, timeout=120)
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.returncode in (1, 2) and "Traceback" not in result.stderr
     errors_shown = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert errors_shown == [errors_shown[0]] and "StorageCorrupted" in errors_shown[0]
     assert "damaged" in errors_shown[0]

@@ -34,6 +34,8 @@ from legato.testing import conductor as tc
 from legato.testing.clock import FakeClock
 from legato.testing.conductor import recorded, wait_until
 
+X = "\N{MULTIPLICATION SIGN}"
+
 STAGES = ["compilation_start", "compilation_end", "preparation_start", "preparation_end",
           "validation_start", "validation_end", "running_start", "running_end"]
 
@@ -134,12 +136,8 @@ def post_raw(board: JobBoard, persistence: Persistence, *, flows: int = 1,
 
 
 @pytest.mark.parametrize(("setup", "reason"), [
-    (lambda b, p: b.post("bookless"), "no logbook"),
-    (lambda b, p: b.post("lost", book=LogBook("never-saved")), "not found"),
-    (lambda b, p: post_raw(b, p, details={"flow_uuid": "nope"}), "not in logbook"),
-    (lambda b, p: post_raw(b, p, flows=2), "2 flow details"),
+    (lambda b, p: b.post("bookless"), "names no logbook"),
     (lambda b, p: post_raw(b, p, details={"store": [1, 2]}), "malformed details"),
-    (lambda b, p: post_raw(b, p, factory="legato.testing.nosuchmodule:flow"), "factory"),
 ])
 def test_jobs_that_can_never_run_are_trashed(
         make: Make, board: JobBoard, persistence: Persistence,
@@ -152,6 +150,28 @@ def test_jobs_that_can_never_run_are_trashed(
     assert reason in events.of("job_trashed")[0]["reason"]
     (trashed,) = board.iter_trash()
     assert trashed.uuid == job.uuid and reason in (trashed.reason or "")
+
+
+@pytest.mark.parametrize(("setup", "reason"), [
+    (lambda b, p: b.post("lost", book=LogBook("never-saved")), "logbook not found"),
+    (lambda b, p: post_raw(b, p, details={"flow_uuid": "nope"}), "flow detail not found"),
+    (lambda b, p: post_raw(b, p, flows=2), "2 flow details"),
+    (lambda b, p: post_raw(b, p, factory="legato.testing.nosuchmodule:flow"), "factory"),
+])
+def test_jobs_that_cannot_run_here_are_abandoned_then_trashed_at_max_attempts(
+        make: Make, board: JobBoard, persistence: Persistence,
+        setup: Callable[[JobBoard, Persistence], Job], reason: str) -> None:
+    conductor = make(max_attempts=2, backoff_base=0.0, backoff_max=0.0, pause_after=0)
+    events = recorded(conductor)
+    job = setup(board, persistence)
+    conductor.run(max_dispatches=1)
+    assert events.names(job) == ["job_abandoned"]
+    assert reason in events.of("job_abandoned")[0]["reason"]
+    assert list(board.iter_trash()) == [] and reason in (board.get(job.uuid).reason or "")
+    conductor.run(max_dispatches=1)
+    (trashed,) = board.iter_trash()
+    assert trashed.uuid == job.uuid and trashed.reason is not None
+    assert trashed.reason.startswith("too many attempts: ") and f"(2{X})" in trashed.reason
 
 
 def test_several_flow_details_with_flow_uuid_runs_that_one(
@@ -168,15 +188,15 @@ def test_several_flow_details_with_flow_uuid_runs_that_one(
     assert list(states.values()) == [None]
 
 
-def test_disallowed_factory_trashed_without_import(make: Make, board: JobBoard,
-                                                   persistence: Persistence) -> None:
+def test_disallowed_factory_abandoned_without_import(make: Make, board: JobBoard,
+                                                     persistence: Persistence) -> None:
     module = f"legato_not_allowed_{uuid.uuid4().hex}"
     job = post_raw(board, persistence, factory=f"{module}:flow")
     conductor = make()
     events = recorded(conductor)
     conductor.run(max_dispatches=1)
-    assert events.names(job) == ["job_trashed"]
-    assert "refused" in events.of("job_trashed")[0]["reason"]
+    assert events.names(job) == ["job_abandoned"]
+    assert "refused" in events.of("job_abandoned")[0]["reason"]
     assert module not in sys.modules
 
 
@@ -192,7 +212,9 @@ def test_poison_job_trashed_after_max_attempts(make: Make, board: JobBoard,
     assert [e for e in events.names(job) if e.startswith("job_")] == [
         "job_abandoned", "job_abandoned", "job_trashed"]
     (trashed,) = board.iter_trash()
-    assert trashed.uuid == job.uuid and trashed.reason == "too many attempts"
+    where = conductor.conductor.name.partition(":")[0]
+    assert trashed.uuid == job.uuid
+    assert trashed.reason == f"too many attempts: ExecutionFailure on {where} (3{X})"
     assert trashed.attempts == 3
 
 

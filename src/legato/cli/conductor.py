@@ -1,5 +1,10 @@
 """``legato conductor``: run a conductor until stopped, printing its events as they happen.
 
+Before claiming anything it checks what it can (option combinations, ``--import`` modules and
+``--allow`` prefixes import, the engine kind exists, board and persistence answer, the schema is
+current); a failure is one ``error:`` line on stderr and exit status 2. The current directory is
+on the import path, as for ``legato post``.
+
 SIGTERM or SIGINT asks the conductor to stop: it claims nothing more, running engines suspend at
 their next atom boundary and their jobs are abandoned at once for other conductors. A second
 signal exits immediately (claims then end when their lease runs out).
@@ -7,7 +12,9 @@ signal exits immediately (claims then end when their lease runs out).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import importlib
 import os
 import signal
 import sys
@@ -19,9 +26,18 @@ import typer
 
 from legato._redact import redact
 from legato.cli import _context
-from legato.cli._output import Output
+from legato.cli._output import Output, printable
 
-__all__ = ["EventPrinter", "register"]
+__all__ = ["EventPrinter", "StartupError", "register"]
+
+#: Exit status of a conductor that refused to start (bad options, a check that failed).
+STARTUP_EXIT = 2
+#: Exit status of ``--max-dispatches N`` when a dispatched job was trashed.
+TRASHED_EXIT = 1
+
+
+class StartupError(Exception):
+    """A start-up check failed: printed as one line, exit status 2, before any claim."""
 
 #: Events printed without ``--verbose`` (the others are engine lifecycle steps).
 _NOTABLE = frozenset({"started", "stopping", "stopped", "running_start", "job_consumed",
@@ -104,6 +120,102 @@ def _install_signals(conductor: Any, printer: EventPrinter) -> dict[int, Any]:
     return previous
 
 
+def check_options(kind: str, workers: int | None, max_dispatches: int | None,
+                  ttl: float | None, max_attempts: int | None, claim_ahead_below: float | None,
+                  pause_after: int | None, pause_for: float | None) -> None:
+    """Refuse option values and combinations that make no sense.
+
+    Raises:
+        StartupError: naming the option(s).
+    """
+    refusals = [
+        (workers is not None and workers < 1, f"--workers must be >= 1, not {workers}"),
+        (kind == "blocking" and workers is not None and workers != 1,
+         f"--workers {workers} needs --kind nonblocking (a blocking conductor runs one job "
+         "at a time)"),
+        (max_dispatches is not None and max_dispatches < 1,
+         f"--max-dispatches must be >= 1, not {max_dispatches}"),
+        (ttl is not None and not ttl > 0, f"--ttl must be > 0, not {ttl}"),
+        (max_attempts is not None and max_attempts < 1,
+         f"--max-attempts must be >= 1, not {max_attempts}"),
+        (claim_ahead_below is not None and kind != "blocking",
+         "--claim-ahead-below applies to --kind blocking only"),
+        (claim_ahead_below is not None and not claim_ahead_below >= 0,
+         f"--claim-ahead-below must be >= 0, not {claim_ahead_below}"),
+        (pause_after is not None and pause_after < 0,
+         f"--pause-after must be >= 0, not {pause_after}"),
+        (pause_for is not None and not pause_for > 0,
+         f"--pause-for must be > 0, not {pause_for}"),
+    ]
+    for refused, message in refusals:
+        if refused:
+            raise StartupError(message)
+
+
+def check_imports(imports: list[str], allow: list[str], engine: str) -> None:
+    """Put the current directory on the import path, import each ``--import`` module (so its
+    ``@legato.flow_factory`` registrations count) and each ``--allow`` prefix, and check the
+    engine kind.
+
+    Raises:
+        StartupError: naming the module, prefix or engine kind.
+    """
+    from legato import engine as engine_mod
+
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    for option, names in (("--import", imports), ("--allow", allow)):
+        for module in names:
+            try:
+                importlib.import_module(module.strip().rstrip("."))
+            except Exception as exc:
+                raise StartupError(f"{option} {module}: cannot import it: "
+                                   f"{type(exc).__name__}: {exc} (import path starts with the "
+                                   f"current directory {cwd})") from exc
+    try:
+        engine_mod.engine_class(engine)
+    except Exception as exc:
+        raise StartupError(f"--engine {engine}: {exc}") from exc
+
+
+def _check_services(board: Any, backend: Any) -> None:
+    """The board and persistence answer, and persistence's schema is current."""
+    try:
+        backend.validate()
+    except Exception as exc:
+        raise StartupError(f"persistence does not answer or its schema is not current: "
+                           f"{type(exc).__name__}: {exc}") from exc
+    try:
+        board.job_count  # noqa: B018 - one cheap call that must answer
+    except Exception as exc:
+        raise StartupError(f"the board does not answer: {type(exc).__name__}: {exc}") from exc
+
+
+def _refuse(exc: BaseException) -> typer.Exit:
+    """Print one ``error:`` line for a failed start-up; the ``Exit`` to raise."""
+    message = str(exc).strip() or type(exc).__name__
+    if not isinstance(exc, StartupError):
+        message = f"cannot start: {type(exc).__name__}: {message}"
+    sys.stderr.write(f"error: StartupError: {printable(redact(message.splitlines()[0]))}\n")
+    sys.stderr.flush()
+    return typer.Exit(STARTUP_EXIT)
+
+
+def _started(settings: _context.Settings) -> tuple[contextlib.ExitStack, Any, Any]:
+    """Open board and persistence (closed with the returned stack); any failure refuses to
+    start."""
+    stack = contextlib.ExitStack()
+    try:
+        board, backend = stack.enter_context(_context.open_board(settings))
+    except Exception as exc:
+        stack.close()
+        if settings.debug:
+            raise
+        raise _refuse(exc) from None
+    return stack, board, backend
+
+
 def conductor(
     ctx: typer.Context,
     kind: Annotated[str, typer.Option("--kind", help="blocking or nonblocking.")] = "blocking",
@@ -113,7 +225,12 @@ def conductor(
         "--max-dispatches", metavar="N", help="Return after dispatching N jobs.")] = None,
     allow: Annotated[list[str] | None, typer.Option(
         "--allow", metavar="PREFIX",
-        help="Module prefix whose flow factories may run (repeatable).")] = None,
+        help="Module prefix the conductor may import to find registered flow factories "
+             "(repeatable); checked at start.")] = None,
+    imports: Annotated[list[str] | None, typer.Option(
+        "--import", metavar="MODULE",
+        help="Module to import at start, so its @legato.flow_factory registrations count "
+             "(repeatable).")] = None,
     workers: Annotated[int | None, typer.Option(
         "--workers", metavar="N", help="Jobs run at once (nonblocking kind).")] = None,
     ttl: Annotated[float | None, typer.Option(
@@ -126,28 +243,47 @@ def conductor(
         "--claim-ahead-below", metavar="SECONDS",
         help="Blocking kind on Redis/ZooKeeper: claim one job ahead after jobs shorter than "
              "this (default 0.05; 0: never).")] = None,
+    pause_after: Annotated[int | None, typer.Option(
+        "--pause-after", metavar="N",
+        help="Pause claiming after N jobs in a row that cannot run here (default 3; 0: "
+             "never).")] = None,
+    pause_for: Annotated[float | None, typer.Option(
+        "--pause-for", metavar="SECONDS",
+        help="First pause's length; doubles while misconfigured (default 10).")] = None,
     verbose: Annotated[bool, typer.Option(
         "--verbose", "-v", help="Print every event, not only job outcomes.")] = False,
 ) -> None:
-    """Run a conductor: claim jobs, run their flows, consume, abandon or trash them."""
+    """Run a conductor: claim jobs, run their flows, consume, abandon or trash them.
+
+    Exit status: 0; 2 when it refused to start (one error line says why); 1 with
+    ``--max-dispatches`` when a dispatched job was trashed.
+    """
     from legato import conductor as conductors
 
     settings: _context.Settings = ctx.obj
     options: dict[str, Any] = {"allowed_factories": list(allow or ())}
-    if workers is not None:
-        options["max_simultaneous_jobs"] = workers
-    if ttl is not None:
-        options["claim_ttl"] = ttl
-    if max_attempts is not None:
-        options["max_attempts"] = max_attempts
-    if claim_ahead_below is not None:
-        if kind != "blocking":
-            raise ValueError("--claim-ahead-below applies to the blocking kind only")
-        options["claim_ahead_below"] = claim_ahead_below
+    for key, value in (("max_simultaneous_jobs", workers), ("claim_ttl", ttl),
+                       ("max_attempts", max_attempts), ("claim_ahead_below", claim_ahead_below),
+                       ("pause_after", pause_after), ("pause_for", pause_for)):
+        if value is not None:
+            options[key] = value
+    try:
+        check_options(kind, workers, max_dispatches, ttl, max_attempts, claim_ahead_below,
+                      pause_after, pause_for)
+        check_imports(list(imports or ()), list(allow or ()), engine)
+    except StartupError as exc:
+        raise _refuse(exc) from None
     printer = EventPrinter(settings.out, verbose=verbose or settings.debug)
-    with _context.open_board(settings) as (board, backend):
-        worker = conductors.fetch(kind, name, board, persistence=backend, engine=engine,
-                                  **options)
+    stack, board, backend = _started(settings)
+    with stack:
+        try:
+            _check_services(board, backend)
+            worker = conductors.fetch(kind, name, board, persistence=backend, engine=engine,
+                                      **options)
+        except Exception as exc:
+            if settings.debug:
+                raise
+            raise _refuse(exc) from None
         worker.notifier.register("*", printer)
         worker.notifier.register("running_start", _attach_timing)
         previous = _install_signals(worker, printer)
@@ -162,6 +298,14 @@ def conductor(
             worker.close()
     printer.emit({"event": "stopped", "job": None, "job_name": None, "reason": None})
     sys.stdout.flush()
+    stats: dict[str, int] = getattr(worker, "statistics", None) or {}
+    # A job an operator cancelled was trashed as asked: not a failure of this run.
+    failed = stats.get("trashed", 0) - stats.get("cancelled", 0)
+    if max_dispatches is not None and failed:
+        sys.stderr.write(f"error: JobsTrashed: {failed} of {stats['dispatched']} dispatched jobs "
+                         "were trashed (legato jobs list --trash says why)\n")
+        sys.stderr.flush()
+        raise typer.Exit(TRASHED_EXIT)
 
 
 def register(app: typer.Typer) -> None:

@@ -201,23 +201,44 @@ def _operator() -> str:
 @jobs_app.command("requeue")
 def requeue_job(
     ctx: typer.Context,
-    job_id: Annotated[str, typer.Argument(
-        metavar="JOB", help="Trashed job uuid (or a unique prefix).")],
+    job_ids: Annotated[list[str] | None, typer.Argument(
+        metavar="JOB...", help="Trashed job uuids (or unique prefixes).")] = None,
+    all_jobs: Annotated[bool, typer.Option(
+        "--all", help="Requeue every trashed job (those whose reason matches --reason).")] =
+        False,
+    reason: Annotated[str | None, typer.Option(
+        "--reason", metavar="TEXT",
+        help="With --all: only trashed jobs whose reason contains TEXT (any case).")] = None,
 ) -> None:
-    """Post a trashed job again: same name, logbook, details and priority; prints the new uuid.
+    """Post trashed jobs again: same name, logbook, details and priority; prints each new uuid.
 
-    The new job resumes from whatever its logbook records. The trashed entry stays in the trash
-    for the record.
+    Each new job resumes from whatever its logbook records. Requeueing takes the job out of the
+    trash in the same step, so requeueing it twice posts it once.
     """
     settings: _context.Settings = ctx.obj
+    ids = list(job_ids or ())
+    if all_jobs == bool(ids):
+        raise typer.BadParameter("give trashed job ids, or --all (not both)")
+    if reason is not None and not all_jobs:
+        raise typer.BadParameter("--reason selects jobs for --all; use it with --all")
+    rows = []
     with _context.open_board(settings) as (board, _):
-        old = _context.find_job(board, job_id, trash=True)
-        book = old.book if old.book_uuid is not None else None
-        new = board.post(old.name, book, dict(old.details), old.priority)
+        if all_jobs:
+            wanted = (reason or "").casefold()
+            chosen = [job for job in board.iter_trash()
+                      if wanted in (job.reason or "").casefold()]
+        else:
+            chosen = list({job.uuid: job for job in
+                           (_context.find_job(board, ref, trash=True) for ref in ids)}.values())
+        for old in chosen:
+            new = board.requeue(old)
+            rows.append({"uuid": new.uuid, "requeued_from": old.uuid, "name": new.name})
+            if not settings.out.is_json:
+                print(new.uuid, flush=True)
     if settings.out.is_json:
-        settings.out.json({"uuid": new.uuid, "requeued_from": old.uuid, "name": new.name})
-    else:
-        print(new.uuid)
+        settings.out.json(rows)
+    elif all_jobs and not rows:
+        settings.out.text("no trashed job matches" if reason else "the trash is empty")
 
 
 def conductors(ctx: typer.Context) -> None:

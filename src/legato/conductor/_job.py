@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 from typing import TYPE_CHECKING, Any
 
 from legato import errors
@@ -22,7 +23,10 @@ __all__ = [
     "TOO_MANY_ATTEMPTS",
     "Action",
     "CannotRun",
+    "Cause",
+    "NotHere",
     "Outcome",
+    "Tally",
     "fence_of",
     "load_flow_detail",
     "merged_store",
@@ -36,6 +40,36 @@ TOO_MANY_ATTEMPTS = "too many attempts"
 STORAGE_REASON = "storage unavailable"
 #: Prefix of the reason when persistence's storage is damaged (``StorageCorrupted``).
 CORRUPT_REASON = "storage corrupted"
+
+
+class Cause(enum.Enum):
+    """Why a job was not consumed: decides whether the claim counts towards ``max_attempts``,
+    whether the job may be trashed at once, and whether the conductor looks misconfigured."""
+
+    #: A failure another claim may get past (the flow raised ``ExecutionFailure``, the factory
+    #: raised, the engine suspended): abandoned with back-off, counted.
+    FAILED = "failed"
+    #: The job cannot run on *this* conductor (factory refused or not importable here, book or
+    #: flow detail missing from this persistence, unknown engine kind): abandoned with
+    #: back-off and counted, and a streak of them pauses the conductor.
+    NOT_HERE = "not here"
+    #: Persistence could not be reached: abandoned with back-off, never trashed for it.
+    STORAGE = "storage unavailable"
+    #: Persistence's storage is damaged: the job is released uncounted, the conductor stops.
+    CORRUPT = "storage corrupted"
+    #: The job can never run anywhere (its details are not a valid job document): trashed at
+    #: once.
+    INVALID = "invalid"
+    #: Claimed ``max_attempts`` times without finishing: trashed.
+    EXHAUSTED = "too many attempts"
+    #: The claim ended under the run (claim lost, conductor stopping): abandoned, no delay.
+    INTERRUPTED = "interrupted"
+    #: Cancelled by an operator (``JobBoard.cancel``): trashed with who cancelled and why.
+    CANCELLED = "cancelled"
+
+
+#: Causes counted towards ``max_attempts`` (and tallied in the job's reason).
+COUNTED = frozenset({Cause.FAILED, Cause.NOT_HERE})
 
 
 class Action(enum.Enum):
@@ -57,21 +91,36 @@ class Outcome:
         reason: why (for abandon and trash).
         delay: seconds before the job may be claimed again (abandon only); None means the
             conductor's back-off for the job's attempt count.
-        retryable: a failure that another claim may get past; counted towards ``max_attempts``.
+        cause: why the job was not consumed (None when it was).
     """
 
     action: Action
     reason: str | None = None
     delay: float | None = None
-    retryable: bool = False
+    cause: Cause | None = None
+
+    @property
+    def retryable(self) -> bool:
+        """A failure another claim may get past; counted towards ``max_attempts``."""
+        return self.cause in COUNTED
 
 
 class CannotRun(Exception):
-    """The job can never run as posted; it is trashed with ``reason``."""
+    """The job can never run as posted (its details are not a valid job document); it is
+    trashed at once with ``reason``."""
+
+    cause = Cause.INVALID
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class NotHere(CannotRun):
+    """The job cannot run on this conductor (its book or flow detail is not in this
+    conductor's persistence...); another conductor may run it, so it is abandoned, counted."""
+
+    cause = Cause.NOT_HERE
 
 
 def _job_flow_uuid(job: Job) -> str | None:
@@ -90,7 +139,7 @@ def _job_flow_uuid(job: Job) -> str | None:
     if store is not None and not isinstance(store, dict):
         raise CannotRun("malformed details: store must be a JSON object")
     if job.book_uuid is None:
-        raise CannotRun("job has no logbook")
+        raise CannotRun("malformed job: it names no logbook")
     return flow_uuid
 
 
@@ -100,12 +149,12 @@ def _choose(book_uuid: str, flows: list[FlowDetail], flow_uuid: str | None) -> F
         for flow_detail in flows:
             if flow_detail.uuid == flow_uuid:
                 return flow_detail
-        raise CannotRun(f"flow detail {flow_uuid} not in logbook {book_uuid}")
+        raise NotHere(f"flow detail not found: {flow_uuid} is not in logbook {book_uuid}")
     if not flows:
-        raise CannotRun(f"logbook {book_uuid} has no flow detail")
+        raise NotHere(f"flow detail not found: logbook {book_uuid} has no flow detail")
     if len(flows) > 1:
-        raise CannotRun(f"logbook {book_uuid} has {len(flows)} flow details and the job "
-                        "names no flow_uuid")
+        raise NotHere(f"flow detail not chosen: logbook {book_uuid} has {len(flows)} flow "
+                      "details and the job names no flow_uuid")
     return flows[0]
 
 
@@ -113,7 +162,8 @@ def load_flow_detail(job: Job, persistence: Persistence) -> FlowDetail:
     """The flow detail the job runs: ``details["flow_uuid"]``, else the book's only one.
 
     Raises:
-        CannotRun: malformed details, no book, unknown flow uuid, no or several flow details.
+        CannotRun: malformed details, or the job names no book.
+        NotHere: no such book or flow uuid here, or no or several flow details.
         StorageFailure: persistence cannot be reached.
     """
     flow_uuid = _job_flow_uuid(job)
@@ -121,7 +171,8 @@ def load_flow_detail(job: Job, persistence: Persistence) -> FlowDetail:
     try:
         book = persistence.get_logbook(job.book_uuid)
     except errors.NotFound:
-        raise CannotRun(f"logbook {job.book_uuid} not found") from None
+        raise NotHere(f"logbook not found: {job.book_uuid} is not in this conductor's "
+                      "persistence") from None
     return _choose(book.uuid, list(book.flows.values()), flow_uuid)
 
 
@@ -137,7 +188,7 @@ def take_flow_detail(job: Job, persistence: Persistence, fence: Fence | None) ->
     writer can have changed it since); after a take that replaced a fence it is read again.
 
     Raises:
-        CannotRun, StorageFailure: see ``load_flow_detail``.
+        CannotRun, NotHere, StorageFailure: see ``load_flow_detail``.
         FencedOut: the flow detail records a newer claim of this job (this claim is stale).
     """
     flow_detail = load_flow_detail(job, persistence)
@@ -148,7 +199,7 @@ def take_flow_detail(job: Job, persistence: Persistence, fence: Fence | None) ->
             return flow_detail
         return persistence.get_flow_details(flow_detail.uuid)
     except errors.NotFound:
-        raise CannotRun(f"flow detail {flow_detail.uuid} not found") from None
+        raise NotHere(f"flow detail not found: {flow_detail.uuid}") from None
 
 
 def merged_store(job: Job, flow_detail: FlowDetail) -> dict[str, Any]:
@@ -164,10 +215,11 @@ def merged_store(job: Job, flow_detail: FlowDetail) -> dict[str, Any]:
 
 
 def check_factory(flow_detail: FlowDetail) -> None:
-    """Raise ``CannotRun`` when the flow detail records no usable factory."""
+    """Raise ``NotHere`` when the flow detail records no usable factory."""
     factory = flow_detail.meta.get("factory")
     if not isinstance(factory, dict) or not isinstance(factory.get("name"), str):
-        raise CannotRun(f"flow detail {flow_detail.uuid} records no flow factory")
+        raise NotHere(f"factory not recorded: flow detail {flow_detail.uuid} records no flow "
+                      "factory")
 
 
 def found(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
@@ -189,3 +241,89 @@ def is_no_consume(exc: BaseException, kinds: tuple[type[BaseException], ...]) ->
     if isinstance(exc, errors.WrappedFailure):
         return len(exc) > 0 and all(f.check(*kinds) is not None for f in exc)
     return False
+
+
+#: Opens the tally kept at the end of an abandoned job's reason (see ``Tally``).
+TALLY_OPEN = " [so far: "
+#: Distinct (reason, conductor) pairs a tally keeps; later ones are counted as "other".
+MAX_TALLY = 8
+#: Longest "last reason" kept before the tally (in characters).
+MAX_LAST_REASON = 1000
+#: Follows a count in a tally (the multiplication sign).
+TIMES = "\N{MULTIPLICATION SIGN}"
+_ENTRY = re.compile(r"^(?P<label>.+) on (?P<where>\S+) \((?P<count>\d+)" + TIMES + r"\)$")
+_UNSAFE = re.compile(r"[\[\](),\s" + TIMES + "]+")
+_OTHER = ("other reasons", "-")
+
+
+class Tally:
+    """Every distinct reason a job was abandoned for, each with the conductor (``name@host``)
+    that met it and how often.
+
+    The tally travels with the job in the reason its board keeps (the one text every board
+    stores through ``abandon`` and ``release``), so it survives conductors coming and going:
+    ``"<last reason> [so far: factory refused on a@h1 (3×), logbook not found on b@h2 (2×)]"``.
+    Only the claim's holder writes a job's reason (abandon is fenced), so reading the tally
+    from the claimed job and writing it back with the abandon never loses a count. At
+    ``max_attempts`` the job is trashed with ``"too many attempts: <tally>"``.
+    """  # noqa: RUF002
+
+    def __init__(self, counts: dict[tuple[str, str], int] | None = None) -> None:
+        self.counts: dict[tuple[str, str], int] = dict(counts or {})
+
+    @classmethod
+    def of(cls, reason: str | None) -> Tally:
+        """The tally at the end of a stored reason (empty when there is none)."""
+        tally = cls()
+        if not reason or not reason.endswith("]"):
+            return tally
+        at = reason.rfind(TALLY_OPEN)
+        if at < 0:
+            return tally
+        for item in reason[at + len(TALLY_OPEN):-1].split(", "):
+            match = _ENTRY.match(item)
+            if match is not None and len(tally.counts) < MAX_TALLY + 1:
+                key = (match["label"], match["where"])
+                tally.counts[key] = tally.counts.get(key, 0) + int(match["count"])
+        return tally
+
+    @staticmethod
+    def last(reason: str | None) -> str | None:
+        """A stored reason without its tally."""
+        if not reason or not reason.endswith("]"):
+            return reason
+        at = reason.rfind(TALLY_OPEN)
+        return reason[:at] if at >= 0 else reason
+
+    def add(self, reason: str | None, owner: str) -> None:
+        """Count one more claim that ended for ``reason`` on conductor ``owner``."""
+        key = (label_of(reason), where_of(owner))
+        if key not in self.counts and len(self.counts) >= MAX_TALLY:
+            key = _OTHER
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+    def text(self) -> str:
+        """``"factory refused on a@h1 (3×), logbook not found on b@h2 (2×)"``."""  # noqa: RUF002
+        return ", ".join(f"{label} on {where} ({count}{TIMES})"
+                         for (label, where), count in self.counts.items())
+
+    def reason(self, last: str | None) -> str | None:
+        """The reason to store: ``last`` (cut short) followed by the tally."""
+        if not self.counts:
+            return last
+        head = (last or "")[:MAX_LAST_REASON]
+        return f"{head}{TALLY_OPEN}{self.text()}]"
+
+
+def label_of(reason: str | None) -> str:
+    """The short kind of a reason (what comes before its first colon), safe in a tally."""
+    head = (reason or "").partition(":")[0]
+    label = _UNSAFE.sub(" ", head).strip()[:60].strip()
+    return label or "failed"
+
+
+def where_of(owner: str) -> str:
+    """``name@host`` of a claim owner ``name@host:pid[/token]``, safe in a tally."""
+    name, at, host = owner.rpartition("@")
+    where = f"{name}{at}{host.partition(':')[0]}" if at else owner.partition(":")[0]
+    return _UNSAFE.sub("_", where) or "?"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import collections
+import dataclasses
 import logging
 import threading
 import time
@@ -20,7 +21,7 @@ from legato import engine as engine_mod
 from legato import errors
 from legato.conductor import _job
 from legato.conductor._backoff import Backoff
-from legato.conductor._job import Action, Outcome
+from legato.conductor._job import Action, Cause, Outcome, Tally
 from legato.conductor._renewal import Lease, Renewer
 from legato.conductor.base import Conductor
 from legato.jobboard.base import Job, JobBoard, Pending
@@ -36,7 +37,8 @@ __all__ = ["ExecutorConductor"]
 logger = logging.getLogger(__name__)
 
 #: Statistics keys (``ExecutorConductor.statistics``).
-STATISTICS = ("dispatched", "consumed", "abandoned", "trashed", "board_errors", "claims_lost")
+STATISTICS = ("dispatched", "consumed", "abandoned", "trashed", "cancelled", "board_errors",
+              "claims_lost", "paused")
 
 
 class ExecutorConductor(Conductor):
@@ -58,13 +60,26 @@ class ExecutorConductor(Conductor):
     ``stop()`` while running
     ``StorageCorrupted`` (persistence's file is damaged): the conductor   release (uncounted)
     stops claiming, logs one error line and ``run()`` raises it
-    no book, unknown flow uuid, several flow details and no flow_uuid,    trash, with the reason
-    factory missing or refused by the policy, malformed details
-    a retryable failure on the ``max_attempts``-th claim, or a job        trash, "too many
-    claimed more than ``max_attempts`` times                              attempts"
+    the job cannot run *on this conductor*: factory refused by this       abandon, back-off
+    conductor's policy or not importable here, book or flow detail not    delay, counted
+    in this conductor's persistence, unknown engine kind
+    details that are not a valid job document (not a JSON object, wrong   trash at once, with
+    types, no logbook named): it can never run anywhere                   the reason
+    a counted failure on the ``max_attempts``-th claim, or a job          trash, "too many
+    claimed more than ``max_attempts`` times                              attempts: <tally>"
     cancelled (``JobBoard.cancel``): the renewal after the cancel brings  trash, "cancelled by
     the mark, the engine suspends at the next atom boundary               WHO at TIME: REASON"
     ====================================================================  =====================
+
+    Every counted failure is tallied in the reason the board keeps with the job (``Tally``),
+    so the trash reason names every distinct reason and where it happened: "too many attempts:
+    factory refused on a@h1 (3x), logbook not found on b@h2 (2x)" (with a multiplication
+    sign for the x).
+
+    A job that cannot run here is no fault of the job's: after ``pause_after`` such jobs in a
+    row with none consumed, the conductor logs one error line saying what is wrong, stops
+    claiming for ``pause_for`` seconds (doubling while it stays misconfigured, at most 8
+    times as long) and then tries again; ``statistics["paused"]`` counts the pauses.
 
     A storage outage before the flow starts never trashes a job (it is abandoned with back-off
     however often it happens). Damaged storage is no outage: waiting does not mend it, and
@@ -89,6 +104,10 @@ class ExecutorConductor(Conductor):
         backoff_max: the largest abandon delay.
         board_backoff_base, board_backoff_max: the same for retrying a failing jobboard.
         metrics: Prometheus metrics to update (``ConductorMetrics``), or None.
+        pause_after: jobs in a row that cannot run on this conductor (with none consumed)
+            after which it pauses claiming; 0 never pauses.
+        pause_for: seconds of the first such pause (doubling for each further one in a row,
+            at most 8 times as long).
         claim_ahead_below: conductors that chain claims (the blocking one), on boards that
             answer later (``JobBoard.sends_without_waiting``: Redis, ZooKeeper), keep the board
             working while they run: after a job that took less than this many seconds, the
@@ -153,7 +172,8 @@ class ExecutorConductor(Conductor):
                  backoff_max: float = 60.0, board_backoff_base: float = 0.1,
                  board_backoff_max: float = 5.0,
                  metrics: ConductorMetrics | None = None,
-                 claim_ahead_below: float | None = None) -> None:
+                 claim_ahead_below: float | None = None, pause_after: int = 3,
+                 pause_for: float = 10.0) -> None:
         super().__init__(name, jobboard, persistence=persistence, engine=engine,
                          engine_options=engine_options)
         self._wait_timeout = _positive("wait_timeout", wait_timeout, self.WAIT_TIMEOUT)
@@ -162,6 +182,15 @@ class ExecutorConductor(Conductor):
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
             raise ValueError("max_attempts must be an integer >= 1")
         self._claim_ttl = None if claim_ttl is None else _positive("claim_ttl", claim_ttl, 0)
+        if isinstance(pause_after, bool) or not isinstance(pause_after, int) or pause_after < 0:
+            raise ValueError(f"pause_after must be an integer >= 0, not {pause_after!r}")
+        pause_for = _positive("pause_for", pause_for, 0)
+        self._pause_after = pause_after
+        self._pause_backoff = Backoff(base=pause_for, maximum=8 * pause_for)
+        # Jobs in a row that could not run here, the last one's reason, and pauses in a row.
+        self._misses = 0
+        self._last_miss: str | None = None
+        self._pauses = 0
         if claim_ahead_below is None:
             claim_ahead_below = self.CLAIM_AHEAD_BELOW
         if (isinstance(claim_ahead_below, bool) or not isinstance(claim_ahead_below, int | float)
@@ -215,9 +244,10 @@ class ExecutorConductor(Conductor):
 
     @property
     def statistics(self) -> dict[str, int]:
-        """Counters since construction: dispatched, consumed, abandoned, trashed,
-        board_errors (jobboard calls that failed and were retried), claims_lost (claims whose
-        renewal failed or that another owner held when the job finished)."""
+        """Counters since construction: dispatched, consumed, abandoned, trashed, cancelled
+        (of the trashed, those an operator cancelled), board_errors (jobboard calls that failed
+        and were retried), claims_lost (claims whose renewal failed or that another owner held
+        when the job finished), paused."""
         with self._stats_lock:
             return dict(self._stats)
 
@@ -299,7 +329,7 @@ class ExecutorConductor(Conductor):
             dispatched = 0
             failures = 0
             while not self._stopping.is_set() and (limit is None or dispatched < limit):
-                if not self._wait_for_slot():
+                if not self._wait_for_slot() or not self._pause_if_misconfigured():
                     break
                 lease, failures = self._claim_next(ttl, renewer, failures)
                 if lease is not None:
@@ -362,6 +392,37 @@ class ExecutorConductor(Conductor):
         self._count("dispatched")
         self._idle_wakeups = 0
         return renewer.add(job, ttl, claimed_at=claimed_at), 0
+
+    def _pause_if_misconfigured(self) -> bool:
+        """After ``pause_after`` jobs in a row that could not run here (and none consumed),
+        say so loudly and stop claiming for a while: the conductor is misconfigured, the jobs
+        are fine (they stay on the board for others). False once stopping."""
+        with self._stats_lock:
+            if not self._pause_after or self._misses < self._pause_after:
+                return not self._stopping.is_set()
+            misses, last, self._misses = self._misses, self._last_miss, 0
+            self._pauses += 1
+            self._stats["paused"] += 1
+            delay = self._pause_backoff.delay(self._pauses)
+        handoff, self._handoff = self._handoff, None
+        if handoff is not None:
+            self._release_unstarted(handoff[0])
+        self._release_held()
+        logger.error("%s: PAUSED: could not build %d jobs in a row and none ran; this conductor "
+                     "looks misconfigured (the jobs stay on the board for others); last: %s; "
+                     "claiming again in %.0fs", self._conductor.name, misses, last, delay)
+        self._stopping.wait(delay)
+        return not self._stopping.is_set()
+
+    def _note_outcome(self, outcome: Outcome) -> None:
+        """Count jobs that could not run here in a row (for ``_pause_if_misconfigured``)."""
+        with self._stats_lock:
+            if outcome.cause is Cause.NOT_HERE:
+                self._misses += 1
+                self._last_miss = outcome.reason
+            elif outcome.action is Action.CONSUME:
+                self._misses = 0
+                self._pauses = 0
 
     def _still_running(self, job: Job, renewer: Renewer) -> None:
         """The board gave back a job this conductor is still running: the claim of that run
@@ -426,7 +487,7 @@ class ExecutorConductor(Conductor):
         except Exception as exc:  # e.g. a custom executor already shut down
             logger.exception("%s: cannot submit job %s", self._conductor.name, lease.job.uuid)
             self._finish(lease, persistence, Outcome(Action.ABANDON, f"cannot submit: {exc}",
-                                                     delay=0.0))
+                                                     delay=0.0, cause=Cause.INTERRUPTED))
             future = futures.Future()
             future.set_result(None)
         future.add_done_callback(done)
@@ -440,8 +501,9 @@ class ExecutorConductor(Conductor):
         except Exception as exc:  # a bug must not kill the worker; the job is retried later
             logger.exception("%s: unexpected error on job %s", self._conductor.name,
                              lease.job.uuid)
-            outcome = Outcome(Action.ABANDON, f"conductor error: {exc}", retryable=True)
+            outcome = Outcome(Action.ABANDON, f"conductor error: {exc}", cause=Cause.FAILED)
         outcome = self._limit_attempts(lease.job, outcome)
+        self._note_outcome(outcome)
         self._finish(lease, persistence, outcome, ran_for=time.monotonic() - started)
         if self._metrics is not None:
             self._metrics.duration.observe(time.monotonic() - started)
@@ -449,25 +511,30 @@ class ExecutorConductor(Conductor):
     def _outcome_of(self, lease: Lease, persistence: Persistence) -> Outcome:
         job = lease.job
         if lease.cancelled is not None:  # cancelled while an earlier claim ran
-            return Outcome(Action.TRASH, lease.cancelled)
+            return Outcome(Action.TRASH, lease.cancelled, cause=Cause.CANCELLED)
         if job.attempts > self._max_attempts and not _storage_reason(job.reason):
-            return Outcome(Action.TRASH, _job.TOO_MANY_ATTEMPTS)
+            return _exhausted(Tally.of(job.reason))
         try:
             engine = self._build_engine(job, persistence, lost=lease.lost)
         except errors.FencedOut as exc:
             return _fenced_out(job, exc)
-        except _job.CannotRun as exc:
-            return Outcome(Action.TRASH, exc.reason)
+        except _job.CannotRun as exc:  # NotHere included
+            action = Action.TRASH if exc.cause is Cause.INVALID else Action.ABANDON
+            return Outcome(action, exc.reason, cause=exc.cause)
         except errors.DisallowedFactory as exc:
-            return Outcome(Action.TRASH, f"factory refused: {exc}")
+            return Outcome(Action.ABANDON, f"factory refused: {exc}", cause=Cause.NOT_HERE)
+        except _UnknownEngine as exc:
+            return Outcome(Action.ABANDON, f"unknown engine: {exc.__cause__}",
+                           cause=Cause.NOT_HERE)
         except (errors.NotFound, ImportError, AttributeError) as exc:
-            return Outcome(Action.TRASH, f"factory not found: {exc}")
+            return Outcome(Action.ABANDON, f"factory not found: {exc}", cause=Cause.NOT_HERE)
         except errors.StorageFailure as exc:
-            return Outcome(Action.ABANDON, f"{_job.STORAGE_REASON}: {exc}", retryable=True)
+            return Outcome(Action.ABANDON, f"{_job.STORAGE_REASON}: {exc}", cause=Cause.STORAGE)
         except errors.StorageCorrupted as exc:
             return self._corrupted(exc)
         except Exception as exc:  # e.g. the factory raised: maybe transient, so retry it
-            return Outcome(Action.ABANDON, f"cannot build the engine: {exc!r}", retryable=True)
+            return Outcome(Action.ABANDON, f"cannot build the engine: {exc!r}",
+                           cause=Cause.FAILED)
         return self._drive(lease, engine)
 
     def _build_engine(self, job: Job, persistence: Persistence, *,
@@ -478,6 +545,11 @@ class ExecutorConductor(Conductor):
         fence = _job.fence_of(job)
         flow_detail = _job.take_flow_detail(job, persistence, fence)
         _job.check_factory(flow_detail)
+        kind = self._engine or "serial"
+        try:
+            engine_mod.engine_class(kind)
+        except (errors.UnknownBackend, errors.MissingDriver) as exc:
+            raise _UnknownEngine from exc
         return engine_mod.load_from_detail(
             flow_detail, store=_job.merged_store(job, flow_detail),
             engine=self._engine or "serial", persistence=persistence, policy=self._policy,
@@ -499,11 +571,12 @@ class ExecutorConductor(Conductor):
         except errors.FencedOut as exc:
             return _fenced_out(lease.job, exc)
         except errors.StorageFailure as exc:
-            return Outcome(Action.ABANDON, f"{_job.STORAGE_REASON}: {exc}", retryable=True)
+            return Outcome(Action.ABANDON, f"{_job.STORAGE_REASON}: {exc}", cause=Cause.STORAGE)
         except errors.StorageCorrupted as exc:
             return self._corrupted(exc)
         except Exception as exc:  # compilation or preparation failed: retried, then trashed
-            return Outcome(Action.ABANDON, f"cannot prepare the flow: {exc!r}", retryable=True)
+            return Outcome(Action.ABANDON, f"cannot prepare the flow: {exc!r}",
+                           cause=Cause.FAILED)
         self._notifier.notify("running_start", payload)
         failure: Exception | None = None
         try:
@@ -530,17 +603,18 @@ class ExecutorConductor(Conductor):
                 return self._corrupted(corrupt)
             if _job.is_no_consume(failure, self.NO_CONSUME_EXCEPTIONS):
                 return Outcome(Action.ABANDON, f"{type(failure).__name__}: {failure}",
-                               retryable=True)
+                               cause=Cause.FAILED)
             return Outcome(Action.CONSUME, f"flow failed: {type(failure).__name__}: {failure}")
         if engine.flow_detail.state is not FlowState.SUSPENDED:
             return Outcome(Action.CONSUME)
         if not lease.trusted():  # a cancel mark stays on the job for its next claim
-            return Outcome(Action.ABANDON, "claim lost", delay=0.0)
+            return Outcome(Action.ABANDON, "claim lost", delay=0.0, cause=Cause.INTERRUPTED)
         if lease.cancelled is not None:
-            return Outcome(Action.TRASH, lease.cancelled)
+            return Outcome(Action.TRASH, lease.cancelled, cause=Cause.CANCELLED)
         if self._stopping.is_set():
-            return Outcome(Action.ABANDON, "conductor stopping", delay=0.0)
-        return Outcome(Action.ABANDON, "engine suspended", retryable=True)
+            return Outcome(Action.ABANDON, "conductor stopping", delay=0.0,
+                           cause=Cause.INTERRUPTED)
+        return Outcome(Action.ABANDON, "engine suspended", cause=Cause.FAILED)
 
     def _corrupted(self, exc: BaseException) -> Outcome:
         """Persistence's storage is damaged: stop claiming (``run()`` then raises ``exc``) and
@@ -553,17 +627,27 @@ class ExecutorConductor(Conductor):
             logger.error("%s: STOPPING: persistence storage is corrupted, not unavailable; "
                          "no more jobs will be claimed: %s", self._conductor.name, exc)
         self._stopping.set()
-        return Outcome(Action.RELEASE, f"{_job.CORRUPT_REASON}: {exc}")
+        return Outcome(Action.RELEASE, f"{_job.CORRUPT_REASON}: {exc}", cause=Cause.CORRUPT)
 
     def _limit_attempts(self, job: Job, outcome: Outcome) -> Outcome:
-        """Trash a job whose retryable failure happened on its ``max_attempts``-th claim."""
+        """Trash a job whose counted failure happened on its ``max_attempts``-th claim, with
+        every distinct reason it collected."""
         if (outcome.action is Action.ABANDON and outcome.retryable
-                and not _storage_reason(outcome.reason)
                 and job.attempts >= self._max_attempts):
             logger.warning("%s: trashing job %s after %d claims; last error: %s",
                            self._conductor.name, job.uuid, job.attempts, outcome.reason)
-            return Outcome(Action.TRASH, _job.TOO_MANY_ATTEMPTS)
+            tally = Tally.of(job.reason)
+            tally.add(outcome.reason, self._conductor.name)
+            return _exhausted(tally)
         return outcome
+
+    def _abandon_reason(self, job: Job, outcome: Outcome) -> str | None:
+        """The reason an abandon stores: the outcome's, followed by the job's tally of counted
+        failures (this one included when counted)."""
+        tally = Tally.of(job.reason)
+        if outcome.retryable:
+            tally.add(outcome.reason, self._conductor.name)
+        return tally.reason(outcome.reason)
 
     # -- finishing a job -------------------------------------------------------------------
 
@@ -597,8 +681,10 @@ class ExecutorConductor(Conductor):
         else:
             delay = (outcome.delay if outcome.delay is not None
                      else self._backoff.delay(job.attempts))
+            outcome = dataclasses.replace(outcome, reason=self._abandon_reason(job, outcome))
+            reason = outcome.reason
             call = lambda: self._jobboard.abandon(job, owner, delay=delay,  # noqa: E731
-                                                  reason=outcome.reason)
+                                                  reason=reason)
         self._complete(lease, persistence, outcome, call)
         if stopping:
             if ahead is not None:
@@ -768,6 +854,8 @@ class ExecutorConductor(Conductor):
         if renewer is not None:
             renewer.remove(lease)
         self._count(name)
+        if name == "trashed" and outcome.cause is Cause.CANCELLED:
+            self._count("cancelled")
         if self._metrics is not None:
             self._metrics.jobs.labels(outcome=name).inc()
         self._notifier.notify(_EVENT[name], {"job": job, "conductor": self,
@@ -849,6 +937,17 @@ class _Ahead:
         self.read = False
 
 
+class _UnknownEngine(Exception):
+    """This conductor's engine kind does not exist here (the ``UnknownBackend`` is chained)."""
+
+
+def _exhausted(tally: Tally) -> Outcome:
+    """Trash: too many attempts, with every distinct reason collected."""
+    text = tally.text()
+    return Outcome(Action.TRASH, f"{_job.TOO_MANY_ATTEMPTS}: {text}" if text
+                   else _job.TOO_MANY_ATTEMPTS, cause=Cause.EXHAUSTED)
+
+
 def _because(reason: str | None) -> str:
     """`` (reason)`` for a log line, or nothing."""
     return f" ({reason})" if reason else ""
@@ -858,7 +957,7 @@ def _fenced_out(job: Job, exc: errors.FencedOut) -> Outcome:
     """A newer claim took the job's flow over (or ours was lost before a revert): the job is
     another conductor's now; abandoned at once and not counted against its attempts."""
     logger.warning("job %s: claim lost, its engine stopped: %s", job.uuid, exc)
-    return Outcome(Action.ABANDON, f"claim lost: {exc}", delay=0.0)
+    return Outcome(Action.ABANDON, f"claim lost: {exc}", delay=0.0, cause=Cause.INTERRUPTED)
 
 
 def _storage_reason(reason: str | None) -> bool:

@@ -32,6 +32,7 @@ __all__ = [
     "ParallelEngine",
     "ProcessEngine",
     "SerialEngine",
+    "engine_class",
     "flow_from_detail",
     "load",
     "load_from_detail",
@@ -58,6 +59,18 @@ def _parse_kind(engine: str) -> tuple[str, dict[str, Any]]:
     return _plugins.scheme_of(engine), options
 
 
+def engine_class(engine: str) -> type[Engine]:
+    """The engine class of an engine kind or URL (``serial``, ``parallel://?max_workers=4``).
+
+    Raises:
+        UnknownBackend: no such engine kind (the message lists the known ones).
+        MissingDriver: the kind's plugin needs a driver that is not installed.
+    """
+    kind, _options = _parse_kind(engine)
+    cls: type[Engine] = _BUILTIN.get(kind) or ENGINES.load(kind)
+    return cls
+
+
 def load(flow: Flow, *, store: dict[str, Any] | None = None, engine: str = "serial",
          persistence: Persistence | None = None, flow_detail: FlowDetail | None = None,
          book: LogBook | None = None, **options: Any) -> Engine:
@@ -77,9 +90,9 @@ def load(flow: Flow, *, store: dict[str, Any] | None = None, engine: str = "seri
     Raises:
         UnknownBackend: no such engine kind.
     """
-    kind, url_options = _parse_kind(engine)
+    cls = engine_class(engine)
+    _kind, url_options = _parse_kind(engine)
     url_options.update(options)
-    cls = _BUILTIN.get(kind) or ENGINES.load(kind)
     if persistence is None:
         persistence = MemoryPersistence()
     if flow_detail is None:

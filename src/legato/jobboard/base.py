@@ -789,6 +789,30 @@ class JobBoard(abc.ABC):
         for record in self._iter_trash():
             yield Job(self, record)
 
+    def requeue(self, job: Job) -> Job:
+        """Post a trashed job again and take it out of the trash, in one atomic step: same
+        name, logbook, details and priority, a new uuid, no attempts and no reason. Requeueing
+        one trashed job twice posts it once (the second call finds it gone).
+
+        Args:
+            job: a job from ``iter_trash``.
+
+        Raises:
+            NotFound: the job is not in the trash (never trashed, or requeued already).
+        """
+        self._require_connected()
+        from legato.persistence.models import new_uuid  # models import nothing of ours
+
+        now = self.clock()
+        record = JobRecord(
+            uuid=new_uuid(), name=job.name, details=dict(job.details),
+            book_uuid=job.book_uuid, book_name=job.book_name,
+            priority=int(job.priority), created_on=now, last_modified=now)
+        self._requeue(job.uuid, record)
+        posted = Job(self, record)
+        self.notifier.notify(POSTED, {"job": posted})
+        return posted
+
     # -- waiting ---------------------------------------------------------------------------
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -978,6 +1002,11 @@ class JobBoard(abc.ABC):
 
     @abc.abstractmethod
     def _iter_trash(self) -> Iterator[JobRecord]: ...
+
+    @abc.abstractmethod
+    def _requeue(self, trashed_uuid: str, record: JobRecord) -> None:
+        """Atomically remove the trash entry of ``trashed_uuid`` and post ``record`` (setting
+        its ``sequence``); ``NotFound`` (nothing posted) when there is no such entry."""
 
     def _check_epoch(self) -> None:
         """Raise ``BoardDataLost`` (taking the server's new ``epoch``) when the data the board

@@ -301,6 +301,16 @@ class MemoryJobBoard(JobBoard):
             store.trash.append(record)
             store.bump()
 
+    def _requeue(self, trashed_uuid: str, record: JobRecord) -> None:
+        store = self._s
+        with store.changed:
+            kept = [r for r in store.trash if r.uuid != trashed_uuid]
+            if len(kept) == len(store.trash):
+                raise errors.NotFound(f"no job {trashed_uuid} in the trash of board "
+                                      f"{self.name!r}")
+            store.trash[:] = kept
+            self._post(record)  # the condition's lock is re-entrant
+
     def _iter_trash(self) -> Iterator[JobRecord]:
         store = self._s
         with store.changed:

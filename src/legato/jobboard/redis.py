@@ -84,8 +84,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _SCRIPTS = ("post", "claim", "claim_next", "renew", "consume", "consume_and_claim_next",
-            "abandon", "release", "trash", "cancel", "promote", "set_aside", "entity_register",
-            "entity_list")
+            "abandon", "release", "trash", "cancel", "requeue", "promote", "set_aside",
+            "entity_register", "entity_list")
 #: Most delayed jobs, expired claims or bad entries one script call handles (bounded work).
 _HOUSEKEEPING_LIMIT = 100
 _BOARD_OPTIONS = ("name", "ttl", "poll_interval", "clock")
@@ -652,6 +652,17 @@ class RedisJobBoard(JobBoard):
 
     def _trash(self, job_uuid: str, who: str, fence: int | None, reason: str | None) -> None:
         self._owned("trash", job_uuid, who, fence, json.dumps(reason))
+
+    def _requeue(self, trashed_uuid: str, record: JobRecord) -> None:
+        fields = record.to_dict()
+        for name in ("uuid", "sequence", "available_at"):
+            fields.pop(name)
+        flat = [part for name, value in fields.items() for part in (name, json.dumps(value))]
+        reply = self._run("requeue", [trashed_uuid, record.uuid, record.priority, *flat],
+                          record.uuid)
+        if reply[0] == "NOTFOUND":
+            raise errors.NotFound(f"no job {trashed_uuid} in the trash of board {self.name!r}")
+        record.sequence = int(reply[1])
 
     def _iter_trash(self) -> Iterator[JobRecord]:
         size = self.settings.page_size

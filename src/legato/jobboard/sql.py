@@ -496,6 +496,17 @@ class SQLJobBoard(JobBoard):
             conn.execute(trash.insert().values(**values))
             self._notify(conn)
 
+    def _requeue(self, trashed_uuid: str, record: JobRecord) -> None:
+        with self._tx(write=True) as conn:
+            gone = conn.execute(trash.delete().where(trash.c.uuid == trashed_uuid))
+            if gone.rowcount == 0:
+                raise errors.NotFound(f"no job {trashed_uuid} in the trash of board "
+                                      f"{self.name!r}")
+            values = _row_values(record)
+            record.sequence = conn.execute(
+                jobs.insert().values(**values).returning(_J.sequence)).scalar_one()
+            self._notify(conn)
+
     def _iter_trash(self) -> Iterator[JobRecord]:
         after: tuple[float, int] | None = None
         while True:

@@ -1003,6 +1003,31 @@ class ZooKeeperJobBoard(JobBoard):
         self._forget_hold(held.name)
         self._index.remove(held.name)
 
+    def _requeue(self, trashed_uuid: str, record: JobRecord) -> None:
+        names = self._result(self._live().get_children_async(self._trash_root))
+        found = [n for n in names if job_key(n) is not None and uuid_of(n) == trashed_uuid]
+        if not found:
+            raise errors.NotFound(f"no job {trashed_uuid} in the trash of board {self.name!r}")
+        data = encode_job(record)
+        prefix = f"{self._jobs}/{job_name_prefix(record.priority, record.uuid)}"
+
+        def ops(txn: Any) -> None:
+            for name in found:
+                txn.delete(f"{self._trash_root}/{name}")
+            txn.create(prefix, data, sequence=True)
+
+        results = self._commit_kazoo(ops)
+        failure = failure_of(results)
+        if isinstance(failure, kz.NoNodeError):  # requeued meanwhile (or jobs/ is gone)
+            self._check_epoch()
+            raise errors.NotFound(f"no job {trashed_uuid} in the trash of board {self.name!r}")
+        if failure is not None:
+            raise failure
+        name = str(results[-1]).rsplit("/", 1)[1]
+        self._index.add(name, record.available_at, (data, 0))
+        key = job_key(name)
+        record.sequence = key[1] if key is not None else 0
+
     def _iter_trash(self) -> Iterator[JobRecord]:
         names = self._result(self._live().get_children_async(self._trash_root))
         found = self._read(*(f"{self._trash_root}/{n}" for n in names))

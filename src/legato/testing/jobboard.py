@@ -667,6 +667,51 @@ class JobBoardConformance:
         assert first.state is JobState.COMPLETE
         assert list(other.iterjobs(ensure_fresh=True)) == [kept]
 
+    def test_requeue_posts_once_and_takes_the_job_out_of_the_trash(
+            self, board: JobBoard, other: JobBoard) -> None:
+        job = board.post("requeued", details={"store": {"x": 1}}, priority=JobPriority.HIGH)
+        board.trash(board.claim(job, "owner-a"), "owner-a", reason="bad factory")
+        (trashed,) = other.iter_trash()
+        new = other.requeue(trashed)
+        assert new.uuid != job.uuid and new.name == "requeued"
+        assert new.details == {"store": {"x": 1}} and new.priority is JobPriority.HIGH
+        assert list(board.iter_trash()) == []
+        with pytest.raises(errors.NotFound):
+            board.requeue(trashed)  # requeued already: nothing more is posted
+        assert [j.uuid for j in board.iterjobs(ensure_fresh=True)] == [new.uuid]
+        claimed = board.claim_next("owner-b")
+        assert claimed is not None and claimed.uuid == new.uuid
+        assert claimed.attempts == 1 and claimed.reason is None
+
+    def test_requeue_races_post_the_job_once(self, board: JobBoard, other: JobBoard) -> None:
+        job = board.post("raced")
+        board.trash(board.claim(job, "owner-a"), "owner-a", reason="why")
+        (trashed,) = board.iter_trash()
+        barrier = threading.Barrier(2)
+        outcomes: list[str] = []
+
+        def requeue(on: JobBoard) -> None:
+            barrier.wait(10)
+            try:
+                on.requeue(trashed)
+                outcomes.append("posted")
+            except errors.NotFound:
+                outcomes.append("not found")
+
+        threads = [threading.Thread(target=requeue, args=(b,)) for b in (board, other)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert sorted(outcomes) == ["not found", "posted"]
+        assert board.job_count == 1 and list(other.iter_trash()) == []
+
+    def test_requeue_of_a_job_not_in_the_trash_is_not_found(self, board: JobBoard) -> None:
+        job = board.post("waiting")
+        with pytest.raises(errors.NotFound):
+            board.requeue(job)
+        assert board.job_count == 1
+
     def test_wait_wakes_on_post_from_another_board(self, board: JobBoard,
                                                    other: JobBoard) -> None:
         assert board.wait(timeout=0.1) is False
