@@ -63,7 +63,8 @@ if TYPE_CHECKING:
     from legato.persistence.models import LogBook
 
 __all__ = ["CLAIMS_LOST", "MAX_DETAILS_BYTES", "MAX_DETAILS_DEPTH", "POSTED", "REMOVAL", "Entity",
-           "Job", "JobBoard", "JobRecord", "Pending", "check_details", "decode_record"]
+           "Job", "JobBoard", "JobCounts", "JobRecord", "Pending", "check_details",
+           "decode_record"]
 
 logger = logging.getLogger(__name__)
 
@@ -209,6 +210,23 @@ class JobRecord:
         field as ``decode_record`` does; ``GarbageRecord`` (a ``ValueError``) when the data is
         malformed."""
         return decode_record(data)
+
+
+@dataclasses.dataclass(frozen=True)
+class JobCounts:
+    """How many jobs a board holds, by state (``JobBoard.job_counts``).
+
+    Attributes:
+        waiting: claimable now (never claimed, abandoned, released, or their claim lapsed).
+        delayed: unclaimed but not claimable before their delay ends.
+        claimed: under a live claim.
+        trashed: in the trash.
+    """
+
+    waiting: int
+    delayed: int
+    claimed: int
+    trashed: int
 
 
 _RECORD_FIELDS = frozenset(f.name for f in dataclasses.fields(JobRecord))
@@ -615,6 +633,13 @@ class JobBoard(abc.ABC):
         self._require_connected()
         return self._job_count()
 
+    def job_counts(self) -> JobCounts:
+        """How many jobs are waiting, delayed, claimed and trashed, from counts the backend
+        keeps (never by reading every job): cheap enough for a metrics scrape every few
+        seconds. A snapshot: the numbers may come from slightly different instants."""
+        self._require_connected()
+        return self._job_counts()
+
     def find_owner(self, job: Job) -> str | None:
         """The owner of the job's live claim, or None.
 
@@ -869,6 +894,20 @@ class JobBoard(abc.ABC):
 
     @abc.abstractmethod
     def _job_count(self) -> int: ...
+
+    def _job_counts(self) -> JobCounts:
+        """The counts of ``job_counts``. This default reads every job and the whole trash;
+        backends override it with counts their storage keeps."""
+        now = self.clock()
+        waiting = delayed = claimed = 0
+        for record in self._iter_records(False, True):
+            if record.effective_state(now) is JobState.CLAIMED:
+                claimed += 1
+            elif record.claimable(now):
+                waiting += 1
+            else:
+                delayed += 1
+        return JobCounts(waiting, delayed, claimed, sum(1 for _ in self._iter_trash()))
 
     @abc.abstractmethod
     def _claim(self, job_uuid: str, who: str, ttl: float) -> JobRecord:
