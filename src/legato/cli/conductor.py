@@ -7,12 +7,14 @@ signal exits immediately (claims then end when their lease runs out).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import signal
 import sys
 import threading
 import types
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import typer
@@ -128,6 +130,13 @@ def conductor(
              "this (default 0.05; 0: never).")] = None,
     verbose: Annotated[bool, typer.Option(
         "--verbose", "-v", help="Print every event, not only job outcomes.")] = False,
+    metrics_port: Annotated[int | None, typer.Option(
+        "--metrics-port", metavar="PORT", min=0, max=65535,
+        help="Serve Prometheus metrics at http://HOST:PORT/metrics (0: any free port, "
+             "printed in the started event).")] = None,
+    metrics_host: Annotated[str, typer.Option(
+        "--metrics-host", metavar="HOST",
+        help="Address the metrics server listens on.")] = "0.0.0.0",
 ) -> None:
     """Run a conductor: claim jobs, run their flows, consume, abandon or trash them."""
     from legato import conductor as conductors
@@ -145,16 +154,24 @@ def conductor(
             raise ValueError("--claim-ahead-below applies to the blocking kind only")
         options["claim_ahead_below"] = claim_ahead_below
     printer = EventPrinter(settings.out, verbose=verbose or settings.debug)
-    with _context.open_board(settings) as (board, backend):
+    with _context.open_board(settings) as (board, backend), \
+            _metrics_server(metrics_port, metrics_host, board) as (metrics, served):
+        if metrics is not None:
+            options["metrics"] = metrics
         worker = conductors.fetch(kind, name, board, persistence=backend, engine=engine,
                                   **options)
         worker.notifier.register("*", printer)
         worker.notifier.register("running_start", _attach_timing)
         previous = _install_signals(worker, printer)
         try:
-            printer.emit({"event": "started", "job": None, "job_name": None,
-                          "conductor": worker.conductor.name, "pid": os.getpid(),
-                          "reason": f"{worker.conductor.name} on {redact(settings.board_url)}"})
+            started: dict[str, Any] = {
+                "event": "started", "job": None, "job_name": None,
+                "conductor": worker.conductor.name, "pid": os.getpid(),
+                "reason": f"{worker.conductor.name} on {redact(settings.board_url)}"}
+            if served is not None:
+                started["metrics"] = served
+                started["reason"] += f"; metrics at {served}"
+            printer.emit(started)
             worker.run(max_dispatches=max_dispatches)
         finally:
             for signum, old in previous.items():
@@ -162,6 +179,34 @@ def conductor(
             worker.close()
     printer.emit({"event": "stopped", "job": None, "job_name": None, "reason": None})
     sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def _metrics_server(port: int | None, host: str,
+                    board: Any) -> Iterator[tuple[Any, str | None]]:
+    """With a port: conductor metrics on a registry of their own (board gauges included),
+    served over HTTP until the block ends; yields them and their URL. Else (None, None)."""
+    if port is None:
+        yield None, None
+        return
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from legato.conductor._metrics import ConductorMetrics
+
+    registry = CollectorRegistry()
+    metrics = ConductorMetrics(registry)
+    metrics.watch_board(board)
+    try:
+        server, thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        raise OSError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        yield metrics, f"http://{shown}:{server.server_port}/metrics"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 def register(app: typer.Typer) -> None:

@@ -174,6 +174,8 @@ class ExecutorConductor(Conductor):
         self._board_backoff = Backoff(base=board_backoff_base, maximum=board_backoff_max)
         self._policy = engine_mod.FactoryPolicy(allowed_prefixes=tuple(allowed_factories))
         self._metrics = metrics
+        if metrics is not None:
+            self._notifier.register("running_start", metrics.attach)
         self._log = log or self.LOG or logger
         self._notifier.register(ANY, self._log_event)
         self._stopping = threading.Event()
@@ -345,6 +347,8 @@ class ExecutorConductor(Conductor):
                     self._idle(self._jobboard.wait(self._wait_timeout))
                     return None, 0
                 job = claimed
+                if self._metrics is not None:
+                    self._metrics.claim_seconds.observe(time.monotonic() - claimed_at)
         except Exception as exc:  # any board error: log, count, back off, carry on (Lesson 6)
             failures += 1
             self._board_failed("claiming a job", exc, failures)
@@ -397,8 +401,6 @@ class ExecutorConductor(Conductor):
 
     def _board_failed(self, what: str, exc: Exception, failures: int) -> None:
         self._count("board_errors")
-        if self._metrics is not None:
-            self._metrics.board_errors.inc()
         delay = self._board_backoff.delay(failures)
         # A board that lost its data is no outage to wait out: say so loudly, then carry on
         # with what the board holds now (it reports each loss once).
@@ -411,12 +413,16 @@ class ExecutorConductor(Conductor):
                 renewer: Renewer) -> None:
         with self._slots:
             self._inflight += 1
+        if self._metrics is not None:
+            self._metrics.in_flight.inc()
 
         def done(_: futures.Future[None]) -> None:
             renewer.remove(lease)
             with self._slots:
                 self._inflight -= 1
                 self._slots.notify_all()
+            if self._metrics is not None:
+                self._metrics.in_flight.dec()
 
         try:
             future = executor.submit(self._process, lease, persistence)
@@ -442,6 +448,9 @@ class ExecutorConductor(Conductor):
         self._finish(lease, persistence, outcome, ran_for=time.monotonic() - started)
         if self._metrics is not None:
             self._metrics.duration.observe(time.monotonic() - started)
+            if _storage_reason(outcome.reason) or str(outcome.reason).startswith(
+                    (_job.CORRUPT_REASON, errors.StorageFailure.__name__)):
+                self._metrics.storage_errors.inc()
 
     def _outcome_of(self, lease: Lease, persistence: Persistence) -> Outcome:
         job = lease.job
@@ -749,8 +758,6 @@ class ExecutorConductor(Conductor):
         if renewer is not None:
             renewer.remove(lease)
         self._count(name)
-        if self._metrics is not None:
-            self._metrics.jobs.labels(outcome=name).inc()
         self._notifier.notify(_EVENT[name], {"job": job, "conductor": self,
                                              "persistence": persistence, "reason": reason})
 
@@ -800,6 +807,8 @@ class ExecutorConductor(Conductor):
     def _count(self, key: str) -> None:
         with self._stats_lock:
             self._stats[key] += 1
+        if self._metrics is not None:
+            self._metrics.count(key)
 
     def _log_event(self, event_type: str, details: dict[str, Any]) -> None:
         if not self._log.isEnabledFor(logging.DEBUG):

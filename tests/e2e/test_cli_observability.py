@@ -1,0 +1,141 @@
+"""Operating a conductor: Prometheus metrics scraped over HTTP, JSON logs, traces."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+SCRIPT = Path(sys.executable).with_name("legato")
+LEGATO = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "legato.cli"]
+BOARDS = ["sqlite_url", "postgres_url", "redis_url", "zookeeper_url"]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LEGATO_", "OTEL_"))}
+    env.update(extra)
+    return env
+
+
+def legato(cwd: Path, *args: str, ok: bool = True,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([*LEGATO, *args], cwd=cwd, capture_output=True, text=True,
+                            env=env or _env(), timeout=60, check=False)
+    if ok:
+        assert result.returncode == 0, (args, result.stdout, result.stderr)
+    return result
+
+
+def post_demo(cwd: Path, *extra: str, name: str, env: dict[str, str], steps: int = 2,
+              delay: float = 0.0) -> str:
+    store = json.dumps({"job_name": name, "log_path": str(cwd / "effects.jsonl"),
+                        "step_delay": delay})
+    return legato(cwd, "post", "legato.demo:demo_flow", "--store", store, "--name", name,
+                  "--arg", str(steps), *extra, env=env).stdout.strip()
+
+
+def _read_event(proc: subprocess.Popen[str], wanted: str, timeout: float = 30) -> dict[str, Any]:
+    """The next event ``wanted`` the conductor prints (``--json``) on stdout."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], deadline - time.monotonic())
+        if not ready:
+            break
+        line = proc.stdout.readline()
+        if not line:
+            break
+        event: dict[str, Any] = json.loads(line)
+        if event["event"] == wanted:
+            return event
+    raise AssertionError(f"no {wanted!r} event within {timeout}s")
+
+
+def _scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of the page: (name, sorted labels) -> value."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def _gauges(page: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> dict[str, float]:
+    return {state: page[("legato_conductor_board_jobs", (("state", state),))]
+            for state in ("waiting", "delayed", "claimed", "trashed")}
+
+
+def _until(check: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
+def _board_env(request: pytest.FixtureRequest, fixture: str, tmp_path: Path) -> dict[str, str]:
+    url = request.getfixturevalue(fixture)
+    return _env(LEGATO_BOARD=url, LEGATO_PERSISTENCE=f"sqlite:///{tmp_path / 'flows.db'}")
+
+
+@pytest.mark.parametrize("board", BOARDS)
+def test_metrics_scraped_from_a_running_conductor_move_as_jobs_run(
+        tmp_path: Path, request: pytest.FixtureRequest, board: str) -> None:
+    env = _board_env(request, board, tmp_path)
+    with subprocess.Popen([*LEGATO, "--json", "conductor", "--allow", "legato.demo",
+                           "--metrics-port", "0", "--metrics-host", "127.0.0.1"],
+                          cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            url = _read_event(proc, "started")["metrics"]
+            assert url.startswith("http://127.0.0.1:") and url.endswith("/metrics")
+            first = _scrape(url)
+            consumed = ("legato_conductor_jobs_total", (("outcome", "consumed"),))
+            assert first[consumed] == 0
+            assert first[("legato_conductor_board_up", ())] == 1
+
+            post = lambda name, *extra: post_demo(  # noqa: E731
+                tmp_path, *extra, name=name, steps=2, env=env)
+            post("a")
+            post("b")
+            post("later", "--delay", "3600")
+            _until(lambda: _scrape(url)[consumed] == 2)
+            post("c")
+            _until(lambda: _scrape(url)[consumed] == 3)
+            # Board gauges are re-read at most every few seconds: wait for the new counts.
+            _until(lambda: _gauges(_scrape(url)) == {"waiting": 0, "delayed": 1,
+                                                     "claimed": 0, "trashed": 0})
+            page = _scrape(url)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    assert page[("legato_conductor_claims_total", ())] == 3
+    assert page[("legato_conductor_claim_seconds_count", ())] >= 1
+    assert page[("legato_conductor_job_duration_seconds_count", ())] == 3
+    assert page[("legato_conductor_atom_duration_seconds_count", (("state", "SUCCESS"),))] == 6
+    assert page[("legato_conductor_jobs_in_flight", ())] == 0
+    assert page[("legato_conductor_claims_lost_total", ())] == 0
+    assert page[("legato_conductor_board_errors_total", ())] == 0
+    assert page[("legato_conductor_storage_errors_total", ())] == 0
+
+
+def test_metrics_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = legato(tmp_path, "conductor", "--metrics-port", str(port), "--metrics-host",
+                        "127.0.0.1", ok=False)
+    assert result.returncode != 0
+    assert result.stderr.count("\n") == 1
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in result.stderr
