@@ -139,3 +139,35 @@ def test_metrics_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert result.stderr.count("\n") == 1
     assert f"cannot serve metrics on 127.0.0.1:{port}" in result.stderr
+
+
+@pytest.mark.parametrize("board", ["sqlite_url", "redis_url"])
+def test_log_format_json_writes_every_event_and_log_line_as_one_object(
+        tmp_path: Path, request: pytest.FixtureRequest, board: str) -> None:
+    from legato import jobboard
+
+    env = _board_env(request, board, tmp_path)
+    good = post_demo(tmp_path, name="good", env=env)
+    with jobboard.connect(env["LEGATO_BOARD"]) as posted_on:
+        bad = posted_on.post("bad", details={"store": "not an object"}).uuid
+    result = legato(tmp_path, "conductor", "--name", "w", "--allow", "legato.demo",
+                    "--max-dispatches", "2", "--log-format", "json", env=env, ok=False)
+    assert result.stdout == ""
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
+    assert lines, result.stderr
+    for line in lines:
+        assert line["time"].endswith("+00:00") and line["conductor"].startswith("w")
+    events = {line["event"]: line for line in lines if line.get("event")}
+    assert set(events) >= {"started", "running_start", "job_consumed", "job_trashed", "stopped"}
+    name = events["started"]["conductor"]
+    assert name.startswith("w@") and events["stopped"]["conductor"] == name
+    for event in ("started", "stopped"):
+        assert {k: events[event][k] for k in ("job", "attempt", "fence", "outcome")} == \
+            dict.fromkeys(("job", "attempt", "fence", "outcome"))
+    consumed, trashed = events["job_consumed"], events["job_trashed"]
+    assert (consumed["job"], consumed["job_name"], consumed["outcome"]) == (good, "good",
+                                                                            "consumed")
+    assert consumed["attempt"] == 1 and isinstance(consumed["fence"], int)
+    assert consumed["reason"] is None and consumed["conductor"] == name
+    assert (trashed["job"], trashed["outcome"], trashed["attempt"]) == (bad, "trashed", 1)
+    assert "malformed details" in trashed["reason"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import os
 import signal
 import sys
@@ -21,7 +22,7 @@ import typer
 
 from legato._redact import redact
 from legato.cli import _context
-from legato.cli._output import Output
+from legato.cli._output import EVENT_FIELD, JSONLogFormatter, Output
 
 __all__ = ["EventPrinter", "register"]
 
@@ -30,15 +31,23 @@ _NOTABLE = frozenset({"started", "stopping", "stopped", "running_start", "job_co
                       "job_abandoned", "job_trashed"})
 _STYLES = {"job_consumed": "green", "job_abandoned": "yellow", "job_trashed": "red",
            "running_start": "cyan"}
+_OUTCOMES = {"job_consumed": "consumed", "job_abandoned": "abandoned",
+             "job_trashed": "trashed"}
+#: Fields every event has in the JSON log format (null where they do not apply).
+_NO_JOB = dict.fromkeys(("event", "job", "job_name", "attempt", "fence", "outcome", "reason"))
+#: The logger conductor events go to with ``--log-format json``.
+_events = logging.getLogger("legato.events")
 
 
 class EventPrinter:
     """A conductor notifier listener that prints each event (one JSON object per line with
-    ``--json``)."""
+    ``--json``), or with ``log`` logs it on the ``legato.events`` logger instead (the JSON
+    log format)."""
 
-    def __init__(self, out: Output, *, verbose: bool = False) -> None:
+    def __init__(self, out: Output, *, verbose: bool = False, log: bool = False) -> None:
         self.out = out
         self.verbose = verbose
+        self.log = log
 
     def __call__(self, event: str, details: dict[str, Any]) -> None:
         job = details.get("job")
@@ -47,6 +56,9 @@ class EventPrinter:
             "event": event,
             "job": getattr(job, "uuid", None),
             "job_name": getattr(job, "name", None),
+            "attempt": getattr(job, "attempts", None),
+            "fence": getattr(job, "fence", None),
+            "outcome": _OUTCOMES.get(event),
             "reason": details.get("reason"),
         }
         conductor = details.get("conductor")
@@ -55,6 +67,12 @@ class EventPrinter:
         self.emit(row)
 
     def emit(self, row: dict[str, Any]) -> None:
+        if self.log:
+            if self.verbose or row["event"] in _NOTABLE:
+                fields = {**_NO_JOB, **row}
+                fields.pop("time", None)  # the record's own time is the event's
+                _events.info("%s", row["event"], extra={EVENT_FIELD: fields})
+            return
         if self.out.is_json:
             self.out.json(row)
             return
@@ -137,6 +155,10 @@ def conductor(
     metrics_host: Annotated[str, typer.Option(
         "--metrics-host", metavar="HOST",
         help="Address the metrics server listens on.")] = "0.0.0.0",
+    log_format: Annotated[str, typer.Option(
+        "--log-format", metavar="text|json",
+        help="json: every event and log line as one JSON object per line on stderr "
+             "(instead of events on stdout).")] = "text",
 ) -> None:
     """Run a conductor: claim jobs, run their flows, consume, abandon or trash them."""
     from legato import conductor as conductors
@@ -153,13 +175,19 @@ def conductor(
         if kind != "blocking":
             raise ValueError("--claim-ahead-below applies to the blocking kind only")
         options["claim_ahead_below"] = claim_ahead_below
-    printer = EventPrinter(settings.out, verbose=verbose or settings.debug)
+    if log_format not in ("text", "json"):
+        raise ValueError(f"--log-format must be text or json, not {log_format!r}")
+    printer = EventPrinter(settings.out, verbose=verbose or settings.debug,
+                           log=log_format == "json")
+    formatter = _log_json(name) if printer.log else None
     with _context.open_board(settings) as (board, backend), \
             _metrics_server(metrics_port, metrics_host, board) as (metrics, served):
         if metrics is not None:
             options["metrics"] = metrics
         worker = conductors.fetch(kind, name, board, persistence=backend, engine=engine,
                                   **options)
+        if formatter is not None:
+            formatter.static["conductor"] = worker.conductor.name
         worker.notifier.register("*", printer)
         worker.notifier.register("running_start", _attach_timing)
         previous = _install_signals(worker, printer)
@@ -177,8 +205,19 @@ def conductor(
             for signum, old in previous.items():
                 signal.signal(signum, old)
             worker.close()
-    printer.emit({"event": "stopped", "job": None, "job_name": None, "reason": None})
+    printer.emit({"event": "stopped", "job": None, "job_name": None, "reason": None,
+                  "conductor": worker.conductor.name})
     sys.stdout.flush()
+
+
+def _log_json(conductor: str) -> JSONLogFormatter:
+    """Every log line as one JSON object naming the conductor; conductor events logged."""
+    formatter = JSONLogFormatter(conductor=conductor)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(formatter)
+    if not _events.isEnabledFor(logging.INFO):
+        _events.setLevel(logging.INFO)
+    return formatter
 
 
 @contextlib.contextmanager
