@@ -171,3 +171,75 @@ def test_log_format_json_writes_every_event_and_log_line_as_one_object(
     assert consumed["reason"] is None and consumed["conductor"] == name
     assert (trashed["job"], trashed["outcome"], trashed["attempt"]) == (bad, "trashed", 1)
     assert "malformed details" in trashed["reason"]
+
+
+def _spans(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("board", BOARDS)
+def test_one_trace_from_post_through_a_takeover_to_the_end(
+        tmp_path: Path, request: pytest.FixtureRequest, board: str) -> None:
+    """The producer's trace (in-memory exporter, this process) continues in the conductor
+    that claims the job (spans written by ``--trace-file``), and in the one that takes it
+    over after the first was SIGKILLed mid-flow."""
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from legato import jobboard
+    from legato import persistence as lp
+    from legato.demo import demo_flow
+    from legato.testing import conductor as tc
+
+    env = _board_env(request, board, tmp_path)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    effects = tmp_path / "effects.jsonl"
+    with lp.connect(env["LEGATO_PERSISTENCE"]) as store, \
+            jobboard.connect(env["LEGATO_BOARD"], persistence=store) as posted_on, \
+            provider.get_tracer("producer").start_as_current_span("produce") as produce:
+        store.upgrade()
+        job = tc.post_job(posted_on, store, demo_flow, args=(6,), name="traced", store={
+            "job_name": "traced", "log_path": str(effects), "step_delay": 0.3})
+    [produced] = exporter.get_finished_spans()
+    trace_id = f"0x{produce.get_span_context().trace_id:032x}"
+    produce_id = f"0x{produce.get_span_context().span_id:016x}"
+
+    command = [*LEGATO, "conductor", "--allow", "legato.demo", "--ttl", "2"]
+    first_file, second_file = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    with subprocess.Popen([*command, "--trace-file", str(first_file)], cwd=tmp_path, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as first:
+        try:
+            _until(lambda: len([s for s in _spans(first_file) if s["name"] == "legato.atom"])
+                   >= 2)
+        finally:
+            first.kill()
+            first.wait(timeout=30)
+    second = legato(tmp_path, *command[len(LEGATO):], "--max-dispatches", "1", "--trace-file",
+                    str(second_file), env=env)
+    assert second.returncode == 0
+
+    before, after = _spans(first_file), _spans(second_file)
+    assert {span["context"]["trace_id"] for span in before + after} == {trace_id}
+    assert produced.context.trace_id == produce.get_span_context().trace_id
+    # The first conductor never finished its run: only its claim and some atoms were written.
+    assert {span["name"] for span in before} == {"legato.claim", "legato.atom"}
+    [run] = [span for span in after if span["name"] == "legato.job"]
+    assert run["parent_id"] == produce_id
+    attributes = run["attributes"]
+    assert (attributes["legato.job.id"], attributes["legato.job.attempt"]) == (job.uuid, 2)
+    assert attributes["legato.job.outcome"] == "consumed"
+    [first_claim] = [span for span in before if span["name"] == "legato.claim"]
+    assert first_claim["attributes"]["legato.conductor"] != attributes["legato.conductor"]
+    assert first_claim["attributes"]["legato.job.fence"] < attributes["legato.job.fence"]
+    children = sorted(span["name"] for span in after
+                      if span["parent_id"] == run["context"]["span_id"])
+    assert children[-2:] == ["legato.board.consume", "legato.claim"]
+    steps = {span["attributes"]["legato.atom.name"] for span in before + after
+             if span["name"] == "legato.atom"}
+    assert steps == {f"step-{i}" for i in range(1, 7)}

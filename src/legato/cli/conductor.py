@@ -159,6 +159,10 @@ def conductor(
         "--log-format", metavar="text|json",
         help="json: every event and log line as one JSON object per line on stderr "
              "(instead of events on stdout).")] = "text",
+    trace_file: Annotated[str | None, typer.Option(
+        "--trace-file", metavar="PATH",
+        help="Append the OpenTelemetry spans of job runs to PATH as JSON lines "
+             "(needs legato[otel]).")] = None,
 ) -> None:
     """Run a conductor: claim jobs, run their flows, consume, abandon or trash them."""
     from legato import conductor as conductors
@@ -175,11 +179,10 @@ def conductor(
         if kind != "blocking":
             raise ValueError("--claim-ahead-below applies to the blocking kind only")
         options["claim_ahead_below"] = claim_ahead_below
-    if log_format not in ("text", "json"):
-        raise ValueError(f"--log-format must be text or json, not {log_format!r}")
-    printer = EventPrinter(settings.out, verbose=verbose or settings.debug,
-                           log=log_format == "json")
-    formatter = _log_json(name) if printer.log else None
+    printer, formatter, provider = _observers(settings, name, verbose=verbose,
+                                              log_format=log_format, trace_file=trace_file)
+    if provider is not None:
+        options["tracer_provider"] = provider
     with _context.open_board(settings) as (board, backend), \
             _metrics_server(metrics_port, metrics_host, board) as (metrics, served):
         if metrics is not None:
@@ -205,9 +208,28 @@ def conductor(
             for signum, old in previous.items():
                 signal.signal(signum, old)
             worker.close()
+            if provider is not None:
+                provider.shutdown()
     printer.emit({"event": "stopped", "job": None, "job_name": None, "reason": None,
                   "conductor": worker.conductor.name})
     sys.stdout.flush()
+
+
+def _observers(settings: _context.Settings, name: str, *, verbose: bool, log_format: str,
+               trace_file: str | None) -> tuple[EventPrinter, JSONLogFormatter | None, Any]:
+    """The event printer, the JSON log formatter (``--log-format json``) and the tracer
+    provider (``--trace-file``) of a conductor command."""
+    if log_format not in ("text", "json"):
+        raise ValueError(f"--log-format must be text or json, not {log_format!r}")
+    printer = EventPrinter(settings.out, verbose=verbose or settings.debug,
+                           log=log_format == "json")
+    formatter = _log_json(name) if printer.log else None
+    provider = None
+    if trace_file is not None:
+        from legato.cli._traces import file_tracer_provider
+
+        provider = file_tracer_provider(trace_file)
+    return printer, formatter, provider
 
 
 def _log_json(conductor: str) -> JSONLogFormatter:

@@ -41,12 +41,14 @@ class Lease:
         trusted_for: how long the lease is trusted after a claim or renewal was sent: ``ttl``,
             capped by the board's ``lease_cap``.
         deadline: ``time.monotonic()`` value by which the lease ends unless renewed.
+        claimed_at: ``time.monotonic()`` value when the claim was sent.
     """
 
     def __init__(self, job: Job, ttl: float, *, claimed_at: float,
                  cap: float | None = None) -> None:
         self.job = job
         self.ttl = ttl
+        self.claimed_at = claimed_at
         self.lost = threading.Event()
         self.trusted_for = ttl if cap is None else min(ttl, cap)
         self.deadline = claimed_at + self.trusted_for

@@ -62,14 +62,15 @@ class BlockingConductor(ExecutorConductor):
                  backoff_max: float = 60.0, board_backoff_base: float = 0.1,
                  board_backoff_max: float = 5.0,
                  metrics: ConductorMetrics | None = None,
-                 claim_ahead_below: float | None = None) -> None:
+                 claim_ahead_below: float | None = None, tracer_provider: Any = None) -> None:
         super().__init__(name, jobboard, persistence, engine, engine_options, wait_timeout, log,
                          max_simultaneous_jobs, allowed_factories=allowed_factories,
                          max_attempts=max_attempts, claim_ttl=claim_ttl,
                          backoff_base=backoff_base, backoff_max=backoff_max,
                          board_backoff_base=board_backoff_base,
                          board_backoff_max=board_backoff_max, metrics=metrics,
-                         claim_ahead_below=claim_ahead_below)
+                         claim_ahead_below=claim_ahead_below,
+                         tracer_provider=tracer_provider)
 
     def _executor_factory(self) -> futures.Executor:
         return _InlineExecutor()

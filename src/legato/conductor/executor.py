@@ -22,6 +22,7 @@ from legato.conductor import _job
 from legato.conductor._backoff import Backoff
 from legato.conductor._job import Action, Outcome
 from legato.conductor._renewal import Lease, Renewer
+from legato.conductor._tracing import JobTracing
 from legato.conductor.base import Conductor
 from legato.jobboard.base import Job, JobBoard, Pending
 from legato.notifier import ANY
@@ -86,6 +87,9 @@ class ExecutorConductor(Conductor):
         backoff_max: the largest abandon delay.
         board_backoff_base, board_backoff_max: the same for retrying a failing jobboard.
         metrics: Prometheus metrics to update (``ConductorMetrics``), or None.
+        tracer_provider: OpenTelemetry tracer provider for the spans of job runs (see
+            ``legato.conductor._tracing``); None uses the global one if one is set when
+            ``run()`` starts, else (or without OpenTelemetry installed) traces nothing.
         claim_ahead_below: conductors that chain claims (the blocking one), on boards that
             answer later (``JobBoard.sends_without_waiting``: Redis, ZooKeeper), keep the board
             working while they run: after a job that took less than this many seconds, the
@@ -150,7 +154,8 @@ class ExecutorConductor(Conductor):
                  backoff_max: float = 60.0, board_backoff_base: float = 0.1,
                  board_backoff_max: float = 5.0,
                  metrics: ConductorMetrics | None = None,
-                 claim_ahead_below: float | None = None) -> None:
+                 claim_ahead_below: float | None = None,
+                 tracer_provider: Any = None) -> None:
         super().__init__(name, jobboard, persistence=persistence, engine=engine,
                          engine_options=engine_options)
         self._wait_timeout = _positive("wait_timeout", wait_timeout, self.WAIT_TIMEOUT)
@@ -174,6 +179,8 @@ class ExecutorConductor(Conductor):
         self._board_backoff = Backoff(base=board_backoff_base, maximum=board_backoff_max)
         self._policy = engine_mod.FactoryPolicy(allowed_prefixes=tuple(allowed_factories))
         self._metrics = metrics
+        self._tracer_provider = tracer_provider
+        self._tracing: JobTracing | None = None  # the running run()'s
         if metrics is not None:
             self._notifier.register("running_start", metrics.attach)
         self._log = log or self.LOG or logger
@@ -290,6 +297,10 @@ class ExecutorConductor(Conductor):
                           on_error=lambda exc: self._count("board_errors"),
                           on_lost=lambda lease: self._count("claims_lost"))
         self._renewer = renewer
+        tracing = self._tracing = JobTracing.create(self._tracer_provider,
+                                                    self._conductor.name)
+        if tracing is not None:
+            self._notifier.register("running_start", tracing.running)
         executor = self._executor_factory()
         self._next_entity_refresh = 0.0
         self._refresh_entity(ttl)
@@ -315,6 +326,8 @@ class ExecutorConductor(Conductor):
             executor.shutdown(wait=True)
             renewer.stop()
             self._unregister_entity()
+            if tracing is not None:
+                self._notifier.deregister("running_start", tracing.running)
 
     def _lease_ttl(self) -> float:
         return self._claim_ttl if self._claim_ttl is not None else float(self._jobboard.ttl)
@@ -438,6 +451,8 @@ class ExecutorConductor(Conductor):
 
     def _process(self, lease: Lease, persistence: Persistence) -> None:
         started = time.monotonic()
+        tracing = self._tracing
+        span = None if tracing is None else tracing.start_job(lease, lease.claimed_at)
         try:
             outcome = self._outcome_of(lease, persistence)
         except Exception as exc:  # a bug must not kill the worker; the job is retried later
@@ -446,6 +461,8 @@ class ExecutorConductor(Conductor):
             outcome = Outcome(Action.ABANDON, f"conductor error: {exc}", retryable=True)
         outcome = self._limit_attempts(lease.job, outcome)
         self._finish(lease, persistence, outcome, ran_for=time.monotonic() - started)
+        if span is not None and tracing is not None:
+            tracing.end_job(lease, span, outcome)
         if self._metrics is not None:
             self._metrics.duration.observe(time.monotonic() - started)
             if _storage_reason(outcome.reason) or str(outcome.reason).startswith(
@@ -733,6 +750,8 @@ class ExecutorConductor(Conductor):
         """Make the finishing board ``call`` for ``lease``'s job and emit the job's event."""
         job, owner = lease.job, self._conductor.name
         name, reason = _PAST[outcome.action], outcome.reason
+        if self._tracing is not None:
+            call = self._tracing.board_call(lease, outcome.action, call)
         try:
             self._call_board(call, lease)
         except errors.BoardDataLost as exc:

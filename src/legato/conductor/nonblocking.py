@@ -44,13 +44,14 @@ class NonBlockingConductor(ExecutorConductor):
                  claim_ttl: float | None = None, backoff_base: float = 1.0,
                  backoff_max: float = 60.0, board_backoff_base: float = 0.1,
                  board_backoff_max: float = 5.0,
-                 metrics: ConductorMetrics | None = None) -> None:
+                 metrics: ConductorMetrics | None = None, tracer_provider: Any = None) -> None:
         super().__init__(name, jobboard, persistence, engine, engine_options, wait_timeout, log,
                          max_simultaneous_jobs, allowed_factories=allowed_factories,
                          max_attempts=max_attempts, claim_ttl=claim_ttl,
                          backoff_base=backoff_base, backoff_max=backoff_max,
                          board_backoff_base=board_backoff_base,
-                         board_backoff_max=board_backoff_max, metrics=metrics)
+                         board_backoff_max=board_backoff_max, metrics=metrics,
+                         tracer_provider=tracer_provider)
         if executor_factory is not None and not callable(executor_factory):
             raise ValueError(f"executor_factory must be callable, not {executor_factory!r}")
         self._custom_executor_factory = executor_factory

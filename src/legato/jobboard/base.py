@@ -54,7 +54,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, TypeVar
 
-from legato import errors
+from legato import _tracing, errors
 from legato.notifier import Notifier
 from legato.states import JobPriority, JobState
 
@@ -555,6 +555,10 @@ class JobBoard(abc.ABC):
              delay: float | None = None) -> Job:
         """Post a new job; with ``delay`` it cannot be claimed for that many seconds.
 
+        With OpenTelemetry installed (``legato[otel]``) and a span current, the job's details
+        also carry its trace context (``details["trace"]``, W3C ``traceparent``), so the
+        conductor that runs the job continues the trace.
+
         Raises:
             ValueError: an empty name, a negative delay, an unknown priority, or a NUL character
                 (U+0000) in the name, the book's name or any string of ``details`` (keys too):
@@ -574,6 +578,8 @@ class JobBoard(abc.ABC):
         if delay is not None and delay < 0:
             raise ValueError("delay must be >= 0")
         _refuse_nul(name, book.name if book is not None else None, details)
+        if _tracing.AVAILABLE:  # carry the producer's trace to the conductor
+            details = _tracing.inject(details)
         from legato.persistence.models import new_uuid  # models import nothing of ours
 
         now = self.clock()
