@@ -1,8 +1,9 @@
 """Optional Prometheus metrics for conductors, registered on a registry the caller passes in.
 
-The conductor updates counters and histograms as it works (a few increments per job); the
-board gauges are read only when the registry is collected (a scrape), from the board's
-``job_counts`` (counts the backend keeps), at most once every ``refresh`` seconds.
+Counters come from the conductors' own ``statistics`` (kept anyway), read when the registry is
+collected (a scrape), so they cost a job nothing; a job costs two histogram observations, and
+one per atom. The board gauges are read at collection too, from the board's ``job_counts``
+(counts the backend keeps), at most once every ``refresh`` seconds.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from legato.conductor.executor import ExecutorConductor
     from legato.jobboard.base import JobBoard, JobCounts
 
 __all__ = ["BoardGauges", "ConductorMetrics"]
@@ -30,9 +32,16 @@ _JOB_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 _CALL_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                  0.5, 1.0, 2.5, 5.0, float("inf"))
 
-#: ``statistics`` keys of ``ExecutorConductor`` and the counter each one moves.
-_COUNTED = {"dispatched": "claims", "board_errors": "board_errors",
-            "claims_lost": "claims_lost"}
+#: Counters read from ``ExecutorConductor.statistics``: name, help, statistics key.
+_COUNTERS = (
+    ("claims", "Jobs claimed and started.", "dispatched"),
+    ("claims_lost", "Claims lost while their job ran (renewal refused or failed past the "
+                    "lease).", "claims_lost"),
+    ("board_errors", "Jobboard errors conductors logged and retried.", "board_errors"),
+)
+_OUTCOMES = ("consumed", "abandoned", "trashed")
+#: Atom end states (``legato.states.AtomState`` values).
+_ENDS = ("SUCCESS", "FAILURE", "REVERTED", "REVERT_FAILURE")
 
 
 class ConductorMetrics:
@@ -63,11 +72,8 @@ class ConductorMetrics:
     def __init__(self, registry: CollectorRegistry, *, prefix: str = "legato_conductor") -> None:
         self.registry = registry
         self.prefix = prefix
-        self.jobs = Counter(f"{prefix}_jobs", "Jobs finished by conductors, by outcome.",
-                            labelnames=("outcome",), registry=registry)
-        self.board_errors = Counter(f"{prefix}_board_errors",
-                                    "Jobboard errors conductors logged and retried.",
-                                    registry=registry)
+        self._conductors = _Conductors(prefix)
+        registry.register(self._conductors)
         self.duration = Histogram(f"{prefix}_job_duration_seconds",
                                   "Seconds from claiming a job to finishing it.",
                                   buckets=_JOB_BUCKETS, registry=registry)
@@ -75,29 +81,19 @@ class ConductorMetrics:
                                        "Seconds each task or retry ran, by its end state.",
                                        labelnames=("state",), buckets=_JOB_BUCKETS,
                                        registry=registry)
-        self.claims = Counter(f"{prefix}_claims", "Jobs claimed and started.",
-                              registry=registry)
         self.claim_seconds = Histogram(f"{prefix}_claim_seconds",
                                        "Seconds a claim_next call that got a job took.",
                                        buckets=_CALL_BUCKETS, registry=registry)
-        self.claims_lost = Counter(f"{prefix}_claims_lost",
-                                   "Claims lost while their job ran (renewal refused or "
-                                   "failed past the lease).", registry=registry)
         self.storage_errors = Counter(f"{prefix}_storage_errors",
                                       "Jobs handed back because persistence failed.",
                                       registry=registry)
-        self.in_flight = Gauge(f"{prefix}_jobs_in_flight", "Jobs running now.",
-                               registry=registry)
-        # One child per outcome, made once: the hot path skips the label lookup.
-        self._outcomes = {name: self.jobs.labels(outcome=name)
-                          for name in ("consumed", "abandoned", "trashed")}
-        self._counted = {key: getattr(self, attr) for key, attr in _COUNTED.items()}
+        # One child per end state, made once: the hot path skips the label lookup.
+        self._atom_ends = {state: self.atom_duration.labels(state=state) for state in _ENDS}
 
-    def count(self, key: str) -> None:
-        """Move the counter of a conductor ``statistics`` key (or a job outcome)."""
-        counter = self._outcomes.get(key) or self._counted.get(key)
-        if counter is not None:
-            counter.inc()
+    def track(self, conductor: ExecutorConductor) -> None:
+        """Export ``conductor``'s ``statistics`` and jobs in flight (conductors call this
+        when given these metrics)."""
+        self._conductors.add(conductor)
 
     def watch_board(self, board: JobBoard, *, refresh: float = 5.0) -> BoardGauges:
         """Also export ``board``'s job counts (see ``BoardGauges``); returns the collector."""
@@ -109,27 +105,65 @@ class ConductorMetrics:
         """Conductor ``running_start`` listener: time the engine's atoms."""
         engine = details.get("engine")
         if engine is not None:
-            engine.atom_notifier.register("*", _AtomTimer(self.atom_duration))
+            engine.atom_notifier.register("*", _AtomTimer(self._atom_ends))
+
+
+class _Conductors(Collector):
+    """The counters and the in-flight gauge, summed over the tracked conductors' statistics
+    when the registry is collected."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self._lock = threading.Lock()
+        self._conductors: list[ExecutorConductor] = []
+
+    def add(self, conductor: ExecutorConductor) -> None:
+        with self._lock:
+            if conductor not in self._conductors:
+                self._conductors.append(conductor)
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        with self._lock:
+            conductors = list(self._conductors)
+        totals: dict[str, int] = {}
+        in_flight = 0
+        for conductor in conductors:
+            for key, value in conductor.statistics.items():
+                totals[key] = totals.get(key, 0) + value
+            in_flight += conductor.jobs_in_flight
+        jobs = CounterMetricFamily(f"{self.prefix}_jobs",
+                                   "Jobs finished by conductors, by outcome.",
+                                   labels=("outcome",))
+        for outcome in _OUTCOMES:
+            jobs.add_metric((outcome,), totals.get(outcome, 0))
+        yield jobs
+        for name, text, key in _COUNTERS:
+            yield CounterMetricFamily(f"{self.prefix}_{name}", text, value=totals.get(key, 0))
+        yield GaugeMetricFamily(f"{self.prefix}_jobs_in_flight", "Jobs running now.",
+                                value=in_flight)
+
+    def describe(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        return self.collect()
 
 
 class _AtomTimer:
     """Engine atom listener observing each atom's run time in a histogram."""
 
-    __slots__ = ("histogram", "started")
+    __slots__ = ("ends", "started")
 
-    _ENDS = frozenset({"SUCCESS", "FAILURE", "REVERTED", "REVERT_FAILURE"})
-
-    def __init__(self, histogram: Histogram) -> None:
-        self.histogram = histogram
+    def __init__(self, ends: dict[str, Any]) -> None:
+        self.ends = ends
         self.started: dict[str, float] = {}
 
     def __call__(self, event: str, details: dict[str, Any]) -> None:
         if event in ("RUNNING", "REVERTING"):
             self.started[details["atom_uuid"]] = time.perf_counter()
-        elif event in self._ENDS:
+            return
+        child = self.ends.get(event)
+        if child is not None:
             started = self.started.pop(details["atom_uuid"], None)
             if started is not None:
-                self.histogram.labels(state=event).observe(time.perf_counter() - started)
+                child.observe(time.perf_counter() - started)
 
 
 class BoardGauges(Collector):

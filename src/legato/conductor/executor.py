@@ -182,6 +182,7 @@ class ExecutorConductor(Conductor):
         self._tracer_provider = tracer_provider
         self._tracing: JobTracing | None = None  # the running run()'s
         if metrics is not None:
+            metrics.track(self)
             self._notifier.register("running_start", metrics.attach)
         self._log = log or self.LOG or logger
         self._notifier.register(ANY, self._log_event)
@@ -226,6 +227,11 @@ class ExecutorConductor(Conductor):
         renewal failed or that another owner held when the job finished)."""
         with self._stats_lock:
             return dict(self._stats)
+
+    @property
+    def jobs_in_flight(self) -> int:
+        """Jobs submitted to the executor and not finished yet."""
+        return self._inflight
 
     @property
     def max_simultaneous_jobs(self) -> int:
@@ -426,16 +432,12 @@ class ExecutorConductor(Conductor):
                 renewer: Renewer) -> None:
         with self._slots:
             self._inflight += 1
-        if self._metrics is not None:
-            self._metrics.in_flight.inc()
 
         def done(_: futures.Future[None]) -> None:
             renewer.remove(lease)
             with self._slots:
                 self._inflight -= 1
                 self._slots.notify_all()
-            if self._metrics is not None:
-                self._metrics.in_flight.dec()
 
         try:
             future = executor.submit(self._process, lease, persistence)
@@ -465,8 +467,7 @@ class ExecutorConductor(Conductor):
             tracing.end_job(lease, span, outcome)
         if self._metrics is not None:
             self._metrics.duration.observe(time.monotonic() - started)
-            if _storage_reason(outcome.reason) or str(outcome.reason).startswith(
-                    (_job.CORRUPT_REASON, errors.StorageFailure.__name__)):
+            if outcome.reason and outcome.reason.startswith(_STORAGE_REASONS):
                 self._metrics.storage_errors.inc()
 
     def _outcome_of(self, lease: Lease, persistence: Persistence) -> Outcome:
@@ -826,8 +827,6 @@ class ExecutorConductor(Conductor):
     def _count(self, key: str) -> None:
         with self._stats_lock:
             self._stats[key] += 1
-        if self._metrics is not None:
-            self._metrics.count(key)
 
     def _log_event(self, event_type: str, details: dict[str, Any]) -> None:
         if not self._log.isEnabledFor(logging.DEBUG):
@@ -841,6 +840,8 @@ class ExecutorConductor(Conductor):
 _PAST = {Action.CONSUME: "consumed", Action.ABANDON: "abandoned", Action.TRASH: "trashed",
          Action.RELEASE: "abandoned"}
 _EVENT = {name: f"job_{name}" for name in _PAST.values()}
+#: Reasons of jobs handed back because persistence failed (``storage_errors`` metric).
+_STORAGE_REASONS = (_job.STORAGE_REASON, _job.CORRUPT_REASON, errors.StorageFailure.__name__)
 
 
 class _Ahead:
