@@ -118,3 +118,25 @@ def test_details_naming_their_own_trace_keep_it(board: JobBoard, provider: Trace
     with provider.get_tracer("producer").start_as_current_span("produce"):
         job = board.post("x", details={"trace": mine})
     assert board.get(job.uuid).details["trace"] == mine
+
+
+def test_legato_never_imports_opentelemetry_itself() -> None:
+    """Tracing costs nothing in a process whose application set none up: not even the
+    import (posting and running a job included)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, uuid\n"
+        "from legato import jobboard as jb, persistence as lp\n"
+        "from legato.conductor import BlockingConductor\n"
+        "from legato.testing import conductor as tc\n"
+        "import legato.cli.main\n"
+        "p = lp.connect('memory://')\n"
+        "with jb.connect(f'memory://{uuid.uuid4().hex}', persistence=p) as board:\n"
+        "    tc.post_job(board, p, tc.steps_flow)\n"
+        "    BlockingConductor('c', board, p, wait_timeout=0.05).run(max_dispatches=1)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=60)
+    assert result.stdout.strip() == "[]"

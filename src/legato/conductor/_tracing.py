@@ -29,10 +29,6 @@ if TYPE_CHECKING:
     from legato.conductor._job import Outcome
     from legato.conductor._renewal import Lease
 
-if _tracing.AVAILABLE:
-    from opentelemetry import trace
-    from opentelemetry.trace import SpanKind, Status, StatusCode
-
 __all__ = ["JobTracing"]
 
 _CALLS = {Action.CONSUME: "legato.board.consume", Action.ABANDON: "legato.board.abandon",
@@ -45,12 +41,15 @@ _ENDS = frozenset({"SUCCESS", "FAILURE", "REVERTED", "REVERT_FAILURE"})
 class JobTracing:
     """The spans of one conductor's job runs, on ``tracer``.
 
-    Use ``create``: it gives None when OpenTelemetry is not installed, or when no tracer
-    provider was given or set globally (the API's default would record nothing), so that the
-    conductor then pays one ``if`` per job.
+    Use ``create``: it gives None when no tracer provider was given or set globally (the API's
+    default would record nothing; a process that never imported OpenTelemetry has none), so
+    that the conductor then pays one ``if`` per job.
     """
 
     def __init__(self, tracer: Any, owner: str) -> None:
+        from opentelemetry import trace
+
+        self.trace = trace
         self.tracer = tracer
         self.owner = owner
         self._lock = threading.Lock()
@@ -59,9 +58,11 @@ class JobTracing:
     @classmethod
     def create(cls, provider: Any, owner: str) -> JobTracing | None:
         """Tracing on ``provider`` (the global tracer provider when None), or None."""
-        if not _tracing.AVAILABLE:
-            return None
         if provider is None:
+            if not _tracing.loaded():
+                return None
+            from opentelemetry import trace
+
             provider = trace.get_tracer_provider()
             if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
                 return None
@@ -81,9 +82,9 @@ class JobTracing:
         if job.fence is not None:
             attributes["legato.job.fence"] = job.fence
         span = self.tracer.start_span("legato.job", context=_tracing.extract(job.details),
-                                      kind=SpanKind.CONSUMER, start_time=start,
+                                      kind=self.trace.SpanKind.CONSUMER, start_time=start,
                                       attributes=attributes)
-        self.tracer.start_span("legato.claim", context=trace.set_span_in_context(span),
+        self.tracer.start_span("legato.claim", context=self.trace.set_span_in_context(span),
                                start_time=start, attributes=attributes).end()
         with self._lock:
             self._runs[lease.key] = span
@@ -96,7 +97,7 @@ class JobTracing:
         if outcome.reason:
             span.set_attribute("legato.job.reason", outcome.reason)
         if outcome.action is not Action.CONSUME or outcome.reason:
-            span.set_status(Status(StatusCode.ERROR, outcome.reason))
+            span.set_status(self.trace.Status(self.trace.StatusCode.ERROR, outcome.reason))
         span.end()
 
     def running(self, event: str, details: dict[str, Any]) -> None:
@@ -110,15 +111,15 @@ class JobTracing:
             return
         span.set_attribute("legato.flow.name", engine.flow_detail.name)
         engine.atom_notifier.register("*", _AtomSpans(self.tracer,
-                                                      trace.set_span_in_context(span)))
+                                                      self.trace.set_span_in_context(span)))
 
     def board_call(self, lease: Lease, action: Action, call: Callable[[], None]
                    ) -> Callable[[], None]:
         """``call`` (a finishing board call for ``lease``'s job) made inside a span."""
         with self._lock:
             span = self._runs.get(lease.key)
-        parent = trace.set_span_in_context(span) if span is not None else _tracing.extract(
-            lease.job.details)
+        parent = (self.trace.set_span_in_context(span) if span is not None
+                  else _tracing.extract(lease.job.details))
         name = _CALLS[action]
         attributes = {"legato.job.id": lease.job.uuid, "legato.conductor": self.owner}
 
@@ -159,5 +160,7 @@ class _AtomSpans:
                 else:
                     span.add_event("exception", {"exception.type": failure.exception_type_name,
                                                  "exception.message": failure.message})
+                from opentelemetry.trace import Status, StatusCode
+
                 span.set_status(Status(StatusCode.ERROR, failure.message))
             span.end()

@@ -578,7 +578,7 @@ class JobBoard(abc.ABC):
         if delay is not None and delay < 0:
             raise ValueError("delay must be >= 0")
         _refuse_nul(name, book.name if book is not None else None, details)
-        if _tracing.AVAILABLE:  # carry the producer's trace to the conductor
+        if _tracing.loaded():  # carry the producer's trace to the conductor
             details = _tracing.inject(details)
         from legato.persistence.models import new_uuid  # models import nothing of ours
 
