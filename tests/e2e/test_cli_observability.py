@@ -243,3 +243,9 @@ def test_one_trace_from_post_through_a_takeover_to_the_end(
     steps = {span["attributes"]["legato.atom.name"] for span in before + after
              if span["name"] == "legato.atom"}
     assert steps == {f"step-{i}" for i in range(1, 7)}
+
+
+def test_unknown_log_format_is_one_clear_line(tmp_path: Path) -> None:
+    result = legato(tmp_path, "conductor", "--log-format", "xml", ok=False)
+    assert result.returncode != 0 and result.stdout == ""
+    assert result.stderr == "error: --log-format must be text or json, not 'xml'\n"
