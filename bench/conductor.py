@@ -53,6 +53,31 @@ from legato.testing import services
 
 TASKFLOW_REFERENCE = Path("/work/shared/bench/taskflow_reference.py")
 BOARDS = ("sqlite", "postgresql", "redis", "zookeeper")
+#: ``--metrics``: seconds between scrapes of the throughput conductors' metrics (None: off).
+METRICS_SCRAPE: float | None = None
+
+
+def _with_metrics(board: Any) -> dict[str, Any]:
+    """Conductor options with Prometheus metrics on a registry of their own (board gauges
+    included), scraped every ``METRICS_SCRAPE`` seconds by a thread, as Prometheus would."""
+    if METRICS_SCRAPE is None:
+        return {}
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from legato.conductor import ConductorMetrics
+
+    registry = CollectorRegistry()
+    metrics = ConductorMetrics(registry)
+    metrics.watch_board(board)
+    period = METRICS_SCRAPE
+
+    def scrape() -> None:
+        while True:
+            generate_latest(registry)
+            time.sleep(period)
+
+    threading.Thread(target=scrape, daemon=True).start()
+    return {"metrics": metrics}
 
 
 @contextlib.contextmanager
@@ -86,7 +111,8 @@ def _drain(url: str, persistence: Persistence | None, persistence_url: str, jobs
     if persistence is None:
         persistence = lp.connect(persistence_url)
     with jb.connect(url, persistence=persistence) as board:
-        conductor = BlockingConductor("bench", board, persistence, wait_timeout=0.05)
+        conductor = BlockingConductor("bench", board, persistence, wait_timeout=0.05,
+                                      **_with_metrics(board))
 
         def consumed(event: str, details: dict[str, Any]) -> None:
             with counter.get_lock():
@@ -336,7 +362,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="comma list of: throughput,stream,latency,takeover")
     parser.add_argument("--no-taskflow", action="store_true")
     parser.add_argument("--json-out", default=None)
+    parser.add_argument("--metrics", type=float, default=None, metavar="SECONDS",
+                        help="throughput conductors keep Prometheus metrics, scraped every "
+                             "SECONDS (board gauges included)")
     args = parser.parse_args(argv)
+    global METRICS_SCRAPE  # read by the forked conductor processes
+    METRICS_SCRAPE = args.metrics
     skip = set(filter(None, args.skip.split(",")))
     boards = args.boards.split(",")
     results: list[dict[str, Any]] = []

@@ -363,6 +363,29 @@ def test_metrics_on_a_given_registry(board: JobBoard, persistence: Persistence) 
     assert sample("legato_conductor_jobs_total", {"outcome": "consumed"}) == 1
     assert sample("legato_conductor_jobs_total", {"outcome": "abandoned"}) == 1
     assert sample("legato_conductor_job_duration_seconds_count") == 2
+    assert sample("legato_conductor_claims_total") == 2
+    assert sample("legato_conductor_claim_seconds_count") >= 1
+    assert sample("legato_conductor_jobs_in_flight") == 0
+    assert sample("legato_conductor_atom_duration_seconds_count", {"state": "SUCCESS"}) >= 1
+    assert sample("legato_conductor_atom_duration_seconds_count", {"state": "FAILURE"}) == 1
+
+
+def test_board_gauges_read_the_counts_at_most_once_per_refresh(board: JobBoard) -> None:
+    registry = CollectorRegistry()
+    gauges = ConductorMetrics(registry).watch_board(board, refresh=3600)
+
+    def jobs(state: str) -> float | None:
+        return registry.get_sample_value("legato_conductor_board_jobs", {"state": state})
+
+    assert jobs("waiting") == 0
+    board.post("one")
+    assert jobs("waiting") == 0  # the counts read a moment ago
+    gauges.refresh = 0
+    assert (jobs("waiting"), jobs("delayed")) == (1, 0)
+    assert registry.get_sample_value("legato_conductor_board_up") == 1
+    board.close()  # a board that cannot answer: last counts kept, board_up says so
+    assert jobs("waiting") == 1
+    assert registry.get_sample_value("legato_conductor_board_up") == 0
 
 
 def test_claim_renewed_while_a_job_outlives_its_ttl(board: JobBoard, board_url: str,

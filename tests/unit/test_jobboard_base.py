@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from legato import errors, jobboard
-from legato.jobboard.base import Job, JobBoard, JobRecord, not_owner
+from legato.jobboard.base import Job, JobBoard, JobCounts, JobRecord, not_owner
 from legato.jobboard.memory import MemoryJobBoard
 from legato.persistence.models import LogBook
 from legato.states import JobPriority, JobState
@@ -144,3 +144,22 @@ def test_claim_next_fallback_in_base_skips_taken_jobs() -> None:
         record_ = JobBoard._claim_next(board, "b", 10.0)
         assert record_ is not None and record_.uuid == low.uuid and record_.fence == 1
         assert JobBoard._claim_next(board, "b", 10.0) is None
+
+
+def test_job_counts_fallback_in_base_agrees_with_the_memory_board() -> None:
+    """The base ``_job_counts`` (for backends without their own) reads every job."""
+    clock = FakeClock(NOW)
+    with jobboard.connect("memory://", clock=clock) as board:
+        _, claimed, lapsing, trashed = (board.post(n) for n in "abcd")
+        board.post("later", delay=60)
+        board.claim(claimed, "a", ttl=600)
+        board.claim(lapsing, "a", ttl=5)
+        board.trash(board.claim(trashed, "a"), "a", reason="no")
+        assert JobBoard._job_counts(board) == board.job_counts() == JobCounts(
+            waiting=1, delayed=1, claimed=2, trashed=1)
+        clock.advance(10)
+        assert JobBoard._job_counts(board) == board.job_counts() == JobCounts(
+            waiting=2, delayed=1, claimed=1, trashed=1)
+        clock.advance(60)
+        assert JobBoard._job_counts(board) == board.job_counts() == JobCounts(
+            waiting=3, delayed=0, claimed=1, trashed=1)

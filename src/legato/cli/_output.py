@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import json
+import logging
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -18,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["Mode", "Output", "age", "printable", "shorten"]
+__all__ = ["EVENT_FIELD", "JSONLogFormatter", "Mode", "Output", "age", "printable", "shorten"]
 
 
 class Mode(enum.StrEnum):
@@ -39,6 +40,39 @@ def printable(text: str) -> str:
         return text
     return _CONTROL.sub(lambda m: repr(m[0])[1:-1] if m[0] in "\n\r\t"
                         else f"\\x{ord(m[0]):02x}", text)
+
+
+#: The ``extra`` key of a log record that carries an event's fields (``JSONLogFormatter``).
+EVENT_FIELD = "legato_event"
+
+
+class JSONLogFormatter(logging.Formatter):
+    """One JSON object per log record: ``time`` (UTC, ISO 8601), ``level``, ``logger``,
+    ``message`` (with ``exception`` when there is a traceback), the ``static`` fields (the
+    conductor's name, say), and the fields of an event logged with
+    ``extra={EVENT_FIELD: {...}}``. URL passwords are masked; JSON escapes control
+    characters, so a record is always one line."""
+
+    def __init__(self, **static: Any) -> None:
+        super().__init__()
+        self.static = static
+
+    def format(self, record: logging.LogRecord) -> str:
+        from legato._redact import redact
+
+        stamp = dt.datetime.fromtimestamp(record.created, dt.UTC)
+        data: dict[str, Any] = {"time": stamp.isoformat(timespec="milliseconds"),
+                                "level": record.levelname, "logger": record.name}
+        data.update(self.static)
+        event = getattr(record, EVENT_FIELD, None)
+        if isinstance(event, dict):
+            data.update(event)
+        else:
+            data["message"] = redact(record.getMessage())
+        if record.exc_info:
+            data["exception"] = redact(self.formatException(record.exc_info))
+        return json.dumps({k: redact(v) if isinstance(v, str) else v for k, v in data.items()},
+                          default=_default)
 
 
 def _default(value: Any) -> Any:

@@ -15,18 +15,20 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import importlib
+import logging
 import os
 import signal
 import sys
 import threading
 import types
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import typer
 
 from legato._redact import redact
 from legato.cli import _context
-from legato.cli._output import Output, printable
+from legato.cli._output import EVENT_FIELD, JSONLogFormatter, Output, printable
 
 __all__ = ["EventPrinter", "StartupError", "register"]
 
@@ -44,15 +46,23 @@ _NOTABLE = frozenset({"started", "stopping", "stopped", "running_start", "job_co
                       "job_abandoned", "job_trashed"})
 _STYLES = {"job_consumed": "green", "job_abandoned": "yellow", "job_trashed": "red",
            "running_start": "cyan"}
+_OUTCOMES = {"job_consumed": "consumed", "job_abandoned": "abandoned",
+             "job_trashed": "trashed"}
+#: Fields every event has in the JSON log format (null where they do not apply).
+_NO_JOB = dict.fromkeys(("event", "job", "job_name", "attempt", "fence", "outcome", "reason"))
+#: The logger conductor events go to with ``--log-format json``.
+_events = logging.getLogger("legato.events")
 
 
 class EventPrinter:
     """A conductor notifier listener that prints each event (one JSON object per line with
-    ``--json``)."""
+    ``--json``), or with ``log`` logs it on the ``legato.events`` logger instead (the JSON
+    log format)."""
 
-    def __init__(self, out: Output, *, verbose: bool = False) -> None:
+    def __init__(self, out: Output, *, verbose: bool = False, log: bool = False) -> None:
         self.out = out
         self.verbose = verbose
+        self.log = log
 
     def __call__(self, event: str, details: dict[str, Any]) -> None:
         job = details.get("job")
@@ -61,6 +71,9 @@ class EventPrinter:
             "event": event,
             "job": getattr(job, "uuid", None),
             "job_name": getattr(job, "name", None),
+            "attempt": getattr(job, "attempts", None),
+            "fence": getattr(job, "fence", None),
+            "outcome": _OUTCOMES.get(event),
             "reason": details.get("reason"),
         }
         conductor = details.get("conductor")
@@ -69,6 +82,12 @@ class EventPrinter:
         self.emit(row)
 
     def emit(self, row: dict[str, Any]) -> None:
+        if self.log:
+            if self.verbose or row["event"] in _NOTABLE:
+                fields = {**_NO_JOB, **row}
+                fields.pop("time", None)  # the record's own time is the event's
+                _events.info("%s", row["event"], extra={EVENT_FIELD: fields})
+            return
         if self.out.is_json:
             self.out.json(row)
             return
@@ -252,6 +271,21 @@ def conductor(
         help="First pause's length; doubles while misconfigured (default 10).")] = None,
     verbose: Annotated[bool, typer.Option(
         "--verbose", "-v", help="Print every event, not only job outcomes.")] = False,
+    metrics_port: Annotated[int | None, typer.Option(
+        "--metrics-port", metavar="PORT", min=0, max=65535,
+        help="Serve Prometheus metrics at http://HOST:PORT/metrics (0: any free port, "
+             "printed in the started event).")] = None,
+    metrics_host: Annotated[str, typer.Option(
+        "--metrics-host", metavar="HOST",
+        help="Address the metrics server listens on.")] = "0.0.0.0",
+    log_format: Annotated[str, typer.Option(
+        "--log-format", metavar="text|json",
+        help="json: every event and log line as one JSON object per line on stderr "
+             "(instead of events on stdout).")] = "text",
+    trace_file: Annotated[str | None, typer.Option(
+        "--trace-file", metavar="PATH",
+        help="Append the OpenTelemetry spans of job runs to PATH as JSON lines "
+             "(needs legato[otel]).")] = None,
 ) -> None:
     """Run a conductor: claim jobs, run their flows, consume, abandon or trash them.
 
@@ -261,21 +295,26 @@ def conductor(
     from legato import conductor as conductors
 
     settings: _context.Settings = ctx.obj
-    options: dict[str, Any] = {"allowed_factories": list(allow or ())}
-    for key, value in (("max_simultaneous_jobs", workers), ("claim_ttl", ttl),
-                       ("max_attempts", max_attempts), ("claim_ahead_below", claim_ahead_below),
-                       ("pause_after", pause_after), ("pause_for", pause_for)):
-        if value is not None:
-            options[key] = value
+    options = _given(allowed_factories=list(allow or ()), max_simultaneous_jobs=workers,
+                     claim_ttl=ttl, max_attempts=max_attempts,
+                     claim_ahead_below=claim_ahead_below, pause_after=pause_after,
+                     pause_for=pause_for)
     try:
         check_options(kind, workers, max_dispatches, ttl, max_attempts, claim_ahead_below,
                       pause_after, pause_for)
         check_imports(list(imports or ()), list(allow or ()), engine)
+        # Before the board connects, so that its own log lines are JSON too.
+        printer, formatter, provider = _observers(settings, name, verbose=verbose,
+                                                  log_format=log_format, trace_file=trace_file)
     except StartupError as exc:
         raise _refuse(exc) from None
-    printer = EventPrinter(settings.out, verbose=verbose or settings.debug)
+    if provider is not None:
+        options["tracer_provider"] = provider
     stack, board, backend = _started(settings)
     with stack:
+        metrics, served = stack.enter_context(_metrics_server(metrics_port, metrics_host, board))
+        if metrics is not None:
+            options["metrics"] = metrics
         try:
             _check_services(board, backend)
             worker = conductors.fetch(kind, name, board, persistence=backend, engine=engine,
@@ -284,19 +323,29 @@ def conductor(
             if settings.debug:
                 raise
             raise _refuse(exc) from None
+        if formatter is not None:
+            formatter.static["conductor"] = worker.conductor.name
         worker.notifier.register("*", printer)
         worker.notifier.register("running_start", _attach_timing)
         previous = _install_signals(worker, printer)
         try:
-            printer.emit({"event": "started", "job": None, "job_name": None,
-                          "conductor": worker.conductor.name, "pid": os.getpid(),
-                          "reason": f"{worker.conductor.name} on {redact(settings.board_url)}"})
+            started: dict[str, Any] = {
+                "event": "started", "job": None, "job_name": None,
+                "conductor": worker.conductor.name, "pid": os.getpid(),
+                "reason": f"{worker.conductor.name} on {redact(settings.board_url)}"}
+            if served is not None:
+                started["metrics"] = served
+                started["reason"] += f"; metrics at {served}"
+            printer.emit(started)
             worker.run(max_dispatches=max_dispatches)
         finally:
             for signum, old in previous.items():
                 signal.signal(signum, old)
             worker.close()
-    printer.emit({"event": "stopped", "job": None, "job_name": None, "reason": None})
+            if provider is not None:
+                provider.shutdown()
+    printer.emit({"event": "stopped", "job": None, "job_name": None, "reason": None,
+                  "conductor": worker.conductor.name})
     sys.stdout.flush()
     stats: dict[str, int] = getattr(worker, "statistics", None) or {}
     # A job an operator cancelled was trashed as asked: not a failure of this run.
@@ -306,6 +355,66 @@ def conductor(
                          "were trashed (legato jobs list --trash says why)\n")
         sys.stderr.flush()
         raise typer.Exit(TRASHED_EXIT)
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    """The conductor options given on the command line (those not None)."""
+    return {key: value for key, value in options.items() if value is not None}
+
+
+def _observers(settings: _context.Settings, name: str, *, verbose: bool, log_format: str,
+               trace_file: str | None) -> tuple[EventPrinter, JSONLogFormatter | None, Any]:
+    """The event printer, the JSON log formatter (``--log-format json``) and the tracer
+    provider (``--trace-file``) of a conductor command."""
+    if log_format not in ("text", "json"):
+        raise StartupError(f"--log-format must be text or json, not {log_format!r}")
+    printer = EventPrinter(settings.out, verbose=verbose or settings.debug,
+                           log=log_format == "json")
+    formatter = _log_json(name) if printer.log else None
+    provider = None
+    if trace_file is not None:
+        from legato.cli._traces import file_tracer_provider
+
+        provider = file_tracer_provider(trace_file)
+    return printer, formatter, provider
+
+
+def _log_json(conductor: str) -> JSONLogFormatter:
+    """Every log line as one JSON object naming the conductor; conductor events logged."""
+    formatter = JSONLogFormatter(conductor=conductor)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(formatter)
+    if not _events.isEnabledFor(logging.INFO):
+        _events.setLevel(logging.INFO)
+    return formatter
+
+
+@contextlib.contextmanager
+def _metrics_server(port: int | None, host: str,
+                    board: Any) -> Iterator[tuple[Any, str | None]]:
+    """With a port: conductor metrics on a registry of their own (board gauges included),
+    served over HTTP until the block ends; yields them and their URL. Else (None, None)."""
+    if port is None:
+        yield None, None
+        return
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from legato.conductor._metrics import ConductorMetrics
+
+    registry = CollectorRegistry()
+    metrics = ConductorMetrics(registry)
+    metrics.watch_board(board)
+    try:
+        server, thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        raise OSError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        yield metrics, f"http://{shown}:{server.server_port}/metrics"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 def register(app: typer.Typer) -> None:

@@ -47,12 +47,14 @@ class Lease:
         deadline: ``time.monotonic()`` value by which the lease ends unless renewed.
         cancelled: the job's cancel mark (the reason to trash it with) once the claim or a
             renewal brought one, else None.
+        claimed_at: ``time.monotonic()`` value when the claim was sent.
     """
 
     def __init__(self, job: Job, ttl: float, *, claimed_at: float,
                  cap: float | None = None) -> None:
         self.job = job
         self.ttl = ttl
+        self.claimed_at = claimed_at
         self.lost = threading.Event()
         self.trusted_for = ttl if cap is None else min(ttl, cap)
         self.deadline = claimed_at + self.trusted_for

@@ -63,7 +63,7 @@ class BlockingConductor(ExecutorConductor):
                  board_backoff_max: float = 5.0,
                  metrics: ConductorMetrics | None = None,
                  claim_ahead_below: float | None = None, pause_after: int = 3,
-                 pause_for: float = 10.0) -> None:
+                 pause_for: float = 10.0, tracer_provider: Any = None) -> None:
         super().__init__(name, jobboard, persistence, engine, engine_options, wait_timeout, log,
                          max_simultaneous_jobs, allowed_factories=allowed_factories,
                          max_attempts=max_attempts, claim_ttl=claim_ttl,
@@ -71,7 +71,7 @@ class BlockingConductor(ExecutorConductor):
                          board_backoff_base=board_backoff_base,
                          board_backoff_max=board_backoff_max, metrics=metrics,
                          claim_ahead_below=claim_ahead_below, pause_after=pause_after,
-                         pause_for=pause_for)
+                         pause_for=pause_for, tracer_provider=tracer_provider)
 
     def _executor_factory(self) -> futures.Executor:
         return _InlineExecutor()

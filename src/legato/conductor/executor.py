@@ -23,6 +23,7 @@ from legato.conductor import _job
 from legato.conductor._backoff import Backoff
 from legato.conductor._job import Action, Cause, Outcome, Tally
 from legato.conductor._renewal import Lease, Renewer
+from legato.conductor._tracing import JobTracing
 from legato.conductor.base import Conductor
 from legato.jobboard.base import Job, JobBoard, Pending
 from legato.notifier import ANY
@@ -108,6 +109,9 @@ class ExecutorConductor(Conductor):
             after which it pauses claiming; 0 never pauses.
         pause_for: seconds of the first such pause (doubling for each further one in a row,
             at most 8 times as long).
+        tracer_provider: OpenTelemetry tracer provider for the spans of job runs (see
+            ``legato.conductor._tracing``); None uses the global one if one is set when
+            ``run()`` starts, else (or without OpenTelemetry installed) traces nothing.
         claim_ahead_below: conductors that chain claims (the blocking one), on boards that
             answer later (``JobBoard.sends_without_waiting``: Redis, ZooKeeper), keep the board
             working while they run: after a job that took less than this many seconds, the
@@ -173,7 +177,7 @@ class ExecutorConductor(Conductor):
                  board_backoff_max: float = 5.0,
                  metrics: ConductorMetrics | None = None,
                  claim_ahead_below: float | None = None, pause_after: int = 3,
-                 pause_for: float = 10.0) -> None:
+                 pause_for: float = 10.0, tracer_provider: Any = None) -> None:
         super().__init__(name, jobboard, persistence=persistence, engine=engine,
                          engine_options=engine_options)
         self._wait_timeout = _positive("wait_timeout", wait_timeout, self.WAIT_TIMEOUT)
@@ -206,6 +210,11 @@ class ExecutorConductor(Conductor):
         self._board_backoff = Backoff(base=board_backoff_base, maximum=board_backoff_max)
         self._policy = engine_mod.FactoryPolicy(allowed_prefixes=tuple(allowed_factories))
         self._metrics = metrics
+        self._tracer_provider = tracer_provider
+        self._tracing: JobTracing | None = None  # the running run()'s
+        if metrics is not None:
+            metrics.track(self)
+            self._notifier.register("running_start", metrics.attach)
         self._log = log or self.LOG or logger
         self._notifier.register(ANY, self._log_event)
         self._stopping = threading.Event()
@@ -250,6 +259,11 @@ class ExecutorConductor(Conductor):
         when the job finished), paused."""
         with self._stats_lock:
             return dict(self._stats)
+
+    @property
+    def jobs_in_flight(self) -> int:
+        """Jobs submitted to the executor and not finished yet."""
+        return self._inflight
 
     @property
     def max_simultaneous_jobs(self) -> int:
@@ -321,6 +335,10 @@ class ExecutorConductor(Conductor):
                           on_error=lambda exc: self._count("board_errors"),
                           on_lost=lambda lease: self._count("claims_lost"))
         self._renewer = renewer
+        tracing = self._tracing = JobTracing.create(self._tracer_provider,
+                                                    self._conductor.name)
+        if tracing is not None:
+            self._notifier.register("running_start", tracing.running)
         executor = self._executor_factory()
         self._next_entity_refresh = 0.0
         self._refresh_entity(ttl)
@@ -346,6 +364,8 @@ class ExecutorConductor(Conductor):
             executor.shutdown(wait=True)
             renewer.stop()
             self._unregister_entity()
+            if tracing is not None:
+                self._notifier.deregister("running_start", tracing.running)
 
     def _lease_ttl(self) -> float:
         return self._claim_ttl if self._claim_ttl is not None else float(self._jobboard.ttl)
@@ -378,6 +398,8 @@ class ExecutorConductor(Conductor):
                     self._idle(self._jobboard.wait(self._wait_timeout))
                     return None, 0
                 job = claimed
+                if self._metrics is not None:
+                    self._metrics.claim_seconds.observe(time.monotonic() - claimed_at)
         except Exception as exc:  # any board error: log, count, back off, carry on (Lesson 6)
             failures += 1
             self._board_failed("claiming a job", exc, failures)
@@ -461,8 +483,6 @@ class ExecutorConductor(Conductor):
 
     def _board_failed(self, what: str, exc: Exception, failures: int) -> None:
         self._count("board_errors")
-        if self._metrics is not None:
-            self._metrics.board_errors.inc()
         delay = self._board_backoff.delay(failures)
         # A board that lost its data is no outage to wait out: say so loudly, then carry on
         # with what the board holds now (it reports each loss once).
@@ -496,6 +516,8 @@ class ExecutorConductor(Conductor):
 
     def _process(self, lease: Lease, persistence: Persistence) -> None:
         started = time.monotonic()
+        tracing = self._tracing
+        span = None if tracing is None else tracing.start_job(lease, lease.claimed_at)
         try:
             outcome = self._outcome_of(lease, persistence)
         except Exception as exc:  # a bug must not kill the worker; the job is retried later
@@ -505,8 +527,12 @@ class ExecutorConductor(Conductor):
         outcome = self._limit_attempts(lease.job, outcome)
         self._note_outcome(outcome)
         self._finish(lease, persistence, outcome, ran_for=time.monotonic() - started)
+        if span is not None and tracing is not None:
+            tracing.end_job(lease, span, outcome)
         if self._metrics is not None:
             self._metrics.duration.observe(time.monotonic() - started)
+            if outcome.reason and outcome.reason.startswith(_STORAGE_REASONS):
+                self._metrics.storage_errors.inc()
 
     def _outcome_of(self, lease: Lease, persistence: Persistence) -> Outcome:
         job = lease.job
@@ -829,6 +855,8 @@ class ExecutorConductor(Conductor):
         """Make the finishing board ``call`` for ``lease``'s job and emit the job's event."""
         job, owner = lease.job, self._conductor.name
         name, reason = _PAST[outcome.action], outcome.reason
+        if self._tracing is not None:
+            call = self._tracing.board_call(lease, outcome.action, call)
         try:
             self._call_board(call, lease)
         except errors.BoardDataLost as exc:
@@ -856,8 +884,6 @@ class ExecutorConductor(Conductor):
         self._count(name)
         if name == "trashed" and outcome.cause is Cause.CANCELLED:
             self._count("cancelled")
-        if self._metrics is not None:
-            self._metrics.jobs.labels(outcome=name).inc()
         self._notifier.notify(_EVENT[name], {"job": job, "conductor": self,
                                              "persistence": persistence, "reason": reason})
 
@@ -920,6 +946,8 @@ class ExecutorConductor(Conductor):
 _PAST = {Action.CONSUME: "consumed", Action.ABANDON: "abandoned", Action.TRASH: "trashed",
          Action.RELEASE: "abandoned"}
 _EVENT = {name: f"job_{name}" for name in _PAST.values()}
+#: Reasons of jobs handed back because persistence failed (``storage_errors`` metric).
+_STORAGE_REASONS = (_job.STORAGE_REASON, _job.CORRUPT_REASON, errors.StorageFailure.__name__)
 
 
 class _Ahead:

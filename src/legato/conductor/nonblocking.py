@@ -45,14 +45,15 @@ class NonBlockingConductor(ExecutorConductor):
                  backoff_max: float = 60.0, board_backoff_base: float = 0.1,
                  board_backoff_max: float = 5.0,
                  metrics: ConductorMetrics | None = None, pause_after: int = 3,
-                 pause_for: float = 10.0) -> None:
+                 pause_for: float = 10.0, tracer_provider: Any = None) -> None:
         super().__init__(name, jobboard, persistence, engine, engine_options, wait_timeout, log,
                          max_simultaneous_jobs, allowed_factories=allowed_factories,
                          max_attempts=max_attempts, claim_ttl=claim_ttl,
                          backoff_base=backoff_base, backoff_max=backoff_max,
                          board_backoff_base=board_backoff_base,
                          board_backoff_max=board_backoff_max, metrics=metrics,
-                         pause_after=pause_after, pause_for=pause_for)
+                         pause_after=pause_after,
+                         pause_for=pause_for, tracer_provider=tracer_provider)
         if executor_factory is not None and not callable(executor_factory):
             raise ValueError(f"executor_factory must be callable, not {executor_factory!r}")
         self._custom_executor_factory = executor_factory

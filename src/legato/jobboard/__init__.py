@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from legato import _plugins
-from legato.jobboard.base import POSTED, REMOVAL, Entity, Job, JobBoard, JobRecord
+from legato.jobboard.base import POSTED, REMOVAL, Entity, Job, JobBoard, JobCounts, JobRecord
 from legato.states import JobPriority, JobState
 
 if TYPE_CHECKING:
@@ -22,6 +22,7 @@ __all__ = [
     "Entity",
     "Job",
     "JobBoard",
+    "JobCounts",
     "JobPriority",
     "JobRecord",
     "JobState",

@@ -418,6 +418,20 @@ class Index:
         with self.cond:
             return len(self._order)
 
+    def counts(self, now: float) -> tuple[int, int]:
+        """How many jobs are known claimed at ``now`` (claims not read yet included) and how
+        many known delayed (and not claimed)."""
+        with self.cond:
+            claimed = sum(1 for expires in self._claims.values()
+                          if expires is None or expires > now)
+            delayed = sum(1 for name, at in self._not_before.items()
+                          if at > now and not self._live_claim(name, now))
+            return claimed, delayed
+
+    def _live_claim(self, name: str, now: float) -> bool:
+        expires = self._claims.get(name, 0.0)
+        return expires is None or expires > now
+
     def page(self, after: Key | None, now: float, *, only_unclaimed: bool,
              limit: int) -> list[Key]:
         """Up to ``limit`` keys after ``after``; with ``only_unclaimed``, none known to be

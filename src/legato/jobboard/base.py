@@ -59,7 +59,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, TypeVar
 
-from legato import errors
+from legato import _tracing, errors
 from legato.notifier import Notifier
 from legato.states import JobPriority, JobState
 
@@ -68,8 +68,8 @@ if TYPE_CHECKING:
     from legato.persistence.models import LogBook
 
 __all__ = ["CLAIMS_LOST", "MAX_DETAILS_BYTES", "MAX_DETAILS_DEPTH", "POSTED", "REMOVAL", "Entity",
-           "Job", "JobBoard", "JobRecord", "Pending", "cancel_reason", "check_details",
-           "decode_record", "refuse_nul"]
+           "Job", "JobBoard", "JobCounts", "JobRecord", "Pending", "cancel_reason",
+           "check_details", "decode_record", "refuse_nul"]
 
 logger = logging.getLogger(__name__)
 
@@ -217,6 +217,23 @@ class JobRecord:
         field as ``decode_record`` does; ``GarbageRecord`` (a ``ValueError``) when the data is
         malformed."""
         return decode_record(data)
+
+
+@dataclasses.dataclass(frozen=True)
+class JobCounts:
+    """How many jobs a board holds, by state (``JobBoard.job_counts``).
+
+    Attributes:
+        waiting: claimable now (never claimed, abandoned, released, or their claim lapsed).
+        delayed: unclaimed but not claimable before their delay ends.
+        claimed: under a live claim.
+        trashed: in the trash.
+    """
+
+    waiting: int
+    delayed: int
+    claimed: int
+    trashed: int
 
 
 _RECORD_FIELDS = frozenset(f.name for f in dataclasses.fields(JobRecord))
@@ -549,6 +566,10 @@ class JobBoard(abc.ABC):
              delay: float | None = None) -> Job:
         """Post a new job; with ``delay`` it cannot be claimed for that many seconds.
 
+        With OpenTelemetry installed (``legato[otel]``) and a span current, the job's details
+        also carry its trace context (``details["trace"]``, W3C ``traceparent``), so the
+        conductor that runs the job continues the trace.
+
         Raises:
             ValueError: an empty name, a negative delay, an unknown priority, or a NUL character
                 (U+0000) in the name, the book's name or any string of ``details`` (keys too):
@@ -568,6 +589,8 @@ class JobBoard(abc.ABC):
         if delay is not None and delay < 0:
             raise ValueError("delay must be >= 0")
         refuse_nul(name, book.name if book is not None else None, details)
+        if _tracing.loaded():  # carry the producer's trace to the conductor
+            details = _tracing.inject(details)
         from legato.persistence.models import new_uuid  # models import nothing of ours
 
         now = self.clock()
@@ -626,6 +649,13 @@ class JobBoard(abc.ABC):
         """How many jobs are on the board (claimed or not; trashed ones excluded)."""
         self._require_connected()
         return self._job_count()
+
+    def job_counts(self) -> JobCounts:
+        """How many jobs are waiting, delayed, claimed and trashed, from counts the backend
+        keeps (never by reading every job): cheap enough for a metrics scrape every few
+        seconds. A snapshot: the numbers may come from slightly different instants."""
+        self._require_connected()
+        return self._job_counts()
 
     def find_owner(self, job: Job) -> str | None:
         """The owner of the job's live claim, or None.
@@ -932,6 +962,20 @@ class JobBoard(abc.ABC):
 
     @abc.abstractmethod
     def _job_count(self) -> int: ...
+
+    def _job_counts(self) -> JobCounts:
+        """The counts of ``job_counts``. This default reads every job and the whole trash;
+        backends override it with counts their storage keeps."""
+        now = self.clock()
+        waiting = delayed = claimed = 0
+        for record in self._iter_records(False, True):
+            if record.effective_state(now) is JobState.CLAIMED:
+                claimed += 1
+            elif record.claimable(now):
+                waiting += 1
+            else:
+                delayed += 1
+        return JobCounts(waiting, delayed, claimed, sum(1 for _ in self._iter_trash()))
 
     @abc.abstractmethod
     def _claim(self, job_uuid: str, who: str, ttl: float) -> JobRecord:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from legato import errors
-from legato.jobboard.base import Entity, JobBoard, JobRecord, not_owner
+from legato.jobboard.base import Entity, JobBoard, JobCounts, JobRecord, not_owner
 from legato.states import JobState
 
 if TYPE_CHECKING:
@@ -188,6 +188,20 @@ class MemoryJobBoard(JobBoard):
         store = self._s
         with store.changed:
             return len(store.jobs)
+
+    def _job_counts(self) -> JobCounts:
+        # In the process's memory: counting the records is cheap next to any board call.
+        store = self._s
+        with store.changed:
+            now = self.clock()
+            claimed = delayed = 0
+            for record in store.jobs.values():
+                if record.effective_state(now) is JobState.CLAIMED:
+                    claimed += 1
+                elif not record.claimable(now):
+                    delayed += 1
+            return JobCounts(len(store.jobs) - claimed - delayed, delayed, claimed,
+                             len(store.trash))
 
     def _claim(self, job_uuid: str, who: str, ttl: float) -> JobRecord:
         store = self._s

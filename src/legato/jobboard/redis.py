@@ -530,6 +530,20 @@ class RedisJobBoard(JobBoard):
         with _translated("job_count"):
             return int(self._redis.zcard(self._keys[0]))
 
+    def _job_counts(self) -> base.JobCounts:
+        # ZCARD/ZCOUNT on the indexes, in one round trip. ``claimed`` and ``delayed`` are
+        # scored by lease expiry and ``available_at``: entries due by now (not moved back to
+        # ``ready`` yet) count as waiting. The cut-off is this machine's clock.
+        now = repr(self.clock())
+        with _translated("job_counts"):
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.zcard(self._keys[0])
+            pipe.zcount(self._keys[2], f"({now}", "+inf")
+            pipe.zcount(self._keys[3], f"({now}", "+inf")
+            pipe.zcard(self._keys[6])
+            total, delayed, claimed, trashed = (int(n) for n in pipe.execute())
+        return base.JobCounts(max(0, total - delayed - claimed), delayed, claimed, trashed)
+
     # -- claims ----------------------------------------------------------------------------
 
     def _claim(self, job_uuid: str, who: str, ttl: float) -> JobRecord:

@@ -37,7 +37,7 @@ from sqlalchemy import event
 from legato import errors
 from legato._sqlurl import check_sql_url, make_sqlite_folder, sqlite_file
 from legato.jobboard import sql_tables
-from legato.jobboard.base import Entity, JobBoard, JobRecord, decode_record, not_owner
+from legato.jobboard.base import Entity, JobBoard, JobCounts, JobRecord, decode_record, not_owner
 from legato.jobboard.sql_tables import entities, jobs, trash
 from legato.persistence.sql._engine import checkpoint_wal
 from legato.states import JobState
@@ -341,6 +341,24 @@ class SQLJobBoard(JobBoard):
     def _job_count(self) -> int:
         with self._tx() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(jobs)).scalar_one())
+
+    def _job_counts(self) -> JobCounts:
+        # One statement: COUNT over the jobs table (the database counts, nothing is read
+        # out) and over the trash.
+        now = self._now()
+        live = sa.and_(_J.state == str(JobState.CLAIMED),
+                       sa.or_(_J.lease_expires.is_(None), _J.lease_expires > now))
+        later = sa.and_(sa.not_(live), _J.available_at > now)
+        query = sa.select(
+            sa.func.count(),
+            sa.func.count(sa.case((live, 1))),
+            sa.func.count(sa.case((later, 1))),
+            sa.select(sa.func.count()).select_from(trash).scalar_subquery(),
+        ).select_from(jobs)
+        with self._tx() as conn:
+            total, claimed, delayed, trashed = conn.execute(query).one()
+        return JobCounts(int(total) - int(claimed) - int(delayed), int(delayed), int(claimed),
+                         int(trashed))
 
     # -- claims ----------------------------------------------------------------------------
 

@@ -126,7 +126,7 @@ from legato.jobboard._zkrecords import (
 )
 from legato.jobboard._zksettings import ZooKeeperSettings, split_url
 from legato.jobboard._zkwatch import Handler, Ops, commit_async, shutdown
-from legato.jobboard.base import Entity, JobBoard, JobRecord, Pending, not_owner
+from legato.jobboard.base import Entity, JobBoard, JobCounts, JobRecord, Pending, not_owner
 from legato.states import JobState
 
 if TYPE_CHECKING:
@@ -481,6 +481,22 @@ class ZooKeeperJobBoard(JobBoard):
     def _job_count(self) -> int:
         stat = self._result(self._live().exists_async(self._jobs))
         return int(stat.numChildren) if stat is not None else 0
+
+    def _job_counts(self) -> JobCounts:
+        # The children counts of jobs/ and trash/ from the server (two node stats, sent
+        # together), claims and delays from the index the board keeps, after reading the
+        # claim nodes it has not read (claims made elsewhere since; never more than the live
+        # claims). Delays are known for the jobs this board object posted or read: another
+        # producer's delayed job that nothing here has read yet counts as waiting.
+        client = self._live()
+        self._follower.ensure_synced()
+        self._follower.read_claims(self._index.unknown_claims())
+        sent = [client.exists_async(path) for path in (self._jobs, self._trash_root)]
+        jobs, trashed = (self._result(stat) for stat in sent)
+        total = int(jobs.numChildren) if jobs is not None else 0
+        claimed, delayed = self._index.counts(self.clock())
+        return JobCounts(max(0, total - claimed - delayed), delayed, claimed,
+                              int(trashed.numChildren) if trashed is not None else 0)
 
     def _check_epoch(self) -> None:
         """The board's epoch is the creation zxid of ``jobs/``: when that node is gone or was

@@ -19,6 +19,8 @@ same storage. Options the suite passes: ``persistence``, ``ttl`` and, when ``fak
   entity expiry then move with ``FakeClock.advance`` and no real time passes).
 * ``short_ttl``: the lease (seconds) used where real time must pass on other backends.
 * ``time_slack``: how long past a lease the suite polls before it calls a backend wrong.
+* ``counts_unread_delays``: ``job_counts`` on one board object counts as delayed a job another
+  one posted with a delay (False: it counts as waiting until this object reads the job).
 
 A backend whose server can lose its data without an error (it has an ``epoch``) also overrides
 the ``lose_data`` fixture: a function that deletes everything the board stores, as a server
@@ -109,6 +111,7 @@ class JobBoardConformance:
     short_ttl: ClassVar[float] = 0.5
     time_slack: ClassVar[float] = 5.0
     loss_found_by_every_call: ClassVar[bool] = True
+    counts_unread_delays: ClassVar[bool] = True
 
     # -- fixtures and helpers -------------------------------------------------------------
 
@@ -187,6 +190,24 @@ class JobBoardConformance:
         board.trash(claimed, "owner-a", reason="broken")
         assert other.job_count == 1
         assert [j.uuid for j in other.iterjobs(ensure_fresh=True)] == [jobs[2].uuid]
+
+    def test_job_counts_by_state(self, board: JobBoard, other: JobBoard,
+                                 clock: FakeClock | None) -> None:
+        """``job_counts``: waiting, delayed, claimed and trashed, as another board object sees
+        them; a lapsed claim counts as waiting again."""
+        assert other.job_counts() == jobboard_base.JobCounts(0, 0, 0, 0)
+        ttl = self.ttl(clock)
+        unread = 0 if self.counts_unread_delays else 1
+        a, b, c, _ = (board.post(n) for n in "abcd")
+        board.post("later", delay=3600)
+        board.claim(a, "owner-a", ttl=60)
+        board.trash(board.claim(b, "owner-a"), "owner-a", reason="broken")
+        board.claim(c, "owner-a", ttl=ttl)
+        self.pass_time(clock, 0, lambda: other.job_counts() == jobboard_base.JobCounts(
+            waiting=1 + unread, delayed=1 - unread, claimed=2, trashed=1))
+        self.pass_time(clock, ttl, lambda: other.job_counts() == jobboard_base.JobCounts(
+            waiting=2 + unread, delayed=1 - unread, claimed=1, trashed=1))
+        assert board.job_counts().delayed == 1
 
     def test_iterjobs_only_unclaimed(self, board: JobBoard, other: JobBoard) -> None:
         a, b, c = (board.post(n) for n in "abc")
