@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from legato import errors
 from legato.jobboard.base import CLAIMS_LOST, Job, JobBoard
@@ -41,12 +42,16 @@ class Lease:
         trusted_for: how long the lease is trusted after a claim or renewal was sent: ``ttl``,
             capped by the board's ``lease_cap``.
         deadline: ``time.monotonic()`` value by which the lease ends unless renewed.
+        claimed_at: ``time.monotonic()`` value when the job was claimed.
     """
 
     def __init__(self, job: Job, ttl: float, *, claimed_at: float,
                  cap: float | None = None) -> None:
         self.job = job
         self.ttl = ttl
+        self.claimed_at = claimed_at
+        #: The claim's history record (``conductor._history.ClaimLog``), set by the conductor.
+        self.history: Any = None
         self.lost = threading.Event()
         self.trusted_for = ttl if cap is None else min(ttl, cap)
         self.deadline = claimed_at + self.trusted_for

@@ -20,11 +20,13 @@ from legato import engine as engine_mod
 from legato import errors
 from legato.conductor import _job
 from legato.conductor._backoff import Backoff
+from legato.conductor._history import ClaimLog
 from legato.conductor._job import Action, Outcome
 from legato.conductor._renewal import Lease, Renewer
 from legato.conductor.base import Conductor
 from legato.jobboard.base import Job, JobBoard, Pending
 from legato.notifier import ANY
+from legato.persistence.models import FlowDetail
 from legato.states import FlowState
 
 if TYPE_CHECKING:
@@ -382,12 +384,24 @@ class ExecutorConductor(Conductor):
     def _release_unstarted(self, job: Job) -> None:
         """Hand back a job claimed but not started (claimed ahead, or after ``stop()``): its
         lease would lapse anyway; releasing it lets another conductor take it at once, and the
-        claim does not count in its attempts."""
+        claim does not count in its attempts. Its history records the claim as released."""
         try:
             self._jobboard.release(job, self._conductor.name)
         except Exception as exc:  # the lease lapses by itself: nothing is lost
             logger.warning("%s: could not release unstarted job %s: %s",
                            self._conductor.name, job.uuid, exc)
+        persistence = self.persistence
+        if persistence is not None:
+            ClaimLog(job, self._conductor.name, claimed_at=time.monotonic()).record(
+                persistence, Outcome(Action.RELEASE, "released unstarted"))
+
+    def _history_of(self, lease: Lease) -> ClaimLog:
+        """The claim's history record (made on first use)."""
+        history: ClaimLog | None = lease.history
+        if history is None:
+            history = lease.history = ClaimLog(lease.job, self._conductor.name,
+                                               claimed_at=lease.claimed_at)
+        return history
 
     def _idle(self, woken: bool) -> None:
         """Don't spin when ``wait`` keeps reporting a job that ``claim_next`` does not get (a
@@ -449,7 +463,8 @@ class ExecutorConductor(Conductor):
         if job.attempts > self._max_attempts and not _storage_reason(job.reason):
             return Outcome(Action.TRASH, _job.TOO_MANY_ATTEMPTS)
         try:
-            engine = self._build_engine(job, persistence, lost=lease.lost)
+            engine = self._build_engine(job, persistence, lost=lease.lost,
+                                        history=self._history_of(lease))
         except errors.FencedOut as exc:
             return _fenced_out(job, exc)
         except _job.CannotRun as exc:
@@ -467,17 +482,24 @@ class ExecutorConductor(Conductor):
         return self._drive(lease, engine)
 
     def _build_engine(self, job: Job, persistence: Persistence, *,
-                      lost: threading.Event | None = None) -> Any:
+                      lost: threading.Event | None = None,
+                      history: ClaimLog | None = None) -> Any:
         """Take the job's flow detail with the claim's fence (``FencedOut`` when a newer claim
         of the job took it) and build an engine whose every write carries that fence and
-        that never reverts once ``lost`` is set."""
+        that never reverts once ``lost`` is set. With ``history``, the claim's start is
+        recorded with the take."""
         fence = _job.fence_of(job)
-        flow_detail = _job.take_flow_detail(job, persistence, fence)
+        flow_detail = _job.take_flow_detail(job, persistence, fence, history)
+        if history is not None:
+            history.taken(flow_detail)
         _job.check_factory(flow_detail)
-        return engine_mod.load_from_detail(
+        engine = engine_mod.load_from_detail(
             flow_detail, store=_job.merged_store(job, flow_detail),
             engine=self._engine or "serial", persistence=persistence, policy=self._policy,
             **{**self._engine_options, "fence": fence, "fence_lost": lost})
+        if history is not None:
+            history.flow_detail = engine.flow_detail
+        return engine
 
     def _drive(self, lease: Lease, engine: Any) -> Outcome:
         payload = {"job": lease.job, "engine": engine, "conductor": self}
@@ -491,7 +513,7 @@ class ExecutorConductor(Conductor):
                 call()
                 self._notifier.notify(end, payload)
         except errors.MissingDependencies as exc:
-            return Outcome(Action.CONSUME, f"validation failed: {exc}")
+            return self._invalid(lease, engine, exc)
         except errors.FencedOut as exc:
             return _fenced_out(lease.job, exc)
         except errors.StorageFailure as exc:
@@ -508,6 +530,23 @@ class ExecutorConductor(Conductor):
             failure = exc
         self._notifier.notify("running_end", payload)
         return self._judge(engine, lease, failure)
+
+    def _invalid(self, lease: Lease, engine: Any, exc: Exception) -> Outcome:
+        """The flow cannot start (missing inputs): record it on the flow detail as a FAILURE
+        with the error in its meta (so ``list_flows`` shows it), then consume the job."""
+        reason = f"validation failed: {exc}"
+        fd = engine.flow_detail
+        failed = FlowDetail(fd.name, fd.uuid, FlowState.FAILURE,
+                            {**fd.meta, "error": f"{type(exc).__name__}: {exc}"})
+        try:
+            engine.storage.persistence.update_flow_details(
+                failed, fence=_job.fence_of(lease.job))
+        except errors.FencedOut as fenced:
+            return _fenced_out(lease.job, fenced)
+        except errors.StorageFailure as failure:
+            return Outcome(Action.ABANDON, f"{_job.STORAGE_REASON}: {failure}", retryable=True)
+        fd.state, fd.meta = failed.state, failed.meta
+        return Outcome(Action.CONSUME, reason)
 
     def _run_engine(self, engine: Any, lease: Lease) -> None:
         suspended = False
@@ -760,6 +799,9 @@ class ExecutorConductor(Conductor):
         renewer = self._renewer
         if renewer is not None:
             renewer.remove(lease)
+        changed = name != _PAST[outcome.action]
+        self._history_of(lease).record(persistence, outcome, name if changed else None,
+                                       reason if changed else None)
         self._count(name)
         if self._metrics is not None:
             self._metrics.jobs.labels(outcome=name).inc()
