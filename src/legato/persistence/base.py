@@ -175,7 +175,9 @@ class Persistence(abc.ABC):
         """Record ``fence`` on the flow detail: from now on writes with another fence are refused.
 
         With ``claim``, the claim's start is added to its job's history in the same
-        transaction as the take (unless that claim is recorded already).
+        transaction as the take (unless that claim is recorded already); a take that replaces
+        a fence also ends the job's earlier claims that recorded no end (their conductor died
+        or lost its claim) as ``lost claim``.
 
         It lands when the flow detail records no fence, a fence of another job, or a fence of
         the same job with a number no larger than ``fence.number`` (taking again with the same
@@ -412,9 +414,10 @@ class Persistence(abc.ABC):
 
     @abc.abstractmethod
     def _take_flow(self, flow_uuid: str, fence: Fence, claim: Claim | None) -> None:
-        """Atomically: record ``fence`` (and add ``claim`` like ``_take_new_flow``) unless the
-        flow records a larger fence of the same job (then raise ``FencedOut``); ``NotFound``
-        for an unknown flow."""
+        """Atomically: record ``fence`` (and add ``claim`` like ``_take_new_flow``, ending the
+        job's earlier claims with no end like ``lost_claim(claim)`` does) unless the flow
+        records a larger fence of the same job (then raise ``FencedOut``); ``NotFound`` for an
+        unknown flow."""
 
     @abc.abstractmethod
     def _record_claim(self, claim: Claim) -> None:
@@ -475,6 +478,15 @@ class Persistence(abc.ABC):
 
     @abc.abstractmethod
     def _clear_all(self) -> None: ...
+
+
+#: Reason recorded for a claim that a later claim found with no end.
+UNENDED_REASON = "claim ended without an outcome (its conductor died or lost the board)"
+
+
+def lost_claim(claim: Claim) -> dict[str, Any]:
+    """What a take by ``claim`` writes over the job's earlier claims that recorded no end."""
+    return {"outcome": "lost claim", "reason": UNENDED_REASON, "ended_at": claim.claimed_at}
 
 
 def _is_prefix(prefix: str) -> bool:

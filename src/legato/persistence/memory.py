@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 
 from legato import errors
-from legato.persistence.base import Persistence
+from legato.persistence.base import Persistence, lost_claim
 from legato.persistence.models import (
     AtomDetail,
     Claim,
@@ -113,6 +113,11 @@ class MemoryPersistence(Persistence):
                 raise self._fenced_out(f"taking flow detail {flow_uuid}", fence)
             self._fences[flow_uuid] = fence
             if claim is not None:
+                ended = lost_claim(claim)
+                for (job, number), earlier in self._claims.items():
+                    if job == claim.job_uuid and number < claim.fence and earlier.outcome is None:
+                        for field, value in ended.items():
+                            setattr(earlier, field, value)
                 self._claims.setdefault((claim.job_uuid, claim.fence), claim.copy())
 
     # -- job history -----------------------------------------------------------------------

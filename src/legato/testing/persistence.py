@@ -641,6 +641,14 @@ class PersistenceConformance:
         second = self._claim(job, 2, flow)  # a take replacing a fence records it too
         persistence.take_flow(flow.uuid, Fence(job, 2), claim=second)
         assert persistence.job_history(job) == [ended, second]
+        # A take replacing a fence ends the job's earlier claims recorded with no end (their
+        # conductor died): as lost claims, ending when the new claim began.
+        third = self._claim(job, 3, flow)
+        persistence.take_flow(flow.uuid, Fence(job, 3), claim=third)
+        lost = persistence.job_history(job)[1]
+        assert (lost.fence, lost.outcome, lost.ended_at) == (2, "lost claim", third.claimed_at)
+        assert lost.reason is not None and "without an outcome" in lost.reason
+        assert persistence.job_history(job)[0] == ended  # an ended claim is left alone
 
     def test_a_refused_take_records_no_claim(self, persistence: Persistence) -> None:
         book = make_book()

@@ -166,6 +166,7 @@ class Statements:
     select_books_like: sa.Select[tuple[object, ...]]
     select_flow_rows: dict[tuple[bool, bool], sa.Select[tuple[object, ...]]]
     count_claims: sa.Select[tuple[object, ...]]
+    end_unended_claims: sa.Executable
 
     @classmethod
     def for_dialect(cls, dialect: str) -> Statements:
@@ -224,4 +225,10 @@ class Statements:
                                    sa.func.count().label("n"))
             .where(job_history.c.ended_at >= sa.bindparam("since"))
             .group_by(job_history.c.outcome, job_history.c.flow_state),
+            end_unended_claims=job_history.update()
+            .where(job_history.c.job_uuid == sa.bindparam("job"),
+                   job_history.c.fence < sa.bindparam("below"),
+                   job_history.c.outcome.is_(None))
+            .values(outcome=sa.bindparam("e_outcome"), reason=sa.bindparam("e_reason"),
+                    ended_at=sa.bindparam("e_ended_at")),
         )

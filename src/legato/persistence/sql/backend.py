@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 
 from legato import errors
-from legato.persistence.base import Persistence
+from legato.persistence.base import Persistence, lost_claim
 from legato.persistence.models import AtomDetail, Claim, Fence, FlowDetail, LogBook
 from legato.persistence.sql import _engine, _migrate, _rows
 from legato.persistence.sql._statements import (
@@ -229,7 +229,13 @@ class SQLPersistence(Persistence):
                               f"flow detail {flow_uuid}", f"taking flow detail {flow_uuid}",
                               fence)
             if claim is not None:
-                conn.execute(self._sql.insert_claim, _rows.claim_row(claim))
+                row = _rows.claim_row(claim)
+                ended = lost_claim(claim)
+                conn.execute(self._sql.end_unended_claims, {
+                    "e_outcome": ended["outcome"], "e_reason": ended["reason"],
+                    "e_ended_at": row["claimed_at"], "job": claim.job_uuid,
+                    "below": claim.fence})
+                conn.execute(self._sql.insert_claim, row)
 
     # -- job history -----------------------------------------------------------------------
 
