@@ -615,6 +615,23 @@ class JobBoard(abc.ABC):
         self._require_connected()
         return self._job_count()
 
+    def counts(self) -> dict[str, int]:
+        """How many jobs are ``waiting`` (claimable now), ``delayed``, ``claimed``, and
+        ``trashed``. This default reads the board's records once; a backend with cheaper
+        counting primitives overrides it."""
+        self._require_connected()
+        now = self.clock()
+        counts = dict.fromkeys(("waiting", "delayed", "claimed", "trashed"), 0)
+        for record in self._iter_records(False, False):
+            if record.effective_owner(now) is not None:
+                counts["claimed"] += 1
+            elif record.available_at is not None and record.available_at > now:
+                counts["delayed"] += 1
+            else:
+                counts["waiting"] += 1
+        counts["trashed"] = sum(1 for _ in self._iter_trash())
+        return counts
+
     def find_owner(self, job: Job) -> str | None:
         """The owner of the job's live claim, or None.
 
