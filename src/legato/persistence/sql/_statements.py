@@ -42,19 +42,19 @@ def _upsert(dialect: str, table: sa.Table, *, keep: tuple[str, ...]) -> Insert:
 #: It is 20 of the 24 writes of a 10-task flow, and SQLAlchemy's execution path costs three
 #: times what SQLite needs for the write itself; the text is generated from the table, so it
 #: cannot drift from it.
-SQLITE_UPDATE_ATOM = "UPDATE atomdetails SET {} WHERE uuid = :b_uuid".format(
-    ", ".join(f"{c.name} = :{c.name}" for c in atomdetails.columns
+SQLITE_UPDATE_ATOM = "UPDATE {} SET {} WHERE uuid = :b_uuid".format(
+    atomdetails.name, ", ".join(f"{c.name} = :{c.name}" for c in atomdetails.columns
               if c.name not in ("id", "uuid", "flow_uuid")))
 
 #: The same, landing only while the atom's flow records the fence ``:f_job``/``:f_num``.
 SQLITE_UPDATE_ATOM_FENCED = SQLITE_UPDATE_ATOM + (
-    " AND EXISTS (SELECT 1 FROM flowdetails WHERE flowdetails.uuid = atomdetails.flow_uuid"
-    " AND flowdetails.fence_job = :f_job AND flowdetails.fence = :f_num)")
+    f" AND EXISTS (SELECT 1 FROM {flowdetails.name} AS f WHERE f.uuid = {atomdetails.name}"
+    ".flow_uuid AND f.fence_job = :f_job AND f.fence = :f_num)")
 
 
 #: ``take_flow`` of a flow never taken, on SQLite (see ``SQLITE_UPDATE_ATOM``): a job's first
 #: claim, so once per job.
-SQLITE_TAKE_NEW_FLOW = ("UPDATE flowdetails SET fence_job = :f_job, fence = :f_num"
+SQLITE_TAKE_NEW_FLOW = (f"UPDATE {flowdetails.name} SET fence_job = :f_job, fence = :f_num"
                         " WHERE uuid = :b_uuid AND fence_job IS NULL")
 
 

@@ -1,4 +1,7 @@
-"""The three persistence tables, as SQLAlchemy Core ``Table`` objects.
+"""The persistence tables, as SQLAlchemy Core ``Table`` objects.
+
+Every name starts with ``legato_`` (migration 0004 renamed the first three), so Legato's tables
+cannot collide with an application's own in a shared database.
 
 These describe the schema at the newest migration; the migrations in ``migrations/versions``
 create it (they do not import this module, so old migrations keep their own snapshot).
@@ -39,7 +42,7 @@ _MYSQL: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4",
 metadata = sa.MetaData()
 
 logbooks = sa.Table(
-    "logbooks", metadata,
+    "legato_logbooks", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("uuid", sa.String(UUID_LENGTH), nullable=False, unique=True),
     sa.Column("name", sa.Text, nullable=False),
@@ -50,11 +53,12 @@ logbooks = sa.Table(
 )
 
 flowdetails = sa.Table(
-    "flowdetails", metadata,
+    "legato_flowdetails", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("uuid", sa.String(UUID_LENGTH), nullable=False, unique=True),
     sa.Column("book_uuid", sa.String(UUID_LENGTH),
-              sa.ForeignKey("logbooks.uuid", ondelete="CASCADE"), nullable=False, index=True),
+              sa.ForeignKey("legato_logbooks.uuid", ondelete="CASCADE"), nullable=False,
+              index=True),
     sa.Column("name", sa.Text, nullable=False),
     sa.Column("state", sa.String(32), nullable=True),
     sa.Column("meta", JSONText, nullable=True),
@@ -66,11 +70,12 @@ flowdetails = sa.Table(
 )
 
 atomdetails = sa.Table(
-    "atomdetails", metadata,
+    "legato_atomdetails", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("uuid", sa.String(UUID_LENGTH), nullable=False, unique=True),
     sa.Column("flow_uuid", sa.String(UUID_LENGTH),
-              sa.ForeignKey("flowdetails.uuid", ondelete="CASCADE"), nullable=False, index=True),
+              sa.ForeignKey("legato_flowdetails.uuid", ondelete="CASCADE"), nullable=False,
+              index=True),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("name", sa.Text, nullable=False),
     sa.Column("state", sa.String(32), nullable=False),
