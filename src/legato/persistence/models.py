@@ -92,7 +92,9 @@ class Claim:
         }
 
     def copy(self) -> Claim:
-        return dataclasses.replace(self, atoms=list(self.atoms))
+        new = _clone(self)
+        new.atoms = list(self.atoms)
+        return new
 
 
 @dataclasses.dataclass

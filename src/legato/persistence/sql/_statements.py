@@ -15,7 +15,7 @@ from sqlalchemy.sql.dml import Insert
 from legato.persistence.sql.tables import atomdetails, flowdetails, job_history, logbooks
 
 __all__ = ["SQLITE_INSERT_CLAIM", "SQLITE_TAKE_NEW_FLOW", "SQLITE_UPDATE_ATOM",
-           "SQLITE_UPDATE_ATOM_FENCED", "Statements"]
+           "SQLITE_UPDATE_ATOM_FENCED", "SQLITE_UPSERT_CLAIM", "Statements"]
 
 
 def _upsert(dialect: str, table: sa.Table, *, keep: tuple[str, ...]) -> Insert:
@@ -64,6 +64,12 @@ _CLAIM_COLUMNS = [c.name for c in job_history.columns if c.name != "id"]
 #: claim is recorded already.
 SQLITE_INSERT_CLAIM = "INSERT OR IGNORE INTO {} ({}) VALUES ({})".format(
     job_history.name, ", ".join(_CLAIM_COLUMNS), ", ".join(f":{c}" for c in _CLAIM_COLUMNS))
+
+
+#: ``record_claim`` on SQLite (see ``SQLITE_UPDATE_ATOM``): once per claim, at its end.
+SQLITE_UPSERT_CLAIM = "{} ON CONFLICT (job_uuid, fence) DO UPDATE SET {}".format(
+    SQLITE_INSERT_CLAIM.replace("INSERT OR IGNORE", "INSERT", 1),
+    ", ".join(f"{c} = excluded.{c}" for c in _CLAIM_COLUMNS if c not in ("job_uuid", "fence")))
 
 
 def _claim_insert(dialect: str, *, replace: bool) -> Insert:

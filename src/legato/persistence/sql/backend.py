@@ -20,6 +20,7 @@ from legato.persistence.sql._statements import (
     SQLITE_TAKE_NEW_FLOW,
     SQLITE_UPDATE_ATOM,
     SQLITE_UPDATE_ATOM_FENCED,
+    SQLITE_UPSERT_CLAIM,
     Statements,
 )
 from legato.states import FlowState
@@ -240,8 +241,12 @@ class SQLPersistence(Persistence):
     # -- job history -----------------------------------------------------------------------
 
     def _record_claim(self, claim: Claim) -> None:
+        row = _rows.claim_row(claim)
+        if self._dialect == "sqlite":
+            self._sqlite_write(row, SQLITE_UPSERT_CLAIM, "recording a claim")
+            return
         with self._write("recording a claim") as conn:
-            conn.execute(self._sql.upsert_claim, _rows.claim_row(claim))
+            conn.execute(self._sql.upsert_claim, row)
 
     def _job_history(self, job_uuid: str) -> Iterable[Claim]:
         with self._read("reading a job's history") as conn:
