@@ -142,3 +142,12 @@ def test_flows_list_shows_failed_flows_with_their_error(tmp_path: Path) -> None:
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "--since" in bad.stderr
     assert json.loads(legato(tmp_path, "--json", "flows", "list", "--state", "RUNNING")
                       .stdout) == []
+
+
+def test_post_names_the_job_in_its_logbook(tmp_path: Path) -> None:
+    store = json.dumps({"job_name": "j", "log_path": str(tmp_path / "effects.jsonl"),
+                        "step_delay": 0})
+    posted = legato_json(tmp_path, "post", "legato.demo:demo_flow", "--arg", "1", "--store",
+                         store, "--name", "named")
+    shown = legato_json(tmp_path, "flow", "show", posted["book_uuid"][:12])
+    assert (shown["book_uuid"], shown["job_uuid"]) == (posted["book_uuid"], posted["uuid"])

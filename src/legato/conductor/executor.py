@@ -66,6 +66,11 @@ class ExecutorConductor(Conductor):
     claimed more than ``max_attempts`` times                              attempts"
     ====================================================================  =====================
 
+    Every claim is recorded in the job's history (``Persistence.job_history``): its start with
+    the take of the flow, its end (outcome, reason, flow state, atoms run) when the board call
+    that ends it returns. A validation error is recorded on the flow detail as FAILURE with the
+    error in its meta before the job is consumed.
+
     A storage outage before the flow starts never trashes a job (it is abandoned with back-off
     however often it happens). Damaged storage is no outage: waiting does not mend it, and
     abandoning job after job on it would only burn their attempts, so the conductor stops.
