@@ -103,6 +103,8 @@ class NullPersistence(Persistence):
     _update_flow_details = _get_flow_details = _get_flows_for_book = _unused
     _take_flow = _take_new_flow = _update_flow_state = _unused
     _update_atom_details = _get_atom_details = _get_atoms_for_flow = _clear_all = _unused
+    _record_claim = _job_history = _find_jobs = _find_logbooks = _unused
+    _flow_rows = _claims_of_flows = _claim_counts = _unused
 
 
 def legato_runner(kind: str, workdir: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:

@@ -154,7 +154,7 @@ def driver_floor(backend: Any, atom_uuid: str, count: int = 300) -> float:
     if engine is None:
         return float("nan")
     mark = "?" if engine.dialect.name == "sqlite" else "%s"
-    sql = f"UPDATE atomdetails SET state = {mark}, results = {mark} WHERE uuid = {mark}"
+    sql = f"UPDATE legato_atomdetails SET state = {mark}, results = {mark} WHERE uuid = {mark}"
     raw = engine.raw_connection()
     try:
         times = []

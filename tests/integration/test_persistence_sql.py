@@ -162,13 +162,13 @@ def test_sqlite_destroy_leaves_no_orphan_rows(sqlite_url: str,
     raw = _raw(sqlite_url)
     try:
         counts = [raw.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-                  for t in ("logbooks", "flowdetails", "atomdetails")]
+                  for t in ("legato_logbooks", "legato_flowdetails", "legato_atomdetails")]
         orphans = raw.execute(
-            "SELECT COUNT(*) FROM atomdetails WHERE flow_uuid NOT IN "
-            "(SELECT uuid FROM flowdetails)").fetchone()[0]
+            "SELECT COUNT(*) FROM legato_atomdetails WHERE flow_uuid NOT IN "
+            "(SELECT uuid FROM legato_flowdetails)").fetchone()[0]
         orphan_flows = raw.execute(
-            "SELECT COUNT(*) FROM flowdetails WHERE book_uuid NOT IN "
-            "(SELECT uuid FROM logbooks)").fetchone()[0]
+            "SELECT COUNT(*) FROM legato_flowdetails WHERE book_uuid NOT IN "
+            "(SELECT uuid FROM legato_logbooks)").fetchone()[0]
     finally:
         raw.close()
     assert counts == [1, 1, 2]
@@ -359,18 +359,20 @@ def test_upgrade_from_0001_adds_the_fence_and_keeps_the_data(
     assert isinstance(backend, SQLPersistence)
     try:
         with backend._engine.begin() as conn:  # a database made before fenced writes
+            _old_logbooks(conn)
             config = _migrate._config()
             config.attributes["connection"] = conn
             command.upgrade(config, "0001")
         with backend._engine.connect() as conn:
             assert "fence" not in {c["name"] for c in sa.inspect(conn).get_columns("flowdetails")}
         book = make_book(atoms=1)
-        with backend._engine.begin() as conn:
-            conn.execute(tables.logbooks.insert(), {"uuid": book.uuid, "name": book.name,
-                                                     "created_at": 0})
+        with backend._engine.begin() as conn:  # the tables' names before migration 0004
+            conn.execute(_old_table("logbooks", "uuid", "name", "created_at").insert(),
+                         {"uuid": book.uuid, "name": book.name, "created_at": 0})
             (flow,) = book.flows.values()
-            conn.execute(tables.flowdetails.insert().values(
-                uuid=flow.uuid, book_uuid=book.uuid, name=flow.name, state="RUNNING"))
+            conn.execute(_old_table("flowdetails", "uuid", "book_uuid", "name", "state")
+                         .insert().values(uuid=flow.uuid, book_uuid=book.uuid, name=flow.name,
+                                          state="RUNNING"))
         backend.upgrade()
         backend.validate()
         fence = Fence(new_uuid(), 1)
@@ -379,5 +381,104 @@ def test_upgrade_from_0001_adds_the_fence_and_keeps_the_data(
         with pytest.raises(errors.FencedOut):
             backend.update_flow_state(flow.uuid, None, fence=Fence(fence.job, 2))
         assert backend.get_logbook(book.uuid, lazy=True).name == book.name
+    finally:
+        backend.close()
+
+
+def _old_logbooks(conn: sa.Connection) -> None:
+    """Create ``logbooks`` as older Legatos named it: migration 0001 then makes the other
+    tables under their old names too, as those did (it finishes their half-done runs)."""
+    old = sa.MetaData()
+    tables.logbooks.to_metadata(old, name="logbooks")
+    old.create_all(conn)
+
+
+@pytest.mark.parametrize("url_fixture", ["sqlite_url", "postgres_url", "mysql_url"])
+def test_an_applications_own_logbooks_table_is_left_alone(
+        request: pytest.FixtureRequest, url_fixture: str) -> None:
+    url = request.getfixturevalue(url_fixture)
+    backend = persistence.connect(url)
+    assert isinstance(backend, SQLPersistence)
+    try:
+        with backend._engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE logbooks (id INTEGER PRIMARY KEY, title TEXT)"))
+            conn.execute(sa.text("INSERT INTO logbooks (id, title) VALUES (1, 'mine')"))
+        backend.upgrade()
+        backend.validate()
+        book = make_book()
+        backend.save_logbook(book)
+        assert backend.get_logbook(book.uuid).flows == book.flows
+        with backend._engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT title FROM logbooks")).scalar() == "mine"
+    finally:
+        backend.close()
+
+
+def _old_table(name: str, *columns: str) -> sa.TableClause:
+    """A table as an older migration named it (``tables`` describes the newest schema)."""
+    return sa.table(name, *(sa.column(c) for c in columns))
+
+
+@pytest.mark.parametrize("url_fixture", ["sqlite_url", "postgres_url", "mysql_url"])
+def test_upgrade_from_0002_prefixes_the_tables_and_keeps_the_data(
+        request: pytest.FixtureRequest, url_fixture: str) -> None:
+    """A database made at 0002 (tables ``logbooks``, ``flowdetails``, ``atomdetails``) is
+    upgraded to ``legato_``-prefixed tables with every row, the foreign keys' cascade and the
+    fence; an application's own ``logbooks`` table can live beside them afterwards."""
+    from alembic import command
+
+    from legato.persistence.models import Fence, new_uuid
+    from legato.persistence.sql import _migrate
+
+    url = request.getfixturevalue(url_fixture)
+    backend = persistence.connect(url)
+    assert isinstance(backend, SQLPersistence)
+    try:
+        with backend._engine.begin() as conn:  # a database made before the prefix
+            _old_logbooks(conn)
+            config = _migrate._config()
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0002")
+        with backend._engine.connect() as conn:
+            assert {"logbooks", "flowdetails", "atomdetails"} <= set(
+                sa.inspect(conn).get_table_names())
+        book = make_book(atoms=2)
+        (flow,) = book.flows.values()
+        atoms = list(flow)
+        fence = Fence(new_uuid(), 3)
+        with backend._engine.begin() as conn:
+            conn.execute(_old_table("logbooks", "uuid", "name", "created_at", "meta").insert(),
+                         {"uuid": book.uuid, "name": book.name, "created_at": 0,
+                          "meta": '{"k": 1}'})
+            conn.execute(_old_table("flowdetails", "uuid", "book_uuid", "name", "state",
+                                    "fence_job", "fence").insert(),
+                         {"uuid": flow.uuid, "book_uuid": book.uuid, "name": flow.name,
+                          "state": "RUNNING", "fence_job": fence.job, "fence": fence.number})
+            conn.execute(_old_table("atomdetails", "uuid", "flow_uuid", "kind", "name", "state",
+                                    "intention", "results").insert(),
+                         [{"uuid": a.uuid, "flow_uuid": flow.uuid, "kind": "task",
+                           "name": a.name, "state": "SUCCESS", "intention": "EXECUTE",
+                           "results": "42"} for a in atoms])
+        backend.upgrade()
+        backend.validate()
+        with backend._engine.connect() as conn:
+            names = set(sa.inspect(conn).get_table_names())
+        assert {"legato_logbooks", "legato_flowdetails", "legato_atomdetails",
+                "legato_job_history"} <= names
+        assert not {"logbooks", "flowdetails", "atomdetails"} & names
+        got = backend.get_logbook(book.uuid)
+        assert got.meta == {"k": 1}
+        (got_flow,) = got.flows.values()
+        assert [a.results for a in got_flow] == [42, 42]
+        backend.update_flow_state(flow.uuid, None, fence=fence)  # the fence survived
+        with pytest.raises(errors.FencedOut):
+            backend.update_flow_state(flow.uuid, None, fence=Fence(fence.job, 2))
+        with backend._engine.begin() as conn:  # an application's table of the old name
+            conn.execute(sa.text("CREATE TABLE logbooks (id INTEGER PRIMARY KEY)"))
+        backend.destroy_logbook(book.uuid)  # cascades through the renamed tables
+        with pytest.raises(errors.NotFound):
+            backend.get_flow_details(flow.uuid)
+        with pytest.raises(errors.NotFound):
+            backend.get_atom_details(atoms[0].uuid)
     finally:
         backend.close()

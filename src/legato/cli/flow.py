@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from legato import errors
-from legato.cli import _context
+from legato.cli import _context, _lookup
 from legato.cli._output import shorten
 
 if TYPE_CHECKING:
@@ -75,23 +75,31 @@ def _book_named(name: str, backend: Persistence) -> LogBook:
 
 
 def _book_for(ref: str, board: JobBoard, backend: Persistence) -> tuple[LogBook, str | None]:
-    """The logbook of a book uuid, a job (uuid or prefix, board or trash), or a book name."""
+    """The logbook of a job (uuid or prefix: on the board, in the trash or consumed), of a
+    logbook uuid (or prefix), or of a logbook name."""
+    candidates: list[str] = []
+    found: _lookup.Found | None = None
     try:
-        return backend.get_logbook(ref.strip()), None
+        found = _lookup.find_anywhere(board, backend, ref)
+        candidates.append(found.uuid)
+    except _lookup.Ambiguous as exc:
+        candidates.extend(exc.candidates)
     except errors.NotFound:
         pass
-    job = None
-    for in_trash in (False, True):
-        try:
-            job = _context.find_job(board, ref, trash=in_trash)
-            break
-        except errors.NotFound:
-            continue
-    if job is None:
-        return _book_named(ref.strip(), backend), None
-    if job.book_uuid is None:
-        raise errors.NotFound(f"job {job.uuid} has no logbook")
-    return backend.get_logbook(job.book_uuid), job.uuid
+    books = [b for b in _lookup.find_logbooks(backend, ref)
+             if found is None or b.uuid != found.book_uuid]
+    candidates.extend(b.uuid for b in books)
+    if len(candidates) > 1:
+        raise _lookup.ambiguous(ref.strip(), "job or logbook", candidates)
+    if found is not None:
+        if found.book_uuid is None:
+            raise errors.NotFound(f"job {found.uuid} has no logbook")
+        return backend.get_logbook(found.book_uuid), found.uuid
+    if books:
+        book = backend.get_logbook(books[0].uuid)
+        job_uuid = book.meta.get("job_uuid")
+        return book, job_uuid if isinstance(job_uuid, str) else None
+    return _book_named(ref.strip(), backend), None
 
 
 @flow_app.command("show")
@@ -99,7 +107,7 @@ def show(
     ctx: typer.Context,
     ref: Annotated[str, typer.Argument(
         metavar="BOOK_OR_JOB",
-        help="A logbook uuid, a job uuid (or unique prefix), or a logbook name.")],
+        help="A job or logbook uuid (or a unique prefix), or a logbook name.")],
 ) -> None:
     """Show each flow of a logbook atom by atom: state, result, failure and timings."""
     settings: _context.Settings = ctx.obj

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from legato import errors
-from legato.cli import _context
-from legato.cli._output import age, shorten
+from legato.cli import _context, _lookup
+from legato.cli._output import Mode, age, shorten
+from legato.persistence.models import Claim, utcnow
 
 if TYPE_CHECKING:
     from legato.jobboard.base import Job, JobBoard
@@ -61,6 +62,8 @@ def list_jobs(
     with _context.open_board(settings) as (board, _):
         jobs = board.iter_trash() if trash else board.iterjobs()
         rows = [job_row(job, board) for job in itertools.islice(jobs, limit or None)]
+        # The footer is for people: on a terminal only (piped output stays one table).
+        counts = board.counts() if settings.out.mode is Mode.RICH else None
     if trash:
         for row in rows:
             row["state"] = "TRASHED"
@@ -68,6 +71,10 @@ def list_jobs(
     else:
         columns = ["uuid", "name", "priority", "state", "owner", "attempts", "age"]
     settings.out.table(rows, columns, title="trash" if trash else None)
+    if counts is not None:
+        from legato.cli.stats import summary_line
+
+        settings.out.text(summary_line(counts))
 
 
 @jobs_app.command("show")
@@ -75,24 +82,46 @@ def show_job(
     ctx: typer.Context,
     job_id: Annotated[str, typer.Argument(metavar="JOB", help="Job uuid (or a unique prefix).")],
 ) -> None:
-    """Show one job: its details, its logbook and the state of its flows."""
+    """Show one job: its details, its logbook and the state of its flows. Works for a job
+    waiting, running, trashed or consumed (from its history once it left the board)."""
     settings: _context.Settings = ctx.obj
     with _context.open_board(settings) as (board, backend):
-        job, trashed = _find_anywhere(board, job_id)
-        data = job_row(job, board)
-        data["state"] = "TRASHED" if trashed else data["state"]
-        data["details"] = job.details
-        data["last_modified"] = job.last_modified.isoformat() if job.last_modified else None
-        data.update(_timers(job, board.clock()))
-        data["flows"] = _flows_of(job, backend)
+        found = _lookup.find_anywhere(board, backend, job_id)
+        if found.job is not None:
+            data = job_row(found.job, board)
+            data["details"] = found.job.details
+            data["last_modified"] = (found.job.last_modified.isoformat()
+                                     if found.job.last_modified else None)
+            data.update(_timers(found.job, board.clock()))
+        else:
+            data = _gone_row(found)
+        data["state"] = found.state
+        if found.trashed:  # the trash keeps the last claim's fields; no one holds the job
+            data.update(owner=None, claim_expires_in=None)
+        data["claims"] = len(found.history)
+        last = found.history[-1] if found.history else None
+        data["last_outcome"] = last.outcome if last is not None else None
+        data["flows"] = _flows_of(found.book_uuid, backend)
     out = settings.out
     if out.is_json:
         out.json(data)
         return
     shown = {k: v for k, v in data.items() if k not in ("details", "flows", "age")}
     shown["details"] = shorten(data["details"], 100)
-    out.fields(shown, title=f"job {job.uuid}")
+    out.fields(shown, title=f"job {found.uuid}")
     out.table(data["flows"], ["uuid", "name", "state", "atoms", "done"], title="flows")
+
+
+def _gone_row(found: _lookup.Found) -> dict[str, Any]:
+    """What the history tells of a job that left the board (consumed)."""
+    last = found.history[-1] if found.history else None
+    return {"uuid": found.uuid, "name": found.name, "priority": None, "state": found.state,
+            "owner": None, "attempts": len(found.history), "age": None,
+            "created_on": None, "book_uuid": found.book_uuid,
+            "reason": last.reason if last is not None else None, "details": None,
+            "last_modified": (last.ended_at.isoformat()
+                              if last is not None and last.ended_at else None),
+            "claim_expires_in": None, "claimable_in": None}
 
 
 def _timers(job: Job, now: float) -> dict[str, Any]:
@@ -104,21 +133,11 @@ def _timers(job: Job, now: float) -> dict[str, Any]:
             "claimable_in": round(waiting - now, 1) if waiting is not None else None}
 
 
-def _find_anywhere(board: JobBoard, job_id: str) -> tuple[Job, bool]:
-    try:
-        return _context.find_job(board, job_id), False
-    except errors.NotFound:
-        try:
-            return _context.find_job(board, job_id, trash=True), True
-        except errors.NotFound:
-            raise errors.NotFound(f"no job {job_id!r} on the board or in the trash") from None
-
-
-def _flows_of(job: Job, backend: Persistence) -> list[dict[str, Any]]:
-    if job.book_uuid is None:
+def _flows_of(book_uuid: str | None, backend: Persistence) -> list[dict[str, Any]]:
+    if book_uuid is None:
         return []
     try:
-        flows = list(backend.get_flows_for_book(job.book_uuid))
+        flows = list(backend.get_flows_for_book(book_uuid))
     except errors.NotFound:
         return []
     rows = []
@@ -145,7 +164,7 @@ def trash_job(
     (or wait for its claim to end)."""
     settings: _context.Settings = ctx.obj
     owner = _context.cli_owner()
-    with _context.open_board(settings) as (board, _):
+    with _context.open_board(settings) as (board, backend):
         job = _context.find_job(board, job_id)
         try:
             claimed = board.claim(job, owner, ttl=_TRASH_CLAIM_TTL)
@@ -155,7 +174,12 @@ def trash_job(
             raise errors.UnclaimableJob(
                 f"job {job.uuid} not trashed: {why}; stop that conductor or retry later",
                 job_uuid=job.uuid, owner=holder) from None
+        claimed_at = utcnow()
         board.trash(claimed, owner, reason=reason)
+        backend.record_claim(Claim(  # the history says who trashed it and when
+            job_uuid=job.uuid, fence=claimed.fence or 0, owner=owner, claimed_at=claimed_at,
+            job_name=job.name, book_uuid=job.book_uuid, ended_at=utcnow(), outcome="trashed",
+            reason=reason))
     if settings.out.is_json:
         settings.out.json({"uuid": job.uuid, "trashed": True, "reason": reason})
     else:

@@ -102,12 +102,15 @@ class _SafeFormatter(logging.Formatter):
 
 
 def _register_commands() -> None:
-    from legato.cli import conductor, demo, flow, jobs, post
+    from legato.cli import conductor, demo, flow, flows, history, jobs, post, stats
 
     conductor.register(app)
     post.register(app)
     jobs.register(app)
+    history.register(app)
     flow.register(app)
+    flows.register(app)
+    stats.register(app)
     demo.register(app)
 
 

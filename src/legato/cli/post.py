@@ -131,6 +131,9 @@ def post(
         except BaseException:
             _forget(backend, book.uuid)
             raise
+        # The logbook names its job (the job names its logbook): `flow show BOOK` finds it.
+        book.meta.update(job_uuid=job.uuid, job_name=job.name)
+        backend.save_logbook(LogBook(book.name, book.uuid, book.created_at, meta=book.meta))
     if settings.out.is_json:
         settings.out.json({"uuid": job.uuid, "name": job.name, "book_uuid": book.uuid,
                            "flow_uuid": flow_detail.uuid, "priority": job_priority.name})

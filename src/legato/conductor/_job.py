@@ -15,6 +15,7 @@ from legato import errors
 from legato.persistence.models import Fence
 
 if TYPE_CHECKING:
+    from legato.conductor._history import ClaimLog
     from legato.jobboard.base import Job
     from legato.persistence.base import Persistence
     from legato.persistence.models import FlowDetail
@@ -181,8 +182,10 @@ def fence_of(job: Job) -> Fence | None:
     return None if job.fence is None else Fence(job.uuid, job.fence)
 
 
-def take_flow_detail(job: Job, persistence: Persistence, fence: Fence | None) -> FlowDetail:
+def take_flow_detail(job: Job, persistence: Persistence, fence: Fence | None,
+                     history: ClaimLog | None = None) -> FlowDetail:
     """The job's flow detail (see ``load_flow_detail``), taken with ``fence``, as of the take:
+    with ``history``, the claim's start is recorded with the take (same transaction).
     a write by an earlier owner either landed before the take, and is in what is returned, or
     comes after it, and is refused. The flow is read once when it was never taken (no fenced
     writer can have changed it since); after a take that replaced a fence it is read again.
@@ -194,8 +197,9 @@ def take_flow_detail(job: Job, persistence: Persistence, fence: Fence | None) ->
     flow_detail = load_flow_detail(job, persistence)
     if fence is None:
         return flow_detail
+    claim = history.start(flow_detail.uuid) if history is not None else None
     try:
-        if persistence.take_flow(flow_detail.uuid, fence):
+        if persistence.take_flow(flow_detail.uuid, fence, claim=claim):
             return flow_detail
         return persistence.get_flow_details(flow_detail.uuid)
     except errors.NotFound:

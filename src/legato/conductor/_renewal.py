@@ -26,6 +26,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from legato import errors
 from legato.jobboard.base import CLAIMS_LOST, Job, JobBoard
@@ -55,6 +56,8 @@ class Lease:
         self.job = job
         self.ttl = ttl
         self.claimed_at = claimed_at
+        #: The claim's history record (``conductor._history.ClaimLog``), set by the conductor.
+        self.history: Any = None
         self.lost = threading.Event()
         self.trusted_for = ttl if cap is None else min(ttl, cap)
         self.deadline = claimed_at + self.trusted_for

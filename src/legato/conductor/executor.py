@@ -21,12 +21,14 @@ from legato import engine as engine_mod
 from legato import errors
 from legato.conductor import _job
 from legato.conductor._backoff import Backoff
+from legato.conductor._history import ClaimLog
 from legato.conductor._job import Action, Cause, Outcome, Tally
 from legato.conductor._renewal import Lease, Renewer
 from legato.conductor._tracing import JobTracing
 from legato.conductor.base import Conductor
 from legato.jobboard.base import Job, JobBoard, Pending
 from legato.notifier import ANY
+from legato.persistence.models import FlowDetail
 from legato.states import FlowState
 
 if TYPE_CHECKING:
@@ -81,6 +83,11 @@ class ExecutorConductor(Conductor):
     row with none consumed, the conductor logs one error line saying what is wrong, stops
     claiming for ``pause_for`` seconds (doubling while it stays misconfigured, at most 8
     times as long) and then tries again; ``statistics["paused"]`` counts the pauses.
+
+    Every claim is recorded in the job's history (``Persistence.job_history``): its start with
+    the take of the flow, its end (outcome, reason, flow state, atoms run) when the board call
+    that ends it returns. A validation error is recorded on the flow detail as FAILURE with the
+    error in its meta before the job is consumed.
 
     A storage outage before the flow starts never trashes a job (it is abandoned with back-off
     however often it happens). Damaged storage is no outage: waiting does not mend it, and
@@ -467,12 +474,24 @@ class ExecutorConductor(Conductor):
     def _release_unstarted(self, job: Job) -> None:
         """Hand back a job claimed but not started (claimed ahead, or after ``stop()``): its
         lease would lapse anyway; releasing it lets another conductor take it at once, and the
-        claim does not count in its attempts."""
+        claim does not count in its attempts. Its history records the claim as released."""
         try:
             self._jobboard.release(job, self._conductor.name)
         except Exception as exc:  # the lease lapses by itself: nothing is lost
             logger.warning("%s: could not release unstarted job %s: %s",
                            self._conductor.name, job.uuid, exc)
+        persistence = self.persistence
+        if persistence is not None:
+            ClaimLog(job, self._conductor.name, claimed_at=time.monotonic()).record(
+                persistence, Outcome(Action.RELEASE, "released unstarted"))
+
+    def _history_of(self, lease: Lease) -> ClaimLog:
+        """The claim's history record (made on first use)."""
+        history: ClaimLog | None = lease.history
+        if history is None:
+            history = lease.history = ClaimLog(lease.job, self._conductor.name,
+                                               claimed_at=lease.claimed_at)
+        return history
 
     def _idle(self, woken: bool) -> None:
         """Don't spin when ``wait`` keeps reporting a job that ``claim_next`` does not get (a
@@ -541,7 +560,8 @@ class ExecutorConductor(Conductor):
         if job.attempts > self._max_attempts and not _storage_reason(job.reason):
             return _exhausted(Tally.of(job.reason))
         try:
-            engine = self._build_engine(job, persistence, lost=lease.lost)
+            engine = self._build_engine(job, persistence, lost=lease.lost,
+                                        history=self._history_of(lease))
         except errors.FencedOut as exc:
             return _fenced_out(job, exc)
         except _job.CannotRun as exc:  # NotHere included
@@ -564,22 +584,29 @@ class ExecutorConductor(Conductor):
         return self._drive(lease, engine)
 
     def _build_engine(self, job: Job, persistence: Persistence, *,
-                      lost: threading.Event | None = None) -> Any:
+                      lost: threading.Event | None = None,
+                      history: ClaimLog | None = None) -> Any:
         """Take the job's flow detail with the claim's fence (``FencedOut`` when a newer claim
         of the job took it) and build an engine whose every write carries that fence and
-        that never reverts once ``lost`` is set."""
+        that never reverts once ``lost`` is set. With ``history``, the claim's start is
+        recorded with the take."""
         fence = _job.fence_of(job)
-        flow_detail = _job.take_flow_detail(job, persistence, fence)
+        flow_detail = _job.take_flow_detail(job, persistence, fence, history)
+        if history is not None:
+            history.taken(flow_detail)
         _job.check_factory(flow_detail)
         kind = self._engine or "serial"
         try:
             engine_mod.engine_class(kind)
         except (errors.UnknownBackend, errors.MissingDriver) as exc:
             raise _UnknownEngine from exc
-        return engine_mod.load_from_detail(
+        engine = engine_mod.load_from_detail(
             flow_detail, store=_job.merged_store(job, flow_detail),
             engine=self._engine or "serial", persistence=persistence, policy=self._policy,
             **{**self._engine_options, "fence": fence, "fence_lost": lost})
+        if history is not None:
+            history.flow_detail = engine.flow_detail
+        return engine
 
     def _drive(self, lease: Lease, engine: Any) -> Outcome:
         payload = {"job": lease.job, "engine": engine, "conductor": self}
@@ -593,7 +620,7 @@ class ExecutorConductor(Conductor):
                 call()
                 self._notifier.notify(end, payload)
         except errors.MissingDependencies as exc:
-            return Outcome(Action.CONSUME, f"validation failed: {exc}")
+            return self._invalid(lease, engine, exc)
         except errors.FencedOut as exc:
             return _fenced_out(lease.job, exc)
         except errors.StorageFailure as exc:
@@ -611,6 +638,24 @@ class ExecutorConductor(Conductor):
             failure = exc
         self._notifier.notify("running_end", payload)
         return self._judge(engine, lease, failure)
+
+    def _invalid(self, lease: Lease, engine: Any, exc: Exception) -> Outcome:
+        """The flow cannot start (missing inputs): record it on the flow detail as a FAILURE
+        with the error in its meta (so ``list_flows`` shows it), then consume the job."""
+        reason = f"validation failed: {exc}"
+        fd = engine.flow_detail
+        failed = FlowDetail(fd.name, fd.uuid, FlowState.FAILURE,
+                            {**fd.meta, "error": f"{type(exc).__name__}: {exc}"})
+        try:
+            engine.storage.persistence.update_flow_details(
+                failed, fence=_job.fence_of(lease.job))
+        except errors.FencedOut as fenced:
+            return _fenced_out(lease.job, fenced)
+        except errors.StorageFailure as failure:
+            return Outcome(Action.ABANDON, f"{_job.STORAGE_REASON}: {failure}",
+                           cause=Cause.STORAGE)
+        fd.state, fd.meta = failed.state, failed.meta
+        return Outcome(Action.CONSUME, reason)
 
     def _run_engine(self, engine: Any, lease: Lease) -> None:
         suspended = False
@@ -881,6 +926,9 @@ class ExecutorConductor(Conductor):
         renewer = self._renewer
         if renewer is not None:
             renewer.remove(lease)
+        changed = name != _PAST[outcome.action]
+        self._history_of(lease).record(persistence, outcome, name if changed else None,
+                                       reason if changed else None)
         self._count(name)
         if name == "trashed" and outcome.cause is Cause.CANCELLED:
             self._count("cancelled")

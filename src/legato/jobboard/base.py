@@ -657,6 +657,10 @@ class JobBoard(abc.ABC):
         self._require_connected()
         return self._job_counts()
 
+    def counts(self) -> dict[str, int]:
+        """``job_counts()`` as a dict: ``waiting``, ``delayed``, ``claimed``, ``trashed``."""
+        return dataclasses.asdict(self.job_counts())
+
     def find_owner(self, job: Job) -> str | None:
         """The owner of the job's live claim, or None.
 

@@ -10,11 +10,21 @@ from typing import Any
 
 from legato import _plugins
 from legato.persistence.base import Persistence
-from legato.persistence.models import AtomDetail, FlowDetail, LogBook, RetryDetail, TaskDetail
+from legato.persistence.models import (
+    AtomDetail,
+    Claim,
+    FlowDetail,
+    FlowSummary,
+    LogBook,
+    RetryDetail,
+    TaskDetail,
+)
 
 __all__ = [
     "AtomDetail",
+    "Claim",
     "FlowDetail",
+    "FlowSummary",
     "LogBook",
     "Persistence",
     "RetryDetail",

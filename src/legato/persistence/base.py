@@ -19,20 +19,34 @@ if the flow detail records exactly that fence, checked in the same statement as 
 extra round trip); otherwise ``FencedOut`` is raised and nothing is written. So a conductor whose
 claim lapsed can never overwrite what the job's new owner records. Without ``fence`` writes are
 unconditional (engines used without a conductor).
+
+History: every claim of a job is a ``Claim`` (owner, fence, times, outcome, reason, flow state,
+atoms run), kept here so it outlives the board. A conductor records a claim's start with the
+``take_flow`` that starts it (same transaction) and its end with ``record_claim``;
+``job_history`` reads it back, ``list_flows`` and ``claim_counts`` summarise it.
 """
 
 from __future__ import annotations
 
 import abc
+import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, ClassVar, TypeVar
 
 from legato import errors
-from legato.persistence.models import AtomDetail, Fence, FlowDetail, LogBook, utcnow
+from legato.persistence.models import (
+    AtomDetail,
+    Claim,
+    Fence,
+    FlowDetail,
+    FlowSummary,
+    LogBook,
+    utcnow,
+)
 from legato.states import FlowState
 
 __all__ = ["Persistence"]
@@ -40,6 +54,13 @@ __all__ = ["Persistence"]
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: Characters a uuid prefix may hold (anything else matches nothing: no LIKE escaping needed).
+_PREFIX_CHARS = frozenset("0123456789abcdefABCDEF-")
+
+#: ``claim_counts`` keys besides the outcomes: jobs that ended (consumed or trashed), and those
+#: that failed (trashed, or consumed with a flow that did not succeed).
+FINISHED, FAILED = "finished", "failed"
 
 
 #: One encoder for every check (``json.dumps`` with options builds a new one per call).
@@ -150,8 +171,13 @@ class Persistence(abc.ABC):
 
     # -- flow details ----------------------------------------------------------------------
 
-    def take_flow(self, flow_uuid: str, fence: Fence) -> bool:
+    def take_flow(self, flow_uuid: str, fence: Fence, *, claim: Claim | None = None) -> bool:
         """Record ``fence`` on the flow detail: from now on writes with another fence are refused.
+
+        With ``claim``, the claim's start is added to its job's history in the same
+        transaction as the take (unless that claim is recorded already); a take that replaces
+        a fence also ends the job's earlier claims that recorded no end (their conductor died
+        or lost its claim) as ``lost claim``.
 
         It lands when the flow detail records no fence, a fence of another job, or a fence of
         the same job with a number no larger than ``fence.number`` (taking again with the same
@@ -167,9 +193,11 @@ class Persistence(abc.ABC):
             FencedOut: the flow detail records a newer fence of the same job.
             NotFound: no such flow detail.
         """
-        if self._retry(lambda: self._take_new_flow(flow_uuid, fence)):
+        if claim is not None:
+            claim = claim.copy()
+        if self._retry(lambda: self._take_new_flow(flow_uuid, fence, claim)):
             return True
-        self._retry(lambda: self._take_flow(flow_uuid, fence))
+        self._retry(lambda: self._take_flow(flow_uuid, fence, claim))
         return False
 
     def update_flow_details(self, flow_detail: FlowDetail, *,
@@ -259,8 +287,75 @@ class Persistence(abc.ABC):
         return iter(self._retry(lambda: list(self._get_atoms_for_flow(flow_uuid))))
 
     def clear_all(self) -> None:
-        """Delete every logbook, flow and atom detail."""
+        """Delete every logbook, flow and atom detail, and every job's history."""
         self._retry(self._clear_all)
+
+    # -- job history -----------------------------------------------------------------------
+
+    def record_claim(self, claim: Claim) -> None:
+        """Record a claim of a job, by (job, fence): added when new, else replaced (a claim's
+        end replaces the start ``take_flow`` recorded). One write."""
+        if not claim.job_uuid or not claim.owner:
+            raise ValueError("a claim needs a job uuid and an owner")
+        saved = claim.copy()
+        self._retry(lambda: self._record_claim(saved))
+
+    def job_history(self, job_uuid: str) -> list[Claim]:
+        """Every recorded claim of the job, oldest first (empty when none)."""
+        return self._retry(lambda: list(self._job_history(job_uuid)))
+
+    def find_jobs(self, prefix: str, *, limit: int = 10) -> list[str]:
+        """Uuids of jobs with a recorded history whose uuid starts with ``prefix`` (at most
+        ``limit``, sorted). Found through an index, not by reading every history."""
+        if not _is_prefix(prefix):
+            return []
+        return self._retry(lambda: sorted(self._find_jobs(prefix.lower(), limit)))
+
+    def find_logbooks(self, prefix: str, *, limit: int = 10) -> list[LogBook]:
+        """Logbooks (lazy: no flows) whose uuid starts with ``prefix``, at most ``limit``."""
+        if not _is_prefix(prefix):
+            return []
+        return self._retry(lambda: list(self._find_logbooks(prefix.lower(), limit)))
+
+    def list_flows(self, *, state: FlowState | str | None = None,
+                   since: dt.datetime | None = None, factory: str | None = None,
+                   limit: int = 100) -> list[FlowSummary]:
+        """Flows newest first, each with its job, state, last error, attempts and duration,
+        from the flows' rows and their jobs' history (atoms are never read).
+
+        Args:
+            state: only flows in this state (``PENDING``: never ran).
+            since: only flows whose jobs' claims started or ended at or after this time.
+            factory: only flows built by this flow factory.
+            limit: at most this many flows (filtering by ``factory`` happens after it).
+        """
+        wanted = None if state is None else str(FlowState(str(state)))
+        rows = self._retry(lambda: list(self._flow_rows(wanted, since, limit)))
+        claims = self._retry(lambda: list(self._claims_of_flows([fd.uuid for fd, _ in rows])))
+        by_flow: dict[str, list[Claim]] = {}
+        for claim in claims:
+            if claim.flow_uuid is not None:
+                by_flow.setdefault(claim.flow_uuid, []).append(claim)
+        summaries = [_summary(fd, book_uuid, by_flow.get(fd.uuid, [])) for fd, book_uuid in rows]
+        if factory is not None:
+            summaries = [s for s in summaries if s.factory == factory]
+        return summaries
+
+    def claim_counts(self, since: dt.datetime) -> dict[str, int]:
+        """Claims that ended at or after ``since``, by outcome, plus ``finished`` (consumed or
+        trashed jobs) and ``failed`` (trashed, or consumed with a flow that did not
+        succeed). One aggregate query."""
+        counts: dict[str, int] = {FINISHED: 0, FAILED: 0}
+        for outcome, flow_state, n in self._retry(lambda: list(self._claim_counts(since))):
+            if outcome is None:
+                continue
+            counts[outcome] = counts.get(outcome, 0) + n
+            if outcome in ("consumed", "trashed"):
+                counts[FINISHED] += n
+            if outcome == "trashed" or (outcome == "consumed"
+                                        and flow_state != str(FlowState.SUCCESS)):
+                counts[FAILED] += n
+        return counts
 
     # -- shared machinery ------------------------------------------------------------------
 
@@ -312,14 +407,47 @@ class Persistence(abc.ABC):
     def _destroy_logbook(self, book_uuid: str) -> None: ...
 
     @abc.abstractmethod
-    def _take_new_flow(self, flow_uuid: str, fence: Fence) -> bool:
-        """Atomically: record ``fence`` if the flow records none; whether it did (False also
-        for an unknown flow: ``_take_flow`` then says ``NotFound``)."""
+    def _take_new_flow(self, flow_uuid: str, fence: Fence, claim: Claim | None) -> bool:
+        """Atomically: record ``fence`` if the flow records none, and then add ``claim`` (if
+        any, and not recorded yet) to the history; whether it did (False also for an unknown
+        flow: ``_take_flow`` then says ``NotFound``)."""
 
     @abc.abstractmethod
-    def _take_flow(self, flow_uuid: str, fence: Fence) -> None:
-        """Atomically: record ``fence`` unless the flow records a larger fence of the same job
-        (then raise ``FencedOut``); ``NotFound`` for an unknown flow."""
+    def _take_flow(self, flow_uuid: str, fence: Fence, claim: Claim | None) -> None:
+        """Atomically: record ``fence`` (and add ``claim`` like ``_take_new_flow``, ending the
+        job's earlier claims with no end like ``lost_claim(claim)`` does) unless the flow
+        records a larger fence of the same job (then raise ``FencedOut``); ``NotFound`` for an
+        unknown flow."""
+
+    @abc.abstractmethod
+    def _record_claim(self, claim: Claim) -> None:
+        """Insert the claim, or replace the one recorded with its (job, fence), atomically."""
+
+    @abc.abstractmethod
+    def _job_history(self, job_uuid: str) -> Iterable[Claim]:
+        """The job's claims ordered by fence."""
+
+    @abc.abstractmethod
+    def _find_jobs(self, prefix: str, limit: int) -> Iterable[str]:
+        """Distinct job uuids in the history starting with ``prefix`` (a safe prefix)."""
+
+    @abc.abstractmethod
+    def _find_logbooks(self, prefix: str, limit: int) -> Iterable[LogBook]:
+        """Lazy logbooks whose uuid starts with ``prefix`` (a safe prefix)."""
+
+    @abc.abstractmethod
+    def _flow_rows(self, state: str | None, since: dt.datetime | None,
+                   limit: int) -> Iterable[tuple[FlowDetail, str]]:
+        """Lazy flow details with their book's uuid, newest first: in ``state`` (``PENDING``
+        also matches no state), with a claim started or ended since ``since``."""
+
+    @abc.abstractmethod
+    def _claims_of_flows(self, flow_uuids: list[str]) -> Iterable[Claim]:
+        """The claims that ran these flows, ordered by start."""
+
+    @abc.abstractmethod
+    def _claim_counts(self, since: dt.datetime) -> Iterable[tuple[str | None, str | None, int]]:
+        """(outcome, flow state, count) of claims that ended at or after ``since``."""
 
     @abc.abstractmethod
     def _update_flow_details(self, flow_detail: FlowDetail, fence: Fence | None) -> None:
@@ -350,3 +478,32 @@ class Persistence(abc.ABC):
 
     @abc.abstractmethod
     def _clear_all(self) -> None: ...
+
+
+#: Reason recorded for a claim that a later claim found with no end.
+UNENDED_REASON = "claim ended without an outcome (its conductor died or lost the board)"
+
+
+def lost_claim(claim: Claim) -> dict[str, Any]:
+    """What a take by ``claim`` writes over the job's earlier claims that recorded no end."""
+    return {"outcome": "lost claim", "reason": UNENDED_REASON, "ended_at": claim.claimed_at}
+
+
+def _is_prefix(prefix: str) -> bool:
+    return bool(prefix) and all(c in _PREFIX_CHARS for c in prefix)
+
+
+def _summary(fd: FlowDetail, book_uuid: str, claims: list[Claim]) -> FlowSummary:
+    """A flow's summary from its lazy detail and its claims (ordered by start)."""
+    factory = fd.meta.get("factory")
+    error = fd.meta.get("error")
+    if not isinstance(error, str):
+        error = next((c.reason for c in reversed(claims) if c.reason), None)
+    ends = [c.ended_at for c in claims if c.ended_at is not None]
+    return FlowSummary(
+        flow_uuid=fd.uuid, name=fd.name, book_uuid=book_uuid,
+        state=str(fd.state) if fd.state is not None else None,
+        factory=factory.get("name") if isinstance(factory, dict) else None,
+        job_uuid=claims[-1].job_uuid if claims else None, attempts=len(claims), error=error,
+        started_at=claims[0].claimed_at if claims else None,
+        ended_at=max(ends) if ends else None)

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from legato import errors
-from legato.persistence.base import Persistence
-from legato.persistence.models import AtomDetail, Fence, FlowDetail, LogBook, copy_json
+from legato.persistence.base import Persistence, lost_claim
+from legato.persistence.models import (
+    AtomDetail,
+    Claim,
+    Fence,
+    FlowDetail,
+    LogBook,
+    copy_json,
+)
 from legato.states import FlowState
 
 __all__ = ["MemoryPersistence"]
@@ -34,6 +42,7 @@ class MemoryPersistence(Persistence):
         self._atoms: dict[str, AtomDetail] = {}
         self._atom_flow: dict[str, str] = {}
         self._fences: dict[str, Fence] = {}  # by flow uuid: recorded by take_flow
+        self._claims: dict[tuple[str, int], Claim] = {}  # job history, by (job, fence)
 
     def _save_logbook(self, book: LogBook) -> None:
         with self._lock:
@@ -90,14 +99,16 @@ class MemoryPersistence(Persistence):
         if fence is not None and self._fences.get(flow_uuid) != fence:
             raise self._fenced_out(what, fence)
 
-    def _take_new_flow(self, flow_uuid: str, fence: Fence) -> bool:
+    def _take_new_flow(self, flow_uuid: str, fence: Fence, claim: Claim | None) -> bool:
         with self._lock:
             if flow_uuid not in self._flows or flow_uuid in self._fences:
                 return False
             self._fences[flow_uuid] = fence
+            if claim is not None:
+                self._claims.setdefault((claim.job_uuid, claim.fence), claim.copy())
             return True
 
-    def _take_flow(self, flow_uuid: str, fence: Fence) -> None:
+    def _take_flow(self, flow_uuid: str, fence: Fence, claim: Claim | None) -> None:
         with self._lock:
             if flow_uuid not in self._flows:
                 raise errors.NotFound(f"no flow detail {flow_uuid}")
@@ -105,6 +116,67 @@ class MemoryPersistence(Persistence):
             if held is not None and held.job == fence.job and held.number > fence.number:
                 raise self._fenced_out(f"taking flow detail {flow_uuid}", fence)
             self._fences[flow_uuid] = fence
+            if claim is not None:
+                ended = lost_claim(claim)
+                for (job, number), earlier in self._claims.items():
+                    if job == claim.job_uuid and number < claim.fence and earlier.outcome is None:
+                        for field, value in ended.items():
+                            setattr(earlier, field, value)
+                self._claims.setdefault((claim.job_uuid, claim.fence), claim.copy())
+
+    # -- job history -----------------------------------------------------------------------
+
+    def _record_claim(self, claim: Claim) -> None:
+        with self._lock:
+            self._claims[(claim.job_uuid, claim.fence)] = claim.copy()
+
+    def _job_history(self, job_uuid: str) -> Iterable[Claim]:
+        with self._lock:
+            found = [c.copy() for (job, _), c in self._claims.items() if job == job_uuid]
+        return sorted(found, key=lambda c: c.fence)
+
+    def _find_jobs(self, prefix: str, limit: int) -> Iterable[str]:
+        with self._lock:
+            found = sorted({job for job, _ in self._claims if job.lower().startswith(prefix)})
+        return found[:limit]
+
+    def _find_logbooks(self, prefix: str, limit: int) -> Iterable[LogBook]:
+        with self._lock:
+            found = [b.copy() for u, b in self._books.items() if u.lower().startswith(prefix)]
+        return found[:limit]
+
+    def _flow_rows(self, state: str | None, since: dt.datetime | None,
+                   limit: int) -> Iterable[tuple[FlowDetail, str]]:
+        with self._lock:
+            active = None if since is None else {
+                c.flow_uuid for c in self._claims.values()
+                if (c.ended_at or c.claimed_at) >= since}
+            rows = []
+            for flow_uuid in reversed(self._flows):  # newest first
+                fd = self._flows[flow_uuid]
+                if state is not None and str(fd.state or "PENDING") != state:
+                    continue
+                if active is not None and flow_uuid not in active:
+                    continue
+                rows.append((fd.copy(), self._flow_book[flow_uuid]))
+                if len(rows) >= limit:
+                    break
+        return rows
+
+    def _claims_of_flows(self, flow_uuids: list[str]) -> Iterable[Claim]:
+        wanted = set(flow_uuids)
+        with self._lock:
+            found = [c.copy() for c in self._claims.values() if c.flow_uuid in wanted]
+        return sorted(found, key=lambda c: c.claimed_at)
+
+    def _claim_counts(self, since: dt.datetime) -> Iterable[tuple[str | None, str | None, int]]:
+        counts: dict[tuple[str | None, str | None], int] = {}
+        with self._lock:
+            for c in self._claims.values():
+                if c.ended_at is not None and c.ended_at >= since:
+                    key = (c.outcome, c.flow_state)
+                    counts[key] = counts.get(key, 0) + 1
+        return [(outcome, state, n) for (outcome, state), n in counts.items()]
 
     def _update_flow_details(self, flow_detail: FlowDetail, fence: Fence | None) -> None:
         with self._lock:
@@ -167,5 +239,6 @@ class MemoryPersistence(Persistence):
     def _clear_all(self) -> None:
         with self._lock:
             for store in (self._books, self._book_flows, self._flows, self._flow_book,
-                          self._flow_atoms, self._atoms, self._atom_flow, self._fences):
+                          self._flow_atoms, self._atoms, self._atom_flow, self._fences,
+                          self._claims):
                 store.clear()

@@ -17,8 +17,10 @@ from legato.states import AtomState, FlowState, Intention
 
 __all__ = [
     "AtomDetail",
+    "Claim",
     "Fence",
     "FlowDetail",
+    "FlowSummary",
     "LogBook",
     "RetryDetail",
     "TaskDetail",
@@ -43,6 +45,97 @@ class Fence(NamedTuple):
 
     def __str__(self) -> str:
         return f"{self.job}:{self.number}"
+
+
+#: ``Claim.outcome`` values. A claim with no outcome has not ended (or its conductor died
+#: before it could say how it ended).
+CLAIM_OUTCOMES = ("consumed", "abandoned", "trashed", "lost claim", "stopped", "released")
+
+
+@dataclasses.dataclass
+class Claim:
+    """One claim of a job, as its history records it (``Persistence.job_history``).
+
+    Attributes:
+        job_uuid: the claimed job.
+        fence: the claim's fencing number (``Job.fence``); a claim is known by (job, fence).
+        owner: the conductor that held it.
+        claimed_at: when it was claimed (UTC).
+        job_name, book_uuid, flow_uuid: the job's name, logbook and the flow it ran.
+        ended_at: when it ended (None while it runs, or when its conductor died).
+        outcome: one of ``CLAIM_OUTCOMES``; None until it ended.
+        reason: why (the board's abandon or trash reason, a failure's message).
+        flow_state: the flow's state when the claim ended.
+        atoms: names of the atoms that ran (or reverted) in this claim, in order.
+    """
+
+    job_uuid: str
+    fence: int
+    owner: str
+    claimed_at: dt.datetime
+    job_name: str | None = None
+    book_uuid: str | None = None
+    flow_uuid: str | None = None
+    ended_at: dt.datetime | None = None
+    outcome: str | None = None
+    reason: str | None = None
+    flow_state: str | None = None
+    atoms: list[str] = dataclasses.field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "job_uuid": self.job_uuid, "fence": self.fence, "owner": self.owner,
+            "claimed_at": _ts(self.claimed_at), "ended_at": _ts(self.ended_at),
+            "job_name": self.job_name, "book_uuid": self.book_uuid,
+            "flow_uuid": self.flow_uuid, "outcome": self.outcome, "reason": self.reason,
+            "flow_state": self.flow_state, "atoms": list(self.atoms),
+        }
+
+    def copy(self) -> Claim:
+        new = _clone(self)
+        new.atoms = list(self.atoms)
+        return new
+
+
+@dataclasses.dataclass
+class FlowSummary:
+    """One flow as ``Persistence.list_flows`` reports it (no atoms read).
+
+    Attributes:
+        flow_uuid, name, book_uuid: the flow detail, and its logbook.
+        state: the flow's state (None: never ran).
+        factory: the flow factory's name recorded in its meta.
+        job_uuid: the job that last claimed it (None: never claimed).
+        attempts: claims recorded in its jobs' history.
+        error: the last error: the flow's recorded ``meta["error"]``, else the reason of the
+            last claim that ended with one.
+        started_at, ended_at: first claim, and the end of the last one.
+    """
+
+    flow_uuid: str
+    name: str
+    book_uuid: str
+    state: str | None
+    factory: str | None = None
+    job_uuid: str | None = None
+    attempts: int = 0
+    error: str | None = None
+    started_at: dt.datetime | None = None
+    ended_at: dt.datetime | None = None
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from the first claim to the end of the last one."""
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return (self.ended_at - self.started_at).total_seconds()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"flow_uuid": self.flow_uuid, "name": self.name, "book_uuid": self.book_uuid,
+                "state": self.state, "factory": self.factory, "job_uuid": self.job_uuid,
+                "attempts": self.attempts, "error": self.error,
+                "started_at": _ts(self.started_at), "ended_at": _ts(self.ended_at),
+                "duration": self.duration}
 
 
 def new_uuid() -> str:

@@ -209,6 +209,16 @@ class JobBoardConformance:
             waiting=2 + unread, delayed=1 - unread, claimed=1, trashed=1))
         assert board.job_counts().delayed == 1
 
+    def test_counts_waiting_delayed_claimed_trashed(self, board: JobBoard,
+                                                    other: JobBoard) -> None:
+        assert board.counts() == {"waiting": 0, "delayed": 0, "claimed": 0, "trashed": 0}
+        a, b, c = (board.post(n) for n in "abc")
+        board.post("later", delay=3600)
+        board.claim(a, "owner-a")
+        board.trash(board.claim(b, "owner-a"), "owner-a", reason="broken")
+        del c
+        assert other.counts() == {"waiting": 1, "delayed": 1, "claimed": 1, "trashed": 1}
+
     def test_iterjobs_only_unclaimed(self, board: JobBoard, other: JobBoard) -> None:
         a, b, c = (board.post(n) for n in "abc")
         board.claim(b, "owner-a")

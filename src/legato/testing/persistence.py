@@ -37,6 +37,7 @@ from legato import errors
 from legato.persistence.base import Persistence
 from legato.persistence.models import (
     AtomDetail,
+    Claim,
     Fence,
     FlowDetail,
     LogBook,
@@ -612,6 +613,152 @@ class PersistenceConformance:
         flow.meta["bad"] = object()
         with pytest.raises(errors.SerializationError, match="flow-0"):
             persistence.update_flow_details(flow)
+
+    # -- job history -----------------------------------------------------------------------
+
+    @staticmethod
+    def _claim(job: str, fence: int, flow: FlowDetail | None = None, *,
+               at: dt.datetime | None = None, **ended: Any) -> Claim:
+        at = at or dt.datetime(2026, 1, 2, 3, 4, 5, 6000 + fence, tzinfo=dt.UTC)
+        return Claim(job_uuid=job, fence=fence, owner=f"c{fence}@host", claimed_at=at,
+                     job_name="job-name", book_uuid=None,
+                     flow_uuid=flow.uuid if flow is not None else None, **ended)
+
+    def test_a_take_records_the_claim_start(self, persistence: Persistence) -> None:
+        book = make_book()
+        persistence.save_logbook(book)
+        flow = _only_flow(book)
+        job = new_uuid()
+        start = self._claim(job, 1, flow)
+        persistence.take_flow(flow.uuid, Fence(job, 1), claim=start)
+        assert persistence.job_history(job) == [start]
+        # A retried take keeps the claim recorded once, and never overwrites its end.
+        ended = self._claim(job, 1, flow, ended_at=start.claimed_at, outcome="abandoned",
+                            reason="r", flow_state="SUSPENDED", atoms=["a", "b"])
+        persistence.record_claim(ended)
+        persistence.take_flow(flow.uuid, Fence(job, 1), claim=start)
+        assert persistence.job_history(job) == [ended]
+        second = self._claim(job, 2, flow)  # a take replacing a fence records it too
+        persistence.take_flow(flow.uuid, Fence(job, 2), claim=second)
+        assert persistence.job_history(job) == [ended, second]
+        # A take replacing a fence ends the job's earlier claims recorded with no end (their
+        # conductor died): as lost claims, ending when the new claim began.
+        third = self._claim(job, 3, flow)
+        persistence.take_flow(flow.uuid, Fence(job, 3), claim=third)
+        lost = persistence.job_history(job)[1]
+        assert (lost.fence, lost.outcome, lost.ended_at) == (2, "lost claim", third.claimed_at)
+        assert lost.reason is not None and "without an outcome" in lost.reason
+        assert persistence.job_history(job)[0] == ended  # an ended claim is left alone
+
+    def test_a_refused_take_records_no_claim(self, persistence: Persistence) -> None:
+        book = make_book()
+        persistence.save_logbook(book)
+        flow = _only_flow(book)
+        job = new_uuid()
+        persistence.take_flow(flow.uuid, Fence(job, 3))
+        with pytest.raises(errors.FencedOut):
+            persistence.take_flow(flow.uuid, Fence(job, 2), claim=self._claim(job, 2, flow))
+        with pytest.raises(errors.NotFound):
+            persistence.take_flow(new_uuid(), Fence(job, 4), claim=self._claim(job, 4))
+        assert persistence.job_history(job) == []
+
+    def test_record_claim_adds_then_replaces_by_job_and_fence(
+            self, persistence: Persistence) -> None:
+        job, other = new_uuid(), new_uuid()
+        first = self._claim(job, 1, outcome="lost claim", reason="claim lost: x",
+                            ended_at=dt.datetime(2026, 1, 2, 4, tzinfo=dt.UTC))
+        persistence.record_claim(self._claim(job, 2))
+        persistence.record_claim(first)
+        persistence.record_claim(self._claim(other, 1))
+        done = self._claim(job, 2, outcome="consumed", flow_state="SUCCESS", atoms=["t"],
+                           ended_at=dt.datetime(2026, 1, 2, 5, tzinfo=dt.UTC))
+        persistence.record_claim(done)
+        assert persistence.job_history(job) == [first, done]  # ordered by fence
+        assert persistence.job_history(new_uuid()) == []
+        assert [c.to_dict()["outcome"] for c in persistence.job_history(other)] == [None]
+
+    def test_find_jobs_and_logbooks_by_prefix(self, persistence: Persistence) -> None:
+        jobs = ["abc00000-0000-4000-8000-000000000001", "abc00000-0000-4000-8000-000000000002",
+                "abd00000-0000-4000-8000-000000000003"]
+        for job in jobs:
+            persistence.record_claim(self._claim(job, 1))
+            persistence.record_claim(self._claim(job, 2))
+        assert persistence.find_jobs("ab") == sorted(jobs)
+        assert persistence.find_jobs("ABC") == jobs[:2]
+        assert persistence.find_jobs("abd00000-0000-4000-8000-000000000003") == jobs[2:]
+        assert persistence.find_jobs("ab", limit=1) in (jobs[:1], jobs[1:2], jobs[2:])
+        assert persistence.find_jobs("ff") == []
+        assert persistence.find_jobs("a%") == []  # not a uuid prefix: matches nothing
+        assert persistence.find_jobs("a_c") == []
+        book = make_book()
+        persistence.save_logbook(book)
+        found = persistence.find_logbooks(book.uuid[:6])
+        assert [b.uuid for b in found] == [book.uuid]
+        assert persistence.find_logbooks("%") == []
+
+    def test_list_flows_summarises_state_job_error_attempts(
+            self, persistence: Persistence) -> None:
+        failed, ok, never = make_book(name="f"), make_book(name="o"), make_book(name="n")
+        _only_flow(failed).meta["factory"] = {"name": "app:etl"}
+        for book in (failed, ok, never):
+            persistence.save_logbook(book)
+        failed_flow, ok_flow = _only_flow(failed), _only_flow(ok)
+        persistence.update_flow_state(failed_flow.uuid, FlowState.REVERTED)
+        persistence.update_flow_state(ok_flow.uuid, FlowState.SUCCESS)
+        job = new_uuid()
+        t0 = dt.datetime(2026, 1, 2, 3, tzinfo=dt.UTC)
+        persistence.record_claim(self._claim(
+            job, 1, failed_flow, at=t0, ended_at=t0 + dt.timedelta(seconds=1),
+            outcome="abandoned", reason="ExecutionFailure: boom"))
+        persistence.record_claim(self._claim(
+            job, 2, failed_flow, at=t0 + dt.timedelta(seconds=2),
+            ended_at=t0 + dt.timedelta(seconds=5), outcome="consumed",
+            reason="flow failed: ValueError: bad", flow_state="REVERTED"))
+        persistence.record_claim(self._claim(
+            new_uuid(), 1, ok_flow, at=t0, ended_at=t0 + dt.timedelta(hours=2),
+            outcome="consumed", flow_state="SUCCESS"))
+        everything = persistence.list_flows()
+        assert [s.flow_uuid for s in everything] == [
+            _only_flow(never).uuid, ok_flow.uuid, failed_flow.uuid]  # newest first
+        (reverted,) = persistence.list_flows(state="REVERTED")
+        assert (reverted.job_uuid, reverted.attempts, reverted.error, reverted.factory,
+                reverted.duration) == (job, 2, "flow failed: ValueError: bad", "app:etl", 5.0)
+        assert [s.flow_uuid for s in persistence.list_flows(state=FlowState.PENDING)] == [
+            _only_flow(never).uuid]
+        assert [s.flow_uuid for s in persistence.list_flows(
+            since=t0 + dt.timedelta(hours=1))] == [ok_flow.uuid]
+        assert [s.flow_uuid for s in persistence.list_flows(factory="app:etl")] == [
+            failed_flow.uuid]
+        assert len(persistence.list_flows(limit=2)) == 2
+        # A recorded error on the flow (a validation failure) wins over claim reasons.
+        persistence.update_flow_details(FlowDetail(
+            failed_flow.name, failed_flow.uuid, FlowState.FAILURE,
+            {"error": "MissingDependencies: x"}))
+        (failure,) = persistence.list_flows(state="FAILURE")
+        assert failure.error == "MissingDependencies: x"
+        with pytest.raises(ValueError):
+            persistence.list_flows(state="NOPE")
+
+    def test_claim_counts_since(self, persistence: Persistence) -> None:
+        t0 = dt.datetime(2026, 1, 2, 3, tzinfo=dt.UTC)
+        ends = [("consumed", "SUCCESS", 10), ("consumed", "REVERTED", 20),
+                ("trashed", None, 30), ("abandoned", "SUSPENDED", 40),
+                ("consumed", "SUCCESS", -10)]
+        for i, (outcome, state, secs) in enumerate(ends):
+            persistence.record_claim(self._claim(
+                new_uuid(), i + 1, at=t0 - dt.timedelta(hours=1),
+                ended_at=t0 + dt.timedelta(seconds=secs), outcome=outcome, flow_state=state))
+        persistence.record_claim(self._claim(new_uuid(), 9, at=t0))  # still running
+        counts = persistence.claim_counts(t0)
+        assert counts == {"finished": 3, "failed": 2, "consumed": 2, "trashed": 1,
+                          "abandoned": 1}
+        assert persistence.claim_counts(t0 + dt.timedelta(seconds=25))["finished"] == 1
+
+    def test_clear_all_clears_the_history(self, persistence: Persistence) -> None:
+        job = new_uuid()
+        persistence.record_claim(self._claim(job, 1))
+        persistence.clear_all()
+        assert persistence.job_history(job) == []
 
     # -- lifecycle -------------------------------------------------------------------------
 

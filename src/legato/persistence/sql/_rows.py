@@ -8,10 +8,18 @@ from collections.abc import Mapping
 from typing import Any
 
 from legato import errors
-from legato.persistence.models import AtomDetail, FlowDetail, LogBook, RetryDetail, TaskDetail
+from legato.persistence.models import (
+    AtomDetail,
+    Claim,
+    FlowDetail,
+    LogBook,
+    RetryDetail,
+    TaskDetail,
+)
 from legato.states import AtomState, FlowState, Intention
 
-__all__ = ["atom_from_row", "atom_row", "book_from_row", "book_row", "flow_from_row", "flow_row"]
+__all__ = ["atom_from_row", "atom_row", "book_from_row", "book_row", "claim_from_row",
+           "claim_row", "flow_from_row", "flow_row"]
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MICROSECOND = dt.timedelta(microseconds=1)
@@ -111,4 +119,38 @@ def atom_from_row(row: Mapping[Any, Any]) -> AtomDetail:
         revert_failure=loads(row["revert_failure"]),
         meta=loads(row["meta"]) or {},
         version=row["version"],
+    )
+
+
+def claim_row(claim: Claim) -> dict[str, Any]:
+    return {
+        "job_uuid": claim.job_uuid,
+        "fence": claim.fence,
+        "owner": claim.owner,
+        "job_name": claim.job_name,
+        "book_uuid": claim.book_uuid,
+        "flow_uuid": claim.flow_uuid,
+        "claimed_at": to_micros(claim.claimed_at),
+        "ended_at": to_micros(claim.ended_at),
+        "outcome": claim.outcome,
+        "reason": claim.reason,
+        "flow_state": claim.flow_state,
+        "atoms": dumps(list(claim.atoms), "atoms of a claim"),
+    }
+
+
+def claim_from_row(row: Mapping[Any, Any]) -> Claim:
+    return Claim(
+        job_uuid=row["job_uuid"],
+        fence=int(row["fence"]),
+        owner=row["owner"],
+        claimed_at=from_micros(row["claimed_at"]) or _EPOCH,
+        job_name=row["job_name"],
+        book_uuid=row["book_uuid"],
+        flow_uuid=row["flow_uuid"],
+        ended_at=from_micros(row["ended_at"]),
+        outcome=row["outcome"],
+        reason=row["reason"],
+        flow_state=row["flow_state"],
+        atoms=list(loads(row["atoms"]) or []),
     )

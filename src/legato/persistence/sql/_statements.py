@@ -12,10 +12,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 
-from legato.persistence.sql.tables import atomdetails, flowdetails, logbooks
+from legato.persistence.sql.tables import atomdetails, flowdetails, job_history, logbooks
 
-__all__ = ["SQLITE_TAKE_NEW_FLOW", "SQLITE_UPDATE_ATOM", "SQLITE_UPDATE_ATOM_FENCED",
-           "Statements"]
+__all__ = ["SQLITE_INSERT_CLAIM", "SQLITE_TAKE_NEW_FLOW", "SQLITE_UPDATE_ATOM",
+           "SQLITE_UPDATE_ATOM_FENCED", "SQLITE_UPSERT_CLAIM", "Statements"]
 
 
 def _upsert(dialect: str, table: sa.Table, *, keep: tuple[str, ...]) -> Insert:
@@ -42,20 +42,71 @@ def _upsert(dialect: str, table: sa.Table, *, keep: tuple[str, ...]) -> Insert:
 #: It is 20 of the 24 writes of a 10-task flow, and SQLAlchemy's execution path costs three
 #: times what SQLite needs for the write itself; the text is generated from the table, so it
 #: cannot drift from it.
-SQLITE_UPDATE_ATOM = "UPDATE atomdetails SET {} WHERE uuid = :b_uuid".format(
-    ", ".join(f"{c.name} = :{c.name}" for c in atomdetails.columns
+SQLITE_UPDATE_ATOM = "UPDATE {} SET {} WHERE uuid = :b_uuid".format(
+    atomdetails.name, ", ".join(f"{c.name} = :{c.name}" for c in atomdetails.columns
               if c.name not in ("id", "uuid", "flow_uuid")))
 
 #: The same, landing only while the atom's flow records the fence ``:f_job``/``:f_num``.
 SQLITE_UPDATE_ATOM_FENCED = SQLITE_UPDATE_ATOM + (
-    " AND EXISTS (SELECT 1 FROM flowdetails WHERE flowdetails.uuid = atomdetails.flow_uuid"
-    " AND flowdetails.fence_job = :f_job AND flowdetails.fence = :f_num)")
+    f" AND EXISTS (SELECT 1 FROM {flowdetails.name} AS f WHERE f.uuid = {atomdetails.name}"
+    ".flow_uuid AND f.fence_job = :f_job AND f.fence = :f_num)")
 
 
 #: ``take_flow`` of a flow never taken, on SQLite (see ``SQLITE_UPDATE_ATOM``): a job's first
 #: claim, so once per job.
-SQLITE_TAKE_NEW_FLOW = ("UPDATE flowdetails SET fence_job = :f_job, fence = :f_num"
+SQLITE_TAKE_NEW_FLOW = (f"UPDATE {flowdetails.name} SET fence_job = :f_job, fence = :f_num"
                         " WHERE uuid = :b_uuid AND fence_job IS NULL")
+
+
+_CLAIM_COLUMNS = [c.name for c in job_history.columns if c.name != "id"]
+
+#: A claim's start, recorded with the take on SQLite (see ``SQLITE_UPDATE_ATOM``) unless that
+#: claim is recorded already.
+SQLITE_INSERT_CLAIM = "INSERT OR IGNORE INTO {} ({}) VALUES ({})".format(
+    job_history.name, ", ".join(_CLAIM_COLUMNS), ", ".join(f":{c}" for c in _CLAIM_COLUMNS))
+
+
+#: ``record_claim`` on SQLite (see ``SQLITE_UPDATE_ATOM``): once per claim, at its end.
+SQLITE_UPSERT_CLAIM = "{} ON CONFLICT (job_uuid, fence) DO UPDATE SET {}".format(
+    SQLITE_INSERT_CLAIM.replace("INSERT OR IGNORE", "INSERT", 1),
+    ", ".join(f"{c} = excluded.{c}" for c in _CLAIM_COLUMNS if c not in ("job_uuid", "fence")))
+
+
+def _claim_insert(dialect: str, *, replace: bool) -> Insert:
+    """Insert a claim; when its (job, fence) is recorded, replace it (``replace``) or leave
+    it. One statement either way."""
+    key = ("job_uuid", "fence")
+    updated = [c for c in _CLAIM_COLUMNS if c not in key] if replace else []
+    if dialect in ("mysql", "mariadb"):
+        my_stmt = mysql.insert(job_history)
+        if not updated:  # a no-op update: MySQL's INSERT IGNORE would also hide other errors
+            return my_stmt.on_duplicate_key_update(job_uuid=my_stmt.inserted.job_uuid)
+        return my_stmt.on_duplicate_key_update({c: my_stmt.inserted[c] for c in updated})
+    if dialect in ("postgresql", "sqlite"):
+        stmt = (postgresql.insert(job_history) if dialect == "postgresql"
+                else sqlite.insert(job_history))
+        if not updated:
+            return stmt.on_conflict_do_nothing(index_elements=list(key))
+        return stmt.on_conflict_do_update(index_elements=list(key),
+                                          set_={c: stmt.excluded[c] for c in updated})
+    raise NotImplementedError(f"no upsert for the {dialect!r} dialect")
+
+
+def _flow_rows(state: bool, since: bool) -> sa.Select[tuple[object, ...]]:
+    """Flows newest first, optionally in ``:state`` and with a claim since ``:since``."""
+    cols = [c for c in flowdetails.c if c.name not in ("id", "fence_job", "fence")]
+    query = sa.select(*cols).order_by(flowdetails.c.id.desc()).limit(sa.bindparam("limit"))
+    if state:
+        query = query.where(sa.or_(
+            flowdetails.c.state == sa.bindparam("state"),
+            sa.and_(sa.bindparam("pending", type_=sa.Boolean) == sa.true(),
+                    flowdetails.c.state.is_(None))))
+    if since:
+        active = sa.select(job_history.c.flow_uuid).where(
+            sa.func.coalesce(job_history.c.ended_at, job_history.c.claimed_at)
+            >= sa.bindparam("since"))
+        query = query.where(flowdetails.c.uuid.in_(active))
+    return query
 
 
 def _fence_matches() -> list[sa.ColumnElement[bool]]:
@@ -113,12 +164,22 @@ class Statements:
     select_all_atoms: sa.Select[tuple[object, ...]]
     delete_book: sa.Executable
     delete_all: tuple[sa.Executable, ...]
+    insert_claim: sa.Executable
+    upsert_claim: sa.Executable
+    select_history: sa.Select[tuple[object, ...]]
+    select_claims_of_flows: sa.Select[tuple[object, ...]]
+    select_jobs_like: sa.Select[tuple[object, ...]]
+    select_books_like: sa.Select[tuple[object, ...]]
+    select_flow_rows: dict[tuple[bool, bool], sa.Select[tuple[object, ...]]]
+    count_claims: sa.Select[tuple[object, ...]]
+    end_unended_claims: sa.Executable
 
     @classmethod
     def for_dialect(cls, dialect: str) -> Statements:
         book_cols = [c for c in logbooks.c if c.name != "id"]
         flow_cols = [c for c in flowdetails.c if c.name != "id"]
         atom_cols = [c for c in atomdetails.c if c.name != "id"]
+        claim_cols = [c for c in job_history.c if c.name != "id"]
         by_uuid: sa.BindParameter[str] = sa.bindparam("b_uuid")
         return cls(
             upsert_book=_upsert(dialect, logbooks, keep=("id", "uuid", "created_at")),
@@ -148,5 +209,32 @@ class Statements:
             .where(flowdetails.c.book_uuid == by_uuid).order_by(atomdetails.c.id),
             select_all_atoms=sa.select(*atom_cols).order_by(atomdetails.c.id),
             delete_book=logbooks.delete().where(logbooks.c.uuid == by_uuid),
-            delete_all=(atomdetails.delete(), flowdetails.delete(), logbooks.delete()),
+            delete_all=(atomdetails.delete(), flowdetails.delete(), logbooks.delete(),
+                        job_history.delete()),
+            insert_claim=_claim_insert(dialect, replace=False),
+            upsert_claim=_claim_insert(dialect, replace=True),
+            select_history=sa.select(*claim_cols)
+            .where(job_history.c.job_uuid == sa.bindparam("job_uuid"))
+            .order_by(job_history.c.fence, job_history.c.id),
+            select_claims_of_flows=sa.select(*claim_cols)
+            .where(job_history.c.flow_uuid.in_(sa.bindparam("flow_uuids", expanding=True)))
+            .order_by(job_history.c.claimed_at, job_history.c.id),
+            select_jobs_like=sa.select(job_history.c.job_uuid).distinct()
+            .where(job_history.c.job_uuid.like(sa.bindparam("pattern")))
+            .order_by(job_history.c.job_uuid).limit(sa.bindparam("limit")),
+            select_books_like=sa.select(*book_cols)
+            .where(logbooks.c.uuid.like(sa.bindparam("pattern")))
+            .order_by(logbooks.c.id).limit(sa.bindparam("limit")),
+            select_flow_rows={(state, since): _flow_rows(state, since)
+                              for state in (False, True) for since in (False, True)},
+            count_claims=sa.select(job_history.c.outcome, job_history.c.flow_state,
+                                   sa.func.count().label("n"))
+            .where(job_history.c.ended_at >= sa.bindparam("since"))
+            .group_by(job_history.c.outcome, job_history.c.flow_state),
+            end_unended_claims=job_history.update()
+            .where(job_history.c.job_uuid == sa.bindparam("job"),
+                   job_history.c.fence < sa.bindparam("below"),
+                   job_history.c.outcome.is_(None))
+            .values(outcome=sa.bindparam("e_outcome"), reason=sa.bindparam("e_reason"),
+                    ended_at=sa.bindparam("e_ended_at")),
         )

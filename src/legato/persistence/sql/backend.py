@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
@@ -12,13 +13,15 @@ import sqlalchemy as sa
 
 from legato import errors
 from legato._sqlurl import sqlite_file
-from legato.persistence.base import Persistence
-from legato.persistence.models import AtomDetail, Fence, FlowDetail, LogBook
+from legato.persistence.base import Persistence, lost_claim
+from legato.persistence.models import AtomDetail, Claim, Fence, FlowDetail, LogBook
 from legato.persistence.sql import _engine, _migrate, _rows
 from legato.persistence.sql._statements import (
+    SQLITE_INSERT_CLAIM,
     SQLITE_TAKE_NEW_FLOW,
     SQLITE_UPDATE_ATOM,
     SQLITE_UPDATE_ATOM_FENCED,
+    SQLITE_UPSERT_CLAIM,
     Statements,
 )
 from legato.states import FlowState
@@ -216,20 +219,86 @@ class SQLPersistence(Persistence):
 
     # -- flow details ----------------------------------------------------------------------
 
-    def _take_new_flow(self, flow_uuid: str, fence: Fence) -> bool:
+    def _take_new_flow(self, flow_uuid: str, fence: Fence, claim: Claim | None) -> bool:
         row = {"b_uuid": flow_uuid, "f_job": fence.job, "f_num": fence.number}
+        claim_row = None if claim is None else _rows.claim_row(claim)
         if self._dialect == "sqlite":
-            return self._sqlite_write(row, SQLITE_TAKE_NEW_FLOW, "taking a flow detail") == 1
+            then = None if claim_row is None else (SQLITE_INSERT_CLAIM, claim_row)
+            return self._sqlite_write(row, SQLITE_TAKE_NEW_FLOW, "taking a flow detail",
+                                      then=then) == 1
         with self._write("taking a flow detail") as conn:
-            return bool(conn.execute(self._sql.take_new_flow, row).rowcount == 1)
+            taken = conn.execute(self._sql.take_new_flow, row).rowcount == 1
+            if taken and claim_row is not None:
+                conn.execute(self._sql.insert_claim, claim_row)
+            return bool(taken)
 
-    def _take_flow(self, flow_uuid: str, fence: Fence) -> None:
+    def _take_flow(self, flow_uuid: str, fence: Fence, claim: Claim | None) -> None:
         row = {"b_uuid": flow_uuid, "f_job": fence.job, "f_num": fence.number}
         with self._write("taking a flow detail") as conn:
             if conn.execute(self._sql.take_flow, row).rowcount == 0:
                 self._refused(conn, self._sql.select_flow, flow_uuid,
                               f"flow detail {flow_uuid}", f"taking flow detail {flow_uuid}",
                               fence)
+            if claim is not None:
+                row = _rows.claim_row(claim)
+                ended = lost_claim(claim)
+                conn.execute(self._sql.end_unended_claims, {
+                    "e_outcome": ended["outcome"], "e_reason": ended["reason"],
+                    "e_ended_at": row["claimed_at"], "job": claim.job_uuid,
+                    "below": claim.fence})
+                conn.execute(self._sql.insert_claim, row)
+
+    # -- job history -----------------------------------------------------------------------
+
+    def _record_claim(self, claim: Claim) -> None:
+        row = _rows.claim_row(claim)
+        if self._dialect == "sqlite":
+            self._sqlite_write(row, SQLITE_UPSERT_CLAIM, "recording a claim")
+            return
+        with self._write("recording a claim") as conn:
+            conn.execute(self._sql.upsert_claim, row)
+
+    def _job_history(self, job_uuid: str) -> Iterable[Claim]:
+        with self._read("reading a job's history") as conn:
+            rows = conn.execute(self._sql.select_history, {"job_uuid": job_uuid}).mappings()
+            return [_rows.claim_from_row(r) for r in rows]
+
+    def _find_jobs(self, prefix: str, limit: int) -> Iterable[str]:
+        with self._read("finding jobs") as conn:
+            rows = conn.execute(self._sql.select_jobs_like,
+                                {"pattern": prefix + "%", "limit": limit}).mappings()
+            return [str(r["job_uuid"]) for r in rows]
+
+    def _find_logbooks(self, prefix: str, limit: int) -> Iterable[LogBook]:
+        with self._read("finding logbooks") as conn:
+            rows = conn.execute(self._sql.select_books_like,
+                                {"pattern": prefix + "%", "limit": limit}).mappings()
+            return [_rows.book_from_row(r) for r in rows]
+
+    def _flow_rows(self, state: str | None, since: dt.datetime | None,
+                   limit: int) -> Iterable[tuple[FlowDetail, str]]:
+        query = self._sql.select_flow_rows[(state is not None, since is not None)]
+        params: dict[str, Any] = {"limit": limit}
+        if state is not None:
+            params.update(state=state, pending=state == "PENDING")
+        if since is not None:
+            params["since"] = _rows.to_micros(since)
+        with self._read("listing flows") as conn:
+            rows = conn.execute(query, params).mappings().all()
+        return [(_rows.flow_from_row(r), r["book_uuid"]) for r in rows]
+
+    def _claims_of_flows(self, flow_uuids: list[str]) -> Iterable[Claim]:
+        if not flow_uuids:
+            return []
+        with self._read("reading flows' claims") as conn:
+            rows = conn.execute(self._sql.select_claims_of_flows,
+                                {"flow_uuids": flow_uuids}).mappings()
+            return [_rows.claim_from_row(r) for r in rows]
+
+    def _claim_counts(self, since: dt.datetime) -> Iterable[tuple[str | None, str | None, int]]:
+        with self._read("counting claims") as conn:
+            rows = conn.execute(self._sql.count_claims, {"since": _rows.to_micros(since)})
+            return [(m["outcome"], m["flow_state"], int(m["n"])) for m in rows.mappings()]
 
     def _update_flow_details(self, flow_detail: FlowDetail, fence: Fence | None) -> None:
         flow_row = _rows.flow_row(flow_detail)
@@ -325,9 +394,11 @@ class SQLPersistence(Persistence):
                               f"atom detail {atom_detail.uuid}",
                               f"updating atom {atom_detail.name!r}", fence)
 
-    def _sqlite_write(self, row: dict[str, Any], statement: str, what: str) -> int:
+    def _sqlite_write(self, row: dict[str, Any], statement: str, what: str, *,
+                      then: tuple[str, dict[str, Any]] | None = None) -> int:
         """A hot write on SQLite (an atom's update, a first take), on a pooled connection but
-        without SQLAlchemy's statement machinery. Returns the rows updated."""
+        without SQLAlchemy's statement machinery. Returns the rows updated. ``then``: a
+        statement and its parameters run in the same transaction when a row was updated."""
         with self._lock, _engine.translate_errors(what, self._where):
             pooled = self._engine.raw_connection()
             try:  # on any error, returning it to the pool rolls the transaction back
@@ -335,6 +406,8 @@ class SQLPersistence(Persistence):
                 assert driver is not None
                 driver.execute("BEGIN IMMEDIATE")
                 count: int = driver.execute(statement, row).rowcount
+                if then is not None and count:
+                    driver.execute(*then)
                 driver.commit()
             finally:
                 pooled.close()

@@ -1,4 +1,7 @@
-"""The three persistence tables, as SQLAlchemy Core ``Table`` objects.
+"""The persistence tables, as SQLAlchemy Core ``Table`` objects.
+
+Every name starts with ``legato_`` (migration 0004 renamed the first three), so Legato's tables
+cannot collide with an application's own in a shared database.
 
 These describe the schema at the newest migration; the migrations in ``migrations/versions``
 create it (they do not import this module, so old migrations keep their own snapshot).
@@ -22,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
-__all__ = ["VERSION_TABLE", "atomdetails", "flowdetails", "logbooks", "metadata"]
+__all__ = ["VERSION_TABLE", "atomdetails", "flowdetails", "job_history", "logbooks", "metadata"]
 
 #: Alembic's version table for this schema (not ``alembic_version``, to share a database safely).
 VERSION_TABLE = "legato_persistence_version"
@@ -39,7 +42,7 @@ _MYSQL: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4",
 metadata = sa.MetaData()
 
 logbooks = sa.Table(
-    "logbooks", metadata,
+    "legato_logbooks", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("uuid", sa.String(UUID_LENGTH), nullable=False, unique=True),
     sa.Column("name", sa.Text, nullable=False),
@@ -50,11 +53,12 @@ logbooks = sa.Table(
 )
 
 flowdetails = sa.Table(
-    "flowdetails", metadata,
+    "legato_flowdetails", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("uuid", sa.String(UUID_LENGTH), nullable=False, unique=True),
     sa.Column("book_uuid", sa.String(UUID_LENGTH),
-              sa.ForeignKey("logbooks.uuid", ondelete="CASCADE"), nullable=False, index=True),
+              sa.ForeignKey("legato_logbooks.uuid", ondelete="CASCADE"), nullable=False,
+              index=True),
     sa.Column("name", sa.Text, nullable=False),
     sa.Column("state", sa.String(32), nullable=True),
     sa.Column("meta", JSONText, nullable=True),
@@ -66,11 +70,12 @@ flowdetails = sa.Table(
 )
 
 atomdetails = sa.Table(
-    "atomdetails", metadata,
+    "legato_atomdetails", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("uuid", sa.String(UUID_LENGTH), nullable=False, unique=True),
     sa.Column("flow_uuid", sa.String(UUID_LENGTH),
-              sa.ForeignKey("flowdetails.uuid", ondelete="CASCADE"), nullable=False, index=True),
+              sa.ForeignKey("legato_flowdetails.uuid", ondelete="CASCADE"), nullable=False,
+              index=True),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("name", sa.Text, nullable=False),
     sa.Column("state", sa.String(32), nullable=False),
@@ -81,5 +86,27 @@ atomdetails = sa.Table(
     sa.Column("revert_failure", JSONText, nullable=True),
     sa.Column("meta", JSONText, nullable=True),
     sa.Column("version", sa.String(255), nullable=True),
+    **_MYSQL,
+)
+
+#: Every claim of every job (``Persistence.record_claim``); no foreign key: a job's history
+#: outlives its logbook. (job_uuid, fence) is unique and, being its leading column, indexes
+#: job_uuid for lookups by uuid prefix.
+job_history = sa.Table(
+    "legato_job_history", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("job_uuid", sa.String(UUID_LENGTH), nullable=False),
+    sa.Column("fence", sa.BigInteger, nullable=False),
+    sa.Column("owner", sa.Text, nullable=False),
+    sa.Column("job_name", sa.Text, nullable=True),
+    sa.Column("book_uuid", sa.String(UUID_LENGTH), nullable=True),
+    sa.Column("flow_uuid", sa.String(UUID_LENGTH), nullable=True, index=True),
+    sa.Column("claimed_at", sa.BigInteger, nullable=False),
+    sa.Column("ended_at", sa.BigInteger, nullable=True, index=True),
+    sa.Column("outcome", sa.String(32), nullable=True),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("flow_state", sa.String(32), nullable=True),
+    sa.Column("atoms", JSONText, nullable=True),
+    sa.UniqueConstraint("job_uuid", "fence", name="uq_legato_job_history_claim"),
     **_MYSQL,
 )

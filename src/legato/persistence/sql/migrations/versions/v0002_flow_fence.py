@@ -17,8 +17,15 @@ depends_on: str | None = None
 _UUID = 64
 
 
+def _table() -> str:
+    """``legato_flowdetails`` (0001 on a new database) or ``flowdetails`` (older ones: 0004
+    renames it)."""
+    return ("legato_flowdetails" if sa.inspect(op.get_bind()).has_table("legato_flowdetails")
+            else "flowdetails")
+
+
 def _columns() -> set[str]:
-    return {c["name"] for c in sa.inspect(op.get_bind()).get_columns("flowdetails")}
+    return {c["name"] for c in sa.inspect(op.get_bind()).get_columns(_table())}
 
 
 def upgrade() -> None:
@@ -26,11 +33,11 @@ def upgrade() -> None:
     # half-way through leaves one column behind, unstamped.
     present = _columns()
     if "fence_job" not in present:
-        op.add_column("flowdetails", sa.Column("fence_job", sa.String(_UUID), nullable=True))
+        op.add_column(_table(), sa.Column("fence_job", sa.String(_UUID), nullable=True))
     if "fence" not in present:
-        op.add_column("flowdetails", sa.Column("fence", sa.BigInteger, nullable=True))
+        op.add_column(_table(), sa.Column("fence", sa.BigInteger, nullable=True))
 
 
 def downgrade() -> None:
-    op.drop_column("flowdetails", "fence")
-    op.drop_column("flowdetails", "fence_job")
+    op.drop_column(_table(), "fence")
+    op.drop_column(_table(), "fence_job")

@@ -1,0 +1,96 @@
+"""What a conductor records of each claim in the job's history (``Persistence.record_claim``).
+
+A claim's start rides on the ``take_flow`` write that starts the run (same transaction); its end
+is one write when the claim ends. A claim that ended before its flow was taken (trashed for too
+many attempts, a missing logbook, ...) is recorded once, at its end.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from legato.conductor._job import Action, Outcome
+from legato.persistence.models import Claim, utcnow
+
+if TYPE_CHECKING:
+    from legato.jobboard.base import Job
+    from legato.persistence.base import Persistence
+    from legato.persistence.models import FlowDetail
+
+__all__ = ["ClaimLog", "outcome_name"]
+
+logger = logging.getLogger(__name__)
+
+#: Abandon reasons that mean the claim ended without the job failing.
+STOPPING_REASON = "conductor stopping"
+CLAIM_LOST_PREFIX = "claim lost"
+
+
+def outcome_name(action: Action, reason: str | None) -> str:
+    """The history's outcome for a board action and its reason."""
+    if action is Action.CONSUME:
+        return "consumed"
+    if action is Action.TRASH:
+        return "trashed"
+    if action is Action.RELEASE:
+        return "released"
+    if reason is not None and reason.startswith(CLAIM_LOST_PREFIX):
+        return "lost claim"
+    if reason == STOPPING_REASON:
+        return "stopped"
+    return "abandoned"
+
+
+class ClaimLog:
+    """One claim's record as the conductor builds it: started when the flow is taken, ended
+    with the claim's outcome."""
+
+    __slots__ = ("before", "claim", "flow_detail")
+
+    def __init__(self, job: Job, owner: str, *, claimed_at: float) -> None:
+        wall = utcnow() - dt.timedelta(seconds=max(0.0, time.monotonic() - claimed_at))
+        self.claim = Claim(job_uuid=job.uuid, fence=job.fence or 0, owner=owner,
+                           claimed_at=wall, job_name=job.name, book_uuid=job.book_uuid)
+        self.flow_detail: FlowDetail | None = None
+        self.before: dict[str, tuple[str, str]] = {}
+
+    def start(self, flow_uuid: str) -> Claim:
+        """The claim's start, to record with the take of ``flow_uuid``."""
+        self.claim.flow_uuid = flow_uuid
+        return self.claim
+
+    def taken(self, flow_detail: FlowDetail) -> None:
+        """The flow as the claim took it: atoms whose state changes from here ran in it."""
+        self.flow_detail = flow_detail
+        self.before = {ad.uuid: (str(ad.state), str(ad.intention)) for ad in flow_detail}
+
+    def end(self, outcome: Outcome, name: str | None = None,
+            reason: str | None = None) -> Claim:
+        """The claim's end; ``name``/``reason`` when the board call changed them (a claim
+        lost before the job could be consumed)."""
+        claim = self.claim
+        claim.ended_at = utcnow()
+        claim.reason = outcome.reason if reason is None else reason
+        claim.outcome = (outcome_name(outcome.action, claim.reason) if name is None
+                         else outcome_name(Action.ABANDON, claim.reason))
+        fd = self.flow_detail
+        if fd is not None:
+            claim.flow_state = str(fd.state) if fd.state is not None else None
+            before = self.before
+            claim.atoms = [ad.name for ad in fd
+                           if before.get(ad.uuid, ("PENDING", "EXECUTE"))
+                           != (str(ad.state), str(ad.intention))]
+        return claim
+
+    def record(self, persistence: Persistence, outcome: Outcome, name: str | None = None,
+               reason: str | None = None) -> None:
+        """Write the claim's end; a failure is logged, never raised (the job's outcome is on
+        the board already)."""
+        try:
+            persistence.record_claim(self.end(outcome, name, reason))
+        except Exception as exc:
+            logger.warning("job %s: could not record the end of claim %s in its history: %s",
+                           self.claim.job_uuid, self.claim.fence, exc)
