@@ -364,6 +364,11 @@ def test_jobs_cancel_waiting_running_and_unknown(tmp_path: Path) -> None:
             if proc.poll() is None:
                 proc.kill()
     assert trashed["reason"].startswith("cancelled by ") and "wrong input" in trashed["reason"]
+    # The history of each says who cancelled it, when and why.
+    for uuid, why in ((waiting, "not needed"), (running, "wrong input")):
+        last = legato_json(tmp_path, "jobs", "history", uuid)["claims"][-1]
+        assert last["outcome"] == "trashed" and last["reason"].startswith("cancelled by ")
+        assert last["reason"].endswith(f": {why}")
     steps = [json.loads(line)["step"] for line in
              (tmp_path / "effects.jsonl").read_text().splitlines()
              if json.loads(line)["job"] == "running"]

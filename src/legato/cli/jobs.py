@@ -15,6 +15,7 @@ import typer
 from legato import errors
 from legato.cli import _context, _lookup
 from legato.cli._output import Mode, age, shorten
+from legato.jobboard.base import cancel_reason
 from legato.persistence.models import Claim, utcnow
 
 if TYPE_CHECKING:
@@ -197,11 +198,18 @@ def cancel_job(
     learns of it at its next lease renewal, suspends the flow at the next atom boundary and
     trashes the job. The trash reason reads "cancelled by WHO at TIME: REASON"."""
     settings: _context.Settings = ctx.obj
-    with _context.open_board(settings) as (board, _):
+    who = _operator()
+    with _context.open_board(settings) as (board, backend):
         job = _context.find_job(board, job_id)
-        trashed = board.cancel(job, _operator(), reason=reason)
+        asked_at = utcnow()
+        trashed = board.cancel(job, who, reason=reason)
         holder = None
-        if not trashed:
+        if trashed:  # the history says who cancelled it and when (a conductor records its own)
+            backend.record_claim(Claim(
+                job_uuid=job.uuid, fence=job.fence or 0, owner=who, claimed_at=asked_at,
+                job_name=job.name, book_uuid=job.book_uuid, ended_at=utcnow(),
+                outcome="trashed", reason=cancel_reason(who, reason, asked_at.timestamp())))
+        else:
             with contextlib.suppress(errors.NotFound):  # its conductor was quick
                 holder = board.find_owner(job)
     if settings.out.is_json:

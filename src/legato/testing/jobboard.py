@@ -36,6 +36,7 @@ breaks its contract.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 import threading
 import time
@@ -137,7 +138,10 @@ class JobBoardConformance:
         """Let ``seconds`` pass (fake or real), then assert ``check`` comes true."""
         if clock is not None:
             clock.advance(seconds + 0.001)
-            assert check(), f"still not true after advancing the clock {seconds}s"
+            # Another board object may learn of a change a moment later (ZooKeeper's watches):
+            # a condition to wait for, never a time.
+            assert until(check, self.time_slack), (
+                f"still not true after advancing the clock {seconds}s")
         else:
             assert until(check, seconds + self.time_slack), (
                 f"still not true {seconds + self.time_slack}s later")
@@ -197,27 +201,32 @@ class JobBoardConformance:
         them; a lapsed claim counts as waiting again."""
         assert other.job_counts() == jobboard_base.JobCounts(0, 0, 0, 0)
         ttl = self.ttl(clock)
-        unread = 0 if self.counts_unread_delays else 1
         a, b, c, _ = (board.post(n) for n in "abcd")
         board.post("later", delay=3600)
         board.claim(a, "owner-a", ttl=60)
         board.trash(board.claim(b, "owner-a"), "owner-a", reason="broken")
         board.claim(c, "owner-a", ttl=ttl)
-        self.pass_time(clock, 0, lambda: other.job_counts() == jobboard_base.JobCounts(
-            waiting=1 + unread, delayed=1 - unread, claimed=2, trashed=1))
-        self.pass_time(clock, ttl, lambda: other.job_counts() == jobboard_base.JobCounts(
-            waiting=2 + unread, delayed=1 - unread, claimed=1, trashed=1))
+        self.pass_time(clock, 0, lambda: self._counts_are(other.job_counts(), 1, 2))
+        # A second more than the TTL: ZooKeeper measures claims on the server's clock, which a
+        # board estimates without ever running ahead of it (a fake clock does not move with the
+        # real time the calls above took).
+        self.pass_time(clock, ttl + 1, lambda: self._counts_are(other.job_counts(), 2, 1))
         assert board.job_counts().delayed == 1
 
-    def test_counts_waiting_delayed_claimed_trashed(self, board: JobBoard,
-                                                    other: JobBoard) -> None:
-        assert board.counts() == {"waiting": 0, "delayed": 0, "claimed": 0, "trashed": 0}
-        a, b, c = (board.post(n) for n in "abc")
+    def _counts_are(self, counts: jobboard_base.JobCounts, waiting: int, claimed: int) -> bool:
+        """``counts`` with ``waiting`` claimable jobs, one delayed, ``claimed`` and one trashed;
+        a board that does not count delays it has not read yet may count the delayed job as
+        waiting, until it reads it."""
+        expected = jobboard_base.JobCounts(waiting, 1, claimed, 1)
+        if counts == expected or self.counts_unread_delays:
+            return counts == expected
+        return counts == jobboard_base.JobCounts(waiting + 1, 0, claimed, 1)
+
+    def test_counts_are_job_counts(self, board: JobBoard) -> None:
+        board.post("a")
         board.post("later", delay=3600)
-        board.claim(a, "owner-a")
-        board.trash(board.claim(b, "owner-a"), "owner-a", reason="broken")
-        del c
-        assert other.counts() == {"waiting": 1, "delayed": 1, "claimed": 1, "trashed": 1}
+        assert board.counts() == dataclasses.asdict(board.job_counts())
+        assert sum(board.counts().values()) == 2
 
     def test_iterjobs_only_unclaimed(self, board: JobBoard, other: JobBoard) -> None:
         a, b, c = (board.post(n) for n in "abc")
