@@ -325,6 +325,8 @@ class Harness:
                 "--name", f"c{slot.index}.{slot.started}", "--kind", cfg.kind,
                 "--ttl", str(cfg.ttl), "--workers", str(cfg.workers),
                 "--events", str(self.events), "--skew", str(slot.skew), *cfg.extra_args]
+        if cfg.hostile:  # a job no conductor may run is trashed after a few claims, not 50
+            args += ["--max-attempts", "3"]
         slot.proc = _popen(args, self.workdir / f"conductor-{slot.index}.log", env)
         self._read_cmdline(slot.proc)
 

@@ -78,7 +78,9 @@ def serve(argv: list[str] | None = None) -> None:
         board_options["clock"] = lambda: time.time() + skew
     options: dict[str, Any] = {"claim_ttl": args.ttl, "max_attempts": args.max_attempts,
                                "allowed_factories": ["legato.testing"], "wait_timeout": 0.5,
-                               "backoff_base": 0.1, "backoff_max": 1.0}
+                               "backoff_base": 0.1, "backoff_max": 1.0,
+                               # Pauses on the scale of the runs' TTL (2 s), not a service's.
+                               "pause_for": 1.0}
     if args.kind == "nonblocking":
         options["max_simultaneous_jobs"] = args.workers
     elif args.claim_ahead_below is not None:
