@@ -9,18 +9,17 @@ from __future__ import annotations
 import json
 import os
 import re
-import select
 import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from legato import jobboard
+from legato.testing import conductor as tc
 
 SCRIPT = Path(sys.executable).with_name("legato")
 LEGATO = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "legato.cli"]
@@ -173,19 +172,10 @@ def test_trash_unclaimed_and_refuse_claimed(tmp_path: Path) -> None:
 
 
 def _read_event(proc: subprocess.Popen[str], wanted: str, timeout: float = 30) -> dict[str, Any]:
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], deadline - time.monotonic())
-        if not ready:
-            break
-        line = proc.stdout.readline()
-        if not line:
-            break
-        event: dict[str, Any] = json.loads(line)
-        if event["event"] == wanted:
-            return event
-    raise AssertionError(f"no {wanted!r} event within {timeout}s")
+    line = tc.next_line(proc.stdout, lambda text: json.loads(text)["event"] == wanted, timeout,
+                        f"no {wanted!r} event within {timeout}s")
+    event: dict[str, Any] = json.loads(line)
+    return event
 
 
 def test_conductor_lists_itself_and_stops_gracefully_on_sigterm(tmp_path: Path) -> None:

@@ -9,12 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import select
 import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -228,17 +226,9 @@ def test_cli_jobs_list_refusing_a_server_prints_one_error_line(
     assert "persists nothing" in lines[0] and "Traceback" not in out.stderr
 
 
-def _line(stream: object, wanted: str, timeout: float = 30) -> str:
-    """The first line of ``stream`` (a text pipe) containing ``wanted``."""
-    deadline = time.monotonic() + timeout
-    while (left := deadline - time.monotonic()) > 0:
-        ready, _, _ = select.select([stream], [], [], left)
-        line = stream.readline() if ready else ""  # type: ignore[attr-defined]
-        if not line:
-            break
-        if wanted in line:
-            return str(line)
-    raise AssertionError(f"no line with {wanted!r} within {timeout}s")
+def _line(stream: Any, wanted: str, timeout: float = 30) -> str:
+    return tc.next_line(stream, lambda line: wanted in line, timeout,
+                        f"no line with {wanted!r} within {timeout}s")
 
 
 def test_cli_conductor_logs_the_loss_as_an_error_and_carries_on(

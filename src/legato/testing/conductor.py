@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import queue
 import threading
 import time
 import uuid
@@ -29,6 +30,7 @@ __all__ = [
     "failing_flow",
     "gate",
     "gated_flow",
+    "next_line",
     "poison_flow",
     "post_job",
     "recorded",
@@ -261,6 +263,37 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
         if time.monotonic() >= deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.02)
+
+
+_readers: dict[int, queue.Queue[str | None]] = {}
+
+
+def next_line(stream: Any, wanted: Callable[[str], bool], timeout: float, failure: str) -> str:
+    """The next line of ``stream`` (a child process's text pipe) for which ``wanted`` holds;
+    ``AssertionError(failure)`` after ``timeout`` seconds or at the end of the stream. A thread
+    per stream reads its lines: ``select`` on a buffered pipe misses lines already read into
+    its buffer."""
+    lines = _readers.get(id(stream))
+    if lines is None:
+        lines = _readers[id(stream)] = queue.Queue()
+
+        def pump(sink: queue.Queue[str | None] = lines) -> None:
+            for line in stream:
+                sink.put(line)
+            sink.put(None)
+
+        threading.Thread(target=pump, daemon=True, name="legato-line-reader").start()
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            break
+        if line is None:
+            break
+        if wanted(line):
+            return line
+    raise AssertionError(failure)
 
 
 def _job_of(details: dict[str, Any]) -> str | None:
