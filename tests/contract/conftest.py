@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterator
 
 import pytest
 
+from legato import jobboard as jb
+from legato.jobboard.base import JobBoard
+from legato.persistence.base import Persistence
 from legato.persistence.memory import MemoryPersistence
 
 #: Every jobboard backend; conductor tests run on each.
@@ -30,3 +34,24 @@ def persistence() -> MemoryPersistence:
 @pytest.fixture
 def memory_persistence() -> MemoryPersistence:
     return MemoryPersistence()
+
+
+@pytest.fixture
+def make_board(board_url: str, persistence: Persistence) -> Iterator[Callable[[], JobBoard]]:
+    """Connected boards on ``board_url`` sharing ``persistence``, closed after the test."""
+    boards: list[JobBoard] = []
+
+    def make() -> JobBoard:
+        board = jb.connect(board_url, persistence=persistence)
+        board.connect()
+        boards.append(board)
+        return board
+
+    yield make
+    for board in boards:
+        board.close()
+
+
+@pytest.fixture
+def board(make_board: Callable[[], JobBoard]) -> JobBoard:
+    return make_board()

@@ -6,11 +6,8 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-import pytest
-
-from legato import jobboard as jb
 from legato.conductor import BlockingConductor, NonBlockingConductor
 from legato.conductor.executor import ExecutorConductor
 from legato.jobboard.base import Job, JobBoard
@@ -21,26 +18,6 @@ from legato.testing.conductor import recorded
 from legato.testing.jobboard_acceptance import until
 
 X = "\N{MULTIPLICATION SIGN}"
-
-
-@pytest.fixture
-def make_board(board_url: str, persistence: Persistence) -> Iterator[Callable[[], JobBoard]]:
-    boards: list[JobBoard] = []
-
-    def make() -> JobBoard:
-        board = jb.connect(board_url, persistence=persistence)
-        board.connect()
-        boards.append(board)
-        return board
-
-    yield make
-    for board in boards:
-        board.close()
-
-
-@pytest.fixture
-def board(make_board: Callable[[], JobBoard]) -> JobBoard:
-    return make_board()
 
 
 def state_of(persistence: Persistence, job: Job) -> FlowState | None:

@@ -6,36 +6,13 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-import pytest
-
-from legato import jobboard as jb
 from legato.conductor import BlockingConductor, NonBlockingConductor
 from legato.jobboard.base import Job, JobBoard
 from legato.persistence.base import Persistence
 from legato.persistence.models import Claim
 from legato.testing import conductor as tc
-
-
-@pytest.fixture
-def make_board(board_url: str, persistence: Persistence) -> Iterator[Callable[[], JobBoard]]:
-    boards: list[JobBoard] = []
-
-    def make() -> JobBoard:
-        board = jb.connect(board_url, persistence=persistence)
-        board.connect()
-        boards.append(board)
-        return board
-
-    yield make
-    for board in boards:
-        board.close()
-
-
-@pytest.fixture
-def board(make_board: Callable[[], JobBoard]) -> JobBoard:
-    return make_board()
 
 
 def summary(history: list[Claim]) -> list[tuple[str, str | None, str | None]]:

@@ -12,12 +12,11 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from legato import jobboard as jb
 from legato.conductor import BlockingConductor, ExecutorConductor
 from legato.conductor._job import Tally
 from legato.jobboard.base import Job, JobBoard
@@ -40,26 +39,6 @@ from legato.testing.conductor import steps_flow
 def make():
     return steps_flow(1)
 '''
-
-
-@pytest.fixture
-def make_board(board_url: str, persistence: Persistence) -> Iterator[Callable[[], JobBoard]]:
-    boards: list[JobBoard] = []
-
-    def make() -> JobBoard:
-        board = jb.connect(board_url, persistence=persistence)
-        board.connect()
-        boards.append(board)
-        return board
-
-    yield make
-    for board in boards:
-        board.close()
-
-
-@pytest.fixture
-def board(make_board: Callable[[], JobBoard]) -> JobBoard:
-    return make_board()
 
 
 @pytest.fixture
