@@ -18,7 +18,7 @@ from legato.engine.factories import (
     load_from_detail,
     save_factory_details,
 )
-from legato.engine.failure import Failure
+from legato.failure import Failure
 from legato.flow.patterns import Flow
 from legato.persistence.base import Persistence
 from legato.persistence.memory import MemoryPersistence

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from legato import errors
-from legato.engine.failure import Failure
+from legato.failure import Failure
 from legato.flow.atom import accepted_kwargs, extract_result
 from legato.flow.retry import Decision, History, Retry
 from legato.persistence.models import AtomDetail
