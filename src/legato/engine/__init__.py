@@ -15,7 +15,6 @@ from legato.engine.engine import Engine, ParallelEngine, ProcessEngine, SerialEn
 from legato.engine.factories import (
     FactoryPolicy,
     flow_from_detail,
-    load_from_detail,
     save_factory_details,
 )
 from legato.failure import Failure
@@ -119,3 +118,16 @@ def run(flow: Flow, *, store: dict[str, Any] | None = None, engine: str = "seria
                       flow_detail=flow_detail, book=book, **options)
     engine_obj.run()
     return engine_obj.storage.fetch_all()
+
+
+def load_from_detail(flow_detail: FlowDetail, *, store: dict[str, Any] | None = None,
+                     engine: str = "serial", persistence: Persistence, policy: FactoryPolicy,
+                     **options: Any) -> Engine:
+    """Rebuild the flow of ``flow_detail`` through ``policy`` and return an engine for it.
+
+    Raises:
+        see ``flow_from_detail`` and ``legato.engine.load``.
+    """
+    flow = flow_from_detail(flow_detail, policy=policy)
+    return load(flow, store=store, engine=engine, persistence=persistence,
+                flow_detail=flow_detail, **options)
