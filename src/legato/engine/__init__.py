@@ -39,13 +39,7 @@ __all__ = [
     "save_factory_details",
 ]
 
-ENGINES = _plugins.Family("legato.engines", {
-    "serial": "legato.engine.engine:SerialEngine",
-    "parallel": "legato.engine.engine:ParallelEngine",
-    "process": "legato.engine.engine:ProcessEngine",
-})
-
-_BUILTIN = {"serial": SerialEngine, "parallel": ParallelEngine, "process": ProcessEngine}
+ENGINES = _plugins.Family("legato.engines")
 
 
 def _parse_kind(engine: str) -> tuple[str, dict[str, Any]]:
@@ -66,7 +60,7 @@ def engine_class(engine: str) -> type[Engine]:
         MissingDriver: the kind's plugin needs a driver that is not installed.
     """
     kind, _options = _parse_kind(engine)
-    cls: type[Engine] = _BUILTIN.get(kind) or ENGINES.load(kind)
+    cls: type[Engine] = ENGINES.load(kind)
     return cls
 
 

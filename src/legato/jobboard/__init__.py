@@ -29,15 +29,7 @@ __all__ = [
     "connect",
 ]
 
-BACKENDS = _plugins.Family("legato.jobboards", {
-    "memory": "legato.jobboard.memory:MemoryJobBoard",
-    "sqlite": "legato.jobboard.sql:SQLJobBoard",
-    "postgresql": "legato.jobboard.sql:SQLJobBoard",
-    "postgres": "legato.jobboard.sql:SQLJobBoard",
-    "redis": "legato.jobboard.redis:RedisJobBoard",
-    "rediss": "legato.jobboard.redis:RedisJobBoard",
-    "zookeeper": "legato.jobboard.zookeeper:ZooKeeperJobBoard",
-})
+BACKENDS = _plugins.Family("legato.jobboards")
 
 
 def connect(url: str, *, persistence: Persistence | None = None, **options: Any) -> JobBoard:
