@@ -465,8 +465,6 @@ class JobBoard(abc.ABC):
         clock: returns the current time in seconds since the epoch (tests inject a fake one).
     """
 
-    #: URL schemes this backend serves.
-    schemes: ClassVar[tuple[str, ...]] = ()
     #: True when ``wait`` wakes at once on a post from any process, instead of polling.
     supports_notifications: ClassVar[bool] = False
 

@@ -95,7 +95,6 @@ class MemoryJobBoard(JobBoard):
             ``poll_interval``, ``clock``).
     """
 
-    schemes: ClassVar[tuple[str, ...]] = ("memory",)
     supports_notifications: ClassVar[bool] = True  # within this process
 
     def __init__(self, *, store_name: str | None = None, **options: Any) -> None:

@@ -274,7 +274,6 @@ class RedisJobBoard(JobBoard):
             time (for tests with a fake clock).
     """
 
-    schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss", "redis+sentinel")
     supports_notifications: ClassVar[bool] = True
 
     def __init__(self, settings: RedisSettings, **kwargs: Any) -> None:

@@ -84,7 +84,6 @@ class SQLJobBoard(JobBoard):
             ``poll_interval``, ``clock``).
     """
 
-    schemes: ClassVar[tuple[str, ...]] = ("sqlite",)
 
     def __init__(self, url: str, *, connect_timeout: float = 5.0, pool_size: int = 10,
                  wal_checkpoint_every: int = WAL_CHECKPOINT_EVERY, **options: Any) -> None:
@@ -609,7 +608,6 @@ class PostgresJobBoard(SQLJobBoard):
     """The SQL jobboard on PostgreSQL: server-clock leases, ``SKIP LOCKED`` claims and
     ``LISTEN``/``NOTIFY`` wake-ups (see ``SQLJobBoard``)."""
 
-    schemes: ClassVar[tuple[str, ...]] = ("postgresql", "postgres")
     supports_notifications: ClassVar[bool] = True
 
     def __init__(self, url: str, **options: Any) -> None:

@@ -157,7 +157,6 @@ class ZooKeeperJobBoard(JobBoard):
         **kwargs: ``JobBoard`` arguments (``name``, ``persistence``, ``ttl``, ``clock``...).
     """
 
-    schemes = ("zookeeper",)
     supports_notifications = True
     #: kazoo's connection thread writes requests and reads answers (see JobBoard).
     PIPELINED_SENDS = True
