@@ -1,5 +1,5 @@
 """Plugins are listed once: ``legato._plugins.BUILTINS``, which pyproject.toml's entry points
-repeat exactly."""
+repeat exactly; and each board class says what it can do once, in its ``CAPABILITIES``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 
 from legato import _plugins, errors
 from legato.conductor.blocking import BlockingConductor
+from legato.jobboard.base import Capabilities, JobBoard
 from legato.jobboard.memory import MemoryJobBoard
 
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
@@ -80,3 +81,38 @@ def test_an_unknown_name_lists_the_known_ones(monkeypatch: pytest.MonkeyPatch) -
     _fake_entry_points(monkeypatch)
     with pytest.raises(errors.UnknownBackend, match="known: blocking, nonblocking"):
         _plugins.Family("legato.conductors").load("nope")
+
+
+# -- what each board can do: one Capabilities value per board class ---------------------------
+
+def _board_classes() -> list[type[JobBoard]]:
+    family = _plugins.Family("legato.jobboards")
+    classes = {family.load(name) for name in _plugins.BUILTINS["legato.jobboards"]}
+    classes |= {sub for cls in list(classes) for sub in cls.__subclasses__()
+                if sub.__module__.startswith("legato.jobboard.")}  # not the tests' own
+    return sorted(classes, key=lambda cls: cls.__qualname__)
+
+
+@pytest.mark.parametrize("cls", _board_classes(), ids=lambda cls: cls.__qualname__)
+def test_every_board_class_declares_its_capabilities(cls: type[JobBoard]) -> None:
+    assert isinstance(vars(cls).get("CAPABILITIES"), Capabilities), (
+        f"{cls.__qualname__} declares no CAPABILITIES = Capabilities(...) of its own")
+    sends = cls._send_consume_and_claim_next is not JobBoard._send_consume_and_claim_next
+    assert cls.CAPABILITIES.sends_without_waiting == sends
+
+
+def test_the_boards_capabilities() -> None:
+    found = {cls.__qualname__: cls.CAPABILITIES for cls in _board_classes()}
+    assert found == {
+        "MemoryJobBoard": Capabilities(notifications=True),
+        "SQLJobBoard": Capabilities(),
+        "PostgresJobBoard": Capabilities(notifications=True),
+        "RedisJobBoard": Capabilities(notifications=True, sends_without_waiting=True),
+        "ZooKeeperJobBoard": Capabilities(notifications=True, sends_without_waiting=True,
+                                          pipelined_sends=True),
+    }
+
+
+def test_pipelined_sends_need_sends_without_waiting() -> None:
+    with pytest.raises(ValueError, match="pipelined_sends needs sends_without_waiting"):
+        Capabilities(pipelined_sends=True)

@@ -10,7 +10,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from legato import _plugins
-from legato.jobboard.base import POSTED, REMOVAL, Entity, Job, JobBoard, JobCounts, JobRecord
+from legato.jobboard.base import (
+    POSTED,
+    REMOVAL,
+    Capabilities,
+    Entity,
+    Job,
+    JobBoard,
+    JobCounts,
+    JobRecord,
+)
 from legato.states import JobPriority, JobState
 
 if TYPE_CHECKING:
@@ -19,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "POSTED",
     "REMOVAL",
+    "Capabilities",
     "Entity",
     "Job",
     "JobBoard",
