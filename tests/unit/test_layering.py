@@ -24,6 +24,16 @@ import pytest
 SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = SRC / "legato"
 
+#: Each top-level module or package of ``legato`` by layer (docs/design.md, "Layers"): a module
+#: imports only from its own package and from lower layers.
+LAYERS = {
+    "errors": 0, "states": 0, "failure": 1,  # failure imports errors
+    "notifier": 2, "_plugins": 2, "_redact": 2, "_sqlurl": 2, "_tracing": 2,
+    "flow": 3, "persistence": 3,
+    "engine": 4, "jobboard": 4, "demo": 4,
+    "conductor": 5,
+    "cli": 6, "testing": 6, "": 6,
+}
 #: The bottom layer: these import nothing of Legato's except what is listed for them.
 BOTTOM = {
     "legato.errors": set(),
@@ -166,6 +176,20 @@ def test_a_type_checking_import_and_a_parent_package_count(tmp_path: Path) -> No
     for node in _import_nodes(tree):
         found |= _imported("legato.z", False, node, modules)
     assert found == {"legato.x", "legato.x.y"}
+
+
+def _top(module: str) -> str:
+    return module.split(".")[1] if "." in module else ""
+
+
+def test_every_import_goes_down_the_layers() -> None:
+    graph = _graph()
+    unplaced = sorted({_top(m) for m in graph} - set(LAYERS))
+    assert not unplaced, f"place {unplaced} in LAYERS (and in docs/design.md, Layers)"
+    upward = [f"{a} (line {line}) imports {b}" for a, edges in sorted(graph.items())
+              for b, line in edges.items()
+              if _top(a) != _top(b) and LAYERS[_top(b)] >= LAYERS[_top(a)]]
+    assert not upward, "imports across or up the layers:\n" + "\n".join(upward)
 
 
 @pytest.mark.parametrize("module", sorted(BOTTOM))
