@@ -1,5 +1,6 @@
-"""The layout holds: no import cycles in ``legato``, a bottom layer that imports nothing of
-Legato's, and no private name of a client library used outside the one compat module.
+"""The layout holds: no import cycles in ``legato``, imports only down the layers (see "Layers"
+in docs/design.md), a bottom layer that imports nothing of Legato's, and no private name of a
+client library used outside the one compat module.
 
 Both checks read the source with ``ast`` and import nothing of Legato's.
 
@@ -15,6 +16,7 @@ module, else ``a``.
 from __future__ import annotations
 
 import ast
+import functools
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,6 +86,7 @@ def _imported(name: str, is_package: bool, node: ast.Import | ast.ImportFrom,
     return found
 
 
+@functools.cache
 def _graph() -> dict[str, dict[str, int]]:
     """Module -> {imported Legato module: line of the first import of it}."""
     modules = _modules()
