@@ -87,11 +87,12 @@ class LegatoBoard(Board):
 
     def fill(self, count: int) -> None:
         from legato.jobboard.base import JobRecord
+        from legato.jobboard.memory import MemoryJobBoard
         from legato.persistence.models import new_uuid
 
         bulk = getattr(self.board, "_post_many", None)
         if bulk is None:
-            if self.board.schemes == ("memory",):
+            if isinstance(self.board, MemoryJobBoard):
                 for i in range(count):
                     self.board.post(f"fill-{i}")
                 return

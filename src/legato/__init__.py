@@ -8,7 +8,6 @@ the job. See the README for a tour.
 from __future__ import annotations
 
 from legato.engine.factories import FactoryPolicy
-from legato.engine.failure import Failure
 from legato.errors import (
     AmbiguousDependency,
     BoardUnavailable,
@@ -25,6 +24,7 @@ from legato.errors import (
     UnclaimableJob,
     WrappedFailure,
 )
+from legato.failure import Failure
 from legato.flow import (
     AlwaysRevert,
     AlwaysRevertAll,

@@ -1,7 +1,10 @@
-"""One registry for every plugin family: built-ins plus entry points, chosen by name or URL scheme.
+"""Every plugin family: the plugins that ship with Legato, plus entry points, by name or URL scheme.
 
-Built-ins are listed as lazy ``"module:attr"`` strings so that importing Legato never imports a
-driver. Entry points in the family's group add to (and may override) the built-ins.
+``BUILTINS`` is the one list of the plugins Legato ships: pyproject.toml's entry points say the
+same (``tests/unit/test_plugins.py`` checks both ways and prints ``entry_points_toml()`` when
+they differ). Built-ins are lazy ``"module:attr"`` strings, so importing Legato never imports a
+driver. A built-in name always means the built-in; entry points in a family's group add plugins
+of other names.
 """
 
 from __future__ import annotations
@@ -13,7 +16,37 @@ from urllib.parse import urlsplit
 
 from legato import errors
 
-__all__ = ["Family", "scheme_of"]
+__all__ = ["BUILTINS", "Family", "entry_points_toml", "scheme_of"]
+
+#: Entry point group -> plugin name -> ``"module:attr"``, for every plugin Legato ships.
+BUILTINS: dict[str, dict[str, str]] = {
+    "legato.conductors": {
+        "blocking": "legato.conductor.blocking:BlockingConductor",
+        "nonblocking": "legato.conductor.nonblocking:NonBlockingConductor",
+    },
+    "legato.engines": {
+        "serial": "legato.engine.engine:SerialEngine",
+        "parallel": "legato.engine.engine:ParallelEngine",
+        "process": "legato.engine.engine:ProcessEngine",
+    },
+    "legato.persistence": {
+        "memory": "legato.persistence.memory:MemoryPersistence",
+        "sqlite": "legato.persistence.sql:SQLPersistence",
+        "postgresql": "legato.persistence.sql:SQLPersistence",
+        "postgres": "legato.persistence.sql:SQLPersistence",
+        "mysql": "legato.persistence.sql:SQLPersistence",
+        "mariadb": "legato.persistence.sql:SQLPersistence",
+    },
+    "legato.jobboards": {
+        "memory": "legato.jobboard.memory:MemoryJobBoard",
+        "sqlite": "legato.jobboard.sql:SQLJobBoard",
+        "postgresql": "legato.jobboard.sql:SQLJobBoard",
+        "postgres": "legato.jobboard.sql:SQLJobBoard",
+        "redis": "legato.jobboard.redis:RedisJobBoard",
+        "rediss": "legato.jobboard.redis:RedisJobBoard",
+        "zookeeper": "legato.jobboard.zookeeper:ZooKeeperJobBoard",
+    },
+}
 
 #: Which extra installs the driver each top-level module name comes from.
 _DRIVER_EXTRAS = {
@@ -35,13 +68,13 @@ class Family:
     """A plugin family such as ``legato.jobboards``.
 
     Args:
-        group: the entry point group.
-        builtins: name -> ``"module:attr"`` for the plugins that ship with Legato.
+        group: the entry point group; its built-ins are ``BUILTINS[group]`` (none for a group
+            Legato ships nothing in).
     """
 
-    def __init__(self, group: str, builtins: dict[str, str]) -> None:
+    def __init__(self, group: str) -> None:
         self.group = group
-        self._builtins = dict(builtins)
+        self._builtins = dict(BUILTINS.get(group, {}))
 
     def names(self) -> list[str]:
         """Every known plugin name, sorted."""
@@ -56,14 +89,14 @@ class Family:
             UnknownBackend: no plugin of that name (the message lists the known ones).
             MissingDriver: the plugin's driver is not installed (the message names the extra).
         """
+        target = self._builtins.get(name)
+        if target is not None:
+            module_name, _, attr = target.partition(":")
+            return _guarded(lambda: getattr(importlib.import_module(module_name), attr), name)
         for ep in importlib.metadata.entry_points(group=self.group, name=name):
             return _guarded(lambda ep=ep: ep.load(), name)
-        target = self._builtins.get(name)
-        if target is None:
-            known = ", ".join(self.names()) or "none"
-            raise errors.UnknownBackend(f"unknown {self.group} kind {name!r}; known: {known}")
-        module_name, _, attr = target.partition(":")
-        return _guarded(lambda: getattr(importlib.import_module(module_name), attr), name)
+        known = ", ".join(self.names()) or "none"
+        raise errors.UnknownBackend(f"unknown {self.group} kind {name!r}; known: {known}")
 
 
 def _guarded(loader: Any, name: str) -> Any:
@@ -78,3 +111,13 @@ def _guarded(loader: Any, name: str) -> Any:
             f"the {name!r} backend needs the {top!r} driver: pip install 'legato[{extra}]'",
             extra=extra,
         ) from exc
+
+
+def entry_points_toml() -> str:
+    """pyproject.toml's entry point tables for ``BUILTINS``."""
+    lines = []
+    for group, plugins in BUILTINS.items():
+        lines.append(f'[project.entry-points."{group}"]')
+        lines += [f'{name} = "{target}"' for name, target in plugins.items()]
+        lines.append("")
+    return "\n".join(lines)

@@ -29,10 +29,7 @@ The tree is shallow on purpose; catch ``LegatoError`` to catch them all::
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from legato.engine.failure import Failure
+from typing import Any, Protocol
 
 __all__ = [
     "AmbiguousDependency",
@@ -223,15 +220,37 @@ class SerializationError(LegatoError, TypeError):
     """A value that must be stored as JSON is not JSON-serialisable."""
 
 
+class CapturedFailure(Protocol):
+    """What a ``WrappedFailure`` holds: a ``legato.Failure``, as this module sees it.
+
+    ``legato.failure`` builds on this module, so this module names only the part of
+    ``Failure`` it relies on and never imports it (see "Layers" in docs/design.md).
+    """
+
+    @property
+    def exception(self) -> BaseException | None: ...
+    @property
+    def exc_type_names(self) -> tuple[str, ...]: ...
+    @property
+    def message(self) -> str: ...
+    @property
+    def traceback_str(self) -> str: ...
+
+    def check(self, *exc_types: type[BaseException] | str) -> type[BaseException] | str | None:
+        ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
 class WrappedFailure(LegatoError):
     """Several atoms failed in one run; iterate it to get each ``Failure``."""
 
-    def __init__(self, failures: Iterable[Failure]) -> None:
+    def __init__(self, failures: Iterable[CapturedFailure]) -> None:
         self._failures = list(failures)
         super().__init__(f"{len(self._failures)} atoms failed: "
                          + "; ".join(str(f) for f in self._failures))
 
-    def __iter__(self) -> Iterator[Failure]:
+    def __iter__(self) -> Iterator[CapturedFailure]:
         return iter(self._failures)
 
     def __len__(self) -> int:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
 from legato import jobboard as jb
 from legato.conductor import BlockingConductor, NonBlockingConductor
-from legato.jobboard.base import JobBoard
+from legato.jobboard.base import Capabilities, JobBoard
 from legato.jobboard.memory import MemoryJobBoard
 from legato.notifier import ANY
 from legato.persistence.base import Persistence
@@ -22,13 +22,14 @@ class _SendsAhead(MemoryJobBoard):
     """A memory board that claims as if its answers came later (as on Redis), so conductors
     claim ahead on it."""
 
-    sends_without_waiting: ClassVar[bool] = True  # type: ignore[misc]
+    CAPABILITIES = Capabilities(notifications=True, sends_without_waiting=True)
 
 
 class _Pipelined(_SendsAhead):
     """The same, with two calls kept in flight (as on ZooKeeper)."""
 
-    PIPELINED_SENDS = True
+    CAPABILITIES = Capabilities(notifications=True, sends_without_waiting=True,
+                                pipelined_sends=True)
 
 
 @pytest.fixture(params=["memory-sends-ahead", "memory-pipelined", "redis", "zookeeper",
@@ -38,7 +39,7 @@ def board(request: pytest.FixtureRequest, persistence: Persistence) -> Iterator[
     if kind.startswith("memory-"):
         cls = _Pipelined if kind == "memory-pipelined" else _SendsAhead
         with cls(persistence=persistence) as forced:
-            assert forced.sends_without_waiting
+            assert forced.CAPABILITIES.sends_without_waiting
             yield forced
         return
     url = (f"memory://reasons-{uuid.uuid4().hex}" if kind == "memory"

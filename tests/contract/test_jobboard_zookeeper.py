@@ -162,7 +162,7 @@ def test_an_async_consume_and_claim_next_goes_out_at_the_callers_next_wait(
     for that: the caller's next wait (a conductor waits for an earlier answer right after
     sending) lets the thread write it, before anything sent later."""
     _, worker, (first, second) = _with_backlog(make_board, 2)
-    assert isinstance(worker, ZooKeeperJobBoard) and worker.PIPELINED_SENDS
+    assert isinstance(worker, ZooKeeperJobBoard) and worker.CAPABILITIES.pipelined_sends
     held = worker.claim_next("worker")
     assert held == first and held is not None
     pending = worker.consume_and_claim_next_async(held, "worker")

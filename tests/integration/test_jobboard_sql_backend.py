@@ -34,7 +34,7 @@ def test_postgres_wait_wakes_by_notify_not_polling(postgres_url: str) -> None:
     # With a one-minute poll interval, only a notification can end this wait in time.
     with jobboard.connect(postgres_url, poll_interval=60) as waiter, \
             jobboard.connect(postgres_url) as poster:
-        assert isinstance(waiter, PostgresJobBoard) and waiter.supports_notifications
+        assert isinstance(waiter, PostgresJobBoard) and waiter.CAPABILITIES.notifications
         assert waiter.wait(timeout=0.2) is False  # starts the listener
         thread, result = _wait_in_thread(waiter, 20)
         poster.post("wake up")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 import threading
 import time
@@ -24,7 +25,7 @@ from legato.conductor import (
     NonBlockingConductor,
     fetch,
 )
-from legato.jobboard.base import Job, JobBoard, JobRecord, Pending
+from legato.jobboard.base import Capabilities, Job, JobBoard, JobRecord, Pending
 from legato.jobboard.memory import MemoryJobBoard
 from legato.notifier import ANY
 from legato.persistence.base import Persistence
@@ -414,7 +415,7 @@ class CountingBoard(MemoryJobBoard):
     """A memory board counting its claim calls (and able to stop a conductor mid-call); it
     claims as if its answers came later, as on Redis and ZooKeeper."""
 
-    sends_without_waiting = True
+    CAPABILITIES = Capabilities(notifications=True, sends_without_waiting=True)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -486,7 +487,7 @@ AHEAD = "consume_and_claim_next_async"
 def test_blocking_conductor_claims_ahead_of_short_jobs(
         persistence: Persistence, pipelined: bool, count: int, calls: list[str]) -> None:
     with CountingBoard(persistence=persistence) as board:
-        board.PIPELINED_SENDS = pipelined
+        board.CAPABILITIES = dataclasses.replace(board.CAPABILITIES, pipelined_sends=pipelined)
         jobs = [tc.post_job(board, persistence, tc.steps_flow) for _ in range(count + 2)]
         conductor = BlockingConductor("c", board, persistence, wait_timeout=0.05,
                                       claim_ahead_below=60)
@@ -524,7 +525,7 @@ def test_claiming_ahead_stops_after_a_long_job(persistence: Persistence) -> None
 def test_job_claimed_ahead_is_released_when_the_running_job_is_long(
         persistence: Persistence, pipelined: bool) -> None:
     with CountingBoard(persistence=persistence) as board:
-        board.PIPELINED_SENDS = pipelined
+        board.CAPABILITIES = dataclasses.replace(board.CAPABILITIES, pipelined_sends=pipelined)
         gate = f"long-{uuid.uuid4().hex}"
         first = tc.post_job(board, persistence, tc.steps_flow)
         tc.post_job(board, persistence, tc.gated_flow, kwargs={"steps": 1, "gate_name": gate})
@@ -559,7 +560,7 @@ def test_job_claimed_ahead_is_released_when_the_running_job_is_long(
 def test_claiming_ahead_keeps_max_dispatches_exact(persistence: Persistence, limit: int,
                                                    pipelined: bool) -> None:
     with CountingBoard(persistence=persistence) as board:
-        board.PIPELINED_SENDS = pipelined
+        board.CAPABILITIES = dataclasses.replace(board.CAPABILITIES, pipelined_sends=pipelined)
         jobs = [tc.post_job(board, persistence, tc.steps_flow) for _ in range(7)]
         conductor = BlockingConductor("c", board, persistence, wait_timeout=0.05,
                                       claim_ahead_below=60)
@@ -621,7 +622,7 @@ def test_job_claimed_while_consuming_is_released_on_stop(persistence: Persistenc
                                                          pipelined: bool,
                                                          calls: list[str]) -> None:
     with CountingBoard(persistence=persistence) as board:
-        board.PIPELINED_SENDS = pipelined
+        board.CAPABILITIES = dataclasses.replace(board.CAPABILITIES, pipelined_sends=pipelined)
         first = tc.post_job(board, persistence, tc.steps_flow)
         second = tc.post_job(board, persistence, tc.steps_flow)
         conductor = BlockingConductor("c", board, persistence, wait_timeout=0.05,

@@ -9,8 +9,8 @@ import pytest
 
 import legato.engine as le
 from legato import errors
-from legato.engine.failure import Failure
 from legato.engine.listeners import CaptureListener
+from legato.failure import Failure
 from legato.flow import (
     AlwaysRevert,
     ForEach,

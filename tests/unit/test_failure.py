@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from legato import errors
-from legato.engine.failure import Failure
+from legato.failure import Failure
 
 
 class CustomError(KeyError):
@@ -79,7 +79,7 @@ def test_loading_never_imports_the_exception_module() -> None:
             "message": "x", "traceback": "", "causes": []}
     code = (
         "import json, sys\n"
-        "from legato.engine.failure import Failure\n"
+        "from legato.failure import Failure\n"
         f"f = Failure.from_dict(json.loads({json.dumps(json.dumps(data))}))\n"
         "assert f.check('legato_never_imported_mod.Boom')\n"
         "assert f.check(Exception) is Exception\n"

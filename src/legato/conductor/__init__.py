@@ -30,11 +30,6 @@ __all__ = [
 #: The default entry point group of conductor kinds.
 NAMESPACE = "legato.conductors"
 
-_BUILTINS = {
-    "blocking": "legato.conductor.blocking:BlockingConductor",
-    "nonblocking": "legato.conductor.nonblocking:NonBlockingConductor",
-}
-
 
 def fetch(kind: str, name: str, jobboard: JobBoard, namespace: str = NAMESPACE,
           **kwargs: Any) -> Conductor:
@@ -47,7 +42,7 @@ def fetch(kind: str, name: str, jobboard: JobBoard, namespace: str = NAMESPACE,
     Raises:
         NotFound: no conductor of that kind.
     """
-    family = _plugins.Family(namespace, _BUILTINS if namespace == NAMESPACE else {})
+    family = _plugins.Family(namespace)
     try:
         cls = family.load(kind)
     except errors.UnknownBackend as exc:

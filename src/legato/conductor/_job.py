@@ -9,16 +9,15 @@ from __future__ import annotations
 import dataclasses
 import enum
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from legato import errors
 from legato.persistence.models import Fence
 
 if TYPE_CHECKING:
-    from legato.conductor._history import ClaimLog
     from legato.jobboard.base import Job
     from legato.persistence.base import Persistence
-    from legato.persistence.models import FlowDetail
+    from legato.persistence.models import Claim, FlowDetail
 
 __all__ = [
     "TOO_MANY_ATTEMPTS",
@@ -182,8 +181,15 @@ def fence_of(job: Job) -> Fence | None:
     return None if job.fence is None else Fence(job.uuid, job.fence)
 
 
+class ClaimStart(Protocol):
+    """Gives the claim's start to record with the take (``_history.ClaimLog``, which builds
+    on this module)."""
+
+    def start(self, flow_uuid: str) -> Claim: ...
+
+
 def take_flow_detail(job: Job, persistence: Persistence, fence: Fence | None,
-                     history: ClaimLog | None = None) -> FlowDetail:
+                     history: ClaimStart | None = None) -> FlowDetail:
     """The job's flow detail (see ``load_flow_detail``), taken with ``fence``, as of the take:
     with ``history``, the claim's start is recorded with the take (same transaction).
     a write by an earlier owner either landed before the take, and is in what is returned, or

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -20,10 +20,19 @@ from prometheus_client.registry import Collector
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-    from legato.conductor.executor import ExecutorConductor
     from legato.jobboard.base import JobBoard, JobCounts
 
-__all__ = ["BoardGauges", "ConductorMetrics"]
+__all__ = ["BoardGauges", "ConductorMetrics", "Tracked"]
+
+
+class Tracked(Protocol):
+    """What the metrics read from a conductor (an ``ExecutorConductor``, which uses this
+    module: it is named here by what it offers, so the two modules do not import each other)."""
+
+    @property
+    def statistics(self) -> dict[str, int]: ...
+    @property
+    def jobs_in_flight(self) -> int: ...
 
 #: Job-duration buckets, seconds: from a trivial flow to a long one.
 _JOB_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -90,7 +99,7 @@ class ConductorMetrics:
         # One child per end state, made once: the hot path skips the label lookup.
         self._atom_ends = {state: self.atom_duration.labels(state=state) for state in _ENDS}
 
-    def track(self, conductor: ExecutorConductor) -> None:
+    def track(self, conductor: Tracked) -> None:
         """Export ``conductor``'s ``statistics`` and jobs in flight (conductors call this
         when given these metrics)."""
         self._conductors.add(conductor)
@@ -115,9 +124,9 @@ class _Conductors(Collector):
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self._lock = threading.Lock()
-        self._conductors: list[ExecutorConductor] = []
+        self._conductors: list[Tracked] = []
 
-    def add(self, conductor: ExecutorConductor) -> None:
+    def add(self, conductor: Tracked) -> None:
         with self._lock:
             if conductor not in self._conductors:
                 self._conductors.append(conductor)

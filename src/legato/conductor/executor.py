@@ -120,11 +120,11 @@ class ExecutorConductor(Conductor):
             ``legato.conductor._tracing``); None uses the global one if one is set when
             ``run()`` starts, else (or without OpenTelemetry installed) traces nothing.
         claim_ahead_below: conductors that chain claims (the blocking one), on boards that
-            answer later (``JobBoard.sends_without_waiting``: Redis, ZooKeeper), keep the board
+            answer later (``Capabilities.sends_without_waiting``: Redis, ZooKeeper), keep the board
             working while they run: after a job that took less than this many seconds, the
             call that consumes it also claims the job after next, and its answer is read when
             the next job ends. So the conductor holds one job it has not started yet (two on
-            boards with ``JobBoard.PIPELINED_SENDS``), for about one short job's time each
+            boards with ``Capabilities.pipelined_sends``), for about one short job's time each
             (``CLAIM_AHEAD_HOLD`` at most, then it is released uncounted), and
             ``job_consumed`` for a job (with its reason, e.g. a validation failure's) comes
             when the following job (or the one after) ends.
@@ -210,7 +210,7 @@ class ExecutorConductor(Conductor):
                              f"{claim_ahead_below!r}")
         # Claiming ahead only pays where the board works while the next job runs.
         self._claim_ahead_below = (float(claim_ahead_below) if self.CHAIN_CLAIMS
-                                   and jobboard.sends_without_waiting else 0.0)
+                                   and jobboard.CAPABILITIES.sends_without_waiting else 0.0)
         self._max_simultaneous_jobs = max_simultaneous_jobs
         self._max_attempts = max_attempts
         self._backoff = Backoff(base=backoff_base, maximum=backoff_max)
@@ -249,7 +249,7 @@ class ExecutorConductor(Conductor):
         self._hold = self.CLAIM_AHEAD_HOLD
         # Calls kept in flight while a job runs: two where sends are pipelined (the answer
         # read when a job ends was sent a job earlier), else one.
-        self._depth = 2 if jobboard.PIPELINED_SENDS else 1
+        self._depth = 2 if jobboard.CAPABILITIES.pipelined_sends else 1
 
     # -- public API ------------------------------------------------------------------------
 

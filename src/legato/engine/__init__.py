@@ -15,10 +15,9 @@ from legato.engine.engine import Engine, ParallelEngine, ProcessEngine, SerialEn
 from legato.engine.factories import (
     FactoryPolicy,
     flow_from_detail,
-    load_from_detail,
     save_factory_details,
 )
-from legato.engine.failure import Failure
+from legato.failure import Failure
 from legato.flow.patterns import Flow
 from legato.persistence.base import Persistence
 from legato.persistence.memory import MemoryPersistence
@@ -40,13 +39,7 @@ __all__ = [
     "save_factory_details",
 ]
 
-ENGINES = _plugins.Family("legato.engines", {
-    "serial": "legato.engine.engine:SerialEngine",
-    "parallel": "legato.engine.engine:ParallelEngine",
-    "process": "legato.engine.engine:ProcessEngine",
-})
-
-_BUILTIN = {"serial": SerialEngine, "parallel": ParallelEngine, "process": ProcessEngine}
+ENGINES = _plugins.Family("legato.engines")
 
 
 def _parse_kind(engine: str) -> tuple[str, dict[str, Any]]:
@@ -67,7 +60,7 @@ def engine_class(engine: str) -> type[Engine]:
         MissingDriver: the kind's plugin needs a driver that is not installed.
     """
     kind, _options = _parse_kind(engine)
-    cls: type[Engine] = _BUILTIN.get(kind) or ENGINES.load(kind)
+    cls: type[Engine] = ENGINES.load(kind)
     return cls
 
 
@@ -119,3 +112,16 @@ def run(flow: Flow, *, store: dict[str, Any] | None = None, engine: str = "seria
                       flow_detail=flow_detail, book=book, **options)
     engine_obj.run()
     return engine_obj.storage.fetch_all()
+
+
+def load_from_detail(flow_detail: FlowDetail, *, store: dict[str, Any] | None = None,
+                     engine: str = "serial", persistence: Persistence, policy: FactoryPolicy,
+                     **options: Any) -> Engine:
+    """Rebuild the flow of ``flow_detail`` through ``policy`` and return an engine for it.
+
+    Raises:
+        see ``flow_from_detail`` and ``legato.engine.load``.
+    """
+    flow = flow_from_detail(flow_detail, policy=policy)
+    return load(flow, store=store, engine=engine, persistence=persistence,
+                flow_detail=flow_detail, **options)

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 from legato import errors, notifier
 from legato.engine import executors
 from legato.engine.compiler import CompiledFlow, compile_flow
-from legato.engine.runtime import Runtime
+from legato.engine.runtime import RunContext, Runtime
 from legato.engine.storage import Storage
 from legato.flow.patterns import Flow
 from legato.persistence.base import Persistence
@@ -163,7 +163,7 @@ class Engine:
         # Atoms created here are saved with the RUNNING state, in one write.
         self._validate(write=False)
         assert self._details is not None
-        runtime = Runtime(self, self._details)
+        runtime = Runtime(self._run_context(), self._details)
         started = time.perf_counter()
         self._stats["runs"] += 1
         self.executor.start()
@@ -182,6 +182,12 @@ class Engine:
             for key, count in runtime.counts.items():
                 self._stats[key] = self._stats.get(key, 0) + count
             self.suspend_event.clear()
+
+    def _run_context(self) -> RunContext:
+        return RunContext(storage=self.storage, compiled=self.compiled, executor=self.executor,
+                          suspend_event=self.suspend_event, fence_lost=self.fence_lost,
+                          emit_flow=self.emit_flow, emit_atom=self.emit_atom,
+                          progress_callback=self.progress_callback)
 
     def suspend(self) -> None:
         """Ask a running engine to stop at the next atom boundary (thread-safe).

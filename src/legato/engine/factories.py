@@ -25,14 +25,12 @@ from legato.flow.patterns import Flow
 from legato.persistence.models import FlowDetail
 
 if TYPE_CHECKING:
-    from legato.engine.engine import Engine
     from legato.persistence.base import Persistence
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "FactoryPolicy",
     "flow_from_detail",
-    "load_from_detail",
     "save_factory_details",
 ]
 
@@ -208,18 +206,3 @@ def flow_from_detail(flow_detail: FlowDetail, *, policy: FactoryPolicy) -> Flow:
     if not isinstance(flow, Flow):
         raise ValueError(f"factory {record['name']} returned {flow!r}, not a flow")
     return flow
-
-
-def load_from_detail(flow_detail: FlowDetail, *, store: dict[str, Any] | None = None,
-                     engine: str = "serial", persistence: Persistence, policy: FactoryPolicy,
-                     **options: Any) -> Engine:
-    """Rebuild the flow of ``flow_detail`` through ``policy`` and return an engine for it.
-
-    Raises:
-        see ``flow_from_detail`` and ``legato.engine.load``.
-    """
-    from legato.engine import load
-
-    flow = flow_from_detail(flow_detail, policy=policy)
-    return load(flow, store=store, engine=engine, persistence=persistence,
-                flow_detail=flow_detail, **options)

@@ -4,29 +4,31 @@ The scheduler runs in the engine's calling thread. Each atom's state change is w
 persistence (``Storage.save``) before the scheduler moves on; task methods run in the executor.
 
 A refused write (``FencedOut``) ends the run where it happens, and a run whose claim is known
-lost (``engine.fence_lost``) never starts or continues a revert: the flow's recorded state is
+lost (``RunContext.fence_lost``) never starts or continues a revert: the flow's recorded state is
 left for its new owner, whose writes are the only ones that land.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from legato import errors
-from legato.engine.failure import Failure
+from legato.failure import Failure
 from legato.flow.atom import accepted_kwargs, extract_result
 from legato.flow.retry import Decision, History, Retry
 from legato.persistence.models import AtomDetail
 from legato.states import AtomState, EngineState, FlowState, Intention
 
 if TYPE_CHECKING:
-    from legato.engine.compiler import CompiledAtom, Scope
-    from legato.engine.engine import Engine
+    from legato.engine.compiler import CompiledAtom, CompiledFlow, Scope
+    from legato.engine.executors import Executor
+    from legato.engine.storage import Storage
 
-__all__ = ["Runtime"]
+__all__ = ["RunContext", "Runtime"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,18 +38,44 @@ _TO_REVERT = frozenset({AtomState.SUCCESS, AtomState.FAILURE, AtomState.REVERTIN
 _EXECUTE, _REVERT = "execute", "revert"
 
 
+@dataclasses.dataclass(frozen=True)
+class RunContext:
+    """What one run needs from its engine, and no more.
+
+    Attributes:
+        storage: where every state change is written.
+        compiled: the compiled flow.
+        executor: runs the atoms' methods (started and shut down by the engine).
+        suspend_event: set to stop at the next atom boundary.
+        fence_lost: set once the engine's claim is known lost (no revert starts or goes on).
+        emit_flow: called with the new and the old flow state after each change is saved.
+        emit_atom: called with an atom's detail, its old state and any ``result=``/``failure=``
+            after each change is saved.
+        progress_callback: returns the callback an atom reports its progress to.
+    """
+
+    storage: Storage
+    compiled: CompiledFlow
+    executor: Executor
+    suspend_event: threading.Event
+    fence_lost: threading.Event
+    emit_flow: Callable[[FlowState, FlowState | None], None]
+    emit_atom: Callable[..., None]
+    progress_callback: Callable[[AtomDetail], Callable[[float], None]]
+
+
 class Runtime:
     """Runs one flow to an outcome; ``run()`` is a generator of ``EngineState`` values."""
 
-    def __init__(self, engine: Engine, details: list[AtomDetail]) -> None:
-        self.engine = engine
-        self.storage = engine.storage
-        self.compiled = engine.compiled
+    def __init__(self, context: RunContext, details: list[AtomDetail]) -> None:
+        self.context = context
+        self.storage = context.storage
+        self.compiled = context.compiled
         self.atoms = self.compiled.atoms
         self.details = details
         self.values: list[Any] = [self.storage.atom_result(ad) for ad in details]
-        self.executor = engine.executor
-        self.suspend_event: threading.Event = engine.suspend_event
+        self.executor = context.executor
+        self.suspend_event: threading.Event = context.suspend_event
         self.failures: dict[int, Failure] = {}
         self.inflight: dict[int, str] = {}
         self.waiting: list[int] = []
@@ -100,7 +128,7 @@ class Runtime:
         fd = self.storage.flow_detail
         old = fd.state
         self.storage.save_flow_state(state)
-        self.engine.emit_flow(state, old)
+        self.context.emit_flow(state, old)
 
     # -- scheduling ------------------------------------------------------------------------
 
@@ -147,7 +175,7 @@ class Runtime:
         ad.intention = Intention.EXECUTE
         ad.failure = None
         self.storage.save(ad)
-        self.engine.emit_atom(ad, old)
+        self.context.emit_atom(ad, old)
         kwargs = self._kwargs(ca)
         args: tuple[Any, ...] = ()
         if ca.is_retry:
@@ -155,7 +183,7 @@ class Runtime:
         self.inflight[index] = _EXECUTE
         self.counts["executed"] += 1
         self.executor.submit(index, ca.atom.execute, args, kwargs,  # type: ignore[attr-defined]
-                             progress=self.engine.progress_callback(ad),
+                             progress=self.context.progress_callback(ad),
                              label=f"atom {ca.name!r}")
 
     def _complete(self, index: int, ok: bool, value: Any) -> None:
@@ -187,7 +215,7 @@ class Runtime:
             ad.state, ad.results = old, previous  # never keep what could not be stored
             raise
         self.values[ca.index] = value
-        self.engine.emit_atom(ad, old, result=value)
+        self.context.emit_atom(ad, old, result=value)
         waiting = self.waiting
         for succ in ca.succs:
             waiting[succ] -= 1
@@ -206,7 +234,7 @@ class Runtime:
         ad.failure = failure.to_dict()
         self.storage.save(ad)
         self.failures[ca.index] = failure
-        self.engine.emit_atom(ad, old, failure=failure)
+        self.context.emit_atom(ad, old, failure=failure)
 
     # -- failures --------------------------------------------------------------------------
 
@@ -235,7 +263,7 @@ class Runtime:
 
     def _check_claim(self, doing: str) -> None:
         """Raise ``FencedOut`` if the engine's claim is known lost: nothing is reverted then."""
-        if self.engine.fence_lost.is_set():
+        if self.context.fence_lost.is_set():
             raise errors.FencedOut(f"flow {self.storage.flow_detail.name!r}: the claim was lost; "
                                    f"not {doing} (the flow is left to its new owner)")
 
@@ -292,7 +320,7 @@ class Runtime:
         ad.intention = Intention.RETRY
         self.counts["retried"] += 1
         self.storage.save(ad)
-        self.engine.emit_atom(ad, old)
+        self.context.emit_atom(ad, old)
         for index in list(self.failures):
             if index in scope.members:
                 del self.failures[index]
@@ -321,7 +349,7 @@ class Runtime:
         ad.state = AtomState.REVERTING
         ad.intention = Intention.REVERT
         self.storage.save(ad)
-        self.engine.emit_atom(ad, old)
+        self.context.emit_atom(ad, old)
         self.counts["reverted"] += 1
         if index in self.not_started:
             self._record_revert(ad, True, None)
@@ -336,7 +364,7 @@ class Runtime:
             kwargs["flow_failures"] = flow_failures
         method = ca.atom.revert  # type: ignore[attr-defined]
         self.executor.submit(index, method, args, _accepted(method.__func__, kwargs),
-                             progress=self.engine.progress_callback(ad),
+                             progress=self.context.progress_callback(ad),
                              label=f"atom {ca.name!r}")
         for _, ok, value in self.executor.wait():
             self._record_revert(ad, ok, value)
@@ -355,7 +383,7 @@ class Runtime:
             ad.revert_failure = None
             try:
                 self.storage.save(ad)
-                self.engine.emit_atom(ad, old, result=value)
+                self.context.emit_atom(ad, old, result=value)
                 return
             except errors.SerializationError as exc:
                 value = exc
@@ -364,8 +392,8 @@ class Runtime:
         ad.revert_results = None
         ad.revert_failure = failure.to_dict()
         self.storage.save(ad)
-        self.revert_failures[self.engine.compiled.by_name[ad.name].index] = failure
-        self.engine.emit_atom(ad, old, failure=failure)
+        self.revert_failures[self.compiled.by_name[ad.name].index] = failure
+        self.context.emit_atom(ad, old, failure=failure)
 
     def _finish_revert(self, _: None) -> Iterator[EngineState]:
         """Revert everything still to revert, record the outcome and raise the failures."""

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from legato.flow.atom import Atom
 
 if TYPE_CHECKING:
-    from legato.engine.failure import Failure
+    from legato.failure import Failure
 
 __all__ = [
     "AlwaysRevert",

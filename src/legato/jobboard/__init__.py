@@ -10,7 +10,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from legato import _plugins
-from legato.jobboard.base import POSTED, REMOVAL, Entity, Job, JobBoard, JobCounts, JobRecord
+from legato.jobboard.base import (
+    POSTED,
+    REMOVAL,
+    Capabilities,
+    Entity,
+    Job,
+    JobBoard,
+    JobCounts,
+    JobRecord,
+)
 from legato.states import JobPriority, JobState
 
 if TYPE_CHECKING:
@@ -19,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "POSTED",
     "REMOVAL",
+    "Capabilities",
     "Entity",
     "Job",
     "JobBoard",
@@ -29,15 +39,7 @@ __all__ = [
     "connect",
 ]
 
-BACKENDS = _plugins.Family("legato.jobboards", {
-    "memory": "legato.jobboard.memory:MemoryJobBoard",
-    "sqlite": "legato.jobboard.sql:SQLJobBoard",
-    "postgresql": "legato.jobboard.sql:SQLJobBoard",
-    "postgres": "legato.jobboard.sql:SQLJobBoard",
-    "redis": "legato.jobboard.redis:RedisJobBoard",
-    "rediss": "legato.jobboard.redis:RedisJobBoard",
-    "zookeeper": "legato.jobboard.zookeeper:ZooKeeperJobBoard",
-})
+BACKENDS = _plugins.Family("legato.jobboards")
 
 
 def connect(url: str, *, persistence: Persistence | None = None, **options: Any) -> JobBoard:

@@ -67,9 +67,9 @@ if TYPE_CHECKING:
     from legato.persistence.base import Persistence
     from legato.persistence.models import LogBook
 
-__all__ = ["CLAIMS_LOST", "MAX_DETAILS_BYTES", "MAX_DETAILS_DEPTH", "POSTED", "REMOVAL", "Entity",
-           "Job", "JobBoard", "JobCounts", "JobRecord", "Pending", "cancel_reason",
-           "check_details", "decode_record", "refuse_nul"]
+__all__ = ["CLAIMS_LOST", "MAX_DETAILS_BYTES", "MAX_DETAILS_DEPTH", "POSTED", "REMOVAL",
+           "Capabilities", "Entity", "Job", "JobBoard", "JobCounts", "JobRecord", "Pending",
+           "cancel_reason", "check_details", "decode_record", "refuse_nul"]
 
 logger = logging.getLogger(__name__)
 
@@ -454,6 +454,33 @@ class Job:
         return self.board.wait_for_completion(self, timeout)
 
 
+@dataclasses.dataclass(frozen=True)
+class Capabilities:
+    """What a kind of board does beyond the contract; each board class declares one as
+    ``CAPABILITIES``, and conductors read it there.
+
+    Attributes:
+        notifications: ``wait`` wakes at once on a post from any process (for the memory board:
+            from this process), instead of checking every ``poll_interval``.
+        sends_without_waiting: ``consume_and_claim_next_async`` returns before the board has
+            answered (the board implements ``_send_consume_and_claim_next``); on other boards
+            it makes the call there and then, so conductors do not claim ahead on them.
+        pipelined_sends: calls sent without waiting queue up on one connection whose answers a
+            background thread of the client reads (kazoo): a second call may be sent before the
+            first answer is read at no extra cost, and one wake-up of that thread carries both.
+            Conductors then send a job's consume before reading the previous one's answer.
+            Implies ``sends_without_waiting``.
+    """
+
+    notifications: bool = False
+    sends_without_waiting: bool = False
+    pipelined_sends: bool = False
+
+    def __post_init__(self) -> None:
+        if self.pipelined_sends and not self.sends_without_waiting:
+            raise ValueError("pipelined_sends needs sends_without_waiting")
+
+
 class JobBoard(abc.ABC):
     """Where producers post jobs and conductors claim them. Use ``legato.jobboard.connect(url)``.
 
@@ -465,10 +492,8 @@ class JobBoard(abc.ABC):
         clock: returns the current time in seconds since the epoch (tests inject a fake one).
     """
 
-    #: URL schemes this backend serves.
-    schemes: ClassVar[tuple[str, ...]] = ()
-    #: True when ``wait`` wakes at once on a post from any process, instead of polling.
-    supports_notifications: ClassVar[bool] = False
+    #: What this kind of board does beyond the contract (every board class declares its own).
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities()
 
     def __init__(self, *, name: str = "legato", persistence: Persistence | None = None,
                  ttl: float = 30.0, poll_interval: float = 0.5,
@@ -493,12 +518,6 @@ class JobBoard(abc.ABC):
                  **options: Any) -> JobBoard:
         """Build an unconnected board from its URL and keyword options."""
 
-    #: Whether calls sent without waiting queue up on one connection whose answers a
-    #: background thread of the client reads (kazoo): a second call may then be sent before
-    #: the first answer is read at no extra cost, and one wake-up of that thread carries both.
-    #: Conductors then send a job's consume before reading the previous one's answer.
-    PIPELINED_SENDS: ClassVar[bool] = False
-
     @property
     def lease_cap(self) -> float | None:
         """The longest, in seconds, a claim made through this board can be trusted to last
@@ -508,14 +527,6 @@ class JobBoard(abc.ABC):
         return None
 
     # -- lifecycle -------------------------------------------------------------------------
-
-    @property
-    def sends_without_waiting(self) -> bool:
-        """Whether ``consume_and_claim_next_async`` returns before the board has answered
-        (the backend overrides ``_send_consume_and_claim_next``); on other boards it makes
-        the call there and then."""
-        return (type(self)._send_consume_and_claim_next
-                is not JobBoard._send_consume_and_claim_next)
 
     @property
     def connected(self) -> bool:
@@ -852,8 +863,8 @@ class JobBoard(abc.ABC):
     def wait(self, timeout: float | None = None) -> bool:
         """Block until a claimable job may exist; False if ``timeout`` passed first.
 
-        Boards that ``supports_notifications`` wake at once on a post from any process; the
-        others check every ``poll_interval``.
+        Boards with ``CAPABILITIES.notifications`` wake at once on a post from any process;
+        the others check every ``poll_interval``.
         """
         self._require_connected()
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -16,11 +16,11 @@ import dataclasses
 import heapq
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from legato import errors
-from legato.jobboard.base import Entity, JobBoard, JobCounts, JobRecord, not_owner
+from legato.jobboard.base import Capabilities, Entity, JobBoard, JobCounts, JobRecord, not_owner
 from legato.states import JobState
 
 if TYPE_CHECKING:
@@ -95,8 +95,7 @@ class MemoryJobBoard(JobBoard):
             ``poll_interval``, ``clock``).
     """
 
-    schemes: ClassVar[tuple[str, ...]] = ("memory",)
-    supports_notifications: ClassVar[bool] = True  # within this process
+    CAPABILITIES = Capabilities(notifications=True)  # within this process
 
     def __init__(self, *, store_name: str | None = None, **options: Any) -> None:
         super().__init__(**options)

@@ -59,7 +59,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 from uuid import uuid4
 
@@ -71,7 +71,15 @@ from redis.sentinel import Sentinel
 from legato import errors
 from legato._redact import redact
 from legato.jobboard import base
-from legato.jobboard.base import Entity, Job, JobBoard, JobRecord, Pending, decode_record
+from legato.jobboard.base import (
+    Capabilities,
+    Entity,
+    Job,
+    JobBoard,
+    JobRecord,
+    Pending,
+    decode_record,
+)
 from legato.states import JobState
 
 if TYPE_CHECKING:
@@ -274,8 +282,7 @@ class RedisJobBoard(JobBoard):
             time (for tests with a fake clock).
     """
 
-    schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss", "redis+sentinel")
-    supports_notifications: ClassVar[bool] = True
+    CAPABILITIES = Capabilities(notifications=True, sends_without_waiting=True)
 
     def __init__(self, settings: RedisSettings, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -29,7 +29,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -37,7 +37,15 @@ from sqlalchemy import event
 from legato import errors
 from legato._sqlurl import check_sql_url, make_sqlite_folder, sqlite_file
 from legato.jobboard import sql_tables
-from legato.jobboard.base import Entity, JobBoard, JobCounts, JobRecord, decode_record, not_owner
+from legato.jobboard.base import (
+    Capabilities,
+    Entity,
+    JobBoard,
+    JobCounts,
+    JobRecord,
+    decode_record,
+    not_owner,
+)
 from legato.jobboard.sql_tables import entities, jobs, trash
 from legato.persistence.sql._engine import checkpoint_wal
 from legato.states import JobState
@@ -84,7 +92,7 @@ class SQLJobBoard(JobBoard):
             ``poll_interval``, ``clock``).
     """
 
-    schemes: ClassVar[tuple[str, ...]] = ("sqlite",)
+    CAPABILITIES = Capabilities()
 
     def __init__(self, url: str, *, connect_timeout: float = 5.0, pool_size: int = 10,
                  wal_checkpoint_every: int = WAL_CHECKPOINT_EVERY, **options: Any) -> None:
@@ -609,8 +617,7 @@ class PostgresJobBoard(SQLJobBoard):
     """The SQL jobboard on PostgreSQL: server-clock leases, ``SKIP LOCKED`` claims and
     ``LISTEN``/``NOTIFY`` wake-ups (see ``SQLJobBoard``)."""
 
-    schemes: ClassVar[tuple[str, ...]] = ("postgresql", "postgres")
-    supports_notifications: ClassVar[bool] = True
+    CAPABILITIES = Capabilities(notifications=True)
 
     def __init__(self, url: str, **options: Any) -> None:
         options.setdefault("poll_interval", 0.5)

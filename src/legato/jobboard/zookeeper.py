@@ -126,7 +126,15 @@ from legato.jobboard._zkrecords import (
 )
 from legato.jobboard._zksettings import ZooKeeperSettings, split_url
 from legato.jobboard._zkwatch import Handler, Ops, commit_async, shutdown
-from legato.jobboard.base import Entity, JobBoard, JobCounts, JobRecord, Pending, not_owner
+from legato.jobboard.base import (
+    Capabilities,
+    Entity,
+    JobBoard,
+    JobCounts,
+    JobRecord,
+    Pending,
+    not_owner,
+)
 from legato.states import JobState
 
 if TYPE_CHECKING:
@@ -157,10 +165,9 @@ class ZooKeeperJobBoard(JobBoard):
         **kwargs: ``JobBoard`` arguments (``name``, ``persistence``, ``ttl``, ``clock``...).
     """
 
-    schemes = ("zookeeper",)
-    supports_notifications = True
-    #: kazoo's connection thread writes requests and reads answers (see JobBoard).
-    PIPELINED_SENDS = True
+    #: kazoo's connection thread writes requests and reads answers (see Capabilities).
+    CAPABILITIES = Capabilities(notifications=True, sends_without_waiting=True,
+                                pipelined_sends=True)
 
     def __init__(self, settings: ZooKeeperSettings | None = None, **kwargs: Any) -> None:
         settings = settings or ZooKeeperSettings()

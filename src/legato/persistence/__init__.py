@@ -32,14 +32,7 @@ __all__ = [
     "connect",
 ]
 
-BACKENDS = _plugins.Family("legato.persistence", {
-    "memory": "legato.persistence.memory:MemoryPersistence",
-    "sqlite": "legato.persistence.sql:SQLPersistence",
-    "postgresql": "legato.persistence.sql:SQLPersistence",
-    "postgres": "legato.persistence.sql:SQLPersistence",
-    "mysql": "legato.persistence.sql:SQLPersistence",
-    "mariadb": "legato.persistence.sql:SQLPersistence",
-})
+BACKENDS = _plugins.Family("legato.persistence")
 
 
 def connect(url: str, **options: Any) -> Persistence:

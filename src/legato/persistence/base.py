@@ -35,7 +35,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 from legato import errors
 from legato.persistence.models import (
@@ -102,8 +102,6 @@ class Persistence(abc.ABC):
         retry_delay: seconds before the first retry; doubled for each further one.
     """
 
-    #: URL schemes this backend serves.
-    schemes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, url: str, *, retries: int = 3, retry_delay: float = 0.05,
                  **options: Any) -> None:

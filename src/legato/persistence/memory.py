@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import Iterable, Iterator
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import urlsplit
 
 from legato import errors
@@ -26,7 +26,6 @@ __all__ = ["MemoryPersistence"]
 class MemoryPersistence(Persistence):
     """Keeps every model in dictionaries of this process (``memory://``). Thread-safe."""
 
-    schemes: ClassVar[tuple[str, ...]] = ("memory",)
 
     def __init__(self, url: str = "memory://", **options: Any) -> None:
         if urlsplit(url).query:

@@ -1,7 +1,7 @@
 """Persistence models: a ``LogBook`` holds ``FlowDetail``s, which hold ``AtomDetail``s.
 
 Models are plain data, JSON-serialisable through ``to_dict()``/``from_dict()``; datetimes are
-timezone-aware UTC. Failures are kept as the JSON dicts that ``legato.engine.failure.Failure``
+timezone-aware UTC. Failures are kept as the JSON dicts that ``legato.failure.Failure``
 produces, so persistence never depends on the engine.
 """
 

@@ -7,7 +7,7 @@ import datetime as dt
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -63,7 +63,6 @@ class SQLPersistence(Persistence):
         MissingDriver: the database driver is not installed (the message names the extra).
     """
 
-    schemes: ClassVar[tuple[str, ...]] = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
 
     def __init__(self, url: str, *, retries: int = 3, retry_delay: float = 0.05,
                  connect_timeout: float = 10.0, busy_timeout: float = 60.0,
