@@ -91,6 +91,35 @@ def test_a_trashed_job_is_caught(tmp_path: Path) -> None:
     assert found == {"not_trashed": 1, "completed_once": 1}
 
 
+def _killed_three_times_then_trashed(abandoned_once: bool) -> list[ConductorEvent]:
+    events = [ConductorEvent("running_start", "j1", pid, 10.0 * fence, fence=fence)
+              for fence, pid in ((1, A), (2, B), (3, A + 1))]
+    if abandoned_once:
+        events.append(ConductorEvent("job_abandoned", "j1", B, 25.0, fence=2, reason="boom"))
+    events.append(ConductorEvent("job_trashed", "j1", B + 1, 40.0, fence=4,
+                                 reason="too many attempts"))
+    return events
+
+
+@pytest.mark.parametrize(("max_attempts", "abandoned_once", "allowed"), [
+    (3, False, True),     # three conductor deaths in a row: the poison-job rule, by design
+    (None, False, False),  # a run without a small max_attempts never trashes
+    (4, False, False),    # fewer deaths than the limit: trashed too early
+    (3, True, False),     # one claim ended normally: not three deaths
+])
+def test_a_job_trashed_by_the_poison_rule_after_conductor_deaths_is_allowed(
+        tmp_path: Path, max_attempts: int | None, abandoned_once: bool, allowed: bool) -> None:
+    runs, log = _logs(tmp_path, CLEAN[:1], _killed_three_times_then_trashed(abandoned_once))
+    report = JobReport("j1", 2, "RUNNING", {}, trashed=True)
+    result = check([report], read_step_runs(runs), read_events(log), max_attempts=max_attempts)
+    found = {k: v for k, v in result.by_invariant().items() if v}
+    if allowed:
+        assert found == {}
+        assert result.checked["poison_trashed"] == 1
+    else:
+        assert found == {"not_trashed": 1, "completed_once": 1}
+
+
 def test_a_job_consumed_twice_or_left_on_the_board_is_caught(tmp_path: Path) -> None:
     twice = [CLAIM_A, CONSUMED_A, ConductorEvent("job_consumed", "j1", B, 13.0, fence=1)]
     assert _check(tmp_path, CLEAN, twice) == {"completed_once": 1}

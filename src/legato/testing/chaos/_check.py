@@ -13,7 +13,11 @@ Invariants (the names used in counts and violations):
 ``completed_once``
     the flow is SUCCESS, the job left the board, and at most one consume was reported.
 ``not_trashed``
-    no job was trashed (an outage must never trash work).
+    no job was trashed (an outage must never trash work). The one exception is the documented
+    poison-job rule, checked when the run's conductors had a small ``max_attempts``: a job
+    trashed for too many attempts after at least that many claims that each ended with their
+    conductor killed mid-run (no outcome reported for the claim) is counted as ``poison_trashed``,
+    not as a violation — a job that takes its conductor down every time is trashed, by design.
 ``no_rerun_after_success``
     no run of a step started after the run whose result is recorded had ended.
 ``one_run_per_claim``
@@ -72,6 +76,11 @@ __all__ = [
 INVARIANTS = ("completed_once", "not_trashed", "no_rerun_after_success", "one_run_per_claim",
               "no_run_after_consume", "no_stale_write", "garbage_set_aside", "loss_reported",
               "factory_refused", "secret_hidden")
+
+#: Conductor events that end a claim.
+_OUTCOMES = ("job_consumed", "job_abandoned", "job_trashed")
+#: The reason a conductor trashes a job with when its claims ran out (``legato.conductor``).
+TOO_MANY_ATTEMPTS = "too many attempts"
 
 #: ``JobReport.producer`` for a job whose ``Job.state`` raised ``BoardDataLost``.
 LOST = "lost"
@@ -198,6 +207,20 @@ class _Job:
         self.claims = sorted((e for e in events if e.event == "running_start"),
                              key=lambda e: e.time)
         self.consumes = [e for e in events if e.event == "job_consumed"]
+        self.outcomes = [e for e in events if e.event in _OUTCOMES]
+
+    def died_claims(self) -> int:
+        """Claims that started running and reported no outcome: their conductor died."""
+        ended = {e.fence for e in self.outcomes}
+        return sum(1 for claim in self.claims if claim.fence not in ended)
+
+    def poison_trashed(self, max_attempts: int | None) -> bool:
+        """Trashed by the poison-job rule: too many attempts, every one a conductor death."""
+        if max_attempts is None or not self.report.trashed:
+            return False
+        trashes = [e for e in self.outcomes if e.event == "job_trashed"]
+        return (len(trashes) == 1 and (trashes[0].reason or "").startswith(TOO_MANY_ATTEMPTS)
+                and len(self.outcomes) == 1 and self.died_claims() >= max_attempts)
 
     def claim_of(self, run: StepRun) -> ConductorEvent | None:
         """The newest claim this run's process started running before the run started."""
@@ -209,8 +232,10 @@ class _Job:
 
 
 def check(reports: Iterable[JobReport], runs: Iterable[StepRun],
-          events: Iterable[ConductorEvent]) -> CheckResult:
-    """Check every invariant over one run's jobs."""
+          events: Iterable[ConductorEvent], *, max_attempts: int | None = None) -> CheckResult:
+    """Check every invariant over one run's jobs; ``max_attempts``: the conductors' limit,
+    when the run set one small enough for the poison-job rule to trash a job (``not_trashed``).
+    """
     runs_by_job: dict[str, list[StepRun]] = collections.defaultdict(list)
     for run in runs:
         runs_by_job[run.job].append(run)
@@ -224,7 +249,7 @@ def check(reports: Iterable[JobReport], runs: Iterable[StepRun],
         result.steps_run += len(job.runs)
         per_step = collections.Counter(r.step for r in job.runs)
         result.steps_rerun += sum(n - 1 for n in per_step.values() if n > 1)
-        _check_outcome(job, result)
+        _check_outcome(job, result, max_attempts)
         for step in range(report.steps):
             step_runs = [r for r in job.runs if r.step == step]
             _check_step(job, step, step_runs, result)
@@ -232,10 +257,13 @@ def check(reports: Iterable[JobReport], runs: Iterable[StepRun],
     return result
 
 
-def _check_outcome(job: _Job, result: CheckResult) -> None:
+def _check_outcome(job: _Job, result: CheckResult, max_attempts: int | None) -> None:
     report = job.report
-    result.checked["completed_once"] += 1
     result.checked["not_trashed"] += 1
+    if job.poison_trashed(max_attempts):
+        result.checked["poison_trashed"] += 1
+        return
+    result.checked["completed_once"] += 1
     if report.trashed:
         result.add("not_trashed", report.name, "the job is in the board's trash")
     if report.producer is not None:

@@ -60,6 +60,11 @@ __all__ = ["FAULTS", "ChaosConfig", "Harness", "PrivateRedis", "RunResult", "fre
 FAULTS = ("kill", "pause_short", "pause_long", "partition_board", "partition_persistence",
           "server_restart", "server_wipe")
 
+#: Conductors' ``max_attempts`` in the hostile-factory scenario: a job no conductor may run is
+#: trashed after a few claims, not 50 (a normal job killed this many times running is trashed
+#: too, by the poison-job rule, which the checker allows for).
+_HOSTILE_MAX_ATTEMPTS = 3
+
 
 #: Abandons of the garbage job tolerated before it counts as retried forever.
 GARBAGE_RETRIES = 3
@@ -326,7 +331,7 @@ class Harness:
                 "--ttl", str(cfg.ttl), "--workers", str(cfg.workers),
                 "--events", str(self.events), "--skew", str(slot.skew), *cfg.extra_args]
         if cfg.hostile:  # a job no conductor may run is trashed after a few claims, not 50
-            args += ["--max-attempts", "3"]
+            args += ["--max-attempts", str(_HOSTILE_MAX_ATTEMPTS)]
         slot.proc = _popen(args, self.workdir / f"conductor-{slot.index}.log", env)
         self._read_cmdline(slot.proc)
 
@@ -689,7 +694,8 @@ class Harness:
                                      self._producer_view(board, job)))
         (self.workdir / "jobs.json").write_text(json.dumps(
             [dataclasses.asdict(job) for job in self.jobs], indent=1))
-        return check(reports, read_step_runs(self.side_effects), read_events(self.events))
+        return check(reports, read_step_runs(self.side_effects), read_events(self.events),
+                     max_attempts=_HOSTILE_MAX_ATTEMPTS if self.config.hostile else None)
 
 
     def _producer_view(self, board: JobBoard, job: PostedJob) -> str | None:
