@@ -79,11 +79,17 @@ def _state_of(job: Job, now: float) -> str:
 
 
 def _factory_of(job: Job, backend: Persistence) -> str | None:
+    """The flow factory of the job's flow (``details["flow_uuid"]``, else its book's only
+    flow), from the flow detail's meta."""
     flow_uuid = job.details.get("flow_uuid") if isinstance(job.details, dict) else None
-    if not isinstance(flow_uuid, str):
-        return None
     try:
-        meta = backend.get_flow_details(flow_uuid, lazy=True).meta
+        if isinstance(flow_uuid, str):
+            meta = backend.get_flow_details(flow_uuid, lazy=True).meta
+        elif job.book_uuid is not None:
+            first = next(iter(backend.get_flows_for_book(job.book_uuid, lazy=True)), None)
+            meta = first.meta if first is not None else {}
+        else:
+            return None
     except errors.NotFound:
         return None
     factory = meta.get("factory")

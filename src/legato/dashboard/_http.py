@@ -7,13 +7,43 @@ import urllib.parse
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import RedirectResponse
+from starlette.responses import JSONResponse, RedirectResponse
 
-__all__ = ["CSP", "Forbidden", "local_path", "read_form", "read_json", "redirect", "same_origin"]
+from legato._redact import redact
+
+__all__ = [
+    "CSP",
+    "Forbidden",
+    "SafeJSON",
+    "local_path",
+    "read_form",
+    "read_json",
+    "redact_all",
+    "redirect",
+    "same_origin",
+]
 
 
 class Forbidden(Exception):
     """An action refused: no token, a wrong one, no session or CSRF token, or actions off."""
+
+
+def redact_all(value: Any) -> Any:
+    """``value`` (JSON data) with the password of every URL in its strings masked."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact_all(k): redact_all(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_all(v) for v in value]
+    return value
+
+
+class SafeJSON(JSONResponse):
+    """A JSON response whose strings never show a URL password."""
+
+    def render(self, content: Any) -> bytes:
+        return super().render(redact_all(content))
 
 
 #: Content-Security-Policy of every page: the dashboard's own scripts and styles only.

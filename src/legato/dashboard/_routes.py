@@ -8,12 +8,13 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from legato.dashboard import _actions, _data, _security
 from legato.dashboard._http import (
     Forbidden,
+    SafeJSON,
     local_path,
     read_form,
     read_json,
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     import datetime as dt
 
     from legato.dashboard.app import Dashboard
+
 
 __all__ = ["routes"]
 
@@ -149,7 +151,7 @@ class _Handlers:
         if isinstance(data, Response):
             return data
         if "/api/" in request.url.path:
-            return JSONResponse(data)
+            return SafeJSON(data)
         return self.dash.page(
             request,
             "flows.html",
@@ -232,7 +234,7 @@ class _Handlers:
         data = await self.dash.call(request, read, *args)
         if isinstance(data, Response):
             return data
-        return JSONResponse(data)
+        return SafeJSON(data)
 
     # -- actions -----------------------------------------------------------------------
 
@@ -253,7 +255,7 @@ class _Handlers:
         if isinstance(result, Response):
             return result
         if form is None:
-            return JSONResponse(result)
+            return SafeJSON(result)
         done = {"trash": "trashed", "requeue": "requeued", "cancel": "cancel requested"}
         default = f"/jobs/{result['uuid']}"
         return redirect(
@@ -290,7 +292,7 @@ class _Handlers:
         if isinstance(result, Response):
             return result
         if form is None:
-            return JSONResponse(result)
+            return SafeJSON(result)
         return redirect("/trash", f"requeued {len(result)} job(s)")
 
     def _requeue_many(self, uuids: list[str] | None, reason: str | None) -> list[Any]:
@@ -320,7 +322,7 @@ class _Handlers:
         if isinstance(result, Response):
             return result
         if form is None:
-            return JSONResponse(result, status_code=201)
+            return SafeJSON(result, status_code=201)
         return redirect(f"/jobs/{result['uuid']}", "posted")
 
     def _post(

@@ -19,14 +19,14 @@ import jinja2
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from legato import errors
 from legato._redact import redact
 from legato.dashboard import _data, _routes, _security
-from legato.dashboard._http import CSP, Forbidden, same_origin
+from legato.dashboard._http import CSP, Forbidden, SafeJSON, same_origin
 
 if TYPE_CHECKING:
     from legato.jobboard.base import JobBoard
@@ -38,6 +38,12 @@ logger = logging.getLogger(__name__)
 
 _HERE = Path(__file__).parent
 T = TypeVar("T")
+
+
+def _redacted(value: Any) -> Any:
+    """Every value a template prints: URL passwords masked (job data, reasons and errors
+    included: a failure message may quote a connection URL)."""
+    return redact(value) if isinstance(value, str) else value
 
 
 @dataclasses.dataclass
@@ -69,6 +75,7 @@ class Dashboard:
             undefined=jinja2.StrictUndefined,
             trim_blocks=True,
             lstrip_blocks=True,
+            finalize=_redacted,
         )
         self.templates.filters["pretty"] = _data.pretty
         self.templates.filters["redact"] = lambda text: redact(str(text))
@@ -106,7 +113,7 @@ class Dashboard:
 
     def error_page(self, request: Request, status: int, message: str) -> Response:
         if request.url.path.startswith("/api/"):
-            return JSONResponse({"error": redact(message)}, status_code=status)
+            return SafeJSON({"error": message}, status_code=status)
         if request.query_params.get("part"):  # a live part: the page shows the banner
             return Response(
                 redact(message),
