@@ -23,6 +23,10 @@
   }
 
   async function refresh(element) {
+    const typing = document.activeElement;
+    if (typing && element.contains(typing) && typing.matches("input, textarea, select")) {
+      return;  // never wipe what the reader is typing into a form of the live part
+    }
     let response;
     try {
       response = await fetch(element.dataset.live, {cache: "no-store", credentials: "same-origin"});
