@@ -214,8 +214,17 @@ def test_post_jobs_and_filter_the_list(site: dict[str, Any], browser: Any) -> No
     browser.get(f"{site['url']}/jobs")
     browser.find_element(By.ID, "filter-name").send_keys("alpha")
     browser.find_element(By.ID, "filter").click()
-    names = sorted(e.text for e in browser.find_elements(By.CSS_SELECTOR, "#jobs-table td.name"))
-    assert names == ["alpha-one", "alpha-three"]
+    _wait(browser, lambda d: "name=alpha" in d.current_url)
+    _wait(browser, lambda d: _names(d) == ["alpha-one", "alpha-three"])
     Select(browser.find_element(By.ID, "filter-state")).select_by_visible_text("claimed")
     browser.find_element(By.ID, "filter").click()
-    assert browser.find_elements(By.CSS_SELECTOR, "#jobs-table td.name") == []
+    _wait(browser, lambda d: "state=claimed" in d.current_url)
+    assert _names(browser) == []
+    assert "no jobs" in _text(browser, "#jobs-table")
+
+
+def _names(driver: Any) -> list[str]:
+    names = driver.execute_script(
+        "return Array.from(document.querySelectorAll('#jobs-table td.name'),"
+        " td => td.textContent);")
+    return sorted(names or [])
