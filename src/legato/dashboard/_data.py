@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from legato import errors
+from legato.dashboard import _graph
 from legato.persistence.models import utcnow
 from legato.states import FlowState, JobPriority, JobState
 
@@ -376,6 +377,8 @@ def _flow_row(flow_detail: FlowDetail) -> dict[str, Any]:
         "error": flow_detail.meta.get("error"),
         "atoms": atoms,
         "done": sum(1 for a in atoms if a["state"] == "SUCCESS"),
+        # A graph flow's layout (from the edges its engine recorded); None: a list.
+        "graph": _graph.layout(atoms, flow_detail.meta.get("edges")),
     }
 
 
