@@ -216,6 +216,13 @@ def overview(board: JobBoard, backend: Persistence) -> dict[str, Any]:
             f"{len(lapsed)} claim(s) lapsed: their conductor stopped renewing; "
             "the jobs wait for another conductor"
         )
+    for row in live:
+        if row["paused"]:
+            attention.append(
+                f"conductor {row['name']} paused itself: it looks misconfigured "
+                f"({row['paused']['jobs']} jobs in a row could not run there; last: "
+                f"{row['paused']['reason']}); claiming again at {row['paused']['until']}"
+            )
     if counts["waiting"] and not live:
         attention.append("jobs are waiting and no conductor is live")
     return {
@@ -271,7 +278,21 @@ def _entity_row(entity: Entity) -> dict[str, Any]:
         "host": meta.get("host"),
         "pid": meta.get("pid"),
         "started_at": _iso(started) if isinstance(started, int | float) else None,
+        "paused": _paused_of(meta.get("paused")),
         "jobs": [],
+    }
+
+
+def _paused_of(paused: Any) -> dict[str, Any] | None:
+    """A conductor's published pause (it looks misconfigured): reason, jobs, until."""
+    if not isinstance(paused, dict):
+        return None
+    until = paused.get("until")
+    jobs = paused.get("jobs")
+    return {
+        "reason": str(paused.get("reason") or "")[:500],
+        "jobs": jobs if isinstance(jobs, int) else None,
+        "until": _iso(until) if isinstance(until, int | float) else None,
     }
 
 
