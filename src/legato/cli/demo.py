@@ -111,8 +111,8 @@ class DemoRun:
         linger = self.options.dashboard_linger
         if linger <= 0:
             return
-        self._say(f"the dashboard stays up for {linger:.0f}s (Ctrl-C stops it sooner)")
-        with _deferred_interrupt() as hit:
+        with _deferred_interrupt() as hit:  # before saying so: a Ctrl-C right after is a stop
+            self._say(f"the dashboard stays up for {linger:.0f}s (Ctrl-C stops it sooner)")
             hit.wait(linger)
 
     def _say(self, text: str) -> None:
