@@ -225,6 +225,6 @@ def test_post_jobs_and_filter_the_list(site: dict[str, Any], browser: Any) -> No
 
 def _names(driver: Any) -> list[str]:
     names = driver.execute_script(
-        "return Array.from(document.querySelectorAll('#jobs-table td.name'),"
-        " td => td.textContent);")
+        "return Array.from(document.querySelectorAll('#jobs-table td.name'), td => td.textContent);"
+    )
     return sorted(names or [])
