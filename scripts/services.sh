@@ -22,3 +22,4 @@ if ! port_open 3306 && [ -x /usr/sbin/mariadbd ]; then
   start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd && wait_port 3306
 fi
 "$root/scripts/zookeeper.sh" start
+"$root/scripts/chromium.sh"  # headless browser for tests/browser

@@ -100,3 +100,48 @@ def test_interrupted_demo_stops_its_conductors(tmp_path: Path) -> None:
         assert started >= 1
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_demo_with_the_dashboard_serves_it_while_running_then_stops(tmp_path: Path) -> None:
+    pytest.importorskip("uvicorn")
+    import httpx
+
+    from legato.testing.conductor import next_line
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEGATO_")}
+    command = [*LEGATO, "demo", "--jobs", "3", "--conductors", "2", "--steps", "4",
+               "--step-delay", "0.4", "--ttl", "1.5", "--dashboard", "--dashboard-linger", "300"]
+    with subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True) as proc:
+        try:
+            line = next_line(proc.stdout, lambda text: "dashboard on http://" in text, 60,
+                             "no dashboard URL")
+            url = line.split("dashboard on ", 1)[1].split()[0].rstrip("/")
+            assert url.startswith("http://127.0.0.1:")
+            next_line(proc.stdout, lambda text: "posted 3 jobs" in text, 30, "no jobs posted")
+            names = {j["name"] for j in httpx.get(f"{url}/api/jobs", timeout=10).json()["jobs"]}
+            assert names <= {"demo-job-01", "demo-job-02", "demo-job-03"} and names
+            assert proc.poll() is None  # answered while the demo runs
+            next_line(proc.stdout, lambda text: "result: OK" in text, 90, "the demo failed")
+            next_line(proc.stdout, lambda text: "stays up for 300s" in text, 10, "no linger")
+            flows = httpx.get(f"{url}/api/flows", timeout=10).json()
+            assert sorted(f["name"] for f in flows) == ["demo-job-01", "demo-job-02",
+                                                        "demo-job-03"]
+            assert {f["state"] for f in flows} == {"SUCCESS"}
+            proc.send_signal(signal.SIGINT)  # Ctrl-C ends the lingering dashboard
+            assert proc.wait(timeout=30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{url}/api/stats", timeout=5)
+
+
+def test_demo_dashboard_options_are_checked(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEGATO_")}
+    result = subprocess.run([*LEGATO, "demo", "--dashboard", "--dashboard-linger", "-1"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+                            check=False)
+    assert result.returncode != 0
+    assert "--dashboard-linger >= 0" in result.stderr
+    assert "Traceback" not in result.stderr

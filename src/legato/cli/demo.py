@@ -47,6 +47,9 @@ class DemoOptions:
     ttl: float = 2.0
     kill: bool = True
     timeout: float = 120.0
+    dashboard: bool = False
+    dashboard_port: int = 0
+    dashboard_linger: float = 300.0
 
     def check(self) -> None:
         if self.jobs < 1 or self.steps < 2:
@@ -56,6 +59,9 @@ class DemoOptions:
                              "or pass --no-kill")
         if self.step_delay < 0 or self.ttl <= 0 or self.timeout <= 0:
             raise ValueError("--step-delay must be >= 0, --ttl and --timeout > 0")
+        if not 0 <= self.dashboard_port < 65536 or self.dashboard_linger < 0:
+            raise ValueError("--dashboard-port must be 0 (a free port) to 65535, "
+                             "--dashboard-linger >= 0")
 
 
 class DemoRun:
@@ -79,6 +85,46 @@ class DemoRun:
 
     def execute(self) -> int:
         """Run the demo; return the exit code."""
+        if not self.options.dashboard:
+            return self._execute()
+        with self._dashboard():
+            code = self._execute()
+            self._linger()
+        return code
+
+    @contextlib.contextmanager
+    def _dashboard(self) -> Iterator[None]:
+        """The web dashboard over the demo's board and persistence (a connection of its own,
+        read-only, loopback only), served in a thread while the demo runs."""
+        from legato.cli.dashboard import build
+        from legato.dashboard.serving import running
+
+        with _context.open_board(self.settings) as (board, backend):
+            app = build(board, backend, self.settings, allow_actions=False, refresh=0.5)
+            with running(app, port=self.options.dashboard_port) as url:
+                self._say(f"dashboard on {url}/ : open it to watch the jobs, and the "
+                          "takeover in the killed conductor's job")
+                yield
+
+    def _linger(self) -> None:
+        """Keep the dashboard up after the demo, for ``dashboard_linger`` seconds or Ctrl-C."""
+        linger = self.options.dashboard_linger
+        if linger <= 0:
+            return
+        with _deferred_interrupt() as hit:  # before saying so: a Ctrl-C right after is a stop
+            self._say(f"the dashboard stays up for {linger:.0f}s (Ctrl-C stops it sooner)")
+            hit.wait(linger)
+
+    def _say(self, text: str) -> None:
+        """A line for the person running the demo, on stderr under --json (stdout carries
+        only the summary there)."""
+        if self.out.is_json:
+            sys.stderr.write(f"{text}\n")
+            sys.stderr.flush()
+        else:
+            self.note(text)
+
+    def _execute(self) -> int:
         with _context.open_board(self.settings) as (board, backend):
             self.note(f"board {redact(self.settings.board_url)}; work folder {self.workdir}")
             try:
@@ -239,10 +285,20 @@ def demo(
     keep: Annotated[bool, typer.Option(
         "--keep", help="Keep the work folder (database, side-effect and conductor logs).")] =
         False,
+    dashboard: Annotated[bool, typer.Option(
+        "--dashboard", help="Serve the web dashboard (read-only, on 127.0.0.1) while the demo "
+        "runs; needs legato[dashboard].")] = False,
+    dashboard_port: Annotated[int, typer.Option(
+        "--dashboard-port", metavar="N", help="The dashboard's port (0: a free one).")] = 0,
+    dashboard_linger: Annotated[float, typer.Option(
+        "--dashboard-linger", metavar="SECONDS",
+        help="Keep the dashboard up this long after the demo ends (Ctrl-C stops it sooner).")] =
+        300.0,
 ) -> None:
     """Run conductors in several processes, kill one mid-flow, watch another resume its job."""
     options = DemoOptions(jobs=jobs, conductors=conductors, steps=steps, step_delay=step_delay,
-                          ttl=ttl, kill=kill, timeout=timeout)
+                          ttl=ttl, kill=kill, timeout=timeout, dashboard=dashboard,
+                          dashboard_port=dashboard_port, dashboard_linger=dashboard_linger)
     options.check()
     settings: _context.Settings = ctx.obj
     workdir = Path(tempfile.mkdtemp(prefix="legato-demo-"))

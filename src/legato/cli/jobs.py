@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import itertools
 import os
@@ -12,11 +11,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from legato import errors
+from legato import errors, operations
 from legato.cli import _context, _lookup
 from legato.cli._output import Mode, age, shorten
-from legato.jobboard.base import cancel_reason
-from legato.persistence.models import Claim, utcnow
 
 if TYPE_CHECKING:
     from legato.jobboard.base import Job, JobBoard
@@ -26,10 +23,6 @@ __all__ = ["job_row", "register"]
 
 jobs_app = typer.Typer(help="List, inspect, trash, cancel and requeue jobs.",
                        no_args_is_help=True)
-
-#: Lease the CLI takes when it claims a job only to trash it.
-_TRASH_CLAIM_TTL = 30.0
-
 
 def job_row(job: Job, board: JobBoard, *, now: float | None = None) -> dict[str, Any]:
     """The facts ``jobs list`` shows for one job (JSON-friendly)."""
@@ -167,22 +160,9 @@ def trash_job(
     owner = _context.cli_owner()
     with _context.open_board(settings) as (board, backend):
         job = _context.find_job(board, job_id)
-        try:
-            claimed = board.claim(job, owner, ttl=_TRASH_CLAIM_TTL)
-        except errors.UnclaimableJob as exc:
-            holder = exc.owner or board.find_owner(job)
-            why = f"it is claimed by {holder}" if holder else "it cannot be claimed now"
-            raise errors.UnclaimableJob(
-                f"job {job.uuid} not trashed: {why}; stop that conductor or retry later",
-                job_uuid=job.uuid, owner=holder) from None
-        claimed_at = utcnow()
-        board.trash(claimed, owner, reason=reason)
-        backend.record_claim(Claim(  # the history says who trashed it and when
-            job_uuid=job.uuid, fence=claimed.fence or 0, owner=owner, claimed_at=claimed_at,
-            job_name=job.name, book_uuid=job.book_uuid, ended_at=utcnow(), outcome="trashed",
-            reason=reason))
+        result = operations.trash(board, backend, job, owner, reason=reason)
     if settings.out.is_json:
-        settings.out.json({"uuid": job.uuid, "trashed": True, "reason": reason})
+        settings.out.json(result)
     else:
         settings.out.text(f"trashed {job.uuid}")
 
@@ -201,19 +181,10 @@ def cancel_job(
     who = _operator()
     with _context.open_board(settings) as (board, backend):
         job = _context.find_job(board, job_id)
-        asked_at = utcnow()
-        trashed = board.cancel(job, who, reason=reason)
-        holder = None
-        if trashed:  # the history says who cancelled it and when (a conductor records its own)
-            backend.record_claim(Claim(
-                job_uuid=job.uuid, fence=job.fence or 0, owner=who, claimed_at=asked_at,
-                job_name=job.name, book_uuid=job.book_uuid, ended_at=utcnow(),
-                outcome="trashed", reason=cancel_reason(who, reason, asked_at.timestamp())))
-        else:
-            with contextlib.suppress(errors.NotFound):  # its conductor was quick
-                holder = board.find_owner(job)
+        result = operations.cancel(board, backend, job, who, reason=reason)
+    trashed, holder = result["trashed"], result["owner"]
     if settings.out.is_json:
-        settings.out.json({"uuid": job.uuid, "trashed": trashed, "owner": holder})
+        settings.out.json(result)
     elif trashed:
         settings.out.text(f"cancelled {job.uuid}: trashed")
     else:
@@ -256,17 +227,14 @@ def requeue_job(
     rows = []
     with _context.open_board(settings) as (board, _):
         if all_jobs:
-            wanted = (reason or "").casefold()
-            chosen = [job for job in board.iter_trash()
-                      if wanted in (job.reason or "").casefold()]
+            chosen = operations.trashed(board, reason=reason)
         else:
             chosen = list({job.uuid: job for job in
                            (_context.find_job(board, ref, trash=True) for ref in ids)}.values())
         for old in chosen:
-            new = board.requeue(old)
-            rows.append({"uuid": new.uuid, "requeued_from": old.uuid, "name": new.name})
+            rows.append(operations.requeue(board, old))
             if not settings.out.is_json:
-                print(new.uuid, flush=True)
+                print(rows[-1]["uuid"], flush=True)
     if settings.out.is_json:
         settings.out.json(rows)
     elif all_jobs and not rows:

@@ -102,7 +102,7 @@ class _SafeFormatter(logging.Formatter):
 
 
 def _register_commands() -> None:
-    from legato.cli import conductor, demo, flow, flows, history, jobs, post, stats
+    from legato.cli import conductor, dashboard, demo, flow, flows, history, jobs, post, stats
 
     conductor.register(app)
     post.register(app)
@@ -112,6 +112,7 @@ def _register_commands() -> None:
     flows.register(app)
     stats.register(app)
     demo.register(app)
+    dashboard.register(app)
 
 
 def hoist_global_options(argv: Sequence[str]) -> list[str]:

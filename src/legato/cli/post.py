@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import json
 import logging
@@ -11,11 +10,9 @@ from typing import Annotated, Any
 
 import typer
 
-from legato import errors
+from legato import operations
 from legato.cli import _context
 from legato.flow.factory import factory_name, registered_factories
-from legato.jobboard.base import check_details, refuse_nul
-from legato.persistence.models import FlowDetail, LogBook
 from legato.states import JobPriority
 
 __all__ = ["parse_store", "register", "resolve_factory"]
@@ -110,64 +107,14 @@ def post(
     if factory_name(fn) not in registered_factories():
         logger.warning("%s is not registered with @legato.flow_factory: conductors refuse it "
                        "unless a legato.flow_factories entry point names it", factory)
-    if inputs:  # what the board would refuse is said first, before what the flow lacks
-        check_details({"store": inputs})
-        refuse_nul(name or factory, None, {"store": inputs})
-    _check_inputs(factory, fn(*args, **kwargs), inputs)
-    job_name = name or factory
+    spec = operations.job_spec(fn, args=args, kwargs=kwargs, store=inputs,
+                               name=name or factory, priority=job_priority, delay=delay)
     with _context.open_board(settings) as (board, backend):
-        book = LogBook(job_name)
-        flow_detail = FlowDetail(job_name)
-        book.add(flow_detail)
-        backend.save_logbook(book)
-        try:
-            from legato.engine import save_factory_details
-
-            save_factory_details(flow_detail, fn, args, kwargs, persistence=backend)
-            details: dict[str, Any] = {"flow_uuid": flow_detail.uuid}
-            if inputs:
-                details["store"] = inputs
-            job = board.post(job_name, book, details, job_priority, delay=delay)
-        except BaseException:
-            _forget(backend, book.uuid)
-            raise
-        # The logbook names its job (the job names its logbook): `flow show BOOK` finds it.
-        book.meta.update(job_uuid=job.uuid, job_name=job.name)
-        backend.save_logbook(LogBook(book.name, book.uuid, book.created_at, meta=book.meta))
+        posted = operations.post(board, backend, spec)
     if settings.out.is_json:
-        settings.out.json({"uuid": job.uuid, "name": job.name, "book_uuid": book.uuid,
-                           "flow_uuid": flow_detail.uuid, "priority": job_priority.name})
+        settings.out.json(posted)
     else:
-        print(job.uuid)
-
-
-def _check_inputs(factory: str, flow: Any, inputs: dict[str, Any]) -> None:
-    """Refuse a job whose flow requires names that ``--store`` does not give (the flow would
-    fail validation on the first conductor that claims it).
-
-    Raises:
-        MissingDependencies: naming each atom and the inputs it lacks.
-        TypeError: the factory did not return a flow.
-    """
-    from legato.flow.patterns import Flow
-
-    if not isinstance(flow, Flow):
-        raise TypeError(f"factory {factory} returned {type(flow).__name__}, not a flow")
-    missing = flow.requires - inputs.keys()
-    if not missing:
-        return
-    by_atom: dict[str, list[str]] = {}
-    for atom in flow.iter_atoms():
-        names = sorted(atom.requires & missing)
-        if names:
-            by_atom[atom.name] = names
-    raise errors.MissingDependencies(by_atom)
-
-
-def _forget(backend: Any, book_uuid: str) -> None:
-    """Drop the logbook of a job that could not be posted (best effort)."""
-    with contextlib.suppress(errors.LegatoError):
-        backend.destroy_logbook(book_uuid)
+        print(posted["uuid"])
 
 
 def register(app: typer.Typer) -> None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from legato import engine as engine_mod
 from legato import errors
+from legato._redact import redact
 from legato.conductor import _job
 from legato.conductor._backoff import Backoff
 from legato.conductor._history import ClaimLog
@@ -440,8 +441,12 @@ class ExecutorConductor(Conductor):
         logger.error("%s: PAUSED: could not build %d jobs in a row and none ran; this conductor "
                      "looks misconfigured (the jobs stay on the board for others); last: %s; "
                      "claiming again in %.0fs", self._conductor.name, misses, last, delay)
-        self._stopping.wait(delay)
-        return not self._stopping.is_set()
+        self._show_paused({"reason": redact(str(last))[:500], "jobs": misses,
+                           "until": time.time() + delay})
+        if self._stopping.wait(delay):
+            return False
+        self._show_paused(None)
+        return True
 
     def _note_outcome(self, outcome: Outcome) -> None:
         """Count jobs that could not run here in a row (for ``_pause_if_misconfigured``)."""
@@ -971,6 +976,16 @@ class ExecutorConductor(Conductor):
         except Exception as exc:  # listing live conductors is informative only
             self._count("board_errors")
             logger.warning("%s: cannot register with the board: %s", self._conductor.name, exc)
+
+    def _show_paused(self, paused: dict[str, Any] | None) -> None:
+        """Publish a pause (``metadata["paused"]``: reason, jobs, until), or its end, in the
+        conductor's registration on the board, where operators' tools list live conductors."""
+        metadata = {k: v for k, v in self._conductor.metadata.items() if k != "paused"}
+        if paused is not None:
+            metadata["paused"] = paused
+        self._conductor = dataclasses.replace(self._conductor, metadata=metadata)
+        self._next_entity_refresh = 0.0
+        self._refresh_entity(self._lease_ttl())
 
     def _unregister_entity(self) -> None:
         try:

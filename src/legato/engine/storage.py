@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from legato.engine.compiler import CompiledFlow
     from legato.persistence.base import Persistence
 
-__all__ = ["Storage"]
+__all__ = ["GRAPH_ATOMS_LIMIT", "Storage", "graph_edges"]
 
 
 class Storage:
@@ -64,6 +64,10 @@ class Storage:
                 self._by_name[ca.name] = ad
                 self.flow_detail.add(ad)
                 fresh.add(ad)
+        if fresh.atoms and "edges" not in self.flow_detail.meta:
+            edges = graph_edges(compiled)
+            if edges is not None:  # written with the new atoms: no write of its own
+                self.flow_detail.meta["edges"] = edges
         store_changed = self._new_store and self.flow_detail.meta.get("store") != self.store
         if store_changed:
             self.flow_detail.meta["store"] = dict(self.store)
@@ -150,3 +154,19 @@ class Storage:
                 except (errors.NotFound, LookupError, TypeError):
                     continue
         return values
+
+
+#: Flows with more atoms than this record no edges (a viewer shows them as a list).
+GRAPH_ATOMS_LIMIT = 500
+
+
+def graph_edges(compiled: CompiledFlow) -> list[list[str]] | None:
+    """The compiled flow's edges as ``[before, after]`` atom names, for viewers such as the
+    dashboard (``flow_detail.meta["edges"]``); None for a flow that runs as one line (each
+    atom after the one before it), or one too big to draw."""
+    atoms = compiled.atoms
+    if len(atoms) > GRAPH_ATOMS_LIMIT:
+        return None
+    if all(ca.preds == ((ca.index - 1,) if ca.index else ()) for ca in atoms):
+        return None
+    return [[atoms[p].name, ca.name] for ca in atoms for p in ca.preds]
