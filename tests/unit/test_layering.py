@@ -33,8 +33,9 @@ LAYERS = {
     "notifier": 2, "_plugins": 2, "_redact": 2, "_sqlurl": 2, "_tracing": 2,
     "flow": 3, "persistence": 3,
     "engine": 4, "jobboard": 4, "demo": 4,
-    "conductor": 5,
-    "cli": 6, "testing": 6, "": 6,
+    "conductor": 5, "operations": 5,
+    "dashboard": 6,
+    "cli": 7, "testing": 7, "": 7,
 }
 #: The bottom layer: these import nothing of Legato's except what is listed for them.
 BOTTOM = {

@@ -25,7 +25,7 @@ from legato.dashboard._http import (
 if TYPE_CHECKING:
     import datetime as dt
 
-    from legato.dashboard.app import Dashboard
+    from legato.dashboard._state import Dashboard
 
 
 __all__ = ["routes"]
