@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from legato import errors, jobboard
-from legato.jobboard import sql_tables
+from legato.jobboard.sql import tables as sql_tables
 from legato.jobboard.sql import PostgresJobBoard, SQLJobBoard
 
 

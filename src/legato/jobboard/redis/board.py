@@ -30,7 +30,7 @@ a warning when the server persists nothing; with ``require_persistence=true`` (U
 only after the data was lost cannot know it was ever there: the check protects what a board
 object has seen.
 
-Every step that touches more than one key is one Lua script (``legato/jobboard/lua``), so it is
+Every step that touches more than one key is one Lua script (``legato/jobboard/redis/lua``), so it is
 atomic; scripts read the server's clock (``TIME``), so every machine agrees on lease expiry. A
 claim nobody renews simply expires: ``claim``/``claim_next`` treat it as claimable, with no code
 on the dead owner's side. ``claim_next`` first moves a bounded number of due delayed jobs and
@@ -225,7 +225,7 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _load_script(name: str) -> str:
-    folder = importlib.resources.files("legato.jobboard") / "lua"
+    folder = importlib.resources.files("legato.jobboard.redis") / "lua"
     return (folder / "common.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
 
 
