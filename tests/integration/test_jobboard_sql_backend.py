@@ -12,8 +12,8 @@ import pytest
 import sqlalchemy as sa
 
 from legato import errors, jobboard
-from legato.jobboard.sql import tables as sql_tables
 from legato.jobboard.sql import PostgresJobBoard, SQLJobBoard
+from legato.jobboard.sql import tables as sql_tables
 
 
 def _engine(url: str) -> sa.Engine:

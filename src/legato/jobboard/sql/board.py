@@ -36,8 +36,8 @@ from sqlalchemy import event
 
 from legato import errors
 from legato._sqlurl import check_sql_url, make_sqlite_folder, sqlite_file
-from legato.jobboard.sql import tables as sql_tables
 from legato.jobboard.base import Entity, JobBoard, JobCounts, JobRecord, decode_record, not_owner
+from legato.jobboard.sql import tables as sql_tables
 from legato.jobboard.sql.tables import entities, jobs, trash
 from legato.persistence.sql._engine import checkpoint_wal
 from legato.states import JobState
