@@ -1,21 +1,18 @@
-"""The SQL jobboard's own tables, and their idempotent creation.
+"""The SQL jobboard's own tables.
 
-The board keeps its schema apart from persistence's Alembic migrations: a board and a persistence
-store may live in different databases, and the board's four tables are created with
-``CREATE TABLE IF NOT EXISTS`` semantics under a lock, then stamped in ``legato_jb_schema``. A
-later format change bumps ``SCHEMA_VERSION`` and adds a step to ``ensure_schema``.
+The board keeps its schema apart from persistence's: a board and a persistence store may live in
+different databases. Its tables have their own Alembic lineage (``migrations/`` beside this
+module, version table ``VERSION_TABLE``), run at connect by ``legato._sql.migrate``.
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = [
-    "CHANNEL", "SCHEMA_VERSION", "ensure_schema", "entities", "jobs", "metadata", "schema", "trash",
-]
+__all__ = ["CHANNEL", "VERSION_TABLE", "entities", "jobs", "metadata", "trash"]
 
-#: 1: the four tables; 2: ``legato_jb_jobs.cancel`` (a cancel mark for the claim's owner).
-SCHEMA_VERSION = 2
+#: Alembic's version table of the board's lineage.
+VERSION_TABLE = "legato_jb_version"
 
 metadata = sa.MetaData()
 
@@ -48,7 +45,7 @@ jobs = sa.Table(
     # The post sequence is the primary key: it orders jobs of one priority, oldest first.
     sa.Column("sequence", _Seq, primary_key=True, autoincrement=True),
     *_job_columns(),
-    # Set by cancel() on a claimed job: the reason its owner trashes it with (schema 2).
+    # Set by cancel() on a claimed job: the reason its owner trashes it with.
     sa.Column("cancel", sa.Text),
 )
 # claim_next walks this index from the top and stops at the first claimable row.
@@ -71,69 +68,6 @@ entities = sa.Table(
     sa.Column("expires", sa.Double, nullable=False),
 )
 
-schema = sa.Table(
-    "legato_jb_schema", metadata,
-    sa.Column("version", sa.Integer, nullable=False),
-)
-
-# Any constant works; it only has to be the same in every process creating the tables.
-_PG_LOCK_KEY = 0x1E6A70
-
-#: PostgreSQL notification channel: a post, consume, trash or abandon was committed.
+#: PostgreSQL notification channel: a post, consume, trash or abandon was committed (triggers
+#: made by the first migration send them).
 CHANNEL = "legato_jobboard"
-
-# Triggers send the notifications, so no call pays an extra round trip for them and changes made
-# by other tools (an operator's SQL) wake waiters too. Claims and renewals notify nobody.
-_PG_TRIGGERS = [
-    f"""CREATE OR REPLACE FUNCTION legato_jb_notify() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN PERFORM pg_notify('{CHANNEL}', ''); RETURN NULL; END $$""",
-    """CREATE TRIGGER legato_jb_jobs_posted_or_gone AFTER INSERT OR DELETE ON legato_jb_jobs
-    FOR EACH STATEMENT EXECUTE FUNCTION legato_jb_notify()""",
-    """CREATE TRIGGER legato_jb_jobs_released AFTER UPDATE ON legato_jb_jobs
-    FOR EACH ROW WHEN (NEW.state = 'UNCLAIMED') EXECUTE FUNCTION legato_jb_notify()""",
-]
-
-
-def ensure_schema(engine: sa.Engine) -> None:
-    """Create the tables if missing, or upgrade them, safely from many processes at once.
-
-    A schema already current is only read (no write transaction): a read-only database works.
-    """
-    if _current(engine):
-        return
-    with engine.connect() as conn:
-        if engine.dialect.name == "sqlite":
-            conn = conn.execution_options(legato_begin="IMMEDIATE")
-        with conn.begin():
-            postgres = engine.dialect.name == "postgresql"
-            if postgres:
-                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
-            fresh = not sa.inspect(conn).has_table(jobs.name)
-            metadata.create_all(conn, checkfirst=True)
-            if postgres and fresh:
-                for statement in _PG_TRIGGERS:
-                    conn.exec_driver_sql(statement)
-            version = conn.execute(sa.select(sa.func.max(schema.c.version))).scalar()
-            if version is None:
-                conn.execute(schema.insert().values(version=SCHEMA_VERSION))
-            elif version < SCHEMA_VERSION:
-                _upgrade(conn, version)
-
-
-def _current(engine: sa.Engine) -> bool:
-    """Whether the board's tables exist at ``SCHEMA_VERSION`` (read only)."""
-    with engine.connect() as conn:
-        if not sa.inspect(conn).has_table(schema.name):
-            return False
-        version = conn.execute(sa.select(sa.func.max(schema.c.version))).scalar()
-        conn.rollback()
-    return version is not None and version >= SCHEMA_VERSION
-
-
-def _upgrade(conn: sa.Connection, version: int) -> None:
-    """Bring tables made at ``version`` to ``SCHEMA_VERSION`` (inside the caller's lock)."""
-    if version < 2:
-        columns = {c["name"] for c in sa.inspect(conn).get_columns(jobs.name)}
-        if "cancel" not in columns:
-            conn.exec_driver_sql(f"ALTER TABLE {jobs.name} ADD COLUMN cancel TEXT")
-    conn.execute(schema.update().values(version=SCHEMA_VERSION))
