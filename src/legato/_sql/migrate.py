@@ -96,8 +96,12 @@ class Lineage:
 
 
 #: Persistence's tables; the lock key is "legato-p" as a 63-bit integer.
-PERSISTENCE = Lineage("persistence", "legato.persistence.sql", "legato.persistence.sql.tables",
-                      int.from_bytes(b"legato-p", "big") & 0x7FFF_FFFF_FFFF_FFFF)
+PERSISTENCE = Lineage(
+    "persistence",
+    "legato.persistence.sql",
+    "legato.persistence.sql.tables",
+    int.from_bytes(b"legato-p", "big") & 0x7FFF_FFFF_FFFF_FFFF,
+)
 #: The SQL jobboard's tables; the lock key is the one its hand-written schema setup took.
 JOBBOARD = Lineage("jobboard", "legato.jobboard.sql", "legato.jobboard.sql.tables", 0x1E6A70)
 
@@ -109,8 +113,9 @@ def _head(lineage: Lineage) -> str | None:
     return ScriptDirectory.from_config(lineage.config()).get_current_head()
 
 
-def upgrade(lineage: Lineage, engine: sa.Engine, write_engine: sa.Engine, *,
-            read_timeout: float) -> None:
+def upgrade(
+    lineage: Lineage, engine: sa.Engine, write_engine: sa.Engine, *, read_timeout: float
+) -> None:
     """Bring ``lineage``'s schema to head; ``write_engine`` opens SQLite write transactions.
 
     A schema already at head is only read: no lock is taken and nothing is written, so a
@@ -126,8 +131,9 @@ def upgrade(lineage: Lineage, engine: sa.Engine, write_engine: sa.Engine, *,
         return
     with (write_engine if backend == "sqlite" else engine).connect() as conn, conn.begin():
         if backend == "postgresql":
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"),
-                         {"key": lineage.pg_lock_key})
+            conn.execute(
+                sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": lineage.pg_lock_key}
+            )
         _run(lineage, conn)
 
 
@@ -168,9 +174,11 @@ def run_environment(context: Any) -> None:
     connection = context.config.attributes.get("connection")
     lineage = context.config.attributes.get("lineage")
     if connection is None or lineage is None:
-        raise RuntimeError("Legato migrations run through upgrade() only (SQLPersistence, "
-                           "SQLJobBoard.connect)")
-    context.configure(connection=connection, target_metadata=lineage.metadata,
-                      version_table=lineage.version_table)
+        raise RuntimeError(
+            "Legato migrations run through upgrade() only (SQLPersistence, SQLJobBoard.connect)"
+        )
+    context.configure(
+        connection=connection, target_metadata=lineage.metadata, version_table=lineage.version_table
+    )
     with context.begin_transaction():
         context.run_migrations()

@@ -61,27 +61,39 @@ def upgrade() -> None:
     if inspector.has_table("legato_jb_jobs"):
         _adopt(inspector)
     else:
-        op.create_table("legato_jb_jobs",
-                        sa.Column("sequence", _Seq, primary_key=True, autoincrement=True),
-                        *_job_columns(), sa.Column("cancel", sa.Text))
-        op.create_index("legato_jb_jobs_claim_order", "legato_jb_jobs",
-                        [sa.text("priority DESC"), "sequence"])
+        op.create_table(
+            "legato_jb_jobs",
+            sa.Column("sequence", _Seq, primary_key=True, autoincrement=True),
+            *_job_columns(),
+            sa.Column("cancel", sa.Text),
+        )
+        op.create_index(
+            "legato_jb_jobs_claim_order", "legato_jb_jobs", [sa.text("priority DESC"), "sequence"]
+        )
         if op.get_bind().dialect.name == "postgresql":
             for statement in _PG_TRIGGERS:
                 op.execute(statement)
     if not inspector.has_table("legato_jb_trash"):
-        op.create_table("legato_jb_trash",
-                        sa.Column("trash_id", _Seq, primary_key=True, autoincrement=True),
-                        sa.Column("sequence", sa.BigInteger, nullable=False), *_job_columns(),
-                        sa.Column("trashed_at", sa.Double, nullable=False))
-        op.create_index("legato_jb_trash_order", "legato_jb_trash",
-                        [sa.text("trashed_at DESC"), sa.text("trash_id DESC")])
+        op.create_table(
+            "legato_jb_trash",
+            sa.Column("trash_id", _Seq, primary_key=True, autoincrement=True),
+            sa.Column("sequence", sa.BigInteger, nullable=False),
+            *_job_columns(),
+            sa.Column("trashed_at", sa.Double, nullable=False),
+        )
+        op.create_index(
+            "legato_jb_trash_order",
+            "legato_jb_trash",
+            [sa.text("trashed_at DESC"), sa.text("trash_id DESC")],
+        )
     if not inspector.has_table("legato_jb_entities"):
-        op.create_table("legato_jb_entities",
-                        sa.Column("kind", sa.String(255), primary_key=True),
-                        sa.Column("name", sa.String(255), primary_key=True),
-                        sa.Column("metadata", sa.Text, nullable=False),
-                        sa.Column("expires", sa.Double, nullable=False))
+        op.create_table(
+            "legato_jb_entities",
+            sa.Column("kind", sa.String(255), primary_key=True),
+            sa.Column("name", sa.String(255), primary_key=True),
+            sa.Column("metadata", sa.Text, nullable=False),
+            sa.Column("expires", sa.Double, nullable=False),
+        )
 
 
 def _adopt(inspector: sa.Inspector) -> None:
