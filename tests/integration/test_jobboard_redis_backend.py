@@ -629,3 +629,23 @@ def test_missing_driver_names_the_extra() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True).stdout
     assert out.startswith("redis ") and "legato[redis]" in out
+
+
+def test_the_proxy_cut_right_after_a_connection_raises_in_no_thread(redis_url: str) -> None:
+    """A cut that closes a connection before its forwarding thread starts used to make that
+    thread raise (``Bad file descriptor``), failing whichever test cut at that moment."""
+    failures: list[BaseException | None] = []
+    hook = threading.excepthook
+    threading.excepthook = lambda args: failures.append(args.exc_value)
+    try:
+        with TCPProxy("127.0.0.1", 6379) as proxy:
+            address = urlsplit(proxy.url_for(redis_url))
+            assert address.hostname is not None and address.port is not None
+            for _ in range(200):
+                client = socket.create_connection((address.hostname, address.port))
+                proxy.cut()
+                proxy.restore()
+                client.close()
+    finally:
+        threading.excepthook = hook
+    assert failures == []
