@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from legato import errors, jobboard
 from legato.jobboard.base import JobBoard
 from legato.jobboard.sql import SQLJobBoard
-from legato.jobboard.sql_tables import jobs
+from legato.jobboard.sql.tables import jobs
 from legato.states import JobState
 from legato.testing.jobboard import (
     JobBoardConformance,

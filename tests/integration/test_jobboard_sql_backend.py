@@ -12,8 +12,9 @@ import pytest
 import sqlalchemy as sa
 
 from legato import errors, jobboard
-from legato.jobboard import sql_tables
+from legato._sql import migrate
 from legato.jobboard.sql import PostgresJobBoard, SQLJobBoard
+from legato.jobboard.sql import tables as sql_tables
 
 
 def _engine(url: str) -> sa.Engine:
@@ -122,10 +123,11 @@ def test_schema_creation_is_safe_from_many_processes(backend: str,
     engine = _engine(url)
     try:
         with engine.connect() as conn:
-            versions = conn.execute(sa.select(sql_tables.schema.c.version)).scalars().all()
+            versions = conn.exec_driver_sql(
+                f"SELECT version_num FROM {sql_tables.VERSION_TABLE}").scalars().all()
     finally:
         engine.dispose()
-    assert versions == [sql_tables.SCHEMA_VERSION]
+    assert versions == [migrate.JOBBOARD.head()]
 
 
 def test_postgres_trigger_wakes_waiters_on_direct_sql(postgres_url: str) -> None:
@@ -241,22 +243,66 @@ def test_wal_checkpoint_every_must_be_a_count(sqlite_url: str) -> None:
         jobboard.connect(sqlite_url, wal_checkpoint_every=-1)
 
 
+def _as_made_by_hand(engine: sa.Engine, version: int) -> None:
+    """Turn the board's tables into what releases before the Alembic lineage made by hand:
+    no version table of Alembic's, ``legato_jb_schema`` at ``version`` (1: no cancel column)."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"DROP TABLE {sql_tables.VERSION_TABLE}")
+        conn.exec_driver_sql("CREATE TABLE legato_jb_schema (version INTEGER NOT NULL)")
+        conn.exec_driver_sql(f"INSERT INTO legato_jb_schema (version) VALUES ({version})")
+        if version == 1:
+            conn.exec_driver_sql("ALTER TABLE legato_jb_jobs DROP COLUMN cancel")
+
+
+@pytest.mark.parametrize("version", [1, 2])
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_a_board_made_at_schema_1_is_upgraded_for_cancel(backend: str,
-                                                         request: pytest.FixtureRequest) -> None:
+def test_a_board_made_by_the_hand_written_setup_is_adopted(
+        backend: str, version: int, request: pytest.FixtureRequest) -> None:
+    """Databases made by earlier releases (tables created by hand, ``legato_jb_schema`` at
+    version 1 or 2) keep their jobs, get the cancel column when it is missing and are stamped
+    at the lineage's head; on PostgreSQL their triggers still wake waiters."""
     url: str = request.getfixturevalue(f"{backend}_url")
     with jobboard.connect(url) as board:
-        job = board.post("made before cancel existed")
+        job = board.post("made before the Alembic lineage")
     engine = _engine(url)
-    with engine.begin() as conn:  # what schema 1 was: no cancel column
-        conn.exec_driver_sql("ALTER TABLE legato_jb_jobs DROP COLUMN cancel")
-        conn.exec_driver_sql("UPDATE legato_jb_schema SET version = 1")
-    with jobboard.connect(url) as board:
-        claimed = board.claim(board.get(job.uuid), "owner-a", ttl=60)
-        assert board.cancel(job, "ops") is False
-        mark = board.renew(claimed, "owner-a")
-        assert mark is not None and mark.startswith("cancelled by ops at ")
-    with engine.connect() as conn:
-        assert conn.exec_driver_sql("SELECT version FROM legato_jb_schema").scalar() == (
-            sql_tables.SCHEMA_VERSION)
-    engine.dispose()
+    try:
+        _as_made_by_hand(engine, version)
+        with jobboard.connect(url, poll_interval=60) as board:
+            claimed = board.claim(board.get(job.uuid), "owner-a", ttl=60)
+            assert board.cancel(job, "ops") is False
+            mark = board.renew(claimed, "owner-a")
+            assert mark is not None and mark.startswith("cancelled by ops at ")
+            if backend == "postgres":
+                assert board.wait(timeout=0.2) is False  # starts the listener
+                thread, result = _wait_in_thread(board, 20)
+                with jobboard.connect(url) as poster:
+                    poster.post("wake up")
+                thread.join(30)
+                assert result == [True]
+        with engine.connect() as conn:
+            assert migrate.JOBBOARD.current(conn) == migrate.JOBBOARD.head()
+            assert conn.exec_driver_sql("SELECT version FROM legato_jb_schema").scalar() == 2
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_url_naming_the_driver_is_served_by_it(backend: str,
+                                                 request: pytest.FixtureRequest) -> None:
+    """``postgresql+psycopg://`` and ``sqlite+pysqlite://`` are the board's own drivers,
+    named; the board used to drop the name (and would have used psycopg for any other)."""
+    url: str = request.getfixturevalue(f"{backend}_url")
+    scheme, rest = url.split("://", 1)
+    named = f"{scheme.split('+')[0]}+{'psycopg' if backend == 'postgres' else 'pysqlite'}://"
+    with jobboard.connect(named + rest) as board:
+        assert isinstance(board, PostgresJobBoard if backend == "postgres" else SQLJobBoard)
+        job = board.post("through the named driver")
+        assert board.claim_next("owner-a") == job
+
+
+@pytest.mark.parametrize("url", ["postgresql+psycopg2://u@localhost/db",
+                                 "postgresql+pg8000://u@localhost/db",
+                                 "sqlite+aiosqlite:///x.db"])
+def test_a_driver_the_board_does_not_take_is_refused_by_name(url: str) -> None:
+    with pytest.raises(errors.UnknownBackend, match=r"does not work with the '\w+' driver"):
+        jobboard.connect(url)

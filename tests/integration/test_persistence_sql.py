@@ -351,8 +351,8 @@ def test_upgrade_from_0001_adds_the_fence_and_keeps_the_data(
         request: pytest.FixtureRequest, url_fixture: str) -> None:
     from alembic import command
 
+    from legato._sql import migrate as _migrate
     from legato.persistence.models import Fence, new_uuid
-    from legato.persistence.sql import _migrate
 
     url = request.getfixturevalue(url_fixture)
     backend = persistence.connect(url)
@@ -360,7 +360,7 @@ def test_upgrade_from_0001_adds_the_fence_and_keeps_the_data(
     try:
         with backend._engine.begin() as conn:  # a database made before fenced writes
             _old_logbooks(conn)
-            config = _migrate._config()
+            config = _migrate.PERSISTENCE.config()
             config.attributes["connection"] = conn
             command.upgrade(config, "0001")
         with backend._engine.connect() as conn:
@@ -427,8 +427,8 @@ def test_upgrade_from_0002_prefixes_the_tables_and_keeps_the_data(
     fence; an application's own ``logbooks`` table can live beside them afterwards."""
     from alembic import command
 
+    from legato._sql import migrate as _migrate
     from legato.persistence.models import Fence, new_uuid
-    from legato.persistence.sql import _migrate
 
     url = request.getfixturevalue(url_fixture)
     backend = persistence.connect(url)
@@ -436,7 +436,7 @@ def test_upgrade_from_0002_prefixes_the_tables_and_keeps_the_data(
     try:
         with backend._engine.begin() as conn:  # a database made before the prefix
             _old_logbooks(conn)
-            config = _migrate._config()
+            config = _migrate.PERSISTENCE.config()
             config.attributes["connection"] = conn
             command.upgrade(config, "0002")
         with backend._engine.connect() as conn:

@@ -30,7 +30,8 @@ PACKAGE = SRC / "legato"
 #: imports only from its own package and from lower layers.
 LAYERS = {
     "errors": 0, "states": 0, "failure": 1,  # failure imports errors
-    "notifier": 2, "_plugins": 2, "_redact": 2, "_sqlurl": 2, "_tracing": 2,
+    "_sqlurl": 1,
+    "notifier": 2, "_plugins": 2, "_redact": 2, "_tracing": 2, "_sql": 2,
     "flow": 3, "persistence": 3,
     "engine": 4, "jobboard": 4, "demo": 4,
     "conductor": 5, "operations": 5,
@@ -229,7 +230,7 @@ KNOWN_OFFENDERS = {
         "_socket", "_data_watchers", "_child_watchers", "_prefix_root",
         "kazoo.protocol.connection", "kazoo.protocol.paths", "kazoo.protocol.serialization",
     )
-} | {("src/legato/persistence/sql/_engine.py", "_read_timeout")}
+}
 
 
 def _private(name: str) -> bool:

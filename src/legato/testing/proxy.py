@@ -98,11 +98,14 @@ class TCPProxy:
             threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
 
     def _pump(self, a: socket.socket, b: socket.socket) -> None:
-        for s in (a, b):
-            s.setblocking(False)
         with selectors.DefaultSelector() as sel:
-            sel.register(a, selectors.EVENT_READ, b)
-            sel.register(b, selectors.EVENT_READ, a)
+            try:
+                for s in (a, b):
+                    s.setblocking(False)
+                sel.register(a, selectors.EVENT_READ, b)
+                sel.register(b, selectors.EVENT_READ, a)
+            except (OSError, ValueError):  # cut() closed the pair before this thread began
+                return
             for data in _forward(sel, self._closed):
                 if not data:
                     break

@@ -12,10 +12,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from legato import errors
+from legato._sql import engine as _engine
+from legato._sql import migrate as _migrate
 from legato._sqlurl import sqlite_file
 from legato.persistence.base import Persistence, lost_claim
 from legato.persistence.models import AtomDetail, Claim, Fence, FlowDetail, LogBook
-from legato.persistence.sql import _engine, _migrate, _rows
+from legato.persistence.sql import _rows
 from legato.persistence.sql._statements import (
     SQLITE_INSERT_CLAIM,
     SQLITE_TAKE_NEW_FLOW,
@@ -117,7 +119,8 @@ class SQLPersistence(Persistence):
     def upgrade(self) -> None:
         """Create or migrate the schema with Alembic. Idempotent; safe from many processes."""
         with self._lock, _engine.translate_errors("upgrading the schema", self._where):
-            _migrate.upgrade(self._engine, self._write_engine, read_timeout=self._read_timeout)
+            _migrate.upgrade(_migrate.PERSISTENCE, self._engine, self._write_engine,
+                             read_timeout=self._read_timeout)
 
     def validate(self) -> None:
         """Check the database answers and its schema is at the newest migration.
@@ -127,8 +130,8 @@ class SQLPersistence(Persistence):
         """
         with self._lock, _engine.translate_errors("validating", self._where), \
                 self._engine.connect() as conn:
-            current = _migrate.current_revision(conn)
-        head = _migrate.head_revision()
+            current = _migrate.PERSISTENCE.current(conn)
+        head = _migrate.PERSISTENCE.head()
         if current != head:
             raise errors.StorageFailure(
                 f"persistence schema is at {current or 'nothing'}, expected {head}: "

@@ -1,15 +1,21 @@
-"""Build one SQLAlchemy engine per backend object, tuned for each database.
+"""The one SQLAlchemy engine factory and driver-error translation of SQL persistence and the SQL
+jobboard: one engine per backend object, tuned for each database.
 
 * URLs: ``postgresql://`` and ``postgres://`` use psycopg 3, ``mysql://`` and ``mariadb://`` use
-  PyMySQL, unless the URL names a driver (``postgresql+psycopg2://``). The query string goes to
-  the driver unchanged (``?options=-csearch_path%3Dmyschema``), but only the options
+  PyMySQL, unless the URL names a driver (``postgresql+psycopg2://``); a backend may limit the
+  drivers it takes (the jobboard listens with psycopg 3). The query string goes to the driver
+  unchanged (``?options=-csearch_path%3Dmyschema``), but only the options
   ``legato._sqlurl.DRIVER_OPTIONS`` lists; others are refused (``check_sql_url``).
 * SQLite: every connection turns foreign keys on (cascading deletes), uses the WAL journal with
   ``synchronous=NORMAL`` (a commit survives a crash of the process; only a power loss can lose the
   last commits) and waits ``busy_timeout`` seconds for a lock instead of failing. Write transactions
   start with ``BEGIN IMMEDIATE`` so two writers never deadlock upgrading a read lock.
-* Network databases: a connect timeout, TCP keepalives and a stale-connection check on checkout,
-  so a lost server fails promptly and the pool recovers once it is back.
+* Network databases: a connect timeout, TCP keepalives, a read timeout (PostgreSQL
+  ``tcp_user_timeout``, PyMySQL ``read_timeout``/``write_timeout``) and a stale-connection check
+  on checkout, so a lost server fails promptly and the pool recovers once it is back.
+* Errors: ``translate_errors`` turns driver and SQLAlchemy errors into the backend's Legato error
+  (``StorageFailure`` for persistence, ``BoardUnavailable`` for the board), a damaged SQLite file
+  into ``StorageCorrupted``.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import logging
 import os
 import sqlite3
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -88,7 +94,8 @@ class EngineSettings:
         busy_timeout: seconds a SQLite connection waits for another process's lock.
         read_timeout: seconds a network database may leave a request unanswered before the
             connection counts as lost (MySQL ``read_timeout``, PostgreSQL ``tcp_user_timeout``).
-        pool_size: connections kept open per backend object (network databases).
+        pool_size: connections kept open per backend object (network databases and SQLite
+            files).
         pre_ping: test a pooled connection before each use (network databases). Costs a round
             trip per operation; without it a dead connection is still found on first use and
             the operation retried (``Persistence.retries``) on a fresh one.
@@ -98,6 +105,8 @@ class EngineSettings:
             (``PRAGMA wal_checkpoint(TRUNCATE)``); 0 never does. SQLite's own automatic
             checkpoint never shrinks the ``-wal`` file and is starved by long readers, so
             without this a small volume fills up.
+        lenient_text: SQLite: read text that is not UTF-8 (written behind Legato's back) with
+            U+FFFD instead of failing the whole read as a driver error.
     """
 
     connect_timeout: float = 10.0
@@ -107,35 +116,48 @@ class EngineSettings:
     pre_ping: bool = True
     echo: bool = False
     wal_checkpoint_every: int = WAL_CHECKPOINT_EVERY
+    lenient_text: bool = False
 
 
-def normalise_url(url: str) -> URL:
+def normalise_url(url: str, *, what: str = "persistence",
+                  drivers: Mapping[str, tuple[str, ...]] | None = None) -> URL:
     """Parse ``url`` and pick the default driver for its scheme.
 
+    Args:
+        url: the database URL.
+        what: the backend, in messages (``"persistence"``, ``"jobboard"``).
+        drivers: the schemes the backend serves and the SQLAlchemy drivers it takes for each
+            (the first is the default); None: every scheme and driver persistence knows.
+
     Raises:
-        UnknownBackend: not a URL this backend serves.
+        UnknownBackend: not a URL this backend serves, or a driver it does not take.
         MissingDriver: the driver is not installed (the message names the extra).
+        ValueError: a mistake in the URL (``check_sql_url``).
     """
     try:
         parsed = sa.make_url(url)
     except exc.ArgumentError as error:
         raise errors.UnknownBackend(f"not a database URL: {error}") from error
     scheme, _, driver = parsed.drivername.partition("+")
-    default = _DEFAULT_DRIVERS.get(scheme.lower())
-    if default is None:
-        raise errors.UnknownBackend(f"SQL persistence does not serve {scheme!r} URLs")
-    if driver:
-        dialect = "postgresql" if scheme.lower() == "postgres" else scheme.lower()
-        parsed = parsed.set(drivername=f"{dialect}+{driver}")
-    else:
-        parsed = parsed.set(drivername=default)
-    _require_driver(parsed.get_driver_name(), scheme)
-    check_sql_url(parsed, "persistence",
-                  shown=sa.make_url(url).render_as_string(hide_password=True))
+    scheme = scheme.lower()
+    default = _DEFAULT_DRIVERS.get(scheme)
+    if default is None or (drivers is not None and scheme not in drivers):
+        raise errors.UnknownBackend(f"SQL {what} does not serve {scheme!r} URLs")
+    dialect = "postgresql" if scheme == "postgres" else scheme
+    if drivers is not None:
+        taken = drivers[scheme]
+        if driver and driver not in taken:
+            raise errors.UnknownBackend(
+                f"SQL {what} does not work with the {driver!r} driver on {scheme}; it takes "
+                f"{', '.join(f'{dialect}+{name}' for name in taken)}")
+        default = f"{dialect}+{taken[0]}"
+    parsed = parsed.set(drivername=f"{dialect}+{driver}" if driver else default)
+    _require_driver(parsed.get_driver_name(), scheme, what)
+    check_sql_url(parsed, what, shown=sa.make_url(url).render_as_string(hide_password=True))
     return parsed
 
 
-def _require_driver(driver: str, scheme: str) -> None:
+def _require_driver(driver: str, scheme: str, what: str) -> None:
     module, extra = _DRIVER_MODULES.get(driver, (None, None))
     if module is None or extra is None:
         return
@@ -143,7 +165,7 @@ def _require_driver(driver: str, scheme: str) -> None:
         importlib.import_module(module)
     except ModuleNotFoundError as error:
         raise errors.MissingDriver(
-            f"{scheme!r} persistence needs the {module!r} driver: pip install 'legato[{extra}]'",
+            f"{scheme!r} {what} needs the {module!r} driver: pip install 'legato[{extra}]'",
             extra=extra,
         ) from error
 
@@ -192,28 +214,16 @@ def _create_engine(url: URL, settings: EngineSettings) -> Engine:
         connect_args = {k: v for k, v in defaults.items() if k not in query}
     elif url.get_driver_name() == "pymysql":
         # PyMySQL's connect_timeout covers the TCP connect only; the server's greeting is read
-        # under read_timeout. Connect with the short one, then widen it (see _widen_reads).
+        # under read_timeout, like every reply after it.
         defaults = {"connect_timeout": settings.connect_timeout,
-                    "read_timeout": min(settings.connect_timeout, settings.read_timeout),
+                    "read_timeout": settings.read_timeout,
                     "write_timeout": settings.read_timeout, "charset": "utf8mb4"}
         connect_args = {k: v for k, v in defaults.items() if k not in query}
-    engine = sa.create_engine(
+    return sa.create_engine(
         url, connect_args=connect_args, pool_pre_ping=settings.pre_ping,
         pool_size=settings.pool_size, max_overflow=settings.pool_size * 2,
         pool_timeout=settings.connect_timeout, echo=settings.echo,
     )
-    if url.get_driver_name() == "pymysql" and "read_timeout" not in query:
-        _widen_reads(engine, settings.read_timeout)
-    return engine
-
-
-def _widen_reads(engine: Engine, read_timeout: float) -> None:
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # PyMySQL reads this attribute before every socket read (1.1+); when a release renames
-        # it the connection simply keeps the shorter connect-time timeout.
-        if hasattr(dbapi_connection, "_read_timeout"):
-            dbapi_connection._read_timeout = read_timeout
 
 
 def _sqlite_engine(url: URL, settings: EngineSettings) -> Engine:
@@ -223,13 +233,18 @@ def _sqlite_engine(url: URL, settings: EngineSettings) -> Engine:
     except OSError as error:
         raise errors.StorageFailure(error.strerror or str(error)) from error
     options: dict[str, Any] = {"echo": settings.echo}
-    connect_args: dict[str, Any] = {"timeout": settings.busy_timeout}
+    # Pooled connections move between threads (one at a time).
+    connect_args: dict[str, Any] = {"timeout": settings.busy_timeout,
+                                    "check_same_thread": False}
     if memory:
         # One shared connection, or each checkout would see its own empty database. The backend
         # serialises every operation on it (SQLPersistence._lock).
-        connect_args["check_same_thread"] = False
         options["poolclass"] = StaticPool
+    else:
+        options.update(pool_size=settings.pool_size, max_overflow=settings.pool_size * 2,
+                       pool_timeout=settings.busy_timeout)
     engine = sa.create_engine(url, connect_args=connect_args, **options)
+    lenient = settings.lenient_text
     busy_ms = int(settings.busy_timeout * 1000)
 
     @event.listens_for(engine, "connect")
@@ -237,6 +252,8 @@ def _sqlite_engine(url: URL, settings: EngineSettings) -> Engine:
         # Take transaction control away from the sqlite3 module (it would BEGIN DEFERRED
         # behind our back); the "begin" hook below emits the BEGIN we want.
         dbapi_connection.isolation_level = None
+        if lenient:
+            dbapi_connection.text_factory = _lenient_text
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
@@ -259,11 +276,17 @@ def _sqlite_engine(url: URL, settings: EngineSettings) -> Engine:
     return engine
 
 
+def _lenient_text(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
+
+
 @contextlib.contextmanager
-def translate_errors(what: str, where: str = "") -> Iterator[None]:
-    """Turn database and driver errors into ``StorageFailure`` (Legato's own errors pass),
-    except a damaged SQLite file: ``StorageCorrupted``, which is not an outage. ``where``
-    (e.g. ``SQLite file 'x.db'``) goes in the message."""
+def translate_errors(what: str, where: str = "", *,
+                     failure: Callable[[str], errors.LegatoError] = errors.StorageFailure,
+                     ) -> Iterator[None]:
+    """Turn database and driver errors into ``failure(message)`` (``StorageFailure`` unless
+    given; Legato's own errors pass), except a damaged SQLite file: ``StorageCorrupted``, which
+    is not an outage. ``where`` (e.g. ``SQLite file 'x.db'``) goes in the message."""
     if where:
         what = f"{what} ({where})"
     try:
@@ -274,13 +297,13 @@ def translate_errors(what: str, where: str = "") -> Iterator[None]:
         original = getattr(error, "orig", None)
         if original is not None and _corrupt(original):
             raise _corrupted(what, _describe(error)) from error
-        raise errors.StorageFailure(f"{what} failed: {_describe(error)}") from error
-    except sqlite3.Error as error:  # the SQLite fast path talks to the driver directly
+        raise failure(f"{what} failed: {_describe(error)}") from error
+    except sqlite3.Error as error:  # the SQLite fast paths talk to the driver directly
         if _corrupt(error):
             raise _corrupted(what, _describe_driver(error)) from error
-        raise errors.StorageFailure(f"{what} failed: {_describe_driver(error)}") from error
+        raise failure(f"{what} failed: {_describe_driver(error)}") from error
     except OSError as error:
-        raise errors.StorageFailure(f"{what} failed: {error}") from error
+        raise failure(f"{what} failed: {error}") from error
 
 
 #: SQLite's result codes for a damaged file: SQLITE_CORRUPT and SQLITE_NOTADB.

@@ -17,14 +17,19 @@ One table row per job (see ``sql_tables``). Every primitive is one short transac
   ``wait``); triggers on the jobs table ``NOTIFY`` when a job is posted, consumed, trashed or
   abandoned (not on claims or renewals). SQLite boards poll every
   ``poll_interval`` (0.05 s by default) with a query that reads one index page.
-* Driver errors become ``BoardUnavailable``; the pool pings connections before use, so the same
-  board works again once the server is back.
+* Engine and errors: the engine factory and driver-error translation of SQL persistence
+  (``legato._sql.engine``): the same SQLite pragmas, keepalives and option names. Driver errors
+  become ``BoardUnavailable``; the pool pings connections before use, so the same board works
+  again once the server is back. The URL may name the driver (``postgresql+psycopg://``): the
+  board takes psycopg 3 on PostgreSQL (it listens with it) and pysqlite on SQLite.
+* Schema: the board's tables have their own Alembic lineage (``legato/jobboard/sql/migrations``,
+  version table ``legato_jb_version``), upgraded at connect under a database lock. Tables made
+  by earlier releases' hand-written setup are adopted as they are.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import logging
 import threading
@@ -32,11 +37,11 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy import event
 
 from legato import errors
-from legato._sqlurl import check_sql_url, make_sqlite_folder, sqlite_file
-from legato.jobboard import sql_tables
+from legato._sql import engine as sql_engine
+from legato._sql import migrate
+from legato._sqlurl import make_sqlite_folder, sqlite_file
 from legato.jobboard.base import (
     Capabilities,
     Entity,
@@ -46,8 +51,8 @@ from legato.jobboard.base import (
     decode_record,
     not_owner,
 )
-from legato.jobboard.sql_tables import entities, jobs, trash
-from legato.persistence.sql._engine import checkpoint_wal
+from legato.jobboard.sql import tables as sql_tables
+from legato.jobboard.sql.tables import entities, jobs, trash
 from legato.states import JobState
 
 if TYPE_CHECKING:
@@ -64,9 +69,9 @@ _ORDER = (_J.priority.desc(), _J.sequence)
 _FIRST_PAGE, _PAGE = 20, 500  # a small first page keeps "is anything claimable?" cheap
 _JSON_COLUMNS = ("details",)
 #: Default ``wal_checkpoint_every`` of SQLite boards (write transactions).
-WAL_CHECKPOINT_EVERY = 1000
-#: SQLite lock wait of the board's connections, and the shorter one of a WAL checkpoint (ms).
-_BUSY_MS = 30_000
+WAL_CHECKPOINT_EVERY = sql_engine.WAL_CHECKPOINT_EVERY
+#: The schemes the board serves and the SQLAlchemy drivers it takes (the first by default).
+_DRIVERS = {"sqlite": ("pysqlite",), "postgresql": ("psycopg",), "postgres": ("psycopg",)}
 
 
 class _Garbage(Exception):
@@ -83,7 +88,10 @@ class SQLJobBoard(JobBoard):
     Args:
         url: a SQLAlchemy URL (``sqlite:///jobs.db``, ``postgresql://user@host/db``).
         connect_timeout: seconds to wait for the server before ``BoardUnavailable``.
-        pool_size: connections kept open (PostgreSQL).
+        read_timeout: seconds the server may leave a request unanswered before the connection
+            counts as lost (PostgreSQL ``tcp_user_timeout``).
+        busy_timeout: seconds a SQLite connection waits for another process's lock.
+        pool_size: connections kept open.
         wal_checkpoint_every: SQLite: after this many write transactions, checkpoint the WAL
             and truncate the ``-wal`` file (``PRAGMA wal_checkpoint(TRUNCATE)``; 0 never
             does). SQLite's automatic checkpoint never shrinks the file and is starved by
@@ -94,7 +102,8 @@ class SQLJobBoard(JobBoard):
 
     CAPABILITIES = Capabilities()
 
-    def __init__(self, url: str, *, connect_timeout: float = 5.0, pool_size: int = 10,
+    def __init__(self, url: str, *, connect_timeout: float = 5.0, read_timeout: float = 5.0,
+                 busy_timeout: float = 30.0, pool_size: int = 10,
                  wal_checkpoint_every: int = WAL_CHECKPOINT_EVERY, **options: Any) -> None:
         options.setdefault("poll_interval", 0.05)
         self._server_clock = options.get("clock") is None
@@ -104,9 +113,16 @@ class SQLJobBoard(JobBoard):
             raise ValueError("wal_checkpoint_every must be an integer >= 0")
         self.wal_checkpoint_every = wal_checkpoint_every
         self._writes_left = wal_checkpoint_every
-        self.url = sa.make_url(url)
+        self.url = sql_engine.normalise_url(url, what="jobboard", drivers=_DRIVERS)
         self.connect_timeout = connect_timeout
         self.pool_size = pool_size
+        path = sqlite_file(self.url)
+        #: Added to error messages: which SQLite file failed.
+        self._file = f"SQLite file {path!r}" if path is not None else ""
+        self.settings = sql_engine.EngineSettings(
+            connect_timeout=connect_timeout, read_timeout=read_timeout,
+            busy_timeout=busy_timeout, pool_size=pool_size,
+            wal_checkpoint_every=wal_checkpoint_every, lenient_text=True)
         self._engine: sa.Engine | None = None
         self._changed = threading.Condition()
         self._version = 0
@@ -116,22 +132,8 @@ class SQLJobBoard(JobBoard):
     @classmethod
     def from_url(cls, url: str, *, persistence: Persistence | None = None,
                  **options: Any) -> SQLJobBoard:
-        scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
-        if scheme not in ("postgresql", "postgres", "sqlite"):
-            raise errors.UnknownBackend(f"the SQL jobboard does not serve {scheme!r} URLs")
-        try:
-            parsed = sa.make_url(url)
-        except sa.exc.ArgumentError as exc:
-            raise errors.UnknownBackend(f"not a database URL: {exc}") from exc
-        check_sql_url(parsed.set(drivername="postgresql" if scheme != "sqlite" else "sqlite"),
-                      "board", shown=parsed.render_as_string(hide_password=True))
-        if scheme in ("postgresql", "postgres"):
-            try:
-                importlib.import_module("psycopg")
-            except ModuleNotFoundError as exc:
-                raise errors.MissingDriver(
-                    "the PostgreSQL board needs the 'psycopg' driver: "
-                    "pip install 'legato[postgres]'", extra="postgres") from exc
+        parsed = sql_engine.normalise_url(url, what="jobboard", drivers=_DRIVERS)
+        if parsed.get_backend_name() == "postgresql":
             return PostgresJobBoard(url, persistence=persistence, **options)
         if parsed.database in (None, "", ":memory:"):
             # Every pooled connection would get its own empty database.
@@ -146,43 +148,28 @@ class SQLJobBoard(JobBoard):
             make_sqlite_folder(self.url)
         except OSError as exc:
             raise errors.JobFailure(f"board {self.name!r}: {exc.strerror}") from exc
-        engine = self._make_engine()
+        engine = sql_engine.create_engine(self.url, self.settings)
         try:
-            sql_tables.ensure_schema(engine)
-        except sa.exc.DBAPIError as exc:
+            with self._translated("creating or upgrading the board's tables"):
+                migrate.upgrade(migrate.JOBBOARD, engine, self._writes(engine),
+                                read_timeout=self.settings.read_timeout)
+        except BaseException:
             engine.dispose()
-            raise errors.BoardUnavailable(
-                f"cannot reach the board's database{self._where()}: {exc}") from exc
+            raise
         self._engine = engine
 
-    def _where(self) -> str:
-        """`` (SQLite file PATH)`` for a SQLite board, naming the file in errors."""
-        path = sqlite_file(self.url)
-        return f" (SQLite file {path!r})" if path is not None else ""
+    @staticmethod
+    def _writes(engine: sa.Engine) -> sa.Engine:
+        """``engine``, its SQLite transactions taking the write lock up front (a deferred
+        transaction that reads and then writes can fail with SQLITE_BUSY instead of waiting)."""
+        if engine.dialect.name != "sqlite":
+            return engine
+        return engine.execution_options(**{sql_engine.SQLITE_BEGIN: "IMMEDIATE"})
 
-    def _make_engine(self) -> sa.Engine:
-        url = self.url.set(drivername="sqlite+pysqlite")
-        engine = sa.create_engine(url, pool_size=self.pool_size, pool_timeout=30,
-                                  connect_args={"timeout": _BUSY_MS / 1000,
-                                                "check_same_thread": False})
-
-        @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-            dbapi_conn.isolation_level = None  # autocommit at the driver: we send BEGIN
-            # Text that is not UTF-8 (written behind the board's back) would fail the whole
-            # read as a driver error, an outage to the caller: read it with U+FFFD instead.
-            dbapi_conn.text_factory = _lenient_text
-            cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
-            cursor.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes
-            cursor.close()
-
-        @event.listens_for(engine, "begin")
-        def _on_begin(conn: sa.Connection) -> None:
-            mode = conn.get_execution_options().get("legato_begin", "DEFERRED")
-            conn.exec_driver_sql(f"BEGIN {mode}")
-
-        return engine
+    def _translated(self, what: str) -> contextlib.AbstractContextManager[None]:
+        """Driver errors become ``BoardUnavailable`` naming the board (and its SQLite file)."""
+        return sql_engine.translate_errors(f"board {self.name!r}: {what}", self._file,
+                                           failure=errors.BoardUnavailable)
 
     def _close(self) -> None:
         engine, self._engine = self._engine, None
@@ -195,22 +182,18 @@ class SQLJobBoard(JobBoard):
         engine = self._engine
         if engine is None:
             raise errors.JobFailure(f"board {self.name!r} is not connected; call connect()")
-        try:
-            with engine.connect() as conn:
-                if write and engine.dialect.name == "sqlite":
-                    # Take the write lock up front: a deferred transaction that reads and
-                    # then writes can fail with SQLITE_BUSY instead of waiting.
-                    conn = conn.execution_options(legato_begin="IMMEDIATE")
-                elif not write and engine.dialect.name == "postgresql":
-                    # Reads are single statements: autocommit saves the COMMIT round trip.
-                    conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-                with conn.begin():
-                    yield conn
-                if write and self.wal_checkpoint_every and engine.dialect.name == "sqlite":
-                    self._count_write(conn)
-        except (sa.exc.DBAPIError, sa.exc.TimeoutError) as exc:
-            raise errors.BoardUnavailable(
-                f"board {self.name!r}: database unavailable{self._where()}: {exc}") from exc
+        with self._translated("database call"), engine.connect() as conn:
+            if write and engine.dialect.name == "sqlite":
+                # Take the write lock up front: a deferred transaction that reads and then
+                # writes can fail with SQLITE_BUSY instead of waiting.
+                conn = conn.execution_options(**{sql_engine.SQLITE_BEGIN: "IMMEDIATE"})
+            elif not write and engine.dialect.name == "postgresql":
+                # Reads are single statements: autocommit saves the COMMIT round trip.
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            with conn.begin():
+                yield conn
+            if write and self.wal_checkpoint_every and engine.dialect.name == "sqlite":
+                self._count_write(conn)
 
     def _count_write(self, conn: sa.Connection) -> None:
         """Count one committed write; every ``wal_checkpoint_every`` writes, checkpoint and
@@ -221,7 +204,8 @@ class SQLJobBoard(JobBoard):
             return
         self._writes_left = self.wal_checkpoint_every
         # On the driver's connection: through SQLAlchemy the pragmas would open a transaction.
-        checkpoint_wal(conn.connection.driver_connection, _BUSY_MS / 1000)
+        sql_engine.checkpoint_wal(conn.connection.driver_connection,
+                                  self.settings.busy_timeout)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -599,10 +583,6 @@ class SQLJobBoard(JobBoard):
         return iter(found)
 
 
-def _lenient_text(data: bytes) -> str:
-    return data.decode("utf-8", "replace")
-
-
 def _row_values(record: JobRecord) -> dict[str, Any]:
     return {
         "uuid": record.uuid, "name": record.name, "details": json.dumps(record.details),
@@ -626,16 +606,6 @@ class PostgresJobBoard(SQLJobBoard):
         self._stop = threading.Event()
         #: ``application_name`` of the listening connection (seen in ``pg_stat_activity``).
         self.listener_name = f"legato-listen:{self.name}"[:63]
-
-    def _make_engine(self) -> sa.Engine:
-        timeout = max(1, round(self.connect_timeout))
-        url = self.url.set(drivername="postgresql+psycopg")
-        return sa.create_engine(
-            url, pool_pre_ping=True, pool_size=self.pool_size, max_overflow=self.pool_size,
-            pool_timeout=self.connect_timeout,
-            connect_args={"connect_timeout": timeout, "keepalives": 1, "keepalives_idle": 5,
-                          "keepalives_interval": 2, "keepalives_count": 2,
-                          "tcp_user_timeout": timeout * 1000})
 
     def _close(self) -> None:
         self._stop.set()

@@ -30,7 +30,7 @@ a warning when the server persists nothing; with ``require_persistence=true`` (U
 only after the data was lost cannot know it was ever there: the check protects what a board
 object has seen.
 
-Every step that touches more than one key is one Lua script (``legato/jobboard/lua``), so it is
+Every step that touches more than one key is one Lua script (``lua/`` beside this module), so it is
 atomic; scripts read the server's clock (``TIME``), so every machine agrees on lease expiry. A
 claim nobody renews simply expires: ``claim``/``claim_next`` treat it as claimable, with no code
 on the dead owner's side. ``claim_next`` first moves a bounded number of due delayed jobs and
@@ -39,11 +39,11 @@ the backlog. ``consume_and_claim_next`` runs ``consume`` then ``claim_next`` in 
 ``abandon`` and ``release`` share one body (``unclaim`` in ``common.lua``): the job goes back to
 ``ready`` (or ``delayed``) with its old score, so it keeps its place in claim order.
 
-The scripts run over a connection the board keeps for them (see ``_ScriptRunner``): they are
-the board's hot path, and a conductor that loops claim, run, consume pays one round trip per
-job for its board calls. ``consume_and_claim_next_async`` sends its script on that connection
-and reads the reply when ``result()`` is called, so the round trip overlaps the caller's work;
-until then the connection stays taken and the board's other calls go through the pool.
+The scripts are redis-py ``Script`` objects (``register_script``: redis-py sends ``EVALSHA`` and
+loads a script again after ``NOSCRIPT``). They are the board's hot path, so each conductor step
+is one script: ``consume_and_claim_next`` finishes a job and claims the next in one round trip.
+``consume_and_claim_next_async`` sends that script on a connection of the client's pool and
+returns: the round trip overlaps the caller's work, and ``result()`` reads the answer.
 """
 
 from __future__ import annotations
@@ -51,11 +51,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import hashlib
 import importlib.resources
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -65,6 +63,7 @@ from uuid import uuid4
 
 import redis
 from redis.backoff import NoBackoff
+from redis.commands.core import Script
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -233,7 +232,7 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _load_script(name: str) -> str:
-    folder = importlib.resources.files("legato.jobboard") / "lua"
+    folder = importlib.resources.files("legato.jobboard.redis") / "lua"
     return (folder / "common.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
 
 
@@ -295,7 +294,7 @@ class RedisJobBoard(JobBoard):
         self._epoch_lock = threading.Lock()
         self._channel = f"{ns}:events"
         self._client: redis.Redis | None = None
-        self._scripts: _ScriptRunner | None = None
+        self._scripts: dict[str, Script] = {}
         self._events: _EventListener | None = None
 
     @classmethod
@@ -324,9 +323,8 @@ class RedisJobBoard(JobBoard):
         except BaseException:
             client.close()
             raise
-        sources = {name: _load_script(name) for name in _SCRIPTS}
         self._client, self._events = client, events
-        self._scripts = _ScriptRunner(client, self._keys, sources)
+        self._scripts = {name: client.register_script(_load_script(name)) for name in _SCRIPTS}
         events.start()
 
     def _check_persistence(self, client: redis.Redis) -> None:
@@ -386,9 +384,7 @@ class RedisJobBoard(JobBoard):
         if self._events is not None:
             self._events.stop()
             self._events = None
-        if self._scripts is not None:
-            self._scripts.close()
-            self._scripts = None
+        self._scripts = {}
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -400,13 +396,11 @@ class RedisJobBoard(JobBoard):
 
     def _run(self, script: str, args: list[Any], job_uuid: str | None = None) -> list[Any]:
         """Run one Lua script; its reply is a list whose first item is a status."""
-        runner = self._scripts
-        assert runner is not None, "connected boards have a script runner"
         now = "" if self._server_time else repr(self.clock())
         epoch = self._epoch
+        argv: list[Any] = [self._prefix, now, self._channel, *args, epoch]
         try:
-            reply: list[Any] = runner.run(script,
-                                          [self._prefix, now, self._channel, *args, epoch])
+            reply: list[Any] = self._scripts[script](self._keys, argv, self._redis)
         except redis.RedisError as exc:
             raise _legato_error(exc, script, job_uuid) from exc
         if reply and reply[0] == "LOST":
@@ -414,27 +408,44 @@ class RedisJobBoard(JobBoard):
         return reply
 
     def _send(self, script: str, args: list[Any], job_uuid: str | None,
-              answer: Callable[[list[Any]], T]) -> Pending[T] | None:
-        """Send one Lua script without waiting: the ``Pending`` gives ``answer(reply)`` (or
-        ``_run``'s error); None when the script connection is busy."""
-        runner = self._scripts
-        assert runner is not None, "connected boards have a script runner"
+              answer: Callable[[list[Any]], T]) -> Pending[T]:
+        """Send one Lua script and read its reply later: the ``Pending`` gives
+        ``answer(reply)`` (or ``_run``'s error), read by whichever thread asks first.
+
+        The script goes out on a connection checked out of the client's pool, which stays
+        checked out until the reply is read (so nothing else is sent on it in between). After
+        ``NOSCRIPT`` (the script did not run: the server lost its scripts) it runs through
+        ``_run``, whose ``Script`` loads it again.
+        """
         now = "" if self._server_time else repr(self.clock())
         epoch = self._epoch
+        pool = self._redis.connection_pool
         try:
-            read = runner.send(script, [self._prefix, now, self._channel, *args, epoch])
+            conn: Any = pool.get_connection()
         except redis.RedisError as exc:
-            error = _legato_error(exc, script, job_uuid)
-            error.__cause__ = exc
-            return Pending.failed(error)
-        if read is None:
-            return None
+            return Pending.failed(_chained(_legato_error(exc, script, job_uuid), exc))
+        try:
+            conn.send_command("EVALSHA", self._scripts[script].sha, len(self._keys),
+                              *self._keys, self._prefix, now, self._channel, *args, epoch)
+        except BaseException as exc:
+            _give_back(pool, conn, broken=True)
+            if isinstance(exc, redis.RedisError):
+                return Pending.failed(_chained(_legato_error(exc, script, job_uuid), exc))
+            raise
 
         def finish() -> T:
             try:
-                reply: list[Any] = read()
-            except redis.RedisError as exc:
-                raise _legato_error(exc, script, job_uuid) from exc
+                reply: list[Any] = conn.read_response()
+            except redis.exceptions.NoScriptError:
+                _give_back(pool, conn, broken=False)
+                return answer(self._run(script, args, job_uuid))
+            except BaseException as exc:
+                # A whole error reply leaves the connection in step; anything else may not.
+                _give_back(pool, conn, broken=not isinstance(exc, redis.ResponseError))
+                if isinstance(exc, redis.RedisError):
+                    raise _legato_error(exc, script, job_uuid) from exc
+                raise
+            _give_back(pool, conn, broken=False)
             if reply and reply[0] == "LOST":
                 raise self._lost(epoch, reply[1], job_uuid)
             return answer(reply)
@@ -642,15 +653,11 @@ class RedisJobBoard(JobBoard):
 
     def _send_consume_and_claim_next(self, job_uuid: str, who: str, fence: int | None,
                                      ttl: float) -> Pending[JobRecord | None]:
-        """The same script, sent on the script connection; made at once when that is busy."""
-        sent = self._send("consume_and_claim_next", _consume_args(job_uuid, who, fence, ttl),
+        """The same script, sent at once and its reply read later (see ``_send``)."""
+        return self._send("consume_and_claim_next", _consume_args(job_uuid, who, fence, ttl),
                           job_uuid,
                           functools.partial(self._consumed_then_claimed, job_uuid, who, fence,
                                             ttl))
-        if sent is None:
-            return Pending.of(functools.partial(self._consume_and_claim_next, job_uuid, who,
-                                                fence, ttl))
-        return sent
 
     def _consumed_then_claimed(self, job_uuid: str, who: str, fence: int | None, ttl: float,
                                reply: list[Any]) -> JobRecord | None:
@@ -797,137 +804,17 @@ def _without_query(url: str, names: tuple[str, ...]) -> str:
     return parts._replace(query=query).geturl()
 
 
-class _ScriptRunner:
-    """Runs the board's Lua scripts: ``EVALSHA``, loading the script again on ``NOSCRIPT``
-    (after ``SCRIPT FLUSH`` or a server restart) and retrying once.
-
-    redis-py's general command path (pool check-out and check-in, retry and observability
-    wrappers, ``Script``) costs more client time than the round trip itself, and the scripts
-    are the board's hot path. So the runner keeps one connection of its own and talks over it
-    directly (redis-py still packs and parses), under a lock; a thread that finds it busy goes
-    through the client's pool as usual. Like the pool at check-out, the runner replaces its
-    connection when it has unread data or the server closed it; after any failure but an error
-    reply it drops the connection (redis-py has closed it), so the next call connects afresh.
-
-    ``send`` sends a script and leaves its reply to be read later, by any thread: the lock
-    (a ``threading.Lock``, which another thread may release) is held from the send until the
-    reply has been read, so nothing else is sent on the connection in between.
-    """
-
-    def __init__(self, client: redis.Redis, keys: list[str], sources: dict[str, str]) -> None:
-        self._client = client
-        self._keys: tuple[Any, ...] = (len(keys), *keys)
-        self._sources = sources
-        self._shas = {name: hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
-                      for name, source in sources.items()}
-        self._lock = threading.Lock()
-        self._conn: Any = None
-        self._live = False  # whether _conn is connected
-        self._unread = False  # whether a reply send() asked for is still to be read
-        self._pid = os.getpid()
-        timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
-        self._close_wait: float = timeout if timeout else 5.0
-
-    def run(self, name: str, args: list[Any]) -> Any:
-        if not self._lock.acquire(blocking=False):
-            return self._evalsha(self._client.execute_command, name, args)
-        try:
-            conn = self._checked_out()
-            with self._dropped_on_failure():
-                return self._evalsha(functools.partial(_exchange, conn), name, args)
-        finally:
-            self._lock.release()
-
-    @contextlib.contextmanager
-    def _dropped_on_failure(self) -> Iterator[None]:
-        """Drop the connection after any failure but an error reply (a whole error reply was
-        read: the connection is still in step)."""
-        try:
-            yield
-        except redis.ResponseError:
-            raise
-        except BaseException:
-            self._drop()
-            raise
-
-    def send(self, name: str, args: list[Any]) -> Callable[[], Any] | None:
-        """Send ``EVALSHA`` on the kept connection and return the function that reads its
-        reply (call it once, from any thread; it releases the connection), or None when the
-        connection is busy. A failure to send raises at once, the connection dropped."""
-        if not self._lock.acquire(blocking=False):
-            return None
-        try:
-            conn = self._checked_out()
-            conn.send_command("EVALSHA", self._shas[name], *self._keys, *args)
-        except BaseException:
-            self._drop()
-            self._lock.release()
-            raise
-        self._unread = True
-        return functools.partial(self._read, conn, name, args)
-
-    def _read(self, conn: Any, name: str, args: list[Any]) -> Any:
-        try:
-            with self._dropped_on_failure():
-                try:
-                    return conn.read_response()
-                except redis.exceptions.NoScriptError:
-                    return self._load_and_run(functools.partial(_exchange, conn), name, args)
-        finally:
-            self._unread = False
-            self._lock.release()
-
-    def close(self) -> None:
-        # Wait for a call in flight (bounded by the socket timeout), but not for a reply that
-        # send() asked for and nobody reads: the connection is dropped under it, and its
-        # reader gets a connection error.
-        held = self._lock.acquire(blocking=False) or (
-            not self._unread and self._lock.acquire(timeout=self._close_wait))
-        try:
-            self._drop()
-            self._conn = None
-        finally:
-            if held:
-                self._lock.release()
-
-    def _evalsha(self, call: Callable[..., Any], name: str, args: list[Any]) -> Any:
-        try:
-            return call("EVALSHA", self._shas[name], *self._keys, *args)
-        except redis.exceptions.NoScriptError:
-            return self._load_and_run(call, name, args)
-
-    def _load_and_run(self, call: Callable[..., Any], name: str, args: list[Any]) -> Any:
-        """After ``NOSCRIPT`` (the script did not run): load the script, run it."""
-        call("SCRIPT", "LOAD", self._sources[name])
-        return call("EVALSHA", self._shas[name], *self._keys, *args)
-
-    def _checked_out(self) -> Any:
-        if self._pid != os.getpid():  # a forked child: the connection is the parent's
-            self._conn, self._live, self._pid = None, False, os.getpid()
-        if self._conn is None:
-            self._conn = self._client.connection_pool.make_connection()
-        conn = self._conn
-        if self._live:
-            try:
-                if not conn.can_read():
-                    return conn
-            except (redis.ConnectionError, redis.TimeoutError, OSError):
-                pass  # closed by the server
-            self._drop()
-        conn.connect()
-        self._live = True
-        return conn
-
-    def _drop(self) -> None:
-        self._live = False
-        if self._conn is not None:
-            self._conn.disconnect()
+def _chained(error: errors.JobFailure, cause: BaseException) -> errors.JobFailure:
+    error.__cause__ = cause
+    return error
 
 
-def _exchange(conn: Any, *command: Any) -> Any:
-    """Send one command on ``conn`` and read its reply (an error reply raises)."""
-    conn.send_command(*command)
-    return conn.read_response()
+def _give_back(pool: Any, conn: Any, *, broken: bool) -> None:
+    """Return a connection ``_send`` checked out; a ``broken`` one (out of step with the
+    server after a failure) is disconnected first, so the pool reconnects it."""
+    if broken:
+        conn.disconnect()
+    pool.release(conn)
 
 
 class _EventListener:

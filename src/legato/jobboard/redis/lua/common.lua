@@ -1,4 +1,4 @@
--- Helpers shared by every Legato jobboard script (prepended to each script by redis.py), and
+-- Helpers shared by every Legato jobboard script (prepended to each script by board.py), and
 -- the bodies of the steps that scripts combine or share (consume, claim_next, unclaim).
 -- Job hashes hold JSON-encoded values; "null" stands for None.
 

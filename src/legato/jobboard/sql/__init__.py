@@ -1,0 +1,8 @@
+"""The SQL jobboard (SQLite, PostgreSQL): ``board`` holds the board, ``tables`` its tables
+(created and upgraded by their own Alembic branch, ``migrations/``)."""
+
+from __future__ import annotations
+
+from legato.jobboard.sql.board import CHANNEL, PostgresJobBoard, SQLJobBoard
+
+__all__ = ["CHANNEL", "PostgresJobBoard", "SQLJobBoard"]
