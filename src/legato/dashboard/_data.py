@@ -22,7 +22,7 @@ from legato.persistence.models import utcnow
 from legato.states import FlowState, JobPriority, JobState
 
 if TYPE_CHECKING:
-    from legato.jobboard.base import Entity, Job, JobBoard
+    from legato.jobboard.base import Entity, Job, JobBoard, JobRecord
     from legato.persistence.base import Persistence
     from legato.persistence.models import AtomDetail, Claim, FlowDetail
 
@@ -199,7 +199,7 @@ def overview(board: JobBoard, backend: Persistence) -> dict[str, Any]:
     counts = board.counts()
     live = [_entity_row(e) for e in board.iter_entities("conductor")]
     head = next(board.iterjobs(only_unclaimed=True), None)
-    lapsed, held = _head_claims(board, now)
+    lapsed, held, lapsing = _head_claims(board, now)
     for row in live:
         row["jobs"] = held.get(row["name"], [])
     recent = backend.claim_counts(utcnow() - dt.timedelta(minutes=10))
@@ -215,6 +215,15 @@ def overview(board: JobBoard, backend: Persistence) -> dict[str, Any]:
         attention.append(
             f"{len(lapsed)} claim(s) lapsed: their conductor stopped renewing; "
             "the jobs wait for another conductor"
+        )
+    if lapsing:
+        attention.append(
+            f"{len(lapsing)} claim(s) about to lapse (less than a third of the lease left; "
+            "a conductor renews at two thirds): "
+            + ", ".join(
+                f"{c['job_name']} held by {c['owner']}, {c['left']}s left" for c in lapsing[:5]
+            )
+            + (" ..." if len(lapsing) > 5 else "")
         )
     for row in live:
         if row["paused"]:
@@ -234,6 +243,7 @@ def overview(board: JobBoard, backend: Persistence) -> dict[str, Any]:
         "per_minute": per_minute(backend),
         "attention": attention,
         "lapsed": lapsed,
+        "lapsing": lapsing,
         "time": _iso(now),
     }
 
@@ -253,11 +263,14 @@ def per_minute(backend: Persistence, minutes: int = 60) -> list[dict[str, int]]:
     ]
 
 
-def _head_claims(board: JobBoard, now: float) -> tuple[list[str], dict[str, list[str]]]:
-    """Among the first ``HEAD_SCAN`` jobs: those whose claim lapsed, and the live claims'
-    jobs by owner."""
+def _head_claims(
+    board: JobBoard, now: float
+) -> tuple[list[str], dict[str, list[str]], list[dict[str, Any]]]:
+    """Among the first ``HEAD_SCAN`` jobs: those whose claim lapsed, the live claims' jobs
+    by owner, and the live claims about to lapse (``lapsing``)."""
     lapsed: list[str] = []
     held: dict[str, list[str]] = {}
+    lapsing: list[dict[str, Any]] = []
     for job in itertools.islice(board.iterjobs(), HEAD_SCAN):
         record = job.record
         if record.state is not JobState.CLAIMED:
@@ -265,9 +278,32 @@ def _head_claims(board: JobBoard, now: float) -> tuple[list[str], dict[str, list
         owner = record.effective_owner(now)
         if owner is None:
             lapsed.append(job.uuid)
-        else:
-            held.setdefault(owner, []).append(job.uuid)
-    return lapsed, held
+            continue
+        held.setdefault(owner, []).append(job.uuid)
+        if lapsing_soon(record, now):
+            assert record.lease_expires is not None
+            lapsing.append(
+                {
+                    "job_uuid": job.uuid,
+                    "job_name": job.name,
+                    "owner": owner,
+                    "left": round(record.lease_expires - now, 1),
+                    "lease_expires": _iso(record.lease_expires),
+                }
+            )
+    return lapsed, held, lapsing
+
+
+def lapsing_soon(record: JobRecord, now: float) -> bool:
+    """Whether a live claim has less than a third of its lease left: its owner renews with
+    two thirds left, so it missed renewals (stuck, cut off from the board, or gone).
+
+    The lease's length is ``lease_expires - last_modified``: every board sets
+    ``last_modified`` on a claim's last write (the claim or its last renewal)."""
+    expires, written = record.lease_expires, record.last_modified
+    if expires is None or written is None or expires <= written:
+        return False
+    return expires - now < (expires - written) / 3
 
 
 def _entity_row(entity: Entity) -> dict[str, Any]:
@@ -498,7 +534,7 @@ def conductors(
     the jobs each ran and their outcomes."""
     now = board.clock()
     live = [_entity_row(e) for e in board.iter_entities("conductor")]
-    _, held = _head_claims(board, now)
+    _, held, _ = _head_claims(board, now)
     for row in live:
         row["jobs"] = held.get(row["name"], [])
     ran: dict[str, dict[str, Any]] = {}
