@@ -440,19 +440,48 @@ def _flow_row(flow_detail: FlowDetail) -> dict[str, Any]:
 
 
 def _atom_row(atom: AtomDetail) -> dict[str, Any]:
-    failure = atom.failure or atom.revert_failure
-    retry_history = atom.results if atom.KIND == "retry" else None
+    """One atom as the job page shows it. Times are what the engine's ``TimingListener``
+    stored in the atom's meta (``duration``, ``revert_duration``; ``legato conductor``
+    attaches it): None where nothing recorded them, never made up."""
+    retry = atom.KIND == "retry"
     return {
         "name": atom.name,
         "kind": atom.KIND,
         "state": str(atom.state),
         "intention": str(atom.intention),
-        "result": None if atom.KIND == "retry" else atom.results,
-        "failure": _failure_row(failure),
-        "duration": atom.meta.get("duration"),
+        "result": None if retry else atom.results,
+        "failure": _failure_row(atom.failure),
+        "revert_failure": _failure_row(atom.revert_failure),
+        "duration": _seconds(atom.meta.get("duration")),
+        "revert_duration": _seconds(atom.meta.get("revert_duration")),
         "progress": atom.meta.get("progress"),
-        "retry_history": retry_history,
+        "retry_history": _retry_history(atom.results) if retry else None,
     }
+
+
+def _seconds(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _retry_history(results: Any) -> list[dict[str, Any]]:
+    """A retry's history (``RetryDetail.results``: ``[result, {atom: failure}]`` per try),
+    one entry per try: what the retry returned for it and what failed in it."""
+    if not isinstance(results, list):
+        return []
+    tries = []
+    for number, entry in enumerate(results, 1):
+        result, failures = (
+            entry if isinstance(entry, list | tuple) and len(entry) == 2 else (entry, {})
+        )
+        failed = failures.items() if isinstance(failures, dict) else ()
+        tries.append(
+            {
+                "try": number,
+                "result": result,
+                "failures": [dict(_failure_row(f) or {}, atom=str(name)) for name, f in failed],
+            }
+        )
+    return tries
 
 
 def _failure_row(failure: dict[str, Any] | None) -> dict[str, Any] | None:
