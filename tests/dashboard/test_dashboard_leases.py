@@ -15,6 +15,7 @@ httpx = pytest.importorskip("httpx")
 
 from legato import jobboard, persistence  # noqa: E402
 from legato.dashboard.app import create_app  # noqa: E402
+from legato.jobboard.base import Entity  # noqa: E402
 from legato.testing.clock import FakeClock  # noqa: E402
 from legato.testing.dashboard import running  # noqa: E402
 
@@ -60,3 +61,28 @@ def test_a_claim_about_to_lapse_needs_attention_until_renewed(stack: Any) -> Non
         assert stats["lapsing"] == []
         assert sorted(stats["lapsed"]) == sorted([stuck.uuid, healthy.uuid])
         assert not any("about to lapse" in line for line in stats["attention"])
+
+
+def test_each_live_conductor_shows_its_last_renewal(stack: Any) -> None:
+    board, store, clock = stack
+    board.register_entity(Entity("conductor", "conductor-a"), ttl=3600)
+    board.register_entity(Entity("conductor", "idle"), ttl=3600)
+    held = board.claim(board.post("held-job"), "conductor-a", ttl=30)
+    with (
+        running(create_app(board, store)) as url,
+        httpx.Client(base_url=url, timeout=30) as web,
+    ):
+
+        def rows() -> dict[str, dict[str, Any]]:
+            return {c["name"]: c for c in web.get("/api/stats").json()["conductors"]}
+
+        clock.advance(8)
+        assert (rows()["conductor-a"]["last_renewal_age"], rows()["idle"]["last_renewal"]) == (
+            "8s",
+            None,
+        )
+        board.renew(held, "conductor-a", ttl=30)
+        clock.advance(2)
+        assert rows()["conductor-a"]["last_renewal_age"] == "2s"
+        assert rows()["conductor-a"]["jobs"] == [held.uuid]
+        assert "2s ago" in web.get("/").text and "2s ago" in web.get("/conductors").text

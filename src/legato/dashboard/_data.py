@@ -201,7 +201,7 @@ def overview(board: JobBoard, backend: Persistence) -> dict[str, Any]:
     head = next(board.iterjobs(only_unclaimed=True), None)
     lapsed, held, lapsing = _head_claims(board, now)
     for row in live:
-        row["jobs"] = held.get(row["name"], [])
+        _add_claims(row, held, now)
     recent = backend.claim_counts(utcnow() - dt.timedelta(minutes=10))
     attention = []
     if recent.get("trashed"):
@@ -263,13 +263,23 @@ def per_minute(backend: Persistence, minutes: int = 60) -> list[dict[str, int]]:
     ]
 
 
+def _add_claims(row: dict[str, Any], held: dict[str, list[JobRecord]], now: float) -> None:
+    """A live conductor's row gets the jobs it holds and when it last renewed one of their
+    claims (the latest claim or renewal: each board's ``last_modified`` of a claimed job)."""
+    records = held.get(row["name"], [])
+    row["jobs"] = [r.uuid for r in records]
+    renewed = max((r.last_modified for r in records if r.last_modified), default=None)
+    row["last_renewal"] = _iso(renewed)
+    row["last_renewal_age"] = age(now - renewed) if renewed is not None else None
+
+
 def _head_claims(
     board: JobBoard, now: float
-) -> tuple[list[str], dict[str, list[str]], list[dict[str, Any]]]:
-    """Among the first ``HEAD_SCAN`` jobs: those whose claim lapsed, the live claims' jobs
-    by owner, and the live claims about to lapse (``lapsing``)."""
+) -> tuple[list[str], dict[str, list[JobRecord]], list[dict[str, Any]]]:
+    """Among the first ``HEAD_SCAN`` jobs: those whose claim lapsed, the live claims by
+    owner, and the live claims about to lapse (``lapsing``)."""
     lapsed: list[str] = []
-    held: dict[str, list[str]] = {}
+    held: dict[str, list[JobRecord]] = {}
     lapsing: list[dict[str, Any]] = []
     for job in itertools.islice(board.iterjobs(), HEAD_SCAN):
         record = job.record
@@ -279,7 +289,7 @@ def _head_claims(
         if owner is None:
             lapsed.append(job.uuid)
             continue
-        held.setdefault(owner, []).append(job.uuid)
+        held.setdefault(owner, []).append(record)
         if lapsing_soon(record, now):
             assert record.lease_expires is not None
             lapsing.append(
@@ -316,6 +326,8 @@ def _entity_row(entity: Entity) -> dict[str, Any]:
         "started_at": _iso(started) if isinstance(started, int | float) else None,
         "paused": _paused_of(meta.get("paused")),
         "jobs": [],
+        "last_renewal": None,
+        "last_renewal_age": None,
     }
 
 
@@ -565,7 +577,7 @@ def conductors(
     live = [_entity_row(e) for e in board.iter_entities("conductor")]
     _, held, _ = _head_claims(board, now)
     for row in live:
-        row["jobs"] = held.get(row["name"], [])
+        _add_claims(row, held, now)
     ran: dict[str, dict[str, Any]] = {}
     seen: set[str] = set()
     for summary in backend.list_flows(since=utcnow() - since, limit=flows_limit):
