@@ -14,7 +14,21 @@ import pytest
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "build" / "screenshots"
+#: The README's picture of the job page. A browser run writes it to ``SCREENSHOTS``; with
+#: ``LEGATO_UPDATE_SCREENSHOTS=1`` it replaces the one in docs/ instead.
+JOB_SCREENSHOT = "dashboard-job.png"
+
+
+@pytest.fixture
+def job_screenshot() -> Path:
+    """Where a test saves the README's screenshot of the job page: build/screenshots/, or
+    docs/ with ``LEGATO_UPDATE_SCREENSHOTS=1`` (so a plain run never changes the repository)."""
+    if os.environ.get("LEGATO_UPDATE_SCREENSHOTS") == "1":
+        return ROOT / "docs" / JOB_SCREENSHOT
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS / JOB_SCREENSHOT
 
 
 @pytest.hookimpl(wrapper=True)

@@ -27,7 +27,6 @@ from legato.testing.dashboard import running
 SECRET = "browser-test-token-1234"
 TTL = 2.0
 WAIT = 60.0
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(params=["sqlite", "postgres", "redis", "zookeeper"])
@@ -62,6 +61,7 @@ def site(board_url: str, board_kind: str, tmp_path: Path) -> Iterator[dict[str, 
                 str(TTL),
                 "--name",
                 name,
+                "--timing",
             ],
             stdout=subprocess.DEVNULL,
         )
@@ -148,7 +148,7 @@ def _post_slow(site: dict[str, Any], name: str, steps: int = 5, pause: float = 0
     )
 
 
-def test_live_atoms_and_takeover(site: dict[str, Any], browser: Any) -> None:
+def test_live_atoms_and_takeover(site: dict[str, Any], browser: Any, job_screenshot: Path) -> None:
     job = _post_slow(site, "takeover-demo")
     doomed = site["conductor"]("doomed")
     browser.get(f"{site['url']}/jobs/{job.uuid}")
@@ -169,8 +169,12 @@ def test_live_atoms_and_takeover(site: dict[str, Any], browser: Any) -> None:
     assert outcomes == ["lost claim", "consumed"]
     assert _atom_states(browser) == ["SUCCESS"] * 5
     assert browser.execute_script("return window.legatoNoReload === true;")
+    # Each atom shows how long it ran (the conductors record it, as legato conductor does).
+    from selenium.webdriver.common.by import By
+
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".atom .duration:not(.none)")) == 5
     if site["kind"] == "sqlite":  # the README's picture comes from this run
-        browser.save_screenshot(str(ROOT / "docs" / "dashboard-job.png"))
+        browser.save_screenshot(str(job_screenshot))
 
 
 def test_cancel_running_job_then_requeue_from_trash(site: dict[str, Any], browser: Any) -> None:

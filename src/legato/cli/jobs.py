@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from legato import errors, operations
+from legato._redact import redact
 from legato.cli import _context, _lookup
 from legato.cli._output import Mode, age, shorten
 
@@ -254,7 +255,8 @@ def conductors(ctx: typer.Context) -> None:
         rows = [_conductor_row(entity, held, now) for entity in board.iter_entities("conductor")]
     for row in rows:
         row["jobs"] = ", ".join(j[:8] for j in row["job_uuids"]) or "-"
-    settings.out.table(rows, ["name", "host", "pid", "started", "jobs"],
+        row["state"] = _paused_text(row["paused"])
+    settings.out.table(rows, ["name", "host", "pid", "started", "state", "jobs"],
                        empty="no live conductors")
 
 
@@ -264,9 +266,25 @@ def _conductor_row(entity: Any, held: dict[str, list[str]], now: float) -> dict[
     started_text = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
                     + f" ({age(started, now=now)} ago)") if isinstance(started, int | float) \
         else None
+    paused = meta.get("paused")
     return {"name": entity.name, "host": meta.get("host"), "pid": meta.get("pid"),
             "started": started_text, "started_at": started,
+            "paused": paused if isinstance(paused, dict) else None,
             "job_uuids": held.get(entity.name, []), "metadata": meta}
+
+
+def _paused_text(paused: dict[str, Any] | None) -> str:
+    """``claiming``, or when a conductor that paused itself (it looks misconfigured: the jobs
+    it claimed in a row could not run there) claims again, and why it paused."""
+    if paused is None:
+        return "claiming"
+    until = paused.get("until")
+    when = (time.strftime("%H:%M:%S", time.localtime(until))
+            if isinstance(until, int | float) else "?")
+    jobs = paused.get("jobs")
+    reason = redact(str(paused.get("reason") or ""))[:200]
+    count = f"{jobs} jobs in a row could not run" if isinstance(jobs, int) else "misconfigured"
+    return f"PAUSED until {when} ({count}; last: {reason})"
 
 
 def register(app: typer.Typer) -> None:

@@ -22,7 +22,7 @@ from legato.persistence.models import utcnow
 from legato.states import FlowState, JobPriority, JobState
 
 if TYPE_CHECKING:
-    from legato.jobboard.base import Entity, Job, JobBoard
+    from legato.jobboard.base import Entity, Job, JobBoard, JobRecord
     from legato.persistence.base import Persistence
     from legato.persistence.models import AtomDetail, Claim, FlowDetail
 
@@ -199,9 +199,9 @@ def overview(board: JobBoard, backend: Persistence) -> dict[str, Any]:
     counts = board.counts()
     live = [_entity_row(e) for e in board.iter_entities("conductor")]
     head = next(board.iterjobs(only_unclaimed=True), None)
-    lapsed, held = _head_claims(board, now)
+    lapsed, held, lapsing = _head_claims(board, now)
     for row in live:
-        row["jobs"] = held.get(row["name"], [])
+        _add_claims(row, held, now)
     recent = backend.claim_counts(utcnow() - dt.timedelta(minutes=10))
     attention = []
     if recent.get("trashed"):
@@ -215,6 +215,15 @@ def overview(board: JobBoard, backend: Persistence) -> dict[str, Any]:
         attention.append(
             f"{len(lapsed)} claim(s) lapsed: their conductor stopped renewing; "
             "the jobs wait for another conductor"
+        )
+    if lapsing:
+        attention.append(
+            f"{len(lapsing)} claim(s) about to lapse (less than a third of the lease left; "
+            "a conductor renews at two thirds): "
+            + ", ".join(
+                f"{c['job_name']} held by {c['owner']}, {c['left']}s left" for c in lapsing[:5]
+            )
+            + (" ..." if len(lapsing) > 5 else "")
         )
     for row in live:
         if row["paused"]:
@@ -234,6 +243,7 @@ def overview(board: JobBoard, backend: Persistence) -> dict[str, Any]:
         "per_minute": per_minute(backend),
         "attention": attention,
         "lapsed": lapsed,
+        "lapsing": lapsing,
         "time": _iso(now),
     }
 
@@ -253,11 +263,24 @@ def per_minute(backend: Persistence, minutes: int = 60) -> list[dict[str, int]]:
     ]
 
 
-def _head_claims(board: JobBoard, now: float) -> tuple[list[str], dict[str, list[str]]]:
-    """Among the first ``HEAD_SCAN`` jobs: those whose claim lapsed, and the live claims'
-    jobs by owner."""
+def _add_claims(row: dict[str, Any], held: dict[str, list[JobRecord]], now: float) -> None:
+    """A live conductor's row gets the jobs it holds and when it last renewed one of their
+    claims (the latest claim or renewal: each board's ``last_modified`` of a claimed job)."""
+    records = held.get(row["name"], [])
+    row["jobs"] = [r.uuid for r in records]
+    renewed = max((r.last_modified for r in records if r.last_modified), default=None)
+    row["last_renewal"] = _iso(renewed)
+    row["last_renewal_age"] = age(now - renewed) if renewed is not None else None
+
+
+def _head_claims(
+    board: JobBoard, now: float
+) -> tuple[list[str], dict[str, list[JobRecord]], list[dict[str, Any]]]:
+    """Among the first ``HEAD_SCAN`` jobs: those whose claim lapsed, the live claims by
+    owner, and the live claims about to lapse (``lapsing``)."""
     lapsed: list[str] = []
-    held: dict[str, list[str]] = {}
+    held: dict[str, list[JobRecord]] = {}
+    lapsing: list[dict[str, Any]] = []
     for job in itertools.islice(board.iterjobs(), HEAD_SCAN):
         record = job.record
         if record.state is not JobState.CLAIMED:
@@ -265,9 +288,32 @@ def _head_claims(board: JobBoard, now: float) -> tuple[list[str], dict[str, list
         owner = record.effective_owner(now)
         if owner is None:
             lapsed.append(job.uuid)
-        else:
-            held.setdefault(owner, []).append(job.uuid)
-    return lapsed, held
+            continue
+        held.setdefault(owner, []).append(record)
+        if lapsing_soon(record, now):
+            assert record.lease_expires is not None
+            lapsing.append(
+                {
+                    "job_uuid": job.uuid,
+                    "job_name": job.name,
+                    "owner": owner,
+                    "left": round(record.lease_expires - now, 1),
+                    "lease_expires": _iso(record.lease_expires),
+                }
+            )
+    return lapsed, held, lapsing
+
+
+def lapsing_soon(record: JobRecord, now: float) -> bool:
+    """Whether a live claim has less than a third of its lease left: its owner renews with
+    two thirds left, so it missed renewals (stuck, cut off from the board, or gone).
+
+    The lease's length is ``lease_expires - last_modified``: every board sets
+    ``last_modified`` on a claim's last write (the claim or its last renewal)."""
+    expires, written = record.lease_expires, record.last_modified
+    if expires is None or written is None or expires <= written:
+        return False
+    return expires - now < (expires - written) / 3
 
 
 def _entity_row(entity: Entity) -> dict[str, Any]:
@@ -280,6 +326,8 @@ def _entity_row(entity: Entity) -> dict[str, Any]:
         "started_at": _iso(started) if isinstance(started, int | float) else None,
         "paused": _paused_of(meta.get("paused")),
         "jobs": [],
+        "last_renewal": None,
+        "last_renewal_age": None,
     }
 
 
@@ -404,19 +452,48 @@ def _flow_row(flow_detail: FlowDetail) -> dict[str, Any]:
 
 
 def _atom_row(atom: AtomDetail) -> dict[str, Any]:
-    failure = atom.failure or atom.revert_failure
-    retry_history = atom.results if atom.KIND == "retry" else None
+    """One atom as the job page shows it. Times are what the engine's ``TimingListener``
+    stored in the atom's meta (``duration``, ``revert_duration``; ``legato conductor``
+    attaches it): None where nothing recorded them, never made up."""
+    retry = atom.KIND == "retry"
     return {
         "name": atom.name,
         "kind": atom.KIND,
         "state": str(atom.state),
         "intention": str(atom.intention),
-        "result": None if atom.KIND == "retry" else atom.results,
-        "failure": _failure_row(failure),
-        "duration": atom.meta.get("duration"),
+        "result": None if retry else atom.results,
+        "failure": _failure_row(atom.failure),
+        "revert_failure": _failure_row(atom.revert_failure),
+        "duration": _seconds(atom.meta.get("duration")),
+        "revert_duration": _seconds(atom.meta.get("revert_duration")),
         "progress": atom.meta.get("progress"),
-        "retry_history": retry_history,
+        "retry_history": _retry_history(atom.results) if retry else None,
     }
+
+
+def _seconds(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _retry_history(results: Any) -> list[dict[str, Any]]:
+    """A retry's history (``RetryDetail.results``: ``[result, {atom: failure}]`` per try),
+    one entry per try: what the retry returned for it and what failed in it."""
+    if not isinstance(results, list):
+        return []
+    tries = []
+    for number, entry in enumerate(results, 1):
+        result, failures = (
+            entry if isinstance(entry, list | tuple) and len(entry) == 2 else (entry, {})
+        )
+        failed = failures.items() if isinstance(failures, dict) else ()
+        tries.append(
+            {
+                "try": number,
+                "result": result,
+                "failures": [dict(_failure_row(f) or {}, atom=str(name)) for name, f in failed],
+            }
+        )
+    return tries
 
 
 def _failure_row(failure: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -498,9 +575,9 @@ def conductors(
     the jobs each ran and their outcomes."""
     now = board.clock()
     live = [_entity_row(e) for e in board.iter_entities("conductor")]
-    _, held = _head_claims(board, now)
+    _, held, _ = _head_claims(board, now)
     for row in live:
-        row["jobs"] = held.get(row["name"], [])
+        _add_claims(row, held, now)
     ran: dict[str, dict[str, Any]] = {}
     seen: set[str] = set()
     for summary in backend.list_flows(since=utcnow() - since, limit=flows_limit):

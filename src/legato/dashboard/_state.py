@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import jinja2
+import markupsafe
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -41,7 +42,10 @@ T = TypeVar("T")
 
 def _redacted(value: Any) -> Any:
     """Every value a template prints: URL passwords masked (job data, reasons and errors
-    included: a failure message may quote a connection URL)."""
+    included: a failure message may quote a connection URL). Markup (a macro's output) was
+    masked piece by piece as the macro printed it, and stays markup."""
+    if isinstance(value, markupsafe.Markup):
+        return value
     return redact(value) if isinstance(value, str) else value
 
 

@@ -121,12 +121,20 @@ def decode_job(name: str, data: bytes) -> JobRecord:
     return decode_record(data, uuid=uuid, sequence=sequence)
 
 
-def with_claim(record: JobRecord, claim: bytes) -> JobRecord:
-    """``record`` as claimed by the claim node holding ``claim``."""
+def with_claim(record: JobRecord, claim: bytes, *, ends: float | None = None) -> JobRecord:
+    """``record`` as claimed by the claim node holding ``claim``, whose lease ends at ``ends``
+    (default: the owner's ``expires_at``). ``last_modified`` becomes the claim's last write
+    (the claim or its last renewal, its TTL before it ends) when that is later, as a renewal
+    sets it on the other boards."""
     data = decode_claim(claim)
     record.state = JobState.CLAIMED
     record.owner = data.get("owner")
-    record.lease_expires = claim_expiry(data)
+    record.lease_expires = claim_expiry(data) if ends is None else ends
+    ttl = data.get("ttl")
+    if isinstance(ttl, int | float) and not isinstance(ttl, bool) and record.lease_expires:
+        written = record.lease_expires - float(ttl)
+        if record.last_modified is None or written > record.last_modified:
+            record.last_modified = written
     return record
 
 

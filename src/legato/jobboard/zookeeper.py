@@ -407,9 +407,8 @@ class ZooKeeperJobBoard(JobBoard):
         record = None if job is None else self._decode_job(name, job[0])
         if record is None or claim is None:
             return record
-        record = with_claim(record, claim[0])
-        record.lease_expires = self._follower.claim_ends(*claim)  # on this board's clock
-        return record
+        # The lease's end on this board's clock, not the owner's ``expires_at``.
+        return with_claim(record, claim[0], ends=self._follower.claim_ends(*claim))
 
     # -- posting and reading ---------------------------------------------------------------
 

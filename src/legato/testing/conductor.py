@@ -301,6 +301,14 @@ def _job_of(details: dict[str, Any]) -> str | None:
     return getattr(job, "uuid", None)
 
 
+def _attach_timing(_event: str, details: dict[str, Any]) -> None:
+    from legato.engine.listeners import TimingListener
+
+    engine = details.get("engine")
+    if engine is not None:
+        TimingListener(engine).register()
+
+
 def serve(argv: list[str] | None = None) -> None:
     """Run one conductor until killed: ``python -m legato.testing.conductor BOARD PERSISTENCE``.
 
@@ -323,6 +331,8 @@ def serve(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-dispatches", type=int, default=None)
     parser.add_argument("--claim-ahead-below", type=float, default=None,
                         help="blocking conductor: claim ahead after jobs shorter than this")
+    parser.add_argument("--timing", action="store_true",
+                        help="record each atom's duration in its meta, as legato conductor does")
     args = parser.parse_args(argv)
     if not args.board or not args.persistence:
         parser.error("give BOARD and PERSISTENCE, or set LEGATO_BOARD and LEGATO_PERSISTENCE")
@@ -336,6 +346,8 @@ def serve(argv: list[str] | None = None) -> None:
         options["claim_ahead_below"] = args.claim_ahead_below
     with jb.connect(args.board, persistence=persistence) as board:
         conductor = fetch(args.kind, args.name, board, persistence=persistence, **options)
+        if args.timing:
+            conductor.notifier.register("running_start", _attach_timing)
         print(f"ready {conductor.conductor.name}", flush=True)
         conductor.run(max_dispatches=args.max_dispatches)
 

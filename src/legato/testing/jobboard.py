@@ -591,6 +591,21 @@ class JobBoardConformance:
             other.claim(job, "owner-b")
         board.consume(claimed, "owner-a")
 
+    def test_a_renewal_shows_in_last_modified(self, board: JobBoard, other: JobBoard,
+                                             clock: FakeClock | None) -> None:
+        """A claimed job's ``last_modified`` is its claim's last write (the claim or its last
+        renewal), so ``lease_expires - last_modified`` is the lease's length as another board
+        reads it (operators' tools tell a lease about to lapse by it)."""
+        job = board.post("work")
+        claimed = board.claim(job, "owner-a", ttl=60)
+        self.elapse(clock, self.ttl(clock))
+        board.renew(claimed, "owner-a", ttl=90)
+        for seen in (other.get(job.uuid), next(iter(other.iterjobs(ensure_fresh=True)))):
+            record = seen.record
+            assert record.lease_expires is not None and record.last_modified is not None
+            assert abs(record.lease_expires - record.last_modified - 90) < self.ttl(clock) / 2
+        board.consume(claimed, "owner-a")
+
     def test_delay_on_post(self, board: JobBoard, other: JobBoard,
                            clock: FakeClock | None) -> None:
         delay = self.ttl(clock)
