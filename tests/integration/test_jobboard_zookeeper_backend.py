@@ -17,7 +17,7 @@ from kazoo.client import KazooClient
 from legato import errors
 from legato import jobboard as jb
 from legato.conductor._renewal import Renewer
-from legato.jobboard._zkindex import job_name_prefix
+from legato.jobboard.zookeeper.index import job_name_prefix
 from legato.jobboard.base import CLAIMS_LOST, Entity, JobBoard
 from legato.jobboard.zookeeper import ZooKeeperJobBoard, ZooKeeperSettings
 from legato.states import JobPriority, JobState

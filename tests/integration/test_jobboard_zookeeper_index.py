@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from legato.jobboard._zkindex import (
+from legato.jobboard.zookeeper.index import (
     CHANGED,
     CLAIMS,
     CREATED,

@@ -11,7 +11,7 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import BadVersionError, NoNodeError, RolledBackError
 from kazoo.protocol.serialization import Transaction
 
-from legato.jobboard._zkwatch import (
+from legato.jobboard.zookeeper.kazoo_compat import (
     Handler,
     Ops,
     _AddWatch,

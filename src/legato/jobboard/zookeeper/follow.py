@@ -1,7 +1,7 @@
 """Keeping the ZooKeeper board's index current: watches, listings, and the reads that go with them.
 
-``Follower`` feeds an ``Index`` (``legato.jobboard._zkindex``) from the watch events of
-``Watches`` (``legato.jobboard._zkwatch``), lists ``jobs/`` and ``claims/`` on each new
+``Follower`` feeds an ``Index`` (``legato.jobboard.zookeeper.index``) from the watch events of
+``Watches`` (``legato.jobboard.zookeeper.kazoo_compat``), lists ``jobs/`` and ``claims/`` on each new
 connection, reads claim nodes whose state an event left unknown (watching them), and reads the
 next candidates' job nodes ahead of the claims. ``ZooKeeperJobBoard`` owns one and does the
 claiming.
@@ -19,8 +19,8 @@ from typing import Any
 from kazoo import exceptions as kz
 
 from legato import errors
-from legato.jobboard._zkindex import CLAIMS, JOBS, Index, Node
-from legato.jobboard._zkwatch import Watches, read_many_async
+from legato.jobboard.zookeeper.index import CLAIMS, JOBS, Index, Node
+from legato.jobboard.zookeeper.kazoo_compat import Watches, read_many_async
 
 __all__ = ["Follower", "ServerClock", "claim_expiry", "decode_claim"]
 

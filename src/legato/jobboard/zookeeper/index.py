@@ -1,7 +1,7 @@
 """The ZooKeeper board's in-memory view of ``jobs/`` and ``claims/``, kept current by events.
 
 Pure Python, no I/O. ``ZooKeeperJobBoard`` feeds it a full listing of both nodes when it
-(re)connects, then the watch events (``legato.jobboard._zkwatch``): one per job node created,
+(re)connects, then the watch events (``legato.jobboard.zookeeper.kazoo_compat``): one per job node created,
 rewritten or deleted, and one per change of a claim node it read with a watch. It also tells it
 what its own writes did once they have committed, and the results of its reads. It asks it for
 the next candidate to claim and for the job data it already knows. Job node names carry the

@@ -55,9 +55,9 @@ it with the node's: a deleted (or deleted and re-created) path raises ``BoardDat
 paths are made again, and jobs posted before are reported lost, never COMPLETE.
 
 **Finding work.** The priority and the post sequence are in the job node's name, so the order
-comes from the names under ``jobs/`` alone. An in-memory index (``legato.jobboard._zkindex``)
+comes from the names under ``jobs/`` alone. An in-memory index (``legato.jobboard.zookeeper.index``)
 follows the board through events, at a cost per change rather than per job waiting (ZooKeeper 3.6
-or later; the kazoo plumbing is ``legato.jobboard._zkwatch``):
+or later; the kazoo plumbing is ``legato.jobboard.zookeeper.kazoo_compat``):
 
 * a persistent recursive watch on ``jobs/`` reports each job node created, rewritten (claimed,
   abandoned or released) or deleted, by name, and the ``unclaimed`` markers;
@@ -99,9 +99,9 @@ from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.retry import KazooRetry
 
 from legato import errors
-from legato.jobboard._zkentities import Entities
-from legato.jobboard._zkfollow import Follower, ServerClock, claim_expiry, decode_claim
-from legato.jobboard._zkindex import (
+from legato.jobboard.zookeeper.entities import Entities
+from legato.jobboard.zookeeper.follow import Follower, ServerClock, claim_expiry, decode_claim
+from legato.jobboard.zookeeper.index import (
     UNCLAIMED,
     Index,
     Key,
@@ -110,7 +110,7 @@ from legato.jobboard._zkindex import (
     job_name_prefix,
     uuid_of,
 )
-from legato.jobboard._zkrecords import (
+from legato.jobboard.zookeeper.records import (
     CONSUME_OPS,
     Claim,
     Consuming,
@@ -124,8 +124,8 @@ from legato.jobboard._zkrecords import (
     failure_of,
     with_claim,
 )
-from legato.jobboard._zksettings import ZooKeeperSettings, split_url
-from legato.jobboard._zkwatch import Handler, Ops, commit_async, shutdown
+from legato.jobboard.zookeeper.settings import ZooKeeperSettings, split_url
+from legato.jobboard.zookeeper.kazoo_compat import Handler, Ops, commit_async, shutdown
 from legato.jobboard.base import Entity, JobBoard, JobCounts, JobRecord, Pending, not_owner
 from legato.states import JobState
 

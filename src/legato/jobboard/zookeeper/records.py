@@ -15,8 +15,8 @@ from typing import Any
 from kazoo import exceptions as kz
 
 from legato import errors
-from legato.jobboard._zkfollow import claim_expiry, decode_claim
-from legato.jobboard._zkindex import job_id
+from legato.jobboard.zookeeper.follow import claim_expiry, decode_claim
+from legato.jobboard.zookeeper.index import job_id
 from legato.jobboard.base import JobRecord, decode_record
 from legato.states import JobState
 
