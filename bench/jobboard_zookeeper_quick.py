@@ -26,8 +26,8 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import NotEmptyError
 
 from legato import jobboard as jb
-from legato.jobboard.zookeeper.index import job_name_prefix
 from legato.jobboard.base import JobRecord
+from legato.jobboard.zookeeper.index import job_name_prefix
 from legato.jobboard.zookeeper.records import encode_job as _encode_job
 
 

@@ -17,9 +17,9 @@ from kazoo.client import KazooClient
 from legato import errors
 from legato import jobboard as jb
 from legato.conductor._renewal import Renewer
-from legato.jobboard.zookeeper.index import job_name_prefix
 from legato.jobboard.base import CLAIMS_LOST, Entity, JobBoard
 from legato.jobboard.zookeeper import ZooKeeperJobBoard, ZooKeeperSettings
+from legato.jobboard.zookeeper.index import job_name_prefix
 from legato.states import JobPriority, JobState
 from legato.testing.jobboard import run_claim_race, run_dead_owner, run_outage, run_renewal
 from legato.testing.jobboard_acceptance import until

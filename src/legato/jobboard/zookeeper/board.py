@@ -99,6 +99,7 @@ from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.retry import KazooRetry
 
 from legato import errors
+from legato.jobboard.base import Entity, JobBoard, JobCounts, JobRecord, Pending, not_owner
 from legato.jobboard.zookeeper.entities import Entities
 from legato.jobboard.zookeeper.follow import Follower, ServerClock, claim_expiry, decode_claim
 from legato.jobboard.zookeeper.index import (
@@ -125,8 +126,6 @@ from legato.jobboard.zookeeper.records import (
     with_claim,
 )
 from legato.jobboard.zookeeper.settings import ZooKeeperSettings, split_url
-from legato.jobboard.zookeeper.kazoo_compat import Handler, Ops, commit_async, shutdown
-from legato.jobboard.base import Entity, JobBoard, JobCounts, JobRecord, Pending, not_owner
 from legato.states import JobState
 
 if TYPE_CHECKING:
@@ -154,6 +153,9 @@ class ZooKeeperJobBoard(JobBoard):
 
     Args:
         settings: where the board lives and its timeouts.
+        kazoo_client: the ``KazooClient`` class to connect with (a subclass, say, that adds
+            TLS or authentication settings); it gets ``hosts``, ``timeout`` and
+            ``connection_retry``.
         **kwargs: ``JobBoard`` arguments (``name``, ``persistence``, ``ttl``, ``clock``...).
     """
 
@@ -162,8 +164,10 @@ class ZooKeeperJobBoard(JobBoard):
     #: kazoo's connection thread writes requests and reads answers (see JobBoard).
     PIPELINED_SENDS = True
 
-    def __init__(self, settings: ZooKeeperSettings | None = None, **kwargs: Any) -> None:
+    def __init__(self, settings: ZooKeeperSettings | None = None, *,
+                 kazoo_client: type[Any] = KazooClient, **kwargs: Any) -> None:
         settings = settings or ZooKeeperSettings()
+        self._kazoo_client = kazoo_client
         # A claim ends with the session anyway: a longer default TTL would only be a lease
         # its owner cannot trust (see ``lease_cap``).
         kwargs["ttl"] = min(kwargs.get("ttl", 30.0), settings.session_timeout)
@@ -180,7 +184,8 @@ class ZooKeeperJobBoard(JobBoard):
         self._follower = Follower(self._index, jobs=self._jobs, claims=self._claims,
                                   live=self._live, result=self._result, clock=self.clock,
                                   server_clock=ServerClock(elapsed),
-                                  read_ahead=_READ_AHEAD)
+                                  read_ahead=_READ_AHEAD,
+                                  timeout=settings.timeout)
         self._local = threading.local()
         self._entities = Entities(f"{root}/entities", live=self._live, result=self._result,
                                   read=self._read, commit=self._commit,
@@ -215,11 +220,10 @@ class ZooKeeperJobBoard(JobBoard):
     # -- connection ------------------------------------------------------------------------
 
     def _connect(self) -> None:
-        client = KazooClient(
+        client = self._kazoo_client(
             hosts=self.settings.hosts, timeout=self.settings.session_timeout,
             # Reconnect forever: the same board object carries on once the server is back.
             connection_retry=KazooRetry(max_tries=-1, delay=0.05, max_delay=1.0),
-            handler=Handler(),
         )
         try:
             client.start(timeout=self.settings.timeout)
@@ -359,21 +363,13 @@ class ZooKeeperJobBoard(JobBoard):
         """Commit a transaction; return its results (``failure`` finds the error in them)."""
         return self._outcome(self._send(ops), on_unknown=on_unknown)
 
-    def _commit_kazoo(self, ops: Callable[[Any], None]) -> list[Any]:
-        """``_commit`` through kazoo's own transaction builder (for operations ``Ops`` does
-        not encode, such as ``check``)."""
-        txn = self._live().transaction()
-        ops(txn)
-        return self._outcome(txn.commit_async())
-
     def _send(self, ops: Callable[[Any], None]) -> Any:
         """Send a transaction without waiting for its answer: its kazoo async result (see
         ``_outcome``). kazoo's connection thread writes it, in order, at the caller's next
         wait (it needs the GIL)."""
-        client = self._live()
-        txn = Ops(client)
+        txn = self._live().transaction()
         ops(txn)
-        return commit_async(client, txn)
+        return txn.commit_async()
 
     def _outcome(self, pending: Any, *,
                  on_unknown: Callable[[Any], None] | None = None) -> list[Any]:
@@ -599,20 +595,29 @@ class ZooKeeperJobBoard(JobBoard):
             raise
 
     def _claim_outcome(self, prepared: Claim, pending: Any) -> list[Any]:
+        results: list[Any] | None = None
         try:
             results = self._outcome(pending, on_unknown=functools.partial(
                 self._unknown_claim, name=prepared.name, fence=prepared.record.fence))
-            if failure_of(results) is None:
-                self._index.claimed(prepared.name, float(prepared.claim["expires_at"]))
             return results
         finally:
-            self._written(prepared.name)
+            claimed = None
+            if results is not None and failure_of(results) is None:
+                claimed = functools.partial(self._index.claimed, prepared.name,
+                                            float(prepared.claim["expires_at"]))
+            self._written(prepared.name, claimed)
 
-    def _written(self, name: str) -> None:
-        """This board's write to the job node ``name`` is over: read its claim node if that
-        left it unknown."""
-        if self._index.written(name):
-            self._follower.read_claim_async(name)
+    def _written(self, name: str, outcome: Callable[[], None] | None = None) -> None:
+        """This board's write to the job node ``name`` is over: once the events read so far
+        (its own among them) are handled, record its ``outcome`` in the index and read the
+        claim node if that left it unknown."""
+        def done() -> None:
+            if outcome is not None:
+                outcome()
+            if self._index.written(name):
+                self._follower.read_claim_async(name)
+
+        self._follower.after_events(done)
 
     def _claim_committed(self, prepared: Claim, job_stat: Any) -> JobRecord:
         self._follower.server_clock.learn(job_stat)
@@ -828,8 +833,7 @@ class ZooKeeperJobBoard(JobBoard):
         return Held(name, data, claim[1].version, record, job[1].version)
 
     def _end_claim(self, job_uuid: str, who: str, fence: int | None,
-                   ops: Callable[[Any, Held], None], *,
-                   kazoo_txn: bool = False) -> tuple[Held, list[Any]]:
+                   ops: Callable[[Any, Held], None]) -> tuple[Held, list[Any]]:
         """Check the claim, then commit ``ops`` against the versions read; when something
         changed in between, check again (which raises ``NotOwner``/``NotFound`` if need be).
 
@@ -851,7 +855,7 @@ class ZooKeeperJobBoard(JobBoard):
             def bound(txn: Any, held: Held = held) -> None:
                 ops(txn, held)
 
-            results = self._commit_kazoo(bound) if kazoo_txn else self._commit(bound)
+            results = self._commit(bound)
             if failure_of(results) is None:
                 return held, results
             self._forget_hold(held.name)
@@ -888,9 +892,9 @@ class ZooKeeperJobBoard(JobBoard):
                          version=held.claim_version)
             txn.check(f"{self._jobs}/{held.name}", held.job_version)
 
-        held, results = self._end_claim(job_uuid, who, fence, ops, kazoo_txn=True)
+        held, results = self._end_claim(job_uuid, who, fence, ops)
         self._follower.server_clock.learn(results[0])
-        self._index.claimed(held.name, expires)
+        self._follower.after_events(functools.partial(self._index.claimed, held.name, expires))
         self._remember_hold(dataclasses.replace(held, claim=dict(renewed),
                                                 claim_version=int(results[0].version)))
         # A cancel rewrites the job node: a remembered hold then fails the version check and
@@ -934,7 +938,7 @@ class ZooKeeperJobBoard(JobBoard):
                 txn.delete(f"{self._claims}/{name}", version=claim_version)
             txn.delete(f"{self._jobs}/{name}", version=job_version)
 
-        if failure_of(self._commit_kazoo(ops)) is not None:
+        if failure_of(self._commit(ops)) is not None:
             return False
         self._forget_hold(name)
         self._index.remove(name)
@@ -952,7 +956,7 @@ class ZooKeeperJobBoard(JobBoard):
 
         self._index.writing(name)
         try:
-            return failure_of(self._commit_kazoo(ops)) is None
+            return failure_of(self._commit(ops)) is None
         finally:
             self._written(name)
 
@@ -997,13 +1001,15 @@ class ZooKeeperJobBoard(JobBoard):
 
         name = self._name_of(job_uuid)
         self._index.writing(name)
+        outcome = None
         try:
             held, results = self._end_claim(job_uuid, who, fence, ops)
             self._follower.server_clock.learn(results[1])
             self._forget_hold(held.name)
-            self._index.unclaimed(held.name, available_at, (written[0], int(results[1].version)))
+            outcome = functools.partial(self._index.unclaimed, held.name, available_at,
+                                        (written[0], int(results[1].version)))
         finally:
-            self._written(name)
+            self._written(name, outcome)
 
     def _trash(self, job_uuid: str, who: str, fence: int | None, reason: str | None) -> None:
         now = self.clock()
@@ -1032,7 +1038,7 @@ class ZooKeeperJobBoard(JobBoard):
                 txn.delete(f"{self._trash_root}/{name}")
             txn.create(prefix, data, sequence=True)
 
-        results = self._commit_kazoo(ops)
+        results = self._commit(ops)
         failure = failure_of(results)
         if isinstance(failure, kz.NoNodeError):  # requeued meanwhile (or jobs/ is gone)
             self._check_epoch()
@@ -1094,3 +1100,11 @@ def _spread(lost: int) -> int:
 def _epoch_of(stat: Any) -> str | None:
     """A node's creation zxid (hex), the epoch of the data under it; None when it is gone."""
     return None if stat is None else f"{stat.czxid:x}"
+
+
+def shutdown(client: Any) -> None:
+    """Stop a kazoo client (its ephemeral nodes end with its session) and free its threads."""
+    with contextlib.suppress(Exception):
+        client.stop()
+    with contextlib.suppress(Exception):
+        client.close()
