@@ -183,7 +183,7 @@ class Index:
                 self._apply(root, kind, name)
             self._synced = True
             self._changed()
-            return [name for name, entry in self._jobs.items() if entry.unknown]
+            return [key[2] for key in self._order if self._jobs[key[2]].unknown]
 
     def abort_sync(self, epoch: int) -> None:
         with self.cond:
@@ -373,9 +373,9 @@ class Index:
     # -- asking ----------------------------------------------------------------------------
 
     def unknown_claims(self) -> list[str]:
-        """Claimed names whose lease expiry has not been read yet."""
+        """Claimed names whose lease expiry has not been read yet, in claim order."""
         with self.cond:
-            return [name for name, entry in self._jobs.items() if entry.unknown]
+            return [key[2] for key in self._order if self._jobs[key[2]].unknown]
 
     def lookup(self, uuid: str) -> str | None:
         with self.cond:
