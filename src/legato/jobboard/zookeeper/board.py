@@ -102,6 +102,7 @@ from legato import errors
 from legato.jobboard.base import Entity, JobBoard, JobCounts, JobRecord, Pending, not_owner
 from legato.jobboard.zookeeper.entities import Entities
 from legato.jobboard.zookeeper.follow import Follower, ServerClock, claim_expiry, decode_claim
+from legato.jobboard.zookeeper.handler import PollingHandler
 from legato.jobboard.zookeeper.index import (
     UNCLAIMED,
     Index,
@@ -154,8 +155,8 @@ class ZooKeeperJobBoard(JobBoard):
     Args:
         settings: where the board lives and its timeouts.
         kazoo_client: the ``KazooClient`` class to connect with (a subclass, say, that adds
-            TLS or authentication settings); it gets ``hosts``, ``timeout`` and
-            ``connection_retry``.
+            TLS or authentication settings); it gets ``hosts``, ``timeout``,
+            ``connection_retry`` and ``handler`` (a ``PollingHandler``).
         **kwargs: ``JobBoard`` arguments (``name``, ``persistence``, ``ttl``, ``clock``...).
     """
 
@@ -224,6 +225,7 @@ class ZooKeeperJobBoard(JobBoard):
             hosts=self.settings.hosts, timeout=self.settings.session_timeout,
             # Reconnect forever: the same board object carries on once the server is back.
             connection_retry=KazooRetry(max_tries=-1, delay=0.05, max_delay=1.0),
+            handler=PollingHandler(),
         )
         try:
             client.start(timeout=self.settings.timeout)

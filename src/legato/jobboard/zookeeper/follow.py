@@ -6,10 +6,11 @@
 claim nodes whose state an event left unknown, and reads the next candidates' job nodes ahead of
 the claims. ``ZooKeeperJobBoard`` owns one and does the claiming.
 
-kazoo hands every watch event to its handler's callback thread (``dispatch_callback``), in the
-order the server sent them; a reply's waiter wakes on kazoo's connection thread, before the
-events that came ahead of it may have been handled. ``after_events`` queues work behind them:
-``catch_up`` waits for it, and the board records its own writes with it.
+The watchers run on kazoo's connection thread as it reads each event (``PollingHandler``), so
+events are handled in the server's order, before the replies that follow them: once a request's
+reply is back, every change made before it (by anyone, on this server) has reached the index.
+With another handler, kazoo queues them for its callback thread, and ``after_events`` queues work
+behind them (``catch_up`` waits for it; the board records its own writes with it).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from kazoo.protocol.states import Callback, EventType
 
 from legato import errors
 from legato.jobboard.zookeeper import kazoo_compat
+from legato.jobboard.zookeeper.handler import PollingHandler
 from legato.jobboard.zookeeper.index import CHANGED, CLAIMS, CREATED, DELETED, JOBS, Index, Node
 
 __all__ = ["Follower", "ServerClock", "claim_expiry", "decode_claim"]
@@ -125,6 +127,7 @@ class Follower:
         self.server_clock = server_clock
         self._read_ahead = read_ahead
         self._client: Any = None
+        self._inline = False  # watchers run as events are read (see the module docstring)
         self._sync_lock = threading.Lock()
         # Reads of the next candidates' job nodes: name -> (kazoo result, token).
         self._fetches: dict[str, tuple[Any, int]] = {}
@@ -134,6 +137,10 @@ class Follower:
         """Follow the board through ``client`` (before its first ``sync``)."""
         kazoo_compat.check()
         self._client = client
+        self._inline = isinstance(client.handler, PollingHandler)
+        if self._inline:
+            client.handler.run_inline(self._on_job_event)
+            client.handler.run_inline(self._on_claim_event)
 
     def detach(self) -> None:
         self._client = None
@@ -187,7 +194,7 @@ class Follower:
         """Run ``work`` on kazoo's callback thread once the watch events read so far have been
         handled (at once if the board is not connected)."""
         client = self._client
-        if client is None:
+        if client is None or self._inline:
             work()
         else:
             client.handler.dispatch_callback(Callback("watch", work, ()))
