@@ -100,6 +100,7 @@ from kazoo.retry import KazooRetry
 
 from legato import errors
 from legato.jobboard.base import Entity, JobBoard, JobCounts, JobRecord, Pending, not_owner
+from legato.jobboard.zookeeper import kazoo_compat
 from legato.jobboard.zookeeper.entities import Entities
 from legato.jobboard.zookeeper.follow import Follower, ServerClock, claim_expiry, decode_claim
 from legato.jobboard.zookeeper.handler import PollingHandler
@@ -221,6 +222,7 @@ class ZooKeeperJobBoard(JobBoard):
     # -- connection ------------------------------------------------------------------------
 
     def _connect(self) -> None:
+        kazoo_compat.check()  # MissingDriver: a kazoo this board does not work with
         client = self._kazoo_client(
             hosts=self.settings.hosts, timeout=self.settings.session_timeout,
             # Reconnect forever: the same board object carries on once the server is back.

@@ -135,7 +135,6 @@ class Follower:
 
     def attach(self, client: Any) -> None:
         """Follow the board through ``client`` (before its first ``sync``)."""
-        kazoo_compat.check()
         self._client = client
         self._inline = isinstance(client.handler, PollingHandler)
         if self._inline:
