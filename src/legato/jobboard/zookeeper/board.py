@@ -95,12 +95,12 @@ from typing import TYPE_CHECKING, Any
 
 from kazoo import exceptions as kz
 from kazoo.client import KazooClient, KazooState
-from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.retry import KazooRetry
 
 from legato import errors
 from legato.jobboard.base import Entity, JobBoard, JobCounts, JobRecord, Pending, not_owner
 from legato.jobboard.zookeeper import kazoo_compat
+from legato.jobboard.zookeeper.calls import Calls
 from legato.jobboard.zookeeper.entities import Entities
 from legato.jobboard.zookeeper.follow import Follower, ServerClock, claim_expiry, decode_claim
 from legato.jobboard.zookeeper.handler import PollingHandler
@@ -137,9 +137,6 @@ __all__ = ["ZooKeeperJobBoard", "ZooKeeperSettings"]
 
 logger = logging.getLogger(__name__)
 
-#: What a call may fail with when the server cannot be reached (or answered too late).
-_UNAVAILABLE = (kz.ConnectionLoss, kz.SessionExpiredError, kz.ConnectionClosedError,
-                kz.OperationTimeoutError, KazooTimeoutError)
 _PAGE = 64
 #: Largest job node written: the server's default ``jute.maxbuffer`` (1 MiB) less some room.
 _MAX_NODE_BYTES = 1_000_000
@@ -177,21 +174,16 @@ class ZooKeeperJobBoard(JobBoard):
         elapsed = kwargs.get("clock") or time.monotonic
         super().__init__(**kwargs)
         self.settings = settings
-        self._client: Any = None
-        self._session_id: int | None = None
+        self._calls = Calls(self.name, settings.hosts, settings.timeout)
         root = self.settings.path
         self._jobs, self._claims = f"{root}/jobs", f"{root}/claims"
         self._trash_root = f"{root}/trash"
         self._index = Index()
-        self._follower = Follower(self._index, jobs=self._jobs, claims=self._claims,
-                                  live=self._live, result=self._result, clock=self.clock,
-                                  server_clock=ServerClock(elapsed),
-                                  read_ahead=_READ_AHEAD,
-                                  timeout=settings.timeout)
+        self._follower = Follower(self._index, self._calls, jobs=self._jobs,
+                                  claims=self._claims, clock=self.clock,
+                                  server_clock=ServerClock(elapsed), read_ahead=_READ_AHEAD)
         self._local = threading.local()
-        self._entities = Entities(f"{root}/entities", live=self._live, result=self._result,
-                                  read=self._read, commit=self._commit,
-                                  session=lambda: self._session_id, clock=self.clock)
+        self._entities = Entities(f"{root}/entities", self._calls, clock=self.clock)
         # This board's own live claims, with the versions they were made at (by node name).
         self._holds: dict[str, Held] = {}
         self._holds_lock = threading.Lock()
@@ -231,7 +223,7 @@ class ZooKeeperJobBoard(JobBoard):
         )
         try:
             client.start(timeout=self.settings.timeout)
-            self._client, self._session_id = client, client.client_id[0]
+            self._calls.client, self._calls.session_id = client, client.client_id[0]
             for path in (self._jobs, self._claims, self._trash_root, self._entities.root):
                 client.ensure_path(path)
             # A first reading of the server's time (claim TTLs are measured on it).
@@ -241,7 +233,7 @@ class ZooKeeperJobBoard(JobBoard):
             client.add_listener(self._on_state)
             self._follower.sync()
         except Exception as exc:
-            self._client = None
+            self._calls.client = None
             self._follower.detach()
             shutdown(client)
             raise errors.BoardUnavailable(
@@ -249,7 +241,7 @@ class ZooKeeperJobBoard(JobBoard):
                 f"{exc!r}") from exc
 
     def _close(self) -> None:
-        client, self._client = self._client, None
+        client, self._calls.client = self._calls.client, None
         self._entities.forget()  # they end with the session
         with self._holds_lock:
             self._holds.clear()
@@ -263,7 +255,7 @@ class ZooKeeperJobBoard(JobBoard):
         # Called on kazoo's connection thread: never block here. Every new connection needs
         # its watches added again, and changes made meanwhile fired no event.
         self._index.desync()  # also wakes waiters: they see the outage (or recovery) at once
-        client = self._client
+        client = self._calls.client
         if state == KazooState.SUSPENDED:
             self._begin_suspension()
             return
@@ -273,7 +265,7 @@ class ZooKeeperJobBoard(JobBoard):
             self._lose_claims("its ZooKeeper session ended")
         elif state == KazooState.CONNECTED and client is not None:
             session = client.client_id
-            if session is not None and session[0] != self._session_id and not self._ended:
+            if session is not None and session[0] != self._calls.session_id and not self._ended:
                 # Here, before any reply on the new session is read: no claim made through it
                 # can be taken for one of the old session's.
                 self._lose_claims("it carries on with a new ZooKeeper session")
@@ -302,21 +294,21 @@ class ZooKeeperJobBoard(JobBoard):
             timer.cancel()
 
     def _suspended_too_long(self, timer: threading.Timer) -> None:
-        client = self._client
+        client = self._calls.client
         if self._suspension is timer and (client is None
                                           or client.state != KazooState.CONNECTED):
             self._lose_claims(f"its connection to ZooKeeper has been suspended for "
                               f"{self.settings.session_timeout:g}s, the session timeout")
 
     def _after_reconnect(self) -> None:
-        client = self._client
+        client = self._calls.client
         if client is None or not client.client_id:
             return
         try:
-            if client.client_id[0] != self._session_id:
+            if client.client_id[0] != self._calls.session_id:
                 logger.warning("board %r lost its ZooKeeper session: its claims have ended; "
                                "carrying on with a new session", self.name)
-                self._session_id = client.client_id[0]
+                self._calls.session_id = client.client_id[0]
                 self._orphans.clear()
                 self._entities.restore()
             else:
@@ -325,63 +317,6 @@ class ZooKeeperJobBoard(JobBoard):
         except Exception as exc:  # a background task: log, never kill kazoo's thread
             logger.warning("board %r could not restore its state after reconnecting: %r",
                            self.name, exc)
-
-    # -- calls -----------------------------------------------------------------------------
-
-    def _live(self) -> Any:
-        """The client if it is connected now; ``BoardUnavailable`` at once otherwise.
-
-        Checked before every call: kazoo queues requests made while it reconnects and sends
-        them later, long after the caller has given up on them.
-        """
-        client = self._client
-        if client is None or client.state != KazooState.CONNECTED:
-            raise errors.BoardUnavailable(
-                f"board {self.name!r} is not connected to ZooKeeper at {self.settings.hosts}")
-        return client
-
-    def _result(self, pending: Any, *, on_unknown: Callable[[], None] | None = None) -> Any:
-        """Wait for a kazoo async result, translating connection trouble."""
-        try:
-            return pending.get(timeout=self.settings.timeout)
-        except _UNAVAILABLE as exc:
-            if on_unknown is not None:
-                on_unknown()
-            raise errors.BoardUnavailable(
-                f"ZooKeeper call failed on board {self.name!r}: {exc!r}") from exc
-
-    def _read(self, *paths: str) -> list[tuple[bytes, Any] | None]:
-        """Read nodes in one round trip (pipelined); None for each missing one."""
-        client = self._live()
-        pending = [client.get_async(path) for path in paths]
-        found: list[tuple[bytes, Any] | None] = []
-        for item in pending:
-            try:
-                found.append(self._result(item))
-            except kz.NoNodeError:
-                found.append(None)
-        return found
-
-    def _commit(self, ops: Callable[[Any], None], *,
-                on_unknown: Callable[[Any], None] | None = None) -> list[Any]:
-        """Commit a transaction; return its results (``failure`` finds the error in them)."""
-        return self._outcome(self._send(ops), on_unknown=on_unknown)
-
-    def _send(self, ops: Callable[[Any], None]) -> Any:
-        """Send a transaction without waiting for its answer: its kazoo async result (see
-        ``_outcome``). kazoo's connection thread writes it, in order, at the caller's next
-        wait (it needs the GIL)."""
-        txn = self._live().transaction()
-        ops(txn)
-        return txn.commit_async()
-
-    def _outcome(self, pending: Any, *,
-                 on_unknown: Callable[[Any], None] | None = None) -> list[Any]:
-        """Wait for a transaction sent with ``_send``; ``on_unknown(pending)`` if its reply is
-        lost."""
-        unknown = None if on_unknown is None else functools.partial(on_unknown, pending)
-        results: list[Any] = self._result(pending, on_unknown=unknown)
-        return results
 
     # -- decoding --------------------------------------------------------------------------
 
@@ -415,7 +350,7 @@ class ZooKeeperJobBoard(JobBoard):
                 f"job {record.name!r} is {len(data)} bytes as JSON; a ZooKeeper node holds at "
                 f"most {_MAX_NODE_BYTES} (keep large data in the job's book)", job_uuid=record.uuid)
         try:
-            path = self._result(self._live().create_async(prefix, data, sequence=True))
+            path = self._calls.result(self._calls.live().create_async(prefix, data, sequence=True))
         except kz.NoNodeError:
             self._check_epoch()  # jobs/ is gone: the board's path was deleted
             raise
@@ -426,14 +361,14 @@ class ZooKeeperJobBoard(JobBoard):
 
     def _post_many(self, records: list[JobRecord]) -> None:
         """Post many jobs with pipelined creates (not atomic; benchmarks fill boards with it)."""
-        client = self._live()
+        client = self._calls.live()
         for start in range(0, len(records), 1000):
             batch = records[start:start + 1000]
             pending = [client.create_async(
                 f"{self._jobs}/{job_name_prefix(r.priority, r.uuid)}", encode_job(r),
                 sequence=True) for r in batch]
             for record, item in zip(batch, pending, strict=True):
-                name = self._result(item).rsplit("/", 1)[1]
+                name = self._calls.result(item).rsplit("/", 1)[1]
                 self._index.add(name, record.available_at)
                 key = job_key(name)
                 record.sequence = key[1] if key is not None else 0
@@ -453,7 +388,7 @@ class ZooKeeperJobBoard(JobBoard):
     def _get(self, job_uuid: str) -> JobRecord:
         self._note_generation()
         name = self._name_of(job_uuid)
-        job, claim = self._read(f"{self._jobs}/{name}", f"{self._claims}/{name}")
+        job, claim = self._calls.read(f"{self._jobs}/{name}", f"{self._claims}/{name}")
         record = self._job_with_claim(name, job, claim)
         if record is None:
             if job is None:
@@ -463,7 +398,7 @@ class ZooKeeperJobBoard(JobBoard):
 
     def _iter_records(self, only_unclaimed: bool, ensure_fresh: bool) -> Iterator[JobRecord]:
         self._note_generation()
-        self._live()  # even when the index has nothing to read: an outage is reported at once
+        self._calls.live()  # even when the index has nothing to read: an outage is reported at once
         if ensure_fresh:
             self._follower.catch_up()
         else:
@@ -479,7 +414,7 @@ class ZooKeeperJobBoard(JobBoard):
                     yield record
 
     def _job_count(self) -> int:
-        stat = self._result(self._live().exists_async(self._jobs))
+        stat = self._calls.result(self._calls.live().exists_async(self._jobs))
         return int(stat.numChildren) if stat is not None else 0
 
     def _job_counts(self) -> JobCounts:
@@ -488,11 +423,11 @@ class ZooKeeperJobBoard(JobBoard):
         # claim nodes it has not read (claims made elsewhere since; never more than the live
         # claims). Delays are known for the jobs this board object posted or read: another
         # producer's delayed job that nothing here has read yet counts as waiting.
-        client = self._live()
+        client = self._calls.live()
         self._follower.ensure_synced()
         self._follower.read_claims(self._index.unknown_claims())
         sent = [client.exists_async(path) for path in (self._jobs, self._trash_root)]
-        jobs, trashed = (self._result(stat) for stat in sent)
+        jobs, trashed = (self._calls.result(stat) for stat in sent)
         total = int(jobs.numChildren) if jobs is not None else 0
         claimed, delayed = self._index.counts(self.clock())
         return JobCounts(max(0, total - claimed - delayed), delayed, claimed,
@@ -502,14 +437,14 @@ class ZooKeeperJobBoard(JobBoard):
         """The board's epoch is the creation zxid of ``jobs/``: when that node is gone or was
         created again (the board's path deleted), its jobs are lost. Then the paths are made
         again, the board takes the new epoch, and ``BoardDataLost`` says what happened."""
-        client = self._live()
-        epoch = _epoch_of(self._result(client.exists_async(self._jobs)))
+        client = self._calls.live()
+        epoch = _epoch_of(self._calls.result(client.exists_async(self._jobs)))
         if epoch == self._epoch:
             return
         known = self._epoch
         for path in (self._jobs, self._claims, self._trash_root, self._entities.root):
-            self._result(client.ensure_path_async(path))
-        self._epoch = _epoch_of(self._result(client.exists_async(self._jobs)))
+            self._calls.result(client.ensure_path_async(path))
+        self._epoch = _epoch_of(self._calls.result(client.exists_async(self._jobs)))
         what = "deleted" if epoch is None else "deleted and created again"
         message = (f"board {self.name!r} on ZooKeeper at {self.settings.hosts} lost its data: "
                    f"{self._jobs} (epoch {known}) was {what}; every job posted before is gone "
@@ -577,7 +512,7 @@ class ZooKeeperJobBoard(JobBoard):
         record.last_modified = now
         record.lease_expires = now + ttl
         data = {"owner": who, "fence": record.fence, "ttl": ttl, "claimed_at": now,
-                "expires_at": now + ttl, "session": self._session_id}
+                "expires_at": now + ttl, "session": self._calls.session_id}
         return Claim(name=name, job_path=f"{self._jobs}/{name}",
                       claim_path=f"{self._claims}/{name}", record=record, claim=data,
                       job_data=encode_job(record), job_version=job_version,
@@ -593,7 +528,7 @@ class ZooKeeperJobBoard(JobBoard):
         ``writing`` begun here)."""
         self._index.writing(prepared.name)
         try:
-            return self._send(ops)
+            return self._calls.send(ops)
         except BaseException:
             self._written(prepared.name)
             raise
@@ -601,7 +536,7 @@ class ZooKeeperJobBoard(JobBoard):
     def _claim_outcome(self, prepared: Claim, pending: Any) -> list[Any]:
         results: list[Any] | None = None
         try:
-            results = self._outcome(pending, on_unknown=functools.partial(
+            results = self._calls.outcome(pending, on_unknown=functools.partial(
                 self._unknown_claim, name=prepared.name, fence=prepared.record.fence))
             return results
         finally:
@@ -697,7 +632,7 @@ class ZooKeeperJobBoard(JobBoard):
         # The next candidates (after this one, if any) are read while the transaction commits.
         self._follower.read_ahead()
         if prepared is None:
-            pending = self._send(functools.partial(self._consume_ops, held=held))
+            pending = self._calls.send(functools.partial(self._consume_ops, held=held))
         else:
             try:
                 pending = self._send_claim(prepared, functools.partial(
@@ -716,7 +651,7 @@ class ZooKeeperJobBoard(JobBoard):
         """Read the answer to ``_send_consume``'s transaction and carry on from it."""
         held, prepared = sent.held, sent.prepared
         if prepared is None:
-            results = self._outcome(sent.pending)
+            results = self._calls.outcome(sent.pending)
         else:
             try:
                 results = self._claim_outcome(prepared, sent.pending)
@@ -774,7 +709,7 @@ class ZooKeeperJobBoard(JobBoard):
                 owner = data.get("owner")
                 # Claimed through another session (another board, likely another process):
                 # a race lost; through ours: the index was just behind.
-                error = LostRace if data.get("session") != self._session_id else (
+                error = LostRace if data.get("session") != self._calls.session_id else (
                     errors.UnclaimableJob)
                 raise error(f"job {job_uuid} is claimed by {owner!r}", job_uuid=job_uuid,
                             owner=owner)
@@ -792,17 +727,17 @@ class ZooKeeperJobBoard(JobBoard):
             except Exception:  # the connection dropped: the claim may exist; look on reconnect
                 self._orphans.append((name, fence))
                 return
-            client = self._client
+            client = self._calls.client
             if not failed and client is not None:
                 client.delete_async(f"{self._claims}/{name}", version=0)  # still untouched
         pending.rawlink(settled)
 
     def _release_orphans(self) -> None:
         for name, fence in list(self._orphans):  # kept until handled: a call here may fail
-            (found,) = self._read(f"{self._claims}/{name}")
+            (found,) = self._calls.read(f"{self._claims}/{name}")
             if found is not None and decode_claim(found[0]).get("fence") == fence:
                 with contextlib.suppress(kz.NoNodeError, kz.BadVersionError):
-                    self._result(self._live().delete_async(f"{self._claims}/{name}",
+                    self._calls.result(self._calls.live().delete_async(f"{self._claims}/{name}",
                                                            version=found[1].version))
                     logger.info("board %r released claim %s whose reply was lost",
                                 self.name, name)
@@ -819,7 +754,7 @@ class ZooKeeperJobBoard(JobBoard):
             NotOwner: the claim is missing, expired, someone else's or has another fence.
         """
         name = self._name_of(job_uuid)
-        job, claim = self._read(f"{self._jobs}/{name}", f"{self._claims}/{name}")
+        job, claim = self._calls.read(f"{self._jobs}/{name}", f"{self._claims}/{name}")
         record = None if job is None else self._decode_job(name, job[0])
         if job is None or record is None:
             if job is None:
@@ -859,7 +794,7 @@ class ZooKeeperJobBoard(JobBoard):
             def bound(txn: Any, held: Held = held) -> None:
                 ops(txn, held)
 
-            results = self._commit(bound)
+            results = self._calls.commit(bound)
             if failure_of(results) is None:
                 return held, results
             self._forget_hold(held.name)
@@ -912,7 +847,7 @@ class ZooKeeperJobBoard(JobBoard):
         mark = bounded(mark) or mark
         for _ in range(_RETRIES):
             name = self._name_of(job_uuid)
-            job, claim = self._read(f"{self._jobs}/{name}", f"{self._claims}/{name}")
+            job, claim = self._calls.read(f"{self._jobs}/{name}", f"{self._claims}/{name}")
             record = None if job is None else self._decode_job(name, job[0])
             if job is None or record is None:
                 if job is None:
@@ -942,7 +877,7 @@ class ZooKeeperJobBoard(JobBoard):
                 txn.delete(f"{self._claims}/{name}", version=claim_version)
             txn.delete(f"{self._jobs}/{name}", version=job_version)
 
-        if failure_of(self._commit(ops)) is not None:
+        if failure_of(self._calls.commit(ops)) is not None:
             return False
         self._forget_hold(name)
         self._index.remove(name)
@@ -960,7 +895,7 @@ class ZooKeeperJobBoard(JobBoard):
 
         self._index.writing(name)
         try:
-            return failure_of(self._commit(ops)) is None
+            return failure_of(self._calls.commit(ops)) is None
         finally:
             self._written(name)
 
@@ -1030,7 +965,7 @@ class ZooKeeperJobBoard(JobBoard):
         self._index.remove(held.name)
 
     def _requeue(self, trashed_uuid: str, record: JobRecord) -> None:
-        names = self._result(self._live().get_children_async(self._trash_root))
+        names = self._calls.result(self._calls.live().get_children_async(self._trash_root))
         found = [n for n in names if job_key(n) is not None and uuid_of(n) == trashed_uuid]
         if not found:
             raise errors.NotFound(f"no job {trashed_uuid} in the trash of board {self.name!r}")
@@ -1042,7 +977,7 @@ class ZooKeeperJobBoard(JobBoard):
                 txn.delete(f"{self._trash_root}/{name}")
             txn.create(prefix, data, sequence=True)
 
-        results = self._commit(ops)
+        results = self._calls.commit(ops)
         failure = failure_of(results)
         if isinstance(failure, kz.NoNodeError):  # requeued meanwhile (or jobs/ is gone)
             self._check_epoch()
@@ -1055,8 +990,8 @@ class ZooKeeperJobBoard(JobBoard):
         record.sequence = key[1] if key is not None else 0
 
     def _iter_trash(self) -> Iterator[JobRecord]:
-        names = self._result(self._live().get_children_async(self._trash_root))
-        found = self._read(*(f"{self._trash_root}/{n}" for n in names))
+        names = self._calls.result(self._calls.live().get_children_async(self._trash_root))
+        found = self._calls.read(*(f"{self._trash_root}/{n}" for n in names))
         trashed: list[tuple[float, int, JobRecord]] = []
         for name, item in zip(names, found, strict=True):
             record = None if item is None else self._decode_job(name, item[0])
@@ -1077,7 +1012,7 @@ class ZooKeeperJobBoard(JobBoard):
         seen = getattr(self._local, "generation", None)
 
         def changed() -> bool:
-            client = self._client
+            client = self._calls.client
             return (seen is None or self._index.generation != seen or client is None
                     or client.state != KazooState.CONNECTED)
 

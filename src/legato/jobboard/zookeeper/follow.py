@@ -27,6 +27,7 @@ from kazoo.protocol.states import Callback, EventType
 
 from legato import errors
 from legato.jobboard.zookeeper import kazoo_compat
+from legato.jobboard.zookeeper.calls import Calls
 from legato.jobboard.zookeeper.handler import PollingHandler
 from legato.jobboard.zookeeper.index import CHANGED, CLAIMS, CREATED, DELETED, JOBS, Index, Node
 
@@ -106,24 +107,21 @@ class Follower:
 
     Args:
         index: the board's index.
+        calls: the board's client (``Calls``).
         jobs: the path of ``jobs/``.
         claims: the path of ``claims/``.
-        live: returns the kazoo client if it is connected now, else raises ``BoardUnavailable``.
-        result: waits for a kazoo async result, raising ``BoardUnavailable`` on connection
-            trouble (and kazoo's own errors, such as ``NoNodeError``, as they are).
         clock: the board's clock.
         server_clock: the server's time, which claim TTLs are measured on.
         read_ahead: how many of the next candidates' job nodes to keep read ahead.
-        timeout: how long to wait for the watch events already read to be handled.
     """
 
-    def __init__(self, index: Index, *, jobs: str, claims: str, live: Callable[[], Any],
-                 result: Callable[[Any], Any], clock: Callable[[], float],
-                 server_clock: ServerClock, read_ahead: int, timeout: float) -> None:
+    def __init__(self, index: Index, calls: Calls, *, jobs: str, claims: str,
+                 clock: Callable[[], float], server_clock: ServerClock,
+                 read_ahead: int) -> None:
         self.index = index
-        self._timeout = timeout
+        self._calls = calls
         self._jobs, self._claims = jobs, claims
-        self._live, self._result, self._clock = live, result, clock
+        self._live, self._result, self._clock = calls.live, calls.result, clock
         self.server_clock = server_clock
         self._read_ahead = read_ahead
         self._client: Any = None
@@ -202,7 +200,7 @@ class Follower:
         """Wait until the watch events read so far have been handled."""
         done = threading.Event()
         self.after_events(done.set)
-        if not done.wait(self._timeout):
+        if not done.wait(self._calls.timeout):
             raise errors.BoardUnavailable("ZooKeeper watch events are not being handled")
 
     # -- claim nodes -----------------------------------------------------------------------
