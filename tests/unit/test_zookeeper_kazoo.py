@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import os
 import pathlib
+import socket
 from typing import Any
 
 import kazoo
@@ -15,6 +16,7 @@ from kazoo.protocol.connection import ConnectionHandler
 
 from legato import errors
 from legato.jobboard.zookeeper import ZooKeeperJobBoard, ZooKeeperSettings, kazoo_compat
+from legato.jobboard.zookeeper.handler import PollingHandler, ReadAhead
 
 _SRC = pathlib.Path(__file__).resolve().parents[2] / "src" / "legato"
 #: The one module allowed to use kazoo's private names (kazoo has no public AddWatch).
@@ -81,3 +83,25 @@ def test_a_kazoo_whose_internals_changed_is_refused_in_one_line(
     message = str(caught.value)
     assert "\n" not in message and f"kazoo {kazoo.__version__}" in message
     assert "_read_watch_event" in message and caught.value.extra == "zookeeper"
+
+
+def test_the_read_ahead_socket_serves_messages_from_one_read() -> None:
+    """Three messages sent at once come from one system read: the socket says they are pending
+    and the handler reports it readable without waiting."""
+    left, right = socket.socketpair()
+    try:
+        handler = PollingHandler()
+        sock = ReadAhead(left)
+        right.sendall(b"\x00\x00\x00\x03abc" + b"\x00\x00\x00\x01d" + b"\x00\x00\x00\x02ef")
+        assert handler.select([sock], [], [], 5.0)[0] == [sock]
+        assert sock.recv(4) == b"\x00\x00\x00\x03" and sock.pending() == 15
+        assert handler.select([sock], [], [], 0.0)[0] == [sock]
+        assert sock.recv(3) == b"abc"
+        assert sock.recv(100) == b"\x00\x00\x00\x01d\x00\x00\x00\x02ef"  # what is left
+        assert sock.pending() == 0
+        assert handler.select([sock], [], [], 0.0) == ([], [], [])  # nothing more arrived
+        assert handler.select([], [sock], [], 0.0)[1] == [sock]
+        assert sock.send(b"x") == 1 and right.recv(1) == b"x"
+    finally:
+        left.close()
+        right.close()
