@@ -57,7 +57,7 @@ paths are made again, and jobs posted before are reported lost, never COMPLETE.
 **Finding work.** The priority and the post sequence are in the job node's name, so the order
 comes from the names under ``jobs/`` alone. An in-memory index (``legato.jobboard.zookeeper.index``)
 follows the board through events, at a cost per change rather than per job waiting (ZooKeeper 3.6
-or later; the kazoo plumbing is ``legato.jobboard.zookeeper.kazoo_compat``):
+or later; kazoo has no call for its ``addWatch``, which ``kazoo_compat`` sends):
 
 * a persistent recursive watch on ``jobs/`` reports each job node created, rewritten (claimed,
   abandoned or released) or deleted, by name, and the ``unclaimed`` markers;
@@ -71,10 +71,11 @@ or later; the kazoo plumbing is ``legato.jobboard.zookeeper.kazoo_compat``):
 
 Both nodes are listed in full (and every claim node read) only on (re)connection, with the
 events that arrive meanwhile replayed on top. The index also keeps the data and version of the
-next few candidates, read ahead in the background several per request, so that ``claim_next`` is
+next few candidates, read ahead in the background (pipelined), so that ``claim_next`` is
 usually its claim transaction alone. What the index knows is a hint: the transaction's version
 checks catch anything out of date, and the claim then reads the nodes and tries again. Events are
-handled in the order the server sent them, before the replies that follow them, so a claimer that
+handled in the order the server sent them, before the replies that follow them (the board's
+``PollingHandler`` runs its watchers as kazoo reads the events), so a claimer that
 finds nothing makes one round trip (``sync``), after which every earlier change anywhere has
 reached the index, and looks again. The same events wake ``wait()`` within milliseconds of a post
 anywhere.
@@ -471,7 +472,6 @@ class ZooKeeperJobBoard(JobBoard):
     def _claim_first(self, who: str, ttl: float) -> JobRecord | None:
         lost = 0
         while (name := self._index.take(self.clock(), skip=_spread(lost))) is not None:
-            self._follower.read_ahead()
             try:
                 return self._claim_name(name, who, ttl)
             except LostRace:
@@ -496,7 +496,9 @@ class ZooKeeperJobBoard(JobBoard):
             record = self._claimable(name, job, claim, token, ends)
             assert job is not None
             prepared = self._prepare_claim(name, record, job[1], claim, who, ttl, cached=cached)
-            results = self._commit_claim(prepared, prepared.add_to)
+            pending = self._send_claim(prepared, prepared.add_to)
+            self._follower.read_ahead()  # the next candidates, sent after the claim
+            results = self._claim_outcome(prepared, pending)
             failure = failure_of(results)
             if failure is None:
                 return self._claim_committed(prepared, results[-1])
@@ -518,14 +520,10 @@ class ZooKeeperJobBoard(JobBoard):
                       job_data=encode_job(record), job_version=job_version,
                       stale=claim[1] if claim is not None else None, cached=cached)
 
-    def _commit_claim(self, prepared: Claim, ops: Callable[[Any], None]) -> list[Any]:
-        """Commit a transaction that includes ``prepared``'s operations, telling the index
-        that the change to the job node it makes is this board's own."""
-        return self._claim_outcome(prepared, self._send_claim(prepared, ops))
-
     def _send_claim(self, prepared: Claim, ops: Callable[[Any], None]) -> Any:
-        """``_commit_claim``'s sending half; ``_claim_outcome`` must follow (it ends the
-        ``writing`` begun here)."""
+        """Send a transaction that includes ``prepared``'s operations, telling the index that
+        the change to the job node it makes is this board's own; ``_claim_outcome`` must
+        follow (it ends the ``writing`` begun here)."""
         self._index.writing(prepared.name)
         try:
             return self._calls.send(ops)
@@ -629,8 +627,6 @@ class ZooKeeperJobBoard(JobBoard):
         finally:
             if prepared is None and name is not None:
                 self._index.release(name)  # stays reserved only if claimed with the consume
-        # The next candidates (after this one, if any) are read while the transaction commits.
-        self._follower.read_ahead()
         if prepared is None:
             pending = self._calls.send(functools.partial(self._consume_ops, held=held))
         else:
@@ -640,6 +636,9 @@ class ZooKeeperJobBoard(JobBoard):
             except BaseException:
                 self._index.release(prepared.name)
                 raise
+        # The next candidates (after this one, if any) are read while the transaction commits,
+        # sent after it so that its answer does not wait for theirs.
+        self._follower.read_ahead()
         return Consuming(job_uuid=job_uuid, who=who, fence=fence, ttl=ttl, held=held,
                           prepared=prepared, pending=pending)
 

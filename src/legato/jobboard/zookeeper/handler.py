@@ -13,10 +13,12 @@ ways:
   block; what they raise is logged.)
 * ``create_connection`` gives kazoo a plain TCP socket that reads ahead (``ReadAhead``): one
   ``recv`` takes whatever has arrived (the server's messages come in bursts: a reply and the
-  events before it) and later reads are served from it. Its ``pending()`` says how many bytes
-  wait, as an ``ssl.SSLSocket``'s does, and kazoo reads those without waiting for the socket
-  first; ``select`` reports such a socket readable at once, and always writable (its ``send``
-  waits for room when there is none). (TLS sockets are kazoo's own.)
+  events before it) and later reads are served from it. So does the socket kazoo's connection
+  thread is woken through (``create_socket_pair``: a byte per request to send). Its
+  ``pending()`` says how many bytes wait, as an ``ssl.SSLSocket``'s does, and kazoo reads those
+  without waiting for the socket first; ``select`` reports such a socket readable at once, and
+  always writable (its ``send`` waits for room when there is none). (TLS sockets are kazoo's
+  own.)
 * ``select`` otherwise waits with ``poll`` sets it keeps, per thread, one for each set of
   sockets it is asked about (kazoo's connection thread asks about the same two or three again
   and again), where kazoo's builds, fills and closes an epoll set on every call. It answers as
@@ -73,11 +75,13 @@ class PollingHandler(SequentialThreadingHandler):  # type: ignore[misc]
         else:
             super().dispatch_callback(callback)
 
+    def create_socket_pair(self) -> tuple[Any, Any]:
+        read, write = super().create_socket_pair()
+        return (ReadAhead(read) if _readahead(read) else read), write
+
     def create_connection(self, *args: Any, **kwargs: Any) -> Any:
         sock = super().create_connection(*args, **kwargs)
-        plain = (isinstance(sock, socket.socket) and not isinstance(sock, ssl.SSLSocket)
-                 and hasattr(select, "poll"))
-        return ReadAhead(sock) if plain else sock
+        return ReadAhead(sock) if _readahead(sock) else sock
 
     def select(self, rlist: list[Any], wlist: list[Any], xlist: list[Any],
                timeout: float | None = None) -> tuple[list[Any], list[Any], list[Any]]:
@@ -172,6 +176,12 @@ class ReadAhead:
 _CHUNK = 65536
 #: How long a send waits for room in the socket's buffer.
 _SEND_WAIT = 10
+
+
+def _readahead(sock: Any) -> bool:
+    """Whether ``sock`` may be wrapped in a ``ReadAhead`` (plain sockets, where poll exists)."""
+    return (isinstance(sock, socket.socket) and not isinstance(sock, ssl.SSLSocket)
+            and hasattr(select, "poll"))
 
 
 def _poller(reads: list[int], writes: list[int]) -> Any:
