@@ -26,9 +26,9 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import NotEmptyError
 
 from legato import jobboard as jb
-from legato.jobboard._zkindex import job_name_prefix
 from legato.jobboard.base import JobRecord
-from legato.jobboard.zookeeper import _encode_job
+from legato.jobboard.zookeeper.index import job_name_prefix
+from legato.jobboard.zookeeper.records import encode_job as _encode_job
 
 
 def fill(hosts: str, path: str, count: int) -> None:

@@ -54,6 +54,7 @@ _DRIVER_EXTRAS = {
     "pymysql": "mysql",
     "redis": "redis",
     "kazoo": "zookeeper",
+    "sortedcontainers": "zookeeper",
 }
 
 

@@ -8,11 +8,12 @@ injected fake clock (TTLs, delays and entity expiry then follow ``FakeClock.adva
 from __future__ import annotations
 
 import collections
-import dataclasses
+import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from kazoo.client import KazooClient
 
 from legato import errors
 from legato.jobboard.base import Job, JobBoard
@@ -58,33 +59,54 @@ class TestZooKeeperFakeClock(_Wipeable, JobBoardConformance):
     counts_unread_delays = False
 
 
-# -- what the ZooKeeper board sends (white-box: requests counted as kazoo queues them) ------------
-
-
-def _kind(request: Any) -> str:
-    """A request's kind: kazoo's class name, or the name of ZooKeeper's opcode."""
-    return "Transaction" if request.type == 14 else type(request).__name__.lstrip("_")
+# -- what the ZooKeeper board sends (counted through kazoo's public calls) ------------------------
 
 
 class _Requests:
-    """Counts the requests a board sends to ZooKeeper from now on, by kind."""
+    """A ``KazooClient`` class for one board (``make_board(kazoo_client=requests.client)``)
+    that counts the requests it sends, by kind: ``transaction``, ``sync``, ``list``, ``exists``,
+    ``read`` (a job node) and ``claim read`` (a claim node, the reads the board avoids)."""
 
-    def __init__(self, board: JobBoard) -> None:
-        assert isinstance(board, ZooKeeperJobBoard)
+    def __init__(self) -> None:
         self.counts: collections.Counter[str] = collections.Counter()
-        client = board._client
-        queue = client._call
+        self.paths: list[str] = []
+        counts, paths = self.counts, self.paths
 
-        def counted(request: Any, result: Any) -> Any:
-            self.counts[_kind(request)] += 1
-            return queue(request, result)
+        class Counting(KazooClient):  # type: ignore[misc]
+            def transaction(self) -> Any:
+                counts["transaction"] += 1
+                return super().transaction()
 
-        client._call = counted
+            def get_async(self, path: str, watch: Any = None) -> Any:
+                counts["claim read" if "/claims/" in path else "read"] += 1
+                paths.append(path)
+                return super().get_async(path, watch=watch)
+
+            def sync_async(self, path: str) -> Any:
+                counts["sync"] += 1
+                return super().sync_async(path)
+
+            def get_children_async(self, *args: Any, **kwargs: Any) -> Any:
+                counts["list"] += 1
+                return super().get_children_async(*args, **kwargs)
+
+            def exists_async(self, *args: Any, **kwargs: Any) -> Any:
+                counts["exists"] += 1
+                return super().exists_async(*args, **kwargs)
+
+        self.client = Counting
+
+    def reset(self) -> None:
+        self.counts.clear()
+        self.paths.clear()
 
 
-def _with_backlog(make_board: MakeBoard, count: int) -> tuple[JobBoard, JobBoard, list[Job]]:
-    """A poster with ``count`` jobs, and a worker that has caught up with them."""
-    poster, worker = make_board(), make_board()
+def _with_backlog(make_board: MakeBoard, count: int, requests: _Requests | None = None,
+                  ) -> tuple[JobBoard, JobBoard, list[Job]]:
+    """A poster with ``count`` jobs, and a worker (counting its ``requests``) that has caught
+    up with them."""
+    poster = make_board()
+    worker = make_board(kazoo_client=(requests or _Requests()).client)
     jobs = [poster.post(f"job-{i}") for i in range(count)]
     assert [j.uuid for j in worker.iterjobs(ensure_fresh=True)] == [j.uuid for j in jobs]
     return poster, worker, jobs
@@ -105,36 +127,37 @@ both_ways = pytest.mark.parametrize(
 
 def test_claiming_jobs_posted_elsewhere_costs_one_transaction_each(
         make_board: MakeBoard) -> None:
-    """The worker reads the next jobs ahead, several per request: claim_next and consume
-    send their transaction and nothing else (no reads, no listings, no syncs)."""
-    poster, worker, jobs = _with_backlog(make_board, 12)
+    """The worker reads the next jobs ahead (pipelined, in the background): claim_next and
+    consume send their transaction and nothing else (no claim node reads, listings, syncs)."""
+    requests = _Requests()
+    poster, worker, jobs = _with_backlog(make_board, 12, requests)
     first = worker.claim_next("worker")
     assert first == jobs[0]
-    requests = _Requests(worker)
+    requests.reset()
     worker.consume(first, "worker")
     for expected in jobs[1:]:
         job = worker.claim_next("worker")
         assert job == expected and job is not None and job.attempts == 1
         worker.consume(job, "worker")
-    assert requests.counts["Transaction"] == 2 * 11 + 1
-    assert requests.counts["MultiRead"] <= 3
-    assert sum(requests.counts.values()) == requests.counts["Transaction"] + requests.counts[
-        "MultiRead"], requests.counts
+    assert requests.counts["transaction"] == 2 * 11 + 1
+    assert requests.counts["read"] <= 11  # each job node read ahead at most once
+    assert set(requests.counts) <= {"transaction", "read"}, requests.counts
     assert poster.job_count == 0
 
 
 @both_ways
 def test_consume_and_claim_next_is_one_transaction(
         make_board: MakeBoard, consume_and_claim_next: ConsumeAndClaimNext) -> None:
-    poster, worker, jobs = _with_backlog(make_board, 6)
+    requests = _Requests()
+    poster, worker, jobs = _with_backlog(make_board, 6, requests)
     job = worker.claim_next("worker")
-    requests = _Requests(worker)
+    requests.reset()
     for expected in jobs[1:]:
         assert job is not None
         job = consume_and_claim_next(worker, job, "worker")
         assert job == expected and job is not None and poster.find_owner(job) == "worker"
-    assert requests.counts["Transaction"] == 5
-    assert requests.counts["GetData"] + requests.counts["WatchedGet"] == 0, requests.counts
+    assert requests.counts["transaction"] == 5
+    assert set(requests.counts) <= {"transaction", "read"}, requests.counts
     assert job is not None and consume_and_claim_next(worker, job, "worker") is None
     assert poster.job_count == 0
 
@@ -143,90 +166,103 @@ def test_the_job_an_unread_consume_and_claim_next_claims_is_reserved(
         make_board: MakeBoard) -> None:
     """While the answer is outstanding, the board's other claims pass over the job it claims,
     and everything is still one transaction per claim."""
-    poster, worker, (first, second, third) = _with_backlog(make_board, 3)
+    requests = _Requests()
+    poster, worker, (first, second, third) = _with_backlog(make_board, 3, requests)
     held = worker.claim_next("worker")
     assert held == first and held is not None
-    requests = _Requests(worker)
+    requests.reset()
     pending = worker.consume_and_claim_next_async(held, "worker")
     assert worker.claim_next("other") == third
     assert pending.result() == second
     assert poster.find_owner(second) == "worker" and poster.find_owner(third) == "other"
     assert poster.state_of(first) is JobState.COMPLETE
-    assert requests.counts["Transaction"] == 2
-    assert requests.counts["GetData"] + requests.counts["WatchedGet"] == 0, requests.counts
+    assert requests.counts["transaction"] == 2
+    assert set(requests.counts) <= {"transaction", "read"}, requests.counts
 
 
-def test_an_async_consume_and_claim_next_goes_out_at_the_callers_next_wait(
+def test_an_async_consume_and_claim_next_is_answered_before_later_calls(
         make_board: MakeBoard) -> None:
-    """kazoo's connection thread writes the requests, in order. The call returns without waiting
-    for that: the caller's next wait (a conductor waits for an earlier answer right after
-    sending) lets the thread write it, before anything sent later."""
+    """kazoo's connection thread sends the requests in order: a read sent after the
+    transaction sees it committed."""
     _, worker, (first, second) = _with_backlog(make_board, 2)
     assert isinstance(worker, ZooKeeperJobBoard) and worker.CAPABILITIES.pipelined_sends
     held = worker.claim_next("worker")
     assert held == first and held is not None
     pending = worker.consume_and_claim_next_async(held, "worker")
     assert worker.state_of(first) is JobState.COMPLETE  # a read sent after it: answered after
-    queued = [_kind(request) for request, _ in list(worker._client._queue)]
-    assert "Transaction" not in queued
     assert pending.result() == second
 
 
 def test_the_end_of_a_claim_reaches_other_boards_without_reads(make_board: MakeBoard) -> None:
     """Another board learns from its watch on jobs/, without reading the claim node, that an
     abandoned or released job is free, and claims it first."""
-    poster, worker, (first, second) = _with_backlog(make_board, 2)
-    assert isinstance(worker, ZooKeeperJobBoard)
+    requests = _Requests()
+    poster, worker, (first, second) = _with_backlog(make_board, 2, requests)
     claimed = poster.claim_next("poster")
     assert claimed == first and claimed is not None
     poster.abandon(claimed, "poster")
     claimed = poster.claim(first, "poster")
     poster.release(claimed, "poster")
-    requests = _Requests(worker)
-    worker._follower.catch_up()  # every event of the above has reached the worker's index
-    assert worker._index.unknown_claims() == []
-    assert requests.counts == {"Sync": 1}  # no claim node read
+    third = poster.post("third")
+    requests.reset()
+    # Once the worker knows of the job posted last, it has had the events of everything above
+    # (when it does not, it catches up: a sync, after which it has).
+    assert worker.get(third.uuid) == third
     again = worker.claim_next("worker")
     assert again == first and again is not None and again.attempts == 2
+    # Only the claim itself reads the nodes (its data changed, so it is not known).
+    reads = [path for path in requests.paths if "/claims/" in path and first.uuid in path]
+    assert len(reads) <= 1, requests.paths
     assert poster.state_of(second) is JobState.UNCLAIMED
 
 
 @both_ways
-def test_consume_and_claim_next_when_the_next_job_changed_unseen(
-        make_board: MakeBoard, consume_and_claim_next: ConsumeAndClaimNext) -> None:
-    """The one transaction fails on the next job's version (as if another process had changed
-    it and its event had not come yet): nothing happened, so the board consumes, then claims."""
-    poster, worker, (first, second) = _with_backlog(make_board, 2)
+def test_consume_and_claim_next_when_the_next_job_changed_meanwhile(
+        make_board: MakeBoard, zookeeper_url: str,
+        consume_and_claim_next: ConsumeAndClaimNext) -> None:
+    """Another process rewrites the next job's node just before the one transaction (its event
+    may or may not have come): the claim is still right, made once, and the consume happens."""
+    requests = _Requests()
+    poster, worker, (first, second) = _with_backlog(make_board, 2, requests)
     held = worker.claim_next("worker")
-    assert isinstance(worker, ZooKeeperJobBoard) and held == first and held is not None
-    name = worker._index.lookup(second.uuid)
-    assert name is not None
-    worker._follower.fetched(name)
-    known = worker._index.cached(name)
-    assert known is not None
-    worker._index.job_data(name, (known[0], known[1] + 7), seen=worker._index.token())
-    requests = _Requests(worker)
+    assert held == first and held is not None
+    with _raw_client(zookeeper_url) as (client, root):
+        (name,) = [n for n in client.get_children(f"{root}/jobs") if second.uuid in n]
+        data, _ = client.get(f"{root}/jobs/{name}")
+        client.set(f"{root}/jobs/{name}", data)  # same data, a new version
     nxt = consume_and_claim_next(worker, held, "worker")
     assert nxt == second and nxt is not None and nxt.attempts == 1
     assert poster.state_of(first) is JobState.COMPLETE
     assert poster.find_owner(second) == "worker"
-    assert requests.counts["Transaction"] == 3  # both at once (failed), consume, claim
 
 
 @both_ways
-def test_consume_and_claim_next_when_the_claim_changed_unseen(
+def test_consume_and_claim_next_when_the_claim_changed_meanwhile(
         make_board: MakeBoard, consume_and_claim_next: ConsumeAndClaimNext) -> None:
-    """The one transaction fails on the consumed claim's version: the consume then reads and
-    checks the claim (still the caller's), consumes, and the next job is claimed."""
+    """The claim was renewed through another board object, so the versions the worker
+    remembers are out of date: the consume reads and checks the claim (still the caller's),
+    consumes, and the next job is claimed."""
     poster, worker, (first, second) = _with_backlog(make_board, 2)
     held = worker.claim_next("worker")
-    assert isinstance(worker, ZooKeeperJobBoard) and held == first and held is not None
-    name = worker._index.lookup(first.uuid)
-    assert name is not None
-    worker._holds[name] = dataclasses.replace(worker._holds[name], claim_version=5)
+    assert held == first and held is not None
+    renewer = make_board()
+    renewer.renew(renewer.get(first.uuid), "worker")
     nxt = consume_and_claim_next(worker, held, "worker")
     assert nxt == second and poster.state_of(first) is JobState.COMPLETE
     assert poster.find_owner(second) == "worker"
+
+
+@contextlib.contextmanager
+def _raw_client(zookeeper_url: str) -> Iterator[tuple[KazooClient, str]]:
+    """A kazoo client of the test's own, and the board's path."""
+    hosts, _, path = zookeeper_url.removeprefix("zookeeper://").partition("/")
+    client = KazooClient(hosts=hosts)
+    client.start(timeout=10)
+    try:
+        yield client, f"/{path.split('?', 1)[0]}"
+    finally:
+        client.stop()
+        client.close()
 
 
 @both_ways

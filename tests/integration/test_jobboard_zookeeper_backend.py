@@ -12,14 +12,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from kazoo import exceptions as kz
 from kazoo.client import KazooClient
 
 from legato import errors
 from legato import jobboard as jb
 from legato.conductor._renewal import Renewer
-from legato.jobboard._zkindex import job_name_prefix
 from legato.jobboard.base import CLAIMS_LOST, Entity, JobBoard
 from legato.jobboard.zookeeper import ZooKeeperJobBoard, ZooKeeperSettings
+from legato.jobboard.zookeeper.index import job_name_prefix
 from legato.states import JobPriority, JobState
 from legato.testing.jobboard import run_claim_race, run_dead_owner, run_outage, run_renewal
 from legato.testing.jobboard_acceptance import until
@@ -217,20 +218,41 @@ def test_too_large_job_is_refused_and_long_reasons_are_cut(zookeeper_url: str) -
         board.close()
 
 
+class _LosesOneReply(KazooClient):  # type: ignore[misc]
+    """A kazoo client whose next transaction commits but whose reply is reported lost."""
+
+    lose_next = False
+
+    def transaction(self) -> Any:
+        txn = super().transaction()
+        if not _LosesOneReply.lose_next:
+            return txn
+        _LosesOneReply.lose_next = False
+        commit = txn.commit_async
+
+        def commit_async() -> Any:
+            lost = self.handler.async_result()
+            commit().rawlink(lambda _: lost.set_exception(kz.ConnectionLoss()))
+            return lost
+
+        txn.commit_async = commit_async
+        return txn
+
+
 def test_claim_whose_reply_was_lost_is_released(zookeeper_url: str) -> None:
-    """White-box: the board records a claim whose transaction reply never came (connection
-    lost) and, once it can, deletes the claim node if that claim was in fact made."""
-    board, other = _connected(zookeeper_url), _connected(zookeeper_url)
+    """A claim whose transaction committed but whose reply was lost: the caller is told the
+    board is unavailable, and the board deletes that claim node once it can (nobody holds
+    its fenced Job), so the job is free again."""
+    board = _connected(zookeeper_url, kazoo_client=_LosesOneReply)
+    other = _connected(zookeeper_url)
     try:
         job = board.post("work")
-        claimed = board.claim(job, "owner-a")
-        assert isinstance(board, ZooKeeperJobBoard) and claimed.fence is not None
-        name = board._index.lookup(job.uuid)
-        assert name is not None
-        board._orphans.append((name, claimed.fence))  # as if the reply had been lost
+        _LosesOneReply.lose_next = True
+        with pytest.raises(errors.BoardUnavailable):
+            board.claim(job, "owner-a")
+        assert other.find_owner(job) == "owner-a"  # the claim was made
         again = board.claim_next("owner-b")  # releases it first, so the job is free again
-        assert board._orphans == []
-        assert again == job and again is not None and again.fence == claimed.fence + 1
+        assert again == job and again is not None and again.fence == 2  # after the lost one
         assert other.find_owner(job) == "owner-b"
     finally:
         board.close()

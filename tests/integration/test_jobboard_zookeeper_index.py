@@ -3,9 +3,7 @@ came while they were made, reservations, lease expiry, delays, and data read ahe
 
 from __future__ import annotations
 
-import random
-
-from legato.jobboard._zkindex import (
+from legato.jobboard.zookeeper.index import (
     CHANGED,
     CLAIMS,
     CREATED,
@@ -13,7 +11,6 @@ from legato.jobboard._zkindex import (
     JOBS,
     UNCLAIMED,
     Index,
-    SortedKeys,
     job_key,
     job_name_prefix,
     uuid_of,
@@ -39,27 +36,6 @@ def test_names_round_trip() -> None:
     assert uuid_of(name) == "0b7c-uuid-with-dashes"
     assert job_key(name) == (2, 42, name)
     assert job_key("stray") is None
-
-
-def test_sorted_keys_match_a_sorted_list() -> None:
-    rng = random.Random(7)
-    keys, expected = SortedKeys(), []
-    for step in range(5000):  # enough to split chunks and empty some of them again
-        key = (rng.randrange(3), rng.randrange(10**6), f"n{step}")
-        if expected and rng.random() < 0.4:
-            gone = expected.pop(rng.randrange(len(expected)))
-            keys.remove(gone)
-        else:
-            expected.append(key)
-            keys.add(key)
-    expected.sort()
-    assert list(keys) == expected and len(keys) == len(expected)
-    middle = expected[len(expected) // 2]
-    assert list(keys.after(middle)) == expected[len(expected) // 2 + 1:]
-    keys.remove((9, 9, "absent"))  # removing an absent key changes nothing
-    bulk = [(1, 10**7 + i, f"b{i}") for i in range(100)]
-    keys.load(bulk)
-    assert list(keys) == sorted(expected + bulk)
 
 
 def test_order_is_priority_then_post_sequence() -> None:

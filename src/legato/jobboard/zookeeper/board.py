@@ -55,9 +55,9 @@ it with the node's: a deleted (or deleted and re-created) path raises ``BoardDat
 paths are made again, and jobs posted before are reported lost, never COMPLETE.
 
 **Finding work.** The priority and the post sequence are in the job node's name, so the order
-comes from the names under ``jobs/`` alone. An in-memory index (``legato.jobboard._zkindex``)
+comes from the names under ``jobs/`` alone. An in-memory index (``legato.jobboard.zookeeper.index``)
 follows the board through events, at a cost per change rather than per job waiting (ZooKeeper 3.6
-or later; the kazoo plumbing is ``legato.jobboard._zkwatch``):
+or later; kazoo has no call for its ``addWatch``, which ``kazoo_compat`` sends):
 
 * a persistent recursive watch on ``jobs/`` reports each job node created, rewritten (claimed,
   abandoned or released) or deleted, by name, and the ``unclaimed`` markers;
@@ -71,10 +71,11 @@ or later; the kazoo plumbing is ``legato.jobboard._zkwatch``):
 
 Both nodes are listed in full (and every claim node read) only on (re)connection, with the
 events that arrive meanwhile replayed on top. The index also keeps the data and version of the
-next few candidates, read ahead in the background several per request, so that ``claim_next`` is
+next few candidates, read ahead in the background (pipelined), so that ``claim_next`` is
 usually its claim transaction alone. What the index knows is a hint: the transaction's version
 checks catch anything out of date, and the claim then reads the nodes and tries again. Events are
-handled in the order the server sent them, before the replies that follow them, so a claimer that
+handled in the order the server sent them, before the replies that follow them (the board's
+``PollingHandler`` runs its watchers as kazoo reads the events), so a claimer that
 finds nothing makes one round trip (``sync``), after which every earlier change anywhere has
 reached the index, and looks again. The same events wake ``wait()`` within milliseconds of a post
 anywhere.
@@ -95,13 +96,24 @@ from typing import TYPE_CHECKING, Any
 
 from kazoo import exceptions as kz
 from kazoo.client import KazooClient, KazooState
-from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.retry import KazooRetry
 
 from legato import errors
-from legato.jobboard._zkentities import Entities
-from legato.jobboard._zkfollow import Follower, ServerClock, claim_expiry, decode_claim
-from legato.jobboard._zkindex import (
+from legato.jobboard.base import (
+    Capabilities,
+    Entity,
+    JobBoard,
+    JobCounts,
+    JobRecord,
+    Pending,
+    not_owner,
+)
+from legato.jobboard.zookeeper import kazoo_compat
+from legato.jobboard.zookeeper.calls import Calls
+from legato.jobboard.zookeeper.entities import Entities
+from legato.jobboard.zookeeper.follow import Follower, ServerClock, claim_expiry, decode_claim
+from legato.jobboard.zookeeper.handler import PollingHandler
+from legato.jobboard.zookeeper.index import (
     UNCLAIMED,
     Index,
     Key,
@@ -110,7 +122,7 @@ from legato.jobboard._zkindex import (
     job_name_prefix,
     uuid_of,
 )
-from legato.jobboard._zkrecords import (
+from legato.jobboard.zookeeper.records import (
     CONSUME_OPS,
     Claim,
     Consuming,
@@ -124,17 +136,7 @@ from legato.jobboard._zkrecords import (
     failure_of,
     with_claim,
 )
-from legato.jobboard._zksettings import ZooKeeperSettings, split_url
-from legato.jobboard._zkwatch import Handler, Ops, commit_async, shutdown
-from legato.jobboard.base import (
-    Capabilities,
-    Entity,
-    JobBoard,
-    JobCounts,
-    JobRecord,
-    Pending,
-    not_owner,
-)
+from legato.jobboard.zookeeper.settings import ZooKeeperSettings, split_url
 from legato.states import JobState
 
 if TYPE_CHECKING:
@@ -144,9 +146,6 @@ __all__ = ["ZooKeeperJobBoard", "ZooKeeperSettings"]
 
 logger = logging.getLogger(__name__)
 
-#: What a call may fail with when the server cannot be reached (or answered too late).
-_UNAVAILABLE = (kz.ConnectionLoss, kz.SessionExpiredError, kz.ConnectionClosedError,
-                kz.OperationTimeoutError, KazooTimeoutError)
 _PAGE = 64
 #: Largest job node written: the server's default ``jute.maxbuffer`` (1 MiB) less some room.
 _MAX_NODE_BYTES = 1_000_000
@@ -162,6 +161,9 @@ class ZooKeeperJobBoard(JobBoard):
 
     Args:
         settings: where the board lives and its timeouts.
+        kazoo_client: the ``KazooClient`` class to connect with (a subclass, say, that adds
+            TLS or authentication settings); it gets ``hosts``, ``timeout``,
+            ``connection_retry`` and ``handler`` (a ``PollingHandler``).
         **kwargs: ``JobBoard`` arguments (``name``, ``persistence``, ``ttl``, ``clock``...).
     """
 
@@ -169,8 +171,10 @@ class ZooKeeperJobBoard(JobBoard):
     CAPABILITIES = Capabilities(notifications=True, sends_without_waiting=True,
                                 pipelined_sends=True)
 
-    def __init__(self, settings: ZooKeeperSettings | None = None, **kwargs: Any) -> None:
+    def __init__(self, settings: ZooKeeperSettings | None = None, *,
+                 kazoo_client: type[Any] = KazooClient, **kwargs: Any) -> None:
         settings = settings or ZooKeeperSettings()
+        self._kazoo_client = kazoo_client
         # A claim ends with the session anyway: a longer default TTL would only be a lease
         # its owner cannot trust (see ``lease_cap``).
         kwargs["ttl"] = min(kwargs.get("ttl", 30.0), settings.session_timeout)
@@ -178,20 +182,16 @@ class ZooKeeperJobBoard(JobBoard):
         elapsed = kwargs.get("clock") or time.monotonic
         super().__init__(**kwargs)
         self.settings = settings
-        self._client: Any = None
-        self._session_id: int | None = None
+        self._calls = Calls(self.name, settings.hosts, settings.timeout)
         root = self.settings.path
         self._jobs, self._claims = f"{root}/jobs", f"{root}/claims"
         self._trash_root = f"{root}/trash"
         self._index = Index()
-        self._follower = Follower(self._index, jobs=self._jobs, claims=self._claims,
-                                  live=self._live, result=self._result, clock=self.clock,
-                                  server_clock=ServerClock(elapsed),
-                                  read_ahead=_READ_AHEAD)
+        self._follower = Follower(self._index, self._calls, jobs=self._jobs,
+                                  claims=self._claims, clock=self.clock,
+                                  server_clock=ServerClock(elapsed), read_ahead=_READ_AHEAD)
         self._local = threading.local()
-        self._entities = Entities(f"{root}/entities", live=self._live, result=self._result,
-                                  read=self._read, commit=self._commit,
-                                  session=lambda: self._session_id, clock=self.clock)
+        self._entities = Entities(f"{root}/entities", self._calls, clock=self.clock)
         # This board's own live claims, with the versions they were made at (by node name).
         self._holds: dict[str, Held] = {}
         self._holds_lock = threading.Lock()
@@ -222,15 +222,16 @@ class ZooKeeperJobBoard(JobBoard):
     # -- connection ------------------------------------------------------------------------
 
     def _connect(self) -> None:
-        client = KazooClient(
+        kazoo_compat.check()  # MissingDriver: a kazoo this board does not work with
+        client = self._kazoo_client(
             hosts=self.settings.hosts, timeout=self.settings.session_timeout,
             # Reconnect forever: the same board object carries on once the server is back.
             connection_retry=KazooRetry(max_tries=-1, delay=0.05, max_delay=1.0),
-            handler=Handler(),
+            handler=PollingHandler(),
         )
         try:
             client.start(timeout=self.settings.timeout)
-            self._client, self._session_id = client, client.client_id[0]
+            self._calls.client, self._calls.session_id = client, client.client_id[0]
             for path in (self._jobs, self._claims, self._trash_root, self._entities.root):
                 client.ensure_path(path)
             # A first reading of the server's time (claim TTLs are measured on it).
@@ -240,7 +241,7 @@ class ZooKeeperJobBoard(JobBoard):
             client.add_listener(self._on_state)
             self._follower.sync()
         except Exception as exc:
-            self._client = None
+            self._calls.client = None
             self._follower.detach()
             shutdown(client)
             raise errors.BoardUnavailable(
@@ -248,7 +249,7 @@ class ZooKeeperJobBoard(JobBoard):
                 f"{exc!r}") from exc
 
     def _close(self) -> None:
-        client, self._client = self._client, None
+        client, self._calls.client = self._calls.client, None
         self._entities.forget()  # they end with the session
         with self._holds_lock:
             self._holds.clear()
@@ -262,7 +263,7 @@ class ZooKeeperJobBoard(JobBoard):
         # Called on kazoo's connection thread: never block here. Every new connection needs
         # its watches added again, and changes made meanwhile fired no event.
         self._index.desync()  # also wakes waiters: they see the outage (or recovery) at once
-        client = self._client
+        client = self._calls.client
         if state == KazooState.SUSPENDED:
             self._begin_suspension()
             return
@@ -272,7 +273,7 @@ class ZooKeeperJobBoard(JobBoard):
             self._lose_claims("its ZooKeeper session ended")
         elif state == KazooState.CONNECTED and client is not None:
             session = client.client_id
-            if session is not None and session[0] != self._session_id and not self._ended:
+            if session is not None and session[0] != self._calls.session_id and not self._ended:
                 # Here, before any reply on the new session is read: no claim made through it
                 # can be taken for one of the old session's.
                 self._lose_claims("it carries on with a new ZooKeeper session")
@@ -301,21 +302,21 @@ class ZooKeeperJobBoard(JobBoard):
             timer.cancel()
 
     def _suspended_too_long(self, timer: threading.Timer) -> None:
-        client = self._client
+        client = self._calls.client
         if self._suspension is timer and (client is None
                                           or client.state != KazooState.CONNECTED):
             self._lose_claims(f"its connection to ZooKeeper has been suspended for "
                               f"{self.settings.session_timeout:g}s, the session timeout")
 
     def _after_reconnect(self) -> None:
-        client = self._client
+        client = self._calls.client
         if client is None or not client.client_id:
             return
         try:
-            if client.client_id[0] != self._session_id:
+            if client.client_id[0] != self._calls.session_id:
                 logger.warning("board %r lost its ZooKeeper session: its claims have ended; "
                                "carrying on with a new session", self.name)
-                self._session_id = client.client_id[0]
+                self._calls.session_id = client.client_id[0]
                 self._orphans.clear()
                 self._entities.restore()
             else:
@@ -324,71 +325,6 @@ class ZooKeeperJobBoard(JobBoard):
         except Exception as exc:  # a background task: log, never kill kazoo's thread
             logger.warning("board %r could not restore its state after reconnecting: %r",
                            self.name, exc)
-
-    # -- calls -----------------------------------------------------------------------------
-
-    def _live(self) -> Any:
-        """The client if it is connected now; ``BoardUnavailable`` at once otherwise.
-
-        Checked before every call: kazoo queues requests made while it reconnects and sends
-        them later, long after the caller has given up on them.
-        """
-        client = self._client
-        if client is None or client.state != KazooState.CONNECTED:
-            raise errors.BoardUnavailable(
-                f"board {self.name!r} is not connected to ZooKeeper at {self.settings.hosts}")
-        return client
-
-    def _result(self, pending: Any, *, on_unknown: Callable[[], None] | None = None) -> Any:
-        """Wait for a kazoo async result, translating connection trouble."""
-        try:
-            return pending.get(timeout=self.settings.timeout)
-        except _UNAVAILABLE as exc:
-            if on_unknown is not None:
-                on_unknown()
-            raise errors.BoardUnavailable(
-                f"ZooKeeper call failed on board {self.name!r}: {exc!r}") from exc
-
-    def _read(self, *paths: str) -> list[tuple[bytes, Any] | None]:
-        """Read nodes in one round trip (pipelined); None for each missing one."""
-        client = self._live()
-        pending = [client.get_async(path) for path in paths]
-        found: list[tuple[bytes, Any] | None] = []
-        for item in pending:
-            try:
-                found.append(self._result(item))
-            except kz.NoNodeError:
-                found.append(None)
-        return found
-
-    def _commit(self, ops: Callable[[Any], None], *,
-                on_unknown: Callable[[Any], None] | None = None) -> list[Any]:
-        """Commit a transaction; return its results (``failure`` finds the error in them)."""
-        return self._outcome(self._send(ops), on_unknown=on_unknown)
-
-    def _commit_kazoo(self, ops: Callable[[Any], None]) -> list[Any]:
-        """``_commit`` through kazoo's own transaction builder (for operations ``Ops`` does
-        not encode, such as ``check``)."""
-        txn = self._live().transaction()
-        ops(txn)
-        return self._outcome(txn.commit_async())
-
-    def _send(self, ops: Callable[[Any], None]) -> Any:
-        """Send a transaction without waiting for its answer: its kazoo async result (see
-        ``_outcome``). kazoo's connection thread writes it, in order, at the caller's next
-        wait (it needs the GIL)."""
-        client = self._live()
-        txn = Ops(client)
-        ops(txn)
-        return commit_async(client, txn)
-
-    def _outcome(self, pending: Any, *,
-                 on_unknown: Callable[[Any], None] | None = None) -> list[Any]:
-        """Wait for a transaction sent with ``_send``; ``on_unknown(pending)`` if its reply is
-        lost."""
-        unknown = None if on_unknown is None else functools.partial(on_unknown, pending)
-        results: list[Any] = self._result(pending, on_unknown=unknown)
-        return results
 
     # -- decoding --------------------------------------------------------------------------
 
@@ -421,7 +357,7 @@ class ZooKeeperJobBoard(JobBoard):
                 f"job {record.name!r} is {len(data)} bytes as JSON; a ZooKeeper node holds at "
                 f"most {_MAX_NODE_BYTES} (keep large data in the job's book)", job_uuid=record.uuid)
         try:
-            path = self._result(self._live().create_async(prefix, data, sequence=True))
+            path = self._calls.result(self._calls.live().create_async(prefix, data, sequence=True))
         except kz.NoNodeError:
             self._check_epoch()  # jobs/ is gone: the board's path was deleted
             raise
@@ -432,14 +368,14 @@ class ZooKeeperJobBoard(JobBoard):
 
     def _post_many(self, records: list[JobRecord]) -> None:
         """Post many jobs with pipelined creates (not atomic; benchmarks fill boards with it)."""
-        client = self._live()
+        client = self._calls.live()
         for start in range(0, len(records), 1000):
             batch = records[start:start + 1000]
             pending = [client.create_async(
                 f"{self._jobs}/{job_name_prefix(r.priority, r.uuid)}", encode_job(r),
                 sequence=True) for r in batch]
             for record, item in zip(batch, pending, strict=True):
-                name = self._result(item).rsplit("/", 1)[1]
+                name = self._calls.result(item).rsplit("/", 1)[1]
                 self._index.add(name, record.available_at)
                 key = job_key(name)
                 record.sequence = key[1] if key is not None else 0
@@ -459,7 +395,7 @@ class ZooKeeperJobBoard(JobBoard):
     def _get(self, job_uuid: str) -> JobRecord:
         self._note_generation()
         name = self._name_of(job_uuid)
-        job, claim = self._read(f"{self._jobs}/{name}", f"{self._claims}/{name}")
+        job, claim = self._calls.read(f"{self._jobs}/{name}", f"{self._claims}/{name}")
         record = self._job_with_claim(name, job, claim)
         if record is None:
             if job is None:
@@ -469,7 +405,7 @@ class ZooKeeperJobBoard(JobBoard):
 
     def _iter_records(self, only_unclaimed: bool, ensure_fresh: bool) -> Iterator[JobRecord]:
         self._note_generation()
-        self._live()  # even when the index has nothing to read: an outage is reported at once
+        self._calls.live()  # even when the index has nothing to read: an outage is reported at once
         if ensure_fresh:
             self._follower.catch_up()
         else:
@@ -485,7 +421,7 @@ class ZooKeeperJobBoard(JobBoard):
                     yield record
 
     def _job_count(self) -> int:
-        stat = self._result(self._live().exists_async(self._jobs))
+        stat = self._calls.result(self._calls.live().exists_async(self._jobs))
         return int(stat.numChildren) if stat is not None else 0
 
     def _job_counts(self) -> JobCounts:
@@ -494,11 +430,11 @@ class ZooKeeperJobBoard(JobBoard):
         # claim nodes it has not read (claims made elsewhere since; never more than the live
         # claims). Delays are known for the jobs this board object posted or read: another
         # producer's delayed job that nothing here has read yet counts as waiting.
-        client = self._live()
+        client = self._calls.live()
         self._follower.ensure_synced()
         self._follower.read_claims(self._index.unknown_claims())
         sent = [client.exists_async(path) for path in (self._jobs, self._trash_root)]
-        jobs, trashed = (self._result(stat) for stat in sent)
+        jobs, trashed = (self._calls.result(stat) for stat in sent)
         total = int(jobs.numChildren) if jobs is not None else 0
         claimed, delayed = self._index.counts(self.clock())
         return JobCounts(max(0, total - claimed - delayed), delayed, claimed,
@@ -508,14 +444,14 @@ class ZooKeeperJobBoard(JobBoard):
         """The board's epoch is the creation zxid of ``jobs/``: when that node is gone or was
         created again (the board's path deleted), its jobs are lost. Then the paths are made
         again, the board takes the new epoch, and ``BoardDataLost`` says what happened."""
-        client = self._live()
-        epoch = _epoch_of(self._result(client.exists_async(self._jobs)))
+        client = self._calls.live()
+        epoch = _epoch_of(self._calls.result(client.exists_async(self._jobs)))
         if epoch == self._epoch:
             return
         known = self._epoch
         for path in (self._jobs, self._claims, self._trash_root, self._entities.root):
-            self._result(client.ensure_path_async(path))
-        self._epoch = _epoch_of(self._result(client.exists_async(self._jobs)))
+            self._calls.result(client.ensure_path_async(path))
+        self._epoch = _epoch_of(self._calls.result(client.exists_async(self._jobs)))
         what = "deleted" if epoch is None else "deleted and created again"
         message = (f"board {self.name!r} on ZooKeeper at {self.settings.hosts} lost its data: "
                    f"{self._jobs} (epoch {known}) was {what}; every job posted before is gone "
@@ -542,7 +478,6 @@ class ZooKeeperJobBoard(JobBoard):
     def _claim_first(self, who: str, ttl: float) -> JobRecord | None:
         lost = 0
         while (name := self._index.take(self.clock(), skip=_spread(lost))) is not None:
-            self._follower.read_ahead()
             try:
                 return self._claim_name(name, who, ttl)
             except LostRace:
@@ -567,7 +502,9 @@ class ZooKeeperJobBoard(JobBoard):
             record = self._claimable(name, job, claim, token, ends)
             assert job is not None
             prepared = self._prepare_claim(name, record, job[1], claim, who, ttl, cached=cached)
-            results = self._commit_claim(prepared, prepared.add_to)
+            pending = self._send_claim(prepared, prepared.add_to)
+            self._follower.read_ahead()  # the next candidates, sent after the claim
+            results = self._claim_outcome(prepared, pending)
             failure = failure_of(results)
             if failure is None:
                 return self._claim_committed(prepared, results[-1])
@@ -583,42 +520,47 @@ class ZooKeeperJobBoard(JobBoard):
         record.last_modified = now
         record.lease_expires = now + ttl
         data = {"owner": who, "fence": record.fence, "ttl": ttl, "claimed_at": now,
-                "expires_at": now + ttl, "session": self._session_id}
+                "expires_at": now + ttl, "session": self._calls.session_id}
         return Claim(name=name, job_path=f"{self._jobs}/{name}",
                       claim_path=f"{self._claims}/{name}", record=record, claim=data,
                       job_data=encode_job(record), job_version=job_version,
                       stale=claim[1] if claim is not None else None, cached=cached)
 
-    def _commit_claim(self, prepared: Claim, ops: Callable[[Any], None]) -> list[Any]:
-        """Commit a transaction that includes ``prepared``'s operations, telling the index
-        that the change to the job node it makes is this board's own."""
-        return self._claim_outcome(prepared, self._send_claim(prepared, ops))
-
     def _send_claim(self, prepared: Claim, ops: Callable[[Any], None]) -> Any:
-        """``_commit_claim``'s sending half; ``_claim_outcome`` must follow (it ends the
-        ``writing`` begun here)."""
+        """Send a transaction that includes ``prepared``'s operations, telling the index that
+        the change to the job node it makes is this board's own; ``_claim_outcome`` must
+        follow (it ends the ``writing`` begun here)."""
         self._index.writing(prepared.name)
         try:
-            return self._send(ops)
+            return self._calls.send(ops)
         except BaseException:
             self._written(prepared.name)
             raise
 
     def _claim_outcome(self, prepared: Claim, pending: Any) -> list[Any]:
+        results: list[Any] | None = None
         try:
-            results = self._outcome(pending, on_unknown=functools.partial(
+            results = self._calls.outcome(pending, on_unknown=functools.partial(
                 self._unknown_claim, name=prepared.name, fence=prepared.record.fence))
-            if failure_of(results) is None:
-                self._index.claimed(prepared.name, float(prepared.claim["expires_at"]))
             return results
         finally:
-            self._written(prepared.name)
+            claimed = None
+            if results is not None and failure_of(results) is None:
+                claimed = functools.partial(self._index.claimed, prepared.name,
+                                            float(prepared.claim["expires_at"]))
+            self._written(prepared.name, claimed)
 
-    def _written(self, name: str) -> None:
-        """This board's write to the job node ``name`` is over: read its claim node if that
-        left it unknown."""
-        if self._index.written(name):
-            self._follower.read_claim_async(name)
+    def _written(self, name: str, outcome: Callable[[], None] | None = None) -> None:
+        """This board's write to the job node ``name`` is over: once the events read so far
+        (its own among them) are handled, record its ``outcome`` in the index and read the
+        claim node if that left it unknown."""
+        def done() -> None:
+            if outcome is not None:
+                outcome()
+            if self._index.written(name):
+                self._follower.read_claim_async(name)
+
+        self._follower.after_events(done)
 
     def _claim_committed(self, prepared: Claim, job_stat: Any) -> JobRecord:
         self._follower.server_clock.learn(job_stat)
@@ -691,10 +633,8 @@ class ZooKeeperJobBoard(JobBoard):
         finally:
             if prepared is None and name is not None:
                 self._index.release(name)  # stays reserved only if claimed with the consume
-        # The next candidates (after this one, if any) are read while the transaction commits.
-        self._follower.read_ahead()
         if prepared is None:
-            pending = self._send(functools.partial(self._consume_ops, held=held))
+            pending = self._calls.send(functools.partial(self._consume_ops, held=held))
         else:
             try:
                 pending = self._send_claim(prepared, functools.partial(
@@ -702,6 +642,9 @@ class ZooKeeperJobBoard(JobBoard):
             except BaseException:
                 self._index.release(prepared.name)
                 raise
+        # The next candidates (after this one, if any) are read while the transaction commits,
+        # sent after it so that its answer does not wait for theirs.
+        self._follower.read_ahead()
         return Consuming(job_uuid=job_uuid, who=who, fence=fence, ttl=ttl, held=held,
                           prepared=prepared, pending=pending)
 
@@ -713,7 +656,7 @@ class ZooKeeperJobBoard(JobBoard):
         """Read the answer to ``_send_consume``'s transaction and carry on from it."""
         held, prepared = sent.held, sent.prepared
         if prepared is None:
-            results = self._outcome(sent.pending)
+            results = self._calls.outcome(sent.pending)
         else:
             try:
                 results = self._claim_outcome(prepared, sent.pending)
@@ -771,7 +714,7 @@ class ZooKeeperJobBoard(JobBoard):
                 owner = data.get("owner")
                 # Claimed through another session (another board, likely another process):
                 # a race lost; through ours: the index was just behind.
-                error = LostRace if data.get("session") != self._session_id else (
+                error = LostRace if data.get("session") != self._calls.session_id else (
                     errors.UnclaimableJob)
                 raise error(f"job {job_uuid} is claimed by {owner!r}", job_uuid=job_uuid,
                             owner=owner)
@@ -789,17 +732,17 @@ class ZooKeeperJobBoard(JobBoard):
             except Exception:  # the connection dropped: the claim may exist; look on reconnect
                 self._orphans.append((name, fence))
                 return
-            client = self._client
+            client = self._calls.client
             if not failed and client is not None:
                 client.delete_async(f"{self._claims}/{name}", version=0)  # still untouched
         pending.rawlink(settled)
 
     def _release_orphans(self) -> None:
         for name, fence in list(self._orphans):  # kept until handled: a call here may fail
-            (found,) = self._read(f"{self._claims}/{name}")
+            (found,) = self._calls.read(f"{self._claims}/{name}")
             if found is not None and decode_claim(found[0]).get("fence") == fence:
                 with contextlib.suppress(kz.NoNodeError, kz.BadVersionError):
-                    self._result(self._live().delete_async(f"{self._claims}/{name}",
+                    self._calls.result(self._calls.live().delete_async(f"{self._claims}/{name}",
                                                            version=found[1].version))
                     logger.info("board %r released claim %s whose reply was lost",
                                 self.name, name)
@@ -816,7 +759,7 @@ class ZooKeeperJobBoard(JobBoard):
             NotOwner: the claim is missing, expired, someone else's or has another fence.
         """
         name = self._name_of(job_uuid)
-        job, claim = self._read(f"{self._jobs}/{name}", f"{self._claims}/{name}")
+        job, claim = self._calls.read(f"{self._jobs}/{name}", f"{self._claims}/{name}")
         record = None if job is None else self._decode_job(name, job[0])
         if job is None or record is None:
             if job is None:
@@ -834,8 +777,7 @@ class ZooKeeperJobBoard(JobBoard):
         return Held(name, data, claim[1].version, record, job[1].version)
 
     def _end_claim(self, job_uuid: str, who: str, fence: int | None,
-                   ops: Callable[[Any, Held], None], *,
-                   kazoo_txn: bool = False) -> tuple[Held, list[Any]]:
+                   ops: Callable[[Any, Held], None]) -> tuple[Held, list[Any]]:
         """Check the claim, then commit ``ops`` against the versions read; when something
         changed in between, check again (which raises ``NotOwner``/``NotFound`` if need be).
 
@@ -857,7 +799,7 @@ class ZooKeeperJobBoard(JobBoard):
             def bound(txn: Any, held: Held = held) -> None:
                 ops(txn, held)
 
-            results = self._commit_kazoo(bound) if kazoo_txn else self._commit(bound)
+            results = self._calls.commit(bound)
             if failure_of(results) is None:
                 return held, results
             self._forget_hold(held.name)
@@ -894,9 +836,9 @@ class ZooKeeperJobBoard(JobBoard):
                          version=held.claim_version)
             txn.check(f"{self._jobs}/{held.name}", held.job_version)
 
-        held, results = self._end_claim(job_uuid, who, fence, ops, kazoo_txn=True)
+        held, results = self._end_claim(job_uuid, who, fence, ops)
         self._follower.server_clock.learn(results[0])
-        self._index.claimed(held.name, expires)
+        self._follower.after_events(functools.partial(self._index.claimed, held.name, expires))
         self._remember_hold(dataclasses.replace(held, claim=dict(renewed),
                                                 claim_version=int(results[0].version)))
         # A cancel rewrites the job node: a remembered hold then fails the version check and
@@ -910,7 +852,7 @@ class ZooKeeperJobBoard(JobBoard):
         mark = bounded(mark) or mark
         for _ in range(_RETRIES):
             name = self._name_of(job_uuid)
-            job, claim = self._read(f"{self._jobs}/{name}", f"{self._claims}/{name}")
+            job, claim = self._calls.read(f"{self._jobs}/{name}", f"{self._claims}/{name}")
             record = None if job is None else self._decode_job(name, job[0])
             if job is None or record is None:
                 if job is None:
@@ -940,7 +882,7 @@ class ZooKeeperJobBoard(JobBoard):
                 txn.delete(f"{self._claims}/{name}", version=claim_version)
             txn.delete(f"{self._jobs}/{name}", version=job_version)
 
-        if failure_of(self._commit_kazoo(ops)) is not None:
+        if failure_of(self._calls.commit(ops)) is not None:
             return False
         self._forget_hold(name)
         self._index.remove(name)
@@ -958,7 +900,7 @@ class ZooKeeperJobBoard(JobBoard):
 
         self._index.writing(name)
         try:
-            return failure_of(self._commit_kazoo(ops)) is None
+            return failure_of(self._calls.commit(ops)) is None
         finally:
             self._written(name)
 
@@ -1003,13 +945,15 @@ class ZooKeeperJobBoard(JobBoard):
 
         name = self._name_of(job_uuid)
         self._index.writing(name)
+        outcome = None
         try:
             held, results = self._end_claim(job_uuid, who, fence, ops)
             self._follower.server_clock.learn(results[1])
             self._forget_hold(held.name)
-            self._index.unclaimed(held.name, available_at, (written[0], int(results[1].version)))
+            outcome = functools.partial(self._index.unclaimed, held.name, available_at,
+                                        (written[0], int(results[1].version)))
         finally:
-            self._written(name)
+            self._written(name, outcome)
 
     def _trash(self, job_uuid: str, who: str, fence: int | None, reason: str | None) -> None:
         now = self.clock()
@@ -1026,7 +970,7 @@ class ZooKeeperJobBoard(JobBoard):
         self._index.remove(held.name)
 
     def _requeue(self, trashed_uuid: str, record: JobRecord) -> None:
-        names = self._result(self._live().get_children_async(self._trash_root))
+        names = self._calls.result(self._calls.live().get_children_async(self._trash_root))
         found = [n for n in names if job_key(n) is not None and uuid_of(n) == trashed_uuid]
         if not found:
             raise errors.NotFound(f"no job {trashed_uuid} in the trash of board {self.name!r}")
@@ -1038,7 +982,7 @@ class ZooKeeperJobBoard(JobBoard):
                 txn.delete(f"{self._trash_root}/{name}")
             txn.create(prefix, data, sequence=True)
 
-        results = self._commit_kazoo(ops)
+        results = self._calls.commit(ops)
         failure = failure_of(results)
         if isinstance(failure, kz.NoNodeError):  # requeued meanwhile (or jobs/ is gone)
             self._check_epoch()
@@ -1051,8 +995,8 @@ class ZooKeeperJobBoard(JobBoard):
         record.sequence = key[1] if key is not None else 0
 
     def _iter_trash(self) -> Iterator[JobRecord]:
-        names = self._result(self._live().get_children_async(self._trash_root))
-        found = self._read(*(f"{self._trash_root}/{n}" for n in names))
+        names = self._calls.result(self._calls.live().get_children_async(self._trash_root))
+        found = self._calls.read(*(f"{self._trash_root}/{n}" for n in names))
         trashed: list[tuple[float, int, JobRecord]] = []
         for name, item in zip(names, found, strict=True):
             record = None if item is None else self._decode_job(name, item[0])
@@ -1073,7 +1017,7 @@ class ZooKeeperJobBoard(JobBoard):
         seen = getattr(self._local, "generation", None)
 
         def changed() -> bool:
-            client = self._client
+            client = self._calls.client
             return (seen is None or self._index.generation != seen or client is None
                     or client.state != KazooState.CONNECTED)
 
@@ -1100,3 +1044,11 @@ def _spread(lost: int) -> int:
 def _epoch_of(stat: Any) -> str | None:
     """A node's creation zxid (hex), the epoch of the data under it; None when it is gone."""
     return None if stat is None else f"{stat.czxid:x}"
+
+
+def shutdown(client: Any) -> None:
+    """Stop a kazoo client (its ephemeral nodes end with its session) and free its threads."""
+    with contextlib.suppress(Exception):
+        client.stop()
+    with contextlib.suppress(Exception):
+        client.close()

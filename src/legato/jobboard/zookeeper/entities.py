@@ -14,6 +14,7 @@ from urllib.parse import quote, unquote
 from kazoo import exceptions as kz
 
 from legato.jobboard.base import Entity
+from legato.jobboard.zookeeper.calls import Calls
 
 __all__ = ["Entities"]
 
@@ -23,22 +24,15 @@ class Entities:
 
     Args:
         root: the path of ``entities/``.
-        live: returns the kazoo client if it is connected now, else raises ``BoardUnavailable``.
-        result: waits for a kazoo async result, raising ``BoardUnavailable`` on connection
-            trouble (and kazoo's own errors as they are).
-        read: reads nodes in one round trip (None for each missing one).
-        commit: commits a transaction built by the function it is given.
-        session: returns the board's current ZooKeeper session id.
+        calls: the board's client (``Calls``).
         clock: the board's clock.
     """
 
-    def __init__(self, root: str, *, live: Callable[[], Any], result: Callable[[Any], Any],
-                 read: Callable[..., list[tuple[bytes, Any] | None]],
-                 commit: Callable[[Callable[[Any], None]], Any],
-                 session: Callable[[], int | None], clock: Callable[[], float]) -> None:
+    def __init__(self, root: str, calls: Calls, *, clock: Callable[[], float]) -> None:
         self.root = root
-        self._live, self._result, self._read, self._commit = live, result, read, commit
-        self._session, self._clock = session, clock
+        self._calls = calls
+        self._live, self._result, self._read = calls.live, calls.result, calls.read
+        self._clock = clock
         self._registered: dict[tuple[str, str], bytes] = {}
         self._lock = threading.Lock()
 
@@ -91,14 +85,14 @@ class Entities:
             self._result(client.create_async(path, data, ephemeral=True, makepath=True))
         except kz.NodeExistsError:
             stat = self._result(client.set_async(path, data))
-            if stat.ephemeralOwner != self._session():
+            if stat.ephemeralOwner != self._calls.session_id:
                 # Registered through another session (which would take the node with it when
                 # it ends): make it ours.
                 def ops(txn: Any) -> None:
                     txn.delete(path, version=stat.version)
                     txn.create(path, data, ephemeral=True)
 
-                self._commit(ops)
+                self._calls.commit(ops)
 
 
 def _decode(kind: str, name: str, data: bytes, now: float) -> Entity | None:

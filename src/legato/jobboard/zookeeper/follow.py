@@ -1,10 +1,16 @@
 """Keeping the ZooKeeper board's index current: watches, listings, and the reads that go with them.
 
-``Follower`` feeds an ``Index`` (``legato.jobboard._zkindex``) from the watch events of
-``Watches`` (``legato.jobboard._zkwatch``), lists ``jobs/`` and ``claims/`` on each new
-connection, reads claim nodes whose state an event left unknown (watching them), and reads the
-next candidates' job nodes ahead of the claims. ``ZooKeeperJobBoard`` owns one and does the
-claiming.
+``Follower`` feeds an ``Index`` (``index``) from a persistent recursive watch on ``jobs/``
+(``kazoo_compat.add_watch``) and one-shot watches on the claim nodes it reads (kazoo's
+``get_async(path, watch=...)``), lists ``jobs/`` and ``claims/`` on each new connection, reads
+claim nodes whose state an event left unknown, and reads the next candidates' job nodes ahead of
+the claims. ``ZooKeeperJobBoard`` owns one and does the claiming.
+
+The watchers run on kazoo's connection thread as it reads each event (``PollingHandler``), so
+events are handled in the server's order, before the replies that follow them: once a request's
+reply is back, every change made before it (by anyone, on this server) has reached the index.
+With another handler, kazoo queues them for its callback thread, and ``after_events`` queues work
+behind them (``catch_up`` waits for it; the board records its own writes with it).
 """
 
 from __future__ import annotations
@@ -17,12 +23,17 @@ from collections.abc import Callable
 from typing import Any
 
 from kazoo import exceptions as kz
+from kazoo.protocol.states import Callback, EventType
 
 from legato import errors
-from legato.jobboard._zkindex import CLAIMS, JOBS, Index, Node
-from legato.jobboard._zkwatch import Watches, read_many_async
+from legato.jobboard.zookeeper import kazoo_compat
+from legato.jobboard.zookeeper.calls import Calls
+from legato.jobboard.zookeeper.handler import PollingHandler
+from legato.jobboard.zookeeper.index import CHANGED, CLAIMS, CREATED, DELETED, JOBS, Index, Node
 
 __all__ = ["Follower", "ServerClock", "claim_expiry", "decode_claim"]
+
+_KINDS = {EventType.CREATED: CREATED, EventType.DELETED: DELETED, EventType.CHANGED: CHANGED}
 
 
 def decode_claim(data: bytes) -> dict[str, Any]:
@@ -96,38 +107,40 @@ class Follower:
 
     Args:
         index: the board's index.
+        calls: the board's client (``Calls``).
         jobs: the path of ``jobs/``.
         claims: the path of ``claims/``.
-        live: returns the kazoo client if it is connected now, else raises ``BoardUnavailable``.
-        result: waits for a kazoo async result, raising ``BoardUnavailable`` on connection
-            trouble (and kazoo's own errors, such as ``NoNodeError``, as they are).
         clock: the board's clock.
         server_clock: the server's time, which claim TTLs are measured on.
         read_ahead: how many of the next candidates' job nodes to keep read ahead.
     """
 
-    def __init__(self, index: Index, *, jobs: str, claims: str, live: Callable[[], Any],
-                 result: Callable[[Any], Any], clock: Callable[[], float],
-                 server_clock: ServerClock, read_ahead: int) -> None:
+    def __init__(self, index: Index, calls: Calls, *, jobs: str, claims: str,
+                 clock: Callable[[], float], server_clock: ServerClock,
+                 read_ahead: int) -> None:
         self.index = index
+        self._calls = calls
         self._jobs, self._claims = jobs, claims
-        self._live, self._result, self._clock = live, result, clock
+        self._live, self._result, self._clock = calls.live, calls.result, clock
         self.server_clock = server_clock
         self._read_ahead = read_ahead
         self._client: Any = None
-        self._watch: Watches | None = None
+        self._inline = False  # watchers run as events are read (see the module docstring)
         self._sync_lock = threading.Lock()
-        # Reads of the next candidates' job nodes: name -> (kazoo result, position, token).
-        self._fetches: dict[str, tuple[Any, int, int]] = {}
+        # Reads of the next candidates' job nodes: name -> (kazoo result, token).
+        self._fetches: dict[str, tuple[Any, int]] = {}
         self._fetches_lock = threading.Lock()
 
     def attach(self, client: Any) -> None:
         """Follow the board through ``client`` (before its first ``sync``)."""
         self._client = client
-        self._watch = Watches(client, {self._jobs: JOBS, self._claims: CLAIMS}, self._on_event)
+        self._inline = isinstance(client.handler, PollingHandler)
+        if self._inline:
+            client.handler.run_inline(self._on_job_event)
+            client.handler.run_inline(self._on_claim_event)
 
     def detach(self) -> None:
-        self._client = self._watch = None
+        self._client = None
         with self._fetches_lock:
             self._fetches.clear()
         self.index.desync()
@@ -138,11 +151,10 @@ class Follower:
         """Watch ``jobs/`` on this connection and list ``jobs/`` and ``claims/``; events that
         arrive meanwhile are replayed on top of the listings (``Index.finish_sync``). Then read
         (and watch) every claim node."""
-        client, watch = self._live(), self._watch
-        assert watch is not None
+        client = self._live()
         epoch = self.index.begin_sync()
         try:
-            added = watch.add_async(self._jobs)
+            added = kazoo_compat.add_watch(client, self._jobs, self._on_job_event)
             listings = [client.get_children_async(self._jobs),
                         client.get_children_async(self._claims)]
             self._result(added)
@@ -172,16 +184,31 @@ class Follower:
         claims whose state is unknown."""
         self.ensure_synced()
         self._result(self._live().sync_async(self._jobs))
+        self.wait_for_events()
         self.read_claims(self.index.unknown_claims())
+
+    def after_events(self, work: Callable[[], None]) -> None:
+        """Run ``work`` on kazoo's callback thread once the watch events read so far have been
+        handled (at once if the board is not connected)."""
+        client = self._client
+        if client is None or self._inline:
+            work()
+        else:
+            client.handler.dispatch_callback(Callback("watch", work, ()))
+
+    def wait_for_events(self) -> None:
+        """Wait until the watch events read so far have been handled."""
+        done = threading.Event()
+        self.after_events(done.set)
+        if not done.wait(self._calls.timeout):
+            raise errors.BoardUnavailable("ZooKeeper watch events are not being handled")
 
     # -- claim nodes -----------------------------------------------------------------------
 
     def read_claims(self, names: list[str]) -> None:
         """Read claim nodes (and watch them) in one round trip and tell the index."""
-        watch, token = self._watch, self.index.token()
-        assert watch is not None
-        self._live()
-        pending = [watch.get_async(f"{self._claims}/{name}") for name in names]
+        client, token = self._live(), self.index.token()
+        pending = [self._watched_get(client, name) for name in names]
         for name, item in zip(names, pending, strict=True):
             try:
                 data, stat = self._result(item)
@@ -195,12 +222,12 @@ class Follower:
         watches then report their renewal or their end. (``claims/`` has no watch of its own,
         so that the board's own claims cost no events, and claim nodes are read only when they
         stand in the way of a claim, so that a board that does not claim reads none.)"""
-        watch = self._watch
-        if watch is None:
+        client = self._client
+        if client is None:
             return
         token = self.index.token()
         for name in self.index.reading(list(names)):
-            watch.get_async(f"{self._claims}/{name}").rawlink(
+            self._watched_get(client, name).rawlink(
                 functools.partial(self._claim_read, name, token))
 
     def _claim_read(self, name: str, token: int, pending: Any) -> None:
@@ -218,9 +245,22 @@ class Follower:
         """When a claim node read just now ends, on the board's clock (``ServerClock``)."""
         return self.server_clock.claim_ends(data, stat, self._clock())
 
-    def _on_event(self, root: str, kind: int, name: str) -> None:
-        # On kazoo's connection thread (see ``Watches``): quick, and never waits.
-        self.index.event(root, kind, name)
+    def _watched_get(self, client: Any, name: str) -> Any:
+        """Read a claim node leaving a one-shot watch on it (``_on_claim_event``)."""
+        return client.get_async(f"{self._claims}/{name}", watch=self._on_claim_event)
+
+    def _on_job_event(self, event: Any) -> None:
+        self._on_event(JOBS, self._jobs, event)
+
+    def _on_claim_event(self, event: Any) -> None:
+        self._on_event(CLAIMS, self._claims, event)
+
+    def _on_event(self, root: str, path: str, event: Any) -> None:
+        # On kazoo's callback thread, in the server's order. Events without a node (the
+        # session ended) say nothing of it: the board syncs again.
+        kind = _KINDS.get(event.type)
+        if kind is not None and event.path and event.path.startswith(path + "/"):
+            self.index.event(root, kind, event.path[len(path) + 1:])
 
     # -- job nodes -------------------------------------------------------------------------
 
@@ -228,10 +268,8 @@ class Follower:
         """The job node and the claim node of ``name`` (data and version), in one round trip,
         and when the claim ends on the board's clock (0 without one); the claim node is left
         watched."""
-        client, watch = self._live(), self._watch
-        assert watch is not None
-        pending = [client.get_async(f"{self._jobs}/{name}"),
-                   watch.get_async(f"{self._claims}/{name}")]
+        client = self._live()
+        pending = [client.get_async(f"{self._jobs}/{name}"), self._watched_get(client, name)]
         job, claim = (self._found(item) for item in pending)
         ends = 0.0 if claim is None else self.claim_ends(*claim)
         return _node(job), _node(claim), ends
@@ -240,10 +278,9 @@ class Follower:
         """The job node and the claim node, as kazoo returns them (None if missing), of each
         of ``names``, in one round trip; what is seen of the claims goes to the index, and the
         claim nodes are left watched (so a waiting board hears of a claim's end at once)."""
-        client, watch, token = self._live(), self._watch, self.index.token()
-        assert watch is not None
-        pending = [(client.get_async(f"{self._jobs}/{name}"),
-                    watch.get_async(f"{self._claims}/{name}")) for name in names]
+        client, token = self._live(), self.index.token()
+        pending = [(client.get_async(f"{self._jobs}/{name}"), self._watched_get(client, name))
+                   for name in names]
         found: list[tuple[Any, Any]] = []
         for name, (job, claim) in zip(names, pending, strict=True):
             job_node, claim_node = self._found(job), self._found(claim)
@@ -261,8 +298,8 @@ class Follower:
             return None
 
     def read_ahead(self) -> None:
-        """Read the job nodes of the next few candidates in the background, several in one
-        request, so that claiming them is one transaction (``fetched`` picks up the reply);
+        """Read the job nodes of the next few candidates in the background (pipelined), so
+        that claiming them is one transaction (``fetched`` picks up the reply);
         and the claim nodes in unknown state before them, so that they are tried once free."""
         client = self._client
         if client is None:
@@ -274,11 +311,11 @@ class Follower:
         if not names:
             return
         token = self.index.token()
-        pending = read_many_async(client, [f"{self._jobs}/{name}" for name in names])
+        pending = [client.get_async(f"{self._jobs}/{name}") for name in names]
         with self._fetches_lock:
-            for position, name in enumerate(names):
-                self._fetches[name] = (pending, position, token)
-            done = [name for name, (item, _, _) in self._fetches.items() if item.ready()]
+            for name, item in zip(names, pending, strict=True):
+                self._fetches[name] = (item, token)
+            done = [name for name, (item, _) in self._fetches.items() if item.ready()]
         for name in done:
             self.fetched(name, wait=False)
 
@@ -289,9 +326,9 @@ class Follower:
             found = self._fetches.pop(name, None)
         if found is None:
             return
-        item, position, token = found
+        item, token = found
         node: Node | None = None
         with contextlib.suppress(Exception):  # gone or disconnected: the claim reads it
-            data, stat = (self._result(item) if wait else item.get(block=False))[position]
+            data, stat = self._result(item) if wait else item.get(block=False)
             node = (data, int(stat.version))
         self.index.job_data(name, node, seen=token)

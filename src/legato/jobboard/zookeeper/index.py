@@ -1,11 +1,11 @@
 """The ZooKeeper board's in-memory view of ``jobs/`` and ``claims/``, kept current by events.
 
-Pure Python, no I/O. ``ZooKeeperJobBoard`` feeds it a full listing of both nodes when it
-(re)connects, then the watch events (``legato.jobboard._zkwatch``): one per job node created,
-rewritten or deleted, and one per change of a claim node it read with a watch. It also tells it
-what its own writes did once they have committed, and the results of its reads. It asks it for
-the next candidate to claim and for the job data it already knows. Job node names carry the
-priority, the uuid and the post sequence, so the order needs no reads.
+Pure Python, no I/O: one ``Entry`` per job node, and the job node names in claim order (a
+``SortedList``; the names carry the priority and the post sequence, so the order needs no reads).
+The board feeds it a full listing of both nodes when it (re)connects, then the watch events
+(``follow``): one per job node created, rewritten or deleted, and one per change of a claim node
+it read with a watch. It also tells it what its own writes did once they have committed, and the
+results of its reads; and asks it for the next candidate to claim and the data it already knows.
 
 A job node is rewritten only by a claim or by the end of one (abandon, release), so after such an
 event whether it has a claim node is unknown (``take`` passes it over) until the board reads the
@@ -20,14 +20,16 @@ sent, and their results dropped if an event about the same node came after that.
 
 from __future__ import annotations
 
-import bisect
 import collections
+import dataclasses
 import logging
 import re
 import threading
 from collections.abc import Iterator
 
-__all__ = ["CHANGED", "CLAIMS", "CREATED", "DELETED", "JOBS", "UNCLAIMED", "Index", "SortedKeys",
+from sortedcontainers import SortedList
+
+__all__ = ["CHANGED", "CLAIMS", "CREATED", "DELETED", "JOBS", "UNCLAIMED", "Entry", "Index",
            "job_id", "job_key", "job_name_prefix", "uuid_of"]
 
 logger = logging.getLogger(__name__)
@@ -35,12 +37,10 @@ logger = logging.getLogger(__name__)
 _NAME = re.compile(r"^job-(?P<priority>[+-]\d+)-(?P<uuid>.+)-(?P<seq>\d{10})$")
 #: How many uuids of removed jobs are remembered (so ``get`` of a finished job needs no listing).
 _GONE_MEMORY = 10_000
-#: Keys per chunk of ``SortedKeys`` (a chunk is split at twice this).
-_CHUNK = 512
 
 #: Which watched node an event is about.
 JOBS, CLAIMS = "jobs", "claims"
-#: ZooKeeper's event types, as a persistent recursive watch delivers them.
+#: ZooKeeper's event types.
 CREATED, DELETED, CHANGED = 1, 2, 3
 #: The child of a job node created and deleted by the transaction that ends its claim.
 UNCLAIMED = "unclaimed"
@@ -72,81 +72,51 @@ def job_id(name: str) -> tuple[str, int]:
 
 
 def uuid_of(name: str) -> str:
-    match = _NAME.match(name)
-    if match is None:
-        raise ValueError(f"not a job node name: {name!r}")
-    return match["uuid"]
+    return job_id(name)[0]
 
 
-class SortedKeys:
-    """Keys in order, in chunks, so that adding or removing one costs about the same with a
-    hundred thousand keys as with ten (one flat list would move every key after it)."""
+@dataclasses.dataclass(slots=True)
+class Entry:
+    """What is known of one job node.
 
-    def __init__(self) -> None:
-        self._chunks: list[list[Key]] = []
-        self._maxes: list[Key] = []
-        self._len = 0
+    ``claimed``: a claim node may exist; its lease ends at ``expires`` (None: not read yet, so
+    unknown). ``busy``: reserved by a claimer of this process; ``writing``: this process is
+    changing the node; ``fetching``/``reading``: its job node / claim node is being read.
+    ``touched``: the event count when an event last concerned it.
+    """
 
-    def __len__(self) -> int:
-        return self._len
+    key: Key
+    claimed: bool = False
+    expires: float | None = None
+    not_before: float | None = None
+    data: Node | None = None
+    garbage: bool = False
+    busy: bool = False
+    writing: bool = False
+    fetching: bool = False
+    reading: bool = False
+    touched: int = 0
 
-    def add(self, key: Key) -> None:
-        if not self._chunks:
-            self._chunks, self._maxes = [[key]], [key]
-            self._len = 1
-            return
-        position = min(bisect.bisect_left(self._maxes, key), len(self._maxes) - 1)
-        chunk = self._chunks[position]
-        bisect.insort(chunk, key)
-        self._maxes[position] = chunk[-1]
-        self._len += 1
-        if len(chunk) > 2 * _CHUNK:
-            self._chunks[position:position + 1] = [chunk[:_CHUNK], chunk[_CHUNK:]]
-            self._maxes[position:position + 1] = [chunk[_CHUNK - 1], chunk[-1]]
+    @property
+    def unknown(self) -> bool:
+        return self.claimed and self.expires is None
 
-    def load(self, keys: list[Key]) -> None:
-        """Add many keys at once (one sort instead of many insertions)."""
-        merged = sorted([*self, *keys])
-        self._chunks = [merged[i:i + _CHUNK] for i in range(0, len(merged), _CHUNK)]
-        self._maxes = [chunk[-1] for chunk in self._chunks]
-        self._len = len(merged)
+    def unavailable(self, now: float, *, unread: bool = True) -> bool:
+        """Known to be unclaimable at ``now``; a claim not read yet counts as live if
+        ``unread``."""
+        if self.garbage or self.writing or (self.not_before or now) > now:
+            return True
+        if not self.claimed:
+            return False
+        return unread if self.expires is None else self.expires > now
 
-    def remove(self, key: Key) -> None:
-        position = bisect.bisect_left(self._maxes, key)
-        if position == len(self._maxes):
-            return
-        chunk = self._chunks[position]
-        at = bisect.bisect_left(chunk, key)
-        if at == len(chunk) or chunk[at] != key:
-            return
-        del chunk[at]
-        self._len -= 1
-        if chunk:
-            self._maxes[position] = chunk[-1]
-        else:
-            del self._chunks[position], self._maxes[position]
-
-    def after(self, key: Key | None = None) -> Iterator[Key]:
-        """Keys greater than ``key`` (all when None), in order; don't change the keys while
-        iterating."""
-        position = 0 if key is None else bisect.bisect_right(self._maxes, key)
-        for index in range(position, len(self._chunks)):
-            chunk = self._chunks[index]
-            start = 0 if key is None or index > position else bisect.bisect_right(chunk, key)
-            yield from chunk[start:] if start else chunk
-
-    def __iter__(self) -> Iterator[Key]:
-        return self.after(None)
+    def claim_ended(self) -> None:
+        self.claimed, self.expires = False, None
 
 
 class Index:
-    """Job names in claim order, which of them have claim nodes (and until when), what is known
-    of delays, and the data of the jobs about to be claimed.
-
-    Claims are kept as a job node name's lease expiry, or None while unknown (not read yet, or
-    whether there is a claim node at all is unknown); ``take`` passes over both live and unknown
-    claims. Every method is thread-safe; ``cond`` is notified on every change (``generation``
-    grows).
+    """Job entries by node name, in claim order. Every method is thread-safe; ``cond`` is
+    notified on every change (``generation`` grows).
 
     Until ``finish_sync`` has applied listings made on the current connection, ``synced`` is
     False and the board must sync before trusting the index.
@@ -155,23 +125,13 @@ class Index:
     def __init__(self) -> None:
         self.cond = threading.Condition()
         self.generation = 0
-        self._order = SortedKeys()
-        self._keys: dict[str, Key] = {}
+        self._jobs: dict[str, Entry] = {}
+        self._order: SortedList = SortedList()
         self._by_uuid: dict[str, str] = {}
         self._gone: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._foreign: set[str] = set()
-        self._garbage: set[str] = set()
-        self._not_before: dict[str, float] = {}
-        self._claims: dict[str, float | None] = {}
-        self._data: dict[str, Node] = {}
-        self._fetching: set[str] = set()
-        self._reading: set[str] = set()  # claim nodes being read
-        self._writing: set[str] = set()
-        self._busy: set[str] = set()
-        # Events count up ``_seq``; ``_touched`` says when each node last had one.
-        self._seq = 0
-        self._touched: dict[str, int] = {}
-        self._floor = 0
+        self._seq = 0  # events count it up
+        self._floor = 0  # reads stamped before the last listing are dropped
         self._synced = False
         self._epoch = 0
         self._journal: list[tuple[str, int, str]] | None = None
@@ -211,19 +171,19 @@ class Index:
             if journal is None or epoch != self._epoch:
                 return None
             listed = set(jobs)
-            for name in self._keys.keys() - listed:
+            for name in self._jobs.keys() - listed:
                 self._drop(name)
-            self._insert([k for k in map(self._key, listed - self._keys.keys()) if k])
-            self._claims = dict.fromkeys(claims)
-            self._data.clear()
-            self._not_before.clear()
-            self._fetching.clear()
-            self._reading.clear()
+            self._insert([k for k in map(self._key, listed - self._jobs.keys()) if k])
+            claimed = set(claims)
+            for name, entry in self._jobs.items():
+                garbage, busy = entry.garbage, entry.busy
+                self._jobs[name] = Entry(entry.key, claimed=name in claimed, garbage=garbage,
+                                         busy=busy)
             for root, kind, name in journal:
                 self._apply(root, kind, name)
             self._synced = True
             self._changed()
-            return [name for name, expires in self._claims.items() if expires is None]
+            return [key[2] for key in self._order if self._jobs[key[2]].unknown]
 
     def abort_sync(self, epoch: int) -> None:
         with self.cond:
@@ -243,32 +203,36 @@ class Index:
             if self._journal is not None:
                 self._journal.append((root, kind, name))
             self._seq += 1
-            self._touched[name.partition("/")[0]] = self._seq
             self._apply(root, kind, name)
+            entry = self._jobs.get(name.partition("/")[0])
+            if entry is not None:
+                entry.touched = self._seq
             self._changed()
 
     def _apply(self, root: str, kind: int, name: str) -> None:
-        if root == JOBS:
-            job, _, child = name.partition("/")
-            if child:
-                if child == UNCLAIMED and kind == DELETED:
-                    self._claims.pop(job, None)  # the claim just ended: no claim node now
-            elif kind == CREATED and name not in self._keys:
-                key = self._key(name)
-                if key is not None:
-                    self._insert([key])
-            elif kind == DELETED:
-                self._drop(name)
-            elif kind == CHANGED:
-                # Claimed or abandoned (the only writes to a job node): its data and delay are
-                # not known any more, nor whether a claim node exists (read when it matters).
-                self._data.pop(name, None)
-                self._not_before.pop(name, None)
-                self._claims[name] = None
-        elif kind == DELETED:
-            self._claims.pop(name, None)
-        else:
-            self._claims[name] = None  # renewed (or replaced): read it, and watch it, again
+        job, _, child = name.partition("/")
+        if root == JOBS and kind == CREATED and not child:
+            if job not in self._jobs and (key := self._key(job)) is not None:
+                self._insert([key])
+            return
+        if root == JOBS and kind == DELETED and not child:
+            self._drop(job)
+            return
+        entry = self._jobs.get(job)
+        if entry is None:
+            return
+        if root == JOBS and child:
+            if child == UNCLAIMED and kind == DELETED:
+                entry.claim_ended()  # the claim just ended: no claim node now
+        elif root == JOBS and kind == CHANGED:
+            # Claimed or abandoned (the only writes to a job node): its data and delay are
+            # not known any more, nor whether a claim node exists (read when it matters).
+            entry.data = entry.not_before = None
+            entry.claimed, entry.expires = True, None
+        elif root == CLAIMS and kind == DELETED:
+            entry.claim_ended()
+        elif root == CLAIMS:
+            entry.claimed, entry.expires = True, None  # renewed (or replaced): read it again
 
     # -- this process's own writes and reads -----------------------------------------------
 
@@ -278,42 +242,46 @@ class Index:
         if key is None:
             raise ValueError(f"not a job node name: {name!r}")
         with self.cond:
-            if name not in self._keys:
+            if name not in self._jobs:
                 self._insert([key])
-            if available_at is not None:
-                self._not_before[name] = available_at
-            if node is not None:
-                self._data[name] = node
+            entry = self._jobs[name]
+            entry.not_before = available_at if available_at is not None else entry.not_before
+            entry.data = node if node is not None else entry.data
             self._changed()
 
     def remove(self, name: str) -> None:
         """A job known to be gone (consumed, trashed, or found missing)."""
         with self.cond:
             self._drop(name)
-            self._claims.pop(name, None)
             self._changed()
 
     def writing(self, name: str) -> None:
         """This process is about to change the job node ``name`` (claim or abandon it): the
-        event that causes needs no read; ``written`` ends that."""
+        job is passed over, and the event that causes needs no read, until ``written``."""
         with self.cond:
-            self._writing.add(name)
+            if (entry := self._jobs.get(name)) is not None:
+                entry.writing = True
 
     def written(self, name: str) -> bool:
-        """The write announced by ``writing`` is over (the caller has recorded its outcome with
-        ``claimed`` or ``unclaimed``, or it failed). True when whether a claim node exists is
-        left unknown, to be read."""
+        """The write announced by ``writing`` is over and its event handled (the caller has
+        recorded its outcome with ``claimed`` or ``unclaimed``, or it failed). True when
+        whether a claim node exists is left unknown, to be read."""
         with self.cond:
-            self._writing.discard(name)
-            return name in self._keys and name in self._claims and self._claims[name] is None
+            entry = self._jobs.get(name)
+            if entry is None:
+                return False
+            entry.writing = False
+            self._changed()
+            return entry.unknown
 
     def claim_exists(self, name: str) -> bool:
         """A claim attempt found a claim node the index did not know of: True when it should be
         read (nothing is known of it yet)."""
         with self.cond:
-            if name in self._claims:
+            entry = self._jobs.get(name)
+            if entry is None or entry.claimed:
                 return False
-            self._claims[name] = None
+            entry.claimed, entry.expires = True, None
             self._changed()
             return True
 
@@ -321,30 +289,34 @@ class Index:
         """A claim with this lease expiry: read with token ``seen``, or made or renewed by this
         process just now (``seen`` None)."""
         with self.cond:
-            if seen is not None and not (self._fresh(name, seen) and name in self._keys):
+            entry = self._jobs.get(name)
+            if entry is None or (seen is not None and not self._fresh(entry, seen)):
                 return
-            self._claims[name] = expires
+            entry.claimed, entry.expires = True, expires
             if seen is None:
-                self._data.pop(name, None)  # the claim rewrote the job node
+                entry.data = None  # the claim rewrote the job node
             self._changed()
 
     def reading(self, names: list[str]) -> list[str]:
         """Of ``names``, those whose claim node is not being read already, now marked as being
         read (``read_done`` ends that)."""
         with self.cond:
-            fresh = [name for name in names if name not in self._reading]
-            self._reading.update(fresh)
+            fresh = [n for n in names if (e := self._jobs.get(n)) is not None and not e.reading]
+            for name in fresh:
+                self._jobs[name].reading = True
             return fresh
 
     def read_done(self, name: str) -> None:
         with self.cond:
-            self._reading.discard(name)
+            if (entry := self._jobs.get(name)) is not None:
+                entry.reading = False
 
     def no_claim(self, name: str, *, seen: int) -> None:
         """A read with token ``seen`` found no claim node."""
         with self.cond:
-            if self._fresh(name, seen) and name in self._claims:
-                del self._claims[name]
+            entry = self._jobs.get(name)
+            if entry is not None and entry.claimed and self._fresh(entry, seen):
+                entry.claim_ended()
                 self._changed()
 
     def unclaimed(self, name: str, available_at: float | None = None,
@@ -352,54 +324,58 @@ class Index:
         """This process ended the job's claim just now; it may be claimed from
         ``available_at`` on (its data and version are now ``node``)."""
         with self.cond:
-            self._claims.pop(name, None)
-            if available_at is None:
-                self._not_before.pop(name, None)
-            else:
-                self._not_before[name] = available_at
-            if node is not None and name in self._keys:
-                self._data[name] = node
+            entry = self._jobs.get(name)
+            if entry is not None:
+                entry.claim_ended()
+                entry.not_before, entry.data = available_at, node
             self._changed()
 
     def delayed(self, name: str, available_at: float, *, seen: int) -> None:
         """A read with token ``seen`` found the job delayed until ``available_at``."""
         with self.cond:
-            if self._fresh(name, seen) and name in self._keys:
-                self._not_before[name] = available_at
+            entry = self._jobs.get(name)
+            if entry is not None and self._fresh(entry, seen):
+                entry.not_before = available_at
 
     def job_data(self, name: str, node: Node | None, *, seen: int) -> None:
         """A background read of a job node (token ``seen``) came back (None: it failed)."""
         with self.cond:
-            self._fetching.discard(name)
-            if node is not None and name in self._keys and self._fresh(name, seen):
-                self._data[name] = node
+            entry = self._jobs.get(name)
+            if entry is not None:
+                entry.fetching = False
+                if node is not None and self._fresh(entry, seen):
+                    entry.data = node
 
     def cached(self, name: str) -> Node | None:
         """The job's data and version, if known and the job is known to have no claim node."""
         with self.cond:
-            return None if name in self._claims else self._data.get(name)
+            entry = self._jobs.get(name)
+            return None if entry is None or entry.claimed else entry.data
 
     def stale(self, name: str) -> None:
         """A transaction found the cached data of ``name`` out of date."""
         with self.cond:
-            self._data.pop(name, None)
+            if (entry := self._jobs.get(name)) is not None:
+                entry.data = None
 
     def garbage(self, name: str) -> bool:
         """Mark a job node that cannot be decoded; True the first time (warn then)."""
         with self.cond:
-            first = name not in self._garbage
-            self._garbage.add(name)
-            return first
+            entry = self._jobs.get(name)
+            if entry is None or entry.garbage:
+                return entry is None
+            entry.garbage = True
+            return True
 
-    def _fresh(self, name: str, seen: int) -> bool:
-        return seen >= self._floor and self._touched.get(name, 0) <= seen
+    def _fresh(self, entry: Entry, seen: int) -> bool:
+        return seen >= self._floor and entry.touched <= seen
 
     # -- asking ----------------------------------------------------------------------------
 
     def unknown_claims(self) -> list[str]:
-        """Claimed names whose lease expiry has not been read yet."""
+        """Claimed names whose lease expiry has not been read yet, in claim order."""
         with self.cond:
-            return [name for name, expires in self._claims.items() if expires is None]
+            return [key[2] for key in self._order if self._jobs[key[2]].unknown]
 
     def lookup(self, uuid: str) -> str | None:
         with self.cond:
@@ -416,21 +392,19 @@ class Index:
 
     def count(self) -> int:
         with self.cond:
-            return len(self._order)
+            return len(self._jobs)
 
     def counts(self, now: float) -> tuple[int, int]:
         """How many jobs are known claimed at ``now`` (claims not read yet included) and how
         many known delayed (and not claimed)."""
         with self.cond:
-            claimed = sum(1 for expires in self._claims.values()
-                          if expires is None or expires > now)
-            delayed = sum(1 for name, at in self._not_before.items()
-                          if at > now and not self._live_claim(name, now))
+            claimed = delayed = 0
+            for entry in self._jobs.values():
+                if entry.claimed and (entry.expires is None or entry.expires > now):
+                    claimed += 1
+                elif (entry.not_before or now) > now:
+                    delayed += 1
             return claimed, delayed
-
-    def _live_claim(self, name: str, now: float) -> bool:
-        expires = self._claims.get(name, 0.0)
-        return expires is None or expires > now
 
     def page(self, after: Key | None, now: float, *, only_unclaimed: bool,
              limit: int) -> list[Key]:
@@ -438,8 +412,10 @@ class Index:
         claimed or delayed at ``now`` (claims not read yet are included)."""
         found: list[Key] = []
         with self.cond:
-            for key in self._order.after(after):
-                if not (only_unclaimed and self._unavailable(key[2], now, unread=False)):
+            start = 0 if after is None else self._order.bisect_right(after)
+            for key in self._order.islice(start):
+                entry = self._jobs[key[2]]
+                if not (only_unclaimed and entry.unavailable(now, unread=False)):
                     found.append(key)
                     if len(found) >= limit:
                         break
@@ -453,21 +429,21 @@ class Index:
         claimers that just lost a race spread out instead of all trying the same next job.
         """
         with self.cond:
-            found: str | None = None
-            for key in self._order:
-                name = key[2]
-                if name not in self._busy and not self._unavailable(name, now):
-                    found = name
-                    if skip <= 0:
-                        break
-                    skip -= 1
-            if found is not None:
-                self._busy.add(found)
-            return found
+            found: Entry | None = None
+            for entry in self._candidates(now):
+                found = entry
+                if skip <= 0:
+                    break
+                skip -= 1
+            if found is None:
+                return None
+            found.busy = True
+            return found.key[2]
 
     def release(self, name: str) -> None:
         with self.cond:
-            self._busy.discard(name)
+            if (entry := self._jobs.get(name)) is not None:
+                entry.busy = False
 
     def to_fetch(self, now: float, limit: int, *,
                  batch: int = 1) -> tuple[list[str], list[str]]:
@@ -476,43 +452,40 @@ class Index:
         least ``batch`` of them or the first candidate is one (marked as being read until
         ``job_data``); and the claim nodes in unknown state among the jobs before them (not
         marked: see ``reading``)."""
-        jobs: list[str] = []
+        jobs: list[Entry] = []
         claims: list[str] = []
         urgent = False
         with self.cond:
             seen = 0
             for key in self._order:
-                name = key[2]
-                if name in self._busy:
+                entry = self._jobs[key[2]]
+                if entry.busy:
                     continue
-                if name in self._claims and self._claims[name] is None:
-                    if name not in self._reading and name not in self._writing:
-                        claims.append(name)
+                if entry.unknown:
+                    if not (entry.reading or entry.writing):
+                        claims.append(key[2])
                     continue
-                if self._unavailable(name, now):
+                if entry.unavailable(now):
                     continue
-                if name not in self._data and name not in self._fetching:
-                    jobs.append(name)
+                if entry.data is None and not entry.fetching:
+                    jobs.append(entry)
                     urgent = urgent or seen == 0
                 seen += 1
                 if seen >= limit:
                     break
             if not urgent and len(jobs) < batch:
                 jobs = []
-            self._fetching.update(jobs)
-        return jobs, claims
+            for entry in jobs:
+                entry.fetching = True
+        return [entry.key[2] for entry in jobs], claims
 
     # -- internals -------------------------------------------------------------------------
 
-    def _unavailable(self, name: str, now: float, *, unread: bool = True) -> bool:
-        """Known to be unclaimable at ``now``; a claim not read yet counts as live if
-        ``unread``."""
-        if name in self._garbage or self._not_before.get(name, now) > now:
-            return True
-        if name not in self._claims:
-            return False
-        expires = self._claims[name]
-        return unread if expires is None else expires > now
+    def _candidates(self, now: float) -> Iterator[Entry]:
+        for key in self._order:
+            entry = self._jobs[key[2]]
+            if not entry.busy and not entry.unavailable(now):
+                yield entry
 
     def _key(self, name: str) -> Key | None:
         key = job_key(name)
@@ -523,27 +496,18 @@ class Index:
 
     def _insert(self, keys: list[Key]) -> None:
         for key in keys:
-            self._keys[key[2]] = key
+            self._jobs[key[2]] = Entry(key)
             self._by_uuid[uuid_of(key[2])] = key[2]
-        if len(keys) > 32:
-            self._order.load(keys)
-        else:
-            for key in keys:
-                self._order.add(key)
+        self._order.update(keys)
 
     def _drop(self, name: str) -> None:
-        key = self._keys.pop(name, None)
-        if key is None:
+        entry = self._jobs.pop(name, None)
+        if entry is None:
             return
-        self._order.remove(key)
+        self._order.discard(entry.key)
         uuid = uuid_of(name)
         self._by_uuid.pop(uuid, None)
         self._remember_gone(uuid)
-        for table in (self._not_before, self._data, self._touched, self._claims):
-            table.pop(name, None)
-        self._garbage.discard(name)
-        self._fetching.discard(name)
-        self._reading.discard(name)
 
     def _remember_gone(self, uuid: str) -> None:
         self._gone[uuid] = None

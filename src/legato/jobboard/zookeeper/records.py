@@ -15,9 +15,9 @@ from typing import Any
 from kazoo import exceptions as kz
 
 from legato import errors
-from legato.jobboard._zkfollow import claim_expiry, decode_claim
-from legato.jobboard._zkindex import job_id
 from legato.jobboard.base import JobRecord, decode_record
+from legato.jobboard.zookeeper.follow import claim_expiry, decode_claim
+from legato.jobboard.zookeeper.index import job_id
 from legato.states import JobState
 
 __all__ = ["CONSUME_OPS", "Claim", "Consuming", "Held", "LostRace", "bounded", "clone",
