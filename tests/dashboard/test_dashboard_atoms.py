@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,7 +15,7 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from legato import engine, jobboard, persistence  # noqa: E402
+from legato import engine  # noqa: E402
 from legato.dashboard import _data  # noqa: E402
 from legato.dashboard.app import create_app  # noqa: E402
 from legato.engine.listeners import TimingListener  # noqa: E402
@@ -44,15 +43,6 @@ class Flaky(Task):
 class Broken(Task):
     def execute(self) -> None:
         raise ValueError("always <b>broken</b>")
-
-
-@pytest.fixture
-def stack(sqlite_url: str) -> Iterator[tuple[JobBoard, Persistence]]:
-    store = persistence.connect(sqlite_url)
-    store.upgrade()
-    with jobboard.connect(sqlite_url, persistence=store) as board:
-        yield board, store
-    store.close()
 
 
 def _run(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import pathlib
 import threading
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,7 +15,6 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from legato import jobboard, persistence  # noqa: E402
 from legato.conductor import BlockingConductor  # noqa: E402
 from legato.dashboard.app import create_app  # noqa: E402
 from legato.jobboard.base import JobBoard  # noqa: E402
@@ -34,15 +32,6 @@ from legato.testing.conductor import steps_flow
 def make():
     return steps_flow(1)
 """
-
-
-@pytest.fixture
-def stack(sqlite_url: str) -> Iterator[tuple[JobBoard, Persistence]]:
-    store = persistence.connect(sqlite_url)
-    store.upgrade()
-    with jobboard.connect(sqlite_url, persistence=store) as board:
-        yield board, store
-    store.close()
 
 
 def _post_by_name(board: JobBoard, store: Persistence, factory: str) -> None:

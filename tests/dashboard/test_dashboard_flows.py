@@ -4,7 +4,6 @@ page draws them; a linear flow stays a list."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,7 +12,7 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from legato import engine, jobboard, persistence  # noqa: E402
+from legato import engine  # noqa: E402
 from legato.dashboard import _graph  # noqa: E402
 from legato.dashboard.app import create_app  # noqa: E402
 from legato.flow import GraphFlow, LinearFlow, Task  # noqa: E402
@@ -40,15 +39,6 @@ def diamond() -> GraphFlow:
 
 def line() -> LinearFlow:
     return LinearFlow("line").add(Make("one"), Make("two"), Make("three"))
-
-
-@pytest.fixture
-def stack(sqlite_url: str) -> Iterator[tuple[JobBoard, Persistence]]:
-    store = persistence.connect(sqlite_url)
-    store.upgrade()
-    with jobboard.connect(sqlite_url, persistence=store) as board:
-        yield board, store
-    store.close()
 
 
 def _run_as_job(board: JobBoard, store: Persistence, flow: Any, name: str) -> tuple[str, str]:

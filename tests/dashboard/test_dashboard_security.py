@@ -33,15 +33,6 @@ PASSWORD = "hunter2-sekrit"
 
 
 @pytest.fixture
-def stack(sqlite_url: str) -> Iterator[tuple[JobBoard, Persistence]]:
-    store = persistence.connect(sqlite_url)
-    store.upgrade()
-    with jobboard.connect(sqlite_url, persistence=store) as board:
-        yield board, store
-    store.close()
-
-
-@pytest.fixture
 def client() -> Iterator[Any]:
     """``client(board, store, **options)``: an HTTP client of a dashboard served in a thread."""
     with contextlib.ExitStack() as stack:

@@ -1,12 +1,6 @@
 """What every request of one dashboard shares (``Dashboard``): the board, persistence,
 templates, sessions and the helpers routes use. ``legato.dashboard.app`` builds the application
 around it.
-
-Pages (HTML, server-rendered): ``/``, ``/jobs``, ``/jobs/<uuid>``, ``/flows``, ``/trash``,
-``/conductors`` (and ``/login``, ``/logout``). JSON: ``/api/stats``, ``/api/jobs``,
-``/api/jobs/<uuid>``, ``/api/flows``, ``/api/conductors``; actions ``POST /api/jobs`` (post),
-``POST /api/jobs/<uuid>/{trash,requeue,cancel}`` and ``POST /api/trash/requeue``. See
-docs/dashboard.md.
 """
 
 from __future__ import annotations
