@@ -36,10 +36,9 @@ __all__ = [
 
 #: Trash reason of a job that failed on ``max_attempts`` claims.
 TOO_MANY_ATTEMPTS = "too many attempts"
-#: Prefix of the abandon reason when persistence failed before the flow could start. Such jobs
-#: are never trashed for their attempt count (a storage outage must not destroy jobs).
+#: Prefix of the reason when persistence failed before the flow could start (``Cause.STORAGE``).
 STORAGE_REASON = "storage unavailable"
-#: Prefix of the reason when persistence's storage is damaged (``StorageCorrupted``).
+#: Prefix of the reason when persistence's storage is damaged (``Cause.CORRUPT``).
 CORRUPT_REASON = "storage corrupted"
 
 
@@ -54,8 +53,13 @@ class Cause(enum.Enum):
     #: flow detail missing from this persistence, unknown engine kind): abandoned with
     #: back-off and counted, and a streak of them pauses the conductor.
     NOT_HERE = "not here"
-    #: Persistence could not be reached: abandoned with back-off, never trashed for it.
+    #: Persistence could not be reached before the flow started: the job is released
+    #: (uncounted: its ``attempts`` do not grow, so no claimant ever trashes it for this) and
+    #: the conductor waits, with back-off, before claiming again.
     STORAGE = "storage unavailable"
+    #: Persistence failed while the flow ran (the engine raised ``StorageFailure``): like
+    #: ``FAILED`` (the seed's no-consume rule), counted as a storage error in the metrics.
+    STORAGE_MID_RUN = "storage failed mid-run"
     #: Persistence's storage is damaged: the job is released uncounted, the conductor stops.
     CORRUPT = "storage corrupted"
     #: The job can never run anywhere (its details are not a valid job document): trashed at
@@ -70,7 +74,9 @@ class Cause(enum.Enum):
 
 
 #: Causes counted towards ``max_attempts`` (and tallied in the job's reason).
-COUNTED = frozenset({Cause.FAILED, Cause.NOT_HERE})
+COUNTED = frozenset({Cause.FAILED, Cause.NOT_HERE, Cause.STORAGE_MID_RUN})
+#: Causes that are persistence failures (the ``storage_errors`` metric).
+STORAGE_CAUSES = frozenset({Cause.STORAGE, Cause.STORAGE_MID_RUN, Cause.CORRUPT})
 
 
 class Action(enum.Enum):
@@ -104,6 +110,11 @@ class Outcome:
     def retryable(self) -> bool:
         """A failure another claim may get past; counted towards ``max_attempts``."""
         return self.cause in COUNTED
+
+    @property
+    def storage_error(self) -> bool:
+        """Persistence failed (unreachable, or its storage damaged)."""
+        return self.cause in STORAGE_CAUSES
 
 
 class CannotRun(Exception):
