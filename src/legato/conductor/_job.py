@@ -67,7 +67,13 @@ class Cause(enum.Enum):
     INVALID = "invalid"
     #: Claimed ``max_attempts`` times without finishing: trashed.
     EXHAUSTED = "too many attempts"
-    #: The claim ended under the run (claim lost, conductor stopping): abandoned, no delay.
+    #: The claim was lost under the run (renewal refused or lapsed, a newer claim's fence,
+    #: another owner at the finishing call): abandoned, no delay; "lost claim" in the history.
+    LOST = "claim lost"
+    #: ``stop()`` came while the job ran: abandoned, no delay; "stopped" in the history.
+    STOPPED = "conductor stopping"
+    #: The run could not go on for the conductor's sake (the executor refused the job, the
+    #: board failed the finishing call): abandoned, no delay.
     INTERRUPTED = "interrupted"
     #: Cancelled by an operator (``JobBoard.cancel``): trashed with who cancelled and why.
     CANCELLED = "cancelled"

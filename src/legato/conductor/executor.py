@@ -684,12 +684,12 @@ class ExecutorConductor(Conductor):
         if engine.flow_detail.state is not FlowState.SUSPENDED:
             return Outcome(Action.CONSUME)
         if not lease.trusted():  # a cancel mark stays on the job for its next claim
-            return Outcome(Action.ABANDON, "claim lost", delay=0.0, cause=Cause.INTERRUPTED)
+            return Outcome(Action.ABANDON, "claim lost", delay=0.0, cause=Cause.LOST)
         if lease.cancelled is not None:
             return Outcome(Action.TRASH, lease.cancelled, cause=Cause.CANCELLED)
         if self._stopping.is_set():
             return Outcome(Action.ABANDON, "conductor stopping", delay=0.0,
-                           cause=Cause.INTERRUPTED)
+                           cause=Cause.STOPPED)
         return Outcome(Action.ABANDON, "engine suspended", cause=Cause.FAILED)
 
     def _corrupted(self, exc: BaseException) -> Outcome:
@@ -755,7 +755,7 @@ class ExecutorConductor(Conductor):
                   call: Callable[[], None]) -> None:
         """Make the finishing board ``call`` for ``lease``'s job and emit the job's event."""
         job, owner = lease.job, self._conductor.name
-        name, reason = _PAST[outcome.action], outcome.reason
+        ended = outcome  # how the claim ended: the outcome, unless the board call failed
         if self._tracing is not None:
             call = self._tracing.board_call(lease, outcome.action, call)
         try:
@@ -765,31 +765,31 @@ class ExecutorConductor(Conductor):
             logger.error("%s: job %s was lost with the board's data before it could be %s: %s",
                          owner, job.uuid, _PAST[outcome.action], exc)
             self._count("board_errors")
-            name, reason = "abandoned", f"board data lost: {exc}"
+            ended = Outcome(Action.ABANDON, f"board data lost: {exc}", cause=Cause.INTERRUPTED)
         except (errors.NotOwner, errors.NotFound) as exc:
             # Someone else holds the job now (our lease lapsed); they will finish it.
             logger.warning("%s: lost job %s before it could be %s%s: %s", owner, job.uuid,
-                           _PAST[outcome.action], _because(reason), exc)
+                           _PAST[outcome.action], _because(outcome.reason), exc)
             if not lease.lost.is_set():
                 self._count("claims_lost")
-            name, reason = "abandoned", f"claim lost: {exc}"
+            ended = Outcome(Action.ABANDON, f"claim lost: {exc}", cause=Cause.LOST)
         except Exception as exc:  # board unreachable past the lease: the claim lapses by itself
             logger.warning("%s: could not finish job %s%s (%s); its claim will lapse", owner,
-                           job.uuid, _because(reason), exc)
-            name, reason = "abandoned", f"board unavailable: {exc}"
+                           job.uuid, _because(outcome.reason), exc)
+            ended = Outcome(Action.ABANDON, f"board unavailable: {exc}",
+                            cause=Cause.INTERRUPTED)
         # The claim is over (or left to lapse): stop renewing it before anything else, so that
         # the claim loop, getting the job back, never takes this finished run for a live one.
         renewer = self._renewer
         if renewer is not None:
             renewer.remove(lease)
-        changed = name != _PAST[outcome.action]
-        self._history_of(lease).record(persistence, outcome, name if changed else None,
-                                       reason if changed else None)
+        self._history_of(lease).record(persistence, ended)
+        name = _PAST[ended.action]
         self._count(name)
-        if name == "trashed" and outcome.cause is Cause.CANCELLED:
+        if ended.cause is Cause.CANCELLED:
             self._count("cancelled")
         self._notifier.notify(_EVENT[name], {"job": job, "conductor": self,
-                                             "persistence": persistence, "reason": reason})
+                                             "persistence": persistence, "reason": ended.reason})
 
     def _call_board(self, call: Callable[[], None], lease: Lease) -> None:
         """Make a finishing board call, retrying transient errors while the lease lasts."""
@@ -864,7 +864,7 @@ def _fenced_out(job: Job, exc: errors.FencedOut) -> Outcome:
     """A newer claim took the job's flow over (or ours was lost before a revert): the job is
     another conductor's now; abandoned at once and not counted against its attempts."""
     logger.warning("job %s: claim lost, its engine stopped: %s", job.uuid, exc)
-    return Outcome(Action.ABANDON, f"claim lost: {exc}", delay=0.0, cause=Cause.INTERRUPTED)
+    return Outcome(Action.ABANDON, f"claim lost: {exc}", delay=0.0, cause=Cause.LOST)
 
 
 def _storage_down(exc: errors.StorageFailure) -> Outcome:
