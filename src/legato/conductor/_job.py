@@ -28,9 +28,11 @@ __all__ = [
     "NotHere",
     "Outcome",
     "Tally",
+    "exhausted",
     "fence_of",
     "load_flow_detail",
     "merged_store",
+    "storage_down",
     "take_flow_detail",
 ]
 
@@ -121,6 +123,20 @@ class Outcome:
     def storage_error(self) -> bool:
         """Persistence failed (unreachable, or its storage damaged)."""
         return self.cause in STORAGE_CAUSES
+
+
+def exhausted(tally: Tally) -> Outcome:
+    """Trash: too many attempts, with every distinct reason collected."""
+    text = tally.text()
+    return Outcome(Action.TRASH, f"{TOO_MANY_ATTEMPTS}: {text}" if text else TOO_MANY_ATTEMPTS,
+                   cause=Cause.EXHAUSTED)
+
+
+def storage_down(exc: errors.StorageFailure) -> Outcome:
+    """Persistence could not be reached before the flow started: no fault of the job's. It is
+    released, so the claim does not count in its ``attempts`` and no claimant ever trashes it
+    for an outage; the conductor waits before claiming again."""
+    return Outcome(Action.RELEASE, f"{STORAGE_REASON}: {exc}", cause=Cause.STORAGE)
 
 
 class CannotRun(Exception):

@@ -187,7 +187,7 @@ class ExecutorConductor(Conductor):
         self._last_miss: str | None = None
         self._pauses = 0
         # Whether persistence was unreachable for a job since the claim loop last waited,
-        # and such waits in a row (``_wait_out_storage``).
+        # and such waits in a row .
         self._storage_down: str | None = None
         self._storage_waits = 0
         self._max_simultaneous_jobs = max_simultaneous_jobs
@@ -431,6 +431,8 @@ class ExecutorConductor(Conductor):
         jobs claimed ahead and wait before claiming again (``backoff_base``, doubling while
         it stays down, at most ``backoff_max``): the jobs were released uncounted, so this
         wait, not theirs, spaces the tries. False once stopping."""
+        if self._storage_down is None:  # the usual case, read without the lock
+            return not self._stopping.is_set()
         with self._stats_lock:
             reason, self._storage_down = self._storage_down, None
             if reason is None:
@@ -563,7 +565,7 @@ class ExecutorConductor(Conductor):
         if lease.cancelled is not None:  # cancelled while an earlier claim ran
             return Outcome(Action.TRASH, lease.cancelled, cause=Cause.CANCELLED)
         if job.attempts > self._max_attempts:
-            return _exhausted(Tally.of(job.reason))
+            return _job.exhausted(Tally.of(job.reason))
         try:
             engine = self._build_engine(job, persistence, lost=lease.lost,
                                         history=self._history_of(lease))
@@ -580,7 +582,7 @@ class ExecutorConductor(Conductor):
         except (errors.NotFound, ImportError, AttributeError) as exc:
             return Outcome(Action.ABANDON, f"factory not found: {exc}", cause=Cause.NOT_HERE)
         except errors.StorageFailure as exc:
-            return _storage_down(exc)
+            return _job.storage_down(exc)
         except errors.StorageCorrupted as exc:
             return self._corrupted(exc)
         except Exception as exc:  # e.g. the factory raised: maybe transient, so retry it
@@ -629,7 +631,7 @@ class ExecutorConductor(Conductor):
         except errors.FencedOut as exc:
             return _fenced_out(lease.job, exc)
         except errors.StorageFailure as exc:
-            return _storage_down(exc)
+            return _job.storage_down(exc)
         except errors.StorageCorrupted as exc:
             return self._corrupted(exc)
         except Exception as exc:  # compilation or preparation failed: retried, then trashed
@@ -657,7 +659,7 @@ class ExecutorConductor(Conductor):
         except errors.FencedOut as fenced:
             return _fenced_out(lease.job, fenced)
         except errors.StorageFailure as failure:
-            return _storage_down(failure)
+            return _job.storage_down(failure)
         fd.state, fd.meta = failed.state, failed.meta
         return Outcome(Action.CONSUME, reason)
 
@@ -714,7 +716,7 @@ class ExecutorConductor(Conductor):
                            self._conductor.name, job.uuid, job.attempts, outcome.reason)
             tally = Tally.of(job.reason)
             tally.add(outcome.reason, self._conductor.name)
-            return _exhausted(tally)
+            return _job.exhausted(tally)
         return outcome
 
     def _abandon_reason(self, job: Job, outcome: Outcome) -> str | None:
@@ -848,16 +850,10 @@ class _UnknownEngine(Exception):
     """This conductor's engine kind does not exist here (the ``UnknownBackend`` is chained)."""
 
 
-def _exhausted(tally: Tally) -> Outcome:
-    """Trash: too many attempts, with every distinct reason collected."""
-    text = tally.text()
-    return Outcome(Action.TRASH, f"{_job.TOO_MANY_ATTEMPTS}: {text}" if text
-                   else _job.TOO_MANY_ATTEMPTS, cause=Cause.EXHAUSTED)
-
-
 def _because(reason: str | None) -> str:
     """`` (reason)`` for a log line, or nothing."""
     return f" ({reason})" if reason else ""
+
 
 
 def _fenced_out(job: Job, exc: errors.FencedOut) -> Outcome:
@@ -865,14 +861,6 @@ def _fenced_out(job: Job, exc: errors.FencedOut) -> Outcome:
     another conductor's now; abandoned at once and not counted against its attempts."""
     logger.warning("job %s: claim lost, its engine stopped: %s", job.uuid, exc)
     return Outcome(Action.ABANDON, f"claim lost: {exc}", delay=0.0, cause=Cause.LOST)
-
-
-def _storage_down(exc: errors.StorageFailure) -> Outcome:
-    """Persistence could not be reached before the flow started: no fault of the job's. It is
-    released, so the claim does not count in its ``attempts`` and no claimant ever trashes it
-    for an outage; the conductor backs off before claiming again (``_wait_out_storage``)."""
-    return Outcome(Action.RELEASE, f"{_job.STORAGE_REASON}: {exc}", cause=Cause.STORAGE)
-
 
 def _positive(what: str, value: float | None, default: float) -> float:
     if value is None:
