@@ -12,11 +12,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from legato import errors
 from legato import jobboard as jb
 from legato import persistence as lp
-from legato.conductor import BlockingConductor, ExecutorConductor, NonBlockingConductor
+from legato.conductor import (
+    BlockingConductor,
+    ConductorMetrics,
+    ExecutorConductor,
+    NonBlockingConductor,
+)
 from legato.jobboard.base import Job
 from legato.persistence.base import Persistence
 from legato.states import FlowState
@@ -59,8 +65,10 @@ def test_persistence_outage_never_trashes_a_job_and_a_failing_job_is_trashed(
             job = tc.post_job(board, persistence, tc.steps_flow, kwargs={"steps": 2})
             poison = tc.post_job(board, persistence, tc.poison_flow)
             proxy.cut()
+            registry = CollectorRegistry()
             first = NonBlockingConductor("first", board, persistence, wait_timeout=0.05,
-                                         max_attempts=2, backoff_base=0.02, backoff_max=0.1)
+                                         max_attempts=2, backoff_base=0.02, backoff_max=0.1,
+                                         metrics=ConductorMetrics(registry))
             events = recorded(first)
             running.append(first)
             threading.Thread(target=first.run, daemon=True).start()
@@ -72,6 +80,8 @@ def test_persistence_outage_never_trashes_a_job_and_a_failing_job_is_trashed(
             assert {d["job"].uuid for d in ended} == {job.uuid, poison.uuid}
             assert all(d["reason"].startswith("storage unavailable") for d in ended)
             assert events.of("job_trashed") == []
+            assert registry.get_sample_value(
+                "legato_conductor_storage_errors_total") == len(ended)
             # None of those claims counts: the next claimant sees no attempt.
             assert board.get(job.uuid).attempts == 0
             assert board.get(poison.uuid).attempts == 0
@@ -133,8 +143,10 @@ def test_persistence_outage_mid_flow_abandons_then_resumes(
         with jb.connect(f"memory://midflow-{uuid.uuid4().hex}") as board:
             job = tc.post_job(board, persistence, tc.gated_flow,
                               kwargs={"steps": 3, "gate_name": gate, "at": 1})
+            registry = CollectorRegistry()
             conductor = BlockingConductor("c", board, persistence, wait_timeout=0.05,
-                                          backoff_base=0.05, backoff_max=0.2)
+                                          backoff_base=0.05, backoff_max=0.2,
+                                          metrics=ConductorMetrics(registry))
             events = recorded(conductor)
             running.append(conductor)
             threading.Thread(target=conductor.run, daemon=True).start()
@@ -144,6 +156,7 @@ def test_persistence_outage_mid_flow_abandons_then_resumes(
             assert events.wait_for("job_abandoned")
             assert events.of("job_consumed") == [] and events.of("job_trashed") == []
             assert "StorageFailure" in events.of("job_abandoned")[0]["reason"]
+            assert registry.get_sample_value("legato_conductor_storage_errors_total") >= 1
             proxy.restore()
             assert events.wait_for("job_consumed")
             assert flow_state(persistence, job) is FlowState.SUCCESS
