@@ -186,8 +186,8 @@ class ExecutorConductor(Conductor):
         self._misses = 0
         self._last_miss: str | None = None
         self._pauses = 0
-        # Whether persistence was unreachable for a job since the claim loop last waited,
-        # and such waits in a row .
+        # Why persistence was unreachable for a job since the claim loop last waited (None:
+        # it was not), and such waits in a row (``_wait_out_storage``).
         self._storage_down: str | None = None
         self._storage_waits = 0
         self._max_simultaneous_jobs = max_simultaneous_jobs
