@@ -11,6 +11,9 @@ in N is the instructions per job (posting included, start-up cancelled)::
         .venv-bench/bin/python bench/conductor_cost.py 30 1
     valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
         .venv-bench/bin/python bench/conductor_cost.py 130 1
+
+``--board URL`` drains from another board (a Redis or ZooKeeper one exercises the claim-ahead
+pipeline; ``--claim-ahead-below 60`` keeps it on although callgrind makes every job slow).
 """
 
 from __future__ import annotations
@@ -29,15 +32,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("jobs", type=int)
     parser.add_argument("tasks", type=int)
+    parser.add_argument("--board", default=None, help="board URL (a fresh memory board)")
+    parser.add_argument("--claim-ahead-below", type=float, default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:
         store = lp.connect(f"sqlite:///{workdir}/flows.db")
         store.upgrade()
-        with jb.connect(f"memory://cost-{uuid.uuid4().hex}", persistence=store) as board:
+        url = args.board or f"memory://cost-{uuid.uuid4().hex}"
+        with jb.connect(url, persistence=store) as board:
             for i in range(args.jobs):
                 tc.post_job(board, store, tc.steps_flow, kwargs={"steps": args.tasks},
                             name=f"job-{i}")
-            BlockingConductor("cost", board, store, wait_timeout=0.05).run(
+            BlockingConductor("cost", board, store, wait_timeout=0.05,
+                              claim_ahead_below=args.claim_ahead_below).run(
                 max_dispatches=args.jobs)
         store.close()
 

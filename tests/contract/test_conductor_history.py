@@ -109,6 +109,40 @@ def test_history_after_a_lost_claim(make_board: Callable[[], JobBoard],
     assert history[0].reason is not None and history[0].reason.startswith("claim lost")
 
 
+def test_history_says_lost_claim_when_the_finishing_call_finds_another_owner(
+        make_board: Callable[[], JobBoard], persistence: Persistence) -> None:
+    """A conductor stopping abandons its job; when the board refuses that abandon (the claim
+    went to another owner first), the claim ended lost, not stopped, and its history says
+    so with the board's refusal as the reason, like the event."""
+    board, thief = make_board(), make_board()
+    gate = f"history-refused-{uuid.uuid4().hex}"
+    job = tc.post_job(board, persistence, tc.gated_flow,
+                      kwargs={"steps": 3, "gate_name": gate, "at": 1})
+    first = BlockingConductor("first", board, persistence, wait_timeout=0.05, claim_ttl=60)
+    events = tc.recorded(first)
+    runner = threading.Thread(target=first.run, kwargs={"max_dispatches": 1}, daemon=True)
+    runner.start()
+    try:
+        assert tc.gate(f"{gate}:reached").wait(30)
+        thief.release(thief.get(job.uuid), first.conductor.name)
+        taken = thief.claim_next("thief")
+        assert taken == job and taken is not None
+        first.stop()
+    finally:
+        tc.gate(gate).set()
+    assert first.wait(30)
+    runner.join(30)
+    [ended] = events.of("job_abandoned")
+    assert ended["reason"].startswith("claim lost")
+    thief.release(taken, "thief")
+    BlockingConductor("second", thief, persistence, wait_timeout=0.05).run(max_dispatches=1)
+    history = persistence.job_history(job.uuid)
+    check_claims(job, history)
+    assert summary(history) == [("first", "lost claim", "SUSPENDED"),
+                                ("second", "consumed", "SUCCESS")]
+    assert history[0].reason == ended["reason"]
+
+
 def test_history_of_a_poison_job_trashed_after_max_attempts(
         board: JobBoard, persistence: Persistence) -> None:
     poison = tc.post_job(board, persistence, tc.poison_flow)

@@ -1,5 +1,5 @@
 """Conductors through real outages (a TCP proxy cut between them and the server): a persistence
-outage abandons jobs and never trashes them; a board outage longer than the claim's lease
+outage hands jobs back and never trashes them; a board outage longer than the claim's lease
 suspends the job's engine and the job is not consumed by the old owner."""
 
 from __future__ import annotations
@@ -12,11 +12,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from legato import errors
 from legato import jobboard as jb
 from legato import persistence as lp
-from legato.conductor import BlockingConductor, ExecutorConductor, NonBlockingConductor
+from legato.conductor import (
+    BlockingConductor,
+    ConductorMetrics,
+    ExecutorConductor,
+    NonBlockingConductor,
+)
 from legato.jobboard.base import Job
 from legato.persistence.base import Persistence
 from legato.states import FlowState
@@ -39,29 +45,57 @@ def running() -> Iterator[list[ExecutorConductor]]:
         assert conductor.wait(30)
 
 
-def test_persistence_outage_abandons_and_never_trashes(
-        postgres_url: str, running: list[ExecutorConductor]) -> None:
+@pytest.fixture(params=["memory", "redis", "zookeeper"])
+def outage_board_url(request: pytest.FixtureRequest) -> str:
+    if request.param == "memory":
+        return f"memory://outage-{uuid.uuid4().hex}"
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    return url
+
+
+def test_persistence_outage_never_trashes_a_job_and_a_failing_job_is_trashed(
+        postgres_url: str, outage_board_url: str, running: list[ExecutorConductor]) -> None:
+    """A storage outage is no fault of the job's: its claims are handed back uncounted, so
+    neither this conductor nor the next claimant trashes it at ``max_attempts``; a job that
+    fails for its own reasons on the same board is trashed there."""
     with TCPProxy.for_url(postgres_url) as proxy:
         persistence = lp.connect(proxy.url_for(postgres_url))
         persistence.upgrade()
-        with jb.connect(f"memory://outage-{uuid.uuid4().hex}") as board:
+        with jb.connect(outage_board_url, persistence=persistence) as board:
             job = tc.post_job(board, persistence, tc.steps_flow, kwargs={"steps": 2})
+            poison = tc.post_job(board, persistence, tc.poison_flow)
             proxy.cut()
-            conductor = NonBlockingConductor("c", board, persistence, wait_timeout=0.05,
-                                             max_attempts=2, backoff_base=0.05,
-                                             backoff_max=0.2)
-            events = recorded(conductor)
-            running.append(conductor)
-            threading.Thread(target=conductor.run, daemon=True).start()
-            # More abandons than max_attempts: a storage outage never counts towards trashing.
-            assert events.wait_for("job_abandoned", count=4)
-            assert all(d["reason"].startswith("storage unavailable")
-                       for d in events.of("job_abandoned"))
+            registry = CollectorRegistry()
+            first = NonBlockingConductor("first", board, persistence, wait_timeout=0.05,
+                                         max_attempts=2, backoff_base=0.02, backoff_max=0.1,
+                                         metrics=ConductorMetrics(registry))
+            events = recorded(first)
+            running.append(first)
+            threading.Thread(target=first.run, daemon=True).start()
+            # Far more claims than max_attempts, every one ended by the outage.
+            assert events.wait_for("job_abandoned", count=8)
+            first.stop()
+            assert first.wait(30)
+            ended = events.of("job_abandoned")
+            assert {d["job"].uuid for d in ended} == {job.uuid, poison.uuid}
+            assert all(d["reason"].startswith("storage unavailable") for d in ended)
             assert events.of("job_trashed") == []
-            assert board.job_count == 1
+            assert registry.get_sample_value(
+                "legato_conductor_storage_errors_total") == len(ended)
+            # None of those claims counts: the next claimant sees no attempt.
+            assert board.get(job.uuid).attempts == 0
+            assert board.get(poison.uuid).attempts == 0
             proxy.restore()
-            assert events.wait_for("job_consumed")
-            assert events.of("job_trashed") == []
+            second = BlockingConductor("second", board, persistence, wait_timeout=0.05,
+                                       max_attempts=2, backoff_base=0.02, backoff_max=0.1)
+            events = recorded(second)
+            running.append(second)
+            threading.Thread(target=second.run, daemon=True).start()
+            assert events.wait_for("job_consumed") and events.wait_for("job_trashed")
+            assert [d["job"] for d in events.of("job_consumed")] == [job]
+            [trashed] = events.of("job_trashed")
+            assert trashed["job"] == poison
+            assert trashed["reason"].startswith("too many attempts: ExecutionFailure")
             assert flow_state(persistence, job) is FlowState.SUCCESS
             persistence.close()
 
@@ -109,8 +143,10 @@ def test_persistence_outage_mid_flow_abandons_then_resumes(
         with jb.connect(f"memory://midflow-{uuid.uuid4().hex}") as board:
             job = tc.post_job(board, persistence, tc.gated_flow,
                               kwargs={"steps": 3, "gate_name": gate, "at": 1})
+            registry = CollectorRegistry()
             conductor = BlockingConductor("c", board, persistence, wait_timeout=0.05,
-                                          backoff_base=0.05, backoff_max=0.2)
+                                          backoff_base=0.05, backoff_max=0.2,
+                                          metrics=ConductorMetrics(registry))
             events = recorded(conductor)
             running.append(conductor)
             threading.Thread(target=conductor.run, daemon=True).start()
@@ -120,6 +156,7 @@ def test_persistence_outage_mid_flow_abandons_then_resumes(
             assert events.wait_for("job_abandoned")
             assert events.of("job_consumed") == [] and events.of("job_trashed") == []
             assert "StorageFailure" in events.of("job_abandoned")[0]["reason"]
+            assert registry.get_sample_value("legato_conductor_storage_errors_total") >= 1
             proxy.restore()
             assert events.wait_for("job_consumed")
             assert flow_state(persistence, job) is FlowState.SUCCESS

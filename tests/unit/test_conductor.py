@@ -25,6 +25,9 @@ from legato.conductor import (
     NonBlockingConductor,
     fetch,
 )
+from legato.conductor._ahead import ClaimAhead
+from legato.conductor._job import Action, Outcome
+from legato.conductor._renewal import Lease
 from legato.jobboard.base import Capabilities, Job, JobBoard, JobRecord, Pending
 from legato.jobboard.memory import MemoryJobBoard
 from legato.notifier import ANY
@@ -651,3 +654,59 @@ def test_nonblocking_conductor_does_not_chain_claims(persistence: Persistence) -
         conductor.run(max_dispatches=2)
         assert board.calls == ["claim_next", "consume", "claim_next", "consume"]
         assert board.job_count == 0
+
+
+def test_claim_ahead_belongs_to_the_claim_loop_thread(persistence: Persistence) -> None:
+    """The job handed to the next dispatch is kept without a lock, which is correct only while
+    one thread finishes jobs and dispatches the next: a call from any other thread is refused
+    before it touches the board, so no claimed job can be overwritten and lost; the renewer's
+    call (releasing stale jobs) is the one meant for other threads."""
+    with CountingBoard(persistence=persistence) as board:
+        first = tc.post_job(board, persistence, tc.steps_flow)
+        second = tc.post_job(board, persistence, tc.steps_flow)
+        completed: list[Job] = []
+
+        def complete(lease: Lease, _persistence: Persistence, _outcome: Outcome,
+                     call: Callable[[], None]) -> None:
+            call()
+            completed.append(lease.job)
+
+        ahead = ClaimAhead(board, "me", claim_ttl=None, below=60.0, hold=1e-9,
+                           complete=complete, release=lambda job: board.release(job, "me"),
+                           stopping=threading.Event())
+        ahead.start(30.0)
+        ahead.dispatched(None)
+        job = board.claim_next("me")
+        assert job == first and job is not None
+        lease = Lease(job, 30.0, claimed_at=time.monotonic())
+        consume = Outcome(Action.CONSUME)
+        refused: list[BaseException] = []
+
+        def from_elsewhere(call: Callable[[], object]) -> None:
+            try:
+                call()
+            except RuntimeError as exc:
+                refused.append(exc)
+
+        for call in (lambda: ahead.finish(lease, persistence, consume,
+                                          lambda: board.consume(job, "me"), ran_for=0.0),
+                     ahead.take, ahead.release_all):
+            thread = threading.Thread(target=from_elsewhere, args=(call,))
+            thread.start()
+            thread.join()
+        assert len(refused) == 3
+        assert all("claim loop" in str(exc) for exc in refused)
+        assert board.calls == ["claim_next"]  # nothing reached the board
+        # On its own thread, the short job's consume is sent without waiting and the second
+        # job is claimed to run next.
+        ahead.finish(lease, persistence, consume, lambda: board.consume(job, "me"), ran_for=0.0)
+        assert board.calls == ["claim_next", "claim_next", "consume_and_claim_next_async"]
+        handed = ahead.take()
+        assert handed is not None and handed[0] == second
+        assert completed == []  # the consume's answer is not read yet
+        # The renewer's thread may read it (and hand back stale jobs claimed ahead).
+        thread = threading.Thread(target=ahead.release_stale)
+        thread.start()
+        thread.join()
+        assert completed == [first]
+        assert board.state_of(first) is JobState.COMPLETE

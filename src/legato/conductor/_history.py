@@ -12,7 +12,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from legato.conductor._job import Action, Outcome
+from legato.conductor._job import Action, Cause, Outcome
 from legato.persistence.models import Claim, utcnow
 
 if TYPE_CHECKING:
@@ -24,22 +24,19 @@ __all__ = ["ClaimLog", "outcome_name"]
 
 logger = logging.getLogger(__name__)
 
-#: Abandon reasons that mean the claim ended without the job failing.
-STOPPING_REASON = "conductor stopping"
-CLAIM_LOST_PREFIX = "claim lost"
 
-
-def outcome_name(action: Action, reason: str | None) -> str:
-    """The history's outcome for a board action and its reason."""
-    if action is Action.CONSUME:
+def outcome_name(outcome: Outcome) -> str:
+    """The history's name for how a claim ended: its board action, and for an abandon
+    without the job failing, why (from the typed cause, never the reason's text)."""
+    if outcome.action is Action.CONSUME:
         return "consumed"
-    if action is Action.TRASH:
+    if outcome.action is Action.TRASH:
         return "trashed"
-    if action is Action.RELEASE:
+    if outcome.action is Action.RELEASE:
         return "released"
-    if reason is not None and reason.startswith(CLAIM_LOST_PREFIX):
+    if outcome.cause is Cause.LOST:
         return "lost claim"
-    if reason == STOPPING_REASON:
+    if outcome.cause is Cause.STOPPED:
         return "stopped"
     return "abandoned"
 
@@ -67,15 +64,12 @@ class ClaimLog:
         self.flow_detail = flow_detail
         self.before = {ad.uuid: (str(ad.state), str(ad.intention)) for ad in flow_detail}
 
-    def end(self, outcome: Outcome, name: str | None = None,
-            reason: str | None = None) -> Claim:
-        """The claim's end; ``name``/``reason`` when the board call changed them (a claim
-        lost before the job could be consumed)."""
+    def end(self, outcome: Outcome) -> Claim:
+        """The claim's end: ``outcome`` is how it ended (the one the board call made)."""
         claim = self.claim
         claim.ended_at = utcnow()
-        claim.reason = outcome.reason if reason is None else reason
-        claim.outcome = (outcome_name(outcome.action, claim.reason) if name is None
-                         else outcome_name(Action.ABANDON, claim.reason))
+        claim.reason = outcome.reason
+        claim.outcome = outcome_name(outcome)
         fd = self.flow_detail
         if fd is not None:
             claim.flow_state = str(fd.state) if fd.state is not None else None
@@ -85,12 +79,11 @@ class ClaimLog:
                            != (str(ad.state), str(ad.intention))]
         return claim
 
-    def record(self, persistence: Persistence, outcome: Outcome, name: str | None = None,
-               reason: str | None = None) -> None:
+    def record(self, persistence: Persistence, outcome: Outcome) -> None:
         """Write the claim's end; a failure is logged, never raised (the job's outcome is on
         the board already)."""
         try:
-            persistence.record_claim(self.end(outcome, name, reason))
+            persistence.record_claim(self.end(outcome))
         except Exception as exc:
             logger.warning("job %s: could not record the end of claim %s in its history: %s",
                            self.claim.job_uuid, self.claim.fence, exc)

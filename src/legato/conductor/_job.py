@@ -27,18 +27,19 @@ __all__ = [
     "NotHere",
     "Outcome",
     "Tally",
+    "exhausted",
     "fence_of",
     "load_flow_detail",
     "merged_store",
+    "storage_down",
     "take_flow_detail",
 ]
 
 #: Trash reason of a job that failed on ``max_attempts`` claims.
 TOO_MANY_ATTEMPTS = "too many attempts"
-#: Prefix of the abandon reason when persistence failed before the flow could start. Such jobs
-#: are never trashed for their attempt count (a storage outage must not destroy jobs).
+#: Prefix of the reason when persistence failed before the flow could start (``Cause.STORAGE``).
 STORAGE_REASON = "storage unavailable"
-#: Prefix of the reason when persistence's storage is damaged (``StorageCorrupted``).
+#: Prefix of the reason when persistence's storage is damaged (``Cause.CORRUPT``).
 CORRUPT_REASON = "storage corrupted"
 
 
@@ -53,8 +54,13 @@ class Cause(enum.Enum):
     #: flow detail missing from this persistence, unknown engine kind): abandoned with
     #: back-off and counted, and a streak of them pauses the conductor.
     NOT_HERE = "not here"
-    #: Persistence could not be reached: abandoned with back-off, never trashed for it.
+    #: Persistence could not be reached before the flow started: the job is released
+    #: (uncounted: its ``attempts`` do not grow, so no claimant ever trashes it for this) and
+    #: the conductor waits, with back-off, before claiming again.
     STORAGE = "storage unavailable"
+    #: Persistence failed while the flow ran (the engine raised ``StorageFailure``): like
+    #: ``FAILED`` (the seed's no-consume rule), counted as a storage error in the metrics.
+    STORAGE_MID_RUN = "storage failed mid-run"
     #: Persistence's storage is damaged: the job is released uncounted, the conductor stops.
     CORRUPT = "storage corrupted"
     #: The job can never run anywhere (its details are not a valid job document): trashed at
@@ -62,14 +68,22 @@ class Cause(enum.Enum):
     INVALID = "invalid"
     #: Claimed ``max_attempts`` times without finishing: trashed.
     EXHAUSTED = "too many attempts"
-    #: The claim ended under the run (claim lost, conductor stopping): abandoned, no delay.
+    #: The claim was lost under the run (renewal refused or lapsed, a newer claim's fence,
+    #: another owner at the finishing call): abandoned, no delay; "lost claim" in the history.
+    LOST = "claim lost"
+    #: ``stop()`` came while the job ran: abandoned, no delay; "stopped" in the history.
+    STOPPED = "conductor stopping"
+    #: The run could not go on for the conductor's sake (the executor refused the job, the
+    #: board failed the finishing call): abandoned, no delay.
     INTERRUPTED = "interrupted"
     #: Cancelled by an operator (``JobBoard.cancel``): trashed with who cancelled and why.
     CANCELLED = "cancelled"
 
 
 #: Causes counted towards ``max_attempts`` (and tallied in the job's reason).
-COUNTED = frozenset({Cause.FAILED, Cause.NOT_HERE})
+COUNTED = frozenset({Cause.FAILED, Cause.NOT_HERE, Cause.STORAGE_MID_RUN})
+#: Causes that are persistence failures (the ``storage_errors`` metric).
+STORAGE_CAUSES = frozenset({Cause.STORAGE, Cause.STORAGE_MID_RUN, Cause.CORRUPT})
 
 
 class Action(enum.Enum):
@@ -103,6 +117,25 @@ class Outcome:
     def retryable(self) -> bool:
         """A failure another claim may get past; counted towards ``max_attempts``."""
         return self.cause in COUNTED
+
+    @property
+    def storage_error(self) -> bool:
+        """Persistence failed (unreachable, or its storage damaged)."""
+        return self.cause in STORAGE_CAUSES
+
+
+def exhausted(tally: Tally) -> Outcome:
+    """Trash: too many attempts, with every distinct reason collected."""
+    text = tally.text()
+    return Outcome(Action.TRASH, f"{TOO_MANY_ATTEMPTS}: {text}" if text else TOO_MANY_ATTEMPTS,
+                   cause=Cause.EXHAUSTED)
+
+
+def storage_down(exc: errors.StorageFailure) -> Outcome:
+    """Persistence could not be reached before the flow started: no fault of the job's. It is
+    released, so the claim does not count in its ``attempts`` and no claimant ever trashes it
+    for an outage; the conductor waits before claiming again."""
+    return Outcome(Action.RELEASE, f"{STORAGE_REASON}: {exc}", cause=Cause.STORAGE)
 
 
 class CannotRun(Exception):

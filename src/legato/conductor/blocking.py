@@ -7,11 +7,14 @@ from collections.abc import Callable, Iterable
 from concurrent import futures
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+from legato.conductor._ahead import ClaimAhead
 from legato.conductor.executor import ExecutorConductor
 
 if TYPE_CHECKING:
+    from legato.conductor._job import Outcome
     from legato.conductor._metrics import ConductorMetrics
-    from legato.jobboard.base import JobBoard
+    from legato.conductor._renewal import Lease
+    from legato.jobboard.base import Job, JobBoard
     from legato.persistence.base import Persistence
 
 __all__ = ["BlockingConductor"]
@@ -42,16 +45,33 @@ class BlockingConductor(ExecutorConductor):
     """Blocking conductor that processes job(s) in a blocking manner.
 
     Each claimed job runs to its end (or suspension) in the thread that called ``run()``. The
-    call that consumes a job also claims the next one; while jobs are short (under
-    ``claim_ahead_below`` seconds) it is sent without waiting and claims one job ahead, so the
-    board works while the next job runs. Arguments are those of ``ExecutorConductor``.
+    call that consumes a job also claims the next one (one round trip instead of two); while
+    jobs are short it is sent without waiting and claims one job ahead, so the board works
+    while the next job runs (``legato.conductor._ahead.ClaimAhead``). Arguments are those of
+    ``ExecutorConductor``, and:
+
+    Args:
+        claim_ahead_below: on boards that answer later (``Capabilities.sends_without_waiting``:
+            Redis, ZooKeeper): after a job that took less than this many seconds, the call
+            that consumes it also claims the job after next, and its answer is read when the
+            next job ends. So the conductor holds one job it has not started yet (two on
+            boards with ``Capabilities.pipelined_sends``), for about one short job's time each
+            (``CLAIM_AHEAD_HOLD`` at most, then it is released uncounted), and
+            ``job_consumed`` for a job (with its reason, e.g. a validation failure's) comes
+            when the following job (or the one after) ends. ``CLAIM_AHEAD_BELOW`` when None;
+            0 turns claiming ahead off.
     """
 
     #: Default maximum number of jobs that can be in progress at the same time.
     MAX_SIMULTANEOUS_JOBS = 1
 
-    #: Consuming a job claims the next one in the same board call: it runs at once, here.
-    CHAIN_CLAIMS = True
+    #: After a job that ran for less than this many seconds, the conductor claims one job
+    #: ahead (see ``claim_ahead_below``); 0 never does.
+    CLAIM_AHEAD_BELOW = 0.05
+
+    #: A job claimed ahead that has not started after this many seconds (at most a quarter of
+    #: the claim TTL) is handed back to the board with ``JobBoard.release``.
+    CLAIM_AHEAD_HOLD = 0.5
 
     def __init__(self, name: str, jobboard: JobBoard, persistence: Persistence | None = None,
                  engine: str | None = None, engine_options: dict[str, Any] | None = None,
@@ -70,8 +90,46 @@ class BlockingConductor(ExecutorConductor):
                          backoff_base=backoff_base, backoff_max=backoff_max,
                          board_backoff_base=board_backoff_base,
                          board_backoff_max=board_backoff_max, metrics=metrics,
-                         claim_ahead_below=claim_ahead_below, pause_after=pause_after,
-                         pause_for=pause_for, tracer_provider=tracer_provider)
+                         pause_after=pause_after, pause_for=pause_for,
+                         tracer_provider=tracer_provider)
+        if claim_ahead_below is None:
+            claim_ahead_below = self.CLAIM_AHEAD_BELOW
+        if (isinstance(claim_ahead_below, bool) or not isinstance(claim_ahead_below, int | float)
+                or not claim_ahead_below >= 0):
+            raise ValueError(f"claim_ahead_below must be a number >= 0, not "
+                             f"{claim_ahead_below!r}")
+        self._ahead = ClaimAhead(jobboard, self._conductor.name, claim_ttl=self._claim_ttl,
+                                 below=float(claim_ahead_below), hold=self.CLAIM_AHEAD_HOLD,
+                                 complete=self._complete, release=self._release_unstarted,
+                                 stopping=self._stopping)
 
     def _executor_factory(self) -> futures.Executor:
         return _InlineExecutor()
+
+    # -- the claim loop's hooks: jobs are claimed ahead (see ``ClaimAhead`` for threads) ----
+
+    def _start_claims(self, ttl: float) -> float:
+        self._ahead.start(ttl)
+        # Wake often enough to hand back a job claimed ahead within its hold time.
+        return min(ttl / 6, self._ahead.hold / 2) if self._ahead.below else ttl / 6
+
+    def _claimed_ahead(self) -> tuple[Job, float] | None:
+        return self._ahead.take()
+
+    def _dispatched(self, room: int | None) -> None:
+        self._ahead.dispatched(room)
+
+    def _release_ahead(self) -> None:
+        self._ahead.release_all()
+
+    def _end_claims(self) -> None:
+        self._ahead.stop()
+
+    def _tick(self, ttl: float) -> None:
+        super()._tick(ttl)
+        self._ahead.release_stale()
+
+    def _finish(self, lease: Lease, persistence: Persistence, outcome: Outcome, *,
+                ran_for: float | None = None) -> None:
+        outcome, call = self._finishing_call(lease.job, outcome)
+        self._ahead.finish(lease, persistence, outcome, call, ran_for=ran_for)

@@ -8,8 +8,8 @@ consume, abandon (with back-off) or trash the job. See ``ExecutorConductor`` for
 from __future__ import annotations
 
 import abc
-import collections
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -27,7 +27,7 @@ from legato.conductor._job import Action, Cause, Outcome, Tally
 from legato.conductor._renewal import Lease, Renewer
 from legato.conductor._tracing import JobTracing
 from legato.conductor.base import Conductor
-from legato.jobboard.base import Job, JobBoard, Pending
+from legato.jobboard.base import Job, JobBoard
 from legato.notifier import ANY
 from legato.persistence.models import FlowDetail
 from legato.states import FlowState
@@ -57,9 +57,12 @@ class ExecutorConductor(Conductor):
     ====================================================================  =====================
     flow SUCCESS; flow REVERTED (or FAILURE) after a task failure;        consume
     validation error (missing arguments: the flow never ran)
-    ``ExecutionFailure``/``StorageFailure`` (every failure of that kind),  abandon, back-off delay
-    engine suspended, transient error building the engine or loading
-    the book
+    ``ExecutionFailure``/``StorageFailure`` while the flow runs (every    abandon, back-off delay
+    failure of that kind), engine suspended, transient error building
+    the engine
+    ``StorageFailure`` before the flow starts (loading the book, taking   release (uncounted);
+    the flow, preparing the engine): persistence is down for this         the conductor waits
+    conductor, the job is fine                                            with back-off
     claim lost; a write refused for a newer claim (``FencedOut``);       abandon, no delay
     ``stop()`` while running
     ``StorageCorrupted`` (persistence's file is damaged): the conductor   release (uncounted)
@@ -90,13 +93,14 @@ class ExecutorConductor(Conductor):
     that ends it returns. A validation error is recorded on the flow detail as FAILURE with the
     error in its meta before the job is consumed.
 
-    A storage outage before the flow starts never trashes a job (it is abandoned with back-off
-    however often it happens). Damaged storage is no outage: waiting does not mend it, and
-    abandoning job after job on it would only burn their attempts, so the conductor stops.
-    Claims are renewed in the background about every TTL/3; when
-    renewal fails the job's engine suspends at its next atom boundary and the job is not
-    consumed. Jobboard errors never end ``run()``: they are logged, counted in ``statistics``
-    and retried with back-off.
+    A storage outage before the flow starts never trashes a job: the job is released, so its
+    ``attempts`` do not grow however often it happens, and the conductor waits
+    (``backoff_base`` doubling up to ``backoff_max``) before claiming again. Damaged storage
+    is no outage: waiting does not mend it, and abandoning job after job on it would only
+    burn their attempts, so the conductor stops. Claims are renewed in the background about
+    every TTL/3; when renewal fails the job's engine suspends at its next atom boundary and
+    the job is not consumed. Jobboard errors never end ``run()``: they are logged, counted in
+    ``statistics`` and retried with back-off.
 
     Args:
         name, jobboard, persistence, engine, engine_options: see ``Conductor``.
@@ -120,16 +124,10 @@ class ExecutorConductor(Conductor):
         tracer_provider: OpenTelemetry tracer provider for the spans of job runs (see
             ``legato.conductor._tracing``); None uses the global one if one is set when
             ``run()`` starts, else (or without OpenTelemetry installed) traces nothing.
-        claim_ahead_below: conductors that chain claims (the blocking one), on boards that
-            answer later (``Capabilities.sends_without_waiting``: Redis, ZooKeeper), keep the board
-            working while they run: after a job that took less than this many seconds, the
-            call that consumes it also claims the job after next, and its answer is read when
-            the next job ends. So the conductor holds one job it has not started yet (two on
-            boards with ``Capabilities.pipelined_sends``), for about one short job's time each
-            (``CLAIM_AHEAD_HOLD`` at most, then it is released uncounted), and
-            ``job_consumed`` for a job (with its reason, e.g. a validation failure's) comes
-            when the following job (or the one after) ends.
-            ``CLAIM_AHEAD_BELOW`` when None; 0 turns claiming ahead off.
+
+    Subclasses may finish jobs their own way (``BlockingConductor`` claims the next job as it
+    consumes one): they override ``_finish`` and the claim loop's hooks ``_start_claims``,
+    ``_claimed_ahead``, ``_dispatched``, ``_release_ahead`` and ``_end_claims``.
     """
 
     #: Logger that will be used for listening to events (if none then the module level logger
@@ -146,19 +144,6 @@ class ExecutorConductor(Conductor):
 
     #: Default maximum number of jobs that can be in progress at the same time (<= 0: no limit).
     MAX_SIMULTANEOUS_JOBS = -1
-
-    #: Whether consuming a job may claim the next one in the same board call
-    #: (``JobBoard.consume_and_claim_next``). Only for conductors that run the next job in the
-    #: claim loop's thread straight after (the blocking one).
-    CHAIN_CLAIMS = False
-
-    #: With ``CHAIN_CLAIMS``: after a job that ran for less than this many seconds, the
-    #: conductor claims one job ahead (see ``claim_ahead_below``); 0 never does.
-    CLAIM_AHEAD_BELOW = 0.05
-
-    #: A job claimed ahead that has not started after this many seconds (at most a quarter of
-    #: the claim TTL) is handed back to the board with ``JobBoard.release``.
-    CLAIM_AHEAD_HOLD = 0.5
 
     #: Exceptions that will not cause consumption to occur.
     NO_CONSUME_EXCEPTIONS: tuple[type[Exception], ...] = (errors.ExecutionFailure,
@@ -183,8 +168,7 @@ class ExecutorConductor(Conductor):
                  claim_ttl: float | None = None, backoff_base: float = 1.0,
                  backoff_max: float = 60.0, board_backoff_base: float = 0.1,
                  board_backoff_max: float = 5.0,
-                 metrics: ConductorMetrics | None = None,
-                 claim_ahead_below: float | None = None, pause_after: int = 3,
+                 metrics: ConductorMetrics | None = None, pause_after: int = 3,
                  pause_for: float = 10.0, tracer_provider: Any = None) -> None:
         super().__init__(name, jobboard, persistence=persistence, engine=engine,
                          engine_options=engine_options)
@@ -203,15 +187,10 @@ class ExecutorConductor(Conductor):
         self._misses = 0
         self._last_miss: str | None = None
         self._pauses = 0
-        if claim_ahead_below is None:
-            claim_ahead_below = self.CLAIM_AHEAD_BELOW
-        if (isinstance(claim_ahead_below, bool) or not isinstance(claim_ahead_below, int | float)
-                or not claim_ahead_below >= 0):
-            raise ValueError(f"claim_ahead_below must be a number >= 0, not "
-                             f"{claim_ahead_below!r}")
-        # Claiming ahead only pays where the board works while the next job runs.
-        self._claim_ahead_below = (float(claim_ahead_below) if self.CHAIN_CLAIMS
-                                   and jobboard.CAPABILITIES.sends_without_waiting else 0.0)
+        # Why persistence was unreachable for a job since the claim loop last waited (None:
+        # it was not), and such waits in a row (``_wait_out_storage``).
+        self._storage_down: str | None = None
+        self._storage_waits = 0
         self._max_simultaneous_jobs = max_simultaneous_jobs
         self._max_attempts = max_attempts
         self._backoff = Backoff(base=backoff_base, maximum=backoff_max)
@@ -238,19 +217,6 @@ class ExecutorConductor(Conductor):
         self._next_entity_refresh = 0.0
         self._idle_wakeups = 0
         self._renewer: Renewer | None = None  # the running run()'s
-        # The next job to dispatch, claimed while the last one finished, with when it was
-        # claimed; and how many more jobs may be claimed in this run() (None: no limit).
-        self._handoff: tuple[Job, float] | None = None
-        self._room: int | None = 0
-        # Finishing calls in flight while the next job runs (each claims one ahead), oldest
-        # first, and jobs their answers claimed that have not started; both under _ahead_lock.
-        self._sent: collections.deque[_Ahead] = collections.deque()
-        self._ready: collections.deque[tuple[Job, float]] = collections.deque()
-        self._ahead_lock = threading.Lock()
-        self._hold = self.CLAIM_AHEAD_HOLD
-        # Calls kept in flight while a job runs: two where sends are pipelined (the answer
-        # read when a job ends was sent a job earlier), else one.
-        self._depth = 2 if jobboard.CAPABILITIES.pipelined_sends else 1
 
     # -- public API ------------------------------------------------------------------------
 
@@ -336,8 +302,7 @@ class ExecutorConductor(Conductor):
 
     def _run(self, limit: int | None, persistence: Persistence) -> None:
         ttl = self._lease_ttl()
-        self._hold = min(self.CLAIM_AHEAD_HOLD, ttl / 4)
-        period = min(ttl / 6, self._hold / 2) if self._claim_ahead_below else ttl / 6
+        period = self._start_claims(ttl)
         renewer = Renewer(self._jobboard, self._conductor.name, period=period,
                           on_tick=lambda: self._tick(ttl),
                           on_error=lambda exc: self._count("board_errors"),
@@ -355,25 +320,46 @@ class ExecutorConductor(Conductor):
             dispatched = 0
             failures = 0
             while not self._stopping.is_set() and (limit is None or dispatched < limit):
-                if not self._wait_for_slot() or not self._pause_if_misconfigured():
+                if (not self._wait_for_slot() or not self._pause_if_misconfigured()
+                        or not self._wait_out_storage()):
                     break
                 lease, failures = self._claim_next(ttl, renewer, failures)
                 if lease is not None:
                     dispatched += 1
-                    self._room = None if limit is None else limit - dispatched
+                    self._dispatched(None if limit is None else limit - dispatched)
                     self._submit(executor, lease, persistence, renewer)
             self._wait_for_all()
         finally:
-            self._room = 0
-            self._release_held()
-            if self._handoff is not None:  # claimed as run() ended: hand it straight back
-                self._release_unstarted(self._handoff[0])
-                self._handoff = None
+            self._end_claims()  # jobs claimed as run() ended are handed straight back
             executor.shutdown(wait=True)
             renewer.stop()
             self._unregister_entity()
             if tracing is not None:
                 self._notifier.deregister("running_start", tracing.running)
+
+    # -- hooks for conductors that claim ahead (``BlockingConductor``) --------------------
+
+    def _start_claims(self, ttl: float) -> float:
+        """Called by the claim loop as ``run()`` starts; the renewer's period in seconds."""
+        return ttl / 6
+
+    def _claimed_ahead(self) -> tuple[Job, float] | None:
+        """A job claimed already for the next dispatch, with when its claim was sent."""
+        return None
+
+    def _dispatched(self, room: int | None) -> None:
+        """A job was dispatched; ``room`` more may be claimed in this ``run()`` (None: no
+        limit)."""
+
+    def _release_ahead(self) -> None:
+        """Hand back every job claimed and not started (the conductor pauses)."""
+
+    def _end_claims(self) -> None:
+        """``run()`` is ending: hand back every job claimed and not started."""
+
+    def _tick(self, ttl: float) -> None:
+        """The renewer's periodic call (on its thread): refresh the entity."""
+        self._refresh_entity(ttl)
 
     def _lease_ttl(self) -> float:
         return self._claim_ttl if self._claim_ttl is not None else float(self._jobboard.ttl)
@@ -396,7 +382,7 @@ class ExecutorConductor(Conductor):
         """Claim one job (or idle until one may exist); return its lease and the board failure
         streak."""
         claimed_at = time.monotonic()
-        handoff, self._handoff = self._handoff, None
+        handoff = self._claimed_ahead()
         try:
             if handoff is not None:
                 job, claimed_at = handoff
@@ -434,10 +420,7 @@ class ExecutorConductor(Conductor):
             self._pauses += 1
             self._stats["paused"] += 1
             delay = self._pause_backoff.delay(self._pauses)
-        handoff, self._handoff = self._handoff, None
-        if handoff is not None:
-            self._release_unstarted(handoff[0])
-        self._release_held()
+        self._release_ahead()
         logger.error("%s: PAUSED: could not build %d jobs in a row and none ran; this conductor "
                      "looks misconfigured (the jobs stay on the board for others); last: %s; "
                      "claiming again in %.0fs", self._conductor.name, misses, last, delay)
@@ -448,9 +431,33 @@ class ExecutorConductor(Conductor):
         self._show_paused(None)
         return True
 
-    def _note_outcome(self, outcome: Outcome) -> None:
-        """Count jobs that could not run here in a row (for ``_pause_if_misconfigured``)."""
+    def _wait_out_storage(self) -> bool:
+        """Persistence could not be reached for a job since the last claim: hand back the
+        jobs claimed ahead and wait before claiming again (``backoff_base``, doubling while
+        it stays down, at most ``backoff_max``): the jobs were released uncounted, so this
+        wait, not theirs, spaces the tries. False once stopping."""
+        if self._storage_down is None:  # the usual case, read without the lock
+            return not self._stopping.is_set()
         with self._stats_lock:
+            reason, self._storage_down = self._storage_down, None
+            if reason is None:
+                return not self._stopping.is_set()
+            self._storage_waits += 1
+            delay = self._backoff.delay(self._storage_waits)
+        self._release_ahead()
+        logger.warning("%s: persistence unavailable (%s); claiming again in %.2fs",
+                       self._conductor.name, reason, delay)
+        self._stopping.wait(delay)
+        return not self._stopping.is_set()
+
+    def _note_outcome(self, outcome: Outcome) -> None:
+        """Count jobs that could not run here in a row (for ``_pause_if_misconfigured``) and
+        note a persistence outage (for ``_wait_out_storage``)."""
+        with self._stats_lock:
+            if outcome.cause is Cause.STORAGE:
+                self._storage_down = outcome.reason
+                return
+            self._storage_waits = 0
             if outcome.cause is Cause.NOT_HERE:
                 self._misses += 1
                 self._last_miss = outcome.reason
@@ -555,15 +562,15 @@ class ExecutorConductor(Conductor):
             tracing.end_job(lease, span, outcome)
         if self._metrics is not None:
             self._metrics.duration.observe(time.monotonic() - started)
-            if outcome.reason and outcome.reason.startswith(_STORAGE_REASONS):
+            if outcome.storage_error:
                 self._metrics.storage_errors.inc()
 
     def _outcome_of(self, lease: Lease, persistence: Persistence) -> Outcome:
         job = lease.job
         if lease.cancelled is not None:  # cancelled while an earlier claim ran
             return Outcome(Action.TRASH, lease.cancelled, cause=Cause.CANCELLED)
-        if job.attempts > self._max_attempts and not _storage_reason(job.reason):
-            return _exhausted(Tally.of(job.reason))
+        if job.attempts > self._max_attempts:
+            return _job.exhausted(Tally.of(job.reason))
         try:
             engine = self._build_engine(job, persistence, lost=lease.lost,
                                         history=self._history_of(lease))
@@ -580,7 +587,7 @@ class ExecutorConductor(Conductor):
         except (errors.NotFound, ImportError, AttributeError) as exc:
             return Outcome(Action.ABANDON, f"factory not found: {exc}", cause=Cause.NOT_HERE)
         except errors.StorageFailure as exc:
-            return Outcome(Action.ABANDON, f"{_job.STORAGE_REASON}: {exc}", cause=Cause.STORAGE)
+            return _job.storage_down(exc)
         except errors.StorageCorrupted as exc:
             return self._corrupted(exc)
         except Exception as exc:  # e.g. the factory raised: maybe transient, so retry it
@@ -629,7 +636,7 @@ class ExecutorConductor(Conductor):
         except errors.FencedOut as exc:
             return _fenced_out(lease.job, exc)
         except errors.StorageFailure as exc:
-            return Outcome(Action.ABANDON, f"{_job.STORAGE_REASON}: {exc}", cause=Cause.STORAGE)
+            return _job.storage_down(exc)
         except errors.StorageCorrupted as exc:
             return self._corrupted(exc)
         except Exception as exc:  # compilation or preparation failed: retried, then trashed
@@ -657,8 +664,7 @@ class ExecutorConductor(Conductor):
         except errors.FencedOut as fenced:
             return _fenced_out(lease.job, fenced)
         except errors.StorageFailure as failure:
-            return Outcome(Action.ABANDON, f"{_job.STORAGE_REASON}: {failure}",
-                           cause=Cause.STORAGE)
+            return _job.storage_down(failure)
         fd.state, fd.meta = failed.state, failed.meta
         return Outcome(Action.CONSUME, reason)
 
@@ -678,18 +684,19 @@ class ExecutorConductor(Conductor):
             if corrupt is not None:
                 return self._corrupted(corrupt)
             if _job.is_no_consume(failure, self.NO_CONSUME_EXCEPTIONS):
+                storage = _job.found(failure, errors.StorageFailure) is not None
                 return Outcome(Action.ABANDON, f"{type(failure).__name__}: {failure}",
-                               cause=Cause.FAILED)
+                               cause=Cause.STORAGE_MID_RUN if storage else Cause.FAILED)
             return Outcome(Action.CONSUME, f"flow failed: {type(failure).__name__}: {failure}")
         if engine.flow_detail.state is not FlowState.SUSPENDED:
             return Outcome(Action.CONSUME)
         if not lease.trusted():  # a cancel mark stays on the job for its next claim
-            return Outcome(Action.ABANDON, "claim lost", delay=0.0, cause=Cause.INTERRUPTED)
+            return Outcome(Action.ABANDON, "claim lost", delay=0.0, cause=Cause.LOST)
         if lease.cancelled is not None:
             return Outcome(Action.TRASH, lease.cancelled, cause=Cause.CANCELLED)
         if self._stopping.is_set():
             return Outcome(Action.ABANDON, "conductor stopping", delay=0.0,
-                           cause=Cause.INTERRUPTED)
+                           cause=Cause.STOPPED)
         return Outcome(Action.ABANDON, "engine suspended", cause=Cause.FAILED)
 
     def _corrupted(self, exc: BaseException) -> Outcome:
@@ -714,7 +721,7 @@ class ExecutorConductor(Conductor):
                            self._conductor.name, job.uuid, job.attempts, outcome.reason)
             tally = Tally.of(job.reason)
             tally.add(outcome.reason, self._conductor.name)
-            return _exhausted(tally)
+            return _job.exhausted(tally)
         return outcome
 
     def _abandon_reason(self, job: Job, outcome: Outcome) -> str | None:
@@ -729,182 +736,33 @@ class ExecutorConductor(Conductor):
 
     def _finish(self, lease: Lease, persistence: Persistence, outcome: Outcome, *,
                 ran_for: float | None = None) -> None:
-        job, owner = lease.job, self._conductor.name
-        room = self._room
-        # Whether this job's consume may claim one job ahead (see claim_ahead_below).
-        claim_ahead = (outcome.action is Action.CONSUME and self.CHAIN_CLAIMS
-                       and ran_for is not None and ran_for < self._claim_ahead_below
-                       and (room is None or room >= 2) and not self._stopping.is_set())
-        if (claim_ahead and self._depth > 1
-                and self._send_then_read(lease, persistence, outcome, room)):
-            return
-        ahead = self._take_ahead()  # the previous job's consume, and a job claimed ahead
-        stopping = self._stopping.is_set()
-        call: Callable[[], None]
-        if outcome.action is Action.CONSUME and not stopping and self.CHAIN_CLAIMS:
-            if claim_ahead and self._send_ahead(lease, persistence, outcome, ahead, room):
-                return
-            if ahead is None and (room is None or room >= 1):
-                call = lambda: self._consume_and_claim(job, owner)  # noqa: E731
-            else:
-                call = lambda: self._jobboard.consume(job, owner)  # noqa: E731
-        elif outcome.action is Action.CONSUME:
-            call = lambda: self._jobboard.consume(job, owner)  # noqa: E731
-        elif outcome.action is Action.TRASH:
-            call = lambda: self._jobboard.trash(job, owner, reason=outcome.reason)  # noqa: E731
-        elif outcome.action is Action.RELEASE:
-            call = lambda: self._jobboard.release(job, owner)  # noqa: E731
-        else:
-            delay = (outcome.delay if outcome.delay is not None
-                     else self._backoff.delay(job.attempts))
-            outcome = dataclasses.replace(outcome, reason=self._abandon_reason(job, outcome))
-            reason = outcome.reason
-            call = lambda: self._jobboard.abandon(job, owner, delay=delay,  # noqa: E731
-                                                  reason=reason)
+        """Finish ``lease``'s job as ``outcome`` says (``ran_for``: seconds its run took, or
+        None when it never ran) and emit its event."""
+        del ran_for
+        outcome, call = self._finishing_call(lease.job, outcome)
         self._complete(lease, persistence, outcome, call)
-        if stopping:
-            if ahead is not None:
-                self._release_unstarted(ahead[0])
-            self._release_held()
-        elif ahead is not None:
-            self._handoff = ahead
 
-    def _send_ahead(self, lease: Lease, persistence: Persistence, outcome: Outcome,
-                    ahead: tuple[Job, float] | None, room: int | None) -> bool:
-        """Consume ``lease``'s job and claim one more, without waiting: the answer is read
-        when the next job ends (``_take_ahead``). The next job is the one claimed ahead
-        before or, when there is none, one claimed now (and, where ``_depth`` calls are kept
-        in flight, as many more as make them up); False (nothing sent) when there is no next
-        job to run meanwhile, or when claiming one more could pass ``max_dispatches``."""
-        with self._ahead_lock:
-            held = len(self._sent) + len(self._ready) + (ahead is not None)
-        if ahead is None:
-            count = self._depth if room is None else min(self._depth, room - 1)
-            claimed = self._claim_now(count) if count > 0 else []
-            if not claimed:
-                return False
-            ahead = claimed[0]
-            with self._ahead_lock:
-                self._ready.extend(claimed[1:])
-        elif room is not None and held + 1 > room:
-            return False
-        sent = self._send(lease, persistence, outcome)
-        with self._ahead_lock:
-            self._sent.append(sent)
-        self._handoff = ahead
-        return True
-
-    def _claim_now(self, count: int) -> list[tuple[Job, float]]:
-        """Up to ``count`` jobs claimed one after another (fewer when the board has fewer or
-        fails: the synchronous path retries with back-off)."""
-        claimed: list[tuple[Job, float]] = []
-        while len(claimed) < count:
-            claimed_at = time.monotonic()
-            try:
-                job = self._jobboard.claim_next(self._conductor.name, ttl=self._claim_ttl)
-            except Exception as exc:
-                log = logger.error if isinstance(exc, errors.BoardDataLost) else logger.debug
-                log("%s: claim before consuming ahead failed: %s", self._conductor.name, exc)
-                break
-            if job is None:
-                break
-            claimed.append((job, claimed_at))
-        return claimed
-
-    def _send_then_read(self, lease: Lease, persistence: Persistence, outcome: Outcome,
-                        room: int | None) -> bool:
-        """Where sends are pipelined: send this job's consume (claiming one more) before
-        reading earlier answers, so that one wake-up of the board client's I/O thread carries
-        both, and keep ``_depth`` calls in flight: the answer read now was sent a job earlier
-        and is in already. False (nothing sent) when nothing is in flight or ready, or when
-        claiming one more could pass ``max_dispatches``."""
-        with self._ahead_lock:
-            held = len(self._sent) + len(self._ready)
-        if held == 0 or (room is not None and held + 1 > room):
-            return False
-        sent = self._send(lease, persistence, outcome)
-        with self._ahead_lock:
-            self._sent.append(sent)
-            while len(self._sent) > self._depth or (self._sent and not self._ready):
-                self._settle_oldest()
-            self._handoff = self._ready.popleft() if self._ready else None
-        return True
-
-    def _send(self, lease: Lease, persistence: Persistence, outcome: Outcome) -> _Ahead:
-        """Send the consume of ``lease``'s job, claiming one more, without waiting; the
-        ``outcome`` (its reason) is emitted with ``job_consumed`` when the answer is read."""
-        sent_at = time.monotonic()
-        try:
-            pending = self._jobboard.consume_and_claim_next_async(
-                lease.job, self._conductor.name, ttl=self._claim_ttl)
-        except Exception as exc:  # e.g. a closed board: an answer like the board's others
-            pending = Pending.failed(exc)
-        return _Ahead(pending, lease, persistence, outcome, sent_at)
-
-    def _take_ahead(self) -> tuple[Job, float] | None:
-        """Read the answers of the finishing calls in flight (emitting their jobs' events);
-        the first job they (or earlier ones) claimed ahead, if any, with when it was claimed.
-        Other such jobs stay ready for the next dispatches."""
-        with self._ahead_lock:
-            while self._sent:
-                self._settle_oldest()
-            return self._ready.popleft() if self._ready else None
-
-    def _settle_oldest(self) -> None:
-        """Read the oldest answer in flight; the job it claimed, if any, is ready to run.
-        Called with ``_ahead_lock`` held."""
-        claimed = self._settle(self._sent.popleft())
-        if claimed is not None:
-            self._ready.append(claimed)
-
-    def _settle(self, ahead: _Ahead) -> tuple[Job, float] | None:
-        """Read ``ahead``'s answer and emit its job's event; the job it claimed, if any."""
-        claimed: list[Job | None] = [None]
-
-        def answer() -> None:
-            if not ahead.read:
-                ahead.read = True
-                claimed[0] = ahead.pending.result()
-            else:  # the answer was lost (a transient error): consume again
-                self._jobboard.consume(ahead.lease.job, self._conductor.name)
-
-        self._complete(ahead.lease, ahead.persistence, ahead.outcome, answer)
-        return None if claimed[0] is None else (claimed[0], ahead.sent_at)
-
-    def _release_held(self, *, held_for: float = 0.0, wait: bool = True) -> None:
-        """Read every answer in flight and release the jobs claimed ahead that have waited
-        ``held_for`` seconds or more (all of them by default). Without ``wait``, give up at
-        once when the claim loop is reading answers itself."""
-        if not self._ahead_lock.acquire(blocking=wait):
-            return
-        try:
-            now = time.monotonic()
-            if held_for and not any(now - a.sent_at >= held_for for a in self._sent) \
-                    and not any(now - at >= held_for for _, at in self._ready):
-                return
-            while self._sent:
-                self._settle_oldest()
-            stale = [held for held in self._ready if now - held[1] >= held_for]
-            for held in stale:
-                self._ready.remove(held)
-        finally:
-            self._ahead_lock.release()
-        for job, _ in stale:
-            self._release_unstarted(job)
-
-    def _tick(self, ttl: float) -> None:
-        """The renewer's periodic call: refresh the entity, and release jobs claimed ahead
-        that the claim loop has not started within the hold time (the job running meanwhile
-        turned out long)."""
-        self._refresh_entity(ttl)
-        if self._sent or self._ready:
-            self._release_held(held_for=self._hold, wait=False)
+    def _finishing_call(self, job: Job, outcome: Outcome) -> tuple[Outcome, Callable[[], None]]:
+        """The board call that finishes ``job`` as ``outcome`` says, and the outcome with the
+        reason that call stores (an abandon's carries the job's tally)."""
+        owner = self._conductor.name
+        if outcome.action is Action.CONSUME:
+            return outcome, functools.partial(self._jobboard.consume, job, owner)
+        if outcome.action is Action.TRASH:
+            return outcome, functools.partial(self._jobboard.trash, job, owner,
+                                              reason=outcome.reason)
+        if outcome.action is Action.RELEASE:
+            return outcome, functools.partial(self._jobboard.release, job, owner)
+        delay = outcome.delay if outcome.delay is not None else self._backoff.delay(job.attempts)
+        outcome = dataclasses.replace(outcome, reason=self._abandon_reason(job, outcome))
+        return outcome, functools.partial(self._jobboard.abandon, job, owner, delay=delay,
+                                          reason=outcome.reason)
 
     def _complete(self, lease: Lease, persistence: Persistence, outcome: Outcome,
                   call: Callable[[], None]) -> None:
         """Make the finishing board ``call`` for ``lease``'s job and emit the job's event."""
         job, owner = lease.job, self._conductor.name
-        name, reason = _PAST[outcome.action], outcome.reason
+        ended = outcome  # how the claim ended: the outcome, unless the board call failed
         if self._tracing is not None:
             call = self._tracing.board_call(lease, outcome.action, call)
         try:
@@ -914,39 +772,31 @@ class ExecutorConductor(Conductor):
             logger.error("%s: job %s was lost with the board's data before it could be %s: %s",
                          owner, job.uuid, _PAST[outcome.action], exc)
             self._count("board_errors")
-            name, reason = "abandoned", f"board data lost: {exc}"
+            ended = Outcome(Action.ABANDON, f"board data lost: {exc}", cause=Cause.INTERRUPTED)
         except (errors.NotOwner, errors.NotFound) as exc:
             # Someone else holds the job now (our lease lapsed); they will finish it.
             logger.warning("%s: lost job %s before it could be %s%s: %s", owner, job.uuid,
-                           _PAST[outcome.action], _because(reason), exc)
+                           _PAST[outcome.action], _because(outcome.reason), exc)
             if not lease.lost.is_set():
                 self._count("claims_lost")
-            name, reason = "abandoned", f"claim lost: {exc}"
+            ended = Outcome(Action.ABANDON, f"claim lost: {exc}", cause=Cause.LOST)
         except Exception as exc:  # board unreachable past the lease: the claim lapses by itself
             logger.warning("%s: could not finish job %s%s (%s); its claim will lapse", owner,
-                           job.uuid, _because(reason), exc)
-            name, reason = "abandoned", f"board unavailable: {exc}"
+                           job.uuid, _because(outcome.reason), exc)
+            ended = Outcome(Action.ABANDON, f"board unavailable: {exc}",
+                            cause=Cause.INTERRUPTED)
         # The claim is over (or left to lapse): stop renewing it before anything else, so that
         # the claim loop, getting the job back, never takes this finished run for a live one.
         renewer = self._renewer
         if renewer is not None:
             renewer.remove(lease)
-        changed = name != _PAST[outcome.action]
-        self._history_of(lease).record(persistence, outcome, name if changed else None,
-                                       reason if changed else None)
+        self._history_of(lease).record(persistence, ended)
+        name = _PAST[ended.action]
         self._count(name)
-        if name == "trashed" and outcome.cause is Cause.CANCELLED:
+        if ended.cause is Cause.CANCELLED:
             self._count("cancelled")
         self._notifier.notify(_EVENT[name], {"job": job, "conductor": self,
-                                             "persistence": persistence, "reason": reason})
-
-    def _consume_and_claim(self, job: Job, owner: str) -> None:
-        """Consume ``job`` and claim the next one in one board call; the claim loop picks the
-        new job up as its next dispatch (or releases it if ``stop()`` came meanwhile)."""
-        claimed_at = time.monotonic()
-        following = self._jobboard.consume_and_claim_next(job, owner, ttl=self._claim_ttl)
-        if following is not None:
-            self._handoff = (following, claimed_at)
+                                             "persistence": persistence, "reason": ended.reason})
 
     def _call_board(self, call: Callable[[], None], lease: Lease) -> None:
         """Make a finishing board call, retrying transient errors while the lease lasts."""
@@ -1009,34 +859,10 @@ class ExecutorConductor(Conductor):
 _PAST = {Action.CONSUME: "consumed", Action.ABANDON: "abandoned", Action.TRASH: "trashed",
          Action.RELEASE: "abandoned"}
 _EVENT = {name: f"job_{name}" for name in _PAST.values()}
-#: Reasons of jobs handed back because persistence failed (``storage_errors`` metric).
-_STORAGE_REASONS = (_job.STORAGE_REASON, _job.CORRUPT_REASON, errors.StorageFailure.__name__)
-
-
-class _Ahead:
-    """A consume sent without waiting that also claims a job ahead (``_send_ahead``)."""
-
-    __slots__ = ("lease", "outcome", "pending", "persistence", "read", "sent_at")
-
-    def __init__(self, pending: Pending[Job | None], lease: Lease, persistence: Persistence,
-                 outcome: Outcome, sent_at: float) -> None:
-        self.pending = pending
-        self.lease = lease
-        self.persistence = persistence
-        self.outcome = outcome
-        self.sent_at = sent_at
-        self.read = False
 
 
 class _UnknownEngine(Exception):
     """This conductor's engine kind does not exist here (the ``UnknownBackend`` is chained)."""
-
-
-def _exhausted(tally: Tally) -> Outcome:
-    """Trash: too many attempts, with every distinct reason collected."""
-    text = tally.text()
-    return Outcome(Action.TRASH, f"{_job.TOO_MANY_ATTEMPTS}: {text}" if text
-                   else _job.TOO_MANY_ATTEMPTS, cause=Cause.EXHAUSTED)
 
 
 def _because(reason: str | None) -> str:
@@ -1044,16 +870,12 @@ def _because(reason: str | None) -> str:
     return f" ({reason})" if reason else ""
 
 
+
 def _fenced_out(job: Job, exc: errors.FencedOut) -> Outcome:
     """A newer claim took the job's flow over (or ours was lost before a revert): the job is
     another conductor's now; abandoned at once and not counted against its attempts."""
     logger.warning("job %s: claim lost, its engine stopped: %s", job.uuid, exc)
-    return Outcome(Action.ABANDON, f"claim lost: {exc}", delay=0.0, cause=Cause.INTERRUPTED)
-
-
-def _storage_reason(reason: str | None) -> bool:
-    return bool(reason) and str(reason).startswith(_job.STORAGE_REASON)
-
+    return Outcome(Action.ABANDON, f"claim lost: {exc}", delay=0.0, cause=Cause.LOST)
 
 def _positive(what: str, value: float | None, default: float) -> float:
     if value is None:

@@ -12,6 +12,7 @@ import queue
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -265,7 +266,9 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
         time.sleep(0.02)
 
 
-_readers: dict[int, queue.Queue[str | None]] = {}
+#: The line queue of each stream, kept while the stream lives (keyed by the object, not its
+#: ``id``: a later stream may get a collected one's id, and must not get its ended queue).
+_readers: weakref.WeakKeyDictionary[Any, queue.Queue[str | None]] = weakref.WeakKeyDictionary()
 
 
 def next_line(stream: Any, wanted: Callable[[str], bool], timeout: float, failure: str) -> str:
@@ -273,9 +276,9 @@ def next_line(stream: Any, wanted: Callable[[str], bool], timeout: float, failur
     ``AssertionError(failure)`` after ``timeout`` seconds or at the end of the stream. A thread
     per stream reads its lines: ``select`` on a buffered pipe misses lines already read into
     its buffer."""
-    lines = _readers.get(id(stream))
+    lines = _readers.get(stream)
     if lines is None:
-        lines = _readers[id(stream)] = queue.Queue()
+        lines = _readers[stream] = queue.Queue()
 
         def pump(sink: queue.Queue[str | None] = lines) -> None:
             for line in stream:
