@@ -93,8 +93,13 @@ def fresh_env(tmp: Path) -> Iterator[dict[str, str]]:
         conn.execute(f'CREATE DATABASE "{tag}"')
     log = tmp / f"{tag}.log"
     try:
-        yield {"tag": tag, "pg": f"{PG_SERVER}/{tag}", "redis": REDIS_SERVER,
-               "prefix": tag, "log": str(log)}
+        yield {
+            "tag": tag,
+            "pg": f"{PG_SERVER}/{tag}",
+            "redis": REDIS_SERVER,
+            "prefix": tag,
+            "log": str(log),
+        }
     finally:
         with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{tag}" WITH (FORCE)')
@@ -112,8 +117,9 @@ def xact_commit(tag: str) -> int:
     import psycopg
 
     with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as conn:
-        row = conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = %s",
-                           (tag,)).fetchone()
+        row = conn.execute(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = %s", (tag,)
+        ).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -200,7 +206,6 @@ class Legato:
         persistence.close()
 
 
-
 # -- DBOS Transact ---------------------------------------------------------------------------
 
 
@@ -216,13 +221,27 @@ class Dbos:
         self.polls = 0
 
     def _config(self) -> dict[str, Any]:
-        return {"name": "bench_peers", "system_database_url": self.url,
-                "executor_id": f"w{os.getpid()}", "log_level": "WARNING"}
+        return {
+            "name": "bench_peers",
+            "system_database_url": self.url,
+            "executor_id": f"w{os.getpid()}",
+            "log_level": "WARNING",
+        }
 
     def setup(self) -> None:
         # DBOS creates its schema and the queue's row at launch; the client only enqueues.
-        subprocess.run([sys.executable, __file__, "--worker", self.name, "--env",
-                        json.dumps(self.env), "--setup-only"], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--worker",
+                self.name,
+                "--env",
+                json.dumps(self.env),
+                "--setup-only",
+            ],
+            check=True,
+        )
 
     def post(self, jobs: list[str], steps: int, pace: float = 0.0) -> list[float]:
         from dbos import DBOSClient
@@ -232,8 +251,9 @@ class Dbos:
         try:
             for job in jobs:
                 stamps.append(time.time())
-                client.enqueue({"queue_name": self.QUEUE, "workflow_name": "peer_workflow"},
-                               job, steps)
+                client.enqueue(
+                    {"queue_name": self.QUEUE, "workflow_name": "peer_workflow"}, job, steps
+                )
                 if pace:
                     time.sleep(pace)
         finally:
@@ -245,8 +265,9 @@ class Dbos:
 
         self.polls += 1
         with psycopg.connect(self.url, autocommit=True) as conn:
-            row = conn.execute("SELECT count(*) FROM dbos.workflow_status "
-                               "WHERE status = 'SUCCESS'").fetchone()
+            row = conn.execute(
+                "SELECT count(*) FROM dbos.workflow_status WHERE status = 'SUCCESS'"
+            ).fetchone()
         return bool(row and row[0] >= jobs)
 
     def work(self, ready: Any, setup_only: bool = False) -> None:
@@ -264,8 +285,7 @@ class Dbos:
         DBOS(config=self._config())  # type: ignore[arg-type]
         if setup_only:
             DBOS.launch()
-            DBOS.register_queue(self.QUEUE, worker_concurrency=8
-                                if self.name == "dbos-8" else None)
+            DBOS.register_queue(self.QUEUE, worker_concurrency=8 if self.name == "dbos-8" else None)
             DBOS.destroy()
             return
         stop = threading.Event()
@@ -323,8 +343,9 @@ class Procrastinate:
 
         self.polls += 1
         with psycopg.connect(self.url, autocommit=True) as conn:
-            row = conn.execute("SELECT count(*) FROM procrastinate_jobs "
-                               "WHERE status = 'succeeded'").fetchone()
+            row = conn.execute(
+                "SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'"
+            ).fetchone()
         return bool(row and row[0] >= jobs * steps)
 
     def work(self, ready: Any) -> None:
@@ -340,9 +361,13 @@ def _celery_app(env: dict[str, str]) -> Any:
     from celery import Celery
 
     app = Celery("peers", broker=env["redis"], set_as_current=True)
-    app.conf.update(task_ignore_result=True, worker_hijack_root_logger=False,
-                    broker_transport_options={"global_keyprefix": env["prefix"] + ":"},
-                    broker_connection_retry_on_startup=True, worker_send_task_events=False)
+    app.conf.update(
+        task_ignore_result=True,
+        worker_hijack_root_logger=False,
+        broker_transport_options={"global_keyprefix": env["prefix"] + ":"},
+        broker_connection_retry_on_startup=True,
+        worker_send_task_events=False,
+    )
 
     @app.task(name="peer_step")
     def peer_step(job: str, index: int) -> None:
@@ -382,15 +407,27 @@ class CeleryPeer:
 
     def work(self, ready: Any) -> None:
         app = _celery_app(self.env)
-        worker = app.Worker(pool="solo", concurrency=1, loglevel="WARNING", quiet=True,
-                            without_heartbeat=True, without_gossip=True, without_mingle=True)
+        worker = app.Worker(
+            pool="solo",
+            concurrency=1,
+            loglevel="WARNING",
+            quiet=True,
+            without_heartbeat=True,
+            without_gossip=True,
+            without_mingle=True,
+        )
         ready()
         worker.start()
 
 
-ADAPTERS: dict[str, Any] = {"legato-redis": Legato, "legato-pg": Legato, "dbos": Dbos,
-                            "dbos-8": Dbos, "procrastinate": Procrastinate,
-                            "celery": CeleryPeer}
+ADAPTERS: dict[str, Any] = {
+    "legato-redis": Legato,
+    "legato-pg": Legato,
+    "dbos": Dbos,
+    "dbos-8": Dbos,
+    "procrastinate": Procrastinate,
+    "celery": CeleryPeer,
+}
 
 
 # -- a run -----------------------------------------------------------------------------------
@@ -406,9 +443,8 @@ def read_log(path: str) -> list[tuple[str, int, float, float]]:
     return rows
 
 
-def check_once(rows: list[tuple[str, int, float, float]], jobs: list[str],
-               steps: int) -> str:
-    """"ok", or what ran twice or never."""
+def check_once(rows: list[tuple[str, int, float, float]], jobs: list[str], steps: int) -> str:
+    """ "ok", or what ran twice or never."""
     counts = Counter((job, step) for job, step, _, _ in rows)
     twice = sum(1 for n in counts.values() if n > 1)
     missing = sum(1 for job in jobs for step in range(steps) if (job, step) not in counts)
@@ -417,9 +453,16 @@ def check_once(rows: list[tuple[str, int, float, float]], jobs: list[str],
 
 def start_workers(system: str, env: dict[str, str], procs: int) -> list[subprocess.Popen[str]]:
     command = [sys.executable, __file__, "--worker", system, "--env", json.dumps(env)]
-    workers = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                text=True, env={**os.environ, "PEERS_STEP_LOG": env["log"]})
-               for _ in range(procs)]
+    workers = [
+        subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PEERS_STEP_LOG": env["log"]},
+        )
+        for _ in range(procs)
+    ]
     for worker in workers:
         assert worker.stdout is not None
         ready, _, _ = select.select([worker.stdout], [], [], 120)
@@ -480,9 +523,11 @@ def throughput(system: str, steps: int, procs: int, jobs: int, tmp: Path) -> dic
             return {"jobs_per_s": None, "once": "nothing ran", "xacts_per_job": None}
         wall = max(r[3] for r in rows) - min(r[2] for r in rows)
         uses_pg = system != "celery"
-        return {"jobs_per_s": jobs / wall if finished and wall > 0 else None,
-                "once": check_once(rows, names, steps),
-                "xacts_per_job": xacts / jobs if uses_pg else None}
+        return {
+            "jobs_per_s": jobs / wall if finished and wall > 0 else None,
+            "once": check_once(rows, names, steps),
+            "xacts_per_job": xacts / jobs if uses_pg else None,
+        }
 
 
 def latency(system: str, samples: int, tmp: Path) -> dict[str, Any]:
@@ -500,10 +545,13 @@ def latency(system: str, samples: int, tmp: Path) -> dict[str, Any]:
             stop_workers(workers)
         rows = read_log(env["log"])
         started = {job: start for job, _, start, _ in rows}
-        waits = sorted((started[n] - t) * 1000 for n, t in zip(names, stamps, strict=True)
-                       if n in started)
-        return {"p50_ms": statistics.median(waits) if waits else None,
-                "once": check_once(rows, names, 1)}
+        waits = sorted(
+            (started[n] - t) * 1000 for n, t in zip(names, stamps, strict=True) if n in started
+        )
+        return {
+            "p50_ms": statistics.median(waits) if waits else None,
+            "once": check_once(rows, names, 1),
+        }
 
 
 # -- worker process --------------------------------------------------------------------------
@@ -545,9 +593,11 @@ def versions() -> str:
         with contextlib.suppress(md.PackageNotFoundError):
             parts.append(f"{dist} {md.version(dist)}")
     with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as conn:
-        row = conn.execute("SELECT current_setting('server_version'), "
-                           "current_setting('fsync'), "
-                           "current_setting('synchronous_commit')").fetchone()
+        row = conn.execute(
+            "SELECT current_setting('server_version'), "
+            "current_setting('fsync'), "
+            "current_setting('synchronous_commit')"
+        ).fetchone()
     assert row is not None
     parts.append(f"PostgreSQL {row[0]} (fsync {row[1]}, synchronous_commit {row[2]})")
     client = redis.Redis.from_url(REDIS_SERVER)
@@ -560,15 +610,17 @@ def versions() -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--systems", default=",".join(SYSTEMS),
-                        help=f"comma list of {', '.join(ADAPTERS)}")
+    parser.add_argument(
+        "--systems", default=",".join(SYSTEMS), help=f"comma list of {', '.join(ADAPTERS)}"
+    )
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--jobs1", type=int, default=500, help="jobs per 1-step run")
     parser.add_argument("--jobs10", type=int, default=200, help="jobs per 10-step run")
     parser.add_argument("--samples", type=int, default=40, help="latency samples")
-    parser.add_argument("--quick", action="store_true",
-                        help="100 / 40 jobs, 20 samples, one repeat")
+    parser.add_argument(
+        "--quick", action="store_true", help="100 / 40 jobs, 20 samples, one repeat"
+    )
     parser.add_argument("--json-out", default=None)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--env", default=None, help=argparse.SUPPRESS)
@@ -606,26 +658,32 @@ def run_all(systems: list[str], workloads: list[str], args: argparse.Namespace) 
                         steps, procs = map(int, workload.split("x"))
                         jobs = args.jobs1 if steps == 1 else args.jobs10
                         result = throughput(system, steps, procs, jobs, tmp)
-                        shown = (f"{fmt(result['jobs_per_s'])} jobs/s, "
-                                 f"{fmt(result['xacts_per_job'], 1)} xacts/job")
+                        shown = (
+                            f"{fmt(result['jobs_per_s'])} jobs/s, "
+                            f"{fmt(result['xacts_per_job'], 1)} xacts/job"
+                        )
                     results.setdefault((workload, system), []).append(result)
-                    print(f"[{rep + 1}/{args.repeat}] {workload:7} {system:13} {shown}, "
-                          f"exactly once: {result['once']}", flush=True)
+                    print(
+                        f"[{rep + 1}/{args.repeat}] {workload:7} {system:13} {shown}, "
+                        f"exactly once: {result['once']}",
+                        flush=True,
+                    )
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print_table(systems, workloads, results, args)
     if args.json_out:
         with open(args.json_out, "a") as out:
             for (workload, system), runs in results.items():
-                out.write(json.dumps({"workload": workload, "system": system,
-                                      "runs": runs}) + "\n")
+                out.write(json.dumps({"workload": workload, "system": system, "runs": runs}) + "\n")
 
 
-def print_table(systems: list[str], workloads: list[str],
-                results: dict[tuple[str, str], list[dict[str, Any]]],
-                args: argparse.Namespace) -> None:
+def print_table(
+    systems: list[str],
+    workloads: list[str],
+    results: dict[tuple[str, str], list[dict[str, Any]]],
+    args: argparse.Namespace,
+) -> None:
     print()
-    print("| workload | workers | " + " | ".join(
-        f"{s} ({DURABILITY[s]})" for s in systems) + " |")
+    print("| workload | workers | " + " | ".join(f"{s} ({DURABILITY[s]})" for s in systems) + " |")
     print("|---|---|" + "---|" * len(systems))
     for workload in workloads:
         cells = []
@@ -649,8 +707,10 @@ def print_table(systems: list[str], workloads: list[str],
             jobs = args.jobs1 if steps == "1" else args.jobs10
             label, workers = f"{steps}-step job ({jobs} jobs)", procs
         print(f"| {label} | {workers} | " + " | ".join(cells) + " |")
-    print(f"\nmedians of {args.repeat}; jobs/s from first step start to last step end; "
-          "tx/job: pg_stat_database.xact_commit delta while the workers drained / jobs")
+    print(
+        f"\nmedians of {args.repeat}; jobs/s from first step start to last step end; "
+        "tx/job: pg_stat_database.xact_commit delta while the workers drained / jobs"
+    )
 
 
 if __name__ == "__main__":
