@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import platform
 import select
@@ -46,6 +47,7 @@ import tempfile
 import threading
 import time
 import uuid
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,7 +57,7 @@ from legato.flow import Flow, LinearFlow, Task, flow_factory
 
 PG_SERVER = os.environ.get("LEGATO_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 REDIS_SERVER = os.environ.get("LEGATO_BENCH_REDIS", "redis://127.0.0.1:6379/0")
-SYSTEMS = ("legato-redis", "legato-pg", "dbos", "procrastinate", "celery")
+SYSTEMS = ("legato-redis", "legato-pg", "dbos", "dbos-8", "procrastinate", "celery")
 WORKLOADS = ("1x1", "1x2", "10x1", "10x2", "latency")
 DURABILITY = {
     "legato-redis": "every step recorded (PG persistence)",
@@ -66,6 +68,9 @@ DURABILITY = {
     "celery": "not durable (Redis)",
 }
 STEP_LOG = os.environ.get("PEERS_STEP_LOG", "")
+#: Seconds between a DBOS worker's queue polls (DBOS's default is 1.0; it is not woken by an
+#: enqueue from a client); ``--dbos-poll``, passed on to the workers.
+DBOS_POLL = float(os.environ.get("PEERS_DBOS_POLL", "0.01"))
 
 
 def log_step(job: str, step: int) -> None:
@@ -285,7 +290,11 @@ class Dbos:
         DBOS(config=self._config())  # type: ignore[arg-type]
         if setup_only:
             DBOS.launch()
-            DBOS.register_queue(self.QUEUE, worker_concurrency=8 if self.name == "dbos-8" else None)
+            DBOS.register_queue(
+                self.QUEUE,
+                worker_concurrency=8 if self.name == "dbos-8" else None,
+                polling_interval_sec=DBOS_POLL,
+            )
             DBOS.destroy()
             return
         stop = threading.Event()
@@ -369,7 +378,7 @@ def _celery_app(env: dict[str, str]) -> Any:
         worker_send_task_events=False,
     )
 
-    @app.task(name="peer_step")
+    @app.task(name="peer_step", shared=False)
     def peer_step(job: str, index: int) -> None:
         log_step(job, index)
 
@@ -558,6 +567,9 @@ def latency(system: str, samples: int, tmp: Path) -> dict[str, Any]:
 
 
 def worker_main(system: str, env: dict[str, str], setup_only: bool) -> None:
+    # Each system's start-up advice (running as root, an app in __main__) is not a result.
+    warnings.filterwarnings("ignore")
+    logging.getLogger("procrastinate").setLevel(logging.ERROR)
     adapter = ADAPTERS[system](system, env)
 
     def ready() -> None:
@@ -621,6 +633,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--quick", action="store_true", help="100 / 40 jobs, 20 samples, one repeat"
     )
+    parser.add_argument(
+        "--dbos-poll",
+        type=float,
+        default=DBOS_POLL,
+        help="seconds between DBOS queue polls (DBOS's default: 1.0)",
+    )
     parser.add_argument("--json-out", default=None)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--env", default=None, help=argparse.SUPPRESS)
@@ -629,6 +647,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker:
         worker_main(args.worker, json.loads(args.env), args.setup_only)
         return
+    os.environ["PEERS_DBOS_POLL"] = str(args.dbos_poll)  # read by the setup process
     if args.quick:
         args.jobs1, args.jobs10, args.samples, args.repeat = 100, 40, 20, 1
     systems = [s for s in args.systems.split(",") if s]
