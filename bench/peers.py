@@ -84,6 +84,20 @@ def log_step(job: str, step: int) -> None:
         os.close(fd)
 
 
+def commit_ms(url: str, count: int = 200) -> float:
+    """Median time of an autocommitted single-row INSERT: what one durable write costs here."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE peers_commit (id serial PRIMARY KEY, v int)")
+        times = []
+        for i in range(count):
+            started = time.perf_counter()
+            conn.execute("INSERT INTO peers_commit (v) VALUES (%s)", (i,))
+            times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
 # -- per-run resources ---------------------------------------------------------------------
 
 
@@ -570,6 +584,8 @@ def worker_main(system: str, env: dict[str, str], setup_only: bool) -> None:
     # Each system's start-up advice (running as root, an app in __main__) is not a result.
     warnings.filterwarnings("ignore")
     logging.getLogger("procrastinate").setLevel(logging.ERROR)
+    # The Redis board's warning that this server keeps nothing on disk: the header says so.
+    logging.getLogger("legato").setLevel(logging.ERROR)
     adapter = ADAPTERS[system](system, env)
 
     def ready() -> None:
@@ -663,6 +679,11 @@ def main(argv: list[str] | None = None) -> None:
 
 def run_all(systems: list[str], workloads: list[str], args: argparse.Namespace) -> None:
     print(versions(), flush=True)
+    with (
+        tempfile.TemporaryDirectory(prefix="legato-peers-") as tmpdir,
+        fresh_env(Path(tmpdir)) as env,
+    ):
+        print(f"one single-row INSERT commit: {commit_ms(env['pg']):.2f} ms p50", flush=True)
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="legato-peers-") as tmpdir:
@@ -689,6 +710,7 @@ def run_all(systems: list[str], workloads: list[str], args: argparse.Namespace) 
                     )
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print_table(systems, workloads, results, args)
+    print_goals(workloads, results)
     if args.json_out:
         with open(args.json_out, "a") as out:
             for (workload, system), runs in results.items():
@@ -730,6 +752,33 @@ def print_table(
         f"\nmedians of {args.repeat}; jobs/s from first step start to last step end; "
         "tx/job: pg_stat_database.xact_commit delta while the workers drained / jobs"
     )
+
+
+def print_goals(workloads: list[str], results: dict[tuple[str, str], list[dict[str, Any]]]) -> None:
+    """Issue 13's goals for Legato PG+PG, from this run's medians."""
+
+    def value(workload: str, system: str, key: str) -> float | None:
+        return med([r[key] for r in results.get((workload, system), [])])
+
+    lines = []
+    for workload in [w for w in workloads if w != "latency"]:
+        ours = value(workload, "legato-pg", "jobs_per_s")
+        dbos_values = [value(workload, d, "jobs_per_s") for d in ("dbos", "dbos-8")]
+        dbos = max((v for v in dbos_values if v), default=None)
+        if ours and dbos:
+            ok = "met" if ours >= 2 * dbos else "not met"
+            lines.append(f"{workload}: legato-pg / best DBOS = {ours / dbos:.2f} (≥ 2: {ok})")
+        queue = value(workload, "procrastinate", "jobs_per_s")
+        if ours and queue and workload.startswith("1x"):
+            ok = "met" if ours >= queue else "not met"
+            lines.append(f"{workload}: legato-pg / Procrastinate = {ours / queue:.2f} (≥ 1: {ok})")
+    p50 = value("latency", "legato-pg", "p50_ms")
+    if p50 is not None:
+        lines.append(
+            f"latency: legato-pg p50 {p50:.1f} ms (≤ 5 ms: {'met' if p50 <= 5 else 'not met'})"
+        )
+    if lines:
+        print("\ngoals (issue 13):\n  " + "\n  ".join(lines))
 
 
 if __name__ == "__main__":
