@@ -580,12 +580,16 @@ def latency(system: str, samples: int, tmp: Path) -> dict[str, Any]:
 # -- worker process --------------------------------------------------------------------------
 
 
-def worker_main(system: str, env: dict[str, str], setup_only: bool) -> None:
-    # Each system's start-up advice (running as root, an app in __main__) is not a result.
+def quiet() -> None:
+    """Each system's start-up advice (running as root, an app in ``__main__``, a Redis server
+    that keeps nothing on disk: the header says so) is not a result."""
     warnings.filterwarnings("ignore")
     logging.getLogger("procrastinate").setLevel(logging.ERROR)
-    # The Redis board's warning that this server keeps nothing on disk: the header says so.
     logging.getLogger("legato").setLevel(logging.ERROR)
+
+
+def worker_main(system: str, env: dict[str, str], setup_only: bool) -> None:
+    quiet()
     adapter = ADAPTERS[system](system, env)
 
     def ready() -> None:
@@ -660,6 +664,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--env", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--setup-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    quiet()
     if args.worker:
         worker_main(args.worker, json.loads(args.env), args.setup_only)
         return
