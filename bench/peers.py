@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import logging
 import os
@@ -443,6 +444,15 @@ class CeleryPeer:
         worker.start()
 
 
+#: The package each system needs, checked before a run.
+PACKAGES = {
+    "legato-redis": "legato",
+    "legato-pg": "legato",
+    "dbos": "dbos",
+    "dbos-8": "dbos",
+    "procrastinate": "procrastinate",
+    "celery": "celery",
+}
 ADAPTERS: dict[str, Any] = {
     "legato-redis": Legato,
     "legato-pg": Legato,
@@ -679,7 +689,23 @@ def main(argv: list[str] | None = None) -> None:
     for name in workloads:
         if name not in WORKLOADS:
             parser.error(f"unknown workload {name!r}; choose from {', '.join(WORKLOADS)}")
-    run_all(systems, workloads, args)
+    missing = sorted(
+        {PACKAGES[s] for s in systems if importlib.util.find_spec(PACKAGES[s]) is None}
+    )
+    if missing:
+        parser.exit(
+            2,
+            f"peers.py: {', '.join(missing)} not installed here; run bench/venv-peers.sh "
+            "and use its python\n",
+        )
+    try:
+        run_all(systems, workloads, args)
+    except (OSError, ImportError) as exc:  # psycopg and redis errors derive from neither
+        parser.exit(2, f"peers.py: {exc}\n")
+    except Exception as exc:
+        if type(exc).__module__.split(".")[0] in ("psycopg", "redis"):
+            parser.exit(2, f"peers.py: cannot use the servers: {str(exc).splitlines()[0]}\n")
+        raise
 
 
 def run_all(systems: list[str], workloads: list[str], args: argparse.Namespace) -> None:
