@@ -77,10 +77,6 @@ FAILURE: dict[str, Any] = {
 }
 
 
-#: A claim's start in the tests below (microseconds: what every backend keeps).
-_T0 = dt.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=dt.UTC)
-
-
 def make_book(*, flows: int = 1, atoms: int = 3, name: str = "book") -> LogBook:
     """A logbook with ``flows`` flow details of ``atoms`` task details each."""
     book = LogBook(name, meta={"owner": "conformance", "n": flows})
@@ -517,11 +513,6 @@ class PersistenceConformance:
 
     # -- writes together (update_many) ----------------------------------------------------
 
-    @staticmethod
-    def _claim(job: str, fence: int, flow: FlowDetail, **end: Any) -> Claim:
-        return Claim(job_uuid=job, fence=fence, owner="c@h:1", claimed_at=_T0,
-                     flow_uuid=flow.uuid, **end)
-
     def test_update_many_lands_every_write_at_once(self, persistence: Persistence) -> None:
         book = make_book(atoms=3)
         persistence.save_logbook(book)
@@ -531,7 +522,8 @@ class PersistenceConformance:
         first, second, _ = list(flow)
         first.state, first.results = AtomState.SUCCESS, RICH_VALUE
         second.state = AtomState.RUNNING
-        ended = self._claim(job, 1, flow, ended_at=_T0, outcome="consumed")
+        ended = self._claim(job, 1, flow, ended_at=dt.datetime(2026, 1, 2, 3, 5, tzinfo=dt.UTC),
+                            outcome="consumed")
         persistence.update_many(FlowWrites(flow.uuid, state=FlowState.RUNNING,
                                            atoms=[first, second], take=True,
                                            started=self._claim(job, 1, flow), ended=ended),
