@@ -329,6 +329,10 @@ class SQLPersistence(Persistence):
         flow_uuid = writes.flow_uuid
         fenced = {} if fence is None else {"f_job": fence.job, "f_num": fence.number}
         flow_row, upserted, atom_rows = _many_rows(writes, fenced)
+        if (self._dialect == "sqlite" and flow_row is None and not upserted and not writes.take
+                and writes.ended is None and atom_rows):
+            self._sqlite_atoms(atom_rows, fence)  # an atom's result and the next one's start
+            return
         atom_update = self._sql.update_atom if fence is None else self._sql.update_atom_fenced
         what = f"writing flow detail {flow_uuid}"
         with self._write("writing a flow detail's changes") as conn:
@@ -424,6 +428,36 @@ class SQLPersistence(Persistence):
                 self._refused(conn, self._sql.select_atom, atom_detail.uuid,
                               f"atom detail {atom_detail.uuid}",
                               f"updating atom {atom_detail.name!r}", fence)
+
+    def _sqlite_atoms(self, atom_rows: list[tuple[AtomDetail, dict[str, Any]]],
+                      fence: Fence | None) -> None:
+        """Update several atoms in one transaction on SQLite, through the driver like
+        ``_sqlite_write``; a refused update rolls them all back."""
+        statement = SQLITE_UPDATE_ATOM if fence is None else SQLITE_UPDATE_ATOM_FENCED
+        refused: AtomDetail | None = None
+        with self._lock, _engine.translate_errors("updating atom details", self._where):
+            pooled = self._engine.raw_connection()
+            try:  # on any error, returning it to the pool rolls the transaction back
+                driver = pooled.driver_connection
+                assert driver is not None
+                driver.execute("BEGIN IMMEDIATE")
+                for ad, row in atom_rows:
+                    if driver.execute(statement, row).rowcount == 0:
+                        refused = ad
+                        break
+                if refused is None:
+                    driver.commit()
+                else:
+                    driver.rollback()
+            finally:
+                pooled.close()
+        if refused is not None:
+            with self._read("reading an atom detail") as conn:
+                self._refused(conn, self._sql.select_atom, refused.uuid,
+                              f"atom detail {refused.uuid}", f"updating atom {refused.name!r}",
+                              fence)
+        if self._checkpoint_every:
+            self._count_write()
 
     def _sqlite_write(self, row: dict[str, Any], statement: str, what: str, *,
                       then: tuple[str, dict[str, Any]] | None = None) -> int:
