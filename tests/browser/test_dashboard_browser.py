@@ -169,10 +169,12 @@ def test_live_atoms_and_takeover(site: dict[str, Any], browser: Any, job_screens
     assert outcomes == ["lost claim", "consumed"]
     assert _atom_states(browser) == ["SUCCESS"] * 5
     assert browser.execute_script("return window.legatoNoReload === true;")
-    # Each atom shows how long it ran (the conductors record it, as legato conductor does).
+    # Atoms show how long they ran (the conductors record it, as legato conductor does). A
+    # duration is written in its own commit after the step's result, so the step the killed
+    # conductor finished last may have none: at least the other four have one.
     from selenium.webdriver.common.by import By
 
-    assert len(browser.find_elements(By.CSS_SELECTOR, ".atom .duration:not(.none)")) == 5
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".atom .duration:not(.none)")) >= 4
     if site["kind"] == "sqlite":  # the README's picture comes from this run
         browser.save_screenshot(str(job_screenshot))
 

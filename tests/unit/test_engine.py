@@ -22,6 +22,7 @@ from legato.flow import (
     UnorderedFlow,
     task,
 )
+from legato.persistence.base import FlowWrites
 from legato.persistence.memory import MemoryPersistence
 from legato.persistence.models import Fence, FlowDetail, LogBook, RetryDetail
 from legato.states import AtomState, EngineState, FlowState
@@ -382,6 +383,11 @@ def test_engine_internal_storage_failure_propagates() -> None:
         def _update_atom_details(self, atom_detail: Any, fence: Any) -> None:
             raise errors.StorageFailure("down")
 
+        def _update_many(self, writes: Any, fence: Any) -> None:
+            if writes.atoms or (writes.flow is not None and writes.flow.atoms):
+                raise errors.StorageFailure("down")
+            super()._update_many(writes, fence)
+
     journal: list[Any] = []
     engine = le.load(LinearFlow("f").add(*_chain(journal, 2)),
                      persistence=Broken(retries=1, retry_delay=0.0))
@@ -516,9 +522,17 @@ def test_flow_state_writes_do_not_rewrite_atoms() -> None:
             writes.append(state)
             super()._update_flow_state(flow_uuid, state, fence)
 
-    le.run(LinearFlow("f").add(*_chain([], 5)), persistence=Spy())
-    # New atoms go out once, with the RUNNING state; SUCCESS writes the flow's state alone.
-    assert writes == [5, FlowState.SUCCESS]
+        def _update_many(self, batch: FlowWrites, fence: Any) -> None:
+            writes.append((None if batch.flow is None else len(batch.flow), batch.state,
+                           [str(ad.state) for ad in batch.atoms]))
+            super()._update_many(batch, fence)
+
+    le.run(LinearFlow("f").add(*_chain([], 3)), persistence=Spy())
+    # New atoms go out once, with the RUNNING state and the first atom's start; each result
+    # goes with the next start; SUCCESS writes the flow's state alone, with the last result.
+    assert writes == [(3, None, []), (None, None, ["SUCCESS", "RUNNING"]),
+                      (None, None, ["SUCCESS", "RUNNING"]),
+                      (None, FlowState.SUCCESS, ["SUCCESS"])]
 
 
 class _TakenOver(Task):

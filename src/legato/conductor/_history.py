@@ -1,10 +1,12 @@
 """What a conductor records of each claim in the job's history (``Persistence.record_claim``).
 
-A claim's start rides on the ``take_flow`` write that starts the run (same transaction); its end
-is one write when the claim ends. A claim that ended before its flow was taken (trashed for too
-many attempts, a missing logbook, ...) is recorded once, at its end.
+A claim's start rides on the ``take_flow`` write that starts the run (same transaction: on a
+job's first claim, the engine's first write). Its end rides on the write of the flow's SUCCESS,
+as consumed (what a successful flow's claim becomes); it is written again, on its own, only when
+the claim ended otherwise after all (the consume failed), or had no such write. A claim that
+ended before its flow was taken (trashed for too many attempts, a missing logbook, ...) is
+recorded once, at its end.
 """
-
 from __future__ import annotations
 
 import datetime as dt
@@ -13,7 +15,8 @@ import time
 from typing import TYPE_CHECKING
 
 from legato.conductor._job import Action, Cause, Outcome
-from legato.persistence.models import Claim, utcnow
+from legato.persistence.models import Claim, Fence, utcnow
+from legato.states import FlowState
 
 if TYPE_CHECKING:
     from legato.jobboard.base import Job
@@ -45,7 +48,7 @@ class ClaimLog:
     """One claim's record as the conductor builds it: started when the flow is taken, ended
     with the claim's outcome."""
 
-    __slots__ = ("before", "claim", "flow_detail")
+    __slots__ = ("before", "claim", "flow_detail", "recorded")
 
     def __init__(self, job: Job, owner: str, *, claimed_at: float) -> None:
         wall = utcnow() - dt.timedelta(seconds=max(0.0, time.monotonic() - claimed_at))
@@ -53,11 +56,23 @@ class ClaimLog:
                            claimed_at=wall, job_name=job.name, book_uuid=job.book_uuid)
         self.flow_detail: FlowDetail | None = None
         self.before: dict[str, tuple[str, str]] = {}
+        #: The end recorded with the flow's end state, if any (``ended``).
+        self.recorded: Claim | None = None
 
     def start(self, flow_uuid: str) -> Claim:
         """The claim's start, to record with the take of ``flow_uuid``."""
         self.claim.flow_uuid = flow_uuid
         return self.claim
+
+    def end_with(self, state: FlowState) -> Claim | None:
+        """The claim's end to record with the flow's end ``state``: consumed, for SUCCESS."""
+        if state is not FlowState.SUCCESS:
+            return None
+        return self.end(Outcome(Action.CONSUME)).copy()
+
+    def ended(self, claim: Claim) -> None:
+        """``claim`` (from ``end_with``) is recorded."""
+        self.recorded = claim
 
     def taken(self, flow_detail: FlowDetail) -> None:
         """The flow as the claim took it: atoms whose state changes from here ran in it."""
@@ -82,6 +97,12 @@ class ClaimLog:
     def record(self, persistence: Persistence, outcome: Outcome) -> None:
         """Write the claim's end; a failure is logged, never raised (the job's outcome is on
         the board already)."""
+        if self.claim.flow_uuid is not None and self.claim.job_uuid:
+            persistence.forget_claim(self.claim.flow_uuid, Fence(self.claim.job_uuid,
+                                                                 self.claim.fence))
+        if (self.recorded is not None and outcome.action is Action.CONSUME
+                and outcome.reason is None):
+            return  # recorded with the flow's SUCCESS, as it ended
         try:
             persistence.record_claim(self.end(outcome))
         except Exception as exc:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from legato.jobboard.base import Job
     from legato.persistence.base import Persistence
     from legato.persistence.models import Claim, FlowDetail
+    from legato.states import FlowState
 
 __all__ = [
     "TOO_MANY_ATTEMPTS",
@@ -215,19 +216,26 @@ def fence_of(job: Job) -> Fence | None:
 
 
 class ClaimStart(Protocol):
-    """Gives the claim's start to record with the take (``_history.ClaimLog``, which builds
-    on this module)."""
+    """Gives the claim's start to record with the take, and its end to record with the flow's
+    end state (``_history.ClaimLog``, which builds on this module)."""
 
     def start(self, flow_uuid: str) -> Claim: ...
+
+    def end_with(self, state: FlowState) -> Claim | None: ...
+
+    def ended(self, claim: Claim) -> None: ...
 
 
 def take_flow_detail(job: Job, persistence: Persistence, fence: Fence | None,
                      history: ClaimStart | None = None) -> FlowDetail:
     """The job's flow detail (see ``load_flow_detail``), taken with ``fence``, as of the take:
-    with ``history``, the claim's start is recorded with the take (same transaction).
-    a write by an earlier owner either landed before the take, and is in what is returned, or
-    comes after it, and is refused. The flow is read once when it was never taken (no fenced
-    writer can have changed it since); after a take that replaced a fence it is read again.
+    with ``history``, the claim's start is recorded with the take (same transaction), and its
+    end may ride on the write of the flow's end state.
+    A write by an earlier owner either landed before the take, and is in what is returned, or
+    comes after it, and is refused. A flow read with no fence recorded (a job's first claim)
+    is taken with its engine's first write (``take_flow(defer=True)``: no writer can have
+    changed it since, and if one took it meanwhile that write is refused); after a take that
+    replaced a fence it is read again.
 
     Raises:
         CannotRun, NotHere, StorageFailure: see ``load_flow_detail``.
@@ -238,7 +246,9 @@ def take_flow_detail(job: Job, persistence: Persistence, fence: Fence | None,
         return flow_detail
     claim = history.start(flow_detail.uuid) if history is not None else None
     try:
-        if persistence.take_flow(flow_detail.uuid, fence, claim=claim):
+        if persistence.take_flow(flow_detail.uuid, fence, claim=claim,
+                                 defer=flow_detail.fence is None and history is not None,
+                                 ending=history):
             return flow_detail
         return persistence.get_flow_details(flow_detail.uuid)
     except errors.NotFound:

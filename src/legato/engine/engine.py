@@ -11,8 +11,11 @@ new state (an ``AtomState`` value) with ``{"atom_name", "atom_uuid", "flow_name"
 ``Failure``) on FAILURE and REVERT_FAILURE; and ``"PROGRESS"`` with ``{"atom_name", "atom_uuid",
 "flow_uuid", "progress", "engine"}``. Listeners run in the engine's thread.
 
-Durability: each change is written before the engine moves on. A task left RUNNING by a crash
-runs again when the flow resumes, so tasks must be idempotent (at-least-once execution).
+Durability: each change is written before the engine moves on: an atom's result at the latest
+with the next atom's start or the flow's end state, in one transaction (``Storage``), so nothing
+runs before the results it follows are recorded. A task left RUNNING by a crash (or whose result
+was not written yet) runs again when the flow resumes, so tasks must be idempotent
+(at-least-once execution).
 
 Fencing: an engine given a ``fence`` (a conductor's claim, recorded on the flow detail with
 ``Persistence.take_flow``) makes every write conditional on it. Once a write is refused
@@ -107,8 +110,9 @@ class Engine:
             self._stats["compile_s"] = time.perf_counter() - started
 
     def prepare(self) -> None:
-        """Create (or load) every atom's detail; new ones are saved in one write. Idempotent."""
-        self._prepare(write=True)
+        """Create (or load) every atom's detail; new ones are saved in one write (with a
+        ``fence``: with the run's first write, the flow's RUNNING). Idempotent."""
+        self._prepare(write=self.storage.fence is None)
 
     def _prepare(self, *, write: bool) -> None:
         if self._details is None:
@@ -122,7 +126,7 @@ class Engine:
         Raises:
             MissingDependencies: naming every missing argument of every atom.
         """
-        self._validate(write=True)
+        self._validate(write=self.storage.fence is None)
 
     def _validate(self, *, write: bool) -> None:
         self._prepare(write=write)
@@ -233,7 +237,7 @@ class Engine:
         """A callback persisting ``ad``'s progress (``meta["progress"]``) and emitting it."""
         def report(progress: float) -> None:
             ad.meta["progress"] = progress
-            self.storage.save(ad)
+            self.storage.save_progress(ad)
             if self.atom_notifier:
                 self.atom_notifier.notify(PROGRESS, {
                     "atom_name": ad.name, "atom_uuid": ad.uuid,

@@ -97,7 +97,7 @@ class Runtime:
             self.failures = self._stored_failures()
             yield from self._finish_revert(None)
             return
-        self._set_flow_state(FlowState.RUNNING)
+        self._set_flow_state(FlowState.RUNNING, defer=True)  # written with what follows
         self._compute_ready()
         while True:
             if self.failures and not self.inflight:
@@ -120,15 +120,16 @@ class Runtime:
                     yield EngineState.SUCCESS
                     return
                 continue
+            self.storage.flush()  # nothing deferred waits on running atoms
             yield EngineState.WAITING
             for index, ok, value in self.executor.wait():
                 self._complete(index, ok, value)
 
-    def _set_flow_state(self, state: FlowState) -> None:
+    def _set_flow_state(self, state: FlowState, *, defer: bool = False) -> None:
         fd = self.storage.flow_detail
         old = fd.state
-        self.storage.save_flow_state(state)
-        self.context.emit_flow(state, old)
+        self.storage.save_flow_state(state, defer=defer,
+                                     then=lambda: self.context.emit_flow(state, old))
 
     # -- scheduling ------------------------------------------------------------------------
 
@@ -209,13 +210,15 @@ class Runtime:
         old, previous = ad.state, ad.results
         ad.state = AtomState.SUCCESS
         ad.results = [*(previous or []), [value, {}]] if ca.is_retry else value
+        emit = self.context.emit_atom
         try:
-            self.storage.save(ad)
+            # Written with the next write (the next atom's start, the flow's end state...):
+            # nothing runs before it lands.
+            self.storage.save(ad, defer=True, then=lambda: emit(ad, old, result=value))
         except errors.SerializationError:
             ad.state, ad.results = old, previous  # never keep what could not be stored
             raise
         self.values[ca.index] = value
-        self.context.emit_atom(ad, old, result=value)
         waiting = self.waiting
         for succ in ca.succs:
             waiting[succ] -= 1

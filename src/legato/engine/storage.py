@@ -4,16 +4,25 @@ Every change goes to persistence before the engine moves on: ``save(atom_detail)
 atom's row; ``save_flow_state`` writes the flow's own row only (a flow detail without atoms, so
 its cost does not grow with the number of atoms).
 
+Writes may be coalesced: ``save(..., defer=True)`` (an atom's result, the flow's RUNNING) keeps
+the change until the next write, and both go in one transaction (``Persistence.update_many``);
+what a deferred write's ``then`` does (the engine's event) happens once it landed. The runtime
+defers only a change that another write follows before anything else runs (the next atom's
+start, the flow's end state) and flushes before it waits on running atoms.
+
 With a ``fence`` (a conductor's claim) every write carries it, and persistence refuses it with
 ``FencedOut`` once a newer claim took the flow detail over.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from legato import errors
 from legato.flow.atom import extract_result
+from legato.persistence.base import FlowWrites, check_atom_json
 from legato.persistence.models import AtomDetail, Fence, FlowDetail, RetryDetail, TaskDetail
 from legato.states import AtomState, FlowState
 
@@ -44,6 +53,12 @@ class Storage:
         self._by_name: dict[str, AtomDetail] = {ad.name: ad for ad in flow_detail}
         self._compiled: CompiledFlow | None = None
         self._unsaved: FlowDetail | None = None
+        # Deferred writes (``save(defer=True)``): atoms by uuid, the flow's state, and what to
+        # do once they landed. Written with the next write, or by ``flush``.
+        self._due_atoms: dict[str, AtomDetail] = {}
+        self._due_state: FlowState | None = None
+        self._then: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
 
     # -- setup -----------------------------------------------------------------------------
 
@@ -79,29 +94,90 @@ class Storage:
         return [self._by_name[ca.name] for ca in compiled.atoms]
 
     def flush(self) -> None:
-        """Write atom details created by ``ensure_atoms(write=False)``, if any."""
-        if self._unsaved is not None:
-            self.persistence.update_flow_details(self._unsaved, fence=self.fence)
-            self._unsaved = None
+        """Write what is due: atom details created by ``ensure_atoms(write=False)`` and
+        deferred changes, if any, in one transaction."""
+        self._write(None, None)
 
     # -- writes ----------------------------------------------------------------------------
 
-    def save(self, atom_detail: AtomDetail) -> None:
-        """Write one atom detail (``StorageFailure``/``SerializationError``/``FencedOut``
-        propagate)."""
+    def save(self, atom_detail: AtomDetail, *, defer: bool = False,
+             then: Callable[[], None] | None = None) -> None:
+        """Write one atom detail, with whatever is due, in one transaction; with ``defer``
+        keep it for the next write (its values are checked now). ``then`` runs once it landed.
+        (``StorageFailure``/``SerializationError``/``FencedOut`` propagate.)"""
+        if defer:
+            check_atom_json(atom_detail)
+            with self._lock:
+                self._due_atoms[atom_detail.uuid] = atom_detail
+                if then is not None:
+                    self._then.append(then)
+            return
+        self._write(atom_detail, None)
+        if then is not None:
+            then()
+
+    def save_progress(self, atom_detail: AtomDetail) -> None:
+        """Write one atom detail alone (a running atom's progress, from any thread): what is
+        due waits for the engine's own next write."""
         self.persistence.update_atom_details(atom_detail, fence=self.fence)
 
-    def save_flow_state(self, state: FlowState) -> None:
-        """Record the flow's state: its own row only, plus atom details still unsaved (so a
-        run that was not prepared separately saves its new atoms and RUNNING in one call)."""
-        fd = self.flow_detail
-        fd.state = state
-        if self._unsaved is None:
-            self.persistence.update_flow_state(fd.uuid, state, fence=self.fence)
+    def save_flow_state(self, state: FlowState, *, defer: bool = False,
+                        then: Callable[[], None] | None = None) -> None:
+        """Record the flow's state: its own row only, plus atom details still unsaved and
+        deferred changes (so a run that was not prepared separately saves its new atoms and
+        RUNNING in one call). With ``defer`` it waits for the next write, like ``save``."""
+        self.flow_detail.state = state
+        if defer:
+            with self._lock:
+                self._due_state = state
+                if then is not None:
+                    self._then.append(then)
             return
-        self._unsaved.state = state
-        self.persistence.update_flow_details(self._unsaved, fence=self.fence)
+        self._write(None, state)
+        if then is not None:
+            then()
+
+    def _write(self, atom_detail: AtomDetail | None, state: FlowState | None) -> None:
+        """Write ``atom_detail`` and ``state`` (if given) with everything due, in one
+        transaction; then run the deferred writes' ``then``."""
+        with self._lock:
+            atoms, due_state, then = self._due_atoms, self._due_state, self._then
+            self._due_atoms, self._due_state, self._then = {}, None, []
+        if atom_detail is not None:
+            atoms[atom_detail.uuid] = atom_detail
+        state = state if state is not None else due_state
+        unsaved = self._unsaved
+        persistence, fence = self.persistence, self.fence
+        try:
+            if unsaved is None and state is None and len(atoms) == 1:
+                persistence.update_atom_details(next(iter(atoms.values())), fence=fence)
+            elif unsaved is not None and not atoms:
+                if state is not None:
+                    unsaved.state = state
+                persistence.update_flow_details(unsaved, fence=fence)
+            elif unsaved is None and not atoms and state is not None:
+                persistence.update_flow_state(self.flow_detail.uuid, state, fence=fence)
+            elif unsaved is not None or atoms or state is not None:
+                if unsaved is not None and state is not None:
+                    unsaved.state = state
+                persistence.update_many(FlowWrites(
+                    self.flow_detail.uuid, flow=unsaved,
+                    state=state if unsaved is None else None,
+                    atoms=[ad for ad in atoms.values()
+                           if unsaved is None or ad.uuid not in unsaved.atoms]), fence=fence)
+        except BaseException:
+            with self._lock:  # not written: still due (an engine resumed may write it)
+                atoms.update(self._due_atoms)
+                self._due_atoms = atoms
+                if self._due_state is None:
+                    self._due_state = due_state
+                self._then[:0] = then
+            if atom_detail is not None:
+                self._due_atoms.pop(atom_detail.uuid, None)
+            raise
         self._unsaved = None
+        for call in then:
+            call()
 
     # -- reads -----------------------------------------------------------------------------
 

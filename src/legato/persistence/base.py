@@ -20,6 +20,13 @@ extra round trip); otherwise ``FencedOut`` is raised and nothing is written. So 
 claim lapsed can never overwrite what the job's new owner records. Without ``fence`` writes are
 unconditional (engines used without a conductor).
 
+Writing together: ``update_many(FlowWrites(...), fence=...)`` makes several writes to one flow
+detail (its row, its new or changed atoms, a take, a claim's start or end) in one transaction:
+all land or none does, and with a fence none lands unless the flow records that fence. Engines
+use it to put an atom's result and the next atom's start in one commit. A conductor may also
+defer a take (``take_flow(..., defer=True)``) to the first fenced write of the flow, and give
+the claim's end to ride on the write that ends the flow (``ending=``).
+
 History: every claim of a job is a ``Claim`` (owner, fence, times, outcome, reason, flow state,
 atoms run), kept here so it outlives the board. A conductor records a claim's start with the
 ``take_flow`` that starts it (same transaction) and its end with ``record_claim``;
@@ -29,13 +36,15 @@ atoms run), kept here so it outlives the board. A conductor records a claim's st
 from __future__ import annotations
 
 import abc
+import dataclasses
 import datetime as dt
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from legato import errors
 from legato.persistence.models import (
@@ -49,7 +58,7 @@ from legato.persistence.models import (
 )
 from legato.states import FlowState
 
-__all__ = ["Persistence"]
+__all__ = ["ClaimEnding", "FlowWrites", "Persistence"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +102,59 @@ def check_atom_json(atom_detail: AtomDetail) -> None:
             f"atom {atom_detail.name!r} is not JSON-serialisable: {exc}") from exc
 
 
+@dataclasses.dataclass
+class FlowWrites:
+    """Writes to one flow detail that ``Persistence.update_many`` makes in one transaction.
+
+    Attributes:
+        flow_uuid: the flow detail written.
+        flow: its row (name, state, meta) and the atoms it carries, inserted or updated, like
+            ``update_flow_details``.
+        state: the flow's state, like ``update_flow_state`` (None: not written; over
+            ``flow``'s own state when both are given).
+        atoms: atom details of the flow, each updated like ``update_atom_details``.
+        take: record the write's fence first, when the flow records no fence (or this one):
+            a take of a flow never taken, riding on the write. Needs a fence.
+        started: with ``take``, a claim's start, added unless recorded (like ``take_flow``).
+        ended: a claim's end, recorded like ``record_claim``.
+    """
+
+    flow_uuid: str
+    flow: FlowDetail | None = None
+    state: FlowState | None = None
+    atoms: list[AtomDetail] = dataclasses.field(default_factory=list)
+    take: bool = False
+    started: Claim | None = None
+    ended: Claim | None = None
+
+
+class ClaimEnding(Protocol):
+    """What a conductor gives ``take_flow(..., ending=)``: the claim's end to write with the
+    flow's end state, when that state already tells how the claim ends."""
+
+    def end_with(self, state: FlowState) -> Claim | None:
+        """The claim's end to record with the flow's ``state`` (None: not known yet)."""
+
+    def ended(self, claim: Claim) -> None:
+        """``claim`` (what ``end_with`` gave) is recorded."""
+
+
+class _Riders:
+    """What rides on a claim's fenced writes of one flow: a deferred take (and the claim's
+    start), and the claim's end."""
+
+    __slots__ = ("ending", "started", "take")
+
+    def __init__(self, take: bool, started: Claim | None, ending: ClaimEnding | None) -> None:
+        self.take = take
+        self.started = started
+        self.ending = ending
+
+
+#: Flow states that end a run: a claim's end may ride on their write.
+_END_STATES = frozenset({FlowState.SUCCESS})
+
+
 class Persistence(abc.ABC):
     """Where engines record flow progress. Use ``legato.persistence.connect(url)``.
 
@@ -111,6 +173,9 @@ class Persistence(abc.ABC):
         self.retries = retries
         self.retry_delay = retry_delay
         self.options = options
+        # By (flow uuid, fence): writes that ride on that claim's next fenced writes.
+        self._riders: dict[tuple[str, Fence], _Riders] = {}
+        self._riders_lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -169,23 +234,33 @@ class Persistence(abc.ABC):
 
     # -- flow details ----------------------------------------------------------------------
 
-    def take_flow(self, flow_uuid: str, fence: Fence, *, claim: Claim | None = None) -> bool:
+    def take_flow(self, flow_uuid: str, fence: Fence, *, claim: Claim | None = None,
+                  defer: bool = False, ending: ClaimEnding | None = None) -> bool:
         """Record ``fence`` on the flow detail: from now on writes with another fence are refused.
 
         With ``claim``, the claim's start is added to its job's history in the same
         transaction as the take (unless that claim is recorded already); a take that replaces
         a fence also ends the job's earlier claims that recorded no end (their conductor died
-        or lost its claim) as ``lost claim``.
+        or lost its claim), or an end as consumed that the board never saw (recorded with the
+        flow's SUCCESS, and the conductor died before the consume), as ``lost claim``.
 
         It lands when the flow detail records no fence, a fence of another job, or a fence of
         the same job with a number no larger than ``fence.number`` (taking again with the same
         fence is a no-op, so a retried take is safe). One conditional write when the flow was
         never taken (the common case: a job's first claim), two otherwise.
 
+        With ``defer`` nothing is written now: the take (and ``claim``'s start) ride on the
+        first write this object makes with ``fence`` to the flow (same transaction). Only for
+        a flow read with no fence recorded (``FlowDetail.fence`` None): that write then lands
+        only if the flow still records no fence (or this one), else it raises ``FencedOut``
+        and writes nothing. With ``ending``, the claim's end rides on the write of the flow's
+        end state (see ``ClaimEnding``). ``forget_claim`` drops what never rode.
+
         Returns:
             True when the flow recorded no fence before: no fenced writer can have changed it
             since it was last read. False when the take replaced a fence (or may have, after a
             retry): an earlier owner's writes may have landed since, so read the flow again.
+            With ``defer``: True.
 
         Raises:
             FencedOut: the flow detail records a newer fence of the same job.
@@ -193,10 +268,67 @@ class Persistence(abc.ABC):
         """
         if claim is not None:
             claim = claim.copy()
+        if defer or ending is not None:
+            with self._riders_lock:
+                self._riders[(flow_uuid, fence)] = _Riders(defer, claim if defer else None,
+                                                           ending)
+            if defer:
+                return True
         if self._retry(lambda: self._take_new_flow(flow_uuid, fence, claim)):
             return True
         self._retry(lambda: self._take_flow(flow_uuid, fence, claim))
         return False
+
+    def forget_claim(self, flow_uuid: str, fence: Fence) -> None:
+        """Drop a deferred take and claim ending of ``take_flow`` that never rode on a write
+        (the claim ended first). Idempotent."""
+        with self._riders_lock:
+            self._riders.pop((flow_uuid, fence), None)
+
+    def update_many(self, writes: FlowWrites, *, fence: Fence | None = None) -> None:
+        """Make every write of ``writes`` in one transaction: all land, or none does.
+
+        With ``fence`` nothing is written unless the flow detail records exactly that fence
+        (after the take, when ``writes.take``). A take deferred by ``take_flow(defer=True)``
+        for this flow and fence rides on it, and so does the claim's end given to
+        ``take_flow(ending=)`` when ``writes`` ends the flow. Nothing given is copied or kept.
+
+        Raises:
+            NotFound: the flow detail, or one of the atoms, was never saved.
+            SerializationError: the meta or an atom's value is not JSON.
+            FencedOut: ``fence`` is not the flow detail's fence (nothing was written).
+            ValueError: ``take`` without a fence.
+        """
+        if writes.take and fence is None:
+            raise ValueError("a take needs a fence")
+        if writes.flow is not None:
+            self._check_flow(writes.flow)
+        for atom_detail in writes.atoms:
+            check_atom_json(atom_detail)
+        self._write_riding(writes, fence)
+
+    def _write_riding(self, writes: FlowWrites, fence: Fence | None) -> None:
+        """``update_many`` with what rides on this claim's writes of the flow, if anything."""
+        riders = None
+        if fence is not None and self._riders:
+            with self._riders_lock:
+                riders = self._riders.get((writes.flow_uuid, fence))
+        if riders is None:
+            self._retry(lambda: self._update_many(writes, fence))
+            return
+        batch = dataclasses.replace(writes)
+        if riders.take:
+            batch.take, batch.started = True, riders.started
+        state = writes.state if writes.state is not None else (
+            writes.flow.state if writes.flow is not None else None)
+        if riders.ending is not None and batch.ended is None and state in _END_STATES:
+            assert state is not None
+            batch.ended = riders.ending.end_with(state)
+        self._retry(lambda: self._update_many(batch, fence))
+        riders.take, riders.started = False, None
+        if batch.ended is not None and riders.ending is not None:
+            riders.ending.ended(batch.ended)
+            self.forget_claim(writes.flow_uuid, fence)  # type: ignore[arg-type]
 
     def update_flow_details(self, flow_detail: FlowDetail, *,
                             fence: Fence | None = None) -> FlowDetail:
@@ -216,6 +348,9 @@ class Persistence(abc.ABC):
             FencedOut: ``fence`` is not the flow detail's fence.
         """
         self._check_flow(flow_detail)
+        if fence is not None and self._riders:
+            self._write_riding(FlowWrites(flow_detail.uuid, flow=flow_detail), fence)
+            return flow_detail
         self._retry(lambda: self._update_flow_details(flow_detail, fence))
         return flow_detail
 
@@ -231,6 +366,9 @@ class Persistence(abc.ABC):
             NotFound: no such flow detail.
             FencedOut: ``fence`` is not the flow detail's fence.
         """
+        if fence is not None and self._riders and state is not None:
+            self._write_riding(FlowWrites(flow_uuid, state=state), fence)
+            return
         self._retry(lambda: self._update_flow_state(flow_uuid, state, fence))
 
     def get_flow_details(self, flow_uuid: str, *, lazy: bool = False) -> FlowDetail:
@@ -265,6 +403,11 @@ class Persistence(abc.ABC):
             FencedOut: ``fence`` is not the flow detail's fence.
         """
         check_atom_json(atom_detail)
+        if fence is not None and self._riders:
+            flow_uuid = self._riding_flow(atom_detail, fence)
+            if flow_uuid is not None:
+                self._write_riding(FlowWrites(flow_uuid, atoms=[atom_detail]), fence)
+                return atom_detail
         self._retry(lambda: self._update_atom_details(atom_detail, fence))
         return atom_detail
 
@@ -390,7 +533,24 @@ class Persistence(abc.ABC):
                 failure = exc
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _riding_flow(self, atom_detail: AtomDetail, fence: Fence) -> str | None:
+        """The flow of a claim with ``fence`` that has writes riding on its next one, if any
+        (the atom's flow is not known here: only a claim's riders name it)."""
+        with self._riders_lock:
+            flows = [flow for flow, f in self._riders if f == fence]
+        if len(flows) != 1:
+            return None
+        return flows[0]
+
     # -- primitives each backend implements ------------------------------------------------
+
+    @abc.abstractmethod
+    def _update_many(self, writes: FlowWrites, fence: Fence | None) -> None:
+        """Make every write of ``writes`` in one transaction, in this order: the take (record
+        ``fence`` if the flow records none or this one, else ``FencedOut``; add ``started``
+        unless recorded), the flow's row (``flow`` and its atoms upserted, ``state``), the
+        atoms' updates, the claim's end. With ``fence`` each write is fenced as its single
+        counterpart is; any refusal (``FencedOut``, ``NotFound``) writes nothing."""
 
     @abc.abstractmethod
     def _save_logbook(self, book: LogBook) -> None: ...
@@ -477,6 +637,11 @@ class Persistence(abc.ABC):
     @abc.abstractmethod
     def _clear_all(self) -> None: ...
 
+
+#: Outcomes of a job's earlier claims that a take replacing the fence ends as lost: none (the
+#: conductor died), or consumed as recorded with the flow's SUCCESS (``take_flow(ending=)``)
+#: while the job's consume never happened (a consumed job is never claimed again).
+ENDED_BY_A_TAKE = (None, "consumed")
 
 #: Reason recorded for a claim that a later claim found with no end.
 UNENDED_REASON = "claim ended without an outcome (its conductor died or lost the board)"

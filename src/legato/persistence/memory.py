@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from legato import errors
-from legato.persistence.base import Persistence, lost_claim
+from legato.persistence.base import ENDED_BY_A_TAKE, FlowWrites, Persistence, lost_claim
 from legato.persistence.models import (
     AtomDetail,
     Claim,
@@ -118,7 +118,8 @@ class MemoryPersistence(Persistence):
             if claim is not None:
                 ended = lost_claim(claim)
                 for (job, number), earlier in self._claims.items():
-                    if job == claim.job_uuid and number < claim.fence and earlier.outcome is None:
+                    if (job == claim.job_uuid and number < claim.fence
+                            and earlier.outcome in ENDED_BY_A_TAKE):
                         for field, value in ended.items():
                             setattr(earlier, field, value)
                 self._claims.setdefault((claim.job_uuid, claim.fence), claim.copy())
@@ -194,12 +195,47 @@ class MemoryPersistence(Persistence):
             self._check_fence(flow_uuid, fence, f"updating the state of flow {flow_uuid}")
             stored.state = state  # our own copy: readers get copies of it
 
+    def _check_many(self, writes: FlowWrites, fence: Fence | None) -> None:
+        """Raise what ``_update_many`` would refuse (lock held)."""
+        flow_uuid = writes.flow_uuid
+        if flow_uuid not in self._flows:
+            raise errors.NotFound(f"no flow detail {flow_uuid}")
+        for ad in writes.atoms:
+            if ad.uuid not in self._atoms:
+                raise errors.NotFound(f"no atom detail {ad.uuid}")
+            if self._atom_flow[ad.uuid] != flow_uuid:
+                raise ValueError(f"atom {ad.name!r} is not an atom of flow {flow_uuid}")
+        held = self._fences.get(flow_uuid)
+        if fence is not None and held != fence and not (writes.take and held is None):
+            raise self._fenced_out(f"writing flow detail {flow_uuid}", fence)
+
+    def _update_many(self, writes: FlowWrites, fence: Fence | None) -> None:
+        flow_uuid = writes.flow_uuid
+        with self._lock:
+            self._check_many(writes, fence)  # every check first: a refused batch changes nothing
+            if writes.take:
+                assert fence is not None
+                self._fences[flow_uuid] = fence
+                if writes.started is not None:
+                    started = writes.started
+                    self._claims.setdefault((started.job_uuid, started.fence), started.copy())
+            if writes.flow is not None:
+                self._write_flow(writes.flow)
+            if writes.state is not None:
+                self._flows[flow_uuid].state = writes.state
+            for ad in writes.atoms:
+                self._atoms[ad.uuid] = ad.copy()
+            if writes.ended is not None:
+                ended = writes.ended
+                self._claims[(ended.job_uuid, ended.fence)] = ended.copy()
+
     def _get_flow_details(self, flow_uuid: str, lazy: bool) -> FlowDetail:
         with self._lock:
             stored = self._flows.get(flow_uuid)
             if stored is None:
                 raise errors.NotFound(f"no flow detail {flow_uuid}")
             fd = stored.copy()
+            fd.fence = self._fences.get(flow_uuid)
             if not lazy:
                 for atom_uuid in self._flow_atoms[flow_uuid]:
                     fd.add(self._atoms[atom_uuid].copy())

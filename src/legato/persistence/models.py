@@ -303,6 +303,9 @@ class FlowDetail:
     state: FlowState | None = None
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
     atoms: dict[str, AtomDetail] = dataclasses.field(default_factory=dict)
+    #: The fence recorded on the flow when it was read (``Persistence.take_flow``); None when
+    #: it was never taken. Informational: saving a flow detail never writes it.
+    fence: Fence | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def add(self, atom_detail: AtomDetail) -> None:
         self.atoms[atom_detail.uuid] = atom_detail

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from legato import errors
-from legato.persistence.base import Persistence
+from legato.persistence.base import FlowWrites, Persistence
 from legato.persistence.models import (
     AtomDetail,
     Claim,
@@ -510,6 +510,130 @@ class PersistenceConformance:
             persistence.update_flow_state(new_uuid(), FlowState.RUNNING, fence=fence)
         with pytest.raises(errors.NotFound):
             persistence.update_flow_details(FlowDetail("never-saved"), fence=fence)
+
+    # -- writes together (update_many) ----------------------------------------------------
+
+    def test_update_many_lands_every_write_at_once(self, persistence: Persistence) -> None:
+        book = make_book(atoms=3)
+        persistence.save_logbook(book)
+        flow = _only_flow(book)
+        job = new_uuid()
+        fence = Fence(job, 1)
+        first, second, _ = list(flow)
+        first.state, first.results = AtomState.SUCCESS, RICH_VALUE
+        second.state = AtomState.RUNNING
+        ended = self._claim(job, 1, flow, ended_at=dt.datetime(2026, 1, 2, 3, 5, tzinfo=dt.UTC),
+                            outcome="consumed")
+        persistence.update_many(FlowWrites(flow.uuid, state=FlowState.RUNNING,
+                                           atoms=[first, second], take=True,
+                                           started=self._claim(job, 1, flow), ended=ended),
+                                fence=fence)
+        got = persistence.get_flow_details(flow.uuid)
+        assert got.state == FlowState.RUNNING and got.fence == fence
+        assert got.meta == flow.meta  # a state write leaves the meta alone
+        assert [(ad.state, ad.results) for ad in got] == [
+            (AtomState.SUCCESS, RICH_VALUE), (AtomState.RUNNING, None),
+            (AtomState.PENDING, None)]
+        assert [c.outcome for c in persistence.job_history(job)] == ["consumed"]
+        # The flow's row and new atoms, with the state over the row's own.
+        extra = TaskDetail("extra", state=AtomState.RUNNING)
+        lazy = FlowDetail(flow.name, flow.uuid, FlowState.PENDING, {"mark": 1})
+        lazy.add(extra)
+        persistence.update_many(FlowWrites(flow.uuid, flow=lazy, state=FlowState.SUCCESS),
+                                fence=fence)
+        got = persistence.get_flow_details(flow.uuid)
+        assert (got.state, got.meta) == (FlowState.SUCCESS, {"mark": 1})
+        assert [ad.name for ad in got][-1] == "extra" and len(got) == 4
+
+    def test_update_many_with_a_stale_fence_writes_nothing(
+            self, persistence: Persistence) -> None:
+        book = make_book(atoms=2)
+        persistence.save_logbook(book)
+        flow = _only_flow(book)
+        job = new_uuid()
+        persistence.take_flow(flow.uuid, Fence(job, 2))
+        before = persistence.get_flow_details(flow.uuid)
+        atom = next(iter(flow))
+        atom.state, atom.results = AtomState.SUCCESS, "stale"
+        lazy = FlowDetail(flow.name, flow.uuid, FlowState.SUCCESS, {"mark": "stale"})
+        lazy.add(TaskDetail("new-atom"))
+        for stale in (Fence(job, 1), Fence(job, 3), Fence(new_uuid(), 2)):
+            for writes in (FlowWrites(flow.uuid, atoms=[atom]),
+                           FlowWrites(flow.uuid, state=FlowState.SUCCESS, atoms=[atom],
+                                      ended=self._claim(job, 1, flow, outcome="consumed")),
+                           FlowWrites(flow.uuid, flow=lazy, atoms=[atom]),
+                           FlowWrites(flow.uuid, take=True, atoms=[atom],
+                                      started=self._claim(job, 1, flow))):
+                with pytest.raises(errors.FencedOut):
+                    persistence.update_many(writes, fence=stale)
+        assert persistence.get_flow_details(flow.uuid) == before
+        assert persistence.job_history(job) == []
+
+    def test_update_many_refused_by_one_write_writes_none(
+            self, persistence: Persistence) -> None:
+        book = make_book(atoms=1)
+        persistence.save_logbook(book)
+        flow = _only_flow(book)
+        fence = Fence(new_uuid(), 1)
+        persistence.take_flow(flow.uuid, fence)
+        before = persistence.get_flow_details(flow.uuid)
+        atom = next(iter(flow))
+        atom.state = AtomState.SUCCESS
+        for given in (fence, None):
+            with pytest.raises(errors.NotFound):
+                persistence.update_many(FlowWrites(
+                    flow.uuid, state=FlowState.SUCCESS,
+                    atoms=[atom, TaskDetail("never-saved")]), fence=given)
+        assert persistence.get_flow_details(flow.uuid) == before
+        with pytest.raises(errors.NotFound):
+            persistence.update_many(FlowWrites(new_uuid(), state=FlowState.SUCCESS))
+        with pytest.raises(ValueError, match="fence"):
+            persistence.update_many(FlowWrites(flow.uuid, take=True))
+
+    def test_a_take_in_update_many_only_takes_a_flow_never_taken(
+            self, persistence: Persistence) -> None:
+        book = make_book(flows=2, atoms=1)
+        persistence.save_logbook(book)
+        flow, other = list(book)
+        job = new_uuid()
+        fence = Fence(job, 1)
+        start = self._claim(job, 1, flow)
+        writes = FlowWrites(flow.uuid, take=True, started=start, state=FlowState.RUNNING)
+        persistence.update_many(writes, fence=fence)
+        persistence.update_many(writes, fence=fence)  # retried: same fence, no-op take
+        assert persistence.get_flow_details(flow.uuid).fence == fence
+        assert [c.fence for c in persistence.job_history(job)] == [1]
+        with pytest.raises(errors.FencedOut):  # taken by another claim since it was read
+            persistence.update_many(writes, fence=Fence(job, 2))
+        persistence.take_flow(other.uuid, Fence(new_uuid(), 5))
+        with pytest.raises(errors.FencedOut):
+            persistence.update_many(FlowWrites(other.uuid, take=True), fence=fence)
+
+    def test_a_deferred_take_rides_on_the_first_fenced_write(
+            self, persistence: Persistence) -> None:
+        book = make_book(atoms=2)
+        persistence.save_logbook(book)
+        flow = _only_flow(book)
+        job = new_uuid()
+        fence = Fence(job, 1)
+        assert persistence.get_flow_details(flow.uuid).fence is None
+        assert persistence.take_flow(flow.uuid, fence, claim=self._claim(job, 1, flow),
+                                     defer=True) is True
+        assert persistence.get_flow_details(flow.uuid).fence is None  # nothing written yet
+        assert persistence.job_history(job) == []
+        atom = next(iter(flow))
+        atom.state = AtomState.RUNNING
+        persistence.update_atom_details(atom, fence=fence)
+        got = persistence.get_flow_details(flow.uuid)
+        assert got.fence == fence and next(iter(got)).state == AtomState.RUNNING
+        assert [c.fence for c in persistence.job_history(job)] == [1]
+        # A stale claim deferring its take too is refused at its first write.
+        stale = new_uuid()
+        persistence.take_flow(flow.uuid, Fence(stale, 1), defer=True)
+        with pytest.raises(errors.FencedOut):
+            persistence.update_flow_state(flow.uuid, FlowState.SUCCESS, fence=Fence(stale, 1))
+        persistence.forget_claim(flow.uuid, Fence(stale, 1))
+        assert persistence.get_flow_details(flow.uuid).state == FlowState.PENDING
 
     # -- not found -------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from legato import errors
 from legato.persistence.models import (
     AtomDetail,
     Claim,
+    Fence,
     FlowDetail,
     LogBook,
     RetryDetail,
@@ -86,7 +87,14 @@ def flow_from_row(row: Mapping[Any, Any]) -> FlowDetail:
         uuid=row["uuid"],
         state=FlowState(state) if state else None,
         meta=loads(row["meta"]) or {},
+        fence=_fence(row),
     )
+
+
+def _fence(row: Mapping[Any, Any]) -> Fence | None:
+    """The fence a flow row records (None when never taken or not selected)."""
+    job, number = row.get("fence_job"), row.get("fence")
+    return None if job is None or number is None else Fence(str(job), int(number))
 
 
 def atom_row(atom: AtomDetail) -> dict[str, Any]:

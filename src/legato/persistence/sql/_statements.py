@@ -151,6 +151,7 @@ class Statements:
     update_atom: sa.Executable
     take_new_flow: sa.Executable
     take_flow: sa.Executable
+    take_first: sa.Executable
     update_flow_fenced: sa.Executable
     update_atom_fenced: sa.Executable
     select_book: sa.Select[tuple[object, ...]]
@@ -192,6 +193,10 @@ class Statements:
             .where(flowdetails.c.uuid == by_uuid, flowdetails.c.fence_job.is_(None))
             .values(fence_job=sa.bindparam("f_job"), fence=sa.bindparam("f_num")),
             take_flow=_take_flow(),
+            take_first=flowdetails.update()
+            .where(flowdetails.c.uuid == by_uuid,
+                   sa.or_(flowdetails.c.fence_job.is_(None), sa.and_(*_fence_matches())))
+            .values(fence_job=sa.bindparam("f_job"), fence=sa.bindparam("f_num")),
             update_flow_fenced=flowdetails.update().where(flowdetails.c.uuid == by_uuid,
                                                           *_fence_matches()),
             update_atom_fenced=_fenced_atom_update(),
@@ -234,7 +239,8 @@ class Statements:
             end_unended_claims=job_history.update()
             .where(job_history.c.job_uuid == sa.bindparam("job"),
                    job_history.c.fence < sa.bindparam("below"),
-                   job_history.c.outcome.is_(None))
+                   sa.or_(job_history.c.outcome.is_(None),
+                          job_history.c.outcome == "consumed"))
             .values(outcome=sa.bindparam("e_outcome"), reason=sa.bindparam("e_reason"),
                     ended_at=sa.bindparam("e_ended_at")),
         )

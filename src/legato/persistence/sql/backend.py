@@ -15,7 +15,7 @@ from legato import errors
 from legato._sql import engine as _engine
 from legato._sql import migrate as _migrate
 from legato._sqlurl import sqlite_file
-from legato.persistence.base import Persistence, lost_claim
+from legato.persistence.base import FlowWrites, Persistence, lost_claim
 from legato.persistence.models import AtomDetail, Claim, Fence, FlowDetail, LogBook
 from legato.persistence.sql import _rows
 from legato.persistence.sql._statements import (
@@ -325,6 +325,39 @@ class SQLPersistence(Persistence):
                               f"flow detail {flow_uuid}",
                               f"updating the state of flow {flow_uuid}", fence)
 
+    def _update_many(self, writes: FlowWrites, fence: Fence | None) -> None:
+        flow_uuid = writes.flow_uuid
+        fenced = {} if fence is None else {"f_job": fence.job, "f_num": fence.number}
+        flow_row, upserted, atom_rows = _many_rows(writes, fenced)
+        if (self._dialect == "sqlite" and flow_row is None and not upserted and not writes.take
+                and writes.ended is None and atom_rows):
+            self._sqlite_atoms(atom_rows, fence)  # an atom's result and the next one's start
+            return
+        atom_update = self._sql.update_atom if fence is None else self._sql.update_atom_fenced
+        what = f"writing flow detail {flow_uuid}"
+        with self._write("writing a flow detail's changes") as conn:
+            if writes.take:
+                if conn.execute(self._sql.take_first, {"b_uuid": flow_uuid, **fenced}) \
+                        .rowcount == 0:
+                    self._refused(conn, self._sql.select_flow, flow_uuid,
+                                  f"flow detail {flow_uuid}", f"taking flow detail {flow_uuid}",
+                                  fence)
+                if writes.started is not None:
+                    conn.execute(self._sql.insert_claim, _rows.claim_row(writes.started))
+            if flow_row is not None:
+                statement, params = self._flow_update({**flow_row, "b_uuid": flow_uuid}, fence)
+                if conn.execute(statement, params).rowcount == 0:
+                    self._refused(conn, self._sql.select_flow, flow_uuid,
+                                  f"flow detail {flow_uuid}", what, fence)
+            if upserted:
+                conn.execute(self._sql.upsert_atom, upserted)
+            for ad, row in atom_rows:
+                if conn.execute(atom_update, row).rowcount == 0:
+                    self._refused(conn, self._sql.select_atom, ad.uuid,
+                                  f"atom detail {ad.uuid}", f"updating atom {ad.name!r}", fence)
+            if writes.ended is not None:
+                conn.execute(self._sql.upsert_claim, _rows.claim_row(writes.ended))
+
     def _flow_update(self, row: dict[str, Any],
                      fence: Fence | None) -> tuple[sa.Executable, dict[str, Any]]:
         """The statement and parameters updating a flow's row, fenced when ``fence`` is set."""
@@ -396,6 +429,36 @@ class SQLPersistence(Persistence):
                               f"atom detail {atom_detail.uuid}",
                               f"updating atom {atom_detail.name!r}", fence)
 
+    def _sqlite_atoms(self, atom_rows: list[tuple[AtomDetail, dict[str, Any]]],
+                      fence: Fence | None) -> None:
+        """Update several atoms in one transaction on SQLite, through the driver like
+        ``_sqlite_write``; a refused update rolls them all back."""
+        statement = SQLITE_UPDATE_ATOM if fence is None else SQLITE_UPDATE_ATOM_FENCED
+        refused: AtomDetail | None = None
+        with self._lock, _engine.translate_errors("updating atom details", self._where):
+            pooled = self._engine.raw_connection()
+            try:  # on any error, returning it to the pool rolls the transaction back
+                driver = pooled.driver_connection
+                assert driver is not None
+                driver.execute("BEGIN IMMEDIATE")
+                for ad, row in atom_rows:
+                    if driver.execute(statement, row).rowcount == 0:
+                        refused = ad
+                        break
+                if refused is None:
+                    driver.commit()
+                else:
+                    driver.rollback()
+            finally:
+                pooled.close()
+        if refused is not None:
+            with self._read("reading an atom detail") as conn:
+                self._refused(conn, self._sql.select_atom, refused.uuid,
+                              f"atom detail {refused.uuid}", f"updating atom {refused.name!r}",
+                              fence)
+        if self._checkpoint_every:
+            self._count_write()
+
     def _sqlite_write(self, row: dict[str, Any], statement: str, what: str, *,
                       then: tuple[str, dict[str, Any]] | None = None) -> int:
         """A hot write on SQLite (an atom's update, a first take), on a pooled connection but
@@ -435,6 +498,27 @@ class SQLPersistence(Persistence):
         with self._write("clearing all logbooks") as conn:
             for statement in self._sql.delete_all:
                 conn.execute(statement)
+
+
+def _many_rows(writes: FlowWrites, fenced: dict[str, Any]) -> tuple[
+        dict[str, Any] | None, list[dict[str, Any]], list[tuple[AtomDetail, dict[str, Any]]]]:
+    """The rows of ``writes``: the flow's (None: not written), the atoms its ``flow`` carries
+    (upserted), and the updated atoms' with their details."""
+    flow_row: dict[str, Any] | None = None
+    if writes.flow is not None:
+        flow_row = _rows.flow_row(writes.flow)
+        del flow_row["uuid"]
+    if writes.state is not None:
+        flow_row = {**(flow_row or {}), "state": str(writes.state)}
+    upserted = [] if writes.flow is None else [
+        {**_rows.atom_row(ad), "flow_uuid": writes.flow_uuid}
+        for ad in writes.flow.atoms.values()]
+    atom_rows = []
+    for ad in writes.atoms:
+        row = _rows.atom_row(ad)
+        del row["uuid"]
+        atom_rows.append((ad, {**row, "b_uuid": ad.uuid, **fenced}))
+    return flow_row, upserted, atom_rows
 
 
 def _assemble(flow_rows: Iterable[Mapping[Any, Any]],

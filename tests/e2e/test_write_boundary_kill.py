@@ -1,0 +1,108 @@
+"""Coalesced writes keep the guarantees: a conductor SIGKILLed at each write boundary of a
+3-step flow (PostgreSQL board and persistence, one run per boundary), then a survivor takes the
+job over. No step whose success was recorded runs again; the step in flight runs again at most
+once; the job ends consumed once, and its history says the killed claim was lost.
+
+A 3-step job makes four write transactions: (1) the take, the claim's start, the new atoms, the
+flow's RUNNING and step 1's RUNNING; (2) step 1's result and step 2's RUNNING; (3) step 2's
+result and step 3's RUNNING; (4) step 3's result, the flow's SUCCESS and the claim's end.
+"""
+
+from __future__ import annotations
+
+import collections
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from legato import jobboard as jb
+from legato import persistence as lp
+from legato.conductor import BlockingConductor
+from legato.states import AtomState, FlowState
+from legato.testing import conductor as tc
+
+CHILD = Path(__file__).with_name("write_boundary_child.py")
+STEPS = 3
+WRITES = 4
+TTL = 2.0
+
+
+def _run_child_until_stopped(url: str, boundary: int) -> list[str]:
+    """Start the child conductor, wait until it stops at ``boundary``, SIGKILL it; its
+    lines."""
+    lines: list[str] = []
+
+    def stopped(line: str) -> bool:
+        lines.append(line.strip())
+        return line.strip() == "stopped"
+
+    with subprocess.Popen([sys.executable, str(CHILD), url, url, str(boundary)],
+                          stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            tc.next_line(proc.stdout, stopped, timeout=60.0,
+                         failure=f"the child never stopped at write {boundary}")
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+    return lines
+
+
+@pytest.mark.parametrize("boundary", range(WRITES + 1))
+def test_sigkill_at_every_write_boundary(boundary: int, postgres_url: str,
+                                         tmp_path: Path) -> None:
+    log = tmp_path / "side-effects.log"
+    label = f"b{boundary}-{uuid.uuid4().hex[:8]}"
+    persistence = lp.connect(postgres_url)
+    persistence.upgrade()
+    with jb.connect(postgres_url, persistence=persistence) as board:
+        job = tc.post_job(board, persistence, tc.side_effect_flow, name="boundary",
+                          kwargs={"steps": STEPS, "label": label, "log_path": str(log)})
+        lines = _run_child_until_stopped(postgres_url, boundary)
+        assert [line for line in lines if line.startswith("write ")] == [
+            f"write {n} _update_many" for n in range(1, boundary + 1)]
+        assert job.book_uuid is not None
+        (flow,) = persistence.get_logbook(job.book_uuid).flows.values()
+        recorded = {ad.name for ad in flow if ad.state == AtomState.SUCCESS}
+        running = {ad.name for ad in flow if ad.state == AtomState.RUNNING}
+        # What each boundary has recorded: every success before it, the next step running.
+        assert len(recorded) == max(0, boundary - 1)
+        assert len(running) == (1 if 1 <= boundary <= STEPS else 0)
+        assert flow.state == {0: None, WRITES: FlowState.SUCCESS}.get(boundary,
+                                                                          FlowState.RUNNING)
+        ran_before = _starts(log)
+        survivor = BlockingConductor("survivor", board, persistence, wait_timeout=0.1,
+                                     claim_ttl=TTL, allowed_factories=["legato.testing"])
+        survivor.run(max_dispatches=1)  # claims the job once the dead claim lapsed
+        assert board.job_count == 0
+    starts = _starts(log)
+    names = [f"step-{i}" for i in range(STEPS)]
+    for name in names:
+        if name in recorded:  # recorded: never runs again
+            assert starts[name] == ran_before[name] == 1, (name, starts)
+        else:  # in flight (ran, result not recorded) runs again once; the rest run once
+            assert starts[name] == ran_before[name] + 1, (name, starts)
+            assert ran_before[name] <= 1
+    done = persistence.get_flow_details(flow.uuid)
+    assert done.state == FlowState.SUCCESS
+    assert [ad.state for ad in done] == [AtomState.SUCCESS] * STEPS
+    history = persistence.job_history(job.uuid)
+    expected = [("survivor", "consumed")]
+    if boundary:  # the killed claim took the flow (its first write), so its start is recorded
+        expected.insert(0, ("doomed", "lost claim"))
+    assert [(c.owner.split("@")[0], c.outcome) for c in history] == expected
+    persistence.close()
+
+
+def _starts(log: Path) -> collections.Counter[str]:
+    """How many times each step started, from the side-effect log."""
+    counts: collections.Counter[str] = collections.Counter()
+    if log.exists():
+        for line in log.read_text().splitlines():
+            what, _label, index, *_ = line.split()
+            if what == "start":
+                counts[f"step-{index}"] += 1
+    return counts
