@@ -72,22 +72,9 @@ def build(
 
 def serve(app: Any, host: str, port: int) -> Any:
     """A uvicorn server for ``app`` (not started: ``.run()`` it, or run it in a thread)."""
-    try:
-        import uvicorn
-    except ImportError as exc:
-        raise errors.MissingDriver(
-            "the dashboard needs its extra: pip install 'legato[dashboard]'", extra="dashboard"
-        ) from exc
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level="warning",
-        access_log=False,
-        lifespan="off",
-        server_header=False,
-    )
-    return uvicorn.Server(config)
+    from legato.dashboard.serving import server
+
+    return server(app, host, port)
 
 
 def dashboard(
