@@ -36,7 +36,7 @@ LAYERS = {
     "engine": 4, "jobboard": 4, "demo": 4,
     "conductor": 5, "operations": 5,
     "dashboard": 6,
-    "cli": 7, "testing": 7, "": 7,
+    "cli": 7, "testing": 7, "taskflow": 7, "": 7,
 }
 #: The bottom layer: these import nothing of Legato's except what is listed for them.
 BOTTOM = {

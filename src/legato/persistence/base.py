@@ -58,7 +58,7 @@ from legato.persistence.models import (
 )
 from legato.states import FlowState
 
-__all__ = ["ClaimEnding", "FlowWrites", "Persistence"]
+__all__ = ["ClaimEnding", "Connection", "FlowWrites", "Persistence"]
 
 logger = logging.getLogger(__name__)
 
@@ -198,6 +198,12 @@ class Persistence(abc.ABC):
 
     def close(self) -> None:
         """Release connections. The object must not be used afterwards."""
+
+    def get_connection(self) -> Connection:
+        """This backend as TaskFlow's connection object: the same methods (``upgrade``,
+        ``save_logbook``, ``get_logbook``...), and a ``close`` that leaves the backend open, so
+        ``with contextlib.closing(backend.get_connection()) as conn:`` works unchanged."""
+        return Connection(self)
 
     # -- logbooks --------------------------------------------------------------------------
 
@@ -670,3 +676,26 @@ def _summary(fd: FlowDetail, book_uuid: str, claims: list[Claim]) -> FlowSummary
         job_uuid=claims[-1].job_uuid if claims else None, attempts=len(claims), error=error,
         started_at=claims[0].claimed_at if claims else None,
         ended_at=max(ends) if ends else None)
+
+
+class Connection:
+    """A persistence backend seen through TaskFlow's ``get_connection()``: every attribute is
+    the backend's, except ``close``, which ends only this view (the backend stays open, as a
+    TaskFlow connection's close leaves its backend usable)."""
+
+    def __init__(self, backend: Persistence) -> None:
+        self.backend = backend
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.backend, name)
+
+    def close(self) -> None:
+        """End this view; the backend stays open."""
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+

@@ -1,0 +1,1 @@
+"""``taskflow.patterns``: ``linear_flow``, ``unordered_flow`` and ``graph_flow``."""

@@ -1,0 +1,1 @@
+"""``taskflow.persistence``: ``backends`` and ``models``."""
