@@ -16,6 +16,7 @@ from legato import errors
 from legato.engine.listeners import CaptureListener
 from legato.failure import Failure
 from legato.flow import (
+    AlwaysRevert,
     ForEach,
     History,
     LinearFlow,
@@ -23,6 +24,7 @@ from legato.flow import (
     Retry,
     Task,
     Times,
+    UnorderedFlow,
 )
 from legato.flow.retry import Decision
 from legato.persistence.memory import MemoryPersistence
@@ -291,6 +293,19 @@ def test_by_default_a_subflow_that_gives_up_reverts_only_itself() -> None:
     assert {ad.name: ad.state for ad in stored} == {
         "t1": AtomState.SUCCESS, "r": AtomState.REVERTED, "t2": AtomState.REVERTED,
         "t3": AtomState.REVERTED, "t4": AtomState.PENDING}
+
+
+def test_a_subflow_reverted_on_its_own_lets_independent_atoms_run_then_ends_reverted() -> None:
+    calls: list[str] = []
+    flow = UnorderedFlow("u").add(
+        LinearFlow("sub", retry=AlwaysRevert(name="r")).add(Flaky("t1", calls, failures=1)),
+        Flaky("t2", calls))
+    engine = le.load(flow)
+    with CaptureListener(engine) as capture, pytest.raises(RuntimeError, match="t1 failed"):
+        engine.run()
+    assert calls == ["t1", "revert t1", "t2"]
+    assert capture.flow_states[-1] == FlowState.REVERTED
+    assert engine.storage.get_atom_state("t2") == AtomState.SUCCESS
 
 
 @pytest.mark.parametrize("how", ["keyword", "url", "string"])
