@@ -61,15 +61,22 @@ class Engine:
         fence_lost: set by the caller once the claim behind ``fence`` is known lost: from then
             on the engine never starts or continues a revert (it raises ``FencedOut``), and
             the caller should ``suspend()`` it.
+        defer_reverts: TaskFlow's option of that name (a bool, or a string such as ``"true"``
+            from a URL or a configuration file). When a subflow's retry gives up (REVERT) and
+            every enclosing retry says REVERT too: True reverts the whole flow; False (the
+            default, as in TaskFlow) reverts only that subflow, and the flow ends REVERTED
+            with its other atoms as they stand.
     """
 
     kind: ClassVar[str] = "serial"
 
     def __init__(self, flow: Flow, *, flow_detail: FlowDetail, persistence: Persistence,
                  store: dict[str, Any] | None = None, fence: Fence | None = None,
-                 fence_lost: threading.Event | None = None, **options: Any) -> None:
+                 fence_lost: threading.Event | None = None,
+                 defer_reverts: bool | int | str = False, **options: Any) -> None:
         if options:
             raise TypeError(f"{self.kind} engine: unknown options {sorted(options)}")
+        self.defer_reverts = _as_bool("defer_reverts", defer_reverts)
         self.flow = flow
         self.flow_detail = flow_detail
         self.persistence = persistence
@@ -191,7 +198,8 @@ class Engine:
         return RunContext(storage=self.storage, compiled=self.compiled, executor=self.executor,
                           suspend_event=self.suspend_event, fence_lost=self.fence_lost,
                           emit_flow=self.emit_flow, emit_atom=self.emit_atom,
-                          progress_callback=self.progress_callback)
+                          progress_callback=self.progress_callback,
+                          defer_reverts=self.defer_reverts)
 
     def suspend(self) -> None:
         """Ask a running engine to stop at the next atom boundary (thread-safe).
@@ -246,6 +254,21 @@ class Engine:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} flow={self.flow.name!r} detail={self.flow_detail.uuid}>"
+
+
+_TRUE = frozenset({"1", "true", "yes", "on", "y", "t"})
+_FALSE = frozenset({"0", "false", "no", "off", "n", "f", ""})
+
+
+def _as_bool(name: str, value: bool | int | str) -> bool:
+    """An option's boolean value, from a bool, 0/1 or a string (a URL's query)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError(f"{name} must be a boolean, not {value!r}")
 
 
 class SerialEngine(Engine):

@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from legato import errors
 from legato.failure import Failure
@@ -52,6 +52,9 @@ class RunContext:
         emit_atom: called with an atom's detail, its old state and any ``result=``/``failure=``
             after each change is saved.
         progress_callback: returns the callback an atom reports its progress to.
+        defer_reverts: when every retry up to the top says REVERT, revert the whole flow
+            (TaskFlow's ``defer_reverts``); otherwise only the innermost failed scope is
+            reverted and the flow ends REVERTED with the rest of it as it stands.
     """
 
     storage: Storage
@@ -62,6 +65,7 @@ class RunContext:
     emit_flow: Callable[[FlowState, FlowState | None], None]
     emit_atom: Callable[..., None]
     progress_callback: Callable[[AtomDetail], Callable[[float], None]]
+    defer_reverts: bool = False
 
 
 class Runtime:
@@ -81,6 +85,9 @@ class Runtime:
         self.waiting: list[int] = []
         self.ready: list[int] = []
         self.revert_failures: dict[int, Failure] = {}
+        #: failures of scopes reverted on their own (no ``defer_reverts``): the run goes on
+        #: without them and ends REVERTED, raising them
+        self.given_up: dict[int, Failure] = {}
         #: atoms whose call never started (e.g. could not be pickled): nothing to revert
         self.not_started: set[int] = set()
         #: set when the run ends by raising the atoms' own failures (not an engine problem)
@@ -116,6 +123,9 @@ class Runtime:
                     yield EngineState.SUSPENDED
                     return
                 if not self.ready and not self.failures:
+                    if self.given_up:
+                        yield from self._end_given_up()
+                        return
                     self._set_flow_state(FlowState.SUCCESS)
                     yield EngineState.SUCCESS
                     return
@@ -172,18 +182,19 @@ class Runtime:
         ca = self.atoms[index]
         ad = self.details[index]
         old = ad.state
+        if ca.is_retry and old == AtomState.REVERTED:
+            ad.results = []  # a reverted controller starts afresh (TaskFlow cleans it up)
         ad.state = AtomState.RUNNING
         ad.intention = Intention.EXECUTE
         ad.failure = None
         self.storage.save(ad)
         self.context.emit_atom(ad, old)
         kwargs = self._kwargs(ca)
-        args: tuple[Any, ...] = ()
         if ca.is_retry:
-            args = (self._history(ad),)
+            kwargs["history"] = self._history(ad)
         self.inflight[index] = _EXECUTE
         self.counts["executed"] += 1
-        self.executor.submit(index, ca.atom.execute, args, kwargs,  # type: ignore[attr-defined]
+        self.executor.submit(index, ca.atom.execute, (), kwargs,  # type: ignore[attr-defined]
                              progress=self.context.progress_callback(ad),
                              label=f"atom {ca.name!r}")
 
@@ -271,10 +282,17 @@ class Runtime:
                                    f"not {doing} (the flow is left to its new owner)")
 
     def _handle_failures(self) -> bool:
-        """Follow the retries' decisions; True if the run goes on (a retry), False if the whole
-        flow must be reverted."""
+        """Follow the retries' decisions, as TaskFlow does; True if the run goes on (a retry, or
+        a scope reverted on its own), False if the whole flow must be reverted.
+
+        The innermost failed scope's retry decides first; REVERT asks the enclosing retry, up
+        to the top. A RETRY on the way retries that scope, a REVERT_ALL reverts everything. If
+        all said REVERT: with ``defer_reverts`` the whole flow is reverted, otherwise only the
+        innermost scope (TaskFlow's default) and the flow ends REVERTED once nothing else runs.
+        """
         self._check_claim("handling the failure")
-        scope = self._failed_scope()
+        failed = self._failed_scope()
+        scope = failed
         while scope is not None:
             decision = self._decide(scope)
             if decision == Decision.REVERT_ALL:
@@ -285,15 +303,42 @@ class Runtime:
                     return False
                 self._retry(scope)
                 return True
-            self._revert_many([*scope.members, scope.retry])
-            if self.revert_failures:
-                return False
             scope = scope.parent
-        return False
+        if (failed is None or self.context.defer_reverts
+                or len(failed.members) + 1 == len(self.atoms)):
+            return False  # the scope is the whole flow: revert it the durable way
+        return self._give_up(failed)
+
+    def _give_up(self, scope: Scope) -> bool:
+        """Revert ``scope`` and its retry only; the rest of the flow runs on without it."""
+        inside = {scope.retry, *scope.members}
+        self._revert_many(sorted(inside))
+        if self.revert_failures:
+            return False
+        for index in [i for i in self.failures if i in inside]:
+            self.given_up[index] = self.failures.pop(index)
+        self.ready = [i for i in self.ready if i not in inside]
+        return True
+
+    def _end_given_up(self) -> Iterator[EngineState]:
+        self._set_flow_state(FlowState.REVERTED)
+        yield EngineState.REVERTED
+        self._reraise([*self.given_up.values()])
 
     def _history(self, ad: AtomDetail) -> History:
+        own = Failure.from_dict(ad.failure) if ad.failure is not None else None
         return History([(result, {n: Failure.from_dict(f) for n, f in failures.items()})
-                        for result, failures in (ad.results or [])])
+                        for result, failures in (ad.results or [])], failure=own)
+
+    def _outcome_name(self, index: int, scope: Scope) -> str:
+        """The name ``scope``'s history records a failure of atom ``index`` under: the atom's,
+        or the nested retry's it came up through (as TaskFlow records it)."""
+        name = self.atoms[index].name
+        inner = self.atoms[index].scope
+        while inner is not None and inner is not scope and index != scope.retry:
+            name = self.atoms[inner.retry].name
+            inner = inner.parent
+        return name
 
     def _decide(self, scope: Scope) -> Decision:
         ca = self.atoms[scope.retry]
@@ -302,13 +347,13 @@ class Runtime:
             ad.results = [[None, {}]]
         for index, failure in self.failures.items():
             if index in scope.members or index == scope.retry:
-                ad.results[-1][1][self.atoms[index].name] = failure.to_dict()
+                ad.results[-1][1][self._outcome_name(index, scope)] = failure.to_dict()
         self.storage.save(ad)
         retry: Retry = ca.atom  # type: ignore[assignment]
         try:
             kwargs = self._kwargs(ca)
-            decision = Decision(retry.on_failure(self._history(ad), **_accepted(
-                type(retry).on_failure, kwargs)))
+            kwargs["history"] = self._history(ad)
+            decision = Decision(retry.on_failure(**_accepted(type(retry).on_failure, kwargs)))
         except Exception:
             logger.exception("retry %r failed to decide; reverting its scope", ca.name)
             decision = Decision.REVERT
@@ -316,21 +361,40 @@ class Runtime:
         return decision
 
     def _retry(self, scope: Scope) -> None:
+        """Mark the retry RETRYING and reset its scope's atoms to PENDING, in one write (so a
+        run killed here resumes the scope from the start), then announce each change."""
         ca = self.atoms[scope.retry]
         ad = self.details[scope.retry]
         old = ad.state
         ad.state = AtomState.RETRYING
         ad.intention = Intention.RETRY
         self.counts["retried"] += 1
-        self.storage.save(ad)
-        self.context.emit_atom(ad, old)
-        for index in list(self.failures):
-            if index in scope.members:
-                del self.failures[index]
+        emit = self.context.emit_atom
+        save = self.storage.save
+        save(ad, defer=True, then=lambda: emit(ad, old))
+        for index in scope.members:
+            member = self.details[index]
+            if member.state != AtomState.PENDING:
+                save(member, defer=True, then=self._reset_pending(index))
+            self.failures.pop(index, None)
+            self.given_up.pop(index, None)
+        self.storage.flush()
         delay = ca.atom.delay(self._history(ad))  # type: ignore[attr-defined]
         if delay > 0:
             self.suspend_event.wait(delay)
         self._compute_ready()
+
+    def _reset_pending(self, index: int) -> Callable[[], None]:
+        """Reset atom ``index`` to PENDING (a nested retry forgets its history, as a reverted
+        TaskFlow retry does); return what announces it once written."""
+        ad = self.details[index]
+        old = ad.state
+        ad.state = AtomState.PENDING
+        ad.intention = Intention.EXECUTE
+        ad.results = [] if self.atoms[index].is_retry else None
+        ad.failure = ad.revert_results = ad.revert_failure = None
+        self.values[index] = None
+        return lambda: self.context.emit_atom(ad, old)
 
     def _revert_many(self, indexes: list[int]) -> None:
         """Revert the given atoms that ran, newest first, one at a time."""
@@ -358,15 +422,14 @@ class Runtime:
             self._record_revert(ad, True, None)
             return
         kwargs = self._kwargs_for_revert(ca)
-        args: tuple[Any, ...] = ()
         if ca.is_retry:
-            args = (self._history(ad),)
+            kwargs["history"] = self._history(ad)
         else:
             kwargs["result"] = self.values[index] if was_success else (
                 self.failures.get(index) or Failure.from_dict(ad.failure or {}))
-            kwargs["flow_failures"] = flow_failures
+        kwargs["flow_failures"] = flow_failures
         method = ca.atom.revert  # type: ignore[attr-defined]
-        self.executor.submit(index, method, args, _accepted(method.__func__, kwargs),
+        self.executor.submit(index, method, (), _accepted(method.__func__, kwargs),
                              progress=self.context.progress_callback(ad),
                              label=f"atom {ca.name!r}")
         for _, ok, value in self.executor.wait():
@@ -411,7 +474,10 @@ class Runtime:
         else:
             self._set_flow_state(FlowState.REVERTED)
             yield EngineState.REVERTED
-        failures = [*self.failures.values(), *self.revert_failures.values()]
+        self._reraise([*self.given_up.values(), *self.failures.values(),
+                       *self.revert_failures.values()])
+
+    def _reraise(self, failures: list[Failure]) -> NoReturn:
         self.reraising = True
         if len(failures) == 1:
             failures[0].reraise()

@@ -9,8 +9,14 @@ the engine calls ``on_failure(history)`` and follows the ``Decision``:
 - ``REVERT``: revert the scope and let the enclosing scope's retry decide (at the top: revert all);
 - ``REVERT_ALL``: revert the whole flow, whatever the enclosing retries would say.
 
-``history`` holds one ``(result, {atom name: Failure})`` pair per attempt, oldest first; the
-engine persists it in the retry's ``RetryDetail``.
+Before the scope runs again (``RETRY``) every atom in it is reset to PENDING, nested retries
+included: a nested controller's history starts afresh on its parent's next attempt, as in
+TaskFlow, where a reverted controller's history is cleaned up.
+
+``history`` (a ``History``) holds one ``(result, {atom name: Failure})`` pair per attempt,
+oldest first; the engine persists it in the retry's ``RetryDetail`` and passes it to
+``execute``, ``revert`` and ``on_failure`` as the keyword argument ``history``, so a controller
+may take it by name or in ``**kwargs``.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import enum
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from legato import errors
 from legato.flow.atom import Atom
 
 if TYPE_CHECKING:
@@ -45,10 +52,23 @@ class Decision(enum.StrEnum):
 
 
 class History:
-    """Attempts of one retry scope: ``(result, {atom name: Failure})`` pairs, oldest first."""
+    """Attempts of one retry scope, oldest first, as TaskFlow's ``History``.
 
-    def __init__(self, entries: Sequence[tuple[Any, dict[str, Failure]]] = ()) -> None:
+    Each attempt is ``(provided, {atom name: Failure})``: what the controller's ``execute``
+    returned, and the failures that ended the attempt (keyed by the failed atom's name, or by
+    a nested retry's name when the failure came up through it). ``failure`` is the
+    controller's own failure (its ``execute`` raised), kept apart from the attempts.
+    """
+
+    def __init__(self, entries: Sequence[tuple[Any, dict[str, Failure]]] = (), *,
+                 failure: Failure | None = None) -> None:
         self._entries = list(entries)
+        self._failure = failure
+
+    @property
+    def failure(self) -> Failure | None:
+        """The controller's own failure, or None."""
+        return self._failure
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -58,6 +78,25 @@ class History:
 
     def __getitem__(self, index: int) -> tuple[Any, dict[str, Failure]]:
         return self._entries[index]
+
+    def provided_iter(self) -> Iterator[Any]:
+        """What each attempt provided, oldest first."""
+        return (provided for provided, _ in self._entries)
+
+    def outcomes_iter(self, index: int | None = None) -> Iterator[tuple[str, Failure]]:
+        """``(atom name, Failure)`` of every attempt, or of attempt ``index`` only. The
+        controller's own failure is not among them (see ``failure``)."""
+        entries = self._entries if index is None else [self._entries[index]]
+        return ((name, failure) for _, failures in entries for name, failure in failures.items())
+
+    def caused_by(self, exception_cls: type[BaseException] | str, index: int | None = None,
+                  include_retry: bool = False) -> bool:
+        """Whether a failure of the attempts (or of attempt ``index``) is an
+        ``exception_cls``; with ``include_retry``, the controller's own failure counts too."""
+        if any(failure.check(exception_cls) for _, failure in self.outcomes_iter(index)):
+            return True
+        return bool(include_retry and self._failure is not None
+                    and self._failure.check(exception_cls))
 
     @property
     def last_result(self) -> Any:
@@ -76,7 +115,8 @@ class Retry(Atom):
     """Base of retry controllers. Override ``on_failure``; optionally ``execute`` and ``revert``.
 
     ``execute(history, ...)`` and ``on_failure(history, ...)`` may take further arguments, which
-    are required like a task's (inferred from ``execute``'s signature).
+    are required like a task's (inferred from ``execute``'s signature). ``history`` is always
+    given by keyword; ``revert`` also gets ``flow_failures`` if it takes it.
     """
 
     _engine_args = ("history",)
@@ -116,7 +156,7 @@ class Times(Retry):
     """Run the scope at most ``attempts`` times in all, then revert.
 
     Args:
-        attempts: total attempts (the first run included).
+        attempts: total attempts (the first run included); 0 behaves like 1, as in TaskFlow.
         delay: seconds before the second attempt.
         backoff: factor applied to the delay for each further attempt.
         revert_all: when attempts run out, revert the whole flow instead of this scope.
@@ -124,8 +164,8 @@ class Times(Retry):
 
     def __init__(self, attempts: int = 1, name: str | None = None, *, delay: float = 0.0,
                  backoff: float = 1.0, revert_all: bool = False, **options: Any) -> None:
-        if attempts < 1:
-            raise ValueError("attempts must be >= 1")
+        if attempts < 0:
+            raise ValueError(f"attempts must be >= 0, not {attempts!r}")
         super().__init__(name, **options)
         self.attempts = attempts
         self.delay_s = delay
@@ -141,8 +181,19 @@ class Times(Retry):
         return float(self.delay_s * self.backoff ** max(0, len(history) - 1))
 
 
+def _next_value(retry: Retry, values: Sequence[Any], history: History) -> Any:
+    """The value for the next attempt; TaskFlow's error when none is left."""
+    if len(history) >= len(values):
+        raise errors.NotFound("No elements left in collection of iterable retry controller "
+                              f"{retry.name}")
+    return values[len(history)]
+
+
 class ForEach(Retry):
     """Try the scope with each value in turn (provided under ``provides``) until one succeeds.
+
+    An empty collection is allowed; running it fails with ``NotFound`` ("No elements left in
+    collection of iterable retry controller ...").
 
     Args:
         values: the values to try, in order (JSON values).
@@ -151,14 +202,12 @@ class ForEach(Retry):
 
     def __init__(self, values: Sequence[Any], name: str | None = None, *,
                  revert_all: bool = False, **options: Any) -> None:
-        if not values:
-            raise ValueError("ForEach needs at least one value")
         super().__init__(name, **options)
         self.values = list(values)
         self.revert_all = revert_all
 
     def execute(self, history: History, **kwargs: Any) -> Any:
-        return self.values[len(history)]
+        return _next_value(self, self.values, history)
 
     def on_failure(self, history: History, **kwargs: Any) -> Decision:
         if len(history) < len(self.values):
@@ -176,9 +225,7 @@ class ParameterizedForEach(Retry):
         self.revert_all = revert_all
 
     def execute(self, history: History, values: Sequence[Any]) -> Any:  # type: ignore[override]
-        if not values:
-            raise ValueError(f"retry {self.name!r}: no values to try")
-        return values[len(history)]
+        return _next_value(self, values, history)
 
     def on_failure(self, history: History,  # type: ignore[override]
                    values: Sequence[Any]) -> Decision:
