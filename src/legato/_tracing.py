@@ -12,11 +12,12 @@ continues the producer's trace.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["TRACE_KEY", "extract", "inject", "loaded"]
+__all__ = ["TRACE_KEY", "extract", "from_environment", "inject", "loaded"]
 
 #: The key of a job's details that holds its trace context.
 TRACE_KEY = "trace"
@@ -27,6 +28,36 @@ def loaded() -> bool:
     """Whether the OpenTelemetry API was imported in this process (by the application, or by
     a tracer provider handed to a conductor)."""
     return _API in sys.modules
+
+
+#: A W3C ``traceparent``: version, trace id, parent span id, flags (lower-case hex).
+_TRACEPARENT = re.compile(r"(?!ff)[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-"
+                          r"[0-9a-f]{2}")
+
+
+def from_environment(environ: Mapping[str, str]) -> dict[str, str] | None:
+    """The trace context a process was handed in its environment (``TRACEPARENT`` and
+    ``TRACESTATE``, as shell scripts and CI systems pass it), as a ``TRACE_KEY`` carrier;
+    None when there is none. Needs no OpenTelemetry: the conductor that claims the job
+    continues the trace.
+
+    Raises:
+        ValueError: ``TRACEPARENT`` is not a W3C traceparent, or ``TRACESTATE`` holds
+            characters a header cannot.
+    """
+    parent = environ.get("TRACEPARENT", "").strip()
+    if not parent:
+        return None
+    if not _TRACEPARENT.fullmatch(parent):
+        raise ValueError(f"TRACEPARENT is not a W3C traceparent "
+                         f"(version-traceid-parentid-flags in hex): {parent[:80]!r}")
+    carrier = {"traceparent": parent}
+    state = environ.get("TRACESTATE", "").strip()
+    if state:
+        if len(state) > 512 or not state.isprintable():
+            raise ValueError("TRACESTATE is longer than 512 characters or not printable")
+        carrier["tracestate"] = state
+    return carrier
 
 
 def inject(details: dict[str, Any] | None) -> dict[str, Any] | None:

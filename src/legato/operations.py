@@ -18,7 +18,7 @@ import itertools
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from legato import errors
+from legato import _tracing, errors
 from legato.flow.factory import factory_name
 from legato.jobboard.base import cancel_reason, check_details, refuse_nul
 from legato.persistence.models import Claim, FlowDetail, LogBook, utcnow
@@ -170,6 +170,9 @@ class JobSpec:
     store: dict[str, Any] = dataclasses.field(default_factory=dict)
     priority: JobPriority = JobPriority.NORMAL
     delay: float | None = None
+    #: A trace context to continue (``{"traceparent": ..., "tracestate": ...}``), when the
+    #: poster was handed one rather than running inside a span.
+    trace: dict[str, str] | None = None
 
 
 def job_spec(
@@ -246,6 +249,8 @@ def post(board: JobBoard, backend: Persistence, spec: JobSpec) -> dict[str, Any]
         details: dict[str, Any] = {"flow_uuid": flow_detail.uuid}
         if spec.store:
             details["store"] = spec.store
+        if spec.trace:
+            details[_tracing.TRACE_KEY] = dict(spec.trace)
         job = board.post(spec.name, book, details, spec.priority, delay=spec.delay)
     except BaseException:
         with contextlib.suppress(errors.LegatoError):

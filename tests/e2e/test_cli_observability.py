@@ -252,3 +252,34 @@ def test_unknown_log_format_is_one_clear_line(tmp_path: Path) -> None:
     result = legato(tmp_path, "conductor", "--log-format", "xml", ok=False)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr == "error: StartupError: --log-format must be text or json, not 'xml'\n"
+
+
+def test_post_carries_the_trace_context_of_its_environment(tmp_path: Path) -> None:
+    """A traced shell script hands ``legato post`` its context in TRACEPARENT; the conductor's
+    ``legato.job`` span is its child, in its trace."""
+    pytest.importorskip("opentelemetry.sdk")
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    env = _env(LEGATO_BOARD=f"sqlite:///{tmp_path / 'board.db'}",
+               LEGATO_PERSISTENCE=f"sqlite:///{tmp_path / 'flows.db'}")
+    post_demo(tmp_path, name="traced", steps=1,
+              env={**env, "TRACEPARENT": f"00-{trace_id}-{parent_id}-01",
+                   "TRACESTATE": "vendor=1"})
+    spans_file = tmp_path / "spans.jsonl"
+    legato(tmp_path, "conductor", "--allow", "legato.demo", "--max-dispatches", "1",
+           "--trace-file", str(spans_file), env=env)
+    [run] = [span for span in _spans(spans_file) if span["name"] == "legato.job"]
+    assert run["context"]["trace_id"] == f"0x{trace_id}"
+    assert run["parent_id"] == f"0x{parent_id}"
+
+
+def test_a_malformed_traceparent_is_one_warning_and_the_job_is_posted(tmp_path: Path) -> None:
+    env = _env(LEGATO_BOARD=f"sqlite:///{tmp_path / 'board.db'}",
+               LEGATO_PERSISTENCE=f"sqlite:///{tmp_path / 'flows.db'}")
+    store = json.dumps({"job_name": "x", "log_path": str(tmp_path / "e.jsonl")})
+    posted = legato(tmp_path, "post", "legato.demo:demo_flow", "--store", store, "--arg", "1",
+                    env={**env, "TRACEPARENT": "00-not-a-trace-01"})
+    assert "TRACEPARENT is not a W3C traceparent" in posted.stderr
+    assert "Traceback" not in posted.stderr and len(posted.stderr.strip().splitlines()) == 1
+    shown = json.loads(legato(tmp_path, "jobs", "show", posted.stdout.strip(), "--json",
+                              env=env).stdout)
+    assert shown["details"]["store"]["job_name"] == "x" and "trace" not in shown["details"]

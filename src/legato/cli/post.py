@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import logging
+import os
 import sys
 from typing import Annotated, Any
 
 import typer
 
-from legato import operations
+from legato import _tracing, operations
 from legato.cli import _context
 from legato.flow.factory import factory_name, registered_factories
 from legato.states import JobPriority
@@ -109,6 +111,10 @@ def post(
                        "unless a legato.flow_factories entry point names it", factory)
     spec = operations.job_spec(fn, args=args, kwargs=kwargs, store=inputs,
                                name=name or factory, priority=job_priority, delay=delay)
+    try:
+        spec = dataclasses.replace(spec, trace=_tracing.from_environment(os.environ))
+    except ValueError as exc:
+        logger.warning("%s; the job is posted without a trace", exc)
     with _context.open_board(settings) as (board, backend):
         posted = operations.post(board, backend, spec)
     if settings.out.is_json:

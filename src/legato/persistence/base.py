@@ -473,20 +473,39 @@ class Persistence(abc.ABC):
         Args:
             state: only flows in this state (``PENDING``: never ran).
             since: only flows whose jobs' claims started or ended at or after this time.
-            factory: only flows built by this flow factory.
-            limit: at most this many flows (filtering by ``factory`` happens after it).
+            factory: only flows built by this flow factory (the newest ``limit`` of them,
+                however many newer flows other factories built).
+            limit: at most this many flows.
         """
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
         wanted = None if state is None else str(FlowState(str(state)))
-        rows = self._retry(lambda: list(self._flow_rows(wanted, since, limit)))
+        rows = self._flow_rows_of(wanted, since, factory, limit)
         claims = self._retry(lambda: list(self._claims_of_flows([fd.uuid for fd, _ in rows])))
         by_flow: dict[str, list[Claim]] = {}
         for claim in claims:
             if claim.flow_uuid is not None:
                 by_flow.setdefault(claim.flow_uuid, []).append(claim)
-        summaries = [_summary(fd, book_uuid, by_flow.get(fd.uuid, [])) for fd, book_uuid in rows]
-        if factory is not None:
-            summaries = [s for s in summaries if s.factory == factory]
-        return summaries
+        return [_summary(fd, book_uuid, by_flow.get(fd.uuid, [])) for fd, book_uuid in rows]
+
+    def _flow_rows_of(self, state: str | None, since: dt.datetime | None, factory: str | None,
+                      limit: int) -> list[tuple[FlowDetail, str]]:
+        """The newest ``limit`` flow rows, of ``factory`` when given. The factory is in each
+        flow's meta, which no backend indexes: rows are read newest first in growing batches
+        until ``limit`` of them match or none are left."""
+        if factory is None:
+            return self._retry(lambda: list(self._flow_rows(state, since, limit)))
+        def read(n: int) -> list[tuple[FlowDetail, str]]:
+            return self._retry(lambda: list(self._flow_rows(state, since, n)))
+
+        batch = limit * 4
+        while True:
+            rows = read(batch)
+            matching = [(fd, book) for fd, book in rows
+                        if _factory_of(fd) == factory][:limit]
+            if len(matching) == limit or len(rows) < batch:
+                return matching
+            batch *= 4
 
     def claim_counts(self, since: dt.datetime) -> dict[str, int]:
         """Claims that ended at or after ``since``, by outcome, plus ``finished`` (consumed or
@@ -662,9 +681,15 @@ def _is_prefix(prefix: str) -> bool:
     return bool(prefix) and all(c in _PREFIX_CHARS for c in prefix)
 
 
+def _factory_of(fd: FlowDetail) -> str | None:
+    """The name of the factory a flow detail records, if any."""
+    factory = fd.meta.get("factory")
+    name = factory.get("name") if isinstance(factory, dict) else None
+    return name if isinstance(name, str) else None
+
+
 def _summary(fd: FlowDetail, book_uuid: str, claims: list[Claim]) -> FlowSummary:
     """A flow's summary from its lazy detail and its claims (ordered by start)."""
-    factory = fd.meta.get("factory")
     error = fd.meta.get("error")
     if not isinstance(error, str):
         error = next((c.reason for c in reversed(claims) if c.reason), None)
@@ -672,8 +697,8 @@ def _summary(fd: FlowDetail, book_uuid: str, claims: list[Claim]) -> FlowSummary
     return FlowSummary(
         flow_uuid=fd.uuid, name=fd.name, book_uuid=book_uuid,
         state=str(fd.state) if fd.state is not None else None,
-        factory=factory.get("name") if isinstance(factory, dict) else None,
-        job_uuid=claims[-1].job_uuid if claims else None, attempts=len(claims), error=error,
+        factory=_factory_of(fd), job_uuid=claims[-1].job_uuid if claims else None,
+        attempts=len(claims), error=error,
         started_at=claims[0].claimed_at if claims else None,
         ended_at=max(ends) if ends else None)
 

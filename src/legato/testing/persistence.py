@@ -863,6 +863,26 @@ class PersistenceConformance:
         with pytest.raises(ValueError):
             persistence.list_flows(state="NOPE")
 
+    def test_list_flows_of_a_factory_finds_them_behind_newer_flows_of_others(
+            self, persistence: Persistence) -> None:
+        wanted = []
+        for i in range(3):
+            book = make_book(name=f"etl-{i}")
+            _only_flow(book).meta["factory"] = {"name": "app:etl"}
+            persistence.save_logbook(book)
+            wanted.append(_only_flow(book).uuid)
+        for i in range(12):  # newer flows of another factory, more than limit * 4
+            book = make_book(name=f"report-{i}")
+            _only_flow(book).meta["factory"] = {"name": "app:report"}
+            persistence.save_logbook(book)
+        found = persistence.list_flows(factory="app:etl", limit=2)
+        assert [s.flow_uuid for s in found] == [wanted[2], wanted[1]]
+        assert [s.flow_uuid for s in persistence.list_flows(factory="app:etl", limit=5)] == [
+            wanted[2], wanted[1], wanted[0]]
+        assert persistence.list_flows(factory="app:none") == []
+        with pytest.raises(ValueError, match="limit"):
+            persistence.list_flows(limit=0)
+
     def test_claim_counts_since(self, persistence: Persistence) -> None:
         t0 = dt.datetime(2026, 1, 2, 3, tzinfo=dt.UTC)
         ends = [("consumed", "SUCCESS", 10), ("consumed", "REVERTED", 20),
