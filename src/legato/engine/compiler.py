@@ -153,7 +153,9 @@ def compile_flow(flow: Flow) -> CompiledFlow:
     """Compile ``flow``.
 
     Raises:
-        CompilationError: duplicate atom names, or a cycle.
+        CompilationError: duplicate atom names.
+        DependencyFailure: a cycle (a ``CompilationError``; graph flows refuse most when
+            added, but a subflow changed after it was added can still close one).
         AmbiguousDependency: an argument several atoms could provide to one consumer.
     """
     chain = _chain_of(flow)
@@ -246,7 +248,7 @@ def _toposort(count: int, edges: Iterable[tuple[int, int]], atoms: list[Atom]) -
                 heapq.heappush(ready, j)
     if len(order) < count:
         stuck = sorted(atoms[i].name for i in range(count) if indegree[i] > 0)
-        raise errors.CompilationError(f"the flow has a cycle among: {', '.join(stuck)}")
+        raise errors.DependencyFailure(f"the flow has a cycle among: {', '.join(stuck)}")
     return order
 
 
