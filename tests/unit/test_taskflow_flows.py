@@ -15,7 +15,15 @@ import legato
 import legato.engine as le
 from legato import errors
 from legato.engine.compiler import compile_flow
-from legato.flow import GraphFlow, LinearFlow, Task, UnorderedFlow, task
+from legato.flow import (
+    AlwaysRevert,
+    GraphFlow,
+    History,
+    LinearFlow,
+    Task,
+    UnorderedFlow,
+    task,
+)
 
 
 class NeedsX(Task):
@@ -128,6 +136,21 @@ def test_revert_rebind_defaults_to_rebind_and_functions_take_it_too() -> None:
     with pytest.raises(ValueError, match="boom"):
         le.run(LinearFlow("f").add(other, Boom("boom")), store={"y": 4, "z": 9})
     assert seen == [(9, 8)]
+
+
+def test_a_retry_reverts_with_arguments_of_its_own() -> None:
+    seen: list[Any] = []
+
+    class Noting(AlwaysRevert):
+        def revert(self, history: History, why: str, **kwargs: Any) -> None:
+            seen.append((len(history), why))
+
+    flow = LinearFlow("f", retry=Noting(name="r")).add(Boom("boom"))
+    with pytest.raises(errors.MissingDependencies, match="r needs why"):
+        le.run(flow)
+    with pytest.raises(ValueError, match="boom"):
+        le.run(flow, store={"why": "because"})
+    assert seen == [(1, "because")]
 
 
 # -- inject keyed by the name read -------------------------------------------------------------

@@ -71,6 +71,15 @@ def accepted_kwargs(fn: Callable[..., Any]) -> frozenset[str] | None:
     return None if var_kw else frozenset(n for n, _ in names)
 
 
+@functools.lru_cache(maxsize=1024)
+def _method_takes_named_args(cls: type, method: str, skip: tuple[str, ...]) -> bool:
+    fn = getattr(cls, method, None)
+    if fn is None:
+        return False
+    names = [name for name, _ in _uncached_signature(fn, skip)[0]]
+    return bool(names[1:] if names[:1] in (["self"], ["cls"]) else names)
+
+
 def extract_result(result: Any, key: Any) -> Any:
     """Pick one named value out of an atom's result (see ``Atom.provides_map``)."""
     if key is WHOLE:
@@ -148,7 +157,16 @@ class Atom:
     def _revert_signature_target(self) -> Callable[..., Any] | None:
         return getattr(self, self._revert_method, None)
 
+    def _revert_takes_named_args(self) -> bool:
+        """Whether ``revert`` names parameters beyond the engine's (cached per class: most
+        atoms' reverts take none, and building them stays cheap)."""
+        cls: type = type(self)
+        return _method_takes_named_args(cls, self._revert_method, self._revert_engine_args)
+
     def _map_revert_args(self) -> tuple[dict[str, str], dict[str, str], dict[str, Any]]:
+        if (not self.revert_requires_spec and self.revert_rebind_spec is None
+                and not self._revert_takes_named_args()):
+            return {}, {}, {}
         target = self._revert_signature_target()
         if target is None:
             return {}, {}, {}

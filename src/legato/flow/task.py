@@ -84,6 +84,9 @@ class FunctionTask(Task):
     def _revert_signature_target(self) -> Callable[..., Any] | None:
         return self.revert_fn
 
+    def _revert_takes_named_args(self) -> bool:
+        return self.revert_fn is not None
+
     def execute(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
 
