@@ -18,8 +18,9 @@ The tree is shallow on purpose; catch ``LegatoError`` to catch them all::
     │   └── BoardDataLost         the board's server lost the jobs it held (e.g. a Redis
     │                             restarted without persistence)
     ├── JobTooLarge               details nested too deep or too large to post (also ValueError)
-    ├── CompilationError          a flow cannot be compiled (cycle, bad link)
-    │   └── AmbiguousDependency   several atoms provide the same name to one consumer
+    ├── CompilationError          a flow cannot be compiled (duplicate names, bad link)
+    │   └── DependencyFailure     atoms that depend on each other in a cycle (TaskFlow's name)
+    │       └── AmbiguousDependency  several atoms provide the same name to one consumer
     ├── MissingDependencies       arguments no atom or store provides (names every one)
     ├── DisallowedFactory         a flow factory neither registered nor under an allowed prefix
     ├── SerializationError        a result or detail that cannot be stored as JSON (also TypeError)
@@ -36,6 +37,7 @@ __all__ = [
     "BoardDataLost",
     "BoardUnavailable",
     "CompilationError",
+    "DependencyFailure",
     "DisallowedFactory",
     "ExecutionFailure",
     "FencedOut",
@@ -187,7 +189,13 @@ class CompilationError(LegatoError):
     """The flow cannot be compiled into something runnable."""
 
 
-class AmbiguousDependency(CompilationError):
+class DependencyFailure(CompilationError):
+    """Atoms whose dependencies cannot be ordered: a cycle. ``GraphFlow.add`` and ``link``
+    raise it for the atom or link that closes one (as TaskFlow's graph flow does); the
+    compiler raises it for a cycle closed later (a subflow changed after it was added)."""
+
+
+class AmbiguousDependency(DependencyFailure):
     """Several atoms provide one name to the same consumer."""
 
 

@@ -38,6 +38,8 @@ class CompiledAtom:
         sources: argument name -> ``(provider index, key)`` for arguments another atom provides,
             or ``(None, stored name)`` for arguments read from the store.
         optional: like ``sources``, for optional arguments (resolved at validation).
+        revert_sources, revert_optional: the same for ``revert``'s own arguments (empty for
+            most atoms: revert receives execute's arguments as well).
     """
 
     atom: Atom
@@ -50,6 +52,9 @@ class CompiledAtom:
     ancestors: int = 0
     sources: dict[str, tuple[int | None, Any]] = dataclasses.field(default_factory=dict)
     optional: dict[str, tuple[int | None, Any]] = dataclasses.field(default_factory=dict)
+    revert_sources: dict[str, tuple[int | None, Any]] = dataclasses.field(default_factory=dict)
+    revert_optional: dict[str, tuple[int | None, Any]] = dataclasses.field(
+        default_factory=dict)
 
 
 @dataclasses.dataclass(eq=False)
@@ -153,7 +158,9 @@ def compile_flow(flow: Flow) -> CompiledFlow:
     """Compile ``flow``.
 
     Raises:
-        CompilationError: duplicate atom names, or a cycle.
+        CompilationError: duplicate atom names.
+        DependencyFailure: a cycle (a ``CompilationError``; graph flows refuse most when
+            added, but a subflow changed after it was added can still close one).
         AmbiguousDependency: an argument several atoms could provide to one consumer.
     """
     chain = _chain_of(flow)
@@ -246,12 +253,17 @@ def _toposort(count: int, edges: Iterable[tuple[int, int]], atoms: list[Atom]) -
                 heapq.heappush(ready, j)
     if len(order) < count:
         stuck = sorted(atoms[i].name for i in range(count) if indegree[i] > 0)
-        raise errors.CompilationError(f"the flow has a cycle among: {', '.join(stuck)}")
+        raise errors.DependencyFailure(f"the flow has a cycle among: {', '.join(stuck)}")
     return order
 
 
 def _resolve_sources(compiled: CompiledFlow, ca: CompiledAtom) -> None:
-    for args, target in ((ca.atom.args, ca.sources), (ca.atom.optional_args, ca.optional)):
+    atom = ca.atom
+    pairs = [(atom.args, ca.sources), (atom.optional_args, ca.optional)]
+    if atom.revert_args or atom.revert_optional_args:
+        pairs += [(atom.revert_args, ca.revert_sources),
+                  (atom.revert_optional_args, ca.revert_optional)]
+    for args, target in pairs:
         for arg, stored in args.items():
             target[arg] = _provider(compiled, ca, stored)
 

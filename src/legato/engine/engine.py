@@ -108,7 +108,7 @@ class Engine:
         """Compile the flow. Idempotent.
 
         Raises:
-            CompilationError: a cycle or duplicate names.
+            CompilationError: duplicate names; ``DependencyFailure`` (one) for a cycle.
             AmbiguousDependency: several providers for one consumer's argument.
         """
         if self._compiled is None:
@@ -128,7 +128,8 @@ class Engine:
             self.storage.flush()
 
     def validate(self) -> None:
-        """Check every argument of every atom still to run can be found.
+        """Check every argument of every atom still to run can be found, and every argument
+        of its own that an atom's ``revert`` takes.
 
         Raises:
             MissingDependencies: naming every missing argument of every atom.
@@ -141,12 +142,15 @@ class Engine:
         missing: dict[str, list[str]] = {}
         store = self.storage.store
         for ca, ad in zip(self.compiled.atoms, self._details, strict=True):
-            if ad.state == AtomState.SUCCESS or not ca.sources:
-                continue
-            names = sorted(key for provider, key in ca.sources.values()
-                           if provider is None and key not in store)
+            names: set[str] = set()
+            if ca.sources and ad.state != AtomState.SUCCESS:
+                names = {key for provider, key in ca.sources.values()
+                         if provider is None and key not in store}
+            if ca.revert_sources:  # a succeeded atom may still have to revert
+                names.update(key for provider, key in ca.revert_sources.values()
+                             if provider is None and key not in store)
             if names:
-                missing[ca.name] = names
+                missing[ca.name] = sorted(names)
         if missing:
             raise errors.MissingDependencies(missing)
         self._validated = True

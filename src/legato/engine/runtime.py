@@ -165,7 +165,7 @@ class Runtime:
             self._start(self.ready.pop())
 
     def _kwargs(self, ca: CompiledAtom) -> dict[str, Any]:
-        kwargs = dict(ca.atom.inject)
+        kwargs = dict(ca.atom.injected_args)
         values = self.values
         store = self.storage.store
         for arg, (provider, key) in ca.sources.items():
@@ -437,9 +437,27 @@ class Runtime:
 
     def _kwargs_for_revert(self, ca: CompiledAtom) -> dict[str, Any]:
         try:
-            return self._kwargs(ca)
+            kwargs = self._kwargs(ca)
         except (KeyError, LookupError, TypeError):
-            return dict(ca.atom.inject)
+            kwargs = dict(ca.atom.injected_args)
+        if ca.revert_sources or ca.revert_optional or ca.atom.revert_injected_args:
+            kwargs.update(ca.atom.revert_injected_args)
+            kwargs.update(self._revert_args(ca))
+        return kwargs
+
+    def _revert_args(self, ca: CompiledAtom) -> dict[str, Any]:
+        """``revert``'s own arguments (validated before the run: those from the store are
+        there; those from an atom that did not succeed are left out)."""
+        found: dict[str, Any] = {}
+        store = self.storage.store
+        for sources in (ca.revert_sources, ca.revert_optional):
+            for arg, (provider, key) in sources.items():
+                if provider is None:
+                    if key in store:
+                        found[arg] = store[key]
+                elif self.details[provider].state == AtomState.SUCCESS:
+                    found[arg] = extract_result(self.values[provider], key)
+        return found
 
     def _record_revert(self, ad: AtomDetail, ok: bool, value: Any) -> None:
         old = ad.state

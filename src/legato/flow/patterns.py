@@ -112,17 +112,41 @@ class UnorderedFlow(Flow):
 class GraphFlow(Flow):
     """Orders its children by what they require and provide, plus explicit ``link``s.
 
-    A child that requires a name another child provides runs after it. Cycles raise
-    ``CompilationError`` and several children providing one name that a child requires raise
-    ``AmbiguousDependency``, when the engine compiles the flow (before anything runs).
+    A child that requires a name another child provides runs after it. ``add`` and ``link``
+    raise ``DependencyFailure`` for the child or link that would close a cycle, and leave the
+    flow as it was (as TaskFlow's graph flow does). Several children providing one name that a
+    child requires raise ``AmbiguousDependency`` when the engine compiles the flow (before
+    anything runs).
     """
 
     def __init__(self, name: str, *, retry: Retry | None = None) -> None:
         super().__init__(name, retry=retry)
         self.links: list[tuple[Node, Node, dict[str, Any]]] = []
 
+    def add(self, *items: Node) -> Self:
+        """Append atoms or subflows; return the flow (so calls chain).
+
+        Raises:
+            DependencyFailure: what the items require and provide closes a cycle (nothing
+                is added then).
+        """
+        count = len(self.children)
+        super().add(*items)
+        try:
+            self._check_acyclic(f"adding {', '.join(repr(i.name) for i in items)}")
+        except errors.DependencyFailure:
+            del self.children[count:]
+            raise
+        return self
+
     def link(self, before: Node, after: Node, **meta: Any) -> Self:
-        """Make ``after`` run after ``before`` (both children of this flow)."""
+        """Make ``after`` run after ``before`` (both children of this flow).
+
+        Raises:
+            CompilationError: either is not a child, or both are the same.
+            DependencyFailure: ``after`` already runs before ``before`` (the link is not
+                kept).
+        """
         for node in (before, after):
             if not any(node is child for child in self.children):
                 raise errors.CompilationError(
@@ -130,12 +154,17 @@ class GraphFlow(Flow):
         if before is after:
             raise errors.CompilationError(f"cannot link {before!r} to itself")
         self.links.append((before, after, dict(meta)))
+        try:
+            self._check_acyclic(f"linking {before.name!r} -> {after.name!r}")
+        except errors.DependencyFailure:
+            self.links.pop()
+            raise
         return self
 
-    def _children_requires(self) -> set[str]:
-        """A child's needs are met by the children that run before it: its ancestors through
-        ``link``s and through the edges implied by what it needs (requires or optional) and
-        another child provides, as the compiler draws them."""
+    def _preds(self) -> list[set[int]]:
+        """Each child's direct predecessors (by position): through ``link``s and the edges
+        implied by what it needs (requires or optional) and another child provides, as the
+        compiler draws them."""
         children = self.children
         preds: list[set[int]] = [set() for _ in children]
         index = {id(child): i for i, child in enumerate(children)}
@@ -144,7 +173,36 @@ class GraphFlow(Flow):
         provided = [child.provides for child in children]
         for i, child in enumerate(children):
             needed = _needed(child) - provided[i]
-            preds[i] |= {j for j, names in enumerate(provided) if j != i and names & needed}
+            if needed:
+                preds[i] |= {j for j, names in enumerate(provided)
+                             if j != i and names & needed}
+        return preds
+
+    def _check_acyclic(self, doing: str) -> None:
+        preds = self._preds()
+        # Kahn's algorithm: what is never freed of predecessors sits on (or after) a cycle.
+        waiting = [len(p) for p in preds]
+        succs: list[list[int]] = [[] for _ in preds]
+        for i, ps in enumerate(preds):
+            for j in ps:
+                succs[j].append(i)
+        ready = [i for i, n in enumerate(waiting) if n == 0]
+        while ready:
+            for j in succs[ready.pop()]:
+                waiting[j] -= 1
+                if waiting[j] == 0:
+                    ready.append(j)
+        stuck = [self.children[i].name for i, n in enumerate(waiting) if n]
+        if stuck:
+            raise errors.DependencyFailure(
+                f"graph flow {self.name!r}: {doing} makes a dependency cycle among "
+                f"{', '.join(repr(n) for n in stuck)}")
+
+    def _children_requires(self) -> set[str]:
+        """A child's needs are met by the children that run before it: its ancestors."""
+        children = self.children
+        preds = self._preds()
+        provided = [child.provides for child in children]
         names: set[str] = set()
         for i, child in enumerate(children):
             ancestors, todo = set(), list(preds[i])

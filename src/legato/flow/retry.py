@@ -120,6 +120,7 @@ class Retry(Atom):
     """
 
     _engine_args = ("history",)
+    _revert_engine_args = ("history",)
 
     def execute(self, history: History, **kwargs: Any) -> Any:
         """Return the value this attempt provides (default: the attempt number, from 1)."""

@@ -30,8 +30,13 @@ class Task(Atom):
 
     ``revert`` receives the same inputs as ``execute`` (those its signature accepts), plus
     ``result`` (what ``execute`` returned, or the ``Failure`` if it failed) and
-    ``flow_failures`` (``{atom name: Failure}`` of the failures that caused the revert).
+    ``flow_failures`` (``{atom name: Failure}`` of the failures that caused the revert). It may
+    take arguments of its own: named in its signature or in ``revert_requires``, mapped by
+    ``revert_rebind`` (default: ``rebind``); they are required like execute's, and checked
+    before anything runs.
     """
+
+    _revert_engine_args = ("result", "flow_failures")
 
     def execute(self, *args: Any, **kwargs: Any) -> Any:
         """Do the work; return the result (stored as JSON)."""
@@ -64,14 +69,23 @@ class FunctionTask(Task):
                  revert: Callable[..., Any] | None = None, provides: Any = None,
                  requires: Iterable[str] = (),
                  rebind: Mapping[str, str] | list[str] | None = None,
-                 inject: Mapping[str, Any] | None = None, version: str | None = None) -> None:
+                 inject: Mapping[str, Any] | None = None, version: str | None = None,
+                 revert_requires: Iterable[str] = (),
+                 revert_rebind: Mapping[str, str] | list[str] | None = None) -> None:
         self.fn = fn
         self.revert_fn = revert
         super().__init__(name or f"{fn.__module__}.{fn.__qualname__}", provides=provides,
-                         requires=requires, rebind=rebind, inject=inject, version=version)
+                         requires=requires, rebind=rebind, inject=inject, version=version,
+                         revert_requires=revert_requires, revert_rebind=revert_rebind)
 
     def _signature_target(self) -> Callable[..., Any]:
         return self.fn
+
+    def _revert_signature_target(self) -> Callable[..., Any] | None:
+        return self.revert_fn
+
+    def _revert_takes_named_args(self) -> bool:
+        return self.revert_fn is not None
 
     def execute(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
@@ -101,7 +115,8 @@ class FunctionTask(Task):
         params: dict[str, Any] = {
             "name": self.name, "revert": self.revert_fn, "provides": self.provides_spec,
             "inject": self.inject, "version": self.version, "rebind": self.rebind_spec,
-            "requires": self.requires_spec,
+            "requires": self.requires_spec, "revert_requires": self.revert_requires_spec,
+            "revert_rebind": self.revert_rebind_spec,
         }
         params.update(overrides)
         return FunctionTask(self.fn, **params)
@@ -115,8 +130,10 @@ def task(fn: Callable[..., Any], /) -> FunctionTask: ...
 def task(*, provides: Any = None, name: str | None = None,
          revert: Callable[..., Any] | None = None, requires: Iterable[str] = (),
          rebind: Mapping[str, str] | list[str] | None = None,
-         inject: Mapping[str, Any] | None = None,
-         version: str | None = None) -> Callable[[Callable[..., Any]], FunctionTask]: ...
+         inject: Mapping[str, Any] | None = None, version: str | None = None,
+         revert_requires: Iterable[str] = (),
+         revert_rebind: Mapping[str, str] | list[str] | None = None,
+         ) -> Callable[[Callable[..., Any]], FunctionTask]: ...
 
 
 def task(fn: Callable[..., Any] | None = None, /, **options: Any,
