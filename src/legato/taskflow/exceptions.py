@@ -5,6 +5,7 @@ from __future__ import annotations
 from legato.errors import (
     AmbiguousDependency,
     CompilationError,
+    DependencyFailure,
     ExecutionFailure,
     JobFailure,
     LegatoError,
@@ -21,6 +22,7 @@ TaskFlowException = LegatoError
 __all__ = [
     "AmbiguousDependency",
     "CompilationError",
+    "DependencyFailure",
     "ExecutionFailure",
     "JobFailure",
     "MissingDependencies",
