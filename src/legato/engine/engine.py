@@ -116,7 +116,7 @@ class Engine:
 
     def _prepare(self, *, write: bool) -> None:
         if self._details is None:
-            self._details = self.storage.ensure_atoms(self.compiled, write=write)
+            self._details = self.storage.prepare(self.compiled, write=write)
         elif write:
             self.storage.flush()
 
