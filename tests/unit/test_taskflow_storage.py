@@ -161,6 +161,14 @@ def test_inject_is_durable_and_transient_injection_is_not() -> None:
         again.storage.fetch("y")
 
 
+def test_a_transient_value_is_not_stored_with_the_engines_inputs() -> None:
+    engine = _engine(Add("add", provides="sum"), store={"x": 1})
+    engine.storage.inject({"y": 2}, transient=True)
+    engine.run()
+    assert engine.storage.fetch("sum") == 3
+    assert _stored(engine).meta["store"] == {"x": 1}
+
+
 def test_atom_state_and_intention_round_trip_through_persistence() -> None:
     engine = _engine(Give("t1"), Give("t2"))
     engine.prepare()

@@ -92,9 +92,11 @@ class Storage:
             edges = graph_edges(compiled)
             if edges is not None:  # written with the new atoms: no write of its own
                 self.flow_detail.meta["edges"] = edges
-        store_changed = self._new_store and self.flow_detail.meta.get("store") != self.store
+        # What is stored: the recorded inputs and the engine's ``store`` (never transient ones).
+        stored = {**(self.flow_detail.meta.get("store") or {}), **self._new_store}
+        store_changed = self._new_store and self.flow_detail.meta.get("store") != stored
         if store_changed:
-            self.flow_detail.meta["store"] = dict(self.store)
+            self.flow_detail.meta["store"] = stored
         self._new_store = {}
         if fresh.atoms or store_changed:
             self._unsaved = fresh
