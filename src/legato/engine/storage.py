@@ -55,10 +55,10 @@ class Storage:
         self.store.update(self._new_store)
         self._by_name: dict[str, AtomDetail] = {ad.name: ad for ad in flow_detail}
         self._compiled: CompiledFlow | None = None
-        # What ``fetch`` reads: the atoms known by name, and for each provided name its
-        # providers as ``(atom name, key)`` in run order (atoms from ``ensure_atoms`` last).
-        self._atoms: dict[str, Atom] = {}
-        self._providers: dict[str, list[tuple[str, Any]]] = {}
+        # Atoms known only from ``ensure_atoms``, and (built on the first fetch) each provided
+        # name's providers as ``(atom name, key)`` in run order, those atoms last.
+        self._extra_atoms: dict[str, Atom] = {}
+        self._providers: dict[str, list[tuple[str, Any]]] | None = None
         self._unsaved: FlowDetail | None = None
         # Deferred writes (``save(defer=True)``): atoms by uuid, the flow's state, and what to
         # do once they landed. Written with the next write, or by ``flush``.
@@ -74,8 +74,7 @@ class Storage:
         values, in one ``update_flow_details`` call (with ``write=False``: at the next
         ``save_flow_state``). Returns the details in run order."""
         self._compiled = compiled
-        for ca in compiled.atoms:
-            self._know(ca.atom)
+        self._providers = None
         fresh = FlowDetail(self.flow_detail.name, self.flow_detail.uuid,
                            self.flow_detail.state, self.flow_detail.meta)
         for ca in compiled.atoms:
@@ -312,19 +311,31 @@ class Storage:
                 fd.add(ad)
                 self._by_name[ad.name] = ad
         for atom in atoms:
-            self._know(atom)
+            if self._atom(atom.name) is None:
+                self._extra_atoms[atom.name] = atom
+                self._providers = None
         return uuids
 
     def ensure_atom(self, atom: Atom) -> str:
         """``ensure_atoms([atom])``: the uuid of ``atom``'s detail."""
         return self.ensure_atoms([atom])[0]
 
-    def _know(self, atom: Atom) -> None:
-        if atom.name in self._atoms:
-            return
-        self._atoms[atom.name] = atom
-        for name, key in atom.provides_map.items():
-            self._providers.setdefault(name, []).append((atom.name, key))
+    def _atom(self, name: str) -> Atom | None:
+        ca = self._compiled.by_name.get(name) if self._compiled is not None else None
+        return ca.atom if ca is not None else self._extra_atoms.get(name)
+
+    def _provider_map(self) -> dict[str, list[tuple[str, Any]]]:
+        """Each provided name's providers (built when first needed: the engine never asks)."""
+        if self._providers is None:
+            atoms = [ca.atom for ca in self._compiled.atoms] if self._compiled else []
+            known = {atom.name for atom in atoms}
+            atoms += [a for name, a in self._extra_atoms.items() if name not in known]
+            providers: dict[str, list[tuple[str, Any]]] = {}
+            for atom in atoms:
+                for name, key in atom.provides_map.items():
+                    providers.setdefault(name, []).append((atom.name, key))
+            self._providers = providers
+        return self._providers
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -424,7 +435,7 @@ class Storage:
         values = []
         compiled = self._compiled
         consumer = compiled.by_name.get(seen_by) if compiled and seen_by else None
-        for atom_name, key in reversed(self._providers.get(name, ())):
+        for atom_name, key in reversed(self._provider_map().get(name, ())):
             if consumer is not None:
                 provider = compiled.by_name.get(atom_name) if compiled else None
                 if provider is None or not consumer.ancestors >> provider.index & 1:
@@ -459,7 +470,7 @@ class Storage:
         several values maps to the list of them (newest first), or to what ``many_handler``
         returns given that list."""
         found = {}
-        for name in [*self._providers, *self.store]:
+        for name in [*self._provider_map(), *self.store]:
             values = self._values(name)
             if values:
                 if many_handler is not None:
@@ -479,7 +490,7 @@ class Storage:
         injected: Mapping[str, Any] = {}
         if atom_name is not None:
             self.get_atom_detail(atom_name)
-            atom = self._atoms.get(atom_name)
+            atom = self._atom(atom_name)
             injected = atom.inject if atom is not None else {}
         args = {}
         for arg, name in args_mapping.items():
