@@ -5,7 +5,7 @@ Per flow, the write pattern of an engine running a linear flow of N tasks, with 
 (no tasks, no engine):
 
 1. ``save_logbook`` of a new book holding one empty flow detail (``engine.load``);
-2. ``update_flow_details`` adding the N atom details (the engine's ``ensure_atoms``);
+2. ``update_flow_details`` adding the N atom details (the engine's ``Storage.prepare``);
 3. ``update_flow_details`` with state RUNNING (flow row only);
 4. per task two ``update_atom_details``: RUNNING, then SUCCESS with a small result;
 5. ``update_flow_details`` with state SUCCESS.

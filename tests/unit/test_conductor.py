@@ -275,6 +275,34 @@ def test_executor_factory_called_with_the_conductor(board: JobBoard,
     assert seen == [conductor] and board.job_count == 0
 
 
+def test_executor_factory_without_arguments_is_called_with_none(
+        board: JobBoard, persistence: Persistence) -> None:
+    made: list[futures.Executor] = []
+
+    def factory() -> futures.Executor:  # TaskFlow's form: no argument
+        made.append(futures.ThreadPoolExecutor(2))
+        return made[-1]
+
+    conductor = NonBlockingConductor("c", board, persistence, executor_factory=factory,
+                                     wait_timeout=0.05)
+    tc.post_job(board, persistence, tc.steps_flow)
+    conductor.run(max_dispatches=1)
+    assert len(made) == 1 and board.job_count == 0
+
+
+def test_executor_factory_of_neither_form_is_refused_at_construction(board: JobBoard) -> None:
+    def two(conductor: Any, other: Any) -> futures.Executor:
+        raise AssertionError("never called")
+
+    def keyword_only(*, pool: Any) -> futures.Executor:
+        raise AssertionError("never called")
+
+    for factory in (two, keyword_only):
+        with pytest.raises(TypeError, match="executor_factory") as info:
+            NonBlockingConductor("c", board, executor_factory=factory)
+        assert "\n" not in str(info.value)
+
+
 def test_defaults() -> None:
     assert BlockingConductor.MAX_SIMULTANEOUS_JOBS == 1
     assert NonBlockingConductor.MAX_SIMULTANEOUS_JOBS == 9

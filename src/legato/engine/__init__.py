@@ -102,7 +102,9 @@ def load(flow: Flow, *, store: dict[str, Any] | None = None, engine: str = "seri
 def run(flow: Flow, *, store: dict[str, Any] | None = None, engine: str = "serial",
         persistence: Persistence | None = None, flow_detail: FlowDetail | None = None,
         book: LogBook | None = None, **options: Any) -> dict[str, Any]:
-    """Load and run ``flow`` (see ``load``); return every stored value by name.
+    """Load and run ``flow`` (see ``load``); return every stored value by name (a name with
+    several values, from several providers or a provider and an input, maps to their list,
+    newest first, as TaskFlow's ``engines.run`` does: ``Storage.fetch_all``).
 
     Raises:
         the failed task's exception, ``WrappedFailure``, ``StorageFailure``...: see

@@ -7,9 +7,11 @@ pool. They differ only in their executor.
 Events. ``engine.notifier`` emits the flow's new state (a ``FlowState`` value) with
 ``{"flow_name", "flow_uuid", "old_state", "engine"}``. ``engine.atom_notifier`` emits an atom's
 new state (an ``AtomState`` value) with ``{"atom_name", "atom_uuid", "flow_name", "flow_uuid",
-"old_state", "engine"}`` plus ``"result"`` on SUCCESS and REVERTED and ``"failure"`` (a
-``Failure``) on FAILURE and REVERT_FAILURE; and ``"PROGRESS"`` with ``{"atom_name", "atom_uuid",
-"flow_uuid", "progress", "engine"}``. Listeners run in the engine's thread.
+"old_state", "engine"}``, TaskFlow's ``"task_name"``/``"task_uuid"`` (a retry's:
+``"retry_name"``/``"retry_uuid"``), plus ``"result"`` on SUCCESS and REVERTED and both
+``"failure"`` and ``"result"`` (the same ``Failure``) on FAILURE and REVERT_FAILURE; and
+``"PROGRESS"`` with ``{"atom_name", "atom_uuid", "flow_uuid", "progress", "engine"}``.
+Listeners run in the engine's thread.
 
 Durability: each change is written before the engine moves on: an atom's result at the latest
 with the next atom's start or the flow's end state, in one transaction (``Storage``), so nothing
@@ -123,7 +125,7 @@ class Engine:
 
     def _prepare(self, *, write: bool) -> None:
         if self._details is None:
-            self._details = self.storage.ensure_atoms(self.compiled, write=write)
+            self._details = self.storage.prepare(self.compiled, write=write)
         elif write:
             self.storage.flush()
 
@@ -238,11 +240,20 @@ class Engine:
                 "old_state": old, "engine": self})
 
     def emit_atom(self, ad: AtomDetail, old: AtomState, **extra: Any) -> None:
-        if self.atom_notifier:
-            details = {"atom_name": ad.name, "atom_uuid": ad.uuid,
+        if self.atom_notifier:  # the details are built only when someone listens
+            name, uuid = ad.name, ad.uuid
+            details = {"atom_name": name, "atom_uuid": uuid,
                        "flow_name": self.flow_detail.name, "flow_uuid": self.flow_detail.uuid,
                        "old_state": old, "engine": self}
+            # TaskFlow's keys, so its listeners work unchanged: the kind's name and uuid,
+            # and ``result`` on the finishing states (a failure's is the ``Failure``).
+            if ad.KIND == "retry":
+                details["retry_name"], details["retry_uuid"] = name, uuid
+            else:
+                details["task_name"], details["task_uuid"] = name, uuid
             details.update(extra)
+            if "failure" in extra:
+                details["result"] = extra["failure"]
             self.atom_notifier.notify(str(ad.state), details)
 
     def progress_callback(self, ad: AtomDetail) -> Callable[[float], None]:

@@ -17,14 +17,17 @@ With a ``fence`` (a conductor's claim) every write carries it, and persistence r
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, overload
 
 from legato import errors
-from legato.flow.atom import extract_result
+from legato.failure import Failure
+from legato.flow.atom import Atom, extract_result
+from legato.flow.retry import Retry
+from legato.flow.task import Task
 from legato.persistence.base import FlowWrites, check_atom_json
 from legato.persistence.models import AtomDetail, Fence, FlowDetail, RetryDetail, TaskDetail
-from legato.states import AtomState, FlowState
+from legato.states import AtomState, FlowState, Intention
 
 if TYPE_CHECKING:
     from legato.engine.compiler import CompiledFlow
@@ -52,6 +55,10 @@ class Storage:
         self.store.update(self._new_store)
         self._by_name: dict[str, AtomDetail] = {ad.name: ad for ad in flow_detail}
         self._compiled: CompiledFlow | None = None
+        # Atoms known only from ``ensure_atoms``, and (built on the first fetch) each provided
+        # name's providers as ``(atom name, key)`` in run order, those atoms last.
+        self._extra_atoms: dict[str, Atom] = {}
+        self._providers: dict[str, list[tuple[str, Any]]] | None = None
         self._unsaved: FlowDetail | None = None
         # Deferred writes (``save(defer=True)``): atoms by uuid, the flow's state, and what to
         # do once they landed. Written with the next write, or by ``flush``.
@@ -62,11 +69,12 @@ class Storage:
 
     # -- setup -----------------------------------------------------------------------------
 
-    def ensure_atoms(self, compiled: CompiledFlow, *, write: bool = True) -> list[AtomDetail]:
+    def prepare(self, compiled: CompiledFlow, *, write: bool = True) -> list[AtomDetail]:
         """Create the atom details the flow detail lacks and save them, with any new store
         values, in one ``update_flow_details`` call (with ``write=False``: at the next
         ``save_flow_state``). Returns the details in run order."""
         self._compiled = compiled
+        self._providers = None
         fresh = FlowDetail(self.flow_detail.name, self.flow_detail.uuid,
                            self.flow_detail.state, self.flow_detail.meta)
         for ca in compiled.atoms:
@@ -83,9 +91,11 @@ class Storage:
             edges = graph_edges(compiled)
             if edges is not None:  # written with the new atoms: no write of its own
                 self.flow_detail.meta["edges"] = edges
-        store_changed = self._new_store and self.flow_detail.meta.get("store") != self.store
+        # What is stored: the recorded inputs and the engine's ``store`` (never transient ones).
+        stored = {**(self.flow_detail.meta.get("store") or {}), **self._new_store}
+        store_changed = self._new_store and self.flow_detail.meta.get("store") != stored
         if store_changed:
-            self.flow_detail.meta["store"] = dict(self.store)
+            self.flow_detail.meta["store"] = stored
         self._new_store = {}
         if fresh.atoms or store_changed:
             self._unsaved = fresh
@@ -100,19 +110,43 @@ class Storage:
 
     # -- writes ----------------------------------------------------------------------------
 
-    def save(self, atom_detail: AtomDetail, *, defer: bool = False,
+    @overload
+    def save(self, atom: str, result: Any, state: AtomState | str = AtomState.SUCCESS
+             ) -> None: ...
+
+    @overload
+    def save(self, atom: AtomDetail, *, defer: bool = False,
+             then: Callable[[], None] | None = None) -> None: ...
+
+    def save(self, atom: AtomDetail | str, result: Any = None,
+             state: AtomState | str = AtomState.SUCCESS, *, defer: bool = False,
              then: Callable[[], None] | None = None) -> None:
-        """Write one atom detail, with whatever is due, in one transaction; with ``defer``
-        keep it for the next write (its values are checked now). ``then`` runs once it landed.
-        (``StorageFailure``/``SerializationError``/``FencedOut`` propagate.)"""
+        """Record an outcome.
+
+        ``save(atom_name, result, state=SUCCESS)`` (TaskFlow's form) records what the named
+        atom returned (a retry: one more attempt in its history), or with ``FAILURE`` /
+        ``REVERT_FAILURE`` its ``Failure`` (or exception), with ``REVERTED`` what its revert
+        returned; written before it returns.
+
+        ``save(atom_detail)`` (the engine's) writes one atom detail, with whatever is due, in
+        one transaction; with ``defer`` keeps it for the next write (its values are checked
+        now). ``then`` runs once it landed.
+
+        Raises:
+            NotFound: no atom of that name.
+            StorageFailure, SerializationError, FencedOut: the write failed or was refused.
+        """
+        if isinstance(atom, str):
+            self._change(atom, lambda ad: _put(ad, result, AtomState(state)))
+            return
         if defer:
-            check_atom_json(atom_detail)
+            check_atom_json(atom)
             with self._lock:
-                self._due_atoms[atom_detail.uuid] = atom_detail
+                self._due_atoms[atom.uuid] = atom
                 if then is not None:
                     self._then.append(then)
             return
-        self._write(atom_detail, None)
+        self._write(atom, None)
         if then is not None:
             then()
 
@@ -179,7 +213,143 @@ class Storage:
         for call in then:
             call()
 
+    # -- TaskFlow's writes: each applied to a copy, written, and kept only once written ------
+
+    def _change(self, name: str, change: Callable[[AtomDetail], None]) -> None:
+        """Apply ``change`` to a copy of atom ``name``'s detail, write it (fenced, with what
+        is due) and only then to the working detail: a refused write changes nothing."""
+        ad = self.get_atom_detail(name)
+        new = ad.copy()
+        change(new)
+        with self._lock:
+            due = self._due_atoms.get(ad.uuid)
+        try:
+            self._write(new, None)
+        except BaseException:
+            if due is not None:  # the engine's deferred change to it is still due
+                with self._lock:
+                    self._due_atoms.setdefault(ad.uuid, due)
+            raise
+        ad.__dict__.update(new.__dict__)
+
+    def set_atom_state(self, name: str, state: AtomState | str) -> None:
+        """Record atom ``name``'s state (nothing is written if it has it already)."""
+        state = AtomState(state)
+        if self.get_atom_detail(name).state != state:
+            self._change(name, lambda ad: setattr(ad, "state", state))
+
+    def set_atom_intention(self, name: str, intention: Intention | str) -> None:
+        """Record what the engine means to do with atom ``name`` next."""
+        intention = Intention(intention)
+        if self.get_atom_detail(name).intention != intention:
+            self._change(name, lambda ad: setattr(ad, "intention", intention))
+
+    def reset(self, name: str, state: AtomState | str = AtomState.PENDING) -> None:
+        """Forget atom ``name``'s results and failures and give it ``state`` (nothing is
+        written if it is in that state already)."""
+        state = AtomState(state)
+        if self.get_atom_detail(name).state != state:
+            self._change(name, lambda ad: _reset(ad, state))
+
+    def set_flow_state(self, state: FlowState | str) -> None:
+        """Record the flow's state."""
+        state = FlowState(state)
+        old = self.flow_detail.state
+        try:
+            self.save_flow_state(state)
+        except BaseException:
+            self.flow_detail.state = old
+            raise
+
+    def inject(self, pairs: Mapping[str, Any] | Iterable[tuple[str, Any]], *,
+               transient: bool = False) -> None:
+        """Add inputs for the flow's atoms (names no atom provides), by name.
+
+        Written to the flow detail (``meta["store"]``) before it returns, unless
+        ``transient``: then kept in memory only, for values that cannot be stored (a
+        connection, a lock); a resumed flow must be given them again.
+        """
+        values = dict(pairs)
+        if not transient:
+            meta = dict(self.flow_detail.meta)
+            meta["store"] = {**(meta.get("store") or {}), **self._new_store, **values}
+            fd = self.flow_detail
+            self.persistence.update_flow_details(FlowDetail(fd.name, fd.uuid, fd.state, meta),
+                                                 fence=self.fence)
+            fd.meta.update(meta)  # in place: a detail still to be written shares it
+            self._new_store = {}
+        self.store.update(values)
+
+    def ensure_atoms(self, atoms: Iterable[Atom]) -> list[str]:
+        """Make sure each atom has a detail (a new one starts PENDING), writing the new ones
+        in one call; return the details' uuids, in order. Their results become fetchable by
+        the names they provide.
+
+        Raises:
+            TypeError: not a task or a retry.
+            ValueError: a detail of that name exists for the other kind of atom.
+        """
+        atoms = list(atoms)
+        fd = self.flow_detail
+        fresh = FlowDetail(fd.name, fd.uuid, fd.state, fd.meta)
+        uuids = []
+        for atom in atoms:
+            if not isinstance(atom, Task | Retry):
+                raise TypeError(f"ensure_atoms: {atom!r} is not a task or a retry")
+            cls = RetryDetail if isinstance(atom, Retry) else TaskDetail
+            ad = self._by_name.get(atom.name) or fresh.find_by_name(atom.name)
+            if ad is None:
+                ad = cls(atom.name, version=atom.version)
+                fresh.add(ad)
+            elif not isinstance(ad, cls):
+                raise ValueError(f"atom {atom.name!r} is recorded as a {ad.KIND}, "
+                                 f"not a {cls.KIND}")
+            uuids.append(ad.uuid)
+        if fresh.atoms:
+            self.persistence.update_flow_details(fresh, fence=self.fence)
+            for ad in fresh:
+                fd.add(ad)
+                self._by_name[ad.name] = ad
+        for atom in atoms:
+            if self._atom(atom.name) is None:
+                self._extra_atoms[atom.name] = atom
+                self._providers = None
+        return uuids
+
+    def ensure_atom(self, atom: Atom) -> str:
+        """``ensure_atoms([atom])``: the uuid of ``atom``'s detail."""
+        return self.ensure_atoms([atom])[0]
+
+    def _atom(self, name: str) -> Atom | None:
+        ca = self._compiled.by_name.get(name) if self._compiled is not None else None
+        return ca.atom if ca is not None else self._extra_atoms.get(name)
+
+    def _provider_map(self) -> dict[str, list[tuple[str, Any]]]:
+        """Each provided name's providers (built when first needed: the engine never asks)."""
+        if self._providers is None:
+            atoms = [ca.atom for ca in self._compiled.atoms] if self._compiled else []
+            known = {atom.name for atom in atoms}
+            atoms += [a for name, a in self._extra_atoms.items() if name not in known]
+            providers: dict[str, list[tuple[str, Any]]] = {}
+            for atom in atoms:
+                for name, key in atom.provides_map.items():
+                    providers.setdefault(name, []).append((atom.name, key))
+            self._providers = providers
+        return self._providers
+
     # -- reads -----------------------------------------------------------------------------
+
+    @property
+    def flow_name(self) -> str:
+        return self.flow_detail.name
+
+    @property
+    def flow_uuid(self) -> str:
+        return self.flow_detail.uuid
+
+    @property
+    def flow_meta(self) -> dict[str, Any]:
+        return self.flow_detail.meta
 
     def get_atom_detail(self, name: str) -> AtomDetail:
         """The working atom detail called ``name``.
@@ -193,8 +363,23 @@ class Storage:
             raise errors.NotFound(f"no atom named {name!r} in flow "
                                   f"{self.flow_detail.name!r}") from None
 
+    def get_atom_uuid(self, name: str) -> str:
+        return self.get_atom_detail(name).uuid
+
     def get_atom_state(self, name: str) -> AtomState:
         return self.get_atom_detail(name).state
+
+    def get_atom_intention(self, name: str) -> Intention:
+        return self.get_atom_detail(name).intention
+
+    def get_atoms_states(self, names: Iterable[str]) -> dict[str, tuple[AtomState, Intention]]:
+        """``{name: (state, intention)}`` for each of ``names``."""
+        return {name: (self.get_atom_state(name), self.get_atom_intention(name))
+                for name in set(names)}
+
+    def get_flow_state(self) -> FlowState:
+        """The flow's recorded state (PENDING if it never ran)."""
+        return self.flow_detail.state or FlowState.PENDING
 
     @staticmethod
     def atom_result(ad: AtomDetail) -> Any:
@@ -203,33 +388,159 @@ class Storage:
             return ad.results[-1][0] if ad.results else None
         return ad.results
 
-    def fetch(self, name: str) -> Any:
+    def get_execute_result(self, name: str) -> Any:
+        """What atom ``name``'s ``execute`` returned (its ``Failure`` if it failed).
+
+        Raises:
+            NotFound: no such atom, or it has no result now (not run, or reverted).
+        """
+        ad = self.get_atom_detail(name)
+        if ad.failure is not None:
+            return Failure.from_dict(ad.failure)
+        if ad.state not in _EXECUTE_RESULT_STATES:
+            raise errors.NotFound(f"atom {name!r} has no execute result (it is {ad.state})")
+        return self.atom_result(ad)
+
+    def get_revert_result(self, name: str) -> Any:
+        """What atom ``name``'s ``revert`` returned (its ``Failure`` if it failed).
+
+        Raises:
+            NotFound: no such atom, or it was not reverted.
+        """
+        ad = self.get_atom_detail(name)
+        if ad.revert_failure is not None:
+            return Failure.from_dict(ad.revert_failure)
+        if ad.state not in _REVERT_RESULT_STATES:
+            raise errors.NotFound(f"atom {name!r} has no revert result (it is {ad.state})")
+        return ad.revert_results
+
+    def get_execute_failures(self) -> dict[str, Failure]:
+        """``{atom name: Failure}`` of every recorded ``execute`` failure."""
+        return {ad.name: Failure.from_dict(ad.failure)
+                for ad in self.flow_detail if ad.failure is not None}
+
+    def get_revert_failures(self) -> dict[str, Failure]:
+        """``{atom name: Failure}`` of every recorded ``revert`` failure."""
+        return {ad.name: Failure.from_dict(ad.revert_failure)
+                for ad in self.flow_detail if ad.revert_failure is not None}
+
+    def has_failures(self) -> bool:
+        return any(ad.failure is not None or ad.revert_failure is not None
+                   for ad in self.flow_detail)
+
+    def _values(self, name: str, *, seen_by: str | None = None) -> list[Any]:
+        """Values stored under ``name``, newest first: successful providers' results in
+        reverse run order (only those that run before atom ``seen_by``, if given), then the
+        stored input."""
+        values = []
+        compiled = self._compiled
+        consumer = compiled.by_name.get(seen_by) if compiled and seen_by else None
+        for atom_name, key in reversed(self._provider_map().get(name, ())):
+            if consumer is not None:
+                provider = compiled.by_name.get(atom_name) if compiled else None
+                if provider is None or not consumer.ancestors >> provider.index & 1:
+                    continue
+            ad = self._by_name.get(atom_name)
+            if ad is None or ad.state != AtomState.SUCCESS:
+                continue
+            try:
+                values.append(extract_result(self.atom_result(ad), key))
+            except (LookupError, TypeError):
+                continue  # its result lacks that part: it does not provide the name
+        if name in self.store:
+            values.append(self.store[name])
+        return values
+
+    def fetch(self, name: str, many_handler: Callable[[list[Any]], Any] | None = None) -> Any:
         """The value stored under ``name``: from the last successful atom providing it, else
-        from the store.
+        the stored input; with ``many_handler``, what it returns given every value found
+        (newest first).
 
         Raises:
             NotFound: nothing provides ``name``.
         """
-        if self._compiled is not None:
-            for index in reversed(self._compiled.providers.get(name, ())):
-                ca = self._compiled.atoms[index]
-                ad = self._by_name[ca.name]
-                if ad.state == AtomState.SUCCESS:
-                    return extract_result(self.atom_result(ad), ca.atom.provides_map[name])
-        if name in self.store:
-            return self.store[name]
-        raise errors.NotFound(f"nothing provides {name!r}")
+        values = self._values(name)
+        if not values:
+            raise errors.NotFound(f"nothing provides {name!r}")
+        return values[0] if many_handler is None else many_handler(values)
 
-    def fetch_all(self) -> dict[str, Any]:
-        """Every stored input and every name a successful atom provides."""
-        values = dict(self.store)
-        if self._compiled is not None:
-            for name in self._compiled.providers:
-                try:
-                    values[name] = self.fetch(name)
-                except (errors.NotFound, LookupError, TypeError):
-                    continue
-        return values
+    def fetch_all(self, many_handler: Callable[[list[Any]], Any] | None = None
+                  ) -> dict[str, Any]:
+        """Every stored input and every name a successful atom provides. A name with
+        several values maps to the list of them (newest first), or to what ``many_handler``
+        returns given that list."""
+        found = {}
+        for name in [*self._provider_map(), *self.store]:
+            values = self._values(name)
+            if values:
+                if many_handler is not None:
+                    found[name] = many_handler(values)
+                else:
+                    found[name] = values if len(values) > 1 else values[0]
+        return found
+
+    def fetch_mapped_args(self, args_mapping: Mapping[str, str], atom_name: str | None = None,
+                          *, optional_args: Collection[str] = ()) -> dict[str, Any]:
+        """``{argument: value}`` for ``{argument: stored name}``. With ``atom_name``, that
+        atom's injected values come first and only atoms that run before it provide.
+
+        Raises:
+            NotFound: a name that is not optional has no value.
+        """
+        injected: Mapping[str, Any] = {}
+        if atom_name is not None:
+            self.get_atom_detail(atom_name)
+            atom = self._atom(atom_name)
+            injected = atom.inject if atom is not None else {}
+        args = {}
+        for arg, name in args_mapping.items():
+            if name in injected:
+                args[arg] = injected[name]
+                continue
+            values = self._values(name, seen_by=atom_name)
+            if values:
+                args[arg] = values[0]
+            elif arg not in optional_args:
+                raise errors.NotFound(f"argument {arg!r}: nothing provides {name!r}")
+        return args
+
+
+_EXECUTE_RESULT_STATES = frozenset({AtomState.SUCCESS, AtomState.FAILURE, AtomState.REVERTING})
+_REVERT_RESULT_STATES = frozenset({AtomState.REVERTED, AtomState.REVERT_FAILURE})
+
+
+def _as_failure(value: Any, state: AtomState) -> dict[str, Any]:
+    if isinstance(value, Failure):
+        return value.to_dict()
+    if isinstance(value, BaseException):
+        return Failure.from_exception(value).to_dict()
+    raise TypeError(f"save: a {state} result must be a Failure or an exception, "
+                    f"not {type(value).__name__}")
+
+
+def _put(ad: AtomDetail, result: Any, state: AtomState) -> None:
+    """Record ``result`` on ``ad`` as TaskFlow's ``save`` does for ``state``."""
+    if state == AtomState.FAILURE:
+        ad.failure = _as_failure(result, state)
+        if not isinstance(ad, RetryDetail):
+            ad.results = None
+    elif state == AtomState.REVERT_FAILURE:
+        ad.revert_failure = _as_failure(result, state)
+        ad.revert_results = None
+    elif state == AtomState.REVERTED:
+        ad.revert_results, ad.revert_failure = result, None
+    elif isinstance(ad, RetryDetail):
+        ad.results = [*(ad.results or []), [result, {}]]
+        ad.failure = None
+    else:
+        ad.results, ad.failure = result, None
+    ad.state = state
+
+
+def _reset(ad: AtomDetail, state: AtomState) -> None:
+    ad.state, ad.intention = state, Intention.EXECUTE
+    ad.results = [] if isinstance(ad, RetryDetail) else None
+    ad.failure = ad.revert_results = ad.revert_failure = None
 
 
 #: Flows with more atoms than this record no edges (a viewer shows them as a list).
