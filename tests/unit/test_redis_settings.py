@@ -41,5 +41,5 @@ def test_tls_files_reach_redis_py() -> None:
 
 
 def test_an_unknown_option_is_named() -> None:
-    with pytest.raises(ValueError, match="unknown Redis jobboard options: ssl_ca_cert$"):
+    with pytest.raises(ValueError, match=r"unknown Redis jobboard options: ssl_ca_cert$"):
         RedisSettings.from_url("rediss://h/0?ssl_ca_cert=/ca.pem")
