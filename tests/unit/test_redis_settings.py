@@ -43,3 +43,15 @@ def test_tls_files_reach_redis_py() -> None:
 def test_an_unknown_option_is_named() -> None:
     with pytest.raises(ValueError, match=r"unknown Redis jobboard options: ssl_ca_cert$"):
         RedisSettings.from_url("rediss://h/0?ssl_ca_cert=/ca.pem")
+
+
+def test_taskflows_sentinel_kwargs_carry_the_sentinel_credentials() -> None:
+    """TaskFlow's Redis board takes the Sentinels' credentials in ``sentinel_kwargs``."""
+    settings = RedisSettings.from_url(
+        "redis+sentinel://s1:26379/svc/0",
+        sentinel_kwargs={"username": "w", "password": "SentinelPW", "ssl": False})
+    assert (settings.sentinel_username, settings.sentinel_password,
+            settings.sentinel_ssl) == ("w", "SentinelPW", False)
+    with pytest.raises(ValueError, match="sentinel_kwargs takes"):
+        RedisSettings.from_url("redis+sentinel://s1:26379/svc/0",
+                               sentinel_kwargs={"socket_timeout": 1})

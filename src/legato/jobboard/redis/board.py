@@ -122,7 +122,8 @@ class RedisSettings:
         service: the Sentinel service (master) name.
         sentinel_username, sentinel_password: credentials for the Sentinel servers, separate
             from the master's (a Sentinel with ``requirepass`` or ACL users); without them the
-            Sentinels are asked without credentials.
+            Sentinels are asked without credentials. TaskFlow's ``sentinel_kwargs`` (a dict
+            of ``username``, ``password``, ``ssl``) is taken as a keyword for them.
         sentinel_ssl: talk TLS to the Sentinels too (with the same CA and client
             certificate); by default, whatever ``ssl`` says.
         require_persistence: refuse (``JobFailure`` at connect) a server whose ``CONFIG``
@@ -260,8 +261,22 @@ class RedisSettings:
         }
 
 
+#: TaskFlow's ``sentinel_kwargs`` keys the board takes, and the settings they become.
+_SENTINEL_KWARGS = {"username": "sentinel_username", "password": "sentinel_password",
+                    "ssl": "sentinel_ssl"}
+
+
 def _coerce(values: dict[str, Any]) -> dict[str, Any]:
-    """Turn query-string text into the settings' types; unknown names are an error."""
+    """Turn query-string text into the settings' types; unknown names are an error.
+    TaskFlow's ``sentinel_kwargs`` (a dict) gives the Sentinel credentials."""
+    given = values.pop("sentinel_kwargs", None)
+    if given is not None:
+        unknown_keys = sorted(set(given) - set(_SENTINEL_KWARGS)) if isinstance(
+            given, dict) else ["(not a dict)"]
+        if unknown_keys:
+            raise ValueError(f"sentinel_kwargs takes {', '.join(_SENTINEL_KWARGS)}; not "
+                             f"{', '.join(map(str, unknown_keys))}")
+        values.update({_SENTINEL_KWARGS[k]: v for k, v in given.items()})
     fields = {f.name: f for f in dataclasses.fields(RedisSettings)}
     unknown = set(values) - set(fields)
     if unknown:
