@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make sure every service the test suite talks to is running on loopback; start what is not.
-# PostgreSQL, MariaDB and Redis come with the machine; ZooKeeper is installed and started here.
+# PostgreSQL, MariaDB and Redis come with the machine; ZooKeeper is installed and started here,
+# and so are the TLS Redis and the password-protected Sentinel (scripts/redis-extra.sh).
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -22,4 +23,5 @@ if ! port_open 3306 && [ -x /usr/sbin/mariadbd ]; then
   start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd && wait_port 3306
 fi
 "$root/scripts/zookeeper.sh" start
+"$root/scripts/redis-extra.sh" start  # a TLS Redis and a password-protected Sentinel
 "$root/scripts/chromium.sh"  # headless browser for tests/browser

@@ -16,8 +16,9 @@ MASK = "***"
 # scheme://user:password@  (the password runs to the last "@" before a "/" or a space, as in
 # urllib.parse, so an unescaped "@" inside it is masked too)
 _USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:)(?P<password>[^\s/]*)@")
-# ?password=... / &passwd=... query parameters (libpq and several drivers accept them)
-_QUERY = re.compile(r"(?P<head>[?&](?:password|passwd|pwd)=)(?P<password>[^&#\s'\"]*)",
+# ?password=... / &passwd=... / &sentinel_password=... query parameters (libpq, several drivers
+# and the Redis board accept them)
+_QUERY = re.compile(r"(?P<head>[?&](?:[a-z_]*password|passwd|pwd)=)(?P<password>[^&#\s'\"]*)",
                     re.IGNORECASE)
 
 

@@ -20,6 +20,8 @@ from legato.cli._output import printable
      "redis+sentinel://:***@h1:26379,h2:26379/svc"),
     ("postgresql://u@h/db?sslmode=x&password=pw&y=2",
      "postgresql://u@h/db?sslmode=x&password=***&y=2"),
+    ("redis+sentinel://h:26379/svc?sentinel_username=w&sentinel_password=pw&namespace=n",
+     "redis+sentinel://h:26379/svc?sentinel_username=w&sentinel_password=***&namespace=n"),
     ("sqlite:////tmp/x.db", "sqlite:////tmp/x.db"),
     ("zookeeper://h:2181/x", "zookeeper://h:2181/x"),
     ("redis://u@h", "redis://u@h"),

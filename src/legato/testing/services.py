@@ -2,14 +2,16 @@
 
 Each reads an environment variable for the server (``LEGATO_TEST_POSTGRES_URL``,
 ``LEGATO_TEST_MYSQL_URL``, ``LEGATO_TEST_REDIS_URL``, ``LEGATO_TEST_ZOOKEEPER_HOSTS``) and
-defaults to this machine's loopback. When a server cannot be reached the helper raises
-``ServiceUnavailable``; the test fixtures turn that into a skip with the reason, or a failure
-when ``CI=true``.
+defaults to this machine's loopback. The TLS Redis and the password-protected Sentinel are
+those ``scripts/redis-extra.sh`` starts, described in ``LEGATO_REDIS_EXTRA_DIR``. When a
+server cannot be reached the helper raises ``ServiceUnavailable``; the test fixtures turn that
+into a skip with the reason, or a failure when ``CI=true``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -18,7 +20,8 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
 
 __all__ = [
     "PrivateRedis",
@@ -26,6 +29,9 @@ __all__ = [
     "mysql_url",
     "postgres_url",
     "private_redis",
+    "redis_extra",
+    "redis_sentinel_auth_url",
+    "redis_tls_url",
     "redis_url",
     "zookeeper_url",
 ]
@@ -34,6 +40,8 @@ POSTGRES = os.environ.get("LEGATO_TEST_POSTGRES_URL", "postgresql://postgres@127
 MYSQL = os.environ.get("LEGATO_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
 REDIS = os.environ.get("LEGATO_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ZOOKEEPER = os.environ.get("LEGATO_TEST_ZOOKEEPER_HOSTS", "127.0.0.1:2181")
+#: Where scripts/redis-extra.sh keeps its certificates and describes its servers.
+REDIS_EXTRA = os.environ.get("LEGATO_REDIS_EXTRA_DIR", "/var/tmp/legato-redis-extra")
 
 
 class ServiceUnavailable(Exception):
@@ -117,6 +125,69 @@ def redis_url() -> Iterator[str]:
                 client.delete(*keys)
         finally:
             client.close()
+
+
+def redis_extra() -> dict[str, Any]:
+    """What ``scripts/redis-extra.sh`` started: the TLS server's port and certificate files
+    (``ca``, ``cert``, ``key``; ``other_ca``, ``other_cert``, ``other_key`` from a CA nobody
+    trusts), the master's port and credentials, the Sentinel's port, credentials and service;
+    ``ServiceUnavailable`` when it is not running."""
+    described = Path(REDIS_EXTRA) / "services.json"
+    try:
+        info: dict[str, Any] = json.loads(described.read_text())
+    except (OSError, ValueError) as exc:
+        raise ServiceUnavailable(
+            f"the TLS and Sentinel Redis servers are not set up ({described} unreadable: "
+            f"{exc.__class__.__name__}); start them with scripts/redis-extra.sh") from None
+    for name in ("tls_port", "master_port", "sentinel_port"):
+        _ping("127.0.0.1", int(info[name]), f"Redis ({name.replace('_port', '')}, "
+              "scripts/redis-extra.sh)")
+    return info
+
+
+@contextlib.contextmanager
+def redis_tls_url() -> Iterator[str]:
+    """A ``rediss://`` URL of the TLS Redis of ``redis_extra`` (CA bundle and client
+    certificate in the query) with a fresh key ``namespace``, emptied afterwards."""
+    info = redis_extra()
+    namespace = _tag()
+    query = urlencode({"ssl_ca_certs": info["ca"], "ssl_certfile": info["cert"],
+                       "ssl_keyfile": info["key"], "namespace": namespace})
+    url = f"rediss://127.0.0.1:{info['tls_port']}/0?{query}"
+    try:
+        yield url
+    finally:
+        _delete_namespace(url, namespace)
+
+
+@contextlib.contextmanager
+def redis_sentinel_auth_url() -> Iterator[str]:
+    """A ``redis+sentinel://`` URL through the password-protected Sentinel of ``redis_extra``
+    (the master's credentials in the URL, the Sentinel's in the query) with a fresh key
+    ``namespace``, emptied afterwards."""
+    info = redis_extra()
+    namespace = _tag()
+    query = urlencode({"sentinel_username": info["sentinel_username"],
+                       "sentinel_password": info["sentinel_password"], "namespace": namespace})
+    auth = f"{quote(info['master_username'], safe='')}:{quote(info['master_password'], safe='')}"
+    url = (f"redis+sentinel://{auth}@127.0.0.1:{info['sentinel_port']}/{info['service']}/0"
+           f"?{query}")
+    try:
+        yield url
+    finally:
+        _delete_namespace(url, namespace)
+
+
+def _delete_namespace(url: str, namespace: str) -> None:
+    from legato.jobboard.redis import RedisSettings
+
+    client = RedisSettings.from_url(url).client()
+    try:
+        keys = list(client.scan_iter(match=f"{namespace}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 @contextlib.contextmanager

@@ -65,7 +65,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.commands.core import Script
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import MasterNotFoundError, Sentinel
 
 from legato import errors
 from legato._redact import redact
@@ -103,8 +103,15 @@ class RedisSettings:
     """How to reach Redis and where the board's keys live.
 
     Attributes:
-        host, port, db, username, password: the server and database.
-        ssl: use TLS (``rediss://``).
+        host, port, db, username, password: the server and database (the password is
+            never shown: not in ``repr``, messages or logs).
+        ssl: use TLS (``rediss://``, or ``ssl=true``).
+        ssl_ca_certs: a CA bundle (PEM file) to verify the server's certificate with, instead
+            of the system's.
+        ssl_certfile, ssl_keyfile: a client certificate and its key (PEM files), for a server
+            that requires one (``tls-auth-clients yes``).
+        ssl_cert_reqs: how the server's certificate is checked: ``required`` (the default),
+            ``optional`` or ``none``.
         namespace: prefix of every key (``<namespace>:...``) and of the events channel.
         socket_timeout: longest wait for a reply before ``BoardUnavailable``.
         socket_connect_timeout: longest wait to connect.
@@ -113,6 +120,12 @@ class RedisSettings:
         sentinels: ``(host, port)`` of Sentinel servers; when given, the board talks to the
             master Sentinel names for ``service`` and follows failovers.
         service: the Sentinel service (master) name.
+        sentinel_username, sentinel_password: credentials for the Sentinel servers, separate
+            from the master's (a Sentinel with ``requirepass`` or ACL users); without them the
+            Sentinels are asked without credentials. TaskFlow's ``sentinel_kwargs`` (a dict
+            of ``username``, ``password``, ``ssl``) is taken as a keyword for them.
+        sentinel_ssl: talk TLS to the Sentinels too (with the same CA and client
+            certificate); by default, whatever ``ssl`` says.
         require_persistence: refuse (``JobFailure`` at connect) a server whose ``CONFIG``
             says it persists nothing (``appendonly no`` and no ``save`` points); without it
             the board logs a warning. Skipped when ``CONFIG`` is not available.
@@ -122,8 +135,12 @@ class RedisSettings:
     port: int = 6379
     db: int = 0
     username: str | None = None
-    password: str | None = None
+    password: str | None = dataclasses.field(default=None, repr=False)
     ssl: bool = False
+    ssl_ca_certs: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_cert_reqs: str = "required"
     namespace: str = "legato"
     socket_timeout: float = 5.0
     socket_connect_timeout: float = 2.0
@@ -131,7 +148,21 @@ class RedisSettings:
     page_size: int = 200
     sentinels: tuple[tuple[str, int], ...] = ()
     service: str | None = None
+    sentinel_username: str | None = None
+    sentinel_password: str | None = dataclasses.field(default=None, repr=False)
+    sentinel_ssl: bool | None = None
     require_persistence: bool = False
+
+    def __post_init__(self) -> None:
+        if self.ssl_cert_reqs not in ("required", "optional", "none"):
+            raise ValueError(f"ssl_cert_reqs must be required, optional or none, "
+                             f"not {self.ssl_cert_reqs!r}")
+        if self.ssl_keyfile and not self.ssl_certfile:
+            raise ValueError("ssl_keyfile needs ssl_certfile (the client certificate)")
+        tls_files = (self.ssl_ca_certs, self.ssl_certfile, self.ssl_keyfile)
+        if not self.ssl and any(tls_files) and not self.sentinel_ssl:
+            raise ValueError("ssl_ca_certs, ssl_certfile and ssl_keyfile need TLS: use "
+                             "rediss:// or ssl=true")
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> RedisSettings:
@@ -188,18 +219,34 @@ class RedisSettings:
             return redis.Redis(**kwargs)
         for name in ("host", "port"):
             kwargs.pop(name)
-        sentinel = Sentinel(list(self.sentinels), sentinel_kwargs={  # type: ignore[no-untyped-call]
-            "socket_timeout": self.socket_timeout,
-            "socket_connect_timeout": self.socket_connect_timeout})
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            list(self.sentinels), sentinel_kwargs=self.sentinel_kwargs())
         master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
             self.service, **kwargs)
         return master
+
+    def tls_kwargs(self) -> dict[str, Any]:
+        """redis-py's TLS arguments (none without TLS)."""
+        return {"ssl": True, "ssl_ca_certs": self.ssl_ca_certs,
+                "ssl_certfile": self.ssl_certfile, "ssl_keyfile": self.ssl_keyfile,
+                "ssl_cert_reqs": self.ssl_cert_reqs}
+
+    def sentinel_kwargs(self) -> dict[str, Any]:
+        """Arguments of the connections to the Sentinels: their own credentials and TLS."""
+        kwargs: dict[str, Any] = {
+            "socket_timeout": self.socket_timeout,
+            "socket_connect_timeout": self.socket_connect_timeout,
+            "username": self.sentinel_username, "password": self.sentinel_password}
+        if self.ssl if self.sentinel_ssl is None else self.sentinel_ssl:
+            kwargs.update(self.tls_kwargs())
+        return kwargs
 
     def redis_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``redis.Redis``."""
         return {
             "host": self.host, "port": self.port, "db": self.db, "username": self.username,
-            "password": self.password, "ssl": self.ssl, "decode_responses": True,
+            "password": self.password, "decode_responses": True,
+            **(self.tls_kwargs() if self.ssl else {"ssl": False}),
             "socket_timeout": self.socket_timeout,
             "socket_connect_timeout": self.socket_connect_timeout,
             "health_check_interval": self.health_check_interval,
@@ -214,8 +261,22 @@ class RedisSettings:
         }
 
 
+#: TaskFlow's ``sentinel_kwargs`` keys the board takes, and the settings they become.
+_SENTINEL_KWARGS = {"username": "sentinel_username", "password": "sentinel_password",
+                    "ssl": "sentinel_ssl"}
+
+
 def _coerce(values: dict[str, Any]) -> dict[str, Any]:
-    """Turn query-string text into the settings' types; unknown names are an error."""
+    """Turn query-string text into the settings' types; unknown names are an error.
+    TaskFlow's ``sentinel_kwargs`` (a dict) gives the Sentinel credentials."""
+    given = values.pop("sentinel_kwargs", None)
+    if given is not None:
+        unknown_keys = sorted(set(given) - set(_SENTINEL_KWARGS)) if isinstance(
+            given, dict) else ["(not a dict)"]
+        if unknown_keys:
+            raise ValueError(f"sentinel_kwargs takes {', '.join(_SENTINEL_KWARGS)}; not "
+                             f"{', '.join(map(str, unknown_keys))}")
+        values.update({_SENTINEL_KWARGS[k]: v for k, v in given.items()})
     fields = {f.name: f for f in dataclasses.fields(RedisSettings)}
     unknown = set(values) - set(fields)
     if unknown:
@@ -225,7 +286,7 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
         kind = fields[name].type
         if isinstance(value, str) and kind in ("int", "float"):
             value = int(value) if kind == "int" else float(value)
-        elif isinstance(value, str) and kind == "bool":
+        elif isinstance(value, str) and kind in ("bool", "bool | None"):
             value = value.lower() in ("1", "true", "yes", "on")
         out[name] = value
     return out
@@ -312,11 +373,16 @@ class RedisJobBoard(JobBoard):
     # -- lifecycle -------------------------------------------------------------------------
 
     def _connect(self) -> None:
-        with _translated("connect"):
-            client = self.settings.client()
         try:
-            with _translated("connect"):
+            client = self.settings.client()
+        except redis.RedisError as exc:
+            raise self._connect_error(exc) from exc
+        try:
+            try:
                 client.ping()
+            except redis.RedisError as exc:
+                raise self._connect_error(exc) from exc
+            with _translated("connect"):
                 self._check_persistence(client)
                 self._epoch = self._adopted_epoch(client)
                 events = _EventListener(client, self._channel)
@@ -347,6 +413,49 @@ class RedisJobBoard(JobBoard):
                        "loses every job on the board (calls then raise BoardDataLost); turn on "
                        "AOF or RDB snapshots, or set require_persistence=true to refuse such a "
                        "server", self.name, where)
+
+    def _connect_error(self, exc: redis.RedisError) -> errors.JobFailure:
+        """One line saying why the board cannot reach its server (never a password)."""
+        settings = self.settings
+        if isinstance(exc, MasterNotFoundError):
+            hosts = ", ".join(self._sentinel_problem(host, port)
+                              for host, port in settings.sentinels)
+            return errors.BoardUnavailable(
+                f"cannot find the Redis master {settings.service!r} through Sentinel ({hosts})")
+        reason = " ".join(str(exc).split())
+        if isinstance(exc, redis.AuthenticationError):
+            return errors.BoardUnavailable(
+                f"{self._where()} refused the board's credentials: {reason}")
+        hint = ""
+        if settings.ssl and "CERTIFICATE_VERIFY_FAILED" in reason:
+            hint = " (is ssl_ca_certs the CA that signed the server's certificate?)"
+        elif settings.ssl and not settings.ssl_certfile:
+            hint = (" (a server that requires client certificates needs ssl_certfile and "
+                    "ssl_keyfile)")
+        elif settings.ssl:
+            hint = " (does the server trust the CA that signed ssl_certfile?)"
+        if not isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+            return errors.JobFailure(f"{self._where()} refused the connection: {reason}")
+        return errors.BoardUnavailable(f"cannot connect to {self._where()}: {reason}{hint}")
+
+    def _sentinel_problem(self, host: str, port: int) -> str:
+        """What one Sentinel says when asked for the master: ``host:port: <reason>``."""
+        probe = redis.Redis(host=host, port=port, decode_responses=True,
+                            **self.settings.sentinel_kwargs())
+        try:
+            masters = probe.sentinel_masters()
+        except redis.RedisError as exc:
+            reason = " ".join(str(exc).split())
+            if isinstance(exc, redis.AuthenticationError) or "auth" in reason.lower():
+                given = self.settings.sentinel_password is not None
+                reason = (f"refused the Sentinel credentials: {reason}" if given else
+                          f"{reason} (give sentinel_username and sentinel_password)")
+            return f"{host}:{port}: {reason}"
+        finally:
+            probe.close()
+        if self.settings.service not in masters:
+            return f"{host}:{port} does not know it"
+        return f"{host}:{port} reports it down"
 
     def _where(self) -> str:
         """The server and namespace, for messages (never the password)."""

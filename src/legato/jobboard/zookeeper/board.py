@@ -164,7 +164,30 @@ class ZooKeeperJobBoard(JobBoard):
         kazoo_client: the ``KazooClient`` class to connect with (a subclass, say, that adds
             TLS or authentication settings); it gets ``hosts``, ``timeout``,
             ``connection_retry`` and ``handler`` (a ``PollingHandler``).
+        client: a started ``KazooClient`` to share (as TaskFlow's board takes), instead of
+            a session of the board's own: see "A shared client" below.
         **kwargs: ``JobBoard`` arguments (``name``, ``persistence``, ``ttl``, ``clock``...).
+
+    **A shared client.** Given ``client``, the board opens no session: it uses the client's,
+    and never starts, stops or closes it (``close`` removes the board's listener and stops
+    routing its watch events; the client stays connected). So:
+
+    * the session timeout is the client's (the one it asked the server for), read from it
+      (``kazoo_compat.session_timeout``); it caps the TTL and ``lease_cap`` as the board's own
+      would, and ``settings.session_timeout`` is not used; ``settings.hosts`` is taken from
+      the client too, for messages.
+    * the client's reconnection policy (``connection_retry``) is its owner's: the board's own
+      client retries forever; one that gives up leaves the board unavailable until it is
+      started again.
+    * watch events run on the client's handler (kazoo's callback thread) rather than on its
+      connection thread (the board's ``PollingHandler``): the board then waits for the events
+      read so far to be handled before it trusts the index (``Follower.after_events``), so
+      a claimer that finds nothing costs a little more.
+    * claims and entities outlive ``close`` while the session lives: a claim ends by its TTL
+      (or a release) rather than with a session the board would have ended; the board
+      deletes the entities it registered when it closes.
+    * boards sharing a client share its session: a session that ends ends all their claims,
+      and each of them reports ``CLAIMS_LOST``. Boards on one client may follow the same path.
     """
 
     #: kazoo's connection thread writes requests and reads answers (see Capabilities).
@@ -172,9 +195,18 @@ class ZooKeeperJobBoard(JobBoard):
                                 pipelined_sends=True)
 
     def __init__(self, settings: ZooKeeperSettings | None = None, *,
-                 kazoo_client: type[Any] = KazooClient, **kwargs: Any) -> None:
+                 kazoo_client: type[Any] | None = None, client: Any = None,
+                 **kwargs: Any) -> None:
         settings = settings or ZooKeeperSettings()
-        self._kazoo_client = kazoo_client
+        if client is not None and kazoo_client is not None:
+            raise ValueError("give the ZooKeeper board a started client or a kazoo_client "
+                             "class to make one with, not both")
+        self._kazoo_client = kazoo_client or KazooClient
+        self._shared = client
+        if client is not None:
+            settings = dataclasses.replace(
+                settings, session_timeout=kazoo_compat.session_timeout(client),
+                hosts=",".join(f"{host}:{port}" for host, port in client.hosts) or settings.hosts)
         # A claim ends with the session anyway: a longer default TTL would only be a lease
         # its owner cannot trust (see ``lease_cap``).
         kwargs["ttl"] = min(kwargs.get("ttl", 30.0), settings.session_timeout)
@@ -223,14 +255,21 @@ class ZooKeeperJobBoard(JobBoard):
 
     def _connect(self) -> None:
         kazoo_compat.check()  # MissingDriver: a kazoo this board does not work with
-        client = self._kazoo_client(
-            hosts=self.settings.hosts, timeout=self.settings.session_timeout,
-            # Reconnect forever: the same board object carries on once the server is back.
-            connection_retry=KazooRetry(max_tries=-1, delay=0.05, max_delay=1.0),
-            handler=PollingHandler(),
-        )
+        client = self._shared
+        if client is None:
+            client = self._kazoo_client(
+                hosts=self.settings.hosts, timeout=self.settings.session_timeout,
+                # Reconnect forever: the same board object carries on once the server is back.
+                connection_retry=KazooRetry(max_tries=-1, delay=0.05, max_delay=1.0),
+                handler=PollingHandler(),
+            )
+        elif client.state != KazooState.CONNECTED or not client.client_id:
+            raise errors.BoardUnavailable(
+                f"the kazoo client given to board {self.name!r} is not connected (state "
+                f"{client.state}): start it before connecting the board")
         try:
-            client.start(timeout=self.settings.timeout)
+            if self._shared is None:
+                client.start(timeout=self.settings.timeout)
             self._calls.client, self._calls.session_id = client, client.client_id[0]
             for path in (self._jobs, self._claims, self._trash_root, self._entities.root):
                 client.ensure_path(path)
@@ -243,21 +282,31 @@ class ZooKeeperJobBoard(JobBoard):
         except Exception as exc:
             self._calls.client = None
             self._follower.detach()
-            shutdown(client)
+            self._let_go(client)
             raise errors.BoardUnavailable(
                 f"cannot open board {self.name!r} on ZooKeeper at {self.settings.hosts}: "
                 f"{exc!r}") from exc
 
     def _close(self) -> None:
+        if self._shared is not None:
+            self._entities.withdraw()  # the session they would end with goes on
         client, self._calls.client = self._calls.client, None
         self._entities.forget()  # they end with the session
         with self._holds_lock:
             self._holds.clear()
         if client is not None:
-            client.remove_listener(self._on_state)
-            shutdown(client)
+            self._let_go(client)
         self._end_suspension()
         self._follower.detach()  # also wakes waiters
+
+    def _let_go(self, client: Any) -> None:
+        """Let go of ``client``: stop it if it is the board's own; a shared one only loses
+        the board's listener and watch routing, and stays connected."""
+        client.remove_listener(self._on_state)
+        if self._shared is None:
+            shutdown(client)
+        else:
+            self._follower.unroute(client)
 
     def _on_state(self, state: str) -> None:
         # Called on kazoo's connection thread: never block here. Every new connection needs

@@ -13,6 +13,7 @@ from urllib.parse import quote, unquote
 
 from kazoo import exceptions as kz
 
+from legato import errors
 from legato.jobboard.base import Entity
 from legato.jobboard.zookeeper.calls import Calls
 
@@ -56,6 +57,16 @@ class Entities:
             registered = list(self._registered.items())
         for (kind, name), data in registered:
             self._put(self._path(kind, name), data)
+
+    def withdraw(self) -> None:
+        """Delete the nodes of the entities this board registered (it closes, and the
+        session they would end with goes on: a shared client's); best effort."""
+        with self._lock:
+            registered = list(self._registered)
+            self._registered.clear()
+        for kind, name in registered:
+            with contextlib.suppress(kz.NoNodeError, errors.BoardUnavailable):
+                self._result(self._live().delete_async(self._path(kind, name)))
 
     def forget(self) -> None:
         """The board closed: its entities ended with its session."""

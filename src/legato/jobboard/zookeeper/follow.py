@@ -139,6 +139,11 @@ class Follower:
             client.handler.run_inline(self._on_job_event)
             client.handler.run_inline(self._on_claim_event)
 
+    def unroute(self, client: Any) -> None:
+        """Stop routing ``client``'s events under ``jobs/`` to this follower (the board
+        closes, and the client, shared, goes on)."""
+        kazoo_compat.remove_watch(client, self._jobs, self._on_job_event)
+
     def detach(self) -> None:
         self._client = None
         with self._fetches_lock:

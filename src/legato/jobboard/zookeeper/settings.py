@@ -28,7 +28,8 @@ class ZooKeeperSettings:
             long after its last heartbeat, whatever their TTL. So it also caps the board's
             default TTL and the lease a conductor trusts (``lease_cap``). The server clamps it
             to its ``minSessionTimeout``..``maxSessionTimeout``: keep it within them (a server
-            that cuts it shorter ends claims sooner than conductors expect).
+            that cuts it shorter ends claims sooner than conductors expect). A board given a
+            started kazoo client (``client=``) takes the client's instead.
     """
 
     hosts: str = "127.0.0.1:2181"
