@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from typing import ClassVar
 
 import pytest
 
@@ -21,7 +22,7 @@ class ListingConformance:
     """Contract tests of the board's listings; mixed into ``JobBoardConformance``, which
     provides the fixtures (``board``, ``other``, ``clock``) and the helpers below."""
 
-    time_slack: float = 5.0
+    time_slack: ClassVar[float] = 5.0
 
     def pass_time(self, clock: FakeClock | None, seconds: float,
                   check: Callable[[], bool]) -> None:
