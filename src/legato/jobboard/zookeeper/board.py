@@ -444,7 +444,7 @@ class ZooKeeperJobBoard(JobBoard):
                 record = self._job_with_claim(key[2], job, claim)
                 if record is not None and record.claimable(self.clock()):
                     heads.append(record)
-                elif record is not None:
+                else:  # gone, garbage or claimed meanwhile: look after it
                     starts[priority] = key
         return heads
 
