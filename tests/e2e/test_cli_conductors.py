@@ -106,3 +106,21 @@ def test_conductors_shows_a_claiming_conductor(tmp_path: Path) -> None:
 
 def _paused(cwd: Path) -> list[dict[str, object]]:
     return [row for row in legato_json(cwd, "conductors") if row.get("paused")]
+
+
+def test_conductors_lists_held_jobs_and_stats_the_oldest_waiting(tmp_path: Path) -> None:
+    """``conductors`` finds what each holds from the board's index of claims; ``stats`` gives
+    the age of the oldest waiting job, whatever its priority."""
+    url = f"sqlite:///{tmp_path / '.legato' / 'legato.db'}"
+    (tmp_path / ".legato").mkdir()
+    with jobboard.connect(url) as board:
+        assert legato_json(tmp_path, "stats")["oldest_waiting_age"] is None
+        board.register_entity(jobboard.Entity("conductor", "conductor-x"), ttl=3600)
+        jobs = [board.post(f"job-{i}", priority="low") for i in range(4)]
+        board.post("urgent", priority="very_high")
+        held = board.claim(jobs[3], "conductor-x", ttl=3600)
+        board.claim(jobs[0], "someone-else", ttl=3600)
+    [row] = legato_json(tmp_path, "conductors")
+    assert (row["name"], row["job_uuids"]) == ("conductor-x", [held.uuid])
+    stats = legato_json(tmp_path, "stats")
+    assert stats["waiting"] == 3 and stats["oldest_waiting_age"] >= 0

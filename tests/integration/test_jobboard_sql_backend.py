@@ -306,3 +306,49 @@ def test_a_url_naming_the_driver_is_served_by_it(backend: str,
 def test_a_driver_the_board_does_not_take_is_refused_by_name(url: str) -> None:
     with pytest.raises(errors.UnknownBackend, match=r"does not work with the '\w+' driver"):
         jobboard.connect(url)
+
+
+def _sqlite_plan(url: str, query: str) -> str:
+    engine = _engine(url)
+    try:
+        with engine.connect() as conn:
+            return " ".join(str(row[-1]) for row in conn.exec_driver_sql(
+                f"EXPLAIN QUERY PLAN {query}"))
+    finally:
+        engine.dispose()
+
+
+def test_iter_claimed_and_deep_pages_read_indexes_sqlite(sqlite_url: str) -> None:
+    """``iter_claimed`` reads the partial index of claimed rows; a page after a position is two
+    range reads of the claim order index (what ``_page`` sends), never a walk from its top."""
+    with jobboard.connect(sqlite_url) as board:
+        board.claim(board.post("x"), "owner-a")
+        assert [job.uuid for job in board.iter_claimed()] == [job.uuid for job in
+                                                              board.iterjobs()]
+    claimed = _sqlite_plan(sqlite_url, "SELECT * FROM legato_jb_jobs WHERE state = 'CLAIMED' "
+                                       "AND lease_expires > 1")
+    assert "legato_jb_jobs_claimed" in claimed
+    for where in ("priority = 0 AND sequence > 40", "priority < 0"):
+        plan = _sqlite_plan(sqlite_url, f"SELECT * FROM legato_jb_jobs WHERE {where} "
+                                        "ORDER BY priority DESC, sequence LIMIT 5")
+        assert "SEARCH" in plan and "legato_jb_jobs_claim_order" in plan, plan
+        assert "TEMP B-TREE" not in plan
+
+
+def test_iter_claimed_reads_the_claimed_index_postgres(postgres_url: str) -> None:
+    with jobboard.connect(postgres_url) as board:
+        engine = _engine(postgres_url)
+        try:
+            with engine.begin() as conn:
+                conn.exec_driver_sql(
+                    "INSERT INTO legato_jb_jobs (uuid, name, details, priority, created_on, "
+                    "state, attempts, fence) SELECT md5(g::text), 'bulk', '{}', 0, 0, "
+                    "'UNCLAIMED', 0, 0 FROM generate_series(1, 20000) g")
+                conn.exec_driver_sql("ANALYZE legato_jb_jobs")
+                plan = " ".join(row[0] for row in conn.exec_driver_sql(
+                    "EXPLAIN SELECT * FROM legato_jb_jobs WHERE state = 'CLAIMED' "
+                    "AND lease_expires > 1"))
+        finally:
+            engine.dispose()
+        assert list(board.iter_claimed()) == []
+    assert "legato_jb_jobs_claimed" in plan

@@ -248,7 +248,7 @@ def conductors(ctx: typer.Context) -> None:
     with _context.open_board(settings) as (board, _):
         now = board.clock()
         held: dict[str, list[str]] = {}
-        for job in board.iterjobs():
+        for job in board.iter_claimed():  # the board's index of claims, not every job
             owner = job.record.effective_owner(now)
             if owner is not None:
                 held.setdefault(owner, []).append(job.uuid)

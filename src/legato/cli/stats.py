@@ -21,8 +21,12 @@ WINDOWS = (("1m", 60), ("10m", 600), ("1h", 3600))
 
 
 def gather(board: JobBoard, backend: Persistence) -> dict[str, Any]:
-    """The board's counts, live conductors, and finished/failed jobs per window."""
+    """The board's counts, how long the oldest waiting job has waited (seconds, whatever its
+    priority; None when none waits), live conductors, and finished/failed jobs per window."""
     data: dict[str, Any] = {"board": board.name, **board.counts()}
+    oldest = board.oldest_waiting()
+    data["oldest_waiting_age"] = (round(max(0.0, board.clock() - oldest.record.created_on), 1)
+                                  if oldest is not None else None)
     data["conductors"] = sum(1 for _ in board.iter_entities("conductor"))
     now = utcnow()
     for label, seconds in WINDOWS:
@@ -39,8 +43,9 @@ def summary_line(counts: dict[str, int]) -> str:
 
 
 def stats(ctx: typer.Context) -> None:
-    """Jobs waiting, delayed, claimed and trashed on the board, live conductors, and jobs
-    finished and failed in the last minute, 10 minutes and hour (from the job history)."""
+    """Jobs waiting, delayed, claimed and trashed on the board, how long the oldest waiting
+    job has waited (seconds), live conductors, and jobs finished and failed in the last
+    minute, 10 minutes and hour (from the job history)."""
     settings: _context.Settings = ctx.obj
     with _context.open_board(settings) as (board, backend):
         data = gather(board, backend)

@@ -39,7 +39,7 @@ __all__ = [
 
 #: Most jobs one list request looks at while filtering (the page says when it stopped there).
 SCAN_LIMIT = 2000
-#: Jobs at the head of the board the overview and the conductors page look at for claims.
+#: Jobs at the head of the board the overview looks at for lapsed claims.
 HEAD_SCAN = 500
 #: A value shown folded on the job page when its JSON is longer than this.
 FOLD_CHARS = 400
@@ -160,22 +160,41 @@ class JobFilter:
 
 
 def jobs_page(
-    board: JobBoard, backend: Persistence, wanted: JobFilter, *, start: int = 0, limit: int = 50
+    board: JobBoard,
+    backend: Persistence,
+    wanted: JobFilter,
+    *,
+    after: str | None = None,
+    start: int = 0,
+    limit: int = 50,
 ) -> dict[str, Any]:
-    """One page of jobs in claim order (the trash, newest first, for ``state=trashed``),
-    starting at position ``start`` of that order. Reads at most ``start + SCAN_LIMIT`` jobs;
-    ``next_start`` is where the next page starts (None at the end)."""
+    """One page of jobs in claim order (the trash, newest first, for ``state=trashed``).
+
+    A page starts after the job position ``after`` (``Job.position``, the ``next_after`` of
+    the page before): the board finds it through its index, so a page reads only its own
+    jobs, however deep. ``start`` (a count of jobs to pass over; the trash pages by it) reads
+    the ``start`` jobs before the page. A page reads at most ``SCAN_LIMIT`` jobs of its own;
+    ``next_after`` and ``next_start`` say where the next one starts (None at the end)."""
     now = board.clock()
     trashed = wanted.state == "trashed"
-    source: Iterator[Job] = board.iter_trash() if trashed else board.iterjobs()
+    source: Iterator[Job]
+    if trashed:
+        source, after = itertools.islice(board.iter_trash(), start, None), None
+    else:
+        # Only claimable jobs can match "waiting": the board leaves the others out.
+        source = board.iterjobs(only_unclaimed=wanted.state == "waiting", after=after)
+        if after is None:
+            source = itertools.islice(source, start, None)
     rows: list[dict[str, Any]] = []
     position = start
     scanned = 0
-    for job in itertools.islice(source, start, None):
+    last: Job | None = None
+    for job in source:
         if len(rows) >= limit or scanned >= SCAN_LIMIT:
             break
         position += 1
         scanned += 1
+        last = job
         row = job_row(job, now=now, state="trashed" if trashed else None)
         if wanted.factory or wanted.matches(row):  # read the factory only when it may show
             row["factory"] = _factory_of(job, backend)
@@ -183,23 +202,27 @@ def jobs_page(
                 rows.append(row)
     else:
         position = -1
+    more = position >= 0
     return {
         "jobs": rows,
         "start": start,
+        "after": after,
         "scanned": scanned,
-        "next_start": None if position < 0 else position,
-        "stopped_early": position >= 0 and len(rows) < limit,
+        "next_start": position if more and after is None else None,
+        "next_after": last.position if more and last is not None and not trashed else None,
+        "stopped_early": more and len(rows) < limit,
     }
 
 
 def overview(board: JobBoard, backend: Persistence) -> dict[str, Any]:
-    """Counts, live conductors, finished and failed per minute over the last hour, the head
-    of the queue's age, and what needs attention."""
+    """Counts, live conductors, finished and failed per minute over the last hour, the age
+    of the oldest waiting job (whatever its priority), and what needs attention."""
     now = board.clock()
     counts = board.counts()
     live = [_entity_row(e) for e in board.iter_entities("conductor")]
-    head = next(board.iterjobs(only_unclaimed=True), None)
-    lapsed, held, lapsing = _head_claims(board, now)
+    oldest = board.oldest_waiting()
+    lapsed = _lapsed_at_head(board, now)
+    held, lapsing = _claims(board, now)
     for row in live:
         _add_claims(row, held, now)
     recent = backend.claim_counts(utcnow() - dt.timedelta(minutes=10))
@@ -238,8 +261,9 @@ def overview(board: JobBoard, backend: Persistence) -> dict[str, Any]:
         "board": board.name,
         "counts": counts,
         "conductors": live,
-        "next_waiting_since": _iso(head.record.created_on) if head else None,
-        "next_waiting_age": age(now - head.record.created_on) if head else None,
+        "oldest_waiting": oldest.uuid if oldest else None,
+        "oldest_waiting_since": _iso(oldest.record.created_on) if oldest else None,
+        "oldest_waiting_age": age(now - oldest.record.created_on) if oldest else None,
         "per_minute": per_minute(backend),
         "attention": attention,
         "lapsed": lapsed,
@@ -273,21 +297,27 @@ def _add_claims(row: dict[str, Any], held: dict[str, list[JobRecord]], now: floa
     row["last_renewal_age"] = age(now - renewed) if renewed is not None else None
 
 
-def _head_claims(
+def _lapsed_at_head(board: JobBoard, now: float) -> list[str]:
+    """The jobs among the first ``HEAD_SCAN`` whose claim lapsed (their owner stopped
+    renewing; the board's index of claims may already have let go of them)."""
+    return [
+        job.uuid
+        for job in itertools.islice(board.iterjobs(), HEAD_SCAN)
+        if job.record.state is JobState.CLAIMED and job.record.effective_owner(now) is None
+    ]
+
+
+def _claims(
     board: JobBoard, now: float
-) -> tuple[list[str], dict[str, list[JobRecord]], list[dict[str, Any]]]:
-    """Among the first ``HEAD_SCAN`` jobs: those whose claim lapsed, the live claims by
-    owner, and the live claims about to lapse (``lapsing``)."""
-    lapsed: list[str] = []
+) -> tuple[dict[str, list[JobRecord]], list[dict[str, Any]]]:
+    """Every live claim by owner, and those about to lapse (``lapsing``), from the board's
+    index of claims (``iter_claimed``: what it costs follows the claims, not the jobs)."""
     held: dict[str, list[JobRecord]] = {}
     lapsing: list[dict[str, Any]] = []
-    for job in itertools.islice(board.iterjobs(), HEAD_SCAN):
+    for job in board.iter_claimed():
         record = job.record
-        if record.state is not JobState.CLAIMED:
-            continue
         owner = record.effective_owner(now)
         if owner is None:
-            lapsed.append(job.uuid)
             continue
         held.setdefault(owner, []).append(record)
         if lapsing_soon(record, now):
@@ -301,7 +331,7 @@ def _head_claims(
                     "lease_expires": _iso(record.lease_expires),
                 }
             )
-    return lapsed, held, lapsing
+    return held, lapsing
 
 
 def lapsing_soon(record: JobRecord, now: float) -> bool:
@@ -570,12 +600,12 @@ def conductors(
     flows_limit: int = 50,
     since: dt.timedelta = dt.timedelta(hours=1),
 ) -> dict[str, Any]:
-    """Live conductors with the jobs they hold (among the first ``HEAD_SCAN`` jobs), and
+    """Live conductors with the jobs they hold (``iter_claimed``), and
     every owner in the history of the last ``flows_limit`` flows run within ``since``, with
     the jobs each ran and their outcomes."""
     now = board.clock()
     live = [_entity_row(e) for e in board.iter_entities("conductor")]
-    _, held, _ = _head_claims(board, now)
+    held, _ = _claims(board, now)
     for row in live:
         _add_claims(row, held, now)
     ran: dict[str, dict[str, Any]] = {}

@@ -21,6 +21,7 @@ from legato.dashboard._http import (
     redirect,
     same_origin,
 )
+from legato.jobboard.base import parse_position
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -66,6 +67,20 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _page_params(params: Mapping[str, str]) -> tuple[_data.JobFilter, str | None, int, int]:
+    """The jobs list's filter, ``after`` (a job position), ``start`` and ``limit``;
+    ``ValueError`` with one line naming what is wrong."""
+    wanted = _data.JobFilter.parse(dict(params))
+    after = (params.get("after") or "").strip() or None
+    if after is not None:
+        parse_position(after)
+        if wanted.state == "trashed":
+            raise ValueError("the trash pages by start, not after")
+    start = _int(params, "start", 0, low=0, high=10**9)
+    limit = _int(params, "limit", 50, low=1, high=500)
+    return wanted, after, start, limit
+
+
 class _Handlers:
     def __init__(self, dash: Dashboard) -> None:
         self.dash = dash
@@ -104,9 +119,7 @@ class _Handlers:
     async def jobs(self, request: Request) -> Response:
         params = request.query_params
         try:
-            wanted = _data.JobFilter.parse(dict(params))
-            start = _int(params, "start", 0, low=0, high=10**9)
-            limit = _int(params, "limit", 50, low=1, high=500)
+            wanted, after, start, limit = _page_params(params)
         except ValueError as exc:
             return self.dash.error_page(request, 400, str(exc))
         return await self._show(
@@ -114,6 +127,7 @@ class _Handlers:
             "jobs.html",
             self._jobs,
             wanted,
+            after,
             start,
             limit,
             live="_jobs_live.html",
@@ -124,8 +138,12 @@ class _Handlers:
             limit=limit,
         )
 
-    def _jobs(self, wanted: _data.JobFilter, start: int, limit: int) -> dict[str, Any]:
-        return _data.jobs_page(self.board, self.backend, wanted, start=start, limit=limit)
+    def _jobs(
+        self, wanted: _data.JobFilter, after: str | None, start: int, limit: int
+    ) -> dict[str, Any]:
+        return _data.jobs_page(
+            self.board, self.backend, wanted, after=after, start=start, limit=limit
+        )
 
     async def job(self, request: Request) -> Response:
         uuid = request.path_params["uuid"]
@@ -215,12 +233,10 @@ class _Handlers:
             return await self.post_job(request)
         params = request.query_params
         try:
-            wanted = _data.JobFilter.parse(dict(params))
-            start = _int(params, "start", 0, low=0, high=10**9)
-            limit = _int(params, "limit", 50, low=1, high=500)
+            wanted, after, start, limit = _page_params(params)
         except ValueError as exc:
             return self.dash.error_page(request, 400, str(exc))
-        return await self._json(request, self._jobs, wanted, start, limit)
+        return await self._json(request, self._jobs, wanted, after, start, limit)
 
     async def api_job(self, request: Request) -> Response:
         return await self._json(

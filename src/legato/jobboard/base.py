@@ -20,7 +20,9 @@ Semantics every backend keeps (the conformance suite in ``legato.testing`` check
   raises ``NotFound``.
 * ``attempts`` counts the claims a job has had (a claim handed back unstarted with ``release``
   does not count).
-* Finding the next claimable job never reads every job on the board.
+* Finding the next claimable job never reads every job on the board; nor do ``oldest_waiting``
+  (one lookup per priority), ``iter_claimed`` (an index of claims) or a page of ``iterjobs``
+  that starts ``after`` a position (a keyset on the claim order).
 * An unreachable server raises ``BoardUnavailable`` (a ``JobFailure``) within the configured
   timeout; the same board object carries on once the server is back.
 * ``post`` refuses details nested deeper than ``MAX_DETAILS_DEPTH`` levels or larger than
@@ -69,7 +71,8 @@ if TYPE_CHECKING:
 
 __all__ = ["CLAIMS_LOST", "MAX_DETAILS_BYTES", "MAX_DETAILS_DEPTH", "POSTED", "REMOVAL",
            "Capabilities", "Entity", "Job", "JobBoard", "JobCounts", "JobRecord", "Pending",
-           "cancel_reason", "check_details", "decode_record", "refuse_nul"]
+           "Position", "cancel_reason", "check_details", "decode_record", "parse_position",
+           "refuse_nul"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +94,9 @@ MAX_DETAILS_DEPTH = 64
 MAX_DETAILS_BYTES = 1024 * 1024
 
 Clock = Callable[[], float]
+
+#: A place in claim order: a job's priority and post sequence (``Job.position`` as text).
+Position = tuple[int, int]
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -413,6 +419,12 @@ class Job:
     record = property(lambda self: self._record)
 
     @property
+    def position(self) -> str:
+        """Where the job stands in claim order, ``"PRIORITY:SEQUENCE"``: give it to
+        ``iterjobs(after=...)`` to list the jobs after this one."""
+        return f"{self._record.priority}:{self._record.sequence}"
+
+    @property
     def priority(self) -> JobPriority:
         return JobPriority(self._record.priority)
 
@@ -619,13 +631,21 @@ class JobBoard(abc.ABC):
         self.notifier.notify(POSTED, {"job": job})
         return job
 
-    def iterjobs(self, only_unclaimed: bool = False, ensure_fresh: bool = False) -> Iterator[Job]:
+    def iterjobs(self, only_unclaimed: bool = False, ensure_fresh: bool = False, *,
+                 after: str | None = None) -> Iterator[Job]:
         """Jobs on the board in claim order (priority, then oldest). Lazy: stop when you like.
 
-        With ``only_unclaimed``, only jobs that can be claimed now.
+        With ``only_unclaimed``, only jobs that can be claimed now. With ``after`` (a
+        ``Job.position``), only the jobs after that place in claim order, found through the
+        board's index without reading the ones before it (the job there need not still be on
+        the board): a page of a listing costs its own rows, however deep it is.
+
+        Raises:
+            ValueError: ``after`` is not a position.
         """
         self._require_connected()
-        for record in self._iter_records(only_unclaimed, ensure_fresh):
+        start = parse_position(after) if after is not None else None
+        for record in self._iter_records(only_unclaimed, ensure_fresh, start):
             if only_unclaimed and not record.claimable(self.clock()):
                 continue
             yield Job(self, record)
@@ -671,6 +691,33 @@ class JobBoard(abc.ABC):
     def counts(self) -> dict[str, int]:
         """``job_counts()`` as a dict: ``waiting``, ``delayed``, ``claimed``, ``trashed``."""
         return dataclasses.asdict(self.job_counts())
+
+    def oldest_waiting(self) -> Job | None:
+        """The waiting job posted first, whatever its priority; None when none waits.
+
+        Waiting as in ``job_counts``: claimable now (never claimed, abandoned, released, or its
+        claim lapsed); delayed and claimed jobs are not waiting. Within one priority claim
+        order is post order, so this is the oldest of the first waiting job of each priority:
+        boards find those with one index lookup per priority, without reading the whole
+        board. A snapshot, for monitoring: a board whose claimable set is refreshed lazily
+        (Redis) may not see a lapsed claim or an ended delay that no call has noticed yet.
+        """
+        self._require_connected()
+        now = self.clock()
+        heads = [record for record in self._waiting_heads() if record.claimable(now)]
+        if not heads:
+            return None
+        return Job(self, min(heads, key=lambda record: (record.created_on, record.sequence)))
+
+    def iter_claimed(self) -> Iterator[Job]:
+        """The jobs under a live claim, in no particular order; ``find_owner``'s answer is in
+        each one's ``record.effective_owner``. Read from the board's index of claims, never by
+        reading the jobs that wait: cheap enough to show what every conductor holds."""
+        self._require_connected()
+        now = self.clock()
+        for record in self._iter_claimed():
+            if record.effective_state(now) is JobState.CLAIMED:
+                yield Job(self, record)
 
     def find_owner(self, job: Job) -> str | None:
         """The owner of the job's live claim, or None.
@@ -971,9 +1018,37 @@ class JobBoard(abc.ABC):
         """The stored record; ``NotFound`` when consumed, trashed or never posted."""
 
     @abc.abstractmethod
-    def _iter_records(self, only_unclaimed: bool, ensure_fresh: bool) -> Iterator[JobRecord]:
+    def _iter_records(self, only_unclaimed: bool, ensure_fresh: bool,
+                      after: Position | None = None) -> Iterator[JobRecord]:
         """Records in claim order, read lazily (in pages); undecodable ones skipped with a
-        warning. With ``only_unclaimed`` a backend may skip records that are not claimable."""
+        warning. With ``only_unclaimed`` a backend may skip records that are not claimable.
+        With ``after`` (priority, sequence), only the records after that place in claim order
+        (a lower priority, or the same one and a larger sequence), found through an index:
+        the records before it are not read."""
+
+    def _waiting_heads(self) -> list[JobRecord]:
+        """Records among which the oldest waiting one is: at least the first claimable record
+        of each priority (in claim order), or that oldest alone; others are allowed (the base
+        drops the unclaimable ones). This default lists the claimable records from the start
+        of each priority with ``_iter_records(after=...)``, one page per priority; backends
+        override it with one lookup per priority in their index."""
+        now = self.clock()
+        heads: list[JobRecord] = []
+        for priority in sorted(map(int, JobPriority), reverse=True):
+            for record in self._iter_records(True, False, (priority, -1)):
+                if record.priority != priority:
+                    break
+                if record.claimable(now):
+                    heads.append(record)
+                    break
+        return heads
+
+    def _iter_claimed(self) -> Iterator[JobRecord]:
+        """At least every record under a live claim (others are allowed: the base drops
+        them). This default reads the whole board; backends override it with an index of
+        claims, so that its cost follows the number of claims, not of jobs."""
+        return (record for record in self._iter_records(False, True)
+                if record.state is JobState.CLAIMED)
 
     @abc.abstractmethod
     def _job_count(self) -> int: ...
@@ -1110,6 +1185,23 @@ def refuse_nul(name: str, book_name: str | None, details: dict[str, Any] | None)
                 stack.append((f"{path}[{key!r}]", item))
         elif isinstance(value, list | tuple):
             stack.extend((f"{path}[{index}]", item) for index, item in enumerate(value))
+
+
+def parse_position(text: str) -> Position:
+    """A ``Job.position`` (``"PRIORITY:SEQUENCE"``) as a tuple; ``ValueError`` naming what is
+    wrong otherwise."""
+    priority, colon, sequence = str(text).strip().partition(":")
+    try:
+        if not colon:
+            raise ValueError
+        position = (int(priority), int(sequence))
+        JobPriority(position[0])
+    except ValueError:
+        raise ValueError(f"not a job position: {str(text)[:60]!r} (expected PRIORITY:SEQUENCE "
+                         "as Job.position gives, such as '0:17')") from None
+    if position[1] < 0:
+        raise ValueError(f"not a job position: {str(text)[:60]!r} (a negative sequence)")
+    return position
 
 
 def cancel_reason(who: str, reason: str | None, now: float) -> str:

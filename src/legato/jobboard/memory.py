@@ -20,7 +20,15 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from legato import errors
-from legato.jobboard.base import Capabilities, Entity, JobBoard, JobCounts, JobRecord, not_owner
+from legato.jobboard.base import (
+    Capabilities,
+    Entity,
+    JobBoard,
+    JobCounts,
+    JobRecord,
+    Position,
+    not_owner,
+)
 from legato.states import JobState
 
 if TYPE_CHECKING:
@@ -173,15 +181,35 @@ class MemoryJobBoard(JobBoard):
                 raise errors.NotFound(f"no job {job_uuid} on board {self.name!r}")
             return _copy(record)
 
-    def _iter_records(self, only_unclaimed: bool, ensure_fresh: bool) -> Iterator[JobRecord]:
+    def _iter_records(self, only_unclaimed: bool, ensure_fresh: bool,
+                      after: Position | None = None) -> Iterator[JobRecord]:
+        # In the process's memory: filtering every record is cheap next to any board call.
+        start = (-after[0], after[1]) if after is not None else None
         store = self._s
         with store.changed:
             self._mark_seen(store)
             now = self.clock()
             records = [_copy(r) for r in store.jobs.values()
-                       if not only_unclaimed or r.claimable(now)]
+                       if (not only_unclaimed or r.claimable(now))
+                       and (start is None or (-r.priority, r.sequence) > start)]
         records.sort(key=lambda r: (-r.priority, r.sequence))
         return iter(records)
+
+    def _waiting_heads(self) -> list[JobRecord]:
+        # Jobs sit in the dict in post order (a post appends; claims and delays keep the
+        # place): the first claimable one is the oldest, after the claimed and delayed before.
+        store = self._s
+        with store.changed:
+            now = self.clock()
+            first = next((r for r in store.jobs.values() if r.claimable(now)), None)
+            return [_copy(first)] if first is not None else []
+
+    def _iter_claimed(self) -> Iterator[JobRecord]:
+        store = self._s
+        with store.changed:
+            now = self.clock()
+            return iter([_copy(r) for r in store.jobs.values()
+                         if r.effective_state(now) is JobState.CLAIMED])
 
     def _job_count(self) -> int:
         store = self._s

@@ -61,6 +61,7 @@ from legato.testing.jobboard_acceptance import (
     run_renewal,
     until,
 )
+from legato.testing.jobboard_listing import ListingConformance
 
 __all__ = [
     "DeadOwnerResult",
@@ -105,8 +106,10 @@ def board_factory(url: str, **defaults: Any) -> Iterator[MakeBoard]:
                 board.close()
 
 
-class JobBoardConformance:
-    """Contract tests every jobboard passes. Subclass it and provide a ``make_board`` fixture."""
+class JobBoardConformance(ListingConformance):
+    """Contract tests every jobboard passes. Subclass it and provide a ``make_board`` fixture.
+    The listing tests (``oldest_waiting``, ``iter_claimed``, ``iterjobs(after=...)``) come
+    from ``ListingConformance``."""
 
     fake_clock: ClassVar[bool] = False
     short_ttl: ClassVar[float] = 0.5

@@ -77,9 +77,10 @@ from legato.jobboard.base import (
     JobBoard,
     JobRecord,
     Pending,
+    Position,
     decode_record,
 )
-from legato.states import JobState
+from legato.states import JobPriority, JobState
 
 if TYPE_CHECKING:
     from legato.persistence.base import Persistence
@@ -96,6 +97,13 @@ _SCRIPTS = ("post", "claim", "claim_next", "renew", "consume", "consume_and_clai
 #: Most delayed jobs, expired claims or bad entries one script call handles (bounded work).
 _HOUSEKEEPING_LIMIT = 100
 _BOARD_OPTIONS = ("name", "ttl", "poll_interval", "clock")
+#: A job's score in ``jobs`` and ``ready`` is ``-priority * ONE_PRIORITY + sequence``
+#: (``common.lua``): each priority has a stretch of ONE_PRIORITY scores of its own.
+ONE_PRIORITY = 2 ** 40
+
+
+def _score(position: Position) -> int:
+    return -position[0] * ONE_PRIORITY + position[1]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -595,28 +603,53 @@ class RedisJobBoard(JobBoard):
         """Decode a record the caller asked for by uuid: garbage is a ``GarbageRecord``."""
         return _decode(job_uuid, raw)
 
-    def _iter_records(self, only_unclaimed: bool, ensure_fresh: bool) -> Iterator[JobRecord]:
+    def _iter_records(self, only_unclaimed: bool, ensure_fresh: bool,
+                      after: Position | None = None) -> Iterator[JobRecord]:
+        start = f"({_score(after)}" if after is not None else "-inf"
         if only_unclaimed:
             # Due delayed jobs and expired claims join "ready" first, so listing the ready
             # set alone is enough (and costs only what it returns).
             self._run("promote", [_HOUSEKEEPING_LIMIT])
-            return self._iter_index(self._keys[1], set_aside=True)
+            return self._iter_index(self._keys[1], set_aside=True, start=start)
         epoch = self._epoch
         with _translated("iterate"):
             found = self._redis.get(self._keys[9])
         if found != epoch:
             raise self._lost(epoch, found, None)  # type: ignore[arg-type]
-        return self._iter_index(self._keys[0])
+        return self._iter_index(self._keys[0], start=start)
 
-    def _iter_index(self, index: str, *, set_aside: bool = False) -> Iterator[JobRecord]:
+    def _waiting_heads(self) -> list[JobRecord]:
+        # "ready" after a promote, as claim_next sees it: the first entry of each priority's
+        # stretch of scores (one ZRANGEBYSCORE ... LIMIT 0 1 each, in one round trip).
+        self._run("promote", [_HOUSEKEEPING_LIMIT])
+        with _translated("oldest_waiting"):
+            pipe = self._redis.pipeline(transaction=False)
+            for priority in JobPriority:
+                low = _score((priority, 0))
+                pipe.zrangebyscore(self._keys[1], f"({low}", f"({low + ONE_PRIORITY}",
+                                   start=0, num=1)
+            uuids = [str(uuid) for first in pipe.execute() for uuid in first]
+        return list(self._read_page(uuids, "job:", set_aside=True))
+
+    def _iter_claimed(self) -> Iterator[JobRecord]:
+        # "claimed" holds the claimed jobs alone (scored by lease expiry; lapsed ones stay
+        # until promoted back to "ready", and the base drops them).
+        with _translated("iter_claimed"):
+            uuids = [str(uuid) for uuid in self._redis.zrange(self._keys[3], 0, -1)]
+        size = self.settings.page_size
+        for first in range(0, len(uuids), size):
+            yield from self._read_page(uuids[first:first + size], "job:")
+
+    def _iter_index(self, index: str, *, set_aside: bool = False,
+                    start: str = "-inf") -> Iterator[JobRecord]:
         """Records of a job index in score order, one page per round trip; with
         ``set_aside``, garbage met (claimable jobs only: "ready") is set aside as well as
         skipped, so that a waiter does not meet it again on every poll.
 
         Pages continue after the last score seen (scores are unique per job), so jobs leaving
-        the board meanwhile never make a page skip one.
+        the board meanwhile never make a page skip one; the first starts at ``start``.
         """
-        bound = "-inf"
+        bound = start
         while True:
             with _translated("iterate"):
                 page: list[Any] = self._redis.zrangebyscore(

@@ -48,12 +48,13 @@ from legato.jobboard.base import (
     JobBoard,
     JobCounts,
     JobRecord,
+    Position,
     decode_record,
     not_owner,
 )
 from legato.jobboard.sql import tables as sql_tables
 from legato.jobboard.sql.tables import entities, jobs, trash
-from legato.states import JobState
+from legato.states import JobPriority, JobState
 
 if TYPE_CHECKING:
     from legato.persistence.base import Persistence
@@ -212,10 +213,11 @@ class SQLJobBoard(JobBoard):
     def _now(self) -> sa.ColumnElement[float]:
         return sa.literal(self.clock(), sa.Double())
 
-    def _claimable(self, now: sa.ColumnElement[float]) -> sa.ColumnElement[bool]:
+    def _claimable(self, now: sa.ColumnElement[float],
+                   columns: Any = _J) -> sa.ColumnElement[bool]:
         return sa.and_(
-            sa.or_(_J.state == str(JobState.UNCLAIMED), _J.lease_expires <= now),
-            sa.or_(_J.available_at.is_(None), _J.available_at <= now))
+            sa.or_(columns.state == str(JobState.UNCLAIMED), columns.lease_expires <= now),
+            sa.or_(columns.available_at.is_(None), columns.available_at <= now))
 
     def _owned(self, job_uuid: str, who: str, fence: int | None,
                now: sa.ColumnElement[float]) -> sa.ColumnElement[bool]:
@@ -308,20 +310,14 @@ class SQLJobBoard(JobBoard):
             raise errors.NotFound(f"no job {job_uuid} on board {self.name!r}")
         return self._decode(row)
 
-    def _iter_records(self, only_unclaimed: bool, ensure_fresh: bool) -> Iterator[JobRecord]:
+    def _iter_records(self, only_unclaimed: bool, ensure_fresh: bool,
+                      after: Position | None = None) -> Iterator[JobRecord]:
+        # Pages are a keyset on the claim order index: each starts after the last row seen.
         self._mark_seen()
-        after: tuple[int, int] | None = None
         size = _FIRST_PAGE
         while True:
-            query = sa.select(jobs).order_by(*_ORDER).limit(size)
-            if after is not None:
-                query = query.where(sa.or_(
-                    _J.priority < after[0], sa.and_(_J.priority == after[0],
-                                                    _J.sequence > after[1])))
             with self._tx() as conn:
-                if only_unclaimed:
-                    query = query.where(self._claimable(self._now()))
-                rows = conn.execute(query).all()
+                rows = self._page(conn, after, size, only_unclaimed)
             for row in rows:
                 record = self._decode_or_warn(row)
                 if record is not None:
@@ -329,6 +325,44 @@ class SQLJobBoard(JobBoard):
             if len(rows) < size:
                 return
             after, size = (rows[-1].priority, rows[-1].sequence), _PAGE
+
+    def _page(self, conn: sa.Connection, after: Position | None, size: int,
+              only_unclaimed: bool) -> list[Any]:
+        """Up to ``size`` rows after ``after`` in claim order. Two range reads of the index
+        (the rest of ``after``'s priority, then the lower ones) rather than one ``OR``, which
+        a planner would answer by walking the index from its start."""
+        query = sa.select(jobs).order_by(*_ORDER).limit(size)
+        if only_unclaimed:
+            query = query.where(self._claimable(self._now()))
+        if after is None:
+            return list(conn.execute(query).all())
+        rows = list(conn.execute(query.where(_J.priority == after[0],
+                                             _J.sequence > after[1])).all())
+        if len(rows) < size:
+            rows += conn.execute(query.where(_J.priority < after[0])
+                                 .limit(size - len(rows))).all()
+        return rows
+
+    def _waiting_heads(self) -> list[JobRecord]:
+        # One statement: for each priority, the first claimable row of its stretch of the
+        # claim order index (what claim_next's subselect reads, once per priority).
+        now = self._now()
+        first = jobs.alias("first")
+        heads = [sa.select(first.c.sequence)
+                 .where(first.c.priority == int(priority), self._claimable(now, first.c))
+                 .order_by(first.c.sequence).limit(1).scalar_subquery()
+                 for priority in JobPriority]
+        with self._tx() as conn:
+            rows = conn.execute(sa.select(jobs).where(_J.sequence.in_(heads))).all()
+        return [r for r in map(self._decode_or_warn, rows) if r is not None]
+
+    def _iter_claimed(self) -> Iterator[JobRecord]:
+        # The partial index of claimed rows (legato_jb_jobs_claimed); the literal condition
+        # lets SQLite's planner see that the index covers the query.
+        with self._tx() as conn:
+            rows = conn.execute(sa.select(jobs).where(sql_tables.CLAIMED_ROWS,
+                                                      _J.lease_expires > self._now())).all()
+        return (r for r in map(self._decode_or_warn, rows) if r is not None)
 
     def _job_count(self) -> int:
         with self._tx() as conn:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["CHANNEL", "VERSION_TABLE", "entities", "jobs", "metadata", "trash"]
+__all__ = ["CHANNEL", "CLAIMED_ROWS", "VERSION_TABLE", "entities", "jobs", "metadata", "trash"]
 
 #: Alembic's version table of the board's lineage.
 VERSION_TABLE = "legato_jb_version"
@@ -50,6 +50,10 @@ jobs = sa.Table(
 )
 # claim_next walks this index from the top and stops at the first claimable row.
 sa.Index("legato_jb_jobs_claim_order", jobs.c.priority.desc(), jobs.c.sequence)
+#: The claims alone (``iter_claimed``): a partial index, as small as the number of claims.
+CLAIMED_ROWS = sa.text("state = 'CLAIMED'")
+sa.Index("legato_jb_jobs_claimed", jobs.c.owner, sqlite_where=CLAIMED_ROWS,
+         postgresql_where=CLAIMED_ROWS)
 
 trash = sa.Table(
     "legato_jb_trash", metadata,

@@ -106,6 +106,7 @@ from legato.jobboard.base import (
     JobCounts,
     JobRecord,
     Pending,
+    Position,
     not_owner,
 )
 from legato.jobboard.zookeeper import kazoo_compat
@@ -120,6 +121,7 @@ from legato.jobboard.zookeeper.index import (
     Node,
     job_key,
     job_name_prefix,
+    key_after,
     uuid_of,
 )
 from legato.jobboard.zookeeper.records import (
@@ -137,7 +139,7 @@ from legato.jobboard.zookeeper.records import (
     with_claim,
 )
 from legato.jobboard.zookeeper.settings import ZooKeeperSettings, split_url
-from legato.states import JobState
+from legato.states import JobPriority, JobState
 
 if TYPE_CHECKING:
     from legato.persistence.base import Persistence
@@ -452,19 +454,59 @@ class ZooKeeperJobBoard(JobBoard):
             raise errors.NotFound(f"no job {job_uuid} on board {self.name!r}")
         return record
 
-    def _iter_records(self, only_unclaimed: bool, ensure_fresh: bool) -> Iterator[JobRecord]:
+    def _iter_records(self, only_unclaimed: bool, ensure_fresh: bool,
+                      position: Position | None = None) -> Iterator[JobRecord]:
         self._note_generation()
         self._calls.live()  # even when the index has nothing to read: an outage is reported at once
         if ensure_fresh:
             self._follower.catch_up()
         else:
             self._follower.ensure_synced()
-        after: Key | None = None
+        after: Key | None = key_after(*position) if position is not None else None
         while keys := self._index.page(after, self.clock(), only_unclaimed=only_unclaimed,
                                        limit=_PAGE):
             after = keys[-1]
             names = [key[2] for key in keys]
             for name, (job, claim) in zip(names, self._follower.read_page(names), strict=True):
+                record = self._job_with_claim(name, job, claim)
+                if record is not None:
+                    yield record
+
+    def _waiting_heads(self) -> list[JobRecord]:
+        # The index gives each priority's first job not known claimed or delayed, at no cost;
+        # they are read together in one round trip, and a priority whose candidate turns out
+        # unclaimable (a claim made elsewhere, not heard of yet) looks again after it.
+        self._calls.live()
+        self._follower.ensure_synced()
+        heads: list[JobRecord] = []
+        starts = {int(p): key_after(int(p), -1) for p in JobPriority}
+        while starts:
+            now, found = self.clock(), {}
+            for priority, start in starts.items():
+                keys = self._index.page(start, now, only_unclaimed=True, limit=1)
+                if keys and keys[0][0] == -priority:
+                    found[priority] = keys[0]
+            names = [key[2] for key in found.values()]
+            pages = zip(found.items(), self._follower.read_page(names), strict=True)
+            starts = {}
+            for (priority, key), (job, claim) in pages:
+                record = self._job_with_claim(key[2], job, claim)
+                if record is not None and record.claimable(self.clock()):
+                    heads.append(record)
+                else:  # gone, garbage or claimed meanwhile: look after it
+                    starts[priority] = key
+        return heads
+
+    def _iter_claimed(self) -> Iterator[JobRecord]:
+        # The index knows which jobs have a claim node; the claims made elsewhere that it has
+        # not read yet are read first (never more than the live claims), then those jobs.
+        self._calls.live()
+        self._follower.ensure_synced()
+        self._follower.read_claims(self._index.unknown_claims())
+        names = self._index.claimed_names(self.clock())
+        for first in range(0, len(names), _PAGE):
+            page = names[first:first + _PAGE]
+            for name, (job, claim) in zip(page, self._follower.read_page(page), strict=True):
                 record = self._job_with_claim(name, job, claim)
                 if record is not None:
                     yield record

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from sortedcontainers import SortedList
 
 __all__ = ["CHANGED", "CLAIMS", "CREATED", "DELETED", "JOBS", "UNCLAIMED", "Entry", "Index",
-           "job_id", "job_key", "job_name_prefix", "uuid_of"]
+           "job_id", "job_key", "job_name_prefix", "key_after", "uuid_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +61,12 @@ def job_key(name: str) -> Key | None:
     if match is None:
         return None
     return (-int(match["priority"]), int(match["seq"]), name)
+
+
+def key_after(priority: int, sequence: int) -> Key:
+    """A key that sorts after every job node of ``priority`` posted at ``sequence`` or before,
+    and before the rest (``bisect_right`` of it starts a listing there)."""
+    return (-priority, sequence, "\U0010ffff")
 
 
 def job_id(name: str) -> tuple[str, int]:
@@ -420,6 +426,12 @@ class Index:
                     if len(found) >= limit:
                         break
         return found
+
+    def claimed_names(self, now: float) -> list[str]:
+        """The names of the jobs known claimed at ``now`` (claims not read yet included)."""
+        with self.cond:
+            return [name for name, entry in self._jobs.items()
+                    if entry.claimed and (entry.expires is None or entry.expires > now)]
 
     def take(self, now: float, *, skip: int = 0) -> str | None:
         """Reserve a name that may be claimable for the calling thread, so that this process's
