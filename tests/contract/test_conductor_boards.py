@@ -3,13 +3,14 @@ stop and takeover, max_dispatches, and a poison job with its back-off."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from legato.conductor import BlockingConductor, NonBlockingConductor
-from legato.conductor.executor import ExecutorConductor
 from legato.jobboard.base import Job, JobBoard
 from legato.persistence.base import Persistence
 from legato.states import AtomState, FlowState
@@ -128,14 +129,16 @@ def test_cancel_while_waiting_and_while_running(make_board: Callable[[], JobBoar
     runner.start()
     try:
         assert tc.gate(f"{gate}:reached").wait(30)  # gated-1 runs, waiting on the gate
-        assert ops.cancel(ops.get(job.uuid), "ops@desk", reason="wrong input") is False
+        with _warned(f"job {job.uuid} ", "suspending it") as learned:
+            assert ops.cancel(ops.get(job.uuid), "ops@desk", reason="wrong input") is False
+            # The conductor learns at its next renewal (the step is still blocked) and says
+            # so; not before it could have, the gate opens and the flow reaches its next
+            # atom boundary.
+            assert learned.wait(30)
 
         def trashed() -> list[Job]:
             return [j for j in ops.iter_trash() if j.uuid == job.uuid]
 
-        # The conductor learns at its next renewal (the step is still blocked); not before
-        # it could have, the gate opens and the flow reaches its next atom boundary.
-        assert until(lambda: _learned(conductor, job), 30)
         tc.gate(gate).set()
         assert until(lambda: bool(trashed()), 30)
     finally:
@@ -157,8 +160,21 @@ def test_cancel_while_waiting_and_while_running(make_board: Callable[[], JobBoar
     assert board.job_count == 0
 
 
-def _learned(conductor: ExecutorConductor, job: Job) -> bool:
-    """Whether the conductor's renewal brought back the job's cancel mark."""
-    renewer = conductor._renewer
-    return renewer is not None and any(
-        lease.cancelled is not None for lease in renewer.held(job.uuid))
+@contextlib.contextmanager
+def _warned(*parts: str) -> Iterator[threading.Event]:
+    """An event set when a conductor logs a warning holding every one of ``parts`` (what an
+    operator reads when a renewal brings back a job's cancel mark)."""
+    seen = threading.Event()
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            message = record.getMessage()
+            if record.levelno >= logging.WARNING and all(p in message for p in parts):
+                seen.set()
+
+    watch, log = Watch(), logging.getLogger("legato.conductor")
+    log.addHandler(watch)
+    try:
+        yield seen
+    finally:
+        log.removeHandler(watch)

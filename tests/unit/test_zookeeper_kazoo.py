@@ -1,12 +1,10 @@
-"""The ZooKeeper board and kazoo: only kazoo's public API outside ``kazoo_compat``, which checks
-at connect that the kazoo installed is one it works with (scripts/kazoo-matrix.sh runs the
-board's contract tests with other kazoo releases)."""
+"""The ZooKeeper board and kazoo: ``kazoo_compat`` (the one module allowed kazoo's private
+names, as tests/unit/test_layering.py checks) accepts at connect only a kazoo it works with
+(scripts/kazoo-matrix.sh runs the board's contract tests with other kazoo releases)."""
 
 from __future__ import annotations
 
-import ast
 import os
-import pathlib
 import socket
 from typing import Any
 
@@ -17,10 +15,6 @@ from kazoo.protocol.connection import ConnectionHandler
 from legato import errors
 from legato.jobboard.zookeeper import ZooKeeperJobBoard, ZooKeeperSettings, kazoo_compat
 from legato.jobboard.zookeeper.handler import PollingHandler, ReadAhead
-
-_SRC = pathlib.Path(__file__).resolve().parents[2] / "src" / "legato"
-#: The one module allowed to use kazoo's private names (kazoo has no public AddWatch).
-_ALLOWED = {_SRC / "jobboard" / "zookeeper" / "kazoo_compat.py"}
 
 
 def test_the_kazoo_in_use_is_the_one_asked_for() -> None:
@@ -34,41 +28,6 @@ def test_the_kazoo_in_use_is_the_one_asked_for() -> None:
 
 def test_this_kazoo_is_accepted() -> None:
     kazoo_compat.check()
-
-
-def _private_kazoo_uses(path: pathlib.Path) -> list[str]:
-    """Underscore names reached through anything but ``self``/``cls``/``super()``, or imported
-    from kazoo, in a module that imports kazoo."""
-    tree = ast.parse(path.read_text())
-    imports_kazoo = any(
-        isinstance(node, ast.Import | ast.ImportFrom) and any(
-            (getattr(node, "module", None) or alias.name).startswith("kazoo")
-            for alias in node.names) for node in ast.walk(tree))
-    if not imports_kazoo:
-        return []
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("kazoo"):
-            found += [f"{path.name}:{node.lineno} {a.name}" for a in node.names
-                      if a.name.startswith("_") or "._" in (node.module or "")]
-        elif (isinstance(node, ast.Attribute) and node.attr.startswith("_")
-              and not node.attr.startswith("__")
-              and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
-              and not (isinstance(node.value, ast.Call)
-                       and getattr(node.value.func, "id", None) == "super")):
-            found.append(f"{path.name}:{node.lineno} .{node.attr}")
-    return found
-
-
-def test_no_private_kazoo_name_outside_the_compat_module() -> None:
-    found = [use for path in sorted(_SRC.rglob("*.py")) if path not in _ALLOWED
-             for use in _private_kazoo_uses(path)]
-    assert found == []
-
-
-def test_the_check_finds_a_private_use_it_is_shown() -> None:
-    """The scan above would see what kazoo_compat does."""
-    assert any("._call" in use for use in _private_kazoo_uses(next(iter(_ALLOWED))))
 
 
 def test_a_kazoo_whose_internals_changed_is_refused_in_one_line(

@@ -191,9 +191,9 @@ class Renewer:
             lease.deadline = started + lease.trusted_for
             lease.next_renewal = started + lease.trusted_for / 3
             if mark is not None and lease.cancelled is None:
+                lease.cancelled = mark  # before saying so: what the log says has happened
                 logger.warning("job %s (fence %s) %s: suspending it", lease.job.uuid,
                                lease.job.fence, mark)
-                lease.cancelled = mark
 
     def _all_lost(self, _event: str, details: dict[str, object]) -> None:
         """The board reported that every claim made through it ended (``CLAIMS_LOST``)."""
