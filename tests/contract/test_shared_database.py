@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from legato import errors, jobboard
 from legato import persistence as lp
 from legato.conductor import BlockingConductor, NonBlockingConductor
+from legato.conductor._joined import JoinedConsume
 from legato.jobboard.base import Job, JobBoard
 from legato.jobboard.sql.tables import jobs
 from legato.persistence.base import FlowWrites, Persistence
@@ -116,6 +117,27 @@ def test_a_failure_after_the_consume_rolls_both_back(board: JobBoard,
         store.update_many(_ending(flow, consume_then_fail), fence=fence)
     assert board.find_owner(job) == "owner-a"
     assert store.get_flow_details(flow.uuid).state is FlowState.RUNNING
+
+
+def test_a_retry_after_a_lost_answer_goes_on_as_consumed(board: JobBoard,
+                                                         store: Persistence) -> None:
+    """The persistence makes a transaction again when its answer was lost; if the first one
+    landed, the job is gone and the flow still ours: the retry is the same consume, not a lost
+    claim. A first attempt that finds the job gone is refused."""
+    job, flow, fence = _claimed_flow(board, store)
+    committed: list[bool] = []
+    joined = JoinedConsume(board, job, "owner-a", claim_next=None, ttl=None,
+                           committed=lambda: committed.append(True))
+    writes = _ending(flow, joined)
+    store.update_many(writes, fence=fence)
+    joined.committed()
+    store.update_many(writes, fence=fence)  # as a retry after a lost answer makes it
+    assert joined.done and committed == [True]
+    assert board.job_count == 0
+    fresh = JoinedConsume(board, job, "owner-a", claim_next=None, ttl=None,
+                          committed=lambda: None)
+    with pytest.raises(errors.FencedOut, match="consuming job"):
+        store.update_many(_ending(flow, fresh), fence=fence)
 
 
 def test_the_next_claim_rides_too_and_skips_garbage(shared_url: str, board: JobBoard,

@@ -11,6 +11,11 @@ The board checks owner and fence in that transaction; a refusal (``NotOwner``, `
 the claim was lost) becomes ``FencedOut``, which rolls the flow's write back too: the engine
 stops as for any refused write, and the step whose result was not recorded runs again on the
 next claim. A job claimed in the transaction is used only once it committed (``committed``).
+
+A transaction whose commit was sent but whose answer was lost (``StorageFailure``) is made again
+by the persistence; if the first one landed, the job is gone by then. The flow still records this
+claim's fence (else the write would have been refused first), so no later claim consumed it: the
+earlier attempt did, and the retry goes on as consumed.
 """
 
 from __future__ import annotations
@@ -40,8 +45,8 @@ class JoinedConsume:
         committed: called once the transaction committed (stops the renewal of the claim).
     """
 
-    __slots__ = ("_after", "_board", "_claim_next", "_job", "_owner", "_pending", "_ttl",
-                 "done", "following")
+    __slots__ = ("_after", "_attempts", "_board", "_claim_next", "_job", "_owner", "_pending",
+                 "_ttl", "done", "following")
 
     def __init__(self, board: JobBoard, job: Job, owner: str, *,
                  claim_next: Callable[[], bool] | None, ttl: float | None,
@@ -53,6 +58,7 @@ class JoinedConsume:
         self._ttl = ttl
         self._after = committed
         self._pending: tuple[Job, float] | None = None
+        self._attempts = 0
         #: The consume committed.
         self.done = False
         #: The job claimed in the committed transaction, with when its claim was sent.
@@ -61,12 +67,18 @@ class JoinedConsume:
     def __call__(self, transaction: Any) -> None:
         """Consume the job in ``transaction`` (and claim the next one when wanted)."""
         self._pending = None  # a retried transaction: what the rolled-back one claimed is void
+        self._attempts += 1
         claim = self._claim_next is not None and self._claim_next()
         claimed_at = time.monotonic()
         try:
             following = self._board.consume_in(transaction, self._job, self._owner,
                                                claim_next=claim, ttl=self._ttl)
-        except (errors.NotOwner, errors.NotFound) as exc:
+        except errors.NotFound as exc:
+            if self._attempts > 1:
+                return  # consumed by the earlier attempt, whose answer was lost (see above)
+            raise errors.FencedOut(f"consuming job {self._job.uuid} with its flow's end: "
+                                   f"{exc}") from exc
+        except errors.NotOwner as exc:
             raise errors.FencedOut(f"consuming job {self._job.uuid} with its flow's end: "
                                    f"{exc}") from exc
         if following is not None:
