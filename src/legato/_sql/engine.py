@@ -167,7 +167,8 @@ def database_key(url: URL) -> str | None:
         if url.database in (None, "", ":memory:"):
             return None
         return f"sqlite:{os.path.realpath(url.database)}"
-    plain = url.set(drivername=url.get_backend_name(), password=None)
+    plain = URL.create(url.get_backend_name(), username=url.username, host=url.host,
+                       port=url.port, database=url.database, query=url.query)
     return plain.render_as_string(hide_password=False)
 
 
