@@ -1,20 +1,27 @@
 """Coalesced writes keep the guarantees: a conductor SIGKILLed at each write boundary of a
 3-step flow (PostgreSQL board and persistence, one run per boundary), then a survivor takes the
-job over. No step whose success was recorded runs again; the step in flight runs again at most
-once; the job ends consumed once, and its history says the killed claim was lost.
+jobs over. No step whose success was recorded runs again; the step in flight runs again at most
+once; each job ends consumed once, and its history says the killed claim was lost.
 
 A 3-step job makes four write transactions: (1) the take, the claim's start, the new atoms, the
 flow's RUNNING and step 1's RUNNING; (2) step 1's result and step 2's RUNNING; (3) step 2's
 result and step 3's RUNNING; (4) step 3's result, the flow's SUCCESS and the claim's end.
+
+Both layouts run: board and persistence in one database (the same URL: write 4 also consumes
+the job on the board and claims the next one) and in two (another schema: the consume, and the
+next claim, are board calls after write 4). A second, one-step job is posted behind the first,
+so the claim that rides in write 4 is killed too and must lapse for the survivor to run it.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +31,7 @@ from legato import persistence as lp
 from legato.conductor import BlockingConductor
 from legato.states import AtomState, FlowState
 from legato.testing import conductor as tc
+from legato.testing import services
 
 CHILD = Path(__file__).with_name("write_boundary_child.py")
 STEPS = 3
@@ -31,7 +39,8 @@ WRITES = 4
 TTL = 2.0
 
 
-def _run_child_until_stopped(url: str, boundary: int) -> list[str]:
+def _run_child_until_stopped(board_url: str, persistence_url: str,
+                             boundary: int) -> list[str]:
     """Start the child conductor, wait until it stops at ``boundary``, SIGKILL it; its
     lines."""
     lines: list[str] = []
@@ -40,8 +49,8 @@ def _run_child_until_stopped(url: str, boundary: int) -> list[str]:
         lines.append(line.strip())
         return line.strip() == "stopped"
 
-    with subprocess.Popen([sys.executable, str(CHILD), url, url, str(boundary)],
-                          stdout=subprocess.PIPE, text=True) as proc:
+    with subprocess.Popen([sys.executable, str(CHILD), board_url, persistence_url,
+                           str(boundary)], stdout=subprocess.PIPE, text=True) as proc:
         try:
             tc.next_line(proc.stdout, stopped, timeout=60.0,
                          failure=f"the child never stopped at write {boundary}")
@@ -51,17 +60,39 @@ def _run_child_until_stopped(url: str, boundary: int) -> list[str]:
     return lines
 
 
+@contextlib.contextmanager
+def _persistence_url(layout: str, board_url: str) -> Iterator[str]:
+    """The board's URL (one database) or another schema's (two)."""
+    if layout == "shared":
+        yield board_url
+        return
+    with services.postgres_url() as other:
+        yield other
+
+
+@pytest.mark.parametrize("layout", ["shared", "separate"])
 @pytest.mark.parametrize("boundary", range(WRITES + 1))
-def test_sigkill_at_every_write_boundary(boundary: int, postgres_url: str,
+def test_sigkill_at_every_write_boundary(boundary: int, layout: str, postgres_url: str,
                                          tmp_path: Path) -> None:
+    with _persistence_url(layout, postgres_url) as persistence_url:
+        _kill_and_take_over(boundary, layout, postgres_url, persistence_url, tmp_path)
+
+
+def _kill_and_take_over(boundary: int, layout: str, board_url: str, persistence_url: str,
+                        tmp_path: Path) -> None:
     log = tmp_path / "side-effects.log"
     label = f"b{boundary}-{uuid.uuid4().hex[:8]}"
-    persistence = lp.connect(postgres_url)
+    persistence = lp.connect(persistence_url)
     persistence.upgrade()
-    with jb.connect(postgres_url, persistence=persistence) as board:
+    shared = persistence.database is not None and layout == "shared"
+    with jb.connect(board_url, persistence=persistence) as board:
+        assert (board.database == persistence.database) is shared
         job = tc.post_job(board, persistence, tc.side_effect_flow, name="boundary",
                           kwargs={"steps": STEPS, "label": label, "log_path": str(log)})
-        lines = _run_child_until_stopped(postgres_url, boundary)
+        behind = tc.post_job(board, persistence, tc.side_effect_flow, name="behind",
+                             kwargs={"steps": 1, "label": f"{label}-behind",
+                                     "log_path": str(log)})
+        lines = _run_child_until_stopped(board_url, persistence_url, boundary)
         assert [line for line in lines if line.startswith("write ")] == [
             f"write {n} _update_many" for n in range(1, boundary + 1)]
         assert job.book_uuid is not None
@@ -73,10 +104,16 @@ def test_sigkill_at_every_write_boundary(boundary: int, postgres_url: str,
         assert len(running) == (1 if 1 <= boundary <= STEPS else 0)
         assert flow.state == {0: None, WRITES: FlowState.SUCCESS}.get(boundary,
                                                                           FlowState.RUNNING)
+        consumed_by_the_dead = shared and boundary == WRITES
+        if consumed_by_the_dead:  # consumed with its flow's SUCCESS; the next job claimed
+            assert board.job_count == 1
+            assert (board.find_owner(behind) or "").startswith("doomed@")
+        else:
+            assert board.job_count == 2
         ran_before = _starts(log)
         survivor = BlockingConductor("survivor", board, persistence, wait_timeout=0.1,
                                      claim_ttl=TTL, allowed_factories=["legato.testing"])
-        survivor.run(max_dispatches=1)  # claims the job once the dead claim lapsed
+        survivor.run(max_dispatches=board.job_count)  # claims once the dead claims lapsed
         assert board.job_count == 0
     starts = _starts(log)
     names = [f"step-{i}" for i in range(STEPS)]
@@ -86,14 +123,22 @@ def test_sigkill_at_every_write_boundary(boundary: int, postgres_url: str,
         else:  # in flight (ran, result not recorded) runs again once; the rest run once
             assert starts[name] == ran_before[name] + 1, (name, starts)
             assert ran_before[name] <= 1
+    assert starts["behind-0"] == 1 and ran_before["behind-0"] == 0
     done = persistence.get_flow_details(flow.uuid)
     assert done.state == FlowState.SUCCESS
     assert [ad.state for ad in done] == [AtomState.SUCCESS] * STEPS
     history = persistence.job_history(job.uuid)
-    expected = [("survivor", "consumed")]
-    if boundary:  # the killed claim took the flow (its first write), so its start is recorded
-        expected.insert(0, ("doomed", "lost claim"))
+    if consumed_by_the_dead:
+        expected = [("doomed", "consumed")]
+    else:
+        expected = [("survivor", "consumed")]
+        if boundary:  # the killed claim took the flow (its first write): its start is recorded
+            expected.insert(0, ("doomed", "lost claim"))
     assert [(c.owner.split("@")[0], c.outcome) for c in history] == expected
+    # The job behind was claimed by the dead conductor only where its claim rode in write 4;
+    # that claim never took the flow, so only the survivor's claim is in the history.
+    assert [(c.owner.split("@")[0], c.outcome)
+            for c in persistence.job_history(behind.uuid)] == [("survivor", "consumed")]
     persistence.close()
 
 
@@ -102,7 +147,7 @@ def _starts(log: Path) -> collections.Counter[str]:
     counts: collections.Counter[str] = collections.Counter()
     if log.exists():
         for line in log.read_text().splitlines():
-            what, _label, index, *_ = line.split()
+            what, label, index, *_ = line.split()
             if what == "start":
-                counts[f"step-{index}"] += 1
+                counts[f"{'behind' if label.endswith('-behind') else 'step'}-{index}"] += 1
     return counts

@@ -39,7 +39,7 @@ from legato import errors
 from legato._sqlurl import check_sql_url, make_sqlite_folder
 
 __all__ = ["WAL_CHECKPOINT_EVERY", "EngineSettings", "checkpoint_wal", "create_engine",
-           "normalise_url", "translate_errors"]
+           "database_key", "normalise_url", "translate_errors"]
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +155,21 @@ def normalise_url(url: str, *, what: str = "persistence",
     _require_driver(parsed.get_driver_name(), scheme, what)
     check_sql_url(parsed, what, shown=sa.make_url(url).render_as_string(hide_password=True))
     return parsed
+
+
+def database_key(url: URL) -> str | None:
+    """Which database a normalised URL's connections reach, to tell whether two backends'
+    writes may share one transaction: the URL without its driver and password (so
+    ``postgres://u@h/db`` and ``postgresql+psycopg://u:pw@h/db`` match, and a different user,
+    host, database or ``search_path`` option does not), or a SQLite file's real path. None
+    for an in-memory SQLite database, which no other engine can reach."""
+    if url.get_backend_name() == "sqlite":
+        if url.database in (None, "", ":memory:"):
+            return None
+        return f"sqlite:{os.path.realpath(url.database)}"
+    plain = URL.create(url.get_backend_name(), username=url.username, host=url.host,
+                       port=url.port, database=url.database, query=url.query)
+    return plain.render_as_string(hide_password=False)
 
 
 def _require_driver(driver: str, scheme: str, what: str) -> None:

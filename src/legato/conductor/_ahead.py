@@ -161,6 +161,38 @@ class ClaimAhead:
         elif ahead is not None:
             self._handoff = ahead
 
+    def wants_next(self) -> bool:
+        """Whether the consume of the running job, made in the transaction recording its
+        flow's end, should claim the next job too: nothing is claimed ahead or held, there is
+        room under ``max_dispatches``, and the conductor is not stopping. False off the claim
+        loop's thread."""
+        if self._thread is not None and threading.get_ident() != self._thread:
+            return False
+        room = self._room
+        with self._lock:
+            held = len(self._sent) + len(self._ready)
+        return (held == 0 and self._handoff is None and (room is None or room >= 1)
+                and not self._stopping.is_set())
+
+    def finish_consumed(self, lease: Lease, persistence: Persistence, outcome: Outcome,
+                        call: Callable[[], None], following: Claimed | None) -> None:
+        """Finish ``lease``'s job, consumed already with its flow's end (``call`` only
+        announces it); ``following``, the job that transaction claimed, runs next (or is
+        released when stopping)."""
+        self._check_thread()
+        ahead = self._take_ahead()
+        self._complete(lease, persistence, outcome, call)
+        held = [claimed for claimed in (ahead, following) if claimed is not None]
+        if self._stopping.is_set():
+            for job, _ in held:
+                self._release(job)
+            self._release_held()
+            return
+        if held:
+            self._handoff = held[0]
+            with self._lock:
+                self._ready.extend(held[1:])
+
     # -- the renewer's call ----------------------------------------------------------------
 
     def release_stale(self) -> None:

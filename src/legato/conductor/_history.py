@@ -12,13 +12,15 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from legato.conductor._job import Action, Cause, Outcome
 from legato.persistence.models import Claim, Fence, utcnow
 from legato.states import FlowState
 
 if TYPE_CHECKING:
+    from legato.conductor._joined import JoinedConsume
     from legato.jobboard.base import Job
     from legato.persistence.base import Persistence
     from legato.persistence.models import FlowDetail
@@ -48,7 +50,7 @@ class ClaimLog:
     """One claim's record as the conductor builds it: started when the flow is taken, ended
     with the claim's outcome."""
 
-    __slots__ = ("before", "claim", "flow_detail", "recorded")
+    __slots__ = ("_joining", "before", "claim", "flow_detail", "joined", "recorded")
 
     def __init__(self, job: Job, owner: str, *, claimed_at: float) -> None:
         wall = utcnow() - dt.timedelta(seconds=max(0.0, time.monotonic() - claimed_at))
@@ -58,6 +60,10 @@ class ClaimLog:
         self.before: dict[str, tuple[str, str]] = {}
         #: The end recorded with the flow's end state, if any (``ended``).
         self.recorded: Claim | None = None
+        #: The job's consume, to ride with the flow's SUCCESS (board and persistence share a
+        #: database), or None.
+        self.joined: JoinedConsume | None = None
+        self._joining = False
 
     def start(self, flow_uuid: str) -> Claim:
         """The claim's start, to record with the take of ``flow_uuid``."""
@@ -70,9 +76,20 @@ class ClaimLog:
             return None
         return self.end(Outcome(Action.CONSUME)).copy()
 
+    def in_transaction(self, state: FlowState) -> Callable[[Any], None] | None:
+        """The job's consume, to run in the transaction writing the flow's SUCCESS (when
+        ``joined`` is set)."""
+        if state is not FlowState.SUCCESS or self.joined is None:
+            return None
+        self._joining = True
+        return self.joined
+
     def ended(self, claim: Claim) -> None:
-        """``claim`` (from ``end_with``) is recorded."""
+        """``claim`` (from ``end_with``) is recorded, and the job consumed with it when
+        ``in_transaction`` gave the consume."""
         self.recorded = claim
+        if self._joining and self.joined is not None:
+            self.joined.committed()
 
     def taken(self, flow_detail: FlowDetail) -> None:
         """The flow as the claim took it: atoms whose state changes from here ran in it."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from legato import errors
@@ -222,6 +223,8 @@ class ClaimStart(Protocol):
     def start(self, flow_uuid: str) -> Claim: ...
 
     def end_with(self, state: FlowState) -> Claim | None: ...
+
+    def in_transaction(self, state: FlowState) -> Callable[[Any], None] | None: ...
 
     def ended(self, claim: Claim) -> None: ...
 

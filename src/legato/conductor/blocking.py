@@ -131,5 +131,12 @@ class BlockingConductor(ExecutorConductor):
 
     def _finish(self, lease: Lease, persistence: Persistence, outcome: Outcome, *,
                 ran_for: float | None = None) -> None:
-        outcome, call = self._finishing_call(lease.job, outcome)
+        outcome, call = self._finishing_call(lease, outcome)
+        joined = self._joined(lease)
+        if joined is not None:
+            self._ahead.finish_consumed(lease, persistence, outcome, call, joined.following)
+            return
         self._ahead.finish(lease, persistence, outcome, call, ran_for=ran_for)
+
+    def _claims_with_consume(self) -> Callable[[], bool] | None:
+        return self._ahead.wants_next

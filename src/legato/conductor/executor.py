@@ -24,6 +24,7 @@ from legato.conductor import _job
 from legato.conductor._backoff import Backoff
 from legato.conductor._history import ClaimLog
 from legato.conductor._job import Action, Cause, Outcome, Tally
+from legato.conductor._joined import JoinedConsume
 from legato.conductor._renewal import Lease, Renewer
 from legato.conductor._tracing import JobTracing
 from legato.conductor.base import Conductor
@@ -571,9 +572,11 @@ class ExecutorConductor(Conductor):
             return Outcome(Action.TRASH, lease.cancelled, cause=Cause.CANCELLED)
         if job.attempts > self._max_attempts:
             return _job.exhausted(Tally.of(job.reason))
+        history = self._history_of(lease)
+        if self._shares_database(persistence):
+            history.joined = self._joined_consume(lease)
         try:
-            engine = self._build_engine(job, persistence, lost=lease.lost,
-                                        history=self._history_of(lease))
+            engine = self._build_engine(job, persistence, lost=lease.lost, history=history)
         except errors.FencedOut as exc:
             return _fenced_out(job, exc)
         except _job.CannotRun as exc:  # NotHere included
@@ -594,6 +597,29 @@ class ExecutorConductor(Conductor):
             return Outcome(Action.ABANDON, f"cannot build the engine: {exc!r}",
                            cause=Cause.FAILED)
         return self._drive(lease, engine)
+
+    def _shares_database(self, persistence: Persistence) -> bool:
+        """Whether the board and the persistence keep their data in one database, so a job's
+        consume can ride in the transaction that records its flow's end."""
+        database = persistence.database
+        return database is not None and database == self._jobboard.database
+
+    def _joined_consume(self, lease: Lease) -> JoinedConsume:
+        """The consume of ``lease``'s job to run with its flow's SUCCESS (``_joined``)."""
+        renewer = self._renewer
+
+        def committed() -> None:  # consumed: nothing left to renew
+            if renewer is not None:
+                renewer.remove(lease)
+
+        return JoinedConsume(self._jobboard, lease.job, self._conductor.name,
+                             claim_next=self._claims_with_consume(), ttl=self._claim_ttl,
+                             committed=committed)
+
+    def _claims_with_consume(self) -> Callable[[], bool] | None:
+        """Hook: asked in the transaction that consumes a job with its flow's end, whether to
+        claim the next job there too (None: never)."""
+        return None
 
     def _build_engine(self, job: Job, persistence: Persistence, *,
                       lost: threading.Event | None = None,
@@ -739,13 +765,24 @@ class ExecutorConductor(Conductor):
         """Finish ``lease``'s job as ``outcome`` says (``ran_for``: seconds its run took, or
         None when it never ran) and emit its event."""
         del ran_for
-        outcome, call = self._finishing_call(lease.job, outcome)
+        outcome, call = self._finishing_call(lease, outcome)
         self._complete(lease, persistence, outcome, call)
 
-    def _finishing_call(self, job: Job, outcome: Outcome) -> tuple[Outcome, Callable[[], None]]:
-        """The board call that finishes ``job`` as ``outcome`` says, and the outcome with the
-        reason that call stores (an abandon's carries the job's tally)."""
-        owner = self._conductor.name
+    def _joined(self, lease: Lease) -> JoinedConsume | None:
+        """The consume that rode with the flow's SUCCESS, if it committed."""
+        history: ClaimLog | None = lease.history
+        joined = None if history is None else history.joined
+        return joined if joined is not None and joined.done else None
+
+    def _finishing_call(self, lease: Lease,
+                        outcome: Outcome) -> tuple[Outcome, Callable[[], None]]:
+        """The board call that finishes ``lease``'s job as ``outcome`` says, and the outcome
+        with the reason that call stores (an abandon's carries the job's tally). A job
+        consumed with its flow's SUCCESS is consumed whatever came after: only the board's
+        announcement is left."""
+        job, owner = lease.job, self._conductor.name
+        if self._joined(lease) is not None:
+            return Outcome(Action.CONSUME), functools.partial(self._jobboard.consumed, job)
         if outcome.action is Action.CONSUME:
             return outcome, functools.partial(self._jobboard.consume, job, owner)
         if outcome.action is Action.TRASH:

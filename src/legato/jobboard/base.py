@@ -835,6 +835,47 @@ class JobBoard(abc.ABC):
         return self._send_consume_and_claim_next(job.uuid, who, job.fence, ttl).then(
             functools.partial(self._consumed_and_claimed, job))
 
+    @property
+    def database(self) -> str | None:
+        """Which database this board keeps its jobs in, when it can consume a job inside a
+        transaction someone else opened on it (``consume_in``); None when it cannot. Equal to
+        a persistence's ``database`` when both reach the same tables: a conductor then
+        consumes a job in the transaction that records its flow's end."""
+        return None
+
+    def consume_in(self, transaction: Any, job: Job, who: str, *, claim_next: bool = False,
+                   ttl: float | None = None) -> Job | None:
+        """Consume ``job`` inside ``transaction``, a write transaction opened by someone else
+        on this board's ``database`` (SQL boards: a SQLAlchemy ``Connection``); with
+        ``claim_next``, then claim the next claimable job for ``who`` in it too.
+
+        Owner and fence are checked inside the transaction, so the consume lands only if the
+        claim is still ``who``'s, and only if that transaction commits: call ``consumed(job)``
+        once it has (the board's notifications), and use the job returned only then (a
+        rolled-back transaction claimed nothing). Driver errors are not translated: they
+        belong to the transaction's owner, which rolls back.
+
+        Returns:
+            The next job claimed (with ``claim_next``), or None.
+
+        Raises:
+            NotOwner / NotFound: as for ``consume`` (the caller rolls back).
+            ValueError: this board has no ``database`` to share.
+        """
+        self._require_connected()
+        _check_owner(who)
+        if self.database is None:
+            raise ValueError(f"board {self.name!r} cannot consume inside another component's "
+                             "transaction (it has no shared database)")
+        record = self._consume_in_transaction(transaction, job.uuid, who, job.fence,
+                                              self._ttl(ttl) if claim_next else None)
+        return None if record is None else Job(self, record, fence=record.fence)
+
+    def consumed(self, job: Job) -> None:
+        """Announce a consume made by ``consume_in`` whose transaction committed."""
+        self._consumed_elsewhere()
+        self.notifier.notify(REMOVAL, {"job": job})
+
     def _consumed_and_claimed(self, job: Job, record: JobRecord | None) -> Job | None:
         self.notifier.notify(REMOVAL, {"job": job})
         return Job(self, record, fence=record.fence) if record is not None else None
@@ -1111,6 +1152,17 @@ class JobBoard(abc.ABC):
             logger.debug("board %r: claim after consuming %s failed: %s", self.name,
                          job_uuid, exc)
             return None
+
+    def _consume_in_transaction(self, transaction: Any, job_uuid: str, who: str,
+                                fence: int | None, ttl: float | None) -> JobRecord | None:
+        """Inside ``transaction``: ``_consume``, then (with a ``ttl``) claim the first
+        claimable job, skipping records it cannot decode without failing the transaction.
+        Only boards with a ``database`` implement it."""
+        raise NotImplementedError(f"board {self.name!r} has no shared database")
+
+    def _consumed_elsewhere(self) -> None:
+        """Wake this board's waiters after a ``consume_in`` committed (boards whose waiters
+        this process wakes itself override it)."""
 
     def _send_consume_and_claim_next(self, job_uuid: str, who: str, fence: int | None,
                                      ttl: float) -> Pending[JobRecord | None]:

@@ -25,7 +25,9 @@ detail (its row, its new or changed atoms, a take, a claim's start or end) in on
 all land or none does, and with a fence none lands unless the flow records that fence. Engines
 use it to put an atom's result and the next atom's start in one commit. A conductor may also
 defer a take (``take_flow(..., defer=True)``) to the first fenced write of the flow, and give
-the claim's end to ride on the write that ends the flow (``ending=``).
+the claim's end to ride on the write that ends the flow (``ending=``). A backend whose
+``database`` is not None lets statements of another component that keeps its data in that same
+database (a SQL jobboard consuming the job) run in the same transaction (``FlowWrites.then``).
 
 History: every claim of a job is a ``Claim`` (owner, fence, times, outcome, reason, flow state,
 atoms run), kept here so it outlives the board. A conductor records a claim's start with the
@@ -117,6 +119,10 @@ class FlowWrites:
             a take of a flow never taken, riding on the write. Needs a fence.
         started: with ``take``, a claim's start, added unless recorded (like ``take_flow``).
         ended: a claim's end, recorded like ``record_claim``.
+        then: called last, inside the transaction, with the backend's handle on it (SQL: the
+            SQLAlchemy ``Connection``), to make writes of another component in the same
+            database (``Persistence.database``); whatever it raises rolls every write back
+            and is raised. Only on a backend with a ``database``.
     """
 
     flow_uuid: str
@@ -126,6 +132,7 @@ class FlowWrites:
     take: bool = False
     started: Claim | None = None
     ended: Claim | None = None
+    then: Callable[[Any], None] | None = None
 
 
 class ClaimEnding(Protocol):
@@ -135,8 +142,15 @@ class ClaimEnding(Protocol):
     def end_with(self, state: FlowState) -> Claim | None:
         """The claim's end to record with the flow's ``state`` (None: not known yet)."""
 
+    def in_transaction(self, state: FlowState) -> Callable[[Any], None] | None:
+        """What else to do in the transaction that writes the flow's ``state`` with the
+        claim's end (``FlowWrites.then``), e.g. consume the job on a board in the same
+        database; None: nothing. Asked only when ``end_with`` gave an end, and only by a
+        persistence with a ``database``."""
+
     def ended(self, claim: Claim) -> None:
-        """``claim`` (what ``end_with`` gave) is recorded."""
+        """``claim`` (what ``end_with`` gave) is recorded, with what ``in_transaction`` gave
+        done in the same transaction."""
 
 
 class _Riders:
@@ -176,6 +190,14 @@ class Persistence(abc.ABC):
         # By (flow uuid, fence): writes that ride on that claim's next fenced writes.
         self._riders: dict[tuple[str, Fence], _Riders] = {}
         self._riders_lock = threading.Lock()
+
+    @property
+    def database(self) -> str | None:
+        """Which database this backend writes to, when another component keeping its data in
+        the same database may join its write transactions (``FlowWrites.then``); None when
+        none can. Two components whose ``database`` is equal (and not None) reach the same
+        tables (SQL backends: the URL without driver and password, ``legato._sql``)."""
+        return None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -303,10 +325,13 @@ class Persistence(abc.ABC):
             NotFound: the flow detail, or one of the atoms, was never saved.
             SerializationError: the meta or an atom's value is not JSON.
             FencedOut: ``fence`` is not the flow detail's fence (nothing was written).
-            ValueError: ``take`` without a fence.
+            ValueError: ``take`` without a fence; ``then`` on a backend with no ``database``.
         """
         if writes.take and fence is None:
             raise ValueError("a take needs a fence")
+        if writes.then is not None and self.database is None:
+            raise ValueError(f"{type(self).__name__} cannot run another component's writes "
+                             "in its transactions (it has no shared database)")
         if writes.flow is not None:
             self._check_flow(writes.flow)
         for atom_detail in writes.atoms:
@@ -330,6 +355,8 @@ class Persistence(abc.ABC):
         if riders.ending is not None and batch.ended is None and state in _END_STATES:
             assert state is not None
             batch.ended = riders.ending.end_with(state)
+            if batch.ended is not None and batch.then is None and self.database is not None:
+                batch.then = riders.ending.in_transaction(state)
         self._retry(lambda: self._update_many(batch, fence))
         riders.take, riders.started = False, None
         if batch.ended is not None and riders.ending is not None:
@@ -574,8 +601,9 @@ class Persistence(abc.ABC):
         """Make every write of ``writes`` in one transaction, in this order: the take (record
         ``fence`` if the flow records none or this one, else ``FencedOut``; add ``started``
         unless recorded), the flow's row (``flow`` and its atoms upserted, ``state``), the
-        atoms' updates, the claim's end. With ``fence`` each write is fenced as its single
-        counterpart is; any refusal (``FencedOut``, ``NotFound``) writes nothing."""
+        atoms' updates, the claim's end, then ``then`` (with the transaction's handle). With
+        ``fence`` each write is fenced as its single counterpart is; any refusal
+        (``FencedOut``, ``NotFound``), or an error from ``then``, writes nothing."""
 
     @abc.abstractmethod
     def _save_logbook(self, book: LogBook) -> None: ...

@@ -609,6 +609,47 @@ class PersistenceConformance:
         with pytest.raises(errors.FencedOut):
             persistence.update_many(FlowWrites(other.uuid, take=True), fence=fence)
 
+    def test_update_many_then_runs_inside_and_fails_with_the_writes(
+            self, persistence: Persistence) -> None:
+        """``FlowWrites.then`` (another component's writes in the same database) runs once,
+        inside the transaction, after the writes; an error from it writes nothing, and a
+        refused write never calls it. A backend with no ``database`` refuses it."""
+        book = make_book(atoms=1)
+        persistence.save_logbook(book)
+        flow = _only_flow(book)
+        job = new_uuid()
+        fence = Fence(job, 1)
+        persistence.take_flow(flow.uuid, fence)
+        before = persistence.get_flow_details(flow.uuid)
+        calls: list[Any] = []
+
+        def failing(handle: Any) -> None:
+            calls.append(handle)
+            raise errors.FencedOut("the other component refused")
+
+        atom = next(iter(flow))
+        atom.state = AtomState.SUCCESS
+        writes = FlowWrites(flow.uuid, state=FlowState.SUCCESS, atoms=[atom],
+                            ended=self._claim(job, 1, flow, outcome="consumed"), then=failing)
+        if persistence.database is None:
+            with pytest.raises(ValueError, match="shared database"):
+                persistence.update_many(writes, fence=fence)
+            assert persistence.get_flow_details(flow.uuid) == before
+            return
+        with pytest.raises(errors.FencedOut, match="other component"):
+            persistence.update_many(writes, fence=fence)
+        assert len(calls) == 1 and calls[0] is not None
+        assert persistence.get_flow_details(flow.uuid) == before
+        assert persistence.job_history(job) == []
+        with pytest.raises(errors.FencedOut):  # refused before ``then``: never called
+            persistence.update_many(writes, fence=Fence(job, 2))
+        assert len(calls) == 1
+        persistence.update_many(dataclasses.replace(writes, then=calls.append), fence=fence)
+        assert len(calls) == 2
+        got = persistence.get_flow_details(flow.uuid)
+        assert got.state == FlowState.SUCCESS and [ad.state for ad in got] == [AtomState.SUCCESS]
+        assert [c.outcome for c in persistence.job_history(job)] == ["consumed"]
+
     def test_a_deferred_take_rides_on_the_first_fenced_write(
             self, persistence: Persistence) -> None:
         book = make_book(atoms=2)

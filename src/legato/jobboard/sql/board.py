@@ -115,6 +115,7 @@ class SQLJobBoard(JobBoard):
         self.wal_checkpoint_every = wal_checkpoint_every
         self._writes_left = wal_checkpoint_every
         self.url = sql_engine.normalise_url(url, what="jobboard", drivers=_DRIVERS)
+        self._database = sql_engine.database_key(self.url)
         self.connect_timeout = connect_timeout
         self.pool_size = pool_size
         path = sqlite_file(self.url)
@@ -141,6 +142,13 @@ class SQLJobBoard(JobBoard):
             raise ValueError("an in-memory SQLite board cannot be shared between connections; "
                              "use memory:// for a board inside one process")
         return cls(url, persistence=persistence, **options)
+
+    @property
+    def database(self) -> str | None:
+        """The database the jobs live in (``legato._sql.engine.database_key``): a SQL
+        persistence with the same ``database`` can carry this board's consume in its
+        transactions (``consume_in``)."""
+        return self._database
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -487,12 +495,39 @@ class SQLJobBoard(JobBoard):
             self._consume_in(conn, job_uuid, who, fence)
 
     def _consume_in(self, conn: sa.Connection, job_uuid: str, who: str,
-                    fence: int | None) -> None:
+                    fence: int | None, *, notify: bool = True) -> None:
         now = self._now()
         done = conn.execute(jobs.delete().where(self._owned(job_uuid, who, fence, now)))
         if done.rowcount == 0:
             raise self._why_not(conn, job_uuid, who, fence, now)
-        self._notify(conn)
+        if notify:
+            self._notify(conn)
+
+    def _consume_in_transaction(self, transaction: Any, job_uuid: str, who: str,
+                                fence: int | None, ttl: float | None) -> JobRecord | None:
+        """The consume (and the claim) on the caller's connection, in its transaction. A row
+        that cannot be decoded is read before it is claimed and skipped, so it never fails the
+        caller's transaction (``_claim_first`` would have to roll it back)."""
+        conn: sa.Connection = transaction
+        self._consume_in(conn, job_uuid, who, fence, notify=False)
+        if ttl is None:
+            return None
+        skip = set(self._garbage)
+        while True:
+            now = self._now()
+            row = conn.execute(self._next_query(now, skip).with_only_columns(*jobs.c)).first()
+            if row is None:
+                return None
+            if self._decode_or_warn(row) is None:
+                skip.add(row.sequence)
+                continue
+            claimed = conn.execute(
+                jobs.update().where(_J.sequence == row.sequence, self._claimable(now))
+                .values(**self._claim_values(who, ttl, now)).returning(*jobs.c)).first()
+            return None if claimed is None else self._decode(claimed)
+
+    def _consumed_elsewhere(self) -> None:
+        self._bump()
 
     def _consume_and_claim_next(self, job_uuid: str, who: str, fence: int | None,
                                 ttl: float) -> JobRecord | None:

@@ -102,6 +102,7 @@ class SQLPersistence(Persistence):
             self._engine.execution_options(isolation_level="AUTOCOMMIT")
             if self._dialect == "postgresql" else self._engine)
         self._sql = Statements.for_dialect(self._dialect)
+        self._database = _engine.database_key(sa_url)
         # Writes left before the next truncating WAL checkpoint (SQLite files only; None: never).
         file_db = self._dialect == "sqlite" and sa_url.database not in (None, "", ":memory:")
         self._checkpoint_every = wal_checkpoint_every if file_db and wal_checkpoint_every else 0
@@ -113,6 +114,12 @@ class SQLPersistence(Persistence):
 
     def __repr__(self) -> str:
         return f"SQLPersistence({self._display_url!r})"
+
+    @property
+    def database(self) -> str | None:
+        """The database this persistence writes to (``legato._sql.engine.database_key``): a
+        SQL jobboard with the same ``database`` may consume jobs in its transactions."""
+        return self._database
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -330,7 +337,7 @@ class SQLPersistence(Persistence):
         fenced = {} if fence is None else {"f_job": fence.job, "f_num": fence.number}
         flow_row, upserted, atom_rows = _many_rows(writes, fenced)
         if (self._dialect == "sqlite" and flow_row is None and not upserted and not writes.take
-                and writes.ended is None and atom_rows):
+                and writes.ended is None and writes.then is None and atom_rows):
             self._sqlite_atoms(atom_rows, fence)  # an atom's result and the next one's start
             return
         atom_update = self._sql.update_atom if fence is None else self._sql.update_atom_fenced
@@ -357,6 +364,8 @@ class SQLPersistence(Persistence):
                                   f"atom detail {ad.uuid}", f"updating atom {ad.name!r}", fence)
             if writes.ended is not None:
                 conn.execute(self._sql.upsert_claim, _rows.claim_row(writes.ended))
+            if writes.then is not None:
+                writes.then(conn)
 
     def _flow_update(self, row: dict[str, Any],
                      fence: Fence | None) -> tuple[sa.Executable, dict[str, Any]]:

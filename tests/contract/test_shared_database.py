@@ -1,0 +1,267 @@
+"""Board and persistence in one SQL database: a job's consume (and the next claim) rides in the
+transaction that writes its flow's end, fenced on both sides, all or nothing."""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from legato import errors, jobboard
+from legato import persistence as lp
+from legato.conductor import BlockingConductor, NonBlockingConductor
+from legato.conductor._joined import JoinedConsume
+from legato.jobboard.base import Job, JobBoard
+from legato.jobboard.sql.tables import jobs
+from legato.persistence.base import FlowWrites, Persistence
+from legato.persistence.models import Fence, FlowDetail, LogBook, TaskDetail
+from legato.states import AtomState, FlowState, JobState
+from legato.testing import conductor as tc
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def shared_url(request: pytest.FixtureRequest) -> str:
+    url: str = request.getfixturevalue("sqlite_url" if request.param == "sqlite"
+                                       else "postgres_url")
+    return url
+
+
+@pytest.fixture
+def store(shared_url: str) -> Iterator[Persistence]:
+    backend = lp.connect(shared_url)
+    backend.upgrade()
+    yield backend
+    backend.close()
+
+
+@pytest.fixture
+def board(shared_url: str, store: Persistence) -> Iterator[JobBoard]:
+    with jobboard.connect(shared_url, persistence=store) as connected:
+        yield connected
+
+
+def _claimed_flow(board: JobBoard, store: Persistence,
+                  owner: str = "owner-a") -> tuple[Job, FlowDetail, Fence]:
+    """A posted job with a one-atom flow, claimed by ``owner``, its flow taken."""
+    book = LogBook("book")
+    flow = FlowDetail("flow", state=FlowState.RUNNING)
+    flow.add(TaskDetail("task", state=AtomState.RUNNING))
+    book.add(flow)
+    store.save_logbook(book)
+    board.post("job", book=book)
+    job = board.claim_next(owner)
+    assert job is not None and job.fence is not None
+    fence = Fence(job.uuid, job.fence)
+    store.take_flow(flow.uuid, fence)
+    return job, flow, fence
+
+
+def _ending(flow: FlowDetail, then: Callable[[Any], None]) -> FlowWrites:
+    atom = next(iter(flow))
+    atom.state = AtomState.SUCCESS
+    return FlowWrites(flow.uuid, state=FlowState.SUCCESS, atoms=[atom], then=then)
+
+
+def test_the_same_url_is_the_same_database(shared_url: str, store: Persistence,
+                                           board: JobBoard) -> None:
+    assert store.database is not None and store.database == board.database
+    with jobboard.connect("memory://elsewhere") as memory:
+        assert memory.database is None
+
+
+def test_consume_rides_with_the_flow_end(board: JobBoard, store: Persistence) -> None:
+    job, flow, fence = _claimed_flow(board, store)
+    store.update_many(_ending(flow, lambda tx: board.consume_in(tx, job, "owner-a")),
+                      fence=fence)
+    board.consumed(job)
+    assert board.state_of(job) is JobState.COMPLETE and board.job_count == 0
+    assert store.get_flow_details(flow.uuid).state is FlowState.SUCCESS
+
+
+def test_a_stale_claim_on_the_board_rolls_the_flow_end_back(board: JobBoard,
+                                                           store: Persistence) -> None:
+    job, flow, fence = _claimed_flow(board, store)
+    board.abandon(job, "owner-a")
+    newer = board.claim(job, "owner-b")  # the board's fence moved on; the flow's did not
+    with pytest.raises(errors.NotOwner):
+        store.update_many(_ending(flow, lambda tx: board.consume_in(tx, job, "owner-a")),
+                          fence=fence)
+    assert store.get_flow_details(flow.uuid).state is FlowState.RUNNING
+    assert board.find_owner(newer) == "owner-b" and board.job_count == 1
+
+
+def test_a_stale_fence_on_the_flow_rolls_the_consume_back(board: JobBoard,
+                                                         store: Persistence) -> None:
+    job, flow, fence = _claimed_flow(board, store)
+    store.take_flow(flow.uuid, Fence(job.uuid, fence.number + 1))  # a newer claim's take
+    with pytest.raises(errors.FencedOut):
+        store.update_many(_ending(flow, lambda tx: board.consume_in(tx, job, "owner-a")),
+                          fence=fence)
+    assert board.find_owner(job) == "owner-a" and board.job_count == 1
+    assert store.get_flow_details(flow.uuid).state is FlowState.RUNNING
+
+
+def test_a_failure_after_the_consume_rolls_both_back(board: JobBoard,
+                                                    store: Persistence) -> None:
+    job, flow, fence = _claimed_flow(board, store)
+
+    def consume_then_fail(tx: Any) -> None:
+        board.consume_in(tx, job, "owner-a")
+        raise errors.FencedOut("refused after the consume")
+
+    with pytest.raises(errors.FencedOut, match="after the consume"):
+        store.update_many(_ending(flow, consume_then_fail), fence=fence)
+    assert board.find_owner(job) == "owner-a"
+    assert store.get_flow_details(flow.uuid).state is FlowState.RUNNING
+
+
+def test_a_retry_after_a_lost_answer_goes_on_as_consumed(board: JobBoard,
+                                                         store: Persistence) -> None:
+    """The persistence makes a transaction again when its answer was lost; if the first one
+    landed, the job is gone and the flow still ours: the retry is the same consume, not a lost
+    claim. A first attempt that finds the job gone is refused."""
+    job, flow, fence = _claimed_flow(board, store)
+    committed: list[bool] = []
+    joined = JoinedConsume(board, job, "owner-a", claim_next=None, ttl=None,
+                           committed=lambda: committed.append(True))
+    writes = _ending(flow, joined)
+    store.update_many(writes, fence=fence)
+    joined.committed()
+    store.update_many(writes, fence=fence)  # as a retry after a lost answer makes it
+    assert joined.done and committed == [True]
+    assert board.job_count == 0
+    fresh = JoinedConsume(board, job, "owner-a", claim_next=None, ttl=None,
+                          committed=lambda: None)
+    with pytest.raises(errors.FencedOut, match="consuming job"):
+        store.update_many(_ending(flow, fresh), fence=fence)
+
+
+def test_the_next_claim_rides_too_and_skips_garbage(shared_url: str, board: JobBoard,
+                                                    store: Persistence,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    job, flow, fence = _claimed_flow(board, store)
+    engine = sa.create_engine(sa.make_url(shared_url).set(
+        drivername="postgresql+psycopg" if shared_url.startswith("postgresql") else "sqlite"))
+    with engine.begin() as conn:
+        conn.execute(jobs.insert().values(
+            uuid="bad-row", name="garbage", details="{not json", priority=2,
+            created_on=0.0, state="UNCLAIMED", attempts=0, fence=0))
+    nxt = board.post("next")
+    claimed: list[Job | None] = []
+    with caplog.at_level(logging.WARNING, logger="legato.jobboard.sql"):
+        store.update_many(_ending(flow, lambda tx: claimed.append(
+            board.consume_in(tx, job, "owner-a", claim_next=True))), fence=fence)
+    assert claimed == [nxt] and claimed[0] is not None
+    assert board.find_owner(claimed[0]) == "owner-a" and claimed[0].fence == 1
+    assert "cannot be decoded" in caplog.text
+    assert board.state_of(job) is JobState.COMPLETE
+    with engine.connect() as conn:  # the bad row untouched
+        row = conn.execute(sa.select(jobs.c.state, jobs.c.attempts)
+                           .where(jobs.c.uuid == "bad-row")).one()
+    assert tuple(row) == ("UNCLAIMED", 0)
+    engine.dispose()
+
+
+def test_a_board_without_a_shared_database_refuses(store: Persistence) -> None:
+    with jobboard.connect("memory://alone", persistence=store) as memory:
+        memory.post("job")
+        job = memory.claim_next("owner-a")
+        assert job is not None
+        with pytest.raises(ValueError, match="no shared database"):
+            memory.consume_in(object(), job, "owner-a")
+        assert memory.job_count == 1
+
+
+@pytest.mark.parametrize("service", ["sqlite_url", "postgres_url", "mysql_url"])
+def test_then_writes_commit_and_roll_back_with_the_flow(service: str,
+                                                        request: pytest.FixtureRequest) -> None:
+    """The persistence half on every SQL database (MariaDB has no SQL board): what ``then``
+    writes on the handle it gets lands with the flow's writes, or neither does."""
+    url: str = request.getfixturevalue(service)
+    backend = lp.connect(url)
+    backend.upgrade()
+    engine = sa.create_engine(sa.make_url(url).set(
+        drivername={"sqlite_url": "sqlite", "postgres_url": "postgresql+psycopg",
+                    "mysql_url": "mysql+pymysql"}[service]))
+    other = sa.Table("other_component", sa.MetaData(), sa.Column("n", sa.Integer))
+    other.create(engine)
+    try:
+        book = LogBook("book")
+        flow = FlowDetail("flow", state=FlowState.RUNNING)
+        book.add(flow)
+        backend.save_logbook(book)
+        fence = Fence("job", 1)
+        backend.take_flow(flow.uuid, fence)
+
+        def insert(n: int, fail: bool) -> Callable[[Any], None]:
+            def then(tx: Any) -> None:
+                tx.execute(other.insert().values(n=n))
+                if fail:
+                    raise errors.FencedOut("refused")
+            return then
+
+        with pytest.raises(errors.FencedOut):
+            backend.update_many(FlowWrites(flow.uuid, state=FlowState.SUCCESS,
+                                           then=insert(1, True)), fence=fence)
+        with pytest.raises(errors.FencedOut):  # a stale fence: ``then`` never writes
+            backend.update_many(FlowWrites(flow.uuid, state=FlowState.SUCCESS,
+                                           then=insert(2, False)), fence=Fence("job", 0))
+        assert backend.get_flow_details(flow.uuid).state is FlowState.RUNNING
+        backend.update_many(FlowWrites(flow.uuid, state=FlowState.SUCCESS,
+                                       then=insert(3, False)), fence=fence)
+        assert backend.get_flow_details(flow.uuid).state is FlowState.SUCCESS
+        with engine.connect() as conn:
+            assert conn.execute(sa.select(other.c.n)).scalars().all() == [3]
+    finally:
+        other.drop(engine)
+        engine.dispose()
+        backend.close()
+
+
+class _Counting:
+    """Counts a board's finishing primitives."""
+
+    def __init__(self, board: JobBoard) -> None:
+        self.calls: collections.Counter[str] = collections.Counter()
+        for name in ("_consume", "_consume_and_claim_next", "_consume_in_transaction",
+                     "_claim_next"):
+            self._wrap(board, name)
+
+    def _wrap(self, board: JobBoard, name: str) -> None:
+        inner = getattr(board, name)
+
+        def counted(*args: Any) -> Any:
+            self.calls[name] += 1
+            return inner(*args)
+
+        setattr(board, name, counted)
+
+
+@pytest.mark.parametrize("kind", ["blocking", "nonblocking"])
+def test_a_conductor_consumes_with_the_flow_end(kind: str, board: JobBoard,
+                                               store: Persistence) -> None:
+    posted = [tc.post_job(board, store, tc.steps_flow, kwargs={"steps": 2}, name=f"job-{i}")
+              for i in range(4)]
+    counting = _Counting(board)
+    conductor_class = BlockingConductor if kind == "blocking" else NonBlockingConductor
+    recorder = tc.EventRecorder()
+    conductor = conductor_class("shared", board, store, wait_timeout=0.05,
+                                allowed_factories=["legato.testing"])
+    conductor.notifier.register("job_consumed", recorder)
+    conductor.run(max_dispatches=len(posted))
+    assert board.job_count == 0
+    assert len([e for e, _ in recorder.events if e == "job_consumed"]) == len(posted)
+    calls = counting.calls
+    assert calls["_consume"] == calls["_consume_and_claim_next"] == 0
+    assert calls["_consume_in_transaction"] == len(posted)
+    if kind == "blocking":  # the first claim alone; the others rode with a consume
+        assert calls["_claim_next"] == 1
+    for job in posted:
+        assert job.book_uuid is not None
+        (flow,) = store.get_logbook(job.book_uuid).flows.values()
+        assert flow.state is FlowState.SUCCESS
+        assert [c.outcome for c in store.job_history(job.uuid)] == ["consumed"]
