@@ -16,8 +16,11 @@ in N is the instructions per job (posting included, start-up cancelled)::
 pipeline; ``--claim-ahead-below 60`` keeps it on although callgrind makes every job slow).
 ``--persistence memory`` keeps flows in memory instead (the conductor's own work, no SQL);
 ``--metrics`` gives the conductor Prometheus metrics on a registry of its own (never scraped:
-the count is the bookkeeping per job). Both options also work against an older checkout that
-has no metrics (run this script with that checkout on ``PYTHONPATH``; ``--metrics`` then fails).
+the count is the bookkeeping per job). ``--post-only`` posts the jobs and stops: subtract its
+count for the conductor's own cost per job (``bench/conductor.py`` does not time posting;
+with a Redis or ZooKeeper board, delete the namespace or path afterwards). These options also
+work against an older checkout (put it on ``PYTHONPATH``), except ``--metrics`` where it has
+no metrics.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ def main() -> None:
     parser.add_argument("--claim-ahead-below", type=float, default=None)
     parser.add_argument("--persistence", choices=("sqlite", "memory"), default="sqlite")
     parser.add_argument("--metrics", action="store_true", help="conductor keeps metrics")
+    parser.add_argument("--post-only", action="store_true", help="post the jobs, run nothing")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:
         store = lp.connect(f"sqlite:///{workdir}/flows.db" if args.persistence == "sqlite"
@@ -51,6 +55,8 @@ def main() -> None:
             for i in range(args.jobs):
                 tc.post_job(board, store, tc.steps_flow, kwargs={"steps": args.tasks},
                             name=f"job-{i}")
+            if args.post_only:
+                return
             options: dict[str, Any] = {}
             if args.metrics:
                 from prometheus_client import CollectorRegistry
