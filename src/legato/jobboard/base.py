@@ -296,7 +296,7 @@ def _decode(data: Mapping[str, Any] | str | bytes, json_fields: Collection[str],
         data = json.loads(data)
     if not isinstance(data, Mapping):
         raise TypeError(f"a job record must be a JSON object, not {type(data).__name__}")
-    if _RECORD_FIELDS.issuperset(data):  # the usual case, checked in C: no key to drop
+    if type(data) is dict and _RECORD_FIELDS.issuperset(data):  # in C: no key to drop
         values = dict(data)
     else:
         values = {k: v for k, v in data.items() if k in _RECORD_FIELDS}
