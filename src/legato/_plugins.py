@@ -76,6 +76,10 @@ class Family:
     def __init__(self, group: str) -> None:
         self.group = group
         self._builtins = dict(BUILTINS.get(group, {}))
+        # Built-in plugins loaded, by name: a conductor resolves its engine kind for every
+        # job, and an import each time costs more than the lookup. (Entry points are looked
+        # up each time: they may come and go.)
+        self._loaded: dict[str, Any] = {}
 
     def names(self) -> list[str]:
         """Every known plugin name, sorted."""
@@ -90,10 +94,14 @@ class Family:
             UnknownBackend: no plugin of that name (the message lists the known ones).
             MissingDriver: the plugin's driver is not installed (the message names the extra).
         """
+        if name in self._loaded:
+            return self._loaded[name]
         target = self._builtins.get(name)
         if target is not None:
             module_name, _, attr = target.partition(":")
-            return _guarded(lambda: getattr(importlib.import_module(module_name), attr), name)
+            loaded = _guarded(lambda: getattr(importlib.import_module(module_name), attr), name)
+            self._loaded[name] = loaded
+            return loaded
         for ep in importlib.metadata.entry_points(group=self.group, name=name):
             return _guarded(lambda ep=ep: ep.load(), name)
         known = ", ".join(self.names()) or "none"

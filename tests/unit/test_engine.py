@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import Any
 
@@ -24,7 +25,15 @@ from legato.flow import (
 )
 from legato.persistence.base import FlowWrites
 from legato.persistence.memory import MemoryPersistence
-from legato.persistence.models import Fence, FlowDetail, LogBook, RetryDetail
+from legato.persistence.models import (
+    Claim,
+    Fence,
+    FlowDetail,
+    LogBook,
+    RetryDetail,
+    TaskDetail,
+    utcnow,
+)
 from legato.states import AtomState, EngineState, FlowState
 
 
@@ -533,6 +542,34 @@ def test_flow_state_writes_do_not_rewrite_atoms() -> None:
     assert writes == [(3, None, []), (None, None, ["SUCCESS", "RUNNING"]),
                       (None, None, ["SUCCESS", "RUNNING"]),
                       (None, FlowState.SUCCESS, ["SUCCESS"])]
+
+
+def test_a_batch_carrying_a_deferred_take_keeps_every_field_of_the_write() -> None:
+    """What rides on a claim's first write is added to it; nothing the engine gave is lost."""
+    batches: list[FlowWrites] = []
+
+    class Spy(MemoryPersistence):
+        def _update_many(self, batch: FlowWrites, fence: Any) -> None:
+            batches.append(batch)
+            super()._update_many(batch, fence)
+
+    persistence = Spy()
+    flow_detail = FlowDetail("f")
+    task = TaskDetail("t")
+    flow_detail.add(task)
+    book = LogBook("b")
+    book.add(flow_detail)
+    persistence.save_logbook(book)
+    fence = Fence("job", 1)
+    assert persistence.take_flow(flow_detail.uuid, fence, defer=True)
+    task.state = AtomState.RUNNING
+    ended = Claim(job_uuid="job", fence=1, owner="me", claimed_at=utcnow(), outcome="x")
+    writes = FlowWrites(flow_detail.uuid, state=FlowState.RUNNING, atoms=[task], ended=ended)
+    persistence.update_many(writes, fence=fence)
+    (batch,) = batches
+    assert dataclasses.asdict(batch) == {**dataclasses.asdict(writes), "take": True}
+    assert persistence.get_flow_details(flow_detail.uuid).fence == fence
+    assert [c.outcome for c in persistence.job_history("job")] == ["x"]
 
 
 class _TakenOver(Task):

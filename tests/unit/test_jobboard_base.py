@@ -60,6 +60,26 @@ def test_malformed_record_dict_is_refused(change: str) -> None:
         JobRecord.from_dict(data)
 
 
+@pytest.mark.parametrize(("field", "value", "expected"), [
+    ("uuid", 7, "uuid must be a string, not int"),
+    ("book_uuid", 1.5, "book_uuid must be a string or null, not float"),
+    ("created_on", "x", "created_on must be a number, not str"),
+    ("attempts", True, "attempts must be an integer, not bool"),
+    ("fence", 2.0, "fence must be an integer, not float"),
+    ("lease_expires", [], "lease_expires must be a number or null, not list"),
+    ("cancel", 0, "cancel must be a string or null, not int"),
+])
+def test_a_field_of_the_wrong_type_is_named(field: str, value: object, expected: str) -> None:
+    data = {**record().to_dict(), field: value}
+    with pytest.raises(errors.GarbageRecord, match=expected):
+        JobRecord.from_dict(data)
+
+
+def test_every_field_of_the_right_type_decodes_with_or_without_extra_keys() -> None:
+    data = record(owner="a", lease_expires=NOW, cancel="c", reason=None).to_dict()
+    assert JobRecord.from_dict(data) == JobRecord.from_dict({**data, "extra": object()})
+
+
 def test_job_properties() -> None:
     board = MemoryJobBoard()
     job = Job(board, record(priority=2, last_modified=NOW + 1, attempts=4))

@@ -347,16 +347,19 @@ class Persistence(abc.ABC):
         if riders is None:
             self._retry(lambda: self._update_many(writes, fence))
             return
-        batch = dataclasses.replace(writes)
-        if riders.take:
-            batch.take, batch.started = True, riders.started
         state = writes.state if writes.state is not None else (
             writes.flow.state if writes.flow is not None else None)
-        if riders.ending is not None and batch.ended is None and state in _END_STATES:
+        ended, then = writes.ended, writes.then
+        if riders.ending is not None and ended is None and state in _END_STATES:
             assert state is not None
-            batch.ended = riders.ending.end_with(state)
-            if batch.ended is not None and batch.then is None and self.database is not None:
-                batch.then = riders.ending.in_transaction(state)
+            ended = riders.ending.end_with(state)
+            if ended is not None and then is None and self.database is not None:
+                then = riders.ending.in_transaction(state)
+        # Built field by field: dataclasses.replace costs as much as the rest of this method.
+        batch = FlowWrites(writes.flow_uuid, flow=writes.flow, state=writes.state,
+                           atoms=writes.atoms, take=writes.take or riders.take,
+                           started=riders.started if riders.take else writes.started,
+                           ended=ended, then=then)
         self._retry(lambda: self._update_many(batch, fence))
         riders.take, riders.started = False, None
         if batch.ended is not None and riders.ending is not None:

@@ -30,6 +30,7 @@ One table row per job (see ``sql_tables``). Every primitive is one short transac
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import threading
@@ -69,6 +70,13 @@ _J = jobs.c
 _ORDER = (_J.priority.desc(), _J.sequence)
 _FIRST_PAGE, _PAGE = 20, 500  # a small first page keeps "is anything claimable?" cheap
 _JSON_COLUMNS = ("details",)
+#: The board's clock in statements built once (``SQLJobBoard._statement_now``), and a claim's
+#: lease length.
+_NOW: sa.BindParameter[float] = sa.bindparam("now", type_=sa.Double())
+_TTL: sa.BindParameter[float] = sa.bindparam("ttl", type_=sa.Double())
+#: PostgreSQL's clock: the transaction's start time on the server, one clock for every machine.
+_SERVER_NOW: sa.ColumnElement[float] = sa.cast(sa.func.extract("epoch", sa.func.now()),
+                                               sa.Double())
 #: Default ``wal_checkpoint_every`` of SQLite boards (write transactions).
 WAL_CHECKPOINT_EVERY = sql_engine.WAL_CHECKPOINT_EVERY
 #: The schemes the board serves and the SQLAlchemy drivers it takes (the first by default).
@@ -218,8 +226,32 @@ class SQLJobBoard(JobBoard):
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _now(self) -> sa.ColumnElement[float]:
-        return sa.literal(self.clock(), sa.Double())
+    def _now(self, value: float | None = None) -> sa.ColumnElement[float]:
+        """The board's time in a statement: ``value``, or the clock's now."""
+        return sa.literal(self.clock() if value is None else value, sa.Double())
+
+    def _statement_now(self) -> sa.ColumnElement[float]:
+        """``_now()`` in a statement built once: the ``now`` parameter (every execution of
+        one passes ``now=self.clock()``)."""
+        return _NOW
+
+    @functools.cached_property
+    def _claim_first_statement(self) -> sa.Executable:
+        """``_claim_first``'s update when no row is set aside, built once: a consume and a
+        claim per job would otherwise build, coerce and look up their statements each time."""
+        now = self._statement_now()
+        target = self._next_query(now, set()).scalar_subquery()
+        return (jobs.update().where(_J.sequence == target)
+                .values(**self._claim_values(sa.bindparam("who"), _TTL, now))
+                .returning(*jobs.c))
+
+    @functools.cached_property
+    def _consume_statements(self) -> dict[bool, sa.Executable]:
+        """``_consume_in``'s delete, with and without a fence, built once."""
+        now = self._statement_now()
+        return {fenced: jobs.delete().where(self._owned(
+            sa.bindparam("uuid"), sa.bindparam("who"),
+            sa.bindparam("fence") if fenced else None, now)) for fenced in (False, True)}
 
     def _claimable(self, now: sa.ColumnElement[float],
                    columns: Any = _J) -> sa.ColumnElement[bool]:
@@ -227,8 +259,10 @@ class SQLJobBoard(JobBoard):
             sa.or_(columns.state == str(JobState.UNCLAIMED), columns.lease_expires <= now),
             sa.or_(columns.available_at.is_(None), columns.available_at <= now))
 
-    def _owned(self, job_uuid: str, who: str, fence: int | None,
+    def _owned(self, job_uuid: Any, who: Any, fence: Any,
                now: sa.ColumnElement[float]) -> sa.ColumnElement[bool]:
+        """``job_uuid``'s live claim by ``who`` (with ``fence`` unless None); values or bound
+        parameters."""
         clauses = [_J.uuid == job_uuid, _J.owner == who, _J.state == str(JobState.CLAIMED),
                    _J.lease_expires > now]
         if fence is not None:
@@ -396,8 +430,7 @@ class SQLJobBoard(JobBoard):
 
     # -- claims ----------------------------------------------------------------------------
 
-    def _claim_values(self, who: str, ttl: float,
-                      now: sa.ColumnElement[float]) -> dict[str, Any]:
+    def _claim_values(self, who: Any, ttl: Any, now: sa.ColumnElement[float]) -> dict[str, Any]:
         return {"state": str(JobState.CLAIMED), "owner": who, "fence": _J.fence + 1,
                 "attempts": _J.attempts + 1, "lease_expires": now + ttl,
                 "available_at": None, "last_modified": now}
@@ -443,11 +476,15 @@ class SQLJobBoard(JobBoard):
                      skip: set[int]) -> JobRecord | None:
         """Claim the first claimable job within the caller's transaction; ``_Garbage`` (which
         must roll the transaction back) if it cannot be decoded."""
-        now = self._now()
-        target = self._next_query(now, skip).scalar_subquery()
-        row = conn.execute(
-            jobs.update().where(_J.sequence == target)
-            .values(**self._claim_values(who, ttl, now)).returning(*jobs.c)).first()
+        if skip:
+            now = self._now()
+            target = self._next_query(now, skip).scalar_subquery()
+            row = conn.execute(
+                jobs.update().where(_J.sequence == target)
+                .values(**self._claim_values(who, ttl, now)).returning(*jobs.c)).first()
+        else:
+            row = conn.execute(self._claim_first_statement,
+                               {"now": self.clock(), "who": who, "ttl": ttl}).first()
         if row is None:
             return None
         try:
@@ -496,10 +533,11 @@ class SQLJobBoard(JobBoard):
 
     def _consume_in(self, conn: sa.Connection, job_uuid: str, who: str,
                     fence: int | None, *, notify: bool = True) -> None:
-        now = self._now()
-        done = conn.execute(jobs.delete().where(self._owned(job_uuid, who, fence, now)))
+        now = self.clock()
+        done = conn.execute(self._consume_statements[fence is not None],
+                            {"now": now, "uuid": job_uuid, "who": who, "fence": fence})
         if done.rowcount == 0:
-            raise self._why_not(conn, job_uuid, who, fence, now)
+            raise self._why_not(conn, job_uuid, who, fence, self._now(now))
         if notify:
             self._notify(conn)
 
@@ -684,11 +722,13 @@ class PostgresJobBoard(SQLJobBoard):
         super()._close()
         self._stop = threading.Event()
 
-    def _now(self) -> sa.ColumnElement[float]:
+    def _now(self, value: float | None = None) -> sa.ColumnElement[float]:
         if not self._server_clock:
-            return super()._now()
-        # The transaction's start time on the server: one clock for every machine.
-        return sa.cast(sa.func.extract("epoch", sa.func.now()), sa.Double())
+            return super()._now(value)
+        return _SERVER_NOW
+
+    def _statement_now(self) -> sa.ColumnElement[float]:
+        return _SERVER_NOW if self._server_clock else super()._statement_now()
 
     def _next_query(self, now: sa.ColumnElement[float], skip: set[int]) -> sa.Select[Any]:
         return super()._next_query(now, skip).with_for_update(skip_locked=True)

@@ -7,6 +7,7 @@ serves it from its compiled cache; drivers that prepare statements (psycopg) do 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
@@ -14,8 +15,9 @@ from sqlalchemy.sql.dml import Insert
 
 from legato.persistence.sql.tables import atomdetails, flowdetails, job_history, logbooks
 
-__all__ = ["SQLITE_INSERT_CLAIM", "SQLITE_TAKE_NEW_FLOW", "SQLITE_UPDATE_ATOM",
-           "SQLITE_UPDATE_ATOM_FENCED", "SQLITE_UPSERT_CLAIM", "Statements"]
+__all__ = ["SQLITE_INSERT_CLAIM", "SQLITE_TAKE_FIRST", "SQLITE_TAKE_NEW_FLOW",
+           "SQLITE_UPDATE_ATOM", "SQLITE_UPDATE_ATOM_FENCED", "SQLITE_UPSERT_ATOM",
+           "SQLITE_UPSERT_CLAIM", "Statements", "sqlite_update_flow"]
 
 
 def _upsert(dialect: str, table: sa.Table, *, keep: tuple[str, ...]) -> Insert:
@@ -56,6 +58,34 @@ SQLITE_UPDATE_ATOM_FENCED = SQLITE_UPDATE_ATOM + (
 #: claim, so once per job.
 SQLITE_TAKE_NEW_FLOW = (f"UPDATE {flowdetails.name} SET fence_job = :f_job, fence = :f_num"
                         " WHERE uuid = :b_uuid AND fence_job IS NULL")
+
+
+#: ``take_first`` on SQLite (see ``SQLITE_UPDATE_ATOM``): the take riding on a claim's first
+#: write, once per claim.
+SQLITE_TAKE_FIRST = (f"UPDATE {flowdetails.name} SET fence_job = :f_job, fence = :f_num"
+                     " WHERE uuid = :b_uuid AND (fence_job IS NULL"
+                     " OR (fence_job = :f_job AND fence = :f_num))")
+
+_ATOM_COLUMNS = [c.name for c in atomdetails.columns if c.name != "id"]
+
+#: ``upsert_atom`` on SQLite (see ``SQLITE_UPDATE_ATOM``): a flow's atoms, written with its
+#: first write.
+SQLITE_UPSERT_ATOM = "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT (uuid) DO UPDATE SET {}".format(
+    atomdetails.name, ", ".join(_ATOM_COLUMNS), ", ".join(f":{c}" for c in _ATOM_COLUMNS),
+    ", ".join(f"{c} = excluded.{c}" for c in _ATOM_COLUMNS if c not in ("uuid", "flow_uuid")))
+
+
+@functools.cache
+def sqlite_update_flow(columns: tuple[str, ...], *, fenced: bool) -> str:
+    """``update_flow`` (``update_flow_fenced`` when ``fenced``) of ``columns`` on SQLite (see
+    ``SQLITE_UPDATE_ATOM``); parameters are named after the columns, plus ``b_uuid`` and the
+    fence's ``f_job``/``f_num``."""
+    unknown = [c for c in columns if c not in flowdetails.c or c in ("id", "uuid")]
+    if unknown or not columns:
+        raise ValueError(f"cannot update flow detail columns {columns!r}")
+    text = "UPDATE {} SET {} WHERE uuid = :b_uuid".format(
+        flowdetails.name, ", ".join(f"{c} = :{c}" for c in columns))
+    return text + " AND fence_job = :f_job AND fence = :f_num" if fenced else text
 
 
 _CLAIM_COLUMNS = [c.name for c in job_history.columns if c.name != "id"]

@@ -20,15 +20,24 @@ from legato.persistence.models import AtomDetail, Claim, Fence, FlowDetail, LogB
 from legato.persistence.sql import _rows
 from legato.persistence.sql._statements import (
     SQLITE_INSERT_CLAIM,
+    SQLITE_TAKE_FIRST,
     SQLITE_TAKE_NEW_FLOW,
     SQLITE_UPDATE_ATOM,
     SQLITE_UPDATE_ATOM_FENCED,
+    SQLITE_UPSERT_ATOM,
     SQLITE_UPSERT_CLAIM,
     Statements,
+    sqlite_update_flow,
 )
 from legato.states import FlowState
 
 __all__ = ["SQLPersistence"]
+
+#: ``_many_rows``: the flow's row (None: not written), the atoms upserted, the atoms updated.
+_ManyRows = tuple[dict[str, Any] | None, list[dict[str, Any]],
+                  list[tuple[AtomDetail, dict[str, Any]]]]
+#: A refused write: the select reading its row, the row's uuid, what it is, what was refused.
+_Refusal = tuple[sa.Executable, str, str, str]
 
 
 class SQLPersistence(Persistence):
@@ -335,11 +344,13 @@ class SQLPersistence(Persistence):
     def _update_many(self, writes: FlowWrites, fence: Fence | None) -> None:
         flow_uuid = writes.flow_uuid
         fenced = {} if fence is None else {"f_job": fence.job, "f_num": fence.number}
-        flow_row, upserted, atom_rows = _many_rows(writes, fenced)
-        if (self._dialect == "sqlite" and flow_row is None and not upserted and not writes.take
-                and writes.ended is None and writes.then is None and atom_rows):
-            self._sqlite_atoms(atom_rows, fence)  # an atom's result and the next one's start
+        rows = _many_rows(writes, fenced)
+        if self._dialect == "sqlite" and writes.then is None:
+            # Straight to the driver; a write that carries a board's statements (``then``)
+            # needs the SQLAlchemy connection they run on.
+            self._sqlite_many(writes, fence, fenced, rows)
             return
+        flow_row, upserted, atom_rows = rows
         atom_update = self._sql.update_atom if fence is None else self._sql.update_atom_fenced
         what = f"writing flow detail {flow_uuid}"
         with self._write("writing a flow detail's changes") as conn:
@@ -438,22 +449,19 @@ class SQLPersistence(Persistence):
                               f"atom detail {atom_detail.uuid}",
                               f"updating atom {atom_detail.name!r}", fence)
 
-    def _sqlite_atoms(self, atom_rows: list[tuple[AtomDetail, dict[str, Any]]],
-                      fence: Fence | None) -> None:
-        """Update several atoms in one transaction on SQLite, through the driver like
-        ``_sqlite_write``; a refused update rolls them all back."""
-        statement = SQLITE_UPDATE_ATOM if fence is None else SQLITE_UPDATE_ATOM_FENCED
-        refused: AtomDetail | None = None
-        with self._lock, _engine.translate_errors("updating atom details", self._where):
+    def _sqlite_many(self, writes: FlowWrites, fence: Fence | None, fenced: dict[str, Any],
+                     rows: _ManyRows) -> None:
+        """``_update_many`` on SQLite: the same statements in one transaction, sent through the
+        driver like ``_sqlite_write``; a refused write rolls them all back."""
+        refused: _Refusal | None = None
+        with self._lock, _engine.translate_errors("writing a flow detail's changes",
+                                                  self._where):
             pooled = self._engine.raw_connection()
             try:  # on any error, returning it to the pool rolls the transaction back
                 driver = pooled.driver_connection
                 assert driver is not None
                 driver.execute("BEGIN IMMEDIATE")
-                for ad, row in atom_rows:
-                    if driver.execute(statement, row).rowcount == 0:
-                        refused = ad
-                        break
+                refused = self._sqlite_steps(driver, writes, fence, fenced, rows)
                 if refused is None:
                     driver.commit()
                 else:
@@ -461,12 +469,40 @@ class SQLPersistence(Persistence):
             finally:
                 pooled.close()
         if refused is not None:
-            with self._read("reading an atom detail") as conn:
-                self._refused(conn, self._sql.select_atom, refused.uuid,
-                              f"atom detail {refused.uuid}", f"updating atom {refused.name!r}",
-                              fence)
+            select, uuid, missing, what = refused
+            with self._read("reading a refused write's row") as conn:
+                self._refused(conn, select, uuid, missing, what, fence)
         if self._checkpoint_every:
             self._count_write()
+
+    def _sqlite_steps(self, driver: Any, writes: FlowWrites, fence: Fence | None,
+                      fenced: dict[str, Any], rows: _ManyRows) -> _Refusal | None:
+        """The statements of ``_sqlite_many``, in ``_update_many``'s order; the first refused
+        write's row (then nothing after it is sent)."""
+        flow_uuid = writes.flow_uuid
+        flow_row, upserted, atom_rows = rows
+        if writes.take:
+            if driver.execute(SQLITE_TAKE_FIRST, {"b_uuid": flow_uuid, **fenced}).rowcount == 0:
+                return (self._sql.select_flow, flow_uuid, f"flow detail {flow_uuid}",
+                        f"taking flow detail {flow_uuid}")
+            if writes.started is not None:
+                driver.execute(SQLITE_INSERT_CLAIM, _rows.claim_row(writes.started))
+        if flow_row is not None:
+            statement = sqlite_update_flow(tuple(flow_row), fenced=fence is not None)
+            if driver.execute(statement, {**flow_row, "b_uuid": flow_uuid, **fenced}) \
+                    .rowcount == 0:
+                return (self._sql.select_flow, flow_uuid, f"flow detail {flow_uuid}",
+                        f"writing flow detail {flow_uuid}")
+        if upserted:
+            driver.executemany(SQLITE_UPSERT_ATOM, upserted)
+        atom_update = SQLITE_UPDATE_ATOM if fence is None else SQLITE_UPDATE_ATOM_FENCED
+        for ad, row in atom_rows:
+            if driver.execute(atom_update, row).rowcount == 0:
+                return (self._sql.select_atom, ad.uuid, f"atom detail {ad.uuid}",
+                        f"updating atom {ad.name!r}")
+        if writes.ended is not None:
+            driver.execute(SQLITE_UPSERT_CLAIM, _rows.claim_row(writes.ended))
+        return None
 
     def _sqlite_write(self, row: dict[str, Any], statement: str, what: str, *,
                       then: tuple[str, dict[str, Any]] | None = None) -> int:
@@ -509,8 +545,7 @@ class SQLPersistence(Persistence):
                 conn.execute(statement)
 
 
-def _many_rows(writes: FlowWrites, fenced: dict[str, Any]) -> tuple[
-        dict[str, Any] | None, list[dict[str, Any]], list[tuple[AtomDetail, dict[str, Any]]]]:
+def _many_rows(writes: FlowWrites, fenced: dict[str, Any]) -> _ManyRows:
     """The rows of ``writes``: the flow's (None: not written), the atoms its ``flow`` carries
     (upserted), and the updated atoms' with their details."""
     flow_row: dict[str, Any] | None = None
