@@ -306,3 +306,28 @@ def test_a_url_naming_the_driver_is_served_by_it(backend: str,
 def test_a_driver_the_board_does_not_take_is_refused_by_name(url: str) -> None:
     with pytest.raises(errors.UnknownBackend, match=r"does not work with the '\w+' driver"):
         jobboard.connect(url)
+
+
+def test_postgres_post_is_one_statement_without_begin_or_commit(postgres_url: str) -> None:
+    # A post is one INSERT: on PostgreSQL it runs as its own transaction (autocommit), so it
+    # costs no BEGIN and no COMMIT round trip, and still wakes a waiter (its trigger notifies).
+    transactions: list[object] = []
+
+    def began(conn: sa.Connection) -> None:
+        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            transactions.append(conn)
+
+    with jobboard.connect(postgres_url, poll_interval=60) as waiter, \
+            jobboard.connect(postgres_url) as poster:
+        assert waiter.wait(timeout=0.2) is False  # starts the listener
+        thread, result = _wait_in_thread(waiter, 20)
+        sa.event.listen(sa.Engine, "begin", began)
+        try:
+            job = poster.post("one statement", details={"a": 1})
+        finally:
+            sa.event.remove(sa.Engine, "begin", began)
+        thread.join(30)
+        assert result == [True]
+        assert transactions == []
+        assert waiter.get(job.uuid).details == {"a": 1}
+        assert job.record.sequence > 0  # RETURNING gave the post's place in line

@@ -177,8 +177,9 @@ class SQLJobBoard(JobBoard):
             engine.dispose()
 
     @contextlib.contextmanager
-    def _tx(self, *, write: bool = False) -> Iterator[sa.Connection]:
-        """One transaction; driver errors become ``BoardUnavailable``."""
+    def _tx(self, *, write: bool = False, single: bool = False) -> Iterator[sa.Connection]:
+        """One transaction; driver errors become ``BoardUnavailable``. ``single``: a write
+        of exactly one statement, which PostgreSQL then runs as its own transaction."""
         engine = self._engine
         if engine is None:
             raise errors.JobFailure(f"board {self.name!r} is not connected; call connect()")
@@ -187,8 +188,9 @@ class SQLJobBoard(JobBoard):
                 # Take the write lock up front: a deferred transaction that reads and then
                 # writes can fail with SQLITE_BUSY instead of waiting.
                 conn = conn.execution_options(**{sql_engine.SQLITE_BEGIN: "IMMEDIATE"})
-            elif not write and engine.dialect.name == "postgresql":
-                # Reads are single statements: autocommit saves the COMMIT round trip.
+            elif (single or not write) and engine.dialect.name == "postgresql":
+                # Reads, and writes of one statement: autocommit saves the BEGIN and COMMIT
+                # round trips (one statement is atomic on its own).
                 conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             with conn.begin():
                 yield conn
@@ -282,7 +284,8 @@ class SQLJobBoard(JobBoard):
     # -- posting and reading -----------------------------------------------------------------
 
     def _post(self, record: JobRecord) -> None:
-        with self._tx(write=True) as conn:
+        # One INSERT (its trigger notifies waiters): on PostgreSQL, no BEGIN/COMMIT round trips.
+        with self._tx(write=True, single=True) as conn:
             now = self._now()
             delay = (record.available_at - record.created_on
                      if record.available_at is not None else None)
