@@ -140,6 +140,10 @@ def _take_flow() -> sa.Executable:
             .values(fence_job=f_job, fence=f_num))
 
 
+#: Prefix of the book's columns in ``Statements.select_book_with_flows``.
+BOOK_PREFIX = "lb_"
+
+
 @dataclasses.dataclass(frozen=True)
 class Statements:
     """The backend's statements for one dialect."""
@@ -155,6 +159,7 @@ class Statements:
     update_flow_fenced: sa.Executable
     update_atom_fenced: sa.Executable
     select_book: sa.Select[tuple[object, ...]]
+    select_book_with_flows: sa.Select[tuple[object, ...]]
     select_books: sa.Select[tuple[object, ...]]
     select_flow: sa.Select[tuple[object, ...]]
     select_flows_of_book: sa.Select[tuple[object, ...]]
@@ -201,6 +206,13 @@ class Statements:
                                                           *_fence_matches()),
             update_atom_fenced=_fenced_atom_update(),
             select_book=sa.select(*book_cols).where(logbooks.c.uuid == by_uuid),
+            # The book's columns (labelled BOOK_PREFIX + name) beside each of its flows', or
+            # beside NULLs for a book without flows: a book and its flows in one round trip.
+            select_book_with_flows=sa.select(
+                *(c.label(BOOK_PREFIX + c.name) for c in book_cols), *flow_cols)
+            .select_from(logbooks.outerjoin(flowdetails,
+                                            flowdetails.c.book_uuid == logbooks.c.uuid))
+            .where(logbooks.c.uuid == by_uuid).order_by(flowdetails.c.id),
             select_books=sa.select(*book_cols).order_by(logbooks.c.id),
             select_flow=sa.select(*flow_cols).where(flowdetails.c.uuid == by_uuid),
             select_flows_of_book=sa.select(*flow_cols)

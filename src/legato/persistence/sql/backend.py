@@ -19,6 +19,7 @@ from legato.persistence.base import FlowWrites, Persistence, lost_claim
 from legato.persistence.models import AtomDetail, Claim, Fence, FlowDetail, LogBook
 from legato.persistence.sql import _rows
 from legato.persistence.sql._statements import (
+    BOOK_PREFIX,
     SQLITE_INSERT_CLAIM,
     SQLITE_TAKE_NEW_FLOW,
     SQLITE_UPDATE_ATOM,
@@ -186,14 +187,25 @@ class SQLPersistence(Persistence):
                 conn.execute(self._sql.upsert_atom, atom_rows)
 
     def _get_logbook(self, book_uuid: str, lazy: bool) -> LogBook:
+        params = {"b_uuid": book_uuid}
         with self._read("reading a logbook") as conn:
-            row = conn.execute(self._sql.select_book, {"b_uuid": book_uuid}).mappings().first()
-            if row is None:
+            if lazy:
+                row = conn.execute(self._sql.select_book, params).mappings().first()
+                if row is None:
+                    raise errors.NotFound(f"no logbook {book_uuid}")
+                return _rows.book_from_row(row)
+            # Two round trips, not three: the book with its flows, then their atoms.
+            rows = conn.execute(self._sql.select_book_with_flows, params).mappings().all()
+            if not rows:
                 raise errors.NotFound(f"no logbook {book_uuid}")
-            book = _rows.book_from_row(row)
-            if not lazy:
-                for fd in self._flows_of_book(conn, book_uuid):
-                    book.add(fd)
+            flow_rows = [r for r in rows if r["uuid"] is not None]
+            atom_rows = (conn.execute(self._sql.select_atoms_of_book, params).mappings().all()
+                         if flow_rows else [])
+        book = _rows.book_from_row({key[len(BOOK_PREFIX):]: value
+                                    for key, value in rows[0].items()
+                                    if key.startswith(BOOK_PREFIX)})
+        for fd in _assemble(flow_rows, atom_rows):
+            book.add(fd)
         return book
 
     def _get_logbooks(self, lazy: bool) -> Iterator[LogBook]:
