@@ -1013,7 +1013,7 @@ class ZooKeeperJobBoard(JobBoard):
         with self._index.cond:
             self._local.generation = self._index.generation
 
-    def _wait_for_change(self, timeout: float) -> None:
+    def _wait_for_change(self, timeout: float) -> bool:
         seen = getattr(self._local, "generation", None)
 
         def changed() -> bool:
@@ -1023,6 +1023,7 @@ class ZooKeeperJobBoard(JobBoard):
 
         with self._index.cond:
             self._index.cond.wait_for(changed, timeout)
+        return False
 
     # -- entities --------------------------------------------------------------------------
 
