@@ -260,16 +260,19 @@ def latency_durable(samples: int) -> dict[str, float]:
     previous = "t0"
     for name, _ in PHASES:
         result[name] = statistics.median((r[name] - r[previous]) * 1000 for r in rows)
+        thread = POSTER if name == "posted" else CONDUCTOR
         result[f"{name}_trips"] = statistics.median(
-            _round_trips(r[previous], r[name]) for r in rows)
+            _round_trips(r[previous], r[name], thread) for r in rows)
         previous = name
-    result["total_trips"] = statistics.median(_round_trips(r["t0"], r["step"]) for r in rows)
+    result["total_trips"] = sum(result[f"{name}_trips"] for name, _ in PHASES)
     return result
 
 
-#: ``(time.perf_counter(), what)`` for every round trip SQLAlchemy makes to a server while
-#: ``latency_durable`` runs: a statement, a pool checkout (its pre-ping), a BEGIN or a COMMIT.
-ROUND_TRIPS: list[tuple[float, str]] = []
+#: ``(time.perf_counter(), thread, what)`` for every round trip SQLAlchemy makes to a server
+#: while ``latency_durable`` runs: a statement, a pool checkout (its pre-ping), a BEGIN or a
+#: COMMIT; ``thread`` is ``POSTER``, ``CONDUCTOR`` or another thread's name.
+ROUND_TRIPS: list[tuple[float, str, str]] = []
+POSTER, CONDUCTOR = "MainThread", "latency-conductor"
 
 
 def _count_round_trips() -> None:
@@ -281,7 +284,7 @@ def _count_round_trips() -> None:
     _count_round_trips.done = True  # type: ignore[attr-defined]
 
     def note(what: str) -> None:
-        ROUND_TRIPS.append((time.perf_counter(), what))
+        ROUND_TRIPS.append((time.perf_counter(), threading.current_thread().name, what))
 
     def transactional(conn: Any) -> bool:
         return conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT"
@@ -292,8 +295,8 @@ def _count_round_trips() -> None:
     sa.event.listen(sa.pool.Pool, "checkout", lambda *_a: note("checkout"))
 
 
-def _round_trips(start: float, end: float) -> int:
-    return sum(1 for at, _ in ROUND_TRIPS if start <= at < end)
+def _round_trips(start: float, end: float, thread: str) -> int:
+    return sum(1 for at, by, _ in ROUND_TRIPS if start <= at < end and by == thread)
 
 
 #: The phases of ``latency_durable``, each timed from the end of the one before.
@@ -337,7 +340,8 @@ def _latency_durable_run(cboard: Any, poster: Any, persistence: Persistence,
     conductor.notifier.register("compilation_start", lambda _e, d: stamp("built", d["job"].name))
     conductor.notifier.register("running_start", lambda _e, d: stamp("running", d["job"].name))
     STEP_STAMPS.clear()
-    thread = threading.Thread(target=conductor.run, kwargs={"max_dispatches": samples})
+    thread = threading.Thread(target=conductor.run, kwargs={"max_dispatches": samples},
+                              name=CONDUCTOR)
     thread.start()
     time.sleep(0.5)  # let the conductor reach its idle wait
     for i in range(samples):
