@@ -61,6 +61,12 @@ class Engine:
         fence_lost: set by the caller once the claim behind ``fence`` is known lost: from then
             on the engine never starts or continues a revert (it raises ``FencedOut``), and
             the caller should ``suspend()`` it.
+
+    Attributes:
+        record_durations: when True as a run starts, each atom's ``meta["duration"]``
+            (``meta["revert_duration"]``) gets how long its execute (revert) call took, float
+            seconds, in the write that records its end state: timing costs no write
+            (``TimingListener`` turns it on).
     """
 
     kind: ClassVar[str] = "serial"
@@ -83,6 +89,7 @@ class Engine:
         self._details: list[AtomDetail] | None = None
         self._validated = False
         self._stats: dict[str, Any] = {"runs": 0}
+        self.record_durations = False
 
     def _make_executor(self) -> executors.Executor:
         return executors.SerialExecutor()
@@ -191,7 +198,8 @@ class Engine:
         return RunContext(storage=self.storage, compiled=self.compiled, executor=self.executor,
                           suspend_event=self.suspend_event, fence_lost=self.fence_lost,
                           emit_flow=self.emit_flow, emit_atom=self.emit_atom,
-                          progress_callback=self.progress_callback)
+                          progress_callback=self.progress_callback,
+                          record_durations=self.record_durations)
 
     def suspend(self) -> None:
         """Ask a running engine to stop at the next atom boundary (thread-safe).
