@@ -7,6 +7,9 @@ its own WAL flush) and what passes through SQLAlchemy, per job, posting excluded
 
     .venv-bench/bin/python bench/commits.py 1
     .venv-bench/bin/python bench/commits.py 10
+    .venv-bench/bin/python bench/commits.py 10 --timing   # as ``legato conductor`` runs
+
+``--timing`` attaches ``TimingListener`` to every engine, as the ``legato conductor`` command does.
 """
 
 from __future__ import annotations
@@ -42,10 +45,18 @@ def _commit(connection: Any) -> None:
     counts["sqlalchemy commits"] += 1
 
 
+def _attach_timing(event: str, details: dict[str, Any]) -> None:
+    from legato.engine.listeners import TimingListener
+
+    TimingListener(details["engine"]).register()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("tasks", type=int)
     parser.add_argument("--jobs", type=int, default=50)
+    parser.add_argument("--timing", action="store_true",
+                        help="record atom durations (TimingListener), as `legato conductor` does")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:
         store = lp.connect(f"sqlite:///{workdir}/flows.db")
@@ -55,11 +66,13 @@ def main() -> None:
                 tc.post_job(board, store, tc.steps_flow, kwargs={"steps": args.tasks},
                             name=f"job-{i}")
             counts.clear()
-            BlockingConductor("commits", board, store, wait_timeout=0.05).run(
-                max_dispatches=args.jobs)
+            conductor = BlockingConductor("commits", board, store, wait_timeout=0.05)
+            if args.timing:
+                conductor.notifier.register("running_start", _attach_timing)
+            conductor.run(max_dispatches=args.jobs)
             seen = dict(counts)
         store.close()
-    print(f"{args.tasks}-task jobs, per job:")
+    print(f"{args.tasks}-task jobs{', timed' if args.timing else ''}, per job:")
     for key, value in sorted(seen.items()):
         print(f"  {key:20} {value / args.jobs:6.2f}")
 
