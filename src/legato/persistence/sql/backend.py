@@ -19,6 +19,7 @@ from legato.persistence.base import FlowWrites, Persistence, lost_claim
 from legato.persistence.models import AtomDetail, Claim, Fence, FlowDetail, LogBook
 from legato.persistence.sql import _rows
 from legato.persistence.sql._statements import (
+    ATOM_PREFIX,
     BOOK_PREFIX,
     SQLITE_INSERT_CLAIM,
     SQLITE_TAKE_NEW_FLOW,
@@ -194,18 +195,20 @@ class SQLPersistence(Persistence):
                 if row is None:
                     raise errors.NotFound(f"no logbook {book_uuid}")
                 return _rows.book_from_row(row)
-            # Two round trips, not three: the book with its flows, then their atoms.
-            rows = conn.execute(self._sql.select_book_with_flows, params).mappings().all()
-            if not rows:
-                raise errors.NotFound(f"no logbook {book_uuid}")
-            flow_rows = [r for r in rows if r["uuid"] is not None]
-            atom_rows = (conn.execute(self._sql.select_atoms_of_book, params).mappings().all()
-                         if flow_rows else [])
-        book = _rows.book_from_row({key[len(BOOK_PREFIX):]: value
-                                    for key, value in rows[0].items()
-                                    if key.startswith(BOOK_PREFIX)})
-        for fd in _assemble(flow_rows, atom_rows):
-            book.add(fd)
+            # One round trip, not three: the book, its flows and their atoms, joined.
+            rows = conn.execute(self._sql.select_book_tree, params).mappings().all()
+        if not rows:
+            raise errors.NotFound(f"no logbook {book_uuid}")
+        book = _rows.book_from_row(_prefixed(rows[0], BOOK_PREFIX))
+        flow: FlowDetail | None = None
+        for row in rows:
+            if row["uuid"] is None:
+                continue  # a book without flows
+            if flow is None or flow.uuid != row["uuid"]:
+                flow = _rows.flow_from_row(row)
+                book.add(flow)
+            if row[ATOM_PREFIX + "uuid"] is not None:
+                flow.add(_rows.atom_from_row(_prefixed(row, ATOM_PREFIX)))
         return book
 
     def _get_logbooks(self, lazy: bool) -> Iterator[LogBook]:
@@ -531,6 +534,12 @@ def _many_rows(writes: FlowWrites, fenced: dict[str, Any]) -> tuple[
         del row["uuid"]
         atom_rows.append((ad, {**row, "b_uuid": ad.uuid, **fenced}))
     return flow_row, upserted, atom_rows
+
+
+def _prefixed(row: Mapping[Any, Any], prefix: str) -> dict[str, Any]:
+    """The columns of ``row`` labelled ``prefix`` + name, by name."""
+    return {key[len(prefix):]: value for key, value in row.items()
+            if isinstance(key, str) and key.startswith(prefix)}
 
 
 def _assemble(flow_rows: Iterable[Mapping[Any, Any]],
