@@ -18,6 +18,9 @@ DELETE or ``FOR UPDATE``, the figure for PostgreSQL), per job::
 
     .venv-bench/bin/python bench/commits.py 1
     .venv-bench/bin/python bench/commits.py 10 --layout postgresql
+    .venv-bench/bin/python bench/commits.py 10 --timing   # as ``legato conductor`` runs
+
+``--timing`` attaches ``TimingListener`` to every engine, as the ``legato conductor`` command does.
 """
 
 from __future__ import annotations
@@ -95,11 +98,19 @@ def _urls(layout: str, workdir: str) -> Iterator[tuple[str, str]]:
             yield board_url, store_url
 
 
+def _attach_timing(event: str, details: dict[str, Any]) -> None:
+    from legato.engine.listeners import TimingListener
+
+    TimingListener(details["engine"]).register()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("tasks", type=int)
     parser.add_argument("--jobs", type=int, default=50)
     parser.add_argument("--layout", choices=LAYOUTS, default="memory-sqlite")
+    parser.add_argument("--timing", action="store_true",
+                        help="record atom durations (TimingListener), as `legato conductor` does")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir, _urls(args.layout, workdir) as urls:
         board_url, store_url = urls
@@ -110,14 +121,16 @@ def main() -> None:
                 tc.post_job(board, store, tc.steps_flow, kwargs={"steps": args.tasks},
                             name=f"job-{i}")
             counts.clear()
-            BlockingConductor("commits", board, store, wait_timeout=0.05).run(
-                max_dispatches=args.jobs)
+            conductor = BlockingConductor("commits", board, store, wait_timeout=0.05)
+            if args.timing:
+                conductor.notifier.register("running_start", _attach_timing)
+            conductor.run(max_dispatches=args.jobs)
             seen = dict(counts)
             database = getattr(store, "database", None)  # None before shared transactions
             shared = database is not None and database == getattr(board, "database", None)
         store.close()
-    print(f"{args.tasks}-task jobs, {args.layout} ({'one database' if shared else 'apart'}), "
-          "per job:")
+    print(f"{args.tasks}-task jobs{', timed' if args.timing else ''}, {args.layout} "
+          f"({'one database' if shared else 'apart'}), per job:")
     for key, value in sorted(seen.items()):
         print(f"  {key:20} {value / args.jobs:6.2f}")
 

@@ -12,6 +12,8 @@ Measured (medians of ``--repeat`` runs):
   every 50 ms from another board object; time from just before ``post`` to ``running_start``;
 * stream: TaskFlow's default mode with ``--procs 0`` (the figure its documentation quotes):
   one conductor thread runs while the same process posts the jobs as fast as it can;
+* post->first step on PostgreSQL, board and persistence in one database (``latency-pg``): as
+  ``bench/peers.py`` times it (the logbook's save included), with each phase's share;
 * takeover after SIGKILL: conductor A (a process) runs a long job, conductor B idles; A is
   SIGKILLed; time until B starts the job's step (claim TTL ``--ttl``);
 * TaskFlow: ``/work/shared/bench/taskflow_reference.py`` (preload mode, blocking conductors) on the
@@ -47,6 +49,7 @@ from typing import Any
 from legato import jobboard as jb
 from legato import persistence as lp
 from legato.conductor import BlockingConductor
+from legato.flow import Flow, LinearFlow, Task, flow_factory
 from legato.persistence.base import Persistence
 from legato.testing import conductor as tc
 from legato.testing import services
@@ -233,6 +236,146 @@ def _prepare(board: Any, persistence: Persistence) -> Any:
     return persistence.get_logbook(book.uuid)
 
 
+def latency_durable(samples: int) -> dict[str, float]:
+    """Post -> first step on a PostgreSQL board with PostgreSQL persistence in the same
+    database: one idle conductor (a thread), a 1-step job posted every 50 ms by
+    ``legato.testing.conductor.post_job`` (the logbook's save included, as ``bench/peers.py``
+    times it). Returns p50s in ms: ``total`` and each phase (see ``PHASES``)."""
+    _count_round_trips()
+    with services.postgres_url() as url:
+        persistence = lp.connect(url)
+        persistence.upgrade()
+        ROUND_TRIPS.clear()
+        poster_persistence = lp.connect(url)
+        try:
+            with jb.connect(url, persistence=persistence) as cboard, \
+                    jb.connect(url, persistence=poster_persistence) as poster:
+                stamps = _latency_durable_run(cboard, poster, persistence, poster_persistence,
+                                              samples)
+        finally:
+            persistence.close()
+            poster_persistence.close()
+    rows = [row for row in stamps.values() if all(name in row for name, _ in PHASES)]
+    result = {"total": statistics.median((r["step"] - r["t0"]) * 1000 for r in rows)}
+    previous = "t0"
+    for name, _ in PHASES:
+        result[name] = statistics.median((r[name] - r[previous]) * 1000 for r in rows)
+        thread = POSTER if name == "posted" else CONDUCTOR
+        result[f"{name}_trips"] = statistics.median(
+            _round_trips(r[previous], r[name], thread) for r in rows)
+        previous = name
+    result["total_trips"] = sum(result[f"{name}_trips"] for name, _ in PHASES)
+    return result
+
+
+#: ``(time.perf_counter(), thread, what)`` for every round trip SQLAlchemy makes to a server
+#: while ``latency_durable`` runs: a statement, a pool checkout (its pre-ping), a BEGIN or a
+#: COMMIT; ``thread`` is ``POSTER``, ``CONDUCTOR`` or another thread's name.
+ROUND_TRIPS: list[tuple[float, str, str]] = []
+POSTER, CONDUCTOR = "MainThread", "latency-conductor"
+
+
+def _count_round_trips() -> None:
+    """Note every round trip through SQLAlchemy's public events, on every engine (once)."""
+    import sqlalchemy as sa
+
+    if getattr(_count_round_trips, "done", False):
+        return
+    _count_round_trips.done = True  # type: ignore[attr-defined]
+
+    def note(what: str) -> None:
+        ROUND_TRIPS.append((time.perf_counter(), threading.current_thread().name, what))
+
+    def transactional(conn: Any) -> bool:
+        return conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT"
+
+    sa.event.listen(sa.Engine, "before_cursor_execute", lambda *_a, **_k: note("statement"))
+    sa.event.listen(sa.Engine, "begin", lambda c: transactional(c) and note("begin"))
+    sa.event.listen(sa.Engine, "commit", lambda c: transactional(c) and note("commit"))
+    sa.event.listen(sa.pool.Pool, "checkout", lambda *_a: note("checkout"))
+
+
+def _round_trips(start: float, end: float, thread: str) -> int:
+    return sum(1 for at, by, _ in ROUND_TRIPS if start <= at < end and by == thread)
+
+
+#: The phases of ``latency_durable``, each timed from the end of the one before.
+PHASES = (
+    ("posted", "post: logbook save + job insert (poster)"),
+    ("woken", "NOTIFY delivered, the idle wait returns"),
+    ("claimed", "claim_next"),
+    ("built", "read the flow, build the engine"),
+    ("running", "compile, prepare, validate"),
+    ("step", "engine's first write, then the step starts"),
+)
+
+
+def _latency_durable_run(cboard: Any, poster: Any, persistence: Persistence,
+                         poster_persistence: Persistence,
+                         samples: int) -> dict[str, dict[str, float]]:
+    stamps: dict[str, dict[str, float]] = {}
+    current: list[str] = []  # the job being posted: the conductor's stamps go to it
+
+    def stamp(name: str, job: str | None = None) -> None:
+        if job is None and not current:
+            return
+        stamps.setdefault(job or current[-1], {}).setdefault(name, time.perf_counter())
+
+    wait, claim_next = cboard.wait, cboard.claim_next
+
+    def timed_wait(timeout: float | None = None) -> bool:
+        woken = bool(wait(timeout))
+        if woken and current and "posted" in stamps.get(current[-1], {}):
+            stamp("woken")
+        return woken
+
+    def timed_claim(*args: Any, **kwargs: Any) -> Any:
+        job = claim_next(*args, **kwargs)
+        if job is not None:
+            stamp("claimed", job.name)
+        return job
+
+    cboard.wait, cboard.claim_next = timed_wait, timed_claim  # public methods, wrapped
+    conductor = BlockingConductor("latency", cboard, persistence)
+    conductor.notifier.register("compilation_start", lambda _e, d: stamp("built", d["job"].name))
+    conductor.notifier.register("running_start", lambda _e, d: stamp("running", d["job"].name))
+    STEP_STAMPS.clear()
+    thread = threading.Thread(target=conductor.run, kwargs={"max_dispatches": samples},
+                              name=CONDUCTOR)
+    thread.start()
+    time.sleep(0.5)  # let the conductor reach its idle wait
+    for i in range(samples):
+        name = f"lat-{i:03d}"
+        current.append(name)
+        stamp("t0")
+        tc.post_job(poster, poster_persistence, stamped_flow, kwargs={"job": name}, name=name)
+        stamp("posted")
+        time.sleep(0.05)
+    thread.join(60)
+    for job, at in STEP_STAMPS.items():
+        stamps.setdefault(job, {})["step"] = at
+    return stamps
+
+
+#: ``StampedStep`` writes the time its step started here (the conductor runs in this process).
+STEP_STAMPS: dict[str, float] = {}
+
+
+class StampedStep(Task):
+    def __init__(self, job: str) -> None:
+        super().__init__("stamped")
+        self.job = job
+
+    def execute(self) -> None:
+        STEP_STAMPS.setdefault(self.job, time.perf_counter())
+
+
+@flow_factory
+def stamped_flow(job: str) -> Flow:
+    """One task that notes when it started."""
+    return LinearFlow("stamped").add(StampedStep(job))
+
+
 # -- takeover after SIGKILL -------------------------------------------------------------------
 
 
@@ -359,7 +502,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--ttl", type=float, default=2.0)
     parser.add_argument("--skip", default="",
-                        help="comma list of: throughput,stream,latency,takeover")
+                        help="comma list of: throughput,stream,latency,latency-pg,takeover")
     parser.add_argument("--no-taskflow", action="store_true")
     parser.add_argument("--json-out", default=None)
     parser.add_argument("--metrics", type=float, default=None, metavar="SECONDS",
@@ -383,6 +526,16 @@ def main(argv: list[str] | None = None) -> None:
                 results.append({"kind": "latency", "board": board, "p50_ms": p50,
                                 "p99_ms": p99})
                 print(f"post->start {board:11} p50={p50:.1f} ms p99={p99:.1f} ms", flush=True)
+        if "latency-pg" not in skip and "postgresql" in boards:
+            runs = [latency_durable(40) for _ in range(args.repeat)]
+            row = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+            results.append({"kind": "latency-pg", **row})
+            print(f"post->first step, PG board + PG persistence: p50={row['total']:.1f} ms "
+                  f"(median of {len(runs)} runs of 40)", flush=True)
+            print(f"  {row['total_trips']:4.0f} round trips in all; per phase:", flush=True)
+            for name, what in PHASES:
+                print(f"  {row[name]:6.2f} ms {row[name + '_trips']:4.0f} trips  {what}",
+                      flush=True)
         if "takeover" not in skip:
             for board in boards:
                 value = median_of(args.repeat, takeover, board, args.ttl, tmp)

@@ -238,14 +238,15 @@ def post(board: JobBoard, backend: Persistence, spec: JobSpec) -> dict[str, Any]
     Returns:
         ``{"uuid", "name", "book_uuid", "flow_uuid", "priority"}``.
     """
-    from legato.engine import save_factory_details
+    from legato.engine import record_factory
 
     book = LogBook(spec.name)
     flow_detail = FlowDetail(spec.name)
     book.add(flow_detail)
+    # The factory rides on the book's first save: one write before the post, not two.
+    record_factory(flow_detail, spec.factory, spec.args, spec.kwargs)
     backend.save_logbook(book)
     try:
-        save_factory_details(flow_detail, spec.factory, spec.args, spec.kwargs, persistence=backend)
         details: dict[str, Any] = {"flow_uuid": flow_detail.uuid}
         if spec.store:
             details["store"] = spec.store

@@ -352,3 +352,61 @@ def test_iter_claimed_reads_the_claimed_index_postgres(postgres_url: str) -> Non
             engine.dispose()
         assert list(board.iter_claimed()) == []
     assert "legato_jb_jobs_claimed" in plan
+
+
+def test_postgres_post_is_one_statement_without_begin_or_commit(postgres_url: str) -> None:
+    # A post is one INSERT: on PostgreSQL it runs as its own transaction (autocommit), so it
+    # costs no BEGIN and no COMMIT round trip, and still wakes a waiter (its trigger notifies).
+    transactions: list[object] = []
+
+    def began(conn: sa.Connection) -> None:
+        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            transactions.append(conn)
+
+    with jobboard.connect(postgres_url, poll_interval=60) as waiter, \
+            jobboard.connect(postgres_url) as poster:
+        assert waiter.wait(timeout=0.2) is False  # starts the listener
+        thread, result = _wait_in_thread(waiter, 20)
+        sa.event.listen(sa.Engine, "begin", began)
+        try:
+            job = poster.post("one statement", details={"a": 1})
+        finally:
+            sa.event.remove(sa.Engine, "begin", began)
+        thread.join(30)
+        assert result == [True]
+        assert transactions == []
+        assert waiter.get(job.uuid).details == {"a": 1}
+        assert job.record.sequence > 0  # RETURNING gave the post's place in line
+
+
+def test_postgres_wait_woken_by_a_post_returns_without_reading_again(postgres_url: str) -> None:
+    # Woken by a post's notification, wait() answers at once: the claim that follows finds
+    # the job, so reading the board first would only add a round trip to the job's start.
+    with jobboard.connect(postgres_url, poll_interval=60) as waiter, \
+            jobboard.connect(postgres_url) as poster:
+        assert waiter.wait(timeout=0.2) is False  # starts the listener
+        asleep = threading.Event()
+        sleep = waiter._wait_for_change  # watched, not replaced
+
+        def watched(timeout: float) -> bool:
+            asleep.set()
+            return sleep(timeout)
+
+        waiter._wait_for_change = watched  # type: ignore[method-assign]
+        statements: list[str] = []
+        thread, result = _wait_in_thread(waiter, 20)
+
+        def executed(*args: object) -> None:
+            if threading.current_thread() is thread:
+                statements.append(str(args[2]))
+
+        assert asleep.wait(20)
+        sa.event.listen(sa.Engine, "before_cursor_execute", executed)
+        try:
+            posted = poster.post("wake up")
+            thread.join(30)
+        finally:
+            sa.event.remove(sa.Engine, "before_cursor_execute", executed)
+        assert result == [True]
+        assert statements == []
+        assert waiter.claim_next("owner-a") == posted

@@ -482,3 +482,37 @@ def test_upgrade_from_0002_prefixes_the_tables_and_keeps_the_data(
             backend.get_atom_details(atoms[0].uuid)
     finally:
         backend.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_get_logbook_reads_book_flows_and_atoms_in_one_statement(
+        backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    url = (f"sqlite:///{tmp_path / 'flows.db'}" if backend == "sqlite"
+           else request.getfixturevalue("postgres_url"))
+    store = persistence.connect(url)
+    store.upgrade()
+    try:
+        book = make_book(flows=2, atoms=2)
+        empty = LogBook("no flows")
+        store.save_logbook(book)
+        store.save_logbook(empty)
+        statements: list[str] = []
+
+        def executed(*args: object) -> None:
+            statements.append(str(args[2]))
+
+        sa.event.listen(sa.Engine, "before_cursor_execute", executed)
+        try:
+            got = store.get_logbook(book.uuid)
+            got_empty = store.get_logbook(empty.uuid)
+            with pytest.raises(errors.NotFound):
+                store.get_logbook("no-such-book")
+        finally:
+            sa.event.remove(sa.Engine, "before_cursor_execute", executed)
+        assert len(statements) == 3  # one per get_logbook: full book, empty book, missing
+        assert (got.name, got.meta, [fd.uuid for fd in got]) == (
+            book.name, book.meta, [fd.uuid for fd in book])
+        assert [[ad.uuid for ad in fd] for fd in got] == [[ad.uuid for ad in fd] for fd in book]
+        assert (got_empty.name, list(got_empty)) == ("no flows", [])
+    finally:
+        store.close()

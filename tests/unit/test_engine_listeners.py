@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 
@@ -70,3 +71,55 @@ def test_capture_listener_payloads() -> None:
     assert failure_event["atom_name"] == broken.name
     assert failure_event["failure"].check(RuntimeError)
     assert (broken.name, "REVERTED") in capture.atom_states
+
+
+class _CountingPersistence(MemoryPersistence):
+    """Memory persistence counting the engine's writes (one per transaction)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def update_atom_details(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.writes += 1
+        return super().update_atom_details(*args, **kwargs)
+
+    def update_flow_details(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.writes += 1
+        return super().update_flow_details(*args, **kwargs)
+
+    def update_flow_state(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.writes += 1
+        return super().update_flow_state(*args, **kwargs)
+
+    def update_many(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.writes += 1
+        return super().update_many(*args, **kwargs)
+
+
+@task(provides="b")
+def second(a: int) -> int:
+    return a + 1
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["success", "revert"])
+def test_timing_costs_no_write_of_its_own(fails: bool) -> None:
+    # Durations are stamped into the atom's meta by the engine, in the write that records the
+    # atom's end state: a timed run makes exactly the writes of an untimed one.
+    writes = []
+    for timed in (False, True):
+        persistence = _CountingPersistence()
+        flow = LinearFlow("f").add(first, broken if fails else second)
+        engine = le.load(flow, persistence=persistence)
+        with TimingListener(engine) if timed else contextlib.nullcontext():
+            if fails:
+                with pytest.raises(RuntimeError):
+                    engine.run()
+            else:
+                engine.run()
+        writes.append(persistence.writes)
+        stored = persistence.get_flow_details(engine.flow_detail.uuid)
+        meta = stored.find_by_name(first.name).meta
+        assert ("duration" in meta) is timed
+        assert ("revert_duration" in meta) is (timed and fails)
+    assert writes[0] == writes[1]

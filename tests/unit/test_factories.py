@@ -246,3 +246,14 @@ def test_entry_point_factories_are_allowed(monkeypatch: pytest.MonkeyPatch) -> N
 
     monkeypatch.setattr(md, "entry_points", fake_entry_points)
     assert FactoryPolicy().resolve(f"{__name__}:unregistered_factory") is unregistered_factory
+
+
+def test_record_factory_sets_the_record_without_writing() -> None:
+    from legato.engine.factories import record_factory
+
+    fd = FlowDetail("unsaved")
+    assert record_factory(fd, make_flow, [2], {"prefix": "w"}) is fd
+    assert fd.meta["factory"] == {"name": f"{__name__}:make_flow", "args": [2],
+                                  "kwargs": {"prefix": "w"}}
+    with pytest.raises(ValueError, match="JSON"):
+        record_factory(FlowDetail("bad"), make_flow, [object()])

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from legato import errors, jobboard, operations
+from legato.jobboard import base as jobboard_base
 from legato.jobboard.base import JobBoard
 from legato.persistence.memory import MemoryPersistence
 from legato.states import JobPriority
@@ -94,3 +95,52 @@ def test_requeue_by_id_or_reason_and_twice_posts_once(stack: tuple) -> None:
     (last,) = operations.trashed(board, uuids=[uuids[2]])
     assert operations.requeue(board, last)["name"] == "job-2"
     assert list(board.iter_trash()) == [] and board.job_count == 3
+
+
+class _Writes(MemoryPersistence):
+    """Memory persistence noting each call that writes or reads a logbook or flow detail."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def save_logbook(self, book, **kwargs):  # type: ignore[no-untyped-def]
+        self.calls.append("save_logbook")
+        return super().save_logbook(book, **kwargs)
+
+    def update_flow_details(self, flow_detail, **kwargs):  # type: ignore[no-untyped-def]
+        self.calls.append("update_flow_details")
+        return super().update_flow_details(flow_detail, **kwargs)
+
+    def get_logbook(self, book_uuid, **kwargs):  # type: ignore[no-untyped-def]
+        self.calls.append("get_logbook")
+        return super().get_logbook(book_uuid, **kwargs)
+
+
+def test_post_saves_the_book_with_its_factory_in_one_write_before_the_job() -> None:
+    store = _Writes()
+    before_post: list[str] = []
+    with jobboard.connect("memory://", persistence=store) as board:
+        board.notifier.register(jobboard_base.POSTED, lambda *_: before_post.extend(store.calls))
+        spec = operations.job_spec(steps_flow, kwargs={"steps": 1})
+        posted = operations.post(board, store, spec)
+    # One write reaches the post (the job's start waits for nothing else); the logbook's
+    # naming of its job comes after.
+    assert before_post == ["save_logbook"]
+    detail = store.get_flow_details(posted["flow_uuid"])
+    assert detail.meta["factory"]["kwargs"] == {"steps": 1}
+
+
+def test_testing_post_job_saves_once_and_reads_nothing_back() -> None:
+    from legato.testing.conductor import post_job
+
+    store = _Writes()
+    before_post: list[str] = []
+    with jobboard.connect("memory://", persistence=store) as board:
+        board.notifier.register(jobboard_base.POSTED, lambda *_: before_post.extend(store.calls))
+        job = post_job(board, store, steps_flow, kwargs={"steps": 1}, meta_store={"a": 1})
+    assert before_post == ["save_logbook"]
+    assert job.book_uuid is not None
+    (detail,) = store.get_logbook(job.book_uuid).flows.values()
+    assert detail.meta["factory"]["kwargs"] == {"steps": 1}
+    assert detail.meta["store"] == {"a": 1}

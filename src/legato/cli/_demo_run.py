@@ -92,7 +92,7 @@ def post_jobs(board: JobBoard, backend: Persistence, *, count: int, steps: int,
               log_path: Path, step_delay: float) -> list[DemoJob]:
     """Post ``count`` demo jobs of ``steps`` steps each."""
     from legato.demo import demo_flow
-    from legato.engine import save_factory_details
+    from legato.engine import record_factory
 
     jobs = []
     for index in range(1, count + 1):
@@ -100,8 +100,8 @@ def post_jobs(board: JobBoard, backend: Persistence, *, count: int, steps: int,
         book = LogBook(name)
         flow_detail = FlowDetail(name)
         book.add(flow_detail)
+        record_factory(flow_detail, demo_flow, [steps])
         backend.save_logbook(book)
-        save_factory_details(flow_detail, demo_flow, [steps], persistence=backend)
         store = {"job_name": name, "log_path": str(log_path), "step_delay": step_delay}
         job = board.post(name, book, {"flow_uuid": flow_detail.uuid, "store": store})
         jobs.append(DemoJob(name, job.uuid, flow_detail.uuid, steps))

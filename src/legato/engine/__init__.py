@@ -15,6 +15,7 @@ from legato.engine.engine import Engine, ParallelEngine, ProcessEngine, SerialEn
 from legato.engine.factories import (
     FactoryPolicy,
     flow_from_detail,
+    record_factory,
     save_factory_details,
 )
 from legato.failure import Failure
@@ -35,6 +36,7 @@ __all__ = [
     "flow_from_detail",
     "load",
     "load_from_detail",
+    "record_factory",
     "run",
     "save_factory_details",
 ]

@@ -68,6 +68,12 @@ class Engine:
             every enclosing retry says REVERT too: True reverts the whole flow; False (the
             default, as in TaskFlow) reverts only that subflow, and the flow ends REVERTED
             with its other atoms as they stand.
+
+    Attributes:
+        record_durations: when True as a run starts, each atom's ``meta["duration"]``
+            (``meta["revert_duration"]``) gets how long its execute (revert) call took, float
+            seconds, in the write that records its end state: timing costs no write
+            (``TimingListener`` turns it on).
     """
 
     kind: ClassVar[str] = "serial"
@@ -92,6 +98,7 @@ class Engine:
         self._details: list[AtomDetail] | None = None
         self._validated = False
         self._stats: dict[str, Any] = {"runs": 0}
+        self.record_durations = False
 
     def _make_executor(self) -> executors.Executor:
         return executors.SerialExecutor()
@@ -205,7 +212,8 @@ class Engine:
                           suspend_event=self.suspend_event, fence_lost=self.fence_lost,
                           emit_flow=self.emit_flow, emit_atom=self.emit_atom,
                           progress_callback=self.progress_callback,
-                          defer_reverts=self.defer_reverts)
+                          defer_reverts=self.defer_reverts,
+                          record_durations=self.record_durations)
 
     def suspend(self) -> None:
         """Ask a running engine to stop at the next atom boundary (thread-safe).

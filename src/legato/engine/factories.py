@@ -31,6 +31,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "FactoryPolicy",
     "flow_from_detail",
+    "record_factory",
     "save_factory_details",
 ]
 
@@ -64,10 +65,12 @@ def _module_attribute(module_name: str, qualname: str) -> Any:
     return module.__dict__.get(qualname)
 
 
-def save_factory_details(flow_detail: FlowDetail, factory: Callable[..., Flow],
-                         args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, *,
-                         persistence: Persistence) -> FlowDetail:
-    """Record ``factory`` (and its JSON arguments) in ``flow_detail.meta["factory"]`` and save.
+def record_factory(flow_detail: FlowDetail, factory: Callable[..., Flow],
+                   args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None) -> FlowDetail:
+    """Record ``factory`` (and its JSON arguments) in ``flow_detail.meta["factory"]``, unsaved.
+
+    For a flow detail not saved yet: the record then rides on the save that creates it (one
+    write where ``save_factory_details`` after a save would make two).
 
     Raises:
         ValueError: the factory is not a plain module-level function that can be found again
@@ -91,6 +94,19 @@ def save_factory_details(flow_detail: FlowDetail, factory: Callable[..., Flow],
     except (TypeError, ValueError) as exc:
         raise ValueError(f"factory arguments must be JSON: {exc}") from exc
     flow_detail.meta["factory"] = record
+    return flow_detail
+
+
+def save_factory_details(flow_detail: FlowDetail, factory: Callable[..., Flow],
+                         args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, *,
+                         persistence: Persistence) -> FlowDetail:
+    """Record ``factory`` (and its JSON arguments) in ``flow_detail.meta["factory"]`` and save
+    the flow detail (saved already; before its first save, ``record_factory`` saves a write).
+
+    Raises:
+        ValueError: as for ``record_factory``.
+    """
+    record_factory(flow_detail, factory, args, kwargs)
     persistence.update_flow_details(FlowDetail(flow_detail.name, flow_detail.uuid,
                                                flow_detail.state, flow_detail.meta))
     return flow_detail

@@ -16,12 +16,10 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TextIO
 
 from legato import notifier
-from legato.states import AtomState
 
 if TYPE_CHECKING:
     from legato.engine.engine import Engine
@@ -103,31 +101,22 @@ class PrintingListener(Listener):
     on_atom = _print
 
 
-_DURATION_KEYS: dict[str, str] = {AtomState.SUCCESS: "duration", AtomState.FAILURE: "duration",
-                  AtomState.REVERTED: "revert_duration",
-                  AtomState.REVERT_FAILURE: "revert_duration"}
-
-
 class TimingListener(Listener):
     """Stores how long each atom ran: ``meta["duration"]`` (execute) and
-    ``meta["revert_duration"]`` (revert), in float seconds, saved to persistence."""
+    ``meta["revert_duration"]`` (revert), in float seconds, saved to persistence.
 
-    def __init__(self, engine: Engine) -> None:
-        super().__init__(engine)
-        self._started: dict[str, float] = {}
+    While registered it turns on the engine's ``record_durations`` (register it before the run
+    starts): the engine stamps each duration into the write that records the atom's end state,
+    so timing costs no write of its own.
+    """
 
-    def on_atom(self, event: str, details: dict[str, Any]) -> None:
-        name = details["atom_name"]
-        if event in (AtomState.RUNNING, AtomState.REVERTING):
-            self._started[name] = time.perf_counter()
-            return
-        key = _DURATION_KEYS.get(event)
-        started = self._started.pop(name, None)
-        if key is None or started is None:
-            return
-        ad = self.engine.storage.get_atom_detail(name)
-        ad.meta[key] = time.perf_counter() - started
-        self.engine.storage.save(ad)
+    def register(self) -> None:
+        super().register()
+        self.engine.record_durations = True
+
+    def deregister(self) -> None:
+        super().deregister()
+        self.engine.record_durations = False
 
 
 class CaptureListener(Listener):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -55,6 +56,9 @@ class RunContext:
         defer_reverts: when every retry up to the top says REVERT, revert the whole flow
             (TaskFlow's ``defer_reverts``); otherwise only the innermost failed scope is
             reverted and the flow ends REVERTED with the rest of it as it stands.
+        record_durations: stamp how long each atom's execute (revert) call took in its
+            ``meta["duration"]`` (``meta["revert_duration"]``), float seconds, in the write
+            that records the atom's end state (no write of its own).
     """
 
     storage: Storage
@@ -66,6 +70,7 @@ class RunContext:
     emit_atom: Callable[..., None]
     progress_callback: Callable[[AtomDetail], Callable[[float], None]]
     defer_reverts: bool = False
+    record_durations: bool = False
 
 
 class Runtime:
@@ -94,6 +99,8 @@ class Runtime:
         self.reraising = False
         #: counters, added to the engine's statistics
         self.counts = {"executed": 0, "reverted": 0, "retried": 0}
+        #: ``time.perf_counter()`` when each running atom's call began (``record_durations``)
+        self._began: dict[str, float] | None = {} if context.record_durations else None
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -194,6 +201,7 @@ class Runtime:
             kwargs["history"] = self._history(ad)
         self.inflight[index] = _EXECUTE
         self.counts["executed"] += 1
+        self._begin(ad)
         self.executor.submit(index, ca.atom.execute, (), kwargs,  # type: ignore[attr-defined]
                              progress=self.context.progress_callback(ad),
                              label=f"atom {ca.name!r}")
@@ -219,6 +227,7 @@ class Runtime:
 
     def _record_success(self, ca: CompiledAtom, ad: AtomDetail, value: Any) -> None:
         old, previous = ad.state, ad.results
+        self._stamp(ad, "duration")
         ad.state = AtomState.SUCCESS
         ad.results = [*(previous or []), [value, {}]] if ca.is_retry else value
         emit = self.context.emit_atom
@@ -243,6 +252,7 @@ class Runtime:
         if getattr(exc, "not_started", False):
             self.not_started.add(ca.index)
         old = ad.state
+        self._stamp(ad, "duration")
         ad.state = AtomState.FAILURE
         ad.results = ad.results if ca.is_retry else None
         ad.failure = failure.to_dict()
@@ -418,6 +428,7 @@ class Runtime:
         self.storage.save(ad)
         self.context.emit_atom(ad, old)
         self.counts["reverted"] += 1
+        self._begin(ad)
         if index in self.not_started:
             self._record_revert(ad, True, None)
             return
@@ -434,6 +445,19 @@ class Runtime:
                              label=f"atom {ca.name!r}")
         for _, ok, value in self.executor.wait():
             self._record_revert(ad, ok, value)
+
+    def _begin(self, ad: AtomDetail) -> None:
+        """Note when ``ad``'s call begins (``record_durations``)."""
+        if self._began is not None:
+            self._began[ad.uuid] = time.perf_counter()
+
+    def _stamp(self, ad: AtomDetail, key: str) -> None:
+        """Put how long ``ad``'s call took in ``ad.meta[key]``, before the write that records
+        its end state (``record_durations``)."""
+        if self._began is not None:
+            began = self._began.pop(ad.uuid, None)
+            if began is not None:
+                ad.meta[key] = time.perf_counter() - began
 
     def _kwargs_for_revert(self, ca: CompiledAtom) -> dict[str, Any]:
         try:
@@ -461,6 +485,7 @@ class Runtime:
 
     def _record_revert(self, ad: AtomDetail, ok: bool, value: Any) -> None:
         old = ad.state
+        self._stamp(ad, "revert_duration")
         if ok:
             ad.state = AtomState.REVERTED
             ad.revert_results = value

@@ -960,7 +960,8 @@ class JobBoard(abc.ABC):
         """Block until a claimable job may exist; False if ``timeout`` passed first.
 
         Boards with ``CAPABILITIES.notifications`` wake at once on a post from any process;
-        the others check every ``poll_interval``.
+        the others check every ``poll_interval``. Woken by a post it knows of (PostgreSQL:
+        a post's own notification), a board answers True without reading again.
         """
         self._require_connected()
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -970,7 +971,8 @@ class JobBoard(abc.ABC):
             remaining = self.poll_interval if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            self._wait_for_change(min(remaining, self.poll_interval))
+            if self._wait_for_change(min(remaining, self.poll_interval)):
+                return True
 
     def wait_for_completion(self, job: Job, timeout: float | None = None) -> bool:
         """Block until ``job`` is consumed or trashed; False if ``timeout`` passed first.
@@ -1207,9 +1209,16 @@ class JobBoard(abc.ABC):
         knew is gone. Called when a job is not found; backends whose every call checks the
         epoch already (Redis) keep this no-op."""
 
-    def _wait_for_change(self, timeout: float) -> None:
-        """Sleep up to ``timeout`` seconds, returning early when the backend reports a change."""
+    def _wait_for_change(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` seconds, returning early when the backend reports a change.
+
+        Returns:
+            True when the backend knows that a job was posted while this thread slept, so
+            that ``wait`` answers without reading the board again (the claim that follows
+            finds the job, or finds that another claimer was faster); False otherwise.
+        """
         time.sleep(timeout)
+        return False
 
     @abc.abstractmethod
     def _register_entity(self, entity: Entity, ttl: float) -> None: ...

@@ -358,13 +358,14 @@ class MemoryJobBoard(JobBoard):
             records = [_copy(r) for r in reversed(store.trash)]
         return iter(records)
 
-    def _wait_for_change(self, timeout: float) -> None:
+    def _wait_for_change(self, timeout: float) -> bool:
         store = self._s
         with store.changed:
             # Sleep only if nothing changed since this thread last read the board, so a post
             # between that read and this wait is never missed.
             if getattr(self._seen, "version", -1) == store.version:
                 store.changed.wait(timeout)
+        return False
 
     # -- entities --------------------------------------------------------------------------
 

@@ -207,13 +207,12 @@ def post_job(board: JobBoard, persistence: Persistence, factory: Any, *,
     if meta_store is not None:
         flow_detail.meta["store"] = dict(meta_store)
     book.add(flow_detail)
-    persistence.save_logbook(book)
-    engine_mod.save_factory_details(flow_detail, factory, args, kwargs, persistence=persistence)
+    engine_mod.record_factory(flow_detail, factory, args, kwargs)
+    persistence.save_logbook(book)  # one write, the factory in it; nothing read back
     job_details = dict(details or {})
     if store is not None:
         job_details["store"] = dict(store)
-    return board.post(name, book=persistence.get_logbook(book.uuid), details=job_details,
-                      priority=priority)
+    return board.post(name, book=book, details=job_details, priority=priority)
 
 
 class EventRecorder:

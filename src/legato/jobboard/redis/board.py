@@ -886,12 +886,12 @@ class RedisJobBoard(JobBoard):
         time.sleep(timeout)  # polling fallback: the state is re-read every poll_interval
         return None
 
-    def _wait_for_change(self, timeout: float) -> None:
+    def _wait_for_change(self, timeout: float) -> bool:
         events = self._events
         if events is None:
-            super()._wait_for_change(timeout)
-        else:
-            events.wait(timeout)
+            return super()._wait_for_change(timeout)
+        events.wait(timeout)
+        return False
 
     # -- entities --------------------------------------------------------------------------
 

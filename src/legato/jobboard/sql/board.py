@@ -15,7 +15,10 @@ One table row per job (see ``sql_tables``). Every primitive is one short transac
   injected, so many machines agree; SQLite (one machine) uses the board's clock.
 * Wake-ups: PostgreSQL boards ``LISTEN`` on a dedicated connection (started by the first
   ``wait``); triggers on the jobs table ``NOTIFY`` when a job is posted, consumed, trashed or
-  abandoned (not on claims or renewals). SQLite boards poll every
+  abandoned (not on claims or renewals). A board's own post also notifies from its ``INSERT``
+  (``RETURNING pg_notify(...)``, payload ``POST_PAYLOAD``): a ``wait`` it wakes answers True
+  without reading the board again, so an idle conductor goes from the notification straight
+  to its claim. A post is one statement, run in autocommit. SQLite boards poll every
   ``poll_interval`` (0.05 s by default) with a query that reads one index page.
 * Engine and errors: the engine factory and driver-error translation of SQL persistence
   (``legato._sql.engine``): the same SQLite pragmas, keepalives and option names. Driver errors
@@ -136,6 +139,7 @@ class SQLJobBoard(JobBoard):
         self._engine: sa.Engine | None = None
         self._changed = threading.Condition()
         self._version = 0
+        self._posts = 0  # posts notified (POST_PAYLOAD): a waiter they wake need not look
         self._seen = threading.local()
         self._garbage: set[int] = set()  # sequences of undecodable rows, warned about once
 
@@ -194,8 +198,9 @@ class SQLJobBoard(JobBoard):
             engine.dispose()
 
     @contextlib.contextmanager
-    def _tx(self, *, write: bool = False) -> Iterator[sa.Connection]:
-        """One transaction; driver errors become ``BoardUnavailable``."""
+    def _tx(self, *, write: bool = False, single: bool = False) -> Iterator[sa.Connection]:
+        """One transaction; driver errors become ``BoardUnavailable``. ``single``: a write
+        of exactly one statement, which PostgreSQL then runs as its own transaction."""
         engine = self._engine
         if engine is None:
             raise errors.JobFailure(f"board {self.name!r} is not connected; call connect()")
@@ -204,8 +209,9 @@ class SQLJobBoard(JobBoard):
                 # Take the write lock up front: a deferred transaction that reads and then
                 # writes can fail with SQLITE_BUSY instead of waiting.
                 conn = conn.execution_options(**{sql_engine.SQLITE_BEGIN: "IMMEDIATE"})
-            elif not write and engine.dialect.name == "postgresql":
-                # Reads are single statements: autocommit saves the COMMIT round trip.
+            elif (single or not write) and engine.dialect.name == "postgresql":
+                # Reads, and writes of one statement: autocommit saves the BEGIN and COMMIT
+                # round trips (one statement is atomic on its own).
                 conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             with conn.begin():
                 yield conn
@@ -299,9 +305,11 @@ class SQLJobBoard(JobBoard):
         """Wake this board's waiters (other processes: PostgreSQL triggers ``NOTIFY``)."""
         self._bump()
 
-    def _bump(self) -> None:
+    def _bump(self, *, posted: bool = False) -> None:
         with self._changed:
             self._version += 1
+            if posted:
+                self._posts += 1
             self._changed.notify_all()
 
     def _mark_seen(self) -> None:
@@ -326,15 +334,20 @@ class SQLJobBoard(JobBoard):
     # -- posting and reading -----------------------------------------------------------------
 
     def _post(self, record: JobRecord) -> None:
-        with self._tx(write=True) as conn:
+        # One INSERT (its trigger notifies waiters): on PostgreSQL, no BEGIN/COMMIT round trips.
+        with self._tx(write=True, single=True) as conn:
             now = self._now()
             delay = (record.available_at - record.created_on
                      if record.available_at is not None else None)
             values = _row_values(record)
             values["available_at"] = now + delay if delay is not None else None
-            record.sequence = conn.execute(
-                jobs.insert().values(**values).returning(_J.sequence)).scalar_one()
+            record.sequence = conn.execute(jobs.insert().values(**values).returning(
+                _J.sequence, *self._post_notes(delay))).first()[0]  # type: ignore[index]
             self._notify(conn)
+
+    def _post_notes(self, delay: float | None) -> tuple[sa.ColumnElement[Any], ...]:
+        """Columns the post's ``INSERT ... RETURNING`` adds for their side effect (none)."""
+        return ()
 
     def _post_many(self, records: list[JobRecord]) -> None:
         """Insert many unclaimed jobs in one transaction (benchmarks fill boards with it)."""
@@ -643,12 +656,15 @@ class SQLJobBoard(JobBoard):
                 return
             after = (rows[-1].trashed_at, rows[-1].trash_id)
 
-    def _wait_for_change(self, timeout: float) -> None:
+    def _wait_for_change(self, timeout: float) -> bool:
         with self._changed:
             # Sleep only if nothing changed since this thread last read the board, so a
             # change between that read and this wait is never missed.
-            if getattr(self._seen, "version", -1) == self._version:
-                self._changed.wait(timeout)
+            if getattr(self._seen, "version", -1) != self._version:
+                return False
+            posts = self._posts
+            self._changed.wait(timeout)
+            return self._posts != posts
 
     # -- entities --------------------------------------------------------------------------
 
@@ -733,7 +749,15 @@ class PostgresJobBoard(SQLJobBoard):
     def _next_query(self, now: sa.ColumnElement[float], skip: set[int]) -> sa.Select[Any]:
         return super()._next_query(now, skip).with_for_update(skip_locked=True)
 
-    def _wait_for_change(self, timeout: float) -> None:
+    def _post_notes(self, delay: float | None) -> tuple[sa.ColumnElement[Any], ...]:
+        # The post's own notification, sent with its INSERT (no extra round trip): a waiter
+        # it wakes knows a job was posted. A delayed job is not claimable yet: the trigger's
+        # notification alone makes its waiters look.
+        if delay:
+            return ()
+        return (sa.func.pg_notify(CHANNEL, sql_tables.POST_PAYLOAD),)
+
+    def _wait_for_change(self, timeout: float) -> bool:
         if self._listener is None:
             with self._connect_lock:
                 if self._listener is None and self._connected:
@@ -741,7 +765,7 @@ class PostgresJobBoard(SQLJobBoard):
                         target=self._listen, args=(self._stop,), daemon=True,
                         name=f"legato-listen-{self.name}")
                     self._listener.start()
-        super()._wait_for_change(timeout)
+        return super()._wait_for_change(timeout)
 
     def _listen(self, stop: threading.Event) -> None:
         """Turn notifications into wake-ups; reconnect with back-off after errors."""
@@ -758,8 +782,8 @@ class PostgresJobBoard(SQLJobBoard):
                     self._bump()  # anything posted before LISTEN took effect: look again
                     backoff = 0.1
                     while not stop.is_set():
-                        for _ in conn.notifies(timeout=0.2):
-                            self._bump()
+                        for note in conn.notifies(timeout=0.2):
+                            self._bump(posted=note.payload == sql_tables.POST_PAYLOAD)
             except psycopg.Error as exc:
                 logger.warning("board %r: notification listener lost its connection (%s); "
                                "polling until it is back", self.name, exc)

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["CHANNEL", "CLAIMED_ROWS", "VERSION_TABLE", "entities", "jobs", "metadata", "trash"]
+__all__ = [
+    "CHANNEL",
+    "CLAIMED_ROWS",
+    "POST_PAYLOAD",
+    "VERSION_TABLE",
+    "entities",
+    "jobs",
+    "metadata",
+    "trash",
+]
 
 #: Alembic's version table of the board's lineage.
 VERSION_TABLE = "legato_jb_version"
@@ -75,3 +84,6 @@ entities = sa.Table(
 #: PostgreSQL notification channel: a post, consume, trash or abandon was committed (triggers
 #: made by the first migration send them).
 CHANNEL = "legato_jobboard"
+#: Payload of the notification a PostgreSQL board's own post sends beside its trigger's (whose
+#: payload is empty): a waiter woken by it knows a job was posted and need not look.
+POST_PAYLOAD = "post"

@@ -1104,7 +1104,7 @@ class ZooKeeperJobBoard(JobBoard):
         with self._index.cond:
             self._local.generation = self._index.generation
 
-    def _wait_for_change(self, timeout: float) -> None:
+    def _wait_for_change(self, timeout: float) -> bool:
         seen = getattr(self._local, "generation", None)
 
         def changed() -> bool:
@@ -1114,6 +1114,7 @@ class ZooKeeperJobBoard(JobBoard):
 
         with self._index.cond:
             self._index.cond.wait_for(changed, timeout)
+        return False
 
     # -- entities --------------------------------------------------------------------------
 

@@ -170,6 +170,10 @@ def _take_flow() -> sa.Executable:
             .values(fence_job=f_job, fence=f_num))
 
 
+#: Prefixes of the book's and the atoms' columns in ``Statements.select_book_tree``.
+BOOK_PREFIX, ATOM_PREFIX = "lb_", "ad_"
+
+
 @dataclasses.dataclass(frozen=True)
 class Statements:
     """The backend's statements for one dialect."""
@@ -185,6 +189,7 @@ class Statements:
     update_flow_fenced: sa.Executable
     update_atom_fenced: sa.Executable
     select_book: sa.Select[tuple[object, ...]]
+    select_book_tree: sa.Select[tuple[object, ...]]
     select_books: sa.Select[tuple[object, ...]]
     select_flow: sa.Select[tuple[object, ...]]
     select_flows_of_book: sa.Select[tuple[object, ...]]
@@ -231,6 +236,16 @@ class Statements:
                                                           *_fence_matches()),
             update_atom_fenced=_fenced_atom_update(),
             select_book=sa.select(*book_cols).where(logbooks.c.uuid == by_uuid),
+            # A book with its flows and their atoms in one round trip: one row per atom (a flow
+            # without atoms, a book without flows: NULLs), the book's columns labelled
+            # BOOK_PREFIX + name and the atoms' ATOM_PREFIX + name beside the flow's.
+            select_book_tree=sa.select(
+                *(c.label(BOOK_PREFIX + c.name) for c in book_cols), *flow_cols,
+                *(c.label(ATOM_PREFIX + c.name) for c in atom_cols))
+            .select_from(logbooks.outerjoin(flowdetails,
+                                            flowdetails.c.book_uuid == logbooks.c.uuid)
+                         .outerjoin(atomdetails, atomdetails.c.flow_uuid == flowdetails.c.uuid))
+            .where(logbooks.c.uuid == by_uuid).order_by(flowdetails.c.id, atomdetails.c.id),
             select_books=sa.select(*book_cols).order_by(logbooks.c.id),
             select_flow=sa.select(*flow_cols).where(flowdetails.c.uuid == by_uuid),
             select_flows_of_book=sa.select(*flow_cols)

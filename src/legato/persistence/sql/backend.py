@@ -19,6 +19,8 @@ from legato.persistence.base import FlowWrites, Persistence, lost_claim
 from legato.persistence.models import AtomDetail, Claim, Fence, FlowDetail, LogBook
 from legato.persistence.sql import _rows
 from legato.persistence.sql._statements import (
+    ATOM_PREFIX,
+    BOOK_PREFIX,
     SQLITE_INSERT_CLAIM,
     SQLITE_TAKE_FIRST,
     SQLITE_TAKE_NEW_FLOW,
@@ -202,14 +204,27 @@ class SQLPersistence(Persistence):
                 conn.execute(self._sql.upsert_atom, atom_rows)
 
     def _get_logbook(self, book_uuid: str, lazy: bool) -> LogBook:
+        params = {"b_uuid": book_uuid}
         with self._read("reading a logbook") as conn:
-            row = conn.execute(self._sql.select_book, {"b_uuid": book_uuid}).mappings().first()
-            if row is None:
-                raise errors.NotFound(f"no logbook {book_uuid}")
-            book = _rows.book_from_row(row)
-            if not lazy:
-                for fd in self._flows_of_book(conn, book_uuid):
-                    book.add(fd)
+            if lazy:
+                row = conn.execute(self._sql.select_book, params).mappings().first()
+                if row is None:
+                    raise errors.NotFound(f"no logbook {book_uuid}")
+                return _rows.book_from_row(row)
+            # One round trip, not three: the book, its flows and their atoms, joined.
+            rows = conn.execute(self._sql.select_book_tree, params).mappings().all()
+        if not rows:
+            raise errors.NotFound(f"no logbook {book_uuid}")
+        book = _rows.book_from_row(_prefixed(rows[0], BOOK_PREFIX))
+        flow: FlowDetail | None = None
+        for row in rows:
+            if row["uuid"] is None:
+                continue  # a book without flows
+            if flow is None or flow.uuid != row["uuid"]:
+                flow = _rows.flow_from_row(row)
+                book.add(flow)
+            if row[ATOM_PREFIX + "uuid"] is not None:
+                flow.add(_rows.atom_from_row(_prefixed(row, ATOM_PREFIX)))
         return book
 
     def _get_logbooks(self, lazy: bool) -> Iterator[LogBook]:
@@ -563,6 +578,12 @@ def _many_rows(writes: FlowWrites, fenced: dict[str, Any]) -> _ManyRows:
         del row["uuid"]
         atom_rows.append((ad, {**row, "b_uuid": ad.uuid, **fenced}))
     return flow_row, upserted, atom_rows
+
+
+def _prefixed(row: Mapping[Any, Any], prefix: str) -> dict[str, Any]:
+    """The columns of ``row`` labelled ``prefix`` + name, by name."""
+    return {key[len(prefix):]: value for key, value in row.items()
+            if isinstance(key, str) and key.startswith(prefix)}
 
 
 def _assemble(flow_rows: Iterable[Mapping[Any, Any]],
