@@ -47,6 +47,15 @@ def test_record_round_trips_through_dict() -> None:
     assert JobRecord.from_dict({**data, "unknown": 1}) == original
 
 
+def test_record_copy_is_equal_and_shares_no_details() -> None:
+    original = record(state=JobState.CLAIMED, owner="a", fence=3, details={"a": 1})
+    copied = original.copy()
+    assert copied == original and copied is not original
+    copied.details["a"] = 2
+    copied.owner = "b"
+    assert original.details == {"a": 1} and original.owner == "a"
+
+
 @pytest.mark.parametrize("change", ["details", "state", "name"])
 def test_malformed_record_dict_is_refused(change: str) -> None:
     data = record().to_dict()
