@@ -10,12 +10,11 @@ left for its new owner, whose writes are the only ones that land.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from legato import errors
 from legato.failure import Failure
@@ -39,9 +38,9 @@ _TO_REVERT = frozenset({AtomState.SUCCESS, AtomState.FAILURE, AtomState.REVERTIN
 _EXECUTE, _REVERT = "execute", "revert"
 
 
-@dataclasses.dataclass(frozen=True)
-class RunContext:
-    """What one run needs from its engine, and no more.
+class RunContext(NamedTuple):
+    """What one run needs from its engine, and no more (a named tuple: built once per run,
+    cheaper than a frozen dataclass's field-by-field ``object.__setattr__``).
 
     Attributes:
         storage: where every state change is written.
