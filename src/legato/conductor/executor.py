@@ -218,6 +218,7 @@ class ExecutorConductor(Conductor):
         self._next_entity_refresh = 0.0
         self._idle_wakeups = 0
         self._renewer: Renewer | None = None  # the running run()'s
+        self._engine_found = False  # the engine kind's plugin loaded once (``_build_engine``)
 
     # -- public API ------------------------------------------------------------------------
 
@@ -634,10 +635,12 @@ class ExecutorConductor(Conductor):
             history.taken(flow_detail)
         _job.check_factory(flow_detail)
         kind = self._engine or "serial"
-        try:
-            engine_mod.engine_class(kind)
-        except (errors.UnknownBackend, errors.MissingDriver) as exc:
-            raise _UnknownEngine from exc
+        if not self._engine_found:  # once found, a plugin stays loaded
+            try:
+                engine_mod.engine_class(kind)
+            except (errors.UnknownBackend, errors.MissingDriver) as exc:
+                raise _UnknownEngine from exc
+            self._engine_found = True
         engine = engine_mod.load_from_detail(
             flow_detail, store=_job.merged_store(job, flow_detail),
             engine=self._engine or "serial", persistence=persistence, policy=self._policy,
