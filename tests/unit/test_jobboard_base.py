@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import pytest
@@ -45,6 +46,15 @@ def test_record_round_trips_through_dict() -> None:
     data = original.to_dict()
     assert data["state"] == "CLAIMED"
     assert JobRecord.from_dict({**data, "unknown": 1}) == original
+
+
+def test_record_to_dict_has_every_field_and_shares_nothing() -> None:
+    original = record(state=JobState.CLAIMED, details={"a": {"b": [1, 2]}})
+    data = original.to_dict()
+    assert data == {**dataclasses.asdict(original), "state": "CLAIMED"}
+    assert list(data) == [f.name for f in dataclasses.fields(JobRecord)]
+    data["details"]["a"]["b"].append(3)
+    assert original.details == {"a": {"b": [1, 2]}}
 
 
 def test_record_copy_is_equal_and_shares_no_details() -> None:
