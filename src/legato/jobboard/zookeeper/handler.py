@@ -86,10 +86,10 @@ class PollingHandler(SequentialThreadingHandler):  # type: ignore[misc]
     def select(self, rlist: list[Any], wlist: list[Any], xlist: list[Any],
                timeout: float | None = None) -> tuple[list[Any], list[Any], list[Any]]:
         # Called for every message kazoo's connection thread sends or reads: a plain loop, no
-        # comprehension's frame or method call per socket.
+        # comprehension's frame.
         buffered: list[Any] | None = None
         for obj in rlist:
-            if type(obj) is ReadAhead and obj._at < len(obj._data):
+            if type(obj) is ReadAhead and obj.pending():
                 buffered = [obj] if buffered is None else [*buffered, obj]
         if buffered is not None:
             return buffered, [], []
