@@ -471,6 +471,21 @@ def test_a_script_connection_the_server_closed_is_replaced(redis_url: str) -> No
         assert board.job_count == 0
 
 
+def test_an_async_connection_the_server_closed_is_replaced(redis_url: str) -> None:
+    """The connection an async call gives back is kept for the next one; when the server
+    side has closed it meanwhile, the next async call reconnects, with no error."""
+    with TCPProxy("127.0.0.1", 6379) as proxy, \
+            jobboard.connect(proxy.url_for(redis_url), socket_timeout=2.0) as board:
+        first, second, third = board.post("first"), board.post("second"), board.post("third")
+        held = board.claim(first, "worker")
+        following = board.consume_and_claim_next_async(held, "worker").result()
+        assert following == second and following is not None
+        proxy.cut()
+        proxy.restore()
+        assert board.consume_and_claim_next_async(following, "worker").result() == third
+        assert board.job_count == 1
+
+
 def test_script_calls_during_an_outage_fail_then_work_again(redis_url: str) -> None:
     with TCPProxy("127.0.0.1", 6379) as proxy, \
             jobboard.connect(proxy.url_for(redis_url), socket_timeout=2.0) as board:

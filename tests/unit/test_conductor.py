@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import sys
 import threading
 import time
@@ -122,6 +123,26 @@ def test_listener_errors_are_not_fatal(make: Make, board: JobBoard,
     tc.post_job(board, persistence, tc.steps_flow)
     conductor.run(max_dispatches=1)
     assert board.job_count == 0 and conductor.statistics["consumed"] == 1
+
+
+def test_events_go_to_the_debug_log_only_when_it_is_on(
+        make: Make, board: JobBoard, persistence: Persistence,
+        caplog: pytest.LogCaptureFixture) -> None:
+    log = logging.getLogger(f"test.conductor.{uuid.uuid4().hex}")
+    conductor = make(log=log)
+    seen: list[str] = []
+    conductor.notifier.register(ANY, lambda event, details: seen.append(event))
+    log.setLevel(logging.INFO)
+    quiet = tc.post_job(board, persistence, tc.steps_flow)
+    conductor.run(max_dispatches=1)
+    log.setLevel(logging.DEBUG)  # turned on between two jobs: the next one is logged
+    loud = tc.post_job(board, persistence, tc.steps_flow)
+    with caplog.at_level(logging.DEBUG, logger=log.name):
+        conductor.run(max_dispatches=1)
+    lines = [r.getMessage() for r in caplog.records if r.name == log.name]
+    assert not any(quiet.uuid in line for line in lines)
+    assert [line.split()[1] for line in lines if loud.uuid in line] == [*STAGES, "job_consumed"]
+    assert seen == [*STAGES, "job_consumed"] * 2  # listeners get every event either way
 
 
 # -- trash --------------------------------------------------------------------------------

@@ -123,3 +123,17 @@ def test_timing_costs_no_write_of_its_own(fails: bool) -> None:
         assert ("duration" in meta) is timed
         assert ("revert_duration" in meta) is (timed and fails)
     assert writes[0] == writes[1]
+
+
+def test_atom_timer_gets_each_end_state_and_its_call_time_and_stores_nothing() -> None:
+    persistence = MemoryPersistence()
+    engine = le.load(LinearFlow("f").add(first, broken), persistence=persistence)
+    timed: list[tuple[str, float]] = []
+    engine.atom_timer = lambda state, seconds: timed.append((state, seconds))
+    with pytest.raises(RuntimeError):
+        engine.run()
+    assert [state for state, _ in timed] == ["SUCCESS", "FAILURE", "REVERTED", "REVERTED"]
+    assert all(seconds >= 0.0 for _, seconds in timed)
+    stored = persistence.get_flow_details(engine.flow_detail.uuid)
+    assert all("duration" not in ad.meta and "revert_duration" not in ad.meta
+               for ad in stored)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import pytest
@@ -45,6 +46,24 @@ def test_record_round_trips_through_dict() -> None:
     data = original.to_dict()
     assert data["state"] == "CLAIMED"
     assert JobRecord.from_dict({**data, "unknown": 1}) == original
+
+
+def test_record_to_dict_has_every_field_and_shares_nothing() -> None:
+    original = record(state=JobState.CLAIMED, details={"a": {"b": [1, 2]}})
+    data = original.to_dict()
+    assert data == {**dataclasses.asdict(original), "state": "CLAIMED"}
+    assert list(data) == [f.name for f in dataclasses.fields(JobRecord)]
+    data["details"]["a"]["b"].append(3)
+    assert original.details == {"a": {"b": [1, 2]}}
+
+
+def test_record_copy_is_equal_and_shares_no_details() -> None:
+    original = record(state=JobState.CLAIMED, owner="a", fence=3, details={"a": 1})
+    copied = original.copy()
+    assert copied == original and copied is not original
+    copied.details["a"] = 2
+    copied.owner = "b"
+    assert original.details == {"a": 1} and original.owner == "a"
 
 
 @pytest.mark.parametrize("change", ["details", "state", "name"])

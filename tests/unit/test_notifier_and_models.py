@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import collections
+import uuid
 from typing import Any
 
 from legato.notifier import ANY, Notifier
-from legato.persistence.models import TaskDetail, copy_json
+from legato.persistence.models import TaskDetail, copy_json, new_uuid
 
 
 def test_listeners_registered_or_removed_after_an_emit_take_effect() -> None:
@@ -85,3 +86,12 @@ def test_atom_detail_copies_share_no_value() -> None:
     assert all(getattr(original, f) == {"list": [f]} for f in fields)
     scalars = TaskDetail("b", results=3, revert_results="text")
     assert scalars.copy() == scalars
+
+
+def test_new_uuid_is_a_random_version_4_uuid_in_canonical_text() -> None:
+    values = {new_uuid() for _ in range(200)}
+    assert len(values) == 200
+    for value in values:
+        parsed = uuid.UUID(value)
+        assert str(parsed) == value
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122

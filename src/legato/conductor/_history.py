@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from legato.conductor._job import Action, Cause, Outcome
 from legato.persistence.models import Claim, Fence, utcnow
-from legato.states import FlowState
+from legato.states import AtomState, FlowState, Intention
 
 if TYPE_CHECKING:
     from legato.conductor._joined import JoinedConsume
@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 __all__ = ["ClaimLog", "outcome_name"]
 
 logger = logging.getLogger(__name__)
+
+#: An atom's state and intention before it ever ran.
+_UNTOUCHED = (AtomState.PENDING, Intention.EXECUTE)
 
 
 def outcome_name(outcome: Outcome) -> str:
@@ -57,7 +60,7 @@ class ClaimLog:
         self.claim = Claim(job_uuid=job.uuid, fence=job.fence or 0, owner=owner,
                            claimed_at=wall, job_name=job.name, book_uuid=job.book_uuid)
         self.flow_detail: FlowDetail | None = None
-        self.before: dict[str, tuple[str, str]] = {}
+        self.before: dict[str, tuple[Any, Any]] = {}
         #: The end recorded with the flow's end state, if any (``ended``).
         self.recorded: Claim | None = None
         #: The job's consume, to ride with the flow's SUCCESS (board and persistence share a
@@ -94,7 +97,8 @@ class ClaimLog:
     def taken(self, flow_detail: FlowDetail) -> None:
         """The flow as the claim took it: atoms whose state changes from here ran in it."""
         self.flow_detail = flow_detail
-        self.before = {ad.uuid: (str(ad.state), str(ad.intention)) for ad in flow_detail}
+        # States as they are (str enums: equal to their text, and no conversion per atom).
+        self.before = {ad.uuid: (ad.state, ad.intention) for ad in flow_detail}
 
     def end(self, outcome: Outcome) -> Claim:
         """The claim's end: ``outcome`` is how it ended (the one the board call made)."""
@@ -107,8 +111,7 @@ class ClaimLog:
             claim.flow_state = str(fd.state) if fd.state is not None else None
             before = self.before
             claim.atoms = [ad.name for ad in fd
-                           if before.get(ad.uuid, ("PENDING", "EXECUTE"))
-                           != (str(ad.state), str(ad.intention))]
+                           if before.get(ad.uuid, _UNTOUCHED) != (ad.state, ad.intention)]
         return claim
 
     def record(self, persistence: Persistence, outcome: Outcome) -> None:

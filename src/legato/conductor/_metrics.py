@@ -66,7 +66,7 @@ class ConductorMetrics:
     * ``<prefix>_jobs_total{outcome="consumed|abandoned|trashed"}``: jobs finished.
     * ``<prefix>_job_duration_seconds``: claim to finish, per job (histogram).
     * ``<prefix>_atom_duration_seconds{state="SUCCESS|FAILURE|REVERTED|REVERT_FAILURE"}``:
-      how long each task or retry ran (histogram).
+      how long each task or retry call ran (histogram; the engine times the call).
     * ``<prefix>_claims_total``: jobs claimed and started.
     * ``<prefix>_claim_seconds``: how long ``claim_next`` calls that got a job took
       (histogram).
@@ -111,10 +111,16 @@ class ConductorMetrics:
         return gauges
 
     def attach(self, event: str, details: dict[str, Any]) -> None:
-        """Conductor ``running_start`` listener: time the engine's atoms."""
+        """Conductor ``running_start`` listener: time the engine's atoms (its ``atom_timer``:
+        the engine measures each call, with no atom event built for it)."""
         engine = details.get("engine")
         if engine is not None:
-            engine.atom_notifier.register("*", _AtomTimer(self._atom_ends))
+            engine.atom_timer = self._time_atom
+
+    def _time_atom(self, state: str, seconds: float) -> None:
+        child = self._atom_ends.get(state)
+        if child is not None:
+            child.observe(seconds)
 
 
 class _Conductors(Collector):
@@ -153,26 +159,6 @@ class _Conductors(Collector):
 
     def describe(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         return self.collect()
-
-
-class _AtomTimer:
-    """Engine atom listener observing each atom's run time in a histogram."""
-
-    __slots__ = ("ends", "started")
-
-    def __init__(self, ends: dict[str, Any]) -> None:
-        self.ends = ends
-        self.started: dict[str, float] = {}
-
-    def __call__(self, event: str, details: dict[str, Any]) -> None:
-        if event in ("RUNNING", "REVERTING"):
-            self.started[details["atom_uuid"]] = time.perf_counter()
-            return
-        child = self.ends.get(event)
-        if child is not None:
-            started = self.started.pop(details["atom_uuid"], None)
-            if started is not None:
-                child.observe(time.perf_counter() - started)
 
 
 class BoardGauges(Collector):

@@ -49,11 +49,13 @@ class Lease:
         cancelled: the job's cancel mark (the reason to trash it with) once the claim or a
             renewal brought one, else None.
         claimed_at: ``time.monotonic()`` value when the claim was sent.
+        key: (job uuid, fence): what tells this claim from any other claim of the same job.
     """
 
     def __init__(self, job: Job, ttl: float, *, claimed_at: float,
                  cap: float | None = None) -> None:
         self.job = job
+        self.key: tuple[str, int | None] = (job.uuid, job.fence)
         self.ttl = ttl
         self.claimed_at = claimed_at
         #: The claim's history record (``conductor._history.ClaimLog``), set by the conductor.
@@ -68,11 +70,6 @@ class Lease:
         """Whether the claim may still be relied on: not lost, and its deadline not passed
         (a process paused past it, say, before the renewer could notice)."""
         return not self.lost.is_set() and time.monotonic() < self.deadline
-
-    @property
-    def key(self) -> tuple[str, int | None]:
-        """(job uuid, fence): what tells this claim from any other claim of the same job."""
-        return self.job.uuid, self.job.fence
 
     def __repr__(self) -> str:
         return f"<Lease {self.job.uuid} fence={self.job.fence} lost={self.lost.is_set()}>"
@@ -132,13 +129,16 @@ class Renewer:
 
     def remove(self, lease: Lease) -> None:
         """Stop renewing ``lease``: only that object, never another claim of the same job."""
+        key = lease.key
         with self._lock:
-            if self._leases.get(lease.key) is lease:
-                del self._leases[lease.key]
+            if self._leases.get(key) is lease:
+                del self._leases[key]
 
     def held(self, job_uuid: str) -> list[Lease]:
         """The leases held on the job, oldest claim (lowest fence) first."""
         with self._lock:
+            if not self._leases:
+                return []
             found = [lease for lease in self._leases.values() if lease.job.uuid == job_uuid]
         return sorted(found, key=lambda lease: lease.job.fence or 0)
 

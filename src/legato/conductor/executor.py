@@ -29,7 +29,6 @@ from legato.conductor._renewal import Lease, Renewer
 from legato.conductor._tracing import JobTracing
 from legato.conductor.base import Conductor
 from legato.jobboard.base import Job, JobBoard
-from legato.notifier import ANY
 from legato.persistence.models import FlowDetail
 from legato.states import FlowState
 
@@ -204,7 +203,6 @@ class ExecutorConductor(Conductor):
             metrics.track(self)
             self._notifier.register("running_start", metrics.attach)
         self._log = log or self.LOG or logger
-        self._notifier.register(ANY, self._log_event)
         self._stopping = threading.Event()
         # The StorageCorrupted that stopped this run() (raised by run() once jobs are done).
         self._corruption: BaseException | None = None
@@ -218,6 +216,7 @@ class ExecutorConductor(Conductor):
         self._next_entity_refresh = 0.0
         self._idle_wakeups = 0
         self._renewer: Renewer | None = None  # the running run()'s
+        self._engine_found = False  # the engine kind's plugin loaded once (``_build_engine``)
 
     # -- public API ------------------------------------------------------------------------
 
@@ -634,10 +633,12 @@ class ExecutorConductor(Conductor):
             history.taken(flow_detail)
         _job.check_factory(flow_detail)
         kind = self._engine or "serial"
-        try:
-            engine_mod.engine_class(kind)
-        except (errors.UnknownBackend, errors.MissingDriver) as exc:
-            raise _UnknownEngine from exc
+        if not self._engine_found:  # once found, a plugin stays loaded
+            try:
+                engine_mod.engine_class(kind)
+            except (errors.UnknownBackend, errors.MissingDriver) as exc:
+                raise _UnknownEngine from exc
+            self._engine_found = True
         engine = engine_mod.load_from_detail(
             flow_detail, store=_job.merged_store(job, flow_detail),
             engine=self._engine or "serial", persistence=persistence, policy=self._policy,
@@ -646,17 +647,30 @@ class ExecutorConductor(Conductor):
             history.flow_detail = engine.flow_detail
         return engine
 
+    def _emitter(self) -> Callable[[str, dict[str, Any]], None]:
+        """What emits a job's events: to the notifier's listeners, and to the debug log when
+        it is on (asked once per job, not once per event)."""
+        notifier = self._notifier
+        if not self._log.isEnabledFor(logging.DEBUG):
+            return notifier.notify if notifier else _ignore
+
+        def emit(event_type: str, details: dict[str, Any]) -> None:
+            notifier.notify(event_type, details)
+            self._log_event(event_type, details)
+        return emit
+
     def _drive(self, lease: Lease, engine: Any) -> Outcome:
         payload = {"job": lease.job, "engine": engine, "conductor": self}
+        emit = self._emitter()
         stages: tuple[tuple[str, Callable[[], Any], str], ...] = (
             ("compilation_start", engine.compile, "compilation_end"),
             ("preparation_start", engine.prepare, "preparation_end"),
             ("validation_start", engine.validate, "validation_end"))
         try:
             for start, call, end in stages:
-                self._notifier.notify(start, payload)
+                emit(start, payload)
                 call()
-                self._notifier.notify(end, payload)
+                emit(end, payload)
         except errors.MissingDependencies as exc:
             return self._invalid(lease, engine, exc)
         except errors.FencedOut as exc:
@@ -668,13 +682,13 @@ class ExecutorConductor(Conductor):
         except Exception as exc:  # compilation or preparation failed: retried, then trashed
             return Outcome(Action.ABANDON, f"cannot prepare the flow: {exc!r}",
                            cause=Cause.FAILED)
-        self._notifier.notify("running_start", payload)
+        emit("running_start", payload)
         failure: Exception | None = None
         try:
             self._run_engine(engine, lease)
         except Exception as exc:
             failure = exc
-        self._notifier.notify("running_end", payload)
+        emit("running_end", payload)
         return self._judge(engine, lease, failure)
 
     def _invalid(self, lease: Lease, engine: Any, exc: Exception) -> Outcome:
@@ -832,7 +846,7 @@ class ExecutorConductor(Conductor):
         self._count(name)
         if ended.cause is Cause.CANCELLED:
             self._count("cancelled")
-        self._notifier.notify(_EVENT[name], {"job": job, "conductor": self,
+        self._emitter()(_EVENT[name], {"job": job, "conductor": self,
                                              "persistence": persistence, "reason": ended.reason})
 
     def _call_board(self, call: Callable[[], None], lease: Lease) -> None:
@@ -885,8 +899,6 @@ class ExecutorConductor(Conductor):
             self._stats[key] += 1
 
     def _log_event(self, event_type: str, details: dict[str, Any]) -> None:
-        if not self._log.isEnabledFor(logging.DEBUG):
-            return
         job = details.get("job")
         self._log.debug("%s: %s %s%s", self._conductor.name, event_type,
                         getattr(job, "uuid", ""),
@@ -896,6 +908,10 @@ class ExecutorConductor(Conductor):
 _PAST = {Action.CONSUME: "consumed", Action.ABANDON: "abandoned", Action.TRASH: "trashed",
          Action.RELEASE: "abandoned"}
 _EVENT = {name: f"job_{name}" for name in _PAST.values()}
+
+
+def _ignore(_event_type: str, _details: dict[str, Any]) -> None:
+    """Emits nothing: no listener, no debug log."""
 
 
 class _UnknownEngine(Exception):

@@ -74,6 +74,9 @@ class Engine:
             (``meta["revert_duration"]``) gets how long its execute (revert) call took, float
             seconds, in the write that records its end state: timing costs no write
             (``TimingListener`` turns it on).
+        atom_timer: when set as a run starts, called with each atom's end state and how long
+            its execute (revert) call took, float seconds, as that end state is recorded (a
+            conductor's metrics time atoms with it: no event is built for them).
     """
 
     kind: ClassVar[str] = "serial"
@@ -99,6 +102,7 @@ class Engine:
         self._validated = False
         self._stats: dict[str, Any] = {"runs": 0}
         self.record_durations = False
+        self.atom_timer: Callable[[str, float], None] | None = None
 
     def _make_executor(self) -> executors.Executor:
         return executors.SerialExecutor()
@@ -213,7 +217,8 @@ class Engine:
                           emit_flow=self.emit_flow, emit_atom=self.emit_atom,
                           progress_callback=self.progress_callback,
                           defer_reverts=self.defer_reverts,
-                          record_durations=self.record_durations)
+                          record_durations=self.record_durations,
+                          atom_timer=self.atom_timer)
 
     def suspend(self) -> None:
         """Ask a running engine to stop at the next atom boundary (thread-safe).

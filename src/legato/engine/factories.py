@@ -12,10 +12,12 @@ the named module under that name is ever called.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import inspect
 import json
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -38,11 +40,13 @@ __all__ = [
 ENTRY_POINT_GROUP = "legato.flow_factories"
 
 
+@functools.lru_cache(maxsize=256)
 def _check_name(name: str) -> tuple[str, str]:
     """``(module, function)`` of ``name``, which must be ``"dotted.module:function"``.
 
     The part after the colon is one identifier: a name never walks attributes, so it can
-    reach only what its module itself defines at top level.
+    reach only what its module itself defines at top level. Cached (every post and every
+    claim checks its job's name; a refused name raises each time, never cached).
     """
     module_name, sep, qualname = name.partition(":")
     if not sep or not qualname.isidentifier() or not all(
@@ -82,8 +86,12 @@ def record_factory(flow_detail: FlowDetail, factory: Callable[..., Flow],
         raise ValueError(f"{factory!r}: a factory must be a module-level function")
     name = factory_name(factory)
     module_name, qualname = _check_name(name)
+    # The factory exists, so its module ran at least to its definition: when imported, no
+    # need to go through the import machinery to look it up.
+    module = sys.modules.get(module_name)
     try:
-        found = _module_attribute(module_name, qualname)
+        found = (module.__dict__.get(qualname) if module is not None
+                 else _module_attribute(module_name, qualname))
     except ImportError as exc:
         raise ValueError(f"factory {name} cannot be found again by name: {exc}") from exc
     if found is not factory or not _defined_as(found, module_name, qualname):

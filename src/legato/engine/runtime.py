@@ -10,12 +10,11 @@ left for its new owner, whose writes are the only ones that land.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from legato import errors
 from legato.failure import Failure
@@ -39,9 +38,9 @@ _TO_REVERT = frozenset({AtomState.SUCCESS, AtomState.FAILURE, AtomState.REVERTIN
 _EXECUTE, _REVERT = "execute", "revert"
 
 
-@dataclasses.dataclass(frozen=True)
-class RunContext:
-    """What one run needs from its engine, and no more.
+class RunContext(NamedTuple):
+    """What one run needs from its engine, and no more (a named tuple: built once per run,
+    cheaper than a frozen dataclass's field-by-field ``object.__setattr__``).
 
     Attributes:
         storage: where every state change is written.
@@ -59,6 +58,10 @@ class RunContext:
         record_durations: stamp how long each atom's execute (revert) call took in its
             ``meta["duration"]`` (``meta["revert_duration"]``), float seconds, in the write
             that records the atom's end state (no write of its own).
+        atom_timer: called with each atom's end state (``SUCCESS``, ``FAILURE``, ``REVERTED``,
+            ``REVERT_FAILURE``) and the seconds its execute (revert) call took, once that end
+            state is recorded (saved, or due with the next write); never for an atom whose
+            end state could not be recorded.
     """
 
     storage: Storage
@@ -71,6 +74,7 @@ class RunContext:
     progress_callback: Callable[[AtomDetail], Callable[[float], None]]
     defer_reverts: bool = False
     record_durations: bool = False
+    atom_timer: Callable[[str, float], None] | None = None
 
 
 class Runtime:
@@ -99,8 +103,12 @@ class Runtime:
         self.reraising = False
         #: counters, added to the engine's statistics
         self.counts = {"executed": 0, "reverted": 0, "retried": 0}
-        #: ``time.perf_counter()`` when each running atom's call began (``record_durations``)
-        self._began: dict[str, float] | None = {} if context.record_durations else None
+        #: ``time.perf_counter()`` when each running atom's call began (``record_durations``
+        #: or an ``atom_timer``)
+        self._timer = context.atom_timer
+        self._began: dict[str, float] | None = (
+            {} if context.record_durations or self._timer is not None else None)
+        self._stamps = context.record_durations
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -238,6 +246,7 @@ class Runtime:
         except errors.SerializationError:
             ad.state, ad.results = old, previous  # never keep what could not be stored
             raise
+        self._timed(ad, AtomState.SUCCESS)
         self.values[ca.index] = value
         waiting = self.waiting
         for succ in ca.succs:
@@ -257,6 +266,7 @@ class Runtime:
         ad.results = ad.results if ca.is_retry else None
         ad.failure = failure.to_dict()
         self.storage.save(ad)
+        self._timed(ad, AtomState.FAILURE)
         self.failures[ca.index] = failure
         self.context.emit_atom(ad, old, failure=failure)
 
@@ -447,17 +457,24 @@ class Runtime:
             self._record_revert(ad, ok, value)
 
     def _begin(self, ad: AtomDetail) -> None:
-        """Note when ``ad``'s call begins (``record_durations``)."""
+        """Note when ``ad``'s call begins (``record_durations`` or an ``atom_timer``)."""
         if self._began is not None:
             self._began[ad.uuid] = time.perf_counter()
 
     def _stamp(self, ad: AtomDetail, key: str) -> None:
         """Put how long ``ad``'s call took in ``ad.meta[key]``, before the write that records
         its end state (``record_durations``)."""
-        if self._began is not None:
-            began = self._began.pop(ad.uuid, None)
+        if self._stamps and self._began is not None:
+            began = self._began.get(ad.uuid)
             if began is not None:
                 ad.meta[key] = time.perf_counter() - began
+
+    def _timed(self, ad: AtomDetail, state: AtomState) -> None:
+        """``ad``'s end ``state`` is recorded: its call is over (tell the ``atom_timer``)."""
+        if self._began is not None:
+            began = self._began.pop(ad.uuid, None)
+            if began is not None and self._timer is not None:
+                self._timer(state.value, time.perf_counter() - began)
 
     def _kwargs_for_revert(self, ca: CompiledAtom) -> dict[str, Any]:
         try:
@@ -492,6 +509,7 @@ class Runtime:
             ad.revert_failure = None
             try:
                 self.storage.save(ad)
+                self._timed(ad, AtomState.REVERTED)
                 self.context.emit_atom(ad, old, result=value)
                 return
             except errors.SerializationError as exc:
@@ -501,6 +519,7 @@ class Runtime:
         ad.revert_results = None
         ad.revert_failure = failure.to_dict()
         self.storage.save(ad)
+        self._timed(ad, AtomState.REVERT_FAILURE)
         self.revert_failures[self.compiled.by_name[ad.name].index] = failure
         self.context.emit_atom(ad, old, failure=failure)
 

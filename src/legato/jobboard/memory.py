@@ -12,7 +12,6 @@ entries are checked against the live record when popped, so stale ones are simpl
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 import threading
 from collections.abc import Iterator
@@ -35,10 +34,6 @@ if TYPE_CHECKING:
     from legato.persistence.base import Persistence
 
 __all__ = ["MemoryJobBoard"]
-
-
-def _copy(record: JobRecord) -> JobRecord:
-    return dataclasses.replace(record, details=dict(record.details))
 
 
 class _Store:
@@ -168,7 +163,7 @@ class MemoryJobBoard(JobBoard):
         with store.changed:
             store.sequence += 1
             record.sequence = store.sequence
-            store.jobs[record.uuid] = _copy(record)
+            store.jobs[record.uuid] = record.copy()
             store.schedule(record, self.clock())
             store.bump()
 
@@ -179,7 +174,7 @@ class MemoryJobBoard(JobBoard):
             record = store.jobs.get(job_uuid)
             if record is None:
                 raise errors.NotFound(f"no job {job_uuid} on board {self.name!r}")
-            return _copy(record)
+            return record.copy()
 
     def _iter_records(self, only_unclaimed: bool, ensure_fresh: bool,
                       after: Position | None = None) -> Iterator[JobRecord]:
@@ -189,7 +184,7 @@ class MemoryJobBoard(JobBoard):
         with store.changed:
             self._mark_seen(store)
             now = self.clock()
-            records = [_copy(r) for r in store.jobs.values()
+            records = [r.copy() for r in store.jobs.values()
                        if (not only_unclaimed or r.claimable(now))
                        and (start is None or (-r.priority, r.sequence) > start)]
         records.sort(key=lambda r: (-r.priority, r.sequence))
@@ -202,13 +197,13 @@ class MemoryJobBoard(JobBoard):
         with store.changed:
             now = self.clock()
             first = next((r for r in store.jobs.values() if r.claimable(now)), None)
-            return [_copy(first)] if first is not None else []
+            return [first.copy()] if first is not None else []
 
     def _iter_claimed(self) -> Iterator[JobRecord]:
         store = self._s
         with store.changed:
             now = self.clock()
-            return iter([_copy(r) for r in store.jobs.values()
+            return iter([r.copy() for r in store.jobs.values()
                          if r.effective_state(now) is JobState.CLAIMED])
 
     def _job_count(self) -> int:
@@ -261,7 +256,7 @@ class MemoryJobBoard(JobBoard):
         record.available_at = None
         record.last_modified = now
         heapq.heappush(store.leases, (record.lease_expires, record.uuid, record.fence))
-        return _copy(record)
+        return record.copy()
 
     def _owned(self, store: _Store, job_uuid: str, who: str, fence: int | None) -> JobRecord:
         record = store.jobs.get(job_uuid)
@@ -355,7 +350,7 @@ class MemoryJobBoard(JobBoard):
     def _iter_trash(self) -> Iterator[JobRecord]:
         store = self._s
         with store.changed:
-            records = [_copy(r) for r in reversed(store.trash)]
+            records = [r.copy() for r in reversed(store.trash)]
         return iter(records)
 
     def _wait_for_change(self, timeout: float) -> bool:

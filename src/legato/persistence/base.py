@@ -104,7 +104,7 @@ def check_atom_json(atom_detail: AtomDetail) -> None:
             f"atom {atom_detail.name!r} is not JSON-serialisable: {exc}") from exc
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class FlowWrites:
     """Writes to one flow detail that ``Persistence.update_many`` makes in one transaction.
 
@@ -310,8 +310,11 @@ class Persistence(abc.ABC):
     def forget_claim(self, flow_uuid: str, fence: Fence) -> None:
         """Drop a deferred take and claim ending of ``take_flow`` that never rode on a write
         (the claim ended first). Idempotent."""
+        key = (flow_uuid, fence)
+        if key not in self._riders:  # only the claim's own thread adds its riders
+            return
         with self._riders_lock:
-            self._riders.pop((flow_uuid, fence), None)
+            self._riders.pop(key, None)
 
     def update_many(self, writes: FlowWrites, *, fence: Fence | None = None) -> None:
         """Make every write of ``writes`` in one transaction: all land, or none does.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime as dt
-import uuid as uuidlib
+import os
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from legato.states import AtomState, FlowState, Intention
@@ -139,7 +139,14 @@ class FlowSummary:
 
 
 def new_uuid() -> str:
-    return str(uuidlib.uuid4())
+    """A random (version 4) UUID as text, exactly as ``str(uuid.uuid4())`` gives it, from the
+    same ``os.urandom``: built from the hex digits directly, several times cheaper than going
+    through ``uuid.UUID`` (a job takes four: logbook, flow, atom and job)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def utcnow() -> dt.datetime:

@@ -43,7 +43,9 @@ The scripts are redis-py ``Script`` objects (``register_script``: redis-py sends
 loads a script again after ``NOSCRIPT``). They are the board's hot path, so each conductor step
 is one script: ``consume_and_claim_next`` finishes a job and claims the next in one round trip.
 ``consume_and_claim_next_async`` sends that script on a connection of the client's pool and
-returns: the round trip overlaps the caller's work, and ``result()`` reads the answer.
+returns: the round trip overlaps the caller's work, and ``result()`` reads the answer. The
+connection is then kept checked out for the next such call (checked as the pool checks an idle
+connection), not checked out and released each time.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ import functools
 import importlib.resources
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -365,6 +368,12 @@ class RedisJobBoard(JobBoard):
         self._client: redis.Redis | None = None
         self._scripts: dict[str, Script] = {}
         self._events: _EventListener | None = None
+        # The connection ``_send`` gives back, kept checked out for its next send (a pool
+        # checkout and release per send cost more than the rest of the call), with the pid
+        # that checked it out (a forked child never uses its parent's socket).
+        self._spare: Any = None
+        self._spare_pid = 0
+        self._spare_lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str, *, persistence: Persistence | None = None,
@@ -502,7 +511,11 @@ class RedisJobBoard(JobBoard):
             self._events.stop()
             self._events = None
         self._scripts = {}
+        with self._spare_lock:
+            spare, self._spare = self._spare, None
         if self._client is not None:
+            if spare is not None:
+                self._client.connection_pool.release(spare)
             self._client.close()
             self._client = None
 
@@ -538,14 +551,14 @@ class RedisJobBoard(JobBoard):
         epoch = self._epoch
         pool = self._redis.connection_pool
         try:
-            conn: Any = pool.get_connection()
+            conn: Any = self._checkout(pool)
         except redis.RedisError as exc:
             return Pending.failed(_chained(_legato_error(exc, script, job_uuid), exc))
         try:
             conn.send_command("EVALSHA", self._scripts[script].sha, len(self._keys),
                               *self._keys, self._prefix, now, self._channel, *args, epoch)
         except BaseException as exc:
-            _give_back(pool, conn, broken=True)
+            self._give_back(pool, conn, broken=True)
             if isinstance(exc, redis.RedisError):
                 return Pending.failed(_chained(_legato_error(exc, script, job_uuid), exc))
             raise
@@ -554,20 +567,48 @@ class RedisJobBoard(JobBoard):
             try:
                 reply: list[Any] = conn.read_response()
             except redis.exceptions.NoScriptError:
-                _give_back(pool, conn, broken=False)
+                self._give_back(pool, conn, broken=False)
                 return answer(self._run(script, args, job_uuid))
             except BaseException as exc:
                 # A whole error reply leaves the connection in step; anything else may not.
-                _give_back(pool, conn, broken=not isinstance(exc, redis.ResponseError))
+                self._give_back(pool, conn, broken=not isinstance(exc, redis.ResponseError))
                 if isinstance(exc, redis.RedisError):
                     raise _legato_error(exc, script, job_uuid) from exc
                 raise
-            _give_back(pool, conn, broken=False)
+            self._give_back(pool, conn, broken=False)
             if reply and reply[0] == "LOST":
                 raise self._lost(epoch, reply[1], job_uuid)
             return answer(reply)
 
         return Pending(finish)
+
+    def _checkout(self, pool: Any) -> Any:
+        """A connection for ``_send``: the spare one if this process holds it, else one of
+        the pool's."""
+        with self._spare_lock:
+            conn, self._spare = self._spare, None
+        if conn is None or self._spare_pid != os.getpid():
+            return pool.get_connection()
+        try:  # as the pool checks: anything to read on an idle connection (EOF: the server
+            stale = conn.can_read()  # closed it) means it is out of step: reconnect it
+        except (redis.ConnectionError, OSError):
+            stale = True
+        if stale:
+            conn.disconnect()  # its next send connects again
+        return conn
+
+    def _give_back(self, pool: Any, conn: Any, *, broken: bool) -> None:
+        """Take back a connection ``_send`` checked out, as the spare when there is none (the
+        board still open), else into the pool. A ``broken`` one (out of step with the server
+        after a failure) is disconnected first: it reconnects on its next send."""
+        if broken:
+            conn.disconnect()
+        with self._spare_lock:
+            if (self._spare is None and self._client is not None
+                    and pool is self._client.connection_pool):
+                self._spare, self._spare_pid = conn, os.getpid()
+                return
+        pool.release(conn)
 
     # -- posting and reading ---------------------------------------------------------------
 
@@ -949,14 +990,6 @@ def _without_query(url: str, names: tuple[str, ...]) -> str:
 def _chained(error: errors.JobFailure, cause: BaseException) -> errors.JobFailure:
     error.__cause__ = cause
     return error
-
-
-def _give_back(pool: Any, conn: Any, *, broken: bool) -> None:
-    """Return a connection ``_send`` checked out; a ``broken`` one (out of step with the
-    server after a failure) is disconnected first, so the pool reconnects it."""
-    if broken:
-        conn.disconnect()
-    pool.release(conn)
 
 
 class _EventListener:

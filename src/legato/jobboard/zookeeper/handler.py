@@ -85,8 +85,13 @@ class PollingHandler(SequentialThreadingHandler):  # type: ignore[misc]
 
     def select(self, rlist: list[Any], wlist: list[Any], xlist: list[Any],
                timeout: float | None = None) -> tuple[list[Any], list[Any], list[Any]]:
-        buffered = [obj for obj in rlist if isinstance(obj, ReadAhead) and obj.pending()]
-        if buffered:
+        # Called for every message kazoo's connection thread sends or reads: a plain loop, no
+        # comprehension's frame.
+        buffered: list[Any] | None = None
+        for obj in rlist:
+            if type(obj) is ReadAhead and obj.pending():
+                buffered = [obj] if buffered is None else [*buffered, obj]
+        if buffered is not None:
             return buffered, [], []
         if not rlist and wlist and all(isinstance(obj, ReadAhead) for obj in wlist):
             return [], wlist, []  # its send waits for room itself
