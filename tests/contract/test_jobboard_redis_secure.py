@@ -7,27 +7,15 @@ the board connects)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from legato.jobboard.redis import RedisSettings
-from legato.testing.jobboard import JobBoardConformance, MakeBoard, board_factory
-
-
-def _loser(url: str) -> Iterator[Callable[[], None]]:
-    """``lose_data`` for a board on ``url``: delete its namespace's keys (as a Redis that
-    persists nothing loses them on restart), through a client made from the same URL."""
-    namespace = dict(parse_qsl(urlsplit(url).query))["namespace"]
-    client = RedisSettings.from_url(url).client()
-
-    def lose() -> None:
-        keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
-        assert keys
-        client.delete(*keys)
-
-    yield lose
-    client.close()
+from legato.testing.jobboard import (
+    JobBoardConformance,
+    MakeBoard,
+    board_factory,
+    redis_data_loser,
+)
 
 
 class TestRedisOverTLS(JobBoardConformance):
@@ -40,7 +28,7 @@ class TestRedisOverTLS(JobBoardConformance):
 
     @pytest.fixture
     def lose_data(self, redis_tls_url: str) -> Iterator[Callable[[], None]]:
-        yield from _loser(redis_tls_url)
+        yield from redis_data_loser(redis_tls_url)
 
 
 class TestRedisThroughPasswordSentinel(JobBoardConformance):
@@ -53,4 +41,4 @@ class TestRedisThroughPasswordSentinel(JobBoardConformance):
 
     @pytest.fixture
     def lose_data(self, redis_sentinel_auth_url: str) -> Iterator[Callable[[], None]]:
-        yield from _loser(redis_sentinel_auth_url)
+        yield from redis_data_loser(redis_sentinel_auth_url)

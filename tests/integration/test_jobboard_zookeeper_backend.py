@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 from kazoo import exceptions as kz
 from kazoo.client import KazooClient
+from kazoo.retry import KazooRetry
 
 from legato import errors
 from legato import jobboard as jb
@@ -364,12 +365,23 @@ def _works(board: JobBoard, job_uuid: str) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("shared", [False, True], ids=["own-client", "shared-client"])
 def test_owner_whose_session_expired_cannot_take_the_claim_back(zookeeper_url: str,
-                                                                proxy: TCPProxy) -> None:
+                                                                proxy: TCPProxy,
+                                                                shared: bool) -> None:
     """A is cut from the server past its session; B claims the job (fence 2). Once A is back on
     a new session, A's renew and consume with fence 1 are refused, and B's go through. (The
-    new owner's claim node starts again at version 0, which A's remembered version matched.)"""
-    a = _connected(proxy.url_for(zookeeper_url), session_timeout=4.0, timeout=2.0)
+    new owner's claim node starts again at version 0, which A's remembered version matched.)
+    The same when A was given a started kazoo client (``client=``) instead of making its own."""
+    cut_url = proxy.url_for(zookeeper_url)
+    client = None
+    if shared:
+        client = KazooClient(hosts=_hosts_and_path(cut_url)[0], timeout=4.0,
+                             connection_retry=KazooRetry(max_tries=-1, delay=0.05, max_delay=1.0))
+        client.start(timeout=10)
+        a = _connected(cut_url, client=client, timeout=2.0)
+    else:
+        a = _connected(cut_url, session_timeout=4.0, timeout=2.0)
     b = _connected(zookeeper_url)
     try:
         old = a.claim(a.post("contested"), "worker", ttl=30)
@@ -399,6 +411,9 @@ def test_owner_whose_session_expired_cannot_take_the_claim_back(zookeeper_url: s
     finally:
         a.close()
         b.close()
+        if client is not None:
+            client.stop()
+            client.close()
 
 
 def test_default_ttl_and_trusted_lease_are_capped_at_the_session_timeout(

@@ -69,6 +69,7 @@ __all__ = [
     "MakeBoard",
     "RedisWipeable",
     "board_factory",
+    "redis_data_loser",
     "run_claim_race",
     "run_dead_owner",
     "run_outage",
@@ -943,15 +944,21 @@ class RedisWipeable:
 
     @pytest.fixture
     def lose_data(self, redis_url: str) -> Iterator[Callable[[], None]]:
-        import redis
+        yield from redis_data_loser(redis_url)
 
-        namespace = dict(parse_qsl(urlsplit(redis_url).query))["namespace"]
-        client = redis.Redis.from_url(redis_url.split("?", 1)[0])
 
-        def lose() -> None:
-            keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
-            assert keys
-            client.delete(*keys)
+def redis_data_loser(url: str) -> Iterator[Callable[[], None]]:
+    """A ``lose_data`` for a Redis board on ``url`` (TLS and Sentinel URLs too): deletes its
+    namespace's keys, through a client made from the same URL."""
+    from legato.jobboard.redis import RedisSettings
 
-        yield lose
-        client.close()
+    namespace = dict(parse_qsl(urlsplit(url).query))["namespace"]
+    client = RedisSettings.from_url(url).client()
+
+    def lose() -> None:
+        keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
+        assert keys
+        client.delete(*keys)
+
+    yield lose
+    client.close()

@@ -14,22 +14,17 @@ from typing import Any
 
 from legato import jobboard
 from legato.jobboard.base import JobBoard
+from legato.taskflow._conf import url_and_options
 
 __all__ = ["backend", "fetch"]
 
 
 def _url_and_options(conf: str | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    if isinstance(conf, str):
-        return conf, {}
-    if isinstance(conf, Mapping):
-        options = dict(conf)
-        url = options.pop("board", None)
-        if isinstance(url, str) and "://" in url:
-            return url, options
-        raise ValueError(f"give the board as a URL, not the kind {url!r} "
-                         f"(e.g. 'zookeeper://127.0.0.1:2181/legato' or "
-                         f"'redis://127.0.0.1:6379/0'); see docs/migrating-from-taskflow.md")
-    raise TypeError(f"board conf must be a URL or a dict, not {type(conf).__name__}")
+    return url_and_options(
+        conf, "board", "board", lambda url: "://" in url,
+        lambda kind: f"give the board as a URL, not the kind {kind!r} (e.g. "
+                     f"'zookeeper://127.0.0.1:2181/legato' or 'redis://127.0.0.1:6379/0'); "
+                     f"see docs/migrating-from-taskflow.md")
 
 
 def fetch(name: str, conf: str | Mapping[str, Any], namespace: str = "legato.jobboards",

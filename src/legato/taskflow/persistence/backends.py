@@ -13,21 +13,16 @@ from typing import Any
 
 from legato import persistence
 from legato.persistence.base import Persistence
+from legato.taskflow._conf import url_and_options
 
 __all__ = ["backend", "fetch"]
 
 
 def _url_and_options(conf: str | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    if isinstance(conf, str):
-        return conf, {}
-    if isinstance(conf, Mapping):
-        options = dict(conf)
-        url = options.pop("connection", None)
-        if isinstance(url, str) and url:
-            return url, options
-        raise ValueError("persistence conf needs a 'connection' URL (e.g. "
-                         "{'connection': 'sqlite:///flows.db'})")
-    raise TypeError(f"persistence conf must be a URL or a dict, not {type(conf).__name__}")
+    return url_and_options(
+        conf, "connection", "persistence", bool,
+        lambda _: "persistence conf needs a 'connection' URL (e.g. "
+                  "{'connection': 'sqlite:///flows.db'})")
 
 
 def fetch(conf: str | Mapping[str, Any], namespace: str = "legato.persistence",
