@@ -199,8 +199,9 @@ class AmbiguousDependency(DependencyFailure):
     """Several atoms provide one name to the same consumer."""
 
 
-class MissingDependencies(LegatoError):
-    """Arguments that no atom provides and the store does not hold.
+class MissingDependencies(DependencyFailure):
+    """Arguments that no atom provides and the store does not hold (a ``DependencyFailure``,
+    as in TaskFlow).
 
     Attributes:
         missing: mapping of atom name to the sorted list of its missing argument names.

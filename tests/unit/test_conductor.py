@@ -112,6 +112,18 @@ def test_entity_registered_while_running(make: Make, board: JobBoard) -> None:
     assert name not in {e.name for e in board.iter_entities("conductor")}
 
 
+def test_jobs_in_flight_counts_the_running_job(make: Make, board: JobBoard,
+                                                persistence: Persistence) -> None:
+    conductor = make()
+    seen: list[int] = []
+    conductor.notifier.register("running_start",
+                                lambda event, details: seen.append(conductor.jobs_in_flight))
+    tc.post_job(board, persistence, tc.steps_flow)
+    conductor.run(max_dispatches=1)
+    assert seen == [1]
+    assert conductor.jobs_in_flight == 0 and conductor.statistics["consumed"] == 1
+
+
 def test_listener_errors_are_not_fatal(make: Make, board: JobBoard,
                                        persistence: Persistence) -> None:
     conductor = make()

@@ -162,6 +162,53 @@ def test_graph_cycle_through_inference() -> None:
         compile_flow(flow)
 
 
+def test_graph_refused_add_leaves_the_flow_usable() -> None:
+    class P(Task):
+        def execute(self, y: int) -> int:
+            return y
+
+    class Q(Task):
+        def execute(self, x: int) -> int:
+            return x
+
+    flow = GraphFlow("g").add(P("p", provides="x"))
+    with pytest.raises(errors.DependencyFailure, match=r"adding 'q'.*cycle among 'p', 'q'"):
+        flow.add(Q("q", provides="y"))
+    assert _names(flow) == ["p"]
+    # What the refused child provided and needed is forgotten: a consumer of x still runs
+    # after p, and a provider of y may now be added.
+    flow.add(Q("q2", provides="z"), Add("y-maker", provides="y"))
+    assert _names(flow) == ["y-maker", "p", "q2"]
+    with pytest.raises(errors.DependencyFailure, match="cycle"):
+        flow.link(flow.children[0], flow.children[2])  # p before y-maker: p needs y
+
+
+class _CountingTask(Task):
+    """Counts how often its ``provides`` is read."""
+
+    reads = 0
+
+    def execute(self, x: int) -> int:
+        return x
+
+    @property
+    def provides(self) -> frozenset[str]:
+        _CountingTask.reads += 1
+        return super().provides
+
+
+def test_graph_add_one_at_a_time_reads_each_child_once() -> None:
+    # A chain of 200 added one call at a time: each add looks at the new child (and what it
+    # can reach), not at every child again (which made large flows cubic to build).
+    _CountingTask.reads = 0
+    flow = GraphFlow("chain")
+    for i in range(200):
+        flow.add(_CountingTask(f"t{i}", provides=f"v{i}", rebind={"x": f"v{i - 1}"} if i else {}))
+    assert _CountingTask.reads <= 2 * 200
+    assert _names(flow)[:3] == ["t0", "t1", "t2"]
+    assert _names(flow)[-1] == "t199"
+
+
 def test_graph_ambiguous_providers() -> None:
     class Use(Task):
         def execute(self, x: int) -> int:

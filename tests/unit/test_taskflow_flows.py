@@ -24,6 +24,7 @@ from legato.flow import (
     UnorderedFlow,
     task,
 )
+from legato.taskflow import exceptions as tf_exceptions
 
 
 class NeedsX(Task):
@@ -67,6 +68,15 @@ def test_unordered_flow_reads_what_it_requires_from_the_store() -> None:
     with pytest.raises(errors.MissingDependencies, match="t2 needs x"):
         le.load(flow).validate()
     assert le.run(flow, store={"x": 5})["out"] == 5
+
+
+def test_missing_dependencies_is_a_dependency_failure_as_in_taskflow() -> None:
+    # TaskFlow: class MissingDependencies(DependencyFailure); code catching the broader
+    # error (``except exceptions.DependencyFailure``) must catch a missing input too.
+    flow = LinearFlow("f").add(NeedsX("t"))
+    with pytest.raises(errors.DependencyFailure, match="t needs x"):
+        le.load(flow).validate()
+    assert issubclass(tf_exceptions.MissingDependencies, tf_exceptions.DependencyFailure)
 
 
 # -- revert_requires / revert_rebind -----------------------------------------------------------

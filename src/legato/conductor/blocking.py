@@ -13,7 +13,7 @@ from legato.conductor.executor import ExecutorConductor
 if TYPE_CHECKING:
     from legato.conductor._job import Outcome
     from legato.conductor._metrics import ConductorMetrics
-    from legato.conductor._renewal import Lease
+    from legato.conductor._renewal import Lease, Renewer
     from legato.jobboard.base import Job, JobBoard
     from legato.persistence.base import Persistence
 
@@ -105,6 +105,19 @@ class BlockingConductor(ExecutorConductor):
 
     def _executor_factory(self) -> futures.Executor:
         return _InlineExecutor()
+
+    def _submit(self, executor: futures.Executor, lease: Lease, persistence: Persistence,
+                renewer: Renewer) -> None:
+        """Run the job here and now, in the claim loop's thread: nothing else runs jobs, so
+        there is no future to make, no slot to wait for and nobody to notify (the executor
+        the base class would submit to runs calls inline anyway)."""
+        del executor
+        self._inflight = 1  # only this thread writes it; ``jobs_in_flight`` reads it
+        try:
+            self._process(lease, persistence)
+        finally:
+            renewer.remove(lease)
+            self._inflight = 0
 
     # -- the claim loop's hooks: jobs are claimed ahead (see ``ClaimAhead`` for threads) ----
 

@@ -5,7 +5,7 @@ A flow is a definition only: it does no I/O. An engine compiles it into a graph 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Self, Union
 
 from legato import errors
@@ -117,11 +117,18 @@ class GraphFlow(Flow):
     flow as it was (as TaskFlow's graph flow does). Several children providing one name that a
     child requires raise ``AmbiguousDependency`` when the engine compiles the flow (before
     anything runs).
+
+    The check looks only at what the new child or link can reach (any new cycle passes through
+    it), over an index of who provides and who needs each name, kept as children are added: a
+    flow built one ``add`` at a time costs about as much as one built with a single call. The
+    index holds what each child provided and needed when it was added; a subflow changed
+    afterwards is checked again when the engine compiles the flow.
     """
 
     def __init__(self, name: str, *, retry: Retry | None = None) -> None:
         super().__init__(name, retry=retry)
         self.links: list[tuple[Node, Node, dict[str, Any]]] = []
+        self._deps = _DependencyIndex()
 
     def add(self, *items: Node) -> Self:
         """Append atoms or subflows; return the flow (so calls chain).
@@ -132,11 +139,13 @@ class GraphFlow(Flow):
         """
         count = len(self.children)
         super().add(*items)
-        try:
-            self._check_acyclic(f"adding {', '.join(repr(i.name) for i in items)}")
-        except errors.DependencyFailure:
+        deps = self._deps
+        deps.sync(self.children)
+        if deps.cycle_through(range(count, len(self.children))):
+            error = self._cycle(f"adding {', '.join(repr(i.name) for i in items)}")
             del self.children[count:]
-            raise
+            deps.truncate(count)
+            raise error
         return self
 
     def link(self, before: Node, after: Node, **meta: Any) -> Self:
@@ -147,38 +156,25 @@ class GraphFlow(Flow):
             DependencyFailure: ``after`` already runs before ``before`` (the link is not
                 kept).
         """
+        positions = []
         for node in (before, after):
-            if not any(node is child for child in self.children):
+            at = next((i for i, child in enumerate(self.children) if child is node), None)
+            if at is None:
                 raise errors.CompilationError(
                     f"cannot link {node!r}: not a child of graph flow {self.name!r}")
+            positions.append(at)
         if before is after:
             raise errors.CompilationError(f"cannot link {before!r} to itself")
+        deps = self._deps
+        deps.sync(self.children)
+        if deps.reaches(positions[1], positions[0]):
+            raise self._cycle(f"linking {before.name!r} -> {after.name!r}")
         self.links.append((before, after, dict(meta)))
-        try:
-            self._check_acyclic(f"linking {before.name!r} -> {after.name!r}")
-        except errors.DependencyFailure:
-            self.links.pop()
-            raise
+        deps.link(positions[0], positions[1])
         return self
 
-    def _preds(self) -> list[set[int]]:
-        """Each child's direct predecessors (by position): through ``link``s and the edges
-        implied by what it needs (requires or optional) and another child provides, as the
-        compiler draws them."""
-        children = self.children
-        preds: list[set[int]] = [set() for _ in children]
-        index = {id(child): i for i, child in enumerate(children)}
-        for before, after, _ in self.links:
-            preds[index[id(after)]].add(index[id(before)])
-        provided = [child.provides for child in children]
-        for i, child in enumerate(children):
-            needed = _needed(child) - provided[i]
-            if needed:
-                preds[i] |= {j for j, names in enumerate(provided)
-                             if j != i and names & needed}
-        return preds
-
-    def _check_acyclic(self, doing: str) -> None:
+    def _cycle(self, doing: str) -> errors.DependencyFailure:
+        """The error for a cycle ``doing`` would close, naming the children on cycles."""
         preds = self._preds()
         # Kahn's algorithm: what is never freed of predecessors sits on (or after) a cycle.
         waiting = [len(p) for p in preds]
@@ -193,29 +189,149 @@ class GraphFlow(Flow):
                 if waiting[j] == 0:
                     ready.append(j)
         stuck = [self.children[i].name for i, n in enumerate(waiting) if n]
-        if stuck:
-            raise errors.DependencyFailure(
-                f"graph flow {self.name!r}: {doing} makes a dependency cycle among "
-                f"{', '.join(repr(n) for n in stuck)}")
+        return errors.DependencyFailure(
+            f"graph flow {self.name!r}: {doing} makes a dependency cycle among "
+            f"{', '.join(repr(n) for n in stuck)}")
+
+    def _preds(self) -> list[set[int]]:
+        """Each child's direct predecessors (by position): through ``link``s and the edges
+        implied by what it needs (requires or optional) and another child provides, as the
+        compiler draws them (from what each child provides and needs now)."""
+        children = self.children
+        deps = _DependencyIndex()
+        deps.sync(children)
+        index = {id(child): i for i, child in enumerate(children)}
+        for before, after, _ in self.links:
+            deps.link(index[id(before)], index[id(after)])
+        return [deps.preds(i) for i in range(len(children))]
 
     def _children_requires(self) -> set[str]:
-        """A child's needs are met by the children that run before it: its ancestors."""
+        """A child's needs are met by the children that run before it: its ancestors. Every
+        other provider of a name a child needs (and does not provide itself) is one of its
+        direct predecessors, so only a name a child both requires and provides needs the walk
+        through its ancestors."""
         children = self.children
         preds = self._preds()
         provided = [child.provides for child in children]
+        providers: dict[str, list[int]] = {}
+        for j, given in enumerate(provided):
+            for name in given:
+                providers.setdefault(name, []).append(j)
         names: set[str] = set()
         for i, child in enumerate(children):
-            ancestors, todo = set(), list(preds[i])
-            while todo:
-                j = todo.pop()
-                if j not in ancestors:
-                    ancestors.add(j)
-                    todo.extend(preds[j])
-            met: set[str] = set()
-            for j in ancestors - {i}:
-                met |= provided[j]
-            names |= child.requires - met
+            for name in child.requires:
+                if name not in provided[i]:
+                    if not any(j != i for j in providers.get(name, ())):
+                        names.add(name)
+                elif not _provided_before(i, name, preds, provided):
+                    names.add(name)
         return names
+
+
+def _provided_before(i: int, name: str, preds: list[set[int]],
+                     provided: list[frozenset[str]]) -> bool:
+    """Whether an ancestor of child ``i`` provides ``name``."""
+    seen: set[int] = set()
+    todo = list(preds[i])
+    while todo:
+        j = todo.pop()
+        if j in seen or j == i:
+            continue
+        if name in provided[j]:
+            return True
+        seen.add(j)
+        todo.extend(preds[j])
+    return False
+
+
+class _DependencyIndex:
+    """Who provides and who needs each name among a graph flow's children (by position), and
+    the links: the edges the compiler draws, kept as children are added."""
+
+    __slots__ = ("consumers", "link_preds", "link_succs", "needed", "provided", "providers")
+
+    def __init__(self) -> None:
+        self.provided: list[frozenset[str]] = []
+        self.needed: list[frozenset[str]] = []
+        self.providers: dict[str, list[int]] = {}
+        self.consumers: dict[str, list[int]] = {}
+        self.link_succs: dict[int, list[int]] = {}
+        self.link_preds: dict[int, list[int]] = {}
+
+    def sync(self, children: list[Node]) -> None:
+        """Index the children added since the last call."""
+        for i in range(len(self.provided), len(children)):
+            child = children[i]
+            provided = frozenset(child.provides)
+            needed = frozenset(_needed(child) - provided)
+            self.provided.append(provided)
+            self.needed.append(needed)
+            for name in provided:
+                self.providers.setdefault(name, []).append(i)
+            for name in needed:
+                self.consumers.setdefault(name, []).append(i)
+
+    def truncate(self, count: int) -> None:
+        """Forget the children from position ``count`` on (they were taken back)."""
+        for i in range(count, len(self.provided)):
+            for name in self.provided[i]:
+                self.providers[name].remove(i)
+            for name in self.needed[i]:
+                self.consumers[name].remove(i)
+        del self.provided[count:], self.needed[count:]
+
+    def link(self, before: int, after: int) -> None:
+        self.link_succs.setdefault(before, []).append(after)
+        self.link_preds.setdefault(after, []).append(before)
+
+    def preds(self, i: int) -> set[int]:
+        found = {j for name in self.needed[i] for j in self.providers.get(name, ()) if j != i}
+        found.update(self.link_preds.get(i, ()))
+        return found
+
+    def _succs(self, i: int) -> Iterator[int]:
+        for name in self.provided[i]:
+            for j in self.consumers.get(name, ()):
+                if j != i:
+                    yield j
+        yield from self.link_succs.get(i, ())
+
+    def cycle_through(self, starts: Iterable[int]) -> bool:
+        """Whether a cycle passes through one of the children ``starts`` (a depth-first walk
+        from them that finds an edge back into its own path; each child is walked once)."""
+        done: set[int] = set()
+        for start in starts:
+            if start in done:
+                continue
+            path = {start}
+            stack = [(start, self._succs(start))]
+            while stack:
+                node, succs = stack[-1]
+                for j in succs:
+                    if j in path:
+                        return True
+                    if j not in done:
+                        path.add(j)
+                        stack.append((j, self._succs(j)))
+                        break
+                else:
+                    stack.pop()
+                    path.discard(node)
+                    done.add(node)
+        return False
+
+    def reaches(self, start: int, goal: int) -> bool:
+        """Whether a path of one edge or more leads from child ``start`` to child ``goal``."""
+        seen: set[int] = set()
+        todo = list(self._succs(start))
+        while todo:
+            j = todo.pop()
+            if j == goal:
+                return True
+            if j not in seen:
+                seen.add(j)
+                todo.extend(self._succs(j))
+        return False
 
 
 def _needed(node: Node) -> set[str]:
