@@ -28,7 +28,9 @@ from legato.persistence.sql._statements import (
     SQLITE_UPDATE_ATOM_FENCED,
     SQLITE_UPSERT_ATOM,
     SQLITE_UPSERT_CLAIM,
+    ManyShape,
     Statements,
+    pg_many,
     sqlite_update_flow,
 )
 from legato.states import FlowState
@@ -168,9 +170,11 @@ class SQLPersistence(Persistence):
             yield conn
 
     @contextlib.contextmanager
-    def _write(self, what: str) -> Iterator[sa.Connection]:
-        with self._lock, _engine.translate_errors(what, self._where), \
-                self._write_engine.begin() as conn:
+    def _write(self, what: str, *, single: bool = False) -> Iterator[sa.Connection]:
+        """A write transaction. ``single``: one statement on PostgreSQL, which it runs as its
+        own transaction (autocommit: no ``BEGIN``/``COMMIT`` round trips)."""
+        engine = self._read_engine if single else self._write_engine
+        with self._lock, _engine.translate_errors(what, self._where), engine.begin() as conn:
             yield conn
         if self._checkpoint_every:
             self._count_write()
@@ -211,8 +215,14 @@ class SQLPersistence(Persistence):
                 if row is None:
                     raise errors.NotFound(f"no logbook {book_uuid}")
                 return _rows.book_from_row(row)
-            # One round trip, not three: the book, its flows and their atoms, joined.
-            rows = conn.execute(self._sql.select_book_tree, params).mappings().all()
+            return self._book_tree(conn, book_uuid)
+
+    def _get_logbook_in(self, transaction: Any, book_uuid: str) -> LogBook:
+        return self._book_tree(transaction, book_uuid)
+
+    def _book_tree(self, conn: sa.Connection, book_uuid: str) -> LogBook:
+        """The book, its flows and their atoms, in one round trip (joined)."""
+        rows = conn.execute(self._sql.select_book_tree, {"b_uuid": book_uuid}).mappings().all()
         if not rows:
             raise errors.NotFound(f"no logbook {book_uuid}")
         book = _rows.book_from_row(_prefixed(rows[0], BOOK_PREFIX))
@@ -365,6 +375,9 @@ class SQLPersistence(Persistence):
             # needs the SQLAlchemy connection they run on.
             self._sqlite_many(writes, fence, fenced, rows)
             return
+        if self._dialect == "postgresql" and _one_statement(writes, rows):
+            self._pg_many(writes, fence, fenced, rows)
+            return
         flow_row, upserted, atom_rows = rows
         atom_update = self._sql.update_atom if fence is None else self._sql.update_atom_fenced
         what = f"writing flow detail {flow_uuid}"
@@ -390,6 +403,47 @@ class SQLPersistence(Persistence):
                                   f"atom detail {ad.uuid}", f"updating atom {ad.name!r}", fence)
             if writes.ended is not None:
                 conn.execute(self._sql.upsert_claim, _rows.claim_row(writes.ended))
+            if writes.then is not None:
+                writes.then(conn)
+
+    def _pg_many(self, writes: FlowWrites, fence: Fence | None, fenced: dict[str, Any],
+                 rows: _ManyRows) -> None:
+        """``_update_many`` on PostgreSQL: every write in one statement (``pg_many``). Run in
+        autocommit when its writes are all gated on the flow's (nothing else to refuse, nothing
+        to add): one round trip, no ``BEGIN``/``COMMIT``; else in a transaction, which a
+        refusal or ``then`` rolls back."""
+        flow_uuid = writes.flow_uuid
+        flow_row, upserted, atom_rows = rows
+        shape = ManyShape(
+            flow=() if flow_row is None else tuple(flow_row), take=writes.take,
+            fenced=fence is not None, started=writes.take and writes.started is not None,
+            upserted=tuple(tuple(r) for r in upserted),
+            updated=tuple(tuple(c for c in r if c not in _ATOM_KEYS) for _, r in atom_rows),
+            ended=writes.ended is not None)
+        params: dict[str, Any] = {"b_uuid": flow_uuid, **fenced}
+        if flow_row is not None:
+            params.update({"fl_" + k: v for k, v in flow_row.items()})
+        if shape.started:
+            assert writes.started is not None
+            params.update({"s_" + k: v for k, v in _rows.claim_row(writes.started).items()})
+        for index, row in enumerate(upserted):
+            params.update({f"u{index}_{k}": v for k, v in row.items()})
+        for index, (_, row) in enumerate(atom_rows):
+            params.update({f"a{index}_{k}": v for k, v in row.items() if k not in _FENCE_KEYS})
+        if writes.ended is not None:
+            params.update({"e_" + k: v for k, v in _rows.claim_row(writes.ended).items()})
+        single = not atom_rows and writes.then is None
+        with self._write("writing a flow detail's changes", single=single) as conn:
+            changed = conn.execute(pg_many(shape), params).one()._mapping
+            if shape.gated and changed["flow"] == 0:
+                what = (f"taking flow detail {flow_uuid}" if writes.take
+                        else f"writing flow detail {flow_uuid}")
+                self._refused(conn, self._sql.select_flow, flow_uuid,
+                              f"flow detail {flow_uuid}", what, fence)
+            for index, (ad, _) in enumerate(atom_rows):
+                if changed[f"atom{index}"] == 0:
+                    self._refused(conn, self._sql.select_atom, ad.uuid,
+                                  f"atom detail {ad.uuid}", f"updating atom {ad.name!r}", fence)
             if writes.then is not None:
                 writes.then(conn)
 
@@ -578,6 +632,26 @@ def _many_rows(writes: FlowWrites, fenced: dict[str, Any]) -> _ManyRows:
         del row["uuid"]
         atom_rows.append((ad, {**row, "b_uuid": ad.uuid, **fenced}))
     return flow_row, upserted, atom_rows
+
+
+#: Keys of ``_many_rows``' updated atom rows that are no columns.
+_ATOM_KEYS = frozenset({"b_uuid", "f_job", "f_num"})
+_FENCE_KEYS = frozenset({"f_job", "f_num"})
+
+
+def _one_statement(writes: FlowWrites, rows: _ManyRows) -> bool:
+    """Whether ``pg_many`` can make ``writes`` in one statement: a statement's CTEs must not
+    write one row twice (a claim's start and end, an atom both upserted and updated)."""
+    if writes.take and writes.started is not None and writes.ended is not None:
+        return False
+    _, upserted, atom_rows = rows
+    if upserted and atom_rows:
+        updated = {ad.uuid for ad, _ in atom_rows}
+        if any(row["uuid"] in updated for row in upserted):
+            return False
+    if upserted and len({tuple(row) for row in upserted}) > 1:
+        return False  # one INSERT ... SELECT takes one column list
+    return True
 
 
 def _prefixed(row: Mapping[Any, Any], prefix: str) -> dict[str, Any]:
