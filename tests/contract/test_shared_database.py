@@ -228,7 +228,7 @@ class _Counting:
     def __init__(self, board: JobBoard) -> None:
         self.calls: collections.Counter[str] = collections.Counter()
         for name in ("_consume", "_consume_and_claim_next", "_consume_in_transaction",
-                     "_claim_next"):
+                     "_claim_next_with_book"):
             self._wrap(board, name)
 
     def _wrap(self, board: JobBoard, name: str) -> None:
@@ -259,7 +259,7 @@ def test_a_conductor_consumes_with_the_flow_end(kind: str, board: JobBoard,
     assert calls["_consume"] == calls["_consume_and_claim_next"] == 0
     assert calls["_consume_in_transaction"] == len(posted)
     if kind == "blocking":  # the first claim alone; the others rode with a consume
-        assert calls["_claim_next"] == 1
+        assert calls["_claim_next_with_book"] == 1
     for job in posted:
         assert job.book_uuid is not None
         (flow,) = store.get_logbook(job.book_uuid).flows.values()
