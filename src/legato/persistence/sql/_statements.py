@@ -16,9 +16,19 @@ from sqlalchemy.sql.dml import Insert
 
 from legato.persistence.sql.tables import atomdetails, flowdetails, job_history, logbooks
 
-__all__ = ["ManyShape", "SQLITE_INSERT_CLAIM", "SQLITE_TAKE_FIRST", "SQLITE_TAKE_NEW_FLOW",
-           "SQLITE_UPDATE_ATOM", "SQLITE_UPDATE_ATOM_FENCED", "SQLITE_UPSERT_ATOM",
-           "SQLITE_UPSERT_CLAIM", "Statements", "pg_many", "sqlite_update_flow"]
+__all__ = [
+    "SQLITE_INSERT_CLAIM",
+    "SQLITE_TAKE_FIRST",
+    "SQLITE_TAKE_NEW_FLOW",
+    "SQLITE_UPDATE_ATOM",
+    "SQLITE_UPDATE_ATOM_FENCED",
+    "SQLITE_UPSERT_ATOM",
+    "SQLITE_UPSERT_CLAIM",
+    "ManyShape",
+    "Statements",
+    "pg_many",
+    "sqlite_update_flow",
+]
 
 
 def _upsert(dialect: str, table: sa.Table, *, keep: tuple[str, ...]) -> Insert:

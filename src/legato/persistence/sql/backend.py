@@ -367,7 +367,6 @@ class SQLPersistence(Persistence):
                               f"updating the state of flow {flow_uuid}", fence)
 
     def _update_many(self, writes: FlowWrites, fence: Fence | None) -> None:
-        flow_uuid = writes.flow_uuid
         fenced = {} if fence is None else {"f_job": fence.job, "f_num": fence.number}
         rows = _many_rows(writes, fenced)
         if self._dialect == "sqlite" and writes.then is None:
@@ -378,6 +377,13 @@ class SQLPersistence(Persistence):
         if self._dialect == "postgresql" and _one_statement(writes, rows):
             self._pg_many(writes, fence, fenced, rows)
             return
+        self._statements_many(writes, fence, fenced, rows)
+
+    def _statements_many(self, writes: FlowWrites, fence: Fence | None,
+                         fenced: dict[str, Any], rows: _ManyRows) -> None:
+        """``_update_many`` one statement per write, in one transaction (MySQL, and what
+        ``pg_many`` cannot make in one statement)."""
+        flow_uuid = writes.flow_uuid
         flow_row, upserted, atom_rows = rows
         atom_update = self._sql.update_atom if fence is None else self._sql.update_atom_fenced
         what = f"writing flow detail {flow_uuid}"
@@ -649,9 +655,8 @@ def _one_statement(writes: FlowWrites, rows: _ManyRows) -> bool:
         updated = {ad.uuid for ad, _ in atom_rows}
         if any(row["uuid"] in updated for row in upserted):
             return False
-    if upserted and len({tuple(row) for row in upserted}) > 1:
-        return False  # one INSERT ... SELECT takes one column list
-    return True
+    # One INSERT ... SELECT takes one column list.
+    return len({tuple(row) for row in upserted}) <= 1
 
 
 def _prefixed(row: Mapping[Any, Any], prefix: str) -> dict[str, Any]:
