@@ -568,3 +568,42 @@ def test_postgres_first_write_is_one_statement_without_begin_or_commit(
         assert list(backend.job_history("job-3")) == []
     finally:
         backend.close()
+
+
+@pytest.mark.parametrize("atoms", [2, 70])
+def test_postgres_save_logbook_is_one_statement_without_begin_or_commit(
+        postgres_url: str, atoms: int) -> None:
+    # A book, its flow and its atoms: one autocommitted statement (a book too large for one:
+    # a statement per table in one transaction), read back whole either way.
+    from legato.persistence.models import FlowDetail
+
+    backend = persistence.connect(postgres_url)
+    backend.upgrade()
+    try:
+        book = LogBook("book")
+        flow = FlowDetail("flow")
+        book.add(flow)
+        for index in range(atoms):
+            flow.add(TaskDetail(f"task-{index}", state=AtomState.PENDING))
+        seen: list[tuple[str, bool]] = []
+
+        def executed(conn: sa.Connection, *args: object) -> None:
+            autocommit = conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+            seen.append((str(args[1]).split(None, 1)[0], autocommit))
+
+        sa.event.listen(sa.Engine, "before_cursor_execute", executed)
+        try:
+            backend.save_logbook(book)
+        finally:
+            sa.event.remove(sa.Engine, "before_cursor_execute", executed)
+        if atoms == 2:
+            assert seen == [("WITH", True)]
+        else:
+            assert [verb for verb, _ in seen] == ["INSERT"] * 3 and not seen[0][1]
+        (read,) = backend.get_logbook(book.uuid).flows.values()
+        assert [a.name for a in read] == [f"task-{index}" for index in range(atoms)]
+        backend.save_logbook(book)  # again: every row updated in place
+        (read,) = backend.get_logbook(book.uuid).flows.values()
+        assert len(list(read)) == atoms
+    finally:
+        backend.close()

@@ -17,6 +17,7 @@ from sqlalchemy.sql.dml import Insert
 from legato.persistence.sql.tables import atomdetails, flowdetails, job_history, logbooks
 
 __all__ = [
+    "PG_ROWS",
     "SQLITE_INSERT_CLAIM",
     "SQLITE_TAKE_FIRST",
     "SQLITE_TAKE_NEW_FLOW",
@@ -27,6 +28,7 @@ __all__ = [
     "ManyShape",
     "Statements",
     "pg_many",
+    "pg_save",
     "sqlite_update_flow",
 ]
 
@@ -344,7 +346,11 @@ def _insert_select(table: sa.Table, rows: list[tuple[str, tuple[str, ...]]],
     return postgresql.insert(table).from_select(list(rows[0][1]), source)
 
 
-@functools.cache
+#: Rows a ``pg_many`` or ``pg_save`` statement writes at most (more: a statement per kind).
+PG_ROWS = 64
+
+
+@functools.lru_cache(maxsize=256)
 def pg_many(shape: ManyShape) -> sa.Select[Any]:
     """``update_many`` on PostgreSQL as one statement of data-modifying CTEs: the flow's row
     (with the take when ``shape.take``), the claim's start, the atoms upserted and updated, the
@@ -417,3 +423,27 @@ def pg_many(shape: ManyShape) -> sa.Select[Any]:
 
 def _count(cte: sa.CTE, name: str) -> sa.Label[Any]:
     return sa.select(sa.func.count()).select_from(cte).scalar_subquery().label(name)
+
+
+def _upsert_cte(table: sa.Table, rows: list[tuple[str, tuple[str, ...]]],
+                keep: tuple[str, ...], name: str) -> sa.CTE:
+    upsert = _insert_select(table, rows, None)
+    return upsert.on_conflict_do_update(
+        index_elements=[table.c.uuid],
+        set_={c: upsert.excluded[c] for c in rows[0][1] if c not in keep}).cte(name)
+
+
+@functools.lru_cache(maxsize=256)
+def pg_save(book: tuple[str, ...], flows: tuple[tuple[str, ...], ...],
+            atoms: tuple[tuple[str, ...], ...]) -> sa.Select[Any]:
+    """``save_logbook`` on PostgreSQL as one statement: the book's upsert (parameters
+    ``b_<column>``), its flows' (``f<i>_<column>``) and their atoms' (``a<i>_<column>``), as
+    data-modifying CTEs (the foreign keys are checked at the statement's end)."""
+    ctes = [_upsert_cte(logbooks, [("b_", book)], ("id", "uuid", "created_at"), "w_book")]
+    if flows:
+        ctes.append(_upsert_cte(flowdetails, [(f"f{i}_", c) for i, c in enumerate(flows)],
+                                ("id", "uuid", "book_uuid", "fence_job", "fence"), "w_flows"))
+    if atoms:
+        ctes.append(_upsert_cte(atomdetails, [(f"a{i}_", c) for i, c in enumerate(atoms)],
+                                ("id", "uuid", "flow_uuid"), "w_atoms"))
+    return sa.select(sa.literal(1).label("saved")).add_cte(*ctes)

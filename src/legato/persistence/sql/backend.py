@@ -21,6 +21,7 @@ from legato.persistence.sql import _rows
 from legato.persistence.sql._statements import (
     ATOM_PREFIX,
     BOOK_PREFIX,
+    PG_ROWS,
     SQLITE_INSERT_CLAIM,
     SQLITE_TAKE_FIRST,
     SQLITE_TAKE_NEW_FLOW,
@@ -31,6 +32,7 @@ from legato.persistence.sql._statements import (
     ManyShape,
     Statements,
     pg_many,
+    pg_save,
     sqlite_update_flow,
 )
 from legato.states import FlowState
@@ -200,6 +202,19 @@ class SQLPersistence(Persistence):
         flow_rows = [{**_rows.flow_row(fd), "book_uuid": book.uuid} for fd in book.flows.values()]
         atom_rows = [{**_rows.atom_row(ad), "flow_uuid": fd.uuid}
                      for fd in book.flows.values() for ad in fd.atoms.values()]
+        if self._dialect == "postgresql" and len(flow_rows) + len(atom_rows) <= PG_ROWS \
+                and len({tuple(r) for r in flow_rows}) <= 1 \
+                and len({tuple(r) for r in atom_rows}) <= 1:
+            # One statement, run as its own transaction: no BEGIN/COMMIT round trips.
+            params = {"b_" + k: v for k, v in book_row.items()}
+            for prefix, many in (("f", flow_rows), ("a", atom_rows)):
+                for index, row in enumerate(many):
+                    params.update({f"{prefix}{index}_{k}": v for k, v in row.items()})
+            statement = pg_save(tuple(book_row), tuple(tuple(r) for r in flow_rows),
+                                tuple(tuple(r) for r in atom_rows))
+            with self._write("saving a logbook", single=True) as conn:
+                conn.execute(statement, params)
+            return
         with self._write("saving a logbook") as conn:
             conn.execute(self._sql.upsert_book, book_row)
             if flow_rows:
@@ -651,6 +666,8 @@ def _one_statement(writes: FlowWrites, rows: _ManyRows) -> bool:
     if writes.take and writes.started is not None and writes.ended is not None:
         return False
     _, upserted, atom_rows = rows
+    if len(upserted) + len(atom_rows) > PG_ROWS:
+        return False
     if upserted and atom_rows:
         updated = {ad.uuid for ad, _ in atom_rows}
         if any(row["uuid"] in updated for row in upserted):
