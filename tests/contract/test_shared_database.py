@@ -310,3 +310,22 @@ def test_a_conductor_reads_no_book_of_its_own(board: JobBoard, store: Persistenc
     conductor.run(max_dispatches=len(posted))
     assert board.job_count == 0
     assert reads == []  # each book came with its job's claim
+
+
+def test_a_book_that_cannot_be_read_does_not_fail_the_claim(shared_url: str, board: JobBoard,
+                                                           store: Persistence) -> None:
+    book = LogBook("book")
+    book.add(FlowDetail("flow"))
+    store.save_logbook(book)
+    posted = board.post("job", book=book)
+    engine = sa.create_engine(sa.make_url(shared_url).set(
+        drivername="postgresql+psycopg" if shared_url.startswith("postgresql") else "sqlite"))
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE legato_logbooks SET meta = '{nope' WHERE uuid = :u"),
+                         {"u": book.uuid})
+    finally:
+        engine.dispose()
+    job = board.claim_next("owner")
+    assert job == posted and job is not None and job.loaded_book is None
+    assert board.find_owner(job) == "owner"

@@ -486,6 +486,17 @@ class SQLJobBoard(JobBoard):
         with self._tx(write=True) as conn:
             return self._claim_first(conn, who, ttl, skip)
 
+    def _book_or_none(self, conn: sa.Connection, record: JobRecord) -> LogBook | None:
+        """``_book_in`` after a claim of ``claim_next``; a book that cannot be read (or
+        decoded) does not fail the claim: whoever runs the job reads it again and meets the
+        error where it is handled (a job it cannot run is abandoned, not left claimed)."""
+        try:
+            return self._book_in(conn, record)
+        except Exception as exc:  # whatever it is: the book is just not brought
+            logger.debug("board %r: job %s claimed without its book: %r", self.name,
+                         record.uuid, exc)
+            return None
+
     def _claim_next_with_book(self, who: str,
                               ttl: float) -> tuple[JobRecord, LogBook | None] | None:
         if not self._shares_persistence():
@@ -496,7 +507,7 @@ class SQLJobBoard(JobBoard):
                     record = self._claim_first(conn, who, ttl, set(self._garbage))
                     if record is None:
                         return None
-                    return record, self._book_in(conn, record)
+                    return record, self._book_or_none(conn, record)
             except _Garbage as bad:
                 self._garbage.add(bad.sequence)
 
@@ -792,7 +803,7 @@ class PostgresJobBoard(SQLJobBoard):
         # own, so a book that cannot be read leaves the claim made.
         with self._tx(write=True, single=True) as conn:
             record = self._claim_first(conn, who, ttl, set(self._garbage))
-            return None if record is None else (record, self._book_in(conn, record))
+            return None if record is None else (record, self._book_or_none(conn, record))
 
     def _claim_first(self, conn: sa.Connection, who: str, ttl: float,
                      skip: set[int]) -> JobRecord | None:
