@@ -14,7 +14,8 @@ Layouts (``--layout``):
 Counts what reaches SQLite (``sql:COMMIT``: every transaction that wrote, each waiting for its
 own WAL flush; the SQLite fast paths talk to the driver directly) and what passes through
 SQLAlchemy (``sa:<VERB>``; ``sa write commits``: transactions that ran an INSERT, UPDATE,
-DELETE or ``FOR UPDATE``, the figure for PostgreSQL), per job::
+DELETE, ``FOR UPDATE`` or a ``WITH`` of data-modifying CTEs, autocommitted statements included,
+the figure for PostgreSQL), per job::
 
     .venv-bench/bin/python bench/commits.py 1
     .venv-bench/bin/python bench/commits.py 10 --layout postgresql
@@ -70,7 +71,10 @@ def _statement(connection: Any, cursor: Any, statement: str, parameters: Any, co
     words = statement.split(None, 1)
     verb = words[0].upper() if words else "?"
     counts["sa:" + verb] += 1
-    if verb in _WRITES or "FOR UPDATE" in statement.upper():
+    upper = statement.upper()
+    # A WITH statement writes when one of its CTEs does (PostgreSQL's data-modifying CTEs).
+    if verb in _WRITES or "FOR UPDATE" in upper or (
+            verb == "WITH" and any(f"({w} " in upper for w in _WRITES)):
         connection.info["bench_wrote"] = True
 
 

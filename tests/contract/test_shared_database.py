@@ -228,7 +228,7 @@ class _Counting:
     def __init__(self, board: JobBoard) -> None:
         self.calls: collections.Counter[str] = collections.Counter()
         for name in ("_consume", "_consume_and_claim_next", "_consume_in_transaction",
-                     "_claim_next"):
+                     "_claim_next_with_book"):
             self._wrap(board, name)
 
     def _wrap(self, board: JobBoard, name: str) -> None:
@@ -259,9 +259,73 @@ def test_a_conductor_consumes_with_the_flow_end(kind: str, board: JobBoard,
     assert calls["_consume"] == calls["_consume_and_claim_next"] == 0
     assert calls["_consume_in_transaction"] == len(posted)
     if kind == "blocking":  # the first claim alone; the others rode with a consume
-        assert calls["_claim_next"] == 1
+        assert calls["_claim_next_with_book"] == 1
     for job in posted:
         assert job.book_uuid is not None
         (flow,) = store.get_logbook(job.book_uuid).flows.values()
         assert flow.state is FlowState.SUCCESS
         assert [c.outcome for c in store.job_history(job.uuid)] == ["consumed"]
+
+
+def test_a_claim_reads_the_job_book_in_its_transaction(board: JobBoard,
+                                                       store: Persistence) -> None:
+    job, flow, fence = _claimed_flow(board, store)
+    assert job.loaded_book is not None  # read with the claim, nothing else asked for it
+    assert list(job.loaded_book.flows) == [flow.uuid]
+    (read,) = job.loaded_book.flows.values()
+    assert [a.name for a in read] == ["task"]
+    nxt_book = LogBook("next book")
+    nxt_book.add(FlowDetail("next flow"))
+    store.save_logbook(nxt_book)
+    board.post("next", book=nxt_book)
+    claimed: list[Job | None] = []
+    store.update_many(_ending(flow, lambda tx: claimed.append(
+        board.consume_in(tx, job, "owner-a", claim_next=True))), fence=fence)
+    (following,) = claimed
+    assert following is not None and following.loaded_book is not None
+    assert [f.name for f in following.loaded_book.flows.values()] == ["next flow"]
+
+
+def test_a_board_apart_from_its_persistence_reads_no_book(shared_url: str,
+                                                          store: Persistence) -> None:
+    with jobboard.connect("memory://apart", persistence=store) as apart:
+        book = LogBook("book")
+        book.add(FlowDetail("flow"))
+        store.save_logbook(book)
+        apart.post("job", book=book)
+        job = apart.claim_next("owner")
+        assert job is not None and job.loaded_book is None
+
+
+def test_a_conductor_reads_no_book_of_its_own(board: JobBoard, store: Persistence,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    posted = [tc.post_job(board, store, tc.steps_flow, kwargs={"steps": 1}, name=f"job-{i}")
+              for i in range(3)]
+    reads: list[str] = []
+    read = store.get_logbook
+    monkeypatch.setattr(store, "get_logbook", lambda uuid, **kw: (reads.append(uuid),
+                                                                   read(uuid, **kw))[1])
+    conductor = BlockingConductor("shared", board, store, wait_timeout=0.05,
+                                  allowed_factories=["legato.testing"])
+    conductor.run(max_dispatches=len(posted))
+    assert board.job_count == 0
+    assert reads == []  # each book came with its job's claim
+
+
+def test_a_book_that_cannot_be_read_does_not_fail_the_claim(shared_url: str, board: JobBoard,
+                                                           store: Persistence) -> None:
+    book = LogBook("book")
+    book.add(FlowDetail("flow"))
+    store.save_logbook(book)
+    posted = board.post("job", book=book)
+    engine = sa.create_engine(sa.make_url(shared_url).set(
+        drivername="postgresql+psycopg" if shared_url.startswith("postgresql") else "sqlite"))
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE legato_logbooks SET meta = '{nope' WHERE uuid = :u"),
+                         {"u": book.uuid})
+    finally:
+        engine.dispose()
+    job = board.claim_next("owner")
+    assert job == posted and job is not None and job.loaded_book is None
+    assert board.find_owner(job) == "owner"

@@ -5,7 +5,9 @@ once; each job ends consumed once, and its history says the killed claim was los
 
 A 3-step job makes four write transactions: (1) the take, the claim's start, the new atoms, the
 flow's RUNNING and step 1's RUNNING; (2) step 1's result and step 2's RUNNING; (3) step 2's
-result and step 3's RUNNING; (4) step 3's result, the flow's SUCCESS and the claim's end.
+result and step 3's RUNNING; (4) step 3's result, the flow's SUCCESS and the claim's end. On
+PostgreSQL each is one statement of data-modifying CTEs (write 1 autocommitted, its writes
+gated on the take; writes 2-4 in a transaction): the boundaries are the same.
 
 Both layouts run: board and persistence in one database (the same URL: write 4 also consumes
 the job on the board and claims the next one) and in two (another schema: the consume, and the

@@ -410,3 +410,40 @@ def test_postgres_wait_woken_by_a_post_returns_without_reading_again(postgres_ur
         assert result == [True]
         assert statements == []
         assert waiter.claim_next("owner-a") == posted
+
+
+def test_postgres_claim_next_is_one_statement_without_begin_or_commit(postgres_url: str) -> None:
+    # The claim and the row as it was, in one autocommitted UPDATE: no BEGIN/COMMIT round trip.
+    seen: list[tuple[str, bool]] = []
+
+    def executed(conn: sa.Connection, *args: object) -> None:
+        autocommit = conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+        seen.append((str(args[1]).split(None, 1)[0], autocommit))
+
+    with jobboard.connect(postgres_url) as board:
+        posted = board.post("one statement")
+        sa.event.listen(sa.Engine, "before_cursor_execute", executed)
+        try:
+            job = board.claim_next("worker")
+        finally:
+            sa.event.remove(sa.Engine, "before_cursor_execute", executed)
+        assert job == posted and job is not None and job.fence == 1
+        assert seen == [("UPDATE", True)]
+
+
+def test_postgres_an_undecodable_row_claimed_is_put_back_as_it_was(postgres_url: str) -> None:
+    # The claim lands (one autocommitted statement), then a second one puts the row back.
+    with jobboard.connect(postgres_url) as board:
+        _plant(postgres_url, {"uuid": "garbage-uuid", "details": "{nope", "priority": 2,
+                              "attempts": 3, "fence": 7, "available_at": 0.5})
+        normal = board.post("normal")
+        assert board.claim_next("worker") == normal
+        engine = _engine(postgres_url)
+        try:
+            with engine.connect() as conn:
+                row = conn.execute(sa.select(sql_tables.jobs).where(
+                    sql_tables.jobs.c.uuid == "garbage-uuid")).one()
+        finally:
+            engine.dispose()
+        assert (row.state, row.owner, row.fence, row.attempts, row.lease_expires,
+                row.available_at) == ("UNCLAIMED", None, 7, 3, None, 0.5)

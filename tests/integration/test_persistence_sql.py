@@ -516,3 +516,94 @@ def test_get_logbook_reads_book_flows_and_atoms_in_one_statement(
         assert (got_empty.name, list(got_empty)) == ("no flows", [])
     finally:
         store.close()
+
+
+def test_postgres_first_write_is_one_statement_without_begin_or_commit(
+        postgres_url: str) -> None:
+    # The take, the claim's start, the flow's row and its atoms: one autocommitted statement.
+    from legato.persistence.base import FlowWrites
+    from legato.persistence.models import Claim, Fence, FlowDetail, utcnow
+    from legato.states import FlowState
+
+    backend = persistence.connect(postgres_url)
+    backend.upgrade()
+    try:
+        book = LogBook("book")
+        flow = FlowDetail("flow")
+        book.add(flow)
+        backend.save_logbook(book)
+        flow.state = FlowState.RUNNING
+        flow.add(TaskDetail("task", state=AtomState.RUNNING))
+        claim = Claim(job_uuid="job-1", fence=1, owner="me", claimed_at=utcnow(), job_name="job",
+                      book_uuid=book.uuid, flow_uuid=flow.uuid)
+        seen: list[tuple[str, bool]] = []
+
+        def executed(conn: sa.Connection, *args: object) -> None:
+            autocommit = conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+            seen.append((str(args[1]).split(None, 1)[0], autocommit))
+
+        sa.event.listen(sa.Engine, "before_cursor_execute", executed)
+        try:
+            backend.update_many(FlowWrites(flow.uuid, flow=flow, take=True, started=claim),
+                                fence=Fence("job-1", 1))
+        finally:
+            sa.event.remove(sa.Engine, "before_cursor_execute", executed)
+        assert seen == [("WITH", True)]
+        read = backend.get_flow_details(flow.uuid)
+        assert read.state is FlowState.RUNNING and [a.name for a in read] == ["task"]
+        assert [(c.job_uuid, c.fence) for c in backend.job_history("job-1")] == [("job-1", 1)]
+        # A take refused (another job's fence recorded) writes nothing, the claim's start
+        # and the atoms included.
+        other = FlowDetail("other")
+        book.add(other)
+        backend.save_logbook(book)
+        backend.take_flow(other.uuid, Fence("job-2", 1))
+        other.add(TaskDetail("late", state=AtomState.RUNNING))
+        late = Claim(job_uuid="job-3", fence=1, owner="me", claimed_at=utcnow(), job_name="job",
+                     book_uuid=book.uuid, flow_uuid=other.uuid)
+        with pytest.raises(errors.FencedOut):
+            backend.update_many(FlowWrites(other.uuid, flow=other, take=True, started=late),
+                                fence=Fence("job-3", 1))
+        assert list(backend.get_flow_details(other.uuid)) == []
+        assert list(backend.job_history("job-3")) == []
+    finally:
+        backend.close()
+
+
+@pytest.mark.parametrize("atoms", [2, 70])
+def test_postgres_save_logbook_is_one_statement_without_begin_or_commit(
+        postgres_url: str, atoms: int) -> None:
+    # A book, its flow and its atoms: one autocommitted statement (a book too large for one:
+    # a statement per table in one transaction), read back whole either way.
+    from legato.persistence.models import FlowDetail
+
+    backend = persistence.connect(postgres_url)
+    backend.upgrade()
+    try:
+        book = LogBook("book")
+        flow = FlowDetail("flow")
+        book.add(flow)
+        for index in range(atoms):
+            flow.add(TaskDetail(f"task-{index}", state=AtomState.PENDING))
+        seen: list[tuple[str, bool]] = []
+
+        def executed(conn: sa.Connection, *args: object) -> None:
+            autocommit = conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+            seen.append((str(args[1]).split(None, 1)[0], autocommit))
+
+        sa.event.listen(sa.Engine, "before_cursor_execute", executed)
+        try:
+            backend.save_logbook(book)
+        finally:
+            sa.event.remove(sa.Engine, "before_cursor_execute", executed)
+        if atoms == 2:
+            assert seen == [("WITH", True)]
+        else:
+            assert [verb for verb, _ in seen] == ["INSERT"] * 3 and not seen[0][1]
+        (read,) = backend.get_logbook(book.uuid).flows.values()
+        assert [a.name for a in read] == [f"task-{index}" for index in range(atoms)]
+        backend.save_logbook(book)  # again: every row updated in place
+        (read,) = backend.get_logbook(book.uuid).flows.values()
+        assert len(list(read)) == atoms
+    finally:
+        backend.close()

@@ -472,6 +472,13 @@ class Job:
         return self.board.state_of(self)
 
     @property
+    def loaded_book(self) -> LogBook | None:
+        """The job's logbook if it is in memory already (posted from here, read with the
+        claim from a persistence sharing the board's database, or read through ``book``);
+        None otherwise. Never reads."""
+        return self._book
+
+    @property
     def book(self) -> LogBook | None:
         """The job's logbook, loaded from the board's persistence on first access."""
         if self._book is None and self.book_uuid is not None:
@@ -766,11 +773,20 @@ class JobBoard(abc.ABC):
         return self._claimed(job, record)
 
     def claim_next(self, who: str, *, ttl: float | None = None) -> Job | None:
-        """Claim the first claimable job in order, or return None when there is none."""
+        """Claim the first claimable job in order, or return None when there is none.
+
+        A board whose ``persistence`` keeps its data in the board's ``database`` reads the
+        job's logbook in the claim's transaction (``Job.loaded_book``), so whoever runs the
+        job need not read it again."""
         self._require_connected()
         _check_owner(who)
-        record = self._claim_next(who, self._ttl(ttl))
-        return Job(self, record, fence=record.fence) if record is not None else None
+        claimed = self._claim_next_with_book(who, self._ttl(ttl))
+        if claimed is None:
+            return None
+        record, book = claimed
+        job = Job(self, record, fence=record.fence)
+        job._book = book
+        return job
 
     def renew(self, job: Job, who: str, ttl: float | None = None) -> str | None:
         """Extend the claim's lease to ``ttl`` seconds from now.
@@ -875,8 +891,10 @@ class JobBoard(abc.ABC):
         Owner and fence are checked inside the transaction, so the consume lands only if the
         claim is still ``who``'s, and only if that transaction commits: call ``consumed(job)``
         once it has (the board's notifications), and use the job returned only then (a
-        rolled-back transaction claimed nothing). Driver errors are not translated: they
-        belong to the transaction's owner, which rolls back.
+        rolled-back transaction claimed nothing). When the board's ``persistence`` keeps its
+        data in the same database, the next job's logbook is read in the transaction too
+        (``Job.loaded_book``). Driver errors are not translated: they belong to the
+        transaction's owner, which rolls back.
 
         Returns:
             The next job claimed (with ``claim_next``), or None.
@@ -892,7 +910,11 @@ class JobBoard(abc.ABC):
                              "transaction (it has no shared database)")
         record = self._consume_in_transaction(transaction, job.uuid, who, job.fence,
                                               self._ttl(ttl) if claim_next else None)
-        return None if record is None else Job(self, record, fence=record.fence)
+        if record is None:
+            return None
+        following = Job(self, record, fence=record.fence)
+        following._book = self._book_in(transaction, record)
+        return following
 
     def consumed(self, job: Job) -> None:
         """Announce a consume made by ``consume_in`` whose transaction committed."""
@@ -1163,6 +1185,32 @@ class JobBoard(abc.ABC):
     @abc.abstractmethod
     def _consume(self, job_uuid: str, who: str, fence: int | None) -> None:
         """Atomically check owner (and fence, unless None) and remove the job."""
+
+    def _claim_next_with_book(self, who: str,
+                              ttl: float) -> tuple[JobRecord, LogBook | None] | None:
+        """``_claim_next``, with the claimed job's logbook when the backend read it in the
+        claim's transaction (``_book_in``); by default it reads none."""
+        record = self._claim_next(who, ttl)
+        return None if record is None else (record, None)
+
+    def _shares_persistence(self) -> bool:
+        """Whether ``persistence`` keeps its data in this board's ``database``."""
+        database = self.database
+        return (database is not None and self.persistence is not None
+                and self.persistence.database == database)
+
+    def _book_in(self, transaction: Any, record: JobRecord) -> LogBook | None:
+        """The logbook of the job ``record`` claimed, read inside ``transaction`` on this
+        board's database when the board's ``persistence`` shares it
+        (``Persistence.get_logbook_in``); None when it does not, or the job names no book, or
+        the book is gone (whoever runs the job finds that out)."""
+        if record.book_uuid is None or not self._shares_persistence():
+            return None
+        assert self.persistence is not None
+        try:
+            return self.persistence.get_logbook_in(transaction, record.book_uuid)
+        except errors.NotFound:
+            return None
 
     def _consume_and_claim_next(self, job_uuid: str, who: str, fence: int | None,
                                 ttl: float) -> JobRecord | None:

@@ -248,6 +248,22 @@ class Persistence(abc.ABC):
         """
         return self._retry(lambda: self._get_logbook(book_uuid, lazy))
 
+    def get_logbook_in(self, transaction: Any, book_uuid: str) -> LogBook:
+        """The logbook with its flows and atoms, read inside ``transaction``, a transaction
+        someone else opened on this backend's ``database`` (SQL backends: a SQLAlchemy
+        ``Connection``): a board sharing the database reads a job's book in the claim's
+        transaction, so the conductor need not ask for it. Not retried; driver errors are not
+        translated: they belong to the transaction's owner.
+
+        Raises:
+            NotFound: no such logbook.
+            ValueError: this backend has no ``database`` to share.
+        """
+        if self.database is None:
+            raise ValueError(f"{type(self).__name__} cannot read inside another component's "
+                             "transaction (it has no shared database)")
+        return self._get_logbook_in(transaction, book_uuid)
+
     def get_logbooks(self, *, lazy: bool = False) -> Iterator[LogBook]:
         """Every logbook, oldest first."""
         return iter(self._retry(lambda: list(self._get_logbooks(lazy))))
@@ -610,6 +626,11 @@ class Persistence(abc.ABC):
         atoms' updates, the claim's end, then ``then`` (with the transaction's handle). With
         ``fence`` each write is fenced as its single counterpart is; any refusal
         (``FencedOut``, ``NotFound``), or an error from ``then``, writes nothing."""
+
+    def _get_logbook_in(self, transaction: Any, book_uuid: str) -> LogBook:
+        """``get_logbook`` (not lazy) inside ``transaction``; only backends with a
+        ``database`` implement it."""
+        raise NotImplementedError
 
     @abc.abstractmethod
     def _save_logbook(self, book: LogBook) -> None: ...

@@ -62,6 +62,7 @@ from legato.states import JobPriority, JobState
 
 if TYPE_CHECKING:
     from legato.persistence.base import Persistence
+    from legato.persistence.models import LogBook
 
 __all__ = ["PostgresJobBoard", "SQLJobBoard"]
 
@@ -485,6 +486,31 @@ class SQLJobBoard(JobBoard):
         with self._tx(write=True) as conn:
             return self._claim_first(conn, who, ttl, skip)
 
+    def _book_or_none(self, conn: sa.Connection, record: JobRecord) -> LogBook | None:
+        """``_book_in`` after a claim of ``claim_next``; a book that cannot be read (or
+        decoded) does not fail the claim: whoever runs the job reads it again and meets the
+        error where it is handled (a job it cannot run is abandoned, not left claimed)."""
+        try:
+            return self._book_in(conn, record)
+        except Exception as exc:  # whatever it is: the book is just not brought
+            logger.debug("board %r: job %s claimed without its book: %r", self.name,
+                         record.uuid, exc)
+            return None
+
+    def _claim_next_with_book(self, who: str,
+                              ttl: float) -> tuple[JobRecord, LogBook | None] | None:
+        if not self._shares_persistence():
+            return super()._claim_next_with_book(who, ttl)
+        while True:
+            try:
+                with self._tx(write=True) as conn:
+                    record = self._claim_first(conn, who, ttl, set(self._garbage))
+                    if record is None:
+                        return None
+                    return record, self._book_or_none(conn, record)
+            except _Garbage as bad:
+                self._garbage.add(bad.sequence)
+
     def _claim_first(self, conn: sa.Connection, who: str, ttl: float,
                      skip: set[int]) -> JobRecord | None:
         """Claim the first claimable job within the caller's transaction; ``_Garbage`` (which
@@ -706,6 +732,19 @@ class SQLJobBoard(JobBoard):
         return iter(found)
 
 
+#: The columns a claim changes, which the undoing of an undecodable row's claim puts back.
+_UNDONE = ("state", "owner", "fence", "attempts", "lease_expires", "available_at",
+           "last_modified")
+
+
+def _claim_old(first: sa.Select[Any], values: dict[str, Any]) -> sa.Executable:
+    """``UPDATE ... FROM (first row, locked) AS old ... RETURNING`` the claimed row and, as
+    ``old_<column>``, the claimed columns as they were (PostgreSQL)."""
+    old = first.with_only_columns(_J.sequence, *(_J[c] for c in _UNDONE)).subquery("old")
+    return (jobs.update().where(_J.sequence == old.c.sequence).values(**values)
+            .returning(*jobs.c, *(old.c[c].label("old_" + c) for c in _UNDONE)))
+
+
 def _row_values(record: JobRecord) -> dict[str, Any]:
     return {
         "uuid": record.uuid, "name": record.name, "details": json.dumps(record.details),
@@ -748,6 +787,66 @@ class PostgresJobBoard(SQLJobBoard):
 
     def _next_query(self, now: sa.ColumnElement[float], skip: set[int]) -> sa.Select[Any]:
         return super()._next_query(now, skip).with_for_update(skip_locked=True)
+
+    # -- claims: one statement, an undecodable row's claim undone -------------------------
+
+    def _claim_next_once(self, who: str, ttl: float, skip: set[int]) -> JobRecord | None:
+        # One statement (see _claim_first): autocommit saves the BEGIN and COMMIT round trips.
+        with self._tx(write=True, single=True) as conn:
+            return self._claim_first(conn, who, ttl, skip)
+
+    def _claim_next_with_book(self, who: str,
+                              ttl: float) -> tuple[JobRecord, LogBook | None] | None:
+        if not self._shares_persistence():
+            return super()._claim_next_with_book(who, ttl)
+        # The claim, then the book on the same connection: each statement commits on its
+        # own, so a book that cannot be read leaves the claim made.
+        with self._tx(write=True, single=True) as conn:
+            record = self._claim_first(conn, who, ttl, set(self._garbage))
+            return None if record is None else (record, self._book_or_none(conn, record))
+
+    def _claim_first(self, conn: sa.Connection, who: str, ttl: float,
+                     skip: set[int]) -> JobRecord | None:
+        """Claim the first claimable job in one statement that also returns the row as it
+        was. A row that cannot be decoded is put back as it was by a second statement (in the
+        caller's transaction the claim and its undoing cancel out; in autocommit the undoing
+        lands only while that claim holds), set aside, and the next row claimed: it is never
+        run, and never fails the caller's transaction."""
+        while True:
+            statement = (self._claim_old_statement if not skip
+                         else _claim_old(self._next_query(self._statement_now(), skip),
+                                         self._claim_values(sa.bindparam("who"), _TTL,
+                                                            self._statement_now())))
+            row = conn.execute(statement, {"now": self.clock(), "who": who, "ttl": ttl}).first()
+            if row is None:
+                return None
+            try:
+                return self._decode(row)
+            except errors.GarbageRecord as exc:
+                logger.warning("board %r: not claiming job row %s (uuid %r) that cannot be "
+                               "decoded, set aside: %s", self.name, row.sequence, row.uuid, exc)
+            conn.execute(jobs.update().where(_J.sequence == row.sequence, _J.fence == row.fence,
+                                             _J.owner == who)
+                         .values({c: getattr(row, "old_" + c) for c in _UNDONE}))
+            self._garbage.add(row.sequence)
+            skip = skip | {row.sequence}
+
+    @functools.cached_property
+    def _claim_old_statement(self) -> sa.Executable:
+        """``_claim_first``'s statement when no row is set aside, built once."""
+        now = self._statement_now()
+        return _claim_old(self._next_query(now, set()),
+                          self._claim_values(sa.bindparam("who"), _TTL, now))
+
+    def _consume_in_transaction(self, transaction: Any, job_uuid: str, who: str,
+                                fence: int | None, ttl: float | None) -> JobRecord | None:
+        """The consume, then the claim in one statement (``_claim_first``: an undecodable row
+        is put back, never failing the caller's transaction)."""
+        conn: sa.Connection = transaction
+        self._consume_in(conn, job_uuid, who, fence, notify=False)
+        if ttl is None:
+            return None
+        return self._claim_first(conn, who, ttl, set(self._garbage))
 
     def _post_notes(self, delay: float | None) -> tuple[sa.ColumnElement[Any], ...]:
         # The post's own notification, sent with its INSERT (no extra round trip): a waiter

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
@@ -15,9 +16,21 @@ from sqlalchemy.sql.dml import Insert
 
 from legato.persistence.sql.tables import atomdetails, flowdetails, job_history, logbooks
 
-__all__ = ["SQLITE_INSERT_CLAIM", "SQLITE_TAKE_FIRST", "SQLITE_TAKE_NEW_FLOW",
-           "SQLITE_UPDATE_ATOM", "SQLITE_UPDATE_ATOM_FENCED", "SQLITE_UPSERT_ATOM",
-           "SQLITE_UPSERT_CLAIM", "Statements", "sqlite_update_flow"]
+__all__ = [
+    "PG_ROWS",
+    "SQLITE_INSERT_CLAIM",
+    "SQLITE_TAKE_FIRST",
+    "SQLITE_TAKE_NEW_FLOW",
+    "SQLITE_UPDATE_ATOM",
+    "SQLITE_UPDATE_ATOM_FENCED",
+    "SQLITE_UPSERT_ATOM",
+    "SQLITE_UPSERT_CLAIM",
+    "ManyShape",
+    "Statements",
+    "pg_many",
+    "pg_save",
+    "sqlite_update_flow",
+]
 
 
 def _upsert(dialect: str, table: sa.Table, *, keep: tuple[str, ...]) -> Insert:
@@ -289,3 +302,148 @@ class Statements:
             .values(outcome=sa.bindparam("e_outcome"), reason=sa.bindparam("e_reason"),
                     ended_at=sa.bindparam("e_ended_at")),
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class ManyShape:
+    """The shape of one ``update_many`` on PostgreSQL: which writes it makes, with which
+    columns. Equal shapes share one statement (``pg_many``)."""
+
+    #: The flow row's columns written (empty: the flow's row is not written).
+    flow: tuple[str, ...]
+    #: Record the fence first (a take riding on the write): ``f_job``/``f_num``.
+    take: bool
+    #: Fenced by ``f_job``/``f_num``.
+    fenced: bool
+    #: A claim's start inserted (parameters ``s_<column>``).
+    started: bool
+    #: Atom rows upserted (parameters ``u<i>_<column>``), one column tuple each.
+    upserted: tuple[tuple[str, ...], ...]
+    #: Atom rows updated (parameters ``a<i>_<column>``, ``a<i>_b_uuid``), one tuple each.
+    updated: tuple[tuple[str, ...], ...]
+    #: A claim's end upserted (parameters ``e_<column>``).
+    ended: bool
+
+    @property
+    def gated(self) -> bool:
+        """The flow's row is written: every other write lands only if that one did."""
+        return bool(self.flow) or self.take
+
+
+def _typed(prefix: str, table: sa.Table, columns: tuple[str, ...]) -> list[sa.BindParameter[Any]]:
+    return [sa.bindparam(prefix + c, type_=table.c[c].type) for c in columns]
+
+
+def _insert_select(table: sa.Table, rows: list[tuple[str, tuple[str, ...]]],
+                   gate: sa.ColumnElement[bool] | None) -> postgresql.Insert:
+    """``INSERT INTO table SELECT <parameters>`` of ``rows`` (a parameter prefix and the
+    columns of each), landing only where ``gate`` holds."""
+    selects = []
+    for prefix, columns in rows:
+        select = sa.select(*_typed(prefix, table, columns))
+        selects.append(select if gate is None else select.where(gate))
+    source = selects[0] if len(selects) == 1 else sa.union_all(*selects)
+    return postgresql.insert(table).from_select(list(rows[0][1]), source)
+
+
+#: Rows a ``pg_many`` or ``pg_save`` statement writes at most (more: a statement per kind).
+PG_ROWS = 64
+
+
+@functools.lru_cache(maxsize=256)
+def pg_many(shape: ManyShape) -> sa.Select[Any]:
+    """``update_many`` on PostgreSQL as one statement of data-modifying CTEs: the flow's row
+    (with the take when ``shape.take``), the claim's start, the atoms upserted and updated, the
+    claim's end. It returns one row: ``flow`` (rows the flow's write changed, when written)
+    and ``atom<i>`` per updated atom; a 0 is a refusal. When the flow's row is written, every
+    other write is gated on it (``EXISTS`` over its CTE): a refused take or fenced flow write
+    writes nothing at all. The atoms' updates are not gated on one another: a statement with
+    any must run in a transaction that a refusal rolls back."""
+    f_job: sa.BindParameter[str] = sa.bindparam("f_job", type_=flowdetails.c.fence_job.type)
+    f_num: sa.BindParameter[int] = sa.bindparam("f_num", type_=flowdetails.c.fence.type)
+    b_uuid: sa.BindParameter[str] = sa.bindparam("b_uuid", type_=flowdetails.c.uuid.type)
+    counts: list[sa.Label[Any]] = []
+    ctes: list[sa.CTE] = []
+    gate: sa.ColumnElement[bool] | None = None
+    if shape.gated:
+        values: dict[str, Any] = {c: p for c, p in zip(
+            shape.flow, _typed("fl_", flowdetails, shape.flow), strict=True)}
+        where: list[sa.ColumnElement[bool]] = [flowdetails.c.uuid == b_uuid]
+        if shape.take:
+            values.update(fence_job=f_job, fence=f_num)
+            where.append(sa.or_(flowdetails.c.fence_job.is_(None),
+                                sa.and_(flowdetails.c.fence_job == f_job,
+                                        flowdetails.c.fence == f_num)))
+        elif shape.fenced:
+            where += [flowdetails.c.fence_job == f_job, flowdetails.c.fence == f_num]
+        flow = (flowdetails.update().where(*where).values(values)
+                .returning(flowdetails.c.uuid).cte("w_flow"))
+        gate = sa.exists(sa.select(flow.c.uuid))
+        counts.append(_count(flow, "flow"))
+    if shape.started:
+        ctes.append(_insert_select(job_history, [("s_", tuple(_CLAIM_COLUMNS))], gate)
+                    .on_conflict_do_nothing(index_elements=["job_uuid", "fence"])
+                    .cte("w_started"))
+    if shape.upserted:
+        upsert = _insert_select(
+            atomdetails, [(f"u{i}_", c) for i, c in enumerate(shape.upserted)], gate)
+        kept = ("id", "uuid", "flow_uuid")
+        ctes.append(upsert.on_conflict_do_update(
+            index_elements=[atomdetails.c.uuid],
+            set_={c: upsert.excluded[c] for c in shape.upserted[0] if c not in kept})
+            .cte("w_upserted"))
+    for index, columns in enumerate(shape.updated):
+        prefix = f"a{index}_"
+        check: list[sa.ColumnElement[bool]] = [
+            atomdetails.c.uuid == sa.bindparam(prefix + "b_uuid",
+                                               type_=atomdetails.c.uuid.type)]
+        if gate is not None:
+            # The flow's fenced write holds its row: its success is the fence check.
+            check += [atomdetails.c.flow_uuid == b_uuid, gate]
+        elif shape.fenced:
+            check.append(sa.exists(
+                sa.select(sa.literal_column("1"))
+                .where(flowdetails.c.uuid == atomdetails.c.flow_uuid,
+                       flowdetails.c.fence_job == f_job, flowdetails.c.fence == f_num)
+                .with_for_update(read=True)))
+        atom = (atomdetails.update().where(*check)
+                .values(dict(zip(columns, _typed(prefix, atomdetails, columns), strict=True)))
+                .returning(atomdetails.c.uuid).cte(f"w_atom{index}"))
+        counts.append(_count(atom, f"atom{index}"))
+    if shape.ended:
+        upsert = _insert_select(job_history, [("e_", tuple(_CLAIM_COLUMNS))], gate)
+        key = ("job_uuid", "fence")
+        ctes.append(upsert.on_conflict_do_update(
+            index_elements=list(key),
+            set_={c: upsert.excluded[c] for c in _CLAIM_COLUMNS if c not in key})
+            .cte("w_ended"))
+    query = sa.select(*counts) if counts else sa.select(sa.literal(1).label("none"))
+    return query.add_cte(*ctes)
+
+
+def _count(cte: sa.CTE, name: str) -> sa.Label[Any]:
+    return sa.select(sa.func.count()).select_from(cte).scalar_subquery().label(name)
+
+
+def _upsert_cte(table: sa.Table, rows: list[tuple[str, tuple[str, ...]]],
+                keep: tuple[str, ...], name: str) -> sa.CTE:
+    upsert = _insert_select(table, rows, None)
+    return upsert.on_conflict_do_update(
+        index_elements=[table.c.uuid],
+        set_={c: upsert.excluded[c] for c in rows[0][1] if c not in keep}).cte(name)
+
+
+@functools.lru_cache(maxsize=256)
+def pg_save(book: tuple[str, ...], flows: tuple[tuple[str, ...], ...],
+            atoms: tuple[tuple[str, ...], ...]) -> sa.Select[Any]:
+    """``save_logbook`` on PostgreSQL as one statement: the book's upsert (parameters
+    ``b_<column>``), its flows' (``f<i>_<column>``) and their atoms' (``a<i>_<column>``), as
+    data-modifying CTEs (the foreign keys are checked at the statement's end)."""
+    ctes = [_upsert_cte(logbooks, [("b_", book)], ("id", "uuid", "created_at"), "w_book")]
+    if flows:
+        ctes.append(_upsert_cte(flowdetails, [(f"f{i}_", c) for i, c in enumerate(flows)],
+                                ("id", "uuid", "book_uuid", "fence_job", "fence"), "w_flows"))
+    if atoms:
+        ctes.append(_upsert_cte(atomdetails, [(f"a{i}_", c) for i, c in enumerate(atoms)],
+                                ("id", "uuid", "flow_uuid"), "w_atoms"))
+    return sa.select(sa.literal(1).label("saved")).add_cte(*ctes)

@@ -21,6 +21,7 @@ from legato.persistence.sql import _rows
 from legato.persistence.sql._statements import (
     ATOM_PREFIX,
     BOOK_PREFIX,
+    PG_ROWS,
     SQLITE_INSERT_CLAIM,
     SQLITE_TAKE_FIRST,
     SQLITE_TAKE_NEW_FLOW,
@@ -28,7 +29,10 @@ from legato.persistence.sql._statements import (
     SQLITE_UPDATE_ATOM_FENCED,
     SQLITE_UPSERT_ATOM,
     SQLITE_UPSERT_CLAIM,
+    ManyShape,
     Statements,
+    pg_many,
+    pg_save,
     sqlite_update_flow,
 )
 from legato.states import FlowState
@@ -168,9 +172,11 @@ class SQLPersistence(Persistence):
             yield conn
 
     @contextlib.contextmanager
-    def _write(self, what: str) -> Iterator[sa.Connection]:
-        with self._lock, _engine.translate_errors(what, self._where), \
-                self._write_engine.begin() as conn:
+    def _write(self, what: str, *, single: bool = False) -> Iterator[sa.Connection]:
+        """A write transaction. ``single``: one statement on PostgreSQL, which it runs as its
+        own transaction (autocommit: no ``BEGIN``/``COMMIT`` round trips)."""
+        engine = self._read_engine if single else self._write_engine
+        with self._lock, _engine.translate_errors(what, self._where), engine.begin() as conn:
             yield conn
         if self._checkpoint_every:
             self._count_write()
@@ -196,6 +202,19 @@ class SQLPersistence(Persistence):
         flow_rows = [{**_rows.flow_row(fd), "book_uuid": book.uuid} for fd in book.flows.values()]
         atom_rows = [{**_rows.atom_row(ad), "flow_uuid": fd.uuid}
                      for fd in book.flows.values() for ad in fd.atoms.values()]
+        if self._dialect == "postgresql" and len(flow_rows) + len(atom_rows) <= PG_ROWS \
+                and len({tuple(r) for r in flow_rows}) <= 1 \
+                and len({tuple(r) for r in atom_rows}) <= 1:
+            # One statement, run as its own transaction: no BEGIN/COMMIT round trips.
+            params = {"b_" + k: v for k, v in book_row.items()}
+            for prefix, many in (("f", flow_rows), ("a", atom_rows)):
+                for index, row in enumerate(many):
+                    params.update({f"{prefix}{index}_{k}": v for k, v in row.items()})
+            statement = pg_save(tuple(book_row), tuple(tuple(r) for r in flow_rows),
+                                tuple(tuple(r) for r in atom_rows))
+            with self._write("saving a logbook", single=True) as conn:
+                conn.execute(statement, params)
+            return
         with self._write("saving a logbook") as conn:
             conn.execute(self._sql.upsert_book, book_row)
             if flow_rows:
@@ -211,8 +230,14 @@ class SQLPersistence(Persistence):
                 if row is None:
                     raise errors.NotFound(f"no logbook {book_uuid}")
                 return _rows.book_from_row(row)
-            # One round trip, not three: the book, its flows and their atoms, joined.
-            rows = conn.execute(self._sql.select_book_tree, params).mappings().all()
+            return self._book_tree(conn, book_uuid)
+
+    def _get_logbook_in(self, transaction: Any, book_uuid: str) -> LogBook:
+        return self._book_tree(transaction, book_uuid)
+
+    def _book_tree(self, conn: sa.Connection, book_uuid: str) -> LogBook:
+        """The book, its flows and their atoms, in one round trip (joined)."""
+        rows = conn.execute(self._sql.select_book_tree, {"b_uuid": book_uuid}).mappings().all()
         if not rows:
             raise errors.NotFound(f"no logbook {book_uuid}")
         book = _rows.book_from_row(_prefixed(rows[0], BOOK_PREFIX))
@@ -357,7 +382,6 @@ class SQLPersistence(Persistence):
                               f"updating the state of flow {flow_uuid}", fence)
 
     def _update_many(self, writes: FlowWrites, fence: Fence | None) -> None:
-        flow_uuid = writes.flow_uuid
         fenced = {} if fence is None else {"f_job": fence.job, "f_num": fence.number}
         rows = _many_rows(writes, fenced)
         if self._dialect == "sqlite" and writes.then is None:
@@ -365,6 +389,16 @@ class SQLPersistence(Persistence):
             # needs the SQLAlchemy connection they run on.
             self._sqlite_many(writes, fence, fenced, rows)
             return
+        if self._dialect == "postgresql" and _one_statement(writes, rows):
+            self._pg_many(writes, fence, fenced, rows)
+            return
+        self._statements_many(writes, fence, fenced, rows)
+
+    def _statements_many(self, writes: FlowWrites, fence: Fence | None,
+                         fenced: dict[str, Any], rows: _ManyRows) -> None:
+        """``_update_many`` one statement per write, in one transaction (MySQL, and what
+        ``pg_many`` cannot make in one statement)."""
+        flow_uuid = writes.flow_uuid
         flow_row, upserted, atom_rows = rows
         atom_update = self._sql.update_atom if fence is None else self._sql.update_atom_fenced
         what = f"writing flow detail {flow_uuid}"
@@ -390,6 +424,47 @@ class SQLPersistence(Persistence):
                                   f"atom detail {ad.uuid}", f"updating atom {ad.name!r}", fence)
             if writes.ended is not None:
                 conn.execute(self._sql.upsert_claim, _rows.claim_row(writes.ended))
+            if writes.then is not None:
+                writes.then(conn)
+
+    def _pg_many(self, writes: FlowWrites, fence: Fence | None, fenced: dict[str, Any],
+                 rows: _ManyRows) -> None:
+        """``_update_many`` on PostgreSQL: every write in one statement (``pg_many``). Run in
+        autocommit when its writes are all gated on the flow's (nothing else to refuse, nothing
+        to add): one round trip, no ``BEGIN``/``COMMIT``; else in a transaction, which a
+        refusal or ``then`` rolls back."""
+        flow_uuid = writes.flow_uuid
+        flow_row, upserted, atom_rows = rows
+        shape = ManyShape(
+            flow=() if flow_row is None else tuple(flow_row), take=writes.take,
+            fenced=fence is not None, started=writes.take and writes.started is not None,
+            upserted=tuple(tuple(r) for r in upserted),
+            updated=tuple(tuple(c for c in r if c not in _ATOM_KEYS) for _, r in atom_rows),
+            ended=writes.ended is not None)
+        params: dict[str, Any] = {"b_uuid": flow_uuid, **fenced}
+        if flow_row is not None:
+            params.update({"fl_" + k: v for k, v in flow_row.items()})
+        if shape.started:
+            assert writes.started is not None
+            params.update({"s_" + k: v for k, v in _rows.claim_row(writes.started).items()})
+        for index, row in enumerate(upserted):
+            params.update({f"u{index}_{k}": v for k, v in row.items()})
+        for index, (_, row) in enumerate(atom_rows):
+            params.update({f"a{index}_{k}": v for k, v in row.items() if k not in _FENCE_KEYS})
+        if writes.ended is not None:
+            params.update({"e_" + k: v for k, v in _rows.claim_row(writes.ended).items()})
+        single = not atom_rows and writes.then is None
+        with self._write("writing a flow detail's changes", single=single) as conn:
+            changed = conn.execute(pg_many(shape), params).one()._mapping
+            if shape.gated and changed["flow"] == 0:
+                what = (f"taking flow detail {flow_uuid}" if writes.take
+                        else f"writing flow detail {flow_uuid}")
+                self._refused(conn, self._sql.select_flow, flow_uuid,
+                              f"flow detail {flow_uuid}", what, fence)
+            for index, (ad, _) in enumerate(atom_rows):
+                if changed[f"atom{index}"] == 0:
+                    self._refused(conn, self._sql.select_atom, ad.uuid,
+                                  f"atom detail {ad.uuid}", f"updating atom {ad.name!r}", fence)
             if writes.then is not None:
                 writes.then(conn)
 
@@ -578,6 +653,27 @@ def _many_rows(writes: FlowWrites, fenced: dict[str, Any]) -> _ManyRows:
         del row["uuid"]
         atom_rows.append((ad, {**row, "b_uuid": ad.uuid, **fenced}))
     return flow_row, upserted, atom_rows
+
+
+#: Keys of ``_many_rows``' updated atom rows that are no columns.
+_ATOM_KEYS = frozenset({"b_uuid", "f_job", "f_num"})
+_FENCE_KEYS = frozenset({"f_job", "f_num"})
+
+
+def _one_statement(writes: FlowWrites, rows: _ManyRows) -> bool:
+    """Whether ``pg_many`` can make ``writes`` in one statement: a statement's CTEs must not
+    write one row twice (a claim's start and end, an atom both upserted and updated)."""
+    if writes.take and writes.started is not None and writes.ended is not None:
+        return False
+    _, upserted, atom_rows = rows
+    if len(upserted) + len(atom_rows) > PG_ROWS:
+        return False
+    if upserted and atom_rows:
+        updated = {ad.uuid for ad, _ in atom_rows}
+        if any(row["uuid"] in updated for row in upserted):
+            return False
+    # One INSERT ... SELECT takes one column list.
+    return len({tuple(row) for row in upserted}) <= 1
 
 
 def _prefixed(row: Mapping[Any, Any], prefix: str) -> dict[str, Any]:
