@@ -59,8 +59,8 @@ class BlockingConductor(ExecutorConductor):
             board gathers into one request: three on ZooKeeper), for about one short job's
             time each (``CLAIM_AHEAD_HOLD`` at most, then it is released uncounted), and
             ``job_consumed`` for a job (with its reason, e.g. a validation failure's) comes
-            when the following job (or one of the next two or three) ends. ``CLAIM_AHEAD_BELOW`` when None;
-            0 turns claiming ahead off.
+            when the following job (or one of the next two or three) ends.
+            ``CLAIM_AHEAD_BELOW`` when None; 0 turns claiming ahead off.
     """
 
     #: Default maximum number of jobs that can be in progress at the same time.
