@@ -193,6 +193,53 @@ def test_an_async_consume_and_claim_next_is_answered_before_later_calls(
     assert pending.result() == second
 
 
+def test_two_async_consume_and_claim_next_go_out_as_one_transaction(
+        make_board: MakeBoard) -> None:
+    """Two consumes sent without waiting, each claiming the next job, are one ``multi``: it
+    goes out when the second joins it, and each call still gets its own answer."""
+    requests = _Requests()
+    poster, worker, (first, second, third, fourth) = _with_backlog(make_board, 4, requests)
+    held = [worker.claim_next("worker"), worker.claim_next("worker")]
+    assert held == [first, second]
+    requests.reset()
+    pending = [worker.consume_and_claim_next_async(job, "worker") for job in held if job]
+    assert requests.counts["transaction"] == 1
+    assert [p.result() for p in pending] == [third, fourth]
+    assert requests.counts["transaction"] == 1
+    assert set(requests.counts) <= {"transaction", "read"}, requests.counts
+    assert poster.state_of(first) is JobState.COMPLETE
+    assert poster.state_of(second) is JobState.COMPLETE
+    assert poster.find_owner(third) == poster.find_owner(fourth) == "worker"
+
+
+def test_a_gathered_call_is_answered_alone_when_the_other_one_fails(
+        make_board: MakeBoard, zookeeper_url: str) -> None:
+    """When one call's operations fail the ``multi``, the other call's, rolled back with them,
+    are sent again alone: neither claims a job it did not get, and both jobs are consumed."""
+    poster, worker, (first, second, third, fourth) = _with_backlog(make_board, 4)
+    held = [worker.claim_next("worker"), worker.claim_next("worker")]
+    assert held == [first, second] and held[0] is not None
+    # A write behind the board's back: the version it remembers for the first claim is stale.
+    hosts, _, path = zookeeper_url.removeprefix("zookeeper://").partition("/")
+    client = KazooClient(hosts=hosts)
+    client.start(timeout=10)
+    try:
+        claim = f"/{path.split('?', 1)[0]}/claims/"
+        (name,) = [n for n in client.get_children(claim) if held[0].uuid in n]
+        data, _ = client.get(claim + name)
+        client.set(claim + name, data)
+    finally:
+        client.stop()
+        client.close()
+    pending = [worker.consume_and_claim_next_async(job, "worker") for job in held if job]
+    answers = [p.result() for p in pending]
+    assert sorted(j.uuid for j in answers if j) == sorted([third.uuid, fourth.uuid])
+    assert poster.state_of(first) is JobState.COMPLETE
+    assert poster.state_of(second) is JobState.COMPLETE
+    assert poster.find_owner(third) == poster.find_owner(fourth) == "worker"
+    assert poster.job_count == 2
+
+
 def test_the_end_of_a_claim_reaches_other_boards_without_reads(make_board: MakeBoard) -> None:
     """Another board learns from its watch on jobs/, without reading the claim node, that an
     abandoned or released job is free, and claims it first."""

@@ -547,11 +547,18 @@ AHEAD = "consume_and_claim_next_async"
     # a job earlier is read.
     (True, 6, ["claim_next", "claim_next", "claim_next", AHEAD, AHEAD, AHEAD, "read", "read",
                "read", "consume", "consume", "consume"]),
-], ids=["read-then-send", "send-then-read"])
+    # Where the board gathers two sends into one request, three calls stay in flight (the
+    # answer read when a job ends was sent at least a job earlier, although a gathered call
+    # waits for the next one to go out): the pipeline starts with three claims.
+    (2, 8, ["claim_next", "claim_next", "claim_next", "claim_next", AHEAD, AHEAD, AHEAD, AHEAD,
+            "read", "read", "read", "read", "consume", "consume", "consume", "consume"]),
+], ids=["read-then-send", "send-then-read", "send-then-read-gathered"])
 def test_blocking_conductor_claims_ahead_of_short_jobs(
-        persistence: Persistence, pipelined: bool, count: int, calls: list[str]) -> None:
+        persistence: Persistence, pipelined: bool | int, count: int, calls: list[str]) -> None:
     with CountingBoard(persistence=persistence) as board:
-        board.CAPABILITIES = dataclasses.replace(board.CAPABILITIES, pipelined_sends=pipelined)
+        board.CAPABILITIES = dataclasses.replace(
+            board.CAPABILITIES, pipelined_sends=bool(pipelined),
+            gathered_sends=max(1, int(pipelined)))
         jobs = [tc.post_job(board, persistence, tc.steps_flow) for _ in range(count + 2)]
         conductor = BlockingConductor("c", board, persistence, wait_timeout=0.05,
                                       claim_ahead_below=60)

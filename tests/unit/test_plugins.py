@@ -109,10 +109,22 @@ def test_the_boards_capabilities() -> None:
         "PostgresJobBoard": Capabilities(notifications=True),
         "RedisJobBoard": Capabilities(notifications=True, sends_without_waiting=True),
         "ZooKeeperJobBoard": Capabilities(notifications=True, sends_without_waiting=True,
-                                          pipelined_sends=True),
+                                          pipelined_sends=True, gathered_sends=2),
     }
 
 
 def test_pipelined_sends_need_sends_without_waiting() -> None:
     with pytest.raises(ValueError, match="pipelined_sends needs sends_without_waiting"):
         Capabilities(pipelined_sends=True)
+
+
+@pytest.mark.parametrize("gathered", [0, -1, True, 1.5])
+def test_gathered_sends_is_a_positive_count(gathered: object) -> None:
+    with pytest.raises(ValueError, match="gathered_sends must be an int >= 1"):
+        Capabilities(sends_without_waiting=True, pipelined_sends=True,
+                     gathered_sends=gathered)  # type: ignore[arg-type]
+
+
+def test_gathered_sends_need_pipelined_sends() -> None:
+    with pytest.raises(ValueError, match="gathered_sends above 1 needs pipelined_sends"):
+        Capabilities(sends_without_waiting=True, gathered_sends=2)

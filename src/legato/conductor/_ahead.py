@@ -6,8 +6,9 @@ instead of two). On boards that answer later (``Capabilities.sends_without_waiti
 ZooKeeper) it can go further: after a short job, the consume is sent without waiting and claims
 one job *ahead*, and its answer is read when the next job ends, so the board's round trip
 overlaps the next job's run. Where sends are pipelined (``Capabilities.pipelined_sends``: kazoo)
-two such calls are kept in flight. ``ClaimAhead`` is that pipeline; only ``BlockingConductor``
-owns one.
+two such calls are kept in flight, and one more for each further call the board gathers into one
+request (``Capabilities.gathered_sends``: two consumes per ZooKeeper ``multi``). ``ClaimAhead``
+is that pipeline; only ``BlockingConductor`` owns one.
 
 Threads. Everything but ``release_stale`` belongs to the conductor's claim loop: the thread
 that called ``start`` (``run()``'s, which also runs every job). The job handed to the next
@@ -48,10 +49,15 @@ Complete = Callable[["Lease", "Persistence", Outcome, Callable[[], None]], None]
 Claimed = tuple[Job, float]
 
 
-def board_sends(board: JobBoard) -> tuple[bool, bool]:
-    """What the board's sends allow: (answers come later, several calls may be in flight at
-    no extra cost). The one place the pipeline reads the board's capabilities."""
-    return board.CAPABILITIES.sends_without_waiting, board.CAPABILITIES.pipelined_sends
+def board_sends(board: JobBoard) -> tuple[bool, int]:
+    """What the board's sends allow: (answers come later, how many calls to keep in flight).
+    The one place the pipeline reads the board's capabilities: one call, or, where sends are
+    pipelined, two, plus one for each further call gathered into one request (the answer
+    read when a job ends must have been sent a job earlier)."""
+    capabilities = board.CAPABILITIES
+    if not capabilities.pipelined_sends:
+        return capabilities.sends_without_waiting, 1
+    return True, 1 + max(1, capabilities.gathered_sends)
 
 
 class ClaimAhead:
@@ -75,7 +81,7 @@ class ClaimAhead:
     def __init__(self, board: JobBoard, owner: str, *, claim_ttl: float | None, below: float,
                  hold: float, complete: Complete, release: Callable[[Job], None],
                  stopping: threading.Event) -> None:
-        later, pipelined = board_sends(board)
+        later, depth = board_sends(board)
         self._board = board
         self._owner = owner
         self._claim_ttl = claim_ttl
@@ -85,9 +91,8 @@ class ClaimAhead:
         self._complete = complete
         self._release = release
         self._stopping = stopping
-        # Calls kept in flight while a job runs: two where sends are pipelined (the answer
-        # read when a job ends was sent a job earlier), else one.
-        self._depth = 2 if pipelined else 1
+        # Calls kept in flight while a job runs (see ``board_sends``).
+        self._depth = depth
         # Claim loop only: the thread, the next job to dispatch, and how many more jobs may
         # be claimed in this run() (None: no limit).
         self._thread: int | None = None

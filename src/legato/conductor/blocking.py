@@ -55,11 +55,12 @@ class BlockingConductor(ExecutorConductor):
             Redis, ZooKeeper): after a job that took less than this many seconds, the call
             that consumes it also claims the job after next, and its answer is read when the
             next job ends. So the conductor holds one job it has not started yet (two on
-            boards with ``Capabilities.pipelined_sends``), for about one short job's time each
-            (``CLAIM_AHEAD_HOLD`` at most, then it is released uncounted), and
+            boards with ``Capabilities.pipelined_sends``, one more for each further call a
+            board gathers into one request: three on ZooKeeper), for about one short job's
+            time each (``CLAIM_AHEAD_HOLD`` at most, then it is released uncounted), and
             ``job_consumed`` for a job (with its reason, e.g. a validation failure's) comes
-            when the following job (or the one after) ends. ``CLAIM_AHEAD_BELOW`` when None;
-            0 turns claiming ahead off.
+            when the following job (or one of the next two or three) ends.
+            ``CLAIM_AHEAD_BELOW`` when None; 0 turns claiming ahead off.
     """
 
     #: Default maximum number of jobs that can be in progress at the same time.

@@ -513,15 +513,27 @@ class Capabilities:
             first answer is read at no extra cost, and one wake-up of that thread carries both.
             Conductors then send a job's consume before reading the previous one's answer.
             Implies ``sends_without_waiting``.
+        gathered_sends: up to this many ``consume_and_claim_next_async`` calls are gathered
+            into one request to the server (ZooKeeper: one ``multi``), which is written when
+            that many have gathered or when any of their answers is asked for; each call keeps
+            its own answer, and one that fails alone is made alone. Fewer messages per job, at
+            the price of a consume waiting for the next one. Conductors keep that many more
+            calls in flight. More than 1 implies ``pipelined_sends``.
     """
 
     notifications: bool = False
     sends_without_waiting: bool = False
     pipelined_sends: bool = False
+    gathered_sends: int = 1
 
     def __post_init__(self) -> None:
         if self.pipelined_sends and not self.sends_without_waiting:
             raise ValueError("pipelined_sends needs sends_without_waiting")
+        if isinstance(self.gathered_sends, bool) or not isinstance(self.gathered_sends, int) \
+                or self.gathered_sends < 1:
+            raise ValueError(f"gathered_sends must be an int >= 1, not {self.gathered_sends!r}")
+        if self.gathered_sends > 1 and not self.pipelined_sends:
+            raise ValueError("gathered_sends above 1 needs pipelined_sends")
 
 
 class JobBoard(abc.ABC):

@@ -192,9 +192,10 @@ class ZooKeeperJobBoard(JobBoard):
       and each of them reports ``CLAIMS_LOST``. Boards on one client may follow the same path.
     """
 
-    #: kazoo's connection thread writes requests and reads answers (see Capabilities).
+    #: kazoo's connection thread writes requests and reads answers, and two consumes sent
+    #: without waiting (each claiming the next job) go out as one ``multi`` (see Capabilities).
     CAPABILITIES = Capabilities(notifications=True, sends_without_waiting=True,
-                                pipelined_sends=True)
+                                pipelined_sends=True, gathered_sends=2)
 
     def __init__(self, settings: ZooKeeperSettings | None = None, *,
                  kazoo_client: type[Any] | None = None, client: Any = None,
@@ -217,6 +218,7 @@ class ZooKeeperJobBoard(JobBoard):
         super().__init__(**kwargs)
         self.settings = settings
         self._calls = Calls(self.name, settings.hosts, settings.timeout)
+        self._calls.gather = self.CAPABILITIES.gathered_sends
         root = self.settings.path
         self._jobs, self._claims = f"{root}/jobs", f"{root}/claims"
         self._trash_root = f"{root}/trash"
@@ -290,6 +292,8 @@ class ZooKeeperJobBoard(JobBoard):
                 f"{exc!r}") from exc
 
     def _close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._calls.flush()  # consumes gathered and not sent yet (their answers are kept)
         if self._shared is not None:
             self._entities.withdraw()  # the session they would end with goes on
         client, self._calls.client = self._calls.client, None
@@ -617,13 +621,14 @@ class ZooKeeperJobBoard(JobBoard):
                       job_data=encode_job(record), job_version=job_version,
                       stale=claim[1] if claim is not None else None, cached=cached)
 
-    def _send_claim(self, prepared: Claim, ops: Callable[[Any], None]) -> Any:
-        """Send a transaction that includes ``prepared``'s operations, telling the index that
-        the change to the job node it makes is this board's own; ``_claim_outcome`` must
-        follow (it ends the ``writing`` begun here)."""
+    def _send_claim(self, prepared: Claim, ops: Callable[[Any], None], *,
+                    gather: bool = False) -> Any:
+        """Send a transaction that includes ``prepared``'s operations (gathered with others:
+        ``Calls.send``), telling the index that the change to the job node it makes is this
+        board's own; ``_claim_outcome`` must follow (it ends the ``writing`` begun here)."""
         self._index.writing(prepared.name)
         try:
-            return self._calls.send(ops)
+            return self._calls.send(ops, gather=gather)
         except BaseException:
             self._written(prepared.name)
             raise
@@ -696,7 +701,7 @@ class ZooKeeperJobBoard(JobBoard):
         other claims pass it over. A claim this board does not remember is consumed (and the
         next job claimed) at once."""
         try:
-            sent = self._send_consume(job_uuid, who, fence, ttl)
+            sent = self._send_consume(job_uuid, who, fence, ttl, gather=True)
         except Exception as exc:  # reported by result(), as every board error is
             return Pending.failed(exc)
         if sent is None:
@@ -708,10 +713,11 @@ class ZooKeeperJobBoard(JobBoard):
                             ttl: float) -> JobRecord | None:
         return super()._consume_and_claim_next(job_uuid, who, fence, ttl)
 
-    def _send_consume(self, job_uuid: str, who: str, fence: int | None,
-                      ttl: float) -> Consuming | None:
+    def _send_consume(self, job_uuid: str, who: str, fence: int | None, ttl: float, *,
+                      gather: bool = False) -> Consuming | None:
         """Send the consume of a claim this board remembers, with the claim of the next job
-        when its data is known; None when the claim is not remembered."""
+        when its data is known (``gather``: in the transaction gathering such calls, see
+        ``Calls``); None when the claim is not remembered."""
         held = (None if self._orphans or not self._index.synced
                 else self._remembered(job_uuid, who, fence))
         if held is None:
@@ -725,11 +731,12 @@ class ZooKeeperJobBoard(JobBoard):
             if prepared is None and name is not None:
                 self._index.release(name)  # stays reserved only if claimed with the consume
         if prepared is None:
-            pending = self._calls.send(functools.partial(self._consume_ops, held=held))
+            pending = self._calls.send(functools.partial(self._consume_ops, held=held),
+                                       gather=gather)
         else:
             try:
                 pending = self._send_claim(prepared, functools.partial(
-                    self._consume_and_claim_ops, held=held, prepared=prepared))
+                    self._consume_and_claim_ops, held=held, prepared=prepared), gather=gather)
             except BaseException:
                 self._index.release(prepared.name)
                 raise
