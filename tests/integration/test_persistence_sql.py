@@ -3,6 +3,7 @@ checked with raw SQL, and outages through a TCP proxy."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import socket
 import sqlite3
@@ -536,18 +537,9 @@ def test_postgres_first_write_is_one_statement_without_begin_or_commit(
         flow.add(TaskDetail("task", state=AtomState.RUNNING))
         claim = Claim(job_uuid="job-1", fence=1, owner="me", claimed_at=utcnow(), job_name="job",
                       book_uuid=book.uuid, flow_uuid=flow.uuid)
-        seen: list[tuple[str, bool]] = []
-
-        def executed(conn: sa.Connection, *args: object) -> None:
-            autocommit = conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
-            seen.append((str(args[1]).split(None, 1)[0], autocommit))
-
-        sa.event.listen(sa.Engine, "before_cursor_execute", executed)
-        try:
+        with _statements_seen() as seen:
             backend.update_many(FlowWrites(flow.uuid, flow=flow, take=True, started=claim),
                                 fence=Fence("job-1", 1))
-        finally:
-            sa.event.remove(sa.Engine, "before_cursor_execute", executed)
         assert seen == [("WITH", True)]
         read = backend.get_flow_details(flow.uuid)
         assert read.state is FlowState.RUNNING and [a.name for a in read] == ["task"]
@@ -585,17 +577,8 @@ def test_postgres_save_logbook_is_one_statement_without_begin_or_commit(
         book.add(flow)
         for index in range(atoms):
             flow.add(TaskDetail(f"task-{index}", state=AtomState.PENDING))
-        seen: list[tuple[str, bool]] = []
-
-        def executed(conn: sa.Connection, *args: object) -> None:
-            autocommit = conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
-            seen.append((str(args[1]).split(None, 1)[0], autocommit))
-
-        sa.event.listen(sa.Engine, "before_cursor_execute", executed)
-        try:
+        with _statements_seen() as seen:
             backend.save_logbook(book)
-        finally:
-            sa.event.remove(sa.Engine, "before_cursor_execute", executed)
         if atoms == 2:
             assert seen == [("WITH", True)]
         else:
@@ -607,3 +590,19 @@ def test_postgres_save_logbook_is_one_statement_without_begin_or_commit(
         assert len(list(read)) == atoms
     finally:
         backend.close()
+
+
+@contextlib.contextmanager
+def _statements_seen() -> Iterator[list[tuple[str, bool]]]:
+    """Each statement sent meanwhile: its first word, and whether it ran in autocommit."""
+    seen: list[tuple[str, bool]] = []
+
+    def executed(conn: sa.Connection, *args: object) -> None:
+        autocommit = conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+        seen.append((str(args[1]).split(None, 1)[0], autocommit))
+
+    sa.event.listen(sa.Engine, "before_cursor_execute", executed)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(sa.Engine, "before_cursor_execute", executed)

@@ -143,41 +143,35 @@ def test_graph_explicit_link_and_cycle() -> None:
     assert _names(flow) == ["b", "a"]
 
 
+class _NeedsY(Task):
+    def execute(self, y: int) -> int:
+        return y
+
+
+class _NeedsX(Task):
+    def execute(self, x: int) -> int:
+        return x
+
+
 def test_graph_cycle_through_inference() -> None:
-    class P(Task):
-        def execute(self, y: int) -> int:
-            return y
-
-    class Q(Task):
-        def execute(self, x: int) -> int:
-            return x
-
     with pytest.raises(errors.DependencyFailure, match="cycle"):
-        GraphFlow("g").add(P("p", provides="x"), Q("q", provides="y"))
+        GraphFlow("g").add(_NeedsY("p", provides="x"), _NeedsX("q", provides="y"))
     # A subflow changed after it was added can still close a cycle: the compiler finds it.
     sub = LinearFlow("sub")
-    flow = GraphFlow("g").add(P("p", provides="x"), sub)
-    sub.add(Q("q", provides="y"))
+    flow = GraphFlow("g").add(_NeedsY("p", provides="x"), sub)
+    sub.add(_NeedsX("q", provides="y"))
     with pytest.raises(errors.DependencyFailure, match="cycle"):
         compile_flow(flow)
 
 
 def test_graph_refused_add_leaves_the_flow_usable() -> None:
-    class P(Task):
-        def execute(self, y: int) -> int:
-            return y
-
-    class Q(Task):
-        def execute(self, x: int) -> int:
-            return x
-
-    flow = GraphFlow("g").add(P("p", provides="x"))
+    flow = GraphFlow("g").add(_NeedsY("p", provides="x"))
     with pytest.raises(errors.DependencyFailure, match=r"adding 'q'.*cycle among 'p', 'q'"):
-        flow.add(Q("q", provides="y"))
+        flow.add(_NeedsX("q", provides="y"))
     assert _names(flow) == ["p"]
     # What the refused child provided and needed is forgotten: a consumer of x still runs
     # after p, and a provider of y may now be added.
-    flow.add(Q("q2", provides="z"), Add("y-maker", provides="y"))
+    flow.add(_NeedsX("q2", provides="z"), Add("y-maker", provides="y"))
     assert _names(flow) == ["y-maker", "p", "q2"]
     with pytest.raises(errors.DependencyFailure, match="cycle"):
         flow.link(flow.children[0], flow.children[2])  # p before y-maker: p needs y

@@ -204,8 +204,7 @@ def load_flow_detail(job: Job, persistence: Persistence) -> FlowDetail:
     flow_uuid = _job_flow_uuid(job)
     assert job.book_uuid is not None
     book = job.loaded_book
-    if book is not None and persistence.database is not None \
-            and persistence.database == job.board.database:
+    if book is not None and job.board.shares_database(persistence):
         # Read with the claim, in its transaction, from this very database.
         return _choose(book.uuid, list(book.flows.values()), flow_uuid)
     try:

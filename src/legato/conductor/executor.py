@@ -572,7 +572,7 @@ class ExecutorConductor(Conductor):
         if job.attempts > self._max_attempts:
             return _job.exhausted(Tally.of(job.reason))
         history = self._history_of(lease)
-        if self._shares_database(persistence):
+        if self._jobboard.shares_database(persistence):
             history.joined = self._joined_consume(lease)
         try:
             engine = self._build_engine(job, persistence, lost=lease.lost, history=history)
@@ -596,12 +596,6 @@ class ExecutorConductor(Conductor):
             return Outcome(Action.ABANDON, f"cannot build the engine: {exc!r}",
                            cause=Cause.FAILED)
         return self._drive(lease, engine)
-
-    def _shares_database(self, persistence: Persistence) -> bool:
-        """Whether the board and the persistence keep their data in one database, so a job's
-        consume can ride in the transaction that records its flow's end."""
-        database = persistence.database
-        return database is not None and database == self._jobboard.database
 
     def _joined_consume(self, lease: Lease) -> JoinedConsume:
         """The consume of ``lease``'s job to run with its flow's SUCCESS (``_joined``)."""

@@ -1205,11 +1205,17 @@ class JobBoard(abc.ABC):
         record = self._claim_next(who, ttl)
         return None if record is None else (record, None)
 
-    def _shares_persistence(self) -> bool:
-        """Whether ``persistence`` keeps its data in this board's ``database``."""
+    def shares_database(self, persistence: Persistence | None) -> bool:
+        """Whether ``persistence`` keeps its data in this board's ``database``, so one
+        transaction can hold the board's and the persistence's writes (``consume_in``) and a
+        claim can bring the job's logbook (``Job.loaded_book``)."""
         database = self.database
-        return (database is not None and self.persistence is not None
-                and self.persistence.database == database)
+        return (database is not None and persistence is not None
+                and persistence.database == database)
+
+    def _shares_persistence(self) -> bool:
+        """Whether the board's own ``persistence`` shares its database."""
+        return self.shares_database(self.persistence)
 
     def _book_in(self, transaction: Any, record: JobRecord) -> LogBook | None:
         """The logbook of the job ``record`` claimed, read inside ``transaction`` on this

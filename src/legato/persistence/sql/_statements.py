@@ -385,13 +385,8 @@ def pg_many(shape: ManyShape) -> sa.Select[Any]:
                     .on_conflict_do_nothing(index_elements=["job_uuid", "fence"])
                     .cte("w_started"))
     if shape.upserted:
-        upsert = _insert_select(
-            atomdetails, [(f"u{i}_", c) for i, c in enumerate(shape.upserted)], gate)
-        kept = ("id", "uuid", "flow_uuid")
-        ctes.append(upsert.on_conflict_do_update(
-            index_elements=[atomdetails.c.uuid],
-            set_={c: upsert.excluded[c] for c in shape.upserted[0] if c not in kept})
-            .cte("w_upserted"))
+        ctes.append(_upsert_cte(atomdetails, [(f"u{i}_", c) for i, c in enumerate(shape.upserted)],
+                                ("id", "uuid", "flow_uuid"), "w_upserted", gate=gate))
     for index, columns in enumerate(shape.updated):
         prefix = f"a{index}_"
         check: list[sa.ColumnElement[bool]] = [
@@ -411,12 +406,9 @@ def pg_many(shape: ManyShape) -> sa.Select[Any]:
                 .returning(atomdetails.c.uuid).cte(f"w_atom{index}"))
         counts.append(_count(atom, f"atom{index}"))
     if shape.ended:
-        upsert = _insert_select(job_history, [("e_", tuple(_CLAIM_COLUMNS))], gate)
         key = ("job_uuid", "fence")
-        ctes.append(upsert.on_conflict_do_update(
-            index_elements=list(key),
-            set_={c: upsert.excluded[c] for c in _CLAIM_COLUMNS if c not in key})
-            .cte("w_ended"))
+        ctes.append(_upsert_cte(job_history, [("e_", tuple(_CLAIM_COLUMNS))], key, "w_ended",
+                                gate=gate, key=key))
     query = sa.select(*counts) if counts else sa.select(sa.literal(1).label("none"))
     return query.add_cte(*ctes)
 
@@ -426,10 +418,14 @@ def _count(cte: sa.CTE, name: str) -> sa.Label[Any]:
 
 
 def _upsert_cte(table: sa.Table, rows: list[tuple[str, tuple[str, ...]]],
-                keep: tuple[str, ...], name: str) -> sa.CTE:
-    upsert = _insert_select(table, rows, None)
+                keep: tuple[str, ...], name: str, *,
+                gate: sa.ColumnElement[bool] | None = None,
+                key: tuple[str, ...] = ("uuid",)) -> sa.CTE:
+    """``rows`` (see ``_insert_select``) inserted, or updated on a conflict over ``key``,
+    leaving the columns ``keep`` as they were; landing only where ``gate`` holds."""
+    upsert = _insert_select(table, rows, gate)
     return upsert.on_conflict_do_update(
-        index_elements=[table.c.uuid],
+        index_elements=list(key),
         set_={c: upsert.excluded[c] for c in rows[0][1] if c not in keep}).cte(name)
 
 
