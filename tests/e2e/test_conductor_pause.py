@@ -1,7 +1,9 @@
 """A conductor process is paused (SIGSTOP: a GC or VM pause) while it runs a step, for longer
-than its ZooKeeper session lasts; another conductor takes the job over and finishes it. Once the
-paused one resumes (SIGCONT) it must start no further step of that job, and its call finishing
-the job must be refused."""
+than its claim can last (its ZooKeeper session; on PostgreSQL, its lease); another conductor
+takes the job over and finishes it. Once the paused one resumes (SIGCONT) it must start no
+further step of that job, and its call finishing the job must be refused. On PostgreSQL the
+board and the persistence share one database, so the claim, the writes and the consume are the
+one-statement and joined paths."""
 
 from __future__ import annotations
 
@@ -25,12 +27,12 @@ pytestmark = pytest.mark.slow
 
 
 def _conductor(board_url: str, persistence_url: str, name: str,
-               stderr: Path) -> subprocess.Popen[bytes]:
-    # A 30 s TTL: what the conductor trusts must still end with the 4 s session.
+               stderr: Path, ttl: float = 30.0) -> subprocess.Popen[bytes]:
+    # On ZooKeeper a 30 s TTL: what the conductor trusts must still end with the 4 s session.
     with stderr.open("wb") as err:
         return subprocess.Popen(
             [sys.executable, "-m", "legato.testing.conductor", board_url, persistence_url,
-             "--ttl", "30", "--name", name], stdout=subprocess.DEVNULL, stderr=err)
+             "--ttl", f"{ttl:g}", "--name", name], stdout=subprocess.DEVNULL, stderr=err)
 
 
 def _lines(log: Path) -> list[list[str]]:
@@ -45,8 +47,19 @@ def _refused(stderr: Path) -> bool:
 @pytest.mark.parametrize("paused_at", [1, STEPS - 1], ids=["mid-flow", "last-step"])
 def test_paused_conductor_runs_no_further_step(zookeeper_url: str, tmp_path: Path,
                                                paused_at: int) -> None:
-    board_url = f"{zookeeper_url}?session_timeout={SESSION_TIMEOUT:g}"
-    persistence_url = f"sqlite:///{tmp_path / 'flows.db'}"
+    _pause_and_take_over(f"{zookeeper_url}?session_timeout={SESSION_TIMEOUT:g}",
+                         f"sqlite:///{tmp_path / 'flows.db'}", tmp_path, paused_at, ttl=30.0)
+
+
+@pytest.mark.parametrize("paused_at", [1, STEPS - 1], ids=["mid-flow", "last-step"])
+def test_paused_conductor_runs_no_further_step_postgres(postgres_url: str, tmp_path: Path,
+                                                        paused_at: int) -> None:
+    # Board and persistence on one URL; a 3 s lease lapses while the process is stopped.
+    _pause_and_take_over(postgres_url, postgres_url, tmp_path, paused_at, ttl=3.0)
+
+
+def _pause_and_take_over(board_url: str, persistence_url: str, tmp_path: Path, paused_at: int,
+                         *, ttl: float) -> None:
     log = tmp_path / "side-effects.log"
     persistence = lp.connect(persistence_url)
     persistence.upgrade()
@@ -56,13 +69,14 @@ def test_paused_conductor_runs_no_further_step(zookeeper_url: str, tmp_path: Pat
             tc.post_job(board, persistence, tc.side_effect_flow, name="paused",
                         kwargs={"steps": STEPS, "label": "paused", "log_path": str(log),
                                 "pause": 1.5})
-            old = _conductor(board_url, persistence_url, "old", tmp_path / "old.err")
+            old = _conductor(board_url, persistence_url, "old", tmp_path / "old.err", ttl)
             procs.append(old)
             pid = str(old.pid)
             assert until(lambda: ["start", "paused", str(paused_at), pid] in
                          [line[:4] for line in _lines(log)], 60), "the step never started"
             old.send_signal(signal.SIGSTOP)
-            procs.append(_conductor(board_url, persistence_url, "new", tmp_path / "new.err"))
+            procs.append(_conductor(board_url, persistence_url, "new", tmp_path / "new.err",
+                                    ttl))
             assert until(lambda: board.job_count == 0, 60), "the job was never finished"
             resumed_at = len(_lines(log))
             old.send_signal(signal.SIGCONT)
