@@ -234,6 +234,11 @@ class ZooKeeperJobBoard(JobBoard):
         # Claims whose reply a lost connection swallowed: (job node name, fence). Released on
         # reconnection if they were made, since nobody holds their fenced Job.
         self._orphans: list[tuple[str, int]] = []
+        # Abandons and releases this board made whose outcome the index has not recorded yet
+        # (it is recorded after the events read so far: ``_written``). A claim waits for them,
+        # so a job this board just handed back keeps its place in claim order for it too.
+        self._unsettled = 0
+        self._unsettled_lock = threading.Lock()
         # Fires once the connection has been suspended for as long as the session can last.
         self._suspension: threading.Timer | None = None
         self._ended = False  # the session ended (LOST) and no new one began yet
@@ -563,6 +568,8 @@ class ZooKeeperJobBoard(JobBoard):
         if self._orphans:
             self._release_orphans()
         self._follower.ensure_synced()
+        if self._unsettled:
+            self._follower.wait_for_events()  # this board's own abandons are in the index
         claimed = self._claim_first(who, ttl)
         if claimed is None:
             # Jobs posted (or claims ended) elsewhere whose events have not come yet.
@@ -646,16 +653,25 @@ class ZooKeeperJobBoard(JobBoard):
                                             float(prepared.claim["expires_at"]))
             self._written(prepared.name, claimed)
 
-    def _written(self, name: str, outcome: Callable[[], None] | None = None) -> None:
+    def _written(self, name: str, outcome: Callable[[], None] | None = None, *,
+                 unclaim: bool = False) -> None:
         """This board's write to the job node ``name`` is over: once the events read so far
         (its own among them) are handled, record its ``outcome`` in the index and read the
         claim node if that left it unknown."""
         def done() -> None:
-            if outcome is not None:
-                outcome()
-            if self._index.written(name):
-                self._follower.read_claim_async(name)
+            try:
+                if outcome is not None:
+                    outcome()
+                if self._index.written(name):
+                    self._follower.read_claim_async(name)
+            finally:
+                if unclaim:
+                    with self._unsettled_lock:
+                        self._unsettled -= 1
 
+        if unclaim:
+            with self._unsettled_lock:
+                self._unsettled += 1
         self._follower.after_events(done)
 
     def _claim_committed(self, prepared: Claim, job_stat: Any) -> JobRecord:
@@ -1051,7 +1067,7 @@ class ZooKeeperJobBoard(JobBoard):
             outcome = functools.partial(self._index.unclaimed, held.name, available_at,
                                         (written[0], int(results[1].version)))
         finally:
-            self._written(name, outcome)
+            self._written(name, outcome, unclaim=True)
 
     def _trash(self, job_uuid: str, who: str, fence: int | None, reason: str | None) -> None:
         now = self.clock()

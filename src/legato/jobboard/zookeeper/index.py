@@ -301,6 +301,7 @@ class Index:
             entry.claimed, entry.expires = True, expires
             if seen is None:
                 entry.data = None  # the claim rewrote the job node
+                self._own_change(entry)
             self._changed()
 
     def reading(self, names: list[str]) -> list[str]:
@@ -334,7 +335,14 @@ class Index:
             if entry is not None:
                 entry.claim_ended()
                 entry.not_before, entry.data = available_at, node
+                self._own_change(entry)
             self._changed()
+
+    def _own_change(self, entry: Entry) -> None:
+        """This process changed the job just now (lock held): a read sent before (its token
+        is older) no longer tells the truth about it and is ignored when it lands."""
+        self._seq += 1
+        entry.touched = self._seq
 
     def delayed(self, name: str, available_at: float, *, seen: int) -> None:
         """A read with token ``seen`` found the job delayed until ``available_at``."""
