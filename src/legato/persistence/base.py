@@ -143,6 +143,13 @@ class FlowWrites:
     then: Callable[[Any], None] | None = None
 
 
+def _state_of(writes: FlowWrites) -> FlowState | None:
+    """The flow state ``writes`` records, if any."""
+    if writes.state is not None:
+        return writes.state
+    return writes.flow.state if writes.flow is not None else None
+
+
 class ClaimEnding(Protocol):
     """What a conductor gives ``take_flow(..., ending=)``: the claim's end to write with the
     flow's end state, when that state already tells how the claim ends."""
@@ -369,21 +376,24 @@ class Persistence(abc.ABC):
         if not checked:
             for atom_detail in writes.atoms:
                 check_atom_json(atom_detail)
-        self._write_riding(writes, fence)
-
-    def _write_riding(self, writes: FlowWrites, fence: Fence | None) -> None:
-        """``update_many`` with what rides on this claim's writes of the flow, if anything."""
         # Read without the lock (one dict lookup is atomic); only this claim's own thread
         # adds or drops its riders.
         riders = self._riders.get((writes.flow_uuid, fence)) if fence is not None else None
-        state = writes.state if writes.state is not None else (
-            writes.flow.state if writes.flow is not None else None)
         if riders is None or not (riders.take or (riders.ending is not None and (
-                writes.ended is not None or state in _END_STATES))):
+                writes.ended is not None or _state_of(writes) in _END_STATES))):
             # Nothing rides on this write (most of a run's writes: an atom's end and the
             # next one's start): written as given.
             self._retry(self._update_many, writes, fence)
             return
+        self._write_riding(writes, fence)
+
+    def _write_riding(self, writes: FlowWrites, fence: Fence | None) -> None:
+        """``update_many`` with what rides on this claim's writes of the flow, if anything."""
+        riders = self._riders.get((writes.flow_uuid, fence)) if fence is not None else None
+        if riders is None:
+            self._retry(self._update_many, writes, fence)
+            return
+        state = _state_of(writes)
         ended, then = writes.ended, writes.then
         if riders.ending is not None and ended is None and state in _END_STATES:
             assert state is not None
