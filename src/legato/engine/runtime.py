@@ -36,6 +36,10 @@ _DONE = (AtomState.SUCCESS, AtomState.IGNORE)
 _TO_REVERT = frozenset({AtomState.SUCCESS, AtomState.FAILURE, AtomState.REVERTING,
                         AtomState.REVERT_FAILURE, AtomState.RUNNING, AtomState.RETRYING})
 _EXECUTE, _REVERT = "execute", "revert"
+#: The end states' names, as an ``atom_timer`` gets them (an enum's ``value`` is a property).
+_ENDED_SUCCESS, _ENDED_FAILURE = AtomState.SUCCESS.value, AtomState.FAILURE.value
+_ENDED_REVERTED, _ENDED_REVERT_FAILURE = (AtomState.REVERTED.value,
+                                          AtomState.REVERT_FAILURE.value)
 
 
 class RunContext(NamedTuple):
@@ -246,7 +250,7 @@ class Runtime:
         except errors.SerializationError:
             ad.state, ad.results = old, previous  # never keep what could not be stored
             raise
-        self._timed(ad, AtomState.SUCCESS)
+        self._timed(ad, _ENDED_SUCCESS)
         self.values[ca.index] = value
         waiting = self.waiting
         for succ in ca.succs:
@@ -266,7 +270,7 @@ class Runtime:
         ad.results = ad.results if ca.is_retry else None
         ad.failure = failure.to_dict()
         self.storage.save(ad)
-        self._timed(ad, AtomState.FAILURE)
+        self._timed(ad, _ENDED_FAILURE)
         self.failures[ca.index] = failure
         self.context.emit_atom(ad, old, failure=failure)
 
@@ -469,12 +473,13 @@ class Runtime:
             if began is not None:
                 ad.meta[key] = time.perf_counter() - began
 
-    def _timed(self, ad: AtomDetail, state: AtomState) -> None:
-        """``ad``'s end ``state`` is recorded: its call is over (tell the ``atom_timer``)."""
+    def _timed(self, ad: AtomDetail, state: str) -> None:
+        """``ad``'s end ``state`` (its name) is recorded: its call is over (tell the
+        ``atom_timer``)."""
         if self._began is not None:
             began = self._began.pop(ad.uuid, None)
             if began is not None and self._timer is not None:
-                self._timer(state.value, time.perf_counter() - began)
+                self._timer(state, time.perf_counter() - began)
 
     def _kwargs_for_revert(self, ca: CompiledAtom) -> dict[str, Any]:
         try:
@@ -509,7 +514,7 @@ class Runtime:
             ad.revert_failure = None
             try:
                 self.storage.save(ad)
-                self._timed(ad, AtomState.REVERTED)
+                self._timed(ad, _ENDED_REVERTED)
                 self.context.emit_atom(ad, old, result=value)
                 return
             except errors.SerializationError as exc:
@@ -519,7 +524,7 @@ class Runtime:
         ad.revert_results = None
         ad.revert_failure = failure.to_dict()
         self.storage.save(ad)
-        self._timed(ad, AtomState.REVERT_FAILURE)
+        self._timed(ad, _ENDED_REVERT_FAILURE)
         self.revert_failures[self.compiled.by_name[ad.name].index] = failure
         self.context.emit_atom(ad, old, failure=failure)
 

@@ -106,7 +106,9 @@ class Storage:
     def flush(self) -> None:
         """Write what is due: atom details created by ``ensure_atoms(write=False)`` and
         deferred changes, if any, in one transaction."""
-        self._write(None, None)
+        if (self._unsaved is not None or self._due_atoms or self._due_state is not None
+                or self._then):  # mostly nothing is: the engine flushes before each wait
+            self._write(None, None)
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -180,25 +182,8 @@ class Storage:
         if atom_detail is not None:
             atoms[atom_detail.uuid] = atom_detail
         state = state if state is not None else due_state
-        unsaved = self._unsaved
-        persistence, fence = self.persistence, self.fence
         try:
-            if unsaved is None and state is None and len(atoms) == 1:
-                persistence.update_atom_details(next(iter(atoms.values())), fence=fence)
-            elif unsaved is not None and not atoms:
-                if state is not None:
-                    unsaved.state = state
-                persistence.update_flow_details(unsaved, fence=fence)
-            elif unsaved is None and not atoms and state is not None:
-                persistence.update_flow_state(self.flow_detail.uuid, state, fence=fence)
-            elif unsaved is not None or atoms or state is not None:
-                if unsaved is not None and state is not None:
-                    unsaved.state = state
-                persistence.update_many(FlowWrites(
-                    self.flow_detail.uuid, flow=unsaved,
-                    state=state if unsaved is None else None,
-                    atoms=[ad for ad in atoms.values()
-                           if unsaved is None or ad.uuid not in unsaved.atoms]), fence=fence)
+            self._send(atoms, state, atom_detail)
         except BaseException:
             with self._lock:  # not written: still due (an engine resumed may write it)
                 atoms.update(self._due_atoms)
@@ -212,6 +197,32 @@ class Storage:
         self._unsaved = None
         for call in then:
             call()
+
+    def _send(self, atoms: dict[str, AtomDetail], state: FlowState | None,
+              unchecked: AtomDetail | None) -> None:
+        """Write ``atoms`` (all checked with ``check_atom_json`` when they were deferred, but
+        ``unchecked``), ``state`` and the unsaved atom details, if any, in one call."""
+        unsaved = self._unsaved
+        persistence, fence = self.persistence, self.fence
+        if unsaved is None and state is None and len(atoms) == 1:
+            persistence.update_atom_details(next(iter(atoms.values())), fence=fence)
+        elif unsaved is not None and not atoms:
+            if state is not None:
+                unsaved.state = state
+            persistence.update_flow_details(unsaved, fence=fence)
+        elif unsaved is None and not atoms and state is not None:
+            persistence.update_flow_state(self.flow_detail.uuid, state, fence=fence)
+        elif unsaved is not None or atoms or state is not None:
+            if unchecked is not None:
+                check_atom_json(unchecked)
+            if unsaved is not None and state is not None:
+                unsaved.state = state
+            persistence.update_many(FlowWrites(
+                self.flow_detail.uuid, flow=unsaved,
+                state=state if unsaved is None else None,
+                atoms=[ad for ad in atoms.values()
+                       if unsaved is None or ad.uuid not in unsaved.atoms]),
+                fence=fence, checked=True)
 
     # -- TaskFlow's writes: each applied to a copy, written, and kept only once written ------
 

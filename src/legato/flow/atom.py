@@ -25,20 +25,19 @@ __all__ = ["Atom", "accepted_kwargs", "extract_result"]
 WHOLE: Any = None
 
 
-def _signature_args(fn: Callable[..., Any], skip: Iterable[str]) -> tuple[list[tuple[str, bool]],
-                                                                          bool]:
-    """Return ``[(name, has_default)]`` for the named parameters of ``fn`` and whether it takes
-    ``**kwargs``."""
+def _signature_args(fn: Callable[..., Any], skip: tuple[str, ...],
+                    ) -> tuple[tuple[tuple[str, bool], ...], bool]:
+    """Return ``((name, has_default), ...)`` for the named parameters of ``fn`` and whether it
+    takes ``**kwargs``."""
     # Bound methods are new objects on each access: cache by the underlying function.
     target = getattr(fn, "__func__", fn)
-    bound = target is not fn
     try:
-        params, var_kw = _cached_signature(target, tuple(skip))
+        params, var_kw = _cached_signature(target, skip)
     except TypeError:  # unhashable callable
-        params, var_kw = _uncached_signature(target, tuple(skip))
-    if bound and params and params[0][0] in ("self", "cls"):
+        params, var_kw = _uncached_signature(target, skip)
+    if target is not fn and params and params[0][0] in ("self", "cls"):
         params = params[1:]
-    return list(params), var_kw
+    return params, var_kw
 
 
 @functools.lru_cache(maxsize=1024)

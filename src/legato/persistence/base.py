@@ -88,12 +88,20 @@ def _check_json(value: Any, what: str, owner: str) -> None:
             f"{what} {owner!r} is not JSON-serialisable: {exc}") from exc
 
 
+#: Values that are always JSON (exact types: a float may be NaN, a subclass may encode as
+#: anything).
+_PLAIN = frozenset({type(None), str, int, bool})
+
 _ATOM_JSON_FIELDS = ("results", "revert_results", "meta", "failure", "revert_failure")
 
 
 def check_atom_json(atom_detail: AtomDetail) -> None:
     """Raise ``SerializationError`` naming the atom (and the field) if a value is not JSON."""
     ad = atom_detail
+    if (type(ad.results) in _PLAIN and not ad.meta and type(ad.meta) is dict
+            and ad.failure is None
+            and ad.revert_results is None and ad.revert_failure is None):
+        return  # nothing to encode: a started atom, or one whose result is a plain scalar
     try:  # one encoding for the common case; field by field only to explain a failure
         _STRICT_JSON.encode([ad.results, ad.revert_results, ad.meta, ad.failure,
                              ad.revert_failure])
@@ -133,6 +141,13 @@ class FlowWrites:
     started: Claim | None = None
     ended: Claim | None = None
     then: Callable[[Any], None] | None = None
+
+
+def _state_of(writes: FlowWrites) -> FlowState | None:
+    """The flow state ``writes`` records, if any."""
+    if writes.state is not None:
+        return writes.state
+    return writes.flow.state if writes.flow is not None else None
 
 
 class ClaimEnding(Protocol):
@@ -246,7 +261,7 @@ class Persistence(abc.ABC):
         Raises:
             NotFound: no such logbook.
         """
-        return self._retry(lambda: self._get_logbook(book_uuid, lazy))
+        return self._retry(self._get_logbook, book_uuid, lazy)
 
     def get_logbook_in(self, transaction: Any, book_uuid: str) -> LogBook:
         """The logbook with its flows and atoms, read inside ``transaction``, a transaction
@@ -332,13 +347,18 @@ class Persistence(abc.ABC):
         with self._riders_lock:
             self._riders.pop(key, None)
 
-    def update_many(self, writes: FlowWrites, *, fence: Fence | None = None) -> None:
+    def update_many(self, writes: FlowWrites, *, fence: Fence | None = None,
+                    checked: bool = False) -> None:
         """Make every write of ``writes`` in one transaction: all land, or none does.
 
         With ``fence`` nothing is written unless the flow detail records exactly that fence
         (after the take, when ``writes.take``). A take deferred by ``take_flow(defer=True)``
         for this flow and fence rides on it, and so does the claim's end given to
         ``take_flow(ending=)`` when ``writes`` ends the flow. Nothing given is copied or kept.
+
+        With ``checked`` the atoms' values are not checked here: the caller checked each with
+        ``check_atom_json`` and has not changed it since (an engine checks an atom's result
+        once, when it defers its write). The flow's meta is checked either way.
 
         Raises:
             NotFound: the flow detail, or one of the atoms, was never saved.
@@ -353,21 +373,27 @@ class Persistence(abc.ABC):
                              "in its transactions (it has no shared database)")
         if writes.flow is not None:
             self._check_flow(writes.flow)
-        for atom_detail in writes.atoms:
-            check_atom_json(atom_detail)
+        if not checked:
+            for atom_detail in writes.atoms:
+                check_atom_json(atom_detail)
+        # Read without the lock (one dict lookup is atomic); only this claim's own thread
+        # adds or drops its riders.
+        riders = self._riders.get((writes.flow_uuid, fence)) if fence is not None else None
+        if riders is None or not (riders.take or (riders.ending is not None and (
+                writes.ended is not None or _state_of(writes) in _END_STATES))):
+            # Nothing rides on this write (most of a run's writes: an atom's end and the
+            # next one's start): written as given.
+            self._retry(self._update_many, writes, fence)
+            return
         self._write_riding(writes, fence)
 
     def _write_riding(self, writes: FlowWrites, fence: Fence | None) -> None:
         """``update_many`` with what rides on this claim's writes of the flow, if anything."""
-        riders = None
-        if fence is not None and self._riders:
-            with self._riders_lock:
-                riders = self._riders.get((writes.flow_uuid, fence))
+        riders = self._riders.get((writes.flow_uuid, fence)) if fence is not None else None
         if riders is None:
-            self._retry(lambda: self._update_many(writes, fence))
+            self._retry(self._update_many, writes, fence)
             return
-        state = writes.state if writes.state is not None else (
-            writes.flow.state if writes.flow is not None else None)
+        state = _state_of(writes)
         ended, then = writes.ended, writes.then
         if riders.ending is not None and ended is None and state in _END_STATES:
             assert state is not None
@@ -379,7 +405,7 @@ class Persistence(abc.ABC):
                            atoms=writes.atoms, take=writes.take or riders.take,
                            started=riders.started if riders.take else writes.started,
                            ended=ended, then=then)
-        self._retry(lambda: self._update_many(batch, fence))
+        self._retry(self._update_many, batch, fence)
         riders.take, riders.started = False, None
         if batch.ended is not None and riders.ending is not None:
             riders.ending.ended(batch.ended)
@@ -406,7 +432,7 @@ class Persistence(abc.ABC):
         if fence is not None and self._riders:
             self._write_riding(FlowWrites(flow_detail.uuid, flow=flow_detail), fence)
             return flow_detail
-        self._retry(lambda: self._update_flow_details(flow_detail, fence))
+        self._retry(self._update_flow_details, flow_detail, fence)
         return flow_detail
 
     def update_flow_state(self, flow_uuid: str, state: FlowState | None, *,
@@ -424,7 +450,7 @@ class Persistence(abc.ABC):
         if fence is not None and self._riders and state is not None:
             self._write_riding(FlowWrites(flow_uuid, state=state), fence)
             return
-        self._retry(lambda: self._update_flow_state(flow_uuid, state, fence))
+        self._retry(self._update_flow_state, flow_uuid, state, fence)
 
     def get_flow_details(self, flow_uuid: str, *, lazy: bool = False) -> FlowDetail:
         """Return the flow detail; with ``lazy`` its atoms are not loaded.
@@ -432,7 +458,7 @@ class Persistence(abc.ABC):
         Raises:
             NotFound: no such flow detail.
         """
-        return self._retry(lambda: self._get_flow_details(flow_uuid, lazy))
+        return self._retry(self._get_flow_details, flow_uuid, lazy)
 
     def get_flows_for_book(self, book_uuid: str, *, lazy: bool = False) -> Iterator[FlowDetail]:
         """The flow details of one logbook.
@@ -463,7 +489,7 @@ class Persistence(abc.ABC):
             if flow_uuid is not None:
                 self._write_riding(FlowWrites(flow_uuid, atoms=[atom_detail]), fence)
                 return atom_detail
-        self._retry(lambda: self._update_atom_details(atom_detail, fence))
+        self._retry(self._update_atom_details, atom_detail, fence)
         return atom_detail
 
     def get_atom_details(self, atom_uuid: str) -> AtomDetail:
@@ -472,7 +498,7 @@ class Persistence(abc.ABC):
         Raises:
             NotFound: no such atom detail.
         """
-        return self._retry(lambda: self._get_atom_details(atom_uuid))
+        return self._retry(self._get_atom_details, atom_uuid)
 
     def get_atoms_for_flow(self, flow_uuid: str) -> Iterator[AtomDetail]:
         """The atom details of one flow, in the order they were added.
@@ -585,10 +611,11 @@ class Persistence(abc.ABC):
         for atom_detail in flow_detail.atoms.values():
             check_atom_json(atom_detail)
 
-    def _retry(self, operation: Callable[[], T]) -> T:
-        """Run an idempotent operation, retrying ``StorageFailure`` with doubling delays."""
+    def _retry(self, operation: Callable[..., T], *args: Any) -> T:
+        """Run an idempotent operation (called with ``args``), retrying ``StorageFailure``
+        with doubling delays."""
         try:
-            return operation()
+            return operation(*args)
         except errors.StorageFailure as exc:
             if not self.retries:
                 raise
@@ -600,7 +627,7 @@ class Persistence(abc.ABC):
             time.sleep(delay)
             delay *= 2
             try:
-                return operation()
+                return operation(*args)
             except errors.StorageFailure as exc:
                 if attempt == self.retries:
                     raise

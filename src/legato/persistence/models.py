@@ -262,8 +262,10 @@ class AtomDetail:
         )
 
     def copy(self) -> AtomDetail:
-        new = _clone(self)
-        new.meta = copy_json(self.meta)
+        new = object.__new__(type(self))  # _clone, inlined: every atom write makes one
+        new.__dict__.update(self.__dict__)
+        meta = self.meta
+        new.meta = copy_json(meta) if meta else {}
         # Mostly None (or a number): skip the call for what is shared as it is anyway.
         if type(self.results) not in _SCALARS:
             new.results = copy_json(self.results)
