@@ -193,39 +193,43 @@ def test_an_async_consume_and_claim_next_is_answered_before_later_calls(
     assert pending.result() == second
 
 
-def test_two_async_consume_and_claim_next_go_out_as_one_transaction(
+def test_async_consume_and_claim_next_calls_go_out_as_one_transaction(
         make_board: MakeBoard) -> None:
-    """Two consumes sent without waiting, each claiming the next job, are one ``multi``: it
-    goes out when the second joins it, and each call still gets its own answer."""
+    """As many consumes sent without waiting as the board gathers (``gathered_sends``), each
+    claiming the next job, are one ``multi``: it goes out when the last one joins it, and each
+    call still gets its own answer."""
     requests = _Requests()
-    poster, worker, (first, second, third, fourth) = _with_backlog(make_board, 4, requests)
-    held = [worker.claim_next("worker"), worker.claim_next("worker")]
-    assert held == [first, second]
+    gathered = ZooKeeperJobBoard.CAPABILITIES.gathered_sends
+    assert gathered >= 2
+    poster, worker, jobs = _with_backlog(make_board, 2 * gathered, requests)
+    held = [worker.claim_next("worker") for _ in range(gathered)]
+    assert held == jobs[:gathered]
     requests.reset()
     pending = [worker.consume_and_claim_next_async(job, "worker") for job in held if job]
     assert requests.counts["transaction"] == 1
-    assert [p.result() for p in pending] == [third, fourth]
+    assert [p.result() for p in pending] == jobs[gathered:]
     assert requests.counts["transaction"] == 1
     assert set(requests.counts) <= {"transaction", "read"}, requests.counts
-    assert poster.state_of(first) is JobState.COMPLETE
-    assert poster.state_of(second) is JobState.COMPLETE
-    assert poster.find_owner(third) == poster.find_owner(fourth) == "worker"
+    assert all(poster.state_of(job) is JobState.COMPLETE for job in jobs[:gathered])
+    assert all(poster.find_owner(job) == "worker" for job in jobs[gathered:])
 
 
-def test_a_gathered_call_is_answered_alone_when_the_other_one_fails(
-        make_board: MakeBoard, zookeeper_url: str) -> None:
-    """When one call's operations fail the ``multi``, the other call's, rolled back with them,
-    are sent again alone: neither claims a job it did not get, and both jobs are consumed."""
-    poster, worker, (first, second, third, fourth) = _with_backlog(make_board, 4)
-    held = [worker.claim_next("worker"), worker.claim_next("worker")]
-    assert held == [first, second] and held[0] is not None
-    # A write behind the board's back: the version it remembers for the first claim is stale.
+@pytest.mark.parametrize("stale", [0, -1], ids=["first", "last"])
+def test_a_gathered_call_is_answered_alone_when_another_one_fails(
+        make_board: MakeBoard, zookeeper_url: str, stale: int) -> None:
+    """When one call's operations fail the ``multi``, the other calls', rolled back with them,
+    are sent again alone: none claims a job it did not get, and every job is consumed."""
+    gathered = ZooKeeperJobBoard.CAPABILITIES.gathered_sends
+    poster, worker, jobs = _with_backlog(make_board, 2 * gathered)
+    held = [worker.claim_next("worker") for _ in range(gathered)]
+    assert held == jobs[:gathered] and held[stale] is not None
+    # A write behind the board's back: the version it remembers for one claim is stale.
     hosts, _, path = zookeeper_url.removeprefix("zookeeper://").partition("/")
     client = KazooClient(hosts=hosts)
     client.start(timeout=10)
     try:
         claim = f"/{path.split('?', 1)[0]}/claims/"
-        (name,) = [n for n in client.get_children(claim) if held[0].uuid in n]
+        (name,) = [n for n in client.get_children(claim) if held[stale].uuid in n]
         data, _ = client.get(claim + name)
         client.set(claim + name, data)
     finally:
@@ -233,11 +237,10 @@ def test_a_gathered_call_is_answered_alone_when_the_other_one_fails(
         client.close()
     pending = [worker.consume_and_claim_next_async(job, "worker") for job in held if job]
     answers = [p.result() for p in pending]
-    assert sorted(j.uuid for j in answers if j) == sorted([third.uuid, fourth.uuid])
-    assert poster.state_of(first) is JobState.COMPLETE
-    assert poster.state_of(second) is JobState.COMPLETE
-    assert poster.find_owner(third) == poster.find_owner(fourth) == "worker"
-    assert poster.job_count == 2
+    assert sorted(j.uuid for j in answers if j) == sorted(j.uuid for j in jobs[gathered:])
+    assert all(poster.state_of(job) is JobState.COMPLETE for job in jobs[:gathered])
+    assert all(poster.find_owner(job) == "worker" for job in jobs[gathered:])
+    assert poster.job_count == gathered
 
 
 def test_the_end_of_a_claim_reaches_other_boards_without_reads(make_board: MakeBoard) -> None:

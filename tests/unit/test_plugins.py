@@ -109,7 +109,7 @@ def test_the_boards_capabilities() -> None:
         "PostgresJobBoard": Capabilities(notifications=True),
         "RedisJobBoard": Capabilities(notifications=True, sends_without_waiting=True),
         "ZooKeeperJobBoard": Capabilities(notifications=True, sends_without_waiting=True,
-                                          pipelined_sends=True, gathered_sends=2),
+                                          pipelined_sends=True, gathered_sends=4),
     }
 
 

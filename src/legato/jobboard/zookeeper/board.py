@@ -192,10 +192,11 @@ class ZooKeeperJobBoard(JobBoard):
       and each of them reports ``CLAIMS_LOST``. Boards on one client may follow the same path.
     """
 
-    #: kazoo's connection thread writes requests and reads answers, and two consumes sent
-    #: without waiting (each claiming the next job) go out as one ``multi`` (see Capabilities).
+    #: kazoo's connection thread writes requests and reads answers, and four consumes sent
+    #: without waiting (each claiming the next job) go out as one ``multi`` (see Capabilities
+    #: and docs/design.md, "Four jobs per multi").
     CAPABILITIES = Capabilities(notifications=True, sends_without_waiting=True,
-                                pipelined_sends=True, gathered_sends=2)
+                                pipelined_sends=True, gathered_sends=4)
 
     def __init__(self, settings: ZooKeeperSettings | None = None, *,
                  kazoo_client: type[Any] | None = None, client: Any = None,
