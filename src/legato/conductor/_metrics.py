@@ -8,16 +8,14 @@ one per atom. The board gauges are read at collection too, from the board's ``jo
 
 from __future__ import annotations
 
-import bisect
 import threading
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -85,13 +83,13 @@ class ConductorMetrics:
         self.prefix = prefix
         self._conductors = _Conductors(prefix)
         registry.register(self._conductors)
-        self.duration = _Histogram(f"{prefix}_job_duration_seconds",
-                                   "Seconds from claiming a job to finishing it.", _JOB_BUCKETS)
-        registry.register(self.duration)
-        self.atom_duration = _Histogram(f"{prefix}_atom_duration_seconds",
-                                        "Seconds each task or retry ran, by its end state.",
-                                        _JOB_BUCKETS, label=("state", _ENDS))
-        registry.register(self.atom_duration)
+        self.duration = Histogram(f"{prefix}_job_duration_seconds",
+                                  "Seconds from claiming a job to finishing it.",
+                                  buckets=_JOB_BUCKETS, registry=registry)
+        self.atom_duration = Histogram(f"{prefix}_atom_duration_seconds",
+                                       "Seconds each task or retry ran, by its end state.",
+                                       labelnames=("state",), buckets=_JOB_BUCKETS,
+                                       registry=registry)
         self.claim_seconds = Histogram(f"{prefix}_claim_seconds",
                                        "Seconds a claim_next call that got a job took.",
                                        buckets=_CALL_BUCKETS, registry=registry)
@@ -99,7 +97,7 @@ class ConductorMetrics:
                                       "Jobs handed back because persistence failed.",
                                       registry=registry)
         # One child per end state, made once: the hot path skips the label lookup.
-        self._atom_ends = {state: self.atom_duration.labels(state) for state in _ENDS}
+        self._atom_ends = {state: self.atom_duration.labels(state=state) for state in _ENDS}
 
     def track(self, conductor: Tracked) -> None:
         """Export ``conductor``'s ``statistics`` and jobs in flight (conductors call this
@@ -123,84 +121,6 @@ class ConductorMetrics:
         child = self._atom_ends.get(state)
         if child is not None:
             child.observe(seconds)
-
-
-class _Series:
-    """One histogram series: a count per bucket (not cumulative) and the sum, under a lock."""
-
-    __slots__ = ("_bounds", "_counts", "_lock", "_sum", "created")
-
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self._bounds = bounds
-        self._counts = [0] * len(bounds)
-        self._sum = 0.0
-        self._lock = threading.Lock()
-        self.created = time.time()
-
-    def observe(self, amount: float) -> None:
-        """Count ``amount`` in the first bucket whose upper bound is >= it (the last bound is
-        +Inf), as ``prometheus_client.Histogram.observe`` does."""
-        at = bisect.bisect_left(self._bounds, amount)
-        with self._lock:
-            if at < len(self._counts):
-                self._counts[at] += 1
-            self._sum += amount
-
-    def read(self) -> tuple[list[int], float]:
-        with self._lock:
-            return list(self._counts), self._sum
-
-
-def _go_float(bound: float) -> str:
-    """A bucket's ``le`` label, as the client writes it."""
-    text: str = floatToGoString(bound)  # type: ignore[no-untyped-call]
-    return text
-
-
-class _Histogram(Collector):
-    """A histogram exported like ``prometheus_client.Histogram`` (``_bucket``, ``_count``,
-    ``_sum`` and ``_created`` samples), whose ``observe`` costs one bisect and one lock: a
-    job observes two or more per run, and the client's observe takes a lock per bucket and
-    sum and checks its state on every call. Labelled by at most one label with values known
-    up front (``label``: name and values)."""
-
-    def __init__(self, name: str, documentation: str, buckets: tuple[float, ...], *,
-                 label: tuple[str, tuple[str, ...]] | None = None) -> None:
-        self.name = name
-        self.documentation = documentation
-        self._bounds = buckets
-        self._les = [_go_float(bound) for bound in buckets]
-        self._label = label
-        self._series: dict[tuple[str, ...], _Series] = (
-            {(value,): _Series(buckets) for value in label[1]} if label is not None
-            else {(): _Series(buckets)})
-
-    def labels(self, value: str) -> _Series:
-        """The series of one label value."""
-        return self._series[(value,)]
-
-    def observe(self, amount: float) -> None:
-        """Observe ``amount`` (an unlabelled histogram)."""
-        self._series[()].observe(amount)
-
-    def collect(self) -> Iterator[HistogramMetricFamily]:
-        family = HistogramMetricFamily(self.name, self.documentation,
-                                       labels=() if self._label is None else (self._label[0],))
-        names = () if self._label is None else (self._label[0],)
-        for values, series in self._series.items():
-            counts, total = series.read()
-            cumulative, running = [], 0
-            for le, count in zip(self._les, counts, strict=True):
-                running += count
-                cumulative.append((le, float(running)))
-            family.add_metric(list(values), cumulative, total)
-            family.add_sample(f"{self.name}_created", dict(zip(names, values, strict=True)),
-                              series.created)
-        yield family
-
-    def describe(self) -> Iterator[HistogramMetricFamily]:
-        yield HistogramMetricFamily(self.name, self.documentation,
-                                    labels=() if self._label is None else (self._label[0],))
 
 
 class _Conductors(Collector):
