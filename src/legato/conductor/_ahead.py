@@ -114,12 +114,14 @@ class ClaimAhead:
 
     def dispatched(self, room: int | None) -> None:
         """A job was dispatched; ``room`` more may be (None: no limit)."""
-        self._check_thread()
+        if self._thread is not None and threading.get_ident() != self._thread:
+            self._check_thread()
         self._room = room
 
     def take(self) -> Claimed | None:
         """The job claimed for the next dispatch, if any (and forget it)."""
-        self._check_thread()
+        if self._thread is not None and threading.get_ident() != self._thread:
+            self._check_thread()
         handoff, self._handoff = self._handoff, None
         return handoff
 
@@ -144,7 +146,8 @@ class ClaimAhead:
         reading the answers in flight first; a consume claims the next job in the same
         call, or, after a short job (``ran_for`` < ``below``), is sent without waiting and
         claims one ahead."""
-        self._check_thread()
+        if self._thread is not None and threading.get_ident() != self._thread:
+            self._check_thread()
         room = self._room
         short = (outcome.action is Action.CONSUME and ran_for is not None
                  and ran_for < self.below and (room is None or room >= 2)
@@ -229,8 +232,6 @@ class ClaimAhead:
         before or, when there is none, one claimed now (and, where ``_depth`` calls are kept
         in flight, as many more as make them up); False (nothing sent) when there is no next
         job to run meanwhile, or when claiming one more could pass ``max_dispatches``."""
-        with self._lock:
-            held = len(self._sent) + len(self._ready) + (ahead is not None)
         if ahead is None:
             count = self._depth if room is None else min(self._depth, room - 1)
             claimed = self._claim_now(count) if count > 0 else []
@@ -239,8 +240,11 @@ class ClaimAhead:
             ahead = claimed[0]
             with self._lock:
                 self._ready.extend(claimed[1:])
-        elif room is not None and held + 1 > room:
-            return False
+        elif room is not None:
+            with self._lock:
+                held = len(self._sent) + len(self._ready) + 1
+            if held + 1 > room:
+                return False
         sent = self._send(lease, persistence, outcome)
         with self._lock:
             self._sent.append(sent)
@@ -292,7 +296,7 @@ class ClaimAhead:
                                                                ttl=self._claim_ttl)
         except Exception as exc:  # e.g. a closed board: an answer like the board's others
             pending = Pending.failed(exc)
-        return _Sent(pending, lease, persistence, outcome, sent_at)
+        return _Sent(pending, lease, persistence, outcome, sent_at, self._board, self._owner)
 
     def _take_ahead(self) -> Claimed | None:
         """Read the answers of the finishing calls in flight (emitting their jobs' events);
@@ -304,25 +308,12 @@ class ClaimAhead:
             return self._ready.popleft() if self._ready else None
 
     def _settle_oldest(self) -> None:
-        """Read the oldest answer in flight; the job it claimed, if any, is ready to run.
-        Called with ``_lock`` held."""
-        claimed = self._settle(self._sent.popleft())
-        if claimed is not None:
-            self._ready.append(claimed)
-
-    def _settle(self, sent: _Sent) -> Claimed | None:
-        """Read ``sent``'s answer and emit its job's event; the job it claimed, if any."""
-        claimed: list[Job | None] = [None]
-
-        def answer() -> None:
-            if not sent.read:
-                sent.read = True
-                claimed[0] = sent.pending.result()
-            else:  # the answer was lost (a transient error): consume again
-                self._board.consume(sent.lease.job, self._owner)
-
-        self._complete(sent.lease, sent.persistence, sent.outcome, answer)
-        return None if claimed[0] is None else (claimed[0], sent.sent_at)
+        """Read the oldest answer in flight and emit its job's event; the job it claimed, if
+        any, is ready to run. Called with ``_lock`` held."""
+        sent = self._sent.popleft()
+        self._complete(sent.lease, sent.persistence, sent.outcome, sent.answer)
+        if sent.claimed is not None:
+            self._ready.append((sent.claimed, sent.sent_at))
 
     def _release_held(self, *, held_for: float = 0.0, wait: bool = True) -> None:
         """Read every answer in flight and release the jobs claimed ahead that have waited
@@ -349,13 +340,27 @@ class ClaimAhead:
 class _Sent:
     """A consume sent without waiting that also claims a job ahead (``_send_ahead``)."""
 
-    __slots__ = ("lease", "outcome", "pending", "persistence", "read", "sent_at")
+    __slots__ = ("board", "claimed", "lease", "outcome", "owner", "pending", "persistence",
+                 "read", "sent_at")
 
     def __init__(self, pending: Pending[Job | None], lease: Lease, persistence: Persistence,
-                 outcome: Outcome, sent_at: float) -> None:
+                 outcome: Outcome, sent_at: float, board: JobBoard, owner: str) -> None:
         self.pending = pending
         self.lease = lease
         self.persistence = persistence
         self.outcome = outcome
         self.sent_at = sent_at
+        self.board = board
+        self.owner = owner
         self.read = False
+        #: The job the answer claimed, once read.
+        self.claimed: Job | None = None
+
+    def answer(self) -> None:
+        """The finishing call ``_settle_oldest`` makes: read the answer; when it was read already
+        and lost (a transient error, the call retried), consume again."""
+        if not self.read:
+            self.read = True
+            self.claimed = self.pending.result()
+        else:
+            self.board.consume(self.lease.job, self.owner)

@@ -56,7 +56,9 @@ class ClaimLog:
     __slots__ = ("_joining", "before", "claim", "flow_detail", "joined", "recorded")
 
     def __init__(self, job: Job, owner: str, *, claimed_at: float) -> None:
-        wall = utcnow() - dt.timedelta(seconds=max(0.0, time.monotonic() - claimed_at))
+        # One wall-clock read, moved back by how long ago (monotonic) the claim was sent.
+        wall = dt.datetime.fromtimestamp(time.time() - max(0.0, time.monotonic() - claimed_at),
+                                         dt.UTC)
         self.claim = Claim(job_uuid=job.uuid, fence=job.fence or 0, owner=owner,
                            claimed_at=wall, job_name=job.name, book_uuid=job.book_uuid)
         self.flow_detail: FlowDetail | None = None
@@ -98,28 +100,32 @@ class ClaimLog:
         """The flow as the claim took it: atoms whose state changes from here ran in it."""
         self.flow_detail = flow_detail
         # States as they are (str enums: equal to their text, and no conversion per atom).
-        self.before = {ad.uuid: (ad.state, ad.intention) for ad in flow_detail}
+        before = self.before
+        for ad in flow_detail:  # a loop, not a comprehension: no function call for one atom
+            before[ad.uuid] = (ad.state, ad.intention)
 
     def end(self, outcome: Outcome) -> Claim:
         """The claim's end: ``outcome`` is how it ended (the one the board call made)."""
         claim = self.claim
         claim.ended_at = utcnow()
         claim.reason = outcome.reason
-        claim.outcome = outcome_name(outcome)
+        claim.outcome = "consumed" if outcome.action is Action.CONSUME else outcome_name(outcome)
         fd = self.flow_detail
         if fd is not None:
             claim.flow_state = str(fd.state) if fd.state is not None else None
             before = self.before
-            claim.atoms = [ad.name for ad in fd
-                           if before.get(ad.uuid, _UNTOUCHED) != (ad.state, ad.intention)]
+            atoms = claim.atoms = []
+            for ad in fd:  # a loop, not a comprehension: no function call for one atom
+                if before.get(ad.uuid, _UNTOUCHED) != (ad.state, ad.intention):
+                    atoms.append(ad.name)
         return claim
 
     def record(self, persistence: Persistence, outcome: Outcome) -> None:
         """Write the claim's end; a failure is logged, never raised (the job's outcome is on
         the board already)."""
-        if self.claim.flow_uuid is not None and self.claim.job_uuid:
-            persistence.forget_claim(self.claim.flow_uuid, Fence(self.claim.job_uuid,
-                                                                 self.claim.fence))
+        claim = self.claim
+        if claim.flow_uuid is not None and claim.job_uuid:
+            persistence.forget_claim(claim.flow_uuid, Fence(claim.job_uuid, claim.fence))
         if (self.recorded is not None and outcome.action is Action.CONSUME
                 and outcome.reason is None):
             return  # recorded with the flow's SUCCESS, as it ended

@@ -130,15 +130,17 @@ class Renewer:
     def remove(self, lease: Lease) -> None:
         """Stop renewing ``lease``: only that object, never another claim of the same job."""
         key = lease.key
+        if self._leases.get(key) is not lease:  # removed already (only remove() deletes it)
+            return
         with self._lock:
             if self._leases.get(key) is lease:
                 del self._leases[key]
 
     def held(self, job_uuid: str) -> list[Lease]:
         """The leases held on the job, oldest claim (lowest fence) first."""
+        if not self._leases:  # the usual case on a claim, read without the lock
+            return []
         with self._lock:
-            if not self._leases:
-                return []
             found = [lease for lease in self._leases.values() if lease.job.uuid == job_uuid]
         return sorted(found, key=lambda lease: lease.job.fence or 0)
 

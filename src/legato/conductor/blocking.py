@@ -107,6 +107,11 @@ class BlockingConductor(ExecutorConductor):
     def _executor_factory(self) -> futures.Executor:
         return _InlineExecutor()
 
+    def _wait_for_slot(self) -> bool:
+        """Jobs run inline, on this very thread: when the claim loop asks, none is running,
+        so there is always a slot (whatever ``max_simultaneous_jobs`` says)."""
+        return not self._stopping.is_set()
+
     def _submit(self, executor: futures.Executor, lease: Lease, persistence: Persistence,
                 renewer: Renewer) -> None:
         """Run the job here and now, in the claim loop's thread: nothing else runs jobs, so

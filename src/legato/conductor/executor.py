@@ -413,8 +413,10 @@ class ExecutorConductor(Conductor):
         """After ``pause_after`` jobs in a row that could not run here (and none consumed),
         say so loudly and stop claiming for a while: the conductor is misconfigured, the jobs
         are fine (they stay on the board for others). False once stopping."""
+        if not self._pause_after or self._misses < self._pause_after:  # read without the lock
+            return not self._stopping.is_set()
         with self._stats_lock:
-            if not self._pause_after or self._misses < self._pause_after:
+            if self._misses < self._pause_after:
                 return not self._stopping.is_set()
             misses, last, self._misses = self._misses, self._last_miss, 0
             self._pauses += 1
@@ -656,15 +658,16 @@ class ExecutorConductor(Conductor):
     def _drive(self, lease: Lease, engine: Any) -> Outcome:
         payload = {"job": lease.job, "engine": engine, "conductor": self}
         emit = self._emitter()
-        stages: tuple[tuple[str, Callable[[], Any], str], ...] = (
-            ("compilation_start", engine.compile, "compilation_end"),
-            ("preparation_start", engine.prepare, "preparation_end"),
-            ("validation_start", engine.validate, "validation_end"))
         try:
-            for start, call, end in stages:
-                emit(start, payload)
-                call()
-                emit(end, payload)
+            emit("compilation_start", payload)
+            engine.compile()
+            emit("compilation_end", payload)
+            emit("preparation_start", payload)
+            engine.prepare()
+            emit("preparation_end", payload)
+            emit("validation_start", payload)
+            engine.validate()
+            emit("validation_end", payload)
         except errors.MissingDependencies as exc:
             return self._invalid(lease, engine, exc)
         except errors.FencedOut as exc:
@@ -703,12 +706,17 @@ class ExecutorConductor(Conductor):
         return Outcome(Action.CONSUME, reason)
 
     def _run_engine(self, engine: Any, lease: Lease) -> None:
-        suspended = False
-        for _state in engine.run_iter():
-            if not suspended and (self._stopping.is_set() or not lease.trusted()
-                                  or lease.cancelled is not None):
+        # ``lease.trusted()`` spelled out: this runs at every atom boundary. The deadline is
+        # read each time (the renewer moves it). After a suspend the run goes on to its end.
+        stopping, lost, monotonic = self._stopping.is_set, lease.lost.is_set, time.monotonic
+        states = engine.run_iter()
+        for _state in states:
+            if (stopping() or lost() or monotonic() >= lease.deadline
+                    or lease.cancelled is not None):
                 engine.suspend()
-                suspended = True
+                break
+        for _state in states:
+            pass
 
     def _judge(self, engine: Any, lease: Lease, failure: Exception | None) -> Outcome:
         if isinstance(failure, errors.FencedOut):

@@ -276,6 +276,9 @@ _FIELD_TYPES: tuple[tuple[str, frozenset[type]], ...] = (
     ("available_at", _OPTIONAL_NUMBER), ("reason", _OPTIONAL_TEXT), ("priority", _INTEGER),
     ("cancel", _OPTIONAL_TEXT),
 )
+#: Priority values, and states by their stored text (members are ``str`` too).
+_PRIORITIES = frozenset(int(priority) for priority in JobPriority)
+_STATES: dict[str, JobState] = {str(state): state for state in JobState}
 _FIELD_KINDS = tuple(kinds for _name, kinds in _FIELD_TYPES)
 _FIELD_VALUES = operator.itemgetter(*(name for name, _kinds in _FIELD_TYPES))
 
@@ -344,8 +347,11 @@ def _check_fields(record: JobRecord, texts: list[str | bytes]) -> None:
                                 f"not {type(fields[name]).__name__}")
     if not isinstance(record.details, dict):
         raise TypeError("details must be a JSON object")
-    JobPriority(record.priority)
-    record.state = JobState(record.state)
+    if record.priority not in _PRIORITIES:  # checked above to be an int
+        JobPriority(record.priority)  # raises, naming the value
+    state = record.state
+    member = _STATES.get(state) if type(state) is str else None  # a dict, not the enum's call
+    record.state = member if member is not None else JobState(state)
     # Few brackets in the text the details came from: they cannot nest deeper than that.
     few = bool(texts) and _brackets(texts[-1]) <= MAX_DETAILS_DEPTH
     if not few and _depth_over(record.details, MAX_DETAILS_DEPTH):
