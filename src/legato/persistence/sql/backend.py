@@ -67,6 +67,9 @@ class SQLPersistence(Persistence):
         pre_ping: check a pooled connection before each use (network databases; one round trip
             per operation). Off, a dead connection is found on first use and the operation
             retried on a fresh one.
+        ping_after_idle: PostgreSQL, with ``pre_ping``: check only a connection that rested
+            in the pool this many seconds (default 1; 0 checks every checkout). See
+            ``EngineSettings``.
         echo: log every SQL statement.
         wal_checkpoint_every: SQLite: after this many write transactions, checkpoint the WAL
             and truncate the ``-wal`` file (default 1000; 0 never does). See
@@ -84,7 +87,7 @@ class SQLPersistence(Persistence):
     def __init__(self, url: str, *, retries: int = 3, retry_delay: float = 0.05,
                  connect_timeout: float = 10.0, busy_timeout: float = 60.0,
                  read_timeout: float = 60.0, pool_size: int = 5, pre_ping: bool = True,
-                 echo: bool = False,
+                 ping_after_idle: float = _engine.PING_AFTER_IDLE, echo: bool = False,
                  wal_checkpoint_every: int = _engine.WAL_CHECKPOINT_EVERY,
                  **options: Any) -> None:
         if options:  # a misspelt timeout must not be silently ignored
@@ -92,8 +95,8 @@ class SQLPersistence(Persistence):
         super().__init__(url, retries=retries, retry_delay=retry_delay)
         settings = _engine.EngineSettings(
             connect_timeout=connect_timeout, busy_timeout=busy_timeout,
-            read_timeout=read_timeout, pool_size=pool_size, pre_ping=pre_ping, echo=echo,
-            wal_checkpoint_every=wal_checkpoint_every)
+            read_timeout=read_timeout, pool_size=pool_size, pre_ping=pre_ping,
+            ping_after_idle=ping_after_idle, echo=echo, wal_checkpoint_every=wal_checkpoint_every)
         if isinstance(wal_checkpoint_every, bool) or not isinstance(wal_checkpoint_every, int) \
                 or wal_checkpoint_every < 0:
             raise ValueError("wal_checkpoint_every must be an integer >= 0")
