@@ -166,6 +166,43 @@ def test_the_next_claim_rides_too_and_skips_garbage(shared_url: str, board: JobB
     engine.dispose()
 
 
+def test_the_consume_and_the_next_claim_are_one_statement(shared_url: str, board: JobBoard,
+                                                          store: Persistence) -> None:
+    """On PostgreSQL the consume and the claim behind it are one statement in the flow's last
+    transaction (SQLite: one per step)."""
+    job, flow, fence = _claimed_flow(board, store)
+    nxt = board.post("next")
+    sent: list[str] = []
+    claimed: list[Job | None] = []
+
+    def consume(tx: Any) -> None:
+        sa.event.listen(tx, "before_cursor_execute",
+                        lambda _c, _cur, statement, *_rest: sent.append(statement))
+        claimed.append(board.consume_in(tx, job, "owner-a", claim_next=True))
+
+    store.update_many(_ending(flow, consume), fence=fence)
+    assert claimed == [nxt] and board.find_owner(nxt) == "owner-a"
+    assert board.state_of(job) is JobState.COMPLETE
+    if shared_url.startswith("postgresql"):
+        assert len(sent) == 1 and "DELETE" in sent[0] and "UPDATE" in sent[0]
+    else:
+        assert len(sent) > 1
+
+
+def test_a_stale_claim_claims_nothing_behind_it(board: JobBoard, store: Persistence) -> None:
+    """A consume refused in the statement that also claims: the claim rolls back with it."""
+    job, flow, fence = _claimed_flow(board, store)
+    board.abandon(job, "owner-a")
+    newer = board.claim(job, "owner-b")
+    nxt = board.post("next")
+    with pytest.raises(errors.NotOwner):
+        store.update_many(_ending(flow, lambda tx: board.consume_in(
+            tx, job, "owner-a", claim_next=True)), fence=fence)
+    assert board.find_owner(newer) == "owner-b" and board.find_owner(nxt) is None
+    assert board.state_of(nxt) is JobState.UNCLAIMED
+    assert store.get_flow_details(flow.uuid).state is FlowState.RUNNING
+
+
 def test_a_board_without_a_shared_database_refuses(store: Persistence) -> None:
     with jobboard.connect("memory://alone", persistence=store) as memory:
         memory.post("job")

@@ -737,7 +737,7 @@ _UNDONE = ("state", "owner", "fence", "attempts", "lease_expires", "available_at
            "last_modified")
 
 
-def _claim_old(first: sa.Select[Any], values: dict[str, Any]) -> sa.Executable:
+def _claim_old(first: sa.Select[Any], values: dict[str, Any]) -> sa.Update:
     """``UPDATE ... FROM (first row, locked) AS old ... RETURNING`` the claimed row and, as
     ``old_<column>``, the claimed columns as they were (PostgreSQL)."""
     old = first.with_only_columns(_J.sequence, *(_J[c] for c in _UNDONE)).subquery("old")
@@ -820,16 +820,25 @@ class PostgresJobBoard(SQLJobBoard):
             row = conn.execute(statement, {"now": self.clock(), "who": who, "ttl": ttl}).first()
             if row is None:
                 return None
-            try:
-                return self._decode(row)
-            except errors.GarbageRecord as exc:
-                logger.warning("board %r: not claiming job row %s (uuid %r) that cannot be "
-                               "decoded, set aside: %s", self.name, row.sequence, row.uuid, exc)
-            conn.execute(jobs.update().where(_J.sequence == row.sequence, _J.fence == row.fence,
-                                             _J.owner == who)
-                         .values({c: getattr(row, "old_" + c) for c in _UNDONE}))
-            self._garbage.add(row.sequence)
+            record = self._decoded_or_put_back(conn, row, who)
+            if record is not None:
+                return record
             skip = skip | {row.sequence}
+
+    def _decoded_or_put_back(self, conn: sa.Connection, row: Any, who: str) -> JobRecord | None:
+        """The record of a row ``_claim_old`` claimed for ``who``; None if it cannot be decoded,
+        after putting the row back as it was (only while that claim holds) and setting it
+        aside."""
+        try:
+            return self._decode(row)
+        except errors.GarbageRecord as exc:
+            logger.warning("board %r: not claiming job row %s (uuid %r) that cannot be "
+                           "decoded, set aside: %s", self.name, row.sequence, row.uuid, exc)
+        conn.execute(jobs.update().where(_J.sequence == row.sequence, _J.fence == row.fence,
+                                         _J.owner == who)
+                     .values({c: getattr(row, "old_" + c) for c in _UNDONE}))
+        self._garbage.add(row.sequence)
+        return None
 
     @functools.cached_property
     def _claim_old_statement(self) -> sa.Executable:
@@ -840,13 +849,52 @@ class PostgresJobBoard(SQLJobBoard):
 
     def _consume_in_transaction(self, transaction: Any, job_uuid: str, who: str,
                                 fence: int | None, ttl: float | None) -> JobRecord | None:
-        """The consume, then the claim in one statement (``_claim_first``: an undecodable row
-        is put back, never failing the caller's transaction)."""
+        """The consume and the claim in one statement (``_consume_claim_statements``), or,
+        once rows are set aside, the consume and then ``_claim_first``. An undecodable row is
+        put back, never failing the caller's transaction; a refused consume raises, and the
+        caller's rollback takes the claim with it."""
         conn: sa.Connection = transaction
-        self._consume_in(conn, job_uuid, who, fence, notify=False)
-        if ttl is None:
+        if ttl is None or self._garbage:
+            self._consume_in(conn, job_uuid, who, fence, notify=False)
+            return None if ttl is None else self._claim_first(conn, who, ttl,
+                                                              set(self._garbage))
+        now = self.clock()
+        row = conn.execute(self._consume_claim_statements[fence is not None],
+                           {"now": now, "c_uuid": job_uuid, "who": who, "c_fence": fence,
+                            "ttl": ttl}).one()
+        if row.consumed == 0:
+            raise self._why_not(conn, job_uuid, who, fence, self._now(now))
+        if row.sequence is None:
             return None
+        record = self._decoded_or_put_back(conn, row, who)
+        if record is not None:
+            return record
         return self._claim_first(conn, who, ttl, set(self._garbage))
+
+    @functools.cached_property
+    def _consume_claim_statements(self) -> dict[bool, sa.Executable]:
+        """One statement, with and without a fence: ``WITH consumed AS (DELETE the owned job),
+        claimed AS (_claim_old's UPDATE) SELECT`` the count consumed and the claimed row (NULLs
+        when none). Both parts read one snapshot; they never touch one row, since a job is
+        consumed only under a live lease and claimed only without one (one ``now``)."""
+        now = self._statement_now()
+        claim = _claim_old(self._next_query(now, set()),
+                           self._claim_values(sa.bindparam("who"), _TTL, now))
+        statements: dict[bool, sa.Executable] = {}
+        for fenced in (False, True):
+            # Parameters named after no column: an UPDATE compiled with a parameter named
+            # like a column would also set that column.
+            consumed = jobs.delete().where(self._owned(
+                sa.bindparam("c_uuid"), sa.bindparam("who"),
+                sa.bindparam("c_fence") if fenced else None, now)).returning(_J.sequence) \
+                .cte("consumed")
+            claimed = claim.cte("claimed")
+            count = sa.select(sa.func.count()).select_from(consumed).scalar_subquery()
+            one = sa.select(sa.literal_column("1").label("one")).subquery("one")
+            statements[fenced] = (
+                sa.select(count.label("consumed"), *claimed.c)
+                .select_from(one.outerjoin(claimed, sa.true())))
+        return statements
 
     def _post_notes(self, delay: float | None) -> tuple[sa.ColumnElement[Any], ...]:
         # The post's own notification, sent with its INSERT (no extra round trip): a waiter
