@@ -201,29 +201,50 @@ class SQLPersistence(Persistence):
     # -- logbooks --------------------------------------------------------------------------
 
     def _save_logbook(self, book: LogBook) -> None:
-        book_row = _rows.book_row(book)
-        flow_rows = [{**_rows.flow_row(fd), "book_uuid": book.uuid} for fd in book.flows.values()]
-        atom_rows = [{**_rows.atom_row(ad), "flow_uuid": fd.uuid}
-                     for fd in book.flows.values() for ad in fd.atoms.values()]
-        if self._dialect == "postgresql" and len(flow_rows) + len(atom_rows) <= PG_ROWS \
-                and len({tuple(r) for r in flow_rows}) <= 1 \
-                and len({tuple(r) for r in atom_rows}) <= 1:
+        rows = _book_rows(book)
+        if self._one_statement_save(rows):
             # One statement, run as its own transaction: no BEGIN/COMMIT round trips.
+            with self._write("saving a logbook", single=True) as conn:
+                self._save_rows(conn, rows, None, None)
+            return
+        with self._write("saving a logbook") as conn:
+            self._save_rows(conn, rows, None, None)
+
+    def _one_statement_save(self, rows: _BookRows) -> bool:
+        """Whether the book's rows are saved as one statement (PostgreSQL, ``pg_save``)."""
+        _, flow_rows, atom_rows = rows
+        return (self._dialect == "postgresql" and len(flow_rows) + len(atom_rows) <= PG_ROWS
+                and len({tuple(r) for r in flow_rows}) <= 1
+                and len({tuple(r) for r in atom_rows}) <= 1)
+
+    def _save_rows(self, conn: sa.Connection, rows: _BookRows, along: sa.Executable | None,
+                   along_params: Mapping[str, Any] | None) -> Any:
+        """Write a book's rows on ``conn``, then ``along``; return ``along``'s first row."""
+        book_row, flow_rows, atom_rows = rows
+        if self._one_statement_save(rows):
             params = {"b_" + k: v for k, v in book_row.items()}
             for prefix, many in (("f", flow_rows), ("a", atom_rows)):
                 for index, row in enumerate(many):
                     params.update({f"{prefix}{index}_{k}": v for k, v in row.items()})
             statement = pg_save(tuple(book_row), tuple(tuple(r) for r in flow_rows),
-                                tuple(tuple(r) for r in atom_rows))
-            with self._write("saving a logbook", single=True) as conn:
-                conn.execute(statement, params)
-            return
-        with self._write("saving a logbook") as conn:
-            conn.execute(self._sql.upsert_book, book_row)
-            if flow_rows:
-                conn.execute(self._sql.upsert_flow, flow_rows)
-            if atom_rows:
-                conn.execute(self._sql.upsert_atom, atom_rows)
+                                tuple(tuple(r) for r in atom_rows), along)
+            result = conn.execute(statement, {**params, **(along_params or {})})
+            return None if along is None else result.first()
+        conn.execute(self._sql.upsert_book, book_row)
+        if flow_rows:
+            conn.execute(self._sql.upsert_flow, flow_rows)
+        if atom_rows:
+            conn.execute(self._sql.upsert_atom, atom_rows)
+        if along is None:
+            return None
+        return conn.execute(along, dict(along_params or {})).first()
+
+    def _saves_in_one_statement(self, book: LogBook) -> bool:
+        return self._one_statement_save(_book_rows(book))
+
+    def _save_logbook_in(self, transaction: Any, book: LogBook, along: Any,
+                         along_params: Mapping[str, Any] | None) -> Any:
+        return self._save_rows(transaction, _book_rows(book), along, along_params)
 
     def _get_logbook(self, book_uuid: str, lazy: bool) -> LogBook:
         params = {"b_uuid": book_uuid}
@@ -636,6 +657,17 @@ class SQLPersistence(Persistence):
         with self._write("clearing all logbooks") as conn:
             for statement in self._sql.delete_all:
                 conn.execute(statement)
+
+
+#: A book's rows: the book's, its flows' (``book_uuid`` set) and their atoms' (``flow_uuid``).
+_BookRows = tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]
+
+
+def _book_rows(book: LogBook) -> _BookRows:
+    return (_rows.book_row(book),
+            [{**_rows.flow_row(fd), "book_uuid": book.uuid} for fd in book.flows.values()],
+            [{**_rows.atom_row(ad), "flow_uuid": fd.uuid}
+             for fd in book.flows.values() for ad in fd.atoms.values()])
 
 
 def _many_rows(writes: FlowWrites, fenced: dict[str, Any]) -> _ManyRows:
