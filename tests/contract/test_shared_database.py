@@ -482,3 +482,39 @@ def test_a_persistence_without_a_database_writes_in_no_transaction() -> None:
     with pytest.raises(ValueError, match="no shared database"):
         memory.save_logbook_in(object(), LogBook("book"))
     assert memory.saves_in_one_statement(LogBook("book")) is False
+
+
+def test_a_book_too_big_for_one_statement_still_posts_all_or_nothing(
+        shared_url: str, board: JobBoard, store: Persistence) -> None:
+    """A book of more rows than one statement takes: its writes and the job's run in one
+    transaction (on PostgreSQL too, not in autocommit), and a refused job takes them back."""
+    def big(name: str) -> LogBook:
+        book = LogBook(name)
+        flow = FlowDetail("flow")
+        for index in range(80):
+            flow.add(TaskDetail(f"task-{index}"))
+        book.add(flow)
+        return book
+
+    assert store.saves_in_one_statement(big("big")) is False
+    engine = _refuse_posts_named(shared_url, "refused")
+    try:
+        with pytest.raises(errors.BoardUnavailable):
+            board.post("refused", big("refused"), save_book_in=store)
+        assert _books_and_jobs(store, board) == ([], [])
+        seen: list[tuple[str, bool]] = []
+
+        def executed(conn: sa.Connection, _cursor: Any, statement: str, *_rest: Any) -> None:
+            autocommit = conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+            seen.append((statement.split(None, 1)[0], autocommit))
+
+        sa.event.listen(sa.Engine, "before_cursor_execute", executed)
+        try:
+            job = board.post("fine", big("fine"), save_book_in=store)
+        finally:
+            sa.event.remove(sa.Engine, "before_cursor_execute", executed)
+        assert len(seen) > 1 and not any(autocommit for _, autocommit in seen)
+        assert job.book_uuid is not None
+        assert len(next(iter(store.get_logbook(job.book_uuid)))) == 80
+    finally:
+        engine.dispose()
