@@ -265,19 +265,27 @@ def latency_durable(samples: int) -> dict[str, float]:
             _round_trips(r[previous], r[name], thread) for r in rows)
         previous = name
     result["total_trips"] = sum(result[f"{name}_trips"] for name, _ in PHASES)
+    result["statements"] = statistics.median(
+        _round_trips(r["t0"], r["step"], POSTER, "statement")
+        + _round_trips(r["t0"], r["step"], CONDUCTOR, "statement") for r in rows)
     return result
 
 
 #: ``(time.perf_counter(), thread, what)`` for every round trip SQLAlchemy makes to a server
-#: while ``latency_durable`` runs: a statement, a pool checkout (its pre-ping), a BEGIN or a
-#: COMMIT; ``thread`` is ``POSTER``, ``CONDUCTOR`` or another thread's name.
+#: while ``latency_durable`` runs: a statement, a BEGIN, COMMIT or ROLLBACK (not in autocommit,
+#: where none is sent), a new connection, or the test of a pooled connection (sent only when it
+#: rested ``PING_AFTER_IDLE`` seconds); ``thread`` is ``POSTER``, ``CONDUCTOR`` or another
+#: thread's name. A pool checkout without a test sends nothing and is not counted.
 ROUND_TRIPS: list[tuple[float, str, str]] = []
 POSTER, CONDUCTOR = "MainThread", "latency-conductor"
+_RESTED = "bench_rested_since"
 
 
 def _count_round_trips() -> None:
     """Note every round trip through SQLAlchemy's public events, on every engine (once)."""
     import sqlalchemy as sa
+
+    from legato._sql.engine import PING_AFTER_IDLE
 
     if getattr(_count_round_trips, "done", False):
         return
@@ -289,14 +297,26 @@ def _count_round_trips() -> None:
     def transactional(conn: Any) -> bool:
         return conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT"
 
+    def rested(_dbapi: Any, record: Any) -> None:
+        record.info[_RESTED] = time.monotonic()
+
+    def checkout(_dbapi: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get(_RESTED)
+        if since is not None and time.monotonic() - since >= PING_AFTER_IDLE:
+            note("ping")
+
     sa.event.listen(sa.Engine, "before_cursor_execute", lambda *_a, **_k: note("statement"))
     sa.event.listen(sa.Engine, "begin", lambda c: transactional(c) and note("begin"))
     sa.event.listen(sa.Engine, "commit", lambda c: transactional(c) and note("commit"))
-    sa.event.listen(sa.pool.Pool, "checkout", lambda *_a: note("checkout"))
+    sa.event.listen(sa.Engine, "rollback", lambda c: transactional(c) and note("rollback"))
+    sa.event.listen(sa.pool.Pool, "connect", lambda *_a: note("connect"))
+    sa.event.listen(sa.pool.Pool, "checkin", rested)
+    sa.event.listen(sa.pool.Pool, "checkout", checkout)
 
 
-def _round_trips(start: float, end: float, thread: str) -> int:
-    return sum(1 for at, by, _ in ROUND_TRIPS if start <= at < end and by == thread)
+def _round_trips(start: float, end: float, thread: str, what: str | None = None) -> int:
+    return sum(1 for at, by, kind in ROUND_TRIPS
+               if start <= at < end and by == thread and what in (None, kind))
 
 
 #: The phases of ``latency_durable``, each timed from the end of the one before.
@@ -532,7 +552,8 @@ def main(argv: list[str] | None = None) -> None:
             results.append({"kind": "latency-pg", **row})
             print(f"post->first step, PG board + PG persistence: p50={row['total']:.1f} ms "
                   f"(median of {len(runs)} runs of 40)", flush=True)
-            print(f"  {row['total_trips']:4.0f} round trips in all; per phase:", flush=True)
+            print(f"  {row['total_trips']:4.0f} round trips in all ({row['statements']:.0f} "
+                  "statements); per phase:", flush=True)
             for name, what in PHASES:
                 print(f"  {row[name]:6.2f} ms {row[name + '_trips']:4.0f} trips  {what}",
                       flush=True)

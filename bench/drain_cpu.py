@@ -13,6 +13,7 @@ job while draining (``pg_stat_database``; posting excluded).
 from __future__ import annotations
 
 import argparse
+import cProfile
 import resource
 import time
 import uuid
@@ -41,6 +42,8 @@ def main() -> None:
     parser.add_argument("jobs", type=int)
     parser.add_argument("tasks", type=int)
     parser.add_argument("--database", default="test")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="write cProfile stats of the drain to FILE")
     args = parser.parse_args()
     schema = f"drain_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(f"{SERVER}/{args.database}", autocommit=True) as conn:
@@ -62,8 +65,14 @@ def main() -> None:
             conductor.notifier.register("job_consumed", consumed)
             before = _commits(args.database)
             used = resource.getrusage(resource.RUSAGE_SELF)
+            profiler = cProfile.Profile() if args.profile else None
             started = time.perf_counter()
+            if profiler is not None:
+                profiler.enable()
             conductor.run(max_dispatches=args.jobs)
+            if profiler is not None:
+                profiler.disable()
+                profiler.dump_stats(args.profile)
             wall = time.perf_counter() - started
             after = resource.getrusage(resource.RUSAGE_SELF)
             commits = _commits(args.database) - before

@@ -243,22 +243,16 @@ def post(board: JobBoard, backend: Persistence, spec: JobSpec) -> dict[str, Any]
     book = LogBook(spec.name)
     flow_detail = FlowDetail(spec.name)
     book.add(flow_detail)
-    # The factory rides on the book's first save: one write before the post, not two.
+    # The factory rides on the book's only write, made with the post's (one transaction when
+    # board and persistence share a database); a post that fails leaves no book.
     record_factory(flow_detail, spec.factory, spec.args, spec.kwargs)
-    backend.save_logbook(book)
-    try:
-        details: dict[str, Any] = {"flow_uuid": flow_detail.uuid}
-        if spec.store:
-            details["store"] = spec.store
-        if spec.trace:
-            details[_tracing.TRACE_KEY] = dict(spec.trace)
-        job = board.post(spec.name, book, details, spec.priority, delay=spec.delay)
-    except BaseException:
-        with contextlib.suppress(errors.LegatoError):
-            backend.destroy_logbook(book.uuid)
-        raise
-    book.meta.update(job_uuid=job.uuid, job_name=job.name)
-    backend.save_logbook(LogBook(book.name, book.uuid, book.created_at, meta=book.meta))
+    details: dict[str, Any] = {"flow_uuid": flow_detail.uuid}
+    if spec.store:
+        details["store"] = spec.store
+    if spec.trace:
+        details[_tracing.TRACE_KEY] = dict(spec.trace)
+    job = board.post(spec.name, book, details, spec.priority, delay=spec.delay,
+                     save_book_in=backend)
     return {
         "uuid": job.uuid,
         "name": job.name,

@@ -166,6 +166,43 @@ def test_the_next_claim_rides_too_and_skips_garbage(shared_url: str, board: JobB
     engine.dispose()
 
 
+def test_the_consume_and_the_next_claim_are_one_statement(shared_url: str, board: JobBoard,
+                                                          store: Persistence) -> None:
+    """On PostgreSQL the consume and the claim behind it are one statement in the flow's last
+    transaction (SQLite: one per step)."""
+    job, flow, fence = _claimed_flow(board, store)
+    nxt = board.post("next")
+    sent: list[str] = []
+    claimed: list[Job | None] = []
+
+    def consume(tx: Any) -> None:
+        sa.event.listen(tx, "before_cursor_execute",
+                        lambda _c, _cur, statement, *_rest: sent.append(statement))
+        claimed.append(board.consume_in(tx, job, "owner-a", claim_next=True))
+
+    store.update_many(_ending(flow, consume), fence=fence)
+    assert claimed == [nxt] and board.find_owner(nxt) == "owner-a"
+    assert board.state_of(job) is JobState.COMPLETE
+    if shared_url.startswith("postgresql"):
+        assert len(sent) == 1 and "DELETE" in sent[0] and "UPDATE" in sent[0]
+    else:
+        assert len(sent) > 1
+
+
+def test_a_stale_claim_claims_nothing_behind_it(board: JobBoard, store: Persistence) -> None:
+    """A consume refused in the statement that also claims: the claim rolls back with it."""
+    job, flow, fence = _claimed_flow(board, store)
+    board.abandon(job, "owner-a")
+    newer = board.claim(job, "owner-b")
+    nxt = board.post("next")
+    with pytest.raises(errors.NotOwner):
+        store.update_many(_ending(flow, lambda tx: board.consume_in(
+            tx, job, "owner-a", claim_next=True)), fence=fence)
+    assert board.find_owner(newer) == "owner-b" and board.find_owner(nxt) is None
+    assert board.state_of(nxt) is JobState.UNCLAIMED
+    assert store.get_flow_details(flow.uuid).state is FlowState.RUNNING
+
+
 def test_a_board_without_a_shared_database_refuses(store: Persistence) -> None:
     with jobboard.connect("memory://alone", persistence=store) as memory:
         memory.post("job")
@@ -329,3 +366,155 @@ def test_a_book_that_cannot_be_read_does_not_fail_the_claim(shared_url: str, boa
     job = board.claim_next("owner")
     assert job == posted and job is not None and job.loaded_book is None
     assert board.find_owner(job) == "owner"
+
+
+# -- a post and its logbook ---------------------------------------------------------------------
+
+def _sent_by(engine_events: list[str]) -> Callable[..., None]:
+    return lambda _c, _cur, statement, *_rest: engine_events.append(statement)
+
+
+def test_a_post_writes_its_book_in_the_same_statement(shared_url: str, board: JobBoard,
+                                                      store: Persistence) -> None:
+    """``post(save_book_in=...)`` with a persistence sharing the board's database: the book
+    (naming its job from its first write) and the job in one transaction; on PostgreSQL one
+    statement."""
+    sent: list[str] = []
+    record = _sent_by(sent)
+    sa.event.listen(sa.Engine, "before_cursor_execute", record)
+    try:
+        job = tc.post_job(board, store, tc.steps_flow, kwargs={"steps": 1}, name="with-book")
+    finally:
+        sa.event.remove(sa.Engine, "before_cursor_execute", record)
+    assert job.book_uuid is not None
+    book = store.get_logbook(job.book_uuid)
+    assert book.meta == {"job_uuid": job.uuid, "job_name": "with-book"}
+    assert [fd.meta["factory"]["kwargs"] for fd in book] == [{"steps": 1}]
+    if shared_url.startswith("postgresql"):
+        assert len(sent) == 1
+        assert "legato_logbooks" in sent[0] and "INSERT INTO legato_jb_jobs" in sent[0]
+    else:
+        assert sent[-1].startswith("INSERT INTO legato_jb_jobs")
+        assert any("legato_logbooks" in s for s in sent[:-1])
+    claimed = board.claim_next("owner-a")
+    assert claimed == job and claimed.loaded_book is not None
+    assert claimed.loaded_book.meta["job_uuid"] == job.uuid
+
+
+def test_a_delayed_post_with_its_book(board: JobBoard, store: Persistence) -> None:
+    book = LogBook("later")
+    job = board.post("later", book, delay=3600, save_book_in=store)
+    assert store.get_logbook(book.uuid).meta["job_uuid"] == job.uuid
+    assert board.claim_next("owner-a") is None
+    assert board.state_of(job) is JobState.UNCLAIMED
+
+
+def _refuse_posts_named(url: str, name: str) -> sa.Engine:
+    """A trigger that makes the database refuse the insert of a job called ``name``: the
+    failure comes after the book's writes, inside the post's statement or transaction."""
+    engine = sa.create_engine(sa.make_url(url).set(
+        drivername="postgresql+psycopg" if url.startswith("postgres") else "sqlite"))
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql(
+                "CREATE OR REPLACE FUNCTION legato_test_refuse() RETURNS trigger "
+                "LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$")
+            conn.exec_driver_sql(
+                "CREATE TRIGGER legato_test_refuse BEFORE INSERT ON legato_jb_jobs FOR EACH "
+                f"ROW WHEN (NEW.name = '{name}') EXECUTE FUNCTION legato_test_refuse()")
+        else:
+            conn.exec_driver_sql(
+                "CREATE TRIGGER legato_test_refuse BEFORE INSERT ON legato_jb_jobs FOR EACH "
+                f"ROW WHEN NEW.name = '{name}' BEGIN SELECT RAISE(ABORT, 'refused'); END")
+    return engine
+
+
+def _books_and_jobs(store: Persistence, board: JobBoard) -> tuple[list[str], list[str]]:
+    return ([b.uuid for b in store.get_logbooks(lazy=True)],
+            [j.name for j in board.iterjobs()])
+
+
+@pytest.mark.parametrize("layout", ["shared", "apart"])
+def test_a_refused_post_leaves_neither_book_nor_job(layout: str, shared_url: str,
+                                                    store: Persistence, board: JobBoard,
+                                                    request: pytest.FixtureRequest) -> None:
+    """A post the board refuses (details too large, a NUL, a book that is not JSON, the
+    database refusing the job's row after the book's writes) leaves neither its book nor a
+    job, whether the persistence shares the board's database (one transaction) or not (the
+    book written first, destroyed again)."""
+    if layout == "shared":
+        books: Persistence = store
+    else:  # the book in another database than the board's
+        books = lp.connect(request.getfixturevalue(
+            "postgres_url" if shared_url.startswith("sqlite") else "sqlite_url"))
+        books.upgrade()
+    engine = _refuse_posts_named(shared_url, "refused")
+    try:
+        assert board.shares_database(books) is (layout == "shared")
+        before = _books_and_jobs(books, board)
+        with pytest.raises(errors.JobTooLarge):
+            board.post("big", LogBook("big"), {"x": "y" * (2 << 20)}, save_book_in=books)
+        with pytest.raises(ValueError, match="NUL"):
+            board.post("nul", LogBook("a\x00b"), save_book_in=books)
+        bad = LogBook("bad")
+        bad.meta["x"] = object()
+        with pytest.raises(errors.SerializationError):
+            board.post("bad", bad, save_book_in=books)
+        with pytest.raises(errors.BoardUnavailable):
+            board.post("refused", LogBook("refused"), save_book_in=books)
+        assert _books_and_jobs(books, board) == before
+        ok = board.post("fine", LogBook("fine"), save_book_in=books)
+        assert ok.book_uuid in _books_and_jobs(books, board)[0]
+    finally:
+        engine.dispose()
+        if books is not store:
+            books.close()
+
+
+def test_save_book_in_needs_a_book(board: JobBoard, store: Persistence) -> None:
+    with pytest.raises(ValueError, match="needs a book"):
+        board.post("no book", save_book_in=store)
+    assert board.job_count == 0
+
+
+def test_a_persistence_without_a_database_writes_in_no_transaction() -> None:
+    memory = lp.connect("memory://")
+    with pytest.raises(ValueError, match="no shared database"):
+        memory.save_logbook_in(object(), LogBook("book"))
+    assert memory.saves_in_one_statement(LogBook("book")) is False
+
+
+def test_a_book_too_big_for_one_statement_still_posts_all_or_nothing(
+        shared_url: str, board: JobBoard, store: Persistence) -> None:
+    """A book of more rows than one statement takes: its writes and the job's run in one
+    transaction (on PostgreSQL too, not in autocommit), and a refused job takes them back."""
+    def big(name: str) -> LogBook:
+        book = LogBook(name)
+        flow = FlowDetail("flow")
+        for index in range(80):
+            flow.add(TaskDetail(f"task-{index}"))
+        book.add(flow)
+        return book
+
+    assert store.saves_in_one_statement(big("big")) is False
+    engine = _refuse_posts_named(shared_url, "refused")
+    try:
+        with pytest.raises(errors.BoardUnavailable):
+            board.post("refused", big("refused"), save_book_in=store)
+        assert _books_and_jobs(store, board) == ([], [])
+        seen: list[tuple[str, bool]] = []
+
+        def executed(conn: sa.Connection, _cursor: Any, statement: str, *_rest: Any) -> None:
+            autocommit = conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+            seen.append((statement.split(None, 1)[0], autocommit))
+
+        sa.event.listen(sa.Engine, "before_cursor_execute", executed)
+        try:
+            job = board.post("fine", big("fine"), save_book_in=store)
+        finally:
+            sa.event.remove(sa.Engine, "before_cursor_execute", executed)
+        assert len(seen) > 1 and not any(autocommit for _, autocommit in seen)
+        assert job.book_uuid is not None
+        assert len(next(iter(store.get_logbook(job.book_uuid)))) == 80
+    finally:
+        engine.dispose()

@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import threading
 import uuid
+from collections.abc import Callable, Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -447,3 +448,112 @@ def test_postgres_an_undecodable_row_claimed_is_put_back_as_it_was(postgres_url:
             engine.dispose()
         assert (row.state, row.owner, row.fence, row.attempts, row.lease_expires,
                 row.available_at) == ("UNCLAIMED", None, 7, 3, None, 0.5)
+
+
+# -- one notification per post -------------------------------------------------------------------
+
+@pytest.fixture
+def own_database_url(postgres_url: str) -> Iterator[str]:
+    """A PostgreSQL database of this test's own: notification channels are per database, and
+    other tests' schemas share the usual one."""
+    import psycopg
+
+    base = sa.make_url(postgres_url).set(query={})
+    name = f"legato_notify_{uuid.uuid4().hex[:10]}"
+    admin = base.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _notifications(url: str, act: Callable[[], object]) -> list[str]:
+    """The payloads sent on the board's channel while ``act`` runs, in order (a sentinel sent
+    after it marks the end: notifications arrive in commit order)."""
+    import psycopg
+
+    conninfo = sa.make_url(url).set(drivername="postgresql").render_as_string(
+        hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as listener, \
+            psycopg.connect(conninfo, autocommit=True) as sender:
+        listener.execute(f"LISTEN {sql_tables.CHANNEL}")
+        act()
+        sender.execute(f"NOTIFY {sql_tables.CHANNEL}, 'test-end'")
+        payloads: list[str] = []
+        for note in listener.notifies(timeout=30):
+            if note.payload == "test-end":
+                return payloads
+            payloads.append(note.payload)
+    raise AssertionError(f"no end sentinel; got {payloads}")
+
+
+def _posts(board: jobboard.JobBoard, url: str) -> Callable[[], None]:
+    from legato import persistence as lp
+    from legato.persistence.models import LogBook
+
+    def act() -> None:
+        board.post("plain")
+        store = lp.connect(url)
+        store.upgrade()
+        try:
+            board.post("with book", LogBook("book"), save_book_in=store)
+        finally:
+            store.close()
+        board.post("later", delay=3600)
+    return act
+
+
+def test_postgres_a_post_sends_one_notification(own_database_url: str) -> None:
+    """The insert trigger alone notifies: ``POST_PAYLOAD`` for a job claimable now, an empty
+    payload for a delayed one, one per post (the board's INSERT used to send its own as
+    well); a consume's delete sends one, empty."""
+    with jobboard.connect(own_database_url) as board:
+        assert _notifications(own_database_url, _posts(board, own_database_url)) == [
+            sql_tables.POST_PAYLOAD, sql_tables.POST_PAYLOAD, ""]
+        job = board.claim_next("owner-a")
+        assert job is not None
+        assert _notifications(own_database_url, lambda: board.consume(job, "owner-a")) == [""]
+
+
+def _as_at_j0002(url: str) -> None:
+    """Put a board's PostgreSQL schema back where revision j0002 left it: one trigger for
+    inserts and deletes, its notification's payload empty."""
+    engine = _engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TRIGGER legato_jb_jobs_posted ON legato_jb_jobs")
+            conn.exec_driver_sql("DROP TRIGGER legato_jb_jobs_gone ON legato_jb_jobs")
+            conn.exec_driver_sql("DROP FUNCTION legato_jb_posted()")
+            conn.exec_driver_sql(
+                "CREATE TRIGGER legato_jb_jobs_posted_or_gone AFTER INSERT OR DELETE ON "
+                "legato_jb_jobs FOR EACH STATEMENT EXECUTE FUNCTION legato_jb_notify()")
+            conn.exec_driver_sql(f"UPDATE {sql_tables.VERSION_TABLE} SET version_num = 'j0002'")
+    finally:
+        engine.dispose()
+
+
+def test_postgres_a_j0002_schema_is_upgraded_to_one_notification_per_post(
+        own_database_url: str) -> None:
+    with jobboard.connect(own_database_url) as board:
+        kept = board.post("posted at j0002")
+    _as_at_j0002(own_database_url)
+    engine = _engine(own_database_url)
+    try:
+        def insert_by_hand() -> None:
+            with engine.begin() as conn:
+                conn.exec_driver_sql(
+                    "INSERT INTO legato_jb_jobs (uuid, name, details, priority, created_on, "
+                    "state, attempts, fence) VALUES ('by-hand', 'by hand', '{}', 2, 0, "
+                    "'UNCLAIMED', 0, 0)")
+        assert _notifications(own_database_url, insert_by_hand) == [""]  # j0002's trigger
+        with jobboard.connect(own_database_url) as board:
+            with engine.connect() as conn:
+                assert migrate.JOBBOARD.current(conn) == migrate.JOBBOARD.head() == "j0003"
+            assert _notifications(own_database_url, _posts(board, own_database_url)) == [
+                sql_tables.POST_PAYLOAD, sql_tables.POST_PAYLOAD, ""]
+            assert board.get(kept.uuid) == kept and board.get("by-hand").name == "by hand"
+    finally:
+        engine.dispose()

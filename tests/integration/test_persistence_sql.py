@@ -7,10 +7,12 @@ import contextlib
 import multiprocessing
 import socket
 import sqlite3
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 
@@ -606,3 +608,32 @@ def _statements_seen() -> Iterator[list[tuple[str, bool]]]:
         yield seen
     finally:
         sa.event.remove(sa.Engine, "before_cursor_execute", executed)
+
+
+@pytest.mark.parametrize(("rest", "first_call_fails"), [(3600.0, True), (1e-9, False)])
+def test_postgres_connection_tested_only_after_it_rested(postgres_url: str, rest: float,
+                                                         first_call_fails: bool) -> None:
+    """With ``ping_after_idle``, a pooled connection is tested on checkout only once it rested
+    that long: a connection the server dropped while it rested is replaced before the call
+    (no failure); one handed back a moment ago is used untested, its death found on first use
+    (one failed call, then the pool recovers)."""
+    app = f"legato-rest-{uuid.uuid4().hex[:8]}"
+    sep = "&" if "?" in postgres_url else "?"
+    backend = persistence.connect(f"{postgres_url}{sep}application_name={app}", retries=0,
+                                  ping_after_idle=rest)
+    try:
+        backend.upgrade()
+        book = make_book()
+        backend.save_logbook(book)
+        with psycopg.connect(postgres_url.replace("postgresql+psycopg", "postgresql"),
+                             autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = %s", (app,)).fetchone()
+        assert killed is not None and killed[0] >= 1
+        if first_call_fails:
+            with pytest.raises(errors.StorageFailure):
+                backend.get_logbook(book.uuid)
+        assert backend.get_logbook(book.uuid).uuid == book.uuid
+    finally:
+        backend.close()

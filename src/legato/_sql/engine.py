@@ -26,6 +26,7 @@ import importlib
 import logging
 import os
 import sqlite3
+import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -38,8 +39,8 @@ from sqlalchemy.pool import StaticPool
 from legato import errors
 from legato._sqlurl import check_sql_url, make_sqlite_folder
 
-__all__ = ["WAL_CHECKPOINT_EVERY", "EngineSettings", "checkpoint_wal", "create_engine",
-           "database_key", "normalise_url", "translate_errors"]
+__all__ = ["PING_AFTER_IDLE", "WAL_CHECKPOINT_EVERY", "EngineSettings", "checkpoint_wal",
+           "create_engine", "database_key", "normalise_url", "translate_errors"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,12 @@ SQLITE_BEGIN = "legato_sqlite_begin"
 #: Default ``EngineSettings.wal_checkpoint_every``: write transactions between two truncating
 #: WAL checkpoints (a checkpoint costs about one fsync of what changed since the last one).
 WAL_CHECKPOINT_EVERY = 1000
+#: Default ``EngineSettings.ping_after_idle`` (seconds): a PostgreSQL connection that rested in
+#: the pool this long is tested before use; one back sooner is not (a busy worker checks out a
+#: connection a few times per job, and each test was a round trip).
+PING_AFTER_IDLE = 1.0
+#: ``ConnectionPoolEntry.info`` key: when the connection was last handed back to the pool.
+_RESTED_SINCE = "legato_rested_since"
 #: Longest a truncating checkpoint waits for readers (ms) before it gives up until next time;
 #: writers must not stall behind a long read for the sake of housekeeping.
 _CHECKPOINT_BUSY_MS = 200
@@ -99,6 +106,12 @@ class EngineSettings:
         pre_ping: test a pooled connection before each use (network databases). Costs a round
             trip per operation; without it a dead connection is still found on first use and
             the operation retried (``Persistence.retries``) on a fresh one.
+        ping_after_idle: PostgreSQL, with ``pre_ping``: test only a connection that rested in
+            the pool at least this many seconds (0: every checkout). A connection handed back
+            a moment ago was alive then; one that rested may have been dropped by the server
+            (restart, ``idle_session_timeout``) or a middlebox. A connection that died within
+            the window is found on first use, which invalidates the pool, like
+            ``pre_ping=False``.
         echo: log every SQL statement (SQLAlchemy's ``echo``).
         wal_checkpoint_every: SQLite: after this many write transactions, the writer that
             makes the last one checkpoints the WAL and truncates it
@@ -114,6 +127,7 @@ class EngineSettings:
     read_timeout: float = 60.0
     pool_size: int = 5
     pre_ping: bool = True
+    ping_after_idle: float = PING_AFTER_IDLE
     echo: bool = False
     wal_checkpoint_every: int = WAL_CHECKPOINT_EVERY
     lenient_text: bool = False
@@ -227,6 +241,13 @@ def _create_engine(url: URL, settings: EngineSettings) -> Engine:
             "keepalives_count": 3, "tcp_user_timeout": int(settings.read_timeout * 1000),
         }
         connect_args = {k: v for k, v in defaults.items() if k not in query}
+        if settings.pre_ping and settings.ping_after_idle > 0:
+            engine = sa.create_engine(
+                url, connect_args=connect_args, pool_pre_ping=False,
+                pool_size=settings.pool_size, max_overflow=settings.pool_size * 2,
+                pool_timeout=settings.connect_timeout, echo=settings.echo)
+            _ping_after_idle(engine, settings.ping_after_idle)
+            return engine
     elif url.get_driver_name() == "pymysql":
         # PyMySQL's connect_timeout covers the TCP connect only; the server's greeting is read
         # under read_timeout, like every reply after it.
@@ -239,6 +260,28 @@ def _create_engine(url: URL, settings: EngineSettings) -> Engine:
         pool_size=settings.pool_size, max_overflow=settings.pool_size * 2,
         pool_timeout=settings.connect_timeout, echo=settings.echo,
     )
+
+
+def _ping_after_idle(engine: Engine, idle: float) -> None:
+    """Test a pooled connection on checkout only when it rested ``idle`` seconds or more since
+    it was handed back (a new connection is not tested: it was just made). A failed test
+    invalidates the pool (``InvalidatePoolError``: its other connections are as old) and the
+    pool connects afresh; an unreachable server then fails the checkout as usual."""
+    dialect = engine.dialect
+
+    @event.listens_for(engine, "checkin")
+    def _rested(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_RESTED_SINCE] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _test_if_rested(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get(_RESTED_SINCE)
+        if since is None or time.monotonic() - since < idle:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            raise exc.InvalidatePoolError(f"connection failed its test: {error}") from error
 
 
 def _sqlite_engine(url: URL, settings: EngineSettings) -> Engine:

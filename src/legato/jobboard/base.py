@@ -635,8 +635,15 @@ class JobBoard(abc.ABC):
 
     def post(self, name: str, book: LogBook | None = None, details: dict[str, Any] | None = None,
              priority: JobPriority | str | int = JobPriority.NORMAL, *,
-             delay: float | None = None) -> Job:
+             delay: float | None = None, save_book_in: Persistence | None = None) -> Job:
         """Post a new job; with ``delay`` it cannot be claimed for that many seconds.
+
+        With ``save_book_in``, ``book`` is saved there with the job, its meta naming the job
+        (``meta["job_uuid"]``, ``meta["job_name"]``, set on the caller's book) from its first
+        write. When that persistence shares this board's database (``shares_database``) the
+        book and the job are written in one transaction (on PostgreSQL one statement);
+        otherwise the book is saved first and destroyed again if the post fails. Either way
+        there is never a job without its book, and a post that fails leaves no book.
 
         With OpenTelemetry installed (``legato[otel]``) and a span current, the job's details
         also carry its trace context (``details["trace"]``, W3C ``traceparent``), so the
@@ -650,10 +657,13 @@ class JobBoard(abc.ABC):
             JobTooLarge: ``details`` nest deeper than ``MAX_DETAILS_DEPTH`` (64) levels or are
                 more than ``MAX_DETAILS_BYTES`` (1 MiB) as JSON; a ``ValueError``.
             SerializationError: ``details`` are not JSON-serialisable; a ``TypeError``.
+                Also the book's (with ``save_book_in``).
         """
         self._require_connected()
         if not name:
             raise ValueError("a job needs a non-empty name")
+        if save_book_in is not None and book is None:
+            raise ValueError("save_book_in needs a book to save")
         if details is not None and not isinstance(details, dict):
             raise TypeError("details must be a dict")
         if details:
@@ -672,7 +682,12 @@ class JobBoard(abc.ABC):
             priority=int(JobPriority.parse(priority)), created_on=now, last_modified=now,
             available_at=now + delay if delay else None,
         )
-        self._post(record)
+        if save_book_in is None:
+            self._post(record)
+        else:
+            assert book is not None
+            book.meta.update(job_uuid=record.uuid, job_name=name)
+            self._post_with_book(record, book, save_book_in)
         job = Job(self, record)
         if book is not None:
             job._book = book
@@ -1117,6 +1132,28 @@ class JobBoard(abc.ABC):
     @abc.abstractmethod
     def _post(self, record: JobRecord) -> None:
         """Store a new job; assign ``record.sequence`` (grows with every post)."""
+
+    def _post_with_book(self, record: JobRecord, book: LogBook,
+                        persistence: Persistence) -> None:
+        """``_post``, ``book`` saved in ``persistence`` with it: in one transaction when the
+        two share a database (``_post_sharing``), else the book first and the job then, the
+        book destroyed again if the post fails (a job is never without its book)."""
+        if self.shares_database(persistence):
+            self._post_sharing(record, book, persistence)
+            return
+        persistence.save_logbook(book)
+        try:
+            self._post(record)
+        except BaseException:
+            with contextlib.suppress(errors.LegatoError):
+                persistence.destroy_logbook(book.uuid)
+            raise
+
+    def _post_sharing(self, record: JobRecord, book: LogBook,
+                      persistence: Persistence) -> None:
+        """``_post`` and ``persistence.save_logbook_in(transaction, book)`` in one transaction
+        of this board's database, all or nothing; boards with a ``database`` implement it."""
+        raise NotImplementedError
 
     @abc.abstractmethod
     def _get(self, job_uuid: str) -> JobRecord:

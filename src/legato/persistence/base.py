@@ -44,7 +44,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
@@ -278,6 +278,36 @@ class Persistence(abc.ABC):
             raise ValueError(f"{type(self).__name__} cannot read inside another component's "
                              "transaction (it has no shared database)")
         return self._get_logbook_in(transaction, book_uuid)
+
+    def save_logbook_in(self, transaction: Any, book: LogBook, *, along: Any = None,
+                        along_params: Mapping[str, Any] | None = None) -> Any:
+        """``save_logbook`` inside ``transaction``, a transaction someone else opened on this
+        backend's ``database`` (SQL backends: a SQLAlchemy ``Connection``): a board sharing
+        the database posts a job and saves its logbook in one transaction, so there is never
+        one without the other. With ``along`` (the caller's statement, returning rows, and
+        its ``along_params``), that statement runs after the book's writes in the same
+        transaction — as part of the same statement when ``saves_in_one_statement(book)`` —
+        and its first row is returned (None without ``along``). Not retried; driver errors are
+        not translated: they belong to the transaction's owner.
+
+        Raises:
+            ValueError: this backend has no ``database`` to share.
+            SerializationError: like ``save_logbook``.
+        """
+        if self.database is None:
+            raise ValueError(f"{type(self).__name__} cannot write inside another component's "
+                             "transaction (it has no shared database)")
+        _check_json(book.meta, "meta of logbook", book.name)
+        for fd in book.flows.values():
+            self._check_flow(fd)
+        saved = LogBook(book.name, book.uuid, book.created_at, utcnow(), book.meta, book.flows)
+        return self._save_logbook_in(transaction, saved, along, along_params)
+
+    def saves_in_one_statement(self, book: LogBook) -> bool:
+        """Whether ``save_logbook_in`` writes ``book`` (and its ``along``) as one statement,
+        which its caller may then run as its own transaction (PostgreSQL: in autocommit, no
+        ``BEGIN``/``COMMIT`` round trips). False unless the backend says so."""
+        return self.database is not None and self._saves_in_one_statement(book)
 
     def get_logbooks(self, *, lazy: bool = False) -> Iterator[LogBook]:
         """Every logbook, oldest first."""
@@ -658,6 +688,16 @@ class Persistence(abc.ABC):
         """``get_logbook`` (not lazy) inside ``transaction``; only backends with a
         ``database`` implement it."""
         raise NotImplementedError
+
+    def _save_logbook_in(self, transaction: Any, book: LogBook, along: Any,
+                         along_params: Mapping[str, Any] | None) -> Any:
+        """``save_logbook_in``, ``book`` checked and stamped; only backends with a
+        ``database`` implement it."""
+        raise NotImplementedError
+
+    def _saves_in_one_statement(self, book: LogBook) -> bool:
+        """``saves_in_one_statement`` of a backend with a ``database``."""
+        return False
 
     @abc.abstractmethod
     def _save_logbook(self, book: LogBook) -> None: ...

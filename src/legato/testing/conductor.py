@@ -197,7 +197,9 @@ def post_job(board: JobBoard, persistence: Persistence, factory: Any, *,
              store: dict[str, Any] | None = None, meta_store: dict[str, Any] | None = None,
              name: str = "job", priority: JobPriority = JobPriority.NORMAL,
              details: dict[str, Any] | None = None) -> Job:
-    """Save a logbook with one flow detail rebuilt by ``factory`` and post a job for it.
+    """Post a job for a new logbook with one flow detail rebuilt by ``factory``, saved with
+    the post (``JobBoard.post(save_book_in=persistence)``: one write with the job's when they
+    share a database; the book's meta names the job).
 
     ``store`` goes in the job's details, ``meta_store`` in the flow detail's meta; ``details``
     adds other job details.
@@ -208,11 +210,11 @@ def post_job(board: JobBoard, persistence: Persistence, factory: Any, *,
         flow_detail.meta["store"] = dict(meta_store)
     book.add(flow_detail)
     engine_mod.record_factory(flow_detail, factory, args, kwargs)
-    persistence.save_logbook(book)  # one write, the factory in it; nothing read back
     job_details = dict(details or {})
     if store is not None:
         job_details["store"] = dict(store)
-    return board.post(name, book=book, details=job_details, priority=priority)
+    return board.post(name, book=book, details=job_details, priority=priority,
+                      save_book_in=persistence)
 
 
 class EventRecorder:

@@ -15,10 +15,12 @@ One table row per job (see ``sql_tables``). Every primitive is one short transac
   injected, so many machines agree; SQLite (one machine) uses the board's clock.
 * Wake-ups: PostgreSQL boards ``LISTEN`` on a dedicated connection (started by the first
   ``wait``); triggers on the jobs table ``NOTIFY`` when a job is posted, consumed, trashed or
-  abandoned (not on claims or renewals). A board's own post also notifies from its ``INSERT``
-  (``RETURNING pg_notify(...)``, payload ``POST_PAYLOAD``): a ``wait`` it wakes answers True
-  without reading the board again, so an idle conductor goes from the notification straight
-  to its claim. A post is one statement, run in autocommit. SQLite boards poll every
+  abandoned (not on claims or renewals): one notification per statement. A post's has the
+  payload ``POST_PAYLOAD`` when a job it inserted can be claimed now: a ``wait`` it wakes
+  answers True without reading the board again, so an idle conductor goes from the
+  notification straight to its claim. A post is one statement, run in autocommit; with a
+  persistence sharing the database (``post(save_book_in=...)``) the job's logbook is written
+  in that statement too. SQLite boards poll every
   ``poll_interval`` (0.05 s by default) with a query that reads one index page.
 * Engine and errors: the engine factory and driver-error translation of SQL persistence
   (``legato._sql.engine``): the same SQLite pragmas, keepalives and option names. Driver errors
@@ -336,19 +338,49 @@ class SQLJobBoard(JobBoard):
 
     def _post(self, record: JobRecord) -> None:
         # One INSERT (its trigger notifies waiters): on PostgreSQL, no BEGIN/COMMIT round trips.
+        statement, params = self._post_insert(record)
         with self._tx(write=True, single=True) as conn:
-            now = self._now()
-            delay = (record.available_at - record.created_on
-                     if record.available_at is not None else None)
-            values = _row_values(record)
-            values["available_at"] = now + delay if delay is not None else None
-            record.sequence = conn.execute(jobs.insert().values(**values).returning(
-                _J.sequence, *self._post_notes(delay))).first()[0]  # type: ignore[index]
+            record.sequence = conn.execute(statement, params).scalar_one()
             self._notify(conn)
 
-    def _post_notes(self, delay: float | None) -> tuple[sa.ColumnElement[Any], ...]:
-        """Columns the post's ``INSERT ... RETURNING`` adds for their side effect (none)."""
-        return ()
+    def _post_sharing(self, record: JobRecord, book: LogBook,
+                      persistence: Persistence) -> None:
+        # The book's writes and the INSERT in one transaction; on PostgreSQL one statement
+        # (the INSERT a CTE beside the book's upserts), run in autocommit: one round trip.
+        # The trigger's notification is sent at commit, so a woken claimer finds the book.
+        statement, params = self._post_insert(record)
+        single = persistence.saves_in_one_statement(book)
+        with self._tx(write=True, single=single) as conn:
+            row = persistence.save_logbook_in(conn, book, along=statement, along_params=params)
+            record.sequence = row.sequence
+            self._notify(conn)
+
+    def _post_insert(self, record: JobRecord) -> tuple[sa.Executable, dict[str, Any]]:
+        """The post's ``INSERT ... RETURNING sequence`` (built once) and its parameters."""
+        values = _row_values(record)
+        delay = (record.available_at - record.created_on
+                 if record.available_at is not None else None)
+        del values["available_at"]
+        params = {"j_" + k: v for k, v in values.items()}
+        params["now"] = self.clock()
+        if delay is not None:
+            params["j_delay"] = delay
+        return self._post_statements[delay is not None], params
+
+    @functools.cached_property
+    def _post_statements(self) -> dict[bool, sa.Executable]:
+        """The post's ``INSERT``, without and with a delay (``available_at`` is the board's
+        now plus ``j_delay``); every other column from its parameter ``j_<column>`` (named
+        after no column: see ``_consume_claim_statements``)."""
+        now = self._statement_now()
+        statements: dict[bool, sa.Executable] = {}
+        for delayed in (False, True):
+            values: dict[str, Any] = {c: sa.bindparam("j_" + c, type_=_J[c].type)
+                                      for c in _POSTED_COLUMNS}
+            values["available_at"] = (now + sa.bindparam("j_delay", type_=sa.Double())
+                                      if delayed else sa.null())
+            statements[delayed] = jobs.insert().values(**values).returning(_J.sequence)
+        return statements
 
     def _post_many(self, records: list[JobRecord]) -> None:
         """Insert many unclaimed jobs in one transaction (benchmarks fill boards with it)."""
@@ -737,12 +769,17 @@ _UNDONE = ("state", "owner", "fence", "attempts", "lease_expires", "available_at
            "last_modified")
 
 
-def _claim_old(first: sa.Select[Any], values: dict[str, Any]) -> sa.Executable:
+def _claim_old(first: sa.Select[Any], values: dict[str, Any]) -> sa.Update:
     """``UPDATE ... FROM (first row, locked) AS old ... RETURNING`` the claimed row and, as
     ``old_<column>``, the claimed columns as they were (PostgreSQL)."""
     old = first.with_only_columns(_J.sequence, *(_J[c] for c in _UNDONE)).subquery("old")
     return (jobs.update().where(_J.sequence == old.c.sequence).values(**values)
             .returning(*jobs.c, *(old.c[c].label("old_" + c) for c in _UNDONE)))
+
+
+#: The columns a post writes from the record (``available_at`` from the board's clock).
+_POSTED_COLUMNS = ("uuid", "name", "details", "book_uuid", "book_name", "priority",
+                   "created_on", "state", "last_modified", "attempts", "fence")
 
 
 def _row_values(record: JobRecord) -> dict[str, Any]:
@@ -820,16 +857,25 @@ class PostgresJobBoard(SQLJobBoard):
             row = conn.execute(statement, {"now": self.clock(), "who": who, "ttl": ttl}).first()
             if row is None:
                 return None
-            try:
-                return self._decode(row)
-            except errors.GarbageRecord as exc:
-                logger.warning("board %r: not claiming job row %s (uuid %r) that cannot be "
-                               "decoded, set aside: %s", self.name, row.sequence, row.uuid, exc)
-            conn.execute(jobs.update().where(_J.sequence == row.sequence, _J.fence == row.fence,
-                                             _J.owner == who)
-                         .values({c: getattr(row, "old_" + c) for c in _UNDONE}))
-            self._garbage.add(row.sequence)
+            record = self._decoded_or_put_back(conn, row, who)
+            if record is not None:
+                return record
             skip = skip | {row.sequence}
+
+    def _decoded_or_put_back(self, conn: sa.Connection, row: Any, who: str) -> JobRecord | None:
+        """The record of a row ``_claim_old`` claimed for ``who``; None if it cannot be decoded,
+        after putting the row back as it was (only while that claim holds) and setting it
+        aside."""
+        try:
+            return self._decode(row)
+        except errors.GarbageRecord as exc:
+            logger.warning("board %r: not claiming job row %s (uuid %r) that cannot be "
+                           "decoded, set aside: %s", self.name, row.sequence, row.uuid, exc)
+        conn.execute(jobs.update().where(_J.sequence == row.sequence, _J.fence == row.fence,
+                                         _J.owner == who)
+                     .values({c: getattr(row, "old_" + c) for c in _UNDONE}))
+        self._garbage.add(row.sequence)
+        return None
 
     @functools.cached_property
     def _claim_old_statement(self) -> sa.Executable:
@@ -840,21 +886,52 @@ class PostgresJobBoard(SQLJobBoard):
 
     def _consume_in_transaction(self, transaction: Any, job_uuid: str, who: str,
                                 fence: int | None, ttl: float | None) -> JobRecord | None:
-        """The consume, then the claim in one statement (``_claim_first``: an undecodable row
-        is put back, never failing the caller's transaction)."""
+        """The consume and the claim in one statement (``_consume_claim_statements``), or,
+        once rows are set aside, the consume and then ``_claim_first``. An undecodable row is
+        put back, never failing the caller's transaction; a refused consume raises, and the
+        caller's rollback takes the claim with it."""
         conn: sa.Connection = transaction
-        self._consume_in(conn, job_uuid, who, fence, notify=False)
-        if ttl is None:
+        if ttl is None or self._garbage:
+            self._consume_in(conn, job_uuid, who, fence, notify=False)
+            return None if ttl is None else self._claim_first(conn, who, ttl,
+                                                              set(self._garbage))
+        now = self.clock()
+        row = conn.execute(self._consume_claim_statements[fence is not None],
+                           {"now": now, "c_uuid": job_uuid, "who": who, "c_fence": fence,
+                            "ttl": ttl}).one()
+        if row.consumed == 0:
+            raise self._why_not(conn, job_uuid, who, fence, self._now(now))
+        if row.sequence is None:
             return None
+        record = self._decoded_or_put_back(conn, row, who)
+        if record is not None:
+            return record
         return self._claim_first(conn, who, ttl, set(self._garbage))
 
-    def _post_notes(self, delay: float | None) -> tuple[sa.ColumnElement[Any], ...]:
-        # The post's own notification, sent with its INSERT (no extra round trip): a waiter
-        # it wakes knows a job was posted. A delayed job is not claimable yet: the trigger's
-        # notification alone makes its waiters look.
-        if delay:
-            return ()
-        return (sa.func.pg_notify(CHANNEL, sql_tables.POST_PAYLOAD),)
+    @functools.cached_property
+    def _consume_claim_statements(self) -> dict[bool, sa.Executable]:
+        """One statement, with and without a fence: ``WITH consumed AS (DELETE the owned job),
+        claimed AS (_claim_old's UPDATE) SELECT`` the count consumed and the claimed row (NULLs
+        when none). Both parts read one snapshot; they never touch one row, since a job is
+        consumed only under a live lease and claimed only without one (one ``now``)."""
+        now = self._statement_now()
+        claim = _claim_old(self._next_query(now, set()),
+                           self._claim_values(sa.bindparam("who"), _TTL, now))
+        statements: dict[bool, sa.Executable] = {}
+        for fenced in (False, True):
+            # Parameters named after no column: an UPDATE compiled with a parameter named
+            # like a column would also set that column.
+            consumed = jobs.delete().where(self._owned(
+                sa.bindparam("c_uuid"), sa.bindparam("who"),
+                sa.bindparam("c_fence") if fenced else None, now)).returning(_J.sequence) \
+                .cte("consumed")
+            claimed = claim.cte("claimed")
+            count = sa.select(sa.func.count()).select_from(consumed).scalar_subquery()
+            one = sa.select(sa.literal_column("1").label("one")).subquery("one")
+            statements[fenced] = (
+                sa.select(count.label("consumed"), *claimed.c)
+                .select_from(one.outerjoin(claimed, sa.true())))
+        return statements
 
     def _wait_for_change(self, timeout: float) -> bool:
         if self._listener is None:

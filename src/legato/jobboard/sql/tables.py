@@ -82,8 +82,9 @@ entities = sa.Table(
 )
 
 #: PostgreSQL notification channel: a post, consume, trash or abandon was committed (triggers
-#: made by the first migration send them).
+#: made by the migrations send them, one per statement).
 CHANNEL = "legato_jobboard"
-#: Payload of the notification a PostgreSQL board's own post sends beside its trigger's (whose
-#: payload is empty): a waiter woken by it knows a job was posted and need not look.
+#: Payload of the notification of a post that inserted a job claimable now (the other
+#: notifications' payload is empty): a waiter woken by it knows a job was posted and need not
+#: look.
 POST_PAYLOAD = "post"

@@ -431,10 +431,13 @@ def _upsert_cte(table: sa.Table, rows: list[tuple[str, tuple[str, ...]]],
 
 @functools.lru_cache(maxsize=256)
 def pg_save(book: tuple[str, ...], flows: tuple[tuple[str, ...], ...],
-            atoms: tuple[tuple[str, ...], ...]) -> sa.Select[Any]:
+            atoms: tuple[tuple[str, ...], ...],
+            along: sa.Executable | None = None) -> sa.Select[Any]:
     """``save_logbook`` on PostgreSQL as one statement: the book's upsert (parameters
     ``b_<column>``), its flows' (``f<i>_<column>``) and their atoms' (``a<i>_<column>``), as
-    data-modifying CTEs (the foreign keys are checked at the statement's end)."""
+    data-modifying CTEs (the foreign keys are checked at the statement's end). With ``along``
+    (another component's data-modifying statement with ``RETURNING``, built once: it is part
+    of the cache key), that statement is one more CTE and the statement returns its rows."""
     ctes = [_upsert_cte(logbooks, [("b_", book)], ("id", "uuid", "created_at"), "w_book")]
     if flows:
         ctes.append(_upsert_cte(flowdetails, [(f"f{i}_", c) for i, c in enumerate(flows)],
@@ -442,4 +445,7 @@ def pg_save(book: tuple[str, ...], flows: tuple[tuple[str, ...], ...],
     if atoms:
         ctes.append(_upsert_cte(atomdetails, [(f"a{i}_", c) for i, c in enumerate(atoms)],
                                 ("id", "uuid", "flow_uuid"), "w_atoms"))
+    if along is not None:
+        rode = along.cte("w_along")  # type: ignore[attr-defined]
+        return sa.select(*rode.c).add_cte(*ctes)
     return sa.select(sa.literal(1).label("saved")).add_cte(*ctes)

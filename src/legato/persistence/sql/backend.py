@@ -67,6 +67,9 @@ class SQLPersistence(Persistence):
         pre_ping: check a pooled connection before each use (network databases; one round trip
             per operation). Off, a dead connection is found on first use and the operation
             retried on a fresh one.
+        ping_after_idle: PostgreSQL, with ``pre_ping``: check only a connection that rested
+            in the pool this many seconds (default 1; 0 checks every checkout). See
+            ``EngineSettings``.
         echo: log every SQL statement.
         wal_checkpoint_every: SQLite: after this many write transactions, checkpoint the WAL
             and truncate the ``-wal`` file (default 1000; 0 never does). See
@@ -84,7 +87,7 @@ class SQLPersistence(Persistence):
     def __init__(self, url: str, *, retries: int = 3, retry_delay: float = 0.05,
                  connect_timeout: float = 10.0, busy_timeout: float = 60.0,
                  read_timeout: float = 60.0, pool_size: int = 5, pre_ping: bool = True,
-                 echo: bool = False,
+                 ping_after_idle: float = _engine.PING_AFTER_IDLE, echo: bool = False,
                  wal_checkpoint_every: int = _engine.WAL_CHECKPOINT_EVERY,
                  **options: Any) -> None:
         if options:  # a misspelt timeout must not be silently ignored
@@ -92,8 +95,8 @@ class SQLPersistence(Persistence):
         super().__init__(url, retries=retries, retry_delay=retry_delay)
         settings = _engine.EngineSettings(
             connect_timeout=connect_timeout, busy_timeout=busy_timeout,
-            read_timeout=read_timeout, pool_size=pool_size, pre_ping=pre_ping, echo=echo,
-            wal_checkpoint_every=wal_checkpoint_every)
+            read_timeout=read_timeout, pool_size=pool_size, pre_ping=pre_ping,
+            ping_after_idle=ping_after_idle, echo=echo, wal_checkpoint_every=wal_checkpoint_every)
         if isinstance(wal_checkpoint_every, bool) or not isinstance(wal_checkpoint_every, int) \
                 or wal_checkpoint_every < 0:
             raise ValueError("wal_checkpoint_every must be an integer >= 0")
@@ -198,29 +201,50 @@ class SQLPersistence(Persistence):
     # -- logbooks --------------------------------------------------------------------------
 
     def _save_logbook(self, book: LogBook) -> None:
-        book_row = _rows.book_row(book)
-        flow_rows = [{**_rows.flow_row(fd), "book_uuid": book.uuid} for fd in book.flows.values()]
-        atom_rows = [{**_rows.atom_row(ad), "flow_uuid": fd.uuid}
-                     for fd in book.flows.values() for ad in fd.atoms.values()]
-        if self._dialect == "postgresql" and len(flow_rows) + len(atom_rows) <= PG_ROWS \
-                and len({tuple(r) for r in flow_rows}) <= 1 \
-                and len({tuple(r) for r in atom_rows}) <= 1:
+        rows = _book_rows(book)
+        if self._one_statement_save(rows):
             # One statement, run as its own transaction: no BEGIN/COMMIT round trips.
+            with self._write("saving a logbook", single=True) as conn:
+                self._save_rows(conn, rows, None, None)
+            return
+        with self._write("saving a logbook") as conn:
+            self._save_rows(conn, rows, None, None)
+
+    def _one_statement_save(self, rows: _BookRows) -> bool:
+        """Whether the book's rows are saved as one statement (PostgreSQL, ``pg_save``)."""
+        _, flow_rows, atom_rows = rows
+        return (self._dialect == "postgresql" and len(flow_rows) + len(atom_rows) <= PG_ROWS
+                and len({tuple(r) for r in flow_rows}) <= 1
+                and len({tuple(r) for r in atom_rows}) <= 1)
+
+    def _save_rows(self, conn: sa.Connection, rows: _BookRows, along: sa.Executable | None,
+                   along_params: Mapping[str, Any] | None) -> Any:
+        """Write a book's rows on ``conn``, then ``along``; return ``along``'s first row."""
+        book_row, flow_rows, atom_rows = rows
+        if self._one_statement_save(rows):
             params = {"b_" + k: v for k, v in book_row.items()}
             for prefix, many in (("f", flow_rows), ("a", atom_rows)):
                 for index, row in enumerate(many):
                     params.update({f"{prefix}{index}_{k}": v for k, v in row.items()})
             statement = pg_save(tuple(book_row), tuple(tuple(r) for r in flow_rows),
-                                tuple(tuple(r) for r in atom_rows))
-            with self._write("saving a logbook", single=True) as conn:
-                conn.execute(statement, params)
-            return
-        with self._write("saving a logbook") as conn:
-            conn.execute(self._sql.upsert_book, book_row)
-            if flow_rows:
-                conn.execute(self._sql.upsert_flow, flow_rows)
-            if atom_rows:
-                conn.execute(self._sql.upsert_atom, atom_rows)
+                                tuple(tuple(r) for r in atom_rows), along)
+            result = conn.execute(statement, {**params, **(along_params or {})})
+            return None if along is None else result.first()
+        conn.execute(self._sql.upsert_book, book_row)
+        if flow_rows:
+            conn.execute(self._sql.upsert_flow, flow_rows)
+        if atom_rows:
+            conn.execute(self._sql.upsert_atom, atom_rows)
+        if along is None:
+            return None
+        return conn.execute(along, dict(along_params or {})).first()
+
+    def _saves_in_one_statement(self, book: LogBook) -> bool:
+        return self._one_statement_save(_book_rows(book))
+
+    def _save_logbook_in(self, transaction: Any, book: LogBook, along: Any,
+                         along_params: Mapping[str, Any] | None) -> Any:
+        return self._save_rows(transaction, _book_rows(book), along, along_params)
 
     def _get_logbook(self, book_uuid: str, lazy: bool) -> LogBook:
         params = {"b_uuid": book_uuid}
@@ -633,6 +657,17 @@ class SQLPersistence(Persistence):
         with self._write("clearing all logbooks") as conn:
             for statement in self._sql.delete_all:
                 conn.execute(statement)
+
+
+#: A book's rows: the book's, its flows' (``book_uuid`` set) and their atoms' (``flow_uuid``).
+_BookRows = tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]
+
+
+def _book_rows(book: LogBook) -> _BookRows:
+    return (_rows.book_row(book),
+            [{**_rows.flow_row(fd), "book_uuid": book.uuid} for fd in book.flows.values()],
+            [{**_rows.atom_row(ad), "flow_uuid": fd.uuid}
+             for fd in book.flows.values() for ad in fd.atoms.values()])
 
 
 def _many_rows(writes: FlowWrites, fenced: dict[str, Any]) -> _ManyRows:
