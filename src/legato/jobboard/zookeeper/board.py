@@ -1125,8 +1125,7 @@ class ZooKeeperJobBoard(JobBoard):
 
     def _note_generation(self) -> None:
         """Remember, per thread, which state of the index the caller last looked at."""
-        with self._index.cond:
-            self._local.generation = self._index.generation
+        self._local.generation = self._index.generation
 
     def _wait_for_change(self, timeout: float) -> bool:
         seen = getattr(self._local, "generation", None)
@@ -1136,8 +1135,7 @@ class ZooKeeperJobBoard(JobBoard):
             return (seen is None or self._index.generation != seen or client is None
                     or client.state != KazooState.CONNECTED)
 
-        with self._index.cond:
-            self._index.cond.wait_for(changed, timeout)
+        self._index.wait_for(changed, timeout)
         return False
 
     # -- entities --------------------------------------------------------------------------

@@ -121,6 +121,7 @@ class Follower:
         self.index = index
         self._calls = calls
         self._jobs, self._claims = jobs, claims
+        self._jobs_under, self._claims_under = jobs + "/", claims + "/"
         self._live, self._result, self._clock = calls.live, calls.result, clock
         self.server_clock = server_clock
         self._read_ahead = read_ahead
@@ -254,18 +255,19 @@ class Follower:
         """Read a claim node leaving a one-shot watch on it (``_on_claim_event``)."""
         return client.get_async(f"{self._claims}/{name}", watch=self._on_claim_event)
 
+    # On kazoo's callback thread, in the server's order (one call per event under jobs/:
+    # kept flat). Events without a node (the session ended) say nothing of it: the board
+    # syncs again.
+
     def _on_job_event(self, event: Any) -> None:
-        self._on_event(JOBS, self._jobs, event)
+        kind, path, under = _KINDS.get(event.type), event.path, self._jobs_under
+        if kind is not None and path and path.startswith(under):
+            self.index.event(JOBS, kind, path[len(under):])
 
     def _on_claim_event(self, event: Any) -> None:
-        self._on_event(CLAIMS, self._claims, event)
-
-    def _on_event(self, root: str, path: str, event: Any) -> None:
-        # On kazoo's callback thread, in the server's order. Events without a node (the
-        # session ended) say nothing of it: the board syncs again.
-        kind = _KINDS.get(event.type)
-        if kind is not None and event.path and event.path.startswith(path + "/"):
-            self.index.event(root, kind, event.path[len(path) + 1:])
+        kind, path, under = _KINDS.get(event.type), event.path, self._claims_under
+        if kind is not None and path and path.startswith(under):
+            self.index.event(CLAIMS, kind, path[len(under):])
 
     # -- job nodes -------------------------------------------------------------------------
 

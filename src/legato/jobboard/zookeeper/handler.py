@@ -89,15 +89,20 @@ class PollingHandler(SequentialThreadingHandler):  # type: ignore[misc]
         # comprehension's frame.
         buffered: list[Any] | None = None
         for obj in rlist:
-            if type(obj) is ReadAhead and obj.pending():
+            if type(obj) is ReadAhead and obj._at < len(obj._data):  # obj.pending(), inlined
                 buffered = [obj] if buffered is None else [*buffered, obj]
         if buffered is not None:
             return buffered, [], []
-        if not rlist and wlist and all(isinstance(obj, ReadAhead) for obj in wlist):
-            return [], wlist, []  # its send waits for room itself
+        if not rlist and wlist:
+            for obj in wlist:
+                if type(obj) is not ReadAhead:
+                    break
+            else:
+                return [], wlist, []  # its send waits for room itself
         if not hasattr(select, "poll"):
             return super().select(rlist, wlist, xlist, timeout)  # type: ignore[no-any-return]
-        reads, writes = [_fd(obj) for obj in rlist], [_fd(obj) for obj in wlist]
+        reads = [obj._sock.fileno() if type(obj) is ReadAhead else _fd(obj) for obj in rlist]
+        writes = [obj._sock.fileno() if type(obj) is ReadAhead else _fd(obj) for obj in wlist]
         key = (*reads, -1, *writes)
         sets: dict[tuple[int, ...], Any] | None = getattr(self._local, "sets", None)
         if sets is None:
