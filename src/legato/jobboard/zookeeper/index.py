@@ -496,12 +496,15 @@ class Index:
                 entry = entries[key[2]]
                 if entry.busy:
                     continue
-                if entry.claimed and entry.expires is None:  # entry.unknown, inlined
-                    if not (entry.reading or entry.writing):
-                        claims.append(key[2])
-                    continue
-                # entry.unavailable(now), called only when it may be true (scans pass many)
-                if (entry.claimed or entry.garbage or entry.writing
+                # entry.unknown and entry.unavailable(now), inlined: scans pass many entries
+                if entry.claimed:
+                    if entry.expires is None:
+                        if not (entry.reading or entry.writing):
+                            claims.append(key[2])
+                        continue
+                    if entry.expires > now:
+                        continue
+                if (entry.garbage or entry.writing
                         or entry.not_before is not None) and entry.unavailable(now):
                     continue
                 if entry.data is None and not entry.fetching:
@@ -522,10 +525,10 @@ class Index:
         entries = self._jobs
         for key in self._order:
             entry = entries[key[2]]
-            if entry.busy:
+            # entry.unavailable(now), inlined: scans pass many entries
+            if entry.busy or (entry.claimed and (entry.expires is None or entry.expires > now)):
                 continue
-            # entry.unavailable(now), called only when it may be true (scans pass many)
-            if not ((entry.claimed or entry.garbage or entry.writing
+            if not ((entry.garbage or entry.writing
                      or entry.not_before is not None) and entry.unavailable(now)):
                 yield entry
 
