@@ -304,15 +304,16 @@ class Follower:
         except kz.NoNodeError:
             return None
 
-    def read_ahead(self) -> None:
+    def read_ahead(self, *, every: bool = False) -> None:
         """Read the job nodes of the next few candidates in the background (pipelined), so
-        that claiming them is one transaction (``fetched`` picks up the reply);
-        and the claim nodes in unknown state before them, so that they are tried once free."""
+        that claiming them is one transaction (``fetched`` picks up the reply); by half the
+        window at a time unless the first is missing, or (``every``) all that are missing.
+        And the claim nodes in unknown state before them, so that they are tried once free."""
         client = self._client
         if client is None:
             return
         names, claims = self.index.to_fetch(self._clock(), self._read_ahead,
-                                            batch=self._read_ahead // 2)
+                                            batch=1 if every else self._read_ahead // 2)
         if claims:
             self.read_claim_async(*claims)
         if not names:
