@@ -18,7 +18,7 @@ from kazoo.client import KazooClient
 from legato import errors
 from legato.jobboard.base import Job, JobBoard
 from legato.jobboard.zookeeper import ZooKeeperJobBoard
-from legato.states import JobState
+from legato.states import JobPriority, JobState
 from legato.testing.jobboard import JobBoardConformance, MakeBoard, board_factory
 
 
@@ -212,6 +212,46 @@ def test_async_consume_and_claim_next_calls_go_out_as_one_transaction(
     assert set(requests.counts) <= {"transaction", "read"}, requests.counts
     assert all(poster.state_of(job) is JobState.COMPLETE for job in jobs[:gathered])
     assert all(poster.find_owner(job) == "worker" for job in jobs[gathered:])
+
+
+def test_gathered_transactions_in_a_row_each_claim_from_data_read_ahead(
+        make_board: MakeBoard) -> None:
+    """The next jobs are read ahead when a gathered transaction goes out: batch after batch of
+    consumes sent without waiting, each claiming the next job, stay one transaction each, and
+    no claim node is read."""
+    requests = _Requests()
+    gathered = ZooKeeperJobBoard.CAPABILITIES.gathered_sends
+    poster, worker, jobs = _with_backlog(make_board, 3 * gathered, requests)
+    held: list[Job | None] = [worker.claim_next("worker") for _ in range(gathered)]
+    assert held == jobs[:gathered]
+    for batch in (1, 2):
+        requests.reset()
+        pending = [worker.consume_and_claim_next_async(job, "worker") for job in held if job]
+        held = [p.result() for p in pending]
+        assert held == jobs[batch * gathered:(batch + 1) * gathered]
+        assert requests.counts["transaction"] == 1, requests.counts
+        assert requests.counts["claim read"] == 0, requests.paths
+    assert poster.job_count == gathered
+
+
+def test_a_consume_finding_the_next_jobs_data_unread_reads_it_ahead_at_once(
+        make_board: MakeBoard) -> None:
+    """A consume sent without waiting whose next job's data is not known (posted elsewhere
+    since the last reads ahead) has it read at once, not when the gathered transaction goes
+    out: the claim that follows is that read and a transaction, without reading the claim
+    node."""
+    requests = _Requests()
+    poster, worker, (first, _) = _with_backlog(make_board, 2, requests)
+    held = worker.claim_next("worker")
+    assert held == first and held is not None
+    urgent = poster.post("urgent", priority=JobPriority.HIGH)
+    assert next(iter(worker.iterjobs(ensure_fresh=True))).uuid == urgent.uuid
+    requests.reset()
+    pending = worker.consume_and_claim_next_async(held, "worker")
+    assert pending.result() == urgent
+    assert requests.counts["claim read"] == 0, requests.paths
+    assert poster.state_of(first) is JobState.COMPLETE
+    assert poster.find_owner(urgent) == "worker"
 
 
 @pytest.mark.parametrize("stale", [0, -1], ids=["first", "last"])

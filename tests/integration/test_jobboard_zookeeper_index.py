@@ -220,3 +220,38 @@ def test_garbage_and_foreign_names_are_skipped() -> None:
     assert index.take(0.0) == b
     index.remove(a)
     assert index.count() == 1 and _all(index) == [b]
+
+
+def test_wait_for_wakes_on_a_change_made_by_another_thread() -> None:
+    """``wait_for`` returns once a change (an event from kazoo's thread, here another thread)
+    makes its predicate true; with nothing changing it returns the predicate's last value."""
+    import threading
+
+    index = _synced([_name(0, "a", 1)])
+    seen = index.generation
+    assert index.wait_for(lambda: index.generation != seen, 0.0) is False
+    woken: list[bool] = []
+    waiting = threading.Thread(
+        target=lambda: woken.append(index.wait_for(lambda: index.generation != seen, 30.0)))
+    waiting.start()
+    index.event(JOBS, CREATED, _name(0, "b", 2))
+    waiting.join(30.0)
+    assert woken == [True]
+    assert index.wait_for(lambda: index.generation != seen, 0.0) is True
+
+
+def test_scans_pass_over_jobs_being_written_delayed_or_claimed() -> None:
+    """``take`` and ``to_fetch`` skip entries that cannot be claimed now, whichever flag says
+    so, and offer the rest in claim order."""
+    names = [_name(0, u, seq) for seq, u in enumerate("abcde", start=1)]
+    index = _synced(names)
+    index.writing(names[0])  # this process is writing it
+    index.unclaimed(names[1], available_at=10.0)  # delayed until 10
+    index.claimed(names[2], expires=10.0)  # claimed until 10
+    fetch, claims = index.to_fetch(5.0, 8)
+    assert (fetch, claims) == ([names[3], names[4]], [])
+    assert index.take(5.0) == names[3]
+    assert index.take(5.0) == names[4]
+    assert index.take(5.0) is None
+    assert index.take(20.0) == names[1]  # the delay and the claim are over
+    assert index.take(20.0) == names[2]

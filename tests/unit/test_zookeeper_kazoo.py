@@ -66,3 +66,18 @@ def test_the_read_ahead_socket_serves_messages_from_one_read() -> None:
     finally:
         left.close()
         right.close()
+
+
+def test_select_waits_on_write_lists_with_other_sockets() -> None:
+    """A write list of read-ahead sockets alone is writable at once; with a plain socket in it
+    the handler polls them all, as ``select.select`` would."""
+    left, right = socket.socketpair()
+    try:
+        handler = PollingHandler()
+        sock = ReadAhead(left)
+        assert handler.select([], [sock], [], 0.0) == ([], [sock], [])
+        assert handler.select([], [sock, right], [], 5.0)[1] == [sock, right]
+        assert handler.select([sock], [right], [], 5.0) == ([], [right], [])
+    finally:
+        left.close()
+        right.close()

@@ -110,7 +110,7 @@ from legato.jobboard.base import (
     not_owner,
 )
 from legato.jobboard.zookeeper import kazoo_compat
-from legato.jobboard.zookeeper.calls import Calls
+from legato.jobboard.zookeeper.calls import Calls, Gathered
 from legato.jobboard.zookeeper.entities import Entities
 from legato.jobboard.zookeeper.follow import Follower, ServerClock, claim_expiry, decode_claim
 from legato.jobboard.zookeeper.handler import PollingHandler
@@ -758,8 +758,14 @@ class ZooKeeperJobBoard(JobBoard):
                 self._index.release(prepared.name)
                 raise
         # The next candidates (after this one, if any) are read while the transaction commits,
-        # sent after it so that its answer does not wait for theirs.
-        self._follower.read_ahead()
+        # sent after it so that its answer does not wait for theirs. Gathered, they are read
+        # when the transaction goes out (once per ``gather`` calls: every one missing among
+        # the next few, for the next calls), or at once when this call found the next job's
+        # data missing.
+        if not isinstance(pending, Gathered):
+            self._follower.read_ahead()
+        elif pending.committed or prepared is None:
+            self._follower.read_ahead(every=True)
         return Consuming(job_uuid=job_uuid, who=who, fence=fence, ttl=ttl, held=held,
                           prepared=prepared, pending=pending)
 
@@ -1125,8 +1131,7 @@ class ZooKeeperJobBoard(JobBoard):
 
     def _note_generation(self) -> None:
         """Remember, per thread, which state of the index the caller last looked at."""
-        with self._index.cond:
-            self._local.generation = self._index.generation
+        self._local.generation = self._index.generation
 
     def _wait_for_change(self, timeout: float) -> bool:
         seen = getattr(self._local, "generation", None)
@@ -1136,8 +1141,7 @@ class ZooKeeperJobBoard(JobBoard):
             return (seen is None or self._index.generation != seen or client is None
                     or client.state != KazooState.CONNECTED)
 
-        with self._index.cond:
-            self._index.cond.wait_for(changed, timeout)
+        self._index.wait_for(changed, timeout)
         return False
 
     # -- entities --------------------------------------------------------------------------

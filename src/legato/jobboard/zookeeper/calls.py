@@ -180,6 +180,11 @@ class Gathered:
             raise batch.error
         return batch.sent
 
+    @property
+    def committed(self) -> bool:
+        """Whether the transaction holding this call has been committed (or failed to be)."""
+        return self._batch.sent is not None or self._batch.error is not None
+
     def ready(self) -> bool:
         batch = self._batch
         if self._alone is not None:

@@ -121,6 +121,7 @@ class Follower:
         self.index = index
         self._calls = calls
         self._jobs, self._claims = jobs, claims
+        self._jobs_under, self._claims_under = jobs + "/", claims + "/"
         self._live, self._result, self._clock = calls.live, calls.result, clock
         self.server_clock = server_clock
         self._read_ahead = read_ahead
@@ -254,18 +255,19 @@ class Follower:
         """Read a claim node leaving a one-shot watch on it (``_on_claim_event``)."""
         return client.get_async(f"{self._claims}/{name}", watch=self._on_claim_event)
 
+    # On kazoo's callback thread, in the server's order (one call per event under jobs/:
+    # kept flat). Events without a node (the session ended) say nothing of it: the board
+    # syncs again.
+
     def _on_job_event(self, event: Any) -> None:
-        self._on_event(JOBS, self._jobs, event)
+        kind, path, under = _KINDS.get(event.type), event.path, self._jobs_under
+        if kind is not None and path and path.startswith(under):
+            self.index.event(JOBS, kind, path[len(under):])
 
     def _on_claim_event(self, event: Any) -> None:
-        self._on_event(CLAIMS, self._claims, event)
-
-    def _on_event(self, root: str, path: str, event: Any) -> None:
-        # On kazoo's callback thread, in the server's order. Events without a node (the
-        # session ended) say nothing of it: the board syncs again.
-        kind = _KINDS.get(event.type)
-        if kind is not None and event.path and event.path.startswith(path + "/"):
-            self.index.event(root, kind, event.path[len(path) + 1:])
+        kind, path, under = _KINDS.get(event.type), event.path, self._claims_under
+        if kind is not None and path and path.startswith(under):
+            self.index.event(CLAIMS, kind, path[len(under):])
 
     # -- job nodes -------------------------------------------------------------------------
 
@@ -302,15 +304,16 @@ class Follower:
         except kz.NoNodeError:
             return None
 
-    def read_ahead(self) -> None:
+    def read_ahead(self, *, every: bool = False) -> None:
         """Read the job nodes of the next few candidates in the background (pipelined), so
-        that claiming them is one transaction (``fetched`` picks up the reply);
-        and the claim nodes in unknown state before them, so that they are tried once free."""
+        that claiming them is one transaction (``fetched`` picks up the reply); by half the
+        window at a time unless the first is missing, or (``every``) all that are missing.
+        And the claim nodes in unknown state before them, so that they are tried once free."""
         client = self._client
         if client is None:
             return
         names, claims = self.index.to_fetch(self._clock(), self._read_ahead,
-                                            batch=self._read_ahead // 2)
+                                            batch=1 if every else self._read_ahead // 2)
         if claims:
             self.read_claim_async(*claims)
         if not names:

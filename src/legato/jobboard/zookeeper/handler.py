@@ -89,15 +89,20 @@ class PollingHandler(SequentialThreadingHandler):  # type: ignore[misc]
         # comprehension's frame.
         buffered: list[Any] | None = None
         for obj in rlist:
-            if type(obj) is ReadAhead and obj.pending():
+            if type(obj) is ReadAhead and obj.offset < len(obj.buffer):  # obj.pending(), inlined
                 buffered = [obj] if buffered is None else [*buffered, obj]
         if buffered is not None:
             return buffered, [], []
-        if not rlist and wlist and all(isinstance(obj, ReadAhead) for obj in wlist):
-            return [], wlist, []  # its send waits for room itself
+        if not rlist and wlist:
+            for obj in wlist:
+                if type(obj) is not ReadAhead:
+                    break
+            else:
+                return [], wlist, []  # its send waits for room itself
         if not hasattr(select, "poll"):
             return super().select(rlist, wlist, xlist, timeout)  # type: ignore[no-any-return]
-        reads, writes = [_fd(obj) for obj in rlist], [_fd(obj) for obj in wlist]
+        reads = [obj.sock.fileno() if type(obj) is ReadAhead else _fd(obj) for obj in rlist]
+        writes = [obj.sock.fileno() if type(obj) is ReadAhead else _fd(obj) for obj in wlist]
         key = (*reads, -1, *writes)
         sets: dict[tuple[int, ...], Any] | None = getattr(self._local, "sets", None)
         if sets is None:
@@ -120,61 +125,62 @@ class ReadAhead:
     """A connected TCP socket whose ``recv`` takes all that has arrived (up to ``_CHUNK``) and
     serves later calls from it; ``pending()`` is how many bytes are left. Only the socket
     methods listed here are offered: a call kazoo does not make today fails loudly instead of
-    skipping what was read ahead."""
+    skipping what was read ahead. ``buffer[offset:]`` is what was read and not served yet, and
+    ``sock`` the socket (``PollingHandler.select`` reads them without a call)."""
 
-    __slots__ = ("_at", "_data", "_sock")
+    __slots__ = ("buffer", "offset", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-        self._data = b""
-        self._at = 0
+        self.sock = sock
+        self.buffer = b""
+        self.offset = 0
 
     def pending(self) -> int:
-        return len(self._data) - self._at
+        return len(self.buffer) - self.offset
 
     def recv(self, size: int) -> bytes:
-        left = len(self._data) - self._at
+        left = len(self.buffer) - self.offset
         if not left:
-            data = self._sock.recv(max(size, _CHUNK))
+            data = self.sock.recv(max(size, _CHUNK))
             if len(data) <= size:
                 return data
-            self._data, self._at = data, size
+            self.buffer, self.offset = data, size
             return data[:size]
-        start, self._at = self._at, self._at + min(size, left)
-        return self._data[start:self._at]
+        start, self.offset = self.offset, self.offset + min(size, left)
+        return self.buffer[start:self.offset]
 
     def send(self, data: Any, *flags: int) -> int:
         """Send what fits now; when nothing does, wait up to ``_SEND_WAIT`` seconds for room
         (``select`` says such a socket is always writable)."""
         try:
-            return self._sock.send(data, *flags)
+            return self.sock.send(data, *flags)
         except BlockingIOError:
             poller = select.poll()
-            poller.register(self._sock.fileno(), _WRITE)
+            poller.register(self.sock.fileno(), _WRITE)
             if not poller.poll(_SEND_WAIT * 1000):
                 raise TimeoutError("no room to send to ZooKeeper") from None
-            return self._sock.send(data, *flags)
+            return self.sock.send(data, *flags)
 
     def sendall(self, data: Any, *flags: int) -> None:
-        self._sock.sendall(data, *flags)
+        self.sock.sendall(data, *flags)
 
     def fileno(self) -> int:
-        return self._sock.fileno()
+        return self.sock.fileno()
 
     def close(self) -> None:
-        self._sock.close()
+        self.sock.close()
 
     def setblocking(self, flag: bool) -> None:
-        self._sock.setblocking(flag)
+        self.sock.setblocking(flag)
 
     def settimeout(self, value: float | None) -> None:
-        self._sock.settimeout(value)
+        self.sock.settimeout(value)
 
     def getpeername(self) -> Any:
-        return self._sock.getpeername()
+        return self.sock.getpeername()
 
     def getsockname(self) -> Any:
-        return self._sock.getsockname()
+        return self.sock.getsockname()
 
 
 #: How much one read from the socket takes at most.

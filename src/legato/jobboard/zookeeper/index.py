@@ -25,7 +25,7 @@ import dataclasses
 import logging
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from sortedcontainers import SortedList
 
@@ -121,15 +121,17 @@ class Entry:
 
 
 class Index:
-    """Job entries by node name, in claim order. Every method is thread-safe; ``cond`` is
-    notified on every change (``generation`` grows).
+    """Job entries by node name, in claim order. Every method is thread-safe; every change
+    makes ``generation`` grow and wakes the threads in ``wait_for``.
 
     Until ``finish_sync`` has applied listings made on the current connection, ``synced`` is
     False and the board must sync before trusting the index.
     """
 
     def __init__(self) -> None:
-        self.cond = threading.Condition()
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        self._waiting = 0  # threads in wait_for: a change notifies only if there are some
         self.generation = 0
         self._jobs: dict[str, Entry] = {}
         self._order: SortedList = SortedList()
@@ -144,7 +146,18 @@ class Index:
 
     def _changed(self) -> None:
         self.generation += 1
-        self.cond.notify_all()
+        if self._waiting:
+            self._cond.notify_all()
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Wait until ``predicate()`` (called with the index locked, after each change) is
+        true, at most ``timeout`` seconds; its last value."""
+        with self._lock:
+            self._waiting += 1
+            try:
+                return self._cond.wait_for(predicate, timeout)
+            finally:
+                self._waiting -= 1
 
     # -- syncing ---------------------------------------------------------------------------
 
@@ -154,7 +167,7 @@ class Index:
 
     def desync(self) -> None:
         """The connection changed: events may have been missed until the next sync."""
-        with self.cond:
+        with self._lock:
             self._epoch += 1
             self._synced = False
             self._journal = None
@@ -163,7 +176,7 @@ class Index:
     def begin_sync(self) -> int:
         """Start recording events; call before the listings are requested. Returns a token for
         ``finish_sync``."""
-        with self.cond:
+        with self._lock:
             self._journal = []
             self._floor = self._seq
             return self._epoch
@@ -172,7 +185,7 @@ class Index:
         """Apply full listings of ``jobs/`` and ``claims/`` and replay on top of them the events
         that came since ``begin_sync``; return the claims to read, or None if the connection
         changed meanwhile (still not synced)."""
-        with self.cond:
+        with self._lock:
             journal, self._journal = self._journal, None
             if journal is None or epoch != self._epoch:
                 return None
@@ -192,7 +205,7 @@ class Index:
             return [key[2] for key in self._order if self._jobs[key[2]].unknown]
 
     def abort_sync(self, epoch: int) -> None:
-        with self.cond:
+        with self._lock:
             if epoch == self._epoch:
                 self._journal = None
 
@@ -205,28 +218,28 @@ class Index:
     def event(self, root: str, kind: int, name: str) -> None:
         """A watch event about ``root/name`` (``root`` is ``JOBS`` or ``CLAIMS``; ``name`` is
         ``job/child`` for a job node's child)."""
-        with self.cond:
+        with self._lock:
             if self._journal is not None:
                 self._journal.append((root, kind, name))
             self._seq += 1
-            self._apply(root, kind, name)
-            entry = self._jobs.get(name.partition("/")[0])
+            entry = self._apply(root, kind, name)
             if entry is not None:
                 entry.touched = self._seq
             self._changed()
 
-    def _apply(self, root: str, kind: int, name: str) -> None:
+    def _apply(self, root: str, kind: int, name: str) -> Entry | None:
+        """Apply an event; the entry of the job it concerns, if it has one now."""
         job, _, child = name.partition("/")
         if root == JOBS and kind == CREATED and not child:
             if job not in self._jobs and (key := self._key(job)) is not None:
                 self._insert([key])
-            return
+            return self._jobs.get(job)
         if root == JOBS and kind == DELETED and not child:
             self._drop(job)
-            return
+            return None
         entry = self._jobs.get(job)
         if entry is None:
-            return
+            return None
         if root == JOBS and child:
             if child == UNCLAIMED and kind == DELETED:
                 entry.claim_ended()  # the claim just ended: no claim node now
@@ -239,6 +252,7 @@ class Index:
             entry.claim_ended()
         elif root == CLAIMS:
             entry.claimed, entry.expires = True, None  # renewed (or replaced): read it again
+        return entry
 
     # -- this process's own writes and reads -----------------------------------------------
 
@@ -247,7 +261,7 @@ class Index:
         key = job_key(name)
         if key is None:
             raise ValueError(f"not a job node name: {name!r}")
-        with self.cond:
+        with self._lock:
             if name not in self._jobs:
                 self._insert([key])
             entry = self._jobs[name]
@@ -257,14 +271,14 @@ class Index:
 
     def remove(self, name: str) -> None:
         """A job known to be gone (consumed, trashed, or found missing)."""
-        with self.cond:
+        with self._lock:
             self._drop(name)
             self._changed()
 
     def writing(self, name: str) -> None:
         """This process is about to change the job node ``name`` (claim or abandon it): the
         job is passed over, and the event that causes needs no read, until ``written``."""
-        with self.cond:
+        with self._lock:
             if (entry := self._jobs.get(name)) is not None:
                 entry.writing = True
 
@@ -272,7 +286,7 @@ class Index:
         """The write announced by ``writing`` is over and its event handled (the caller has
         recorded its outcome with ``claimed`` or ``unclaimed``, or it failed). True when
         whether a claim node exists is left unknown, to be read."""
-        with self.cond:
+        with self._lock:
             entry = self._jobs.get(name)
             if entry is None:
                 return False
@@ -283,7 +297,7 @@ class Index:
     def claim_exists(self, name: str) -> bool:
         """A claim attempt found a claim node the index did not know of: True when it should be
         read (nothing is known of it yet)."""
-        with self.cond:
+        with self._lock:
             entry = self._jobs.get(name)
             if entry is None or entry.claimed:
                 return False
@@ -294,7 +308,7 @@ class Index:
     def claimed(self, name: str, expires: float, *, seen: int | None = None) -> None:
         """A claim with this lease expiry: read with token ``seen``, or made or renewed by this
         process just now (``seen`` None)."""
-        with self.cond:
+        with self._lock:
             entry = self._jobs.get(name)
             if entry is None or (seen is not None and not self._fresh(entry, seen)):
                 return
@@ -307,20 +321,20 @@ class Index:
     def reading(self, names: list[str]) -> list[str]:
         """Of ``names``, those whose claim node is not being read already, now marked as being
         read (``read_done`` ends that)."""
-        with self.cond:
+        with self._lock:
             fresh = [n for n in names if (e := self._jobs.get(n)) is not None and not e.reading]
             for name in fresh:
                 self._jobs[name].reading = True
             return fresh
 
     def read_done(self, name: str) -> None:
-        with self.cond:
+        with self._lock:
             if (entry := self._jobs.get(name)) is not None:
                 entry.reading = False
 
     def no_claim(self, name: str, *, seen: int) -> None:
         """A read with token ``seen`` found no claim node."""
-        with self.cond:
+        with self._lock:
             entry = self._jobs.get(name)
             if entry is not None and entry.claimed and self._fresh(entry, seen):
                 entry.claim_ended()
@@ -330,7 +344,7 @@ class Index:
                   node: Node | None = None) -> None:
         """This process ended the job's claim just now; it may be claimed from
         ``available_at`` on (its data and version are now ``node``)."""
-        with self.cond:
+        with self._lock:
             entry = self._jobs.get(name)
             if entry is not None:
                 entry.claim_ended()
@@ -346,14 +360,14 @@ class Index:
 
     def delayed(self, name: str, available_at: float, *, seen: int) -> None:
         """A read with token ``seen`` found the job delayed until ``available_at``."""
-        with self.cond:
+        with self._lock:
             entry = self._jobs.get(name)
             if entry is not None and self._fresh(entry, seen):
                 entry.not_before = available_at
 
     def job_data(self, name: str, node: Node | None, *, seen: int) -> None:
         """A background read of a job node (token ``seen``) came back (None: it failed)."""
-        with self.cond:
+        with self._lock:
             entry = self._jobs.get(name)
             if entry is not None:
                 entry.fetching = False
@@ -362,19 +376,19 @@ class Index:
 
     def cached(self, name: str) -> Node | None:
         """The job's data and version, if known and the job is known to have no claim node."""
-        with self.cond:
+        with self._lock:
             entry = self._jobs.get(name)
             return None if entry is None or entry.claimed else entry.data
 
     def stale(self, name: str) -> None:
         """A transaction found the cached data of ``name`` out of date."""
-        with self.cond:
+        with self._lock:
             if (entry := self._jobs.get(name)) is not None:
                 entry.data = None
 
     def garbage(self, name: str) -> bool:
         """Mark a job node that cannot be decoded; True the first time (warn then)."""
-        with self.cond:
+        with self._lock:
             entry = self._jobs.get(name)
             if entry is None or entry.garbage:
                 return entry is None
@@ -388,30 +402,30 @@ class Index:
 
     def unknown_claims(self) -> list[str]:
         """Claimed names whose lease expiry has not been read yet, in claim order."""
-        with self.cond:
+        with self._lock:
             return [key[2] for key in self._order if self._jobs[key[2]].unknown]
 
     def lookup(self, uuid: str) -> str | None:
-        with self.cond:
+        with self._lock:
             return self._by_uuid.get(uuid)
 
     def known_gone(self, uuid: str) -> bool:
-        with self.cond:
+        with self._lock:
             return uuid in self._gone
 
     def forget(self, uuid: str) -> None:
         """Remember that no job has this uuid (any more)."""
-        with self.cond:
+        with self._lock:
             self._remember_gone(uuid)
 
     def count(self) -> int:
-        with self.cond:
+        with self._lock:
             return len(self._jobs)
 
     def counts(self, now: float) -> tuple[int, int]:
         """How many jobs are known claimed at ``now`` (claims not read yet included) and how
         many known delayed (and not claimed)."""
-        with self.cond:
+        with self._lock:
             claimed = delayed = 0
             for entry in self._jobs.values():
                 if entry.claimed and (entry.expires is None or entry.expires > now):
@@ -425,7 +439,7 @@ class Index:
         """Up to ``limit`` keys after ``after``; with ``only_unclaimed``, none known to be
         claimed or delayed at ``now`` (claims not read yet are included)."""
         found: list[Key] = []
-        with self.cond:
+        with self._lock:
             start = 0 if after is None else self._order.bisect_right(after)
             for key in self._order.islice(start):
                 entry = self._jobs[key[2]]
@@ -437,7 +451,7 @@ class Index:
 
     def claimed_names(self, now: float) -> list[str]:
         """The names of the jobs known claimed at ``now`` (claims not read yet included)."""
-        with self.cond:
+        with self._lock:
             return [name for name, entry in self._jobs.items()
                     if entry.claimed and (entry.expires is None or entry.expires > now)]
 
@@ -448,7 +462,7 @@ class Index:
         It is the first such name, or the ``skip``-th after it when there are that many:
         claimers that just lost a race spread out instead of all trying the same next job.
         """
-        with self.cond:
+        with self._lock:
             found: Entry | None = None
             for entry in self._candidates(now):
                 found = entry
@@ -461,7 +475,7 @@ class Index:
             return found.key[2]
 
     def release(self, name: str) -> None:
-        with self.cond:
+        with self._lock:
             if (entry := self._jobs.get(name)) is not None:
                 entry.busy = False
 
@@ -475,17 +489,23 @@ class Index:
         jobs: list[Entry] = []
         claims: list[str] = []
         urgent = False
-        with self.cond:
+        with self._lock:
             seen = 0
+            entries = self._jobs
             for key in self._order:
-                entry = self._jobs[key[2]]
+                entry = entries[key[2]]
                 if entry.busy:
                     continue
-                if entry.unknown:
-                    if not (entry.reading or entry.writing):
-                        claims.append(key[2])
-                    continue
-                if entry.unavailable(now):
+                # entry.unknown and entry.unavailable(now), inlined: scans pass many entries
+                if entry.claimed:
+                    if entry.expires is None:
+                        if not (entry.reading or entry.writing):
+                            claims.append(key[2])
+                        continue
+                    if entry.expires > now:
+                        continue
+                if (entry.garbage or entry.writing
+                        or entry.not_before is not None) and entry.unavailable(now):
                     continue
                 if entry.data is None and not entry.fetching:
                     jobs.append(entry)
@@ -502,9 +522,14 @@ class Index:
     # -- internals -------------------------------------------------------------------------
 
     def _candidates(self, now: float) -> Iterator[Entry]:
+        entries = self._jobs
         for key in self._order:
-            entry = self._jobs[key[2]]
-            if not entry.busy and not entry.unavailable(now):
+            entry = entries[key[2]]
+            # entry.unavailable(now), inlined: scans pass many entries
+            if entry.busy or (entry.claimed and (entry.expires is None or entry.expires > now)):
+                continue
+            if not ((entry.garbage or entry.writing
+                     or entry.not_before is not None) and entry.unavailable(now)):
                 yield entry
 
     def _key(self, name: str) -> Key | None:
