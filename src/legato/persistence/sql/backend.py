@@ -191,9 +191,11 @@ class SQLPersistence(Persistence):
     @contextlib.contextmanager
     def _write(self, what: str, *, single: bool = False) -> Iterator[sa.Connection]:
         """A write transaction. ``single``: one statement on PostgreSQL, which it runs as its
-        own transaction (autocommit: no ``BEGIN``/``COMMIT`` round trips)."""
+        own transaction (autocommit: no ``BEGIN``/``COMMIT`` round trips, and no transaction
+        object around it)."""
         with self._lock, _engine.translate_errors(what, self._where), (
-                self._read_engine if single else self._write_engine()).begin() as conn:
+                self._engine.connect() if single and self._dialect == "postgresql"
+                else self._write_engine().begin()) as conn:
             yield conn
         if self._checkpoint_every:
             self._count_write()
