@@ -10,6 +10,7 @@ import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
@@ -564,6 +565,93 @@ def test_postgres_first_write_is_one_statement_without_begin_or_commit(
         backend.close()
 
 
+def _flow_with_atoms(backend: Persistence, *names: str) -> tuple[Any, list[TaskDetail]]:
+    """A saved book with one flow of ``names`` (pending) atoms: the flow and its atoms."""
+    from legato.persistence.models import FlowDetail
+
+    book = LogBook("book")
+    flow = FlowDetail("flow")
+    book.add(flow)
+    atoms = [TaskDetail(name, state=AtomState.PENDING) for name in names]
+    for atom in atoms:
+        flow.add(atom)
+    backend.save_logbook(book)
+    return flow, atoms
+
+
+@pytest.mark.parametrize("rendered", [True, False])
+def test_postgres_step_write_is_one_statement_without_begin_or_commit(
+        postgres_url: str, rendered: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An engine step's write (an atom's end, the next one's start, fenced, the flow's row not
+    # written): one autocommitted statement, gated on the flow's fence; sent as text rendered
+    # once per shape, or (a dialect that needs parameter processing) as the statement itself.
+    from legato.persistence.base import FlowWrites
+    from legato.persistence.models import Fence
+    from legato.persistence.sql import backend as sql_backend
+
+    if not rendered:
+        monkeypatch.setattr(sql_backend, "pg_many_sql", lambda shape, dialect: None)
+    backend = persistence.connect(postgres_url)
+    backend.upgrade()
+    try:
+        flow, (first, second) = _flow_with_atoms(backend, "first", "second")
+        fence = Fence("job-1", 1)
+        backend.take_flow(flow.uuid, fence)
+        first.state, first.results = AtomState.SUCCESS, {"n": 1}
+        second.state = AtomState.RUNNING
+        with _statements_seen() as seen:
+            backend.update_many(FlowWrites(flow.uuid, atoms=[first, second]), fence=fence)
+        assert seen == [("WITH", True)]
+        read = backend.get_flow_details(flow.uuid)
+        assert [(a.state, a.results) for a in read] == [
+            (AtomState.SUCCESS, {"n": 1}), (AtomState.RUNNING, None)]
+    finally:
+        backend.close()
+
+
+@pytest.mark.parametrize("backend_name", ["sqlite", "postgresql", "mysql"])
+@pytest.mark.parametrize("case", ["missing atom", "missing atom with the flow's state",
+                                  "stale fence", "stale fence with the flow's state",
+                                  "missing atom, no fence", "missing flow"])
+def test_update_many_refused_writes_nothing(
+        backend_name: str, case: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    # Every refusal of update_many (an atom never saved, a stale fence, a flow never saved)
+    # raises what the same writes made one at a time would, and writes nothing: on PostgreSQL
+    # one autocommitted statement whose writes are all gated on the flow and its atoms.
+    from legato.persistence.base import FlowWrites
+    from legato.persistence.models import Fence
+    from legato.states import FlowState
+
+    url = {"sqlite": f"sqlite:///{tmp_path / 'refused.db'}",
+           "postgresql": "postgres_url", "mysql": "mysql_url"}[backend_name]
+    backend = persistence.connect(url if backend_name == "sqlite"
+                                  else request.getfixturevalue(url))
+    backend.upgrade()
+    try:
+        flow, (first, second) = _flow_with_atoms(backend, "first", "second")
+        fence = Fence("job-1", 2)
+        backend.take_flow(flow.uuid, fence)
+        first.state, second.state = AtomState.SUCCESS, AtomState.RUNNING
+        unsaved = TaskDetail("unsaved", state=AtomState.RUNNING)
+        state = FlowState.SUCCESS if "flow's state" in case else None
+        flow_uuid, expected = flow.uuid, errors.NotFound
+        atoms: list[TaskDetail] = [first, unsaved]
+        used: Fence | None = fence
+        if case.startswith("stale fence"):
+            atoms, used, expected = [first, second], Fence("job-1", 1), errors.FencedOut
+        elif case == "missing atom, no fence":
+            used = None
+        elif case == "missing flow":
+            flow_uuid, atoms, state = "no-such-flow", [], FlowState.SUCCESS
+        with pytest.raises(expected):
+            backend.update_many(FlowWrites(flow_uuid, state=state, atoms=atoms), fence=used)
+        read = backend.get_flow_details(flow.uuid)
+        assert read.state is None
+        assert [a.state for a in read] == [AtomState.PENDING, AtomState.PENDING]
+    finally:
+        backend.close()
+
+
 @pytest.mark.parametrize("atoms", [2, 70])
 def test_postgres_save_logbook_is_one_statement_without_begin_or_commit(
         postgres_url: str, atoms: int) -> None:
@@ -600,7 +688,8 @@ def _statements_seen() -> Iterator[list[tuple[str, bool]]]:
     seen: list[tuple[str, bool]] = []
 
     def executed(conn: sa.Connection, *args: object) -> None:
-        autocommit = conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+        # The driver's own flag: whether the pool's connections or this checkout autocommit.
+        autocommit = bool(getattr(conn.connection.dbapi_connection, "autocommit", False))
         seen.append((str(args[1]).split(None, 1)[0], autocommit))
 
     sa.event.listen(sa.Engine, "before_cursor_execute", executed)

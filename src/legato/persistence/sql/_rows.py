@@ -38,13 +38,21 @@ def from_micros(value: int | None) -> dt.datetime | None:
     return None if value is None else _EPOCH + dt.timedelta(microseconds=value)
 
 
-def dumps(value: Any, what: str) -> str | None:
+#: One encoder for every value: ``json.dumps`` with options builds a new one per call.
+_ENCODE = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
+
+
+def dumps(value: Any, what: str, name: str | None = None) -> str | None:
+    """``value`` as JSON text (None: NULL). ``what`` and ``name`` say whose value it is, in
+    the error (the message is built only then)."""
     if value is None:
         return None
     try:
-        return json.dumps(value, allow_nan=False, separators=(",", ":"))
+        text: str = _ENCODE(value)
     except (TypeError, ValueError) as exc:
-        raise errors.SerializationError(f"{what} is not JSON-serialisable: {exc}") from exc
+        whose = what if name is None else f"{what} {name!r}"
+        raise errors.SerializationError(f"{whose} is not JSON-serialisable: {exc}") from exc
+    return text
 
 
 def loads(text: str | None) -> Any:
@@ -57,7 +65,7 @@ def book_row(book: LogBook) -> dict[str, Any]:
         "name": book.name,
         "created_at": to_micros(book.created_at),
         "updated_at": to_micros(book.updated_at),
-        "meta": dumps(book.meta, f"meta of logbook {book.name!r}"),
+        "meta": dumps(book.meta, "meta of logbook", book.name),
     }
 
 
@@ -76,7 +84,7 @@ def flow_row(flow: FlowDetail) -> dict[str, Any]:
         "uuid": flow.uuid,
         "name": flow.name,
         "state": str(flow.state) if flow.state is not None else None,
-        "meta": dumps(flow.meta, f"meta of flow {flow.name!r}"),
+        "meta": dumps(flow.meta, "meta of flow", flow.name),
     }
 
 
@@ -105,11 +113,11 @@ def atom_row(atom: AtomDetail) -> dict[str, Any]:
         "name": name,
         "state": str(atom.state),
         "intention": str(atom.intention),
-        "results": dumps(atom.results, f"results of atom {name!r}"),
-        "failure": dumps(atom.failure, f"failure of atom {name!r}"),
-        "revert_results": dumps(atom.revert_results, f"revert_results of atom {name!r}"),
-        "revert_failure": dumps(atom.revert_failure, f"revert_failure of atom {name!r}"),
-        "meta": dumps(atom.meta, f"meta of atom {name!r}"),
+        "results": dumps(atom.results, "results of atom", name),
+        "failure": dumps(atom.failure, "failure of atom", name),
+        "revert_results": dumps(atom.revert_results, "revert_results of atom", name),
+        "revert_failure": dumps(atom.revert_failure, "revert_failure of atom", name),
+        "meta": dumps(atom.meta, "meta of atom", name),
         "version": atom.version,
     }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
@@ -32,6 +33,7 @@ from legato.persistence.sql._statements import (
     ManyShape,
     Statements,
     pg_many,
+    pg_many_sql,
     pg_save,
     sqlite_update_flow,
 )
@@ -107,18 +109,22 @@ class SQLPersistence(Persistence):
         sqlite_path = sqlite_file(sa_url)
         #: Added to error messages: which SQLite file failed.
         self._where = f"SQLite file {sqlite_path!r}" if sqlite_path is not None else ""
-        self._engine = _engine.create_engine(sa_url, settings)
+        # PostgreSQL connections stay in autocommit: most of its work is one statement (reads,
+        # the engine's writes), run as its own transaction without BEGIN/COMMIT round trips,
+        # and no isolation level is switched on checkout and back on return for it (their
+        # READ COMMITTED gave each statement its own snapshot anyway). Transactions set the
+        # server's default isolation level on their connection (``_write_engine``).
+        # (MySQL keeps transactions: its REPEATABLE READ makes a multi-query read consistent.)
+        self._engine = _engine.create_engine(
+            sa_url, settings, autocommit=sa_url.get_backend_name() == "postgresql")
         self._dialect = self._engine.dialect.name
-        # SQLite writers take the write lock up front; elsewhere both engines are the same.
-        self._write_engine = (
+        self._read_engine = self._engine
+        # SQLite writers take the write lock up front; PostgreSQL's transactional engine is
+        # made on first use (it needs the server's default isolation level).
+        self._tx_engine: sa.Engine | None = (
             self._engine.execution_options(**{_engine.SQLITE_BEGIN: "IMMEDIATE"})
-            if self._dialect == "sqlite" else self._engine)
-        # PostgreSQL reads run in autocommit: no BEGIN/ROLLBACK round trips, and under its
-        # default READ COMMITTED each statement saw its own snapshot inside a transaction anyway.
-        # (MySQL keeps a transaction: its REPEATABLE READ makes a multi-query read consistent.)
-        self._read_engine = (
-            self._engine.execution_options(isolation_level="AUTOCOMMIT")
-            if self._dialect == "postgresql" else self._engine)
+            if self._dialect == "sqlite" else None if self._dialect == "postgresql"
+            else self._engine)
         self._sql = Statements.for_dialect(self._dialect)
         self._database = _engine.database_key(sa_url)
         # Writes left before the next truncating WAL checkpoint (SQLite files only; None: never).
@@ -144,7 +150,8 @@ class SQLPersistence(Persistence):
     def upgrade(self) -> None:
         """Create or migrate the schema with Alembic. Idempotent; safe from many processes."""
         with self._lock, _engine.translate_errors("upgrading the schema", self._where):
-            _migrate.upgrade(_migrate.PERSISTENCE, self._engine, self._write_engine,
+            engine = self._write_engine() if self._dialect == "postgresql" else self._engine
+            _migrate.upgrade(_migrate.PERSISTENCE, engine, self._write_engine(),
                              read_timeout=self._read_timeout)
 
     def validate(self) -> None:
@@ -174,12 +181,24 @@ class SQLPersistence(Persistence):
                 self._read_engine.connect() as conn:
             yield conn
 
+    def _write_engine(self) -> sa.Engine:
+        """The engine of write transactions."""
+        engine = self._tx_engine
+        if engine is None:  # PostgreSQL: learn the server's default isolation level once
+            with self._engine.connect():
+                pass
+            level = self._engine.dialect.default_isolation_level or "READ COMMITTED"
+            engine = self._tx_engine = self._engine.execution_options(isolation_level=level)
+        return engine
+
     @contextlib.contextmanager
     def _write(self, what: str, *, single: bool = False) -> Iterator[sa.Connection]:
         """A write transaction. ``single``: one statement on PostgreSQL, which it runs as its
-        own transaction (autocommit: no ``BEGIN``/``COMMIT`` round trips)."""
-        engine = self._read_engine if single else self._write_engine
-        with self._lock, _engine.translate_errors(what, self._where), engine.begin() as conn:
+        own transaction (autocommit: no ``BEGIN``/``COMMIT`` round trips, and no transaction
+        object around it)."""
+        with self._lock, _engine.translate_errors(what, self._where), (
+                self._engine.connect() if single and self._dialect == "postgresql"
+                else self._write_engine().begin()) as conn:
             yield conn
         if self._checkpoint_every:
             self._count_write()
@@ -453,44 +472,76 @@ class SQLPersistence(Persistence):
 
     def _pg_many(self, writes: FlowWrites, fence: Fence | None, fenced: dict[str, Any],
                  rows: _ManyRows) -> None:
-        """``_update_many`` on PostgreSQL: every write in one statement (``pg_many``). Run in
-        autocommit when its writes are all gated on the flow's (nothing else to refuse, nothing
-        to add): one round trip, no ``BEGIN``/``COMMIT``; else in a transaction, which a
-        refusal or ``then`` rolls back."""
+        """``_update_many`` on PostgreSQL: every write in one statement (``pg_many``), all or
+        nothing, run in autocommit: one round trip, no ``BEGIN``/``COMMIT``. With ``then`` in a
+        transaction, which ``then`` may roll back."""
         flow_uuid = writes.flow_uuid
         flow_row, upserted, atom_rows = rows
-        shape = ManyShape(
-            flow=() if flow_row is None else tuple(flow_row), take=writes.take,
-            fenced=fence is not None, started=writes.take and writes.started is not None,
-            upserted=tuple(tuple(r) for r in upserted),
-            updated=tuple(tuple(c for c in r if c not in _ATOM_KEYS) for _, r in atom_rows),
-            ended=writes.ended is not None)
         params: dict[str, Any] = {"b_uuid": flow_uuid, **fenced}
+        flow_columns: tuple[str, ...] = ()
         if flow_row is not None:
-            params.update({"fl_" + k: v for k, v in flow_row.items()})
-        if shape.started:
+            flow_columns = tuple(flow_row)
+            params.update(zip(_named("fl_", flow_columns), flow_row.values(), strict=True))
+        started = writes.take and writes.started is not None
+        if started:
             assert writes.started is not None
-            params.update({"s_" + k: v for k, v in _rows.claim_row(writes.started).items()})
+            _add(params, "s_", _rows.claim_row(writes.started))
+        upserted_columns = []
         for index, row in enumerate(upserted):
-            params.update({f"u{index}_{k}": v for k, v in row.items()})
+            upserted_columns.append(_add(params, f"u{index}_", row))
+        updated_columns = []
         for index, (_, row) in enumerate(atom_rows):
-            params.update({f"a{index}_{k}": v for k, v in row.items() if k not in _FENCE_KEYS})
+            keys = tuple(row)
+            for key, name in _renamed(f"a{index}_", keys):
+                params[name] = row[key]
+            updated_columns.append(_columns(keys))
         if writes.ended is not None:
-            params.update({"e_" + k: v for k, v in _rows.claim_row(writes.ended).items()})
-        single = not atom_rows and writes.then is None
-        with self._write("writing a flow detail's changes", single=single) as conn:
-            changed = conn.execute(pg_many(shape), params).one()._mapping
-            if shape.gated and changed["flow"] == 0:
-                what = (f"taking flow detail {flow_uuid}" if writes.take
-                        else f"writing flow detail {flow_uuid}")
-                self._refused(conn, self._sql.select_flow, flow_uuid,
-                              f"flow detail {flow_uuid}", what, fence)
-            for index, (ad, _) in enumerate(atom_rows):
-                if changed[f"atom{index}"] == 0:
-                    self._refused(conn, self._sql.select_atom, ad.uuid,
-                                  f"atom detail {ad.uuid}", f"updating atom {ad.name!r}", fence)
+            _add(params, "e_", _rows.claim_row(writes.ended))
+        shape = ManyShape(
+            flow=flow_columns, take=writes.take, fenced=fence is not None, started=started,
+            upserted=tuple(upserted_columns), updated=tuple(updated_columns),
+            ended=writes.ended is not None)
+        sql = pg_many_sql(shape, self._engine.dialect)
+        with self._write("writing a flow detail's changes", single=writes.then is None) as conn:
+            written = (conn.execute(pg_many(shape), params) if sql is None
+                       else conn.exec_driver_sql(sql, params)).scalar_one()
+            if written == 0:
+                self._pg_refused(conn, writes, fence, atom_rows)
             if writes.then is not None:
                 writes.then(conn)
+
+    def _pg_refused(self, conn: sa.Connection, writes: FlowWrites, fence: Fence | None,
+                    atom_rows: list[tuple[AtomDetail, dict[str, Any]]]) -> None:
+        """Why ``pg_many``'s gate refused ``writes`` (nothing was written): the error the
+        same writes made one statement at a time would raise first. Reads the rows; only for
+        a refused write."""
+        flow_uuid = writes.flow_uuid
+        flow = conn.execute(self._sql.select_flow, {"b_uuid": flow_uuid}).mappings().first()
+        if flow is None:
+            raise errors.NotFound(f"no flow detail {flow_uuid}")
+        recorded = (flow["fence_job"], flow["fence"])
+        holds = fence is None or recorded == (fence.job, fence.number)
+        if writes.take:
+            assert fence is not None
+            if not (holds or recorded[0] is None):
+                raise self._fenced_out(f"taking flow detail {flow_uuid}", fence)
+            holds = True  # the take would have recorded it
+        elif not holds and (writes.flow is not None or writes.state is not None):
+            assert fence is not None
+            raise self._fenced_out(f"writing flow detail {flow_uuid}", fence)
+        for ad, _ in atom_rows:
+            atom = conn.execute(self._sql.select_atom, {"b_uuid": ad.uuid}).mappings().first()
+            if atom is None or (fence is None and atom["flow_uuid"] != flow_uuid):
+                raise errors.NotFound(f"no atom detail {ad.uuid}")
+            if fence is not None and (not holds or atom["flow_uuid"] != flow_uuid):
+                raise self._fenced_out(f"updating atom {ad.name!r}", fence)
+        # Nothing refuses it now: what refused it changed since (a take since then, a row
+        # saved since then). A fenced writer is told it lost the flow (the safe answer, also
+        # to an atom's update that wrote nothing after the gate held, which its lock rules
+        # out); an unfenced one that a row is missing.
+        if fence is not None:
+            raise self._fenced_out(f"writing flow detail {flow_uuid}", fence)
+        raise errors.NotFound(f"no flow detail {flow_uuid} with its atoms")
 
     def _flow_update(self, row: dict[str, Any],
                      fence: Fence | None) -> tuple[sa.Executable, dict[str, Any]]:
@@ -693,6 +744,31 @@ def _many_rows(writes: FlowWrites, fenced: dict[str, Any]) -> _ManyRows:
 #: Keys of ``_many_rows``' updated atom rows that are no columns.
 _ATOM_KEYS = frozenset({"b_uuid", "f_job", "f_num"})
 _FENCE_KEYS = frozenset({"f_job", "f_num"})
+
+
+@functools.cache
+def _named(prefix: str, keys: tuple[str, ...]) -> tuple[str, ...]:
+    """``keys``, each after ``prefix``: ``pg_many``'s parameter names (made once per shape)."""
+    return tuple(prefix + key for key in keys)
+
+
+def _add(params: dict[str, Any], prefix: str, row: dict[str, Any]) -> tuple[str, ...]:
+    """Add ``row`` to ``params`` under ``prefix``; returns its columns."""
+    columns = tuple(row)
+    params.update(zip(_named(prefix, columns), row.values(), strict=True))
+    return columns
+
+
+@functools.cache
+def _renamed(prefix: str, keys: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """An updated atom row's keys (fence keys left out) with their parameter names."""
+    return tuple((key, prefix + key) for key in keys if key not in _FENCE_KEYS)
+
+
+@functools.cache
+def _columns(keys: tuple[str, ...]) -> tuple[str, ...]:
+    """The columns an updated atom row (``_many_rows``) writes."""
+    return tuple(key for key in keys if key not in _ATOM_KEYS)
 
 
 def _one_statement(writes: FlowWrites, rows: _ManyRows) -> bool:
