@@ -246,13 +246,6 @@ def _create_engine(url: URL, settings: EngineSettings, *, autocommit: bool) -> E
             "keepalives_count": 3, "tcp_user_timeout": int(settings.read_timeout * 1000),
         }
         connect_args = {k: v for k, v in defaults.items() if k not in query}
-        if settings.pre_ping and settings.ping_after_idle > 0:
-            engine = sa.create_engine(
-                url, connect_args=connect_args, pool_pre_ping=False,
-                pool_size=settings.pool_size, max_overflow=settings.pool_size * 2,
-                pool_timeout=settings.connect_timeout, echo=settings.echo)
-            _ping_after_idle(engine, settings.ping_after_idle)
-            return engine
     elif url.get_driver_name() == "pymysql":
         # PyMySQL's connect_timeout covers the TCP connect only; the server's greeting is read
         # under read_timeout, like every reply after it.
@@ -261,11 +254,17 @@ def _create_engine(url: URL, settings: EngineSettings, *, autocommit: bool) -> E
                     "write_timeout": settings.read_timeout, "charset": "utf8mb4"}
         connect_args = {k: v for k, v in defaults.items() if k not in query}
     options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
-    return sa.create_engine(
-        url, connect_args=connect_args, pool_pre_ping=settings.pre_ping,
+    # PostgreSQL tests a pooled connection only after it rested (``ping_after_idle``).
+    ping_rested = (backend == "postgresql" and settings.pre_ping
+                   and settings.ping_after_idle > 0)
+    engine = sa.create_engine(
+        url, connect_args=connect_args, pool_pre_ping=settings.pre_ping and not ping_rested,
         pool_size=settings.pool_size, max_overflow=settings.pool_size * 2,
         pool_timeout=settings.connect_timeout, echo=settings.echo, **options,
     )
+    if ping_rested:
+        _ping_after_idle(engine, settings.ping_after_idle)
+    return engine
 
 
 def _ping_after_idle(engine: Engine, idle: float) -> None:
