@@ -60,6 +60,7 @@ from legato.jobboard.base import (
 )
 from legato.jobboard.sql import tables as sql_tables
 from legato.jobboard.sql.tables import entities, jobs, trash
+from legato.persistence.base import OneStatement
 from legato.states import JobPriority, JobState
 
 if TYPE_CHECKING:
@@ -891,6 +892,8 @@ class PostgresJobBoard(SQLJobBoard):
         put back, never failing the caller's transaction; a refused consume raises, and the
         caller's rollback takes the claim with it."""
         conn: sa.Connection = transaction
+        if isinstance(transaction, OneStatement) and not self._garbage:
+            return self._consume_joined(transaction, job_uuid, who, fence, ttl)
         if ttl is None or self._garbage:
             self._consume_in(conn, job_uuid, who, fence, notify=False)
             return None if ttl is None else self._claim_first(conn, who, ttl,
@@ -907,6 +910,44 @@ class PostgresJobBoard(SQLJobBoard):
         if record is not None:
             return record
         return self._claim_first(conn, who, ttl, set(self._garbage))
+
+    def _consume_joined(self, joint: OneStatement, job_uuid: str, who: str, fence: int | None,
+                        ttl: float | None) -> JobRecord | None:
+        """The consume (and the claim) as parts of the persistence's statement writing the
+        flow's end (``_ConsumeParts``): one autocommitted statement for the three. A refused
+        consume raises (nothing was written); an undecodable next row is put back by a
+        statement of its own (the consume has landed), and the next one claimed."""
+        now = self.clock()
+        row = joint.join(self._consume_parts[(fence is not None, ttl is not None)],
+                         {"now": now, "c_uuid": job_uuid, "who": who, "c_fence": fence,
+                          "ttl": ttl})
+        conn: sa.Connection = joint.connection
+        if row.joined == 0 or row.consumed == 0:
+            raise self._why_not(conn, job_uuid, who, fence, self._now(now))
+        if ttl is None or row.sequence is None:
+            return None
+        record = self._decoded_or_put_back(conn, row, who)
+        if record is not None:
+            return record
+        return self._claim_first(conn, who, ttl, set(self._garbage))
+
+    def _book_in(self, transaction: Any, record: JobRecord) -> LogBook | None:
+        if not isinstance(transaction, OneStatement):
+            return super()._book_in(transaction, record)
+        # The consume and the claim have landed: a book that cannot be read must not fail
+        # them (whoever runs the job reads it again).
+        try:
+            return super()._book_in(transaction, record)
+        except Exception as exc:  # whatever it is: the book is just not brought
+            logger.debug("board %r: job %s claimed without its book: %r", self.name,
+                         record.uuid, exc)
+            return None
+
+    @functools.cached_property
+    def _consume_parts(self) -> dict[tuple[bool, bool], _ConsumeParts]:
+        """``_ConsumeParts`` by (fenced, claiming the next job), built once."""
+        return {(fenced, claim): _ConsumeParts(self, fenced=fenced, claim=claim)
+                for fenced in (False, True) for claim in (False, True)}
 
     @functools.cached_property
     def _consume_claim_statements(self) -> dict[bool, sa.Executable]:
@@ -965,3 +1006,48 @@ class PostgresJobBoard(SQLJobBoard):
                                "polling until it is back", self.name, exc)
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+
+class _ConsumeParts:
+    """A job's consume, and the next job's claim (``claim``), as ``StatementParts`` of the
+    persistence's statement writing the flow's end. ``check`` locks the owned job row (owner,
+    live lease, fence when ``fenced``): the flow's write is gated on it, and the consume and the
+    claim on the flow's write, so all land or none does. Parameters: ``now``, ``c_uuid``,
+    ``who``, ``c_fence``, ``ttl``. Columns added: ``consumed`` (0 or 1), and the claimed row
+    with its ``old_`` columns (``_claim_old``; NULLs when none was claimed)."""
+
+    def __init__(self, board: PostgresJobBoard, *, fenced: bool, claim: bool) -> None:
+        self._board = board
+        self._fenced = fenced
+        self._claim = claim
+
+    def _owned(self) -> sa.ColumnElement[bool]:
+        return self._board._owned(sa.bindparam("c_uuid"), sa.bindparam("who"),
+                                  sa.bindparam("c_fence") if self._fenced else None,
+                                  self._board._statement_now())
+
+    def check(self) -> sa.Select[Any]:
+        return sa.select(_J.sequence).where(self._owned()).with_for_update()
+
+    def writes(self, gate: sa.ColumnElement[bool]
+               ) -> tuple[list[sa.CTE], Callable[[sa.Select[Any]], sa.Select[Any]]]:
+        board = self._board
+        # The row the check locked, deleted while the flow's write landed. Parameters are
+        # named after no column (see ``_consume_claim_statements``).
+        consumed = (jobs.delete().where(self._owned(), gate).returning(_J.sequence)
+                    .cte("consumed"))
+        count = sa.select(sa.func.count()).select_from(consumed).scalar_subquery()
+        if not self._claim:
+            return [consumed], lambda select: select.add_columns(count.label("consumed"))
+        now = board._statement_now()
+        claimed = (_claim_old(board._next_query(now, set()),
+                              board._claim_values(sa.bindparam("who"), _TTL, now))
+                   .where(gate).cte("claimed"))
+        one = sa.select(sa.literal_column("1").label("one")).subquery("one")
+
+        def extend(select: sa.Select[Any]) -> sa.Select[Any]:
+            return (select.add_columns(count.label("consumed"), *claimed.c)
+                    .select_from(one.outerjoin(claimed, sa.true())))
+
+        return [consumed, claimed], extend
+
