@@ -918,9 +918,10 @@ class PostgresJobBoard(SQLJobBoard):
         consume raises (nothing was written); an undecodable next row is put back by a
         statement of its own (the consume has landed), and the next one claimed."""
         now = self.clock()
+        # Floats, as the statement's Double parameters take them (``pg_joined_sql``).
         row = joint.join(self._consume_parts[(fence is not None, ttl is not None)],
-                         {"now": now, "c_uuid": job_uuid, "who": who, "c_fence": fence,
-                          "ttl": ttl})
+                         {"now": float(now), "c_uuid": job_uuid, "who": who, "c_fence": fence,
+                          "ttl": None if ttl is None else float(ttl)})
         conn: sa.Connection = joint.connection
         if row.joined == 0 or row.consumed == 0:
             raise self._why_not(conn, job_uuid, who, fence, self._now(now))
@@ -1014,40 +1015,69 @@ class _ConsumeParts:
     live lease, fence when ``fenced``): the flow's write is gated on it, and the consume and the
     claim on the flow's write, so all land or none does. Parameters: ``now``, ``c_uuid``,
     ``who``, ``c_fence``, ``ttl``. Columns added: ``consumed`` (0 or 1), and the claimed row
-    with its ``old_`` columns (``_claim_old``; NULLs when none was claimed)."""
+    with its ``old_`` columns (as ``_claim_old``; NULLs when none was claimed).
+
+    The jobs table goes by short aliases: the joined statement stays under the length up to
+    which the driver caches a statement's parsing (psycopg: 4 KiB)."""
 
     def __init__(self, board: PostgresJobBoard, *, fenced: bool, claim: bool) -> None:
         self._board = board
         self._fenced = fenced
         self._claim = claim
 
-    def _owned(self) -> sa.ColumnElement[bool]:
-        return self._board._owned(sa.bindparam("c_uuid"), sa.bindparam("who"),
-                                  sa.bindparam("c_fence") if self._fenced else None,
-                                  self._board._statement_now())
+    def _owned(self, table: sa.TableClause) -> sa.ColumnElement[bool]:
+        """``SQLJobBoard._owned`` of the bound job, on ``table`` (an alias of the jobs)."""
+        c = table.c
+        clauses = [c.uuid == sa.bindparam("c_uuid"), c.owner == sa.bindparam("who"),
+                   c.state == _CLAIMED,
+                   c.lease_expires > self._board._statement_now()]
+        if self._fenced:
+            clauses.append(c.fence == sa.bindparam("c_fence"))
+        return sa.and_(*clauses)
 
     def check(self) -> sa.Select[Any]:
-        return sa.select(_J.sequence).where(self._owned()).with_for_update()
+        mine = jobs.alias("k")
+        return sa.select(mine.c.sequence).where(self._owned(mine)).with_for_update()
 
     def writes(self, gate: sa.ColumnElement[bool]
                ) -> tuple[list[sa.CTE], Callable[[sa.Select[Any]], sa.Select[Any]]]:
-        board = self._board
         # The row the check locked, deleted while the flow's write landed. Parameters are
         # named after no column (see ``_consume_claim_statements``).
-        consumed = (jobs.delete().where(self._owned(), gate).returning(_J.sequence)
-                    .cte("consumed"))
+        mine = jobs.alias("d")
+        consumed = (sa.delete(mine).where(self._owned(mine), gate)
+                    .returning(mine.c.sequence).cte("consumed"))
         count = sa.select(sa.func.count()).select_from(consumed).scalar_subquery()
         if not self._claim:
             return [consumed], lambda select: select.add_columns(count.label("consumed"))
-        now = board._statement_now()
-        claimed = (_claim_old(board._next_query(now, set()),
-                              board._claim_values(sa.bindparam("who"), _TTL, now))
-                   .where(gate).cte("claimed"))
+        claimed = self._claimed(gate).cte("claimed")
         one = sa.select(sa.literal_column("1").label("one")).subquery("one")
 
         def extend(select: sa.Select[Any]) -> sa.Select[Any]:
-            return (select.add_columns(count.label("consumed"), *claimed.c)
+            # ``claimed.*``: the driver names the columns (the statement stays short).
+            return (select.add_columns(count.label("consumed"),
+                                       sa.literal_column("claimed.*"))
                     .select_from(one.outerjoin(claimed, sa.true())))
 
         return [consumed, claimed], extend
 
+    def _claimed(self, gate: sa.ColumnElement[bool]) -> sa.Update:
+        """``_claim_old``'s claim of the first claimable job (``FOR UPDATE SKIP LOCKED``),
+        landing only where ``gate`` holds."""
+        now = self._board._statement_now()
+        row, first = jobs.alias("j"), jobs.alias("f")
+        old = (sa.select(first.c.sequence, *(first.c[c] for c in _UNDONE))
+               .where(self._board._claimable(now, first.c))
+               .order_by(first.c.priority.desc(), first.c.sequence)
+               .limit(sa.literal_column("1"))
+               .with_for_update(skip_locked=True).subquery("old"))
+        return (sa.update(row).where(row.c.sequence == old.c.sequence, gate)
+                .values(state=_CLAIMED, owner=sa.bindparam("who"),
+                        fence=row.c.fence + _ONE, attempts=row.c.attempts + _ONE,
+                        lease_expires=now + _TTL, available_at=sa.null(), last_modified=now)
+                .returning(sa.literal_column(f"{row.name}.*"),
+                           *(old.c[c].label("old_" + c) for c in _UNDONE)))
+
+
+#: Constants of ``_ConsumeParts``' statement, written in it (no parameters to send).
+_CLAIMED = sa.literal_column(f"'{JobState.CLAIMED!s}'")
+_ONE = sa.literal_column("1")
