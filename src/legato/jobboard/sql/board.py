@@ -40,7 +40,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import sqlalchemy as sa
 
@@ -1025,7 +1025,7 @@ class _ConsumeParts:
         self._fenced = fenced
         self._claim = claim
 
-    def _owned(self, table: sa.TableClause) -> sa.ColumnElement[bool]:
+    def _owned(self, table: sa.Alias) -> sa.ColumnElement[bool]:
         """``SQLJobBoard._owned`` of the bound job, on ``table`` (an alias of the jobs)."""
         c = table.c
         clauses = [c.uuid == sa.bindparam("c_uuid"), c.owner == sa.bindparam("who"),
@@ -1036,14 +1036,14 @@ class _ConsumeParts:
         return sa.and_(*clauses)
 
     def check(self) -> sa.Select[Any]:
-        mine = jobs.alias("k")
+        mine = _jobs_as("k")
         return sa.select(mine.c.sequence).where(self._owned(mine)).with_for_update()
 
     def writes(self, gate: sa.ColumnElement[bool]
                ) -> tuple[list[sa.CTE], Callable[[sa.Select[Any]], sa.Select[Any]]]:
         # The row the check locked, deleted while the flow's write landed. Parameters are
         # named after no column (see ``_consume_claim_statements``).
-        mine = jobs.alias("d")
+        mine = _jobs_as("d")
         consumed = (sa.delete(mine).where(self._owned(mine), gate)
                     .returning(mine.c.sequence).cte("consumed"))
         count = sa.select(sa.func.count()).select_from(consumed).scalar_subquery()
@@ -1064,7 +1064,7 @@ class _ConsumeParts:
         """``_claim_old``'s claim of the first claimable job (``FOR UPDATE SKIP LOCKED``),
         landing only where ``gate`` holds."""
         now = self._board._statement_now()
-        row, first = jobs.alias("j"), jobs.alias("f")
+        row, first = _jobs_as("j"), _jobs_as("f")
         old = (sa.select(first.c.sequence, *(first.c[c] for c in _UNDONE))
                .where(self._board._claimable(now, first.c))
                .order_by(first.c.priority.desc(), first.c.sequence)
@@ -1079,5 +1079,10 @@ class _ConsumeParts:
 
 
 #: Constants of ``_ConsumeParts``' statement, written in it (no parameters to send).
-_CLAIMED = sa.literal_column(f"'{JobState.CLAIMED!s}'")
-_ONE = sa.literal_column("1")
+_CLAIMED: sa.ColumnClause[str] = sa.literal_column(f"'{JobState.CLAIMED!s}'")
+_ONE: sa.ColumnClause[int] = sa.literal_column("1")
+
+
+def _jobs_as(name: str) -> sa.Alias:
+    """The jobs table under the alias ``name``."""
+    return cast(sa.Alias, jobs.alias(name))
