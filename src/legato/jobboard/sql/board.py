@@ -947,7 +947,8 @@ class PostgresJobBoard(SQLJobBoard):
     @functools.cached_property
     def _consume_parts(self) -> dict[tuple[bool, bool], _ConsumeParts]:
         """``_ConsumeParts`` by (fenced, claiming the next job), built once."""
-        return {(fenced, claim): _ConsumeParts(self, fenced=fenced, claim=claim)
+        return {(fenced, claim): _ConsumeParts(self._statement_now(), self._claimable,
+                                               fenced=fenced, claim=claim)
                 for fenced in (False, True) for claim in (False, True)}
 
     @functools.cached_property
@@ -1020,8 +1021,11 @@ class _ConsumeParts:
     The jobs table goes by short aliases: the joined statement stays under the length up to
     which the driver caches a statement's parsing (psycopg: 4 KiB)."""
 
-    def __init__(self, board: PostgresJobBoard, *, fenced: bool, claim: bool) -> None:
-        self._board = board
+    def __init__(self, now: sa.ColumnElement[float],
+                 claimable: Callable[[sa.ColumnElement[float], Any], sa.ColumnElement[bool]],
+                 *, fenced: bool, claim: bool) -> None:
+        self._now = now  # the board's clock in its statements
+        self._claimable = claimable  # the board's: whether a job row can be claimed
         self._fenced = fenced
         self._claim = claim
 
@@ -1030,7 +1034,7 @@ class _ConsumeParts:
         c = table.c
         clauses = [c.uuid == sa.bindparam("c_uuid"), c.owner == sa.bindparam("who"),
                    c.state == _CLAIMED,
-                   c.lease_expires > self._board._statement_now()]
+                   c.lease_expires > self._now]
         if self._fenced:
             clauses.append(c.fence == sa.bindparam("c_fence"))
         return sa.and_(*clauses)
@@ -1063,10 +1067,10 @@ class _ConsumeParts:
     def _claimed(self, gate: sa.ColumnElement[bool]) -> sa.Update:
         """``_claim_old``'s claim of the first claimable job (``FOR UPDATE SKIP LOCKED``),
         landing only where ``gate`` holds."""
-        now = self._board._statement_now()
+        now = self._now
         row, first = _jobs_as("j"), _jobs_as("f")
         old = (sa.select(first.c.sequence, *(first.c[c] for c in _UNDONE))
-               .where(self._board._claimable(now, first.c))
+               .where(self._claimable(now, first.c))
                .order_by(first.c.priority.desc(), first.c.sequence)
                .limit(sa.literal_column("1"))
                .with_for_update(skip_locked=True).subquery("old"))

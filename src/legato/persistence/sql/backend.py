@@ -7,7 +7,7 @@ import datetime as dt
 import functools
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -512,7 +512,10 @@ class SQLPersistence(Persistence):
         then = writes.then
         if isinstance(then, JoinableThen) and shape.gated:
             # The board's writes may join this one's statement: one autocommitted statement.
-            joint = _Joint(self, shape, params, writes, fence, atom_rows)
+            joint = _Joint(functools.partial(self._pg_join, shape, params, writes, fence,
+                                             atom_rows),
+                           functools.partial(self._pg_begin, shape, params, writes, fence,
+                                             atom_rows))
             with contextlib.ExitStack() as joint.stack:
                 try:
                     then(joint)
@@ -527,6 +530,44 @@ class SQLPersistence(Persistence):
             self._pg_write(conn, shape, params, writes, fence, atom_rows)
             if then is not None:
                 then(conn)
+
+    def _pg_join(self, shape: ManyShape, params: dict[str, Any], writes: FlowWrites,
+                 fence: Fence | None, atom_rows: list[tuple[AtomDetail, dict[str, Any]]],
+                 joint: _Joint, parts: StatementParts, part_params: Mapping[str, Any]) -> Any:
+        """``OneStatement.join`` of ``joint``: ``pg_many(shape, parts)`` in autocommit."""
+        conn = joint.conn = joint.stack.enter_context(
+            self._write("writing a flow detail's changes", single=True))
+        values = {**params, **part_params}
+        rendered = pg_joined_sql(shape, self._engine.dialect, parts)
+        if rendered is None:
+            row = conn.execute(pg_many(shape, parts), values).one()
+        else:
+            sql, fixed = rendered
+            row = conn.exec_driver_sql(sql, {**fixed, **values}).one()
+        if row.written:
+            joint.landed = True
+            return row
+        refusal = self._pg_refusal(conn, writes, fence, atom_rows)
+        if refusal is None and row.joined:  # the parts allowed it; what refused it moved
+            refusal = self._fenced_out(f"writing flow detail {writes.flow_uuid}", fence) \
+                if fence is not None else errors.NotFound(
+                    f"no flow detail {writes.flow_uuid} with its atoms")
+        if refusal is not None:
+            raise _Refused(refusal)
+        return row  # the parts refused: the caller says why
+
+    def _pg_begin(self, shape: ManyShape, params: dict[str, Any], writes: FlowWrites,
+                  fence: Fence | None, atom_rows: list[tuple[AtomDetail, dict[str, Any]]],
+                  joint: _Joint) -> sa.Connection:
+        """``OneStatement.connection`` of ``joint`` before any ``join``: a transaction with
+        the flow's write made in it."""
+        conn = joint.stack.enter_context(self._write("writing a flow detail's changes"))
+        try:
+            self._pg_write(conn, shape, params, writes, fence, atom_rows)
+        except (errors.FencedOut, errors.NotFound) as exc:
+            raise _Refused(exc) from None
+        joint.conn, joint.landed = conn, True
+        return conn
 
     def _pg_write(self, conn: sa.Connection, shape: ManyShape, params: dict[str, Any],
                   writes: FlowWrites, fence: Fence | None,
@@ -763,61 +804,28 @@ class _Refused(Exception):
 
 class _Joint(OneStatement):
     """``OneStatement`` of one ``_pg_many``: the flow's write, made with the board's parts
-    (``join``) or alone in a transaction the board then writes in (``connection``)."""
+    (``join``: ``SQLPersistence._pg_join``) or alone in a transaction the board then writes in
+    (``connection``: ``SQLPersistence._pg_begin``)."""
 
-    def __init__(self, backend: SQLPersistence, shape: ManyShape, params: dict[str, Any],
-                 writes: FlowWrites, fence: Fence | None,
-                 atom_rows: list[tuple[AtomDetail, dict[str, Any]]]) -> None:
-        self._backend = backend
-        self._shape = shape
-        self._params = params
-        self._writes = writes
-        self._fence = fence
-        self._atom_rows = atom_rows
-        self._conn: sa.Connection | None = None
+    def __init__(self, join: Callable[[_Joint, StatementParts, Mapping[str, Any]], Any],
+                 begin: Callable[[_Joint], sa.Connection]) -> None:
+        self._join = join
+        self._begin = begin
+        #: The connection the flow's write was made on (None: not made yet).
+        self.conn: sa.Connection | None = None
         #: The flow's write landed (joined, or in the transaction).
         self.landed = False
         #: Where the connection's context goes (set by ``_pg_many``, closed after ``then``).
         self.stack = contextlib.ExitStack()
 
     def join(self, parts: StatementParts, params: Mapping[str, Any]) -> Any:
-        if self._conn is not None:
+        if self.conn is not None:
             raise RuntimeError("the flow's write was made already")
-        backend = self._backend
-        conn = self._conn = self.stack.enter_context(
-            backend._write("writing a flow detail's changes", single=True))
-        values = {**self._params, **params}
-        rendered = pg_joined_sql(self._shape, backend._engine.dialect, parts)
-        if rendered is None:
-            row = conn.execute(pg_many(self._shape, parts), values).one()
-        else:
-            sql, fixed = rendered
-            row = conn.exec_driver_sql(sql, {**fixed, **values}).one()
-        if row.written == 0:
-            refusal = backend._pg_refusal(conn, self._writes, self._fence, self._atom_rows)
-            if refusal is None and row.joined:  # the parts allowed it; what refused it moved
-                refusal = backend._fenced_out(
-                    f"writing flow detail {self._writes.flow_uuid}", self._fence) \
-                    if self._fence is not None else errors.NotFound(
-                        f"no flow detail {self._writes.flow_uuid} with its atoms")
-            if refusal is not None:
-                raise _Refused(refusal)
-        else:
-            self.landed = True
-        return row
+        return self._join(self, parts, params)
 
     @property
     def connection(self) -> sa.Connection:
-        if self._conn is None:
-            conn = self.stack.enter_context(
-                self._backend._write("writing a flow detail's changes"))
-            try:
-                self._backend._pg_write(conn, self._shape, self._params, self._writes,
-                                        self._fence, self._atom_rows)
-            except (errors.FencedOut, errors.NotFound) as exc:
-                raise _Refused(exc) from None
-            self._conn, self.landed = conn, True
-        return self._conn
+        return self._begin(self) if self.conn is None else self.conn
 
     def __getattr__(self, name: str) -> Any:
         # Used as the transaction a plain ``then`` gets: the connection's own methods.
