@@ -18,7 +18,7 @@ from legato.conductor._joined import JoinedConsume
 from legato.jobboard.base import Job, JobBoard
 from legato.jobboard.sql.tables import jobs
 from legato.persistence.base import FlowWrites, Persistence
-from legato.persistence.models import Fence, FlowDetail, LogBook, TaskDetail
+from legato.persistence.models import Claim, Fence, FlowDetail, LogBook, TaskDetail, utcnow
 from legato.states import AtomState, FlowState, JobState
 from legato.testing import conductor as tc
 
@@ -201,6 +201,125 @@ def test_a_stale_claim_claims_nothing_behind_it(board: JobBoard, store: Persiste
     assert board.find_owner(newer) == "owner-b" and board.find_owner(nxt) is None
     assert board.state_of(nxt) is JobState.UNCLAIMED
     assert store.get_flow_details(flow.uuid).state is FlowState.RUNNING
+
+
+# -- the flow's end, the consume and the next claim as one statement (JoinableThen) ----------
+
+def _joined(board: JobBoard, job: Job, *, claim_next: bool = True) -> JoinedConsume:
+    """The consume a conductor hands the persistence (a ``JoinableThen``)."""
+    return JoinedConsume(board, job, "owner-a", claim_next=(lambda: True) if claim_next else None,
+                         ttl=None, committed=lambda: None)
+
+
+def _ending_claim(flow: FlowDetail, then: JoinedConsume, job: Job) -> FlowWrites:
+    """``_ending`` with the claim's end, as a conductor writes it."""
+    writes = _ending(flow, then)
+    writes.ended = Claim(job_uuid=job.uuid, fence=job.fence or 0, owner="owner-a",
+                         claimed_at=utcnow(), ended_at=utcnow(), outcome="consumed")
+    return writes
+
+
+def test_the_flow_end_consume_and_claim_are_one_autocommitted_statement(
+        shared_url: str, board: JobBoard, store: Persistence) -> None:
+    """On PostgreSQL the flow's end write, the consume and the next claim are ONE statement,
+    run in autocommit (no BEGIN/COMMIT); SQLite keeps its transaction of several."""
+    job, flow, fence = _claimed_flow(board, store)
+    nxt = board.post("next")
+    sent: list[tuple[str, bool]] = []
+
+    def record(conn: sa.Connection, _cursor: Any, statement: str, *_rest: Any) -> None:
+        sent.append((statement, not conn.in_transaction() or bool(
+            getattr(conn.connection.driver_connection, "autocommit", False))))
+
+    joined = _joined(board, job)
+    sa.event.listen(sa.Engine, "before_cursor_execute", record)
+    try:
+        store.update_many(_ending_claim(flow, joined, job), fence=fence)
+    finally:
+        sa.event.remove(sa.Engine, "before_cursor_execute", record)
+    joined.committed()
+    assert joined.following is not None and joined.following[0] == nxt
+    assert board.find_owner(nxt) == "owner-a" and board.state_of(job) is JobState.COMPLETE
+    assert store.get_flow_details(flow.uuid).state is FlowState.SUCCESS
+    history = store.job_history(job.uuid)
+    assert [c.outcome for c in history] == ["consumed"]
+    if shared_url.startswith("postgresql"):
+        [(statement, autocommit)] = [(s, a) for s, a in sent if "legato_flowdetails" in s
+                                     or "legato_jb_jobs" in s]
+        assert autocommit
+        assert "UPDATE legato_flowdetails" in statement and "DELETE FROM legato_jb_jobs" in \
+            statement and "UPDATE legato_jb_jobs" in statement
+        assert "legato_job_history" in statement
+    else:
+        assert len(sent) > 1
+
+
+def test_a_stale_flow_fence_consumes_and_claims_nothing(board: JobBoard,
+                                                        store: Persistence) -> None:
+    job, flow, fence = _claimed_flow(board, store)
+    nxt = board.post("next")
+    store.take_flow(flow.uuid, Fence(job.uuid, fence.number + 1))  # a newer claim's take
+    joined = _joined(board, job)
+    with pytest.raises(errors.FencedOut, match="flow detail"):
+        store.update_many(_ending(flow, joined), fence=fence)
+    assert board.find_owner(job) == "owner-a" and board.job_count == 2
+    assert board.state_of(nxt) is JobState.UNCLAIMED and board.find_owner(nxt) is None
+    assert store.get_flow_details(flow.uuid).state is FlowState.RUNNING
+    assert joined.following is None and not joined.done
+
+
+def test_a_stale_job_fence_writes_no_flow_end(board: JobBoard, store: Persistence) -> None:
+    job, flow, fence = _claimed_flow(board, store)
+    board.abandon(job, "owner-a")
+    newer = board.claim(job, "owner-a")  # the same owner, a newer fence on the board
+    nxt = board.post("next")
+    joined = _joined(board, job)
+    with pytest.raises(errors.FencedOut, match="consuming job"):
+        store.update_many(_ending_claim(flow, joined, job), fence=fence)
+    fd = store.get_flow_details(flow.uuid)
+    assert fd.state is FlowState.RUNNING
+    assert next(iter(fd)).state is AtomState.RUNNING  # the atom's write did not land either
+    assert board.find_owner(newer) == "owner-a" and board.job_count == 2
+    assert board.state_of(nxt) is JobState.UNCLAIMED
+    assert store.job_history(job.uuid) == []  # nor the claim's end
+
+
+def test_an_undecodable_next_job_is_put_back_after_the_joined_statement(
+        shared_url: str, board: JobBoard, store: Persistence,
+        caplog: pytest.LogCaptureFixture) -> None:
+    job, flow, fence = _claimed_flow(board, store)
+    engine = sa.create_engine(sa.make_url(shared_url).set(
+        drivername="postgresql+psycopg" if shared_url.startswith("postgresql") else "sqlite"))
+    with engine.begin() as conn:
+        conn.execute(jobs.insert().values(
+            uuid="bad-row", name="garbage", details="{not json", priority=2,
+            created_on=0.0, state="UNCLAIMED", attempts=0, fence=0))
+    nxt = board.post("next")
+    joined = _joined(board, job)
+    with caplog.at_level(logging.WARNING, logger="legato.jobboard.sql"):
+        store.update_many(_ending(flow, joined), fence=fence)
+    joined.committed()
+    assert joined.following is not None and joined.following[0] == nxt
+    assert board.find_owner(nxt) == "owner-a"
+    assert "cannot be decoded" in caplog.text
+    assert board.state_of(job) is JobState.COMPLETE
+    assert store.get_flow_details(flow.uuid).state is FlowState.SUCCESS
+    with engine.connect() as conn:  # the bad row as it was
+        row = conn.execute(sa.select(jobs.c.state, jobs.c.attempts, jobs.c.owner, jobs.c.fence)
+                           .where(jobs.c.uuid == "bad-row")).one()
+    assert tuple(row) == ("UNCLAIMED", 0, None, 0)
+    engine.dispose()
+
+
+def test_a_joined_consume_without_a_next_claim(board: JobBoard, store: Persistence) -> None:
+    job, flow, fence = _claimed_flow(board, store)
+    nxt = board.post("next")
+    joined = _joined(board, job, claim_next=False)
+    store.update_many(_ending(flow, joined), fence=fence)
+    joined.committed()
+    assert joined.following is None and board.state_of(nxt) is JobState.UNCLAIMED
+    assert board.state_of(job) is JobState.COMPLETE
+    assert store.get_flow_details(flow.uuid).state is FlowState.SUCCESS
 
 
 def test_a_board_without_a_shared_database_refuses(store: Persistence) -> None:

@@ -5,7 +5,10 @@ Persistence.database``: the same SQL URL), the conductor gives the claim's endin
 ``JoinedConsume``: the persistence calls it inside the transaction that writes the flow's
 SUCCESS and the claim's end (``FlowWrites.then``), and it consumes the job there
 (``JobBoard.consume_in``), claiming the next job too when the conductor wants one. So a job is
-consumed if and only if its flow's end state is recorded, in one commit instead of two.
+consumed if and only if its flow's end state is recorded, in one commit instead of two. It is a
+``JoinableThen``: on PostgreSQL the board makes the consume and the claim parts of the
+persistence's statement (``OneStatement``), one autocommitted statement for the three, and
+nothing here raises after it.
 
 The board checks owner and fence in that transaction; a refusal (``NotOwner``, ``NotFound``:
 the claim was lost) becomes ``FencedOut``, which rolls the flow's write back too: the engine
@@ -25,6 +28,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from legato import errors
+from legato.persistence.base import JoinableThen
 
 if TYPE_CHECKING:
     from legato.jobboard.base import Job, JobBoard
@@ -32,7 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["JoinedConsume"]
 
 
-class JoinedConsume:
+class JoinedConsume(JoinableThen):
     """The consume of one claimed job (and maybe the claim of the next) to run inside the
     persistence's transaction.
 

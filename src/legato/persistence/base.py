@@ -60,7 +60,8 @@ from legato.persistence.models import (
 )
 from legato.states import FlowState
 
-__all__ = ["ClaimEnding", "Connection", "FlowWrites", "Persistence"]
+__all__ = ["ClaimEnding", "Connection", "FlowWrites", "JoinableThen", "OneStatement",
+           "Persistence", "StatementParts"]
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +131,8 @@ class FlowWrites:
         then: called last, inside the transaction, with the backend's handle on it (SQL: the
             SQLAlchemy ``Connection``), to make writes of another component in the same
             database (``Persistence.database``); whatever it raises rolls every write back
-            and is raised. Only on a backend with a ``database``.
+            and is raised. Only on a backend with a ``database``. A ``then`` that is a
+            ``JoinableThen`` may instead be handed a ``OneStatement`` (see there).
     """
 
     flow_uuid: str
@@ -148,6 +150,68 @@ def _state_of(writes: FlowWrites) -> FlowState | None:
     if writes.state is not None:
         return writes.state
     return writes.flow.state if writes.flow is not None else None
+
+
+class StatementParts(Protocol):
+    """Writes of another component sharing a backend's ``database``, given as parts of a
+    statement rather than statements of their own, so that the backend makes them and its own
+    writes as ONE statement (``OneStatement.join``). Built once and reused (the backend caches
+    the joined statement by the parts object); the values come with each ``join``.
+
+    SQL backends (PostgreSQL): SQLAlchemy Core elements, the parts' parameter names distinct
+    from the backend's (which start with ``b_``, ``f_``, ``fl_``, ``s_``, ``u``, ``a``,
+    ``e_``)."""
+
+    def __hash__(self) -> int:
+        """Parts are hashable: the joined statement is cached by them (identity will do)."""
+
+    def check(self) -> Any:
+        """A ``SELECT`` that finds and locks (``FOR UPDATE``) the rows the parts write, while
+        they may be written: the backend's own writes land only if it finds a row."""
+
+    def writes(self, gate: Any) -> tuple[list[Any], Callable[[Any], Any]]:
+        """The parts' data-modifying CTEs, each landing only where ``gate`` (a boolean
+        expression: the backend's write landed) holds, and a function that adds to the
+        statement's ``SELECT`` (one row: ``written``, ``joined`` and the backend's own
+        columns) the columns telling the parts' outcome."""
+
+
+class OneStatement(abc.ABC):
+    """What a backend hands a ``JoinableThen`` instead of a transaction when it can make its
+    write and the other component's (``StatementParts``) one statement, run as its own
+    transaction (PostgreSQL: autocommit, no ``BEGIN``/``COMMIT`` round trips).
+
+    Either ``join`` (once): the backend's write and the parts in one statement, landing all or
+    none; or anything else (``connection``, or any attribute of it): a transaction is opened,
+    the backend's write made in it, and the caller goes on as with a plain ``then``."""
+
+    @abc.abstractmethod
+    def join(self, parts: StatementParts, params: Mapping[str, Any]) -> Any:
+        """Make the backend's write with ``parts`` (values ``params``) as one statement, and
+        return its row (the parts' columns; ``joined``: how many rows the parts' ``check``
+        found). It has landed when this returns, unless the parts' ``check`` found nothing
+        (``joined`` 0: nothing was written; the caller raises its own refusal). A refusal of
+        the backend's own write (``FencedOut``, ``NotFound``) is raised, to the backend, past
+        the caller: nothing was written."""
+
+    @property
+    @abc.abstractmethod
+    def connection(self) -> Any:
+        """The backend's handle on the write (SQL: a SQLAlchemy ``Connection``): after a
+        ``join`` the one the statement ran on (autocommit); else a transaction holding the
+        backend's write, committed after ``then`` returns."""
+
+
+class JoinableThen(abc.ABC):
+    """A ``FlowWrites.then`` that may be called with a ``OneStatement`` rather than the
+    backend's transaction. Once its ``join`` returned the writes have landed: whatever it
+    raises after is raised but rolls nothing back, so it must raise nothing after a ``join``
+    that it would have wanted to undo the writes."""
+
+    __slots__ = ()
+
+    @abc.abstractmethod
+    def __call__(self, transaction: Any) -> None: ...
 
 
 class ClaimEnding(Protocol):

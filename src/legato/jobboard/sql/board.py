@@ -40,7 +40,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import sqlalchemy as sa
 
@@ -60,6 +60,7 @@ from legato.jobboard.base import (
 )
 from legato.jobboard.sql import tables as sql_tables
 from legato.jobboard.sql.tables import entities, jobs, trash
+from legato.persistence.base import OneStatement
 from legato.states import JobPriority, JobState
 
 if TYPE_CHECKING:
@@ -891,6 +892,8 @@ class PostgresJobBoard(SQLJobBoard):
         put back, never failing the caller's transaction; a refused consume raises, and the
         caller's rollback takes the claim with it."""
         conn: sa.Connection = transaction
+        if isinstance(transaction, OneStatement) and not self._garbage:
+            return self._consume_joined(transaction, job_uuid, who, fence, ttl)
         if ttl is None or self._garbage:
             self._consume_in(conn, job_uuid, who, fence, notify=False)
             return None if ttl is None else self._claim_first(conn, who, ttl,
@@ -907,6 +910,46 @@ class PostgresJobBoard(SQLJobBoard):
         if record is not None:
             return record
         return self._claim_first(conn, who, ttl, set(self._garbage))
+
+    def _consume_joined(self, joint: OneStatement, job_uuid: str, who: str, fence: int | None,
+                        ttl: float | None) -> JobRecord | None:
+        """The consume (and the claim) as parts of the persistence's statement writing the
+        flow's end (``_ConsumeParts``): one autocommitted statement for the three. A refused
+        consume raises (nothing was written); an undecodable next row is put back by a
+        statement of its own (the consume has landed), and the next one claimed."""
+        now = self.clock()
+        # Floats, as the statement's Double parameters take them (``pg_joined_sql``).
+        row = joint.join(self._consume_parts[(fence is not None, ttl is not None)],
+                         {"now": float(now), "c_uuid": job_uuid, "who": who, "c_fence": fence,
+                          "ttl": None if ttl is None else float(ttl)})
+        conn: sa.Connection = joint.connection
+        if row.joined == 0 or row.consumed == 0:
+            raise self._why_not(conn, job_uuid, who, fence, self._now(now))
+        if ttl is None or row.sequence is None:
+            return None
+        record = self._decoded_or_put_back(conn, row, who)
+        if record is not None:
+            return record
+        return self._claim_first(conn, who, ttl, set(self._garbage))
+
+    def _book_in(self, transaction: Any, record: JobRecord) -> LogBook | None:
+        if not isinstance(transaction, OneStatement):
+            return super()._book_in(transaction, record)
+        # The consume and the claim have landed: a book that cannot be read must not fail
+        # them (whoever runs the job reads it again).
+        try:
+            return super()._book_in(transaction, record)
+        except Exception as exc:  # whatever it is: the book is just not brought
+            logger.debug("board %r: job %s claimed without its book: %r", self.name,
+                         record.uuid, exc)
+            return None
+
+    @functools.cached_property
+    def _consume_parts(self) -> dict[tuple[bool, bool], _ConsumeParts]:
+        """``_ConsumeParts`` by (fenced, claiming the next job), built once."""
+        return {(fenced, claim): _ConsumeParts(self._statement_now(), self._claimable,
+                                               fenced=fenced, claim=claim)
+                for fenced in (False, True) for claim in (False, True)}
 
     @functools.cached_property
     def _consume_claim_statements(self) -> dict[bool, sa.Executable]:
@@ -965,3 +1008,85 @@ class PostgresJobBoard(SQLJobBoard):
                                "polling until it is back", self.name, exc)
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+
+class _ConsumeParts:
+    """A job's consume, and the next job's claim (``claim``), as ``StatementParts`` of the
+    persistence's statement writing the flow's end. ``check`` locks the owned job row (owner,
+    live lease, fence when ``fenced``): the flow's write is gated on it, and the consume and the
+    claim on the flow's write, so all land or none does. Parameters: ``now``, ``c_uuid``,
+    ``who``, ``c_fence``, ``ttl``. Columns added: ``consumed`` (0 or 1), and the claimed row
+    with its ``old_`` columns (as ``_claim_old``; NULLs when none was claimed).
+
+    The jobs table goes by short aliases: the joined statement stays under the length up to
+    which the driver caches a statement's parsing (psycopg: 4 KiB)."""
+
+    def __init__(self, now: sa.ColumnElement[float],
+                 claimable: Callable[[sa.ColumnElement[float], Any], sa.ColumnElement[bool]],
+                 *, fenced: bool, claim: bool) -> None:
+        self._now = now  # the board's clock in its statements
+        self._claimable = claimable  # the board's: whether a job row can be claimed
+        self._fenced = fenced
+        self._claim = claim
+
+    def _owned(self, table: sa.Alias) -> sa.ColumnElement[bool]:
+        """``SQLJobBoard._owned`` of the bound job, on ``table`` (an alias of the jobs)."""
+        c = table.c
+        clauses = [c.uuid == sa.bindparam("c_uuid"), c.owner == sa.bindparam("who"),
+                   c.state == _CLAIMED,
+                   c.lease_expires > self._now]
+        if self._fenced:
+            clauses.append(c.fence == sa.bindparam("c_fence"))
+        return sa.and_(*clauses)
+
+    def check(self) -> sa.Select[Any]:
+        mine = _jobs_as("k")
+        return sa.select(mine.c.sequence).where(self._owned(mine)).with_for_update()
+
+    def writes(self, gate: sa.ColumnElement[bool]
+               ) -> tuple[list[sa.CTE], Callable[[sa.Select[Any]], sa.Select[Any]]]:
+        # The row the check locked, deleted while the flow's write landed. Parameters are
+        # named after no column (see ``_consume_claim_statements``).
+        mine = _jobs_as("d")
+        consumed = (sa.delete(mine).where(self._owned(mine), gate)
+                    .returning(mine.c.sequence).cte("consumed"))
+        count = sa.select(sa.func.count()).select_from(consumed).scalar_subquery()
+        if not self._claim:
+            return [consumed], lambda select: select.add_columns(count.label("consumed"))
+        claimed = self._claimed(gate).cte("claimed")
+        one = sa.select(sa.literal_column("1").label("one")).subquery("one")
+
+        def extend(select: sa.Select[Any]) -> sa.Select[Any]:
+            # ``claimed.*``: the driver names the columns (the statement stays short).
+            return (select.add_columns(count.label("consumed"),
+                                       sa.literal_column("claimed.*"))
+                    .select_from(one.outerjoin(claimed, sa.true())))
+
+        return [consumed, claimed], extend
+
+    def _claimed(self, gate: sa.ColumnElement[bool]) -> sa.Update:
+        """``_claim_old``'s claim of the first claimable job (``FOR UPDATE SKIP LOCKED``),
+        landing only where ``gate`` holds."""
+        now = self._now
+        row, first = _jobs_as("j"), _jobs_as("f")
+        old = (sa.select(first.c.sequence, *(first.c[c] for c in _UNDONE))
+               .where(self._claimable(now, first.c))
+               .order_by(first.c.priority.desc(), first.c.sequence)
+               .limit(sa.literal_column("1"))
+               .with_for_update(skip_locked=True).subquery("old"))
+        return (sa.update(row).where(row.c.sequence == old.c.sequence, gate)
+                .values(state=_CLAIMED, owner=sa.bindparam("who"),
+                        fence=row.c.fence + _ONE, attempts=row.c.attempts + _ONE,
+                        lease_expires=now + _TTL, available_at=sa.null(), last_modified=now)
+                .returning(sa.literal_column(f"{row.name}.*"),
+                           *(old.c[c].label("old_" + c) for c in _UNDONE)))
+
+
+#: Constants of ``_ConsumeParts``' statement, written in it (no parameters to send).
+_CLAIMED: sa.ColumnClause[str] = sa.literal_column(f"'{JobState.CLAIMED!s}'")
+_ONE: sa.ColumnClause[int] = sa.literal_column("1")
+
+
+def _jobs_as(name: str) -> sa.Alias:
+    """The jobs table under the alias ``name``."""
+    return cast(sa.Alias, jobs.alias(name))

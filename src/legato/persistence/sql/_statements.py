@@ -27,6 +27,7 @@ __all__ = [
     "SQLITE_UPSERT_CLAIM",
     "ManyShape",
     "Statements",
+    "pg_joined_sql",
     "pg_many",
     "pg_many_sql",
     "pg_save",
@@ -352,7 +353,7 @@ PG_ROWS = 64
 
 
 @functools.lru_cache(maxsize=256)
-def pg_many(shape: ManyShape) -> sa.Select[Any]:
+def pg_many(shape: ManyShape, parts: Any = None) -> sa.Select[Any]:
     """``update_many`` on PostgreSQL as one statement of data-modifying CTEs: the flow's row
     (with the take when ``shape.take``), the claim's start, the atoms upserted and updated, the
     claim's end. It returns one row of one column, ``written``: the fewest rows written by the
@@ -365,7 +366,13 @@ def pg_many(shape: ManyShape) -> sa.Select[Any]:
     write lands only if the gate holds (``EXISTS`` over its CTE), so a refused take, a fenced
     out write or an atom never saved writes nothing at all. The gate's lock on the flow's row
     holds off a take (which changes the fence) and a logbook's delete (which cascades to the
-    atoms) until the statement ends, so an atom found by the gate is updated."""
+    atoms) until the statement ends, so an atom found by the gate is updated.
+
+    With ``parts`` (another component's ``StatementParts``; only for a gated shape) the
+    statement makes them too: their ``check`` is a CTE ``j_check`` the flow's write is gated on
+    (so a refused part writes nothing of the flow's), their writes are gated on the flow's
+    write, and the statement also returns ``joined`` (the rows ``j_check`` found) and the
+    parts' columns."""
     f_job: sa.BindParameter[str] = sa.bindparam("f_job", type_=flowdetails.c.fence_job.type)
     f_num: sa.BindParameter[int] = sa.bindparam("f_num", type_=flowdetails.c.fence.type)
     b_uuid: sa.BindParameter[str] = sa.bindparam("b_uuid", type_=flowdetails.c.uuid.type)
@@ -377,7 +384,8 @@ def pg_many(shape: ManyShape) -> sa.Select[Any]:
     # Every updated atom is a saved atom of the flow (in the statement's snapshot).
     present = [sa.exists(sa.select(sa.literal_column("1")).where(
         atomdetails.c.uuid == uuid, atomdetails.c.flow_uuid == b_uuid)) for uuid in atom_uuids]
-    where: list[sa.ColumnElement[bool]] = [flowdetails.c.uuid == b_uuid, *present]
+    check, checked = _check_of(shape, parts)
+    where: list[sa.ColumnElement[bool]] = [flowdetails.c.uuid == b_uuid, *present, *checked]
     if shape.take:
         where.append(sa.or_(flowdetails.c.fence_job.is_(None),
                             sa.and_(flowdetails.c.fence_job == f_job,
@@ -422,7 +430,29 @@ def pg_many(shape: ManyShape) -> sa.Select[Any]:
     # One column, so reading the answer costs little: 0 when a gated write was refused.
     written = (counts[0] if len(counts) == 1 else sa.func.least(*counts)) if counts \
         else sa.literal(1)
-    return sa.select(written.label("written")).add_cte(*ctes)
+    if check is None:
+        return sa.select(written.label("written")).add_cte(*ctes)
+    return _joined(parts, check, gate, written, ctes)
+
+
+def _check_of(shape: ManyShape, parts: Any) -> tuple[sa.CTE | None,
+                                                      list[sa.ColumnElement[bool]]]:
+    """``parts``' check as the CTE ``j_check``, and what gates the flow's write on it."""
+    if parts is None:
+        return None, []
+    if not shape.gated:
+        raise ValueError("statement parts ride only on a write of the flow's row")
+    check = parts.check().cte("j_check")
+    return check, [sa.exists(check.select())]
+
+
+def _joined(parts: Any, check: sa.CTE, gate: sa.ColumnElement[bool] | None,
+            written: sa.ColumnElement[Any], ctes: list[sa.CTE]) -> sa.Select[Any]:
+    """``pg_many``'s final ``SELECT`` with ``parts``' writes (gated by ``gate``) and columns,
+    and ``joined``: the rows their ``check`` found."""
+    part_ctes, extend = parts.writes(gate)
+    selected = sa.select(written.label("written"), _count(check).label("joined"))
+    return extend(selected).add_cte(*ctes, *part_ctes)  # type: ignore[no-any-return]
 
 
 @functools.lru_cache(maxsize=256)
@@ -431,14 +461,32 @@ def pg_many_sql(shape: ManyShape, dialect: sa.Dialect) -> str | None:
     ``Connection.exec_driver_sql`` and a dict of the same parameters: no compiled-cache lookup
     and no per-parameter processing on each write (about 40 parameters a step). None when a
     parameter needs processing by SQLAlchemy (then the statement runs as a ``pg_many``)."""
-    compiled = pg_many(shape).compile(dialect=dialect)
+    rendered = pg_joined_sql(shape, dialect, None)
+    if rendered is None or rendered[1]:
+        return None
+    return rendered[0]
+
+
+@functools.lru_cache(maxsize=256)
+def pg_joined_sql(shape: ManyShape, dialect: sa.Dialect,
+                  parts: Any) -> tuple[str, dict[str, Any]] | None:
+    """``pg_many(shape, parts)`` rendered once for ``dialect`` (see ``pg_many_sql``), with
+    the values of the parameters the statement fixes itself (literals of the parts), which
+    every execution adds to its own. None when a parameter needs processing by SQLAlchemy,
+    but for floats (the parts' clock and lease times): their processing is ``float()``, so
+    the fixed ones are processed here and the caller passes floats."""
+    compiled = pg_many(shape, parts).compile(dialect=dialect)
     if dialect.paramstyle != "pyformat":
         return None
-    for bind in compiled.binds.values():
-        if bind.expanding or bind.literal_execute or \
-                bind.type.bind_processor(dialect) is not None:
+    fixed: dict[str, Any] = {}
+    for bind, name in compiled.bind_names.items():
+        process = bind.type.bind_processor(dialect)
+        if bind.expanding or bind.literal_execute or bind.callable is not None or (
+                process is not None and (parts is None or not isinstance(bind.type, sa.Float))):
             return None
-    return compiled.string
+        if not bind.required:
+            fixed[name] = bind.value if process is None else process(bind.value)
+    return compiled.string, fixed
 
 
 def _count(cte: sa.CTE) -> sa.ScalarSelect[Any]:

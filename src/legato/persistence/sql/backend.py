@@ -7,7 +7,7 @@ import datetime as dt
 import functools
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,7 +16,14 @@ from legato import errors
 from legato._sql import engine as _engine
 from legato._sql import migrate as _migrate
 from legato._sqlurl import sqlite_file
-from legato.persistence.base import FlowWrites, Persistence, lost_claim
+from legato.persistence.base import (
+    FlowWrites,
+    JoinableThen,
+    OneStatement,
+    Persistence,
+    StatementParts,
+    lost_claim,
+)
 from legato.persistence.models import AtomDetail, Claim, Fence, FlowDetail, LogBook
 from legato.persistence.sql import _rows
 from legato.persistence.sql._statements import (
@@ -32,6 +39,7 @@ from legato.persistence.sql._statements import (
     SQLITE_UPSERT_CLAIM,
     ManyShape,
     Statements,
+    pg_joined_sql,
     pg_many,
     pg_many_sql,
     pg_save,
@@ -501,47 +509,118 @@ class SQLPersistence(Persistence):
             flow=flow_columns, take=writes.take, fenced=fence is not None, started=started,
             upserted=tuple(upserted_columns), updated=tuple(updated_columns),
             ended=writes.ended is not None)
+        then = writes.then
+        if isinstance(then, JoinableThen) and shape.gated:
+            # The board's writes may join this one's statement: one autocommitted statement.
+            joint = _Joint(functools.partial(self._pg_join, shape, params, writes, fence,
+                                             atom_rows),
+                           functools.partial(self._pg_begin, shape, params, writes, fence,
+                                             atom_rows))
+            with contextlib.ExitStack() as joint.stack:
+                try:
+                    then(joint)
+                except _Refused as refused:
+                    raise refused.error from None
+                if joint.landed:
+                    return
+            # The flow's write did not land: ``then`` made none, or took the refusal of its
+            # parts in stride (a retried consume finding its job gone): the write alone.
+            then = None
+        with self._write("writing a flow detail's changes", single=then is None) as conn:
+            self._pg_write(conn, shape, params, writes, fence, atom_rows)
+            if then is not None:
+                then(conn)
+
+    def _pg_join(self, shape: ManyShape, params: dict[str, Any], writes: FlowWrites,
+                 fence: Fence | None, atom_rows: list[tuple[AtomDetail, dict[str, Any]]],
+                 joint: _Joint, parts: StatementParts, part_params: Mapping[str, Any]) -> Any:
+        """``OneStatement.join`` of ``joint``: ``pg_many(shape, parts)`` in autocommit."""
+        conn = joint.conn = joint.stack.enter_context(
+            self._write("writing a flow detail's changes", single=True))
+        values = {**params, **part_params}
+        rendered = pg_joined_sql(shape, self._engine.dialect, parts)
+        if rendered is None:
+            row = conn.execute(pg_many(shape, parts), values).one()
+        else:
+            sql, fixed = rendered
+            row = conn.exec_driver_sql(sql, {**fixed, **values}).one()
+        if row.written:
+            joint.landed = True
+            return row
+        refusal = self._pg_refusal(conn, writes, fence, atom_rows)
+        if refusal is None and row.joined:  # the parts allowed it; what refused it moved
+            refusal = self._fenced_out(f"writing flow detail {writes.flow_uuid}", fence) \
+                if fence is not None else errors.NotFound(
+                    f"no flow detail {writes.flow_uuid} with its atoms")
+        if refusal is not None:
+            raise _Refused(refusal)
+        return row  # the parts refused: the caller says why
+
+    def _pg_begin(self, shape: ManyShape, params: dict[str, Any], writes: FlowWrites,
+                  fence: Fence | None, atom_rows: list[tuple[AtomDetail, dict[str, Any]]],
+                  joint: _Joint) -> sa.Connection:
+        """``OneStatement.connection`` of ``joint`` before any ``join``: a transaction with
+        the flow's write made in it."""
+        conn = joint.stack.enter_context(self._write("writing a flow detail's changes"))
+        try:
+            self._pg_write(conn, shape, params, writes, fence, atom_rows)
+        except (errors.FencedOut, errors.NotFound) as exc:
+            raise _Refused(exc) from None
+        joint.conn, joint.landed = conn, True
+        return conn
+
+    def _pg_write(self, conn: sa.Connection, shape: ManyShape, params: dict[str, Any],
+                  writes: FlowWrites, fence: Fence | None,
+                  atom_rows: list[tuple[AtomDetail, dict[str, Any]]]) -> None:
+        """Run ``pg_many(shape)`` on ``conn``; raise its refusal (nothing written)."""
         sql = pg_many_sql(shape, self._engine.dialect)
-        with self._write("writing a flow detail's changes", single=writes.then is None) as conn:
-            written = (conn.execute(pg_many(shape), params) if sql is None
-                       else conn.exec_driver_sql(sql, params)).scalar_one()
-            if written == 0:
-                self._pg_refused(conn, writes, fence, atom_rows)
-            if writes.then is not None:
-                writes.then(conn)
+        written = (conn.execute(pg_many(shape), params) if sql is None
+                   else conn.exec_driver_sql(sql, params)).scalar_one()
+        if written == 0:
+            self._pg_refused(conn, writes, fence, atom_rows)
 
     def _pg_refused(self, conn: sa.Connection, writes: FlowWrites, fence: Fence | None,
                     atom_rows: list[tuple[AtomDetail, dict[str, Any]]]) -> None:
         """Why ``pg_many``'s gate refused ``writes`` (nothing was written): the error the
         same writes made one statement at a time would raise first. Reads the rows; only for
         a refused write."""
-        flow_uuid = writes.flow_uuid
-        flow = conn.execute(self._sql.select_flow, {"b_uuid": flow_uuid}).mappings().first()
-        if flow is None:
-            raise errors.NotFound(f"no flow detail {flow_uuid}")
-        recorded = (flow["fence_job"], flow["fence"])
-        holds = fence is None or recorded == (fence.job, fence.number)
-        if writes.take:
-            assert fence is not None
-            if not (holds or recorded[0] is None):
-                raise self._fenced_out(f"taking flow detail {flow_uuid}", fence)
-            holds = True  # the take would have recorded it
-        elif not holds and (writes.flow is not None or writes.state is not None):
-            assert fence is not None
-            raise self._fenced_out(f"writing flow detail {flow_uuid}", fence)
-        for ad, _ in atom_rows:
-            atom = conn.execute(self._sql.select_atom, {"b_uuid": ad.uuid}).mappings().first()
-            if atom is None or (fence is None and atom["flow_uuid"] != flow_uuid):
-                raise errors.NotFound(f"no atom detail {ad.uuid}")
-            if fence is not None and (not holds or atom["flow_uuid"] != flow_uuid):
-                raise self._fenced_out(f"updating atom {ad.name!r}", fence)
+        refusal = self._pg_refusal(conn, writes, fence, atom_rows)
+        if refusal is not None:
+            raise refusal
         # Nothing refuses it now: what refused it changed since (a take since then, a row
         # saved since then). A fenced writer is told it lost the flow (the safe answer, also
         # to an atom's update that wrote nothing after the gate held, which its lock rules
         # out); an unfenced one that a row is missing.
         if fence is not None:
-            raise self._fenced_out(f"writing flow detail {flow_uuid}", fence)
-        raise errors.NotFound(f"no flow detail {flow_uuid} with its atoms")
+            raise self._fenced_out(f"writing flow detail {writes.flow_uuid}", fence)
+        raise errors.NotFound(f"no flow detail {writes.flow_uuid} with its atoms")
+
+    def _pg_refusal(self, conn: sa.Connection, writes: FlowWrites, fence: Fence | None,
+                    atom_rows: list[tuple[AtomDetail, dict[str, Any]]],
+                    ) -> errors.LegatoError | None:
+        """The error ``_pg_refused`` raises, when the rows read now still refuse ``writes``;
+        None when they do not."""
+        flow_uuid = writes.flow_uuid
+        flow = conn.execute(self._sql.select_flow, {"b_uuid": flow_uuid}).mappings().first()
+        if flow is None:
+            return errors.NotFound(f"no flow detail {flow_uuid}")
+        recorded = (flow["fence_job"], flow["fence"])
+        holds = fence is None or recorded == (fence.job, fence.number)
+        if writes.take:
+            assert fence is not None
+            if not (holds or recorded[0] is None):
+                return self._fenced_out(f"taking flow detail {flow_uuid}", fence)
+            holds = True  # the take would have recorded it
+        elif not holds and (writes.flow is not None or writes.state is not None):
+            assert fence is not None
+            return self._fenced_out(f"writing flow detail {flow_uuid}", fence)
+        for ad, _ in atom_rows:
+            atom = conn.execute(self._sql.select_atom, {"b_uuid": ad.uuid}).mappings().first()
+            if atom is None or (fence is None and atom["flow_uuid"] != flow_uuid):
+                return errors.NotFound(f"no atom detail {ad.uuid}")
+            if fence is not None and (not holds or atom["flow_uuid"] != flow_uuid):
+                return self._fenced_out(f"updating atom {ad.name!r}", fence)
+        return None
 
     def _flow_update(self, row: dict[str, Any],
                      fence: Fence | None) -> tuple[sa.Executable, dict[str, Any]]:
@@ -712,6 +791,45 @@ class SQLPersistence(Persistence):
 
 #: A book's rows: the book's, its flows' (``book_uuid`` set) and their atoms' (``flow_uuid``).
 _BookRows = tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]
+
+
+class _Refused(Exception):
+    """The flow's own write was refused inside a ``JoinableThen``: raise ``error`` past it
+    (the board must not take a refusal of the flow for one of its own)."""
+
+    def __init__(self, error: errors.LegatoError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+class _Joint(OneStatement):
+    """``OneStatement`` of one ``_pg_many``: the flow's write, made with the board's parts
+    (``join``: ``SQLPersistence._pg_join``) or alone in a transaction the board then writes in
+    (``connection``: ``SQLPersistence._pg_begin``)."""
+
+    def __init__(self, join: Callable[[_Joint, StatementParts, Mapping[str, Any]], Any],
+                 begin: Callable[[_Joint], sa.Connection]) -> None:
+        self._join = join
+        self._begin = begin
+        #: The connection the flow's write was made on (None: not made yet).
+        self.conn: sa.Connection | None = None
+        #: The flow's write landed (joined, or in the transaction).
+        self.landed = False
+        #: Where the connection's context goes (set by ``_pg_many``, closed after ``then``).
+        self.stack = contextlib.ExitStack()
+
+    def join(self, parts: StatementParts, params: Mapping[str, Any]) -> Any:
+        if self.conn is not None:
+            raise RuntimeError("the flow's write was made already")
+        return self._join(self, parts, params)
+
+    @property
+    def connection(self) -> sa.Connection:
+        return self._begin(self) if self.conn is None else self.conn
+
+    def __getattr__(self, name: str) -> Any:
+        # Used as the transaction a plain ``then`` gets: the connection's own methods.
+        return getattr(self.connection, name)
 
 
 def _book_rows(book: LogBook) -> _BookRows:
