@@ -637,3 +637,33 @@ def test_an_engine_without_a_fence_writes_over_a_taken_flow() -> None:
     persistence.take_flow(engine.flow_detail.uuid, Fence("job", 1))
     engine.run()
     assert persistence.get_flow_details(engine.flow_detail.uuid).state is FlowState.SUCCESS
+
+
+def test_an_atom_is_not_called_once_the_claim_is_no_longer_trusted() -> None:
+    journal: list[Any] = []
+    persistence = MemoryPersistence()
+    engine = le.load(LinearFlow("f").add(*_chain(journal, 3)), persistence=persistence)
+    asked: list[str] = []
+
+    def trusted() -> bool:  # the lease runs out once t1 has run
+        asked.append("asked")
+        return not journal
+
+    engine.claim_trusted = trusted
+    with pytest.raises(errors.FencedOut, match="starting atom 't2'"):
+        engine.run()
+    assert [entry[1] for entry in journal] == ["t1"]  # t2's start recorded, t2 not called
+    stored = {ad.name: ad.state for ad in persistence.get_flow_details(
+        engine.flow_detail.uuid)}
+    assert stored["t1"] == AtomState.SUCCESS and stored["t2"] == AtomState.RUNNING
+    assert asked == ["asked", "asked"]
+
+
+def test_a_failure_is_not_reverted_once_the_claim_is_no_longer_trusted() -> None:
+    journal: list[Any] = []
+    engine = le.load(LinearFlow("f").add(*_chain(journal, 2, fail_at=2)),
+                     persistence=MemoryPersistence())
+    engine.claim_trusted = lambda: len(journal) < 2  # trusted until t2 has failed
+    with pytest.raises(errors.FencedOut):
+        engine.run()
+    assert [entry[0] for entry in journal] == ["execute", "execute"]  # no revert called

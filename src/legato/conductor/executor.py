@@ -597,6 +597,9 @@ class ExecutorConductor(Conductor):
         except Exception as exc:  # e.g. the factory raised: maybe transient, so retry it
             return Outcome(Action.ABANDON, f"cannot build the engine: {exc!r}",
                            cause=Cause.FAILED)
+        # No atom is called once the lease cannot be relied on (a pause past it between
+        # recording an atom's start and calling it, say): its next owner runs it.
+        engine.claim_trusted = lease.trusted
         return self._drive(lease, engine)
 
     def _joined_consume(self, lease: Lease) -> JoinedConsume:

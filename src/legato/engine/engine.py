@@ -77,6 +77,12 @@ class Engine:
         atom_timer: when set as a run starts, called with each atom's end state and how long
             its execute (revert) call took, float seconds, as that end state is recorded (a
             conductor's metrics time atoms with it: no event is built for them).
+        claim_trusted: when set as a run starts, asked right before each atom's execute
+            (revert) call, after its start is recorded: False stops the run with
+            ``FencedOut`` and the call is not made. A conductor sets it to its lease's check
+            (not lost, deadline not passed), so a process paused past its lease between
+            recording an atom's start and calling it does not run the atom after the job's
+            next owner did.
     """
 
     kind: ClassVar[str] = "serial"
@@ -103,6 +109,7 @@ class Engine:
         self._stats: dict[str, Any] = {"runs": 0}
         self.record_durations = False
         self.atom_timer: Callable[[str, float], None] | None = None
+        self.claim_trusted: Callable[[], bool] | None = None
 
     def _make_executor(self) -> executors.Executor:
         return executors.SerialExecutor()
@@ -218,7 +225,7 @@ class Engine:
                           progress_callback=self.progress_callback,
                           defer_reverts=self.defer_reverts,
                           record_durations=self.record_durations,
-                          atom_timer=self.atom_timer)
+                          atom_timer=self.atom_timer, claim_trusted=self.claim_trusted)
 
     def suspend(self) -> None:
         """Ask a running engine to stop at the next atom boundary (thread-safe).

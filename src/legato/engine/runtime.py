@@ -66,6 +66,11 @@ class RunContext(NamedTuple):
             ``REVERT_FAILURE``) and the seconds its execute (revert) call took, once that end
             state is recorded (saved, or due with the next write); never for an atom whose
             end state could not be recorded.
+        claim_trusted: when set, asked after an atom's RUNNING (REVERTING) state is recorded
+            and right before its execute (revert) call starts: False means the claim behind
+            the engine's fence can no longer be relied on (its lease ran out while this
+            process was paused, say), so the call is not made and the run raises
+            ``FencedOut`` (the flow is left to the claim's next owner).
     """
 
     storage: Storage
@@ -79,6 +84,7 @@ class RunContext(NamedTuple):
     defer_reverts: bool = False
     record_durations: bool = False
     atom_timer: Callable[[str, float], None] | None = None
+    claim_trusted: Callable[[], bool] | None = None
 
 
 class Runtime:
@@ -110,6 +116,7 @@ class Runtime:
         #: ``time.perf_counter()`` when each running atom's call began (``record_durations``
         #: or an ``atom_timer``)
         self._timer = context.atom_timer
+        self._trusted = context.claim_trusted
         self._began: dict[str, float] | None = (
             {} if context.record_durations or self._timer is not None else None)
         self._stamps = context.record_durations
@@ -214,6 +221,8 @@ class Runtime:
         self.inflight[index] = _EXECUTE
         self.counts["executed"] += 1
         self._begin(ad)
+        if self._trusted is not None:
+            self._check_claim(f"starting atom {ca.name!r}")
         self.executor.submit(index, ca.atom.execute, (), kwargs,  # type: ignore[attr-defined]
                              progress=self.context.progress_callback(ad),
                              label=f"atom {ca.name!r}")
@@ -300,8 +309,10 @@ class Runtime:
         return common
 
     def _check_claim(self, doing: str) -> None:
-        """Raise ``FencedOut`` if the engine's claim is known lost: nothing is reverted then."""
-        if self.context.fence_lost.is_set():
+        """Raise ``FencedOut`` if the engine's claim is known lost, or no longer trusted
+        (``RunContext.claim_trusted``): no atom is started and nothing is reverted then."""
+        if self.context.fence_lost.is_set() or (
+                self._trusted is not None and not self._trusted()):
             raise errors.FencedOut(f"flow {self.storage.flow_detail.name!r}: the claim was lost; "
                                    f"not {doing} (the flow is left to its new owner)")
 
