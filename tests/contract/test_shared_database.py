@@ -140,16 +140,23 @@ def test_a_retry_after_a_lost_answer_goes_on_as_consumed(board: JobBoard,
         store.update_many(_ending(flow, fresh), fence=fence)
 
 
-def test_the_next_claim_rides_too_and_skips_garbage(shared_url: str, board: JobBoard,
-                                                    store: Persistence,
-                                                    caplog: pytest.LogCaptureFixture) -> None:
-    job, flow, fence = _claimed_flow(board, store)
+def _plant_garbage_row(shared_url: str) -> sa.Engine:
+    """A waiting job row whose details are not JSON, written around the board's API; returns
+    the engine that wrote it (the caller disposes of it)."""
     engine = sa.create_engine(sa.make_url(shared_url).set(
         drivername="postgresql+psycopg" if shared_url.startswith("postgresql") else "sqlite"))
     with engine.begin() as conn:
         conn.execute(jobs.insert().values(
             uuid="bad-row", name="garbage", details="{not json", priority=2,
             created_on=0.0, state="UNCLAIMED", attempts=0, fence=0))
+    return engine
+
+
+def test_the_next_claim_rides_too_and_skips_garbage(shared_url: str, board: JobBoard,
+                                                    store: Persistence,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    job, flow, fence = _claimed_flow(board, store)
+    engine = _plant_garbage_row(shared_url)
     nxt = board.post("next")
     claimed: list[Job | None] = []
     with caplog.at_level(logging.WARNING, logger="legato.jobboard.sql"):
@@ -288,12 +295,7 @@ def test_an_undecodable_next_job_is_put_back_after_the_joined_statement(
         shared_url: str, board: JobBoard, store: Persistence,
         caplog: pytest.LogCaptureFixture) -> None:
     job, flow, fence = _claimed_flow(board, store)
-    engine = sa.create_engine(sa.make_url(shared_url).set(
-        drivername="postgresql+psycopg" if shared_url.startswith("postgresql") else "sqlite"))
-    with engine.begin() as conn:
-        conn.execute(jobs.insert().values(
-            uuid="bad-row", name="garbage", details="{not json", priority=2,
-            created_on=0.0, state="UNCLAIMED", attempts=0, fence=0))
+    engine = _plant_garbage_row(shared_url)
     nxt = board.post("next")
     joined = _joined(board, job)
     with caplog.at_level(logging.WARNING, logger="legato.jobboard.sql"):
