@@ -489,6 +489,115 @@ def test_a_book_that_cannot_be_read_does_not_fail_the_claim(shared_url: str, boa
     assert board.find_owner(job) == "owner"
 
 
+def _book_with_atoms(store: Persistence) -> LogBook:
+    book = LogBook("book")
+    for name in ("first flow", "second flow"):
+        flow = FlowDetail(name)
+        flow.add(TaskDetail("a"))
+        flow.add(TaskDetail("b"))
+        book.add(flow)
+    book.add(FlowDetail("empty flow"))
+    store.save_logbook(book)
+    return book
+
+
+def test_a_claim_and_its_book_are_one_statement(shared_url: str, board: JobBoard,
+                                                store: Persistence) -> None:
+    """On PostgreSQL the claim and the read of the claimed job's book (its flows and atoms)
+    are one statement; SQLite: the claim, then the book."""
+    book = _book_with_atoms(store)
+    posted = board.post("job", book=book)
+    sent: list[str] = []
+    listener = _sent_by(sent)
+    sa.event.listen(sa.Engine, "before_cursor_execute", listener)
+    try:
+        job = board.claim_next("owner")
+    finally:
+        sa.event.remove(sa.Engine, "before_cursor_execute", listener)
+    assert job == posted and job is not None and board.find_owner(job) == "owner"
+    assert job.loaded_book is not None
+    assert [(f.name, [a.name for a in f]) for f in job.loaded_book.flows.values()] == [
+        ("first flow", ["a", "b"]), ("second flow", ["a", "b"]), ("empty flow", [])]
+    if shared_url.startswith("postgresql"):
+        assert len(sent) == 1 and "UPDATE" in sent[0] and "legato_logbooks" in sent[0]
+    else:
+        assert len(sent) > 1
+    assert board.claim_next("other") is None
+
+
+def test_a_claim_with_its_book_of_a_job_without_one(board: JobBoard) -> None:
+    posted = board.post("job")
+    job = board.claim_next("owner")
+    assert job == posted and job is not None and job.loaded_book is None
+
+
+def test_a_claim_with_its_book_of_a_gone_book(board: JobBoard, store: Persistence) -> None:
+    book = _book_with_atoms(store)
+    posted = board.post("job", book=book)
+    store.destroy_logbook(book.uuid)
+    job = board.claim_next("owner")
+    assert job == posted and job is not None and job.loaded_book is None
+
+
+def test_an_undecodable_row_claimed_with_its_book_is_put_back(
+        shared_url: str, board: JobBoard, store: Persistence,
+        caplog: pytest.LogCaptureFixture) -> None:
+    engine = _plant_garbage_row(shared_url)
+    book = _book_with_atoms(store)
+    posted = board.post("job", book=book)
+    with caplog.at_level(logging.WARNING, logger="legato.jobboard.sql"):
+        job = board.claim_next("owner")
+    assert job == posted and job is not None and job.loaded_book is not None
+    assert len(job.loaded_book.flows) == 3
+    assert "'bad-row'" in caplog.text and "set aside" in caplog.text
+    with engine.connect() as conn:  # the bad row as it was
+        row = conn.execute(sa.select(jobs.c.state, jobs.c.attempts, jobs.c.owner)
+                           .where(jobs.c.uuid == "bad-row")).one()
+    assert tuple(row) == ("UNCLAIMED", 0, None)
+    engine.dispose()
+
+
+class _FailingParts:
+    """A persistence's ``BookParts`` whose statement fails on the server (a division by
+    zero in its columns)."""
+
+    def __init__(self, parts: Any) -> None:
+        self._parts = parts
+
+    def columns(self) -> list[Any]:
+        return [*self._parts.columns(), (sa.literal_column("1") / sa.literal_column("0"))
+                .label("lb_broken")]
+
+    def join(self, source: Any, book_uuid: Any) -> Any:
+        return self._parts.join(source, book_uuid)
+
+    def order_by(self) -> list[Any]:
+        return list(self._parts.order_by())
+
+    def book(self, rows: Any) -> LogBook:
+        raise AssertionError("not reached")
+
+
+def test_a_failing_claim_with_its_book_claims_without_it(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A statement of the claim and its book that the server refuses claims nothing: the
+    board claims in a statement of its own, and reads the book after it."""
+    store = lp.connect(postgres_url)
+    store.upgrade()
+    try:
+        parts = store.book_parts()
+        assert parts is not None
+        monkeypatch.setattr(store, "book_parts", lambda: _FailingParts(parts))
+        with jobboard.connect(postgres_url, persistence=store) as board:
+            book = _book_with_atoms(store)
+            posted = board.post("job", book=book)
+            job = board.claim_next("owner")
+            assert job == posted and job is not None and board.find_owner(job) == "owner"
+            assert job.loaded_book is not None and len(job.loaded_book.flows) == 3
+    finally:
+        store.close()
+
+
 # -- a post and its logbook ---------------------------------------------------------------------
 
 def _sent_by(engine_events: list[str]) -> Callable[..., None]:

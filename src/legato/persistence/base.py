@@ -60,8 +60,8 @@ from legato.persistence.models import (
 )
 from legato.states import FlowState
 
-__all__ = ["ClaimEnding", "Connection", "FlowWrites", "JoinableThen", "OneStatement",
-           "Persistence", "StatementParts"]
+__all__ = ["BookParts", "ClaimEnding", "Connection", "FlowWrites", "JoinableThen",
+           "OneStatement", "Persistence", "StatementParts"]
 
 logger = logging.getLogger(__name__)
 
@@ -174,6 +174,34 @@ class StatementParts(Protocol):
         expression: the backend's write landed) holds, and a function that adds to the
         statement's ``SELECT`` (one row: ``written``, ``joined`` and the backend's own
         columns) the columns telling the parts' outcome."""
+
+
+class BookParts(Protocol):
+    """A logbook's read (its flows and atoms) as parts of another component's statement, so
+    that a board sharing the backend's ``database`` claims a job and reads its book as ONE
+    statement: the book's rows are joined on the book uuid of the row the board's statement
+    finds (``Persistence.book_parts``). Built once and reused.
+
+    SQL backends: SQLAlchemy Core elements; the columns are labelled with prefixes
+    (``lb_``, ``fd_``, ``ad_``) no column of the other component starts with."""
+
+    def columns(self) -> list[Any]:
+        """The columns the statement selects besides its own."""
+
+    def join(self, source: Any, book_uuid: Any) -> Any:
+        """``source`` (the other component's rows) outer-joined with the rows of the book
+        whose uuid is ``book_uuid`` (a column of ``source``): one row per atom (NULLs for a
+        flow without atoms, a book without flows, a book that is not there)."""
+
+    def order_by(self) -> list[Any]:
+        """The order the book's rows must come in."""
+
+    def book(self, rows: Iterable[Mapping[str, Any]]) -> LogBook:
+        """The logbook in ``rows`` (the statement's rows, by column name).
+
+        Raises:
+            NotFound: the rows hold no book.
+        """
 
 
 class OneStatement(abc.ABC):
@@ -342,6 +370,12 @@ class Persistence(abc.ABC):
             raise ValueError(f"{type(self).__name__} cannot read inside another component's "
                              "transaction (it has no shared database)")
         return self._get_logbook_in(transaction, book_uuid)
+
+    def book_parts(self) -> BookParts | None:
+        """The read of a logbook as parts of a statement of a component sharing this
+        backend's ``database`` (``BookParts``), or None when the backend has none (the
+        component reads the book with ``get_logbook_in``)."""
+        return None
 
     def save_logbook_in(self, transaction: Any, book: LogBook, *, along: Any = None,
                         along_params: Mapping[str, Any] | None = None) -> Any:

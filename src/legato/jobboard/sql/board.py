@@ -60,7 +60,7 @@ from legato.jobboard.base import (
 )
 from legato.jobboard.sql import tables as sql_tables
 from legato.jobboard.sql.tables import entities, jobs, trash
-from legato.persistence.base import OneStatement
+from legato.persistence.base import BookParts, OneStatement
 from legato.states import JobPriority, JobState
 
 if TYPE_CHECKING:
@@ -804,6 +804,8 @@ class PostgresJobBoard(SQLJobBoard):
         super().__init__(url, **options)
         self._listener: threading.Thread | None = None
         self._stop = threading.Event()
+        #: ``_claim_book_statement``'s statement, with the parts it was built for.
+        self._claim_book: tuple[BookParts, sa.Executable] | None = None
         #: ``application_name`` of the listening connection (seen in ``pg_stat_activity``).
         self.listener_name = f"legato-listen:{self.name}"[:63]
 
@@ -837,11 +839,72 @@ class PostgresJobBoard(SQLJobBoard):
                               ttl: float) -> tuple[JobRecord, LogBook | None] | None:
         if not self._shares_persistence():
             return super()._claim_next_with_book(who, ttl)
-        # The claim, then the book on the same connection: each statement commits on its
-        # own, so a book that cannot be read leaves the claim made.
+        # The claim and its book in one statement (``_claim_book_statement``) when the
+        # persistence gives its read as parts; else (or once rows are set aside, or after an
+        # undecodable row was put back) the claim, then the book on the same connection. Each
+        # statement commits on its own: a book that cannot be read leaves the claim made.
         with self._tx(write=True, single=True) as conn:
+            parts = None if self._garbage else self._book_parts()
+            rows = None if parts is None else self._claim_with_book_rows(conn, parts, who, ttl)
+            if rows is not None:
+                if not rows:
+                    return None
+                record = self._decoded_or_put_back(conn, rows[0], who)
+                if record is not None:
+                    assert parts is not None
+                    return record, self._book_of_rows(parts, record, rows)
             record = self._claim_first(conn, who, ttl, set(self._garbage))
             return None if record is None else (record, self._book_or_none(conn, record))
+
+    def _book_parts(self) -> BookParts | None:
+        assert self.persistence is not None
+        return self.persistence.book_parts()
+
+    def _claim_with_book_rows(self, conn: sa.Connection, parts: BookParts, who: str,
+                              ttl: float) -> list[Any] | None:
+        """The rows of ``_claim_book_statement`` (none: nothing to claim); None when the
+        statement failed short of the connection (say the persistence's tables cannot be
+        read): it claimed nothing, and the caller claims without it."""
+        try:
+            return list(conn.execute(self._claim_book_statement(parts),
+                                     {"now": self.clock(), "who": who, "ttl": ttl}))
+        except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise
+            logger.debug("board %r: claim with its book failed, claiming without: %r",
+                         self.name, exc)
+            return None
+
+    def _claim_book_statement(self, parts: BookParts) -> sa.Executable:
+        """``WITH claimed AS (_claim_old's UPDATE) SELECT claimed.*, <the book's columns>
+        FROM claimed LEFT JOIN <the book's rows on claimed.book_uuid>``: the claim and the
+        claimed job's book (``parts``) as one statement, one row per atom of the book. Built
+        once per parts."""
+        cached = self._claim_book
+        if cached is not None and cached[0] is parts:
+            return cached[1]
+        now = self._statement_now()
+        claimed = _claim_old(self._next_query(now, set()),
+                             self._claim_values(sa.bindparam("who"), _TTL, now)).cte("claimed")
+        statement = (sa.select(*claimed.c, *parts.columns())
+                     .select_from(parts.join(claimed, claimed.c.book_uuid))
+                     .order_by(*parts.order_by()))
+        self._claim_book = (parts, statement)
+        return statement
+
+    def _book_of_rows(self, parts: BookParts, record: JobRecord,
+                      rows: list[Any]) -> LogBook | None:
+        """The claimed job's book in ``_claim_book_statement``'s rows; None when the job
+        names none, or it is gone, or it cannot be decoded (whoever runs the job reads it
+        again and meets the error where it is handled)."""
+        if record.book_uuid is None:
+            return None
+        try:
+            return parts.book([row._mapping for row in rows])
+        except Exception as exc:  # whatever it is: the book is just not brought
+            logger.debug("board %r: job %s claimed without its book: %r", self.name,
+                         record.uuid, exc)
+            return None
 
     def _claim_first(self, conn: sa.Connection, who: str, ttl: float,
                      skip: set[int]) -> JobRecord | None:

@@ -17,6 +17,7 @@ from legato._sql import engine as _engine
 from legato._sql import migrate as _migrate
 from legato._sqlurl import sqlite_file
 from legato.persistence.base import (
+    BookParts,
     FlowWrites,
     JoinableThen,
     OneStatement,
@@ -45,6 +46,7 @@ from legato.persistence.sql._statements import (
     pg_save,
     sqlite_update_flow,
 )
+from legato.persistence.sql.tables import atomdetails, flowdetails, logbooks
 from legato.states import FlowState
 
 __all__ = ["SQLPersistence"]
@@ -291,17 +293,10 @@ class SQLPersistence(Persistence):
         rows = conn.execute(self._sql.select_book_tree, {"b_uuid": book_uuid}).mappings().all()
         if not rows:
             raise errors.NotFound(f"no logbook {book_uuid}")
-        book = _rows.book_from_row(_prefixed(rows[0], BOOK_PREFIX))
-        flow: FlowDetail | None = None
-        for row in rows:
-            if row["uuid"] is None:
-                continue  # a book without flows
-            if flow is None or flow.uuid != row["uuid"]:
-                flow = _rows.flow_from_row(row)
-                book.add(flow)
-            if row[ATOM_PREFIX + "uuid"] is not None:
-                flow.add(_rows.atom_from_row(_prefixed(row, ATOM_PREFIX)))
-        return book
+        return _tree_from_rows(rows, "")
+
+    def book_parts(self) -> BookParts:
+        return _BOOK_PARTS
 
     def _get_logbooks(self, lazy: bool) -> Iterator[LogBook]:
         with self._read("listing logbooks") as conn:
@@ -903,6 +898,57 @@ def _one_statement(writes: FlowWrites, rows: _ManyRows) -> bool:
             return False
     # One INSERT ... SELECT takes one column list.
     return len({tuple(row) for row in upserted}) <= 1
+
+
+def _tree_from_rows(rows: Iterable[Mapping[Any, Any]], flow_prefix: str) -> LogBook:
+    """The book in the rows of a book tree read (``select_book_tree``, ``_BookParts``): the
+    book's columns labelled ``BOOK_PREFIX``, the flows' ``flow_prefix``, the atoms'
+    ``ATOM_PREFIX``. ``NotFound`` when they hold no book."""
+    book: LogBook | None = None
+    flow: FlowDetail | None = None
+    flow_uuid = flow_prefix + "uuid"
+    for row in rows:
+        if book is None:
+            if row[BOOK_PREFIX + "uuid"] is None:
+                break
+            book = _rows.book_from_row(_prefixed(row, BOOK_PREFIX))
+        if row[flow_uuid] is None:
+            continue  # a book without flows
+        if flow is None or flow.uuid != row[flow_uuid]:
+            flow = _rows.flow_from_row(_prefixed(row, flow_prefix) if flow_prefix else row)
+            book.add(flow)
+        if row[ATOM_PREFIX + "uuid"] is not None:
+            flow.add(_rows.atom_from_row(_prefixed(row, ATOM_PREFIX)))
+    if book is None:
+        raise errors.NotFound("no logbook")
+    return book
+
+
+class _BookParts:
+    """``BookParts`` of the SQL backends: ``Statements.select_book_tree`` joined on another
+    statement's book uuid, the flows' columns labelled ``FLOW_PREFIX`` too."""
+
+    def columns(self) -> list[Any]:
+        return [*(c.label(BOOK_PREFIX + c.name) for c in logbooks.c if c.name != "id"),
+                *(c.label(FLOW_PREFIX + c.name) for c in flowdetails.c if c.name != "id"),
+                *(c.label(ATOM_PREFIX + c.name) for c in atomdetails.c if c.name != "id")]
+
+    def join(self, source: Any, book_uuid: Any) -> Any:
+        return (sa.outerjoin(source, logbooks, logbooks.c.uuid == book_uuid)
+                .outerjoin(flowdetails, flowdetails.c.book_uuid == logbooks.c.uuid)
+                .outerjoin(atomdetails, atomdetails.c.flow_uuid == flowdetails.c.uuid))
+
+    def order_by(self) -> list[Any]:
+        return [flowdetails.c.id, atomdetails.c.id]
+
+    def book(self, rows: Iterable[Mapping[str, Any]]) -> LogBook:
+        return _tree_from_rows(rows, FLOW_PREFIX)
+
+
+#: Prefix of the flows' columns in ``_BookParts``' columns (the book's and the atoms' are
+#: ``select_book_tree``'s).
+FLOW_PREFIX = "fd_"
+_BOOK_PARTS = _BookParts()
 
 
 def _prefixed(row: Mapping[Any, Any], prefix: str) -> dict[str, Any]:
