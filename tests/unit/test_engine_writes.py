@@ -99,12 +99,18 @@ class _Ending:
         self.recorded.append(claim)
 
 
-def test_an_atom_write_carries_no_claim_end_and_the_end_state_does() -> None:
+def _taken_with_ending() -> tuple[MemoryPersistence, FlowDetail, Fence, _Ending]:
+    """A saved flow taken by job ``job``'s claim 1, its claim's end given as ``_Ending``."""
     persistence = MemoryPersistence()
     flow = _saved(persistence)
     fence = Fence("job", 1)
     ending = _Ending()
     persistence.take_flow(flow.uuid, fence, claim=Claim("job", 1, "me", _AT), ending=ending)
+    return persistence, flow, fence, ending
+
+
+def test_an_atom_write_carries_no_claim_end_and_the_end_state_does() -> None:
+    persistence, flow, fence, ending = _taken_with_ending()
     first = next(iter(flow))
     first.state = AtomState.SUCCESS
     persistence.update_many(FlowWrites(flow.uuid, state=FlowState.RUNNING, atoms=[first]),
@@ -118,11 +124,7 @@ def test_an_atom_write_carries_no_claim_end_and_the_end_state_does() -> None:
 
 
 def test_an_end_given_with_the_write_is_reported_to_the_claims_ending() -> None:
-    persistence = MemoryPersistence()
-    flow = _saved(persistence)
-    fence = Fence("job", 1)
-    ending = _Ending()
-    persistence.take_flow(flow.uuid, fence, claim=Claim("job", 1, "me", _AT), ending=ending)
+    persistence, flow, fence, ending = _taken_with_ending()
     ended = Claim("job", 1, "me", _AT, ended_at=_AT, outcome="stopped")
     persistence.update_many(FlowWrites(flow.uuid, state=FlowState.SUSPENDED, ended=ended),
                             fence=fence)
