@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
+import queue
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -470,18 +472,24 @@ def own_database_url(postgres_url: str) -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _notifications(url: str, act: Callable[[], object]) -> list[str]:
-    """The payloads sent on the board's channel while ``act`` runs, in order (a sentinel sent
-    after it marks the end: notifications arrive in commit order)."""
+def _notifications(url: str, act: Callable[[], object], *, channel: str | None = None
+                   ) -> list[str]:
+    """The payloads sent on the board's channel (``CHANNEL_QUERY``'s, or ``channel``) while
+    ``act`` runs, in order (a sentinel sent after it marks the end: notifications arrive in
+    commit order)."""
     import psycopg
 
     conninfo = sa.make_url(url).set(drivername="postgresql").render_as_string(
         hide_password=False)
     with psycopg.connect(conninfo, autocommit=True) as listener, \
             psycopg.connect(conninfo, autocommit=True) as sender:
-        listener.execute(f"LISTEN {sql_tables.CHANNEL}")
+        if channel is None:
+            row = listener.execute(sql_tables.CHANNEL_QUERY).fetchone()
+            assert row is not None
+            channel = str(row[0])
+        listener.execute(f"LISTEN {channel}")
         act()
-        sender.execute(f"NOTIFY {sql_tables.CHANNEL}, 'test-end'")
+        sender.execute("SELECT pg_notify(%s, 'test-end')", (channel,))
         payloads: list[str] = []
         for note in listener.notifies(timeout=30):
             if note.payload == "test-end":
@@ -518,12 +526,19 @@ def test_postgres_a_post_sends_one_notification(own_database_url: str) -> None:
         assert _notifications(own_database_url, lambda: board.consume(job, "owner-a")) == [""]
 
 
+#: The one channel of every board in the database, before revision j0004.
+_OLD_CHANNEL = "legato_jobboard"
+
+
 def _as_at_j0002(url: str) -> None:
     """Put a board's PostgreSQL schema back where revision j0002 left it: one trigger for
-    inserts and deletes, its notification's payload empty."""
+    inserts and deletes, its notification's payload empty, on the database's one channel."""
     engine = _engine(url)
     try:
         with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "CREATE OR REPLACE FUNCTION legato_jb_notify() RETURNS trigger LANGUAGE plpgsql "
+                f"AS $$ BEGIN PERFORM pg_notify('{_OLD_CHANNEL}', ''); RETURN NULL; END $$")
             conn.exec_driver_sql("DROP TRIGGER legato_jb_jobs_posted ON legato_jb_jobs")
             conn.exec_driver_sql("DROP TRIGGER legato_jb_jobs_gone ON legato_jb_jobs")
             conn.exec_driver_sql("DROP FUNCTION legato_jb_posted()")
@@ -535,7 +550,7 @@ def _as_at_j0002(url: str) -> None:
         engine.dispose()
 
 
-def test_postgres_a_j0002_schema_is_upgraded_to_one_notification_per_post(
+def test_postgres_a_j0002_schema_is_upgraded_to_one_notification_per_post_per_schema(
         own_database_url: str) -> None:
     with jobboard.connect(own_database_url) as board:
         kept = board.post("posted at j0002")
@@ -548,12 +563,95 @@ def test_postgres_a_j0002_schema_is_upgraded_to_one_notification_per_post(
                     "INSERT INTO legato_jb_jobs (uuid, name, details, priority, created_on, "
                     "state, attempts, fence) VALUES ('by-hand', 'by hand', '{}', 2, 0, "
                     "'UNCLAIMED', 0, 0)")
-        assert _notifications(own_database_url, insert_by_hand) == [""]  # j0002's trigger
+        assert _notifications(own_database_url, insert_by_hand,
+                              channel=_OLD_CHANNEL) == [""]  # j0002's trigger
         with jobboard.connect(own_database_url) as board:
             with engine.connect() as conn:
-                assert migrate.JOBBOARD.current(conn) == migrate.JOBBOARD.head() == "j0003"
+                assert migrate.JOBBOARD.current(conn) == migrate.JOBBOARD.head() == "j0004"
             assert _notifications(own_database_url, _posts(board, own_database_url)) == [
                 sql_tables.POST_PAYLOAD, sql_tables.POST_PAYLOAD, ""]
+            # j0004: the schema's own channel, nothing on the database's
+            assert _notifications(own_database_url, _posts(board, own_database_url),
+                                  channel=_OLD_CHANNEL) == []
             assert board.get(kept.uuid) == kept and board.get("by-hand").name == "by hand"
     finally:
         engine.dispose()
+
+
+# -- one channel per schema ----------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _schema_url(postgres_url: str, schema: str) -> Iterator[str]:
+    """A URL of ``postgres_url``'s database whose connections find their tables in ``schema``
+    (made here, dropped afterwards)."""
+    import psycopg
+    from psycopg import sql
+
+    base = sa.make_url(postgres_url).set(query={})
+    admin = base.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    try:
+        quoted = '"' + schema.replace('"', '""') + '"'
+        yield base.set(query={"options": f"-csearch_path={quoted}"}).render_as_string(
+            hide_password=False)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                sql.Identifier(schema)))
+
+
+def _listener_wakeups(board: jobboard.JobBoard) -> queue.Queue[bool]:
+    """What each notification the board's listener receives tells its waiters, in order
+    (True: a job was posted); the first is the listener's own, once its ``LISTEN`` took
+    effect."""
+    woken: queue.Queue[bool] = queue.Queue()
+    assert isinstance(board, PostgresJobBoard)
+    bump = board._bump  # watched, not replaced
+
+    def watched(*, posted: bool = False) -> None:
+        if threading.current_thread().name.startswith("legato-listen-"):
+            woken.put(posted)
+        bump(posted=posted)
+
+    board._bump = watched  # type: ignore[method-assign]
+    return woken
+
+
+def _schema_pair(kind: str) -> tuple[str, str]:
+    tag = uuid.uuid4().hex[:10]
+    if kind == "63-characters":  # the longest names; they differ in their last character
+        stem = f"legato_t_{tag}_".ljust(62, "x")
+        return stem + "a", stem + "b"
+    if kind == "quoted":  # names to quote, differing only in case
+        return f'Legato-"{tag}".A', f'legato-"{tag}".a'
+    return f"legato_t_{tag}_a", f"legato_t_{tag}_b"
+
+
+@pytest.mark.parametrize("kind", ["plain", "63-characters", "quoted"])
+def test_postgres_a_board_is_not_woken_by_another_schema(postgres_url: str, kind: str) -> None:
+    """Two boards in two schemas of one database: a post or consume on one wakes nobody on
+    the other, and each still wakes for its own. Notifications reach a listener in commit
+    order, so a note on the waiter's own channel sent after the other board's call is the
+    next one its listener gets."""
+    mine, theirs = _schema_pair(kind)
+    with _schema_url(postgres_url, mine) as my_url, \
+            _schema_url(postgres_url, theirs) as their_url, \
+            jobboard.connect(my_url, poll_interval=60) as waiter, \
+            jobboard.connect(their_url) as other:
+        early = other.post("posted before the waiter listened")
+        woken = _listener_wakeups(waiter)
+        assert waiter.wait(timeout=0.2) is False  # starts the listener
+        assert woken.get(timeout=30) is False  # its LISTEN took effect
+        other.post("posted in the other schema")
+        assert waiter.wait(timeout=0.2) is False
+        waiter.post("not claimable yet", delay=3600)  # an empty note on the waiter's channel
+        assert woken.get(timeout=30) is False  # that note, not the other board's post
+        claimed = other.claim_next("owner-b")
+        assert claimed == early
+        other.consume(claimed, "owner-b")
+        posted = waiter.post("claimable")  # a post note on the waiter's channel
+        assert woken.get(timeout=30) is True  # that note, not the other board's consume
+        assert waiter.wait(timeout=20) is True
+        assert waiter.claim_next("owner-a") == posted
+        assert [job.name for job in other.iterjobs()] == ["posted in the other schema"]

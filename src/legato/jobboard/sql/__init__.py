@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
-from legato.jobboard.sql.board import CHANNEL, PostgresJobBoard, SQLJobBoard
+from legato.jobboard.sql.board import PostgresJobBoard, SQLJobBoard
+from legato.jobboard.sql.tables import CHANNEL_QUERY
 
-__all__ = ["CHANNEL", "PostgresJobBoard", "SQLJobBoard"]
+__all__ = ["CHANNEL_QUERY", "PostgresJobBoard", "SQLJobBoard"]

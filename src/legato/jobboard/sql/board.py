@@ -15,7 +15,9 @@ One table row per job (see ``sql_tables``). Every primitive is one short transac
   injected, so many machines agree; SQLite (one machine) uses the board's clock.
 * Wake-ups: PostgreSQL boards ``LISTEN`` on a dedicated connection (started by the first
   ``wait``); triggers on the jobs table ``NOTIFY`` when a job is posted, consumed, trashed or
-  abandoned (not on claims or renewals): one notification per statement. A post's has the
+  abandoned (not on claims or renewals): one notification per statement, on a channel of the
+  jobs table's schema (``sql_tables.CHANNEL_QUERY``), so boards in other schemas of the
+  database are not woken. A post's has the
   payload ``POST_PAYLOAD`` when a job it inserted can be claimed now: a ``wait`` it wakes
   answers True without reading the board again, so an idle conductor goes from the
   notification straight to its claim. A post is one statement, run in autocommit; with a
@@ -70,8 +72,6 @@ if TYPE_CHECKING:
 __all__ = ["PostgresJobBoard", "SQLJobBoard"]
 
 logger = logging.getLogger(__name__)
-
-CHANNEL = sql_tables.CHANNEL
 
 _J = jobs.c
 _ORDER = (_J.priority.desc(), _J.sequence)
@@ -1052,6 +1052,7 @@ class PostgresJobBoard(SQLJobBoard):
     def _listen(self, stop: threading.Event) -> None:
         """Turn notifications into wake-ups; reconnect with back-off after errors."""
         import psycopg
+        from psycopg import sql
 
         conninfo = self.url.set(drivername="postgresql").render_as_string(hide_password=False)
         backoff = 0.1
@@ -1060,7 +1061,11 @@ class PostgresJobBoard(SQLJobBoard):
                 with psycopg.connect(conninfo, autocommit=True,
                                      connect_timeout=max(1, round(self.connect_timeout)),
                                      application_name=self.listener_name) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
+                    # The channel of the schema this connection finds the jobs table in
+                    # (through its search_path, as the board's statements do); resolved at
+                    # each connect, so it follows a renamed schema.
+                    (channel,) = conn.execute(sql_tables.CHANNEL_QUERY).fetchall()[0]
+                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
                     self._bump()  # anything posted before LISTEN took effect: look again
                     backoff = 0.1
                     while not stop.is_set():

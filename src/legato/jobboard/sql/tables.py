@@ -10,7 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 __all__ = [
-    "CHANNEL",
+    "CHANNEL_PREFIX",
+    "CHANNEL_QUERY",
     "CLAIMED_ROWS",
     "POST_PAYLOAD",
     "VERSION_TABLE",
@@ -81,9 +82,20 @@ entities = sa.Table(
     sa.Column("expires", sa.Double, nullable=False),
 )
 
-#: PostgreSQL notification channel: a post, consume, trash or abandon was committed (triggers
-#: made by the migrations send them, one per statement).
-CHANNEL = "legato_jobboard"
+#: PostgreSQL notification channels: a post, consume, trash or abandon was committed (triggers
+#: made by the migrations send them, one per statement) on the jobs table of one schema, whose
+#: channel is this prefix followed by the md5 of the schema's name (migration ``j0004``): boards
+#: in other schemas of the database hear nothing of it, and any schema's channel name is 42
+#: characters (PostgreSQL's limit is 63 bytes).
+CHANNEL_PREFIX = "legato_jb_"
+#: The channel of the board whose jobs table this connection's ``search_path`` finds (as the
+#: board's own statements find it): one row, one column. The server hashes the name as the
+#: triggers do, so both agree whatever the name and the database's encoding.
+CHANNEL_QUERY = (
+    f"SELECT '{CHANNEL_PREFIX}' || md5(n.nspname) FROM pg_catalog.pg_class c"
+    " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+    f" WHERE c.oid = '{jobs.name}'::regclass"
+)
 #: Payload of the notification of a post that inserted a job claimable now (the other
 #: notifications' payload is empty): a waiter woken by it knows a job was posted and need not
 #: look.
