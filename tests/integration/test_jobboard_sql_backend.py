@@ -361,7 +361,7 @@ def test_postgres_post_is_one_statement_without_begin_or_commit(postgres_url: st
     transactions: list[object] = []
 
     def began(conn: sa.Connection) -> None:
-        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+        if not _autocommit(conn):
             transactions.append(conn)
 
     with jobboard.connect(postgres_url, poll_interval=60) as waiter, \
@@ -413,12 +413,45 @@ def test_postgres_wait_woken_by_a_post_returns_without_reading_again(postgres_ur
         assert waiter.claim_next("owner-a") == posted
 
 
+def test_postgres_reads_and_single_writes_switch_no_isolation_level(postgres_url: str) -> None:
+    # The board's PostgreSQL connections are in autocommit for good: a post, a claim and a
+    # read set no isolation level on their connection (and none is reset on its return);
+    # a transaction of many statements still runs in one (BEGIN ... COMMIT).
+    switched: list[object] = []
+    began: list[bool] = []
+
+    def options(_conn: sa.Connection, opts: dict[str, object]) -> None:
+        if "isolation_level" in opts:
+            switched.append(opts["isolation_level"])
+
+    def begin(conn: sa.Connection) -> None:
+        began.append(_autocommit(conn))
+
+    with jobboard.connect(postgres_url) as board:
+        sa.event.listen(sa.Engine, "set_connection_execution_options", options)
+        try:
+            job = board.post("autocommit")
+            assert board.get(job.uuid) == job
+            claimed = board.claim_next("worker")
+            assert switched == []
+            sa.event.listen(sa.Engine, "begin", begin)
+            try:
+                assert claimed is not None
+                board.consume(claimed, "worker")
+            finally:
+                sa.event.remove(sa.Engine, "begin", begin)
+        finally:
+            sa.event.remove(sa.Engine, "set_connection_execution_options", options)
+        assert began == [False]
+        assert board.job_count == 0
+
+
 def test_postgres_claim_next_is_one_statement_without_begin_or_commit(postgres_url: str) -> None:
     # The claim and the row as it was, in one autocommitted UPDATE: no BEGIN/COMMIT round trip.
     seen: list[tuple[str, bool]] = []
 
     def executed(conn: sa.Connection, *args: object) -> None:
-        autocommit = conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+        autocommit = _autocommit(conn)
         seen.append((str(args[1]).split(None, 1)[0], autocommit))
 
     with jobboard.connect(postgres_url) as board:
@@ -557,3 +590,9 @@ def test_postgres_a_j0002_schema_is_upgraded_to_one_notification_per_post(
             assert board.get(kept.uuid) == kept and board.get("by-hand").name == "by hand"
     finally:
         engine.dispose()
+
+
+def _autocommit(conn: sa.Connection) -> bool:
+    """Whether ``conn`` runs each statement as its own transaction: the driver's connection
+    says (autocommit may be set on the engine, not in the connection's options)."""
+    return getattr(conn.connection.driver_connection, "autocommit", None) is True
