@@ -44,6 +44,7 @@ from legato.persistence.sql._statements import (
     pg_many,
     pg_many_sql,
     pg_save,
+    pg_save_rendered,
     sqlite_update_flow,
 )
 from legato.persistence.sql.tables import atomdetails, flowdetails, logbooks
@@ -255,9 +256,12 @@ class SQLPersistence(Persistence):
             for prefix, many in (("f", flow_rows), ("a", atom_rows)):
                 for index, row in enumerate(many):
                     params.update({f"{prefix}{index}_{k}": v for k, v in row.items()})
-            statement = pg_save(tuple(book_row), tuple(tuple(r) for r in flow_rows),
-                                tuple(tuple(r) for r in atom_rows), along)
-            result = conn.execute(statement, {**params, **(along_params or {})})
+            shape = (tuple(book_row), tuple(tuple(r) for r in flow_rows),
+                     tuple(tuple(r) for r in atom_rows), along)
+            params.update(along_params or {})
+            rendered = pg_save_rendered(*shape, self._engine.dialect)
+            result = (conn.execute(pg_save(*shape), params) if rendered is None
+                      else rendered.execute(conn, params))
             return None if along is None else result.first()
         conn.execute(self._sql.upsert_book, book_row)
         if flow_rows:
