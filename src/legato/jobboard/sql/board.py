@@ -439,6 +439,9 @@ class SQLJobBoard(JobBoard):
         """Up to ``size`` rows after ``after`` in claim order. Two range reads of the index
         (the rest of ``after``'s priority, then the lower ones) rather than one ``OR``, which
         a planner would answer by walking the index from its start."""
+        if after is None and size == _FIRST_PAGE:  # "is anything claimable?" of every wait
+            return list(conn.execute(self._first_pages[only_unclaimed],
+                                     {"now": self.clock()}).all())
         query = sa.select(jobs).order_by(*_ORDER).limit(size)
         if only_unclaimed:
             query = query.where(self._claimable(self._now()))
@@ -450,6 +453,13 @@ class SQLJobBoard(JobBoard):
             rows += conn.execute(query.where(_J.priority < after[0])
                                  .limit(size - len(rows))).all()
         return rows
+
+    @functools.cached_property
+    def _first_pages(self) -> dict[bool, sa.Executable]:
+        """``_page``'s first page of all rows (False) and of claimable ones (True), built
+        once (parameter ``now``)."""
+        query = sa.select(jobs).order_by(*_ORDER).limit(_FIRST_PAGE)
+        return {False: query, True: query.where(self._claimable(self._statement_now()))}
 
     def _waiting_heads(self) -> list[JobRecord]:
         # One statement: for each priority, the first claimable row of its stretch of the
