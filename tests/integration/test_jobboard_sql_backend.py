@@ -419,13 +419,15 @@ def test_postgres_reads_and_single_writes_switch_no_isolation_level(postgres_url
     # a transaction of many statements still runs in one (BEGIN ... COMMIT).
     switched: list[object] = []
     began: list[bool] = []
+    here = threading.get_ident()  # this test's calls, not another thread's
 
     def options(_conn: sa.Connection, opts: dict[str, object]) -> None:
-        if "isolation_level" in opts:
+        if "isolation_level" in opts and threading.get_ident() == here:
             switched.append(opts["isolation_level"])
 
     def begin(conn: sa.Connection) -> None:
-        began.append(_autocommit(conn))
+        if threading.get_ident() == here:
+            began.append(_autocommit(conn))
 
     with jobboard.connect(postgres_url) as board:
         sa.event.listen(sa.Engine, "set_connection_execution_options", options)
