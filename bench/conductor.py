@@ -295,7 +295,10 @@ def _count_round_trips() -> None:
         ROUND_TRIPS.append((time.perf_counter(), threading.current_thread().name, what))
 
     def transactional(conn: Any) -> bool:
-        return conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT"
+        # Autocommit may be set on the engine (``create_engine(isolation_level=...)``, as
+        # Legato's persistence does on PostgreSQL), not in the connection's execution options:
+        # the driver's connection says whether a BEGIN/COMMIT/ROLLBACK is sent at all.
+        return getattr(conn.connection.driver_connection, "autocommit", None) is not True
 
     def rested(_dbapi: Any, record: Any) -> None:
         record.info[_RESTED] = time.monotonic()

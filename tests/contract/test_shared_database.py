@@ -631,6 +631,31 @@ def test_a_post_writes_its_book_in_the_same_statement(shared_url: str, board: Jo
     assert claimed.loaded_book.meta["job_uuid"] == job.uuid
 
 
+def test_a_postgres_post_with_its_book_runs_sql_rendered_once(shared_url: str,
+                                                              board: JobBoard,
+                                                              store: Persistence) -> None:
+    """On PostgreSQL the post's one statement goes to the driver as SQL rendered once (no
+    compiled-cache lookup or parameter processing per post), its float parameters still
+    processed: the job reads back as posted."""
+    if not shared_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only")
+    compiled: list[object] = []
+
+    def executed(_conn: Any, _cursor: Any, _statement: str, _params: Any, context: Any,
+                 _many: bool) -> None:
+        compiled.append(context.compiled)
+
+    sa.event.listen(sa.Engine, "before_cursor_execute", executed)
+    try:
+        job = tc.post_job(board, store, tc.steps_flow, kwargs={"steps": 1}, name="rendered")
+    finally:
+        sa.event.remove(sa.Engine, "before_cursor_execute", executed)
+    assert compiled == [None]
+    assert board.get(job.uuid).created_on == job.created_on
+    claimed = board.claim_next("owner-a")
+    assert claimed == job and claimed.loaded_book is not None
+
+
 def test_a_delayed_post_with_its_book(board: JobBoard, store: Persistence) -> None:
     book = LogBook("later")
     job = board.post("later", book, delay=3600, save_book_in=store)
@@ -735,7 +760,7 @@ def test_a_book_too_big_for_one_statement_still_posts_all_or_nothing(
         seen: list[tuple[str, bool]] = []
 
         def executed(conn: sa.Connection, _cursor: Any, statement: str, *_rest: Any) -> None:
-            autocommit = conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+            autocommit = _autocommit(conn)
             seen.append((statement.split(None, 1)[0], autocommit))
 
         sa.event.listen(sa.Engine, "before_cursor_execute", executed)
@@ -748,3 +773,9 @@ def test_a_book_too_big_for_one_statement_still_posts_all_or_nothing(
         assert len(next(iter(store.get_logbook(job.book_uuid)))) == 80
     finally:
         engine.dispose()
+
+
+def _autocommit(conn: sa.Connection) -> bool:
+    """Whether ``conn`` runs each statement as its own transaction: the driver's connection
+    says (autocommit may be set on the engine, not in the connection's options)."""
+    return getattr(conn.connection.driver_connection, "autocommit", None) is True

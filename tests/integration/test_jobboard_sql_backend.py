@@ -6,7 +6,6 @@ import contextlib
 import logging
 import multiprocessing
 import os
-import queue
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -363,7 +362,7 @@ def test_postgres_post_is_one_statement_without_begin_or_commit(postgres_url: st
     transactions: list[object] = []
 
     def began(conn: sa.Connection) -> None:
-        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+        if not _autocommit(conn):
             transactions.append(conn)
 
     with jobboard.connect(postgres_url, poll_interval=60) as waiter, \
@@ -415,12 +414,47 @@ def test_postgres_wait_woken_by_a_post_returns_without_reading_again(postgres_ur
         assert waiter.claim_next("owner-a") == posted
 
 
+def test_postgres_reads_and_single_writes_switch_no_isolation_level(postgres_url: str) -> None:
+    # The board's PostgreSQL connections are in autocommit for good: a post, a claim and a
+    # read set no isolation level on their connection (and none is reset on its return);
+    # a transaction of many statements still runs in one (BEGIN ... COMMIT).
+    switched: list[object] = []
+    began: list[bool] = []
+    here = threading.get_ident()  # this test's calls, not another thread's
+
+    def options(_conn: sa.Connection, opts: dict[str, object]) -> None:
+        if "isolation_level" in opts and threading.get_ident() == here:
+            switched.append(opts["isolation_level"])
+
+    def begin(conn: sa.Connection) -> None:
+        if threading.get_ident() == here:
+            began.append(_autocommit(conn))
+
+    with jobboard.connect(postgres_url) as board:
+        sa.event.listen(sa.Engine, "set_connection_execution_options", options)
+        try:
+            job = board.post("autocommit")
+            assert board.get(job.uuid) == job
+            claimed = board.claim_next("worker")
+            assert switched == []
+            sa.event.listen(sa.Engine, "begin", begin)
+            try:
+                assert claimed is not None
+                board.consume(claimed, "worker")
+            finally:
+                sa.event.remove(sa.Engine, "begin", begin)
+        finally:
+            sa.event.remove(sa.Engine, "set_connection_execution_options", options)
+        assert began == [False]
+        assert board.job_count == 0
+
+
 def test_postgres_claim_next_is_one_statement_without_begin_or_commit(postgres_url: str) -> None:
     # The claim and the row as it was, in one autocommitted UPDATE: no BEGIN/COMMIT round trip.
     seen: list[tuple[str, bool]] = []
 
     def executed(conn: sa.Connection, *args: object) -> None:
-        autocommit = conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+        autocommit = _autocommit(conn)
         seen.append((str(args[1]).split(None, 1)[0], autocommit))
 
     with jobboard.connect(postgres_url) as board:
@@ -601,23 +635,6 @@ def _schema_url(postgres_url: str, schema: str) -> Iterator[str]:
                 sql.Identifier(schema)))
 
 
-def _listener_wakeups(board: jobboard.JobBoard) -> queue.Queue[bool]:
-    """What each notification the board's listener receives tells its waiters, in order
-    (True: a job was posted); the first is the listener's own, once its ``LISTEN`` took
-    effect."""
-    woken: queue.Queue[bool] = queue.Queue()
-    assert isinstance(board, PostgresJobBoard)
-    bump = board._bump  # watched, not replaced
-
-    def watched(*, posted: bool = False) -> None:
-        if threading.current_thread().name.startswith("legato-listen-"):
-            woken.put(posted)
-        bump(posted=posted)
-
-    board._bump = watched  # type: ignore[method-assign]
-    return woken
-
-
 def _schema_pair(kind: str) -> tuple[str, str]:
     tag = uuid.uuid4().hex[:10]
     if kind == "63-characters":  # the longest names; they differ in their last character
@@ -630,28 +647,34 @@ def _schema_pair(kind: str) -> tuple[str, str]:
 
 @pytest.mark.parametrize("kind", ["plain", "63-characters", "quoted"])
 def test_postgres_a_board_is_not_woken_by_another_schema(postgres_url: str, kind: str) -> None:
-    """Two boards in two schemas of one database: a post or consume on one wakes nobody on
-    the other, and each still wakes for its own. Notifications reach a listener in commit
-    order, so a note on the waiter's own channel sent after the other board's call is the
-    next one its listener gets."""
+    """Two boards in two schemas of one database: a post, claim or consume on one sends
+    nothing on the other's channel and wakes nobody there, and each still wakes for its own."""
     mine, theirs = _schema_pair(kind)
     with _schema_url(postgres_url, mine) as my_url, \
             _schema_url(postgres_url, theirs) as their_url, \
             jobboard.connect(my_url, poll_interval=60) as waiter, \
             jobboard.connect(their_url) as other:
-        early = other.post("posted before the waiter listened")
-        woken = _listener_wakeups(waiter)
         assert waiter.wait(timeout=0.2) is False  # starts the listener
-        assert woken.get(timeout=30) is False  # its LISTEN took effect
-        other.post("posted in the other schema")
+
+        def their_job() -> None:
+            other.post("posted in the other schema")
+            claimed = other.claim_next("owner-b")
+            assert claimed is not None
+            other.consume(claimed, "owner-b")
+
+        # Notifications arrive in commit order: what was sent on a channel during the calls
+        # is known once a note sent after them comes back.
+        assert _notifications(my_url, their_job) == []
+        assert _notifications(their_url, their_job) == [sql_tables.POST_PAYLOAD, ""]
+        other.post("waiting in the other schema")
         assert waiter.wait(timeout=0.2) is False
-        waiter.post("not claimable yet", delay=3600)  # an empty note on the waiter's channel
-        assert woken.get(timeout=30) is False  # that note, not the other board's post
-        claimed = other.claim_next("owner-b")
-        assert claimed == early
-        other.consume(claimed, "owner-b")
-        posted = waiter.post("claimable")  # a post note on the waiter's channel
-        assert woken.get(timeout=30) is True  # that note, not the other board's consume
+        posted = waiter.post("claimable")
         assert waiter.wait(timeout=20) is True
         assert waiter.claim_next("owner-a") == posted
-        assert [job.name for job in other.iterjobs()] == ["posted in the other schema"]
+        assert [job.name for job in other.iterjobs()] == ["waiting in the other schema"]
+
+
+def _autocommit(conn: sa.Connection) -> bool:
+    """Whether ``conn`` runs each statement as its own transaction: the driver's connection
+    says (autocommit may be set on the engine, not in the connection's options)."""
+    return getattr(conn.connection.driver_connection, "autocommit", None) is True

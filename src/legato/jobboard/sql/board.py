@@ -141,6 +141,8 @@ class SQLJobBoard(JobBoard):
             busy_timeout=busy_timeout, pool_size=pool_size,
             wal_checkpoint_every=wal_checkpoint_every, lenient_text=True)
         self._engine: sa.Engine | None = None
+        #: ``_engine`` for transactions (``_transactions``), set with it.
+        self._tx_engine: sa.Engine | None = None
         self._changed = threading.Condition()
         self._version = 0
         self._posts = 0  # posts notified (POST_PAYLOAD): a waiter they wake need not look
@@ -173,15 +175,32 @@ class SQLJobBoard(JobBoard):
             make_sqlite_folder(self.url)
         except OSError as exc:
             raise errors.JobFailure(f"board {self.name!r}: {exc.strerror}") from exc
-        engine = sql_engine.create_engine(self.url, self.settings)
+        # PostgreSQL connections stay in autocommit: reads and one-statement writes (a post, a
+        # claim) run as their own transactions, and no isolation level is switched on
+        # checkout and back on return for them; transactions set the server's default level
+        # on their connection (``_transactions``).
+        engine = sql_engine.create_engine(
+            self.url, self.settings, autocommit=self.url.get_backend_name() == "postgresql")
         try:
             with self._translated("creating or upgrading the board's tables"):
-                migrate.upgrade(migrate.JOBBOARD, engine, self._writes(engine),
+                self._tx_engine = self._transactions(engine)
+                migrate.upgrade(migrate.JOBBOARD, self._tx_engine, self._writes(engine),
                                 read_timeout=self.settings.read_timeout)
         except BaseException:
             engine.dispose()
             raise
         self._engine = engine
+
+    @staticmethod
+    def _transactions(engine: sa.Engine) -> sa.Engine:
+        """``engine`` for transactions: on PostgreSQL (whose connections are in autocommit)
+        with the server's default isolation level, learnt on a first connection."""
+        if engine.dialect.name != "postgresql":
+            return engine
+        with engine.connect():
+            pass
+        level = engine.dialect.default_isolation_level or "READ COMMITTED"
+        return engine.execution_options(isolation_level=level)
 
     @staticmethod
     def _writes(engine: sa.Engine) -> sa.Engine:
@@ -197,7 +216,7 @@ class SQLJobBoard(JobBoard):
                                            failure=errors.BoardUnavailable)
 
     def _close(self) -> None:
-        engine, self._engine = self._engine, None
+        engine, self._engine, self._tx_engine = self._engine, None, None
         if engine is not None:
             engine.dispose()
 
@@ -208,15 +227,15 @@ class SQLJobBoard(JobBoard):
         engine = self._engine
         if engine is None:
             raise errors.JobFailure(f"board {self.name!r} is not connected; call connect()")
+        if write and not single and self._tx_engine is not None:
+            # PostgreSQL's engine is in autocommit (reads, and writes of one statement: one
+            # statement is atomic on its own, without BEGIN and COMMIT round trips).
+            engine = self._tx_engine
         with self._translated("database call"), engine.connect() as conn:
             if write and engine.dialect.name == "sqlite":
                 # Take the write lock up front: a deferred transaction that reads and then
                 # writes can fail with SQLITE_BUSY instead of waiting.
                 conn = conn.execution_options(**{sql_engine.SQLITE_BEGIN: "IMMEDIATE"})
-            elif (single or not write) and engine.dialect.name == "postgresql":
-                # Reads, and writes of one statement: autocommit saves the BEGIN and COMMIT
-                # round trips (one statement is atomic on its own).
-                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             with conn.begin():
                 yield conn
             if write and self.wal_checkpoint_every and engine.dialect.name == "sqlite":
@@ -420,6 +439,9 @@ class SQLJobBoard(JobBoard):
         """Up to ``size`` rows after ``after`` in claim order. Two range reads of the index
         (the rest of ``after``'s priority, then the lower ones) rather than one ``OR``, which
         a planner would answer by walking the index from its start."""
+        if after is None and size == _FIRST_PAGE:  # "is anything claimable?" of every wait
+            return list(conn.execute(self._first_pages[only_unclaimed],
+                                     {"now": self.clock()}).all())
         query = sa.select(jobs).order_by(*_ORDER).limit(size)
         if only_unclaimed:
             query = query.where(self._claimable(self._now()))
@@ -431,6 +453,13 @@ class SQLJobBoard(JobBoard):
             rows += conn.execute(query.where(_J.priority < after[0])
                                  .limit(size - len(rows))).all()
         return rows
+
+    @functools.cached_property
+    def _first_pages(self) -> dict[bool, sa.Executable]:
+        """``_page``'s first page of all rows (False) and of claimable ones (True), built
+        once (parameter ``now``)."""
+        query = sa.select(jobs).order_by(*_ORDER).limit(_FIRST_PAGE)
+        return {False: query, True: query.where(self._claimable(self._statement_now()))}
 
     def _waiting_heads(self) -> list[JobRecord]:
         # One statement: for each priority, the first claimable row of its stretch of the

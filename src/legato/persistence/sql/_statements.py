@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 
+from legato._sql.rendered import Rendered, render
 from legato.persistence.sql.tables import atomdetails, flowdetails, job_history, logbooks
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "pg_many",
     "pg_many_sql",
     "pg_save",
+    "pg_save_rendered",
     "sqlite_update_flow",
 ]
 
@@ -525,3 +527,12 @@ def pg_save(book: tuple[str, ...], flows: tuple[tuple[str, ...], ...],
         rode = along.cte("w_along")  # type: ignore[attr-defined]
         return sa.select(*rode.c).add_cte(*ctes)
     return sa.select(sa.literal(1).label("saved")).add_cte(*ctes)
+
+
+@functools.lru_cache(maxsize=256)
+def pg_save_rendered(book: tuple[str, ...], flows: tuple[tuple[str, ...], ...],
+                     atoms: tuple[tuple[str, ...], ...], along: sa.Executable | None,
+                     dialect: sa.Dialect) -> Rendered | None:
+    """``pg_save`` rendered once for ``dialect`` (``legato._sql.rendered``): a post runs it
+    with ``exec_driver_sql``. None when it cannot be rendered."""
+    return render(pg_save(book, flows, atoms, along), dialect)

@@ -44,6 +44,7 @@ from legato.persistence.sql._statements import (
     pg_many,
     pg_many_sql,
     pg_save,
+    pg_save_rendered,
     sqlite_update_flow,
 )
 from legato.persistence.sql.tables import atomdetails, flowdetails, logbooks
@@ -255,9 +256,12 @@ class SQLPersistence(Persistence):
             for prefix, many in (("f", flow_rows), ("a", atom_rows)):
                 for index, row in enumerate(many):
                     params.update({f"{prefix}{index}_{k}": v for k, v in row.items()})
-            statement = pg_save(tuple(book_row), tuple(tuple(r) for r in flow_rows),
-                                tuple(tuple(r) for r in atom_rows), along)
-            result = conn.execute(statement, {**params, **(along_params or {})})
+            shape = (tuple(book_row), tuple(tuple(r) for r in flow_rows),
+                     tuple(tuple(r) for r in atom_rows), along)
+            params.update(along_params or {})
+            rendered = pg_save_rendered(*shape, self._engine.dialect)
+            result = (conn.execute(pg_save(*shape), params) if rendered is None
+                      else rendered.execute(conn, params))
             return None if along is None else result.first()
         conn.execute(self._sql.upsert_book, book_row)
         if flow_rows:
@@ -907,18 +911,21 @@ def _tree_from_rows(rows: Iterable[Mapping[Any, Any]], flow_prefix: str) -> LogB
     book: LogBook | None = None
     flow: FlowDetail | None = None
     flow_uuid = flow_prefix + "uuid"
+    keys: tuple[Any, ...] = ()  # every row has the first one's
     for row in rows:
         if book is None:
             if row[BOOK_PREFIX + "uuid"] is None:
                 break
-            book = _rows.book_from_row(_prefixed(row, BOOK_PREFIX))
+            keys = tuple(row.keys())
+            book = _rows.book_from_row(_prefixed(row, keys, BOOK_PREFIX))
         if row[flow_uuid] is None:
             continue  # a book without flows
         if flow is None or flow.uuid != row[flow_uuid]:
-            flow = _rows.flow_from_row(_prefixed(row, flow_prefix) if flow_prefix else row)
+            flow = _rows.flow_from_row(_prefixed(row, keys, flow_prefix) if flow_prefix
+                                       else row)
             book.add(flow)
         if row[ATOM_PREFIX + "uuid"] is not None:
-            flow.add(_rows.atom_from_row(_prefixed(row, ATOM_PREFIX)))
+            flow.add(_rows.atom_from_row(_prefixed(row, keys, ATOM_PREFIX)))
     if book is None:
         raise errors.NotFound("no logbook")
     return book
@@ -951,10 +958,16 @@ FLOW_PREFIX = "fd_"
 _BOOK_PARTS = _BookParts()
 
 
-def _prefixed(row: Mapping[Any, Any], prefix: str) -> dict[str, Any]:
-    """The columns of ``row`` labelled ``prefix`` + name, by name."""
-    return {key[len(prefix):]: value for key, value in row.items()
-            if isinstance(key, str) and key.startswith(prefix)}
+def _prefixed(row: Mapping[Any, Any], keys: tuple[Any, ...], prefix: str) -> dict[str, Any]:
+    """The columns of ``row`` (its keys: ``keys``) labelled ``prefix`` + name, by name."""
+    return {name: row[key] for key, name in _labelled(keys, prefix)}
+
+
+@functools.lru_cache(maxsize=64)
+def _labelled(keys: tuple[Any, ...], prefix: str) -> tuple[tuple[str, str], ...]:
+    """The keys labelled ``prefix`` + name, each with its name (found once per statement)."""
+    return tuple((key, key[len(prefix):]) for key in keys
+                 if isinstance(key, str) and key.startswith(prefix))
 
 
 def _assemble(flow_rows: Iterable[Mapping[Any, Any]],
