@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from legato.conductor._job import Action, Cause, Outcome
+from legato.conductor._job import CONSUMED, Action, Cause, Outcome
 from legato.persistence.models import Claim, Fence, utcnow
 from legato.states import AtomState, FlowState, Intention
 
@@ -79,7 +79,7 @@ class ClaimLog:
         """The claim's end to record with the flow's end ``state``: consumed, for SUCCESS."""
         if state is not FlowState.SUCCESS:
             return None
-        return self.end(Outcome(Action.CONSUME)).copy()
+        return self.end(CONSUMED).copy()
 
     def in_transaction(self, state: FlowState) -> Callable[[Any], None] | None:
         """The job's consume, to run in the transaction writing the flow's SUCCESS (when

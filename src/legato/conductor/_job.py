@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from legato.states import FlowState
 
 __all__ = [
+    "CONSUMED",
     "TOO_MANY_ATTEMPTS",
     "Action",
     "CannotRun",
@@ -124,6 +125,10 @@ class Outcome:
     def storage_error(self) -> bool:
         """Persistence failed (unreachable, or its storage damaged)."""
         return self.cause in STORAGE_CAUSES
+
+
+#: The outcome of a job whose flow ran to its end (frozen: one for every such job).
+CONSUMED = Outcome(Action.CONSUME)
 
 
 def exhausted(tally: Tally) -> Outcome:

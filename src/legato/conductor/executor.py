@@ -659,18 +659,24 @@ class ExecutorConductor(Conductor):
         return emit
 
     def _drive(self, lease: Lease, engine: Any) -> Outcome:
-        payload = {"job": lease.job, "engine": engine, "conductor": self}
         emit = self._emitter()
+        quiet = emit is _ignore  # nobody listens: no payload, no calls (most jobs)
+        payload = {} if quiet else {"job": lease.job, "engine": engine, "conductor": self}
         try:
-            emit("compilation_start", payload)
-            engine.compile()
-            emit("compilation_end", payload)
-            emit("preparation_start", payload)
-            engine.prepare()
-            emit("preparation_end", payload)
-            emit("validation_start", payload)
-            engine.validate()
-            emit("validation_end", payload)
+            if quiet:
+                engine.compile()
+                engine.prepare()
+                engine.validate()
+            else:
+                emit("compilation_start", payload)
+                engine.compile()
+                emit("compilation_end", payload)
+                emit("preparation_start", payload)
+                engine.prepare()
+                emit("preparation_end", payload)
+                emit("validation_start", payload)
+                engine.validate()
+                emit("validation_end", payload)
         except errors.MissingDependencies as exc:
             return self._invalid(lease, engine, exc)
         except errors.FencedOut as exc:
@@ -682,13 +688,15 @@ class ExecutorConductor(Conductor):
         except Exception as exc:  # compilation or preparation failed: retried, then trashed
             return Outcome(Action.ABANDON, f"cannot prepare the flow: {exc!r}",
                            cause=Cause.FAILED)
-        emit("running_start", payload)
+        if not quiet:
+            emit("running_start", payload)
         failure: Exception | None = None
         try:
             self._run_engine(engine, lease)
         except Exception as exc:
             failure = exc
-        emit("running_end", payload)
+        if not quiet:
+            emit("running_end", payload)
         return self._judge(engine, lease, failure)
 
     def _invalid(self, lease: Lease, engine: Any, exc: Exception) -> Outcome:
@@ -734,7 +742,7 @@ class ExecutorConductor(Conductor):
                                cause=Cause.STORAGE_MID_RUN if storage else Cause.FAILED)
             return Outcome(Action.CONSUME, f"flow failed: {type(failure).__name__}: {failure}")
         if engine.flow_detail.state is not FlowState.SUSPENDED:
-            return Outcome(Action.CONSUME)
+            return _job.CONSUMED
         if not lease.trusted():  # a cancel mark stays on the job for its next claim
             return Outcome(Action.ABANDON, "claim lost", delay=0.0, cause=Cause.LOST)
         if lease.cancelled is not None:
@@ -801,7 +809,7 @@ class ExecutorConductor(Conductor):
         announcement is left."""
         job, owner = lease.job, self._conductor.name
         if self._joined(lease) is not None:
-            return Outcome(Action.CONSUME), functools.partial(self._jobboard.consumed, job)
+            return _job.CONSUMED, functools.partial(self._jobboard.consumed, job)
         if outcome.action is Action.CONSUME:
             return outcome, functools.partial(self._jobboard.consume, job, owner)
         if outcome.action is Action.TRASH:
@@ -851,8 +859,10 @@ class ExecutorConductor(Conductor):
         self._count(name)
         if ended.cause is Cause.CANCELLED:
             self._count("cancelled")
-        self._emitter()(_EVENT[name], {"job": job, "conductor": self,
-                                             "persistence": persistence, "reason": ended.reason})
+        emit = self._emitter()
+        if emit is not _ignore:
+            emit(_EVENT[name], {"job": job, "conductor": self, "persistence": persistence,
+                                "reason": ended.reason})
 
     def _call_board(self, call: Callable[[], None], lease: Lease) -> None:
         """Make a finishing board call, retrying transient errors while the lease lasts."""

@@ -85,8 +85,8 @@ def load(flow: Flow, *, store: dict[str, Any] | None = None, engine: str = "seri
     Raises:
         UnknownBackend: no such engine kind.
     """
-    cls = engine_class(engine)
-    _kind, url_options = _parse_kind(engine)
+    kind, url_options = _parse_kind(engine)
+    cls: type[Engine] = ENGINES.load(kind)  # ``engine_class``, the URL parsed once
     url_options.update(options)
     if persistence is None:
         persistence = MemoryPersistence()

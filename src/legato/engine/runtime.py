@@ -10,6 +10,7 @@ left for its new owner, whose writes are the only ones that land.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -165,7 +166,7 @@ class Runtime:
         fd = self.storage.flow_detail
         old = fd.state
         self.storage.save_flow_state(state, defer=defer,
-                                     then=lambda: self.context.emit_flow(state, old))
+                                     then=functools.partial(self.context.emit_flow, state, old))
 
     # -- scheduling ------------------------------------------------------------------------
 
@@ -255,7 +256,7 @@ class Runtime:
         try:
             # Written with the next write (the next atom's start, the flow's end state...):
             # nothing runs before it lands.
-            self.storage.save(ad, defer=True, then=lambda: emit(ad, old, result=value))
+            self.storage.save(ad, defer=True, then=functools.partial(emit, ad, old, result=value))
         except errors.SerializationError:
             ad.state, ad.results = old, previous  # never keep what could not be stored
             raise
@@ -406,7 +407,7 @@ class Runtime:
         self.counts["retried"] += 1
         emit = self.context.emit_atom
         save = self.storage.save
-        save(ad, defer=True, then=lambda: emit(ad, old))
+        save(ad, defer=True, then=functools.partial(emit, ad, old))
         for index in scope.members:
             member = self.details[index]
             if member.state != AtomState.PENDING:
@@ -429,7 +430,7 @@ class Runtime:
         ad.results = [] if self.atoms[index].is_retry else None
         ad.failure = ad.revert_results = ad.revert_failure = None
         self.values[index] = None
-        return lambda: self.context.emit_atom(ad, old)
+        return functools.partial(self.context.emit_atom, ad, old)
 
     def _revert_many(self, indexes: list[int]) -> None:
         """Revert the given atoms that ran, newest first, one at a time."""

@@ -513,11 +513,14 @@ class Persistence(abc.ABC):
             # next one's start): written as given.
             self._retry(self._update_many, writes, fence)
             return
-        self._write_riding(writes, fence)
+        self._write_riding(writes, fence, riders)
 
-    def _write_riding(self, writes: FlowWrites, fence: Fence | None) -> None:
-        """``update_many`` with what rides on this claim's writes of the flow, if anything."""
-        riders = self._riders.get((writes.flow_uuid, fence)) if fence is not None else None
+    def _write_riding(self, writes: FlowWrites, fence: Fence | None,
+                      riders: _Riders | None = None) -> None:
+        """``update_many`` with what rides on this claim's writes of the flow, if anything
+        (``riders``, when the caller looked them up already)."""
+        if riders is None and fence is not None:
+            riders = self._riders.get((writes.flow_uuid, fence))
         if riders is None:
             self._retry(self._update_many, writes, fence)
             return
