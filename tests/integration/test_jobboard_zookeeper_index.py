@@ -255,3 +255,17 @@ def test_scans_pass_over_jobs_being_written_delayed_or_claimed() -> None:
     assert index.take(5.0) is None
     assert index.take(20.0) == names[1]  # the delay and the claim are over
     assert index.take(20.0) == names[2]
+
+
+def test_jobs_are_found_by_uuid_and_forgotten_when_deleted_whatever_their_priority() -> None:
+    """The uuid of a job node name, taken apart by slicing where events add and drop entries,
+    is the one ``uuid_of`` reads (negative priorities and uuids with dashes included)."""
+    names = [_name(-12, "d1e2-f3a4", 7), _name(0, "a-b-c", 1), _name(5, "x", 9_999_999_999)]
+    index = _synced([])
+    for name in names:
+        index.event(JOBS, CREATED, name)
+    for name in names:
+        assert index.lookup(uuid_of(name)) == name
+    for name in names:
+        index.event(JOBS, DELETED, name)
+        assert index.lookup(uuid_of(name)) is None and index.known_gone(uuid_of(name))

@@ -196,7 +196,9 @@ class Gathered:
             return list(self._alone.get(block=block, timeout=timeout))
         results = self._sent().get(block=block, timeout=timeout)
         mine = list(results[self._start:self._end])
-        if block and _rolled_back(mine):  # another call's operations failed: send ours alone
+        # Another call's operations failed: send ours alone (the first result, checked
+        # inline, tells a committed transaction at once).
+        if block and mine and isinstance(mine[0], _UNDONE) and _rolled_back(mine):
             self._alone = self._calls.send(self._ops)
             return list(self._alone.get(block=block, timeout=timeout))
         return mine
@@ -208,5 +210,8 @@ class Gathered:
 def _rolled_back(results: list[Any]) -> bool:
     """Whether these operations of a failed transaction were undone only because another
     operation (another call's) failed."""
-    undone = (kz.RolledBackError, kz.RuntimeInconsistency)
-    return bool(results) and all(isinstance(r, undone) for r in results)
+    return bool(results) and all(isinstance(r, _UNDONE) for r in results)
+
+
+#: What the operations of a failed transaction that did not fail themselves answer.
+_UNDONE = (kz.RolledBackError, kz.RuntimeInconsistency)

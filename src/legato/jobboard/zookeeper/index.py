@@ -81,6 +81,12 @@ def uuid_of(name: str) -> str:
     return job_id(name)[0]
 
 
+def _uuid_in(name: str) -> str:
+    """The uuid in a job node name known to match ``_NAME`` (``job-<priority>-<uuid>-<10
+    digits>``, the priority a sign and digits): string slicing, no regular expression."""
+    return name[name.index("-", 5) + 1:-11]
+
+
 @dataclasses.dataclass(slots=True)
 class Entry:
     """What is known of one job node.
@@ -225,7 +231,9 @@ class Index:
             entry = self._apply(root, kind, name)
             if entry is not None:
                 entry.touched = self._seq
-            self._changed()
+            self.generation += 1  # self._changed(), inlined: once per event
+            if self._waiting:
+                self._cond.notify_all()
 
     def _apply(self, root: str, kind: int, name: str) -> Entry | None:
         """Apply an event; the entry of the job it concerns, if it has one now."""
@@ -542,7 +550,7 @@ class Index:
     def _insert(self, keys: list[Key]) -> None:
         for key in keys:
             self._jobs[key[2]] = Entry(key)
-            self._by_uuid[uuid_of(key[2])] = key[2]
+            self._by_uuid[_uuid_in(key[2])] = key[2]
         self._order.update(keys)
 
     def _drop(self, name: str) -> None:
@@ -550,7 +558,7 @@ class Index:
         if entry is None:
             return
         self._order.discard(entry.key)
-        uuid = uuid_of(name)
+        uuid = _uuid_in(name)
         self._by_uuid.pop(uuid, None)
         self._remember_gone(uuid)
 

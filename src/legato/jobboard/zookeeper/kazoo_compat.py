@@ -113,8 +113,11 @@ class _Watchers(collections.defaultdict[str, set[Any]]):
 
     def pop(self, path: str, *default: Any) -> Any:
         found = super().pop(path, *default)
-        extra = [w for root, w in self.persistent if path.startswith(root)]
-        return [*found, *extra] if extra else found
+        extra: list[Any] | None = None
+        for root, watcher in self.persistent:  # once per event: a loop, no comprehension
+            if path.startswith(root):
+                extra = [watcher] if extra is None else [*extra, watcher]
+        return found if extra is None else [*found, *extra]
 
 
 def add_watch(client: Any, path: str, watcher: Callable[[Any], None]) -> Any:
