@@ -631,14 +631,20 @@ def test_a_post_writes_its_book_in_the_same_statement(shared_url: str, board: Jo
     assert claimed.loaded_book.meta["job_uuid"] == job.uuid
 
 
-def test_a_postgres_post_with_its_book_runs_sql_rendered_once(shared_url: str,
-                                                              board: JobBoard,
-                                                              store: Persistence) -> None:
+def test_a_postgres_post_with_its_book_runs_sql_rendered_once(postgres_url: str) -> None:
     """On PostgreSQL the post's one statement goes to the driver as SQL rendered once (no
     compiled-cache lookup or parameter processing per post), its float parameters still
     processed: the job reads back as posted."""
-    if not shared_url.startswith("postgresql"):
-        pytest.skip("PostgreSQL only")
+    store = lp.connect(postgres_url)
+    store.upgrade()
+    try:
+        with jobboard.connect(postgres_url, persistence=store) as board:
+            _post_rendered(board, store)
+    finally:
+        store.close()
+
+
+def _post_rendered(board: JobBoard, store: Persistence) -> None:
     compiled: list[object] = []
 
     def executed(_conn: Any, _cursor: Any, _statement: str, _params: Any, context: Any,
