@@ -42,9 +42,11 @@ class Rendered:
         return conn.exec_driver_sql(self.sql, self.params(values))
 
 
-def render(statement: sa.Executable, dialect: sa.Dialect) -> Rendered | None:
+def render(statement: sa.Executable, dialect: sa.Dialect, *,
+           processed: Callable[[Any], bool] = lambda _type: True) -> Rendered | None:
     """``statement`` rendered once for ``dialect``; None when it cannot be (not PostgreSQL with
-    named parameters, or a parameter only SQLAlchemy can fill in at execution)."""
+    named parameters, a parameter only SQLAlchemy can fill in at execution, or one the caller
+    passes whose type needs processing and ``processed(type)`` refuses)."""
     if dialect.name != "postgresql" or dialect.paramstyle != "pyformat":
         return None
     compiled = statement.compile(dialect=dialect)  # type: ignore[attr-defined]
@@ -57,5 +59,7 @@ def render(statement: sa.Executable, dialect: sa.Dialect) -> Rendered | None:
         if not bind.required:
             fixed[name] = bind.value if process is None else process(bind.value)
         elif process is not None:
+            if not processed(bind.type):
+                return None
             processors.append((name, process))
     return Rendered(str(compiled.string), fixed, tuple(processors))

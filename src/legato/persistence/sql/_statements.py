@@ -472,23 +472,14 @@ def pg_many_sql(shape: ManyShape, dialect: sa.Dialect) -> str | None:
 @functools.lru_cache(maxsize=256)
 def pg_joined_sql(shape: ManyShape, dialect: sa.Dialect,
                   parts: Any) -> tuple[str, dict[str, Any]] | None:
-    """``pg_many(shape, parts)`` rendered once for ``dialect`` (see ``pg_many_sql``), with
-    the values of the parameters the statement fixes itself (literals of the parts), which
+    """``pg_many(shape, parts)`` rendered once for ``dialect`` (``legato._sql.rendered``),
+    with the values of the parameters the statement fixes itself (literals of the parts), which
     every execution adds to its own. None when a parameter needs processing by SQLAlchemy,
-    but for floats (the parts' clock and lease times): their processing is ``float()``, so
-    the fixed ones are processed here and the caller passes floats."""
-    compiled = pg_many(shape, parts).compile(dialect=dialect)
-    if dialect.paramstyle != "pyformat":
-        return None
-    fixed: dict[str, Any] = {}
-    for bind, name in compiled.bind_names.items():
-        process = bind.type.bind_processor(dialect)
-        if bind.expanding or bind.literal_execute or bind.callable is not None or (
-                process is not None and (parts is None or not isinstance(bind.type, sa.Float))):
-            return None
-        if not bind.required:
-            fixed[name] = bind.value if process is None else process(bind.value)
-    return compiled.string, fixed
+    but for floats of the parts (their clock and lease times): their processing is
+    ``float()``, so the caller passes floats."""
+    rendered = render(pg_many(shape, parts), dialect, processed=lambda type_: (
+        parts is not None and isinstance(type_, sa.Float)))
+    return None if rendered is None else (rendered.sql, dict(rendered.fixed))
 
 
 def _count(cte: sa.CTE) -> sa.ScalarSelect[Any]:
