@@ -246,6 +246,7 @@ def latency_durable(samples: int) -> dict[str, float]:
         persistence = lp.connect(url)
         persistence.upgrade()
         ROUND_TRIPS.clear()
+        IN_DRIVER.clear()
         poster_persistence = lp.connect(url)
         try:
             with jb.connect(url, persistence=persistence) as cboard, \
@@ -263,6 +264,8 @@ def latency_durable(samples: int) -> dict[str, float]:
         thread = POSTER if name == "posted" else CONDUCTOR
         result[f"{name}_trips"] = statistics.median(
             _round_trips(r[previous], r[name], thread) for r in rows)
+        result[f"{name}_driver"] = statistics.median(
+            _in_driver(r[previous], r[name], thread) for r in rows)
         previous = name
     result["total_trips"] = sum(result[f"{name}_trips"] for name, _ in PHASES)
     result["statements"] = statistics.median(
@@ -277,6 +280,11 @@ def latency_durable(samples: int) -> dict[str, float]:
 #: rested ``PING_AFTER_IDLE`` seconds); ``thread`` is ``POSTER``, ``CONDUCTOR`` or another
 #: thread's name. A pool checkout without a test sends nothing and is not counted.
 ROUND_TRIPS: list[tuple[float, str, str]] = []
+#: ``(start, end, thread)`` of every statement's time in the driver (SQLAlchemy's
+#: ``before_cursor_execute`` to ``after_cursor_execute``: sending it, the server's work, the
+#: reply), so that each phase splits into the database's share and Python's around it.
+IN_DRIVER: list[tuple[float, float, str]] = []
+_SENT: dict[str, float] = {}
 POSTER, CONDUCTOR = "MainThread", "latency-conductor"
 _RESTED = "bench_rested_since"
 
@@ -308,13 +316,30 @@ def _count_round_trips() -> None:
         if since is not None and time.monotonic() - since >= PING_AFTER_IDLE:
             note("ping")
 
-    sa.event.listen(sa.Engine, "before_cursor_execute", lambda *_a, **_k: note("statement"))
+    def sent(*_args: Any, **_kwargs: Any) -> None:
+        note("statement")
+        _SENT[threading.current_thread().name] = time.perf_counter()
+
+    def answered(*_args: Any, **_kwargs: Any) -> None:
+        thread = threading.current_thread().name
+        start = _SENT.pop(thread, None)
+        if start is not None:
+            IN_DRIVER.append((start, time.perf_counter(), thread))
+
+    sa.event.listen(sa.Engine, "before_cursor_execute", sent)
+    sa.event.listen(sa.Engine, "after_cursor_execute", answered)
     sa.event.listen(sa.Engine, "begin", lambda c: transactional(c) and note("begin"))
     sa.event.listen(sa.Engine, "commit", lambda c: transactional(c) and note("commit"))
     sa.event.listen(sa.Engine, "rollback", lambda c: transactional(c) and note("rollback"))
     sa.event.listen(sa.pool.Pool, "connect", lambda *_a: note("connect"))
     sa.event.listen(sa.pool.Pool, "checkin", rested)
     sa.event.listen(sa.pool.Pool, "checkout", checkout)
+
+
+def _in_driver(start: float, end: float, thread: str) -> float:
+    """Milliseconds ``thread`` spent in the driver between ``start`` and ``end``."""
+    return sum(done - sent for sent, done, by in IN_DRIVER
+               if by == thread and start <= sent and done <= end) * 1000
 
 
 def _round_trips(start: float, end: float, thread: str, what: str | None = None) -> int:
@@ -556,10 +581,10 @@ def main(argv: list[str] | None = None) -> None:
             print(f"post->first step, PG board + PG persistence: p50={row['total']:.1f} ms "
                   f"(median of {len(runs)} runs of 40)", flush=True)
             print(f"  {row['total_trips']:4.0f} round trips in all ({row['statements']:.0f} "
-                  "statements); per phase:", flush=True)
+                  "statements); per phase (of which in the driver):", flush=True)
             for name, what in PHASES:
-                print(f"  {row[name]:6.2f} ms {row[name + '_trips']:4.0f} trips  {what}",
-                      flush=True)
+                print(f"  {row[name]:6.2f} ms ({row[name + '_driver']:4.2f}) "
+                      f"{row[name + '_trips']:4.0f} trips  {what}", flush=True)
         if "takeover" not in skip:
             for board in boards:
                 value = median_of(args.repeat, takeover, board, args.ttl, tmp)

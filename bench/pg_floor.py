@@ -19,6 +19,10 @@ prints the p50 of each::
     .venv-bench/bin/python bench/pg_floor.py
     .venv-bench/bin/python bench/pg_floor.py --samples 60 --repeat 5
 
+``--layers`` also times one paced 10-column ``SELECT`` by primary key through each layer a
+statement of Legato's goes through: psycopg alone, SQLAlchemy Core on a connection held open,
+and Core with a pool checkout and check-in around it (what one board or persistence call does).
+
 It needs only PostgreSQL (``--dsn``, default the test database on 127.0.0.1) and makes and
 drops a schema of its own.
 """
@@ -68,8 +72,7 @@ def worker(dsn: str, schema: str, mode: str, samples: int) -> None:
         listen.execute(f"LISTEN {schema}")
         work.execute("SELECT 1")
         print("ready", flush=True)
-        done = 0
-        for note in listen.notifies():
+        for done, note in enumerate(listen.notifies(), start=1):
             job = int(note.payload)
             if mode == "riding":
                 row = work.execute(sql["read"], (job,), prepare=True).fetchone()
@@ -82,7 +85,6 @@ def worker(dsn: str, schema: str, mode: str, samples: int) -> None:
                 if mode == "durable":
                     work.execute(sql["first"], (job, row[1]), prepare=True)
             print(job, repr(time.time()), flush=True)
-            done += 1
             if done == samples:
                 break
 
@@ -121,6 +123,43 @@ def one_run(dsn: str, mode: str, samples: int, pace: float) -> float:
             admin.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
+_COLUMNS = ("relname", "oid", "relnamespace", "reltype", "relowner", "relam", "relfilenode",
+            "reltablespace", "relpages", "reltuples")
+
+
+def layers(dsn: str, samples: int, pace: float) -> dict[str, float]:
+    """p50 ms of one paced ``SELECT`` through psycopg, SQLAlchemy Core on a held connection,
+    and Core with a pool checkout (interleaved, the first ten of each left out)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(dsn.replace("postgresql://", "postgresql+psycopg://", 1),
+                              isolation_level="AUTOCOMMIT")
+    table = sa.table("pg_class", *(sa.column(c) for c in _COLUMNS))
+    query = sa.select(*table.c).where(table.c.oid == sa.bindparam("oid"))
+    text = f"SELECT {', '.join(_COLUMNS)} FROM pg_class WHERE oid = %s"
+    oid = 1259  # pg_class itself
+    times: dict[str, list[float]] = {"psycopg": [], "core, held": [], "core, checkout": []}
+    with psycopg.connect(dsn, autocommit=True) as raw, engine.connect() as held:
+        calls = {
+            "psycopg": lambda: raw.execute(text, (oid,), prepare=True).fetchone(),
+            "core, held": lambda: held.execute(query, {"oid": oid}).fetchone(),
+            "core, checkout": lambda: _checked_out(engine, query, oid),
+        }
+        for _ in range(samples + 10):
+            for name, call in calls.items():
+                start = time.perf_counter()
+                call()
+                times[name].append((time.perf_counter() - start) * 1000)
+                time.sleep(pace)
+    engine.dispose()
+    return {name: statistics.median(values[10:]) for name, values in times.items()}
+
+
+def _checked_out(engine: object, query: object, oid: int) -> None:
+    with engine.connect() as conn:  # type: ignore[attr-defined]
+        conn.execute(query, {"oid": oid}).fetchone()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--dsn", default=DSN)
@@ -128,6 +167,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pace", type=float, default=0.05, help="seconds between posts")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--layers", action="store_true",
+                        help="also time one SELECT through psycopg and SQLAlchemy Core")
     parser.add_argument("--worker", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--schema", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -150,6 +191,10 @@ def main(argv: list[str] | None = None) -> None:
     for mode, values in results.items():
         runs = " / ".join(f"{v:.2f}" for v in values)
         print(f"{mode:<10} {commits[mode]:>15}  {runs:<28} {statistics.median(values):.2f}")
+    if args.layers:
+        print(f"one SELECT of {len(_COLUMNS)} columns, {args.pace * 1000:.0f} ms apart, p50:")
+        for name, value in layers(args.dsn, args.samples * 2, args.pace).items():
+            print(f"  {name:<16} {value:.3f} ms")
 
 
 if __name__ == "__main__":
