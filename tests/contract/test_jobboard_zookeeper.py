@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -369,13 +370,24 @@ def test_consume_and_claim_next_with_an_old_fence_claims_nothing(
     assert board.find_owner(job) == "owner-a"
 
 
-def test_a_closed_boards_claims_are_free_at_once(make_board: MakeBoard) -> None:
+def test_a_closed_boards_claims_are_free_at_once(make_board: MakeBoard,
+                                                 zookeeper_url: str) -> None:
     """A claim ends with its owner's session; the watch on the claim node tells other boards,
-    long before the claim's TTL."""
+    long before the claim's TTL.
+
+    The test waits until the server has ended the owner's session (its claim node is gone)
+    before it claims: kazoo 2.10's ``stop`` returns once the session's close is sent, without
+    its answer, so the other board's next call could reach the server first (kazoo 2.11 waits
+    for the answer). What is tested is the other board learning of the end, not when."""
     owner, other = make_board(), make_board()
     job = owner.post("work")
     assert owner.claim_next("owner-a", ttl=300) == job
     assert other.claim_next("owner-b") is None  # the other board knows it is claimed
-    owner.close()
+    with _raw_client(zookeeper_url) as (client, path):
+        [claim] = client.get_children(f"{path}/claims")
+        ended = threading.Event()
+        assert client.exists(f"{path}/claims/{claim}", watch=lambda _: ended.set())
+        owner.close()
+        assert ended.wait(30), "the owner's session did not end"
     again = other.claim_next("owner-b")
     assert again == job and again is not None and again.attempts == 2

@@ -36,6 +36,11 @@ check the job node's version in their transaction: every claim rewrites the job 
 fence), so a claim node another session created since, which starts at version 0 again, can
 never pass for the one checked.
 
+``close`` ends the board's own session, and its claims with it (a shared client's session goes
+on). kazoo 2.11's ``stop`` waits for the server's answer; 2.10's does not, so there the claim
+nodes may outlive ``close`` for a moment (or, when its connection thread stops before sending
+the request, until the session times out).
+
 **Atomicity.** ``claim`` is one transaction: (delete the expired claim node, checking its
 version,) create the claim node, and rewrite the job node with ``fence + 1`` and ``attempts + 1``
 checking the job node's version. ``consume``, ``abandon``, ``release`` and ``trash`` check owner
