@@ -268,11 +268,13 @@ def test_unreachable_server_is_storage_failure() -> None:
 @pytest.mark.parametrize("scheme", ["postgresql", "mysql"])
 def test_silent_server_fails_instead_of_hanging(scheme: str) -> None:
     # A listener that never answers (the kernel completes the handshake, nobody speaks): the
-    # driver must give up after connect_timeout, not wait forever. pytest-timeout is the guard.
+    # driver must give up, not wait forever. pytest-timeout is the guard. PostgreSQL's
+    # connect_timeout covers the whole start-up; PyMySQL reads the server's greeting under
+    # read_timeout (EngineSettings), so both are short here.
     with socket.create_server(("127.0.0.1", 0)) as silent:
         port = silent.getsockname()[1]
         backend = persistence.connect(f"{scheme}://root@127.0.0.1:{port}/test",
-                                      connect_timeout=1, retries=0)
+                                      connect_timeout=1, read_timeout=2, retries=0)
         try:
             with pytest.raises(errors.StorageFailure):
                 backend.get_logbook("any")
