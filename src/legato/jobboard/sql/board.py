@@ -439,27 +439,30 @@ class SQLJobBoard(JobBoard):
         """Up to ``size`` rows after ``after`` in claim order. Two range reads of the index
         (the rest of ``after``'s priority, then the lower ones) rather than one ``OR``, which
         a planner would answer by walking the index from its start."""
+        now = {"now": self.clock()}
         if after is None and size == _FIRST_PAGE:  # "is anything claimable?" of every wait
-            return list(conn.execute(self._first_pages[only_unclaimed],
-                                     {"now": self.clock()}).all())
-        query = sa.select(jobs).order_by(*_ORDER).limit(size)
-        if only_unclaimed:
-            query = query.where(self._claimable(self._now()))
+            return list(conn.execute(self._first_pages[only_unclaimed], now).all())
+        query = self._in_order[only_unclaimed].limit(size)
         if after is None:
-            return list(conn.execute(query).all())
+            return list(conn.execute(query, now).all())
         rows = list(conn.execute(query.where(_J.priority == after[0],
-                                             _J.sequence > after[1])).all())
+                                             _J.sequence > after[1]), now).all())
         if len(rows) < size:
             rows += conn.execute(query.where(_J.priority < after[0])
-                                 .limit(size - len(rows))).all()
+                                 .limit(size - len(rows)), now).all()
         return rows
 
     @functools.cached_property
-    def _first_pages(self) -> dict[bool, sa.Executable]:
-        """``_page``'s first page of all rows (False) and of claimable ones (True), built
-        once (parameter ``now``)."""
-        query = sa.select(jobs).order_by(*_ORDER).limit(_FIRST_PAGE)
+    def _in_order(self) -> dict[bool, sa.Select[Any]]:
+        """All rows (False) or the claimable ones (True) in claim order, built once
+        (parameter ``now``)."""
+        query = sa.select(jobs).order_by(*_ORDER)
         return {False: query, True: query.where(self._claimable(self._statement_now()))}
+
+    @functools.cached_property
+    def _first_pages(self) -> dict[bool, sa.Select[Any]]:
+        """``_in_order``'s first page, built once."""
+        return {key: query.limit(_FIRST_PAGE) for key, query in self._in_order.items()}
 
     def _waiting_heads(self) -> list[JobRecord]:
         # One statement: for each priority, the first claimable row of its stretch of the

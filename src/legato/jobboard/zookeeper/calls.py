@@ -196,9 +196,7 @@ class Gathered:
             return list(self._alone.get(block=block, timeout=timeout))
         results = self._sent().get(block=block, timeout=timeout)
         mine = list(results[self._start:self._end])
-        # Another call's operations failed: send ours alone (the first result, checked
-        # inline, tells a committed transaction at once).
-        if block and mine and isinstance(mine[0], _UNDONE) and _rolled_back(mine):
+        if block and _rolled_back(mine):  # another call's operations failed: send ours alone
             self._alone = self._calls.send(self._ops)
             return list(self._alone.get(block=block, timeout=timeout))
         return mine
@@ -210,7 +208,9 @@ class Gathered:
 def _rolled_back(results: list[Any]) -> bool:
     """Whether these operations of a failed transaction were undone only because another
     operation (another call's) failed."""
-    return bool(results) and all(isinstance(r, _UNDONE) for r in results)
+    # The first result tells a committed transaction at once (the usual answer).
+    return bool(results) and isinstance(results[0], _UNDONE) and all(
+        isinstance(r, _UNDONE) for r in results)
 
 
 #: What the operations of a failed transaction that did not fail themselves answer.

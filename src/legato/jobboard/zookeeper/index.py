@@ -231,9 +231,7 @@ class Index:
             entry = self._apply(root, kind, name)
             if entry is not None:
                 entry.touched = self._seq
-            self.generation += 1  # self._changed(), inlined: once per event
-            if self._waiting:
-                self._cond.notify_all()
+            self._changed()
 
     def _apply(self, root: str, kind: int, name: str) -> Entry | None:
         """Apply an event; the entry of the job it concerns, if it has one now."""
