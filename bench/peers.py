@@ -487,7 +487,9 @@ def read_log(path: str) -> list[tuple[str, int, float, float]]:
     if not os.path.exists(path):
         return []
     rows = []
-    for line in Path(path).read_text().splitlines():
+    # A step may be appending its line while this reads: a line without its newline yet is
+    # not read (the next read has it whole).
+    for line in Path(path).read_text().split("\n")[:-1]:
         job, step, start, end, _ = line.split()
         rows.append((job, int(step), float(start), float(end)))
     return rows
@@ -557,13 +559,15 @@ def throughput(system: str, steps: int, procs: int, jobs: int, tmp: Path) -> dic
         names = [f"j{i:05d}" for i in range(jobs)]
         adapter.post(names, steps)
         workers = start_workers(system, env, procs)
-        before = xact_commit(env["tag"])
-        polls_before = getattr(adapter, "polls", 0)
-        release(workers)
-        expected = jobs * steps
-        finished = wait_for(lambda: len(read_log(env["log"])) >= expected, 600, 0.05)
-        finished = finished and wait_for(lambda: adapter.done(jobs, steps), 60, 0.05)
-        stop_workers(workers)
+        try:
+            before = xact_commit(env["tag"])
+            polls_before = getattr(adapter, "polls", 0)
+            release(workers)
+            expected = jobs * steps
+            finished = wait_for(lambda: len(read_log(env["log"])) >= expected, 600, 0.05)
+            finished = finished and wait_for(lambda: adapter.done(jobs, steps), 60, 0.05)
+        finally:
+            stop_workers(workers)
         rows = read_log(env["log"])
         polls = getattr(adapter, "polls", 0) - polls_before
         # The stats of a backend reach pg_stat_database when it ends (the workers' have).
