@@ -13,6 +13,11 @@ Both layouts run: board and persistence in one database (the same URL: write 4 a
 the job on the board and claims the next one) and in two (another schema: the consume, and the
 next claim, are board calls after write 4). A second, one-step job is posted behind the first,
 so the claim that rides in write 4 is killed too and must lapse for the survivor to run it.
+
+A non-blocking conductor running three 3-step jobs at once is killed the same way, its writes
+counted across the three (they are serialised, so the N-th write is a cut through every job in
+flight): whatever each job had recorded at the cut, no recorded step runs again, a step in
+flight runs again at most once, and every job ends consumed exactly once.
 """
 
 from __future__ import annotations
@@ -41,18 +46,19 @@ WRITES = 4
 TTL = 2.0
 
 
-def _run_child_until_stopped(board_url: str, persistence_url: str,
-                             boundary: int) -> list[str]:
-    """Start the child conductor, wait until it stops at ``boundary``, SIGKILL it; its
-    lines."""
+def _run_child_until_stopped(board_url: str, persistence_url: str, boundary: int,
+                             at_once: int | None = None) -> list[str]:
+    """Start the child conductor (non-blocking with ``at_once`` jobs at once), wait until it
+    stops at ``boundary``, SIGKILL it; its lines."""
     lines: list[str] = []
 
     def stopped(line: str) -> bool:
         lines.append(line.strip())
         return line.strip() == "stopped"
 
+    extra = [] if at_once is None else [str(at_once)]
     with subprocess.Popen([sys.executable, str(CHILD), board_url, persistence_url,
-                           str(boundary)], stdout=subprocess.PIPE, text=True) as proc:
+                           str(boundary), *extra], stdout=subprocess.PIPE, text=True) as proc:
         try:
             tc.next_line(proc.stdout, stopped, timeout=60.0,
                          failure=f"the child never stopped at write {boundary}")
@@ -152,4 +158,62 @@ def _starts(log: Path) -> collections.Counter[str]:
             what, label, index, *_ = line.split()
             if what == "start":
                 counts[f"{'behind' if label.endswith('-behind') else 'step'}-{index}"] += 1
+    return counts
+
+
+JOBS_AT_ONCE = 3
+
+
+@pytest.mark.parametrize("boundary", [0, 2, 5, 8])
+def test_sigkill_at_write_boundaries_with_several_jobs_at_once(boundary: int, postgres_url: str,
+                                                               tmp_path: Path) -> None:
+    log = tmp_path / "side-effects.log"
+    persistence = lp.connect(postgres_url)
+    persistence.upgrade()
+    with jb.connect(postgres_url, persistence=persistence) as board:
+        jobs = {f"j{i}-{uuid.uuid4().hex[:8]}": None for i in range(JOBS_AT_ONCE)}
+        posted = {label: tc.post_job(board, persistence, tc.side_effect_flow, name=label,
+                                     kwargs={"steps": STEPS, "label": label,
+                                             "log_path": str(log)})
+                  for label in jobs}
+        lines = _run_child_until_stopped(postgres_url, postgres_url, boundary, JOBS_AT_ONCE)
+        assert len([line for line in lines if line.startswith("write ")]) == boundary
+        recorded = {}
+        for label, job in posted.items():
+            assert job.book_uuid is not None
+            (flow,) = persistence.get_logbook(job.book_uuid).flows.values()
+            recorded[label] = {ad.name for ad in flow if ad.state == AtomState.SUCCESS}
+        ran_before = _starts_by_job(log)
+        survivor = BlockingConductor("survivor", board, persistence, wait_timeout=0.1,
+                                     claim_ttl=TTL, allowed_factories=["legato.testing"])
+        survivor.run(max_dispatches=board.job_count)  # claims once the dead claims lapsed
+        assert board.job_count == 0
+    starts = _starts_by_job(log)
+    assert boundary == 0 or sum(ran_before.values()) > 0  # the cut came with steps run
+    for label, job in posted.items():
+        for index in range(STEPS):
+            name, key = f"step-{index}", (label, index)
+            if name in recorded[label]:  # recorded: never runs again
+                assert starts[key] == ran_before[key] == 1, (key, starts)
+            else:  # in flight runs again once; the rest run once
+                assert starts[key] == ran_before[key] + 1, (key, starts)
+                assert ran_before[key] <= 1
+        assert job.book_uuid is not None
+        (flow,) = persistence.get_logbook(job.book_uuid).flows.values()
+        assert flow.state == FlowState.SUCCESS
+        assert [ad.state for ad in flow] == [AtomState.SUCCESS] * STEPS
+        outcomes = [(c.owner.split("@")[0], c.outcome) for c in persistence.job_history(job.uuid)]
+        assert [o for o in outcomes if o[1] == "consumed"] == outcomes[-1:], outcomes
+        assert all(o == ("doomed", "lost claim") for o in outcomes[:-1]), outcomes
+    persistence.close()
+
+
+def _starts_by_job(log: Path) -> collections.Counter[tuple[str, int]]:
+    """How many times each (job label, step index) started, from the side-effect log."""
+    counts: collections.Counter[tuple[str, int]] = collections.Counter()
+    if log.exists():
+        for line in log.read_text().splitlines():
+            what, label, index, *_ = line.split()
+            if what == "start":
+                counts[(label, int(index))] += 1
     return counts

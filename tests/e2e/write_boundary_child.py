@@ -1,10 +1,12 @@
-"""A blocking conductor that stops dead after its persistence's N-th write transaction.
+"""A conductor that stops dead after its persistence's N-th write transaction.
 
-``python write_boundary_child.py BOARD PERSISTENCE N`` runs one blocking conductor on BOARD with
-the persistence at PERSISTENCE. Each write transaction the persistence commits (every ``take``,
-``update``, ``record_claim``...) prints ``write K <what>``; after the N-th it prints ``stopped``
-and blocks forever, so the test SIGKILLs it exactly at that write boundary (N=0: before the
-first write, once the flow's first write is about to be made).
+``python write_boundary_child.py BOARD PERSISTENCE N [AT_ONCE]`` runs one conductor on BOARD
+with the persistence at PERSISTENCE: a blocking one, or with AT_ONCE a non-blocking one running
+up to AT_ONCE jobs at once (their writes are counted together: the writes are serialised, so the
+N-th is a cut across every job in flight). Each write transaction the persistence commits
+(every ``take``, ``update``, ``record_claim``...) prints ``write K <what>``; after the N-th it
+prints ``stopped`` and blocks forever, so the test SIGKILLs it exactly at that write boundary
+(N=0: before the first write, once the flow's first write is about to be made).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 from legato import jobboard as jb
 from legato import persistence as lp
-from legato.conductor import BlockingConductor
+from legato.conductor import BlockingConductor, NonBlockingConductor
 
 #: The backend's write primitives: each commits one transaction.
 WRITES = ("_update_many", "_update_atom_details", "_update_flow_state", "_update_flow_details",
@@ -53,11 +55,17 @@ def stopping_after(persistence: Any, stop_at: int) -> Any:
 
 def main() -> None:
     board_url, persistence_url, stop_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    at_once = int(sys.argv[4]) if len(sys.argv) > 4 else None
     persistence = stopping_after(lp.connect(persistence_url), stop_at)
     with jb.connect(board_url, persistence=persistence) as board:
         print("ready", flush=True)
-        BlockingConductor("doomed", board, persistence, claim_ttl=2.0, wait_timeout=0.2,
-                          allowed_factories=["legato.testing"]).run()
+        options: dict[str, Any] = {"claim_ttl": 2.0, "wait_timeout": 0.2,
+                                   "allowed_factories": ["legato.testing"]}
+        conductor = (BlockingConductor("doomed", board, persistence, **options)
+                     if at_once is None else
+                     NonBlockingConductor("doomed", board, persistence,
+                                          max_simultaneous_jobs=at_once, **options))
+        conductor.run()
 
 
 if __name__ == "__main__":
