@@ -119,10 +119,7 @@ def _kill_and_take_over(boundary: int, layout: str, board_url: str, persistence_
         else:
             assert board.job_count == 2
         ran_before = _starts(log)
-        survivor = BlockingConductor("survivor", board, persistence, wait_timeout=0.1,
-                                     claim_ttl=TTL, allowed_factories=["legato.testing"])
-        survivor.run(max_dispatches=board.job_count)  # claims once the dead claims lapsed
-        assert board.job_count == 0
+        _survivor_drains(board, persistence)
     starts = _starts(log)
     names = [f"step-{i}" for i in range(STEPS)]
     for name in names:
@@ -150,14 +147,20 @@ def _kill_and_take_over(boundary: int, layout: str, board_url: str, persistence_
     persistence.close()
 
 
+def _survivor_drains(board: jb.JobBoard, persistence: lp.Persistence) -> None:
+    """A conductor claims every job left on the board as the dead claims lapse, and runs it."""
+    survivor = BlockingConductor("survivor", board, persistence, wait_timeout=0.1,
+                                 claim_ttl=TTL, allowed_factories=["legato.testing"])
+    survivor.run(max_dispatches=board.job_count)
+    assert board.job_count == 0
+
+
 def _starts(log: Path) -> collections.Counter[str]:
-    """How many times each step started, from the side-effect log."""
+    """How many times each step of the job (``step-N``) and of the job behind it
+    (``behind-N``) started, from the side-effect log."""
     counts: collections.Counter[str] = collections.Counter()
-    if log.exists():
-        for line in log.read_text().splitlines():
-            what, label, index, *_ = line.split()
-            if what == "start":
-                counts[f"{'behind' if label.endswith('-behind') else 'step'}-{index}"] += 1
+    for (label, index), started in _starts_by_job(log).items():
+        counts[f"{'behind' if label.endswith('-behind') else 'step'}-{index}"] += started
     return counts
 
 
@@ -184,10 +187,7 @@ def test_sigkill_at_write_boundaries_with_several_jobs_at_once(boundary: int, po
             (flow,) = persistence.get_logbook(job.book_uuid).flows.values()
             recorded[label] = {ad.name for ad in flow if ad.state == AtomState.SUCCESS}
         ran_before = _starts_by_job(log)
-        survivor = BlockingConductor("survivor", board, persistence, wait_timeout=0.1,
-                                     claim_ttl=TTL, allowed_factories=["legato.testing"])
-        survivor.run(max_dispatches=board.job_count)  # claims once the dead claims lapsed
-        assert board.job_count == 0
+        _survivor_drains(board, persistence)
     starts = _starts_by_job(log)
     assert boundary == 0 or sum(ran_before.values()) > 0  # the cut came with steps run
     for label, job in posted.items():
