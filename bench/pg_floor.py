@@ -140,10 +140,14 @@ def layers(dsn: str, samples: int, pace: float) -> dict[str, float]:
     oid = 1259  # pg_class itself
     times: dict[str, list[float]] = {"psycopg": [], "core, held": [], "core, checkout": []}
     with psycopg.connect(dsn, autocommit=True) as raw, engine.connect() as held:
+        def checked_out() -> None:
+            with engine.connect() as conn:
+                conn.execute(query, {"oid": oid}).fetchone()
+
         calls = {
             "psycopg": lambda: raw.execute(text, (oid,), prepare=True).fetchone(),
             "core, held": lambda: held.execute(query, {"oid": oid}).fetchone(),
-            "core, checkout": lambda: _checked_out(engine, query, oid),
+            "core, checkout": checked_out,
         }
         for _ in range(samples + 10):
             for name, call in calls.items():
@@ -153,11 +157,6 @@ def layers(dsn: str, samples: int, pace: float) -> dict[str, float]:
                 time.sleep(pace)
     engine.dispose()
     return {name: statistics.median(values[10:]) for name, values in times.items()}
-
-
-def _checked_out(engine: object, query: object, oid: int) -> None:
-    with engine.connect() as conn:  # type: ignore[attr-defined]
-        conn.execute(query, {"oid": oid}).fetchone()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -208,9 +208,8 @@ class Gathered:
 def _rolled_back(results: list[Any]) -> bool:
     """Whether these operations of a failed transaction were undone only because another
     operation (another call's) failed."""
-    # The first result tells a committed transaction at once (the usual answer).
-    return bool(results) and isinstance(results[0], _UNDONE) and all(
-        isinstance(r, _UNDONE) for r in results)
+    # all() stops at the first result, which tells a committed transaction at once.
+    return bool(results) and all(isinstance(r, _UNDONE) for r in results)
 
 
 #: What the operations of a failed transaction that did not fail themselves answer.
